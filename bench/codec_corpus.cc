@@ -1,0 +1,204 @@
+// codec_corpus: stored/raw ratio and single-thread encode/decode speed of each
+// codec profile over the tensors of a set of safetensors files, with zstd and
+// lz4 over the same chunks measured in the same run as baselines.
+//
+//   codec_corpus [--chunk KiB] [--runs N] [--profiles a,b] DIR|FILE...
+//
+// Decode speed includes the XXH3-128 check of every chunk, as on the read path.
+#include <lz4.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "codec/chunk_codec.h"
+
+using namespace pstore;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Chunk {
+  const uint8_t* p;
+  size_t n;
+  DType dtype;
+  ChunkKey key;
+};
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t chunk = 1 << 20;
+  int runs = 3;
+  std::vector<std::string> profiles = {"raw", "lz4", "zstd", "fast", "dense"};
+  std::vector<std::string> inputs;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    if (a == "--chunk" && i + 1 < argc) chunk = size_t(std::stoul(argv[++i])) * 1024;
+    else if (a == "--runs" && i + 1 < argc) runs = std::stoi(argv[++i]);
+    else if (a == "--profiles" && i + 1 < argc) {
+      profiles.clear();
+      std::string s = argv[++i];
+      for (size_t pos = 0; pos <= s.size();) {
+        size_t c = s.find(',', pos);
+        if (c == std::string::npos) c = s.size();
+        profiles.push_back(s.substr(pos, c - pos));
+        pos = c + 1;
+      }
+    } else inputs.push_back(a);
+  }
+  std::vector<std::string> files;
+  for (auto& in : inputs) {
+    if (fs::is_directory(in)) {
+      for (auto& e : fs::directory_iterator(in))
+        if (e.path().extension() == ".safetensors") files.push_back(e.path());
+    } else files.push_back(in);
+  }
+  std::sort(files.begin(), files.end());
+  std::vector<std::string> blobs;
+  std::vector<Chunk> chunks;
+  blobs.reserve(files.size());
+  size_t raw_total = 0;
+  for (auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    blobs.emplace_back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string& d = blobs.back();
+    uint64_t hlen;
+    std::memcpy(&hlen, d.data(), 8);
+    auto j = nlohmann::json::parse(d.substr(8, hlen));
+    const uint8_t* base = reinterpret_cast<const uint8_t*>(d.data()) + 8 + hlen;
+    for (auto& [name, t] : j.items()) {
+      if (name == "__metadata__") continue;
+      auto dt = DTypeFromName(t["dtype"].get<std::string>());
+      size_t a = t["data_offsets"][0], b = t["data_offsets"][1];
+      for (size_t off = a; off < b; off += chunk) {
+        size_t n = std::min(chunk, b - off);
+        chunks.push_back({base + off, n, dt.value_or(DType::kU8), HashBytes(base + off, n)});
+        raw_total += n;
+      }
+    }
+  }
+  std::printf("%zu files, %zu chunks of up to %zu KiB, %.1f MB of tensor bytes\n", files.size(),
+              chunks.size(), chunk / 1024, raw_total / 1e6);
+  std::printf("%-12s %8s %12s %12s   %s\n", "profile", "ratio", "enc MB/s", "dec MB/s",
+              "coders used (streams)");
+
+  auto report = [&](const std::string& name, size_t stored, const std::vector<double>& enc,
+                    const std::vector<double>& dec, const std::string& extra) {
+    std::printf("%-12s %8.4f %12.0f %12.0f   %s\n", name.c_str(), double(stored) / raw_total,
+                raw_total / Median(enc) / 1e6, raw_total / Median(dec) / 1e6, extra.c_str());
+  };
+
+  // Baselines: zstd -3 and lz4 over each chunk's raw bytes, no transform.
+  {
+    ZSTD_CCtx* zc = ZSTD_createCCtx();
+    ZSTD_DCtx* zd = ZSTD_createDCtx();
+    std::vector<std::string> out(chunks.size());
+    std::vector<uint8_t> buf(chunk);
+    std::vector<double> enc, dec;
+    size_t stored = 0;
+    for (int r = 0; r < runs; r++) {
+      double t0 = Now();
+      stored = 0;
+      for (size_t i = 0; i < chunks.size(); i++) {
+        out[i].resize(ZSTD_compressBound(chunks[i].n));
+        out[i].resize(ZSTD_compressCCtx(zc, out[i].data(), out[i].size(), chunks[i].p,
+                                        chunks[i].n, 3));
+        stored += std::min(out[i].size(), chunks[i].n);
+      }
+      double t1 = Now();
+      for (size_t i = 0; i < chunks.size(); i++) {
+        ZSTD_decompressDCtx(zd, buf.data(), chunks[i].n, out[i].data(), out[i].size());
+        if (HashBytes(buf.data(), chunks[i].n) != chunks[i].key) std::abort();
+      }
+      double t2 = Now();
+      enc.push_back(t1 - t0);
+      dec.push_back(t2 - t1);
+    }
+    report("zstd-3 base", stored, enc, dec, "(whole chunk, no transform)");
+    enc.clear(), dec.clear();
+    for (int r = 0; r < runs; r++) {
+      double t0 = Now();
+      stored = 0;
+      for (size_t i = 0; i < chunks.size(); i++) {
+        out[i].resize(size_t(LZ4_compressBound(int(chunks[i].n))));
+        out[i].resize(size_t(LZ4_compress_default(reinterpret_cast<const char*>(chunks[i].p),
+                                                  out[i].data(), int(chunks[i].n),
+                                                  int(out[i].size()))));
+        stored += std::min(out[i].size(), chunks[i].n);
+      }
+      double t1 = Now();
+      for (size_t i = 0; i < chunks.size(); i++) {
+        LZ4_decompress_safe(out[i].data(), reinterpret_cast<char*>(buf.data()),
+                            int(out[i].size()), int(chunks[i].n));
+        if (HashBytes(buf.data(), chunks[i].n) != chunks[i].key) std::abort();
+      }
+      double t2 = Now();
+      enc.push_back(t1 - t0);
+      dec.push_back(t2 - t1);
+    }
+    report("lz4 base", stored, enc, dec, "(whole chunk, no transform)");
+    ZSTD_freeCCtx(zc);
+    ZSTD_freeDCtx(zd);
+  }
+
+  for (auto& pname : profiles) {
+    auto prof = ProfileFromName(pname);
+    if (!prof) {
+      std::fprintf(stderr, "unknown profile %s\n", pname.c_str());
+      return 2;
+    }
+    EncodeOptions opt;
+    opt.profile = *prof;
+    ChunkEncoder enc(opt);
+    ChunkDecoder dec;
+    std::vector<std::string> frames(chunks.size());
+    std::vector<uint8_t> buf(chunk);
+    std::vector<double> te, td;
+    size_t stored = 0;
+    std::map<std::string, size_t> used;
+    for (int r = 0; r < runs; r++) {
+      double t0 = Now();
+      for (size_t i = 0; i < chunks.size(); i++)
+        enc.Encode({chunks[i].p, chunks[i].n}, chunks[i].dtype, &frames[i]);
+      double t1 = Now();
+      for (size_t i = 0; i < chunks.size(); i++) {
+        Status s = dec.Decode(frames[i], chunks[i].key, {buf.data(), chunks[i].n});
+        if (!s.ok()) {
+          std::fprintf(stderr, "decode failed: %s\n", s.ToString().c_str());
+          return 1;
+        }
+      }
+      double t2 = Now();
+      te.push_back(t1 - t0);
+      td.push_back(t2 - t1);
+    }
+    for (auto& f : frames) {
+      stored += f.size();
+      auto info = InspectFrame(f);
+      for (auto c : info->coders) used[std::string(CoderName(c))]++;
+    }
+    std::string extra;
+    for (auto& [k, v] : used) extra += k + "=" + std::to_string(v) + " ";
+    report(pname, stored, te, td, extra);
+  }
+  return 0;
+}

@@ -1,0 +1,518 @@
+#include "codec/chunk_codec.h"
+
+#include <lz4.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "codec/rans.h"
+#include "common/coding.h"
+
+namespace pstore {
+
+std::string_view CoderName(Coder c) {
+  switch (c) {
+    case Coder::kRaw: return "raw";
+    case Coder::kConst: return "const";
+    case Coder::kLz4: return "lz4";
+    case Coder::kZstd: return "zstd";
+    case Coder::kRans: return "rans";
+    case Coder::kRansCtx: return "rans-ctx";
+  }
+  return "?";
+}
+
+namespace {
+constexpr std::pair<Profile, std::string_view> kProfiles[] = {
+    {Profile::kRaw, "raw"},   {Profile::kLz4, "lz4"},     {Profile::kZstd, "zstd"},
+    {Profile::kFast, "fast"}, {Profile::kDense, "dense"},
+};
+
+bool IsFloat(Transform t) {
+  return t == Transform::kF16 || t == Transform::kBF16 || t == Transform::kF32 ||
+         t == Transform::kF8E4M3 || t == Transform::kF8E5M2;
+}
+
+// sum of c*log2(c) over a histogram, and its total, for entropy estimates.
+struct Entropy {
+  static double NLog2N(uint32_t c) { return c ? double(c) * std::log2(double(c)) : 0.0; }
+  // Estimated coded bytes of a histogram with a table of its own.
+  static double Bytes(const uint32_t* h) {
+    uint64_t total = 0;
+    double s = 0;
+    int nsym = 0;
+    for (int i = 0; i < 256; i++) {
+      if (!h[i]) continue;
+      total += h[i];
+      s += NLog2N(h[i]);
+      nsym++;
+    }
+    if (total == 0) return 1;
+    double bits = NLog2N(uint32_t(std::min<uint64_t>(total, UINT32_MAX))) - s;
+    // Table: a count, the symbol list or bitmap, and about 1.3 bytes per frequency.
+    double table = 1 + (nsym <= 32 ? nsym : 32) + 1.3 * nsym;
+    return bits / 8 + table;
+  }
+};
+
+}  // namespace
+
+std::optional<Profile> ProfileFromName(std::string_view name) {
+  for (auto& [p, n] : kProfiles)
+    if (n == name) return p;
+  return std::nullopt;
+}
+
+std::string_view ProfileName(Profile p) {
+  for (auto& [q, n] : kProfiles)
+    if (q == p) return n;
+  return "?";
+}
+
+// ---------------------------------------------------------------------------
+// Encoder
+
+struct ChunkEncoder::Impl {
+  EncodeOptions opt;
+  ZSTD_CCtx* zc = nullptr;
+  std::vector<uint8_t> streams[kMaxStreams];
+  std::vector<uint8_t> ctx;
+  std::vector<uint32_t> joint;  // [exponent][symbol] counts
+  std::string payload[kMaxStreams];
+  std::string trial;
+
+  explicit Impl(const EncodeOptions& o) : opt(o), zc(ZSTD_createCCtx()) {}
+  ~Impl() { ZSTD_freeCCtx(zc); }
+
+  bool TryZstd(const uint8_t* s, size_t m, std::string* out) {
+    trial.resize(ZSTD_compressBound(m));
+    size_t r = ZSTD_compressCCtx(zc, trial.data(), trial.size(), s, m, opt.zstd_level);
+    if (ZSTD_isError(r)) return false;
+    trial.resize(r);
+    out->swap(trial);
+    return true;
+  }
+  bool TryLz4(const uint8_t* s, size_t m, std::string* out) {
+    if (m > size_t(LZ4_MAX_INPUT_SIZE)) return false;
+    trial.resize(size_t(LZ4_compressBound(int(m))));
+    int r = LZ4_compress_default(reinterpret_cast<const char*>(s), trial.data(), int(m),
+                                 int(trial.size()));
+    if (r <= 0) return false;
+    trial.resize(size_t(r));
+    out->swap(trial);
+    return true;
+  }
+
+  void EncodeRans0(const uint8_t* s, size_t m, const uint32_t* hist, std::string* out) {
+    rans::Table t;
+    rans::Normalize(hist, &t);
+    out->clear();
+    rans::WriteTable(out, t);
+    rans::EncodeBody(s, nullptr, m, &t, out);
+  }
+
+  // Chooses the exponent window (K contexts from `base`) that minimises the
+  // estimated size of stream s given its ctx-source stream src; returns the
+  // estimate, or infinity when no window helps.
+  double PlanContext(Transform t, const uint8_t* s, const uint8_t* src, size_t m, int* best_k,
+                     int* best_base) {
+    joint.assign(256 * 256, 0);
+    uint32_t exp_hist[256] = {};
+    for (size_t i = 0; i < m; i++) {
+      uint8_t e = ExponentOf(t, src[i]);
+      joint[size_t(e) * 256 + s[i]]++;
+      exp_hist[e]++;
+    }
+    int lo = 255, hi = 0, mode = 0;
+    for (int e = 0; e < 256; e++) {
+      if (!exp_hist[e]) continue;
+      lo = std::min(lo, e);
+      hi = std::max(hi, e);
+      if (exp_hist[e] > exp_hist[mode]) mode = e;
+    }
+    double best = INFINITY;
+    uint32_t h[256];
+    for (int k : {2, 4, 8}) {
+      for (int d = 0; d < 4; d++) {
+        int base = mode - k + 2 + d;
+        if (base < 0 || base + k - 1 < lo || base > hi) continue;
+        double total = 0;
+        for (int c = 0; c < k; c++) {
+          std::memset(h, 0, sizeof(h));
+          int e0 = c == 0 ? lo : base + c;
+          int e1 = c == k - 1 ? hi : base + c;
+          for (int e = std::max(e0, lo); e <= std::min(e1, hi); e++) {
+            if (!exp_hist[e]) continue;
+            const uint32_t* row = &joint[size_t(e) * 256];
+            for (int x = 0; x < 256; x++) h[x] += row[x];
+          }
+          total += Entropy::Bytes(h);
+        }
+        total += 2;
+        if (total < best) best = total, *best_k = k, *best_base = base;
+      }
+    }
+    return best;
+  }
+
+  void EncodeRansCtx(Transform t, const uint8_t* s, const uint8_t* src, size_t m, int k,
+                     int base, std::string* out) {
+    uint8_t lut[256];
+    for (int b = 0; b < 256; b++)
+      lut[b] = uint8_t(std::clamp(int(ExponentOf(t, uint8_t(b))) - base, 0, k - 1));
+    ctx.resize(m);
+    uint32_t hist[rans::kMaxContexts][256] = {};
+    for (size_t i = 0; i < m; i++) {
+      ctx[i] = lut[src[i]];
+      hist[ctx[i]][s[i]]++;
+    }
+    rans::Table tables[rans::kMaxContexts];
+    out->clear();
+    out->push_back(char(k));
+    out->push_back(char(uint8_t(base)));
+    for (int c = 0; c < k; c++) {
+      rans::Normalize(hist[c], &tables[c]);
+      rans::WriteTable(out, tables[c]);
+    }
+    rans::EncodeBody(s, ctx.data(), m, tables, out);
+  }
+
+  Coder EncodeStream(Transform t, const TransformInfo& info, int j, const uint8_t* s, size_t m,
+                     const uint8_t* const* all, std::string* out) {
+    out->clear();
+    if (m == 0 || opt.profile == Profile::kRaw) return Coder::kRaw;
+    uint32_t hist[256] = {};
+    for (size_t i = 0; i < m; i++) hist[s[i]]++;
+    int distinct = 0;
+    for (uint32_t c : hist) distinct += c > 0;
+    if (distinct == 1) {
+      out->push_back(char(s[0]));
+      return Coder::kConst;
+    }
+    Coder best = Coder::kRaw;
+    size_t best_size = m;
+    switch (opt.profile) {
+      case Profile::kRaw: break;
+      case Profile::kLz4:
+        if (TryLz4(s, m, &trial) && trial.size() < best_size)
+          best = Coder::kLz4, best_size = trial.size(), out->swap(trial);
+        break;
+      case Profile::kZstd:
+        if (TryZstd(s, m, &trial) && trial.size() < best_size)
+          best = Coder::kZstd, best_size = trial.size(), out->swap(trial);
+        break;
+      case Profile::kFast: {
+        if (IsFloat(t) && j == 0) {
+          std::string r;
+          EncodeRans0(s, m, hist, &r);
+          if (r.size() < best_size) best = Coder::kRans, best_size = r.size(), out->swap(r);
+        } else if (!IsFloat(t)) {
+          if (TryLz4(s, m, &trial) && trial.size() < best_size * 9 / 10)
+            best = Coder::kLz4, best_size = trial.size(), out->swap(trial);
+        }
+        break;
+      }
+      case Profile::kDense: {
+        double est0 = Entropy::Bytes(hist) + double(rans::StreamOverhead(rans::LanesLog2For(m)));
+        int k = 0, base = 0;
+        double estc = INFINITY;
+        if (info.ctx_source[j] >= 0)
+          estc = PlanContext(t, s, all[info.ctx_source[j]], m, &k, &base) +
+                 double(rans::StreamOverhead(rans::LanesLog2For(m)));
+        std::string r;
+        if (estc < est0 * 0.995) {
+          EncodeRansCtx(t, s, all[info.ctx_source[j]], m, k, base, &r);
+          if (r.size() < best_size) best = Coder::kRansCtx, best_size = r.size(), out->swap(r);
+        } else if (est0 < double(m)) {
+          EncodeRans0(s, m, hist, &r);
+          if (r.size() < best_size) best = Coder::kRans, best_size = r.size(), out->swap(r);
+        }
+        // LZ-style redundancy (repeats, runs) is what order-0 coding misses;
+        // a cheap LZ4 pass tells whether Zstandard is worth its time here.
+        if (TryLz4(s, m, &trial) && trial.size() < best_size + best_size / 16) {
+          if (trial.size() < best_size) {
+            best = Coder::kLz4, best_size = trial.size(), out->swap(trial);
+          }
+          if (TryZstd(s, m, &trial) && trial.size() < best_size)
+            best = Coder::kZstd, best_size = trial.size(), out->swap(trial);
+        }
+        break;
+      }
+    }
+    if (best == Coder::kRaw) out->clear();
+    return best;
+  }
+};
+
+ChunkEncoder::ChunkEncoder(const EncodeOptions& options) : impl_(new Impl(options)) {}
+ChunkEncoder::~ChunkEncoder() = default;
+
+void ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype, std::string* frame) {
+  Impl& I = *impl_;
+  const size_t n = raw.size();
+  Transform t = I.opt.profile == Profile::kRaw ? Transform::kNone : TransformFor(dtype, n);
+  TransformInfo info = *GetTransformInfo(t);
+  const size_t m = n / size_t(info.width);
+  const uint8_t* s[kMaxStreams];
+  if (t == Transform::kNone) {
+    s[0] = raw.data();
+  } else {
+    uint8_t* w[kMaxStreams];
+    for (int j = 0; j < info.nstreams; j++) {
+      I.streams[j].resize(m);
+      w[j] = I.streams[j].data();
+      s[j] = w[j];
+    }
+    SplitStreams(t, raw.data(), n, w);
+  }
+  Coder coders[kMaxStreams];
+  for (int j = 0; j < info.nstreams; j++)
+    coders[j] = I.EncodeStream(t, info, j, s[j], m, s, &I.payload[j]);
+
+  frame->clear();
+  frame->push_back(char(kFrameVersion));
+  frame->push_back(char(t));
+  PutVarint(frame, n);
+  for (int j = 0; j < info.nstreams; j++) {
+    frame->push_back(char(coders[j]));
+    PutVarint(frame, coders[j] == Coder::kRaw ? m : I.payload[j].size());
+  }
+  for (int j = 0; j < info.nstreams; j++) {
+    if (coders[j] == Coder::kRaw)
+      frame->append(reinterpret_cast<const char*>(s[j]), m);
+    else
+      frame->append(I.payload[j]);
+  }
+}
+
+void ChunkEncoder::EncodeV1ForTesting(std::span<const uint8_t> raw, DType dtype, Coder coder,
+                                      std::string* frame) {
+  Impl& I = *impl_;
+  const size_t n = raw.size();
+  Transform t = TransformFor(dtype, n);
+  TransformInfo info = *GetTransformInfo(t);
+  const size_t m = n / size_t(info.width);
+  std::vector<uint8_t> joined(n);
+  uint8_t* w[kMaxStreams];
+  for (int j = 0; j < info.nstreams; j++) w[j] = joined.data() + size_t(j) * m;
+  SplitStreams(t, raw.data(), n, w);
+  frame->clear();
+  frame->push_back(char(kFrameVersion1));
+  frame->push_back(char(t));
+  frame->push_back(char(coder));
+  PutVarint(frame, n);
+  if (coder == Coder::kZstd && I.TryZstd(joined.data(), n, &I.trial)) {
+    frame->append(I.trial);
+  } else if (coder == Coder::kLz4 && I.TryLz4(joined.data(), n, &I.trial)) {
+    frame->append(I.trial);
+  } else {
+    (*frame)[2] = char(Coder::kRaw);
+    frame->append(reinterpret_cast<const char*>(joined.data()), n);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing and decoding
+
+namespace {
+
+struct ParsedFrame {
+  uint8_t version;
+  Transform transform;
+  TransformInfo info;
+  uint64_t raw_len;
+  int nstreams;
+  Coder coders[kMaxStreams];
+  std::string_view payloads[kMaxStreams];
+};
+
+Status ParseFrame(std::string_view frame, ParsedFrame* p) {
+  Reader r(frame);
+  uint8_t t;
+  if (!r.GetU8(&p->version)) return Status::Corruption("chunk frame is empty");
+  if (p->version != kFrameVersion1 && p->version != kFrameVersion)
+    return Status::Corruption("chunk frame has unknown version " + std::to_string(p->version));
+  if (!r.GetU8(&t)) return Status::Corruption("chunk frame truncated");
+  auto info = GetTransformInfo(Transform(t));
+  if (!info) return Status::Corruption("chunk frame has unknown transform " + std::to_string(t));
+  p->transform = Transform(t);
+  p->info = *info;
+  if (p->version == kFrameVersion1) {
+    uint8_t c;
+    if (!r.GetU8(&c) || !r.GetVarint(&p->raw_len))
+      return Status::Corruption("chunk frame header truncated");
+    if (c != uint8_t(Coder::kRaw) && c != uint8_t(Coder::kLz4) && c != uint8_t(Coder::kZstd))
+      return Status::Corruption("v1 chunk frame has unknown codec " + std::to_string(c));
+    p->nstreams = 1;
+    p->coders[0] = Coder(c);
+    r.GetBytes(r.remaining(), &p->payloads[0]);
+  } else {
+    if (!r.GetVarint(&p->raw_len)) return Status::Corruption("chunk frame header truncated");
+    p->nstreams = info->nstreams;
+    uint64_t lens[kMaxStreams];
+    uint64_t sum = 0;
+    for (int j = 0; j < p->nstreams; j++) {
+      uint8_t c;
+      if (!r.GetU8(&c) || !r.GetVarint(&lens[j]))
+        return Status::Corruption("chunk frame header truncated");
+      if (c > uint8_t(Coder::kRansCtx))
+        return Status::Corruption("chunk frame has unknown coder " + std::to_string(c));
+      p->coders[j] = Coder(c);
+      sum += lens[j];
+      if (lens[j] > frame.size() || sum > frame.size())
+        return Status::Corruption("chunk frame stream lengths exceed the frame");
+    }
+    if (sum != r.remaining())
+      return Status::Corruption("chunk frame stream lengths do not add up to its size");
+    for (int j = 0; j < p->nstreams; j++) r.GetBytes(size_t(lens[j]), &p->payloads[j]);
+  }
+  if (p->raw_len % uint64_t(p->info.width))
+    return Status::Corruption("chunk frame raw length is not a whole number of elements");
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<FrameInfo> InspectFrame(std::string_view frame) {
+  ParsedFrame p;
+  PSTORE_RETURN_IF_ERROR(ParseFrame(frame, &p));
+  FrameInfo fi;
+  fi.version = p.version;
+  fi.transform = p.transform;
+  fi.raw_len = p.raw_len;
+  for (int j = 0; j < p.nstreams; j++) {
+    fi.coders.push_back(p.coders[j]);
+    fi.stream_bytes.push_back(p.payloads[j].size());
+  }
+  return fi;
+}
+
+struct ChunkDecoder::Impl {
+  ZSTD_DCtx* zd = ZSTD_createDCtx();
+  std::vector<uint8_t> streams[kMaxStreams];
+  std::vector<uint8_t> ctx;
+  std::vector<uint32_t> dtab;
+  ~Impl() { ZSTD_freeDCtx(zd); }
+
+  Status DecodeStream(const ParsedFrame& p, int j, std::string_view in, size_t m, uint8_t* dst,
+                      const uint8_t* const* decoded) {
+    const auto* src = reinterpret_cast<const uint8_t*>(in.data());
+    switch (p.coders[j]) {
+      case Coder::kRaw:
+        if (in.size() != m) return Status::Corruption("raw stream has the wrong length");
+        std::memcpy(dst, src, m);
+        return Status::OK();
+      case Coder::kConst:
+        if (in.size() != 1) return Status::Corruption("const stream has the wrong length");
+        std::memset(dst, src[0], m);
+        return Status::OK();
+      case Coder::kLz4: {
+        if (m > size_t(LZ4_MAX_INPUT_SIZE) || in.size() > size_t(INT32_MAX))
+          return Status::Corruption("lz4 stream too large");
+        int r = LZ4_decompress_safe(in.data(), reinterpret_cast<char*>(dst), int(in.size()),
+                                    int(m));
+        if (r < 0 || size_t(r) != m) return Status::Corruption("lz4 stream does not decode");
+        return Status::OK();
+      }
+      case Coder::kZstd: {
+        size_t r = ZSTD_decompressDCtx(zd, dst, m, src, in.size());
+        if (ZSTD_isError(r) || r != m)
+          return Status::Corruption(std::string("zstd stream does not decode: ") +
+                                    (ZSTD_isError(r) ? ZSTD_getErrorName(r) : "wrong length"));
+        return Status::OK();
+      }
+      case Coder::kRans: {
+        Reader r(src, in.size());
+        rans::Table t;
+        if (!rans::ReadTable(&r, &t) || t.nsym == 0)
+          return Status::Corruption("rANS stream has a bad table");
+        return rans::DecodeBody(&r, nullptr, m, &t, 1, dst, &dtab);
+      }
+      case Coder::kRansCtx: {
+        int source = p.info.ctx_source[j];
+        if (source < 0 || p.version == kFrameVersion1)
+          return Status::Corruption("rANS-ctx stream where the transform has no context");
+        Reader r(src, in.size());
+        uint8_t k, base;
+        if (!r.GetU8(&k) || !r.GetU8(&base) || k < 1 || k > rans::kMaxContexts)
+          return Status::Corruption("rANS-ctx stream has a bad header");
+        rans::Table tables[rans::kMaxContexts];
+        for (int c = 0; c < k; c++)
+          if (!rans::ReadTable(&r, &tables[c]))
+            return Status::Corruption("rANS-ctx stream has a bad table");
+        uint8_t lut[256];
+        for (int b = 0; b < 256; b++)
+          lut[b] = uint8_t(
+              std::clamp(int(ExponentOf(p.transform, uint8_t(b))) - int(base), 0, k - 1));
+        ctx.resize(m);
+        const uint8_t* s = decoded[source];
+        for (size_t i = 0; i < m; i++) ctx[i] = lut[s[i]];
+        return rans::DecodeBody(&r, ctx.data(), m, tables, k, dst, &dtab);
+      }
+    }
+    return Status::Corruption("unknown coder");
+  }
+
+  Status Decode(std::string_view frame, std::span<uint8_t> out) {
+    ParsedFrame p;
+    PSTORE_RETURN_IF_ERROR(ParseFrame(frame, &p));
+    if (p.raw_len != out.size())
+      return Status::Corruption("chunk frame holds " + std::to_string(p.raw_len) +
+                                " bytes where " + std::to_string(out.size()) + " were expected");
+    const size_t n = out.size();
+    const int width = p.info.width;
+    const size_t m = n / size_t(width);
+    if (p.version == kFrameVersion1) {
+      // One coder over the streams laid end to end.
+      uint8_t* joined = out.data();
+      if (p.transform != Transform::kNone) {
+        streams[0].resize(n);
+        joined = streams[0].data();
+      }
+      const uint8_t* none[1] = {nullptr};
+      PSTORE_RETURN_IF_ERROR(DecodeStream(p, 0, p.payloads[0], n, joined, none));
+      if (p.transform != Transform::kNone) {
+        const uint8_t* s[kMaxStreams];
+        for (int j = 0; j < p.info.nstreams; j++) s[j] = joined + size_t(j) * m;
+        MergeStreams(p.transform, s, n, out.data());
+      }
+      return Status::OK();
+    }
+    if (p.transform == Transform::kNone) {
+      const uint8_t* none[1] = {nullptr};
+      return DecodeStream(p, 0, p.payloads[0], n, out.data(), none);
+    }
+    const uint8_t* s[kMaxStreams];
+    for (int j = 0; j < p.nstreams; j++) {
+      if (p.coders[j] == Coder::kRaw) {
+        // Merge straight from the frame: no copy.
+        if (p.payloads[j].size() != m) return Status::Corruption("raw stream has the wrong length");
+        s[j] = reinterpret_cast<const uint8_t*>(p.payloads[j].data());
+        continue;
+      }
+      streams[j].resize(m);
+      PSTORE_RETURN_IF_ERROR(DecodeStream(p, j, p.payloads[j], m, streams[j].data(), s));
+      s[j] = streams[j].data();
+    }
+    MergeStreams(p.transform, s, n, out.data());
+    return Status::OK();
+  }
+};
+
+ChunkDecoder::ChunkDecoder() : impl_(new Impl) {}
+ChunkDecoder::~ChunkDecoder() = default;
+
+Status ChunkDecoder::DecodeUnchecked(std::string_view frame, std::span<uint8_t> out) {
+  return impl_->Decode(frame, out);
+}
+
+Status ChunkDecoder::Decode(std::string_view frame, const ChunkKey& key, std::span<uint8_t> out) {
+  PSTORE_RETURN_IF_ERROR(impl_->Decode(frame, out));
+  if (HashBytes(out.data(), out.size()) != key)
+    return Status::Corruption("chunk " + key.Hex() + " decodes to bytes whose hash is not its key");
+  return Status::OK();
+}
+
+}  // namespace pstore

@@ -1,0 +1,73 @@
+// Static interleaved rANS over bytes, order-0 or with a small per-symbol
+// context: the entropy coder of pstore's chunk codec.
+//
+// Parameters (fixed; part of the on-disk format, see docs/format.md):
+//   probability precision 12 bits (frequencies sum to 4096), 32-bit states in
+//   [2^15, 2^31), renormalisation in 16-bit words, 1 to 32 interleaved states
+//   (symbol i uses state i mod lanes).
+//
+// A stream is [u8 lanes_log2][K tables][lanes u32 final states][u16 words...];
+// the caller stores K and the context map. Decoding checks that every read stays
+// inside the stream, that every state ends where encoding began and that the
+// words are used up exactly: a corrupted stream gives kCorruption, never a crash
+// and never a read outside the input.
+//
+// Thread-safety: all functions are reentrant; tables are plain values.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/coding.h"
+#include "common/status.h"
+
+namespace pstore::rans {
+
+constexpr int kProbBits = 12;
+constexpr uint32_t kProbScale = 1u << kProbBits;
+constexpr uint32_t kStateLow = 1u << 15;
+constexpr int kMaxLanesLog2 = 5;
+constexpr int kMaxContexts = 8;
+
+// Normalised frequencies of one context: freq[s] in [1, 4096] for symbols that
+// occur, 0 otherwise, summing to 4096; or all zero for an unused context.
+struct Table {
+  uint16_t freq[256];
+  int nsym = 0;  // symbols with freq > 0
+};
+
+// Normalises counts (whose sum must be > 0) so that every symbol that occurs
+// keeps a frequency >= 1 and the estimated coded size is close to minimal.
+void Normalize(const uint32_t counts[256], Table* t);
+// An empty (unused) table.
+void Clear(Table* t);
+
+// Estimated bits to code `counts` with table t (which must cover every symbol
+// that occurs in counts).
+double CostBits(const uint32_t counts[256], const Table& t);
+// Bytes that WriteTable will append for t.
+size_t TableBytes(const Table& t);
+// Fixed bytes of a stream besides tables and words: lanes byte and states.
+inline size_t StreamOverhead(int lanes_log2) { return 1 + 4u * (1u << lanes_log2); }
+// The number of interleaved states the encoder uses for n symbols.
+int LanesLog2For(size_t n);
+
+void WriteTable(std::string* out, const Table& t);
+// Reads a table written by WriteTable; false if the bytes are not a valid table.
+bool ReadTable(Reader* in, Table* t);
+
+// Appends [lanes_log2][states][words] for n symbols to out; the caller writes
+// the tables first. ctx may be null (every symbol uses tables[0]); otherwise
+// symbol i is coded with tables[ctx[i]], which must contain sym[i].
+void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
+                std::string* out);
+
+// Decodes n symbols from in (positioned after the tables) into out, which holds
+// n bytes. ctx: as for EncodeBody, values must be < ntables. Consumes all of in.
+// scratch: reused between calls to hold the decoding tables.
+Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
+                  uint8_t* out, std::vector<uint32_t>* scratch);
+
+}  // namespace pstore::rans

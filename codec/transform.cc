@@ -1,0 +1,149 @@
+#include "codec/transform.h"
+
+#include <cstring>
+
+namespace pstore {
+
+// Hot loops are compiled twice, for AVX2 and for the baseline, and picked at
+// load time.
+#define PSTORE_CLONES __attribute__((target_clones("avx2", "default")))
+
+std::optional<TransformInfo> GetTransformInfo(Transform t) {
+  switch (t) {
+    case Transform::kNone: return TransformInfo{1, 1, {-1}};
+    case Transform::kPlanes2: return TransformInfo{2, 2, {-1, -1}};
+    case Transform::kPlanes4: return TransformInfo{4, 4, {-1, -1, -1, -1}};
+    case Transform::kPlanes8:
+      return TransformInfo{8, 8, {-1, -1, -1, -1, -1, -1, -1, -1}};
+    case Transform::kF16: return TransformInfo{2, 2, {-1, 0}};
+    case Transform::kBF16: return TransformInfo{2, 2, {-1, 0}};
+    case Transform::kF32: return TransformInfo{4, 4, {-1, 0, 0, -1}};
+    case Transform::kF8E4M3: return TransformInfo{1, 2, {-1, 0}};
+    case Transform::kF8E5M2: return TransformInfo{1, 2, {-1, 0}};
+  }
+  return std::nullopt;
+}
+
+Transform TransformFor(DType dtype, size_t raw_len) {
+  Transform t;
+  switch (dtype) {
+    case DType::kF16: t = Transform::kF16; break;
+    case DType::kBF16: t = Transform::kBF16; break;
+    case DType::kF32: t = Transform::kF32; break;
+    case DType::kF8_E4M3: t = Transform::kF8E4M3; break;
+    case DType::kF8_E5M2: t = Transform::kF8E5M2; break;
+    case DType::kI16:
+    case DType::kU16: t = Transform::kPlanes2; break;
+    case DType::kI32:
+    case DType::kU32: t = Transform::kPlanes4; break;
+    case DType::kI64:
+    case DType::kU64:
+    case DType::kF64: t = Transform::kPlanes8; break;
+    default: return Transform::kNone;
+  }
+  if (raw_len % size_t(GetTransformInfo(t)->width)) return Transform::kNone;
+  return t;
+}
+
+namespace {
+
+PSTORE_CLONES void SplitPlanes(const uint8_t* raw, size_t n, int w, uint8_t* const* s) {
+  for (size_t i = 0; i < n; i++)
+    for (int k = 0; k < w; k++) s[k][i] = raw[i * size_t(w) + size_t(k)];
+}
+PSTORE_CLONES void MergePlanes(const uint8_t* const* s, size_t n, int w, uint8_t* raw) {
+  for (size_t i = 0; i < n; i++)
+    for (int k = 0; k < w; k++) raw[i * size_t(w) + size_t(k)] = s[k][i];
+}
+
+PSTORE_CLONES void SplitF16(const uint8_t* raw, size_t n, uint8_t* hi, uint8_t* lo) {
+  for (size_t i = 0; i < n; i++) {
+    lo[i] = raw[2 * i];
+    hi[i] = raw[2 * i + 1];
+  }
+}
+PSTORE_CLONES void MergeF16(const uint8_t* hi, const uint8_t* lo, size_t n, uint8_t* raw) {
+  uint16_t* out = reinterpret_cast<uint16_t*>(raw);
+  for (size_t i = 0; i < n; i++) out[i] = uint16_t(lo[i] | (hi[i] << 8));
+}
+
+PSTORE_CLONES void SplitBF16(const uint8_t* raw, size_t n, uint8_t* e, uint8_t* sm) {
+  for (size_t i = 0; i < n; i++) {
+    uint16_t v;
+    std::memcpy(&v, raw + 2 * i, 2);
+    e[i] = uint8_t(v >> 7);
+    sm[i] = uint8_t(((v >> 8) & 0x80) | (v & 0x7f));
+  }
+}
+PSTORE_CLONES void MergeBF16(const uint8_t* e, const uint8_t* sm, size_t n, uint8_t* raw) {
+  uint16_t* out = reinterpret_cast<uint16_t*>(raw);
+  for (size_t i = 0; i < n; i++)
+    out[i] = uint16_t((uint16_t(sm[i] & 0x80) << 8) | (uint16_t(e[i]) << 7) | (sm[i] & 0x7f));
+}
+
+PSTORE_CLONES void SplitF32(const uint8_t* raw, size_t n, uint8_t* const* s) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t v;
+    std::memcpy(&v, raw + 4 * i, 4);
+    s[0][i] = uint8_t(v >> 23);
+    s[1][i] = uint8_t(((v >> 24) & 0x80) | ((v >> 16) & 0x7f));
+    s[2][i] = uint8_t(v >> 8);
+    s[3][i] = uint8_t(v);
+  }
+}
+PSTORE_CLONES void MergeF32(const uint8_t* const* s, size_t n, uint8_t* raw) {
+  uint32_t* out = reinterpret_cast<uint32_t*>(raw);
+  const uint8_t *e = s[0], *sm = s[1], *m1 = s[2], *m0 = s[3];
+  for (size_t i = 0; i < n; i++)
+    out[i] = (uint32_t(sm[i] & 0x80) << 24) | (uint32_t(e[i]) << 23) |
+             (uint32_t(sm[i] & 0x7f) << 16) | (uint32_t(m1[i]) << 8) | m0[i];
+}
+
+// 8-bit floats: exponent of `ebits` bits above `mbits` mantissa bits.
+void SplitF8(const uint8_t* raw, size_t n, int mbits, uint8_t* e, uint8_t* sm) {
+  const int ebits = 7 - mbits;
+  const uint8_t emask = uint8_t((1u << ebits) - 1), mmask = uint8_t((1u << mbits) - 1);
+  for (size_t i = 0; i < n; i++) {
+    uint8_t v = raw[i];
+    e[i] = (v >> mbits) & emask;
+    sm[i] = uint8_t(((v >> 7) << mbits) | (v & mmask));
+  }
+}
+void MergeF8(const uint8_t* e, const uint8_t* sm, size_t n, int mbits, uint8_t* raw) {
+  const int ebits = 7 - mbits;
+  const uint8_t emask = uint8_t((1u << ebits) - 1), mmask = uint8_t((1u << mbits) - 1);
+  for (size_t i = 0; i < n; i++)
+    raw[i] = uint8_t(((sm[i] >> mbits & 1) << 7) | ((e[i] & emask) << mbits) | (sm[i] & mmask));
+}
+
+}  // namespace
+
+void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* const* s) {
+  switch (t) {
+    case Transform::kNone: std::memcpy(s[0], raw, raw_len); return;
+    case Transform::kPlanes2: SplitPlanes(raw, raw_len / 2, 2, s); return;
+    case Transform::kPlanes4: SplitPlanes(raw, raw_len / 4, 4, s); return;
+    case Transform::kPlanes8: SplitPlanes(raw, raw_len / 8, 8, s); return;
+    case Transform::kF16: SplitF16(raw, raw_len / 2, s[0], s[1]); return;
+    case Transform::kBF16: SplitBF16(raw, raw_len / 2, s[0], s[1]); return;
+    case Transform::kF32: SplitF32(raw, raw_len / 4, s); return;
+    case Transform::kF8E4M3: SplitF8(raw, raw_len, 3, s[0], s[1]); return;
+    case Transform::kF8E5M2: SplitF8(raw, raw_len, 2, s[0], s[1]); return;
+  }
+}
+
+void MergeStreams(Transform t, const uint8_t* const* s, size_t raw_len, uint8_t* raw) {
+  switch (t) {
+    case Transform::kNone: std::memcpy(raw, s[0], raw_len); return;
+    case Transform::kPlanes2: MergePlanes(s, raw_len / 2, 2, raw); return;
+    case Transform::kPlanes4: MergePlanes(s, raw_len / 4, 4, raw); return;
+    case Transform::kPlanes8: MergePlanes(s, raw_len / 8, 8, raw); return;
+    case Transform::kF16: MergeF16(s[0], s[1], raw_len / 2, raw); return;
+    case Transform::kBF16: MergeBF16(s[0], s[1], raw_len / 2, raw); return;
+    case Transform::kF32: MergeF32(s, raw_len / 4, raw); return;
+    case Transform::kF8E4M3: MergeF8(s[0], s[1], raw_len, 3, raw); return;
+    case Transform::kF8E5M2: MergeF8(s[0], s[1], raw_len, 2, raw); return;
+  }
+}
+
+}  // namespace pstore

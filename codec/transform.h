@@ -1,0 +1,56 @@
+// Transforms: how a chunk's bytes are split into streams before coding.
+//
+// Floating-point types are split by field so that the exponent, the part of a
+// weight with the most structure, lands in a stream of its own (or, for F16,
+// in the high byte with the sign and two mantissa bits, which codes smaller
+// than any finer split of it); integer types are split into byte planes. Every
+// stream of a transform holds raw_len / width bytes. The ids are written to
+// disk and never renumbered (docs/format.md).
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "codec/dtype.h"
+
+namespace pstore {
+
+enum class Transform : uint8_t {
+  kNone = 0,     // one stream: the bytes as they are
+  kPlanes2 = 1,  // byte planes of 2-byte integers, least significant first
+  kPlanes4 = 2,
+  kPlanes8 = 3,
+  kF16 = 4,      // [hi: sign, 5 exponent bits, 2 mantissa bits] [lo: 8 mantissa bits]
+  kBF16 = 5,     // [exponent 8 bits] [sign, 7 mantissa bits]
+  kF32 = 6,      // [exponent] [sign, mantissa 22..16] [mantissa 15..8] [mantissa 7..0]
+  kF8E4M3 = 7,   // [exponent 4 bits] [sign, 3 mantissa bits]
+  kF8E5M2 = 8,   // [exponent 5 bits] [sign, 2 mantissa bits]
+};
+constexpr int kMaxStreams = 8;
+
+struct TransformInfo {
+  int width;     // bytes per element
+  int nstreams;  // streams the transform produces
+  // For each stream, the earlier stream whose bytes give its coding context
+  // (the exponent), or -1. Only exponent-bearing streams are sources.
+  int ctx_source[kMaxStreams];
+};
+
+// nullopt for an id that names no transform (corrupt input).
+std::optional<TransformInfo> GetTransformInfo(Transform t);
+// The transform pstore uses for a chunk of raw_len bytes of dtype (kNone when
+// raw_len is not a whole number of elements).
+Transform TransformFor(DType dtype, size_t raw_len);
+// The exponent field held in byte b of a ctx-source stream of transform t.
+inline uint8_t ExponentOf(Transform t, uint8_t b) {
+  return t == Transform::kF16 ? uint8_t((b >> 2) & 0x1f) : b;
+}
+
+// streams[k] must hold raw_len / width bytes; raw_len must be a multiple of width.
+void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* const* streams);
+void MergeStreams(Transform t, const uint8_t* const* streams, size_t raw_len, uint8_t* raw);
+
+}  // namespace pstore

@@ -1,0 +1,106 @@
+#include "common/file_util.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <set>
+#include <system_error>
+#include <utility>
+
+namespace pstore {
+
+void UniqueFd::Reset(int fd) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+Result<std::string> ReadFileToString(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return Status::FromErrno("cannot open " + path, errno);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("cannot stat " + path, errno);
+  std::string out;
+  out.resize(size_t(st.st_size));
+  PSTORE_RETURN_IF_ERROR(PreadFull(fd.get(), out.data(), out.size(), 0, path));
+  return out;
+}
+
+Status PreadFull(int fd, void* buf, size_t n, uint64_t offset, std::string_view what) {
+  char* p = static_cast<char*>(buf);
+  while (n > 0) {
+    ssize_t r = ::pread(fd, p, n, off_t(offset));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(std::string("read ") + std::string(what), errno);
+    }
+    if (r == 0) return Status::IOError(std::string(what) + ": unexpected end of file");
+    p += r;
+    n -= size_t(r);
+    offset += uint64_t(r);
+  }
+  return Status::OK();
+}
+
+Status WriteFull(int fd, const void* data, size_t n, std::string_view what) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t r = ::write(fd, p, n);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno(std::string("write ") + std::string(what), errno);
+    }
+    p += r;
+    n -= size_t(r);
+  }
+  return Status::OK();
+}
+
+Status FsyncDir(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return Status::FromErrno("cannot open directory " + dir, errno);
+  if (::fsync(fd.get()) != 0) return Status::FromErrno("fsync " + dir, errno);
+  return Status::OK();
+}
+
+Status WriteFileAtomic(const std::string& path, std::string_view data, int mode) {
+  std::string tmp = path + ".tmp";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+  if (!fd.valid()) return Status::FromErrno("cannot create " + tmp, errno);
+  Status s = WriteFull(fd.get(), data.data(), data.size(), tmp);
+  if (s.ok() && ::fsync(fd.get()) != 0) s = Status::FromErrno("fsync " + tmp, errno);
+  fd.Reset();
+  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0)
+    s = Status::FromErrno("rename " + tmp, errno);
+  if (!s.ok()) {
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  return FsyncDir(dir.empty() ? "." : dir);
+}
+
+Status RemoveTree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (ec) return Status::IOError("cannot remove " + path + ": " + ec.message());
+  return Status::OK();
+}
+
+uint64_t DiskUsage(const std::string& dir) {
+  std::set<std::pair<dev_t, ino_t>> seen;
+  uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    struct stat st;
+    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (!seen.insert({st.st_dev, st.st_ino}).second) continue;
+    total += uint64_t(st.st_blocks) * 512;
+  }
+  return total;
+}
+
+}  // namespace pstore
