@@ -1,0 +1,298 @@
+// Import: validate the source, cut tensors into chunks, hash, deduplicate,
+// encode and write new chunks in parallel, then commit manifest and name.
+#include <fcntl.h>
+#include <rocksdb/db.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <unordered_map>
+
+#include "common/coding.h"
+#include "common/file_util.h"
+#include "store/formats/safetensors.h"
+#include "store/keys.h"
+#include "store/rocks.h"
+#include "store/store.h"
+
+namespace pstore {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Source {
+  SourceFormat format = SourceFormat::kSafetensors;
+  std::string index_name;
+  std::string index_bytes;
+  std::vector<std::string> names;  // file names as stored in the manifest
+  std::vector<std::string> paths;  // where to read them
+  std::vector<safetensors::FileHeader> headers;
+};
+
+Result<Source> OpenSource(const std::string& path) {
+  Source src;
+  std::error_code ec;
+  fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) return Status::NotFound("cannot import " + path + ": no such file or folder");
+  std::string dir, index;
+  if (fs::is_directory(st)) {
+    if (fs::exists(fs::path(path) / "model.safetensors.index.json")) {
+      dir = path;
+      index = "model.safetensors.index.json";
+    } else {
+      std::vector<std::string> found;
+      for (auto& e : fs::directory_iterator(path, ec))
+        if (e.path().extension() == ".safetensors") found.push_back(e.path().string());
+      if (found.empty())
+        return Status::InvalidArgument("cannot import " + path +
+                                       ": the folder holds no .safetensors file");
+      if (found.size() > 1)
+        return Status::InvalidArgument(
+            "cannot import " + path +
+            ": the folder holds several .safetensors files and no model.safetensors.index.json; "
+            "import the files one by one or add an index");
+      src.paths.push_back(found[0]);
+    }
+  } else if (fs::path(path).extension() == ".json") {
+    dir = fs::path(path).parent_path().string();
+    if (dir.empty()) dir = ".";
+    index = fs::path(path).filename().string();
+  } else {
+    src.paths.push_back(path);
+  }
+  if (!index.empty()) {
+    PSTORE_ASSIGN_OR_RETURN(safetensors::ShardedModel sm, safetensors::ReadSharded(dir, index));
+    src.format = SourceFormat::kSafetensorsSharded;
+    src.index_name = sm.index_file_name;
+    src.index_bytes = std::move(sm.index_bytes);
+    for (size_t i = 0; i < sm.shard_names.size(); i++) {
+      src.paths.push_back((fs::path(dir) / sm.shard_names[i]).string());
+      src.names.push_back(sm.shard_names[i]);
+    }
+    src.headers = std::move(sm.shards);
+    return src;
+  }
+  PSTORE_ASSIGN_OR_RETURN(safetensors::FileHeader h, safetensors::ReadHeader(src.paths[0]));
+  src.headers.push_back(std::move(h));
+  src.names.push_back(fs::path(src.paths[0]).filename().string());
+  return src;
+}
+
+struct Item {
+  uint32_t file;
+  uint64_t offset;  // absolute, in the source file
+  uint32_t len;
+  uint64_t chunk;   // index into Manifest::chunks
+  DType dtype;
+};
+
+struct Worker {
+  explicit Worker(const EncodeOptions& o) : encoder(o) {}
+  ChunkEncoder encoder;
+  ChunkDecoder decoder;
+  std::vector<uint8_t> raw, other;
+  std::string frame;
+};
+
+}  // namespace
+
+Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelName& name,
+                                         const ImportOptions& options) {
+  auto t0 = std::chrono::steady_clock::now();
+  ImportResult res;
+  // Refuse early, before any byte is written, what would fail at commit.
+  auto existing = view_->GetName(name);
+  if (!existing.ok() && !existing.status().IsNotFound()) return existing.status();
+  PSTORE_ASSIGN_OR_RETURN(Source src, OpenSource(source));
+
+  Manifest m;
+  m.format = src.format;
+  m.chunk_size = config_.chunk_size;
+  m.index_name = src.index_name;
+  m.index_bytes = src.index_bytes;
+  if (src.format == SourceFormat::kSafetensors) m.metadata_json = src.headers[0].metadata_json;
+  std::vector<Item> items;
+  for (uint32_t f = 0; f < src.headers.size(); f++) {
+    const auto& h = src.headers[f];
+    ManifestFile mf;
+    mf.name = src.names[f];
+    mf.header_bytes = h.header_bytes;
+    mf.data_size = h.data_size;
+    for (const auto& e : h.tensors) {
+      ManifestTensor t;
+      t.name = e.name;
+      t.dtype = e.dtype;
+      t.shape = e.shape;
+      t.file = f;
+      t.offset = e.begin;
+      t.size = e.size();
+      t.first_chunk = m.chunks.size();
+      uint64_t n = m.ChunkCount(t);
+      for (uint64_t j = 0; j < n; j++) {
+        items.push_back({f, h.data_offset + t.offset + j * m.chunk_size,
+                         uint32_t(m.ChunkBytes(t, j)), m.chunks.size(), t.dtype});
+        m.chunks.emplace_back();
+      }
+      mf.tensors.push_back(uint32_t(m.tensors.size()));
+      m.tensors.push_back(std::move(t));
+      res.raw_bytes += e.size();
+    }
+    m.files.push_back(std::move(mf));
+  }
+  res.tensors = m.tensors.size();
+  res.chunks = m.chunks.size();
+
+  // If the name already points at a different model, refuse now unless forced.
+  // (Whether the models differ is known for certain only after hashing.)
+  std::vector<UniqueFd> fds;
+  for (const auto& p : src.paths) {
+    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return Status::FromErrno("cannot open " + p, errno);
+    ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    fds.push_back(std::move(fd));
+  }
+
+  EncodeOptions eo;
+  eo.profile = options.profile.value_or(config_.profile);
+  eo.zstd_level = config_.zstd_level;
+  int threads = options.threads > 0 ? options.threads : DefaultThreads();
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int i = 0; i < threads; i++) workers.push_back(std::make_unique<Worker>(eo));
+
+  std::mutex mu;  // guards seen, written and the counters below
+  std::unordered_map<ChunkKey, size_t, ChunkKeyHasher> seen;  // key -> first item
+  std::vector<ChunkKey> written;
+  std::atomic<uint64_t> done{0};
+  rocksdb::WriteOptions nowal;
+  nowal.disableWAL = true;
+
+  auto read_item = [&](const Item& it, std::vector<uint8_t>* buf) {
+    buf->resize(it.len);
+    return PreadFull(fds[it.file].get(), buf->data(), it.len, it.offset, src.paths[it.file]);
+  };
+  auto collision = [&](const ChunkKey& k) {
+    return Status::Corruption("two different chunks share the key " + k.Hex() +
+                              " (an XXH3-128 collision, or a file crafted to collide); the import "
+                              "was refused and nothing was changed");
+  };
+
+  Status st = ParallelFor(
+      items.size(), threads,
+      [&](size_t i, int w) -> Status {
+        Worker& W = *workers[size_t(w)];
+        const Item& it = items[i];
+        PSTORE_RETURN_IF_ERROR(read_item(it, &W.raw));
+        ChunkKey key = HashBytes(W.raw.data(), W.raw.size());
+        m.chunks[it.chunk] = key;
+        size_t first;
+        bool repeat;
+        {
+          std::lock_guard<std::mutex> l(mu);
+          auto [pos, inserted] = seen.emplace(key, i);
+          first = pos->second;
+          repeat = !inserted;
+        }
+        if (repeat) {
+          // The same bytes again within this model: compare, then reuse.
+          PSTORE_RETURN_IF_ERROR(read_item(items[first], &W.other));
+          if (W.other != W.raw) return collision(key);
+          done += it.len;
+          return Status::OK();
+        }
+        PSTORE_ASSIGN_OR_RETURN(std::optional<ChunkRecord> rec, view_->GetChunkRecord(key));
+        if (rec) {
+          W.other.resize(W.raw.size());
+          Status rs = rec->raw_len == W.raw.size()
+                          ? view_->ReadChunk(key, &W.decoder, W.other)
+                          : Status::Corruption("chunk record length differs");
+          if (rs.ok()) {
+            if (W.other != W.raw) return collision(key);
+            done += it.len;
+            return Status::OK();
+          }
+          if (!rs.IsCorruption()) return rs;
+          // The stored copy is damaged: write this good one over it.
+        }
+        W.encoder.Encode(W.raw, it.dtype, &W.frame);
+        ChunkRecord r;
+        r.raw_len = W.raw.size();
+        r.stored_len = W.frame.size();
+        r.frame_version = uint8_t(W.frame[0]);
+        r.transform = uint8_t(W.frame[1]);
+        rocksdb::WriteBatch b;
+        b.Put(db_->chunks(), rocksdb::Slice(key.view().data(), 16), W.frame);
+        b.Put(db_->meta(), keys::ChunkRecord(key), r.Encode());
+        PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(nowal, &b), "write chunk"));
+        {
+          std::lock_guard<std::mutex> l(mu);
+          if (!rec) written.push_back(key);
+          res.new_chunks++;
+          res.new_raw_bytes += r.raw_len;
+          res.new_stored_bytes += r.stored_len;
+        }
+        done += it.len;
+        return Status::OK();
+      },
+      &done, res.raw_bytes, options.progress);
+
+  // Commit: chunks and records to disk together, then manifest and name in
+  // one synced batch.
+  std::string bytes;
+  if (st.ok()) {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    st = FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}), "flush chunks");
+  }
+  if (st.ok()) {
+    bytes = m.Serialize();
+    res.digest = Manifest::DigestOf(bytes);
+    if (existing.ok()) {
+      if (existing->digest == res.digest) {
+        res.unchanged = true;
+      } else if (!options.force) {
+        st = Status::Exists(name.Ref() + " already names another model (" +
+                            existing->digest.Hex() +
+                            "); pass --force to replace it, or choose another tag");
+      } else {
+        res.replaced = true;
+      }
+    }
+  }
+  if (st.ok() && !res.unchanged) {
+    rocksdb::WriteBatch b;
+    b.Put(db_->meta(), keys::Manifest(res.digest), bytes);
+    std::string v(res.digest.view());
+    PutVarint(&v, uint64_t(::time(nullptr)));
+    b.Put(db_->meta(), keys::Name(name.Ref()), v);
+    rocksdb::WriteOptions sync;
+    sync.sync = true;
+    st = FromRocks(db_->db()->Write(sync, &b), "commit " + name.Ref());
+    if (st.ok()) {
+      // Committed: from here on the chunks belong to the model.
+      Status ps = Publish();
+      if (!ps.ok())
+        return ps.WithContext(name.Ref() +
+                              " was imported, but readers will see it only after the next "
+                              "change to the store");
+    }
+  }
+  if (!st.ok()) {
+    // Nothing refers to the chunks this import added: take them out again so
+    // the store is as it was (compact would remove them too).
+    rocksdb::WriteBatch undo;
+    for (const auto& k : written) {
+      undo.Delete(db_->chunks(), rocksdb::Slice(k.view().data(), 16));
+      undo.Delete(db_->meta(), keys::ChunkRecord(k));
+    }
+    if (!written.empty()) (void)db_->db()->Write(rocksdb::WriteOptions(), &undo);
+    return st;
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return res;
+}
+
+}  // namespace pstore

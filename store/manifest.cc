@@ -1,0 +1,126 @@
+#include "store/manifest.h"
+
+#include "common/coding.h"
+
+namespace pstore {
+namespace {
+constexpr char kMagic[4] = {'P', 'S', 'T', 'M'};
+constexpr size_t kMaxRank = 64;
+}  // namespace
+
+uint64_t Manifest::TotalBytes() const {
+  uint64_t n = 0;
+  for (const auto& t : tensors) n += t.size;
+  return n;
+}
+
+std::string Manifest::Serialize() const {
+  std::string out(kMagic, 4);
+  out.push_back(char(kVersion));
+  out.push_back(char(format));
+  PutVarint(&out, chunk_size);
+  PutBytes(&out, index_name);
+  PutBytes(&out, index_bytes);
+  PutBytes(&out, metadata_json);
+  PutVarint(&out, files.size());
+  for (const auto& f : files) {
+    PutBytes(&out, f.name);
+    PutBytes(&out, f.header_bytes);
+    PutVarint(&out, f.data_size);
+    PutVarint(&out, f.tensors.size());
+    for (uint32_t t : f.tensors) PutVarint(&out, t);
+  }
+  PutVarint(&out, tensors.size());
+  for (const auto& t : tensors) {
+    PutBytes(&out, t.name);
+    out.push_back(char(t.dtype));
+    PutVarint(&out, t.shape.size());
+    for (uint64_t d : t.shape) PutVarint(&out, d);
+    PutVarint(&out, t.file);
+    PutVarint(&out, t.offset);
+    PutVarint(&out, t.size);
+    PutVarint(&out, t.first_chunk);
+  }
+  PutVarint(&out, chunks.size());
+  for (const auto& k : chunks) out.append(k.view());
+  return out;
+}
+
+Result<Manifest> Manifest::Parse(std::string_view bytes) {
+  auto bad = [](const std::string& why) { return Status::Corruption("manifest: " + why); };
+  Reader r(bytes);
+  std::string_view magic;
+  if (!r.GetBytes(4, &magic) || magic != std::string_view(kMagic, 4)) return bad("bad magic");
+  uint8_t version, format;
+  if (!r.GetU8(&version) || version != kVersion)
+    return bad("unknown version " + std::to_string(version));
+  if (!r.GetU8(&format) || (format != uint8_t(SourceFormat::kSafetensors) &&
+                            format != uint8_t(SourceFormat::kSafetensorsSharded)))
+    return bad("unknown source format");
+  Manifest m;
+  m.format = SourceFormat(format);
+  uint64_t v;
+  std::string_view s;
+  if (!r.GetVarint(&v) || v == 0 || v > (1ull << 31)) return bad("bad chunk size");
+  m.chunk_size = uint32_t(v);
+  if (!r.GetLengthPrefixed(&s)) return bad("truncated");
+  m.index_name = std::string(s);
+  if (!r.GetLengthPrefixed(&s)) return bad("truncated");
+  m.index_bytes = std::string(s);
+  if (!r.GetLengthPrefixed(&s)) return bad("truncated");
+  m.metadata_json = std::string(s);
+  uint64_t nfiles;
+  if (!r.GetVarint(&nfiles) || nfiles > r.remaining()) return bad("bad file count");
+  m.files.resize(size_t(nfiles));
+  for (auto& f : m.files) {
+    uint64_t nt;
+    if (!r.GetLengthPrefixed(&s)) return bad("truncated file name");
+    f.name = std::string(s);
+    if (!r.GetLengthPrefixed(&s)) return bad("truncated file header");
+    f.header_bytes = std::string(s);
+    if (!r.GetVarint(&f.data_size) || !r.GetVarint(&nt) || nt > r.remaining())
+      return bad("bad file entry");
+    f.tensors.resize(size_t(nt));
+    for (auto& t : f.tensors) {
+      if (!r.GetVarint(&v) || v > UINT32_MAX) return bad("bad tensor index");
+      t = uint32_t(v);
+    }
+  }
+  uint64_t ntensors;
+  if (!r.GetVarint(&ntensors) || ntensors > r.remaining()) return bad("bad tensor count");
+  m.tensors.resize(size_t(ntensors));
+  uint64_t next_chunk = 0;
+  for (auto& t : m.tensors) {
+    uint8_t dt;
+    uint64_t rank;
+    if (!r.GetLengthPrefixed(&s)) return bad("truncated tensor name");
+    t.name = std::string(s);
+    if (!r.GetU8(&dt) || !DTypeIdValid(dt)) return bad("bad dtype in tensor " + t.name);
+    t.dtype = DType(dt);
+    if (!r.GetVarint(&rank) || rank > kMaxRank) return bad("bad rank in tensor " + t.name);
+    t.shape.resize(size_t(rank));
+    for (auto& d : t.shape)
+      if (!r.GetVarint(&d)) return bad("truncated shape");
+    if (!r.GetVarint(&v) || v >= nfiles) return bad("bad file index in tensor " + t.name);
+    t.file = uint32_t(v);
+    if (!r.GetVarint(&t.offset) || !r.GetVarint(&t.size) || !r.GetVarint(&t.first_chunk))
+      return bad("truncated tensor " + t.name);
+    if (t.first_chunk != next_chunk) return bad("chunk index out of order in tensor " + t.name);
+    next_chunk += m.ChunkCount(t);
+  }
+  uint64_t nchunks;
+  if (!r.GetVarint(&nchunks) || nchunks != next_chunk || nchunks > r.remaining() / 16)
+    return bad("chunk count does not match the tensors");
+  m.chunks.resize(size_t(nchunks));
+  for (auto& k : m.chunks) {
+    if (!r.GetBytes(16, &s)) return bad("truncated chunk keys");
+    k = *ChunkKey::FromBytes(s);
+  }
+  if (!r.empty()) return bad("trailing bytes");
+  for (const auto& f : m.files)
+    for (uint32_t t : f.tensors)
+      if (t >= m.tensors.size()) return bad("file lists a tensor that does not exist");
+  return m;
+}
+
+}  // namespace pstore

@@ -1,0 +1,80 @@
+// Manifests: everything pstore knows of one model version.
+//
+// A manifest lists the model's tensors (name, dtype, shape, where they sat in
+// the source file, byte length, chunk keys), the source files' headers
+// verbatim so that export rebuilds them byte for byte, and the chunk size the
+// tensors were cut with. Its digest, the XXH3-128 of its serialized bytes,
+// names the model version everywhere (store keys, shared memory). Layout:
+// docs/format.md.
+//
+// Thread-safety: a Manifest is a value; share it as shared_ptr<const Manifest>.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "codec/dtype.h"
+#include "codec/hash.h"
+#include "common/status.h"
+
+namespace pstore {
+
+using ModelDigest = ChunkKey;
+
+enum class SourceFormat : uint8_t {
+  kSafetensors = 1,         // one .safetensors file
+  kSafetensorsSharded = 2,  // model.safetensors.index.json and shards
+};
+
+struct ManifestTensor {
+  std::string name;
+  DType dtype = DType::kU8;
+  std::vector<uint64_t> shape;
+  uint32_t file = 0;         // index into Manifest::files
+  uint64_t offset = 0;       // begin offset in that file's data section
+  uint64_t size = 0;         // bytes
+  uint64_t first_chunk = 0;  // index into Manifest::chunks
+};
+
+struct ManifestFile {
+  std::string name;          // file name as imported (e.g. "model-00001-of-00002.safetensors")
+  std::string header_bytes;  // length prefix and header, verbatim
+  uint64_t data_size = 0;
+  std::vector<uint32_t> tensors;  // indices into Manifest::tensors, in data order
+};
+
+struct Manifest {
+  static constexpr uint8_t kVersion = 1;
+
+  SourceFormat format = SourceFormat::kSafetensors;
+  uint32_t chunk_size = 0;
+  std::string index_name;   // sharded only
+  std::string index_bytes;  // sharded only: the index file verbatim
+  std::string metadata_json;
+  std::vector<ManifestFile> files;
+  std::vector<ManifestTensor> tensors;
+  std::vector<ChunkKey> chunks;
+
+  uint64_t ChunkCount(const ManifestTensor& t) const {
+    return (t.size + chunk_size - 1) / chunk_size;
+  }
+  // Raw bytes of chunk j (0-based) of tensor t.
+  uint64_t ChunkBytes(const ManifestTensor& t, uint64_t j) const {
+    uint64_t start = j * chunk_size;
+    return t.size - start < chunk_size ? t.size - start : chunk_size;
+  }
+  uint64_t TotalBytes() const;
+
+  std::string Serialize() const;
+  // Parses bytes written by Serialize, checking every count and index against
+  // the bytes and each other; a corrupt manifest is a Corruption error.
+  static Result<Manifest> Parse(std::string_view bytes);
+  static ModelDigest DigestOf(std::string_view serialized) {
+    return HashBytes(serialized.data(), serialized.size());
+  }
+};
+
+}  // namespace pstore

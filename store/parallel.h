@@ -1,0 +1,81 @@
+// ParallelFor: runs fn(i, worker) for i in [0, n) on `threads` worker threads
+// while the calling thread reports progress; stops handing out work at the
+// first error (or when progress asks to abort) and returns that error.
+//
+// Thread-safety: fn runs concurrently on distinct i; it must synchronise
+// whatever it shares. progress runs on the calling thread only.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+
+namespace pstore {
+
+// Called about ten times a second and once at the end; returning false aborts.
+using ProgressFn = std::function<bool(uint64_t done, uint64_t total)>;
+
+inline int DefaultThreads() {
+  unsigned n = std::thread::hardware_concurrency();
+  return int(std::clamp(n, 1u, 16u));
+}
+
+inline Status ParallelFor(size_t n, int threads, const std::function<Status(size_t, int)>& fn,
+                          const std::atomic<uint64_t>* done = nullptr, uint64_t total = 0,
+                          const ProgressFn& progress = nullptr) {
+  std::atomic<size_t> next{0};
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  Status first_error;
+  auto worker = [&](int w) {
+    while (!stop.load(std::memory_order_relaxed)) {
+      size_t i = next.fetch_add(1);
+      if (i >= n) break;
+      Status s = fn(i, w);
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> l(mu);
+        if (first_error.ok()) first_error = s;
+        stop = true;
+      }
+    }
+  };
+  threads = std::max(1, std::min<int>(threads, int(std::max<size_t>(n, 1))));
+  std::vector<std::thread> pool;
+  int running = threads;
+  std::condition_variable finished;
+  for (int w = 0; w < threads; w++)
+    pool.emplace_back([&, w] {
+      worker(w);
+      std::lock_guard<std::mutex> l(mu);
+      if (--running == 0) finished.notify_all();
+    });
+  bool aborted = false;
+  if (progress && done) {
+    std::unique_lock<std::mutex> l(mu);
+    while (running > 0) {
+      if (finished.wait_for(l, std::chrono::milliseconds(100), [&] { return running == 0; }))
+        break;
+      l.unlock();
+      bool go_on = aborted || progress(done->load(), total);
+      l.lock();
+      if (!go_on) {
+        aborted = true;
+        stop = true;
+      }
+    }
+  }
+  for (auto& t : pool) t.join();
+  if (progress && done && !aborted && first_error.ok()) progress(done->load(), total);
+  if (!first_error.ok()) return first_error;
+  if (aborted) return Status::Aborted("stopped at the caller's request");
+  return Status::OK();
+}
+
+}  // namespace pstore

@@ -1,0 +1,62 @@
+// pstore's use of RocksDB: column families, options, and opening a database
+// as the writer (primary) or as a reader of a published generation.
+//
+// Column families:
+//   "chunks"   key: 16-byte chunk key; value: chunk frame. Values of 4 KiB or
+//              more live in integrated blob files so compactions do not
+//              rewrite them; RocksDB compression is off (frames are coded).
+//   "default"  metadata: manifests, names, per-chunk records (store/keys.h).
+//
+// Thread-safety: a RocksDb may be used from many threads at once, as
+// rocksdb::DB may.
+#pragma once
+
+#include <rocksdb/db.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace pstore {
+
+constexpr char kChunksCf[] = "chunks";
+
+// A RocksDB instance with pstore's two column families.
+class RocksDb {
+ public:
+  ~RocksDb();
+  RocksDb(const RocksDb&) = delete;
+  RocksDb& operator=(const RocksDb&) = delete;
+
+  // The writer's instance, created if missing.
+  static Result<std::unique_ptr<RocksDb>> OpenPrimary(const std::string& path);
+  // A read-only instance of a published generation; writes nothing to path.
+  static Result<std::unique_ptr<RocksDb>> OpenReadOnly(const std::string& path);
+
+  rocksdb::DB* db() const { return db_.get(); }
+  rocksdb::ColumnFamilyHandle* meta() const { return meta_; }
+  rocksdb::ColumnFamilyHandle* chunks() const { return chunks_; }
+
+  // Turns RocksDB's blob garbage collection on (every blob file eligible) or
+  // back off; compact uses it to rewrite blob files that hold dead chunks.
+  Status SetBlobGc(bool on);
+
+ private:
+  RocksDb() = default;
+  std::unique_ptr<rocksdb::DB> db_;
+  rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+  rocksdb::ColumnFamilyHandle* chunks_ = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+};
+
+// Converts a RocksDB status, prefixing `context`.
+Status FromRocks(const rocksdb::Status& s, std::string_view context);
+
+// Read options for chunk reads: RocksDB's own block and blob checksums are
+// skipped because every decoded chunk is checked against its XXH3-128 key,
+// which covers the same bytes end to end (and costs far less).
+rocksdb::ReadOptions ChunkReadOptions();
+
+}  // namespace pstore

@@ -1,0 +1,246 @@
+// The chunk store: models as manifests of content-addressed chunks in RocksDB.
+//
+// StoreView reads a database: names, manifests, chunk records and chunks.
+// StoreReader is a view of the newest published generation, held so that the
+// writer cannot delete it: export, verify, info, stat and inference processes
+// use it, and keep working while a writer imports, removes or compacts.
+// StoreWriter is the one writer (an exclusive lock refuses a second one with a
+// clear message): import, rm, tag, compact. Every change it commits ends with
+// a new generation that later readers open.
+//
+// Commit protocol (docs/format.md): an import writes each new chunk and its
+// record without the WAL, flushes both column families atomically, then
+// writes the manifest and the name in one synced batch. A crash before that
+// batch leaves only unreferenced chunks, which compact removes; after it, the
+// whole model. No model is ever visible and incomplete.
+//
+// Thread-safety: a StoreView and a StoreReader may be used from many threads at
+// once. A StoreWriter's methods must not run concurrently with each other.
+#pragma once
+
+#include <rocksdb/slice.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "codec/chunk_codec.h"
+#include "common/status.h"
+#include "store/manifest.h"
+#include "store/model_ref.h"
+#include "store/parallel.h"
+#include "store/store_dir.h"
+
+namespace rocksdb {
+class PinnableSlice;
+}
+
+namespace pstore {
+
+class RocksDb;
+
+struct NameEntry {
+  std::string ref;  // "name:tag"
+  ModelDigest digest;
+  uint64_t tagged_unix = 0;
+};
+
+struct ChunkRecord {
+  uint64_t raw_len = 0;
+  uint64_t stored_len = 0;
+  uint8_t frame_version = 0;
+  uint8_t transform = 0;
+
+  std::string Encode() const;
+  static std::optional<ChunkRecord> Decode(std::string_view v);
+};
+
+class StoreView {
+ public:
+  // db must outlive the view.
+  explicit StoreView(RocksDb* db) : db_(db) {}
+
+  Result<std::vector<NameEntry>> ListNames() const;
+  // NotFound when the name is not in the store.
+  Result<NameEntry> GetName(const ModelName& name) const;
+  // "name:tag", "name" (tag latest) or a digest / unique digest prefix.
+  Result<ModelDigest> Resolve(std::string_view ref) const;
+  // Reads and parses a manifest, checking its digest.
+  Result<std::shared_ptr<const Manifest>> LoadManifest(const ModelDigest& digest) const;
+  // Every manifest's digest (referenced by a name or not).
+  Result<std::vector<ModelDigest>> ListManifests() const;
+
+  Result<std::optional<ChunkRecord>> GetChunkRecord(const ChunkKey& key) const;
+  // fn(key, record) for every chunk record, in key order.
+  Status ForEachChunkRecord(const std::function<Status(const ChunkKey&, const ChunkRecord&)>& fn) const;
+  // The chunk's frame, pinned in RocksDB's memory where possible.
+  Status ReadFrame(const ChunkKey& key, rocksdb::PinnableSlice* frame) const;
+  // Reads, decodes and checks a chunk into out (exactly its raw length).
+  Status ReadChunk(const ChunkKey& key, ChunkDecoder* decoder, std::span<uint8_t> out) const;
+
+  RocksDb* db() const { return db_; }
+
+ private:
+  RocksDb* db_;
+};
+
+class StoreReader {
+ public:
+  ~StoreReader();
+  // Opens the newest generation of the store at root.
+  static Result<std::unique_ptr<StoreReader>> Open(const std::string& root);
+
+  const StoreView& view() const { return *view_; }
+  const std::string& root() const { return paths_.root; }
+  const std::string& store_id() const { return store_id_; }
+  const StoreConfig& config() const { return config_; }
+  uint64_t generation() const { return lock_->number(); }
+
+ private:
+  StoreReader() = default;
+  StorePaths paths_;
+  std::string store_id_;
+  StoreConfig config_;
+  std::unique_ptr<GenerationLock> lock_;
+  std::unique_ptr<RocksDb> db_;
+  std::unique_ptr<StoreView> view_;
+};
+
+struct ImportOptions {
+  bool force = false;          // replace an existing name:tag pointing elsewhere
+  std::optional<Profile> profile;  // default: the store's
+  int threads = 0;             // 0: one per core
+  ProgressFn progress;         // bytes of tensor data done / total
+};
+
+struct ImportResult {
+  ModelDigest digest;
+  bool unchanged = false;      // the name already pointed at this exact model
+  bool replaced = false;       // the name pointed at another model before
+  uint64_t tensors = 0;
+  uint64_t raw_bytes = 0;      // tensor bytes in the source
+  uint64_t chunks = 0;
+  uint64_t new_chunks = 0;     // chunks the store did not hold before
+  uint64_t new_raw_bytes = 0;
+  uint64_t new_stored_bytes = 0;  // what the new chunks take (frames)
+  double seconds = 0;
+};
+
+struct CompactResult {
+  uint64_t manifests_removed = 0;
+  uint64_t chunks_removed = 0;
+  uint64_t stored_bytes_removed = 0;  // frame bytes of removed chunks
+  uint64_t disk_before = 0;
+  uint64_t disk_after = 0;
+  int generations_removed = 0;
+  int generations_in_use = 0;  // old generations kept because readers hold them
+};
+
+class StoreWriter {
+ public:
+  ~StoreWriter();
+  // Takes the writer lock (waiting for it with wait), creating the store with
+  // `init` settings if it does not exist.
+  static Result<std::unique_ptr<StoreWriter>> Open(const std::string& root, bool wait,
+                                                   const StoreConfig& init = StoreConfig{});
+
+  const StoreView& view() const { return *view_; }
+  const StoreConfig& config() const { return config_; }
+  const StorePaths& paths() const { return paths_; }
+
+  // Imports a safetensors file, a sharded model's folder or its index file.
+  Result<ImportResult> Import(const std::string& source, const ModelName& name,
+                              const ImportOptions& options);
+  // Removes a name; the model's chunks go at the next compact if nothing else
+  // refers to them.
+  Status Remove(const ModelName& name);
+  // Points name at the model src refers to.
+  Status Tag(std::string_view src, const ModelName& name, bool force);
+  // Removes unreferenced manifests and chunks, reclaims their disk space,
+  // and drops generations no reader holds.
+  Result<CompactResult> Compact(const ProgressFn& progress = nullptr);
+  Status SetConfig(const StoreConfig& c);
+
+ private:
+  StoreWriter() = default;
+  Status Publish();
+  StorePaths paths_;
+  StoreConfig config_;
+  std::unique_ptr<WriterLock> lock_;
+  std::unique_ptr<RocksDb> db_;
+  std::unique_ptr<StoreView> view_;
+};
+
+// --- operations over a view ---------------------------------------------------
+
+struct ExportOptions {
+  int threads = 0;
+  ProgressFn progress;
+};
+// Writes the model back as it was imported: one file at path, or for a sharded
+// model the index and shards into the folder path (created if needed). Every
+// chunk is checked; on any error no file is left behind.
+Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::string& path,
+                   const ExportOptions& options);
+
+struct VerifyProblem {
+  std::string model;   // name:tag (or digest when no name refers to it)
+  std::string tensor;  // "" when the problem is not a tensor's
+  int64_t chunk = -1;  // chunk index within the tensor, or -1
+  std::string chunk_key;
+  std::string error;
+};
+struct VerifyReport {
+  uint64_t models = 0;
+  uint64_t manifests = 0;
+  uint64_t chunks_checked = 0;
+  uint64_t bytes_checked = 0;
+  std::vector<VerifyProblem> problems;
+  bool ok() const { return problems.empty(); }
+};
+Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress);
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  std::vector<uint64_t> shape;
+  uint64_t raw_bytes = 0;
+  uint64_t stored_bytes = 0;  // frames of its chunks
+  uint64_t chunks = 0;
+  uint64_t shared_chunks = 0;  // chunks other models use too
+};
+struct ModelInfo {
+  ModelDigest digest;
+  std::vector<std::string> names;  // every name:tag pointing at it
+  SourceFormat format;
+  uint32_t chunk_size = 0;
+  std::vector<std::string> files;
+  std::string metadata_json;
+  uint64_t raw_bytes = 0;
+  uint64_t stored_bytes = 0;
+  uint64_t unique_chunks = 0;
+  uint64_t shared_chunks = 0;
+  std::vector<TensorInfo> tensors;
+};
+Result<ModelInfo> GetModelInfo(const StoreView& view, const ModelDigest& digest);
+
+struct StoreStats {
+  uint64_t names = 0;
+  uint64_t models = 0;         // distinct manifests referenced by names
+  uint64_t logical_bytes = 0;  // tensor bytes of every name, as if stored separately
+  uint64_t unique_bytes = 0;   // raw bytes of distinct chunks
+  uint64_t stored_bytes = 0;   // frame bytes of distinct chunks
+  uint64_t chunks = 0;
+  uint64_t disk_bytes = 0;     // the store's folder on disk (hard links counted once)
+  double dedup_ratio() const { return unique_bytes ? double(logical_bytes) / unique_bytes : 1; }
+  double compression_ratio() const { return unique_bytes ? double(stored_bytes) / unique_bytes : 1; }
+};
+Result<StoreStats> GetStoreStats(const StoreView& view, const std::string& root);
+
+}  // namespace pstore

@@ -1,0 +1,243 @@
+#include "store/store_dir.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <rocksdb/utilities/checkpoint.h>
+
+#include "store/rocks.h"
+
+namespace pstore {
+
+namespace fs = std::filesystem;
+
+std::string StorePaths::gen(uint64_t n) const {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "/%010" PRIu64, n);
+  return gen_root() + buf;
+}
+
+std::string DefaultStorePath() {
+  if (const char* d = std::getenv("PSTORE_DIR"); d && *d) return d;
+  if (const char* x = std::getenv("XDG_DATA_HOME"); x && *x) return std::string(x) + "/pstore";
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.local/share/pstore";
+}
+
+// --- config -----------------------------------------------------------------
+
+std::string StoreConfig::ToJson() const {
+  nlohmann::json j;
+  j["chunk_size"] = chunk_size;
+  j["profile"] = std::string(ProfileName(profile));
+  j["zstd_level"] = zstd_level;
+  j["budget_bytes"] = budget_bytes;
+  j["group"] = group;
+  return j.dump(2) + "\n";
+}
+
+Result<StoreConfig> StoreConfig::FromJson(std::string_view text) {
+  StoreConfig c;
+  try {
+    auto j = nlohmann::json::parse(text);
+    if (j.contains("chunk_size")) c.chunk_size = j.at("chunk_size").get<uint32_t>();
+    if (j.contains("profile")) {
+      auto p = ProfileFromName(j.at("profile").get<std::string>());
+      if (!p) return Status::InvalidArgument("config.json: unknown codec profile");
+      c.profile = *p;
+    }
+    if (j.contains("zstd_level")) c.zstd_level = j.at("zstd_level").get<int>();
+    if (j.contains("budget_bytes")) c.budget_bytes = j.at("budget_bytes").get<uint64_t>();
+    if (j.contains("group")) c.group = j.at("group").get<std::string>();
+  } catch (const std::exception& e) {
+    return Status::Corruption(std::string("config.json is not valid: ") + e.what());
+  }
+  PSTORE_RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+Status StoreConfig::Validate() const {
+  if (chunk_size < (64u << 10) || chunk_size > (4u << 20) || (chunk_size & (chunk_size - 1)))
+    return Status::InvalidArgument("chunk size must be a power of two from 64 KiB to 4 MiB");
+  if (zstd_level < 1 || zstd_level > 19)
+    return Status::InvalidArgument("zstd level must be from 1 to 19");
+  return Status::OK();
+}
+
+Result<std::string> ReadStoreId(const StorePaths& p) {
+  auto id = ReadFileToString(p.id_file());
+  if (!id.ok()) {
+    if (id.status().IsNotFound())
+      return Status::NotFound("no pstore store at " + p.root +
+                              " (import a model to create one, or point --store or PSTORE_DIR at "
+                              "an existing store)");
+    return id.status();
+  }
+  std::string s = *id;
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  if (s.size() != 32) return Status::Corruption("store ID file " + p.id_file() + " is malformed");
+  return s;
+}
+
+Result<StoreConfig> ReadStoreConfig(const StorePaths& p) {
+  auto text = ReadFileToString(p.config_file());
+  if (!text.ok()) {
+    if (text.status().IsNotFound()) return StoreConfig{};
+    return text.status();
+  }
+  return StoreConfig::FromJson(*text);
+}
+
+Status WriteStoreConfig(const StorePaths& p, const StoreConfig& c) {
+  PSTORE_RETURN_IF_ERROR(c.Validate());
+  return WriteFileAtomic(p.config_file(), c.ToJson(), c.group.empty() ? 0600 : 0640);
+}
+
+Status InitStoreDir(const StorePaths& p, const StoreConfig& config) {
+  std::error_code ec;
+  fs::create_directories(p.root, ec);
+  if (ec) return Status::IOError("cannot create store folder " + p.root + ": " + ec.message());
+  if (fs::exists(p.id_file())) return Status::OK();
+  PSTORE_RETURN_IF_ERROR(config.Validate());
+  std::random_device rd;
+  std::string id;
+  for (int i = 0; i < 4; i++) {
+    char buf[9];
+    std::snprintf(buf, sizeof(buf), "%08x", unsigned(rd()));
+    id += buf;
+  }
+  PSTORE_RETURN_IF_ERROR(WriteStoreConfig(p, config));
+  fs::create_directories(p.gen_root(), ec);
+  if (ec) return Status::IOError("cannot create " + p.gen_root() + ": " + ec.message());
+  ::chmod(p.root.c_str(), config.group.empty() ? 0700 : 0750);
+  // The ID is written last: its presence marks a complete store folder.
+  return WriteFileAtomic(p.id_file(), id + "\n", config.group.empty() ? 0600 : 0640);
+}
+
+// --- writer lock --------------------------------------------------------------
+
+Result<WriterLock> WriterLock::Acquire(const std::string& root, bool wait) {
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) return Status::IOError("cannot create store folder " + root + ": " + ec.message());
+  std::string path = root + "/LOCK";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd.valid()) return Status::FromErrno("cannot open " + path, errno);
+  if (::flock(fd.get(), LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+    if (errno == EWOULDBLOCK) {
+      char buf[32] = {};
+      ssize_t n = ::pread(fd.get(), buf, sizeof(buf) - 1, 0);
+      std::string holder = n > 0 ? std::string(buf, size_t(n)) : "?";
+      while (!holder.empty() && holder.back() == '\n') holder.pop_back();
+      return Status::Busy("another pstore process (pid " + holder + ") is writing to the store at " +
+                          root + "; wait for it to finish, or pass --wait to queue behind it");
+    }
+    return Status::FromErrno("cannot lock " + path, errno);
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd.get(), 0) == 0) (void)!::pwrite(fd.get(), pid.data(), pid.size(), 0);
+  return WriterLock(std::move(fd));
+}
+
+// --- generations --------------------------------------------------------------
+
+Result<uint64_t> ReadCurrentGeneration(const StorePaths& p) {
+  auto text = ReadFileToString(p.current_file());
+  if (!text.ok()) {
+    if (text.status().IsNotFound()) return uint64_t(0);
+    return text.status();
+  }
+  char* end = nullptr;
+  uint64_t n = std::strtoull(text->c_str(), &end, 10);
+  if (end == text->c_str() || n == 0)
+    return Status::Corruption("store file " + p.current_file() + " is malformed");
+  return n;
+}
+
+std::vector<uint64_t> ListGenerations(const StorePaths& p) {
+  std::vector<uint64_t> out;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(p.gen_root(), ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (name.size() != 10 || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    out.push_back(std::strtoull(name.c_str(), nullptr, 10));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db) {
+  std::vector<uint64_t> gens = ListGenerations(p);
+  PSTORE_ASSIGN_OR_RETURN(uint64_t current, ReadCurrentGeneration(p));
+  uint64_t n = std::max(current, gens.empty() ? 0 : gens.back()) + 1;
+  std::string dir = p.gen(n);
+  PSTORE_RETURN_IF_ERROR(RemoveTree(dir));  // a leftover from a crashed publish
+  rocksdb::Checkpoint* raw = nullptr;
+  PSTORE_RETURN_IF_ERROR(FromRocks(rocksdb::Checkpoint::Create(db->db(), &raw), "checkpoint"));
+  std::unique_ptr<rocksdb::Checkpoint> ckpt(raw);
+  // log_size_for_flush = 0: flush memtables so the checkpoint needs no WAL replay.
+  PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, 0), "create generation " + dir));
+  std::string readers = dir + "/READERS";
+  UniqueFd fd(::open(readers.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!fd.valid()) return Status::FromErrno("cannot create " + readers, errno);
+  if (::fsync(fd.get()) != 0) return Status::FromErrno("fsync " + readers, errno);
+  PSTORE_RETURN_IF_ERROR(FsyncDir(dir));
+  PSTORE_RETURN_IF_ERROR(FsyncDir(p.gen_root()));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.current_file(), std::to_string(n) + "\n", 0644));
+  return n;
+}
+
+Result<int> RemoveUnusedGenerations(const StorePaths& p) {
+  PSTORE_ASSIGN_OR_RETURN(uint64_t current, ReadCurrentGeneration(p));
+  int removed = 0;
+  for (uint64_t n : ListGenerations(p)) {
+    if (n == current) continue;
+    std::string dir = p.gen(n);
+    std::string readers = dir + "/READERS";
+    UniqueFd fd(::open(readers.c_str(), O_RDWR | O_CLOEXEC));
+    if (fd.valid()) {
+      if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // a reader holds it
+      // Unlink while holding the lock: a reader that opened READERS already
+      // finds it deleted once it gets the lock, and moves on.
+      ::unlink(readers.c_str());
+    } else if (n > current) {
+      continue;  // being published right now (cannot happen with one writer, but be safe)
+    }
+    PSTORE_RETURN_IF_ERROR(RemoveTree(dir));
+    removed++;
+  }
+  return removed;
+}
+
+Result<GenerationLock> GenerationLock::AcquireCurrent(const StorePaths& p) {
+  for (int attempt = 0; attempt < 100; attempt++) {
+    PSTORE_ASSIGN_OR_RETURN(uint64_t n, ReadCurrentGeneration(p));
+    if (n == 0)
+      return Status::NotFound("the store at " + p.root + " has no published generation yet");
+    std::string readers = p.gen(n) + "/READERS";
+    UniqueFd fd(::open(readers.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) {
+      if (errno == ENOENT) continue;  // replaced meanwhile: read CURRENT again
+      return Status::FromErrno("cannot open " + readers, errno);
+    }
+    if (::flock(fd.get(), LOCK_SH) != 0) return Status::FromErrno("cannot lock " + readers, errno);
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat " + readers, errno);
+    if (st.st_nlink == 0) continue;  // deleted while we waited
+    return GenerationLock(n, std::move(fd));
+  }
+  return Status::Busy("the store's current generation kept changing; try again");
+}
+
+}  // namespace pstore

@@ -1,0 +1,106 @@
+// Verify: decode every chunk of every manifest, check every manifest and name,
+// and name the model, tensor and chunk of whatever is wrong.
+#include <rocksdb/db.h>
+
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "store/rocks.h"
+#include "store/store.h"
+
+namespace pstore {
+
+namespace {
+struct ChunkUse {
+  std::string model;
+  std::string tensor;
+  int64_t chunk;
+};
+}  // namespace
+
+Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress) {
+  VerifyReport rep;
+  PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, view.ListNames());
+  std::map<ModelDigest, std::vector<std::string>> labels;
+  for (const auto& n : names) labels[n.digest].push_back(n.ref);
+  PSTORE_ASSIGN_OR_RETURN(std::vector<ModelDigest> manifests, view.ListManifests());
+  for (const auto& [d, refs] : labels) {
+    if (std::find(manifests.begin(), manifests.end(), d) == manifests.end())
+      for (const auto& r : refs)
+        rep.problems.push_back({r, "", -1, "", "its manifest " + d.Hex() + " is missing"});
+  }
+  auto label_of = [&](const ModelDigest& d) {
+    auto it = labels.find(d);
+    if (it == labels.end()) return d.Hex() + " (unnamed)";
+    std::string s;
+    for (const auto& r : it->second) s += (s.empty() ? "" : ", ") + r;
+    return s;
+  };
+
+  std::unordered_map<ChunkKey, std::vector<ChunkUse>, ChunkKeyHasher> uses;
+  std::unordered_map<ChunkKey, uint64_t, ChunkKeyHasher> lengths;
+  for (const auto& d : manifests) {
+    rep.manifests++;
+    if (labels.count(d)) rep.models++;
+    auto m = view.LoadManifest(d);
+    if (!m.ok()) {
+      rep.problems.push_back({label_of(d), "", -1, "", m.status().ToString()});
+      continue;
+    }
+    for (const auto& t : (*m)->tensors)
+      for (uint64_t j = 0; j < (*m)->ChunkCount(t); j++) {
+        const ChunkKey& k = (*m)->chunks[t.first_chunk + j];
+        uses[k].push_back({label_of(d), t.name, int64_t(j)});
+        lengths[k] = (*m)->ChunkBytes(t, j);
+      }
+  }
+
+  std::vector<ChunkKey> keys;
+  keys.reserve(uses.size());
+  uint64_t total = 0;
+  for (const auto& [k, u] : uses) {
+    keys.push_back(k);
+    total += lengths[k];
+  }
+  std::sort(keys.begin(), keys.end());
+  std::mutex mu;
+  std::atomic<uint64_t> done{0};
+  if (threads <= 0) threads = DefaultThreads();
+  std::vector<ChunkDecoder> decoders(static_cast<size_t>(threads));
+  std::vector<std::vector<uint8_t>> bufs(static_cast<size_t>(threads));
+  auto report = [&](const ChunkKey& k, const std::string& err) {
+    std::lock_guard<std::mutex> l(mu);
+    for (const auto& u : uses[k]) rep.problems.push_back({u.model, u.tensor, u.chunk, k.Hex(), err});
+  };
+  Status st = ParallelFor(
+      keys.size(), threads,
+      [&](size_t i, int w) -> Status {
+        const ChunkKey& k = keys[i];
+        uint64_t len = lengths[k];
+        auto rec = view.GetChunkRecord(k);
+        if (!rec.ok()) {
+          report(k, rec.status().ToString());
+        } else if (!*rec) {
+          report(k, "chunk record missing (compact could not account for this chunk)");
+        } else if ((*rec)->raw_len != len) {
+          report(k, "chunk record gives length " + std::to_string((*rec)->raw_len) +
+                        ", the manifest " + std::to_string(len));
+        }
+        bufs[size_t(w)].resize(len);
+        Status s = view.ReadChunk(k, &decoders[size_t(w)], bufs[size_t(w)]);
+        if (!s.ok()) report(k, s.ToString());
+        done += len;
+        return Status::OK();
+      },
+      &done, total, progress);
+  PSTORE_RETURN_IF_ERROR(st);
+  rep.chunks_checked = keys.size();
+  rep.bytes_checked = total;
+  std::sort(rep.problems.begin(), rep.problems.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.model, a.tensor, a.chunk) < std::tie(b.model, b.tensor, b.chunk);
+  });
+  return rep;
+}
+
+}  // namespace pstore

@@ -1,0 +1,148 @@
+#include <rocksdb/db.h>
+
+#include "common/coding.h"
+#include "store/keys.h"
+#include "store/rocks.h"
+#include "store/store.h"
+
+namespace pstore {
+
+std::string ChunkRecord::Encode() const {
+  std::string v;
+  PutVarint(&v, raw_len);
+  PutVarint(&v, stored_len);
+  v.push_back(char(frame_version));
+  v.push_back(char(transform));
+  return v;
+}
+
+std::optional<ChunkRecord> ChunkRecord::Decode(std::string_view v) {
+  Reader r(v);
+  ChunkRecord c;
+  if (!r.GetVarint(&c.raw_len) || !r.GetVarint(&c.stored_len) || !r.GetU8(&c.frame_version) ||
+      !r.GetU8(&c.transform) || !r.empty())
+    return std::nullopt;
+  return c;
+}
+
+namespace {
+
+Result<NameEntry> DecodeName(std::string_view key, std::string_view value) {
+  NameEntry e;
+  e.ref = std::string(key.substr(1));
+  Reader r(value);
+  std::string_view d;
+  if (!r.GetBytes(16, &d) || !r.GetVarint(&e.tagged_unix))
+    return Status::Corruption("name record for " + e.ref + " is malformed");
+  e.digest = *ChunkKey::FromBytes(d);
+  return e;
+}
+
+std::string_view View(const rocksdb::Slice& s) { return std::string_view(s.data(), s.size()); }
+
+}  // namespace
+
+Result<std::vector<NameEntry>> StoreView::ListNames() const {
+  std::vector<NameEntry> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator(rocksdb::ReadOptions(), db_->meta()));
+  std::string end = keys::PrefixEnd(keys::kName);
+  for (it->Seek(std::string(1, keys::kName)); it->Valid() && it->key().compare(end) < 0;
+       it->Next()) {
+    PSTORE_ASSIGN_OR_RETURN(NameEntry e, DecodeName(View(it->key()), View(it->value())));
+    out.push_back(std::move(e));
+  }
+  PSTORE_RETURN_IF_ERROR(FromRocks(it->status(), "list names"));
+  return out;
+}
+
+Result<NameEntry> StoreView::GetName(const ModelName& name) const {
+  std::string key = keys::Name(name.Ref());
+  std::string value;
+  rocksdb::Status s = db_->db()->Get(rocksdb::ReadOptions(), db_->meta(), key, &value);
+  if (s.IsNotFound()) return Status::NotFound("no model named " + name.Ref() + " in the store");
+  PSTORE_RETURN_IF_ERROR(FromRocks(s, "read name " + name.Ref()));
+  return DecodeName(key, value);
+}
+
+Result<std::vector<ModelDigest>> StoreView::ListManifests() const {
+  std::vector<ModelDigest> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator(rocksdb::ReadOptions(), db_->meta()));
+  std::string end = keys::PrefixEnd(keys::kManifest);
+  for (it->Seek(std::string(1, keys::kManifest)); it->Valid() && it->key().compare(end) < 0;
+       it->Next()) {
+    auto d = ChunkKey::FromBytes(View(it->key()).substr(1));
+    if (!d) return Status::Corruption("malformed manifest key in the store");
+    out.push_back(*d);
+  }
+  PSTORE_RETURN_IF_ERROR(FromRocks(it->status(), "list manifests"));
+  return out;
+}
+
+Result<ModelDigest> StoreView::Resolve(std::string_view ref) const {
+  if (ref.find(':') == std::string_view::npos && LooksLikeDigest(ref)) {
+    // A digest or a prefix of one; a name of the same spelling comes second.
+    PSTORE_ASSIGN_OR_RETURN(std::vector<ModelDigest> all, ListManifests());
+    std::vector<ModelDigest> hits;
+    for (const auto& d : all)
+      if (d.Hex().compare(0, ref.size(), ref) == 0) hits.push_back(d);
+    if (hits.size() == 1) return hits[0];
+    if (hits.size() > 1)
+      return Status::InvalidArgument("digest prefix " + std::string(ref) +
+                                     " matches several models; give more digits");
+  }
+  PSTORE_ASSIGN_OR_RETURN(ModelName name, ParseModelName(ref));
+  PSTORE_ASSIGN_OR_RETURN(NameEntry e, GetName(name));
+  return e.digest;
+}
+
+Result<std::shared_ptr<const Manifest>> StoreView::LoadManifest(const ModelDigest& digest) const {
+  rocksdb::PinnableSlice v;
+  rocksdb::Status s = db_->db()->Get(rocksdb::ReadOptions(), db_->meta(), keys::Manifest(digest), &v);
+  if (s.IsNotFound()) return Status::NotFound("no model with digest " + digest.Hex());
+  PSTORE_RETURN_IF_ERROR(FromRocks(s, "read manifest " + digest.Hex()));
+  if (Manifest::DigestOf(View(v)) != digest)
+    return Status::Corruption("manifest " + digest.Hex() + " does not match its digest");
+  auto m = Manifest::Parse(View(v));
+  if (!m.ok()) return m.status().WithContext("model " + digest.Hex());
+  return std::shared_ptr<const Manifest>(new Manifest(std::move(m).value()));
+}
+
+Result<std::optional<ChunkRecord>> StoreView::GetChunkRecord(const ChunkKey& key) const {
+  std::string v;
+  rocksdb::Status s = db_->db()->Get(rocksdb::ReadOptions(), db_->meta(), keys::ChunkRecord(key), &v);
+  if (s.IsNotFound()) return std::optional<ChunkRecord>();
+  PSTORE_RETURN_IF_ERROR(FromRocks(s, "read chunk record " + key.Hex()));
+  auto r = ChunkRecord::Decode(v);
+  if (!r) return Status::Corruption("chunk record " + key.Hex() + " is malformed");
+  return std::optional<ChunkRecord>(*r);
+}
+
+Status StoreView::ForEachChunkRecord(
+    const std::function<Status(const ChunkKey&, const ChunkRecord&)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator(rocksdb::ReadOptions(), db_->meta()));
+  std::string end = keys::PrefixEnd(keys::kChunkRecord);
+  for (it->Seek(std::string(1, keys::kChunkRecord)); it->Valid() && it->key().compare(end) < 0;
+       it->Next()) {
+    auto key = ChunkKey::FromBytes(View(it->key()).substr(1));
+    auto rec = ChunkRecord::Decode(View(it->value()));
+    if (!key || !rec) return Status::Corruption("malformed chunk record in the store");
+    PSTORE_RETURN_IF_ERROR(fn(*key, *rec));
+  }
+  return FromRocks(it->status(), "list chunk records");
+}
+
+Status StoreView::ReadFrame(const ChunkKey& key, rocksdb::PinnableSlice* frame) const {
+  rocksdb::Status s = db_->db()->Get(ChunkReadOptions(), db_->chunks(),
+                                     rocksdb::Slice(key.view().data(), 16), frame);
+  if (s.IsNotFound()) return Status::Corruption("chunk " + key.Hex() + " is missing from the store");
+  return FromRocks(s, "read chunk " + key.Hex());
+}
+
+Status StoreView::ReadChunk(const ChunkKey& key, ChunkDecoder* decoder,
+                            std::span<uint8_t> out) const {
+  rocksdb::PinnableSlice frame;
+  PSTORE_RETURN_IF_ERROR(ReadFrame(key, &frame));
+  return decoder->Decode(View(frame), key, out);
+}
+
+}  // namespace pstore

@@ -1,0 +1,169 @@
+#include <rocksdb/db.h>
+#include <time.h>
+
+#include <unordered_set>
+
+#include "common/coding.h"
+#include "common/file_util.h"
+#include "store/keys.h"
+#include "store/rocks.h"
+#include "store/store.h"
+
+namespace pstore {
+
+StoreReader::~StoreReader() = default;
+
+Result<std::unique_ptr<StoreReader>> StoreReader::Open(const std::string& root) {
+  std::unique_ptr<StoreReader> r(new StoreReader);
+  r->paths_.root = root;
+  PSTORE_ASSIGN_OR_RETURN(r->store_id_, ReadStoreId(r->paths_));
+  PSTORE_ASSIGN_OR_RETURN(r->config_, ReadStoreConfig(r->paths_));
+  PSTORE_ASSIGN_OR_RETURN(GenerationLock lock, GenerationLock::AcquireCurrent(r->paths_));
+  r->lock_ = std::make_unique<GenerationLock>(std::move(lock));
+  PSTORE_ASSIGN_OR_RETURN(r->db_, RocksDb::OpenReadOnly(r->paths_.gen(r->lock_->number())));
+  r->view_ = std::make_unique<StoreView>(r->db_.get());
+  return r;
+}
+
+StoreWriter::~StoreWriter() = default;
+
+Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, bool wait,
+                                                       const StoreConfig& init) {
+  std::unique_ptr<StoreWriter> w(new StoreWriter);
+  w->paths_.root = root;
+  PSTORE_ASSIGN_OR_RETURN(WriterLock lock, WriterLock::Acquire(root, wait));
+  w->lock_ = std::make_unique<WriterLock>(std::move(lock));
+  PSTORE_RETURN_IF_ERROR(InitStoreDir(w->paths_, init));
+  PSTORE_ASSIGN_OR_RETURN(w->config_, ReadStoreConfig(w->paths_));
+  PSTORE_ASSIGN_OR_RETURN(w->db_, RocksDb::OpenPrimary(w->paths_.db()));
+  w->view_ = std::make_unique<StoreView>(w->db_.get());
+  PSTORE_ASSIGN_OR_RETURN(uint64_t current, ReadCurrentGeneration(w->paths_));
+  if (current == 0) PSTORE_RETURN_IF_ERROR(w->Publish());
+  return w;
+}
+
+Status StoreWriter::Publish() {
+  PSTORE_ASSIGN_OR_RETURN(uint64_t n, PublishGeneration(paths_, db_.get()));
+  (void)n;
+  auto removed = RemoveUnusedGenerations(paths_);
+  return removed.ok() ? Status::OK() : removed.status();
+}
+
+Status StoreWriter::SetConfig(const StoreConfig& c) {
+  PSTORE_RETURN_IF_ERROR(WriteStoreConfig(paths_, c));
+  config_ = c;
+  return Status::OK();
+}
+
+namespace {
+
+std::string NameValue(const ModelDigest& d) {
+  std::string v(d.view());
+  PutVarint(&v, uint64_t(::time(nullptr)));
+  return v;
+}
+
+rocksdb::WriteOptions SyncWrite() {
+  rocksdb::WriteOptions w;
+  w.sync = true;
+  return w;
+}
+
+}  // namespace
+
+Status StoreWriter::Remove(const ModelName& name) {
+  PSTORE_RETURN_IF_ERROR(view_->GetName(name).status());
+  rocksdb::WriteBatch b;
+  b.Delete(db_->meta(), keys::Name(name.Ref()));
+  PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(SyncWrite(), &b), "remove " + name.Ref()));
+  return Publish();
+}
+
+Status StoreWriter::Tag(std::string_view src, const ModelName& name, bool force) {
+  PSTORE_ASSIGN_OR_RETURN(ModelDigest digest, view_->Resolve(src));
+  PSTORE_RETURN_IF_ERROR(view_->LoadManifest(digest).status());
+  auto existing = view_->GetName(name);
+  if (existing.ok()) {
+    if (existing->digest == digest) return Status::OK();
+    if (!force)
+      return Status::Exists(name.Ref() + " already names model " + existing->digest.Hex() +
+                            "; pass --force to move it");
+  } else if (!existing.status().IsNotFound()) {
+    return existing.status();
+  }
+  rocksdb::WriteBatch b;
+  b.Put(db_->meta(), keys::Name(name.Ref()), NameValue(digest));
+  PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(SyncWrite(), &b), "tag " + name.Ref()));
+  return Publish();
+}
+
+Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
+  CompactResult res;
+  res.disk_before = DiskUsage(paths_.root);
+  PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, view_->ListNames());
+  std::unordered_set<ModelDigest, ChunkKeyHasher> referenced;
+  for (const auto& n : names) referenced.insert(n.digest);
+
+  // Mark: every chunk of every named model. A named model whose manifest
+  // cannot be read stops the compaction: its chunks cannot be told apart.
+  std::unordered_set<ChunkKey, ChunkKeyHasher> live;
+  PSTORE_ASSIGN_OR_RETURN(std::vector<ModelDigest> manifests, view_->ListManifests());
+  rocksdb::WriteBatch dead;
+  for (const auto& d : manifests) {
+    if (!referenced.count(d)) {
+      dead.Delete(db_->meta(), keys::Manifest(d));
+      res.manifests_removed++;
+      continue;
+    }
+    auto m = view_->LoadManifest(d);
+    if (!m.ok())
+      return m.status().WithContext("compact stopped (run `pstore verify`): cannot read model " +
+                                    d.Hex());
+    for (const auto& k : (*m)->chunks) live.insert(k);
+  }
+  for (const auto& d : referenced)
+    if (std::find(manifests.begin(), manifests.end(), d) == manifests.end())
+      return Status::Corruption("compact stopped (run `pstore verify`): a name refers to model " +
+                                d.Hex() + ", which is missing");
+
+  // Sweep: chunk records not marked, with their chunks.
+  PSTORE_RETURN_IF_ERROR(view_->ForEachChunkRecord([&](const ChunkKey& k, const ChunkRecord& r) {
+    if (live.count(k)) return Status::OK();
+    dead.Delete(db_->chunks(), rocksdb::Slice(k.view().data(), 16));
+    dead.Delete(db_->meta(), keys::ChunkRecord(k));
+    res.chunks_removed++;
+    res.stored_bytes_removed += r.stored_len;
+    return Status::OK();
+  }));
+  PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(SyncWrite(), &dead), "delete dead chunks"));
+  if (progress) progress(1, 3);
+
+  // Reclaim the space: flush, then a full compaction with blob GC on so blob
+  // files holding dead chunks are rewritten or dropped.
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  PSTORE_RETURN_IF_ERROR(
+      FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}), "flush before compaction"));
+  PSTORE_RETURN_IF_ERROR(db_->SetBlobGc(true));
+  rocksdb::CompactRangeOptions co;
+  co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  co.exclusive_manual_compaction = true;
+  Status cs = FromRocks(db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr),
+                        "compact chunks");
+  Status gs = db_->SetBlobGc(false);
+  PSTORE_RETURN_IF_ERROR(cs);
+  PSTORE_RETURN_IF_ERROR(gs);
+  PSTORE_RETURN_IF_ERROR(
+      FromRocks(db_->db()->CompactRange(co, db_->meta(), nullptr, nullptr), "compact metadata"));
+  if (progress) progress(2, 3);
+
+  PSTORE_ASSIGN_OR_RETURN(uint64_t n, PublishGeneration(paths_, db_.get()));
+  (void)n;
+  PSTORE_ASSIGN_OR_RETURN(res.generations_removed, RemoveUnusedGenerations(paths_));
+  res.generations_in_use = int(ListGenerations(paths_).size()) - 1;
+  res.disk_after = DiskUsage(paths_.root);
+  if (progress) progress(3, 3);
+  return res;
+}
+
+}  // namespace pstore
