@@ -45,10 +45,14 @@ struct TensorEntry {
 struct FileHeader {
   // The 8-byte length prefix and the header bytes that follow, verbatim.
   std::string header_bytes;
-  // Tensors in data order (by begin offset; ties, which only empty tensors
-  // can have, in header order).
+  // Tensors in data order: by begin offset, then by end (so an empty tensor
+  // comes before the non-empty one that starts where it does); remaining ties,
+  // which only empty tensors can have, in header order. They tile the data
+  // section: tensors[0].begin == 0, each begins where the previous ends, and
+  // the last ends at data_size.
   std::vector<TensorEntry> tensors;
-  // The `__metadata__` object as compact JSON ("" when absent).
+  // The `__metadata__` object as compact JSON, keys in header order ("" when
+  // absent).
   std::string metadata_json;
   uint64_t data_offset = 0;  // 8 + header length: where the data section starts
   uint64_t data_size = 0;    // bytes of the data section
@@ -68,7 +72,7 @@ Result<FileHeader> ReadHeader(const std::string& path);
 struct ShardedModel {
   std::string index_bytes;           // model.safetensors.index.json, verbatim
   std::string index_file_name;       // normally "model.safetensors.index.json"
-  std::vector<std::string> shard_names;  // plain file names, in index order of first use
+  std::vector<std::string> shard_names;  // plain file names, sorted (byte order)
   std::vector<FileHeader> shards;        // parallel to shard_names
 };
 
@@ -77,7 +81,8 @@ struct ShardedModel {
 Result<ShardedModel> ReadSharded(const std::string& dir,
                                  const std::string& index_file_name = "model.safetensors.index.json");
 
-// Receives a tensor's bytes in order, in pieces of any size.
+// Receives a tensor's bytes in order, in pieces of any size. Valid only during
+// the emit_tensor call it is passed to.
 using ByteSink = std::function<Status(const uint8_t* data, size_t n)>;
 
 // Writes a safetensors file: header_bytes, then each tensor's bytes in data
