@@ -1,0 +1,352 @@
+// The C API over the pager and the store: handles, statuses, no exceptions
+// across the boundary.
+#include "api/pstore.h"
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "pager/pager.h"
+#include "store/store.h"
+
+struct pstore_store {
+  std::shared_ptr<pstore::Pager> pager;
+};
+
+struct pstore_model {
+  std::shared_ptr<pstore::Pager> pager;  // keeps the pager alive past pstore_store_close
+  std::shared_ptr<pstore::Model> model;
+  std::string digest_hex;
+  std::unique_ptr<std::atomic<uint32_t>[]> held;  // acquires per tensor through this handle
+};
+
+namespace {
+
+thread_local std::string g_last_error;
+
+pstore_status ToC(const pstore::Status& s) {
+  if (s.ok()) return PSTORE_OK;
+  g_last_error = s.message();
+  switch (s.code()) {
+    case pstore::Status::Code::kNotFound: return PSTORE_ERR_NOT_FOUND;
+    case pstore::Status::Code::kCorruption: return PSTORE_ERR_CORRUPTION;
+    case pstore::Status::Code::kInvalidArgument: return PSTORE_ERR_INVALID_ARGUMENT;
+    case pstore::Status::Code::kIOError: return PSTORE_ERR_IO;
+    case pstore::Status::Code::kBusy: return PSTORE_ERR_BUSY;
+    case pstore::Status::Code::kNoSpace: return PSTORE_ERR_NO_SPACE;
+    case pstore::Status::Code::kUnsupported: return PSTORE_ERR_UNSUPPORTED;
+    case pstore::Status::Code::kExists: return PSTORE_ERR_EXISTS;
+    case pstore::Status::Code::kAborted: return PSTORE_ERR_ABORTED;
+    default: return PSTORE_ERR_INTERNAL;
+  }
+}
+
+pstore_status Invalid(const char* msg) {
+  g_last_error = msg;
+  return PSTORE_ERR_INVALID_ARGUMENT;
+}
+
+// Runs f, turning exceptions into statuses: none may cross into C.
+template <typename F>
+pstore_status Guard(F&& f) noexcept {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    g_last_error = "out of memory";
+    return PSTORE_ERR_NO_MEMORY;
+  } catch (const std::exception& e) {
+    g_last_error = std::string("internal error: ") + e.what();
+    return PSTORE_ERR_INTERNAL;
+  } catch (...) {
+    g_last_error = "internal error";
+    return PSTORE_ERR_INTERNAL;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* pstore_status_string(pstore_status status) {
+  switch (status) {
+    case PSTORE_OK: return "OK";
+    case PSTORE_ERR_NOT_FOUND: return "not found";
+    case PSTORE_ERR_CORRUPTION: return "corruption";
+    case PSTORE_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case PSTORE_ERR_IO: return "I/O error";
+    case PSTORE_ERR_BUSY: return "busy";
+    case PSTORE_ERR_NO_SPACE: return "no space";
+    case PSTORE_ERR_UNSUPPORTED: return "unsupported";
+    case PSTORE_ERR_EXISTS: return "already exists";
+    case PSTORE_ERR_INTERNAL: return "internal error";
+    case PSTORE_ERR_ABORTED: return "aborted";
+    case PSTORE_ERR_NO_MEMORY: return "out of memory";
+  }
+  return "unknown";
+}
+
+const char* pstore_last_error(void) { return g_last_error.c_str(); }
+
+const char* pstore_version(void) {
+#define PSTORE_STR2(x) #x
+#define PSTORE_STR(x) PSTORE_STR2(x)
+  return PSTORE_STR(PSTORE_VERSION_MAJOR) "." PSTORE_STR(PSTORE_VERSION_MINOR) "." PSTORE_STR(
+      PSTORE_VERSION_PATCH);
+}
+
+uint32_t pstore_version_number(void) { return PSTORE_VERSION_NUMBER; }
+
+const char* pstore_dtype_name(pstore_dtype dtype) {
+  if (!pstore::DTypeIdValid(uint8_t(dtype))) return "?";
+  return pstore::DTypeName(pstore::DType(dtype)).data();  // names are static, NUL-terminated
+}
+
+void pstore_store_options_default(pstore_store_options* opts) {
+  if (!opts) return;
+  std::memset(opts, 0, sizeof(*opts));
+  opts->struct_size = sizeof(*opts);
+}
+
+pstore_status pstore_store_open(const char* path, const pstore_store_options* opts,
+                                pstore_store** out) {
+  return Guard([&]() -> pstore_status {
+    if (!out) return Invalid("pstore_store_open: out is NULL");
+    *out = nullptr;
+    pstore::PagerOptions po;
+    if (opts) {
+      if (opts->struct_size < offsetof(pstore_store_options, loader_threads) + sizeof(int))
+        return Invalid("pstore_store_open: options not filled by pstore_store_options_default");
+      po.budget_bytes = opts->budget_bytes;
+      po.loader_threads = opts->loader_threads;
+    }
+    std::string root = path && *path ? path : pstore::DefaultStorePath();
+    auto p = pstore::Pager::Open(root, po);
+    if (!p.ok()) return ToC(p.status());
+    auto* s = new pstore_store;
+    s->pager = std::shared_ptr<pstore::Pager>(std::move(p).value());
+    *out = s;
+    return PSTORE_OK;
+  });
+}
+
+void pstore_store_close(pstore_store* store) { delete store; }
+
+pstore_status pstore_store_stats_get(pstore_store* store, pstore_store_stats* out) {
+  return Guard([&]() -> pstore_status {
+    if (!store || !out || out->struct_size < sizeof(size_t))
+      return Invalid("pstore_store_stats_get: NULL argument or struct_size not set");
+    pstore_store_stats s = {};
+    s.struct_size = out->struct_size;
+    pstore::StoreMemory m = store->pager->Memory();
+    s.budget_bytes = m.budget_bytes;
+    s.resident_bytes = m.resident_bytes;
+    s.mapped_models = m.segments;
+    std::memcpy(out, &s, std::min(out->struct_size, sizeof(s)));
+    return PSTORE_OK;
+  });
+}
+
+pstore_status pstore_model_open(pstore_store* store, const char* ref, pstore_model** out) {
+  return Guard([&]() -> pstore_status {
+    if (!out) return Invalid("pstore_model_open: out is NULL");
+    *out = nullptr;
+    if (!store || !ref) return Invalid("pstore_model_open: NULL store or ref");
+    auto m = store->pager->OpenModel(ref);
+    if (!m.ok()) return ToC(m.status());
+    auto* h = new pstore_model;
+    h->pager = store->pager;
+    h->model = std::move(m).value();
+    h->digest_hex = h->model->digest().Hex();
+    size_t n = h->model->tensor_count();
+    h->held.reset(new std::atomic<uint32_t>[n ? n : 1]);
+    for (size_t i = 0; i < n; i++) h->held[i].store(0);
+    *out = h;
+    return PSTORE_OK;
+  });
+}
+
+void pstore_model_close(pstore_model* model) {
+  if (!model) return;
+  (void)Guard([&]() -> pstore_status {
+    (void)model->model->WaitPrefetch();
+    for (uint32_t t = 0; t < model->model->tensor_count(); t++) {
+      uint32_t n = model->held[t].exchange(0);
+      for (uint32_t k = 0; k < n; k++) (void)model->model->Release(t);
+    }
+    return PSTORE_OK;
+  });
+  delete model;
+}
+
+const char* pstore_model_digest(const pstore_model* model) {
+  return model ? model->digest_hex.c_str() : "";
+}
+
+size_t pstore_model_tensor_count(const pstore_model* model) {
+  return model ? model->model->tensor_count() : 0;
+}
+
+pstore_status pstore_model_tensor_info(const pstore_model* model, size_t index,
+                                       pstore_tensor_info* out) {
+  if (!model || !out) return Invalid("pstore_model_tensor_info: NULL argument");
+  if (index >= model->model->tensor_count())
+    return Invalid("pstore_model_tensor_info: index out of range");
+  const pstore::ManifestTensor& t = model->model->manifest().tensors[index];
+  out->name = t.name.c_str();
+  out->dtype = pstore_dtype(t.dtype);
+  out->ndim = uint32_t(t.shape.size());
+  out->shape = t.shape.data();
+  out->nbytes = t.size;
+  return PSTORE_OK;
+}
+
+pstore_status pstore_model_find_tensor(const pstore_model* model, const char* name,
+                                       size_t* index) {
+  return Guard([&]() -> pstore_status {
+    if (!model || !name || !index) return Invalid("pstore_model_find_tensor: NULL argument");
+    int64_t i = model->model->Find(name);
+    if (i < 0) {
+      g_last_error = std::string("no tensor named '") + name + "' in model " + model->digest_hex;
+      return PSTORE_ERR_NOT_FOUND;
+    }
+    *index = size_t(i);
+    return PSTORE_OK;
+  });
+}
+
+pstore_status pstore_tensor_acquire(pstore_model* model, size_t index, const void** data) {
+  return Guard([&]() -> pstore_status {
+    if (!model || !data) return Invalid("pstore_tensor_acquire: NULL argument");
+    if (index >= model->model->tensor_count())
+      return Invalid("pstore_tensor_acquire: index out of range");
+    auto p = model->model->Acquire(uint32_t(index));
+    if (!p.ok()) return ToC(p.status());
+    model->held[index].fetch_add(1, std::memory_order_relaxed);
+    *data = *p;
+    return PSTORE_OK;
+  });
+}
+
+pstore_status pstore_tensor_release(pstore_model* model, size_t index) {
+  return Guard([&]() -> pstore_status {
+    if (!model) return Invalid("pstore_tensor_release: NULL model");
+    if (index >= model->model->tensor_count())
+      return Invalid("pstore_tensor_release: index out of range");
+    uint32_t v = model->held[index].load();
+    do {
+      if (v == 0) return Invalid("pstore_tensor_release: tensor not acquired through this handle");
+    } while (!model->held[index].compare_exchange_weak(v, v - 1));
+    return ToC(model->model->Release(uint32_t(index)));
+  });
+}
+
+pstore_status pstore_tensor_copy(pstore_model* model, size_t index, void* dst, size_t dst_size) {
+  return Guard([&]() -> pstore_status {
+    if (!model || (!dst && dst_size)) return Invalid("pstore_tensor_copy: NULL argument");
+    if (index >= model->model->tensor_count())
+      return Invalid("pstore_tensor_copy: index out of range");
+    return ToC(model->model->Copy(uint32_t(index), dst, dst_size));
+  });
+}
+
+pstore_status pstore_model_prefetch(pstore_model* model, const size_t* indices, size_t count) {
+  return Guard([&]() -> pstore_status {
+    if (!model || (!indices && count)) return Invalid("pstore_model_prefetch: NULL argument");
+    std::vector<uint32_t> ts;
+    for (size_t i = 0; i < count; i++) {
+      if (indices[i] >= model->model->tensor_count())
+        return Invalid("pstore_model_prefetch: index out of range");
+      ts.push_back(uint32_t(indices[i]));
+    }
+    model->model->Prefetch(ts);
+    return PSTORE_OK;
+  });
+}
+
+pstore_status pstore_model_prefetch_prefix(pstore_model* model, const char* prefix,
+                                           size_t* matched) {
+  return Guard([&]() -> pstore_status {
+    if (!model || !prefix) return Invalid("pstore_model_prefetch_prefix: NULL argument");
+    std::vector<uint32_t> ts;
+    size_t plen = std::strlen(prefix);
+    const auto& tensors = model->model->manifest().tensors;
+    for (uint32_t i = 0; i < tensors.size(); i++)
+      if (tensors[i].name.compare(0, plen, prefix) == 0) ts.push_back(i);
+    if (matched) *matched = ts.size();
+    model->model->Prefetch(ts);
+    return PSTORE_OK;
+  });
+}
+
+pstore_status pstore_model_prefetch_wait(pstore_model* model) {
+  return Guard([&]() -> pstore_status {
+    if (!model) return Invalid("pstore_model_prefetch_wait: NULL model");
+    return ToC(model->model->WaitPrefetch());
+  });
+}
+
+pstore_status pstore_model_stats_get(const pstore_model* model, pstore_model_stats* out) {
+  return Guard([&]() -> pstore_status {
+    if (!model || !out || out->struct_size < sizeof(size_t))
+      return Invalid("pstore_model_stats_get: NULL argument or struct_size not set");
+    pstore::ModelStats m = model->model->Stats();
+    pstore_model_stats s = {};
+    s.struct_size = out->struct_size;
+    s.acquires = m.acquires;
+    s.hits = m.hits;
+    s.misses = m.misses;
+    s.chunk_loads = m.slots_loaded;
+    s.bytes_read = m.bytes_read;
+    s.bytes_decoded = m.bytes_decoded;
+    s.load_ns = m.load_ns;
+    s.resident_bytes = m.resident_bytes;
+    s.pinned_bytes = m.pinned_bytes;
+    s.host_loads = m.segment_loads;
+    s.host_bytes_decoded = m.segment_bytes;
+    s.evictions = m.evictions;
+    s.model_bytes = model->model->manifest().TotalBytes();
+    std::memcpy(out, &s, std::min(out->struct_size, sizeof(s)));
+    return PSTORE_OK;
+  });
+}
+
+void pstore_import_options_default(pstore_import_options* opts) {
+  if (!opts) return;
+  std::memset(opts, 0, sizeof(*opts));
+  opts->struct_size = sizeof(*opts);
+}
+
+pstore_status pstore_import_file(const char* store_path, const char* source, const char* ref,
+                                 const pstore_import_options* opts, char digest_out[33]) {
+  return Guard([&]() -> pstore_status {
+    if (!source || !ref) return Invalid("pstore_import_file: NULL source or ref");
+    auto name = pstore::ParseModelName(ref);
+    if (!name.ok()) return ToC(name.status());
+    pstore::ImportOptions io;
+    bool wait = false;
+    if (opts) {
+      if (opts->struct_size < sizeof(pstore_import_options))
+        return Invalid("pstore_import_file: options not filled by pstore_import_options_default");
+      io.force = opts->force != 0;
+      io.threads = opts->threads;
+      wait = opts->wait != 0;
+      if (opts->profile) {
+        auto p = pstore::ProfileFromName(opts->profile);
+        if (!p) return Invalid("pstore_import_file: unknown codec profile");
+        io.profile = *p;
+      }
+    }
+    std::string root = store_path && *store_path ? store_path : pstore::DefaultStorePath();
+    auto w = pstore::StoreWriter::Open(root, wait);
+    if (!w.ok()) return ToC(w.status());
+    auto r = (*w)->Import(source, *name, io);
+    if (!r.ok()) return ToC(r.status());
+    if (digest_out) std::memcpy(digest_out, r->digest.Hex().c_str(), 33);
+    return PSTORE_OK;
+  });
+}
+
+}  // extern "C"

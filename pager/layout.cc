@@ -1,0 +1,77 @@
+#include "pager/layout.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+namespace pstore {
+
+namespace {
+uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+}  // namespace
+
+Layout Layout::Build(const Manifest& m, uint64_t page) {
+  Layout l;
+  l.page = page;
+  uint64_t cursor = 0;          // next free byte of the data region (page-aligned)
+  int64_t pack_slot = -1;       // the open one-page slot for small tensors
+  uint64_t pack_used = 0;
+  l.tensors.resize(m.tensors.size());
+  // Pieces per slot; a packed slot gains pieces while later slots are made,
+  // so they are gathered here and laid out contiguously at the end.
+  std::vector<std::vector<SlotPiece>> per_slot;
+  for (uint32_t ti = 0; ti < m.tensors.size(); ti++) {
+    const ManifestTensor& t = m.tensors[ti];
+    TensorPlace& p = l.tensors[ti];
+    if (t.size == 0) {
+      p = {cursor, uint32_t(l.slots.size()), 0};
+      continue;
+    }
+    if (t.size < page) {
+      uint64_t at = RoundUp(pack_used, kSmallTensorAlign);
+      if (pack_slot < 0 || at + t.size > page) {
+        pack_slot = int64_t(l.slots.size());
+        l.slots.push_back({cursor, uint32_t(page), 0, 0, ti, 0, 0});
+        per_slot.emplace_back();
+        cursor += page;
+        at = 0;
+      }
+      Slot& s = l.slots[size_t(pack_slot)];
+      per_slot[size_t(pack_slot)].push_back({t.first_chunk, uint32_t(at), uint32_t(t.size), ti, 0});
+      s.ntensors = ti - s.first_tensor + 1;
+      p = {s.offset + at, uint32_t(pack_slot), 1};
+      pack_used = at + t.size;
+      continue;
+    }
+    p.offset = cursor;
+    p.first_slot = uint32_t(l.slots.size());
+    uint64_t n = m.ChunkCount(t);
+    for (uint64_t j = 0; j < n; j++) {
+      uint32_t len = uint32_t(m.ChunkBytes(t, j));
+      uint64_t off = cursor + j * m.chunk_size;
+      l.slots.push_back({off, uint32_t(RoundUp(len, page)), 0, 0, ti, 1, 0});
+      per_slot.push_back({{t.first_chunk + j, 0, len, ti, 0}});
+    }
+    p.nslots = uint32_t(n);
+    cursor += RoundUp(t.size, page);
+  }
+  for (size_t i = 0; i < l.slots.size(); i++) {
+    l.slots[i].first_piece = uint32_t(l.pieces.size());
+    l.slots[i].npieces = uint32_t(per_slot[i].size());
+    l.pieces.insert(l.pieces.end(), per_slot[i].begin(), per_slot[i].end());
+  }
+  l.data_bytes = cursor;
+  return l;
+}
+
+uint64_t Layout::Fingerprint() const {
+  XXH3_state_t st;
+  XXH3_64bits_reset(&st);
+  XXH3_64bits_update(&st, &page, sizeof(page));
+  XXH3_64bits_update(&st, &data_bytes, sizeof(data_bytes));
+  XXH3_64bits_update(&st, slots.data(), slots.size() * sizeof(Slot));
+  XXH3_64bits_update(&st, pieces.data(), pieces.size() * sizeof(SlotPiece));
+  XXH3_64bits_update(&st, tensors.data(), tensors.size() * sizeof(TensorPlace));
+  return XXH3_64bits_digest(&st);
+}
+
+}  // namespace pstore

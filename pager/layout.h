@@ -1,0 +1,66 @@
+// Where a model's tensors sit in its shared-memory segment.
+//
+// The data region is cut into slots, the unit of loading and eviction. A
+// tensor of at least a page starts on a page boundary and each of its chunks
+// is one slot (chunk sizes are multiples of the page size), so a tensor is one
+// contiguous range and a chunk a page-aligned slot. Tensors smaller than a page
+// are packed, 64-byte aligned, into shared one-page slots, so a model of many
+// tiny tensors does not pay a page for each. Every process computes the same
+// layout from the manifest (kLayoutVersion is part of the segment's name).
+//
+// Thread-safety: a Layout is an immutable value once built.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "store/manifest.h"
+
+namespace pstore {
+
+constexpr uint32_t kLayoutVersion = 1;
+constexpr uint64_t kSmallTensorAlign = 64;
+
+struct SlotPiece {
+  uint64_t chunk;   // index into Manifest::chunks
+  uint32_t offset;  // within the slot
+  uint32_t len;     // raw bytes of the chunk
+  uint32_t tensor;
+  uint32_t reserved = 0;  // keeps the struct free of padding (it is hashed)
+};
+
+struct Slot {
+  uint64_t offset;        // within the data region; page-aligned
+  uint32_t bytes;         // a multiple of the page size
+  uint32_t first_piece;   // into Layout::pieces
+  uint32_t npieces;
+  // Tensors whose pins keep the slot resident: [first_tensor, first_tensor + ntensors).
+  // For a packed slot the range may include big tensors placed between its
+  // small ones, which only makes eviction more careful.
+  uint32_t first_tensor;
+  uint32_t ntensors;
+  uint32_t reserved = 0;  // keeps the struct free of padding (it is hashed)
+};
+
+struct TensorPlace {
+  uint64_t offset;     // within the data region
+  uint32_t first_slot;
+  uint32_t nslots;     // 0 for an empty tensor
+};
+
+struct Layout {
+  uint64_t page = 4096;
+  uint64_t data_bytes = 0;
+  std::vector<Slot> slots;
+  std::vector<SlotPiece> pieces;
+  std::vector<TensorPlace> tensors;  // parallel to Manifest::tensors
+
+  static Layout Build(const Manifest& m, uint64_t page_size);
+  // A hash of everything above, stored in the segment to catch a mismatch.
+  uint64_t Fingerprint() const;
+};
+
+}  // namespace pstore
+
+static_assert(sizeof(pstore::Slot) == 32 && sizeof(pstore::SlotPiece) == 24 &&
+              sizeof(pstore::TensorPlace) == 16, "layout structs must have no padding");

@@ -1,0 +1,496 @@
+#include "pager/pager.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <rocksdb/db.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "store/rocks.h"
+
+namespace pstore {
+
+namespace {
+
+constexpr int kWaitSliceMs = 10;  // how often a waiter checks that a loader is alive
+
+uint64_t NowNs() {
+  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch())
+                      .count());
+}
+
+// Per-thread decoder and frame buffer for loads.
+struct LoadScratch {
+  ChunkDecoder decoder;
+};
+LoadScratch& Scratch() {
+  thread_local LoadScratch s;
+  return s;
+}
+
+bool OfdLockWait(int fd, off_t byte) {
+  struct flock fl = {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  while (::fcntl(fd, F_OFD_SETLKW, &fl) != 0)
+    if (errno != EINTR) return false;
+  return true;
+}
+void OfdUnlock(int fd, off_t byte) {
+  struct flock fl = {};
+  fl.l_type = F_UNLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  ::fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+}  // namespace
+
+// --- LoaderPool -----------------------------------------------------------------
+
+LoaderPool::LoaderPool(int threads) {
+  for (int i = 0; i < threads; i++)
+    threads_.emplace_back([this] {
+      for (;;) {
+        std::function<void()> task;
+        {
+          std::unique_lock<std::mutex> l(mu_);
+          cv_.wait(l, [this] { return stop_ || !queue_.empty(); });
+          if (queue_.empty()) return;
+          task = std::move(queue_.front());
+          queue_.pop_front();
+        }
+        task();
+      }
+    });
+}
+
+LoaderPool::~LoaderPool() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void LoaderPool::Submit(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    queue_.push_back(std::move(task));
+  }
+  cv_.notify_one();
+}
+
+// --- Pager ----------------------------------------------------------------------
+
+Pager::~Pager() {
+  pool_.reset();  // finish background loads before segments go
+  std::lock_guard<std::mutex> l(mu_);
+  others_.clear();
+}
+
+Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerOptions& opt) {
+  std::unique_ptr<Pager> p(new Pager);
+  p->root_ = root;
+  StorePaths paths{root};
+  PSTORE_ASSIGN_OR_RETURN(p->store_id_, ReadStoreId(paths));
+  PSTORE_ASSIGN_OR_RETURN(p->config_, ReadStoreConfig(paths));
+  p->budget_ = opt.budget_bytes ? opt.budget_bytes : p->config_.budget_bytes;
+  if (p->budget_ == 0) {
+    uint64_t ram = uint64_t(::sysconf(_SC_PHYS_PAGES)) * uint64_t(::sysconf(_SC_PAGESIZE));
+    p->budget_ = ram / 2;
+  }
+  if (!p->config_.group.empty()) {
+    struct group* g = ::getgrnam(p->config_.group.c_str());
+    if (!g) return Status::InvalidArgument("the store's group '" + p->config_.group + "' does not exist");
+    p->seg_opt_.gid = int(g->gr_gid);
+    p->seg_opt_.mode = 0660;
+  }
+  std::string lock_name = "/pstore-" + p->store_id_ + "-budget";
+  int fd = ::shm_open(lock_name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, p->seg_opt_.mode);
+  if (fd < 0) return Status::FromErrno("cannot open shared memory " + lock_name, errno);
+  p->budget_fd_.Reset(fd);
+  if (p->seg_opt_.gid >= 0) (void)!::fchown(fd, uid_t(-1), gid_t(p->seg_opt_.gid));
+  int threads = opt.loader_threads > 0 ? opt.loader_threads
+                                       : std::max(2, int(std::thread::hardware_concurrency()));
+  p->pool_ = std::make_unique<LoaderPool>(threads);
+  PSTORE_ASSIGN_OR_RETURN(auto reader, StoreReader::Open(root));
+  p->reader_ = std::move(reader);
+  return p;
+}
+
+Result<std::shared_ptr<StoreReader>> Pager::CurrentReader() {
+  StorePaths paths{root_};
+  PSTORE_ASSIGN_OR_RETURN(uint64_t current, ReadCurrentGeneration(paths));
+  std::lock_guard<std::mutex> l(mu_);
+  if (reader_ && reader_->generation() == current) return reader_;
+  PSTORE_ASSIGN_OR_RETURN(auto r, StoreReader::Open(root_));
+  reader_ = std::move(r);
+  return reader_;
+}
+
+Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const Layout& layout) {
+  std::string name = Segment::NameFor(store_id_, d);
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = segments_.find(name);
+  if (it != segments_.end())
+    if (auto s = it->second.lock()) return s;
+  others_.erase(name);  // we will hold a real attachment now
+  PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<Segment> seg,
+                          Segment::Attach(name, layout, d, store_id_, seg_opt_));
+  std::shared_ptr<Segment> s(std::move(seg));
+  segments_[name] = s;
+  return s;
+}
+
+Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
+  PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<StoreReader> reader, CurrentReader());
+  PSTORE_ASSIGN_OR_RETURN(ModelDigest digest, reader->view().Resolve(ref));
+  PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<const Manifest> m, reader->view().LoadManifest(digest));
+  std::shared_ptr<Model> model(new Model);
+  model->pager_ = this;
+  model->reader_ = reader;
+  model->manifest_ = m;
+  model->digest_ = digest;
+  model->layout_ = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
+  for (uint32_t i = 0; i < m->tensors.size(); i++)
+    model->by_name_.emplace(std::string_view(m->tensors[i].name), i);
+  PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_));
+  return model;
+}
+
+StoreMemory Pager::Memory() {
+  StoreMemory m;
+  m.budget_bytes = budget_;
+  for (const auto& name : ListSegments(store_id_)) {
+    int fd = ::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) continue;
+    struct stat st;
+    if (::fstat(fd, &st) == 0) m.resident_bytes += uint64_t(st.st_blocks) * 512;
+    ::close(fd);
+    m.segments++;
+  }
+  return m;
+}
+
+Status Pager::ReserveSlot(Segment* seg, uint32_t s) {
+  const SlotInfo& si = seg->slot(s);
+  if (!OfdLockWait(budget_fd_.get(), 0)) return Status::FromErrno("budget lock", errno);
+  struct Unlock {
+    int fd;
+    ~Unlock() { OfdUnlock(fd, 0); }
+  } unlock{budget_fd_.get()};
+
+  // Every segment of the store on this host, opened once per process.
+  std::vector<Segment*> all;
+  uint64_t resident = 0;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    std::vector<std::string> names = ListSegments(store_id_);
+    for (auto it = others_.begin(); it != others_.end();)  // segments removed meanwhile
+      it = std::binary_search(names.begin(), names.end(), it->first) ? std::next(it)
+                                                                     : others_.erase(it);
+    for (const auto& name : names) {
+      Segment* p = nullptr;
+      auto mine = segments_.find(name);
+      if (mine != segments_.end()) {
+        if (auto sp = mine->second.lock()) p = sp.get();  // alive while our caller holds it
+      }
+      if (!p) {
+        auto o = others_.find(name);
+        if (o == others_.end()) {
+          auto opened = Segment::AttachExisting(name);
+          if (!opened.ok()) continue;  // being created or removed; not ours to count
+          o = others_.emplace(name, std::move(opened).value()).first;
+        }
+        p = o->second.get();
+      }
+      all.push_back(p);
+      resident += p->ResidentBytes();
+    }
+  }
+  if (resident + si.bytes > budget_) {
+    uint64_t need = resident + si.bytes - budget_;
+    uint64_t freed = 0;
+    for (Segment* p : all) p->ReapDead();
+    // CLOCK over every segment: the first sweep clears reference bits, the
+    // second evicts what was not used since.
+    for (int pass = 0; pass < 3 && freed < need; pass++) {
+      for (size_t k = 0; k < all.size() && freed < need; k++) {
+        Segment* p = all[(evict_start_ + k) % all.size()];
+        uint32_t n = p->nslots();
+        for (uint32_t i = 0; i < n && freed < need; i++) {
+          uint32_t slot = p->header()->clock_hand.fetch_add(1) % n;
+          if (p == seg && slot == s) continue;
+          freed += p->TryEvict(slot);
+        }
+      }
+    }
+    evict_start_++;
+    // If everything else is pinned we go over the budget by what is pinned.
+  }
+  return seg->Reserve(si.offset, si.bytes);
+}
+
+// --- Model ----------------------------------------------------------------------
+
+Model::~Model() {
+  // Background prefetches hold a shared_ptr to the model, so none run now.
+}
+
+int64_t Model::Find(std::string_view name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? -1 : int64_t(it->second);
+}
+
+Status Model::LoadSlot(uint32_t s) {
+  uint64_t t0 = NowNs();
+  Segment& seg = *seg_;
+  const Slot& sl = layout_.slots[s];
+  Status st = pager_->ReserveSlot(&seg, s);
+  uint64_t read = 0, decoded = 0;
+  if (st.ok()) {
+    uint8_t* dst = seg.data_rw() + sl.offset;
+#ifdef MADV_POPULATE_WRITE
+    ::madvise(dst, sl.bytes, MADV_POPULATE_WRITE);  // one call instead of a fault per page
+#endif
+    LoadScratch& sc = Scratch();
+    for (uint32_t k = 0; k < sl.npieces && st.ok(); k++) {
+      const SlotPiece& pc = layout_.pieces[sl.first_piece + k];
+      const ChunkKey& key = manifest_->chunks[pc.chunk];
+      rocksdb::PinnableSlice frame;
+      st = reader_->view().ReadFrame(key, &frame);
+      if (st.ok())
+        st = sc.decoder.Decode(std::string_view(frame.data(), frame.size()), key,
+                               std::span<uint8_t>(dst + pc.offset, pc.len));
+      if (!st.ok()) {
+        const ManifestTensor& t = manifest_->tensors[pc.tensor];
+        st = st.WithContext("model " + digest_.Hex() + " tensor " + t.name + " chunk " +
+                            std::to_string(pc.chunk - t.first_chunk));
+      }
+      read += frame.size();
+      decoded += pc.len;
+    }
+  }
+  std::atomic<uint32_t>& word = seg.state(s);
+  if (!st.ok()) {
+    seg.Punch(sl.offset, sl.bytes);
+    word.store(MakeState(kEmpty, 0));
+    FutexWakeAll(&word);
+    return st;
+  }
+  word.store(MakeState(kReady, 0), std::memory_order_release);
+  FutexWakeAll(&word);
+  seg.header()->loads.fetch_add(1, std::memory_order_relaxed);
+  seg.header()->load_bytes.fetch_add(decoded, std::memory_order_relaxed);
+  slots_loaded_.fetch_add(1, std::memory_order_relaxed);
+  bytes_read_.fetch_add(read, std::memory_order_relaxed);
+  bytes_decoded_.fetch_add(decoded, std::memory_order_relaxed);
+  load_ns_.fetch_add(NowNs() - t0, std::memory_order_relaxed);
+  return Status::OK();
+}
+
+Status Model::LoadSlots(uint32_t t) {
+  Segment& seg = *seg_;
+  const TensorPlace& p = layout_.tensors[t];
+  for (int round = 0;; round++) {
+    std::vector<uint32_t> mine, theirs;
+    for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++) {
+      std::atomic<uint32_t>& word = seg.state(s);
+      uint32_t w = word.load();
+      while (StateOf(w) == kEmpty) {
+        if (word.compare_exchange_weak(w, MakeState(kLoading, seg.me()))) {
+          mine.push_back(s);
+          break;
+        }
+      }
+      if (StateOf(w) == kLoading || StateOf(w) == kEvicting) theirs.push_back(s);
+    }
+    if (mine.empty() && theirs.empty()) return Status::OK();
+    // Load our claims, the pool's threads and this one together.
+    if (!mine.empty()) {
+      struct Batch {
+        std::vector<uint32_t> slots;
+        std::atomic<size_t> next{0};
+        std::mutex mu;
+        std::condition_variable cv;
+        size_t finished = 0;
+        Status error;
+      };
+      auto batch = std::make_shared<Batch>();
+      batch->slots = std::move(mine);
+      auto self = shared_from_this();
+      auto work = [self, batch] {
+        for (;;) {
+          size_t i = batch->next.fetch_add(1);
+          if (i >= batch->slots.size()) return;
+          Status st = self->LoadSlot(batch->slots[i]);
+          std::lock_guard<std::mutex> l(batch->mu);
+          if (!st.ok() && batch->error.ok()) batch->error = st;
+          if (++batch->finished == batch->slots.size()) batch->cv.notify_all();
+        }
+      };
+      size_t helpers = std::min<size_t>(batch->slots.size() - 1, size_t(pager_->pool_->threads()));
+      for (size_t h = 0; h < helpers; h++) pager_->pool_->Submit(work);
+      work();
+      std::unique_lock<std::mutex> l(batch->mu);
+      batch->cv.wait(l, [&] { return batch->finished == batch->slots.size(); });
+      if (!batch->error.ok()) return batch->error;
+    }
+    // Wait for other processes' loads; take over from a loader that died.
+    for (uint32_t s : theirs) {
+      std::atomic<uint32_t>& word = seg.state(s);
+      for (;;) {
+        uint32_t w = word.load();
+        uint32_t st = StateOf(w);
+        if (st == kReady || st == kEmpty) break;
+        FutexWait(&word, w, kWaitSliceMs);
+        if (word.load() == w) seg.ReapIfDead(OwnerOf(w));
+      }
+    }
+  }
+}
+
+Result<const uint8_t*> Model::Acquire(uint32_t t) {
+  if (t >= layout_.tensors.size()) return Status::InvalidArgument("tensor index out of range");
+  acquires_.fetch_add(1, std::memory_order_relaxed);
+  Segment& seg = *seg_;
+  const TensorPlace& p = layout_.tensors[t];
+  std::atomic<uint32_t>& pin = seg.pin(seg.me(), t);
+  pin.fetch_add(1, std::memory_order_seq_cst);
+  bool ready = true;
+  for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++)
+    if (StateOf(seg.state(s).load(std::memory_order_seq_cst)) != kReady) {
+      ready = false;
+      break;
+    }
+  if (!ready) {
+    Status st = LoadSlots(t);
+    if (!st.ok()) {
+      pin.fetch_sub(1);
+      return st;
+    }
+    misses_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    hits_.fetch_add(1, std::memory_order_relaxed);
+  }
+  for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++)
+    if (!seg.ref(s)) seg.ref(s) = 1;
+  static const uint8_t kEmptyTensor[1] = {0};
+  if (p.nslots == 0) return kEmptyTensor;
+  return seg.data() + p.offset;
+}
+
+Status Model::Release(uint32_t t) {
+  if (t >= layout_.tensors.size()) return Status::InvalidArgument("tensor index out of range");
+  std::atomic<uint32_t>& pin = seg_->pin(seg_->me(), t);
+  uint32_t v = pin.load();
+  do {
+    if (v == 0) return Status::InvalidArgument("release of tensor " + manifest_->tensors[t].name +
+                                               " without a matching acquire");
+  } while (!pin.compare_exchange_weak(v, v - 1));
+  return Status::OK();
+}
+
+Status Model::Copy(uint32_t t, void* dst, size_t cap) {
+  if (t >= layout_.tensors.size()) return Status::InvalidArgument("tensor index out of range");
+  const ManifestTensor& mt = manifest_->tensors[t];
+  if (cap < mt.size)
+    return Status::InvalidArgument("buffer of " + std::to_string(cap) + " bytes is too small for " +
+                                   mt.name + " (" + std::to_string(mt.size) + " bytes)");
+  Segment& seg = *seg_;
+  const TensorPlace& p = layout_.tensors[t];
+  std::atomic<uint32_t>& pin = seg.pin(seg.me(), t);
+  pin.fetch_add(1, std::memory_order_seq_cst);
+  bool ready = true;
+  for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++)
+    if (StateOf(seg.state(s).load(std::memory_order_seq_cst)) != kReady) ready = false;
+  if (ready) {
+    if (mt.size) std::memcpy(dst, seg.data() + p.offset, mt.size);
+    pin.fetch_sub(1);
+    hits_.fetch_add(1, std::memory_order_relaxed);
+    return Status::OK();
+  }
+  pin.fetch_sub(1);
+  // Not resident: decode straight into the caller's buffer; shared memory is
+  // left alone.
+  LoadScratch& sc = Scratch();
+  uint8_t* out = static_cast<uint8_t*>(dst);
+  for (uint64_t j = 0; j < manifest_->ChunkCount(mt); j++) {
+    const ChunkKey& key = manifest_->chunks[mt.first_chunk + j];
+    rocksdb::PinnableSlice frame;
+    PSTORE_RETURN_IF_ERROR(reader_->view().ReadFrame(key, &frame));
+    Status st = sc.decoder.Decode(std::string_view(frame.data(), frame.size()), key,
+                                  std::span<uint8_t>(out + j * manifest_->chunk_size,
+                                                     size_t(manifest_->ChunkBytes(mt, j))));
+    if (!st.ok()) return st.WithContext("tensor " + mt.name + " chunk " + std::to_string(j));
+    bytes_read_.fetch_add(frame.size(), std::memory_order_relaxed);
+    bytes_decoded_.fetch_add(manifest_->ChunkBytes(mt, j), std::memory_order_relaxed);
+  }
+  misses_.fetch_add(1, std::memory_order_relaxed);
+  return Status::OK();
+}
+
+void Model::Prefetch(const std::vector<uint32_t>& tensors) {
+  auto self = shared_from_this();
+  for (uint32_t t : tensors) {
+    if (t >= layout_.tensors.size()) continue;
+    {
+      std::lock_guard<std::mutex> l(prefetch_mu_);
+      prefetch_pending_++;
+    }
+    pager_->pool_->Submit([self, t] {
+      Segment& seg = *self->seg_;
+      const TensorPlace& p = self->layout_.tensors[t];
+      Status st;
+      for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots && st.ok(); s++) {
+        uint32_t w = seg.state(s).load();
+        if (StateOf(w) != kEmpty) continue;  // resident, or someone is on it
+        if (!seg.state(s).compare_exchange_strong(w, MakeState(kLoading, seg.me()))) continue;
+        st = self->LoadSlot(s);
+      }
+      std::lock_guard<std::mutex> l(self->prefetch_mu_);
+      if (!st.ok() && self->prefetch_error_.ok()) self->prefetch_error_ = st;
+      if (--self->prefetch_pending_ == 0) self->prefetch_cv_.notify_all();
+    });
+  }
+}
+
+Status Model::WaitPrefetch() {
+  std::unique_lock<std::mutex> l(prefetch_mu_);
+  prefetch_cv_.wait(l, [&] { return prefetch_pending_ == 0; });
+  Status st = prefetch_error_;
+  prefetch_error_ = Status::OK();
+  return st;
+}
+
+ModelStats Model::Stats() const {
+  ModelStats s;
+  s.acquires = acquires_.load();
+  s.hits = hits_.load();
+  s.misses = misses_.load();
+  s.slots_loaded = slots_loaded_.load();
+  s.bytes_read = bytes_read_.load();
+  s.bytes_decoded = bytes_decoded_.load();
+  s.load_ns = load_ns_.load();
+  s.resident_bytes = seg_->ResidentBytes();
+  const SegmentHeader* h = seg_->header();
+  s.segment_loads = h->loads.load();
+  s.segment_bytes = h->load_bytes.load();
+  s.evictions = h->evictions.load();
+  for (uint32_t t = 0; t < layout_.tensors.size(); t++)
+    if (seg_->pin(seg_->me(), t).load(std::memory_order_relaxed))
+      s.pinned_bytes += manifest_->tensors[t].size;
+  return s;
+}
+
+}  // namespace pstore

@@ -1,0 +1,165 @@
+// The pager: lazy, shared, budgeted access to a store's models from one process.
+//
+// A Pager belongs to one store. OpenModel maps the model's shared-memory
+// segment (creating it on first use on the host) and returns a Model; Acquire
+// pages a tensor in if needed, pins it and returns a pointer into the shared,
+// read-only mapping. Only the slots a tensor covers are read from the store
+// and decoded (straight into shared memory, checked against their keys), by
+// whichever process gets there first; everyone else maps the same pages.
+//
+// Budget: before a slot is filled, the process takes the store's budget lock
+// (an OFD lock on a small shared-memory file), adds up what every segment of
+// the store holds (the files' allocated blocks) and, if the slot would exceed
+// the budget, evicts unpinned slots (CLOCK, across all the store's models)
+// until it fits or nothing evictable is left. Resident memory therefore stays
+// within the budget plus what is pinned.
+//
+// Thread-safety: Pager and Model are safe to use from many threads at once.
+// A pointer from Acquire stays valid until the matching Release (and the Model
+// lives); it must not be written through.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "pager/layout.h"
+#include "pager/segment.h"
+#include "store/store.h"
+
+namespace pstore {
+
+struct PagerOptions {
+  uint64_t budget_bytes = 0;  // 0: the store's setting (itself 0: half of RAM)
+  int loader_threads = 0;     // 0: max(2, cores)
+};
+
+struct ModelStats {
+  uint64_t acquires = 0;
+  uint64_t hits = 0;            // acquires whose slots were all resident
+  uint64_t misses = 0;          // acquires that waited for at least one load
+  uint64_t slots_loaded = 0;    // loads this process did
+  uint64_t bytes_read = 0;      // frame bytes read from the store by this process
+  uint64_t bytes_decoded = 0;   // raw bytes decoded by this process
+  uint64_t load_ns = 0;         // time this process spent loading slots
+  uint64_t resident_bytes = 0;  // the segment's memory now (all processes)
+  uint64_t pinned_bytes = 0;    // bytes of tensors this process pins now
+  uint64_t segment_loads = 0;   // slot loads into the segment by every process
+  uint64_t segment_bytes = 0;   // bytes those loads decoded
+  uint64_t evictions = 0;       // slots evicted from the segment
+};
+
+class Pager;
+
+class LoaderPool {
+ public:
+  explicit LoaderPool(int threads);
+  ~LoaderPool();
+  void Submit(std::function<void()> task);
+  int threads() const { return int(threads_.size()); }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+class Model : public std::enable_shared_from_this<Model> {
+ public:
+  ~Model();
+  const Manifest& manifest() const { return *manifest_; }
+  const ModelDigest& digest() const { return digest_; }
+  const Layout& layout() const { return layout_; }
+  uint32_t tensor_count() const { return uint32_t(manifest_->tensors.size()); }
+  // Index of the tensor called name, or -1.
+  int64_t Find(std::string_view name) const;
+
+  // Pins tensor t, loading its slots if needed; returns its bytes.
+  Result<const uint8_t*> Acquire(uint32_t t);
+  // Undoes one Acquire of t.
+  Status Release(uint32_t t);
+  // Copies tensor t into dst (cap bytes) without mapping what is not resident.
+  Status Copy(uint32_t t, void* dst, size_t cap);
+  // Loads these tensors in the background (no pins).
+  void Prefetch(const std::vector<uint32_t>& tensors);
+  // Waits for every prefetch so far; returns the first error among them.
+  Status WaitPrefetch();
+  ModelStats Stats() const;
+
+ private:
+  friend class Pager;
+  Model() = default;
+  Status LoadSlots(uint32_t t);
+  Status LoadSlot(uint32_t s);
+
+  Pager* pager_ = nullptr;
+  std::shared_ptr<StoreReader> reader_;  // the generation the model came from
+  std::shared_ptr<const Manifest> manifest_;
+  ModelDigest digest_;
+  Layout layout_;
+  std::shared_ptr<Segment> seg_;
+  std::unordered_map<std::string_view, uint32_t> by_name_;
+
+  std::atomic<uint64_t> acquires_{0}, hits_{0}, misses_{0}, slots_loaded_{0}, bytes_read_{0},
+      bytes_decoded_{0}, load_ns_{0};
+  std::mutex prefetch_mu_;
+  std::condition_variable prefetch_cv_;
+  uint64_t prefetch_pending_ = 0;
+  Status prefetch_error_;
+};
+
+struct StoreMemory {
+  uint64_t budget_bytes = 0;
+  uint64_t resident_bytes = 0;  // every segment of the store on this host
+  uint64_t segments = 0;
+};
+
+class Pager {
+ public:
+  ~Pager();
+  static Result<std::unique_ptr<Pager>> Open(const std::string& root, const PagerOptions& opt);
+
+  // Opens "name:tag" or a digest, from the newest generation of the store.
+  Result<std::shared_ptr<Model>> OpenModel(std::string_view ref);
+  StoreMemory Memory();
+  uint64_t budget() const { return budget_; }
+  const std::string& store_id() const { return store_id_; }
+  const std::string& root() const { return root_; }
+  // The newest generation (opening it if the store changed since last time).
+  Result<std::shared_ptr<StoreReader>> CurrentReader();
+
+ private:
+  friend class Model;
+  Pager() = default;
+  // Makes room for `bytes` under the budget and allocates slot s of seg.
+  Status ReserveSlot(Segment* seg, uint32_t s);
+  uint64_t EvictLocked(uint64_t need, Segment* keep_going_from);
+  Result<std::shared_ptr<Segment>> GetSegment(const ModelDigest& d, const Layout& layout);
+
+  std::string root_;
+  std::string store_id_;
+  StoreConfig config_;
+  uint64_t budget_ = 0;
+  Segment::Options seg_opt_;
+  std::unique_ptr<LoaderPool> pool_;
+  UniqueFd budget_fd_;  // the store's budget lock file in /dev/shm
+
+  std::mutex mu_;  // guards reader_, segments_, others_
+  std::shared_ptr<StoreReader> reader_;
+  std::map<std::string, std::weak_ptr<Segment>> segments_;      // this process's models
+  std::map<std::string, std::unique_ptr<Segment>> others_;      // opened only to evict
+  uint32_t evict_start_ = 0;
+};
+
+}  // namespace pstore

@@ -1,0 +1,354 @@
+#include "pager/segment.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace pstore {
+
+namespace {
+
+uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+// OFD locks: owned by the open file description, dropped by the kernel when
+// the last descriptor to it closes, which includes the process dying.
+bool OfdLock(int fd, off_t byte, bool wait) {
+  struct flock fl = {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  for (;;) {
+    if (::fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) return true;
+    if (errno == EINTR) continue;
+    return false;
+  }
+}
+
+void OfdUnlock(int fd, off_t byte) {
+  struct flock fl = {};
+  fl.l_type = F_UNLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  ::fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+struct Offsets {
+  uint64_t slots, states, refs, attach, pins, pins_stride, data, total;
+};
+
+Offsets Compute(uint64_t page, uint32_t nslots, uint32_t ntensors, uint64_t data_bytes) {
+  Offsets o;
+  o.slots = RoundUp(sizeof(SegmentHeader), 64);
+  o.states = RoundUp(o.slots + sizeof(SlotInfo) * nslots, 64);
+  o.refs = RoundUp(o.states + 4ull * nslots, 64);
+  o.attach = RoundUp(o.refs + nslots, 64);
+  o.pins = RoundUp(o.attach + sizeof(AttachEntry) * kMaxAttach, page);
+  o.pins_stride = RoundUp(std::max<uint64_t>(4ull * ntensors, 4), page);
+  o.data = o.pins + o.pins_stride * kMaxAttach;
+  o.total = o.data + data_bytes;
+  return o;
+}
+
+std::string ProcessComm() {
+  char buf[32] = {};
+  int fd = ::open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+    ::close(fd);
+    if (n > 0 && buf[n - 1] == '\n') buf[n - 1] = 0;
+  }
+  return buf;
+}
+
+}  // namespace
+
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, int timeout_ms) {
+  struct timespec ts;
+  ts.tv_sec = timeout_ms / 1000;
+  ts.tv_nsec = long(timeout_ms % 1000) * 1000000L;
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+void FutexWakeAll(std::atomic<uint32_t>* word) {
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr,
+            0);
+}
+
+std::string Segment::NameFor(const std::string& store_id, const ModelDigest& digest) {
+  return "/pstore-" + store_id + "-" + digest.Hex() + "-L" + std::to_string(kLayoutVersion);
+}
+
+std::vector<std::string> ListSegments(const std::string& store_id) {
+  std::vector<std::string> out;
+  std::string prefix = "pstore-" + store_id + "-";
+  DIR* d = ::opendir("/dev/shm");
+  if (!d) return out;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n.compare(0, prefix.size(), prefix) == 0 && n.size() > prefix.size() + 32 &&
+        n.find("-L", prefix.size()) != std::string::npos)
+      out.push_back("/" + n);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const Layout& layout,
+                                                 const ModelDigest& digest,
+                                                 const std::string& store_id, const Options& opt) {
+  std::unique_ptr<Segment> s(new Segment);
+  s->name_ = name;
+  int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, opt.mode);
+  if (fd < 0) return Status::FromErrno("cannot open shared memory " + name, errno);
+  s->fd_.Reset(fd);
+  // Serialise initialisation: whoever holds this lock creates or checks the header.
+  if (!OfdLock(fd, kInitLockByte, true)) return Status::FromErrno("lock " + name, errno);
+  struct Unlock {
+    int fd;
+    ~Unlock() { OfdUnlock(fd, kInitLockByte); }
+  } unlock{fd};
+
+  Offsets o = Compute(layout.page, uint32_t(layout.slots.size()), uint32_t(layout.tensors.size()),
+                      layout.data_bytes);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Status::FromErrno("stat " + name, errno);
+  bool init = uint64_t(st.st_size) < sizeof(SegmentHeader);
+  if (!init) {
+    SegmentHeader h;
+    if (::pread(fd, &h, sizeof(h), 0) != ssize_t(sizeof(h)))
+      return Status::FromErrno("read " + name, errno);
+    if (h.magic != kSegmentMagic || h.ready.load() != 1) {
+      init = true;  // a creator died half-way: start over
+    } else if (h.layout_version != kLayoutVersion || h.fingerprint != layout.Fingerprint() ||
+               std::memcmp(h.digest, digest.bytes.data(), 16) != 0 || h.total_bytes != o.total ||
+               uint64_t(st.st_size) != o.total) {
+      return Status::Corruption("shared memory " + name +
+                                " does not match its model; remove it with `pstore ps --gc`");
+    }
+  }
+  if (init) {
+    if (opt.gid >= 0) (void)!::fchown(fd, uid_t(-1), gid_t(opt.gid));
+    ::fchmod(fd, opt.mode);
+    if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, off_t(o.total)) != 0)
+      return Status::FromErrno("size shared memory " + name, errno);
+    int e = ::posix_fallocate(fd, 0, off_t(o.pins));
+    if (e != 0) {
+      ::shm_unlink(name.c_str());
+      return Status::FromErrno("allocate shared memory " + name +
+                                   " (is /dev/shm full? see `pstore ps`, or lower the budget)",
+                               e);
+    }
+    SegmentHeader h;
+    std::memset(static_cast<void*>(&h), 0, sizeof(h));
+    h.magic = kSegmentMagic;
+    h.layout_version = kLayoutVersion;
+    std::memcpy(h.digest, digest.bytes.data(), 16);
+    for (size_t i = 0; i < 16 && 2 * i + 1 < store_id.size(); i++)
+      h.store_id[i] = uint8_t(std::stoi(store_id.substr(2 * i, 2), nullptr, 16));
+    h.fingerprint = layout.Fingerprint();
+    h.page = layout.page;
+    h.nslots = uint32_t(layout.slots.size());
+    h.ntensors = uint32_t(layout.tensors.size());
+    h.slots_off = o.slots;
+    h.states_off = o.states;
+    h.refs_off = o.refs;
+    h.attach_off = o.attach;
+    h.pins_off = o.pins;
+    h.pins_stride = o.pins_stride;
+    h.data_off = o.data;
+    h.data_bytes = layout.data_bytes;
+    h.total_bytes = o.total;
+    h.created_unix = uint64_t(::time(nullptr));
+    std::vector<SlotInfo> infos(layout.slots.size());
+    for (size_t i = 0; i < infos.size(); i++) {
+      const Slot& sl = layout.slots[i];
+      infos[i] = {sl.offset, sl.bytes, sl.first_tensor, sl.ntensors, 0};
+    }
+    if (::pwrite(fd, infos.data(), infos.size() * sizeof(SlotInfo), off_t(o.slots)) !=
+        ssize_t(infos.size() * sizeof(SlotInfo)))
+      return Status::FromErrno("write shared memory " + name, errno);
+    if (::pwrite(fd, &h, sizeof(h), 0) != ssize_t(sizeof(h)))
+      return Status::FromErrno("write shared memory " + name, errno);
+    uint32_t one = 1;  // publish: ready last
+    if (::pwrite(fd, &one, 4, off_t(offsetof(SegmentHeader, ready))) != 4)
+      return Status::FromErrno("write shared memory " + name, errno);
+  }
+  PSTORE_RETURN_IF_ERROR(s->MapAndClaim(false));
+  return s;
+}
+
+Result<std::unique_ptr<Segment>> Segment::AttachExisting(const std::string& name) {
+  std::unique_ptr<Segment> s(new Segment);
+  s->name_ = name;
+  int fd = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno("cannot open shared memory " + name, errno);
+  s->fd_.Reset(fd);
+  if (!OfdLock(fd, kInitLockByte, true)) return Status::FromErrno("lock " + name, errno);
+  SegmentHeader h;
+  ssize_t n = ::pread(fd, &h, sizeof(h), 0);
+  OfdUnlock(fd, kInitLockByte);
+  struct stat st;
+  if (n != ssize_t(sizeof(h)) || h.magic != kSegmentMagic || h.ready.load() != 1 ||
+      h.layout_version != kLayoutVersion || ::fstat(fd, &st) != 0 ||
+      uint64_t(st.st_size) != h.total_bytes)
+    return Status::Corruption("shared memory " + name + " is not a complete pstore segment");
+  PSTORE_RETURN_IF_ERROR(s->MapAndClaim(false));
+  return s;
+}
+
+Status Segment::MapAndClaim(bool) {
+  SegmentHeader h;
+  if (::pread(fd_.get(), &h, sizeof(h), 0) != ssize_t(sizeof(h)))
+    return Status::FromErrno("read " + name_, errno);
+  header_len_ = size_t(h.data_off);
+  void* p = ::mmap(nullptr, header_len_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
+  if (p == MAP_FAILED) return Status::FromErrno("map " + name_, errno);
+  base_ = static_cast<uint8_t*>(p);
+  hdr_ = reinterpret_cast<SegmentHeader*>(base_);
+  slots_ = reinterpret_cast<SlotInfo*>(base_ + h.slots_off);
+  states_ = reinterpret_cast<std::atomic<uint32_t>*>(base_ + h.states_off);
+  refs_ = base_ + h.refs_off;
+  attach_ = reinterpret_cast<AttachEntry*>(base_ + h.attach_off);
+  pins_base_ = base_ + h.pins_off;
+  if (h.data_bytes > 0) {
+    p = ::mmap(nullptr, h.data_bytes, PROT_READ, MAP_SHARED, fd_.get(), off_t(h.data_off));
+    if (p == MAP_FAILED) return Status::FromErrno("map " + name_, errno);
+    data_ro_ = static_cast<uint8_t*>(p);
+    p = ::mmap(nullptr, h.data_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(),
+               off_t(h.data_off));
+    if (p == MAP_FAILED) return Status::FromErrno("map " + name_, errno);
+    data_rw_ = static_cast<uint8_t*>(p);
+  }
+  // Claim a process-table entry: an entry whose lock we can take has no live
+  // owner; if it still says "used", its owner died and we reap it first.
+  for (uint32_t a = 0; a < kMaxAttach; a++) {
+    if (!OfdLock(fd_.get(), kAttachLockBase + a, false)) continue;
+    if (attach_[a].used.load()) ReapLocked(a);
+    int e = ::posix_fallocate(fd_.get(), off_t(h.pins_off + a * h.pins_stride), off_t(h.pins_stride));
+    if (e != 0) {
+      OfdUnlock(fd_.get(), kAttachLockBase + a);
+      return Status::FromErrno("allocate shared memory " + name_, e);
+    }
+    AttachEntry& en = attach_[a];
+    en.pid = uint32_t(::getpid());
+    en.start_unix = uint64_t(::time(nullptr));
+    std::string comm = ProcessComm();
+    std::memset(en.comm, 0, sizeof(en.comm));
+    std::memcpy(en.comm, comm.data(), std::min(comm.size(), sizeof(en.comm) - 1));
+    en.used.store(1);
+    me_ = a;
+    return Status::OK();
+  }
+  return Status::Busy("shared memory " + name_ + " has " + std::to_string(kMaxAttach) +
+                      " attached processes already");
+}
+
+Segment::~Segment() {
+  if (me_ < kMaxAttach) {
+    ReapLocked(me_);  // our own pins and claims
+    OfdUnlock(fd_.get(), kAttachLockBase + me_);
+  }
+  if (data_rw_) ::munmap(data_rw_, hdr_->data_bytes);
+  if (data_ro_) ::munmap(data_ro_, hdr_->data_bytes);
+  if (base_) ::munmap(base_, header_len_);
+}
+
+void Segment::ReapLocked(uint32_t a) {
+  // Clear a's pins: punching the row zeroes it and frees its pages.
+  ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+              off_t(hdr_->pins_off + a * hdr_->pins_stride), off_t(hdr_->pins_stride));
+  // Drop a's claims: a half-loaded or half-evicted slot is empty again.
+  for (uint32_t s = 0; s < hdr_->nslots; s++) {
+    uint32_t w = states_[s].load();
+    uint32_t st = StateOf(w);
+    if ((st == kLoading || st == kEvicting) && OwnerOf(w) == a) {
+      Punch(slots_[s].offset, slots_[s].bytes);
+      if (states_[s].compare_exchange_strong(w, MakeState(kEmpty, 0))) FutexWakeAll(&states_[s]);
+    }
+  }
+  attach_[a].used.store(0);
+}
+
+bool Segment::ReapIfDead(uint32_t a) {
+  if (a >= kMaxAttach || a == me_) return false;
+  if (!OfdLock(fd_.get(), kAttachLockBase + a, false)) return false;  // alive
+  bool was_used = attach_[a].used.load() != 0;
+  if (was_used) ReapLocked(a);
+  OfdUnlock(fd_.get(), kAttachLockBase + a);
+  return true;
+}
+
+int Segment::ReapDead() {
+  int n = 0;
+  for (uint32_t a = 0; a < kMaxAttach; a++)
+    if (a != me_ && attach_[a].used.load() && ReapIfDead(a)) n++;
+  return n;
+}
+
+bool Segment::SlotPinned(uint32_t s) const {
+  const SlotInfo& si = slots_[s];
+  for (uint32_t a = 0; a < kMaxAttach; a++) {
+    if (!attach_[a].used.load(std::memory_order_seq_cst)) continue;
+    for (uint32_t t = si.first_tensor; t < si.first_tensor + si.ntensors; t++)
+      if (pin(a, t).load(std::memory_order_seq_cst) != 0) return true;
+  }
+  return false;
+}
+
+Status Segment::Reserve(uint64_t off, uint64_t len) {
+  int e = ::posix_fallocate(fd_.get(), off_t(hdr_->data_off + off), off_t(len));
+  if (e != 0)
+    return Status::FromErrno("allocate shared memory for " + name_ +
+                                 " (is /dev/shm full? lower the budget or free memory)",
+                             e);
+  return Status::OK();
+}
+
+void Segment::Punch(uint64_t off, uint64_t len) {
+  ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(hdr_->data_off + off),
+              off_t(len));
+}
+
+uint64_t Segment::ResidentBytes() const {
+  struct stat st;
+  if (::fstat(fd_.get(), &st) != 0) return 0;
+  return uint64_t(st.st_blocks) * 512;
+}
+
+uint64_t Segment::TryEvict(uint32_t s) {
+  uint32_t w = states_[s].load();
+  if (StateOf(w) != kReady) return 0;
+  if (refs_[s]) {
+    refs_[s] = 0;  // second chance
+    return 0;
+  }
+  if (!states_[s].compare_exchange_strong(w, MakeState(kEvicting, me_), std::memory_order_seq_cst))
+    return 0;
+  // A reader pins (seq_cst) before it checks the state; we claimed (seq_cst)
+  // before checking pins: one of us sees the other.
+  if (SlotPinned(s)) {
+    states_[s].store(MakeState(kReady, 0));
+    FutexWakeAll(&states_[s]);
+    return 0;
+  }
+  Punch(slots_[s].offset, slots_[s].bytes);
+  states_[s].store(MakeState(kEmpty, 0));
+  FutexWakeAll(&states_[s]);
+  hdr_->evictions.fetch_add(1, std::memory_order_relaxed);
+  hdr_->evicted_bytes.fetch_add(slots_[s].bytes, std::memory_order_relaxed);
+  return slots_[s].bytes;
+}
+
+}  // namespace pstore

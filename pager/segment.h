@@ -1,0 +1,172 @@
+// One model version's POSIX shared-memory segment, as one process sees it.
+//
+// Layout of the segment (all offsets from its start; docs/pager.md):
+//   SegmentHeader                 magic, versions, sizes, offsets, shared counters
+//   SlotInfo[nslots]              where each slot is and which tensors pin it
+//   atomic<uint32_t>[nslots]      slot states: EMPTY, LOADING, READY, EVICTING,
+//                                 with the claiming attachment in bits 2..9
+//   uint8_t[nslots]               CLOCK reference bits
+//   AttachEntry[kMaxAttach]       the process table
+//   uint32_t[kMaxAttach][ntensors]  pins, one page-aligned row per attachment
+//   data region                   the tensors, laid out by pager/layout.h
+//
+// Liveness: an attachment holds an OFD write lock on byte kAttachLockBase + i
+// of the segment file for as long as it lives; the kernel drops it when the
+// process dies, however it dies. Anyone who can take that lock knows the
+// owner is gone and reaps its pins and claims (Reap). No mutex is ever held
+// across work that can die: states change by compare-and-swap, waiting is a
+// futex wait with a timeout after which the owner's lock is tested.
+//
+// Memory: the header and each attachment's pin row are allocated with
+// fallocate when created, and each slot right before it is loaded, so a full
+// /dev/shm is an error, never a SIGBUS. Eviction punches a slot out of the
+// file (FALLOC_FL_PUNCH_HOLE): the memory goes back to the system and the
+// kernel unmaps it from every process.
+//
+// Thread-safety: a Segment may be used from many threads of its process; the
+// shared state it points into is only changed with atomics.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/file_util.h"
+#include "common/status.h"
+#include "pager/layout.h"
+#include "store/manifest.h"
+
+namespace pstore {
+
+constexpr uint64_t kSegmentMagic = 0x31304D4853545350ull;  // "PSTSHM01"
+constexpr uint32_t kMaxAttach = 128;
+constexpr off_t kAttachLockBase = off_t(1) << 40;  // lock bytes live far past EOF
+constexpr off_t kInitLockByte = kAttachLockBase - 1;
+
+enum SlotState : uint32_t { kEmpty = 0, kLoading = 1, kReady = 2, kEvicting = 3 };
+inline uint32_t StateOf(uint32_t w) { return w & 3u; }
+inline uint32_t OwnerOf(uint32_t w) { return (w >> 2) & 0xffu; }
+inline uint32_t MakeState(SlotState s, uint32_t owner) { return uint32_t(s) | (owner << 2); }
+
+struct SegmentHeader {
+  uint64_t magic;
+  uint32_t layout_version;
+  std::atomic<uint32_t> ready;  // 1 once initialised
+  uint8_t digest[16];
+  uint8_t store_id[16];
+  uint64_t fingerprint;
+  uint64_t page;
+  uint32_t nslots;
+  uint32_t ntensors;
+  uint64_t slots_off, states_off, refs_off, attach_off, pins_off, pins_stride;
+  uint64_t data_off, data_bytes, total_bytes;
+  uint64_t created_unix;
+  // Shared counters, across every process using the segment.
+  std::atomic<uint64_t> loads;        // slot loads completed
+  std::atomic<uint64_t> load_bytes;   // raw bytes decoded into the segment
+  std::atomic<uint64_t> evictions;
+  std::atomic<uint64_t> evicted_bytes;
+  std::atomic<uint32_t> clock_hand;   // next slot the evictor looks at
+};
+
+struct SlotInfo {
+  uint64_t offset;  // in the data region
+  uint32_t bytes;
+  uint32_t first_tensor;
+  uint32_t ntensors;
+  uint32_t reserved;
+};
+
+struct AttachEntry {
+  std::atomic<uint32_t> used;  // 1 while an attachment owns the entry
+  uint32_t pid;
+  uint64_t start_unix;
+  char comm[16];
+  uint8_t pad[32];
+};
+static_assert(sizeof(AttachEntry) == 64);
+static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<uint64_t>::is_always_lock_free);
+
+// Waits while *word == expected, for at most timeout_ms (shared-memory futex).
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, int timeout_ms);
+void FutexWakeAll(std::atomic<uint32_t>* word);
+
+class Segment {
+ public:
+  struct Options {
+    uint32_t mode = 0600;  // 0660 with a group
+    int gid = -1;          // chown the segment to this group when >= 0
+  };
+
+  // "/pstore-<store id>-<digest>-L<layout version>"
+  static std::string NameFor(const std::string& store_id, const ModelDigest& digest);
+
+  // Opens the segment `name`, creating and initialising it from layout if it
+  // does not exist (or a creator died before finishing), and takes an
+  // attachment (a process-table entry).
+  static Result<std::unique_ptr<Segment>> Attach(const std::string& name, const Layout& layout,
+                                                 const ModelDigest& digest,
+                                                 const std::string& store_id, const Options& opt);
+  // Attaches to an existing segment without knowing its manifest (for the
+  // evictor and `pstore ps`): the layout is taken from the header.
+  static Result<std::unique_ptr<Segment>> AttachExisting(const std::string& name);
+  // Releases this attachment's pins and claims and frees its entry.
+  ~Segment();
+
+  const std::string& name() const { return name_; }
+  SegmentHeader* header() const { return hdr_; }
+  uint32_t me() const { return me_; }
+  int fd() const { return fd_.get(); }
+  uint32_t nslots() const { return hdr_->nslots; }
+  const SlotInfo& slot(uint32_t s) const { return slots_[s]; }
+  std::atomic<uint32_t>& state(uint32_t s) const { return states_[s]; }
+  uint8_t& ref(uint32_t s) const { return refs_[s]; }
+  AttachEntry& entry(uint32_t a) const { return attach_[a]; }
+  std::atomic<uint32_t>& pin(uint32_t a, uint32_t tensor) const {
+    return *reinterpret_cast<std::atomic<uint32_t>*>(pins_base_ + a * hdr_->pins_stride +
+                                                     tensor * 4ull);
+  }
+  const uint8_t* data() const { return data_ro_; }  // what callers get
+  uint8_t* data_rw() const { return data_rw_; }     // for loaders only
+
+  // True if attachment a's owner is gone; then its pins and claims are reaped.
+  bool ReapIfDead(uint32_t a);
+  // Reaps every dead attachment. Returns how many.
+  int ReapDead();
+  // Is any live attachment pinning a tensor of slot s?
+  bool SlotPinned(uint32_t s) const;
+
+  // Allocates the memory of data range [off, off+len) (NoSpace when /dev/shm is full).
+  Status Reserve(uint64_t off, uint64_t len);
+  // Returns the memory of data range [off, off+len) to the system.
+  void Punch(uint64_t off, uint64_t len);
+  // Bytes of memory the segment holds now (the file's allocated blocks).
+  uint64_t ResidentBytes() const;
+  // Tries to evict slot s (READY, unreferenced, unpinned); returns bytes freed.
+  uint64_t TryEvict(uint32_t s);
+
+ private:
+  Segment() = default;
+  Status MapAndClaim(bool init_only);
+  void ReapLocked(uint32_t a);
+
+  std::string name_;
+  UniqueFd fd_;
+  uint8_t* base_ = nullptr;  // header mapping, read-write
+  size_t header_len_ = 0;
+  uint8_t* data_ro_ = nullptr;
+  uint8_t* data_rw_ = nullptr;
+  SegmentHeader* hdr_ = nullptr;
+  SlotInfo* slots_ = nullptr;
+  std::atomic<uint32_t>* states_ = nullptr;
+  uint8_t* refs_ = nullptr;
+  AttachEntry* attach_ = nullptr;
+  uint8_t* pins_base_ = nullptr;
+  uint32_t me_ = kMaxAttach;
+};
+
+// Lists this store's segments in /dev/shm: names starting "pstore-<store id>-".
+std::vector<std::string> ListSegments(const std::string& store_id);
+
+}  // namespace pstore
