@@ -504,6 +504,12 @@ struct ChunkDecoder::Impl {
 ChunkDecoder::ChunkDecoder() : impl_(new Impl) {}
 ChunkDecoder::~ChunkDecoder() = default;
 
+void ChunkDecoder::ReleaseMemory() {
+  for (auto& v : impl_->streams) std::vector<uint8_t>().swap(v);
+  std::vector<uint8_t>().swap(impl_->ctx);
+  std::vector<uint32_t>().swap(impl_->dtab);
+}
+
 Status ChunkDecoder::DecodeUnchecked(std::string_view frame, std::span<uint8_t> out) {
   return impl_->Decode(frame, out);
 }

@@ -92,6 +92,8 @@ class ChunkDecoder {
   Status Decode(std::string_view frame, const ChunkKey& key, std::span<uint8_t> out);
   // The same without the key check (for tools that inspect frames).
   Status DecodeUnchecked(std::string_view frame, std::span<uint8_t> out);
+  // Frees the scratch buffers (they grow again on the next decode).
+  void ReleaseMemory();
 
  private:
   struct Impl;

@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <malloc.h>
+
 #include <chrono>
 #include <cstring>
 
@@ -24,14 +26,7 @@ uint64_t NowNs() {
                       .count());
 }
 
-// Per-thread decoder and frame buffer for loads.
-struct LoadScratch {
-  ChunkDecoder decoder;
-};
-LoadScratch& Scratch() {
-  thread_local LoadScratch s;
-  return s;
-}
+constexpr auto kIdleTrimAfter = std::chrono::milliseconds(50);
 
 bool OfdLockWait(int fd, off_t byte) {
   struct flock fl = {};
@@ -56,19 +51,27 @@ void OfdUnlock(int fd, off_t byte) {
 
 // --- LoaderPool -----------------------------------------------------------------
 
-LoaderPool::LoaderPool(int threads) {
+LoaderPool::LoaderPool(int threads, std::function<void()> on_idle) : on_idle_(std::move(on_idle)) {
   for (int i = 0; i < threads; i++)
     threads_.emplace_back([this] {
       for (;;) {
         std::function<void()> task;
         {
           std::unique_lock<std::mutex> l(mu_);
-          cv_.wait(l, [this] { return stop_ || !queue_.empty(); });
+          if (!cv_.wait_for(l, kIdleTrimAfter, [this] { return stop_ || !queue_.empty(); })) {
+            // Nothing to do for a while: give scratch memory back, once.
+            if (dirty_.exchange(false)) {
+              l.unlock();
+              if (on_idle_) on_idle_();
+            }
+            continue;
+          }
           if (queue_.empty()) return;
           task = std::move(queue_.front());
           queue_.pop_front();
         }
         task();
+        dirty_.store(true, std::memory_order_relaxed);
       }
     });
 }
@@ -96,6 +99,7 @@ Pager::~Pager() {
   pool_.reset();  // finish background loads before segments go
   std::lock_guard<std::mutex> l(mu_);
   others_.clear();
+  if (over_budget_) ::munmap(over_budget_, size_t(::sysconf(_SC_PAGESIZE)));
 }
 
 Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerOptions& opt) {
@@ -120,9 +124,16 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
   if (fd < 0) return Status::FromErrno("cannot open shared memory " + lock_name, errno);
   p->budget_fd_.Reset(fd);
   if (p->seg_opt_.gid >= 0) (void)!::fchown(fd, uid_t(-1), gid_t(p->seg_opt_.gid));
+  long page = ::sysconf(_SC_PAGESIZE);
+  int e = ::posix_fallocate(fd, 0, page);
+  if (e != 0) return Status::FromErrno("allocate shared memory " + lock_name, e);
+  void* m = ::mmap(nullptr, size_t(page), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) return Status::FromErrno("map " + lock_name, errno);
+  p->over_budget_ = static_cast<std::atomic<uint32_t>*>(m);
   int threads = opt.loader_threads > 0 ? opt.loader_threads
                                        : std::max(2, int(std::thread::hardware_concurrency()));
-  p->pool_ = std::make_unique<LoaderPool>(threads);
+  Pager* raw = p.get();
+  p->pool_ = std::make_unique<LoaderPool>(threads, [raw] { raw->Trim(); });
   PSTORE_ASSIGN_OR_RETURN(auto reader, StoreReader::Open(root));
   p->reader_ = std::move(reader);
   return p;
@@ -165,6 +176,8 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
   for (uint32_t i = 0; i < m->tensors.size(); i++)
     model->by_name_.emplace(std::string_view(m->tensors[i].name), i);
   PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_));
+  // Pins of processes that died are gone now; what they held may be over budget.
+  EnforceBudget();
   return model;
 }
 
@@ -182,63 +195,109 @@ StoreMemory Pager::Memory() {
   return m;
 }
 
+std::unique_ptr<ChunkDecoder> Pager::TakeDecoder() {
+  {
+    std::lock_guard<std::mutex> l(decoders_mu_);
+    if (!decoders_.empty()) {
+      auto d = std::move(decoders_.back());
+      decoders_.pop_back();
+      return d;
+    }
+  }
+  return std::make_unique<ChunkDecoder>();
+}
+
+void Pager::GiveDecoder(std::unique_ptr<ChunkDecoder> d) {
+  std::lock_guard<std::mutex> l(decoders_mu_);
+  decoders_.push_back(std::move(d));
+}
+
+void Pager::Trim() {
+  {
+    std::lock_guard<std::mutex> l(decoders_mu_);
+    for (auto& d : decoders_) d->ReleaseMemory();
+  }
+  // RocksDB's read buffers and our scratch are freed, but glibc keeps freed
+  // memory in its arenas; a process that loaded a model should not keep
+  // megabytes it no longer uses.
+  ::malloc_trim(0);
+}
+
 Status Pager::ReserveSlot(Segment* seg, uint32_t s) {
   const SlotInfo& si = seg->slot(s);
+  std::lock_guard<std::mutex> local(budget_mu_);
   if (!OfdLockWait(budget_fd_.get(), 0)) return Status::FromErrno("budget lock", errno);
   struct Unlock {
     int fd;
     ~Unlock() { OfdUnlock(fd, 0); }
   } unlock{budget_fd_.get()};
 
+  EvictToBudgetLocked(si.bytes, seg, s);
+  return seg->Reserve(si.offset, si.bytes);
+}
+
+void Pager::EnforceBudget() {
+  std::lock_guard<std::mutex> local(budget_mu_);
+  if (!OfdLockWait(budget_fd_.get(), 0)) return;
+  EvictToBudgetLocked(0, nullptr, 0);
+  OfdUnlock(budget_fd_.get(), 0);
+}
+
+void Pager::EvictToBudgetLocked(uint64_t extra, Segment* skip_seg, uint32_t skip_slot) {
   // Every segment of the store on this host, opened once per process.
   std::vector<Segment*> all;
   uint64_t resident = 0;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    std::vector<std::string> names = ListSegments(store_id_);
-    for (auto it = others_.begin(); it != others_.end();)  // segments removed meanwhile
-      it = std::binary_search(names.begin(), names.end(), it->first) ? std::next(it)
-                                                                     : others_.erase(it);
-    for (const auto& name : names) {
-      Segment* p = nullptr;
-      auto mine = segments_.find(name);
-      if (mine != segments_.end()) {
-        if (auto sp = mine->second.lock()) p = sp.get();  // alive while our caller holds it
-      }
-      if (!p) {
-        auto o = others_.find(name);
-        if (o == others_.end()) {
-          auto opened = Segment::AttachExisting(name);
-          if (!opened.ok()) continue;  // being created or removed; not ours to count
-          o = others_.emplace(name, std::move(opened).value()).first;
-        }
-        p = o->second.get();
-      }
-      all.push_back(p);
-      resident += p->ResidentBytes();
-    }
-  }
-  if (resident + si.bytes > budget_) {
-    uint64_t need = resident + si.bytes - budget_;
-    uint64_t freed = 0;
-    for (Segment* p : all) p->ReapDead();
-    // CLOCK over every segment: the first sweep clears reference bits, the
-    // second evicts what was not used since.
-    for (int pass = 0; pass < 3 && freed < need; pass++) {
-      for (size_t k = 0; k < all.size() && freed < need; k++) {
-        Segment* p = all[(evict_start_ + k) % all.size()];
-        uint32_t n = p->nslots();
-        for (uint32_t i = 0; i < n && freed < need; i++) {
-          uint32_t slot = p->header()->clock_hand.fetch_add(1) % n;
-          if (p == seg && slot == s) continue;
-          freed += p->TryEvict(slot);
-        }
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<std::string> names = ListSegments(store_id_);
+  for (auto it = others_.begin(); it != others_.end();)  // segments removed meanwhile
+    it = std::binary_search(names.begin(), names.end(), it->first) ? std::next(it)
+                                                                   : others_.erase(it);
+  std::vector<std::shared_ptr<Segment>> keep;  // our models' segments stay alive meanwhile
+  for (const auto& name : names) {
+    Segment* p = nullptr;
+    auto mine = segments_.find(name);
+    if (mine != segments_.end()) {
+      if (auto sp = mine->second.lock()) {
+        p = sp.get();
+        keep.push_back(std::move(sp));
       }
     }
-    evict_start_++;
-    // If everything else is pinned we go over the budget by what is pinned.
+    if (!p) {
+      auto o = others_.find(name);
+      if (o == others_.end()) {
+        auto opened = Segment::AttachExisting(name);
+        if (!opened.ok()) continue;  // being created or removed; not ours to count
+        o = others_.emplace(name, std::move(opened).value()).first;
+      }
+      p = o->second.get();
+    }
+    all.push_back(p);
+    resident += p->ResidentBytes();
   }
-  return seg->Reserve(si.offset, si.bytes);
+  if (resident + extra <= budget_) {
+    over_budget_->store(0, std::memory_order_relaxed);
+    return;
+  }
+  uint64_t need = resident + extra - budget_;
+  uint64_t freed = 0;
+  for (Segment* p : all) p->ReapDead();
+  // CLOCK over every segment: the first sweep clears reference bits, the
+  // second evicts what was not used since.
+  for (int pass = 0; pass < 3 && freed < need; pass++) {
+    for (size_t k = 0; k < all.size() && freed < need; k++) {
+      Segment* p = all[(evict_start_ + k) % all.size()];
+      uint32_t n = p->nslots();
+      for (uint32_t i = 0; i < n && freed < need; i++) {
+        uint32_t slot = p->header()->clock_hand.fetch_add(1) % n;
+        if (p == skip_seg && slot == skip_slot) continue;
+        freed += p->TryEvict(slot);
+      }
+    }
+  }
+  evict_start_++;
+  // If everything else is pinned we stay over the budget by what is pinned,
+  // and say so: the next release of a pin evicts again.
+  over_budget_->store(freed < need ? 1 : 0, std::memory_order_relaxed);
 }
 
 // --- Model ----------------------------------------------------------------------
@@ -263,15 +322,15 @@ Status Model::LoadSlot(uint32_t s) {
 #ifdef MADV_POPULATE_WRITE
     ::madvise(dst, sl.bytes, MADV_POPULATE_WRITE);  // one call instead of a fault per page
 #endif
-    LoadScratch& sc = Scratch();
+    std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
     for (uint32_t k = 0; k < sl.npieces && st.ok(); k++) {
       const SlotPiece& pc = layout_.pieces[sl.first_piece + k];
       const ChunkKey& key = manifest_->chunks[pc.chunk];
       rocksdb::PinnableSlice frame;
       st = reader_->view().ReadFrame(key, &frame);
       if (st.ok())
-        st = sc.decoder.Decode(std::string_view(frame.data(), frame.size()), key,
-                               std::span<uint8_t>(dst + pc.offset, pc.len));
+        st = decoder->Decode(std::string_view(frame.data(), frame.size()), key,
+                             std::span<uint8_t>(dst + pc.offset, pc.len));
       if (!st.ok()) {
         const ManifestTensor& t = manifest_->tensors[pc.tensor];
         st = st.WithContext("model " + digest_.Hex() + " tensor " + t.name + " chunk " +
@@ -280,6 +339,8 @@ Status Model::LoadSlot(uint32_t s) {
       read += frame.size();
       decoded += pc.len;
     }
+    pager_->GiveDecoder(std::move(decoder));
+    pager_->pool_->Touch();
   }
   std::atomic<uint32_t>& word = seg.state(s);
   if (!st.ok()) {
@@ -328,11 +389,15 @@ Status Model::LoadSlots(uint32_t t) {
       };
       auto batch = std::make_shared<Batch>();
       batch->slots = std::move(mine);
-      auto self = shared_from_this();
-      auto work = [self, batch] {
+      // Helpers hold the model weakly: one still queued after the batch is
+      // done must not keep the model (and its attachment) alive.
+      std::weak_ptr<Model> weak = weak_from_this();
+      auto work = [weak, batch] {
         for (;;) {
           size_t i = batch->next.fetch_add(1);
           if (i >= batch->slots.size()) return;
+          auto self = weak.lock();
+          if (!self) return;
           Status st = self->LoadSlot(batch->slots[i]);
           std::lock_guard<std::mutex> l(batch->mu);
           if (!st.ok() && batch->error.ok()) batch->error = st;
@@ -398,6 +463,7 @@ Status Model::Release(uint32_t t) {
     if (v == 0) return Status::InvalidArgument("release of tensor " + manifest_->tensors[t].name +
                                                " without a matching acquire");
   } while (!pin.compare_exchange_weak(v, v - 1));
+  if (v == 1 && pager_->over_budget_->load(std::memory_order_relaxed)) pager_->EnforceBudget();
   return Status::OK();
 }
 
@@ -423,13 +489,19 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   pin.fetch_sub(1);
   // Not resident: decode straight into the caller's buffer; shared memory is
   // left alone.
-  LoadScratch& sc = Scratch();
+  std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
+  struct GiveBack {
+    Pager* p;
+    std::unique_ptr<ChunkDecoder>& d;
+    ~GiveBack() { p->GiveDecoder(std::move(d)); }
+  } give_back{pager_, decoder};
+  pager_->pool_->Touch();
   uint8_t* out = static_cast<uint8_t*>(dst);
   for (uint64_t j = 0; j < manifest_->ChunkCount(mt); j++) {
     const ChunkKey& key = manifest_->chunks[mt.first_chunk + j];
     rocksdb::PinnableSlice frame;
     PSTORE_RETURN_IF_ERROR(reader_->view().ReadFrame(key, &frame));
-    Status st = sc.decoder.Decode(std::string_view(frame.data(), frame.size()), key,
+    Status st = decoder->Decode(std::string_view(frame.data(), frame.size()), key,
                                   std::span<uint8_t>(out + j * manifest_->chunk_size,
                                                      size_t(manifest_->ChunkBytes(mt, j))));
     if (!st.ok()) return st.WithContext("tensor " + mt.name + " chunk " + std::to_string(j));

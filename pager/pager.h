@@ -60,11 +60,15 @@ struct ModelStats {
 
 class Pager;
 
+// Threads that load slots in the background. When no work has come for a
+// while, one of them runs on_idle (the pager gives back its scratch memory).
 class LoaderPool {
  public:
-  explicit LoaderPool(int threads);
+  LoaderPool(int threads, std::function<void()> on_idle);
   ~LoaderPool();
   void Submit(std::function<void()> task);
+  // Marks activity (loads by any thread), so on_idle runs after it settles.
+  void Touch() { dirty_.store(true, std::memory_order_relaxed); }
   int threads() const { return int(threads_.size()); }
 
  private:
@@ -72,6 +76,8 @@ class LoaderPool {
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stop_ = false;
+  std::atomic<bool> dirty_{false};
+  std::function<void()> on_idle_;
   std::vector<std::thread> threads_;
 };
 
@@ -142,9 +148,18 @@ class Pager {
  private:
   friend class Model;
   Pager() = default;
-  // Makes room for `bytes` under the budget and allocates slot s of seg.
+  // Makes room under the budget for slot s of seg and allocates it.
   Status ReserveSlot(Segment* seg, uint32_t s);
-  uint64_t EvictLocked(uint64_t need, Segment* keep_going_from);
+  // Evicts until the store's memory plus `extra` fits the budget (or nothing
+  // unpinned is left). Call with the budget lock held; skip is not evicted.
+  void EvictToBudgetLocked(uint64_t extra, Segment* skip_seg, uint32_t skip_slot);
+  // Takes the budget lock and evicts down to the budget (after pins went away).
+  void EnforceBudget();
+  // A decoder from the pool, and back.
+  std::unique_ptr<ChunkDecoder> TakeDecoder();
+  void GiveDecoder(std::unique_ptr<ChunkDecoder> d);
+  // Gives idle scratch memory back to the system.
+  void Trim();
   Result<std::shared_ptr<Segment>> GetSegment(const ModelDigest& d, const Layout& layout);
 
   std::string root_;
@@ -153,13 +168,23 @@ class Pager {
   uint64_t budget_ = 0;
   Segment::Options seg_opt_;
   std::unique_ptr<LoaderPool> pool_;
-  UniqueFd budget_fd_;  // the store's budget lock file in /dev/shm
+  // The budget lock: an OFD lock on byte 0 of the store's budget file in
+  // /dev/shm excludes other processes; OFD locks do not exclude threads
+  // sharing the descriptor, so budget_mu_ excludes this process's threads.
+  std::mutex budget_mu_;
+  UniqueFd budget_fd_;
+  // In that file: set while the store is over budget because of pins, so that
+  // whoever drops a pin evicts what the pin kept.
+  std::atomic<uint32_t>* over_budget_ = nullptr;
 
   std::mutex mu_;  // guards reader_, segments_, others_
   std::shared_ptr<StoreReader> reader_;
   std::map<std::string, std::weak_ptr<Segment>> segments_;      // this process's models
   std::map<std::string, std::unique_ptr<Segment>> others_;      // opened only to evict
   uint32_t evict_start_ = 0;
+
+  std::mutex decoders_mu_;
+  std::vector<std::unique_ptr<ChunkDecoder>> decoders_;
 };
 
 }  // namespace pstore

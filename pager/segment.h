@@ -169,4 +169,30 @@ class Segment {
 // Lists this store's segments in /dev/shm: names starting "pstore-<store id>-".
 std::vector<std::string> ListSegments(const std::string& store_id);
 
+// What `pstore ps` shows of a segment, read without attaching to it.
+struct SegmentInfo {
+  std::string name;
+  bool complete = false;  // initialised, of this layout version
+  ModelDigest digest;
+  uint64_t total_bytes = 0, data_bytes = 0, resident_bytes = 0;
+  uint32_t nslots = 0, ready_slots = 0, busy_slots = 0;
+  uint64_t loads = 0, load_bytes = 0, evictions = 0, evicted_bytes = 0, created_unix = 0;
+  struct Attachment {
+    uint32_t index = 0, pid = 0;
+    bool alive = false;
+    std::string comm;
+    uint64_t start_unix = 0;
+    uint64_t pinned_bytes = 0;  // bytes of slots holding a tensor it pins
+  };
+  std::vector<Attachment> attachments;
+  size_t live_attachments() const {
+    size_t n = 0;
+    for (const auto& a : attachments) n += a.alive;
+    return n;
+  }
+};
+Result<SegmentInfo> InspectSegment(const std::string& name);
+// Unlinks a segment (its memory goes when the last process unmaps it).
+Status RemoveSegment(const std::string& name);
+
 }  // namespace pstore

@@ -6,7 +6,8 @@
 //   STORE/LOCK           flock()ed exclusively by the one writer
 //   STORE/db/            RocksDB, opened by the writer only
 //   STORE/gen/NNNNNNNNNN/  a published generation: a RocksDB checkpoint (hard
-//                        links to db/'s files) plus READERS, a lock file
+//                        links to db/'s files) plus READERS, a lock file, and
+//                        SEQUENCE, the database's sequence number it holds
 //   STORE/CURRENT        the number of the newest generation
 //
 // Readers open CURRENT's generation read-only while holding a shared flock on
@@ -32,7 +33,7 @@ namespace pstore {
 class RocksDb;
 
 struct StoreConfig {
-  uint32_t chunk_size = 1u << 20;   // bytes; a power of two from 64 KiB to 4 MiB
+  uint32_t chunk_size = 256u << 10;  // bytes; a power of two from 64 KiB to 4 MiB
   Profile profile = Profile::kDense;
   int zstd_level = 3;
   uint64_t budget_bytes = 0;        // shared-memory budget for mapped models; 0: half of RAM
@@ -81,7 +82,12 @@ class WriterLock {
 // 0 when no generation was published yet.
 Result<uint64_t> ReadCurrentGeneration(const StorePaths& p);
 // Checkpoints db into a new generation and points CURRENT at it; returns its number.
+// The generation's SEQUENCE file records the database's last sequence number
+// it holds.
 Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db);
+// The last sequence number generation n holds (NotFound for generations
+// published before SEQUENCE files existed).
+Result<uint64_t> ReadGenerationSequence(const StorePaths& p, uint64_t n);
 // Deletes every generation but the current one that no reader holds. Returns
 // how many it deleted.
 Result<int> RemoveUnusedGenerations(const StorePaths& p);

@@ -442,6 +442,7 @@ int Main(int argc, char** argv) {
 
   CLI::App app{"pstore: a store for model weights"};
   app.require_subcommand(1);
+  app.fallthrough();  // --store and --json may follow the subcommand too
   app.footer(
       "Exit codes: 0 ok, 1 error, 2 bad usage, 3 not found, 4 invalid input, 5 corruption, "
       "6 store busy, 7 no space, 8 name exists, 9 interrupted.\n"
