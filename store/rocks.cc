@@ -2,6 +2,13 @@
 
 #include <rocksdb/env.h>
 #include <rocksdb/table.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 namespace pstore {
 namespace {
@@ -12,6 +19,47 @@ class NullLogger : public rocksdb::Logger {
  public:
   using rocksdb::Logger::Logv;
   void Logv(const char*, va_list) override {}
+};
+
+// The writer's info log, db/LOG (the previous session's in db/LOG.old).
+// RocksDB's own file logger must not be used: after one failed write (a full
+// disk) its next write trips an assertion in Debian's librocksdb, so a full
+// disk aborted compactions and then every later open of the store. This one
+// drops what it cannot write.
+class FileLogger : public rocksdb::Logger {
+ public:
+  explicit FileLogger(const std::string& path) {
+    std::rename(path.c_str(), (path + ".old").c_str());
+    file_ = std::fopen(path.c_str(), "we");
+  }
+  ~FileLogger() override {
+    if (file_) std::fclose(file_);
+  }
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    if (!file_) return;
+    struct timeval tv;
+    ::gettimeofday(&tv, nullptr);
+    struct tm tm;
+    ::localtime_r(&tv.tv_sec, &tm);
+    char line[4096];
+    int n = std::snprintf(line, sizeof(line), "%04d/%02d/%02d-%02d:%02d:%02d.%06ld ",
+                          tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                          tm.tm_sec, long(tv.tv_usec));
+    va_list copy;
+    va_copy(copy, ap);
+    int m = std::vsnprintf(line + n, sizeof(line) - size_t(n) - 1, format, copy);
+    va_end(copy);
+    size_t len = std::min(sizeof(line) - 2, size_t(n) + size_t(std::max(m, 0)));
+    line[len++] = '\n';
+    // One fwrite per line keeps lines from different threads whole; errors
+    // (ENOSPC) are ignored on purpose.
+    std::fwrite(line, 1, len, file_);
+    std::fflush(file_);
+  }
+
+ private:
+  FILE* file_ = nullptr;
 };
 
 rocksdb::ColumnFamilyOptions MetaOptions() {
@@ -51,6 +99,10 @@ Status FromRocks(const rocksdb::Status& s, std::string_view context) {
   if (s.IsNotFound()) return Status::NotFound(msg);
   if (s.IsCorruption()) return Status::Corruption(msg);
   if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kNoSpace) return Status::NoSpace(msg);
+  // RocksDB refuses a compaction whose output may not fit on the disk.
+  if (s.IsCompactionTooLarge())
+    return Status::NoSpace(std::string(context) + ": not enough free disk space (" + s.ToString() +
+                           ")");
   if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return Status::Busy(msg);
   if (s.IsInvalidArgument()) return Status::InvalidArgument(msg);
   if (s.IsNotSupported()) return Status::Unsupported(msg);
@@ -77,9 +129,11 @@ Result<std::unique_ptr<RocksDb>> RocksDb::OpenPrimary(const std::string& path) {
   o.create_missing_column_families = true;
   o.atomic_flush = true;  // chunks and their records reach disk together
   o.max_background_jobs = 2;
-  o.keep_log_file_num = 4;
   o.max_manifest_file_size = 16 << 20;
   o.allow_fallocate = false;  // so disk usage (compact's report, a full disk) reflects real data
+  // The log's folder: RocksDB would create it only after opening the log.
+  ::mkdir(path.c_str(), 0755);
+  o.info_log = std::make_shared<FileLogger>(path + "/LOG");
   std::unique_ptr<RocksDb> r(new RocksDb);
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(o, path, Descriptors(), &r->handles_, &db);
