@@ -158,10 +158,10 @@ Result<std::unique_ptr<RocksDb>> RocksDb::OpenReadOnly(const std::string& path) 
   return r;
 }
 
-Status RocksDb::SetBlobGc(bool on) {
+Status RocksDb::SetBlobGc(bool on, double age_cutoff) {
   std::unordered_map<std::string, std::string> opts = {
       {"enable_blob_garbage_collection", on ? "true" : "false"},
-      {"blob_garbage_collection_age_cutoff", on ? "1.0" : "0.25"},
+      {"blob_garbage_collection_age_cutoff", on ? std::to_string(age_cutoff) : "0.25"},
       {"blob_garbage_collection_force_threshold", on ? "0.0" : "1.0"},
   };
   return FromRocks(db_->SetOptions(chunks_, opts), "set blob GC options");

@@ -39,9 +39,10 @@ class RocksDb {
   rocksdb::ColumnFamilyHandle* meta() const { return meta_; }
   rocksdb::ColumnFamilyHandle* chunks() const { return chunks_; }
 
-  // Turns RocksDB's blob garbage collection on (every blob file eligible) or
-  // back off; compact uses it to rewrite blob files that hold dead chunks.
-  Status SetBlobGc(bool on);
+  // Turns RocksDB's blob garbage collection on (the oldest age_cutoff
+  // fraction of blob files eligible) or back off; compact uses it to rewrite
+  // blob files that hold dead chunks.
+  Status SetBlobGc(bool on, double age_cutoff = 1.0);
 
  private:
   RocksDb() = default;

@@ -1,6 +1,7 @@
 #include <rocksdb/db.h>
 #include <time.h>
 
+#include <algorithm>
 #include <unordered_set>
 
 #include "common/coding.h"
@@ -138,21 +139,47 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
   PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(SyncWrite(), &dead), "delete dead chunks"));
   if (progress) progress(1, 3);
 
-  // Reclaim the space: flush, then a full compaction with blob GC on so blob
-  // files holding dead chunks are rewritten or dropped.
+  // Reclaim the space in two steps. First a full compaction with blob GC off:
+  // it drops the dead chunks' keys, so RocksDB counts their blobs as garbage
+  // and deletes every blob file that holds nothing else (the chunks of a
+  // removed model, or of a failed or killed import, sit in blob files of
+  // their own) without rewriting anything. Only if blob files remain that mix
+  // dead and live chunks, a second compaction with GC on for the oldest blob
+  // files up to the newest such one rewrites their live chunks (which needs
+  // that much free disk) and drops them. Rewriting every blob file on every
+  // compact would need free space the size of the whole store: on a full
+  // disk, removing a model and compacting could then never free anything.
   rocksdb::FlushOptions fo;
   fo.wait = true;
   PSTORE_RETURN_IF_ERROR(
       FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}), "flush before compaction"));
-  PSTORE_RETURN_IF_ERROR(db_->SetBlobGc(true));
   rocksdb::CompactRangeOptions co;
   co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
   co.exclusive_manual_compaction = true;
-  Status cs = FromRocks(db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr),
-                        "compact chunks");
-  Status gs = db_->SetBlobGc(false);
-  PSTORE_RETURN_IF_ERROR(cs);
-  PSTORE_RETURN_IF_ERROR(gs);
+  PSTORE_RETURN_IF_ERROR(
+      FromRocks(db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr), "compact chunks"));
+  rocksdb::ColumnFamilyMetaData md;
+  db_->db()->GetColumnFamilyMetaData(db_->chunks(), &md);
+  std::sort(md.blob_files.begin(), md.blob_files.end(),
+            [](const auto& a, const auto& b) { return a.blob_file_number < b.blob_file_number; });
+  size_t mixed = 0;  // 1 + the index of the newest blob file holding garbage
+  for (size_t i = 0; i < md.blob_files.size(); i++)
+    if (md.blob_files[i].garbage_blob_count > 0) mixed = i + 1;
+  if (mixed > 0) {
+    // GC takes the oldest floor(cutoff * count) blob files.
+    double cutoff = std::min(1.0, (double(mixed) + 0.5) / double(md.blob_files.size()));
+    PSTORE_RETURN_IF_ERROR(db_->SetBlobGc(true, cutoff));
+    Status cs = FromRocks(db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr),
+                          "rewrite blob files");
+    Status gs = db_->SetBlobGc(false);
+    if (cs.IsNoSpace())
+      cs = cs.WithContext(
+          "compact removed the unused chunks, but blob files that mix them with live chunks "
+          "must be rewritten to free their space, and the disk lacks room for that; free some "
+          "space and run compact again");
+    PSTORE_RETURN_IF_ERROR(cs);
+    PSTORE_RETURN_IF_ERROR(gs);
+  }
   PSTORE_RETURN_IF_ERROR(
       FromRocks(db_->db()->CompactRange(co, db_->meta(), nullptr, nullptr), "compact metadata"));
   if (progress) progress(2, 3);
