@@ -164,6 +164,15 @@ Result<uint64_t> ReadCurrentGeneration(const StorePaths& p) {
   return n;
 }
 
+Result<uint64_t> ReadGenerationSequence(const StorePaths& p, uint64_t n) {
+  std::string path = p.gen(n) + "/SEQUENCE";
+  PSTORE_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  char* end = nullptr;
+  uint64_t seq = std::strtoull(text.c_str(), &end, 10);
+  if (end == text.c_str()) return Status::Corruption("store file " + path + " is malformed");
+  return seq;
+}
+
 std::vector<uint64_t> ListGenerations(const StorePaths& p) {
   std::vector<uint64_t> out;
   std::error_code ec;
@@ -183,11 +192,15 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db) {
   uint64_t n = std::max(current, gens.empty() ? 0 : gens.back()) + 1;
   std::string dir = p.gen(n);
   PSTORE_RETURN_IF_ERROR(RemoveTree(dir));  // a leftover from a crashed publish
+  // The writer is the only writer and publishes after its writes, so this is
+  // the last change the checkpoint holds (flushes keep sequence numbers).
+  uint64_t sequence = db->db()->GetLatestSequenceNumber();
   rocksdb::Checkpoint* raw = nullptr;
   PSTORE_RETURN_IF_ERROR(FromRocks(rocksdb::Checkpoint::Create(db->db(), &raw), "checkpoint"));
   std::unique_ptr<rocksdb::Checkpoint> ckpt(raw);
   // log_size_for_flush = 0: flush memtables so the checkpoint needs no WAL replay.
   PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, 0), "create generation " + dir));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/SEQUENCE", std::to_string(sequence) + "\n", 0644));
   std::string readers = dir + "/READERS";
   UniqueFd fd(::open(readers.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!fd.valid()) return Status::FromErrno("cannot create " + readers, errno);

@@ -38,8 +38,16 @@ Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, 
   PSTORE_ASSIGN_OR_RETURN(w->config_, ReadStoreConfig(w->paths_));
   PSTORE_ASSIGN_OR_RETURN(w->db_, RocksDb::OpenPrimary(w->paths_.db()));
   w->view_ = std::make_unique<StoreView>(w->db_.get());
+  // A writer that died between committing a change and publishing it left
+  // the database ahead of the newest generation: publish it now, or readers
+  // would not see the committed change until some later command published.
   PSTORE_ASSIGN_OR_RETURN(uint64_t current, ReadCurrentGeneration(w->paths_));
-  if (current == 0) PSTORE_RETURN_IF_ERROR(w->Publish());
+  bool behind = current == 0;
+  if (!behind) {
+    auto seq = ReadGenerationSequence(w->paths_, current);
+    behind = !seq.ok() || *seq != w->db_->db()->GetLatestSequenceNumber();
+  }
+  if (behind) PSTORE_RETURN_IF_ERROR(w->Publish());
   return w;
 }
 
