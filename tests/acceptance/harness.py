@@ -1,0 +1,238 @@
+"""Shared pieces of pstore's acceptance tests: real `pstore` processes against
+a store in a scratch folder.
+
+Each test script imports this module, writes its checks with `check`, and runs
+its body with `run_test`, which makes a scratch folder under /tmp (removed at
+the end, also on SIGTERM/SIGINT), prints PASS or FAIL with the reason, and
+exits 0, 1, or SKIP_CODE. The binaries come from the environment:
+PSTORE_BIN (the pstore command) and MAKE_MODEL (tests/tools/make_model).
+
+Python 3 standard library only.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+SKIP_CODE = 77  # registered as the tests' SKIP_RETURN_CODE in CMake
+
+# Exit codes of the pstore command (tools/cli_util.h).
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INVALID = 0, 1, 2, 3, 4
+EXIT_CORRUPT, EXIT_BUSY, EXIT_NO_SPACE, EXIT_EXISTS, EXIT_INTERRUPTED = 5, 6, 7, 8, 9
+
+
+class Failure(Exception):
+    """A failed check: the message says what was expected and what was seen."""
+
+
+class Skip(Exception):
+    """The test cannot run here (and must say so, not pass)."""
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def env_path(var):
+    p = os.environ.get(var)
+    if not p:
+        raise Failure(f"${var} is not set (ctest passes it; to run by hand, export {var}=path)")
+    if not os.access(p, os.X_OK):
+        raise Failure(f"${var}={p} is not an executable")
+    return p
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def tree_sha256(path):
+    """{relative file name: sha256} of a file (key "") or of every file in a folder."""
+    if os.path.isfile(path):
+        return {"": sha256(path)}
+    out = {}
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            out[os.path.relpath(full, path)] = sha256(full)
+    return out
+
+
+def du_bytes(path):
+    """Bytes allocated on disk under path, hard links counted once (as `pstore stat`)."""
+    seen, total = set(), 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+class Result:
+    def __init__(self, args, rc, out, err, seconds):
+        self.args, self.rc, self.out, self.err, self.seconds = args, rc, out, err, seconds
+
+    def json(self):
+        try:
+            return json.loads(self.out)
+        except ValueError as e:
+            raise Failure(f"`{' '.join(self.args)}` printed no valid JSON ({e}): {self.out[:500]!r}"
+                          f" stderr {self.err[:500]!r}")
+
+    def describe(self):
+        return (f"`{' '.join(self.args)}` exited {self.rc}; stdout {self.out[-800:]!r}; "
+                f"stderr {self.err[-800:]!r}")
+
+
+class Store:
+    """A pstore store at root, driven through the pstore command."""
+
+    def __init__(self, root, pstore=None):
+        self.root = root
+        self.pstore = pstore or env_path("PSTORE_BIN")
+
+    def argv(self, *args, json_out=False):
+        a = [self.pstore, "--store", self.root]
+        if json_out:
+            a.append("--json")
+        return a + [str(x) for x in args]
+
+    def run(self, *args, json_out=False, timeout=300):
+        argv = self.argv(*args, json_out=json_out)
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Failure(f"`{' '.join(argv)}` did not finish in {timeout} s")
+        return Result(argv, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
+
+    def ok(self, *args, json_out=False, timeout=300):
+        r = self.run(*args, json_out=json_out, timeout=timeout)
+        check(r.rc == 0, "expected success: " + r.describe())
+        return r
+
+    def popen(self, *args, json_out=False):
+        return subprocess.Popen(self.argv(*args, json_out=json_out), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # --- reads, checked -------------------------------------------------------
+
+    def ls(self):
+        """{name:tag: entry} from `pstore ls --json`."""
+        j = self.ok("ls", json_out=True).json()
+        check(j.get("ok") is True, f"ls --json says not ok: {j}")
+        return {m["model"]: m for m in j["models"]}
+
+    def stat(self):
+        j = self.ok("stat", json_out=True).json()
+        check(j.get("ok") is True, f"stat --json says not ok: {j}")
+        return j
+
+    def info(self, ref):
+        j = self.ok("info", ref, "--all", json_out=True).json()
+        check(j.get("ok") is True, f"info --json {ref} says not ok: {j}")
+        return j
+
+    def verify_ok(self, context=""):
+        r = self.run("verify", json_out=True)
+        where = f" ({context})" if context else ""
+        check(r.rc == 0, f"pstore verify failed{where}: " + r.describe())
+        j = r.json()
+        check(j.get("ok") is True and not j.get("problems"), f"verify reports problems{where}: {j}")
+        return j
+
+    def export_matches(self, ref, expected, scratch):
+        """Exports ref to a fresh path under scratch and checks every file's
+        sha256 against expected (tree_sha256 of the source)."""
+        out = os.path.join(scratch, "export-" + ref.replace(":", "_").replace("/", "_"))
+        if os.path.isdir(out):
+            shutil.rmtree(out)
+        elif os.path.exists(out):
+            os.unlink(out)
+        self.ok("export", ref, out)
+        got = tree_sha256(out)
+        check(got == expected, f"export of {ref} differs from its source: got {got}, want {expected}")
+        if os.path.isdir(out):
+            shutil.rmtree(out)
+        else:
+            os.unlink(out)
+
+
+def make_model(out, mb, seed, tensors=16, dtype="mixed", change=None, change_seed=None,
+               shards=None):
+    argv = [env_path("MAKE_MODEL"), out, "--mb", str(mb), "--tensors", str(tensors),
+            "--dtype", dtype, "--seed", str(seed)]
+    if change is not None:
+        argv += ["--change", str(change), "--change-seed", str(change_seed or 1)]
+    if shards:
+        argv += ["--shards", str(shards)]
+    p = subprocess.run(argv, capture_output=True, text=True)
+    check(p.returncode == 0, f"make_model failed: {argv} -> {p.returncode} {p.stderr}")
+    return out
+
+
+_cleanups = []
+
+
+def at_exit(fn):
+    """Runs fn when the test ends, however it ends (before the scratch folder goes)."""
+    _cleanups.append(fn)
+
+
+def _on_signal(signum, _frame):
+    raise SystemExit(f"stopped by signal {signum}")
+
+
+def run_test(name, body):
+    """Runs body(work_dir); prints the verdict and exits with the test's code."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    work = tempfile.mkdtemp(prefix=f"pstore-{name}-", dir="/tmp")
+    t0 = time.monotonic()
+    code = 1
+    try:
+        body(work)
+        log(f"PASS {name} ({time.monotonic() - t0:.1f} s)")
+        code = 0
+    except Skip as e:
+        log(f"SKIPPED {name}: {e}")
+        code = SKIP_CODE
+    except Failure as e:
+        log(f"FAIL {name}: {e}")
+    except BaseException:
+        log(f"FAIL {name}: unexpected error\n{traceback.format_exc()}")
+    finally:
+        for fn in reversed(_cleanups):
+            try:
+                fn()
+            except BaseException:
+                log(f"cleanup step failed:\n{traceback.format_exc()}")
+        shutil.rmtree(work, ignore_errors=True)
+    sys.stdout.flush()
+    os._exit(code)

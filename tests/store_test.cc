@@ -1,0 +1,623 @@
+// Unit tests of the chunk store (store/store.h): manifests, model names,
+// import/export, dedup, tag/rm/compact, the writer lock, and readers holding
+// a generation while the writer removes and compacts.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/store.h"
+
+namespace pstore {
+namespace {
+
+namespace fs = std::filesystem;
+
+// --- helpers ------------------------------------------------------------------
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/pstore-store-test-XXXXXX";
+    char* p = ::mkdtemp(tmpl);
+    if (p) path_ = p;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+struct TestTensor {
+  std::string name;
+  std::string dtype;  // safetensors spelling
+  std::vector<uint64_t> shape;
+  std::string data;
+};
+
+size_t ElemSize(const std::string& dtype) {
+  if (dtype == "F32" || dtype == "I32") return 4;
+  if (dtype == "F16" || dtype == "BF16") return 2;
+  return 1;
+}
+
+// Weight-like values: normal floats in the tensor's dtype, seeded.
+TestTensor MakeTensor(const std::string& name, const std::string& dtype,
+                      std::vector<uint64_t> shape, uint64_t seed) {
+  TestTensor t{name, dtype, std::move(shape), {}};
+  uint64_t n = 1;
+  for (uint64_t d : t.shape) n *= d;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.f, 0.05f);
+  t.data.resize(n * ElemSize(dtype));
+  for (uint64_t i = 0; i < n; i++) {
+    float f = nd(rng);
+    char* p = &t.data[i * ElemSize(dtype)];
+    if (dtype == "F32") {
+      std::memcpy(p, &f, 4);
+    } else if (dtype == "F16") {
+      _Float16 h = _Float16(f);
+      std::memcpy(p, &h, 2);
+    } else if (dtype == "BF16") {
+      uint32_t b;
+      std::memcpy(&b, &f, 4);
+      uint16_t h = uint16_t(b >> 16);
+      std::memcpy(p, &h, 2);
+    } else if (dtype == "I32") {
+      int32_t v = int32_t(rng() % 1000);
+      std::memcpy(p, &v, 4);
+    } else {
+      *p = char(128 + int(f * 400));
+    }
+  }
+  return t;
+}
+
+void WriteSafetensors(const std::string& path, const std::vector<TestTensor>& ts,
+                      const std::string& metadata = "{\"note\":\"store_test\"}") {
+  std::string h = "{\"__metadata__\":" + metadata;
+  uint64_t off = 0;
+  for (const auto& t : ts) {
+    h += ",\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":[";
+    for (size_t i = 0; i < t.shape.size(); i++) h += (i ? "," : "") + std::to_string(t.shape[i]);
+    h += "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + t.data.size()) +
+         "]}";
+    off += t.data.size();
+  }
+  h += "}";
+  while (h.size() % 8) h += ' ';
+  std::ofstream f(path, std::ios::binary);
+  uint64_t n = h.size();
+  f.write(reinterpret_cast<const char*>(&n), 8);
+  f << h;
+  for (const auto& t : ts) f << t.data;
+}
+
+// A model with tensors of several dtypes, most larger than the 64 KiB chunk
+// size used below, one empty and one tiny.
+std::vector<TestTensor> SampleModel(uint64_t seed) {
+  return {MakeTensor("embed", "F16", {700, 128}, seed * 10 + 1),      // 175 KiB: 3 chunks
+          MakeTensor("layer.0.w", "F32", {256, 200}, seed * 10 + 2),  // 200 KiB: 4 chunks
+          MakeTensor("layer.0.b", "BF16", {200}, seed * 10 + 3),
+          MakeTensor("empty", "I32", {0, 4}, seed * 10 + 4),
+          MakeTensor("quant", "U8", {70000}, seed * 10 + 5),
+          MakeTensor("head", "F32", {64, 256}, seed * 10 + 6)};  // exactly one chunk
+}
+
+// --- manifests ------------------------------------------------------------------
+
+Manifest SampleManifest() {
+  Manifest m;
+  m.format = SourceFormat::kSafetensorsSharded;
+  m.chunk_size = 1 << 16;
+  m.index_name = "model.safetensors.index.json";
+  m.index_bytes = "{\"weight_map\":{\"a\":\"s1\",\"b\":\"s2\",\"c\":\"s2\"}}";
+  m.metadata_json = "{\"k\":\"v\"}";
+  uint64_t sizes[3] = {100000, 65536, 0};
+  const char* names[3] = {"a", "b", "c"};
+  for (uint32_t f = 0; f < 2; f++) {
+    ManifestFile mf;
+    mf.name = "s" + std::to_string(f + 1);
+    mf.header_bytes = std::string("\x10\0\0\0\0\0\0\0{\"x\":1}        ", 24);
+    mf.data_size = f == 0 ? sizes[0] : sizes[1] + sizes[2];
+    m.files.push_back(mf);
+  }
+  for (uint32_t i = 0; i < 3; i++) {
+    ManifestTensor t;
+    t.name = names[i];
+    t.dtype = i == 0 ? DType::kF16 : DType::kF32;
+    t.shape = {sizes[i] / (i == 0 ? 2 : 4)};
+    t.file = i == 0 ? 0 : 1;
+    t.offset = i == 2 ? sizes[1] : 0;
+    t.size = sizes[i];
+    t.first_chunk = m.chunks.size();
+    for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
+      std::string raw = t.name + std::to_string(j);
+      m.chunks.push_back(HashBytes(raw.data(), raw.size()));
+    }
+    m.files[t.file].tensors.push_back(i);
+    m.tensors.push_back(t);
+  }
+  return m;
+}
+
+TEST(Manifest, SerializeParseRoundTrip) {
+  Manifest m = SampleManifest();
+  std::string bytes = m.Serialize();
+  auto p = Manifest::Parse(bytes);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->Serialize(), bytes);
+  EXPECT_EQ(Manifest::DigestOf(p->Serialize()), Manifest::DigestOf(bytes));
+  EXPECT_EQ(p->format, SourceFormat::kSafetensorsSharded);
+  EXPECT_EQ(p->chunk_size, 1u << 16);
+  EXPECT_EQ(p->index_bytes, m.index_bytes);
+  EXPECT_EQ(p->metadata_json, m.metadata_json);
+  ASSERT_EQ(p->files.size(), 2u);
+  EXPECT_EQ(p->files[0].header_bytes, m.files[0].header_bytes);
+  EXPECT_EQ(p->files[1].tensors, (std::vector<uint32_t>{1, 2}));
+  ASSERT_EQ(p->tensors.size(), 3u);
+  EXPECT_EQ(p->tensors[0].name, "a");
+  EXPECT_EQ(p->tensors[0].shape, (std::vector<uint64_t>{50000}));
+  EXPECT_EQ(p->tensors[2].size, 0u);
+  EXPECT_EQ(p->chunks, m.chunks);
+  EXPECT_EQ(p->chunks.size(), 3u);  // 2 for a, 1 for b, none for the empty c
+  EXPECT_EQ(p->TotalBytes(), 165536u);
+}
+
+TEST(Manifest, EveryTruncationIsRejected) {
+  std::string bytes = SampleManifest().Serialize();
+  for (size_t len = 0; len < bytes.size(); len++) {
+    auto p = Manifest::Parse(std::string_view(bytes).substr(0, len));
+    EXPECT_FALSE(p.ok()) << "a manifest cut to " << len << " of " << bytes.size()
+                         << " bytes was accepted";
+    if (!p.ok()) EXPECT_TRUE(p.status().IsCorruption()) << p.status().ToString();
+  }
+}
+
+TEST(Manifest, DamageIsRejected) {
+  std::string bytes = SampleManifest().Serialize();
+  EXPECT_FALSE(Manifest::Parse(bytes + "x").ok()) << "trailing bytes accepted";
+  std::string bad = bytes;
+  bad[0] ^= 1;
+  EXPECT_FALSE(Manifest::Parse(bad).ok()) << "bad magic accepted";
+  bad = bytes;
+  bad[4] = char(Manifest::kVersion + 1);
+  EXPECT_FALSE(Manifest::Parse(bad).ok()) << "unknown version accepted";
+  bad = bytes;
+  bad[5] = 9;
+  EXPECT_FALSE(Manifest::Parse(bad).ok()) << "unknown source format accepted";
+}
+
+// --- model names ------------------------------------------------------------------
+
+TEST(ModelName, Good) {
+  struct Case {
+    const char* ref;
+    const char* name;
+    const char* tag;
+  } cases[] = {
+      {"llama-7b:v1", "llama-7b", "v1"},
+      {"llama", "llama", "latest"},
+      {"org/model.v2:2024-01_a", "org/model.v2", "2024-01_a"},
+      {"a:b", "a", "b"},
+      {"A_1.b-c", "A_1.b-c", "latest"},
+  };
+  for (const auto& c : cases) {
+    auto n = ParseModelName(c.ref);
+    ASSERT_TRUE(n.ok()) << c.ref << ": " << n.status().ToString();
+    EXPECT_EQ(n->name, c.name) << c.ref;
+    EXPECT_EQ(n->tag, c.tag) << c.ref;
+    EXPECT_EQ(n->Ref(), std::string(c.name) + ":" + c.tag);
+  }
+  EXPECT_TRUE(ParseModelName(std::string(128, 'n') + ":" + std::string(64, 't')).ok());
+}
+
+TEST(ModelName, Bad) {
+  std::vector<std::string> bad = {"",
+                                  ":v1",
+                                  "name:",
+                                  ".x",
+                                  "/x",
+                                  "-x",
+                                  "a..b",
+                                  "a//b",
+                                  "a b",
+                                  "a:b/c",
+                                  "a:.x",
+                                  "a:-x",
+                                  "a:b c",
+                                  "a:b:c",
+                                  "ä:v1",
+                                  "a\n:v1",
+                                  std::string(129, 'n'),
+                                  "n:" + std::string(65, 't')};
+  for (const auto& ref : bad) {
+    auto n = ParseModelName(ref);
+    EXPECT_FALSE(n.ok()) << "'" << ref << "' was accepted";
+    if (n.ok()) continue;
+    EXPECT_TRUE(n.status().IsInvalidArgument()) << ref;
+    EXPECT_NE(n.status().message().find("bad model name"), std::string::npos)
+        << n.status().message();
+  }
+}
+
+TEST(ModelName, LooksLikeDigest) {
+  EXPECT_TRUE(LooksLikeDigest("0123abcd"));
+  EXPECT_TRUE(LooksLikeDigest(std::string(32, 'f')));
+  EXPECT_FALSE(LooksLikeDigest("0123abc"));
+  EXPECT_FALSE(LooksLikeDigest(std::string(33, 'f')));
+  EXPECT_FALSE(LooksLikeDigest("0123ABCD"));
+  EXPECT_FALSE(LooksLikeDigest("llama-7b"));
+}
+
+TEST(ChunkRecord, EncodeDecode) {
+  ChunkRecord r;
+  r.raw_len = 1 << 20;
+  r.stored_len = 123456;
+  r.frame_version = 2;
+  r.transform = 3;
+  auto d = ChunkRecord::Decode(r.Encode());
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->raw_len, r.raw_len);
+  EXPECT_EQ(d->stored_len, r.stored_len);
+  EXPECT_EQ(d->frame_version, 2);
+  EXPECT_EQ(d->transform, 3);
+  std::string e = r.Encode();
+  EXPECT_FALSE(ChunkRecord::Decode(e + "x").has_value());
+  EXPECT_FALSE(ChunkRecord::Decode(e.substr(0, e.size() - 1)).has_value());
+}
+
+// --- the store --------------------------------------------------------------------
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty()) << "mkdtemp failed";
+    root_ = dir_.path() + "/store";
+  }
+
+  std::unique_ptr<StoreWriter> Writer() {
+    StoreConfig c;
+    c.chunk_size = 64 << 10;
+    auto w = StoreWriter::Open(root_, false, c);
+    EXPECT_TRUE(w.ok()) << w.status().ToString();
+    return w.ok() ? std::move(w).value() : nullptr;
+  }
+  std::unique_ptr<StoreReader> Reader() {
+    auto r = StoreReader::Open(root_);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? std::move(r).value() : nullptr;
+  }
+  std::string File(const std::string& name) { return dir_.path() + "/" + name; }
+  std::string Model(const std::string& name, const std::vector<TestTensor>& ts) {
+    WriteSafetensors(File(name), ts);
+    return File(name);
+  }
+  ImportResult Import(StoreWriter* w, const std::string& src, const std::string& ref) {
+    auto r = w->Import(src, ParseModelName(ref).value(), ImportOptions{});
+    EXPECT_TRUE(r.ok()) << ref << ": " << r.status().ToString();
+    return r.ok() ? r.value() : ImportResult{};
+  }
+  // Exports ref from view to a fresh path; returns the path ("" on failure).
+  std::string Export(const StoreView& view, const std::string& ref) {
+    auto d = view.Resolve(ref);
+    EXPECT_TRUE(d.ok()) << ref << ": " << d.status().ToString();
+    if (!d.ok()) return "";
+    std::string out = File("export-" + std::to_string(exports_++));
+    Status s = ExportModel(view, *d, out, ExportOptions{});
+    EXPECT_TRUE(s.ok()) << ref << ": " << s.ToString();
+    return s.ok() ? out : "";
+  }
+  StoreStats Stats(const StoreView& view) {
+    auto s = GetStoreStats(view, root_);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? s.value() : StoreStats{};
+  }
+  void ExpectVerifies(const StoreView& view) {
+    auto rep = VerifyStore(view, 2, nullptr);
+    ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+    EXPECT_TRUE(rep->ok()) << rep->problems.size() << " problems, first: "
+                           << (rep->problems.empty() ? "" : rep->problems[0].error);
+  }
+
+  TempDir dir_;
+  std::string root_;
+  int exports_ = 0;
+};
+
+TEST_F(StoreTest, ImportExportRoundTrip) {
+  std::string src = Model("m.safetensors", SampleModel(1));
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  ImportResult r = Import(w.get(), src, "m:v1");
+  EXPECT_EQ(r.tensors, 6u);
+  uint64_t raw = 0;
+  for (const auto& t : SampleModel(1)) raw += t.data.size();
+  EXPECT_EQ(r.raw_bytes, raw);
+  EXPECT_EQ(r.chunks, 3u + 4 + 1 + 0 + 2 + 1);
+  EXPECT_EQ(r.new_chunks, r.chunks);
+  EXPECT_GT(r.new_stored_bytes, 0u);
+  EXPECT_LT(r.new_stored_bytes, raw) << "weight-like data should compress";
+  EXPECT_FALSE(r.unchanged);
+
+  // A reader sees the committed model; export rebuilds the file byte for byte.
+  auto rd = Reader();
+  ASSERT_TRUE(rd);
+  auto names = rd->view().ListNames();
+  ASSERT_TRUE(names.ok());
+  ASSERT_EQ(names->size(), 1u);
+  EXPECT_EQ((*names)[0].ref, "m:v1");
+  EXPECT_EQ((*names)[0].digest, r.digest);
+  std::string out = Export(rd->view(), "m:v1");
+  EXPECT_EQ(ReadAll(out), ReadAll(src));
+  // By digest and by a digest prefix too.
+  EXPECT_EQ(rd->view().Resolve(r.digest.Hex()).value(), r.digest);
+  EXPECT_EQ(rd->view().Resolve(r.digest.Hex().substr(0, 10)).value(), r.digest);
+  EXPECT_TRUE(rd->view().Resolve("other:v1").status().IsNotFound());
+  auto info = GetModelInfo(rd->view(), r.digest);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->metadata_json, "{\"note\":\"store_test\"}");
+  EXPECT_EQ(info->raw_bytes, raw);
+  EXPECT_EQ(info->unique_chunks, r.chunks);
+  ExpectVerifies(rd->view());
+}
+
+TEST_F(StoreTest, ShardedRoundTrip) {
+  std::string folder = File("sharded");
+  fs::create_directories(folder);
+  auto ts = SampleModel(2);
+  std::vector<TestTensor> s1(ts.begin(), ts.begin() + 3), s2(ts.begin() + 3, ts.end());
+  WriteSafetensors(folder + "/model-00001-of-00002.safetensors", s1);
+  WriteSafetensors(folder + "/model-00002-of-00002.safetensors", s2);
+  std::string index = "{\"metadata\":{\"total_size\":0},\"weight_map\":{";
+  for (size_t i = 0; i < ts.size(); i++)
+    index += std::string(i ? "," : "") + "\"" + ts[i].name + "\":\"model-0000" +
+             (i < 3 ? "1" : "2") + "-of-00002.safetensors\"";
+  index += "}}\n";
+  std::ofstream(folder + "/model.safetensors.index.json") << index;
+
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  ImportResult r = Import(w.get(), folder, "sharded:v1");
+  EXPECT_EQ(r.tensors, ts.size());
+  auto rd = Reader();
+  ASSERT_TRUE(rd);
+  std::string out = Export(rd->view(), "sharded:v1");
+  ASSERT_FALSE(out.empty());
+  std::set<std::string> files;
+  for (const auto& e : fs::directory_iterator(out)) files.insert(e.path().filename().string());
+  EXPECT_EQ(files, (std::set<std::string>{"model.safetensors.index.json",
+                                          "model-00001-of-00002.safetensors",
+                                          "model-00002-of-00002.safetensors"}));
+  for (const auto& f : files) EXPECT_EQ(ReadAll(out + "/" + f), ReadAll(folder + "/" + f)) << f;
+}
+
+TEST_F(StoreTest, SecondImportDeduplicates) {
+  std::string src = Model("a.safetensors", SampleModel(3));
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  ImportResult r1 = Import(w.get(), src, "a:v1");
+  StoreStats s1 = Stats(w->view());
+
+  ImportResult r2 = Import(w.get(), src, "a:v2");
+  EXPECT_EQ(r2.digest, r1.digest);
+  EXPECT_EQ(r2.new_chunks, 0u);
+  EXPECT_EQ(r2.new_stored_bytes, 0u);
+  StoreStats s2 = Stats(w->view());
+  EXPECT_EQ(s2.chunks, s1.chunks);
+  EXPECT_EQ(s2.stored_bytes, s1.stored_bytes);
+  EXPECT_EQ(s2.unique_bytes, s1.unique_bytes);
+  EXPECT_EQ(s2.logical_bytes, 2 * s1.logical_bytes);
+  EXPECT_EQ(s2.names, 2u);
+  EXPECT_EQ(s2.models, 1u);
+
+  // The same name and bytes again: nothing to do.
+  ImportResult r3 = Import(w.get(), src, "a:v1");
+  EXPECT_TRUE(r3.unchanged);
+
+  // Another model under a taken name: refused without force, nothing added.
+  auto ts = SampleModel(3);
+  ts[1] = MakeTensor("layer.0.w", "F32", {256, 200}, 999);
+  std::string other = Model("b.safetensors", ts);
+  auto refused = w->Import(other, ParseModelName("a:v1").value(), ImportOptions{});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Status::Code::kExists) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("--force"), std::string::npos);
+  StoreStats s3 = Stats(w->view());
+  EXPECT_EQ(s3.chunks, s1.chunks) << "a refused import left chunks behind";
+  EXPECT_EQ(w->view().GetName(ParseModelName("a:v1").value())->digest, r1.digest);
+
+  // With force: replaced, and only the changed tensor's chunks are new.
+  ImportOptions force;
+  force.force = true;
+  auto r4 = w->Import(other, ParseModelName("a:v1").value(), force);
+  ASSERT_TRUE(r4.ok()) << r4.status().ToString();
+  EXPECT_TRUE(r4->replaced);
+  EXPECT_EQ(r4->new_chunks, 4u);
+}
+
+TEST_F(StoreTest, TagRmCompactRemoveChunksOnlyWhenUnreferenced) {
+  auto a_ts = SampleModel(4);
+  auto b_ts = a_ts;
+  b_ts[0] = MakeTensor("embed", "F16", {700, 128}, 4242);  // B shares all but embed's 3 chunks
+  std::string a = Model("a.safetensors", a_ts), b = Model("b.safetensors", b_ts);
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  ImportResult ra = Import(w.get(), a, "a:v1");
+  ImportResult rb = Import(w.get(), b, "b:v1");
+  EXPECT_EQ(rb.new_chunks, 3u);
+  uint64_t all = Stats(w->view()).chunks;
+  EXPECT_EQ(all, ra.chunks + 3);
+
+  ASSERT_TRUE(w->Tag("a:v1", ParseModelName("alias:x").value(), false).ok());
+  EXPECT_EQ(w->Tag("b:v1", ParseModelName("alias:x").value(), false).code(), Status::Code::kExists);
+  ASSERT_TRUE(w->Remove(ParseModelName("a:v1").value()).ok());
+  EXPECT_TRUE(w->Remove(ParseModelName("a:v1").value()).IsNotFound());
+
+  // alias:x still names A: nothing may go.
+  auto c1 = w->Compact();
+  ASSERT_TRUE(c1.ok()) << c1.status().ToString();
+  EXPECT_EQ(c1->chunks_removed, 0u);
+  EXPECT_EQ(c1->manifests_removed, 0u);
+  EXPECT_EQ(Stats(w->view()).chunks, all);
+
+  // Without alias:x, A's own 3 chunks go; those B shares stay.
+  ASSERT_TRUE(w->Remove(ParseModelName("alias:x").value()).ok());
+  auto c2 = w->Compact();
+  ASSERT_TRUE(c2.ok()) << c2.status().ToString();
+  EXPECT_EQ(c2->chunks_removed, 3u);
+  EXPECT_EQ(c2->manifests_removed, 1u);
+  EXPECT_GT(c2->stored_bytes_removed, 0u);
+  EXPECT_EQ(Stats(w->view()).chunks, rb.chunks);
+  auto rd = Reader();
+  ASSERT_TRUE(rd);
+  EXPECT_EQ(ReadAll(Export(rd->view(), "b:v1")), ReadAll(b));
+  ExpectVerifies(rd->view());
+  rd.reset();
+
+  // Nothing named: everything goes.
+  ASSERT_TRUE(w->Remove(ParseModelName("b:v1").value()).ok());
+  auto c3 = w->Compact();
+  ASSERT_TRUE(c3.ok()) << c3.status().ToString();
+  EXPECT_EQ(c3->chunks_removed, rb.chunks);
+  StoreStats s = Stats(w->view());
+  EXPECT_EQ(s.chunks, 0u);
+  EXPECT_EQ(s.stored_bytes, 0u);
+  EXPECT_EQ(s.names, 0u);
+}
+
+TEST_F(StoreTest, SecondWriterIsBusy) {
+  auto w1 = Writer();
+  ASSERT_TRUE(w1);
+  auto w2 = StoreWriter::Open(root_, false);
+  ASSERT_FALSE(w2.ok());
+  EXPECT_TRUE(w2.status().IsBusy()) << w2.status().ToString();
+  const std::string& msg = w2.status().message();
+  EXPECT_NE(msg.find("pid " + std::to_string(::getpid())), std::string::npos) << msg;
+  EXPECT_NE(msg.find(root_), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--wait"), std::string::npos) << msg;
+
+  // With wait, the second writer gets the lock once the first lets go.
+  std::atomic<bool> got{false};
+  std::thread t([&] {
+    auto w = StoreWriter::Open(root_, true);
+    EXPECT_TRUE(w.ok()) << w.status().ToString();
+    got = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(got.load()) << "a waiting writer got the lock while another held it";
+  w1.reset();
+  t.join();
+  EXPECT_TRUE(got.load());
+  EXPECT_TRUE(StoreWriter::Open(root_, false).ok());
+}
+
+TEST_F(StoreTest, ReaderKeepsItsGenerationThroughRemoveAndCompact) {
+  std::string a = Model("a.safetensors", SampleModel(5));
+  std::string b = Model("b.safetensors", SampleModel(6));
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  ImportResult ra = Import(w.get(), a, "a:v1");
+  Import(w.get(), b, "b:v1");
+
+  auto old = Reader();
+  ASSERT_TRUE(old);
+  uint64_t gen = old->generation();
+  ASSERT_TRUE(w->Remove(ParseModelName("a:v1").value()).ok());
+  auto c = w->Compact();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->chunks_removed, ra.chunks);
+  EXPECT_GE(c->generations_in_use, 1) << "compact dropped the generation a reader holds";
+  EXPECT_TRUE(fs::exists(StorePaths{root_}.gen(gen)));
+
+  // The old reader still has a:v1, every byte of it.
+  EXPECT_TRUE(old->view().Resolve("a:v1").ok());
+  EXPECT_EQ(ReadAll(Export(old->view(), "a:v1")), ReadAll(a));
+  ExpectVerifies(old->view());
+
+  // A new reader sees the store as it is now.
+  auto now = Reader();
+  ASSERT_TRUE(now);
+  EXPECT_GT(now->generation(), gen);
+  EXPECT_TRUE(now->view().Resolve("a:v1").status().IsNotFound());
+  EXPECT_EQ(ReadAll(Export(now->view(), "b:v1")), ReadAll(b));
+
+  // Once the old reader closes, the next compact drops its generation.
+  old.reset();
+  auto c2 = w->Compact();
+  ASSERT_TRUE(c2.ok());
+  EXPECT_FALSE(fs::exists(StorePaths{root_}.gen(gen)));
+}
+
+TEST_F(StoreTest, GenerationLockKeepsFilesFromDeletion) {
+  std::string a = Model("a.safetensors", SampleModel(7));
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  Import(w.get(), a, "a:v1");
+  StorePaths p{root_};
+  auto lock = GenerationLock::AcquireCurrent(p);
+  ASSERT_TRUE(lock.ok()) << lock.status().ToString();
+  uint64_t n = lock->number();
+  EXPECT_EQ(n, ReadCurrentGeneration(p).value());
+  std::map<std::string, uintmax_t> files;
+  for (const auto& e : fs::directory_iterator(p.gen(n)))
+    files[e.path().filename().string()] = fs::file_size(e.path());
+  ASSERT_FALSE(files.empty());
+
+  // New generations come and compaction rewrites the database; the locked
+  // generation keeps every file as it was.
+  ASSERT_TRUE(w->Remove(ParseModelName("a:v1").value()).ok());
+  ASSERT_TRUE(w->Compact().ok());
+  EXPECT_GT(ReadCurrentGeneration(p).value(), n);
+  auto removed = RemoveUnusedGenerations(p);
+  ASSERT_TRUE(removed.ok());
+  for (const auto& [f, size] : files) {
+    EXPECT_TRUE(fs::exists(p.gen(n) + "/" + f)) << f << " of the locked generation was deleted";
+    if (fs::exists(p.gen(n) + "/" + f)) EXPECT_EQ(fs::file_size(p.gen(n) + "/" + f), size) << f;
+  }
+  std::vector<uint64_t> gens = ListGenerations(p);
+  EXPECT_NE(std::find(gens.begin(), gens.end(), n), gens.end());
+
+  // Released, the generation goes at the next clean-up; the current one stays.
+  { GenerationLock released = std::move(lock).value(); }
+  removed = RemoveUnusedGenerations(p);
+  ASSERT_TRUE(removed.ok());
+  EXPECT_GE(removed.value(), 1);
+  EXPECT_FALSE(fs::exists(p.gen(n)));
+  gens = ListGenerations(p);
+  ASSERT_EQ(gens.size(), 1u);
+  EXPECT_EQ(gens[0], ReadCurrentGeneration(p).value());
+}
+
+TEST_F(StoreTest, ReaderOfMissingStoreIsNotFound) {
+  auto r = StoreReader::Open(root_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsNotFound()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find(root_), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pstore
