@@ -12,7 +12,9 @@
     import's own report (new_stored_bytes) must agree with stat's growth, and
     the disk must grow by no more than that plus 1 MB.
   - Removing the copies and compacting gives back exactly the first model's
-    chunks.
+    chunks; removing the first model too, keeping only the changed copy,
+    and compacting brings the disk down to that copy's stored size (the blob
+    file that mixes its chunks with dead ones is rewritten).
 
 Environment: PSTORE_BIN, MAKE_MODEL.
 """
@@ -113,6 +115,24 @@ def body(work):
     check(c["stored_bytes_removed"] == grew,
           f"compact removed {c['stored_bytes_removed']} stored bytes, the changed copy added {grew}")
     store.export_matches("llm:v1", tree_sha256(a), work)
+
+    # Keeping only the changed copy: llm:v1's blob file now mixes 90% live
+    # chunks (llm:v2's) with dead ones, and compact must rewrite it to give
+    # the dead ones' space back.
+    store.ok("import", b, "llm:v2")
+    store.ok("rm", "llm:v1")
+    c = store.ok("compact", json_out=True).json()
+    s6 = store.stat()
+    v2 = store.info("llm:v2")
+    log(f"only llm:v2 left: {s6['stored_bytes']} stored, {s6['disk_bytes']} on disk "
+        f"(compact: {c['disk_before']} -> {c['disk_after']})")
+    check(s6["stored_bytes"] == v2["stored_bytes"] and s6["chunks"] == v2["unique_chunks"],
+          f"after removing llm:v1 the store holds other chunks than llm:v2's: {s6}, {v2}")
+    check(s6["disk_bytes"] <= 1.05 * s6["stored_bytes"] + (1 << 20),
+          f"the store takes {s6['disk_bytes']} bytes on disk for {s6['stored_bytes']} stored: "
+          "compact left the dead chunks of a blob file shared with live ones")
+    store.export_matches("llm:v2", tree_sha256(b), work)
+    store.verify_ok("after compacting a blob file shared by live and dead chunks")
 
 
 if __name__ == "__main__":
