@@ -223,32 +223,49 @@ void Pager::Trim() {
   ::malloc_trim(0);
 }
 
-Status Pager::ReserveSlot(Segment* seg, uint32_t s) {
-  const SlotInfo& si = seg->slot(s);
+Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
+  if (slots.empty()) return Status::OK();
+  uint64_t bytes = 0;
+  for (uint32_t s : slots) bytes += seg->slot(s).bytes;
   std::lock_guard<std::mutex> local(budget_mu_);
   if (!OfdLockWait(budget_fd_.get(), 0)) return Status::FromErrno("budget lock", errno);
   struct Unlock {
     int fd;
     ~Unlock() { OfdUnlock(fd, 0); }
   } unlock{budget_fd_.get()};
-
-  EvictToBudgetLocked(si.bytes, seg, s);
-  return seg->Reserve(si.offset, si.bytes);
+  // The slots are LOADING, so eviction cannot pick them.
+  EvictToBudgetLocked(bytes);
+  for (size_t i = 0; i < slots.size(); i++) {
+    const SlotInfo& si = seg->slot(slots[i]);
+    Status st = seg->Reserve(si.offset, si.bytes);
+    if (!st.ok()) {
+      for (size_t j = 0; j < i; j++) seg->Punch(seg->slot(slots[j]).offset, seg->slot(slots[j]).bytes);
+      return st;
+    }
+  }
+  return Status::OK();
 }
 
 void Pager::EnforceBudget() {
   std::lock_guard<std::mutex> local(budget_mu_);
   if (!OfdLockWait(budget_fd_.get(), 0)) return;
-  EvictToBudgetLocked(0, nullptr, 0);
+  EvictToBudgetLocked(0);
   OfdUnlock(budget_fd_.get(), 0);
 }
 
-void Pager::EvictToBudgetLocked(uint64_t extra, Segment* skip_seg, uint32_t skip_slot) {
-  // Every segment of the store on this host, opened once per process.
+void Pager::EvictToBudgetLocked(uint64_t extra) {
+  // Every segment of the store on this host, opened once per process. The
+  // list is read again only when /dev/shm changed (a segment came or went).
   std::vector<Segment*> all;
   uint64_t resident = 0;
   std::lock_guard<std::mutex> l(mu_);
-  std::vector<std::string> names = ListSegments(store_id_);
+  struct stat dir;
+  if (::stat("/dev/shm", &dir) != 0 || dir.st_mtim.tv_sec != shm_mtime_.tv_sec ||
+      dir.st_mtim.tv_nsec != shm_mtime_.tv_nsec || seg_names_.empty()) {
+    seg_names_ = ListSegments(store_id_);
+    shm_mtime_ = dir.st_mtim;
+  }
+  const std::vector<std::string>& names = seg_names_;
   for (auto it = others_.begin(); it != others_.end();)  // segments removed meanwhile
     it = std::binary_search(names.begin(), names.end(), it->first) ? std::next(it)
                                                                    : others_.erase(it);
@@ -289,7 +306,6 @@ void Pager::EvictToBudgetLocked(uint64_t extra, Segment* skip_seg, uint32_t skip
       uint32_t n = p->nslots();
       for (uint32_t i = 0; i < n && freed < need; i++) {
         uint32_t slot = p->header()->clock_hand.fetch_add(1) % n;
-        if (p == skip_seg && slot == skip_slot) continue;
         freed += p->TryEvict(slot);
       }
     }
@@ -311,13 +327,42 @@ int64_t Model::Find(std::string_view name) const {
   return it == by_name_.end() ? -1 : int64_t(it->second);
 }
 
-Status Model::LoadSlot(uint32_t s) {
+void Model::Unclaim(uint32_t s) {
+  std::atomic<uint32_t>& word = seg_->state(s);
+  word.store(MakeState(kEmpty, 0));
+  FutexWakeAll(&word);
+}
+
+Result<std::vector<uint32_t>> Model::ClaimAndReserve(uint32_t t, std::vector<uint32_t>* busy) {
+  Segment& seg = *seg_;
+  const TensorPlace& p = layout_.tensors[t];
+  std::vector<uint32_t> mine;
+  for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++) {
+    std::atomic<uint32_t>& word = seg.state(s);
+    uint32_t w = word.load();
+    while (StateOf(w) == kEmpty) {
+      if (word.compare_exchange_weak(w, MakeState(kLoading, seg.me()))) {
+        mine.push_back(s);
+        break;
+      }
+    }
+    if (busy && (StateOf(w) == kLoading || StateOf(w) == kEvicting)) busy->push_back(s);
+  }
+  Status st = pager_->ReserveSlots(&seg, mine);
+  if (!st.ok()) {
+    for (uint32_t s : mine) Unclaim(s);
+    return st;
+  }
+  return mine;
+}
+
+Status Model::FillSlot(uint32_t s) {
   uint64_t t0 = NowNs();
   Segment& seg = *seg_;
   const Slot& sl = layout_.slots[s];
-  Status st = pager_->ReserveSlot(&seg, s);
+  Status st;
   uint64_t read = 0, decoded = 0;
-  if (st.ok()) {
+  {
     uint8_t* dst = seg.data_rw() + sl.offset;
 #ifdef MADV_POPULATE_WRITE
     ::madvise(dst, sl.bytes, MADV_POPULATE_WRITE);  // one call instead of a fault per page
@@ -345,8 +390,7 @@ Status Model::LoadSlot(uint32_t s) {
   std::atomic<uint32_t>& word = seg.state(s);
   if (!st.ok()) {
     seg.Punch(sl.offset, sl.bytes);
-    word.store(MakeState(kEmpty, 0));
-    FutexWakeAll(&word);
+    Unclaim(s);
     return st;
   }
   word.store(MakeState(kReady, 0), std::memory_order_release);
@@ -362,20 +406,9 @@ Status Model::LoadSlot(uint32_t s) {
 
 Status Model::LoadSlots(uint32_t t) {
   Segment& seg = *seg_;
-  const TensorPlace& p = layout_.tensors[t];
-  for (int round = 0;; round++) {
-    std::vector<uint32_t> mine, theirs;
-    for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++) {
-      std::atomic<uint32_t>& word = seg.state(s);
-      uint32_t w = word.load();
-      while (StateOf(w) == kEmpty) {
-        if (word.compare_exchange_weak(w, MakeState(kLoading, seg.me()))) {
-          mine.push_back(s);
-          break;
-        }
-      }
-      if (StateOf(w) == kLoading || StateOf(w) == kEvicting) theirs.push_back(s);
-    }
+  for (;;) {
+    std::vector<uint32_t> theirs;
+    PSTORE_ASSIGN_OR_RETURN(std::vector<uint32_t> mine, ClaimAndReserve(t, &theirs));
     if (mine.empty() && theirs.empty()) return Status::OK();
     // Load our claims, the pool's threads and this one together.
     if (!mine.empty()) {
@@ -398,7 +431,7 @@ Status Model::LoadSlots(uint32_t t) {
           if (i >= batch->slots.size()) return;
           auto self = weak.lock();
           if (!self) return;
-          Status st = self->LoadSlot(batch->slots[i]);
+          Status st = self->FillSlot(batch->slots[i]);
           std::lock_guard<std::mutex> l(batch->mu);
           if (!st.ok() && batch->error.ok()) batch->error = st;
           if (++batch->finished == batch->slots.size()) batch->cv.notify_all();
@@ -521,15 +554,23 @@ void Model::Prefetch(const std::vector<uint32_t>& tensors) {
       prefetch_pending_++;
     }
     pager_->pool_->Submit([self, t] {
-      Segment& seg = *self->seg_;
-      const TensorPlace& p = self->layout_.tensors[t];
+      // Slots resident or being loaded by someone else are left alone.
       Status st;
-      for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots && st.ok(); s++) {
-        uint32_t w = seg.state(s).load();
-        if (StateOf(w) != kEmpty) continue;  // resident, or someone is on it
-        if (!seg.state(s).compare_exchange_strong(w, MakeState(kLoading, seg.me()))) continue;
-        st = self->LoadSlot(s);
-      }
+      auto mine = self->ClaimAndReserve(t, nullptr);
+      if (!mine.ok()) st = mine.status();
+      else
+        for (size_t i = 0; i < mine->size(); i++) {
+          Status fs = self->FillSlot((*mine)[i]);
+          if (!fs.ok()) {
+            for (size_t j = i + 1; j < mine->size(); j++) {  // give back the rest
+              self->seg_->Punch(self->layout_.slots[(*mine)[j]].offset,
+                                self->layout_.slots[(*mine)[j]].bytes);
+              self->Unclaim((*mine)[j]);
+            }
+            st = fs;
+            break;
+          }
+        }
       std::lock_guard<std::mutex> l(self->prefetch_mu_);
       if (!st.ok() && self->prefetch_error_.ok()) self->prefetch_error_ = st;
       if (--self->prefetch_pending_ == 0) self->prefetch_cv_.notify_all();

@@ -107,7 +107,14 @@ class Model : public std::enable_shared_from_this<Model> {
   friend class Pager;
   Model() = default;
   Status LoadSlots(uint32_t t);
-  Status LoadSlot(uint32_t s);
+  // Reads, decodes and checks slot s into shared memory. REQUIRES: s is
+  // claimed (LOADING) by this process and its memory reserved.
+  Status FillSlot(uint32_t s);
+  // Claims the EMPTY slots of tensor t and reserves their memory; on error
+  // the claims are undone.
+  Result<std::vector<uint32_t>> ClaimAndReserve(uint32_t t, std::vector<uint32_t>* busy);
+  // Undoes a claim: the slot is EMPTY again and waiters wake.
+  void Unclaim(uint32_t s);
 
   Pager* pager_ = nullptr;
   std::shared_ptr<StoreReader> reader_;  // the generation the model came from
@@ -148,11 +155,11 @@ class Pager {
  private:
   friend class Model;
   Pager() = default;
-  // Makes room under the budget for slot s of seg and allocates it.
-  Status ReserveSlot(Segment* seg, uint32_t s);
+  // Makes room under the budget for these slots of seg and allocates them.
+  Status ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots);
   // Evicts until the store's memory plus `extra` fits the budget (or nothing
   // unpinned is left). Call with the budget lock held; skip is not evicted.
-  void EvictToBudgetLocked(uint64_t extra, Segment* skip_seg, uint32_t skip_slot);
+  void EvictToBudgetLocked(uint64_t extra);
   // Takes the budget lock and evicts down to the budget (after pins went away).
   void EnforceBudget();
   // A decoder from the pool, and back.
@@ -182,6 +189,8 @@ class Pager {
   std::map<std::string, std::weak_ptr<Segment>> segments_;      // this process's models
   std::map<std::string, std::unique_ptr<Segment>> others_;      // opened only to evict
   uint32_t evict_start_ = 0;
+  std::vector<std::string> seg_names_;  // ListSegments, cached while /dev/shm is unchanged
+  struct timespec shm_mtime_ = {};
 
   std::mutex decoders_mu_;
   std::vector<std::unique_ptr<ChunkDecoder>> decoders_;
