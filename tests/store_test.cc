@@ -102,9 +102,15 @@ void WriteSafetensors(const std::string& path, const std::vector<TestTensor>& ts
   uint64_t off = 0;
   for (const auto& t : ts) {
     h += ",\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":[";
-    for (size_t i = 0; i < t.shape.size(); i++) h += (i ? "," : "") + std::to_string(t.shape[i]);
-    h += "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + t.data.size()) +
-         "]}";
+    for (size_t i = 0; i < t.shape.size(); i++) {
+      if (i) h += ",";
+      h += std::to_string(t.shape[i]);
+    }
+    h += "],\"data_offsets\":[";
+    h += std::to_string(off);
+    h += ",";
+    h += std::to_string(off + t.data.size());
+    h += "]}";
     off += t.data.size();
   }
   h += "}";
@@ -193,7 +199,9 @@ TEST(Manifest, EveryTruncationIsRejected) {
     auto p = Manifest::Parse(std::string_view(bytes).substr(0, len));
     EXPECT_FALSE(p.ok()) << "a manifest cut to " << len << " of " << bytes.size()
                          << " bytes was accepted";
-    if (!p.ok()) EXPECT_TRUE(p.status().IsCorruption()) << p.status().ToString();
+    if (!p.ok()) {
+      EXPECT_TRUE(p.status().IsCorruption()) << p.status().ToString();
+    }
   }
 }
 
@@ -596,7 +604,9 @@ TEST_F(StoreTest, GenerationLockKeepsFilesFromDeletion) {
   ASSERT_TRUE(removed.ok());
   for (const auto& [f, size] : files) {
     EXPECT_TRUE(fs::exists(p.gen(n) + "/" + f)) << f << " of the locked generation was deleted";
-    if (fs::exists(p.gen(n) + "/" + f)) EXPECT_EQ(fs::file_size(p.gen(n) + "/" + f), size) << f;
+    if (fs::exists(p.gen(n) + "/" + f)) {
+      EXPECT_EQ(fs::file_size(p.gen(n) + "/" + f), size) << f;
+    }
   }
   std::vector<uint64_t> gens = ListGenerations(p);
   EXPECT_NE(std::find(gens.begin(), gens.end(), n), gens.end());
