@@ -622,6 +622,55 @@ TEST_F(StoreTest, GenerationLockKeepsFilesFromDeletion) {
   EXPECT_EQ(gens[0], ReadCurrentGeneration(p).value());
 }
 
+// Regression: a writer killed after committing an import but before
+// publishing its generation left the import invisible to readers until some
+// later command happened to publish. The state is rebuilt here by putting
+// the generation from before the import back as the current one.
+TEST_F(StoreTest, CommitLeftUnpublishedIsPublishedByTheNextWriter) {
+  std::string a = Model("a.safetensors", SampleModel(8));
+  std::string b = Model("b.safetensors", SampleModel(9));
+  StorePaths p{root_};
+  std::string saved = File("saved-generation");
+  uint64_t before = 0;
+  {
+    auto w = Writer();
+    ASSERT_TRUE(w);
+    Import(w.get(), a, "a:v1");
+    before = ReadCurrentGeneration(p).value();
+    fs::copy(p.gen(before), saved, fs::copy_options::recursive);
+    Import(w.get(), b, "b:v1");
+  }
+  uint64_t after = ReadCurrentGeneration(p).value();
+  ASSERT_GT(after, before);
+  fs::remove_all(p.gen(after));
+  fs::copy(saved, p.gen(before), fs::copy_options::recursive);
+  std::ofstream(p.current_file(), std::ios::trunc) << before << "\n";
+  {
+    auto rd = Reader();
+    ASSERT_TRUE(rd);
+    EXPECT_TRUE(rd->view().Resolve("b:v1").status().IsNotFound())
+        << "the test did not rebuild the unpublished state";
+  }
+
+  // Any writer, even one whose command then fails, publishes it first.
+  {
+    auto w = Writer();
+    ASSERT_TRUE(w);
+    EXPECT_TRUE(w->Remove(ParseModelName("none:x").value()).IsNotFound());
+  }
+  EXPECT_GT(ReadCurrentGeneration(p).value(), before);
+  auto rd = Reader();
+  ASSERT_TRUE(rd);
+  EXPECT_EQ(ReadAll(Export(rd->view(), "b:v1")), ReadAll(b));
+  EXPECT_EQ(ReadAll(Export(rd->view(), "a:v1")), ReadAll(a));
+
+  // A writer with nothing new to publish publishes nothing.
+  uint64_t now = ReadCurrentGeneration(p).value();
+  rd.reset();
+  { ASSERT_TRUE(Writer()); }
+  EXPECT_EQ(ReadCurrentGeneration(p).value(), now);
+}
+
 TEST_F(StoreTest, ReaderOfMissingStoreIsNotFound) {
   auto r = StoreReader::Open(root_);
   ASSERT_FALSE(r.ok());
