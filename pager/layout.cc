@@ -3,6 +3,8 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <algorithm>
+
 namespace pstore {
 
 namespace {
@@ -42,16 +44,29 @@ Layout Layout::Build(const Manifest& m, uint64_t page) {
       pack_used = at + t.size;
       continue;
     }
+    // A tensor of a huge page or more starts on a huge-page boundary and its
+    // chunks are grouped into huge-page slots, which the loader can back with
+    // one huge page (a process then maps 2 MiB per fault); its tail, and
+    // smaller tensors, get a slot per chunk.
+    const bool huge = t.size >= kHugePage;
+    if (huge) cursor = RoundUp(cursor, kHugePage);
+    const uint64_t group = huge ? std::max<uint64_t>(kHugePage, m.chunk_size) : m.chunk_size;
     p.offset = cursor;
     p.first_slot = uint32_t(l.slots.size());
     uint64_t n = m.ChunkCount(t);
-    for (uint64_t j = 0; j < n; j++) {
-      uint32_t len = uint32_t(m.ChunkBytes(t, j));
-      uint64_t off = cursor + j * m.chunk_size;
-      l.slots.push_back({off, uint32_t(RoundUp(len, page)), 0, 0, ti, 1, 0});
-      per_slot.push_back({{t.first_chunk + j, 0, len, ti, 0}});
+    for (uint64_t j = 0; j < n;) {
+      uint64_t start = j * m.chunk_size;
+      uint64_t end = std::min<uint64_t>(t.size, (start / group + 1) * group);
+      // A huge group only when the whole group lies inside the tensor.
+      if (huge && end - start < group) end = std::min<uint64_t>(t.size, start + m.chunk_size);
+      std::vector<SlotPiece> pieces;
+      for (; j < n && j * m.chunk_size < end; j++)
+        pieces.push_back({t.first_chunk + j, uint32_t(j * m.chunk_size - start),
+                          uint32_t(m.ChunkBytes(t, j)), ti, 0});
+      l.slots.push_back({cursor + start, uint32_t(RoundUp(end - start, page)), 0, 0, ti, 1, 0});
+      per_slot.push_back(std::move(pieces));
     }
-    p.nslots = uint32_t(n);
+    p.nslots = uint32_t(l.slots.size()) - p.first_slot;
     cursor += RoundUp(t.size, page);
   }
   for (size_t i = 0; i < l.slots.size(); i++) {

@@ -3,7 +3,9 @@
 // The data region is cut into slots, the unit of loading and eviction. A
 // tensor of at least a page starts on a page boundary and each of its chunks
 // is one slot (chunk sizes are multiples of the page size), so a tensor is one
-// contiguous range and a chunk a page-aligned slot. Tensors smaller than a page
+// contiguous range and a chunk a page-aligned slot. A tensor of 2 MiB or more
+// starts on a 2 MiB boundary and its chunks are grouped into 2 MiB slots, so
+// that the loader can back each with one huge page (see pager/segment.h). Tensors smaller than a page
 // are packed, 64-byte aligned, into shared one-page slots, so a model of many
 // tiny tensors does not pay a page for each. Every process computes the same
 // layout from the manifest (kLayoutVersion is part of the segment's name).
@@ -18,8 +20,9 @@
 
 namespace pstore {
 
-constexpr uint32_t kLayoutVersion = 1;
+constexpr uint32_t kLayoutVersion = 2;
 constexpr uint64_t kSmallTensorAlign = 64;
+constexpr uint64_t kHugePage = 2ull << 20;  // x86-64 and arm64 (4 KiB pages) PMD size
 
 struct SlotPiece {
   uint64_t chunk;   // index into Manifest::chunks

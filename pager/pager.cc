@@ -364,9 +364,7 @@ Status Model::FillSlot(uint32_t s) {
   uint64_t read = 0, decoded = 0;
   {
     uint8_t* dst = seg.data_rw() + sl.offset;
-#ifdef MADV_POPULATE_WRITE
-    ::madvise(dst, sl.bytes, MADV_POPULATE_WRITE);  // one call instead of a fault per page
-#endif
+    seg.Populate(sl.offset, sl.bytes);
     std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
     for (uint32_t k = 0; k < sl.npieces && st.ok(); k++) {
       const SlotPiece& pc = layout_.pieces[sl.first_piece + k];

@@ -55,9 +55,30 @@ Offsets Compute(uint64_t page, uint32_t nslots, uint32_t ntensors, uint64_t data
   o.attach = RoundUp(o.refs + nslots, 64);
   o.pins = RoundUp(o.attach + sizeof(AttachEntry) * kMaxAttach, page);
   o.pins_stride = RoundUp(std::max<uint64_t>(4ull * ntensors, 4), page);
-  o.data = o.pins + o.pins_stride * kMaxAttach;
+  // The data region starts on a huge-page boundary of the file, so that
+  // huge-page slots can be backed by huge pages.
+  o.data = RoundUp(o.pins + o.pins_stride * kMaxAttach, kHugePage);
   o.total = o.data + data_bytes;
   return o;
+}
+
+// Maps len bytes of fd at off at an address aligned to a huge page, so that
+// huge pages of the file can be mapped whole.
+void* MapAligned(size_t len, int prot, int fd, off_t off) {
+  size_t span = len + kHugePage;
+  void* r = ::mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) return MAP_FAILED;
+  uintptr_t start = reinterpret_cast<uintptr_t>(r);
+  uintptr_t aligned = (start + kHugePage - 1) & ~(uintptr_t(kHugePage) - 1);
+  void* p = ::mmap(reinterpret_cast<void*>(aligned), len, prot, MAP_SHARED | MAP_FIXED, fd, off);
+  if (p == MAP_FAILED) {
+    ::munmap(r, span);
+    return MAP_FAILED;
+  }
+  if (aligned > start) ::munmap(r, aligned - start);
+  uintptr_t end = aligned + len, rend = start + span;
+  if (rend > end) ::munmap(reinterpret_cast<void*>(end), rend - end);
+  return p;
 }
 
 std::string ProcessComm() {
@@ -223,11 +244,10 @@ Status Segment::MapAndClaim(bool) {
   attach_ = reinterpret_cast<AttachEntry*>(base_ + h.attach_off);
   pins_base_ = base_ + h.pins_off;
   if (h.data_bytes > 0) {
-    p = ::mmap(nullptr, h.data_bytes, PROT_READ, MAP_SHARED, fd_.get(), off_t(h.data_off));
+    p = MapAligned(h.data_bytes, PROT_READ, fd_.get(), off_t(h.data_off));
     if (p == MAP_FAILED) return Status::FromErrno("map " + name_, errno);
     data_ro_ = static_cast<uint8_t*>(p);
-    p = ::mmap(nullptr, h.data_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(),
-               off_t(h.data_off));
+    p = MapAligned(h.data_bytes, PROT_READ | PROT_WRITE, fd_.get(), off_t(h.data_off));
     if (p == MAP_FAILED) return Status::FromErrno("map " + name_, errno);
     data_rw_ = static_cast<uint8_t*>(p);
   }
@@ -315,6 +335,20 @@ Status Segment::Reserve(uint64_t off, uint64_t len) {
                                  " (is /dev/shm full? lower the budget or free memory)",
                              e);
   return Status::OK();
+}
+
+void Segment::Populate(uint64_t off, uint64_t len) {
+  uint8_t* p = data_rw_ + off;
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+  // A whole, aligned huge page: back it by one (Linux 6.1+; the reserved
+  // zero pages are cheap to collapse). Others then map it with one fault.
+  if (len % kHugePage == 0 && off % kHugePage == 0 && ::madvise(p, len, MADV_COLLAPSE) == 0)
+    return;
+#ifdef MADV_POPULATE_WRITE
+  ::madvise(p, len, MADV_POPULATE_WRITE);  // one call instead of a fault per page
+#endif
 }
 
 void Segment::Punch(uint64_t off, uint64_t len) {

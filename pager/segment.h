@@ -139,6 +139,10 @@ class Segment {
 
   // Allocates the memory of data range [off, off+len) (NoSpace when /dev/shm is full).
   Status Reserve(uint64_t off, uint64_t len);
+  // Maps reserved data range [off, off+len) for writing ahead of a load: as
+  // huge pages where the range is made of whole aligned ones and the kernel
+  // allows it, else page by page in one call. Best effort.
+  void Populate(uint64_t off, uint64_t len);
   // Returns the memory of data range [off, off+len) to the system.
   void Punch(uint64_t off, uint64_t len);
   // Bytes of memory the segment holds now (the file's allocated blocks).

@@ -147,7 +147,7 @@ Result<std::unique_ptr<RocksDb>> RocksDb::OpenPrimary(const std::string& path) {
 Result<std::unique_ptr<RocksDb>> RocksDb::OpenReadOnly(const std::string& path) {
   rocksdb::DBOptions o;
   o.info_log = std::make_shared<NullLogger>();
-  o.max_open_files = -1;
+  o.max_open_files = 256;  // tables open on first use: opening a generation stays cheap
   std::unique_ptr<RocksDb> r(new RocksDb);
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::OpenForReadOnly(o, path, Descriptors(), &r->handles_, &db);

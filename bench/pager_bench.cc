@@ -1,0 +1,236 @@
+// pager_bench: what the pager costs against reading the safetensors file by
+// hand, each baseline timed in the same run.
+//
+//   pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold]
+//
+//   load (OS cache warm)  full load of the model into fresh shared memory
+//                         (prefetch every tensor, wait)  vs  pread of the file's
+//                         data section into a fresh buffer
+//   load (OS cache cold)  the same after `echo 3 > /proc/sys/vm/drop_caches`
+//                         before each (needs root; --cold)
+//   second process        a new process opens the resident model and acquires
+//                         every tensor, touching every page  vs  a new process
+//                         that mmaps the file and touches every page
+//   acquire               latency of acquire (+release) of resident tensors
+// Figures are medians of the runs; the ratios are pstore over baseline.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "pager/pager.h"
+#include "store/formats/safetensors.h"
+
+using namespace pstore;
+
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+bool DropCaches() {
+  ::sync();
+  int fd = ::open("/proc/sys/vm/drop_caches", O_WRONLY);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, "3\n", 2) == 2;
+  ::close(fd);
+  return ok;
+}
+
+double PreadFile(const std::string& path, const safetensors::FileHeader& h) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  double t0 = Now();
+  void* buf = ::mmap(nullptr, h.data_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  Status s = PreadFull(fd, buf, h.data_size, h.data_offset, path);
+  double t = Now() - t0;
+  ::munmap(buf, h.data_size);
+  ::close(fd);
+  if (!s.ok()) std::abort();
+  return t;
+}
+
+// Runs fn in a fresh child process and returns the seconds it reports.
+template <typename F>
+double InChild(F fn) {
+  int p[2];
+  if (::pipe(p) != 0) std::abort();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    double t = fn();
+    (void)!::write(p[1], &t, sizeof(t));
+    ::_exit(0);
+  }
+  ::close(p[1]);
+  double t = -1;
+  (void)!::read(p[0], &t, sizeof(t));
+  ::close(p[0]);
+  int status;
+  ::waitpid(pid, &status, 0);
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold]\n");
+    return 2;
+  }
+  std::string root = argv[1], ref = argv[2], src = argv[3];
+  int runs = 5;
+  bool cold = false;
+  for (int i = 4; i < argc; i++) {
+    std::string a = argv[i];
+    if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
+    else if (a == "--cold") cold = true;
+  }
+  auto h = safetensors::ReadHeader(src);
+  if (!h.ok()) {
+    std::fprintf(stderr, "%s\n", h.status().ToString().c_str());
+    return 1;
+  }
+  auto pager = Pager::Open(root, PagerOptions{});
+  if (!pager.ok()) {
+    std::fprintf(stderr, "%s\n", pager.status().ToString().c_str());
+    return 1;
+  }
+  auto reader = (*pager)->CurrentReader();
+  auto digest = (*reader)->view().Resolve(ref);
+  if (!digest.ok()) {
+    std::fprintf(stderr, "%s\n", digest.status().ToString().c_str());
+    return 1;
+  }
+  std::string seg = Segment::NameFor((*pager)->store_id(), *digest);
+  uint64_t raw = 0;
+  {
+    auto m = (*reader)->view().LoadManifest(*digest);
+    raw = (*m)->TotalBytes();
+  }
+  auto full_load = [&]() -> double {
+    auto m = (*pager)->OpenModel(ref);
+    if (!m.ok()) std::abort();
+    std::vector<uint32_t> all((*m)->tensor_count());
+    for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
+    double t0 = Now();
+    (*m)->Prefetch(all);
+    if (!(*m)->WaitPrefetch().ok()) std::abort();
+    return Now() - t0;
+  };
+  auto drop_segment = [&] {
+    for (int i = 0; i < 300; i++) {
+      auto si = InspectSegment(seg);
+      if (!si.ok() || si->live_attachments() == 0) break;
+      ::usleep(10000);
+    }
+    (void)RemoveSegment(seg);
+  };
+
+  std::printf("model %s: %.1f MB of tensors; file %s; medians of %d runs\n\n", ref.c_str(), raw / 1e6,
+              src.c_str(), runs);
+  std::printf("%-34s %12s %12s %8s\n", "figure", "pstore", "baseline", "ratio");
+
+  // Warm OS cache.
+  std::vector<double> load, pr;
+  for (int r = 0; r < runs; r++) {
+    pr.push_back(PreadFile(src, *h));
+    drop_segment();
+    load.push_back(full_load());
+  }
+  std::printf("%-34s %10.1fms %10.1fms %8.2f   (baseline: pread into a fresh buffer)\n",
+              "full load, OS cache warm", Median(load) * 1e3, Median(pr) * 1e3,
+              Median(load) / Median(pr));
+
+  if (cold) {
+    std::vector<double> cl, cp;
+    bool ok = true;
+    for (int r = 0; r < runs && ok; r++) {
+      ok = DropCaches();
+      cp.push_back(PreadFile(src, *h));
+      drop_segment();
+      ok = ok && DropCaches();
+      cl.push_back(full_load());
+    }
+    if (ok)
+      std::printf("%-34s %10.1fms %10.1fms %8.2f   (caches dropped before each)\n",
+                  "full load, OS cache cold", Median(cl) * 1e3, Median(cp) * 1e3,
+                  Median(cl) / Median(cp));
+    else
+      std::printf("%-34s   (cannot drop caches here: needs root)\n", "full load, OS cache cold");
+  }
+
+  // A second process, model resident: every tensor, every page touched.
+  (void)full_load();
+  std::vector<double> sp, mm;
+  for (int r = 0; r < runs; r++) {
+    sp.push_back(InChild([&] {
+      double t0 = Now();
+      auto p = Pager::Open(root, PagerOptions{});
+      auto m = (*p)->OpenModel(ref);
+      if (!m.ok()) std::abort();
+      uint64_t acc = 0;
+      for (uint32_t i = 0; i < (*m)->tensor_count(); i++) {
+        auto ptr = (*m)->Acquire(i);
+        if (!ptr.ok()) std::abort();
+        uint64_t n = (*m)->manifest().tensors[i].size;
+        for (uint64_t off = 0; off < n; off += 4096) acc += (*ptr)[off];
+      }
+      double t = Now() - t0;
+      if (acc == 42) std::printf(" ");
+      return t;
+    }));
+    mm.push_back(InChild([&] {
+      double t0 = Now();
+      int fd = ::open(src.c_str(), O_RDONLY);
+      size_t len = h->data_offset + h->data_size;
+      void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+      const uint8_t* p = static_cast<const uint8_t*>(m);
+      uint64_t acc = 0;
+      for (size_t off = h->data_offset; off < len; off += 4096) acc += p[off];
+      double t = Now() - t0;
+      if (acc == 42) std::printf(" ");
+      ::munmap(m, len);
+      ::close(fd);
+      return t;
+    }));
+  }
+  std::printf("%-34s %10.1fms %10.1fms %8.2f   (baseline: mmap the file, touch every page)\n",
+              "second process, every tensor", Median(sp) * 1e3, Median(mm) * 1e3,
+              Median(sp) / Median(mm));
+
+  // Acquire latency, resident.
+  {
+    auto m = (*pager)->OpenModel(ref);
+    std::mt19937 rng(7);
+    std::vector<double> lat;
+    uint32_t n = (*m)->tensor_count();
+    for (int i = 0; i < 300000 && n; i++) {
+      uint32_t t = rng() % n;
+      auto a = std::chrono::steady_clock::now();
+      auto p = (*m)->Acquire(t);
+      auto b = std::chrono::steady_clock::now();
+      if (!p.ok()) std::abort();
+      (void)(*m)->Release(t);
+      lat.push_back(std::chrono::duration<double, std::nano>(b - a).count());
+    }
+    std::sort(lat.begin(), lat.end());
+    std::printf("%-34s %10.0fns %10.0fns            (p50, p99 of %zu)\n", "acquire, resident tensor",
+                lat[lat.size() / 2], lat[lat.size() * 99 / 100], lat.size());
+  }
+  return 0;
+}
