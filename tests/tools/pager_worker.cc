@@ -178,6 +178,8 @@ int main(int argc, char** argv) {
     if (mode == "load" || mode == "later") {
       std::printf("{\"done\": true, \"ok\": %s, \"seconds\": %.3f, %s}\n",
                   w.mismatches ? "false" : "true", elapsed(), w.Stats().c_str());
+      pstore_model_close(w.model);  // releases what the handle still holds
+      pstore_store_close(w.store);
       return w.mismatches ? 1 : 0;
     }
     // Unmap the source file so the PSS figures count pstore's memory only.
