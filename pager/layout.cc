@@ -14,6 +14,8 @@ uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 Layout Layout::Build(const Manifest& m, uint64_t page) {
   Layout l;
   l.page = page;
+  l.unit = std::max<uint64_t>(kHugePage, m.chunk_size);
+  const uint64_t unit = l.unit;
   uint64_t cursor = 0;          // next free byte of the data region (page-aligned)
   int64_t pack_slot = -1;       // the open one-page slot for small tensors
   uint64_t pack_used = 0;
@@ -44,29 +46,21 @@ Layout Layout::Build(const Manifest& m, uint64_t page) {
       pack_used = at + t.size;
       continue;
     }
-    // A tensor of a huge page or more starts on a huge-page boundary and its
-    // chunks are grouped into huge-page slots, which the loader can back with
-    // one huge page (a process then maps 2 MiB per fault); its tail, and
-    // smaller tensors, get a slot per chunk.
-    const bool huge = t.size >= kHugePage;
-    if (huge) cursor = RoundUp(cursor, kHugePage);
-    const uint64_t group = huge ? std::max<uint64_t>(kHugePage, m.chunk_size) : m.chunk_size;
+    // A tensor of a chunk or more starts on a chunk boundary, so its chunks
+    // (one slot each) never cross a unit boundary; a smaller one that would
+    // cross into the next unit starts there instead. The gaps are never
+    // allocated.
+    if (t.size >= m.chunk_size) cursor = RoundUp(cursor, m.chunk_size);
+    else if (cursor % unit + RoundUp(t.size, page) > unit) cursor = RoundUp(cursor, unit);
     p.offset = cursor;
     p.first_slot = uint32_t(l.slots.size());
     uint64_t n = m.ChunkCount(t);
-    for (uint64_t j = 0; j < n;) {
-      uint64_t start = j * m.chunk_size;
-      uint64_t end = std::min<uint64_t>(t.size, (start / group + 1) * group);
-      // A huge group only when the whole group lies inside the tensor.
-      if (huge && end - start < group) end = std::min<uint64_t>(t.size, start + m.chunk_size);
-      std::vector<SlotPiece> pieces;
-      for (; j < n && j * m.chunk_size < end; j++)
-        pieces.push_back({t.first_chunk + j, uint32_t(j * m.chunk_size - start),
-                          uint32_t(m.ChunkBytes(t, j)), ti, 0});
-      l.slots.push_back({cursor + start, uint32_t(RoundUp(end - start, page)), 0, 0, ti, 1, 0});
-      per_slot.push_back(std::move(pieces));
+    for (uint64_t j = 0; j < n; j++) {
+      uint32_t len = uint32_t(m.ChunkBytes(t, j));
+      l.slots.push_back({cursor + j * m.chunk_size, uint32_t(RoundUp(len, page)), 0, 0, ti, 1, 0});
+      per_slot.push_back({{t.first_chunk + j, 0, len, ti, 0}});
     }
-    p.nslots = uint32_t(l.slots.size()) - p.first_slot;
+    p.nslots = uint32_t(n);
     cursor += RoundUp(t.size, page);
   }
   for (size_t i = 0; i < l.slots.size(); i++) {
@@ -74,7 +68,14 @@ Layout Layout::Build(const Manifest& m, uint64_t page) {
     l.slots[i].npieces = uint32_t(per_slot[i].size());
     l.pieces.insert(l.pieces.end(), per_slot[i].begin(), per_slot[i].end());
   }
-  l.data_bytes = cursor;
+  l.data_bytes = RoundUp(cursor, unit);
+  l.units.assign(size_t(l.data_bytes / unit), Unit{0, 0, 0, 0});
+  for (uint32_t i = 0; i < l.slots.size(); i++) {
+    Unit& u = l.units[size_t(l.slots[i].offset / unit)];
+    if (u.nslots == 0) u.first_slot = i;
+    u.nslots++;
+    u.used_bytes += l.slots[i].bytes;
+  }
   return l;
 }
 
@@ -82,7 +83,9 @@ uint64_t Layout::Fingerprint() const {
   XXH3_state_t st;
   XXH3_64bits_reset(&st);
   XXH3_64bits_update(&st, &page, sizeof(page));
+  XXH3_64bits_update(&st, &unit, sizeof(unit));
   XXH3_64bits_update(&st, &data_bytes, sizeof(data_bytes));
+  XXH3_64bits_update(&st, units.data(), units.size() * sizeof(Unit));
   XXH3_64bits_update(&st, slots.data(), slots.size() * sizeof(Slot));
   XXH3_64bits_update(&st, pieces.data(), pieces.size() * sizeof(SlotPiece));
   XXH3_64bits_update(&st, tensors.data(), tensors.size() * sizeof(TensorPlace));

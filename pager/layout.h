@@ -1,14 +1,20 @@
 // Where a model's tensors sit in its shared-memory segment.
 //
-// The data region is cut into slots, the unit of loading and eviction. A
-// tensor of at least a page starts on a page boundary and each of its chunks
-// is one slot (chunk sizes are multiples of the page size), so a tensor is one
-// contiguous range and a chunk a page-aligned slot. A tensor of 2 MiB or more
-// starts on a 2 MiB boundary and its chunks are grouped into 2 MiB slots, so
-// that the loader can back each with one huge page (see pager/segment.h). Tensors smaller than a page
-// are packed, 64-byte aligned, into shared one-page slots, so a model of many
-// tiny tensors does not pay a page for each. Every process computes the same
-// layout from the manifest (kLayoutVersion is part of the segment's name).
+// The data region is cut into slots, the unit of loading (one chunk, or a
+// page of small tensors), and into units of max(2 MiB, chunk size), the unit
+// of memory: a unit's slots are allocated together and evicted together, and
+// a unit its slots cover entirely is backed by huge pages where the kernel
+// allows, so a process maps it with one fault per 2 MiB. No slot crosses a
+// unit boundary.
+//
+// A tensor of at least a chunk starts on a chunk boundary and each of its
+// chunks is one slot, so a tensor is one contiguous range and a chunk an
+// aligned slot; a tensor between a page and a chunk starts on a page boundary,
+// or at the next unit if it would cross one. Gaps are never allocated. Tensors
+// smaller than a page are packed, 64-byte aligned, into shared one-page slots,
+// so a model of many tiny tensors does not pay a page for each. Every process
+// computes the same layout from the manifest (kLayoutVersion is part of the
+// segment's name).
 //
 // Thread-safety: a Layout is an immutable value once built.
 #pragma once
@@ -20,7 +26,7 @@
 
 namespace pstore {
 
-constexpr uint32_t kLayoutVersion = 2;
+constexpr uint32_t kLayoutVersion = 3;
 constexpr uint64_t kSmallTensorAlign = 64;
 constexpr uint64_t kHugePage = 2ull << 20;  // x86-64 and arm64 (4 KiB pages) PMD size
 
@@ -51,10 +57,19 @@ struct TensorPlace {
   uint32_t nslots;     // 0 for an empty tensor
 };
 
+struct Unit {
+  uint32_t first_slot;  // the unit's slots: [first_slot, first_slot + nslots)
+  uint32_t nslots;
+  uint32_t used_bytes;  // bytes its slots cover; == unit: no gaps, huge pages possible
+  uint32_t reserved;    // keeps the struct free of padding (it is hashed)
+};
+
 struct Layout {
   uint64_t page = 4096;
-  uint64_t data_bytes = 0;
-  std::vector<Slot> slots;
+  uint64_t unit = kHugePage;  // bytes per unit
+  uint64_t data_bytes = 0;    // a multiple of unit
+  std::vector<Slot> slots;    // in offset order
+  std::vector<Unit> units;
   std::vector<SlotPiece> pieces;
   std::vector<TensorPlace> tensors;  // parallel to Manifest::tensors
 
@@ -66,4 +81,5 @@ struct Layout {
 }  // namespace pstore
 
 static_assert(sizeof(pstore::Slot) == 32 && sizeof(pstore::SlotPiece) == 24 &&
-              sizeof(pstore::TensorPlace) == 16, "layout structs must have no padding");
+                  sizeof(pstore::TensorPlace) == 16 && sizeof(pstore::Unit) == 16,
+              "layout structs must have no padding");

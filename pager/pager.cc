@@ -225,24 +225,32 @@ void Pager::Trim() {
 
 Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
   if (slots.empty()) return Status::OK();
-  uint64_t bytes = 0;
-  for (uint32_t s : slots) bytes += seg->slot(s).bytes;
   std::lock_guard<std::mutex> local(budget_mu_);
   if (!OfdLockWait(budget_fd_.get(), 0)) return Status::FromErrno("budget lock", errno);
   struct Unlock {
     int fd;
     ~Unlock() { OfdUnlock(fd, 0); }
   } unlock{budget_fd_.get()};
-  // The slots are LOADING, so eviction cannot pick them.
-  EvictToBudgetLocked(bytes);
-  for (size_t i = 0; i < slots.size(); i++) {
-    const SlotInfo& si = seg->slot(slots[i]);
-    Status st = seg->Reserve(si.offset, si.bytes);
-    if (!st.ok()) {
-      for (size_t j = 0; j < i; j++) seg->Punch(seg->slot(slots[j]).offset, seg->slot(slots[j]).bytes);
-      return st;
+  // Memory comes in units (pager/layout.h): a gapless unit is allocated
+  // whole (for huge pages), others slot by slot.
+  std::vector<uint32_t> units, singles;
+  uint64_t bytes = 0;
+  for (uint32_t s : slots) {
+    uint32_t u = seg->UnitOf(s);
+    if (seg->UnitGapless(u)) {
+      if (!seg->UnitAllocated(u) && std::find(units.begin(), units.end(), u) == units.end()) {
+        units.push_back(u);
+        bytes += seg->UnitUsedBytes(u);
+      }
+    } else {
+      singles.push_back(s);
+      bytes += seg->slot(s).bytes;
     }
   }
+  if (bytes == 0) return Status::OK();
+  EvictToBudgetLocked(bytes);
+  for (uint32_t u : units) PSTORE_RETURN_IF_ERROR(seg->ReserveUnit(u));
+  for (uint32_t s : singles) PSTORE_RETURN_IF_ERROR(seg->ReserveSlot(s));
   return Status::OK();
 }
 
@@ -298,15 +306,15 @@ void Pager::EvictToBudgetLocked(uint64_t extra) {
   uint64_t need = resident + extra - budget_;
   uint64_t freed = 0;
   for (Segment* p : all) p->ReapDead();
-  // CLOCK over every segment: the first sweep clears reference bits, the
-  // second evicts what was not used since.
+  // CLOCK over the units of every segment: the first sweep clears reference
+  // bits, the second evicts what was not used since.
   for (int pass = 0; pass < 3 && freed < need; pass++) {
     for (size_t k = 0; k < all.size() && freed < need; k++) {
       Segment* p = all[(evict_start_ + k) % all.size()];
-      uint32_t n = p->nslots();
+      uint32_t n = p->nunits();
       for (uint32_t i = 0; i < n && freed < need; i++) {
-        uint32_t slot = p->header()->clock_hand.fetch_add(1) % n;
-        freed += p->TryEvict(slot);
+        uint32_t u = p->header()->clock_hand.fetch_add(1) % n;
+        freed += p->TryEvictUnit(u);
       }
     }
   }
@@ -364,7 +372,6 @@ Status Model::FillSlot(uint32_t s) {
   uint64_t read = 0, decoded = 0;
   {
     uint8_t* dst = seg.data_rw() + sl.offset;
-    seg.Populate(sl.offset, sl.bytes);
     std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
     for (uint32_t k = 0; k < sl.npieces && st.ok(); k++) {
       const SlotPiece& pc = layout_.pieces[sl.first_piece + k];
@@ -387,8 +394,7 @@ Status Model::FillSlot(uint32_t s) {
   }
   std::atomic<uint32_t>& word = seg.state(s);
   if (!st.ok()) {
-    seg.Punch(sl.offset, sl.bytes);
-    Unclaim(s);
+    Unclaim(s);  // its unit stays allocated, for the next loader
     return st;
   }
   word.store(MakeState(kReady, 0), std::memory_order_release);
@@ -560,11 +566,7 @@ void Model::Prefetch(const std::vector<uint32_t>& tensors) {
         for (size_t i = 0; i < mine->size(); i++) {
           Status fs = self->FillSlot((*mine)[i]);
           if (!fs.ok()) {
-            for (size_t j = i + 1; j < mine->size(); j++) {  // give back the rest
-              self->seg_->Punch(self->layout_.slots[(*mine)[j]].offset,
-                                self->layout_.slots[(*mine)[j]].bytes);
-              self->Unclaim((*mine)[j]);
-            }
+            for (size_t j = i + 1; j < mine->size(); j++) self->Unclaim((*mine)[j]);
             st = fs;
             break;
           }

@@ -44,15 +44,18 @@ void OfdUnlock(int fd, off_t byte) {
 }
 
 struct Offsets {
-  uint64_t slots, states, refs, attach, pins, pins_stride, data, total;
+  uint64_t slots, states, refs, units, alloc, attach, pins, pins_stride, data, total;
 };
 
-Offsets Compute(uint64_t page, uint32_t nslots, uint32_t ntensors, uint64_t data_bytes) {
+Offsets Compute(uint64_t page, uint32_t nslots, uint32_t nunits, uint32_t ntensors,
+                uint64_t data_bytes) {
   Offsets o;
   o.slots = RoundUp(sizeof(SegmentHeader), 64);
   o.states = RoundUp(o.slots + sizeof(SlotInfo) * nslots, 64);
   o.refs = RoundUp(o.states + 4ull * nslots, 64);
-  o.attach = RoundUp(o.refs + nslots, 64);
+  o.units = RoundUp(o.refs + nslots, 64);
+  o.alloc = RoundUp(o.units + sizeof(UnitInfo) * nunits, 64);
+  o.attach = RoundUp(o.alloc + 4ull * nunits, 64);
   o.pins = RoundUp(o.attach + sizeof(AttachEntry) * kMaxAttach, page);
   o.pins_stride = RoundUp(std::max<uint64_t>(4ull * ntensors, 4), page);
   // The data region starts on a huge-page boundary of the file, so that
@@ -141,8 +144,8 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     ~Unlock() { OfdUnlock(fd, kInitLockByte); }
   } unlock{fd};
 
-  Offsets o = Compute(layout.page, uint32_t(layout.slots.size()), uint32_t(layout.tensors.size()),
-                      layout.data_bytes);
+  Offsets o = Compute(layout.page, uint32_t(layout.slots.size()), uint32_t(layout.units.size()),
+                      uint32_t(layout.tensors.size()), layout.data_bytes);
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno("stat " + name, errno);
   bool init = uint64_t(st.st_size) < sizeof(SegmentHeader);
@@ -182,9 +185,13 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     h.page = layout.page;
     h.nslots = uint32_t(layout.slots.size());
     h.ntensors = uint32_t(layout.tensors.size());
+    h.unit_bytes = layout.unit;
+    h.nunits = uint32_t(layout.units.size());
     h.slots_off = o.slots;
     h.states_off = o.states;
     h.refs_off = o.refs;
+    h.units_off = o.units;
+    h.alloc_off = o.alloc;
     h.attach_off = o.attach;
     h.pins_off = o.pins;
     h.pins_stride = o.pins_stride;
@@ -199,6 +206,12 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     }
     if (::pwrite(fd, infos.data(), infos.size() * sizeof(SlotInfo), off_t(o.slots)) !=
         ssize_t(infos.size() * sizeof(SlotInfo)))
+      return Status::FromErrno("write shared memory " + name, errno);
+    std::vector<UnitInfo> units(layout.units.size());
+    for (size_t i = 0; i < units.size(); i++)
+      units[i] = {layout.units[i].first_slot, layout.units[i].nslots, layout.units[i].used_bytes, 0};
+    if (::pwrite(fd, units.data(), units.size() * sizeof(UnitInfo), off_t(o.units)) !=
+        ssize_t(units.size() * sizeof(UnitInfo)))
       return Status::FromErrno("write shared memory " + name, errno);
     if (::pwrite(fd, &h, sizeof(h), 0) != ssize_t(sizeof(h)))
       return Status::FromErrno("write shared memory " + name, errno);
@@ -241,6 +254,8 @@ Status Segment::MapAndClaim(bool) {
   slots_ = reinterpret_cast<SlotInfo*>(base_ + h.slots_off);
   states_ = reinterpret_cast<std::atomic<uint32_t>*>(base_ + h.states_off);
   refs_ = base_ + h.refs_off;
+  units_ = reinterpret_cast<UnitInfo*>(base_ + h.units_off);
+  alloc_ = reinterpret_cast<std::atomic<uint32_t>*>(base_ + h.alloc_off);
   attach_ = reinterpret_cast<AttachEntry*>(base_ + h.attach_off);
   pins_base_ = base_ + h.pins_off;
   if (h.data_bytes > 0) {
@@ -290,13 +305,23 @@ void Segment::ReapLocked(uint32_t a) {
   // Clear a's pins: punching the row zeroes it and frees its pages.
   ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
               off_t(hdr_->pins_off + a * hdr_->pins_stride), off_t(hdr_->pins_stride));
-  // Drop a's claims: a half-loaded or half-evicted slot is empty again.
+  // Drop a's claims. A half-loaded slot is empty again (its unit stays
+  // allocated for the next loader). A unit a was evicting may be punched
+  // already: free it whole and mark it unallocated.
   for (uint32_t s = 0; s < hdr_->nslots; s++) {
     uint32_t w = states_[s].load();
-    uint32_t st = StateOf(w);
-    if ((st == kLoading || st == kEvicting) && OwnerOf(w) == a) {
-      Punch(slots_[s].offset, slots_[s].bytes);
+    if (StateOf(w) == kLoading && OwnerOf(w) == a) {
       if (states_[s].compare_exchange_strong(w, MakeState(kEmpty, 0))) FutexWakeAll(&states_[s]);
+    } else if (StateOf(w) == kEvicting && OwnerOf(w) == a) {
+      uint32_t u = UnitOf(s);
+      Punch(uint64_t(u) * hdr_->unit_bytes, hdr_->unit_bytes);
+      alloc_[u].store(0);
+      for (uint32_t k = units_[u].first_slot; k < units_[u].first_slot + units_[u].nslots; k++) {
+        uint32_t wk = states_[k].load();
+        if (StateOf(wk) == kEvicting && OwnerOf(wk) == a &&
+            states_[k].compare_exchange_strong(wk, MakeState(kEmpty, 0)))
+          FutexWakeAll(&states_[k]);
+      }
     }
   }
   attach_[a].used.store(0);
@@ -328,27 +353,44 @@ bool Segment::SlotPinned(uint32_t s) const {
   return false;
 }
 
-Status Segment::Reserve(uint64_t off, uint64_t len) {
+namespace {
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+}  // namespace
+
+Status Segment::ReserveUnit(uint32_t u) {
+  if (alloc_[u].load()) return Status::OK();
+  const uint64_t off = uint64_t(u) * hdr_->unit_bytes, len = hdr_->unit_bytes;
   int e = ::posix_fallocate(fd_.get(), off_t(hdr_->data_off + off), off_t(len));
   if (e != 0)
     return Status::FromErrno("allocate shared memory for " + name_ +
                                  " (is /dev/shm full? lower the budget or free memory)",
                              e);
+  // Back the unit by huge pages (Linux 6.1+; freshly reserved zero pages are
+  // cheap to collapse), so every process maps it with one fault per 2 MiB.
+  // Where the kernel refuses, map the small pages in one call instead.
+  if (::madvise(data_rw_ + off, len, MADV_COLLAPSE) != 0) {
+#ifdef MADV_POPULATE_WRITE
+    ::madvise(data_rw_ + off, len, MADV_POPULATE_WRITE);
+#endif
+  }
+  alloc_[u].store(1);
   return Status::OK();
 }
 
-void Segment::Populate(uint64_t off, uint64_t len) {
-  uint8_t* p = data_rw_ + off;
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
-  // A whole, aligned huge page: back it by one (Linux 6.1+; the reserved
-  // zero pages are cheap to collapse). Others then map it with one fault.
-  if (len % kHugePage == 0 && off % kHugePage == 0 && ::madvise(p, len, MADV_COLLAPSE) == 0)
-    return;
+Status Segment::ReserveSlot(uint32_t s) {
+  const SlotInfo& si = slots_[s];
+  int e = ::posix_fallocate(fd_.get(), off_t(hdr_->data_off + si.offset), off_t(si.bytes));
+  if (e != 0)
+    return Status::FromErrno("allocate shared memory for " + name_ +
+                                 " (is /dev/shm full? lower the budget or free memory)",
+                             e);
 #ifdef MADV_POPULATE_WRITE
-  ::madvise(p, len, MADV_POPULATE_WRITE);  // one call instead of a fault per page
+  ::madvise(data_rw_ + si.offset, si.bytes, MADV_POPULATE_WRITE);  // one call, not a fault per page
 #endif
+  alloc_[UnitOf(s)].store(1);  // something in the unit to evict
+  return Status::OK();
 }
 
 void Segment::Punch(uint64_t off, uint64_t len) {
@@ -362,28 +404,54 @@ uint64_t Segment::ResidentBytes() const {
   return uint64_t(st.st_blocks) * 512;
 }
 
-uint64_t Segment::TryEvict(uint32_t s) {
-  uint32_t w = states_[s].load();
-  if (StateOf(w) != kReady) return 0;
-  if (refs_[s]) {
-    refs_[s] = 0;  // second chance
+uint64_t Segment::TryEvictUnit(uint32_t u) {
+  if (!alloc_[u].load()) return 0;
+  const UnitInfo& ui = units_[u];
+  const uint32_t first = ui.first_slot, end = ui.first_slot + ui.nslots;
+  bool referenced = false;
+  for (uint32_t s = first; s < end; s++) {
+    uint32_t st = StateOf(states_[s].load());
+    if (st == kLoading || st == kEvicting) return 0;
+    if (refs_[s]) {
+      refs_[s] = 0;  // second chance
+      referenced = true;
+    }
+  }
+  if (referenced) return 0;
+  // Claim every READY slot (seq_cst), then look at the pins: a reader pins
+  // (seq_cst) before it checks the state, so one of us sees the other.
+  std::vector<uint32_t> claimed;
+  bool ok = true;
+  for (uint32_t s = first; s < end && ok; s++) {
+    uint32_t w = states_[s].load();
+    if (StateOf(w) == kEmpty) continue;
+    if (StateOf(w) != kReady || !states_[s].compare_exchange_strong(
+                                    w, MakeState(kEvicting, me_), std::memory_order_seq_cst))
+      ok = false;
+    else
+      claimed.push_back(s);
+  }
+  for (uint32_t s : claimed)
+    if (ok && SlotPinned(s)) ok = false;
+  // An EMPTY slot may have been claimed by a loader meanwhile: the unit is in use.
+  for (uint32_t s = first; s < end && ok; s++)
+    if (StateOf(states_[s].load()) == kLoading) ok = false;
+  if (!ok) {
+    for (uint32_t s : claimed) {
+      states_[s].store(MakeState(kReady, 0));
+      FutexWakeAll(&states_[s]);
+    }
     return 0;
   }
-  if (!states_[s].compare_exchange_strong(w, MakeState(kEvicting, me_), std::memory_order_seq_cst))
-    return 0;
-  // A reader pins (seq_cst) before it checks the state; we claimed (seq_cst)
-  // before checking pins: one of us sees the other.
-  if (SlotPinned(s)) {
-    states_[s].store(MakeState(kReady, 0));
+  Punch(uint64_t(u) * hdr_->unit_bytes, hdr_->unit_bytes);
+  alloc_[u].store(0);
+  for (uint32_t s : claimed) {
+    states_[s].store(MakeState(kEmpty, 0));
     FutexWakeAll(&states_[s]);
-    return 0;
   }
-  Punch(slots_[s].offset, slots_[s].bytes);
-  states_[s].store(MakeState(kEmpty, 0));
-  FutexWakeAll(&states_[s]);
-  hdr_->evictions.fetch_add(1, std::memory_order_relaxed);
-  hdr_->evicted_bytes.fetch_add(slots_[s].bytes, std::memory_order_relaxed);
-  return slots_[s].bytes;
+  hdr_->evictions.fetch_add(claimed.size(), std::memory_order_relaxed);
+  hdr_->evicted_bytes.fetch_add(ui.used_bytes, std::memory_order_relaxed);
+  return ui.used_bytes;
 }
 
 }  // namespace pstore

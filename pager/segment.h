@@ -6,6 +6,8 @@
 //   atomic<uint32_t>[nslots]      slot states: EMPTY, LOADING, READY, EVICTING,
 //                                 with the claiming attachment in bits 2..9
 //   uint8_t[nslots]               CLOCK reference bits
+//   UnitInfo[nunits]              each unit's slots
+//   atomic<uint32_t>[nunits]      1 while a unit's memory is allocated
 //   AttachEntry[kMaxAttach]       the process table
 //   uint32_t[kMaxAttach][ntensors]  pins, one page-aligned row per attachment
 //   data region                   the tensors, laid out by pager/layout.h
@@ -18,10 +20,13 @@
 // futex wait with a timeout after which the owner's lock is tested.
 //
 // Memory: the header and each attachment's pin row are allocated with
-// fallocate when created, and each slot right before it is loaded, so a full
-// /dev/shm is an error, never a SIGBUS. Eviction punches a slot out of the
-// file (FALLOC_FL_PUNCH_HOLE): the memory goes back to the system and the
-// kernel unmaps it from every process.
+// fallocate when created, and a unit's slots (pager/layout.h) right before the
+// first of them is loaded, so a full /dev/shm is an error, never a SIGBUS. A
+// unit without gaps is collapsed into huge pages where the kernel allows
+// (MADV_COLLAPSE), so every process maps it with one fault per 2 MiB. Eviction takes
+// a whole unit whose slots are all unpinned and punches it out of the file
+// (FALLOC_FL_PUNCH_HOLE): the memory goes back to the system and the kernel
+// unmaps it from every process.
 //
 // Thread-safety: a Segment may be used from many threads of its process; the
 // shared state it points into is only changed with atomics.
@@ -59,7 +64,10 @@ struct SegmentHeader {
   uint64_t page;
   uint32_t nslots;
   uint32_t ntensors;
-  uint64_t slots_off, states_off, refs_off, attach_off, pins_off, pins_stride;
+  uint64_t unit_bytes;
+  uint32_t nunits;
+  uint32_t reserved;
+  uint64_t slots_off, states_off, refs_off, units_off, alloc_off, attach_off, pins_off, pins_stride;
   uint64_t data_off, data_bytes, total_bytes;
   uint64_t created_unix;
   // Shared counters, across every process using the segment.
@@ -75,6 +83,13 @@ struct SlotInfo {
   uint32_t bytes;
   uint32_t first_tensor;
   uint32_t ntensors;
+  uint32_t reserved;
+};
+
+struct UnitInfo {
+  uint32_t first_slot;
+  uint32_t nslots;
+  uint32_t used_bytes;  // == the unit's size: no gaps (huge pages possible)
   uint32_t reserved;
 };
 
@@ -122,6 +137,11 @@ class Segment {
   const SlotInfo& slot(uint32_t s) const { return slots_[s]; }
   std::atomic<uint32_t>& state(uint32_t s) const { return states_[s]; }
   uint8_t& ref(uint32_t s) const { return refs_[s]; }
+  uint32_t nunits() const { return hdr_->nunits; }
+  uint32_t UnitOf(uint32_t s) const { return uint32_t(slots_[s].offset / hdr_->unit_bytes); }
+  bool UnitAllocated(uint32_t u) const { return alloc_[u].load() != 0; }
+  // Bytes a unit holds when allocated: its slots' (the unit size when gapless).
+  uint64_t UnitUsedBytes(uint32_t u) const { return units_[u].used_bytes; }
   AttachEntry& entry(uint32_t a) const { return attach_[a]; }
   std::atomic<uint32_t>& pin(uint32_t a, uint32_t tensor) const {
     return *reinterpret_cast<std::atomic<uint32_t>*>(pins_base_ + a * hdr_->pins_stride +
@@ -137,18 +157,21 @@ class Segment {
   // Is any live attachment pinning a tensor of slot s?
   bool SlotPinned(uint32_t s) const;
 
-  // Allocates the memory of data range [off, off+len) (NoSpace when /dev/shm is full).
-  Status Reserve(uint64_t off, uint64_t len);
-  // Maps reserved data range [off, off+len) for writing ahead of a load: as
-  // huge pages where the range is made of whole aligned ones and the kernel
-  // allows it, else page by page in one call. Best effort.
-  void Populate(uint64_t off, uint64_t len);
+  bool UnitGapless(uint32_t u) const { return units_[u].used_bytes == hdr_->unit_bytes; }
+  // Allocates gapless unit u's memory if it is not yet (NoSpace when /dev/shm
+  // is full), as huge pages where the kernel allows. REQUIRES: the store's
+  // budget lock.
+  Status ReserveUnit(uint32_t u);
+  // Allocates slot s of a unit with gaps. REQUIRES: the store's budget lock.
+  Status ReserveSlot(uint32_t s);
   // Returns the memory of data range [off, off+len) to the system.
   void Punch(uint64_t off, uint64_t len);
   // Bytes of memory the segment holds now (the file's allocated blocks).
   uint64_t ResidentBytes() const;
-  // Tries to evict slot s (READY, unreferenced, unpinned); returns bytes freed.
-  uint64_t TryEvict(uint32_t s);
+  // Tries to evict unit u: allocated, no slot loading, none referenced since
+  // the last sweep, none pinned. Returns the bytes freed. REQUIRES: the
+  // store's budget lock.
+  uint64_t TryEvictUnit(uint32_t u);
 
  private:
   Segment() = default;
@@ -165,6 +188,8 @@ class Segment {
   SlotInfo* slots_ = nullptr;
   std::atomic<uint32_t>* states_ = nullptr;
   uint8_t* refs_ = nullptr;
+  UnitInfo* units_ = nullptr;
+  std::atomic<uint32_t>* alloc_ = nullptr;
   AttachEntry* attach_ = nullptr;
   uint8_t* pins_base_ = nullptr;
   uint32_t me_ = kMaxAttach;
