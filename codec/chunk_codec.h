@@ -9,7 +9,7 @@
 // a corruption error, and the caller's buffer must then be treated as garbage.
 //
 // Frame versions: 1 (one coder over all streams) is still read; 2 is written.
-// Byte layouts are in docs/format.md.
+// Byte layouts are in docs/codec.md.
 //
 // Thread-safety: a ChunkEncoder or ChunkDecoder holds scratch buffers and must
 // be used by one thread at a time; use one per thread.
@@ -38,6 +38,9 @@ enum class Coder : uint8_t {
   kZstd = 3,
   kRans = 4,     // order-0 rANS
   kRansCtx = 5,  // rANS with one table per exponent group of a ctx-source stream
+  kRans2 = 6,     // order-0 rANS, format 2: compact tables, up to 128 lanes
+  kRans2Ctx = 7,  // format-2 rANS with one table per exponent group
+  kBits = 8,      // values below 2^k, k bits each
 };
 std::string_view CoderName(Coder c);
 
@@ -46,7 +49,8 @@ enum class Profile : uint8_t {
   kRaw,    // no transform, stored as is
   kLz4,    // streams split by dtype, each LZ4 or raw
   kZstd,   // streams split by dtype, each Zstandard (zstd_level) or raw
-  kFast,   // rANS on exponent streams only, others raw: tuned for decode speed
+  kFast,   // rANS on the exponent-bearing stream, the rest raw or bit-packed:
+           // tuned for decode speed
   kDense,  // every coder on every stream, smallest wins: tuned for ratio
 };
 std::optional<Profile> ProfileFromName(std::string_view name);

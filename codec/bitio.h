@@ -1,0 +1,106 @@
+// Internal to codec/: a bit writer and a bounds-checked bit reader, least
+// significant bit first, with Exp-Golomb codes. Used by the compact rANS
+// tables (codec/rans2.h); the layout is in docs/codec.md.
+//
+// Thread-safety: values owned by one thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace pstore {
+
+class BitWriter {
+ public:
+  explicit BitWriter(std::string* out) : out_(out) {}
+  ~BitWriter() { Flush(); }
+
+  // Appends the low n bits of v (n <= 32).
+  void Put(uint32_t v, int n) {
+    acc_ |= uint64_t(v & (n == 32 ? ~0u : ((1u << n) - 1))) << fill_;
+    fill_ += n;
+    while (fill_ >= 8) {
+      out_->push_back(char(uint8_t(acc_)));
+      acc_ >>= 8;
+      fill_ -= 8;
+    }
+  }
+  // Exp-Golomb code of order k of v (v < 2^31).
+  void PutExpGolomb(uint32_t v, int k) {
+    uint32_t u = (v >> k) + 1;
+    int nb = 31 - __builtin_clz(u);
+    Put(0, nb);
+    Put(1, 1);
+    Put(u, nb);  // the low nb bits of u (its top bit is the 1 just written)
+    Put(v, k);
+  }
+  void PutSigned(int32_t v, int k) { PutExpGolomb(uint32_t(v < 0 ? -2 * v - 1 : 2 * v), k); }
+  // Pads to a whole byte with zero bits.
+  void Flush() {
+    if (fill_ > 0) out_->push_back(char(uint8_t(acc_)));
+    acc_ = 0;
+    fill_ = 0;
+  }
+  static int ExpGolombBits(uint32_t v, int k) {
+    uint32_t u = (v >> k) + 1;
+    return 2 * (31 - __builtin_clz(u)) + 1 + k;
+  }
+  static int SignedBits(int32_t v, int k) {
+    return ExpGolombBits(uint32_t(v < 0 ? -2 * v - 1 : 2 * v), k);
+  }
+
+ private:
+  std::string* out_;
+  uint64_t acc_ = 0;
+  int fill_ = 0;
+};
+
+// Reads what a BitWriter wrote. Every Get fails (returns false, and keeps
+// failing) rather than read past the end.
+class BitReader {
+ public:
+  BitReader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
+
+  bool Get(int nbits, uint32_t* v) {
+    uint32_t r = 0;
+    for (int i = 0; i < nbits; i++) {
+      if (bit_ >= 8 * n_) return false;
+      r |= uint32_t((p_[bit_ >> 3] >> (bit_ & 7)) & 1) << i;
+      bit_++;
+    }
+    *v = r;
+    return true;
+  }
+  bool GetExpGolomb(int k, uint32_t* v) {
+    int nb = 0;
+    for (;;) {
+      uint32_t b;
+      if (!Get(1, &b)) return false;
+      if (b) break;
+      if (++nb > 30) return false;
+    }
+    uint32_t low, tail;
+    if (!Get(nb, &low) || !Get(k, &tail)) return false;
+    uint64_t u = (uint64_t(1) << nb) | low;
+    uint64_t val = ((u - 1) << k) | tail;
+    if (val > 0x7fffffffu) return false;
+    *v = uint32_t(val);
+    return true;
+  }
+  bool GetSigned(int k, int32_t* v) {
+    uint32_t z;
+    if (!GetExpGolomb(k, &z)) return false;
+    *v = (z & 1) ? -int32_t((z + 1) >> 1) : int32_t(z >> 1);
+    return true;
+  }
+  // Bytes consumed so far, counting a partly read byte as whole.
+  size_t BytesUsed() const { return (bit_ + 7) >> 3; }
+
+ private:
+  const uint8_t* p_;
+  size_t n_;
+  size_t bit_ = 0;
+};
+
+}  // namespace pstore

@@ -1,0 +1,476 @@
+#include "codec/rans2.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+
+#include "codec/bitio.h"
+#include "codec/rans2_decode.h"
+
+namespace pstore::rans2 {
+namespace {
+
+std::atomic<bool> g_force_scalar{false};
+
+// log2(f) for f in [0, 4096] (encoder-side estimates only).
+struct Log2Table {
+  float v[4097];
+  Log2Table() {
+    v[0] = 0;
+    for (int f = 1; f <= 4096; f++) v[f] = float(std::log2(double(f)));
+  }
+};
+const float* Lg() {
+  static const Log2Table t;
+  return t.v;
+}
+
+// 256 * 2^(j/8), rounded: the mantissas of quantised weights.
+constexpr uint32_t kPow2Frac[8] = {256, 279, 304, 332, 362, 395, 431, 470};
+
+// Moves sum(freq) to exactly 2^P, one unit per symbol per pass, visiting
+// symbols by descending frequency (ties: ascending symbol). Integer only;
+// the decoder runs it too.
+void FixSum(const uint8_t* syms, int nsym, int prob_bits, uint16_t* freq) {
+  int32_t diff = int32_t(1u << prob_bits);
+  for (int i = 0; i < nsym; i++) diff -= freq[syms[i]];
+  if (diff == 0) return;
+  uint8_t order[256];
+  std::memcpy(order, syms, size_t(nsym));
+  std::sort(order, order + nsym, [&](uint8_t a, uint8_t b) {
+    return freq[a] != freq[b] ? freq[a] > freq[b] : a < b;
+  });
+  while (diff != 0) {
+    for (int i = 0; i < nsym && diff != 0; i++) {
+      uint16_t& f = freq[order[i]];
+      if (diff > 0) {
+        f++;
+        diff--;
+      } else if (f > 1) {
+        f--;
+        diff++;
+      }
+    }
+  }
+}
+
+void NormalizeExact(const uint32_t counts[256], int prob_bits, uint16_t* freq) {
+  const uint32_t scale = 1u << prob_bits;
+  uint64_t total = 0;
+  for (int s = 0; s < 256; s++) total += counts[s];
+  const float* lg = Lg();
+  int32_t sum = 0;
+  for (int s = 0; s < 256; s++) {
+    freq[s] = 0;
+    if (!counts[s]) continue;
+    uint64_t f = (uint64_t(counts[s]) * scale + total / 2) / total;
+    f = std::clamp<uint64_t>(f, 1, scale);
+    freq[s] = uint16_t(f);
+    sum += int32_t(f);
+  }
+  // Greedy: each unit goes where it gains (or costs) the most (least) bits.
+  while (sum != int32_t(scale)) {
+    int best = -1;
+    double best_delta = 0;
+    for (int s = 0; s < 256; s++) {
+      uint32_t f = freq[s];
+      if (!f) continue;
+      if (sum < int32_t(scale)) {
+        double gain = double(counts[s]) * (lg[f + 1] - lg[f]);
+        if (best < 0 || gain > best_delta) best = s, best_delta = gain;
+      } else if (f > 1) {
+        double loss = double(counts[s]) * (lg[f] - lg[f - 1]);
+        if (best < 0 || loss < best_delta) best = s, best_delta = loss;
+      }
+    }
+    if (sum < int32_t(scale)) freq[best]++, sum++;
+    else freq[best]--, sum--;
+  }
+}
+
+// Bits of the symbol set: mode, nsym-2, first symbol, then gaps.
+int SymbolSetBits(const uint8_t* syms, int nsym) {
+  int bits = 2 + 8 + 8;
+  for (int i = 1; i < nsym; i++) bits += BitWriter::ExpGolombBits(syms[i] - syms[i - 1] - 1u, 0);
+  return bits;
+}
+
+}  // namespace
+
+void SetForceScalarForTesting(bool force) { g_force_scalar = force; }
+
+void Clear(Table* t) {
+  std::memset(t->freq, 0, sizeof(t->freq));
+  t->nsym = 0;
+  t->mode = TableMode::kEmpty;
+}
+
+void BuildQuantized(const uint8_t* syms, const uint8_t* q, int nsym, int r_log2, int prob_bits,
+                    uint16_t* freq) {
+  const uint32_t scale = 1u << prob_bits;
+  const uint32_t rmask = (1u << r_log2) - 1;
+  uint64_t w[256];
+  uint64_t total = 0;
+  for (int i = 0; i < nsym; i++) {
+    w[i] = uint64_t(kPow2Frac[(q[i] & rmask) << (3 - r_log2)]) << (q[i] >> r_log2);
+    total += w[i];
+  }
+  for (int i = 0; i < nsym; i++) {
+    uint64_t f = (w[i] * scale + total / 2) / total;
+    freq[syms[i]] = uint16_t(std::clamp<uint64_t>(f, 1, scale));
+  }
+  FixSum(syms, nsym, prob_bits, freq);
+}
+
+double DataBits(const uint32_t counts[256], const Table& t, int prob_bits) {
+  const float* lg = Lg();
+  double bits = 0;
+  for (int s = 0; s < 256; s++)
+    if (counts[s]) bits += double(counts[s]) * (prob_bits - lg[t.freq[s]]);
+  return bits;
+}
+
+double Choose(const uint32_t counts[256], int prob_bits, Table* t) {
+  Clear(t);
+  uint8_t syms[256];
+  int nsym = 0;
+  uint64_t total = 0;
+  for (int s = 0; s < 256; s++)
+    if (counts[s]) syms[nsym++] = uint8_t(s), total += counts[s];
+  t->nsym = nsym;
+  if (nsym == 1) {
+    t->mode = TableMode::kSingle;
+    t->freq[syms[0]] = uint16_t(1u << prob_bits);
+    return 2 + 8;
+  }
+  const int set_bits = SymbolSetBits(syms, nsym);
+  // Exact: Exp-Golomb codes of freq-1 for all but the last symbol.
+  double best;
+  {
+    NormalizeExact(counts, prob_bits, t->freq);
+    int best_k = 0, best_kbits = INT32_MAX;
+    for (int k = 0; k < 8; k++) {
+      int b = 0;
+      for (int i = 0; i + 1 < nsym; i++) b += BitWriter::ExpGolombBits(t->freq[syms[i]] - 1u, k);
+      if (b < best_kbits) best_kbits = b, best_k = k;
+    }
+    t->mode = TableMode::kExact;
+    t->k = uint8_t(best_k);
+    best = set_bits + 3 + best_kbits + DataBits(counts, *t, prob_bits);
+  }
+  // Quantised: log-scale codes at 2^r steps per octave, delta-coded.
+  Table cand;
+  const double scale = double(1u << prob_bits);
+  for (int r = 0; r <= 3; r++) {
+    const int qmax = prob_bits << r;
+    uint8_t q[256];
+    for (int i = 0; i < nsym; i++) {
+      double l = std::log2(double(counts[syms[i]]) * scale / double(total)) * double(1 << r);
+      q[i] = uint8_t(std::clamp<long>(std::lround(l), 0, qmax));
+    }
+    std::memset(cand.freq, 0, sizeof(cand.freq));
+    BuildQuantized(syms, q, nsym, r, prob_bits, cand.freq);
+    int best_k = 0, best_kbits = INT32_MAX;
+    for (int k = 0; k < 4; k++) {
+      int b = 0;
+      for (int i = 1; i < nsym; i++) b += BitWriter::SignedBits(int32_t(q[i]) - q[i - 1], k);
+      if (b < best_kbits) best_kbits = b, best_k = k;
+    }
+    double bits = set_bits + 2 + 2 + 7 + best_kbits + DataBits(counts, cand, prob_bits);
+    if (bits < best) {
+      best = bits;
+      std::memcpy(t->freq, cand.freq, sizeof(cand.freq));
+      std::memcpy(t->q, q, size_t(nsym));
+      t->mode = TableMode::kQuantized;
+      t->r_log2 = uint8_t(r);
+      t->k = uint8_t(best_k);
+    }
+  }
+  return best;
+}
+
+void WriteTables(std::string* out, const Table* tables, int ntables, int prob_bits) {
+  BitWriter w(out);
+  for (int c = 0; c < ntables; c++) {
+    const Table& t = tables[c];
+    w.Put(uint32_t(t.mode), 2);
+    if (t.mode == TableMode::kEmpty) continue;
+    uint8_t syms[256];
+    int nsym = 0;
+    for (int s = 0; s < 256; s++)
+      if (t.freq[s]) syms[nsym++] = uint8_t(s);
+    if (t.mode == TableMode::kSingle) {
+      w.Put(syms[0], 8);
+      continue;
+    }
+    w.Put(uint32_t(nsym - 2), 8);
+    w.Put(syms[0], 8);
+    for (int i = 1; i < nsym; i++) w.PutExpGolomb(syms[i] - syms[i - 1] - 1u, 0);
+    if (t.mode == TableMode::kExact) {
+      w.Put(t.k, 3);
+      for (int i = 0; i + 1 < nsym; i++) w.PutExpGolomb(t.freq[syms[i]] - 1u, t.k);
+    } else {
+      w.Put(t.r_log2, 2);
+      w.Put(t.k, 2);
+      w.Put(t.q[0], 7);
+      for (int i = 1; i < nsym; i++) w.PutSigned(int32_t(t.q[i]) - t.q[i - 1], t.k);
+    }
+  }
+  w.Flush();
+}
+
+bool ReadTables(Reader* in, int prob_bits, Table* tables, int ntables) {
+  BitReader r(in->pos(), in->remaining());
+  const uint32_t scale = 1u << prob_bits;
+  for (int c = 0; c < ntables; c++) {
+    Table& t = tables[c];
+    Clear(&t);
+    uint32_t mode, v;
+    if (!r.Get(2, &mode)) return false;
+    t.mode = TableMode(mode);
+    if (t.mode == TableMode::kEmpty) continue;
+    if (t.mode == TableMode::kSingle) {
+      if (!r.Get(8, &v)) return false;
+      t.freq[v] = uint16_t(scale);
+      t.nsym = 1;
+      continue;
+    }
+    uint8_t syms[256];
+    uint32_t nsym;
+    if (!r.Get(8, &nsym) || !r.Get(8, &v)) return false;
+    nsym += 2;
+    if (nsym > scale) return false;
+    syms[0] = uint8_t(v);
+    for (uint32_t i = 1; i < nsym; i++) {
+      uint32_t gap;
+      if (!r.GetExpGolomb(0, &gap) || syms[i - 1] + gap + 1 > 255) return false;
+      syms[i] = uint8_t(syms[i - 1] + gap + 1);
+    }
+    t.nsym = int(nsym);
+    if (t.mode == TableMode::kExact) {
+      uint32_t k, sum = 0;
+      if (!r.Get(3, &k)) return false;
+      for (uint32_t i = 0; i + 1 < nsym; i++) {
+        uint32_t fm1;
+        if (!r.GetExpGolomb(int(k), &fm1) || fm1 >= scale) return false;
+        sum += fm1 + 1;
+        if (sum >= scale) return false;  // the last symbol needs at least 1
+        t.freq[syms[i]] = uint16_t(fm1 + 1);
+      }
+      t.freq[syms[nsym - 1]] = uint16_t(scale - sum);
+    } else {
+      uint32_t rl, k, q0;
+      if (!r.Get(2, &rl) || !r.Get(2, &k) || !r.Get(7, &q0)) return false;
+      const int32_t qmax = int32_t(prob_bits) << rl;
+      uint8_t q[256];
+      int32_t prev = int32_t(q0);
+      if (prev > qmax) return false;
+      q[0] = uint8_t(prev);
+      for (uint32_t i = 1; i < nsym; i++) {
+        int32_t d;
+        if (!r.GetSigned(int(k), &d)) return false;
+        prev += d;
+        if (prev < 0 || prev > qmax) return false;
+        q[i] = uint8_t(prev);
+      }
+      BuildQuantized(syms, q, int(nsym), int(rl), prob_bits, t.freq);
+    }
+  }
+  std::string_view skip;
+  return in->GetBytes(r.BytesUsed(), &skip);
+}
+
+int LanesLog2For(size_t n, int max_lanes_log2) {
+  int l;
+  if (n < 512) l = 0;
+  else if (n < 4096) l = 2;
+  else if (n < 32768) l = 4;
+  else if (n < 131072) l = 5;
+  else if (n < 262144) l = 6;
+  else l = 7;
+  return std::min(l, max_lanes_log2);
+}
+
+int ProbBitsFor(size_t n) { return n < 2048 ? 10 : 12; }
+
+namespace {
+
+// Per-symbol encoder constants: division by freq done with a reciprocal
+// (valid for states below 2^31).
+struct EncSym {
+  uint32_t x_max;
+  uint32_t rcp_freq;
+  uint32_t bias;
+  uint16_t cmpl_freq;
+  uint16_t rcp_shift;
+};
+
+void InitEncSym(EncSym* e, uint32_t start, uint32_t freq, int prob_bits) {
+  const uint32_t scale = 1u << prob_bits;
+  e->x_max = freq << (31 - prob_bits);
+  e->cmpl_freq = uint16_t(scale - freq);
+  if (freq < 2) {
+    e->rcp_freq = ~0u;
+    e->rcp_shift = 0;
+    e->bias = start + scale - 1;
+  } else {
+    uint32_t shift = 0;
+    while (freq > (1u << shift)) shift++;
+    e->rcp_freq = uint32_t(((1ull << (shift + 31)) + freq - 1) / freq);
+    e->rcp_shift = uint16_t(shift - 1);
+    e->bias = start;
+  }
+}
+
+thread_local std::vector<uint16_t> words_;
+
+template <bool kCtx>
+uint16_t* EncodeLoop(const uint8_t* sym, const uint8_t* ctx, size_t n, const EncSym* enc,
+                     size_t lane_mask, uint32_t* x, uint16_t* wp) {
+  for (size_t i = n; i-- > 0;) {
+    const EncSym& e = enc[(kCtx ? size_t(ctx[i]) * 256 : 0) + sym[i]];
+    uint32_t xs = x[i & lane_mask];
+    // Branch-free renormalisation (the branch is unpredictable): the word is
+    // always stored, and kept only when the state is too large.
+    const bool emit = xs >= e.x_max;
+    wp[-1] = uint16_t(xs);
+    wp -= emit;
+    xs >>= emit ? 16 : 0;
+    uint32_t q = uint32_t((uint64_t(xs) * e.rcp_freq) >> 32) >> e.rcp_shift;
+    x[i & lane_mask] = xs + e.bias + q * e.cmpl_freq;
+  }
+  return wp;
+}
+
+}  // namespace
+
+void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
+                int prob_bits, int lanes_log2, std::string* out) {
+  const size_t lanes = size_t(1) << lanes_log2;
+  int ntables = 1;
+  if (ctx)
+    for (size_t i = 0; i < n; i++) ntables = std::max(ntables, ctx[i] + 1);
+  EncSym enc[kMaxContexts * 256];
+  for (int k = 0; k < ntables; k++) {
+    uint32_t start = 0;
+    for (int s = 0; s < 256; s++) {
+      uint32_t f = tables[k].freq[s];
+      if (f) InitEncSym(&enc[k * 256 + s], start, f, prob_bits);
+      start += f;
+    }
+  }
+  // Words come out last symbol first; filling the buffer from its end leaves
+  // them in the order the decoder reads them. At most one word per symbol, and
+  // one spare slot for the store that the loop makes before it knows.
+  words_.resize(n + 1);
+  std::vector<uint16_t>& words = words_;
+  uint16_t* end = words.data() + words.size();
+  uint32_t x[1 << kMaxLanesLog2];
+  for (size_t l = 0; l < lanes; l++) x[l] = kStateLow;
+  uint16_t* wp = ctx ? EncodeLoop<true>(sym, ctx, n, enc, lanes - 1, x, end)
+                     : EncodeLoop<false>(sym, ctx, n, enc, lanes - 1, x, end);
+  size_t at = out->size();
+  size_t nwords = size_t(end - wp);
+  out->resize(at + 4 * lanes + 2 * nwords);
+  char* p = out->data() + at;
+  for (size_t l = 0; l < lanes; l++) std::memcpy(p + 4 * l, &x[l], 4);  // little-endian host
+  std::memcpy(p + 4 * lanes, wp, 2 * nwords);
+}
+
+namespace {
+
+// Entry per slot: symbol (8 bits) | freq-1 (12 bits) | slot - cum (12 bits).
+void BuildDecodeTable(const Table& t, int prob_bits, uint32_t* d) {
+  const uint32_t scale = 1u << prob_bits;
+  if (t.nsym == 0) {
+    // An unused context: whatever claims it decodes to garbage with a state
+    // that cannot return to its start, so the stream fails its checks.
+    std::memset(d, 0, sizeof(uint32_t) * scale);
+    return;
+  }
+  uint32_t slot = 0;
+  for (uint32_t s = 0; s < 256; s++) {
+    uint32_t f = t.freq[s];
+    for (uint32_t j = 0; j < f; j++, slot++) d[slot] = s | ((f - 1) << 8) | (j << 20);
+  }
+}
+
+}  // namespace
+
+Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
+                  int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch) {
+  const size_t lanes = size_t(1) << lanes_log2;
+  DecodeState st;
+  for (size_t l = 0; l < lanes; l++) {
+    if (!in->GetFixed32(&st.x[l])) return Status::Corruption("rANS stream: truncated states");
+    if (st.x[l] < kStateLow || st.x[l] >= (1u << 31))
+      return Status::Corruption("rANS stream: state out of range");
+  }
+  if (in->remaining() % 2) return Status::Corruption("rANS stream: odd word bytes");
+  const size_t scale = size_t(1) << prob_bits;
+  if (scratch->size() < size_t(ntables) * scale) scratch->resize(size_t(ntables) * scale);
+  uint32_t* dtab = scratch->data();
+  for (int k = 0; k < ntables; k++) BuildDecodeTable(tables[k], prob_bits, &dtab[k * scale]);
+
+  const uint8_t* wbytes = in->pos();
+  st.words = wbytes;
+  st.nwords = in->remaining() / 2;
+  st.pos = 0;
+  size_t i = 0;
+  if (lanes >= 16 && !g_force_scalar.load(std::memory_order_relaxed))
+    i = DecodeFast(&st, dtab, ctx, n, prob_bits, lanes_log2, out);
+  const size_t lane_mask = lanes - 1;
+  const uint32_t slot_mask = uint32_t(scale - 1);
+  for (; i < n; i++) {
+    uint32_t xs = st.x[i & lane_mask];
+    uint32_t e = dtab[(ctx ? size_t(ctx[i]) << prob_bits : 0) + (xs & slot_mask)];
+    out[i] = uint8_t(e);
+    xs = (((e >> 8) & 0xfff) + 1) * (xs >> prob_bits) + (e >> 20);
+    // Branch-free renormalisation; the word is read only while one is left.
+    const bool need = xs < kStateLow;
+    if (need && st.pos == st.nwords) return Status::Corruption("rANS stream: truncated words");
+    uint16_t w = 0;
+    if (st.pos < st.nwords) std::memcpy(&w, wbytes + 2 * st.pos, 2);
+    st.pos += need;
+    xs = need ? (xs << 16) | w : xs;
+    st.x[i & lane_mask] = xs;
+  }
+  for (size_t l = 0; l < lanes; l++)
+    if (st.x[l] != kStateLow) return Status::Corruption("rANS stream: final state mismatch");
+  if (st.pos != st.nwords) return Status::Corruption("rANS stream: trailing words");
+  std::string_view rest;
+  in->GetBytes(in->remaining(), &rest);
+  return Status::OK();
+}
+
+void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int max_lanes_log2,
+                  std::string* out) {
+  const int p = ProbBitsFor(n), l = LanesLog2For(n, max_lanes_log2);
+  Table t;
+  Choose(hist, p, &t);
+  out->clear();
+  out->push_back(char((p << 3) | l));
+  WriteTables(out, &t, 1, p);
+  EncodeBody(sym, nullptr, n, &t, p, l, out);
+}
+
+double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2) {
+  const int p = ProbBitsFor(n), l = LanesLog2For(n, max_lanes_log2);
+  Table t;
+  return Choose(hist, p, &t) / 8 + double(StreamOverhead(l)) + 1;
+}
+
+Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch) {
+  Reader r(in);
+  uint8_t hdr;
+  if (!r.GetU8(&hdr)) return Status::Corruption("rANS stream is empty");
+  const int p = hdr >> 3, l = hdr & 7;
+  if (p < 1 || p > kMaxProbBits) return Status::Corruption("rANS stream: bad precision");
+  Table t;
+  if (!ReadTables(&r, p, &t, 1) || t.nsym == 0)
+    return Status::Corruption("rANS stream has a bad table");
+  return DecodeBody(&r, nullptr, n, &t, 1, p, l, out, scratch);
+}
+
+}  // namespace pstore::rans2

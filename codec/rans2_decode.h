@@ -1,0 +1,24 @@
+// Internal to codec/: the vectorised rANS (format 2) decode loop and its dispatch.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pstore::rans2 {
+
+struct DecodeState {
+  uint32_t x[128];       // lane states
+  const uint8_t* words;  // the little-endian u16 word stream (unaligned)
+  size_t nwords;
+  size_t pos;            // next word to read
+};
+
+// Decodes as many whole groups of 2^lanes_log2 symbols as it safely can (the
+// word stream is never read past its end) with the widest vector unit this
+// CPU has; returns how many symbols it decoded. The caller finishes the rest
+// with the scalar loop from st, which gives the same bytes and states.
+// REQUIRES: lanes_log2 >= 4. Returns 0 when no vector unit fits.
+size_t DecodeFast(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
+                  int prob_bits, int lanes_log2, uint8_t* out);
+
+}  // namespace pstore::rans2
