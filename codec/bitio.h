@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace pstore {
@@ -63,23 +64,31 @@ class BitReader {
   BitReader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
 
   bool Get(int nbits, uint32_t* v) {
-    uint32_t r = 0;
-    for (int i = 0; i < nbits; i++) {
-      if (bit_ >= 8 * n_) return false;
-      r |= uint32_t((p_[bit_ >> 3] >> (bit_ & 7)) & 1) << i;
-      bit_++;
+    if (nbits == 0) {
+      *v = 0;
+      return true;
     }
-    *v = r;
+    if (bit_ + size_t(nbits) > 8 * n_) return false;
+    const size_t byte = bit_ >> 3, avail = n_ - byte;
+    uint64_t w = 0;
+    std::memcpy(&w, p_ + byte, avail < 8 ? avail : 8);  // little-endian host
+    *v = uint32_t((w >> (bit_ & 7)) & ((uint64_t(1) << nbits) - 1));
+    bit_ += size_t(nbits);
     return true;
   }
   bool GetExpGolomb(int k, uint32_t* v) {
-    int nb = 0;
-    for (;;) {
-      uint32_t b;
-      if (!Get(1, &b)) return false;
-      if (b) break;
-      if (++nb > 30) return false;
-    }
+    // Count the zero prefix from up to 32 peeked bits.
+    const size_t left = 8 * n_ - bit_;
+    const size_t byte = bit_ >> 3, avail = n_ - byte;
+    uint64_t w = 0;
+    std::memcpy(&w, p_ + byte, avail < 8 ? avail : 8);
+    w >>= (bit_ & 7);
+    const size_t peek = left < 32 ? left : 32;
+    if (peek < 64) w &= (uint64_t(1) << peek) - 1;
+    if (w == 0) return false;  // no terminating 1 within reach (or within 30 bits)
+    const int nb = __builtin_ctzll(w);
+    if (nb > 30) return false;
+    bit_ += size_t(nb) + 1;
     uint32_t low, tail;
     if (!Get(nb, &low) || !Get(k, &tail)) return false;
     uint64_t u = (uint64_t(1) << nb) | low;

@@ -184,7 +184,13 @@ struct ChunkEncoder::Impl {
       ctx[i] = lut[src[i]];
       hist[ctx[i]][s[i]]++;
     }
-    const int p = rans2::ProbBitsFor(m), l = rans2::LanesLog2For(m, kMaxLanesLog2);
+    int nsym = 0;  // the most symbols any context uses
+    for (int c = 0; c < k; c++) {
+      int d = 0;
+      for (int x = 0; x < 256; x++) d += hist[c][x] != 0;
+      nsym = std::max(nsym, d);
+    }
+    const int p = rans2::ProbBitsFor(m, nsym), l = rans2::LanesLog2For(m, kMaxLanesLog2, false);
     rans2::Table tables[rans2::kMaxContexts];
     out->clear();
     out->push_back(char(k));
@@ -240,8 +246,8 @@ struct ChunkEncoder::Impl {
         break;
       case Profile::kFast: {
         if (IsFloat(t) && j == 0) {
-          if (rans2::EstimateOrder0(m, hist, kMaxLanesLog2) < double(best_size)) {
-            rans2::EncodeOrder0(s, m, hist, kMaxLanesLog2, &trial);
+          if (rans2::EstimateOrder0(m, hist, kMaxLanesLog2, true) < double(best_size)) {
+            rans2::EncodeOrder0(s, m, hist, kMaxLanesLog2, true, &trial);
             consider(Coder::kRans2, &trial);
           }
         } else if (!IsFloat(t)) {
@@ -251,18 +257,18 @@ struct ChunkEncoder::Impl {
         break;
       }
       case Profile::kDense: {
-        double est0 = rans2::EstimateOrder0(m, hist, kMaxLanesLog2);
+        double est0 = rans2::EstimateOrder0(m, hist, kMaxLanesLog2, false);
         int k = 0, base = 0;
         double estc = INFINITY;
         if (info.ctx_source[j] >= 0 && m >= 4096)
           estc = PlanContext(t, s, all[info.ctx_source[j]], m, &k, &base) +
-                 double(rans2::StreamOverhead(rans2::LanesLog2For(m, kMaxLanesLog2))) + 3;
+                 double(rans2::StreamOverhead(rans2::LanesLog2For(m, kMaxLanesLog2, false))) + 3;
         if (estc < est0 * 0.99 && estc < double(best_size)) {
           EncodeRansCtx(t, s, all[info.ctx_source[j]], m, k, base, &trial);
           consider(Coder::kRans2Ctx, &trial);
         }
         if (est0 < double(best_size)) {
-          rans2::EncodeOrder0(s, m, hist, kMaxLanesLog2, &trial);
+          rans2::EncodeOrder0(s, m, hist, kMaxLanesLog2, false, &trial);
           consider(Coder::kRans2, &trial);
         }
         if (m >= 64 && WorthLz(s, m, best_size)) {

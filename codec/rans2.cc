@@ -30,17 +30,10 @@ const float* Lg() {
 constexpr uint32_t kPow2Frac[8] = {256, 279, 304, 332, 362, 395, 431, 470};
 
 // Moves sum(freq) to exactly 2^P, one unit per symbol per pass, visiting
-// symbols by descending frequency (ties: ascending symbol). Integer only;
-// the decoder runs it too.
-void FixSum(const uint8_t* syms, int nsym, int prob_bits, uint16_t* freq) {
+// symbols in the given order. Integer only; the decoder runs it too.
+void FixSum(const uint8_t* order, int nsym, int prob_bits, uint16_t* freq) {
   int32_t diff = int32_t(1u << prob_bits);
-  for (int i = 0; i < nsym; i++) diff -= freq[syms[i]];
-  if (diff == 0) return;
-  uint8_t order[256];
-  std::memcpy(order, syms, size_t(nsym));
-  std::sort(order, order + nsym, [&](uint8_t a, uint8_t b) {
-    return freq[a] != freq[b] ? freq[a] > freq[b] : a < b;
-  });
+  for (int i = 0; i < nsym; i++) diff -= freq[order[i]];
   while (diff != 0) {
     for (int i = 0; i < nsym && diff != 0; i++) {
       uint16_t& f = freq[order[i]];
@@ -112,15 +105,28 @@ void BuildQuantized(const uint8_t* syms, const uint8_t* q, int nsym, int r_log2,
   const uint32_t rmask = (1u << r_log2) - 1;
   uint64_t w[256];
   uint64_t total = 0;
+  int qmax = 0;
   for (int i = 0; i < nsym; i++) {
     w[i] = uint64_t(kPow2Frac[(q[i] & rmask) << (3 - r_log2)]) << (q[i] >> r_log2);
     total += w[i];
+    qmax = std::max(qmax, int(q[i]));
   }
   for (int i = 0; i < nsym; i++) {
     uint64_t f = (w[i] * scale + total / 2) / total;
     freq[syms[i]] = uint16_t(std::clamp<uint64_t>(f, 1, scale));
   }
-  FixSum(syms, nsym, prob_bits, freq);
+  // Rounding leaves the sum off by a little: fix it from the most probable
+  // symbols down (descending code, then ascending symbol: a counting sort).
+  uint16_t start[128] = {};
+  for (int i = 0; i < nsym; i++) start[qmax - q[i]]++;
+  for (int b = 0, acc = 0; b <= qmax; b++) {
+    int c = start[b];
+    start[b] = uint16_t(acc);
+    acc += c;
+  }
+  uint8_t order[256];
+  for (int i = 0; i < nsym; i++) order[start[qmax - q[i]]++] = syms[i];
+  FixSum(order, nsym, prob_bits, freq);
 }
 
 double DataBits(const uint32_t counts[256], const Table& t, int prob_bits) {
@@ -281,18 +287,25 @@ bool ReadTables(Reader* in, int prob_bits, Table* tables, int ntables) {
   return in->GetBytes(r.BytesUsed(), &skip);
 }
 
-int LanesLog2For(size_t n, int max_lanes_log2) {
+int LanesLog2For(size_t n, int max_lanes_log2, bool fast) {
   int l;
-  if (n < 512) l = 0;
-  else if (n < 4096) l = 2;
-  else if (n < 32768) l = 4;
-  else if (n < 131072) l = 5;
-  else if (n < 262144) l = 6;
-  else l = 7;
+  if (fast) {
+    // Decode speed first: 16 lanes (one vector) from 256 symbols, 64 (four
+    // vectors in flight) from 4 Ki.
+    l = n < 256 ? 0 : n < 4096 ? 4 : 6;
+  } else {
+    l = n < 512 ? 0 : n < 2048 ? 2 : n < 16384 ? 4 : n < 65536 ? 5 : 6;
+  }
   return std::min(l, max_lanes_log2);
 }
 
-int ProbBitsFor(size_t n) { return n < 2048 ? 10 : 12; }
+int ProbBitsFor(size_t n, int nsym) {
+  // About n/4 slots: small streams set up small decoding tables. 2^P must
+  // leave room for every symbol.
+  int p = 64 - __builtin_clzll(uint64_t(n) | 1) - 2;
+  int need = 32 - __builtin_clz(uint32_t(nsym) | 1) + 1;
+  return std::clamp(std::max(p, need), 8, kMaxProbBits);
+}
 
 namespace {
 
@@ -381,7 +394,9 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
 namespace {
 
 // Entry per slot: symbol (8 bits) | freq-1 (12 bits) | slot - cum (12 bits).
-void BuildDecodeTable(const Table& t, int prob_bits, uint32_t* d) {
+// Written 8 entries at a time: d must have 8 spare entries past 2^P.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void BuildDecodeTable(
+    const Table& t, int prob_bits, uint32_t* d) {
   const uint32_t scale = 1u << prob_bits;
   if (t.nsym == 0) {
     // An unused context: whatever claims it decodes to garbage with a state
@@ -391,9 +406,40 @@ void BuildDecodeTable(const Table& t, int prob_bits, uint32_t* d) {
   }
   uint32_t slot = 0;
   for (uint32_t s = 0; s < 256; s++) {
-    uint32_t f = t.freq[s];
-    for (uint32_t j = 0; j < f; j++, slot++) d[slot] = s | ((f - 1) << 8) | (j << 20);
+    const uint32_t f = t.freq[s];
+    if (!f) continue;
+    const uint32_t base = s | ((f - 1) << 8);
+    for (uint32_t j = 0; j < f; j += 8)
+      for (uint32_t k = 0; k < 8; k++) d[slot + j + k] = base + ((j + k) << 20);
+    slot += f;
   }
+}
+
+// The portable loop: symbols [i, n) from lane states x, words from wbytes.
+// False if the words run out.
+template <bool kCtx>
+bool ScalarLoop(uint32_t* __restrict x, size_t lanes, const uint32_t* __restrict dtab,
+                const uint8_t* __restrict ctx, size_t i, size_t n, int prob_bits,
+                const uint8_t* __restrict wbytes, size_t nwords, size_t* pos_io,
+                uint8_t* __restrict out) {
+  const size_t lane_mask = lanes - 1;
+  const uint32_t slot_mask = (1u << prob_bits) - 1;
+  size_t pos = *pos_io;
+  for (; i < n; i++) {
+    uint32_t xs = x[i & lane_mask];
+    uint32_t e = dtab[(kCtx ? size_t(ctx[i]) << prob_bits : 0) + (xs & slot_mask)];
+    out[i] = uint8_t(e);
+    xs = (((e >> 8) & 0xfff) + 1) * (xs >> prob_bits) + (e >> 20);
+    // Branch-free renormalisation; a word is read only while one is left.
+    const bool need = xs < kStateLow;
+    if (need && pos == nwords) return false;
+    uint16_t w = 0;
+    if (pos < nwords) std::memcpy(&w, wbytes + 2 * pos, 2);
+    pos += need;
+    x[i & lane_mask] = need ? (xs << 16) | w : xs;
+  }
+  *pos_io = pos;
+  return true;
 }
 
 }  // namespace
@@ -409,7 +455,7 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
   }
   if (in->remaining() % 2) return Status::Corruption("rANS stream: odd word bytes");
   const size_t scale = size_t(1) << prob_bits;
-  if (scratch->size() < size_t(ntables) * scale) scratch->resize(size_t(ntables) * scale);
+  if (scratch->size() < size_t(ntables) * scale + 8) scratch->resize(size_t(ntables) * scale + 8);
   uint32_t* dtab = scratch->data();
   for (int k = 0; k < ntables; k++) BuildDecodeTable(tables[k], prob_bits, &dtab[k * scale]);
 
@@ -420,22 +466,11 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
   size_t i = 0;
   if (lanes >= 16 && !g_force_scalar.load(std::memory_order_relaxed))
     i = DecodeFast(&st, dtab, ctx, n, prob_bits, lanes_log2, out);
-  const size_t lane_mask = lanes - 1;
-  const uint32_t slot_mask = uint32_t(scale - 1);
-  for (; i < n; i++) {
-    uint32_t xs = st.x[i & lane_mask];
-    uint32_t e = dtab[(ctx ? size_t(ctx[i]) << prob_bits : 0) + (xs & slot_mask)];
-    out[i] = uint8_t(e);
-    xs = (((e >> 8) & 0xfff) + 1) * (xs >> prob_bits) + (e >> 20);
-    // Branch-free renormalisation; the word is read only while one is left.
-    const bool need = xs < kStateLow;
-    if (need && st.pos == st.nwords) return Status::Corruption("rANS stream: truncated words");
-    uint16_t w = 0;
-    if (st.pos < st.nwords) std::memcpy(&w, wbytes + 2 * st.pos, 2);
-    st.pos += need;
-    xs = need ? (xs << 16) | w : xs;
-    st.x[i & lane_mask] = xs;
-  }
+  const bool ok = ctx ? ScalarLoop<true>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
+                                         st.nwords, &st.pos, out)
+                     : ScalarLoop<false>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
+                                          st.nwords, &st.pos, out);
+  if (!ok) return Status::Corruption("rANS stream: truncated words");
   for (size_t l = 0; l < lanes; l++)
     if (st.x[l] != kStateLow) return Status::Corruption("rANS stream: final state mismatch");
   if (st.pos != st.nwords) return Status::Corruption("rANS stream: trailing words");
@@ -444,9 +479,17 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
   return Status::OK();
 }
 
+namespace {
+int CountSymbols(const uint32_t hist[256]) {
+  int k = 0;
+  for (int s = 0; s < 256; s++) k += hist[s] != 0;
+  return k;
+}
+}  // namespace
+
 void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int max_lanes_log2,
-                  std::string* out) {
-  const int p = ProbBitsFor(n), l = LanesLog2For(n, max_lanes_log2);
+                  bool fast, std::string* out) {
+  const int p = ProbBitsFor(n, CountSymbols(hist)), l = LanesLog2For(n, max_lanes_log2, fast);
   Table t;
   Choose(hist, p, &t);
   out->clear();
@@ -455,8 +498,8 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int ma
   EncodeBody(sym, nullptr, n, &t, p, l, out);
 }
 
-double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2) {
-  const int p = ProbBitsFor(n), l = LanesLog2For(n, max_lanes_log2);
+double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast) {
+  const int p = ProbBitsFor(n, CountSymbols(hist)), l = LanesLog2For(n, max_lanes_log2, fast);
   Table t;
   return Choose(hist, p, &t) / 8 + double(StreamOverhead(l)) + 1;
 }

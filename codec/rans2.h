@@ -66,10 +66,11 @@ void WriteTables(std::string* out, const Table* t, int ntables, int prob_bits);
 bool ReadTables(Reader* in, int prob_bits, Table* t, int ntables);
 
 // Interleaved lanes the encoder uses for n symbols: more lanes decode faster
-// but cost 4 bytes each. max_lanes_log2 caps the choice.
-int LanesLog2For(size_t n, int max_lanes_log2);
-// Precision for n symbols: small streams use fewer bits (cheaper to set up).
-int ProbBitsFor(size_t n);
+// (up to 64) but cost 4 bytes each. fast: lean to speed. max_lanes_log2 caps it.
+int LanesLog2For(size_t n, int max_lanes_log2, bool fast);
+// Precision for n symbols of which nsym distinct: small streams use fewer
+// bits, so that their decoding tables are quick to set up.
+int ProbBitsFor(size_t n, int nsym);
 // Bytes of a stream besides tables and words.
 inline size_t StreamOverhead(int lanes_log2) { return 1 + 4u * (1u << lanes_log2); }
 
@@ -87,9 +88,9 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
 
 // The whole order-0 stream: [hdr][table][states][words].
 void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int max_lanes_log2,
-                  std::string* out);
+                  bool fast, std::string* out);
 // Its estimated size in bytes (without encoding).
-double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2);
+double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast);
 Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch);
 
 // Test hook: when true, decoding never uses the vector loop.

@@ -20,7 +20,7 @@ std::string Encode(const std::vector<uint8_t>& v, int max_lanes_log2 = kMaxLanes
   uint32_t h[256] = {};
   for (uint8_t b : v) h[b]++;
   std::string out;
-  EncodeOrder0(v.data(), v.size(), h, max_lanes_log2, &out);
+  EncodeOrder0(v.data(), v.size(), h, max_lanes_log2, false, &out);
   return out;
 }
 
