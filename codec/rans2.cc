@@ -84,7 +84,7 @@ void NormalizeExact(const uint32_t counts[256], int prob_bits, uint16_t* freq) {
 
 // Bits of the symbol set: mode, nsym-2, first symbol, then gaps.
 int SymbolSetBits(const uint8_t* syms, int nsym) {
-  int bits = 2 + 8 + 8;
+  int bits = 2 + 8 + 8 + 1;
   for (int i = 1; i < nsym; i++) bits += BitWriter::ExpGolombBits(syms[i] - syms[i - 1] - 1u, 0);
   return bits;
 }
@@ -97,6 +97,7 @@ void Clear(Table* t) {
   std::memset(t->freq, 0, sizeof(t->freq));
   t->nsym = 0;
   t->mode = TableMode::kEmpty;
+  t->has_escape = false;
 }
 
 void BuildQuantized(const uint8_t* syms, const uint8_t* q, int nsym, int r_log2, int prob_bits,
@@ -213,6 +214,8 @@ void WriteTables(std::string* out, const Table* tables, int ntables, int prob_bi
     w.Put(uint32_t(nsym - 2), 8);
     w.Put(syms[0], 8);
     for (int i = 1; i < nsym; i++) w.PutExpGolomb(syms[i] - syms[i - 1] - 1u, 0);
+    w.Put(t.has_escape, 1);
+    if (t.has_escape) w.Put(t.escape, 8);
     if (t.mode == TableMode::kExact) {
       w.Put(t.k, 3);
       for (int i = 0; i + 1 < nsym; i++) w.PutExpGolomb(t.freq[syms[i]] - 1u, t.k);
@@ -254,6 +257,11 @@ bool ReadTables(Reader* in, int prob_bits, Table* tables, int ntables) {
       syms[i] = uint8_t(syms[i - 1] + gap + 1);
     }
     t.nsym = int(nsym);
+    uint32_t has_esc, esc = 0;
+    if (!r.Get(1, &has_esc) || (has_esc && !r.Get(8, &esc))) return false;
+    t.has_escape = has_esc != 0;
+    t.escape = uint8_t(esc);
+    if (t.has_escape && !std::binary_search(syms, syms + nsym, uint8_t(esc))) return false;
     if (t.mode == TableMode::kExact) {
       uint32_t k, sum = 0;
       if (!r.Get(3, &k)) return false;
@@ -487,21 +495,94 @@ int CountSymbols(const uint32_t hist[256]) {
 }
 }  // namespace
 
+namespace {
+
+// The order-0 plan: precision, lanes, the table and which symbols escape.
+struct Order0Plan {
+  int prob_bits, lanes_log2;
+  Table table;
+  bool rare[256] = {};
+  size_t nesc = 0;
+  double bytes;
+};
+
+// Every symbol of the table costs the others about n / 2^P / ln 2 bits of
+// probability mass however rare it is: in long streams, symbols seen a few
+// times are cheaper escaped (a slot shared by all of them, then 8 raw bits).
+void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast,
+                Order0Plan* plan) {
+  const int nsym = CountSymbols(hist);
+  plan->prob_bits = ProbBitsFor(n, nsym);
+  plan->lanes_log2 = LanesLog2For(n, max_lanes_log2, fast);
+  const double fixed = double(StreamOverhead(plan->lanes_log2));
+  plan->bytes = Choose(hist, plan->prob_bits, &plan->table) / 8 + fixed;
+  plan->nesc = 0;
+  const size_t scale = size_t(1) << plan->prob_bits;
+  if (n < 4 * scale || nsym < 3) return;
+  Table t;
+  for (size_t divisor : {16, 4, 1}) {
+    uint32_t h[256];
+    std::memcpy(h, hist, sizeof(h));
+    bool rare[256] = {};
+    int esc = -1, kept = 0;
+    size_t nesc = 0;
+    for (int s = 0; s < 256; s++) {
+      if (!hist[s]) continue;
+      if (uint64_t(hist[s]) * scale * divisor < n) {
+        rare[s] = true;
+        nesc += hist[s];
+        if (esc < 0) esc = s;
+        h[s] = 0;
+      } else {
+        kept++;
+      }
+    }
+    if (esc < 0 || kept == 0) continue;
+    h[esc] = uint32_t(nesc);
+    double bytes = Choose(h, plan->prob_bits, &t) / 8 + 1 + 5 + double(nesc) + fixed;
+    if (bytes < plan->bytes) {
+      plan->bytes = bytes;
+      plan->table = t;
+      plan->table.has_escape = true;
+      plan->table.escape = uint8_t(esc);
+      std::memcpy(plan->rare, rare, sizeof(rare));
+      plan->nesc = nesc;
+    }
+  }
+}
+
+thread_local std::vector<uint8_t> mapped_;
+
+}  // namespace
+
 void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int max_lanes_log2,
                   bool fast, std::string* out) {
-  const int p = ProbBitsFor(n, CountSymbols(hist)), l = LanesLog2For(n, max_lanes_log2, fast);
-  Table t;
-  Choose(hist, p, &t);
+  Order0Plan plan;
+  PlanOrder0(n, hist, max_lanes_log2, fast, &plan);
+  const int p = plan.prob_bits, l = plan.lanes_log2;
   out->clear();
   out->push_back(char((p << 3) | l));
-  WriteTables(out, &t, 1, p);
-  EncodeBody(sym, nullptr, n, &t, p, l, out);
+  WriteTables(out, &plan.table, 1, p);
+  if (plan.table.has_escape) {
+    PutVarint(out, plan.nesc);
+    mapped_.resize(n);
+    for (size_t i = 0; i < n; i++) {
+      uint8_t s = sym[i];
+      if (plan.rare[s]) {
+        out->push_back(char(s));
+        s = plan.table.escape;
+      }
+      mapped_[i] = s;
+    }
+    sym = mapped_.data();
+  }
+  EncodeBody(sym, nullptr, n, &plan.table, p, l, out);
 }
 
 double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast) {
-  const int p = ProbBitsFor(n, CountSymbols(hist)), l = LanesLog2For(n, max_lanes_log2, fast);
-  Table t;
-  return Choose(hist, p, &t) / 8 + double(StreamOverhead(l)) + 1;
+  Order0Plan plan;
+  PlanOrder0(n, hist, max_lanes_log2, fast, &plan);
+  return plan.bytes + 1;
 }
 
 Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch) {
@@ -513,7 +594,25 @@ Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uin
   Table t;
   if (!ReadTables(&r, p, &t, 1) || t.nsym == 0)
     return Status::Corruption("rANS stream has a bad table");
-  return DecodeBody(&r, nullptr, n, &t, 1, p, l, out, scratch);
+  std::string_view esc;
+  if (t.has_escape) {
+    uint64_t k;
+    if (!r.GetVarint(&k) || k > n || !r.GetBytes(size_t(k), &esc))
+      return Status::Corruption("rANS stream has bad escapes");
+  }
+  PSTORE_RETURN_IF_ERROR(DecodeBody(&r, nullptr, n, &t, 1, p, l, out, scratch));
+  if (t.has_escape) {
+    // Put the escaped bytes where the escape symbol was decoded.
+    size_t k = 0;
+    const uint8_t e = t.escape;
+    for (uint8_t* q = out; (q = static_cast<uint8_t*>(std::memchr(q, e, size_t(out + n - q))));
+         q++) {
+      if (k == esc.size()) return Status::Corruption("rANS stream: more escapes than bytes");
+      *q = uint8_t(esc[k++]);
+    }
+    if (k != esc.size()) return Status::Corruption("rANS stream: unused escape bytes");
+  }
+  return Status::OK();
 }
 
 }  // namespace pstore::rans2

@@ -45,6 +45,10 @@ struct Table {
   uint8_t r_log2 = 0;  // quantised: 2^r_log2 steps per octave
   uint8_t k = 0;       // Exp-Golomb order of the frequency codes
   uint8_t q[256];      // quantised: log-scale code per symbol
+  // Order-0 streams only: a symbol that stands for "the next escaped byte"
+  // (rare symbols cost less as 8 raw bits than as a slot of the table).
+  bool has_escape = false;
+  uint8_t escape = 0;
 };
 
 // Builds the table that minimises (table bits + coded bits) for counts at
@@ -86,7 +90,8 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
                   int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch);
 
-// The whole order-0 stream: [hdr][table][states][words].
+// The whole order-0 stream: [hdr][table][escapes][states][words], where
+// escapes (only if the table has an escape symbol) are [varint k][k bytes].
 void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int max_lanes_log2,
                   bool fast, std::string* out);
 // Its estimated size in bytes (without encoding).
