@@ -246,8 +246,10 @@ struct ChunkEncoder::Impl {
         break;
       case Profile::kFast: {
         if (IsFloat(t) && j == 0) {
-          if (rans2::EstimateOrder0(m, hist, kMaxLanesLog2, true) < double(best_size)) {
-            rans2::EncodeOrder0(s, m, hist, kMaxLanesLog2, true, &trial);
+          rans2::Order0Plan plan;
+          rans2::PlanOrder0(m, hist, kMaxLanesLog2, true, &plan);
+          if (plan.bytes < double(best_size)) {
+            rans2::EncodeOrder0(s, m, plan, &trial);
             consider(Coder::kRans2, &trial);
           }
         } else if (!IsFloat(t)) {
@@ -257,10 +259,14 @@ struct ChunkEncoder::Impl {
         break;
       }
       case Profile::kDense: {
-        double est0 = rans2::EstimateOrder0(m, hist, kMaxLanesLog2, false);
+        rans2::Order0Plan plan;
+        rans2::PlanOrder0(m, hist, kMaxLanesLog2, false, &plan);
+        const double est0 = plan.bytes;
         int k = 0, base = 0;
         double estc = INFINITY;
-        if (info.ctx_source[j] >= 0 && m >= 4096)
+        // Exponent contexts pay where the stream has structure to find at all
+        // (quantised tensors' low bytes); near-uniform streams skip the planning.
+        if (info.ctx_source[j] >= 0 && m >= 4096 && est0 < 0.97 * double(m))
           estc = PlanContext(t, s, all[info.ctx_source[j]], m, &k, &base) +
                  double(rans2::StreamOverhead(rans2::LanesLog2For(m, kMaxLanesLog2, false))) + 3;
         if (estc < est0 * 0.99 && estc < double(best_size)) {
@@ -268,7 +274,7 @@ struct ChunkEncoder::Impl {
           consider(Coder::kRans2Ctx, &trial);
         }
         if (est0 < double(best_size)) {
-          rans2::EncodeOrder0(s, m, hist, kMaxLanesLog2, false, &trial);
+          rans2::EncodeOrder0(s, m, plan, &trial);
           consider(Coder::kRans2, &trial);
         }
         if (m >= 64 && WorthLz(s, m, best_size)) {

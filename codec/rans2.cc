@@ -50,13 +50,17 @@ void FixSum(const uint8_t* order, int nsym, int prob_bits, uint16_t* freq) {
 
 void NormalizeExact(const uint32_t counts[256], int prob_bits, uint16_t* freq) {
   const uint32_t scale = 1u << prob_bits;
+  uint8_t syms[256];
+  int nsym = 0;
   uint64_t total = 0;
-  for (int s = 0; s < 256; s++) total += counts[s];
-  const float* lg = Lg();
-  int32_t sum = 0;
   for (int s = 0; s < 256; s++) {
     freq[s] = 0;
-    if (!counts[s]) continue;
+    if (counts[s]) syms[nsym++] = uint8_t(s), total += counts[s];
+  }
+  const float* lg = Lg();
+  int32_t sum = 0;
+  for (int i = 0; i < nsym; i++) {
+    const int s = syms[i];
     uint64_t f = (uint64_t(counts[s]) * scale + total / 2) / total;
     f = std::clamp<uint64_t>(f, 1, scale);
     freq[s] = uint16_t(f);
@@ -66,9 +70,9 @@ void NormalizeExact(const uint32_t counts[256], int prob_bits, uint16_t* freq) {
   while (sum != int32_t(scale)) {
     int best = -1;
     double best_delta = 0;
-    for (int s = 0; s < 256; s++) {
+    for (int i = 0; i < nsym; i++) {
+      const int s = syms[i];
       uint32_t f = freq[s];
-      if (!f) continue;
       if (sum < int32_t(scale)) {
         double gain = double(counts[s]) * (lg[f + 1] - lg[f]);
         if (best < 0 || gain > best_delta) best = s, best_delta = gain;
@@ -152,9 +156,17 @@ double Choose(const uint32_t counts[256], int prob_bits, Table* t) {
     return 2 + 8;
   }
   const int set_bits = SymbolSetBits(syms, nsym);
-  // Exact: Exp-Golomb codes of freq-1 for all but the last symbol.
-  double best;
-  {
+  const float* lg = Lg();
+  auto data_bits = [&](const uint16_t* freq) {
+    double bits = 0;
+    for (int i = 0; i < nsym; i++)
+      bits += double(counts[syms[i]]) * (prob_bits - lg[freq[syms[i]]]);
+    return bits;
+  };
+  // Exact: Exp-Golomb codes of freq-1 for all but the last symbol. Worth
+  // its table only for long streams.
+  double best = INFINITY;
+  if (total >= 16384) {
     NormalizeExact(counts, prob_bits, t->freq);
     int best_k = 0, best_kbits = INT32_MAX;
     for (int k = 0; k < 8; k++) {
@@ -164,19 +176,21 @@ double Choose(const uint32_t counts[256], int prob_bits, Table* t) {
     }
     t->mode = TableMode::kExact;
     t->k = uint8_t(best_k);
-    best = set_bits + 3 + best_kbits + DataBits(counts, *t, prob_bits);
+    best = set_bits + 3 + best_kbits + data_bits(t->freq);
   }
-  // Quantised: log-scale codes at 2^r steps per octave, delta-coded.
+  // Quantised: log-scale codes at 2^r steps per octave, delta-coded. Coarse
+  // steps only pay in short streams.
+  float l2[256];
+  const double shift = double(prob_bits) - std::log2(double(total));
+  for (int i = 0; i < nsym; i++) l2[i] = float(std::log2(double(counts[syms[i]])) + shift);
   Table cand;
-  const double scale = double(1u << prob_bits);
-  for (int r = 0; r <= 3; r++) {
+  for (int r = total >= 16384 ? 2 : 0; r <= 3; r++) {
     const int qmax = prob_bits << r;
     uint8_t q[256];
     for (int i = 0; i < nsym; i++) {
-      double l = std::log2(double(counts[syms[i]]) * scale / double(total)) * double(1 << r);
-      q[i] = uint8_t(std::clamp<long>(std::lround(l), 0, qmax));
+      float l = l2[i] * float(1 << r) + 0.5f;
+      q[i] = uint8_t(l <= 0 ? 0 : std::min(int(l), qmax));
     }
-    std::memset(cand.freq, 0, sizeof(cand.freq));
     BuildQuantized(syms, q, nsym, r, prob_bits, cand.freq);
     int best_k = 0, best_kbits = INT32_MAX;
     for (int k = 0; k < 4; k++) {
@@ -184,10 +198,10 @@ double Choose(const uint32_t counts[256], int prob_bits, Table* t) {
       for (int i = 1; i < nsym; i++) b += BitWriter::SignedBits(int32_t(q[i]) - q[i - 1], k);
       if (b < best_kbits) best_kbits = b, best_k = k;
     }
-    double bits = set_bits + 2 + 2 + 7 + best_kbits + DataBits(counts, cand, prob_bits);
+    double bits = set_bits + 2 + 2 + 7 + best_kbits + data_bits(cand.freq);
     if (bits < best) {
       best = bits;
-      std::memcpy(t->freq, cand.freq, sizeof(cand.freq));
+      for (int i = 0; i < nsym; i++) t->freq[syms[i]] = cand.freq[syms[i]];
       std::memcpy(t->q, q, size_t(nsym));
       t->mode = TableMode::kQuantized;
       t->r_log2 = uint8_t(r);
@@ -346,12 +360,14 @@ void InitEncSym(EncSym* e, uint32_t start, uint32_t freq, int prob_bits) {
 
 thread_local std::vector<uint16_t> words_;
 
+// Symbols [0, n) of a block that starts at index `first` of the stream.
 template <bool kCtx>
 uint16_t* EncodeLoop(const uint8_t* sym, const uint8_t* ctx, size_t n, const EncSym* enc,
-                     size_t lane_mask, uint32_t* x, uint16_t* wp) {
+                     size_t lane_mask, uint32_t* x, uint16_t* wp, size_t first) {
   for (size_t i = n; i-- > 0;) {
     const EncSym& e = enc[(kCtx ? size_t(ctx[i]) * 256 : 0) + sym[i]];
-    uint32_t xs = x[i & lane_mask];
+    const size_t lane = (first + i) & lane_mask;
+    uint32_t xs = x[lane];
     // Branch-free renormalisation (the branch is unpredictable): the word is
     // always stored, and kept only when the state is too large.
     const bool emit = xs >= e.x_max;
@@ -359,7 +375,7 @@ uint16_t* EncodeLoop(const uint8_t* sym, const uint8_t* ctx, size_t n, const Enc
     wp -= emit;
     xs >>= emit ? 16 : 0;
     uint32_t q = uint32_t((uint64_t(xs) * e.rcp_freq) >> 32) >> e.rcp_shift;
-    x[i & lane_mask] = xs + e.bias + q * e.cmpl_freq;
+    x[lane] = xs + e.bias + q * e.cmpl_freq;
   }
   return wp;
 }
@@ -389,8 +405,34 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
   uint16_t* end = words.data() + words.size();
   uint32_t x[1 << kMaxLanesLog2];
   for (size_t l = 0; l < lanes; l++) x[l] = kStateLow;
-  uint16_t* wp = ctx ? EncodeLoop<true>(sym, ctx, n, enc, lanes - 1, x, end)
-                     : EncodeLoop<false>(sym, ctx, n, enc, lanes - 1, x, end);
+  // The last, partial step goes through the scalar loop first (encoding runs
+  // backwards); the whole steps below it through the vector loop if there is one.
+  const size_t n_full = lanes >= 16 && !g_force_scalar.load(std::memory_order_relaxed)
+                            ? n - n % lanes
+                            : 0;
+  uint16_t* wp = end;
+  if (n_full < n) {
+    wp = ctx ? EncodeLoop<true>(sym + n_full, ctx + n_full, n - n_full, enc, lanes - 1, x, wp,
+                                n_full)
+             : EncodeLoop<false>(sym + n_full, nullptr, n - n_full, enc, lanes - 1, x, wp,
+                                 n_full);
+  }
+  if (n_full > 0) {
+    thread_local std::vector<uint32_t> va, vr;
+    va.resize(size_t(ntables) * 256);
+    vr.resize(size_t(ntables) * 256);
+    for (int k = 0; k < ntables; k++)
+      for (int s = 0; s < 256; s++) {
+        const uint32_t f = tables[k].freq[s];
+        const EncSym& e = enc[k * 256 + s];
+        va[k * 256 + s] = f ? f | (e.bias << 13) | (uint32_t(e.rcp_shift) << 26) : 0;
+        vr[k * 256 + s] = f ? e.rcp_freq : 0;
+      }
+    if (!EncodeFast(sym, ctx, n_full, va.data(), vr.data(), prob_bits, lanes_log2, x, &wp)) {
+      wp = ctx ? EncodeLoop<true>(sym, ctx, n_full, enc, lanes - 1, x, wp, 0)
+               : EncodeLoop<false>(sym, nullptr, n_full, enc, lanes - 1, x, wp, 0);
+    }
+  }
   size_t at = out->size();
   size_t nwords = size_t(end - wp);
   out->resize(at + 4 * lanes + 2 * nwords);
@@ -497,18 +539,11 @@ int CountSymbols(const uint32_t hist[256]) {
 
 namespace {
 
-// The order-0 plan: precision, lanes, the table and which symbols escape.
-struct Order0Plan {
-  int prob_bits, lanes_log2;
-  Table table;
-  bool rare[256] = {};
-  size_t nesc = 0;
-  double bytes;
-};
-
 // Every symbol of the table costs the others about n / 2^P / ln 2 bits of
 // probability mass however rare it is: in long streams, symbols seen a few
 // times are cheaper escaped (a slot shared by all of them, then 8 raw bits).
+}  // namespace
+
 void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast,
                 Order0Plan* plan) {
   const int nsym = CountSymbols(hist);
@@ -517,6 +552,7 @@ void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fas
   const double fixed = double(StreamOverhead(plan->lanes_log2));
   plan->bytes = Choose(hist, plan->prob_bits, &plan->table) / 8 + fixed;
   plan->nesc = 0;
+  std::memset(plan->rare, 0, sizeof(plan->rare));
   const size_t scale = size_t(1) << plan->prob_bits;
   if (n < 4 * scale || nsym < 3) return;
   Table t;
@@ -551,14 +587,18 @@ void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fas
   }
 }
 
+namespace {
 thread_local std::vector<uint8_t> mapped_;
-
 }  // namespace
 
 void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int max_lanes_log2,
                   bool fast, std::string* out) {
   Order0Plan plan;
   PlanOrder0(n, hist, max_lanes_log2, fast, &plan);
+  EncodeOrder0(sym, n, plan, out);
+}
+
+void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out) {
   const int p = plan.prob_bits, l = plan.lanes_log2;
   out->clear();
   out->push_back(char((p << 3) | l));

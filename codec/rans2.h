@@ -90,6 +90,19 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
                   int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch);
 
+// How an order-0 stream will be coded: precision, lanes, the table and which
+// symbols escape; bytes is the estimated size of the stream.
+struct Order0Plan {
+  int prob_bits = 0, lanes_log2 = 0;
+  Table table;
+  bool rare[256] = {};
+  size_t nesc = 0;
+  double bytes = 0;
+};
+void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast,
+                Order0Plan* plan);
+void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out);
+
 // The whole order-0 stream: [hdr][table][escapes][states][words], where
 // escapes (only if the table has an escape symbol) are [varint k][k bytes].
 void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int max_lanes_log2,

@@ -69,7 +69,63 @@ PSTORE_AVX512 size_t LoopV(DecodeState* st, const uint32_t* dtab, const uint8_t*
              : Loop<V, false>(st, dtab, ctx, n, prob_bits, out);
 }
 
+template <bool kCtx>
+PSTORE_AVX512 void EncodeLoop(const uint8_t* sym, const uint8_t* ctx, size_t n,
+                              const uint32_t* enc_a, const uint32_t* enc_rcp, int prob_bits,
+                              size_t lanes, uint32_t* x, uint16_t** wp_io) {
+  const __m512i m13 = _mm512_set1_epi32(0x1fff);
+  const __m512i scale = _mm512_set1_epi32(1 << prob_bits);
+  const __m128i xmax_shift = _mm_cvtsi32_si128(31 - prob_bits);
+  uint16_t* wp = *wp_io;
+  for (size_t step = n / lanes; step-- > 0;) {
+    for (size_t v = lanes / 16; v-- > 0;) {
+      const size_t i0 = step * lanes + 16 * v;
+      __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sym + i0)));
+      if (kCtx) {
+        __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ctx + i0)));
+        idx = _mm512_add_epi32(idx, _mm512_slli_epi32(c, 8));
+      }
+      __m512i a = _mm512_i32gather_epi32(idx, enc_a, 4);
+      __m512i rcp = _mm512_i32gather_epi32(idx, enc_rcp, 4);
+      __m512i xs = _mm512_loadu_si512(x + 16 * v);
+      __m512i freq = _mm512_and_si512(a, m13);
+      __m512i bias = _mm512_and_si512(_mm512_srli_epi32(a, 13), m13);
+      __m512i shift = _mm512_srli_epi32(a, 26);
+      __m512i xmax = _mm512_sll_epi32(freq, xmax_shift);
+      __mmask16 emit = _mm512_cmpge_epu32_mask(xs, xmax);
+      // Words of the emitting lanes, lowest lane at the lowest address.
+      const int cnt = __builtin_popcount(emit);
+      __m256i words = _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(emit, xs));
+      wp -= cnt;
+      _mm256_mask_storeu_epi16(wp, __mmask16((1u << cnt) - 1), words);
+      xs = _mm512_mask_srli_epi32(xs, emit, xs, 16);
+      // q = (xs * rcp) >> 32 >> shift, by even and odd lanes.
+      __m512i pe = _mm512_mul_epu32(xs, rcp);
+      __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(xs, 32), _mm512_srli_epi64(rcp, 32));
+      __m512i q = _mm512_mask_blend_epi32(__mmask16(0xAAAA), _mm512_srli_epi64(pe, 32), po);
+      q = _mm512_srlv_epi32(q, shift);
+      __m512i cmpl = _mm512_sub_epi32(scale, freq);
+      xs = _mm512_add_epi32(_mm512_add_epi32(xs, bias), _mm512_mullo_epi32(q, cmpl));
+      _mm512_storeu_si512(x + 16 * v, xs);
+    }
+  }
+  *wp_io = wp;
+}
+
 }  // namespace
+
+bool EncodeFast(const uint8_t* sym, const uint8_t* ctx, size_t n, const uint32_t* enc_a,
+                const uint32_t* enc_rcp, int prob_bits, int lanes_log2, uint32_t* x,
+                uint16_t** wp) {
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f") &&
+                                 __builtin_cpu_supports("avx512bw") &&
+                                 __builtin_cpu_supports("avx512vl");
+  if (!has_avx512 || lanes_log2 < 4) return false;
+  const size_t lanes = size_t(1) << lanes_log2;
+  if (ctx) EncodeLoop<true>(sym, ctx, n, enc_a, enc_rcp, prob_bits, lanes, x, wp);
+  else EncodeLoop<false>(sym, ctx, n, enc_a, enc_rcp, prob_bits, lanes, x, wp);
+  return true;
+}
 
 size_t DecodeFast(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
                   int prob_bits, int lanes_log2, uint8_t* out) {

@@ -21,4 +21,13 @@ struct DecodeState {
 size_t DecodeFast(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
                   int prob_bits, int lanes_log2, uint8_t* out);
 
+// Encodes symbols [0, n) backwards (n a multiple of 2^lanes_log2, lanes >= 16)
+// with the vector unit, from lane states x, writing words downwards from *wp;
+// the same states and words as the scalar loop. enc_a[c*256+s] packs
+// freq | bias << 13 | rcp_shift << 26, enc_rcp the reciprocal. Returns false
+// (doing nothing) when no vector unit fits.
+bool EncodeFast(const uint8_t* sym, const uint8_t* ctx, size_t n, const uint32_t* enc_a,
+                const uint32_t* enc_rcp, int prob_bits, int lanes_log2, uint32_t* x,
+                uint16_t** wp);
+
 }  // namespace pstore::rans2
