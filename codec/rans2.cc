@@ -383,7 +383,7 @@ uint16_t* EncodeLoop(const uint8_t* sym, const uint8_t* ctx, size_t n, const Enc
 }  // namespace
 
 void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
-                int prob_bits, int lanes_log2, std::string* out) {
+                int prob_bits, int lanes_log2, std::string* out, const uint8_t* remap) {
   const size_t lanes = size_t(1) << lanes_log2;
   int ntables = 1;
   if (ctx)
@@ -397,6 +397,9 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
       start += f;
     }
   }
+  if (remap)
+    for (int s = 0; s < 256; s++)
+      if (remap[s] != s) enc[s] = enc[remap[s]];
   // Words come out last symbol first; filling the buffer from its end leaves
   // them in the order the decoder reads them. At most one word per symbol, and
   // one spare slot for the store that the loop makes before it knows.
@@ -423,7 +426,7 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
     vr.resize(size_t(ntables) * 256);
     for (int k = 0; k < ntables; k++)
       for (int s = 0; s < 256; s++) {
-        const uint32_t f = tables[k].freq[s];
+        const uint32_t f = tables[k].freq[remap && k == 0 ? remap[s] : s];
         const EncSym& e = enc[k * 256 + s];
         va[k * 256 + s] = f ? f | (e.bias << 13) | (uint32_t(e.rcp_shift) << 26) : 0;
         vr[k * 256 + s] = f ? e.rcp_freq : 0;
@@ -554,8 +557,9 @@ void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fas
   plan->nesc = 0;
   std::memset(plan->rare, 0, sizeof(plan->rare));
   const size_t scale = size_t(1) << plan->prob_bits;
-  if (n < 4 * scale || nsym < 3) return;
+  if (fast || n < 4 * scale || nsym < 3) return;  // fast: no escape pass when decoding
   Table t;
+  size_t last_nesc = 0;
   for (size_t divisor : {16, 4, 1}) {
     uint32_t h[256];
     std::memcpy(h, hist, sizeof(h));
@@ -573,7 +577,8 @@ void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fas
         kept++;
       }
     }
-    if (esc < 0 || kept == 0) continue;
+    if (esc < 0 || kept == 0 || nesc == last_nesc) continue;
+    last_nesc = nesc;
     h[esc] = uint32_t(nesc);
     double bytes = Choose(h, plan->prob_bits, &t) / 8 + 1 + 5 + double(nesc) + fixed;
     if (bytes < plan->bytes) {
@@ -586,10 +591,6 @@ void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fas
     }
   }
 }
-
-namespace {
-thread_local std::vector<uint8_t> mapped_;
-}  // namespace
 
 void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int max_lanes_log2,
                   bool fast, std::string* out) {
@@ -605,16 +606,20 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::str
   WriteTables(out, &plan.table, 1, p);
   if (plan.table.has_escape) {
     PutVarint(out, plan.nesc);
-    mapped_.resize(n);
-    for (size_t i = 0; i < n; i++) {
-      uint8_t s = sym[i];
-      if (plan.rare[s]) {
-        out->push_back(char(s));
-        s = plan.table.escape;
-      }
-      mapped_[i] = s;
+    uint8_t map[256];
+    for (int s = 0; s < 256; s++) map[s] = plan.rare[s] ? plan.table.escape : uint8_t(s);
+    const size_t at = out->size();
+    out->resize(at + plan.nesc + 1);
+    uint8_t* side = reinterpret_cast<uint8_t*>(out->data() + at);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {  // branch-free: rare symbols are rare
+      const uint8_t s = sym[i];
+      side[k] = s;
+      k += plan.rare[s];
     }
-    sym = mapped_.data();
+    out->resize(at + plan.nesc);
+    EncodeBody(sym, nullptr, n, &plan.table, p, l, out, map);
+    return;
   }
   EncodeBody(sym, nullptr, n, &plan.table, p, l, out);
 }

@@ -80,8 +80,11 @@ inline size_t StreamOverhead(int lanes_log2) { return 1 + 4u * (1u << lanes_log2
 
 // Appends [states][words] for n symbols. ctx may be null (tables[0] for every
 // symbol); otherwise symbol i uses tables[ctx[i]], which must contain sym[i].
+// remap, if not null, maps every byte to the symbol it is coded as (tables[0]
+// only: the escape of an order-0 stream).
 void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
-                int prob_bits, int lanes_log2, std::string* out);
+                int prob_bits, int lanes_log2, std::string* out,
+                const uint8_t* remap = nullptr);
 
 // Decodes n symbols from in (positioned at the states) into out. ctx values
 // must be < ntables. Consumes all of in; every read is bounds-checked, every

@@ -153,30 +153,36 @@ PSTORE_CLONES void MergeF32X(const uint8_t* const* s, size_t n, uint8_t* raw) {
              ((c[i] & 3u) << 21) | (uint32_t(sm[i] & 31) << 16) | (uint32_t(m1[i]) << 8) | m0[i];
 }
 
-PSTORE_CLONES bool ExponentsFit(const uint8_t* raw, size_t n, int width) {
-  // Exponent field at bits 7..14 (BF16) or 23..30 (F32) of each element.
-  bool ok = true;
+// Elements read in place (raw may be unaligned).
+typedef uint16_t U16 __attribute__((aligned(1), may_alias));
+typedef uint32_t U32 __attribute__((aligned(1), may_alias));
+
+PSTORE_CLONES bool ExponentsFit16(const uint8_t* raw, size_t n) {
+  const U16* p = reinterpret_cast<const U16*>(raw);
+  uint32_t bad = 0;
   for (size_t i = 0; i < n; i++) {
-    uint32_t e;
-    if (width == 2) {
-      uint16_t v;
-      std::memcpy(&v, raw + 2 * i, 2);
-      e = (v >> 7) & 0xff;
-    } else {
-      uint32_t v;
-      std::memcpy(&v, raw + 4 * i, 4);
-      e = (v >> 23) & 0xff;
-    }
-    ok &= e == 0 || (e >= uint32_t(kXExponentMin) && e <= uint32_t(kXExponentMax));
+    uint32_t e = (uint32_t(p[i]) >> 7) & 0xff;
+    bad |= uint32_t(e != 0) & uint32_t(e - uint32_t(kXExponentMin) >
+                                       uint32_t(kXExponentMax - kXExponentMin));
   }
-  return ok;
+  return bad == 0;
+}
+PSTORE_CLONES bool ExponentsFit32(const uint8_t* raw, size_t n) {
+  const U32* p = reinterpret_cast<const U32*>(raw);
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t e = (p[i] >> 23) & 0xff;
+    bad |= uint32_t(e != 0) & uint32_t(e - uint32_t(kXExponentMin) >
+                                       uint32_t(kXExponentMax - kXExponentMin));
+  }
+  return bad == 0;
 }
 
 }  // namespace
 
 Transform WindowedVariant(Transform t, const uint8_t* raw, size_t raw_len) {
-  if (t == Transform::kBF16 && ExponentsFit(raw, raw_len / 2, 2)) return Transform::kBF16X;
-  if (t == Transform::kF32 && ExponentsFit(raw, raw_len / 4, 4)) return Transform::kF32X;
+  if (t == Transform::kBF16 && ExponentsFit16(raw, raw_len / 2)) return Transform::kBF16X;
+  if (t == Transform::kF32 && ExponentsFit32(raw, raw_len / 4)) return Transform::kF32X;
   return t;
 }
 
