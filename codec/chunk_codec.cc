@@ -471,11 +471,11 @@ struct ChunkDecoder::Impl {
     switch (p.coders[j]) {
       case Coder::kRaw:
         if (in.size() != m) return Status::Corruption("raw stream has the wrong length");
-        std::memcpy(dst, src, m);
+        if (m) std::memcpy(dst, src, m);
         return Status::OK();
       case Coder::kConst:
         if (in.size() != 1) return Status::Corruption("const stream has the wrong length");
-        std::memset(dst, src[0], m);
+        if (m) std::memset(dst, src[0], m);
         return Status::OK();
       case Coder::kLz4: {
         if (m > size_t(LZ4_MAX_INPUT_SIZE) || in.size() > size_t(INT32_MAX))

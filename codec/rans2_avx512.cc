@@ -3,7 +3,9 @@
 // overlap the arithmetic of the others. Bit-for-bit the same as the scalar
 // loop in rans2.cc; it stops early, leaving the tail to that loop, when a
 // whole group could read past the end of the words.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positive in avx512fintrin.h
+#endif
 #include <immintrin.h>
 
 #include "codec/rans2.h"

@@ -188,7 +188,9 @@ Transform WindowedVariant(Transform t, const uint8_t* raw, size_t raw_len) {
 
 void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* const* s) {
   switch (t) {
-    case Transform::kNone: std::memcpy(s[0], raw, raw_len); return;
+    case Transform::kNone:
+      if (raw_len) std::memcpy(s[0], raw, raw_len);
+      return;
     case Transform::kPlanes2: SplitPlanes(raw, raw_len / 2, 2, s); return;
     case Transform::kPlanes4: SplitPlanes(raw, raw_len / 4, 4, s); return;
     case Transform::kPlanes8: SplitPlanes(raw, raw_len / 8, 8, s); return;
@@ -204,7 +206,9 @@ void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* cons
 
 void MergeStreams(Transform t, const uint8_t* const* s, size_t raw_len, uint8_t* raw) {
   switch (t) {
-    case Transform::kNone: std::memcpy(raw, s[0], raw_len); return;
+    case Transform::kNone:
+      if (raw_len) std::memcpy(raw, s[0], raw_len);
+      return;
     case Transform::kPlanes2: MergePlanes(s, raw_len / 2, 2, raw); return;
     case Transform::kPlanes4: MergePlanes(s, raw_len / 4, 4, raw); return;
     case Transform::kPlanes8: MergePlanes(s, raw_len / 8, 8, raw); return;
