@@ -167,6 +167,36 @@ TEST(Rans2, ContextCodingRoundTripsOnBothLoops) {
   }
 }
 
+TEST(Rans2, RareSymbolsEscapeAndRoundTrip) {
+  // A long stream with a peaked distribution and a tail of symbols seen once.
+  std::mt19937 rng(12);
+  std::vector<uint8_t> v = Skewed(400000, 12, 0.4);
+  for (int s = 0; s < 60; s++) v[rng() % v.size()] = uint8_t(s);  // 60 rare symbols
+  uint32_t h[256] = {};
+  for (uint8_t b : v) h[b]++;
+  Order0Plan plan;
+  PlanOrder0(v.size(), h, kMaxLanesLog2, false, &plan);
+  EXPECT_TRUE(plan.table.has_escape);
+  std::string enc;
+  EncodeOrder0(v.data(), v.size(), plan, &enc);
+  EXPECT_LE(double(enc.size()), plan.bytes + 8);
+  for (bool scalar : {false, true}) {
+    SetForceScalarForTesting(scalar);
+    std::vector<uint8_t> dec;
+    Status s = Decode(enc, v.size(), &dec);
+    SetForceScalarForTesting(false);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(dec, v);
+  }
+  // Flipping escape bytes or their count is caught or gives other bytes.
+  std::vector<uint8_t> dec;
+  for (size_t at = 1; at < 80; at++) {
+    std::string bad = enc;
+    bad[at] ^= 0x21;
+    (void)Decode(bad, v.size(), &dec);
+  }
+}
+
 TEST(Rans2, SmallStreamsCarryLittleOverhead) {
   // 300 symbols of ~10 distinct values: the table and state must stay small.
   std::mt19937 rng(5);
