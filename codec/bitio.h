@@ -57,38 +57,29 @@ class BitWriter {
   int fill_ = 0;
 };
 
-// Reads what a BitWriter wrote. Every Get fails (returns false, and keeps
-// failing) rather than read past the end.
+// Reads what a BitWriter wrote. Every Get fails (returns false) rather than
+// read past the end.
 class BitReader {
  public:
   BitReader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
 
   bool Get(int nbits, uint32_t* v) {
-    if (nbits == 0) {
-      *v = 0;
-      return true;
+    if (avail_ < nbits) {
+      Refill();
+      if (avail_ < nbits) return false;
     }
-    if (bit_ + size_t(nbits) > 8 * n_) return false;
-    const size_t byte = bit_ >> 3, avail = n_ - byte;
-    uint64_t w = 0;
-    std::memcpy(&w, p_ + byte, avail < 8 ? avail : 8);  // little-endian host
-    *v = uint32_t((w >> (bit_ & 7)) & ((uint64_t(1) << nbits) - 1));
-    bit_ += size_t(nbits);
+    *v = uint32_t(buf_ & ((uint64_t(1) << nbits) - 1));
+    Consume(nbits);
     return true;
   }
   bool GetExpGolomb(int k, uint32_t* v) {
-    // Count the zero prefix from up to 32 peeked bits.
-    const size_t left = 8 * n_ - bit_;
-    const size_t byte = bit_ >> 3, avail = n_ - byte;
-    uint64_t w = 0;
-    std::memcpy(&w, p_ + byte, avail < 8 ? avail : 8);
-    w >>= (bit_ & 7);
-    const size_t peek = left < 32 ? left : 32;
-    if (peek < 64) w &= (uint64_t(1) << peek) - 1;
-    if (w == 0) return false;  // no terminating 1 within reach (or within 30 bits)
-    const int nb = __builtin_ctzll(w);
+    Refill();
+    // The zero prefix (at most 30 bits) and its terminating 1 must be buffered.
+    const uint64_t window = avail_ >= 64 ? buf_ : buf_ & ((uint64_t(1) << avail_) - 1);
+    if (window == 0) return false;
+    const int nb = __builtin_ctzll(window);
     if (nb > 30) return false;
-    bit_ += size_t(nb) + 1;
+    Consume(nb + 1);
     uint32_t low, tail;
     if (!Get(nb, &low) || !Get(k, &tail)) return false;
     uint64_t u = (uint64_t(1) << nb) | low;
@@ -104,12 +95,35 @@ class BitReader {
     return true;
   }
   // Bytes consumed so far, counting a partly read byte as whole.
-  size_t BytesUsed() const { return (bit_ + 7) >> 3; }
+  size_t BytesUsed() const { return (8 * pos_ - size_t(avail_) + 7) >> 3; }
 
  private:
+  // Tops the buffer up to at least 57 bits where the input allows.
+  void Refill() {
+    if (pos_ + 8 <= n_) {
+      uint64_t w;
+      std::memcpy(&w, p_ + pos_, 8);  // little-endian host
+      const int take = (63 - avail_) >> 3;  // whole bytes that fit
+      buf_ |= (w & ((uint64_t(1) << (8 * take)) - 1)) << avail_;
+      pos_ += size_t(take);
+      avail_ += 8 * take;
+      return;
+    }
+    while (avail_ <= 56 && pos_ < n_) {
+      buf_ |= uint64_t(p_[pos_++]) << avail_;
+      avail_ += 8;
+    }
+  }
+  void Consume(int nbits) {
+    buf_ = nbits >= 64 ? 0 : buf_ >> nbits;
+    avail_ -= nbits;
+  }
+
   const uint8_t* p_;
   size_t n_;
-  size_t bit_ = 0;
+  size_t pos_ = 0;   // next byte to load into buf_
+  uint64_t buf_ = 0;
+  int avail_ = 0;    // bits in buf_
 };
 
 }  // namespace pstore

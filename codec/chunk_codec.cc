@@ -587,6 +587,14 @@ struct ChunkDecoder::Impl {
       const uint8_t* none[1] = {nullptr};
       return DecodeStream(p, 0, p.payloads[0], n, out.data(), none);
     }
+    if (p.transform == Transform::kF16 && p.coders[0] == Coder::kRans2 &&
+        p.coders[1] == Coder::kRaw) {
+      // The fast profile's F16 frame: decode the high bytes straight into
+      // place beside the low bytes, read from the frame.
+      if (p.payloads[1].size() != m) return Status::Corruption("raw stream has the wrong length");
+      return rans2::DecodeOrder0(p.payloads[0], m, out.data(), &dtab,
+                                 reinterpret_cast<const uint8_t*>(p.payloads[1].data()));
+    }
     const uint8_t* s[kMaxStreams];
     for (int j = 0; j < p.nstreams; j++) {
       if (p.coders[j] == Coder::kRaw) {

@@ -322,9 +322,9 @@ int LanesLog2For(size_t n, int max_lanes_log2, bool fast) {
 }
 
 int ProbBitsFor(size_t n, int nsym) {
-  // About n/4 slots: small streams set up small decoding tables. 2^P must
+  // About n/8 slots: small streams set up small decoding tables. 2^P must
   // leave room for every symbol.
-  int p = 64 - __builtin_clzll(uint64_t(n) | 1) - 2;
+  int p = 64 - __builtin_clzll(uint64_t(n) | 1) - 3;
   int need = 32 - __builtin_clz(uint32_t(nsym) | 1) + 1;
   return std::clamp(std::max(p, need), 8, kMaxProbBits);
 }
@@ -470,18 +470,23 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void BuildDecodeTab
 
 // The portable loop: symbols [i, n) from lane states x, words from wbytes.
 // False if the words run out.
-template <bool kCtx>
+template <bool kCtx, bool kLo>
 bool ScalarLoop(uint32_t* __restrict x, size_t lanes, const uint32_t* __restrict dtab,
                 const uint8_t* __restrict ctx, size_t i, size_t n, int prob_bits,
                 const uint8_t* __restrict wbytes, size_t nwords, size_t* pos_io,
-                uint8_t* __restrict out) {
+                uint8_t* __restrict out, const uint8_t* __restrict lo) {
   const size_t lane_mask = lanes - 1;
   const uint32_t slot_mask = (1u << prob_bits) - 1;
   size_t pos = *pos_io;
   for (; i < n; i++) {
     uint32_t xs = x[i & lane_mask];
     uint32_t e = dtab[(kCtx ? size_t(ctx[i]) << prob_bits : 0) + (xs & slot_mask)];
-    out[i] = uint8_t(e);
+    if (kLo) {
+      out[2 * i] = lo[i];
+      out[2 * i + 1] = uint8_t(e);
+    } else {
+      out[i] = uint8_t(e);
+    }
     xs = (((e >> 8) & 0xfff) + 1) * (xs >> prob_bits) + (e >> 20);
     // Branch-free renormalisation; a word is read only while one is left.
     const bool need = xs < kStateLow;
@@ -498,7 +503,8 @@ bool ScalarLoop(uint32_t* __restrict x, size_t lanes, const uint32_t* __restrict
 }  // namespace
 
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
-                  int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch) {
+                  int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch,
+                  const uint8_t* lo) {
   const size_t lanes = size_t(1) << lanes_log2;
   DecodeState st;
   for (size_t l = 0; l < lanes; l++) {
@@ -518,11 +524,18 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
   st.pos = 0;
   size_t i = 0;
   if (lanes >= 16 && !g_force_scalar.load(std::memory_order_relaxed))
-    i = DecodeFast(&st, dtab, ctx, n, prob_bits, lanes_log2, out);
-  const bool ok = ctx ? ScalarLoop<true>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
-                                         st.nwords, &st.pos, out)
-                     : ScalarLoop<false>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
-                                          st.nwords, &st.pos, out);
+    i = DecodeFast(&st, dtab, ctx, n, prob_bits, lanes_log2, out, lo);
+  bool ok;
+  if (lo)
+    ok = ctx ? ScalarLoop<true, true>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes, st.nwords,
+                                      &st.pos, out, lo)
+             : ScalarLoop<false, true>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
+                                       st.nwords, &st.pos, out, lo);
+  else
+    ok = ctx ? ScalarLoop<true, false>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
+                                       st.nwords, &st.pos, out, lo)
+             : ScalarLoop<false, false>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
+                                        st.nwords, &st.pos, out, lo);
   if (!ok) return Status::Corruption("rANS stream: truncated words");
   for (size_t l = 0; l < lanes; l++)
     if (st.x[l] != kStateLow) return Status::Corruption("rANS stream: final state mismatch");
@@ -630,7 +643,18 @@ double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bo
   return plan.bytes + 1;
 }
 
-Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch) {
+namespace {
+__attribute__((target_clones("avx2", "default"))) void Interleave(
+    const uint8_t* __restrict lo, const uint8_t* __restrict hi, size_t n, uint8_t* __restrict out) {
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = lo[i];
+    out[2 * i + 1] = hi[i];
+  }
+}
+}  // namespace
+
+Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
+                    const uint8_t* lo) {
   Reader r(in);
   uint8_t hdr;
   if (!r.GetU8(&hdr)) return Status::Corruption("rANS stream is empty");
@@ -645,18 +669,30 @@ Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uin
     if (!r.GetVarint(&k) || k > n || !r.GetBytes(size_t(k), &esc))
       return Status::Corruption("rANS stream has bad escapes");
   }
-  PSTORE_RETURN_IF_ERROR(DecodeBody(&r, nullptr, n, &t, 1, p, l, out, scratch));
-  if (t.has_escape) {
-    // Put the escaped bytes where the escape symbol was decoded.
-    size_t k = 0;
-    const uint8_t e = t.escape;
+  if (lo && t.has_escape) {
+    // Escapes are patched in the symbol stream, so decode it apart first.
+    thread_local std::vector<uint8_t> syms;
+    syms.resize(n);
+    PSTORE_RETURN_IF_ERROR(DecodeBody(&r, nullptr, n, &t, 1, p, l, syms.data(), scratch));
+    PSTORE_RETURN_IF_ERROR(PatchEscapes(t.escape, esc, syms.data(), n));
+    Interleave(lo, syms.data(), n, out);
+    return Status::OK();
+  }
+  PSTORE_RETURN_IF_ERROR(DecodeBody(&r, nullptr, n, &t, 1, p, l, out, scratch, lo));
+  if (t.has_escape) return PatchEscapes(t.escape, esc, out, n);
+  return Status::OK();
+}
+
+Status PatchEscapes(uint8_t e, std::string_view esc, uint8_t* out, size_t n) {
+  size_t k = 0;
+  if (n > 0)
     for (uint8_t* q = out; (q = static_cast<uint8_t*>(std::memchr(q, e, size_t(out + n - q))));
          q++) {
       if (k == esc.size()) return Status::Corruption("rANS stream: more escapes than bytes");
       *q = uint8_t(esc[k++]);
+      if (q + 1 == out + n) break;
     }
-    if (k != esc.size()) return Status::Corruption("rANS stream: unused escape bytes");
-  }
+  if (k != esc.size()) return Status::Corruption("rANS stream: unused escape bytes");
   return Status::OK();
 }
 

@@ -90,8 +90,11 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
 // must be < ntables. Consumes all of in; every read is bounds-checked, every
 // state must end at 2^15 and every word must be used, or it is kCorruption.
 // scratch: reused between calls for the decoding tables.
+// lo, if not null, fuses a merge: out (2n bytes) gets out[2i] = lo[i] and
+// out[2i + 1] = symbol i.
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
-                  int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch);
+                  int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch,
+                  const uint8_t* lo = nullptr);
 
 // How an order-0 stream will be coded: precision, lanes, the table and which
 // symbols escape; bytes is the estimated size of the stream.
@@ -112,7 +115,12 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int ma
                   bool fast, std::string* out);
 // Its estimated size in bytes (without encoding).
 double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast);
-Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch);
+// lo: as for DecodeBody.
+Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
+                    const uint8_t* lo = nullptr);
+// Replaces, in order, every byte e of out[0, n) with the next byte of esc;
+// kCorruption unless their counts match.
+Status PatchEscapes(uint8_t e, std::string_view esc, uint8_t* out, size_t n);
 
 // Test hook: when true, decoding never uses the vector loop.
 void SetForceScalarForTesting(bool force);

@@ -17,9 +17,9 @@ namespace pstore::rans2 {
 
 namespace {
 
-template <int V, bool kCtx>
+template <int V, bool kCtx, bool kLo>
 PSTORE_AVX512 size_t Loop(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
-                          int prob_bits, uint8_t* out) {
+                          int prob_bits, uint8_t* out, const uint8_t* lo) {
   __m512i x[V];
   for (int v = 0; v < V; v++) x[v] = _mm512_loadu_si512(st->x + 16 * v);
   const __m512i slot_mask = _mm512_set1_epi32((1 << prob_bits) - 1);
@@ -44,7 +44,15 @@ PSTORE_AVX512 size_t Loop(DecodeState* st, const uint32_t* dtab, const uint8_t* 
     }
     __mmask16 need[V];
     for (int v = 0; v < V; v++) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i + 16 * v), _mm512_cvtepi32_epi8(e[v]));
+      const __m128i sym = _mm512_cvtepi32_epi8(e[v]);
+      if (kLo) {
+        const __m128i l = _mm_loadu_si128(reinterpret_cast<const __m128i*>(lo + i + 16 * v));
+        uint8_t* o = out + 2 * (i + 16 * v);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o), _mm_unpacklo_epi8(l, sym));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o + 16), _mm_unpackhi_epi8(l, sym));
+      } else {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i + 16 * v), sym);
+      }
       __m512i f = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(e[v], 8), f_mask), one);
       __m512i b = _mm512_srli_epi32(e[v], 20);
       x[v] = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srl_epi32(x[v], pshift)), b);
@@ -66,9 +74,11 @@ PSTORE_AVX512 size_t Loop(DecodeState* st, const uint32_t* dtab, const uint8_t* 
 
 template <int V>
 PSTORE_AVX512 size_t LoopV(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
-                           int prob_bits, uint8_t* out) {
-  return ctx ? Loop<V, true>(st, dtab, ctx, n, prob_bits, out)
-             : Loop<V, false>(st, dtab, ctx, n, prob_bits, out);
+                           int prob_bits, uint8_t* out, const uint8_t* lo) {
+  if (lo) return ctx ? Loop<V, true, true>(st, dtab, ctx, n, prob_bits, out, lo)
+                     : Loop<V, false, true>(st, dtab, ctx, n, prob_bits, out, lo);
+  return ctx ? Loop<V, true, false>(st, dtab, ctx, n, prob_bits, out, lo)
+             : Loop<V, false, false>(st, dtab, ctx, n, prob_bits, out, lo);
 }
 
 template <bool kCtx>
@@ -130,16 +140,16 @@ bool EncodeFast(const uint8_t* sym, const uint8_t* ctx, size_t n, const uint32_t
 }
 
 size_t DecodeFast(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
-                  int prob_bits, int lanes_log2, uint8_t* out) {
+                  int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo) {
   static const bool has_avx512 = __builtin_cpu_supports("avx512f") &&
                                  __builtin_cpu_supports("avx512bw") &&
                                  __builtin_cpu_supports("avx512vl");
   if (!has_avx512) return 0;
   switch (lanes_log2) {
-    case 4: return LoopV<1>(st, dtab, ctx, n, prob_bits, out);
-    case 5: return LoopV<2>(st, dtab, ctx, n, prob_bits, out);
-    case 6: return LoopV<4>(st, dtab, ctx, n, prob_bits, out);
-    case 7: return LoopV<8>(st, dtab, ctx, n, prob_bits, out);
+    case 4: return LoopV<1>(st, dtab, ctx, n, prob_bits, out, lo);
+    case 5: return LoopV<2>(st, dtab, ctx, n, prob_bits, out, lo);
+    case 6: return LoopV<4>(st, dtab, ctx, n, prob_bits, out, lo);
+    case 7: return LoopV<8>(st, dtab, ctx, n, prob_bits, out, lo);
   }
   return 0;
 }

@@ -18,8 +18,10 @@ struct DecodeState {
 // CPU has; returns how many symbols it decoded. The caller finishes the rest
 // with the scalar loop from st, which gives the same bytes and states.
 // REQUIRES: lanes_log2 >= 4. Returns 0 when no vector unit fits.
+// lo, if not null: write out[2i] = lo[i], out[2i + 1] = symbol i instead
+// (decoding fused with the merge of a byte stream stored raw).
 size_t DecodeFast(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
-                  int prob_bits, int lanes_log2, uint8_t* out);
+                  int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo);
 
 // Encodes symbols [0, n) backwards (n a multiple of 2^lanes_log2, lanes >= 16)
 // with the vector unit, from lane states x, writing words downwards from *wp;
