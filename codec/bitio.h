@@ -73,7 +73,19 @@ class BitReader {
     return true;
   }
   bool GetExpGolomb(int k, uint32_t* v) {
-    Refill();
+    if (avail_ < 40) Refill();
+    // Fast path: the whole code is buffered.
+    if (buf_ != 0) {
+      const int nb = __builtin_ctzll(buf_);
+      const int len = 2 * nb + 1 + k;
+      if (len <= avail_ && len <= 40) {
+        const uint64_t u = (uint64_t(1) << nb) | ((buf_ >> (nb + 1)) & ((uint64_t(1) << nb) - 1));
+        const uint64_t tail = (buf_ >> (2 * nb + 1)) & ((uint64_t(1) << k) - 1);
+        *v = uint32_t(((u - 1) << k) | tail);
+        Consume(len);
+        return true;
+      }
+    }
     // The zero prefix (at most 30 bits) and its terminating 1 must be buffered.
     const uint64_t window = avail_ >= 64 ? buf_ : buf_ & ((uint64_t(1) << avail_) - 1);
     if (window == 0) return false;

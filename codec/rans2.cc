@@ -523,8 +523,29 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
   st.nwords = in->remaining() / 2;
   st.pos = 0;
   size_t i = 0;
-  if (lanes >= 16 && !g_force_scalar.load(std::memory_order_relaxed))
+  if (lanes >= 16 && !g_force_scalar.load(std::memory_order_relaxed)) {
     i = DecodeFast(&st, dtab, ctx, n, prob_bits, lanes_log2, out, lo);
+    if (i + lanes <= n && st.pos <= st.nwords) {
+      // The loop stops while a whole step could still read past the words.
+      // Go on over a copy of the last words padded by one step, checking
+      // before each step that the real words have not run out: valid streams
+      // never read the padding, and the result is the same as the scalar loop's.
+      const size_t left = st.nwords - st.pos;
+      uint16_t tail[2 << kMaxLanesLog2] = {};
+      std::memcpy(tail, wbytes + 2 * st.pos, 2 * left);
+      DecodeState t2;
+      std::memcpy(t2.x, st.x, sizeof(uint32_t) * lanes);
+      t2.words = reinterpret_cast<const uint8_t*>(tail);
+      t2.nwords = left + lanes;
+      t2.pos = 0;
+      const size_t done = DecodeFast(&t2, dtab, ctx ? ctx + i : nullptr, n - i, prob_bits,
+                                     lanes_log2, out + (lo ? 2 * i : i), lo ? lo + i : nullptr);
+      if (t2.pos > left) return Status::Corruption("rANS stream: truncated words");
+      std::memcpy(st.x, t2.x, sizeof(uint32_t) * lanes);
+      st.pos += t2.pos;
+      i += done;
+    }
+  }
   bool ok;
   if (lo)
     ok = ctx ? ScalarLoop<true, true>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes, st.nwords,

@@ -96,7 +96,7 @@ TEST(Rans2, VectorAndScalarLoopsGiveTheSameBytes) {
       }
       EXPECT_EQ(a, v);
       EXPECT_EQ(b, v);
-      // Corrupt words: both loops must agree on the verdict and the bytes.
+      // Corrupt words: both loops must agree on the verdict, and on the bytes if OK.
       std::mt19937 rng(3);
       for (int t = 0; t < 20; t++) {
         std::string bad = enc;
@@ -108,8 +108,8 @@ TEST(Rans2, VectorAndScalarLoopsGiveTheSameBytes) {
           ScalarOnly s;
           sb = Decode(bad, n, &b);
         }
-        EXPECT_EQ(sa.ok(), sb.ok());
-        EXPECT_EQ(a, b);
+        EXPECT_EQ(sa.ok(), sb.ok());  // on an error the output is unspecified
+        if (sa.ok()) EXPECT_EQ(a, b);
       }
     }
 }
