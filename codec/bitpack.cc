@@ -111,6 +111,7 @@ int BitsNeeded(const uint8_t* v, size_t n) {
 }
 
 void PackBits(const uint8_t* in, size_t n, int k, uint8_t* out) {
+  if (n == 0) return;
   if (k == 8) {
     std::memcpy(out, in, n);
     return;
@@ -120,6 +121,7 @@ void PackBits(const uint8_t* in, size_t n, int k, uint8_t* out) {
 }
 
 void UnpackBits(const uint8_t* in, size_t n, int k, uint8_t* out) {
+  if (n == 0) return;
   if (k == 8) {
     std::memcpy(out, in, n);
     return;
