@@ -1,7 +1,7 @@
 // Static interleaved rANS over bytes, order-0 or with a small per-symbol
 // context: the entropy coder of pstore's chunk codec.
 //
-// Parameters (fixed; part of the on-disk format, see docs/format.md):
+// Parameters (fixed; part of the on-disk format, see docs/codec.md):
 //   probability precision 12 bits (frequencies sum to 4096), 32-bit states in
 //   [2^15, 2^31), renormalisation in 16-bit words, 1 to 32 interleaved states
 //   (symbol i uses state i mod lanes).

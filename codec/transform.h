@@ -5,7 +5,7 @@
 // in the high byte with the sign and two mantissa bits, which codes smaller
 // than any finer split of it); integer types are split into byte planes. Every
 // stream of a transform holds raw_len / width bytes. The ids are written to
-// disk and never renumbered (docs/format.md).
+// disk and never renumbered (docs/codec.md).
 //
 // Thread-safety: pure functions.
 #pragma once
