@@ -9,7 +9,8 @@
 // are skipped and only the synthetic component benchmarks run. Each corpus
 // iteration codes every chunk of the corpus once; bytes/s are raw (tensor)
 // bytes. Counters: ratio = stored / raw, vs_zstd3 = ratio / zstd -3's ratio.
-// Decode includes the XXH3-128 check unless the name says Unchecked.
+// Decode includes the XXH3-128 check unless the name says Unchecked. Rates
+// are of wall-clock time (UseRealTime): run it on a quiet machine.
 #include <benchmark/benchmark.h>
 #include <lz4.h>
 #include <zstd.h>
@@ -311,24 +312,24 @@ void RegisterAll() {
   for (Profile p : {Profile::kFast, Profile::kDense}) {
     std::string name(ProfileName(p));
     benchmark::RegisterBenchmark(("Encode/" + name).c_str(), BM_Encode, p)
-        ->Unit(benchmark::kMillisecond);
+        ->Unit(benchmark::kMillisecond)->UseRealTime();
     benchmark::RegisterBenchmark(("Decode/" + name).c_str(), BM_Decode, p, true)
-        ->Unit(benchmark::kMillisecond);
+        ->Unit(benchmark::kMillisecond)->UseRealTime();
     benchmark::RegisterBenchmark(("DecodeUnchecked/" + name).c_str(), BM_Decode, p, false)
-        ->Unit(benchmark::kMillisecond);
+        ->Unit(benchmark::kMillisecond)->UseRealTime();
   }
   benchmark::RegisterBenchmark("ZSTD_compress", BM_ZstdCompress)
-      ->Arg(3)->Arg(-1)->Unit(benchmark::kMillisecond);
+      ->Arg(3)->Arg(-1)->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("ZSTD_decompress", BM_ZstdDecompress, true)
-      ->Arg(3)->Arg(-1)->Unit(benchmark::kMillisecond);
+      ->Arg(3)->Arg(-1)->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("ZSTD_decompressUnchecked", BM_ZstdDecompress, false)
-      ->Arg(3)->Arg(-1)->Unit(benchmark::kMillisecond);
+      ->Arg(3)->Arg(-1)->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("LZ4_compress_default", BM_Lz4Compress)
-      ->Unit(benchmark::kMillisecond);
+      ->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("LZ4_decompress_safe", BM_Lz4Decompress, true)
-      ->Unit(benchmark::kMillisecond);
+      ->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("LZ4_decompress_safeUnchecked", BM_Lz4Decompress, false)
-      ->Unit(benchmark::kMillisecond);
+      ->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("Rans2Decode", BM_Rans2DecodeLanes)
       ->ArgsProduct({{4, 5, 6, 7}, {0, 1}})
       ->ArgNames({"lanes_log2", "scalar"});
