@@ -139,6 +139,23 @@ struct ChunkEncoder::Impl {
     return true;
   }
 
+  // True if three 8 KiB samples of s have an order-0 entropy within 0.3% of
+  // 8 bits per byte (every value about equally likely).
+  static bool LooksUniform(const uint8_t* s, size_t m) {
+    constexpr size_t kSample = 8192;
+    uint32_t h[256] = {};
+    for (size_t at : {size_t(0), m / 2, m - kSample}) {
+      uint32_t part[256];
+      Histogram(s + at, kSample, part);
+      for (int x = 0; x < 256; x++) h[x] += part[x];
+    }
+    double bits = 0;
+    const double total = 3.0 * kSample;
+    for (uint32_t c : h)
+      if (c) bits -= double(c) * std::log2(double(c) / total);
+    return bits > 0.997 * 8 * total;
+  }
+
   // LZ-style redundancy (repeats, runs) is what order-0 coding misses. LZ4 on
   // three 4 KiB samples tells cheaply whether a full LZ4/Zstandard pass could
   // beat `best` bytes.
@@ -240,6 +257,21 @@ struct ChunkEncoder::Impl {
                      const uint8_t* const* all, std::string* out) {
     out->clear();
     if (m == 0 || opt.profile == Profile::kRaw) return Coder::kRaw;
+    if (opt.profile == Profile::kDense && m >= 65536 && LooksUniform(s, m)) {
+      // Low mantissa bytes: no order-0 or context coder gains here; only
+      // repeats could.
+      if (WorthLz(s, m, m)) {
+        Coder best = Coder::kRaw;
+        size_t best_size = m;
+        if (TryLz4(s, m, &trial) && trial.size() < best_size)
+          best = Coder::kLz4, best_size = trial.size(), out->swap(trial);
+        if (TryZstd(s, m, &trial) && trial.size() < best_size)
+          best = Coder::kZstd, best_size = trial.size(), out->swap(trial);
+        if (best != Coder::kRaw) return best;
+        out->clear();
+      }
+      return Coder::kRaw;
+    }
     uint32_t hist[256];
     Histogram(s, m, hist);
     int distinct = 0, top = 0;

@@ -193,12 +193,17 @@ double Choose(const uint32_t counts[256], int prob_bits, Table* t) {
       q[i] = uint8_t(l <= 0 ? 0 : std::min(int(l), qmax));
     }
     BuildQuantized(syms, q, nsym, r, prob_bits, cand.freq);
-    int best_k = 0, best_kbits = INT32_MAX;
-    for (int k = 0; k < 4; k++) {
-      int b = 0;
-      for (int i = 1; i < nsym; i++) b += BitWriter::SignedBits(int32_t(q[i]) - q[i - 1], k);
-      if (b < best_kbits) best_kbits = b, best_k = k;
+    // Bits of the deltas for every order k at once: EG_k(z) takes
+    // 2*floor(log2((z >> k) + 1)) + 1 + k bits.
+    int kbits[4] = {0, 0, 0, 0};
+    for (int i = 1; i < nsym; i++) {
+      const int32_t d = int32_t(q[i]) - q[i - 1];
+      const uint32_t z = uint32_t(d < 0 ? -2 * d - 1 : 2 * d);
+      for (int k = 0; k < 4; k++) kbits[k] += 2 * (31 - __builtin_clz((z >> k) + 1)) + 1 + k;
     }
+    int best_k = 0, best_kbits = kbits[0];
+    for (int k = 1; k < 4; k++)
+      if (kbits[k] < best_kbits) best_kbits = kbits[k], best_k = k;
     double bits = set_bits + 2 + 2 + 7 + best_kbits + data_bits(cand.freq);
     if (bits < best) {
       best = bits;
