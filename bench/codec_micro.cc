@@ -5,8 +5,9 @@
 //   codec_micro [--corpus=DIR] [--chunk_kib=N] [benchmark flags...]
 //
 // The corpus (a directory of .safetensors files) comes from --corpus or the
-// environment variable PSTORE_CODEC_CORPUS; without one the corpus benchmarks
-// are skipped and only the synthetic component benchmarks run. Each corpus
+// environment variable PSTORE_CODEC_CORPUS; without one (or if it holds no
+// .safetensors file) the corpus benchmarks are not registered and only the
+// synthetic component benchmarks run. Each corpus
 // iteration codes every chunk of the corpus once; bytes/s are raw (tensor)
 // bytes. Counters: ratio = stored / raw, vs_zstd3 = ratio / zstd -3's ratio.
 // Decode includes the XXH3-128 check unless the name says Unchecked. Rates
@@ -308,7 +309,13 @@ void BM_Hash(benchmark::State& state) {
   state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(v.size()));
 }
 
+void RegisterSynthetic();
+
 void RegisterAll() {
+  if (!g_corpus) {
+    RegisterSynthetic();
+    return;
+  }
   for (Profile p : {Profile::kFast, Profile::kDense}) {
     std::string name(ProfileName(p));
     benchmark::RegisterBenchmark(("Encode/" + name).c_str(), BM_Encode, p)
@@ -330,6 +337,10 @@ void RegisterAll() {
       ->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RegisterBenchmark("LZ4_decompress_safeUnchecked", BM_Lz4Decompress, false)
       ->Unit(benchmark::kMillisecond)->UseRealTime();
+  RegisterSynthetic();
+}
+
+void RegisterSynthetic() {
   benchmark::RegisterBenchmark("Rans2Decode", BM_Rans2DecodeLanes)
       ->ArgsProduct({{4, 5, 6, 7}, {0, 1}})
       ->ArgNames({"lanes_log2", "scalar"});
