@@ -298,6 +298,56 @@ TEST(ChunkCodec, ScalarAndVectorDecodersGiveTheSameBytes) {
     }
 }
 
+// F16 weights quantised to 64 levels: the low byte depends on the exponent
+// (rans2-ctx), and a few outliers make rare high bytes (escapes).
+std::vector<uint8_t> QuantisedF16(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i + 2 <= n; i += 2) {
+    float q = std::round(std::clamp(nd(rng) * 8.f, -31.f, 31.f)) * (0.05f / 8.f);
+    if (rng() % 50000 == 0) q = float(rng() % 1000) + 100.f;  // rare outliers
+    _Float16 h = _Float16(q);
+    std::memcpy(&v[i], &h, 2);
+  }
+  return v;
+}
+
+TEST(ChunkCodec, ContextAndEscapeStreamsSurviveCorruption) {
+  auto raw = QuantisedF16(1 << 20, 3);
+  ChunkEncoder enc(EncodeOptions{});
+  std::string frame;
+  enc.Encode(raw, DType::kF16, &frame);
+  auto info = InspectFrame(frame);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->coders[1], Coder::kRans2Ctx);
+  ASSERT_EQ(info->coders[0], Coder::kRans2);
+  {
+    // Stream 0's table has an escape.
+    const size_t payload0 = frame.size() - info->stream_bytes[0] - info->stream_bytes[1];
+    Reader r(reinterpret_cast<const uint8_t*>(frame.data()) + payload0, info->stream_bytes[0]);
+    uint8_t hdr;
+    ASSERT_TRUE(r.GetU8(&hdr));
+    rans2::Table t;
+    ASSERT_TRUE(rans2::ReadTables(&r, hdr >> 3, &t, 1));
+    EXPECT_TRUE(t.has_escape);
+  }
+  ExpectRoundTrip(raw, DType::kF16, Profile::kDense);
+  ChunkDecoder dec;
+  ChunkKey key = HashBytes(raw.data(), raw.size());
+  std::vector<uint8_t> out(raw.size());
+  std::mt19937 rng(9);
+  for (int trial = 0; trial < 400; trial++) {
+    std::string bad = frame;
+    // Mostly in the headers and tables, where the structure is.
+    size_t at = trial % 2 ? rng() % std::min<size_t>(bad.size(), 600) : rng() % bad.size();
+    bad[at] = char(bad[at] ^ (1 + rng() % 255));
+    if (dec.Decode(bad, key, out).ok()) EXPECT_EQ(out, raw) << "flip at " << at;
+  }
+  for (size_t cut = 0; cut < frame.size(); cut += 1 + frame.size() / 97)
+    EXPECT_FALSE(dec.Decode(frame.substr(0, cut), key, out).ok());
+}
+
 TEST(Bitpack, PortableAndBmi2PathsAgree) {
   std::mt19937 rng(2);
   for (int k = 1; k <= 8; k++)
