@@ -372,14 +372,23 @@ void ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype, std::string
   for (int j = 0; j < info.nstreams; j++)
     coders[j] = I.EncodeStream(t, info, j, s[j], m, s, &I.payload[j]);
 
+  // Version 3: coder ids two to a byte; lengths only where they are not
+  // implied (raw: m, const: 1, the last other stream: the rest of the frame).
   frame->clear();
   frame->push_back(char(kFrameVersion));
   frame->push_back(char(t));
   PutVarint(frame, n);
-  for (int j = 0; j < info.nstreams; j++) {
-    frame->push_back(char(coders[j]));
-    PutVarint(frame, coders[j] == Coder::kRaw ? m : I.payload[j].size());
+  for (int j = 0; j < info.nstreams; j += 2) {
+    uint8_t b = uint8_t(coders[j]);
+    if (j + 1 < info.nstreams) b |= uint8_t(uint8_t(coders[j + 1]) << 4);
+    frame->push_back(char(b));
   }
+  int last = -1;
+  for (int j = 0; j < info.nstreams; j++)
+    if (coders[j] != Coder::kRaw && coders[j] != Coder::kConst) last = j;
+  for (int j = 0; j < last; j++)
+    if (coders[j] != Coder::kRaw && coders[j] != Coder::kConst)
+      PutVarint(frame, I.payload[j].size());
   for (int j = 0; j < info.nstreams; j++) {
     if (coders[j] == Coder::kRaw)
       frame->append(reinterpret_cast<const char*>(s[j]), m);
@@ -433,7 +442,8 @@ Status ParseFrame(std::string_view frame, ParsedFrame* p) {
   Reader r(frame);
   uint8_t t;
   if (!r.GetU8(&p->version)) return Status::Corruption("chunk frame is empty");
-  if (p->version != kFrameVersion1 && p->version != kFrameVersion)
+  if (p->version != kFrameVersion1 && p->version != kFrameVersion2 &&
+      p->version != kFrameVersion)
     return Status::Corruption("chunk frame has unknown version " + std::to_string(p->version));
   if (!r.GetU8(&t)) return Status::Corruption("chunk frame truncated");
   auto info = GetTransformInfo(Transform(t));
@@ -449,6 +459,46 @@ Status ParseFrame(std::string_view frame, ParsedFrame* p) {
     p->nstreams = 1;
     p->coders[0] = Coder(c);
     r.GetBytes(r.remaining(), &p->payloads[0]);
+  } else if (p->version == kFrameVersion) {
+    if (!r.GetVarint(&p->raw_len)) return Status::Corruption("chunk frame header truncated");
+    if (p->raw_len % uint64_t(p->info.width))
+      return Status::Corruption("chunk frame raw length is not a whole number of elements");
+    p->nstreams = info->nstreams;
+    const uint64_t m = p->raw_len / uint64_t(p->info.width);
+    for (int j = 0; j < p->nstreams; j += 2) {
+      uint8_t b;
+      if (!r.GetU8(&b)) return Status::Corruption("chunk frame header truncated");
+      uint8_t c[2] = {uint8_t(b & 15), uint8_t(b >> 4)};
+      for (int h = 0; h < 2; h++) {
+        if (j + h >= p->nstreams) {
+          if (c[h] != 0) return Status::Corruption("chunk frame has a stray coder");
+          continue;
+        }
+        if (c[h] > uint8_t(Coder::kBits))
+          return Status::Corruption("chunk frame has unknown coder " + std::to_string(c[h]));
+        p->coders[j + h] = Coder(c[h]);
+      }
+    }
+    int last = -1;
+    for (int j = 0; j < p->nstreams; j++)
+      if (p->coders[j] != Coder::kRaw && p->coders[j] != Coder::kConst) last = j;
+    uint64_t lens[kMaxStreams];
+    uint64_t sum = 0;
+    for (int j = 0; j < p->nstreams; j++) {
+      if (p->coders[j] == Coder::kRaw) lens[j] = m;
+      else if (p->coders[j] == Coder::kConst) lens[j] = 1;
+      else if (j < last && !r.GetVarint(&lens[j]))
+        return Status::Corruption("chunk frame header truncated");
+      else if (j == last) lens[j] = 0;  // the rest, below
+      if (lens[j] > frame.size()) return Status::Corruption("chunk frame stream lengths exceed the frame");
+      sum += lens[j];
+    }
+    if (sum > r.remaining())
+      return Status::Corruption("chunk frame stream lengths exceed the frame");
+    if (last >= 0) lens[last] = r.remaining() - sum;
+    else if (sum != r.remaining())
+      return Status::Corruption("chunk frame stream lengths do not add up to its size");
+    for (int j = 0; j < p->nstreams; j++) r.GetBytes(size_t(lens[j]), &p->payloads[j]);
   } else {
     if (!r.GetVarint(&p->raw_len)) return Status::Corruption("chunk frame header truncated");
     p->nstreams = info->nstreams;

@@ -8,7 +8,8 @@
 // length and the XXH3-128 of the result against the chunk's key: a mismatch is
 // a corruption error, and the caller's buffer must then be treated as garbage.
 //
-// Frame versions: 1 (one coder over all streams) is still read; 2 is written.
+// Frame versions: 1 (one coder over all streams) and 2 are still read; 3 (the
+// streams of version 2 under a shorter header) is written.
 // Byte layouts are in docs/codec.md.
 //
 // Thread-safety: a ChunkEncoder or ChunkDecoder holds scratch buffers and must
@@ -62,7 +63,8 @@ struct EncodeOptions {
 };
 
 constexpr uint8_t kFrameVersion1 = 1;
-constexpr uint8_t kFrameVersion = 2;  // what the encoder writes
+constexpr uint8_t kFrameVersion2 = 2;  // per-stream coders, every length written
+constexpr uint8_t kFrameVersion = 3;   // what the encoder writes: v2 with a compact header
 
 class ChunkEncoder {
  public:

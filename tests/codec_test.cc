@@ -159,6 +159,61 @@ TEST(ChunkCodec, VersionOneFramesStayReadable) {
     }
 }
 
+// The same streams under a version-2 header (every coder and length written).
+std::string ToVersion2(const std::string& v3) {
+  auto info = InspectFrame(v3);
+  EXPECT_TRUE(info.ok());
+  size_t payload_bytes = 0;
+  for (uint64_t b : info->stream_bytes) payload_bytes += b;
+  std::string v2;
+  v2.push_back(char(kFrameVersion2));
+  v2.push_back(char(info->transform));
+  PutVarint(&v2, info->raw_len);
+  for (size_t j = 0; j < info->coders.size(); j++) {
+    v2.push_back(char(info->coders[j]));
+    PutVarint(&v2, info->stream_bytes[j]);
+  }
+  v2.append(v3, v3.size() - payload_bytes, payload_bytes);
+  return v2;
+}
+
+TEST(ChunkCodec, VersionTwoFramesStayReadable) {
+  ChunkDecoder dec;
+  for (Profile p : kAllProfiles)
+    for (DType t : {DType::kF16, DType::kBF16, DType::kF32, DType::kU8, DType::kF8_E4M3}) {
+      auto raw = WeightLike(t, 70000, 5);
+      EncodeOptions opt;
+      opt.profile = p;
+      ChunkEncoder enc(opt);
+      std::string frame;
+      enc.Encode(raw, t, &frame);
+      EXPECT_EQ(InspectFrame(frame)->version, kFrameVersion);
+      std::string v2 = ToVersion2(frame);
+      EXPECT_EQ(InspectFrame(v2)->version, kFrameVersion2);
+      std::vector<uint8_t> out(raw.size());
+      Status s = dec.Decode(v2, HashBytes(raw.data(), raw.size()), out);
+      ASSERT_TRUE(s.ok()) << s.ToString();
+      EXPECT_EQ(out, raw);
+      EXPECT_LE(frame.size(), v2.size());
+    }
+}
+
+TEST(ChunkCodec, VersionThreeHeaderRejectsStrayCoderNibbles) {
+  auto raw = WeightLike(DType::kU8, 1000, 5);  // one stream: the high nibble must be 0
+  ChunkEncoder enc(EncodeOptions{});
+  std::string frame;
+  enc.Encode(raw, DType::kU8, &frame);
+  ASSERT_EQ(uint8_t(frame[0]), kFrameVersion);
+  size_t at = 2;
+  while (uint8_t(frame[at]) & 0x80) at++;  // past raw_len
+  at++;
+  std::string bad = frame;
+  bad[at] = char(uint8_t(bad[at]) | 0x20);
+  ChunkDecoder dec;
+  std::vector<uint8_t> out(raw.size());
+  EXPECT_TRUE(dec.Decode(bad, HashBytes(raw.data(), raw.size()), out).IsCorruption());
+}
+
 TEST(ChunkCodec, WrongKeyIsCorruption) {
   auto raw = WeightLike(DType::kF16, 5000, 3);
   ChunkEncoder enc(EncodeOptions{});
@@ -408,7 +463,7 @@ TEST(ChunkCodec, FirstFormatRansFramesStayReadable) {
     rans::EncodeBody(lo.data(), ctx.data(), m, t, &s1);
   }
   std::string frame;
-  frame.push_back(char(kFrameVersion));
+  frame.push_back(char(kFrameVersion2));
   frame.push_back(char(Transform::kF16));
   PutVarint(&frame, raw.size());
   frame.push_back(char(Coder::kRans));
