@@ -142,7 +142,7 @@ double DataBits(const uint32_t counts[256], const Table& t, int prob_bits) {
   return bits;
 }
 
-double Choose(const uint32_t counts[256], int prob_bits, Table* t) {
+double Choose(const uint32_t counts[256], int prob_bits, Table* t, int only_r) {
   Clear(t);
   uint8_t syms[256];
   int nsym = 0;
@@ -167,7 +167,7 @@ double Choose(const uint32_t counts[256], int prob_bits, Table* t) {
   // beat the quantised forms only on the longest streams (on the corpus it
   // changes nothing measurable below 256 Ki symbols), so only those try it.
   double best = INFINITY;
-  if (total >= 262144) {
+  if (total >= 262144 && only_r < 0) {
     NormalizeExact(counts, prob_bits, t->freq);
     int best_k = 0, best_kbits = INT32_MAX;
     for (int k = 0; k < 8; k++) {
@@ -185,7 +185,8 @@ double Choose(const uint32_t counts[256], int prob_bits, Table* t) {
   const double shift = double(prob_bits) - std::log2(double(total));
   for (int i = 0; i < nsym; i++) l2[i] = float(std::log2(double(counts[syms[i]])) + shift);
   Table cand;
-  for (int r = total >= 16384 ? 2 : 0; r <= 3; r++) {
+  for (int r = only_r >= 0 ? only_r : total >= 16384 ? 2 : 0; r <= (only_r >= 0 ? only_r : 3);
+       r++) {
     const int qmax = prob_bits << r;
     uint8_t q[256];
     for (int i = 0; i < nsym; i++) {
@@ -620,7 +621,8 @@ void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fas
     if (esc < 0 || kept == 0 || nesc == last_nesc) continue;
     last_nesc = nesc;
     h[esc] = uint32_t(nesc);
-    double bytes = Choose(h, plan->prob_bits, &t) / 8 + 1 + 5 + double(nesc) + fixed;
+    const int r = plan->table.mode == TableMode::kQuantized ? plan->table.r_log2 : -1;
+    double bytes = Choose(h, plan->prob_bits, &t, r) / 8 + 1 + 5 + double(nesc) + fixed;
     if (bytes < plan->bytes) {
       plan->bytes = bytes;
       plan->table = t;

@@ -54,7 +54,9 @@ struct Table {
 // Builds the table that minimises (table bits + coded bits) for counts at
 // precision prob_bits, trying exact and quantised forms. Returns that total in
 // bits. counts must not be all zero; prob_bits must allow every symbol >= 1.
-double Choose(const uint32_t counts[256], int prob_bits, Table* t);
+// only_r >= 0 restricts the quantised forms to that resolution (and skips
+// the exact form).
+double Choose(const uint32_t counts[256], int prob_bits, Table* t, int only_r = -1);
 // An empty table, for an unused context.
 void Clear(Table* t);
 // The estimated coded bits of counts under table t.
