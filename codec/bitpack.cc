@@ -95,6 +95,39 @@ __attribute__((target("bmi2"))) void UnpackBmi2(const uint8_t* in, size_t n, int
   UnpackTail(in, groups * 8, n, k, out);
 }
 
+// 64 values per step: each group of 8 values (k bytes) is moved into a
+// quadword of its own, then vpmultishiftqb pulls value j out of bits
+// [j*k, j*k + 8) of its quadword.
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void UnpackVbmi(const uint8_t* in,
+                                                                       size_t n, int k,
+                                                                       uint8_t* out) {
+  alignas(64) uint8_t perm[64], shifts[64];
+  for (int g = 0; g < 8; g++)
+    for (int j = 0; j < 8; j++) {
+      perm[8 * g + j] = uint8_t(g * k + (j < k ? j : k - 1));
+      shifts[8 * g + j] = uint8_t(j * k);
+    }
+  const __m512i vperm = _mm512_load_si512(perm), vshift = _mm512_load_si512(shifts);
+  const __m512i mask = _mm512_set1_epi8(char((1u << k) - 1));
+  const size_t blocks = n / 64;
+  const __mmask64 load_mask = (k == 8) ? ~__mmask64(0) : (__mmask64(1) << (8 * k)) - 1;
+  for (size_t b = 0; b < blocks; b++) {
+    __m512i v = _mm512_maskz_loadu_epi8(load_mask, in + b * 8 * size_t(k));
+    v = _mm512_permutexvar_epi8(vperm, v);
+    v = _mm512_multishift_epi64_epi8(vshift, v);
+    _mm512_storeu_si512(out + 64 * b, _mm512_and_si512(v, mask));
+  }
+  // The rest (< 64 values) through the portable loops, from a whole group.
+  UnpackPortable(in + blocks * 8 * size_t(k), n - blocks * 64, k, out + blocks * 64);
+}
+
+bool UseVbmi() {
+  static const bool has = __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vbmi");
+  return has && !g_portable.load(std::memory_order_relaxed);
+}
+
 bool UseBmi2() {
   static const bool has = __builtin_cpu_supports("bmi2");
   return has && !g_portable.load(std::memory_order_relaxed);
@@ -126,7 +159,8 @@ void UnpackBits(const uint8_t* in, size_t n, int k, uint8_t* out) {
     std::memcpy(out, in, n);
     return;
   }
-  if (UseBmi2()) UnpackBmi2(in, n, k, out);
+  if (UseVbmi()) UnpackVbmi(in, n, k, out);
+  else if (UseBmi2()) UnpackBmi2(in, n, k, out);
   else UnpackPortable(in, n, k, out);
 }
 

@@ -1,7 +1,8 @@
 // Bit packing: n values below 2^k stored in ceil(n*k/8) bytes, value i in
 // bits [i*k, i*k + k) counted from the least significant bit of byte 0. The
-// payload of coder kBits (docs/codec.md). Uses BMI2 pdep/pext where the CPU
-// has them and a portable loop elsewhere; both give the same bytes.
+// payload of coder kBits (docs/codec.md). Unpacks with AVX-512 VBMI or BMI2
+// pdep where the CPU has them, packs with BMI2 pext, and has portable loops
+// for the rest; every path gives the same bytes.
 //
 // Thread-safety: pure functions.
 #pragma once
