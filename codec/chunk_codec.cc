@@ -41,9 +41,10 @@ bool IsFloat(Transform t) {
          t == Transform::kF32X;
 }
 
-// Lanes cap of format-2 rANS streams: 64 lanes decode 1.5x faster than 32 on
-// AVX-512 (4 gathers in flight); 128 gain little more for 256 more state bytes.
-constexpr int kMaxLanesLog2 = 6;
+// Lanes cap of format-2 rANS streams (rans2::LanesLog2For picks per profile):
+// 64 lanes decode 1.5x faster than 32 on AVX-512 (4 gathers in flight); 128
+// gain a few percent more for 256 more state bytes, which only fast takes.
+constexpr int kMaxLanesLog2 = 7;
 
 // Byte histogram with four tables, so that runs of one byte do not stall on
 // the same counter.

@@ -320,8 +320,8 @@ int LanesLog2For(size_t n, int max_lanes_log2, bool fast) {
   int l;
   if (fast) {
     // Decode speed first: 16 lanes (one vector) from 256 symbols, 64 (four
-    // vectors in flight) from 4 Ki.
-    l = n < 256 ? 0 : n < 4096 ? 4 : 6;
+    // vectors in flight) from 4 Ki, 128 from 64 Ki.
+    l = n < 256 ? 0 : n < 4096 ? 4 : n < 65536 ? 6 : 7;
   } else {
     l = n < 512 ? 0 : n < 2048 ? 2 : n < 16384 ? 4 : n < 65536 ? 5 : 6;
   }
