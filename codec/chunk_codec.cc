@@ -117,6 +117,7 @@ struct ChunkEncoder::Impl {
   std::vector<uint32_t> joint;  // [exponent][symbol] counts
   std::string payload[kMaxStreams];
   std::string trial;
+  rans2::EncodeScratch rans_scratch;
 
   explicit Impl(const EncodeOptions& o) : opt(o), zc(ZSTD_createCCtx()) {}
   ~Impl() { ZSTD_freeCCtx(zc); }
@@ -245,7 +246,7 @@ struct ChunkEncoder::Impl {
       else rans2::Clear(&tables[c]);
     }
     rans2::WriteTables(out, tables, k, p);
-    rans2::EncodeBody(s, ctx.data(), m, tables, p, l, out);
+    rans2::EncodeBody(s, ctx.data(), m, tables, p, l, out, nullptr, &rans_scratch);
   }
 
   void EncodeBits(const uint8_t* s, size_t m, int k, std::string* out) {
@@ -306,7 +307,7 @@ struct ChunkEncoder::Impl {
           rans2::Order0Plan plan;
           rans2::PlanOrder0(m, hist, kMaxLanesLog2, true, &plan);
           if (plan.bytes < double(best_size)) {
-            rans2::EncodeOrder0(s, m, plan, &trial);
+            rans2::EncodeOrder0(s, m, plan, &trial, &rans_scratch);
             consider(Coder::kRans2, &trial);
           }
         } else if (!IsFloat(t)) {
@@ -331,7 +332,7 @@ struct ChunkEncoder::Impl {
           consider(Coder::kRans2Ctx, &trial);
         }
         if (est0 < double(best_size)) {
-          rans2::EncodeOrder0(s, m, plan, &trial);
+          rans2::EncodeOrder0(s, m, plan, &trial, &rans_scratch);
           consider(Coder::kRans2, &trial);
         }
         if (m >= 64 && WorthLz(s, m, best_size)) {
@@ -676,7 +677,8 @@ struct ChunkDecoder::Impl {
       // place beside the low bytes, read from the frame.
       if (p.payloads[1].size() != m) return Status::Corruption("raw stream has the wrong length");
       return rans2::DecodeOrder0(p.payloads[0], m, out.data(), &dtab,
-                                 reinterpret_cast<const uint8_t*>(p.payloads[1].data()));
+                                 reinterpret_cast<const uint8_t*>(p.payloads[1].data()),
+                                 &streams[0]);
     }
     const uint8_t* s[kMaxStreams];
     for (int j = 0; j < p.nstreams; j++) {

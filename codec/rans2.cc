@@ -365,8 +365,6 @@ void InitEncSym(EncSym* e, uint32_t start, uint32_t freq, int prob_bits) {
   }
 }
 
-thread_local std::vector<uint16_t> words_;
-
 // Symbols [0, n) of a block that starts at index `first` of the stream.
 template <bool kCtx>
 uint16_t* EncodeLoop(const uint8_t* sym, const uint8_t* ctx, size_t n, const EncSym* enc,
@@ -390,7 +388,10 @@ uint16_t* EncodeLoop(const uint8_t* sym, const uint8_t* ctx, size_t n, const Enc
 }  // namespace
 
 void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
-                int prob_bits, int lanes_log2, std::string* out, const uint8_t* remap) {
+                int prob_bits, int lanes_log2, std::string* out, const uint8_t* remap,
+                EncodeScratch* scratch) {
+  EncodeScratch local;
+  if (!scratch) scratch = &local;
   const size_t lanes = size_t(1) << lanes_log2;
   int ntables = 1;
   if (ctx)
@@ -410,8 +411,8 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
   // Words come out last symbol first; filling the buffer from its end leaves
   // them in the order the decoder reads them. At most one word per symbol, and
   // one spare slot for the store that the loop makes before it knows.
-  words_.resize(n + 1);
-  std::vector<uint16_t>& words = words_;
+  std::vector<uint16_t>& words = scratch->words;
+  words.resize(n + 1);
   uint16_t* end = words.data() + words.size();
   uint32_t x[1 << kMaxLanesLog2];
   for (size_t l = 0; l < lanes; l++) x[l] = kStateLow;
@@ -428,7 +429,8 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
                                  n_full);
   }
   if (n_full > 0) {
-    thread_local std::vector<uint32_t> va, vr;
+    std::vector<uint32_t>& va = scratch->enc_a;
+    std::vector<uint32_t>& vr = scratch->enc_rcp;
     va.resize(size_t(ntables) * 256);
     vr.resize(size_t(ntables) * 256);
     for (int k = 0; k < ntables; k++)
@@ -641,7 +643,8 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int ma
   EncodeOrder0(sym, n, plan, out);
 }
 
-void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out) {
+void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out,
+                  EncodeScratch* scratch) {
   const int p = plan.prob_bits, l = plan.lanes_log2;
   out->clear();
   out->push_back(char((p << 3) | l));
@@ -660,10 +663,10 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::str
       k += plan.rare[s];
     }
     out->resize(at + plan.nesc);
-    EncodeBody(sym, nullptr, n, &plan.table, p, l, out, map);
+    EncodeBody(sym, nullptr, n, &plan.table, p, l, out, map, scratch);
     return;
   }
-  EncodeBody(sym, nullptr, n, &plan.table, p, l, out);
+  EncodeBody(sym, nullptr, n, &plan.table, p, l, out, nullptr, scratch);
 }
 
 double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast) {
@@ -683,7 +686,7 @@ __attribute__((target_clones("avx2", "default"))) void Interleave(
 }  // namespace
 
 Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
-                    const uint8_t* lo) {
+                    const uint8_t* lo, std::vector<uint8_t>* byte_scratch) {
   Reader r(in);
   uint8_t hdr;
   if (!r.GetU8(&hdr)) return Status::Corruption("rANS stream is empty");
@@ -700,7 +703,8 @@ Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uin
   }
   if (lo && t.has_escape) {
     // Escapes are patched in the symbol stream, so decode it apart first.
-    thread_local std::vector<uint8_t> syms;
+    std::vector<uint8_t> local;
+    std::vector<uint8_t>& syms = byte_scratch ? *byte_scratch : local;
     syms.resize(n);
     PSTORE_RETURN_IF_ERROR(DecodeBody(&r, nullptr, n, &t, 1, p, l, syms.data(), scratch));
     PSTORE_RETURN_IF_ERROR(PatchEscapes(t.escape, esc, syms.data(), n));

@@ -82,11 +82,18 @@ inline size_t StreamOverhead(int lanes_log2) { return 1 + 4u * (1u << lanes_log2
 
 // Appends [states][words] for n symbols. ctx may be null (tables[0] for every
 // symbol); otherwise symbol i uses tables[ctx[i]], which must contain sym[i].
+// Buffers the encoder reuses between calls (one per thread, like the encoder
+// that owns it). Without one, each call allocates its own.
+struct EncodeScratch {
+  std::vector<uint16_t> words;
+  std::vector<uint32_t> enc_a, enc_rcp;
+};
+
 // remap, if not null, maps every byte to the symbol it is coded as (tables[0]
 // only: the escape of an order-0 stream).
 void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
                 int prob_bits, int lanes_log2, std::string* out,
-                const uint8_t* remap = nullptr);
+                const uint8_t* remap = nullptr, EncodeScratch* scratch = nullptr);
 
 // Decodes n symbols from in (positioned at the states) into out. ctx values
 // must be < ntables. Consumes all of in; every read is bounds-checked, every
@@ -109,7 +116,8 @@ struct Order0Plan {
 };
 void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast,
                 Order0Plan* plan);
-void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out);
+void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out,
+                  EncodeScratch* scratch = nullptr);
 
 // The whole order-0 stream: [hdr][table][escapes][states][words], where
 // escapes (only if the table has an escape symbol) are [varint k][k bytes].
@@ -117,9 +125,10 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int ma
                   bool fast, std::string* out);
 // Its estimated size in bytes (without encoding).
 double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast);
-// lo: as for DecodeBody.
+// lo: as for DecodeBody; then byte_scratch (n bytes, reused) holds the symbols
+// of a stream with escapes before they are merged.
 Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
-                    const uint8_t* lo = nullptr);
+                    const uint8_t* lo = nullptr, std::vector<uint8_t>* byte_scratch = nullptr);
 // Replaces, in order, every byte e of out[0, n) with the next byte of esc;
 // kCorruption unless their counts match.
 Status PatchEscapes(uint8_t e, std::string_view esc, uint8_t* out, size_t n);
