@@ -1,5 +1,11 @@
 #include "codec/bitpack.h"
 
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 false positives in its AVX-512 intrinsics headers.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 #include <immintrin.h>
 
 #include <atomic>

@@ -258,7 +258,9 @@ TEST(ChunkCodec, CorruptedFramesNeverYieldWrongBytes) {
         bad[at] = char(bad[at] ^ (1 + rng() % 255));
         // A flip of a bit nothing reads (e.g. the unused high bits of an
         // 8-bit float's exponent byte) may decode to the right bytes.
-        if (dec.Decode(bad, key, out).ok()) EXPECT_EQ(out, raw) << "flip at " << at;
+        if (dec.Decode(bad, key, out).ok()) {
+          EXPECT_EQ(out, raw) << "flip at " << at;
+        }
       }
       for (size_t cut = 0; cut < frame.size(); cut += 1 + frame.size() / 50)
         EXPECT_FALSE(dec.Decode(frame.substr(0, cut), key, out).ok());
@@ -299,8 +301,12 @@ TEST(ChunkCodec, DenseCodesRealisticWeightsBelowTheirRawSize) {
     auto info = InspectFrame(frame);
     ASSERT_TRUE(info.ok());
     EXPECT_EQ(info->coders[0], Coder::kRans2) << DTypeName(t);
-    if (t == DType::kBF16) EXPECT_EQ(info->transform, Transform::kBF16X);
-    if (t == DType::kF32) EXPECT_EQ(info->transform, Transform::kF32X);
+    if (t == DType::kBF16) {
+      EXPECT_EQ(info->transform, Transform::kBF16X);
+    }
+    if (t == DType::kF32) {
+      EXPECT_EQ(info->transform, Transform::kF32X);
+    }
   }
 }
 
@@ -397,7 +403,9 @@ TEST(ChunkCodec, ContextAndEscapeStreamsSurviveCorruption) {
     // Mostly in the headers and tables, where the structure is.
     size_t at = trial % 2 ? rng() % std::min<size_t>(bad.size(), 600) : rng() % bad.size();
     bad[at] = char(bad[at] ^ (1 + rng() % 255));
-    if (dec.Decode(bad, key, out).ok()) EXPECT_EQ(out, raw) << "flip at " << at;
+    if (dec.Decode(bad, key, out).ok()) {
+          EXPECT_EQ(out, raw) << "flip at " << at;
+        }
   }
   for (size_t cut = 0; cut < frame.size(); cut += 1 + frame.size() / 97)
     EXPECT_FALSE(dec.Decode(frame.substr(0, cut), key, out).ok());

@@ -109,7 +109,9 @@ TEST(Rans2, VectorAndScalarLoopsGiveTheSameBytes) {
           sb = Decode(bad, n, &b);
         }
         EXPECT_EQ(sa.ok(), sb.ok());  // on an error the output is unspecified
-        if (sa.ok()) EXPECT_EQ(a, b);
+        if (sa.ok()) {
+          EXPECT_EQ(a, b);
+        }
       }
     }
 }
