@@ -7,14 +7,18 @@
 // Fixed parameters (on-disk format, docs/codec.md): states in [2^15, 2^31),
 // 16-bit renormalisation, precision P in [1, 12] bits, 2^L lanes (L <= 7;
 // symbol i uses lane i mod 2^L). A stream is
-//   [u8 P<<3 | L][tables: one bit block, padded to a byte][2^L u32 states][u16 words]
+//   [u8 P<<3 | L][tables: one bit block, padded to a byte]
+//   [escapes: order 0 only, if its table has an escape symbol]
+//   [2^L u32 states][u16 words]
 // and the caller stores how many tables there are and what selects them.
 //
 // Tables never need floating point to decode: quantised tables are rebuilt
 // from log-scale codes by one integer routine (BuildQuantized) that the
 // encoder runs too.
 //
-// Thread-safety: all functions are reentrant; tables are plain values.
+// Thread-safety: all functions are reentrant (scratch buffers are the
+// caller's); tables are plain values. SetForceScalarForTesting is a
+// process-wide switch for tests only.
 #pragma once
 
 #include <cstddef>
