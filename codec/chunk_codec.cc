@@ -86,8 +86,9 @@ struct Entropy {
     }
     if (total == 0) return 1;
     double bits = NLog2N(uint32_t(std::min<uint64_t>(total, UINT32_MAX))) - s;
-    // Table: a count, the symbol list or bitmap, and about 1.3 bytes per frequency.
-    double table = 1 + (nsym <= 32 ? nsym : 32) + 1.3 * nsym;
+    // A compact rans2 table: about 4 bytes of header and 5 bits a symbol
+    // (its gap and its quantised frequency).
+    double table = 4 + 0.625 * nsym;
     return bits / 8 + table;
   }
 };
