@@ -497,16 +497,18 @@ bool ScalarLoop(uint32_t* __restrict x, size_t lanes, const uint32_t* __restrict
       out[i] = uint8_t(e);
     }
     xs = (((e >> 8) & 0xfff) + 1) * (xs >> prob_bits) + (e >> 20);
-    // Branch-free renormalisation; a word is read only while one is left.
-    const bool need = xs < kStateLow;
-    if (need && pos == nwords) return false;
+    // Branch-free renormalisation (whether a state needs a word is not
+    // predictable). A word is read only while one is left; running out shows
+    // as pos > nwords at the end.
+    const uint32_t need = xs < kStateLow;
     uint16_t w = 0;
     if (pos < nwords) std::memcpy(&w, wbytes + 2 * pos, 2);
     pos += need;
-    x[i & lane_mask] = need ? (xs << 16) | w : xs;
+    // Arithmetic, not a select: compilers turn the select into a branch.
+    x[i & lane_mask] = (xs << (need << 4)) | (uint32_t(w) & (0u - need));
   }
   *pos_io = pos;
-  return true;
+  return pos <= nwords;
 }
 
 }  // namespace
