@@ -256,7 +256,7 @@ std::vector<uint8_t> F16Weights(size_t n) {
 // Order-0 rANS decode of the high bytes of 512 Ki F16 weights at 2^L lanes.
 void BM_Rans2DecodeLanes(benchmark::State& state) {
   const int lanes_log2 = int(state.range(0));
-  const bool scalar = state.range(1) != 0;
+  const int simd = int(state.range(1));  // 2 AVX-512, 1 AVX2, 0 portable
   auto w = F16Weights(1 << 19);
   std::vector<uint8_t> hi(w.size() / 2);
   for (size_t i = 0; i < hi.size(); i++) hi[i] = w[2 * i + 1];
@@ -266,12 +266,14 @@ void BM_Rans2DecodeLanes(benchmark::State& state) {
   rans2::EncodeOrder0(hi.data(), hi.size(), h, lanes_log2, false, &enc);
   std::vector<uint8_t> out(hi.size());
   std::vector<uint32_t> scratch;
-  rans2::SetForceScalarForTesting(scalar);
+  rans2::SetForceScalarForTesting(simd == 0);
+  rans2::SetSimdLevelForTesting(simd);
   for (auto _ : state) {
     if (!rans2::DecodeOrder0(enc, hi.size(), out.data(), &scratch).ok()) state.SkipWithError("bad");
     benchmark::DoNotOptimize(out.data());
   }
   rans2::SetForceScalarForTesting(false);
+  rans2::SetSimdLevelForTesting(2);
   state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(hi.size()));
   state.counters["bits_per_symbol"] = 8.0 * double(enc.size()) / double(hi.size());
 }
@@ -342,8 +344,8 @@ void RegisterAll() {
 
 void RegisterSynthetic() {
   benchmark::RegisterBenchmark("Rans2Decode", BM_Rans2DecodeLanes)
-      ->ArgsProduct({{4, 5, 6, 7}, {0, 1}})
-      ->ArgNames({"lanes_log2", "scalar"});
+      ->ArgsProduct({{4, 5, 6, 7}, {2, 1, 0}})
+      ->ArgNames({"lanes_log2", "simd"});
   benchmark::RegisterBenchmark("Rans2Encode", BM_Rans2Encode)->Arg(4)->Arg(6);
   benchmark::RegisterBenchmark("MergeF16", BM_MergeF16);
   benchmark::RegisterBenchmark("XXH3_128", BM_Hash)->Arg(256 << 10)->Arg(1 << 20);

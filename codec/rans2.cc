@@ -12,6 +12,7 @@ namespace pstore::rans2 {
 namespace {
 
 std::atomic<bool> g_force_scalar{false};
+std::atomic<int> g_simd_level{2};
 
 // log2(f) for f in [0, 4096] (encoder-side estimates only).
 struct Log2Table {
@@ -96,6 +97,8 @@ int SymbolSetBits(const uint8_t* syms, int nsym) {
 }  // namespace
 
 void SetForceScalarForTesting(bool force) { g_force_scalar = force; }
+void SetSimdLevelForTesting(int level) { g_simd_level = level; }
+int SimdLevel() { return g_simd_level.load(std::memory_order_relaxed); }
 
 void Clear(Table* t) {
   std::memset(t->freq, 0, sizeof(t->freq));

@@ -139,5 +139,8 @@ Status PatchEscapes(uint8_t e, std::string_view esc, uint8_t* out, size_t n);
 
 // Test hook: when true, decoding never uses the vector loop.
 void SetForceScalarForTesting(bool force);
+// Test hook: the widest vector unit decoding may use, 2 (AVX-512), 1 (AVX2)
+// or 0; what the CPU lacks is never used.
+void SetSimdLevelForTesting(int level);
 
 }  // namespace pstore::rans2

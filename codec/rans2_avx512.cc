@@ -145,7 +145,12 @@ size_t DecodeFast(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, siz
   static const bool has_avx512 = __builtin_cpu_supports("avx512f") &&
                                  __builtin_cpu_supports("avx512bw") &&
                                  __builtin_cpu_supports("avx512vl");
-  if (!has_avx512) return 0;
+  static const bool has_avx2 = __builtin_cpu_supports("avx2");
+  const int level = SimdLevel();
+  if (!has_avx512 || level < 2) {
+    if (has_avx2 && level >= 1) return DecodeAvx2(st, dtab, ctx, n, prob_bits, lanes_log2, out, lo);
+    return 0;
+  }
   switch (lanes_log2) {
     case 4: return LoopV<1>(st, dtab, ctx, n, prob_bits, out, lo);
     case 5: return LoopV<2>(st, dtab, ctx, n, prob_bits, out, lo);

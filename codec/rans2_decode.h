@@ -23,6 +23,15 @@ struct DecodeState {
 size_t DecodeFast(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
                   int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo);
 
+// The AVX2 loop (codec/rans2_avx2.cc), the same contract as DecodeFast.
+// REQUIRES: the CPU has AVX2.
+size_t DecodeAvx2(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
+                  int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo);
+
+// Which vector unit the decoder may use: 2 AVX-512 (if present), 1 AVX2 at
+// most, 0 none (tests).
+int SimdLevel();
+
 // Encodes symbols [0, n) backwards (n a multiple of 2^lanes_log2, lanes >= 16)
 // with the vector unit, from lane states x, writing words downwards from *wp;
 // the same states and words as the scalar loop. enc_a[c*256+s] packs

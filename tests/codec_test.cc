@@ -356,6 +356,13 @@ TEST(ChunkCodec, ScalarAndVectorDecodersGiveTheSameBytes) {
       EXPECT_EQ(frame, frame_scalar) << "the encoders differ: " << DTypeName(t);
       ASSERT_TRUE(s.ok()) << s.ToString();
       EXPECT_EQ(out, raw);
+      // And with the AVX2 decode loop (where the CPU has it).
+      rans2::SetSimdLevelForTesting(1);
+      std::vector<uint8_t> out2(raw.size());
+      Status s2 = dec.Decode(frame, HashBytes(raw.data(), raw.size()), out2);
+      rans2::SetSimdLevelForTesting(2);
+      ASSERT_TRUE(s2.ok()) << s2.ToString();
+      EXPECT_EQ(out2, raw);
     }
 }
 

@@ -96,6 +96,14 @@ TEST(Rans2, VectorAndScalarLoopsGiveTheSameBytes) {
       }
       EXPECT_EQ(a, v);
       EXPECT_EQ(b, v);
+      {
+        SetSimdLevelForTesting(1);  // AVX2 where the CPU has it
+        std::vector<uint8_t> c;
+        Status sc = Decode(enc, n, &c);
+        SetSimdLevelForTesting(2);
+        ASSERT_TRUE(sc.ok()) << sc.ToString();
+        EXPECT_EQ(c, v);
+      }
       // Corrupt words: both loops must agree on the verdict, and on the bytes if OK.
       std::mt19937 rng(3);
       for (int t = 0; t < 20; t++) {
@@ -107,6 +115,14 @@ TEST(Rans2, VectorAndScalarLoopsGiveTheSameBytes) {
         {
           ScalarOnly s;
           sb = Decode(bad, n, &b);
+        }
+        SetSimdLevelForTesting(1);
+        std::vector<uint8_t> c;
+        Status sc = Decode(bad, n, &c);
+        SetSimdLevelForTesting(2);
+        EXPECT_EQ(sa.ok(), sc.ok());
+        if (sc.ok()) {
+          EXPECT_EQ(c, b);
         }
         EXPECT_EQ(sa.ok(), sb.ok());  // on an error the output is unspecified
         if (sa.ok()) {
@@ -151,7 +167,9 @@ TEST(Rans2, ContextCodingRoundTripsOnBothLoops) {
   Table tables[4];
   for (int c = 0; c < 4; c++) Choose(h[c], 12, &tables[c]);
   std::string first;
-  for (bool scalar : {false, true}) {
+  for (int level : {2, 1, 0}) {
+    const bool scalar = level == 0;
+    SetSimdLevelForTesting(level);
     std::string out;
     SetForceScalarForTesting(scalar);
     EncodeBody(sym.data(), ctx.data(), n, tables, 12, 6, &out);
@@ -164,6 +182,7 @@ TEST(Rans2, ContextCodingRoundTripsOnBothLoops) {
     SetForceScalarForTesting(scalar);
     Status s = DecodeBody(&r, ctx.data(), n, tables, 4, 12, 6, dec.data(), &scratch);
     SetForceScalarForTesting(false);
+    SetSimdLevelForTesting(2);
     ASSERT_TRUE(s.ok()) << s.ToString();
     EXPECT_EQ(dec, sym);
   }
