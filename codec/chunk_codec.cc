@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "codec/bitpack.h"
 #include "codec/rans.h"
+#include "codec/rans2.h"
 #include "common/coding.h"
 
 namespace pstore {
@@ -20,6 +22,9 @@ std::string_view CoderName(Coder c) {
     case Coder::kZstd: return "zstd";
     case Coder::kRans: return "rans";
     case Coder::kRansCtx: return "rans-ctx";
+    case Coder::kRans2: return "rans2";
+    case Coder::kRans2Ctx: return "rans2-ctx";
+    case Coder::kBits: return "bits";
   }
   return "?";
 }
@@ -32,12 +37,42 @@ constexpr std::pair<Profile, std::string_view> kProfiles[] = {
 
 bool IsFloat(Transform t) {
   return t == Transform::kF16 || t == Transform::kBF16 || t == Transform::kF32 ||
-         t == Transform::kF8E4M3 || t == Transform::kF8E5M2;
+         t == Transform::kF8E4M3 || t == Transform::kF8E5M2 || t == Transform::kBF16X ||
+         t == Transform::kF32X;
+}
+
+// Lanes cap of format-2 rANS streams (rans2::LanesLog2For picks per profile):
+// 64 lanes decode 1.5x faster than 32 on AVX-512 (4 gathers in flight); 128
+// gain a few percent more for 256 more state bytes, which only fast takes.
+constexpr int kMaxLanesLog2 = 7;
+
+// Byte histogram with four tables, so that runs of one byte do not stall on
+// the same counter.
+void Histogram(const uint8_t* s, size_t m, uint32_t* hist) {
+  uint32_t h[4][256] = {};
+  size_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    h[0][s[i]]++;
+    h[1][s[i + 1]]++;
+    h[2][s[i + 2]]++;
+    h[3][s[i + 3]]++;
+  }
+  for (; i < m; i++) h[0][s[i]]++;
+  for (int x = 0; x < 256; x++) hist[x] = h[0][x] + h[1][x] + h[2][x] + h[3][x];
 }
 
 // sum of c*log2(c) over a histogram, and its total, for entropy estimates.
 struct Entropy {
-  static double NLog2N(uint32_t c) { return c ? double(c) * std::log2(double(c)) : 0.0; }
+  // c * log2(c), from a table below 4096 (the common case in estimates).
+  static double NLog2N(uint32_t c) {
+    static const std::vector<float> table = [] {
+      std::vector<float> t(4096);
+      for (uint32_t i = 1; i < 4096; i++) t[i] = float(double(i) * std::log2(double(i)));
+      return t;
+    }();
+    if (c < 4096) return table[c];
+    return double(c) * std::log2(double(c));
+  }
   // Estimated coded bytes of a histogram with a table of its own.
   static double Bytes(const uint32_t* h) {
     uint64_t total = 0;
@@ -51,8 +86,9 @@ struct Entropy {
     }
     if (total == 0) return 1;
     double bits = NLog2N(uint32_t(std::min<uint64_t>(total, UINT32_MAX))) - s;
-    // Table: a count, the symbol list or bitmap, and about 1.3 bytes per frequency.
-    double table = 1 + (nsym <= 32 ? nsym : 32) + 1.3 * nsym;
+    // A compact rans2 table: about 4 bytes of header and 5 bits a symbol
+    // (its gap and its quantised frequency).
+    double table = 4 + 0.625 * nsym;
     return bits / 8 + table;
   }
 };
@@ -82,6 +118,7 @@ struct ChunkEncoder::Impl {
   std::vector<uint32_t> joint;  // [exponent][symbol] counts
   std::string payload[kMaxStreams];
   std::string trial;
+  rans2::EncodeScratch rans_scratch;
 
   explicit Impl(const EncodeOptions& o) : opt(o), zc(ZSTD_createCCtx()) {}
   ~Impl() { ZSTD_freeCCtx(zc); }
@@ -105,12 +142,35 @@ struct ChunkEncoder::Impl {
     return true;
   }
 
-  void EncodeRans0(const uint8_t* s, size_t m, const uint32_t* hist, std::string* out) {
-    rans::Table t;
-    rans::Normalize(hist, &t);
-    out->clear();
-    rans::WriteTable(out, t);
-    rans::EncodeBody(s, nullptr, m, &t, out);
+  // True if three 8 KiB samples of s have an order-0 entropy within 0.3% of
+  // 8 bits per byte (every value about equally likely).
+  static bool LooksUniform(const uint8_t* s, size_t m) {
+    constexpr size_t kSample = 8192;
+    uint32_t h[256] = {};
+    for (size_t at : {size_t(0), m / 2, m - kSample}) {
+      uint32_t part[256];
+      Histogram(s + at, kSample, part);
+      for (int x = 0; x < 256; x++) h[x] += part[x];
+    }
+    double bits = 0;
+    const double total = 3.0 * kSample;
+    for (uint32_t c : h)
+      if (c) bits -= double(c) * std::log2(double(c) / total);
+    return bits > 0.997 * 8 * total;
+  }
+
+  // LZ-style redundancy (repeats, runs) is what order-0 coding misses. LZ4 on
+  // three 4 KiB samples tells cheaply whether a full LZ4/Zstandard pass could
+  // beat `best` bytes.
+  bool WorthLz(const uint8_t* s, size_t m, size_t best) {
+    constexpr size_t kSample = 4096;
+    if (m <= 3 * kSample) return TryLz4(s, m, &trial) && trial.size() < best + best / 16;
+    size_t got = 0;
+    for (size_t at : {size_t(0), m / 2, m - kSample}) {
+      if (!TryLz4(s + at, kSample, &trial)) return false;
+      got += trial.size();
+    }
+    return double(got) < double(best) / double(m) * double(3 * kSample) * 1.05;
   }
 
   // Chooses the exponent window (K contexts from `base`) that minimises the
@@ -163,80 +223,122 @@ struct ChunkEncoder::Impl {
     for (int b = 0; b < 256; b++)
       lut[b] = uint8_t(std::clamp(int(ExponentOf(t, uint8_t(b))) - base, 0, k - 1));
     ctx.resize(m);
-    uint32_t hist[rans::kMaxContexts][256] = {};
+    uint32_t hist[rans2::kMaxContexts][256] = {};
     for (size_t i = 0; i < m; i++) {
       ctx[i] = lut[src[i]];
       hist[ctx[i]][s[i]]++;
     }
-    rans::Table tables[rans::kMaxContexts];
+    int nsym = 0;  // the most symbols any context uses
+    for (int c = 0; c < k; c++) {
+      int d = 0;
+      for (int x = 0; x < 256; x++) d += hist[c][x] != 0;
+      nsym = std::max(nsym, d);
+    }
+    const int p = rans2::ProbBitsFor(m, nsym), l = rans2::LanesLog2For(m, kMaxLanesLog2, false);
+    rans2::Table tables[rans2::kMaxContexts];
     out->clear();
     out->push_back(char(k));
     out->push_back(char(uint8_t(base)));
+    out->push_back(char((p << 3) | l));
     for (int c = 0; c < k; c++) {
-      rans::Normalize(hist[c], &tables[c]);
-      rans::WriteTable(out, tables[c]);
+      bool used = false;
+      for (int x = 0; x < 256 && !used; x++) used = hist[c][x] != 0;
+      if (used) rans2::Choose(hist[c], p, &tables[c]);
+      else rans2::Clear(&tables[c]);
     }
-    rans::EncodeBody(s, ctx.data(), m, tables, out);
+    rans2::WriteTables(out, tables, k, p);
+    rans2::EncodeBody(s, ctx.data(), m, tables, p, l, out, nullptr, &rans_scratch);
+  }
+
+  void EncodeBits(const uint8_t* s, size_t m, int k, std::string* out) {
+    out->assign(1 + PackedBytes(m, k), '\0');
+    (*out)[0] = char(k);
+    PackBits(s, m, k, reinterpret_cast<uint8_t*>(out->data() + 1));
   }
 
   Coder EncodeStream(Transform t, const TransformInfo& info, int j, const uint8_t* s, size_t m,
                      const uint8_t* const* all, std::string* out) {
     out->clear();
     if (m == 0 || opt.profile == Profile::kRaw) return Coder::kRaw;
-    uint32_t hist[256] = {};
-    for (size_t i = 0; i < m; i++) hist[s[i]]++;
-    int distinct = 0;
-    for (uint32_t c : hist) distinct += c > 0;
+    if (opt.profile == Profile::kDense && m >= 65536 && LooksUniform(s, m)) {
+      // Low mantissa bytes: no order-0 or context coder gains here; only
+      // repeats could.
+      if (WorthLz(s, m, m)) {
+        Coder best = Coder::kRaw;
+        size_t best_size = m;
+        if (TryLz4(s, m, &trial) && trial.size() < best_size)
+          best = Coder::kLz4, best_size = trial.size(), out->swap(trial);
+        if (TryZstd(s, m, &trial) && trial.size() < best_size)
+          best = Coder::kZstd, best_size = trial.size(), out->swap(trial);
+        if (best != Coder::kRaw) return best;
+        out->clear();
+      }
+      return Coder::kRaw;
+    }
+    uint32_t hist[256];
+    Histogram(s, m, hist);
+    int distinct = 0, top = 0;
+    for (int x = 0; x < 256; x++)
+      if (hist[x]) distinct++, top = x;
     if (distinct == 1) {
       out->push_back(char(s[0]));
       return Coder::kConst;
     }
+    const int kbits = 32 - __builtin_clz(uint32_t(top));
     Coder best = Coder::kRaw;
     size_t best_size = m;
+    auto consider = [&](Coder c, std::string* r) {
+      if (r->size() < best_size) best = c, best_size = r->size(), out->swap(*r);
+    };
+    if (kbits < 8 && opt.profile != Profile::kLz4 && opt.profile != Profile::kZstd &&
+        1 + PackedBytes(m, kbits) < best_size) {
+      EncodeBits(s, m, kbits, &trial);
+      consider(Coder::kBits, &trial);
+    }
     switch (opt.profile) {
       case Profile::kRaw: break;
       case Profile::kLz4:
-        if (TryLz4(s, m, &trial) && trial.size() < best_size)
-          best = Coder::kLz4, best_size = trial.size(), out->swap(trial);
+        if (TryLz4(s, m, &trial)) consider(Coder::kLz4, &trial);
         break;
       case Profile::kZstd:
-        if (TryZstd(s, m, &trial) && trial.size() < best_size)
-          best = Coder::kZstd, best_size = trial.size(), out->swap(trial);
+        if (TryZstd(s, m, &trial)) consider(Coder::kZstd, &trial);
         break;
       case Profile::kFast: {
         if (IsFloat(t) && j == 0) {
-          std::string r;
-          EncodeRans0(s, m, hist, &r);
-          if (r.size() < best_size) best = Coder::kRans, best_size = r.size(), out->swap(r);
+          rans2::Order0Plan plan;
+          rans2::PlanOrder0(m, hist, kMaxLanesLog2, true, &plan);
+          if (plan.bytes < double(best_size)) {
+            rans2::EncodeOrder0(s, m, plan, &trial, &rans_scratch);
+            consider(Coder::kRans2, &trial);
+          }
         } else if (!IsFloat(t)) {
           if (TryLz4(s, m, &trial) && trial.size() < best_size * 9 / 10)
-            best = Coder::kLz4, best_size = trial.size(), out->swap(trial);
+            consider(Coder::kLz4, &trial);
         }
         break;
       }
       case Profile::kDense: {
-        double est0 = Entropy::Bytes(hist) + double(rans::StreamOverhead(rans::LanesLog2For(m)));
+        rans2::Order0Plan plan;
+        rans2::PlanOrder0(m, hist, kMaxLanesLog2, false, &plan);
+        const double est0 = plan.bytes;
         int k = 0, base = 0;
         double estc = INFINITY;
-        if (info.ctx_source[j] >= 0)
+        // Exponent contexts pay where the stream has structure to find at all
+        // (quantised tensors' low bytes); near-uniform streams skip the planning.
+        if (info.ctx_source[j] >= 0 && m >= 4096 && est0 < 0.97 * double(best_size))
           estc = PlanContext(t, s, all[info.ctx_source[j]], m, &k, &base) +
-                 double(rans::StreamOverhead(rans::LanesLog2For(m)));
-        std::string r;
-        if (estc < est0 * 0.995) {
-          EncodeRansCtx(t, s, all[info.ctx_source[j]], m, k, base, &r);
-          if (r.size() < best_size) best = Coder::kRansCtx, best_size = r.size(), out->swap(r);
-        } else if (est0 < double(m)) {
-          EncodeRans0(s, m, hist, &r);
-          if (r.size() < best_size) best = Coder::kRans, best_size = r.size(), out->swap(r);
+                 double(rans2::StreamOverhead(rans2::LanesLog2For(m, kMaxLanesLog2, false))) + 3;
+        if (estc < est0 * 0.99 && estc < double(best_size)) {
+          EncodeRansCtx(t, s, all[info.ctx_source[j]], m, k, base, &trial);
+          consider(Coder::kRans2Ctx, &trial);
         }
-        // LZ-style redundancy (repeats, runs) is what order-0 coding misses;
-        // a cheap LZ4 pass tells whether Zstandard is worth its time here.
-        if (TryLz4(s, m, &trial) && trial.size() < best_size + best_size / 16) {
-          if (trial.size() < best_size) {
-            best = Coder::kLz4, best_size = trial.size(), out->swap(trial);
-          }
-          if (TryZstd(s, m, &trial) && trial.size() < best_size)
-            best = Coder::kZstd, best_size = trial.size(), out->swap(trial);
+        if (est0 < double(best_size)) {
+          rans2::EncodeOrder0(s, m, plan, &trial, &rans_scratch);
+          consider(Coder::kRans2, &trial);
+        }
+        if (m >= 64 && WorthLz(s, m, best_size)) {
+          if (TryLz4(s, m, &trial)) consider(Coder::kLz4, &trial);
+          if (TryZstd(s, m, &trial)) consider(Coder::kZstd, &trial);
         }
         break;
       }
@@ -253,6 +355,8 @@ void ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype, std::string
   Impl& I = *impl_;
   const size_t n = raw.size();
   Transform t = I.opt.profile == Profile::kRaw ? Transform::kNone : TransformFor(dtype, n);
+  if (I.opt.profile == Profile::kFast || I.opt.profile == Profile::kDense)
+    t = WindowedVariant(t, raw.data(), n);
   TransformInfo info = *GetTransformInfo(t);
   const size_t m = n / size_t(info.width);
   const uint8_t* s[kMaxStreams];
@@ -271,14 +375,23 @@ void ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype, std::string
   for (int j = 0; j < info.nstreams; j++)
     coders[j] = I.EncodeStream(t, info, j, s[j], m, s, &I.payload[j]);
 
+  // Version 3: coder ids two to a byte; lengths only where they are not
+  // implied (raw: m, const: 1, the last other stream: the rest of the frame).
   frame->clear();
   frame->push_back(char(kFrameVersion));
   frame->push_back(char(t));
   PutVarint(frame, n);
-  for (int j = 0; j < info.nstreams; j++) {
-    frame->push_back(char(coders[j]));
-    PutVarint(frame, coders[j] == Coder::kRaw ? m : I.payload[j].size());
+  for (int j = 0; j < info.nstreams; j += 2) {
+    uint8_t b = uint8_t(coders[j]);
+    if (j + 1 < info.nstreams) b |= uint8_t(uint8_t(coders[j + 1]) << 4);
+    frame->push_back(char(b));
   }
+  int last = -1;
+  for (int j = 0; j < info.nstreams; j++)
+    if (coders[j] != Coder::kRaw && coders[j] != Coder::kConst) last = j;
+  for (int j = 0; j < last; j++)
+    if (coders[j] != Coder::kRaw && coders[j] != Coder::kConst)
+      PutVarint(frame, I.payload[j].size());
   for (int j = 0; j < info.nstreams; j++) {
     if (coders[j] == Coder::kRaw)
       frame->append(reinterpret_cast<const char*>(s[j]), m);
@@ -332,7 +445,8 @@ Status ParseFrame(std::string_view frame, ParsedFrame* p) {
   Reader r(frame);
   uint8_t t;
   if (!r.GetU8(&p->version)) return Status::Corruption("chunk frame is empty");
-  if (p->version != kFrameVersion1 && p->version != kFrameVersion)
+  if (p->version != kFrameVersion1 && p->version != kFrameVersion2 &&
+      p->version != kFrameVersion)
     return Status::Corruption("chunk frame has unknown version " + std::to_string(p->version));
   if (!r.GetU8(&t)) return Status::Corruption("chunk frame truncated");
   auto info = GetTransformInfo(Transform(t));
@@ -348,6 +462,46 @@ Status ParseFrame(std::string_view frame, ParsedFrame* p) {
     p->nstreams = 1;
     p->coders[0] = Coder(c);
     r.GetBytes(r.remaining(), &p->payloads[0]);
+  } else if (p->version == kFrameVersion) {
+    if (!r.GetVarint(&p->raw_len)) return Status::Corruption("chunk frame header truncated");
+    if (p->raw_len % uint64_t(p->info.width))
+      return Status::Corruption("chunk frame raw length is not a whole number of elements");
+    p->nstreams = info->nstreams;
+    const uint64_t m = p->raw_len / uint64_t(p->info.width);
+    for (int j = 0; j < p->nstreams; j += 2) {
+      uint8_t b;
+      if (!r.GetU8(&b)) return Status::Corruption("chunk frame header truncated");
+      uint8_t c[2] = {uint8_t(b & 15), uint8_t(b >> 4)};
+      for (int h = 0; h < 2; h++) {
+        if (j + h >= p->nstreams) {
+          if (c[h] != 0) return Status::Corruption("chunk frame has a stray coder");
+          continue;
+        }
+        if (c[h] > uint8_t(Coder::kBits))
+          return Status::Corruption("chunk frame has unknown coder " + std::to_string(c[h]));
+        p->coders[j + h] = Coder(c[h]);
+      }
+    }
+    int last = -1;
+    for (int j = 0; j < p->nstreams; j++)
+      if (p->coders[j] != Coder::kRaw && p->coders[j] != Coder::kConst) last = j;
+    uint64_t lens[kMaxStreams];
+    uint64_t sum = 0;
+    for (int j = 0; j < p->nstreams; j++) {
+      if (p->coders[j] == Coder::kRaw) lens[j] = m;
+      else if (p->coders[j] == Coder::kConst) lens[j] = 1;
+      else if (j < last && !r.GetVarint(&lens[j]))
+        return Status::Corruption("chunk frame header truncated");
+      else if (j == last) lens[j] = 0;  // the rest, below
+      if (lens[j] > frame.size()) return Status::Corruption("chunk frame stream lengths exceed the frame");
+      sum += lens[j];
+    }
+    if (sum > r.remaining())
+      return Status::Corruption("chunk frame stream lengths exceed the frame");
+    if (last >= 0) lens[last] = r.remaining() - sum;
+    else if (sum != r.remaining())
+      return Status::Corruption("chunk frame stream lengths do not add up to its size");
+    for (int j = 0; j < p->nstreams; j++) r.GetBytes(size_t(lens[j]), &p->payloads[j]);
   } else {
     if (!r.GetVarint(&p->raw_len)) return Status::Corruption("chunk frame header truncated");
     p->nstreams = info->nstreams;
@@ -357,7 +511,7 @@ Status ParseFrame(std::string_view frame, ParsedFrame* p) {
       uint8_t c;
       if (!r.GetU8(&c) || !r.GetVarint(&lens[j]))
         return Status::Corruption("chunk frame header truncated");
-      if (c > uint8_t(Coder::kRansCtx))
+      if (c > uint8_t(Coder::kBits))
         return Status::Corruption("chunk frame has unknown coder " + std::to_string(c));
       p->coders[j] = Coder(c);
       sum += lens[j];
@@ -402,11 +556,11 @@ struct ChunkDecoder::Impl {
     switch (p.coders[j]) {
       case Coder::kRaw:
         if (in.size() != m) return Status::Corruption("raw stream has the wrong length");
-        std::memcpy(dst, src, m);
+        if (m) std::memcpy(dst, src, m);
         return Status::OK();
       case Coder::kConst:
         if (in.size() != 1) return Status::Corruption("const stream has the wrong length");
-        std::memset(dst, src[0], m);
+        if (m) std::memset(dst, src[0], m);
         return Status::OK();
       case Coder::kLz4: {
         if (m > size_t(LZ4_MAX_INPUT_SIZE) || in.size() > size_t(INT32_MAX))
@@ -429,6 +583,40 @@ struct ChunkDecoder::Impl {
         if (!rans::ReadTable(&r, &t) || t.nsym == 0)
           return Status::Corruption("rANS stream has a bad table");
         return rans::DecodeBody(&r, nullptr, m, &t, 1, dst, &dtab);
+      }
+      case Coder::kRans2:
+        return rans2::DecodeOrder0(in, m, dst, &dtab);
+      case Coder::kRans2Ctx: {
+        int source = p.info.ctx_source[j];
+        if (source < 0 || p.version == kFrameVersion1)
+          return Status::Corruption("rANS-ctx stream where the transform has no context");
+        Reader r(src, in.size());
+        uint8_t k, base, hdr;
+        if (!r.GetU8(&k) || !r.GetU8(&base) || !r.GetU8(&hdr) || k < 1 ||
+            k > rans2::kMaxContexts)
+          return Status::Corruption("rANS-ctx stream has a bad header");
+        const int prob_bits = hdr >> 3, lanes_log2 = hdr & 7;
+        if (prob_bits < 1 || prob_bits > rans2::kMaxProbBits)
+          return Status::Corruption("rANS-ctx stream has a bad precision");
+        rans2::Table tables[rans2::kMaxContexts];
+        if (!rans2::ReadTables(&r, prob_bits, tables, k))
+          return Status::Corruption("rANS-ctx stream has a bad table");
+        uint8_t lut[256];
+        for (int b = 0; b < 256; b++)
+          lut[b] = uint8_t(
+              std::clamp(int(ExponentOf(p.transform, uint8_t(b))) - int(base), 0, k - 1));
+        ctx.resize(m);
+        const uint8_t* s = decoded[source];
+        for (size_t i = 0; i < m; i++) ctx[i] = lut[s[i]];
+        return rans2::DecodeBody(&r, ctx.data(), m, tables, k, prob_bits, lanes_log2, dst, &dtab);
+      }
+      case Coder::kBits: {
+        if (in.empty()) return Status::Corruption("bits stream is empty");
+        const int k = src[0];
+        if (k < 1 || k > 8 || in.size() != 1 + PackedBytes(m, k))
+          return Status::Corruption("bits stream has the wrong length");
+        UnpackBits(src + 1, m, k, dst);
+        return Status::OK();
       }
       case Coder::kRansCtx: {
         int source = p.info.ctx_source[j];
@@ -483,6 +671,15 @@ struct ChunkDecoder::Impl {
     if (p.transform == Transform::kNone) {
       const uint8_t* none[1] = {nullptr};
       return DecodeStream(p, 0, p.payloads[0], n, out.data(), none);
+    }
+    if (p.transform == Transform::kF16 && p.coders[0] == Coder::kRans2 &&
+        p.coders[1] == Coder::kRaw) {
+      // The fast profile's F16 frame: decode the high bytes straight into
+      // place beside the low bytes, read from the frame.
+      if (p.payloads[1].size() != m) return Status::Corruption("raw stream has the wrong length");
+      return rans2::DecodeOrder0(p.payloads[0], m, out.data(), &dtab,
+                                 reinterpret_cast<const uint8_t*>(p.payloads[1].data()),
+                                 &streams[0]);
     }
     const uint8_t* s[kMaxStreams];
     for (int j = 0; j < p.nstreams; j++) {

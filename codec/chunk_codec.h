@@ -8,8 +8,9 @@
 // length and the XXH3-128 of the result against the chunk's key: a mismatch is
 // a corruption error, and the caller's buffer must then be treated as garbage.
 //
-// Frame versions: 1 (one coder over all streams) is still read; 2 is written.
-// Byte layouts are in docs/format.md.
+// Frame versions: 1 (one coder over all streams) and 2 are still read; 3 (the
+// streams of version 2 under a shorter header) is written.
+// Byte layouts are in docs/codec.md.
 //
 // Thread-safety: a ChunkEncoder or ChunkDecoder holds scratch buffers and must
 // be used by one thread at a time; use one per thread.
@@ -38,6 +39,9 @@ enum class Coder : uint8_t {
   kZstd = 3,
   kRans = 4,     // order-0 rANS
   kRansCtx = 5,  // rANS with one table per exponent group of a ctx-source stream
+  kRans2 = 6,     // order-0 rANS, format 2: compact tables, up to 128 lanes
+  kRans2Ctx = 7,  // format-2 rANS with one table per exponent group
+  kBits = 8,      // values below 2^k, k bits each
 };
 std::string_view CoderName(Coder c);
 
@@ -46,7 +50,8 @@ enum class Profile : uint8_t {
   kRaw,    // no transform, stored as is
   kLz4,    // streams split by dtype, each LZ4 or raw
   kZstd,   // streams split by dtype, each Zstandard (zstd_level) or raw
-  kFast,   // rANS on exponent streams only, others raw: tuned for decode speed
+  kFast,   // rANS on the exponent-bearing stream, the rest raw or bit-packed:
+           // tuned for decode speed
   kDense,  // every coder on every stream, smallest wins: tuned for ratio
 };
 std::optional<Profile> ProfileFromName(std::string_view name);
@@ -58,7 +63,8 @@ struct EncodeOptions {
 };
 
 constexpr uint8_t kFrameVersion1 = 1;
-constexpr uint8_t kFrameVersion = 2;  // what the encoder writes
+constexpr uint8_t kFrameVersion2 = 2;  // per-stream coders, every length written
+constexpr uint8_t kFrameVersion = 3;   // what the encoder writes: v2 with a compact header
 
 class ChunkEncoder {
  public:

@@ -3,9 +3,39 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "codec/hash_x86.h"
+
 namespace pstore {
 
+namespace {
+
+using HashFn = void (*)(const void*, size_t, uint8_t*);
+
+void Hash128Portable(const void* data, size_t n, uint8_t out[16]) {
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, XXH3_128bits(data, n));
+  __builtin_memcpy(out, c.digest, 16);
+}
+
+HashFn PickHash() {
+#if defined(PSTORE_HASH_X86)
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+    return hash_internal::Hash128Avx512;
+  if (__builtin_cpu_supports("avx2")) return hash_internal::Hash128Avx2;
+#endif
+  return Hash128Portable;
+}
+
+}  // namespace
+
 ChunkKey HashBytes(const void* data, size_t n) {
+  // Short inputs are not worth the indirect call's difference.
+  if (n >= 1024) {
+    static const HashFn fn = PickHash();
+    ChunkKey k;
+    fn(data, n, k.bytes.data());
+    return k;
+  }
   XXH128_canonical_t c;
   XXH128_canonicalFromHash(&c, XXH3_128bits(data, n));
   ChunkKey k;

@@ -1,7 +1,10 @@
 // Static interleaved rANS over bytes, order-0 or with a small per-symbol
-// context: the entropy coder of pstore's chunk codec.
+// context: the first format of the chunk codec's entropy coder (coders 4 and
+// 5). Frames that use it stay readable; the encoder now writes the second
+// format (codec/rans2.h), and the encoding functions here remain for the tests
+// that build old frames.
 //
-// Parameters (fixed; part of the on-disk format, see docs/format.md):
+// Parameters (fixed; part of the on-disk format, see docs/codec.md):
 //   probability precision 12 bits (frequencies sum to 4096), 32-bit states in
 //   [2^15, 2^31), renormalisation in 16-bit words, 1 to 32 interleaved states
 //   (symbol i uses state i mod lanes).

@@ -1,7 +1,10 @@
 // The rANS decode loop with AVX-512: 32 lanes as two vectors of 16 states.
 // Bit-for-bit the same as the scalar loop in rans.cc; it only stops early,
 // leaving the tail to that loop, when fewer than 16 words remain to read.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positive in avx512fintrin.h
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <immintrin.h>
 
 #include "codec/rans.h"

@@ -5,7 +5,7 @@
 // in the high byte with the sign and two mantissa bits, which codes smaller
 // than any finer split of it); integer types are split into byte planes. Every
 // stream of a transform holds raw_len / width bytes. The ids are written to
-// disk and never renumbered (docs/format.md).
+// disk and never renumbered (docs/codec.md).
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -28,7 +28,14 @@ enum class Transform : uint8_t {
   kF32 = 6,      // [exponent] [sign, mantissa 22..16] [mantissa 15..8] [mantissa 7..0]
   kF8E4M3 = 7,   // [exponent 4 bits] [sign, 3 mantissa bits]
   kF8E5M2 = 8,   // [exponent 5 bits] [sign, 2 mantissa bits]
+  // Exponent class and the top two mantissa bits as one symbol, the rest apart.
+  // The class is 0 for exponent 0 and exponent - 79 for exponents 80..142
+  // (magnitudes 2^-47 to 2^16); a chunk with any other exponent cannot use it.
+  kBF16X = 9,    // [class<<2 | mantissa 6..5] [sign<<5 | mantissa 4..0]
+  kF32X = 10,    // [class<<2 | mantissa 22..21] [sign<<5 | mantissa 20..16] [15..8] [7..0]
 };
+constexpr int kXExponentBias = 79;  // class = exponent - 79
+constexpr int kXExponentMin = 80, kXExponentMax = 142;
 constexpr int kMaxStreams = 8;
 
 struct TransformInfo {
@@ -46,8 +53,13 @@ std::optional<TransformInfo> GetTransformInfo(Transform t);
 Transform TransformFor(DType dtype, size_t raw_len);
 // The exponent field held in byte b of a ctx-source stream of transform t.
 inline uint8_t ExponentOf(Transform t, uint8_t b) {
-  return t == Transform::kF16 ? uint8_t((b >> 2) & 0x1f) : b;
+  if (t == Transform::kF16) return uint8_t((b >> 2) & 0x1f);
+  if (t == Transform::kBF16X || t == Transform::kF32X) return uint8_t(b >> 2);
+  return b;
 }
+// The class-window variant of a float transform (kBF16 -> kBF16X, kF32 -> kF32X)
+// if every exponent in raw fits its window; otherwise t itself.
+Transform WindowedVariant(Transform t, const uint8_t* raw, size_t raw_len);
 
 // streams[k] must hold raw_len / width bytes; raw_len must be a multiple of width.
 void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* const* streams);
