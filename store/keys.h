@@ -17,13 +17,16 @@ constexpr char kManifest = 'm';
 constexpr char kName = 'n';
 constexpr char kChunkRecord = 'c';
 
-inline std::string Manifest(const ChunkKey& digest) {
-  return std::string(1, kManifest) + std::string(digest.view());
+inline std::string Prefixed(char prefix, std::string_view rest) {
+  std::string k;
+  k.reserve(1 + rest.size());
+  k.push_back(prefix);
+  k.append(rest);
+  return k;
 }
-inline std::string Name(std::string_view ref) { return std::string(1, kName) + std::string(ref); }
-inline std::string ChunkRecord(const ChunkKey& key) {
-  return std::string(1, kChunkRecord) + std::string(key.view());
-}
+inline std::string Manifest(const ChunkKey& digest) { return Prefixed(kManifest, digest.view()); }
+inline std::string Name(std::string_view ref) { return Prefixed(kName, ref); }
+inline std::string ChunkRecord(const ChunkKey& key) { return Prefixed(kChunkRecord, key.view()); }
 // The first key after every key with prefix p.
 inline std::string PrefixEnd(char p) { return std::string(1, char(p + 1)); }
 
