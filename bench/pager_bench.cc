@@ -89,23 +89,26 @@ double InChild(F fn) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold]\n");
+    std::fprintf(stderr,
+                 "usage: pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold] [--threads N]\n");
     return 2;
   }
   std::string root = argv[1], ref = argv[2], src = argv[3];
   int runs = 5;
   bool cold = false;
+  PagerOptions po;
   for (int i = 4; i < argc; i++) {
     std::string a = argv[i];
     if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
     else if (a == "--cold") cold = true;
+    else if (a == "--threads" && i + 1 < argc) po.loader_threads = std::atoi(argv[++i]);
   }
   auto h = safetensors::ReadHeader(src);
   if (!h.ok()) {
     std::fprintf(stderr, "%s\n", h.status().ToString().c_str());
     return 1;
   }
-  auto pager = Pager::Open(root, PagerOptions{});
+  auto pager = Pager::Open(root, po);
   if (!pager.ok()) {
     std::fprintf(stderr, "%s\n", pager.status().ToString().c_str());
     return 1;
@@ -180,7 +183,7 @@ int main(int argc, char** argv) {
   for (int r = 0; r < runs; r++) {
     sp.push_back(InChild([&] {
       double t0 = Now();
-      auto p = Pager::Open(root, PagerOptions{});
+      auto p = Pager::Open(root, po);
       auto m = (*p)->OpenModel(ref);
       if (!m.ok()) std::abort();
       uint64_t acc = 0;

@@ -250,7 +250,20 @@ Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
   if (bytes == 0) return Status::OK();
   EvictToBudgetLocked(bytes);
   for (uint32_t u : units) PSTORE_RETURN_IF_ERROR(seg->ReserveUnit(u));
-  for (uint32_t s : singles) PSTORE_RETURN_IF_ERROR(seg->ReserveSlot(s));
+  // Slots of gappy units, adjacent ones in one call.
+  std::sort(singles.begin(), singles.end(),
+            [&](uint32_t a, uint32_t b) { return seg->slot(a).offset < seg->slot(b).offset; });
+  for (size_t i = 0; i < singles.size();) {
+    uint64_t off = seg->slot(singles[i]).offset, end = off + seg->slot(singles[i]).bytes;
+    size_t j = i + 1;
+    while (j < singles.size() && seg->slot(singles[j]).offset == end &&
+           seg->UnitOf(singles[j]) == seg->UnitOf(singles[i])) {
+      end += seg->slot(singles[j]).bytes;
+      j++;
+    }
+    PSTORE_RETURN_IF_ERROR(seg->ReserveRange(off, end - off));
+    i = j;
+  }
   return Status::OK();
 }
 
@@ -341,20 +354,23 @@ void Model::Unclaim(uint32_t s) {
   FutexWakeAll(&word);
 }
 
-Result<std::vector<uint32_t>> Model::ClaimAndReserve(uint32_t t, std::vector<uint32_t>* busy) {
+Result<std::vector<uint32_t>> Model::ClaimAndReserve(const uint32_t* tensors, size_t n,
+                                                     std::vector<uint32_t>* busy) {
   Segment& seg = *seg_;
-  const TensorPlace& p = layout_.tensors[t];
   std::vector<uint32_t> mine;
-  for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++) {
-    std::atomic<uint32_t>& word = seg.state(s);
-    uint32_t w = word.load();
-    while (StateOf(w) == kEmpty) {
-      if (word.compare_exchange_weak(w, MakeState(kLoading, seg.me()))) {
-        mine.push_back(s);
-        break;
+  for (size_t i = 0; i < n; i++) {
+    const TensorPlace& p = layout_.tensors[tensors[i]];
+    for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++) {
+      std::atomic<uint32_t>& word = seg.state(s);
+      uint32_t w = word.load();
+      while (StateOf(w) == kEmpty) {
+        if (word.compare_exchange_weak(w, MakeState(kLoading, seg.me()))) {
+          mine.push_back(s);
+          break;
+        }
       }
+      if (busy && (StateOf(w) == kLoading || StateOf(w) == kEvicting)) busy->push_back(s);
     }
-    if (busy && (StateOf(w) == kLoading || StateOf(w) == kEvicting)) busy->push_back(s);
   }
   Status st = pager_->ReserveSlots(&seg, mine);
   if (!st.ok()) {
@@ -364,55 +380,92 @@ Result<std::vector<uint32_t>> Model::ClaimAndReserve(uint32_t t, std::vector<uin
   return mine;
 }
 
-Status Model::FillSlot(uint32_t s) {
-  uint64_t t0 = NowNs();
+Status Model::FillSlot(uint32_t s) { return FillSlots(&s, 1); }
+
+Status Model::FillSlots(const uint32_t* slots, size_t n) {
   Segment& seg = *seg_;
-  const Slot& sl = layout_.slots[s];
-  Status st;
-  uint64_t read = 0, decoded = 0;
-  {
-    uint8_t* dst = seg.data_rw() + sl.offset;
-    std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
-    for (uint32_t k = 0; k < sl.npieces && st.ok(); k++) {
-      const SlotPiece& pc = layout_.pieces[sl.first_piece + k];
-      const ChunkKey& key = manifest_->chunks[pc.chunk];
-      rocksdb::PinnableSlice frame;
-      st = reader_->view().ReadFrame(key, &frame);
-      if (st.ok())
-        st = decoder->Decode(std::string_view(frame.data(), frame.size()), key,
-                             std::span<uint8_t>(dst + pc.offset, pc.len));
-      if (!st.ok()) {
-        const ManifestTensor& t = manifest_->tensors[pc.tensor];
-        st = st.WithContext("model " + digest_.Hex() + " tensor " + t.name + " chunk " +
-                            std::to_string(pc.chunk - t.first_chunk));
-      }
-      read += frame.size();
-      decoded += pc.len;
+  Status first_error;
+  std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
+  // Slots go in groups: one MultiGet per group (RocksDB then reads each
+  // table block once for all the group's small chunks), and each slot is
+  // published as soon as its group is decoded. A group holds up to 512 chunks
+  // or 1 MiB of them (so frames are still in cache when decoded).
+  constexpr size_t kGroupPieces = 512;
+  constexpr uint64_t kGroupBytes = 1ull << 20;
+  std::vector<ChunkKey> keys;
+  std::vector<rocksdb::PinnableSlice> frames(kGroupPieces * 2);
+  std::vector<Status> statuses(kGroupPieces * 2);
+  for (size_t i = 0; i < n;) {
+    uint64_t t0 = NowNs();
+    size_t end = i, npieces = 0;
+    uint64_t nbytes = 0;
+    while (end < n && (npieces == 0 || (npieces + layout_.slots[slots[end]].npieces <= kGroupPieces &&
+                                        nbytes + layout_.slots[slots[end]].bytes <= kGroupBytes))) {
+      npieces += layout_.slots[slots[end]].npieces;
+      nbytes += layout_.slots[slots[end]].bytes;
+      end++;
     }
-    pager_->GiveDecoder(std::move(decoder));
-    pager_->pool_->Touch();
+    keys.clear();
+    for (size_t k = i; k < end; k++) {
+      const Slot& sl = layout_.slots[slots[k]];
+      for (uint32_t p = 0; p < sl.npieces; p++)
+        keys.push_back(manifest_->chunks[layout_.pieces[sl.first_piece + p].chunk]);
+    }
+    if (frames.size() < keys.size()) {
+      frames.resize(keys.size());
+      statuses.resize(keys.size());
+    }
+    for (size_t k = 0; k < keys.size(); k++) frames[k].Reset();
+    reader_->view().ReadFrames(keys.data(), keys.size(), frames.data(), statuses.data());
+    size_t at = 0;
+    for (size_t k = i; k < end; k++) {
+      uint32_t s = slots[k];
+      const Slot& sl = layout_.slots[s];
+      uint8_t* dst = seg.data_rw() + sl.offset;
+      Status st;
+      uint64_t read = 0, decoded = 0;
+      for (uint32_t p = 0; p < sl.npieces; p++, at++) {
+        const SlotPiece& pc = layout_.pieces[sl.first_piece + p];
+        if (!st.ok()) continue;
+        st = statuses[at];
+        if (st.ok())
+          st = decoder->Decode(std::string_view(frames[at].data(), frames[at].size()), keys[at],
+                               std::span<uint8_t>(dst + pc.offset, pc.len));
+        if (!st.ok()) {
+          const ManifestTensor& t = manifest_->tensors[pc.tensor];
+          st = st.WithContext("model " + digest_.Hex() + " tensor " + t.name + " chunk " +
+                              std::to_string(pc.chunk - t.first_chunk));
+        }
+        read += frames[at].size();
+        decoded += pc.len;
+      }
+      std::atomic<uint32_t>& word = seg.state(s);
+      if (!st.ok()) {
+        Unclaim(s);  // its unit stays allocated, for the next loader
+        if (first_error.ok()) first_error = st;
+        continue;
+      }
+      word.store(MakeState(kReady, 0), std::memory_order_release);
+      FutexWakeAll(&word);
+      seg.header()->loads.fetch_add(1, std::memory_order_relaxed);
+      seg.header()->load_bytes.fetch_add(decoded, std::memory_order_relaxed);
+      slots_loaded_.fetch_add(1, std::memory_order_relaxed);
+      bytes_read_.fetch_add(read, std::memory_order_relaxed);
+      bytes_decoded_.fetch_add(decoded, std::memory_order_relaxed);
+    }
+    load_ns_.fetch_add(NowNs() - t0, std::memory_order_relaxed);
+    i = end;
   }
-  std::atomic<uint32_t>& word = seg.state(s);
-  if (!st.ok()) {
-    Unclaim(s);  // its unit stays allocated, for the next loader
-    return st;
-  }
-  word.store(MakeState(kReady, 0), std::memory_order_release);
-  FutexWakeAll(&word);
-  seg.header()->loads.fetch_add(1, std::memory_order_relaxed);
-  seg.header()->load_bytes.fetch_add(decoded, std::memory_order_relaxed);
-  slots_loaded_.fetch_add(1, std::memory_order_relaxed);
-  bytes_read_.fetch_add(read, std::memory_order_relaxed);
-  bytes_decoded_.fetch_add(decoded, std::memory_order_relaxed);
-  load_ns_.fetch_add(NowNs() - t0, std::memory_order_relaxed);
-  return Status::OK();
+  pager_->GiveDecoder(std::move(decoder));
+  pager_->pool_->Touch();
+  return first_error;
 }
 
 Status Model::LoadSlots(uint32_t t) {
   Segment& seg = *seg_;
   for (;;) {
     std::vector<uint32_t> theirs;
-    PSTORE_ASSIGN_OR_RETURN(std::vector<uint32_t> mine, ClaimAndReserve(t, &theirs));
+    PSTORE_ASSIGN_OR_RETURN(std::vector<uint32_t> mine, ClaimAndReserve(&t, 1, &theirs));
     if (mine.empty() && theirs.empty()) return Status::OK();
     // Load our claims, the pool's threads and this one together.
     if (!mine.empty()) {
@@ -551,31 +604,38 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
 
 void Model::Prefetch(const std::vector<uint32_t>& tensors) {
   auto self = shared_from_this();
-  for (uint32_t t : tensors) {
-    if (t >= layout_.tensors.size()) continue;
+  // Tensors go to the loaders in batches of about 4 MiB, so that the budget
+  // lock is taken once per batch rather than once per (small) tensor.
+  constexpr uint64_t kBatchBytes = 4ull << 20;
+  std::vector<uint32_t> batch;
+  uint64_t batch_bytes = 0;
+  auto submit = [&] {
+    if (batch.empty()) return;
     {
       std::lock_guard<std::mutex> l(prefetch_mu_);
       prefetch_pending_++;
     }
-    pager_->pool_->Submit([self, t] {
+    pager_->pool_->Submit([self, ts = std::move(batch)] {
       // Slots resident or being loaded by someone else are left alone.
       Status st;
-      auto mine = self->ClaimAndReserve(t, nullptr);
+      auto mine = self->ClaimAndReserve(ts.data(), ts.size(), nullptr);
       if (!mine.ok()) st = mine.status();
       else
-        for (size_t i = 0; i < mine->size(); i++) {
-          Status fs = self->FillSlot((*mine)[i]);
-          if (!fs.ok()) {
-            for (size_t j = i + 1; j < mine->size(); j++) self->Unclaim((*mine)[j]);
-            st = fs;
-            break;
-          }
-        }
+        st = self->FillSlots(mine->data(), mine->size());
       std::lock_guard<std::mutex> l(self->prefetch_mu_);
       if (!st.ok() && self->prefetch_error_.ok()) self->prefetch_error_ = st;
       if (--self->prefetch_pending_ == 0) self->prefetch_cv_.notify_all();
     });
+    batch.clear();
+    batch_bytes = 0;
+  };
+  for (uint32_t t : tensors) {
+    if (t >= layout_.tensors.size()) continue;
+    batch.push_back(t);
+    batch_bytes += manifest_->tensors[t].size;
+    if (batch_bytes >= kBatchBytes) submit();
   }
+  submit();
 }
 
 Status Model::WaitPrefetch() {

@@ -110,9 +110,13 @@ class Model : public std::enable_shared_from_this<Model> {
   // Reads, decodes and checks slot s into shared memory. REQUIRES: s is
   // claimed (LOADING) by this process and its memory reserved.
   Status FillSlot(uint32_t s);
-  // Claims the EMPTY slots of tensor t and reserves their memory; on error
-  // the claims are undone.
-  Result<std::vector<uint32_t>> ClaimAndReserve(uint32_t t, std::vector<uint32_t>* busy);
+  // The same for several slots, reading their chunks in batches; a slot that
+  // fails is unclaimed, the others are published. Returns the first error.
+  Status FillSlots(const uint32_t* slots, size_t n);
+  // Claims the EMPTY slots of these tensors and reserves their memory; on
+  // error the claims are undone. Slots others are loading go to busy.
+  Result<std::vector<uint32_t>> ClaimAndReserve(const uint32_t* tensors, size_t n,
+                                                std::vector<uint32_t>* busy);
   // Undoes a claim: the slot is EMPTY again and waiters wake.
   void Unclaim(uint32_t s);
 

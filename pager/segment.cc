@@ -362,34 +362,43 @@ namespace {
 Status Segment::ReserveUnit(uint32_t u) {
   if (alloc_[u].load()) return Status::OK();
   const uint64_t off = uint64_t(u) * hdr_->unit_bytes, len = hdr_->unit_bytes;
-  int e = ::posix_fallocate(fd_.get(), off_t(hdr_->data_off + off), off_t(len));
-  if (e != 0)
-    return Status::FromErrno("allocate shared memory for " + name_ +
-                                 " (is /dev/shm full? lower the budget or free memory)",
-                             e);
-  // Back the unit by huge pages (Linux 6.1+; freshly reserved zero pages are
-  // cheap to collapse), so every process maps it with one fault per 2 MiB.
-  // Where the kernel refuses, map the small pages in one call instead.
+  auto allocate = [&](uint64_t at, uint64_t n) -> Status {
+    int e = ::posix_fallocate(fd_.get(), off_t(hdr_->data_off + at), off_t(n));
+    if (e != 0)
+      return Status::FromErrno("allocate shared memory for " + name_ +
+                                   " (is /dev/shm full? lower the budget or free memory)",
+                               e);
+    return Status::OK();
+  };
+  // Back the unit by huge pages (Linux 6.1+), so every process maps it with
+  // one fault per 2 MiB: with one page of each huge page allocated, a
+  // collapse fills the rest with zeros in the new huge page, which is far
+  // cheaper than allocating 512 small pages and copying them. Where the
+  // kernel refuses, allocate and map the small pages instead.
+  for (uint64_t at = off; at < off + len; at += kHugePage) PSTORE_RETURN_IF_ERROR(allocate(at, hdr_->page));
   if (::madvise(data_rw_ + off, len, MADV_COLLAPSE) != 0) {
+    PSTORE_RETURN_IF_ERROR(allocate(off, len));
 #ifdef MADV_POPULATE_WRITE
     ::madvise(data_rw_ + off, len, MADV_POPULATE_WRITE);
 #endif
+  } else {
+    // The collapse allocated the huge pages; make sure nothing is left a hole.
+    PSTORE_RETURN_IF_ERROR(allocate(off, len));
   }
   alloc_[u].store(1);
   return Status::OK();
 }
 
-Status Segment::ReserveSlot(uint32_t s) {
-  const SlotInfo& si = slots_[s];
-  int e = ::posix_fallocate(fd_.get(), off_t(hdr_->data_off + si.offset), off_t(si.bytes));
+Status Segment::ReserveRange(uint64_t off, uint64_t len) {
+  int e = ::posix_fallocate(fd_.get(), off_t(hdr_->data_off + off), off_t(len));
   if (e != 0)
     return Status::FromErrno("allocate shared memory for " + name_ +
                                  " (is /dev/shm full? lower the budget or free memory)",
                              e);
 #ifdef MADV_POPULATE_WRITE
-  ::madvise(data_rw_ + si.offset, si.bytes, MADV_POPULATE_WRITE);  // one call, not a fault per page
+  ::madvise(data_rw_ + off, len, MADV_POPULATE_WRITE);  // one call, not a fault per page
 #endif
-  alloc_[UnitOf(s)].store(1);  // something in the unit to evict
+  alloc_[off / hdr_->unit_bytes].store(1);  // something in the unit to evict
   return Status::OK();
 }
 

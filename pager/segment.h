@@ -162,8 +162,9 @@ class Segment {
   // is full), as huge pages where the kernel allows. REQUIRES: the store's
   // budget lock.
   Status ReserveUnit(uint32_t u);
-  // Allocates slot s of a unit with gaps. REQUIRES: the store's budget lock.
-  Status ReserveSlot(uint32_t s);
+  // Allocates data range [off, off+len), slots of one unit with gaps.
+  // REQUIRES: the store's budget lock.
+  Status ReserveRange(uint64_t off, uint64_t len);
   // Returns the memory of data range [off, off+len) to the system.
   void Punch(uint64_t off, uint64_t len);
   // Bytes of memory the segment holds now (the file's allocated blocks).

@@ -242,7 +242,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
   // Commit: chunks and records to disk together, then manifest and name in
   // one synced batch.
   std::string bytes;
-  if (st.ok()) {
+  if (st.ok() && res.new_chunks > 0) {
     rocksdb::FlushOptions fo;
     fo.wait = true;
     st = FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}), "flush chunks");

@@ -148,6 +148,9 @@ Result<std::unique_ptr<RocksDb>> RocksDb::OpenReadOnly(const std::string& path) 
   rocksdb::DBOptions o;
   o.info_log = std::make_shared<NullLogger>();
   o.max_open_files = 256;  // tables open on first use: opening a generation stays cheap
+  // Chunks of a model sit together in blob files and loads read them in
+  // order: let the kernel read ahead (RocksDB advises random access by default).
+  o.advise_random_on_open = false;
   std::unique_ptr<RocksDb> r(new RocksDb);
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::OpenForReadOnly(o, path, Descriptors(), &r->handles_, &db);

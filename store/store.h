@@ -81,6 +81,10 @@ class StoreView {
   Status ForEachChunkRecord(const std::function<Status(const ChunkKey&, const ChunkRecord&)>& fn) const;
   // The chunk's frame, pinned in RocksDB's memory where possible.
   Status ReadFrame(const ChunkKey& key, rocksdb::PinnableSlice* frame) const;
+  // Several frames at once (one lookup per SST block, not per key): frames[i]
+  // and statuses[i] for keys[i].
+  void ReadFrames(const ChunkKey* keys, size_t n, rocksdb::PinnableSlice* frames,
+                  Status* statuses) const;
   // Reads, decodes and checks a chunk into out (exactly its raw length).
   Status ReadChunk(const ChunkKey& key, ChunkDecoder* decoder, std::span<uint8_t> out) const;
 

@@ -198,8 +198,11 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db) {
   rocksdb::Checkpoint* raw = nullptr;
   PSTORE_RETURN_IF_ERROR(FromRocks(rocksdb::Checkpoint::Create(db->db(), &raw), "checkpoint"));
   std::unique_ptr<rocksdb::Checkpoint> ckpt(raw);
-  // log_size_for_flush = 0: flush memtables so the checkpoint needs no WAL replay.
-  PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, 0), "create generation " + dir));
+  // No flush: the WAL holds only metadata batches (chunks are written without
+  // it and flushed before every commit), so the checkpoint takes the small
+  // WAL along and readers replay it when they open the generation.
+  PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, 64ull << 20),
+                                   "create generation " + dir));
   PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/SEQUENCE", std::to_string(sequence) + "\n", 0644));
   std::string readers = dir + "/READERS";
   UniqueFd fd(::open(readers.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));

@@ -138,6 +138,20 @@ Status StoreView::ReadFrame(const ChunkKey& key, rocksdb::PinnableSlice* frame) 
   return FromRocks(s, "read chunk " + key.Hex());
 }
 
+void StoreView::ReadFrames(const ChunkKey* keys, size_t n, rocksdb::PinnableSlice* frames,
+                           Status* statuses) const {
+  std::vector<rocksdb::Slice> ks(n);
+  std::vector<rocksdb::Status> rs(n);
+  for (size_t i = 0; i < n; i++) ks[i] = rocksdb::Slice(keys[i].view().data(), 16);
+  db_->db()->MultiGet(ChunkReadOptions(), db_->chunks(), n, ks.data(), frames, rs.data());
+  for (size_t i = 0; i < n; i++) {
+    if (rs[i].IsNotFound())
+      statuses[i] = Status::Corruption("chunk " + keys[i].Hex() + " is missing from the store");
+    else
+      statuses[i] = FromRocks(rs[i], "read chunk " + keys[i].Hex());
+  }
+}
+
 Status StoreView::ReadChunk(const ChunkKey& key, ChunkDecoder* decoder,
                             std::span<uint8_t> out) const {
   rocksdb::PinnableSlice frame;

@@ -22,6 +22,21 @@ def pss_of(pid):
     raise Failure(f"no Pss line for pid {pid}")
 
 
+def settled_pss(pids, seconds=1.0):
+    """PSS of each process once it has settled: a loader gives its scratch
+    memory back 50 ms after its last load, so this samples for a while and
+    keeps each process's lowest figure (all processes stay alive meanwhile)."""
+    best = [None] * len(pids)
+    deadline = time.monotonic() + seconds
+    while True:
+        for i, pid in enumerate(pids):
+            v = pss_of(pid)
+            best[i] = v if best[i] is None else min(best[i], v)
+        if time.monotonic() >= deadline:
+            return best
+        time.sleep(0.1)
+
+
 class Worker:
     """A running pager_worker; its stdout is JSON lines."""
 

@@ -7,7 +7,7 @@ import os
 import time
 
 from harness import Store, check, log, make_model, run_test, at_exit
-from pager_harness import Worker, drop_segments, pss_of
+from pager_harness import Worker, drop_segments, settled_pss
 
 
 def body(work):
@@ -42,8 +42,7 @@ def body(work):
     small = sum(1 for k, v in tensors.items() if k.startswith(layer) and v["raw_bytes"] < 4096)
     w = Worker(store.root, "m:1", src, "prefix", arg=layer)
     r = w.wait_for("ready")
-    time.sleep(0.3)  # let the loader give its scratch memory back
-    pss = pss_of(w.pid)
+    pss = settled_pss([w.pid])[0]
     held = pss - r["pss_before_model"]
     log(f"layer {layer}: {layer_bytes} bytes of {model_bytes}; process holds {held} more bytes; "
         f"model resident {r['resident_bytes']}")

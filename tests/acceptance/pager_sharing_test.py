@@ -8,7 +8,7 @@ import os
 import time
 
 from harness import Store, check, log, make_model, run_test, at_exit
-from pager_harness import Worker, drop_segments, pss_of
+from pager_harness import Worker, drop_segments, settled_pss
 
 
 def body(work):
@@ -21,8 +21,7 @@ def body(work):
     ready = [w.wait_for("ready", timeout=120) for w in workers]
     # Measure while all eight map the model, once they have settled (a loader
     # gives its scratch memory back after 50 ms without loads).
-    time.sleep(0.3)
-    pss = [pss_of(w.pid) for w in workers]
+    pss = settled_pss([w.pid for w in workers])
     extra = sum(p - r["pss_before_model"] for p, r in zip(pss, ready))
     model_bytes = ready[0]["model_bytes"]
     log(f"model {model_bytes} bytes; PSS per process {pss}; sum over baselines {extra} "
