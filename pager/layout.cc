@@ -46,12 +46,8 @@ Layout Layout::Build(const Manifest& m, uint64_t page) {
       pack_used = at + t.size;
       continue;
     }
-    // A tensor of a chunk or more starts on a chunk boundary, so its chunks
-    // (one slot each) never cross a unit boundary; a smaller one that would
-    // cross into the next unit starts there instead. The gaps are never
-    // allocated.
-    if (t.size >= m.chunk_size) cursor = RoundUp(cursor, m.chunk_size);
-    else if (cursor % unit + RoundUp(t.size, page) > unit) cursor = RoundUp(cursor, unit);
+    // Tensors of a page or more follow each other on page boundaries, with
+    // no gaps; a slot may straddle two units (pager/segment.h).
     p.offset = cursor;
     p.first_slot = uint32_t(l.slots.size());
     uint64_t n = m.ChunkCount(t);
@@ -70,11 +66,17 @@ Layout Layout::Build(const Manifest& m, uint64_t page) {
   }
   l.data_bytes = RoundUp(cursor, unit);
   l.units.assign(size_t(l.data_bytes / unit), Unit{0, 0, 0, 0});
+  // A unit's slots are those overlapping it (slots are in offset order, so
+  // they form a range; a straddling slot belongs to both its units).
   for (uint32_t i = 0; i < l.slots.size(); i++) {
-    Unit& u = l.units[size_t(l.slots[i].offset / unit)];
-    if (u.nslots == 0) u.first_slot = i;
-    u.nslots++;
-    u.used_bytes += l.slots[i].bytes;
+    const Slot& sl = l.slots[i];
+    uint64_t begin = sl.offset, end = sl.offset + sl.bytes;
+    for (uint64_t u = begin / unit; u * unit < end; u++) {
+      Unit& un = l.units[size_t(u)];
+      if (un.nslots == 0) un.first_slot = i;
+      un.nslots = i - un.first_slot + 1;
+      un.used_bytes += uint32_t(std::min(end, (u + 1) * unit) - std::max(begin, u * unit));
+    }
   }
   return l;
 }

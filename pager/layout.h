@@ -2,19 +2,17 @@
 //
 // The data region is cut into slots, the unit of loading (one chunk, or a
 // page of small tensors), and into units of max(2 MiB, chunk size), the unit
-// of memory: a unit's slots are allocated together and evicted together, and
-// a unit its slots cover entirely is backed by huge pages where the kernel
-// allows, so a process maps it with one fault per 2 MiB. No slot crosses a
-// unit boundary.
+// of memory: a unit its slots cover entirely is allocated whole and backed by
+// huge pages where the kernel allows, so a process maps it with one fault per
+// 2 MiB; eviction frees whole units. A slot may straddle two units; it
+// belongs to both, and needs both allocated.
 //
-// A tensor of at least a chunk starts on a chunk boundary and each of its
-// chunks is one slot, so a tensor is one contiguous range and a chunk an
-// aligned slot; a tensor between a page and a chunk starts on a page boundary,
-// or at the next unit if it would cross one. Gaps are never allocated. Tensors
-// smaller than a page are packed, 64-byte aligned, into shared one-page slots,
-// so a model of many tiny tensors does not pay a page for each. Every process
-// computes the same layout from the manifest (kLayoutVersion is part of the
-// segment's name).
+// Tensors of at least a page follow each other on page boundaries, each chunk
+// one slot, so a tensor is one contiguous range and there are no gaps (the
+// last unit aside). Tensors smaller than a page are packed, 64-byte aligned,
+// into shared one-page slots, so a model of many tiny tensors does not pay a
+// page for each. Every process computes the same layout from the manifest
+// (kLayoutVersion is part of the segment's name).
 //
 // Thread-safety: a Layout is an immutable value once built.
 #pragma once
@@ -26,7 +24,7 @@
 
 namespace pstore {
 
-constexpr uint32_t kLayoutVersion = 3;
+constexpr uint32_t kLayoutVersion = 4;
 constexpr uint64_t kSmallTensorAlign = 64;
 constexpr uint64_t kHugePage = 2ull << 20;  // x86-64 and arm64 (4 KiB pages) PMD size
 
@@ -58,7 +56,7 @@ struct TensorPlace {
 };
 
 struct Unit {
-  uint32_t first_slot;  // the unit's slots: [first_slot, first_slot + nslots)
+  uint32_t first_slot;  // slots overlapping the unit: [first_slot, first_slot + nslots)
   uint32_t nslots;
   uint32_t used_bytes;  // bytes its slots cover; == unit: no gaps, huge pages possible
   uint32_t reserved;    // keeps the struct free of padding (it is hashed)

@@ -232,36 +232,39 @@ Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
     ~Unlock() { OfdUnlock(fd, 0); }
   } unlock{budget_fd_.get()};
   // Memory comes in units (pager/layout.h): a gapless unit is allocated
-  // whole (for huge pages), others slot by slot.
-  std::vector<uint32_t> units, singles;
+  // whole (for huge pages), others slot by slot. A slot needs every unit it
+  // overlaps.
+  std::vector<uint32_t> units;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [begin, end) within a gappy unit
   uint64_t bytes = 0;
+  const uint64_t unit = seg->header()->unit_bytes;
   for (uint32_t s : slots) {
-    uint32_t u = seg->UnitOf(s);
-    if (seg->UnitGapless(u)) {
-      if (!seg->UnitAllocated(u) && std::find(units.begin(), units.end(), u) == units.end()) {
-        units.push_back(u);
-        bytes += seg->UnitUsedBytes(u);
+    const SlotInfo& si = seg->slot(s);
+    for (uint32_t u = seg->FirstUnit(s); u <= seg->LastUnit(s); u++) {
+      if (seg->UnitGapless(u)) {
+        if (!seg->UnitAllocated(u) && std::find(units.begin(), units.end(), u) == units.end()) {
+          units.push_back(u);
+          bytes += seg->UnitUsedBytes(u);
+        }
+      } else {
+        uint64_t b = std::max<uint64_t>(si.offset, uint64_t(u) * unit);
+        uint64_t e = std::min<uint64_t>(si.offset + si.bytes, uint64_t(u + 1) * unit);
+        ranges.push_back({b, e});
+        bytes += e - b;
       }
-    } else {
-      singles.push_back(s);
-      bytes += seg->slot(s).bytes;
     }
   }
   if (bytes == 0) return Status::OK();
   EvictToBudgetLocked(bytes);
   for (uint32_t u : units) PSTORE_RETURN_IF_ERROR(seg->ReserveUnit(u));
-  // Slots of gappy units, adjacent ones in one call.
-  std::sort(singles.begin(), singles.end(),
-            [&](uint32_t a, uint32_t b) { return seg->slot(a).offset < seg->slot(b).offset; });
-  for (size_t i = 0; i < singles.size();) {
-    uint64_t off = seg->slot(singles[i]).offset, end = off + seg->slot(singles[i]).bytes;
+  // Ranges in gappy units, adjacent ones (in one unit) in one call.
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 0; i < ranges.size();) {
+    uint64_t b = ranges[i].first, e = ranges[i].second;
     size_t j = i + 1;
-    while (j < singles.size() && seg->slot(singles[j]).offset == end &&
-           seg->UnitOf(singles[j]) == seg->UnitOf(singles[i])) {
-      end += seg->slot(singles[j]).bytes;
-      j++;
-    }
-    PSTORE_RETURN_IF_ERROR(seg->ReserveRange(off, end - off));
+    while (j < ranges.size() && ranges[j].first == e && ranges[j].first / unit == b / unit)
+      e = ranges[j++].second;
+    PSTORE_RETURN_IF_ERROR(seg->ReserveRange(b, e - b));
     i = j;
   }
   return Status::OK();

@@ -282,6 +282,7 @@ Status Segment::MapAndClaim(bool) {
     std::string comm = ProcessComm();
     std::memset(en.comm, 0, sizeof(en.comm));
     std::memcpy(en.comm, comm.data(), std::min(comm.size(), sizeof(en.comm) - 1));
+    en.evicting_unit.store(-1);
     en.used.store(1);
     me_ = a;
     ReapDead();  // whoever died before us leaves nothing held
@@ -312,18 +313,22 @@ void Segment::ReapLocked(uint32_t a) {
     uint32_t w = states_[s].load();
     if (StateOf(w) == kLoading && OwnerOf(w) == a) {
       if (states_[s].compare_exchange_strong(w, MakeState(kEmpty, 0))) FutexWakeAll(&states_[s]);
-    } else if (StateOf(w) == kEvicting && OwnerOf(w) == a) {
-      uint32_t u = UnitOf(s);
-      Punch(uint64_t(u) * hdr_->unit_bytes, hdr_->unit_bytes);
-      alloc_[u].store(0);
-      for (uint32_t k = units_[u].first_slot; k < units_[u].first_slot + units_[u].nslots; k++) {
-        uint32_t wk = states_[k].load();
-        if (StateOf(wk) == kEvicting && OwnerOf(wk) == a &&
-            states_[k].compare_exchange_strong(wk, MakeState(kEmpty, 0)))
-          FutexWakeAll(&states_[k]);
-      }
     }
   }
+  // A unit a was evicting may be punched already: free it whole, mark it
+  // unallocated, and empty the slots a had claimed.
+  int64_t u = attach_[a].evicting_unit.load();
+  if (u >= 0 && u < int64_t(hdr_->nunits)) {
+    Punch(uint64_t(u) * hdr_->unit_bytes, hdr_->unit_bytes);
+    alloc_[u].store(0);
+    for (uint32_t k = units_[u].first_slot; k < units_[u].first_slot + units_[u].nslots; k++) {
+      uint32_t wk = states_[k].load();
+      if (StateOf(wk) == kEvicting && OwnerOf(wk) == a &&
+          states_[k].compare_exchange_strong(wk, MakeState(kEmpty, 0)))
+        FutexWakeAll(&states_[k]);
+    }
+  }
+  attach_[a].evicting_unit.store(-1);
   attach_[a].used.store(0);
 }
 
@@ -427,6 +432,12 @@ uint64_t Segment::TryEvictUnit(uint32_t u) {
     }
   }
   if (referenced) return 0;
+  // Recorded first, so that if we die midway a reaper knows what to free.
+  attach_[me_].evicting_unit.store(int64_t(u));
+  struct Done {
+    AttachEntry& e;
+    ~Done() { e.evicting_unit.store(-1); }
+  } done{attach_[me_]};
   // Claim every READY slot (seq_cst), then look at the pins: a reader pins
   // (seq_cst) before it checks the state, so one of us sees the other.
   std::vector<uint32_t> claimed;

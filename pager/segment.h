@@ -98,7 +98,8 @@ struct AttachEntry {
   uint32_t pid;
   uint64_t start_unix;
   char comm[16];
-  uint8_t pad[32];
+  std::atomic<int64_t> evicting_unit;  // the unit it is evicting, or -1
+  uint8_t pad[24];
 };
 static_assert(sizeof(AttachEntry) == 64);
 static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<uint64_t>::is_always_lock_free);
@@ -138,7 +139,11 @@ class Segment {
   std::atomic<uint32_t>& state(uint32_t s) const { return states_[s]; }
   uint8_t& ref(uint32_t s) const { return refs_[s]; }
   uint32_t nunits() const { return hdr_->nunits; }
-  uint32_t UnitOf(uint32_t s) const { return uint32_t(slots_[s].offset / hdr_->unit_bytes); }
+  // The units slot s overlaps: [FirstUnit(s), LastUnit(s)].
+  uint32_t FirstUnit(uint32_t s) const { return uint32_t(slots_[s].offset / hdr_->unit_bytes); }
+  uint32_t LastUnit(uint32_t s) const {
+    return uint32_t((slots_[s].offset + slots_[s].bytes - 1) / hdr_->unit_bytes);
+  }
   bool UnitAllocated(uint32_t u) const { return alloc_[u].load() != 0; }
   // Bytes a unit holds when allocated: its slots' (the unit size when gapless).
   uint64_t UnitUsedBytes(uint32_t u) const { return units_[u].used_bytes; }
@@ -162,7 +167,7 @@ class Segment {
   // is full), as huge pages where the kernel allows. REQUIRES: the store's
   // budget lock.
   Status ReserveUnit(uint32_t u);
-  // Allocates data range [off, off+len), slots of one unit with gaps.
+  // Allocates data range [off, off+len), within one unit with gaps.
   // REQUIRES: the store's budget lock.
   Status ReserveRange(uint64_t off, uint64_t len);
   // Returns the memory of data range [off, off+len) to the system.

@@ -32,7 +32,9 @@ def body(work):
     check(d["chunk_loads"] == t["chunks"], f"{d['chunk_loads']} loads for {t['chunks']} chunks")
     check(d["bytes_read"] <= t["stored_bytes"] + 64,
           f"read {d['bytes_read']} stored bytes for a tensor stored in {t['stored_bytes']}")
-    check(d["resident_bytes"] < t["raw_bytes"] + (1 << 20),
+    # Memory comes in 2 MiB units: a tensor's range pulls in at most a unit
+    # of its neighbours at each end.
+    check(d["resident_bytes"] <= t["raw_bytes"] + 2 * (2 << 20) + (256 << 10),
           f"the model holds {d['resident_bytes']} bytes of memory after one tensor")
     drop_segments(store)
 
