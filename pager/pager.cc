@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "pager/ofd_lock.h"
 #include "store/rocks.h"
 
 namespace pstore {
@@ -27,25 +28,6 @@ uint64_t NowNs() {
 }
 
 constexpr auto kIdleTrimAfter = std::chrono::milliseconds(50);
-
-bool OfdLockWait(int fd, off_t byte) {
-  struct flock fl = {};
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = byte;
-  fl.l_len = 1;
-  while (::fcntl(fd, F_OFD_SETLKW, &fl) != 0)
-    if (errno != EINTR) return false;
-  return true;
-}
-void OfdUnlock(int fd, off_t byte) {
-  struct flock fl = {};
-  fl.l_type = F_UNLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = byte;
-  fl.l_len = 1;
-  ::fcntl(fd, F_OFD_SETLK, &fl);
-}
 
 }  // namespace
 
@@ -226,7 +208,7 @@ void Pager::Trim() {
 Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
   if (slots.empty()) return Status::OK();
   std::lock_guard<std::mutex> local(budget_mu_);
-  if (!OfdLockWait(budget_fd_.get(), 0)) return Status::FromErrno("budget lock", errno);
+  if (!OfdLock(budget_fd_.get(), 0, true)) return Status::FromErrno("budget lock", errno);
   struct Unlock {
     int fd;
     ~Unlock() { OfdUnlock(fd, 0); }
@@ -272,7 +254,7 @@ Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
 
 void Pager::EnforceBudget() {
   std::lock_guard<std::mutex> local(budget_mu_);
-  if (!OfdLockWait(budget_fd_.get(), 0)) return;
+  if (!OfdLock(budget_fd_.get(), 0, true)) return;
   EvictToBudgetLocked(0);
   OfdUnlock(budget_fd_.get(), 0);
 }

@@ -1,5 +1,7 @@
 #include "pager/segment.h"
 
+#include "pager/ofd_lock.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -18,30 +20,6 @@ namespace pstore {
 namespace {
 
 uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-
-// OFD locks: owned by the open file description, dropped by the kernel when
-// the last descriptor to it closes, which includes the process dying.
-bool OfdLock(int fd, off_t byte, bool wait) {
-  struct flock fl = {};
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = byte;
-  fl.l_len = 1;
-  for (;;) {
-    if (::fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) return true;
-    if (errno == EINTR) continue;
-    return false;
-  }
-}
-
-void OfdUnlock(int fd, off_t byte) {
-  struct flock fl = {};
-  fl.l_type = F_UNLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = byte;
-  fl.l_len = 1;
-  ::fcntl(fd, F_OFD_SETLK, &fl);
-}
 
 struct Offsets {
   uint64_t slots, states, refs, units, alloc, attach, pins, pins_stride, data, total;
