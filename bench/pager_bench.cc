@@ -114,6 +114,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto reader = (*pager)->CurrentReader();
+  if (!reader.ok() || !(*reader)->EnsureDb().ok()) {
+    std::fprintf(stderr, "cannot open the store's newest generation\n");
+    return 1;
+  }
   auto digest = (*reader)->view().Resolve(ref);
   if (!digest.ok()) {
     std::fprintf(stderr, "%s\n", digest.status().ToString().c_str());

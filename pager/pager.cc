@@ -116,7 +116,7 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
                                        : std::max(2, int(std::thread::hardware_concurrency()));
   Pager* raw = p.get();
   p->pool_ = std::make_unique<LoaderPool>(threads, [raw] { raw->Trim(); });
-  PSTORE_ASSIGN_OR_RETURN(auto reader, StoreReader::Open(root));
+  PSTORE_ASSIGN_OR_RETURN(auto reader, StoreReader::Open(root, /*lazy_db=*/true));
   p->reader_ = std::move(reader);
   return p;
 }
@@ -126,12 +126,13 @@ Result<std::shared_ptr<StoreReader>> Pager::CurrentReader() {
   PSTORE_ASSIGN_OR_RETURN(uint64_t current, ReadCurrentGeneration(paths));
   std::lock_guard<std::mutex> l(mu_);
   if (reader_ && reader_->generation() == current) return reader_;
-  PSTORE_ASSIGN_OR_RETURN(auto r, StoreReader::Open(root_));
+  PSTORE_ASSIGN_OR_RETURN(auto r, StoreReader::Open(root_, /*lazy_db=*/true));
   reader_ = std::move(r);
   return reader_;
 }
 
-Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const Layout& layout) {
+Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const Layout& layout,
+                                                   std::string_view manifest) {
   std::string name = Segment::NameFor(store_id_, d);
   std::lock_guard<std::mutex> l(mu_);
   auto it = segments_.find(name);
@@ -139,7 +140,7 @@ Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const L
     if (auto s = it->second.lock()) return s;
   others_.erase(name);  // we will hold a real attachment now
   PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<Segment> seg,
-                          Segment::Attach(name, layout, d, store_id_, seg_opt_));
+                          Segment::Attach(name, layout, d, manifest, store_id_, seg_opt_));
   std::shared_ptr<Segment> s(std::move(seg));
   segments_[name] = s;
   return s;
@@ -147,8 +148,26 @@ Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const L
 
 Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
   PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<StoreReader> reader, CurrentReader());
-  PSTORE_ASSIGN_OR_RETURN(ModelDigest digest, reader->view().Resolve(ref));
-  PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<const Manifest> m, reader->view().LoadManifest(digest));
+  // Name and manifest without the database when the generation's NAMES file
+  // and a resident segment can answer; the database is opened otherwise, and
+  // by the first load.
+  PSTORE_ASSIGN_OR_RETURN(std::optional<ModelDigest> named, reader->ResolveName(ref));
+  ModelDigest digest;
+  if (named) {
+    digest = *named;
+  } else {
+    PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
+    PSTORE_ASSIGN_OR_RETURN(digest, reader->view().Resolve(ref));
+  }
+  auto bytes = Segment::ReadManifest(Segment::NameFor(store_id_, digest), digest);
+  if (!bytes.ok()) {
+    PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
+    bytes = reader->view().LoadManifestBytes(digest);
+    if (!bytes.ok()) return bytes.status();
+  }
+  auto parsed = Manifest::Parse(*bytes);
+  if (!parsed.ok()) return parsed.status().WithContext("model " + digest.Hex());
+  std::shared_ptr<const Manifest> m(new Manifest(std::move(parsed).value()));
   std::shared_ptr<Model> model(new Model);
   model->pager_ = this;
   model->reader_ = reader;
@@ -157,7 +176,7 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
   model->layout_ = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
   for (uint32_t i = 0; i < m->tensors.size(); i++)
     model->by_name_.emplace(std::string_view(m->tensors[i].name), i);
-  PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_));
+  PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_, *bytes));
   // Pins of processes that died are gone now; what they held may be over budget.
   EnforceBudget();
   return model;
@@ -369,7 +388,11 @@ Status Model::FillSlot(uint32_t s) { return FillSlots(&s, 1); }
 
 Status Model::FillSlots(const uint32_t* slots, size_t n) {
   Segment& seg = *seg_;
-  Status first_error;
+  Status first_error = reader_->EnsureDb();
+  if (!first_error.ok()) {
+    for (size_t i = 0; i < n; i++) Unclaim(slots[i]);
+    return first_error;
+  }
   std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
   // Slots go in groups: one MultiGet per group (RocksDB then reads each
   // table block once for all the group's small chunks), and each slot is
@@ -564,6 +587,7 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   pin.fetch_sub(1);
   // Not resident: decode straight into the caller's buffer; shared memory is
   // left alone.
+  PSTORE_RETURN_IF_ERROR(reader_->EnsureDb());
   std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
   struct GiveBack {
     Pager* p;

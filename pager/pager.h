@@ -171,7 +171,8 @@ class Pager {
   void GiveDecoder(std::unique_ptr<ChunkDecoder> d);
   // Gives idle scratch memory back to the system.
   void Trim();
-  Result<std::shared_ptr<Segment>> GetSegment(const ModelDigest& d, const Layout& layout);
+  Result<std::shared_ptr<Segment>> GetSegment(const ModelDigest& d, const Layout& layout,
+                                              std::string_view manifest);
 
   std::string root_;
   std::string store_id_;

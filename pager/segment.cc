@@ -22,13 +22,14 @@ namespace {
 uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 struct Offsets {
-  uint64_t slots, states, refs, units, alloc, attach, pins, pins_stride, data, total;
+  uint64_t manifest, slots, states, refs, units, alloc, attach, pins, pins_stride, data, total;
 };
 
-Offsets Compute(uint64_t page, uint32_t nslots, uint32_t nunits, uint32_t ntensors,
-                uint64_t data_bytes) {
+Offsets Compute(uint64_t page, uint64_t manifest_len, uint32_t nslots, uint32_t nunits,
+                uint32_t ntensors, uint64_t data_bytes) {
   Offsets o;
-  o.slots = RoundUp(sizeof(SegmentHeader), 64);
+  o.manifest = RoundUp(sizeof(SegmentHeader), 64);
+  o.slots = RoundUp(o.manifest + manifest_len, 64);
   o.states = RoundUp(o.slots + sizeof(SlotInfo) * nslots, 64);
   o.refs = RoundUp(o.states + 4ull * nslots, 64);
   o.units = RoundUp(o.refs + nslots, 64);
@@ -109,6 +110,7 @@ std::vector<std::string> ListSegments(const std::string& store_id) {
 
 Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const Layout& layout,
                                                  const ModelDigest& digest,
+                                                 std::string_view manifest,
                                                  const std::string& store_id, const Options& opt) {
   std::unique_ptr<Segment> s(new Segment);
   s->name_ = name;
@@ -122,8 +124,9 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     ~Unlock() { OfdUnlock(fd, kInitLockByte); }
   } unlock{fd};
 
-  Offsets o = Compute(layout.page, uint32_t(layout.slots.size()), uint32_t(layout.units.size()),
-                      uint32_t(layout.tensors.size()), layout.data_bytes);
+  Offsets o = Compute(layout.page, manifest.size(), uint32_t(layout.slots.size()),
+                      uint32_t(layout.units.size()), uint32_t(layout.tensors.size()),
+                      layout.data_bytes);
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno("stat " + name, errno);
   bool init = uint64_t(st.st_size) < sizeof(SegmentHeader);
@@ -163,6 +166,8 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     h.page = layout.page;
     h.nslots = uint32_t(layout.slots.size());
     h.ntensors = uint32_t(layout.tensors.size());
+    h.manifest_off = o.manifest;
+    h.manifest_len = manifest.size();
     h.unit_bytes = layout.unit;
     h.nunits = uint32_t(layout.units.size());
     h.slots_off = o.slots;
@@ -185,6 +190,8 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     if (::pwrite(fd, infos.data(), infos.size() * sizeof(SlotInfo), off_t(o.slots)) !=
         ssize_t(infos.size() * sizeof(SlotInfo)))
       return Status::FromErrno("write shared memory " + name, errno);
+    if (::pwrite(fd, manifest.data(), manifest.size(), off_t(o.manifest)) != ssize_t(manifest.size()))
+      return Status::FromErrno("write shared memory " + name, errno);
     std::vector<UnitInfo> units(layout.units.size());
     for (size_t i = 0; i < units.size(); i++)
       units[i] = {layout.units[i].first_slot, layout.units[i].nslots, layout.units[i].used_bytes, 0};
@@ -199,6 +206,23 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
   }
   PSTORE_RETURN_IF_ERROR(s->MapAndClaim(false));
   return s;
+}
+
+Result<std::string> Segment::ReadManifest(const std::string& name, const ModelDigest& digest) {
+  UniqueFd fd(::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0));
+  if (!fd.valid()) return Status::NotFound("no shared memory " + name);
+  SegmentHeader h;
+  struct stat st;
+  if (::pread(fd.get(), &h, sizeof(h), 0) != ssize_t(sizeof(h)) || h.magic != kSegmentMagic ||
+      h.ready.load() != 1 || h.layout_version != kLayoutVersion || ::fstat(fd.get(), &st) != 0 ||
+      uint64_t(st.st_size) != h.total_bytes || h.manifest_off + h.manifest_len > h.total_bytes)
+    return Status::NotFound("shared memory " + name + " is not a complete segment");
+  std::string m(h.manifest_len, '\0');
+  if (h.manifest_len)
+    PSTORE_RETURN_IF_ERROR(PreadFull(fd.get(), m.data(), m.size(), h.manifest_off, name));
+  if (Manifest::DigestOf(m) != digest)
+    return Status::NotFound("shared memory " + name + " holds another manifest");
+  return m;
 }
 
 Result<std::unique_ptr<Segment>> Segment::AttachExisting(const std::string& name) {

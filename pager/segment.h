@@ -2,6 +2,8 @@
 //
 // Layout of the segment (all offsets from its start; docs/pager.md):
 //   SegmentHeader                 magic, versions, sizes, offsets, shared counters
+//   the manifest                  so a process finding the model resident needs
+//                                 nothing from the store's database
 //   SlotInfo[nslots]              where each slot is and which tensors pin it
 //   atomic<uint32_t>[nslots]      slot states: EMPTY, LOADING, READY, EVICTING,
 //                                 with the claiming attachment in bits 2..9
@@ -67,6 +69,7 @@ struct SegmentHeader {
   uint64_t unit_bytes;
   uint32_t nunits;
   uint32_t reserved;
+  uint64_t manifest_off, manifest_len;  // the model's manifest, verbatim
   uint64_t slots_off, states_off, refs_off, units_off, alloc_off, attach_off, pins_off, pins_stride;
   uint64_t data_off, data_bytes, total_bytes;
   uint64_t created_unix;
@@ -123,7 +126,11 @@ class Segment {
   // attachment (a process-table entry).
   static Result<std::unique_ptr<Segment>> Attach(const std::string& name, const Layout& layout,
                                                  const ModelDigest& digest,
+                                                 std::string_view manifest,
                                                  const std::string& store_id, const Options& opt);
+  // The manifest a complete segment holds, checked against digest; NotFound
+  // when there is no such segment (or it is incomplete or of another layout).
+  static Result<std::string> ReadManifest(const std::string& name, const ModelDigest& digest);
   // Attaches to an existing segment without knowing its manifest (for the
   // evictor and `pstore ps`): the layout is taken from the header.
   static Result<std::unique_ptr<Segment>> AttachExisting(const std::string& name);

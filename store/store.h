@@ -23,6 +23,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <span>
@@ -73,6 +75,8 @@ class StoreView {
   Result<ModelDigest> Resolve(std::string_view ref) const;
   // Reads and parses a manifest, checking its digest.
   Result<std::shared_ptr<const Manifest>> LoadManifest(const ModelDigest& digest) const;
+  // The manifest's bytes, checked against its digest.
+  Result<std::string> LoadManifestBytes(const ModelDigest& digest) const;
   // Every manifest's digest (referenced by a name or not).
   Result<std::vector<ModelDigest>> ListManifests() const;
 
@@ -97,10 +101,19 @@ class StoreView {
 class StoreReader {
  public:
   ~StoreReader();
-  // Opens the newest generation of the store at root.
-  static Result<std::unique_ptr<StoreReader>> Open(const std::string& root);
+  // Opens the newest generation of the store at root. With lazy_db, the
+  // database is opened by the first EnsureDb() (inference processes that find
+  // their model resident in shared memory never need it).
+  static Result<std::unique_ptr<StoreReader>> Open(const std::string& root, bool lazy_db = false);
 
+  // Opens the generation's database if it is not open yet.
+  Status EnsureDb() const;
+  // REQUIRES: the database is open (always so without lazy_db).
   const StoreView& view() const { return *view_; }
+  // Resolves "name:tag" (or "name") from the generation's NAMES file; nullopt
+  // when that file cannot answer (a digest, or a generation without NAMES):
+  // then use view().Resolve. NotFound when the name is not in the store.
+  Result<std::optional<ModelDigest>> ResolveName(std::string_view ref) const;
   const std::string& root() const { return paths_.root; }
   const std::string& store_id() const { return store_id_; }
   const StoreConfig& config() const { return config_; }
@@ -112,8 +125,11 @@ class StoreReader {
   std::string store_id_;
   StoreConfig config_;
   std::unique_ptr<GenerationLock> lock_;
-  std::unique_ptr<RocksDb> db_;
-  std::unique_ptr<StoreView> view_;
+  mutable std::mutex db_mu_;
+  mutable std::unique_ptr<RocksDb> db_;
+  mutable std::unique_ptr<StoreView> view_;
+  mutable bool names_read_ = false;
+  mutable std::optional<std::map<std::string, ModelDigest>> names_;
 };
 
 struct ImportOptions {
@@ -174,6 +190,7 @@ class StoreWriter {
  private:
   StoreWriter() = default;
   Status Publish();
+  Result<std::string> NamesText() const;
   StorePaths paths_;
   StoreConfig config_;
   std::unique_ptr<WriterLock> lock_;

@@ -186,7 +186,7 @@ std::vector<uint64_t> ListGenerations(const StorePaths& p) {
   return out;
 }
 
-Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db) {
+Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string_view names_text) {
   std::vector<uint64_t> gens = ListGenerations(p);
   PSTORE_ASSIGN_OR_RETURN(uint64_t current, ReadCurrentGeneration(p));
   uint64_t n = std::max(current, gens.empty() ? 0 : gens.back()) + 1;
@@ -204,6 +204,7 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db) {
   PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, 64ull << 20),
                                    "create generation " + dir));
   PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/SEQUENCE", std::to_string(sequence) + "\n", 0644));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/NAMES", names_text, 0644));
   std::string readers = dir + "/READERS";
   UniqueFd fd(::open(readers.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!fd.valid()) return Status::FromErrno("cannot create " + readers, errno);

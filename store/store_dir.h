@@ -6,8 +6,9 @@
 //   STORE/LOCK           flock()ed exclusively by the one writer
 //   STORE/db/            RocksDB, opened by the writer only
 //   STORE/gen/NNNNNNNNNN/  a published generation: a RocksDB checkpoint (hard
-//                        links to db/'s files) plus READERS, a lock file, and
-//                        SEQUENCE, the database's sequence number it holds
+//                        links to db/'s files) plus READERS, a lock file,
+//                        SEQUENCE, the database's sequence number it holds,
+//                        and NAMES, its names and their digests
 //   STORE/CURRENT        the number of the newest generation
 //
 // Readers open CURRENT's generation read-only while holding a shared flock on
@@ -83,8 +84,9 @@ class WriterLock {
 Result<uint64_t> ReadCurrentGeneration(const StorePaths& p);
 // Checkpoints db into a new generation and points CURRENT at it; returns its number.
 // The generation's SEQUENCE file records the database's last sequence number
-// it holds.
-Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db);
+// it holds; its NAMES file holds names_text (every "name:tag<TAB>digest" line,
+// so readers can resolve names without opening the database).
+Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string_view names_text);
 // The last sequence number generation n holds (NotFound for generations
 // published before SEQUENCE files existed).
 Result<uint64_t> ReadGenerationSequence(const StorePaths& p, uint64_t n);

@@ -95,14 +95,19 @@ Result<ModelDigest> StoreView::Resolve(std::string_view ref) const {
   return e.digest;
 }
 
-Result<std::shared_ptr<const Manifest>> StoreView::LoadManifest(const ModelDigest& digest) const {
-  rocksdb::PinnableSlice v;
+Result<std::string> StoreView::LoadManifestBytes(const ModelDigest& digest) const {
+  std::string v;
   rocksdb::Status s = db_->db()->Get(rocksdb::ReadOptions(), db_->meta(), keys::Manifest(digest), &v);
   if (s.IsNotFound()) return Status::NotFound("no model with digest " + digest.Hex());
   PSTORE_RETURN_IF_ERROR(FromRocks(s, "read manifest " + digest.Hex()));
-  if (Manifest::DigestOf(View(v)) != digest)
+  if (Manifest::DigestOf(v) != digest)
     return Status::Corruption("manifest " + digest.Hex() + " does not match its digest");
-  auto m = Manifest::Parse(View(v));
+  return v;
+}
+
+Result<std::shared_ptr<const Manifest>> StoreView::LoadManifest(const ModelDigest& digest) const {
+  PSTORE_ASSIGN_OR_RETURN(std::string bytes, LoadManifestBytes(digest));
+  auto m = Manifest::Parse(bytes);
   if (!m.ok()) return m.status().WithContext("model " + digest.Hex());
   return std::shared_ptr<const Manifest>(new Manifest(std::move(m).value()));
 }

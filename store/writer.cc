@@ -14,16 +14,58 @@ namespace pstore {
 
 StoreReader::~StoreReader() = default;
 
-Result<std::unique_ptr<StoreReader>> StoreReader::Open(const std::string& root) {
+Result<std::unique_ptr<StoreReader>> StoreReader::Open(const std::string& root, bool lazy_db) {
   std::unique_ptr<StoreReader> r(new StoreReader);
   r->paths_.root = root;
   PSTORE_ASSIGN_OR_RETURN(r->store_id_, ReadStoreId(r->paths_));
   PSTORE_ASSIGN_OR_RETURN(r->config_, ReadStoreConfig(r->paths_));
   PSTORE_ASSIGN_OR_RETURN(GenerationLock lock, GenerationLock::AcquireCurrent(r->paths_));
   r->lock_ = std::make_unique<GenerationLock>(std::move(lock));
-  PSTORE_ASSIGN_OR_RETURN(r->db_, RocksDb::OpenReadOnly(r->paths_.gen(r->lock_->number())));
-  r->view_ = std::make_unique<StoreView>(r->db_.get());
+  if (!lazy_db) PSTORE_RETURN_IF_ERROR(r->EnsureDb());
   return r;
+}
+
+Status StoreReader::EnsureDb() const {
+  std::lock_guard<std::mutex> l(db_mu_);
+  if (view_) return Status::OK();
+  PSTORE_ASSIGN_OR_RETURN(db_, RocksDb::OpenReadOnly(paths_.gen(lock_->number())));
+  view_ = std::make_unique<StoreView>(db_.get());
+  return Status::OK();
+}
+
+Result<std::optional<ModelDigest>> StoreReader::ResolveName(std::string_view ref) const {
+  if (ref.find(':') == std::string_view::npos && LooksLikeDigest(ref))
+    return std::optional<ModelDigest>();  // could be a digest: the database decides
+  PSTORE_ASSIGN_OR_RETURN(ModelName name, ParseModelName(ref));
+  {
+    std::lock_guard<std::mutex> l(db_mu_);
+    if (!names_read_) {
+      names_read_ = true;
+      auto text = ReadFileToString(paths_.gen(lock_->number()) + "/NAMES");
+      if (text.ok()) {
+        std::map<std::string, ModelDigest> m;
+        bool good = true;
+        size_t pos = 0;
+        while (pos < text->size() && good) {
+          size_t nl = text->find('\n', pos);
+          if (nl == std::string::npos) nl = text->size();
+          std::string_view line(text->data() + pos, nl - pos);
+          size_t tab = line.find('\t');
+          auto d = tab == std::string_view::npos ? std::nullopt
+                                                  : ChunkKey::FromHex(line.substr(tab + 1));
+          if (!d) good = false;
+          else m.emplace(std::string(line.substr(0, tab)), *d);
+          pos = nl + 1;
+        }
+        if (good) names_ = std::move(m);
+      }
+    }
+    if (!names_) return std::optional<ModelDigest>();
+    auto it = names_->find(name.Ref());
+    if (it == names_->end())
+      return Status::NotFound("no model named " + name.Ref() + " in the store");
+    return std::optional<ModelDigest>(it->second);
+  }
 }
 
 StoreWriter::~StoreWriter() = default;
@@ -52,10 +94,18 @@ Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, 
 }
 
 Status StoreWriter::Publish() {
-  PSTORE_ASSIGN_OR_RETURN(uint64_t n, PublishGeneration(paths_, db_.get()));
+  PSTORE_ASSIGN_OR_RETURN(std::string names, NamesText());
+  PSTORE_ASSIGN_OR_RETURN(uint64_t n, PublishGeneration(paths_, db_.get(), names));
   (void)n;
   auto removed = RemoveUnusedGenerations(paths_);
   return removed.ok() ? Status::OK() : removed.status();
+}
+
+Result<std::string> StoreWriter::NamesText() const {
+  PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, view_->ListNames());
+  std::string text;
+  for (const auto& n : names) text += n.ref + "\t" + n.digest.Hex() + "\n";
+  return text;
 }
 
 Status StoreWriter::SetConfig(const StoreConfig& c) {
@@ -192,7 +242,8 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
       FromRocks(db_->db()->CompactRange(co, db_->meta(), nullptr, nullptr), "compact metadata"));
   if (progress) progress(2, 3);
 
-  PSTORE_ASSIGN_OR_RETURN(uint64_t n, PublishGeneration(paths_, db_.get()));
+  PSTORE_ASSIGN_OR_RETURN(std::string names_text, NamesText());
+  PSTORE_ASSIGN_OR_RETURN(uint64_t n, PublishGeneration(paths_, db_.get(), names_text));
   (void)n;
   PSTORE_ASSIGN_OR_RETURN(res.generations_removed, RemoveUnusedGenerations(paths_));
   res.generations_in_use = int(ListGenerations(paths_).size()) - 1;

@@ -231,6 +231,7 @@ int CmdBench(const Globals& g) {
   Pager& pager = **p;
   auto reader = pager.CurrentReader();
   if (!reader.ok()) return Fail(g, reader.status());
+  if (Status s = (*reader)->EnsureDb(); !s.ok()) return Fail(g, s);
   auto digest = (*reader)->view().Resolve(g_args.ref);
   if (!digest.ok()) return Fail(g, digest.status());
   auto info = GetModelInfo((*reader)->view(), *digest);
