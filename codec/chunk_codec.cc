@@ -543,6 +543,21 @@ Result<FrameInfo> InspectFrame(std::string_view frame) {
   return fi;
 }
 
+namespace {
+
+// The context of each symbol of a ctx-coded stream: the exponent group, in
+// [0, k), of the same element in its source stream.
+void ExponentContexts(Transform t, int base, int k, const uint8_t* src, size_t m,
+                      std::vector<uint8_t>* ctx) {
+  uint8_t lut[256];
+  for (int b = 0; b < 256; b++)
+    lut[b] = uint8_t(std::clamp(int(ExponentOf(t, uint8_t(b))) - base, 0, k - 1));
+  ctx->resize(m);
+  for (size_t i = 0; i < m; i++) (*ctx)[i] = lut[src[i]];
+}
+
+}  // namespace
+
 struct ChunkDecoder::Impl {
   ZSTD_DCtx* zd = ZSTD_createDCtx();
   std::vector<uint8_t> streams[kMaxStreams];
@@ -601,13 +616,7 @@ struct ChunkDecoder::Impl {
         rans2::Table tables[rans2::kMaxContexts];
         if (!rans2::ReadTables(&r, prob_bits, tables, k))
           return Status::Corruption("rANS-ctx stream has a bad table");
-        uint8_t lut[256];
-        for (int b = 0; b < 256; b++)
-          lut[b] = uint8_t(
-              std::clamp(int(ExponentOf(p.transform, uint8_t(b))) - int(base), 0, k - 1));
-        ctx.resize(m);
-        const uint8_t* s = decoded[source];
-        for (size_t i = 0; i < m; i++) ctx[i] = lut[s[i]];
+        ExponentContexts(p.transform, base, k, decoded[source], m, &ctx);
         return rans2::DecodeBody(&r, ctx.data(), m, tables, k, prob_bits, lanes_log2, dst, &dtab);
       }
       case Coder::kBits: {
@@ -630,13 +639,7 @@ struct ChunkDecoder::Impl {
         for (int c = 0; c < k; c++)
           if (!rans::ReadTable(&r, &tables[c]))
             return Status::Corruption("rANS-ctx stream has a bad table");
-        uint8_t lut[256];
-        for (int b = 0; b < 256; b++)
-          lut[b] = uint8_t(
-              std::clamp(int(ExponentOf(p.transform, uint8_t(b))) - int(base), 0, k - 1));
-        ctx.resize(m);
-        const uint8_t* s = decoded[source];
-        for (size_t i = 0; i < m; i++) ctx[i] = lut[s[i]];
+        ExponentContexts(p.transform, base, k, decoded[source], m, &ctx);
         return rans::DecodeBody(&r, ctx.data(), m, tables, k, dst, &dtab);
       }
     }
