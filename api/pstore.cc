@@ -3,6 +3,8 @@
 #include "api/pstore.h"
 
 #include <atomic>
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -100,7 +102,7 @@ const char* pstore_version(void) {
 uint32_t pstore_version_number(void) { return PSTORE_VERSION_NUMBER; }
 
 const char* pstore_dtype_name(pstore_dtype dtype) {
-  if (!pstore::DTypeIdValid(uint8_t(dtype))) return "?";
+  if (int(dtype) < 0 || int(dtype) > 255 || !pstore::DTypeIdValid(uint8_t(dtype))) return "?";
   return pstore::DTypeName(pstore::DType(dtype)).data();  // names are static, NUL-terminated
 }
 
@@ -139,7 +141,7 @@ pstore_status pstore_store_stats_get(pstore_store* store, pstore_store_stats* ou
     if (!store || !out || out->struct_size < sizeof(size_t))
       return Invalid("pstore_store_stats_get: NULL argument or struct_size not set");
     pstore_store_stats s = {};
-    s.struct_size = out->struct_size;
+    s.struct_size = std::min(out->struct_size, sizeof(s));  // what was filled
     pstore::StoreMemory m = store->pager->Memory();
     s.budget_bytes = m.budget_bytes;
     s.resident_bytes = m.resident_bytes;
@@ -294,7 +296,7 @@ pstore_status pstore_model_stats_get(const pstore_model* model, pstore_model_sta
       return Invalid("pstore_model_stats_get: NULL argument or struct_size not set");
     pstore::ModelStats m = model->model->Stats();
     pstore_model_stats s = {};
-    s.struct_size = out->struct_size;
+    s.struct_size = std::min(out->struct_size, sizeof(s));  // what was filled
     s.acquires = m.acquires;
     s.hits = m.hits;
     s.misses = m.misses;
@@ -328,7 +330,7 @@ pstore_status pstore_import_file(const char* store_path, const char* source, con
     pstore::ImportOptions io;
     bool wait = false;
     if (opts) {
-      if (opts->struct_size < sizeof(pstore_import_options))
+      if (opts->struct_size < offsetof(pstore_import_options, profile) + sizeof(opts->profile))
         return Invalid("pstore_import_file: options not filled by pstore_import_options_default");
       io.force = opts->force != 0;
       io.threads = opts->threads;

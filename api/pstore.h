@@ -137,6 +137,9 @@ PSTORE_EXPORT pstore_status pstore_store_open(const char* path, const pstore_sto
 /* Closes the handle (the store lives on until its open models close). */
 PSTORE_EXPORT void pstore_store_close(pstore_store* store);
 
+/* Stats structs: set struct_size = sizeof(...) before the call; on return it
+ * says how many bytes were filled (smaller when the library is older than
+ * the caller's header). */
 typedef struct pstore_store_stats {
   size_t struct_size;      /* set to sizeof(pstore_store_stats) before the call */
   uint64_t budget_bytes;   /* the budget in force for this process */
@@ -194,8 +197,11 @@ PSTORE_EXPORT pstore_status pstore_model_find_tensor(const pstore_model* model, 
  * page for tensors of a page or more). Every acquire needs one release. An
  * empty tensor gives a valid, non-NULL pointer to no bytes.
  * @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT, PSTORE_ERR_CORRUPTION (a
- *   chunk failed its checks; the message names model, tensor and chunk),
- *   PSTORE_ERR_NO_SPACE, PSTORE_ERR_IO. */
+ *   chunk failed its checks or is missing; the message names model, tensor
+ *   and chunk), PSTORE_ERR_NO_SPACE (/dev/shm full, or out of memory while
+ *   loading), PSTORE_ERR_NOT_FOUND or PSTORE_ERR_BUSY (the store's files
+ *   vanished or are locked by the system), PSTORE_ERR_IO, PSTORE_ERR_NO_MEMORY,
+ *   PSTORE_ERR_INTERNAL. */
 PSTORE_EXPORT pstore_status pstore_tensor_acquire(pstore_model* model, size_t index,
                                                   const void** data);
 

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fcntl.h>
 #include <malloc.h>
 
 #include <chrono>
@@ -28,6 +29,19 @@ uint64_t NowNs() {
 }
 
 constexpr auto kIdleTrimAfter = std::chrono::milliseconds(50);
+
+// Runs fn on a loader thread, where an exception must not escape: it becomes
+// an error for whoever waits on the work.
+template <typename F>
+Status Guarded(F&& fn) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return Status::NoSpace("out of memory while loading");
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("loading failed: ") + e.what());
+  }
+}
 
 }  // namespace
 
@@ -79,8 +93,6 @@ void LoaderPool::Submit(std::function<void()> task) {
 
 Pager::~Pager() {
   pool_.reset();  // finish background loads before segments go
-  std::lock_guard<std::mutex> l(mu_);
-  others_.clear();
   if (over_budget_) ::munmap(over_budget_, size_t(::sysconf(_SC_PAGESIZE)));
 }
 
@@ -138,7 +150,6 @@ Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const L
   auto it = segments_.find(name);
   if (it != segments_.end())
     if (auto s = it->second.lock()) return s;
-  others_.erase(name);  // we will hold a real attachment now
   PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<Segment> seg,
                           Segment::Attach(name, layout, d, manifest, store_id_, seg_opt_));
   std::shared_ptr<Segment> s(std::move(seg));
@@ -279,10 +290,11 @@ void Pager::EnforceBudget() {
 }
 
 void Pager::EvictToBudgetLocked(uint64_t extra) {
-  // Every segment of the store on this host, opened once per process. The
-  // list is read again only when /dev/shm changed (a segment came or went).
-  std::vector<Segment*> all;
-  uint64_t resident = 0;
+  // Every segment of the store on this host. The list is read again only
+  // when /dev/shm changed (a segment came or went). Segments of models this
+  // process has open are counted through their attachment; the others by a
+  // look at their size, and attached only for as long as an eviction needs
+  // them, so that evicting never holds places in other models' process tables.
   std::lock_guard<std::mutex> l(mu_);
   struct stat dir;
   if (::stat("/dev/shm", &dir) != 0 || dir.st_mtim.tv_sec != shm_mtime_.tv_sec ||
@@ -290,31 +302,23 @@ void Pager::EvictToBudgetLocked(uint64_t extra) {
     seg_names_ = ListSegments(store_id_);
     shm_mtime_ = dir.st_mtim;
   }
-  const std::vector<std::string>& names = seg_names_;
-  for (auto it = others_.begin(); it != others_.end();)  // segments removed meanwhile
-    it = std::binary_search(names.begin(), names.end(), it->first) ? std::next(it)
-                                                                   : others_.erase(it);
-  std::vector<std::shared_ptr<Segment>> keep;  // our models' segments stay alive meanwhile
-  for (const auto& name : names) {
-    Segment* p = nullptr;
-    auto mine = segments_.find(name);
-    if (mine != segments_.end()) {
-      if (auto sp = mine->second.lock()) {
-        p = sp.get();
-        keep.push_back(std::move(sp));
+  std::vector<std::shared_ptr<Segment>> mine;  // alive meanwhile
+  std::vector<std::string> theirs;
+  uint64_t resident = 0;
+  for (const auto& name : seg_names_) {
+    auto it = segments_.find(name);
+    if (it != segments_.end())
+      if (auto sp = it->second.lock()) {
+        sp->ReapDead(/*budget_locked=*/true);
+        resident += sp->ResidentBytes();
+        mine.push_back(std::move(sp));
+        continue;
       }
-    }
-    if (!p) {
-      auto o = others_.find(name);
-      if (o == others_.end()) {
-        auto opened = Segment::AttachExisting(name);
-        if (!opened.ok()) continue;  // being created or removed; not ours to count
-        o = others_.emplace(name, std::move(opened).value()).first;
-      }
-      p = o->second.get();
-    }
-    all.push_back(p);
-    resident += p->ResidentBytes();
+    UniqueFd fd(::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0));
+    struct stat st;
+    if (!fd.valid() || ::fstat(fd.get(), &st) != 0) continue;  // removed meanwhile
+    resident += uint64_t(st.st_blocks) * 512;
+    theirs.push_back(name);
   }
   if (resident + extra <= budget_) {
     over_budget_->store(0, std::memory_order_relaxed);
@@ -322,10 +326,19 @@ void Pager::EvictToBudgetLocked(uint64_t extra) {
   }
   uint64_t need = resident + extra - budget_;
   uint64_t freed = 0;
-  for (Segment* p : all) p->ReapDead();
+  std::vector<Segment*> all;
+  for (auto& sp : mine) all.push_back(sp.get());
+  std::vector<std::unique_ptr<Segment>> attached;
+  for (const auto& name : theirs) {
+    auto opened = Segment::AttachExisting(name);
+    if (!opened.ok()) continue;  // being created or removed
+    (*opened)->ReapDead(/*budget_locked=*/true);
+    all.push_back(opened->get());
+    attached.push_back(std::move(opened).value());
+  }
   // CLOCK over the units of every segment: the first sweep clears reference
   // bits, the second evicts what was not used since.
-  for (int pass = 0; pass < 3 && freed < need; pass++) {
+  for (int pass = 0; pass < 3 && freed < need && !all.empty(); pass++) {
     for (size_t k = 0; k < all.size() && freed < need; k++) {
       Segment* p = all[(evict_start_ + k) % all.size()];
       uint32_t n = p->nunits();
@@ -339,6 +352,13 @@ void Pager::EvictToBudgetLocked(uint64_t extra) {
   // If everything else is pinned we stay over the budget by what is pinned,
   // and say so: the next release of a pin evicts again.
   over_budget_->store(freed < need ? 1 : 0, std::memory_order_relaxed);
+}
+
+void Pager::ReapUnderBudgetLock(Segment* seg, uint32_t a) {
+  std::lock_guard<std::mutex> local(budget_mu_);
+  if (!OfdLock(budget_fd_.get(), 0, true)) return;
+  seg->ReapIfDead(a, /*budget_locked=*/true);
+  OfdUnlock(budget_fd_.get(), 0);
 }
 
 // --- Model ----------------------------------------------------------------------
@@ -362,6 +382,9 @@ Result<std::vector<uint32_t>> Model::ClaimAndReserve(const uint32_t* tensors, si
                                                      std::vector<uint32_t>* busy) {
   Segment& seg = *seg_;
   std::vector<uint32_t> mine;
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) total += layout_.tensors[tensors[i]].nslots;
+  mine.reserve(total);  // no allocation (and so no throw) once slots are claimed
   for (size_t i = 0; i < n; i++) {
     const TensorPlace& p = layout_.tensors[tensors[i]];
     for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++) {
@@ -376,7 +399,13 @@ Result<std::vector<uint32_t>> Model::ClaimAndReserve(const uint32_t* tensors, si
       if (busy && (StateOf(w) == kLoading || StateOf(w) == kEvicting)) busy->push_back(s);
     }
   }
-  Status st = pager_->ReserveSlots(&seg, mine);
+  Status st;
+  try {
+    st = pager_->ReserveSlots(&seg, mine);
+  } catch (...) {
+    for (uint32_t s : mine) Unclaim(s);
+    throw;
+  }
   if (!st.ok()) {
     for (uint32_t s : mine) Unclaim(s);
     return st;
@@ -387,6 +416,20 @@ Result<std::vector<uint32_t>> Model::ClaimAndReserve(const uint32_t* tensors, si
 Status Model::FillSlot(uint32_t s) { return FillSlots(&s, 1); }
 
 Status Model::FillSlots(const uint32_t* slots, size_t n) {
+  // Whatever happens, every slot ends published or unclaimed: an exception
+  // (out of memory) must not leave a claim that everyone would wait on.
+  try {
+    return FillSlotsOrThrow(slots, n);
+  } catch (...) {
+    for (size_t i = 0; i < n; i++) {
+      uint32_t w = seg_->state(slots[i]).load();
+      if (StateOf(w) == kLoading && OwnerOf(w) == seg_->me()) Unclaim(slots[i]);
+    }
+    throw;
+  }
+}
+
+Status Model::FillSlotsOrThrow(const uint32_t* slots, size_t n) {
   Segment& seg = *seg_;
   Status first_error = reader_->EnsureDb();
   if (!first_error.ok()) {
@@ -485,8 +528,14 @@ Status Model::LoadSlots(uint32_t t) {
         size_t finished = 0;
         Status error;
       };
-      auto batch = std::make_shared<Batch>();
-      batch->slots = std::move(mine);
+      std::shared_ptr<Batch> batch;
+      try {
+        batch = std::make_shared<Batch>();
+        batch->slots = std::move(mine);
+      } catch (...) {
+        for (uint32_t s : mine) Unclaim(s);
+        throw;
+      }
       // Helpers hold the model weakly: one still queued after the batch is
       // done must not keep the model (and its attachment) alive.
       std::weak_ptr<Model> weak = weak_from_this();
@@ -496,14 +545,18 @@ Status Model::LoadSlots(uint32_t t) {
           if (i >= batch->slots.size()) return;
           auto self = weak.lock();
           if (!self) return;
-          Status st = self->FillSlot(batch->slots[i]);
+          Status st = Guarded([&] { return self->FillSlot(batch->slots[i]); });
           std::lock_guard<std::mutex> l(batch->mu);
           if (!st.ok() && batch->error.ok()) batch->error = st;
           if (++batch->finished == batch->slots.size()) batch->cv.notify_all();
         }
       };
       size_t helpers = std::min<size_t>(batch->slots.size() - 1, size_t(pager_->pool_->threads()));
-      for (size_t h = 0; h < helpers; h++) pager_->pool_->Submit(work);
+      try {
+        for (size_t h = 0; h < helpers; h++) pager_->pool_->Submit(work);
+      } catch (...) {
+        // Fewer helpers: this thread does the rest.
+      }
       work();
       std::unique_lock<std::mutex> l(batch->mu);
       batch->cv.wait(l, [&] { return batch->finished == batch->slots.size(); });
@@ -517,7 +570,10 @@ Status Model::LoadSlots(uint32_t t) {
         uint32_t st = StateOf(w);
         if (st == kReady || st == kEmpty) break;
         FutexWait(&word, w, kWaitSliceMs);
-        if (word.load() == w) seg.ReapIfDead(OwnerOf(w));
+        if (word.load() != w) continue;
+        // No progress: is the loader (or evictor) alive? A dead one is reaped
+        // under the budget lock (a dead evictor's unit is sorted out then).
+        pager_->ReapUnderBudgetLock(&seg, OwnerOf(w));
       }
     }
   }
@@ -537,7 +593,13 @@ Result<const uint8_t*> Model::Acquire(uint32_t t) {
       break;
     }
   if (!ready) {
-    Status st = LoadSlots(t);
+    Status st;
+    try {
+      st = LoadSlots(t);
+    } catch (...) {
+      pin.fetch_sub(1);
+      throw;
+    }
     if (!st.ok()) {
       pin.fetch_sub(1);
       return st;
@@ -626,11 +688,10 @@ void Model::Prefetch(const std::vector<uint32_t>& tensors) {
     }
     pager_->pool_->Submit([self, ts = std::move(batch)] {
       // Slots resident or being loaded by someone else are left alone.
-      Status st;
-      auto mine = self->ClaimAndReserve(ts.data(), ts.size(), nullptr);
-      if (!mine.ok()) st = mine.status();
-      else
-        st = self->FillSlots(mine->data(), mine->size());
+      Status st = Guarded([&] {
+        auto mine = self->ClaimAndReserve(ts.data(), ts.size(), nullptr);
+        return mine.ok() ? self->FillSlots(mine->data(), mine->size()) : mine.status();
+      });
       std::lock_guard<std::mutex> l(self->prefetch_mu_);
       if (!st.ok() && self->prefetch_error_.ok()) self->prefetch_error_ = st;
       if (--self->prefetch_pending_ == 0) self->prefetch_cv_.notify_all();

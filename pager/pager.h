@@ -113,6 +113,7 @@ class Model : public std::enable_shared_from_this<Model> {
   // The same for several slots, reading their chunks in batches; a slot that
   // fails is unclaimed, the others are published. Returns the first error.
   Status FillSlots(const uint32_t* slots, size_t n);
+  Status FillSlotsOrThrow(const uint32_t* slots, size_t n);
   // Claims the EMPTY slots of these tensors and reserves their memory; on
   // error the claims are undone. Slots others are loading go to busy.
   Result<std::vector<uint32_t>> ClaimAndReserve(const uint32_t* tensors, size_t n,
@@ -166,6 +167,9 @@ class Pager {
   void EvictToBudgetLocked(uint64_t extra);
   // Takes the budget lock and evicts down to the budget (after pins went away).
   void EnforceBudget();
+  // Reaps attachment a of seg if its owner died, under the budget lock (a
+  // dead evictor's unit is sorted out then).
+  void ReapUnderBudgetLock(Segment* seg, uint32_t a);
   // A decoder from the pool, and back.
   std::unique_ptr<ChunkDecoder> TakeDecoder();
   void GiveDecoder(std::unique_ptr<ChunkDecoder> d);
@@ -189,10 +193,9 @@ class Pager {
   // whoever drops a pin evicts what the pin kept.
   std::atomic<uint32_t>* over_budget_ = nullptr;
 
-  std::mutex mu_;  // guards reader_, segments_, others_
+  std::mutex mu_;  // guards reader_, segments_, the segment list
   std::shared_ptr<StoreReader> reader_;
   std::map<std::string, std::weak_ptr<Segment>> segments_;      // this process's models
-  std::map<std::string, std::unique_ptr<Segment>> others_;      // opened only to evict
   uint32_t evict_start_ = 0;
   std::vector<std::string> seg_names_;  // ListSegments, cached while /dev/shm is unchanged
   struct timespec shm_mtime_ = {};

@@ -272,7 +272,11 @@ Status Segment::MapAndClaim(bool) {
   // owner; if it still says "used", its owner died and we reap it first.
   for (uint32_t a = 0; a < kMaxAttach; a++) {
     if (!OfdLock(fd_.get(), kAttachLockBase + a, false)) continue;
-    if (attach_[a].used.load()) ReapLocked(a);
+    if (attach_[a].used.load() && !ReapLocked(a, false)) {
+      // A dead evictor: left for one holding the budget lock.
+      OfdUnlock(fd_.get(), kAttachLockBase + a);
+      continue;
+    }
     int e = ::posix_fallocate(fd_.get(), off_t(h.pins_off + a * h.pins_stride), off_t(h.pins_stride));
     if (e != 0) {
       OfdUnlock(fd_.get(), kAttachLockBase + a);
@@ -296,7 +300,7 @@ Status Segment::MapAndClaim(bool) {
 
 Segment::~Segment() {
   if (me_ < kMaxAttach) {
-    ReapLocked(me_);  // our own pins and claims
+    ReapLocked(me_, true);  // our own pins and claims (we are not evicting)
     OfdUnlock(fd_.get(), kAttachLockBase + me_);
   }
   if (data_rw_) ::munmap(data_rw_, hdr_->data_bytes);
@@ -304,49 +308,56 @@ Segment::~Segment() {
   if (base_) ::munmap(base_, header_len_);
 }
 
-void Segment::ReapLocked(uint32_t a) {
+bool Segment::ReapLocked(uint32_t a, bool budget_locked) {
+  const int64_t ev = attach_[a].evicting_unit.load();
+  if (ev >= 0 && !budget_locked) return false;
   // Clear a's pins: punching the row zeroes it and frees its pages.
   ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
               off_t(hdr_->pins_off + a * hdr_->pins_stride), off_t(hdr_->pins_stride));
-  // Drop a's claims. A half-loaded slot is empty again (its unit stays
-  // allocated for the next loader). A unit a was evicting may be punched
-  // already: free it whole and mark it unallocated.
+  // A half-loaded slot is empty again (its unit stays allocated for the next
+  // loader).
   for (uint32_t s = 0; s < hdr_->nslots; s++) {
     uint32_t w = states_[s].load();
-    if (StateOf(w) == kLoading && OwnerOf(w) == a) {
-      if (states_[s].compare_exchange_strong(w, MakeState(kEmpty, 0))) FutexWakeAll(&states_[s]);
-    }
+    if (StateOf(w) == kLoading && OwnerOf(w) == a &&
+        states_[s].compare_exchange_strong(w, MakeState(kEmpty, 0)))
+      FutexWakeAll(&states_[s]);
   }
-  // A unit a was evicting may be punched already: free it whole, mark it
-  // unallocated, and empty the slots a had claimed.
-  int64_t u = attach_[a].evicting_unit.load();
-  if (u >= 0 && u < int64_t(hdr_->nunits)) {
-    Punch(uint64_t(u) * hdr_->unit_bytes, hdr_->unit_bytes);
-    alloc_[u].store(0);
-    for (uint32_t k = units_[u].first_slot; k < units_[u].first_slot + units_[u].nslots; k++) {
-      uint32_t wk = states_[k].load();
-      if (StateOf(wk) == kEvicting && OwnerOf(wk) == a &&
-          states_[k].compare_exchange_strong(wk, MakeState(kEmpty, 0)))
-        FutexWakeAll(&states_[k]);
+  // An eviction a did not commit to changed nothing: its claimed slots are
+  // READY again. One it committed to cleared the unit's allocation before
+  // punching: finish the punch unless a loader has allocated the unit again
+  // since (allocation happens under the budget lock, which we hold), and
+  // empty its slots.
+  if (ev >= 0) {
+    const uint32_t u = uint32_t(ev / 2);
+    const bool committed = ev % 2 == 1;
+    if (u < hdr_->nunits) {
+      if (committed && alloc_[u].load() == 0)
+        Punch(uint64_t(u) * hdr_->unit_bytes, hdr_->unit_bytes);
+      for (uint32_t k = units_[u].first_slot; k < units_[u].first_slot + units_[u].nslots; k++) {
+        uint32_t wk = states_[k].load();
+        if (StateOf(wk) == kEvicting && OwnerOf(wk) == a &&
+            states_[k].compare_exchange_strong(wk, MakeState(committed ? kEmpty : kReady, 0)))
+          FutexWakeAll(&states_[k]);
+      }
     }
   }
   attach_[a].evicting_unit.store(-1);
   attach_[a].used.store(0);
-}
-
-bool Segment::ReapIfDead(uint32_t a) {
-  if (a >= kMaxAttach || a == me_) return false;
-  if (!OfdLock(fd_.get(), kAttachLockBase + a, false)) return false;  // alive
-  bool was_used = attach_[a].used.load() != 0;
-  if (was_used) ReapLocked(a);
-  OfdUnlock(fd_.get(), kAttachLockBase + a);
   return true;
 }
 
-int Segment::ReapDead() {
+bool Segment::ReapIfDead(uint32_t a, bool budget_locked) {
+  if (a >= kMaxAttach || a == me_) return false;
+  if (!OfdLock(fd_.get(), kAttachLockBase + a, false)) return false;  // alive
+  bool reaped = !attach_[a].used.load() || ReapLocked(a, budget_locked);
+  OfdUnlock(fd_.get(), kAttachLockBase + a);
+  return reaped;
+}
+
+int Segment::ReapDead(bool budget_locked) {
   int n = 0;
   for (uint32_t a = 0; a < kMaxAttach; a++)
-    if (a != me_ && attach_[a].used.load() && ReapIfDead(a)) n++;
+    if (a != me_ && attach_[a].used.load() && ReapIfDead(a, budget_locked)) n++;
   return n;
 }
 
@@ -382,16 +393,20 @@ Status Segment::ReserveUnit(uint32_t u) {
   // collapse fills the rest with zeros in the new huge page, which is far
   // cheaper than allocating 512 small pages and copying them. Where the
   // kernel refuses, allocate and map the small pages instead.
-  for (uint64_t at = off; at < off + len; at += kHugePage) PSTORE_RETURN_IF_ERROR(allocate(at, hdr_->page));
-  if (::madvise(data_rw_ + off, len, MADV_COLLAPSE) != 0) {
-    PSTORE_RETURN_IF_ERROR(allocate(off, len));
+  // On failure nothing may stay allocated: the unit is not marked, so no
+  // eviction would ever free it.
+  auto fail = [&](const Status& st) {
+    Punch(off, len);
+    return st;
+  };
+  for (uint64_t at = off; at < off + len; at += kHugePage)
+    if (Status st = allocate(at, hdr_->page); !st.ok()) return fail(st);
+  bool huge = ::madvise(data_rw_ + off, len, MADV_COLLAPSE) == 0;
+  // After a collapse this only checks that nothing is left a hole.
+  if (Status st = allocate(off, len); !st.ok()) return fail(st);
 #ifdef MADV_POPULATE_WRITE
-    ::madvise(data_rw_ + off, len, MADV_POPULATE_WRITE);
+  if (!huge) ::madvise(data_rw_ + off, len, MADV_POPULATE_WRITE);
 #endif
-  } else {
-    // The collapse allocated the huge pages; make sure nothing is left a hole.
-    PSTORE_RETURN_IF_ERROR(allocate(off, len));
-  }
   alloc_[u].store(1);
   return Status::OK();
 }
@@ -434,8 +449,8 @@ uint64_t Segment::TryEvictUnit(uint32_t u) {
     }
   }
   if (referenced) return 0;
-  // Recorded first, so that if we die midway a reaper knows what to free.
-  attach_[me_].evicting_unit.store(int64_t(u));
+  // Recorded first, so that if we die midway a reaper knows what we did.
+  attach_[me_].evicting_unit.store(2 * int64_t(u));
   struct Done {
     AttachEntry& e;
     ~Done() { e.evicting_unit.store(-1); }
@@ -443,6 +458,7 @@ uint64_t Segment::TryEvictUnit(uint32_t u) {
   // Claim every READY slot (seq_cst), then look at the pins: a reader pins
   // (seq_cst) before it checks the state, so one of us sees the other.
   std::vector<uint32_t> claimed;
+  claimed.reserve(end - first);  // no allocation (and so no throw) while claiming
   bool ok = true;
   for (uint32_t s = first; s < end && ok; s++) {
     uint32_t w = states_[s].load();
@@ -465,15 +481,20 @@ uint64_t Segment::TryEvictUnit(uint32_t u) {
     }
     return 0;
   }
-  Punch(uint64_t(u) * hdr_->unit_bytes, hdr_->unit_bytes);
+  // Commit: from here a reaper finishes the job if we die.
+  attach_[me_].evicting_unit.store(2 * int64_t(u) + 1);
   alloc_[u].store(0);
+  uint64_t before = ResidentBytes();
+  Punch(uint64_t(u) * hdr_->unit_bytes, hdr_->unit_bytes);
+  uint64_t after = ResidentBytes();
   for (uint32_t s : claimed) {
     states_[s].store(MakeState(kEmpty, 0));
     FutexWakeAll(&states_[s]);
   }
+  uint64_t freed = before > after ? before - after : 0;
   hdr_->evictions.fetch_add(claimed.size(), std::memory_order_relaxed);
-  hdr_->evicted_bytes.fetch_add(ui.used_bytes, std::memory_order_relaxed);
-  return ui.used_bytes;
+  hdr_->evicted_bytes.fetch_add(freed, std::memory_order_relaxed);
+  return freed;
 }
 
 }  // namespace pstore

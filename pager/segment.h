@@ -101,7 +101,9 @@ struct AttachEntry {
   uint32_t pid;
   uint64_t start_unix;
   char comm[16];
-  std::atomic<int64_t> evicting_unit;  // the unit it is evicting, or -1
+  // The unit it is evicting, or -1: 2u while it claims unit u's slots
+  // (nothing changed yet), 2u + 1 once it commits to freeing the unit.
+  std::atomic<int64_t> evicting_unit;
   uint8_t pad[24];
 };
 static_assert(sizeof(AttachEntry) == 64);
@@ -162,10 +164,13 @@ class Segment {
   const uint8_t* data() const { return data_ro_; }  // what callers get
   uint8_t* data_rw() const { return data_rw_; }     // for loaders only
 
-  // True if attachment a's owner is gone; then its pins and claims are reaped.
-  bool ReapIfDead(uint32_t a);
-  // Reaps every dead attachment. Returns how many.
-  int ReapDead();
+  // True if attachment a's owner is gone and it was reaped: its pins and
+  // claims released. A dead owner caught evicting a unit is reaped only with
+  // budget_locked (the caller holds the store's budget lock): undoing its
+  // eviction touches unit allocations, which only that lock orders.
+  bool ReapIfDead(uint32_t a, bool budget_locked = false);
+  // Reaps every dead attachment it may. Returns how many.
+  int ReapDead(bool budget_locked = false);
   // Is any live attachment pinning a tensor of slot s?
   bool SlotPinned(uint32_t s) const;
 
@@ -189,7 +194,9 @@ class Segment {
  private:
   Segment() = default;
   Status MapAndClaim(bool init_only);
-  void ReapLocked(uint32_t a);
+  // REQUIRES: a's liveness lock held by us. False (nothing done) when a was
+  // evicting and !budget_locked.
+  bool ReapLocked(uint32_t a, bool budget_locked);
 
   std::string name_;
   UniqueFd fd_;

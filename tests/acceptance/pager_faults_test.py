@@ -65,6 +65,22 @@ def body(work):
               f"({walk['worst_over_budget_plus_pinned']} bytes)")
     log(f"killed holding pins {ROUNDS} times; walkers finished at most {worst:.3f} s after a kill")
 
+    # Killed while evicting: a walker under a small budget evicts all the time;
+    # a reader under the same budget must keep seeing right bytes, and nothing
+    # may stay claimed by the dead.
+    for i in range(ROUNDS):
+        drop_segments(store)
+        reader = Worker(store.root, "m:1", src, "hammer", seconds=1.5, budget=budget)
+        evictor = Worker(store.root, "m:1", src, "walk", budget=budget)
+        time.sleep(rng.uniform(0.02, 0.4))
+        evictor.kill()
+        d = reader.finish(timeout=30)
+        check(d["mismatches"] == 0, f"round {i}: a reader saw wrong bytes beside a killed evictor")
+        after = Worker(store.root, "m:1", src, "walk", budget=budget)
+        a = after.finish(timeout=30)
+        check(a["mismatches"] == 0, f"round {i}: wrong bytes after a killed evictor")
+    log(f"killed while evicting {ROUNDS} times; readers beside them saw right bytes")
+
     j = ps(store)
     for s in j["segments"]:
         check(s["busy_slots"] == 0, f"claims of dead processes left behind: {s}")
