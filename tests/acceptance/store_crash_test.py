@@ -4,7 +4,7 @@
 Two base models (one single-file, one sharded) are imported first and the
 store's size measured (after a compact). Then, KILLS times in all (35 imports
 of new 64 MB models and 15 compacts by default), a command is started and
-killed with SIGKILL after a delay drawn uniformly over its measured run time
+killed with SIGKILL after a delay drawn (stratified) over its measured run time
 (a few right at its start). After every kill:
   - `pstore verify` exits 0 and reports no problem;
   - `pstore ls` lists only the base models and, maybe, the killed import's
@@ -133,13 +133,23 @@ def body(work):
     at_start = {"import": 5, "compact": 3}  # the first few of each kind die right at the start
     stats = {"import": [0, 0], "compact": [0, 0]}  # [killed, finished first]
     longest = {"import": 0.0, "compact": 0.0}  # longest delay drawn / measured run time
+    # The other kills of each kind get delays stratified over [0, SPAN x run
+    # time]: one uniform draw inside each of m equal strata, in random order,
+    # so the whole run is covered every time, its end included.
+    fractions = {}
+    for kind, count in (("import", n_imports), ("compact", n_compacts)):
+        m = count - at_start[kind]
+        f = [SPAN * (k + rng.random()) / m for k in range(m)]
+        rng.shuffle(f)
+        fractions[kind] = f
     for i, kind in enumerate(kinds):
         if at_start[kind] > 0:
             at_start[kind] -= 1
             delay = rng.uniform(0, 0.01)
         else:
-            delay = rng.uniform(0, SPAN * (t_import if kind == "import" else t_compact))
-            longest[kind] = max(longest[kind], delay / (t_import if kind == "import" else t_compact))
+            frac = fractions[kind].pop()
+            delay = frac * (t_import if kind == "import" else t_compact)
+            longest[kind] = max(longest[kind], frac)
         ref, src = None, None
         if kind == "import":
             ref = f"crash/m{i}:v1"
