@@ -14,6 +14,14 @@
 
 namespace pstore {
 
+namespace {
+// lut[b]: the exponent group, in [0, k), of byte b of a ctx-source stream.
+void ExponentGroups(Transform t, int base, int k, uint8_t lut[256]) {
+  for (int b = 0; b < 256; b++)
+    lut[b] = uint8_t(std::clamp(int(ExponentOf(t, uint8_t(b))) - base, 0, k - 1));
+}
+}  // namespace
+
 std::string_view CoderName(Coder c) {
   switch (c) {
     case Coder::kRaw: return "raw";
@@ -220,8 +228,7 @@ struct ChunkEncoder::Impl {
   void EncodeRansCtx(Transform t, const uint8_t* s, const uint8_t* src, size_t m, int k,
                      int base, std::string* out) {
     uint8_t lut[256];
-    for (int b = 0; b < 256; b++)
-      lut[b] = uint8_t(std::clamp(int(ExponentOf(t, uint8_t(b))) - base, 0, k - 1));
+    ExponentGroups(t, base, k, lut);
     ctx.resize(m);
     uint32_t hist[rans2::kMaxContexts][256] = {};
     for (size_t i = 0; i < m; i++) {
@@ -550,8 +557,7 @@ namespace {
 void ExponentContexts(Transform t, int base, int k, const uint8_t* src, size_t m,
                       std::vector<uint8_t>* ctx) {
   uint8_t lut[256];
-  for (int b = 0; b < 256; b++)
-    lut[b] = uint8_t(std::clamp(int(ExponentOf(t, uint8_t(b))) - base, 0, k - 1));
+  ExponentGroups(t, base, k, lut);
   ctx->resize(m);
   for (size_t i = 0; i < m; i++) (*ctx)[i] = lut[src[i]];
 }

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "codec/rans_decode.h"
+#include "codec/rans_enc_sym.h"
 
 namespace pstore::rans {
 namespace {
@@ -22,31 +23,7 @@ const Log2Table& Log2() {
   return t;
 }
 
-// Per-symbol encoder constants: division by freq done with a reciprocal
-// (valid for states below 2^31), as in the well-known rANS formulation.
-struct EncSym {
-  uint32_t x_max;
-  uint32_t rcp_freq;
-  uint32_t bias;
-  uint16_t cmpl_freq;
-  uint16_t rcp_shift;
-};
-
-void InitEncSym(EncSym* e, uint32_t start, uint32_t freq) {
-  e->x_max = freq << (31 - kProbBits);  // ((kStateLow >> kProbBits) << 16) * freq
-  e->cmpl_freq = uint16_t(kProbScale - freq);
-  if (freq < 2) {
-    e->rcp_freq = ~0u;
-    e->rcp_shift = 0;
-    e->bias = start + kProbScale - 1;
-  } else {
-    uint32_t shift = 0;
-    while (freq > (1u << shift)) shift++;
-    e->rcp_freq = uint32_t(((1ull << (shift + 31)) + freq - 1) / freq);
-    e->rcp_shift = uint16_t(shift - 1);
-    e->bias = start;
-  }
-}
+using rans_internal::EncSym;
 
 }  // namespace
 
@@ -194,7 +171,7 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
     uint32_t start = 0;
     for (int s = 0; s < 256; s++) {
       uint32_t f = tables[k].freq[s];
-      if (f) InitEncSym(&enc[size_t(k) * 256 + s], start, f);
+      if (f) rans_internal::InitEncSym(&enc[size_t(k) * 256 + s], start, f, kProbBits);
       start += f;
     }
   }

@@ -1,4 +1,5 @@
 #include "codec/rans2.h"
+#include "codec/rans_enc_sym.h"
 
 #include <algorithm>
 #include <atomic>
@@ -341,32 +342,8 @@ int ProbBitsFor(size_t n, int nsym) {
 
 namespace {
 
-// Per-symbol encoder constants: division by freq done with a reciprocal
-// (valid for states below 2^31).
-struct EncSym {
-  uint32_t x_max;
-  uint32_t rcp_freq;
-  uint32_t bias;
-  uint16_t cmpl_freq;
-  uint16_t rcp_shift;
-};
-
-void InitEncSym(EncSym* e, uint32_t start, uint32_t freq, int prob_bits) {
-  const uint32_t scale = 1u << prob_bits;
-  e->x_max = freq << (31 - prob_bits);
-  e->cmpl_freq = uint16_t(scale - freq);
-  if (freq < 2) {
-    e->rcp_freq = ~0u;
-    e->rcp_shift = 0;
-    e->bias = start + scale - 1;
-  } else {
-    uint32_t shift = 0;
-    while (freq > (1u << shift)) shift++;
-    e->rcp_freq = uint32_t(((1ull << (shift + 31)) + freq - 1) / freq);
-    e->rcp_shift = uint16_t(shift - 1);
-    e->bias = start;
-  }
-}
+using rans_internal::EncSym;
+using rans_internal::InitEncSym;
 
 // Symbols [0, n) of a block that starts at index `first` of the stream.
 template <bool kCtx>
