@@ -24,7 +24,7 @@
 
 namespace pstore {
 
-constexpr uint32_t kLayoutVersion = 5;
+constexpr uint32_t kLayoutVersion = 6;
 constexpr uint64_t kSmallTensorAlign = 64;
 constexpr uint64_t kHugePage = 2ull << 20;  // x86-64 and arm64 (4 KiB pages) PMD size
 

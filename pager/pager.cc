@@ -157,6 +157,19 @@ Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const L
   return s;
 }
 
+std::shared_ptr<Segment> Pager::FindResident(const ModelDigest& d) {
+  std::string name = Segment::NameFor(store_id_, d);
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = segments_.find(name);
+  if (it != segments_.end())
+    if (auto s = it->second.lock()) return s;
+  auto seg = Segment::AttachResident(name, d);
+  if (!seg.ok()) return nullptr;  // none, or unusable: the store's copy is used
+  std::shared_ptr<Segment> s(std::move(seg).value());
+  segments_[name] = s;
+  return s;
+}
+
 Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
   PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<StoreReader> reader, CurrentReader());
   // Name and manifest without the database when the generation's NAMES file
@@ -170,24 +183,34 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
     PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
     PSTORE_ASSIGN_OR_RETURN(digest, reader->view().Resolve(ref));
   }
-  auto bytes = Segment::ReadManifest(Segment::NameFor(store_id_, digest), digest);
-  if (!bytes.ok()) {
-    PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
-    bytes = reader->view().LoadManifestBytes(digest);
-    if (!bytes.ok()) return bytes.status();
-  }
-  auto parsed = Manifest::Parse(*bytes);
-  if (!parsed.ok()) return parsed.status().WithContext("model " + digest.Hex());
-  std::shared_ptr<const Manifest> m(new Manifest(std::move(parsed).value()));
   std::shared_ptr<Model> model(new Model);
   model->pager_ = this;
   model->reader_ = reader;
-  model->manifest_ = m;
   model->digest_ = digest;
-  model->layout_ = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
-  for (uint32_t i = 0; i < m->tensors.size(); i++)
-    model->by_name_.emplace(std::string_view(m->tensors[i].name), i);
-  PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_, *bytes));
+  // A resident model's segment holds its manifest and layout: a process
+  // opening it parses the one and copies the other, nothing from the store.
+  std::shared_ptr<Segment> resident = FindResident(digest);
+  std::string bytes;
+  std::string_view manifest;
+  if (resident) {
+    manifest = resident->manifest_bytes();
+  } else {
+    PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
+    PSTORE_ASSIGN_OR_RETURN(bytes, reader->view().LoadManifestBytes(digest));
+    manifest = bytes;
+  }
+  auto parsed = Manifest::Parse(manifest, /*with_headers=*/false);
+  if (!parsed.ok()) return parsed.status().WithContext("model " + digest.Hex());
+  std::shared_ptr<const Manifest> m(new Manifest(std::move(parsed).value()));
+  model->manifest_ = m;
+  if (resident) {
+    PSTORE_ASSIGN_OR_RETURN(model->layout_, resident->ReadLayout(*m));
+    model->seg_ = std::move(resident);
+  } else {
+    model->layout_ = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
+    PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_, manifest));
+  }
+  model->by_name_.Build(m->tensors);
   // Pins of processes that died are gone now; what they held may be over budget.
   EnforceBudget();
   return model;
@@ -367,10 +390,7 @@ Model::~Model() {
   // Background prefetches hold a shared_ptr to the model, so none run now.
 }
 
-int64_t Model::Find(std::string_view name) const {
-  auto it = by_name_.find(name);
-  return it == by_name_.end() ? -1 : int64_t(it->second);
-}
+int64_t Model::Find(std::string_view name) const { return by_name_.Find(name); }
 
 void Model::Unclaim(uint32_t s) {
   std::atomic<uint32_t>& word = seg_->state(s);

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "pager/layout.h"
+#include "pager/name_index.h"
 #include "pager/segment.h"
 #include "store/store.h"
 
@@ -127,7 +128,7 @@ class Model : public std::enable_shared_from_this<Model> {
   ModelDigest digest_;
   Layout layout_;
   std::shared_ptr<Segment> seg_;
-  std::unordered_map<std::string_view, uint32_t> by_name_;
+  NameIndex by_name_;
 
   std::atomic<uint64_t> acquires_{0}, hits_{0}, misses_{0}, slots_loaded_{0}, bytes_read_{0},
       bytes_decoded_{0}, load_ns_{0};
@@ -177,6 +178,9 @@ class Pager {
   void Trim();
   Result<std::shared_ptr<Segment>> GetSegment(const ModelDigest& d, const Layout& layout,
                                               std::string_view manifest);
+  // This process's attachment to the model's complete segment, attaching if
+  // there is one; nullptr if there is none.
+  std::shared_ptr<Segment> FindResident(const ModelDigest& d);
 
   std::string root_;
   std::string store_id_;

@@ -22,14 +22,15 @@ namespace {
 uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 struct Offsets {
-  uint64_t manifest, slots, states, refs, units, alloc, attach, pins, pins_stride, data, total;
+  uint64_t manifest, layout, slots, states, refs, units, alloc, attach, pins, pins_stride, data, total;
 };
 
-Offsets Compute(uint64_t page, uint64_t manifest_len, uint32_t nslots, uint32_t nunits,
-                uint32_t ntensors, uint64_t data_bytes) {
+Offsets Compute(uint64_t page, uint64_t manifest_len, uint64_t layout_len, uint32_t nslots,
+                uint32_t nunits, uint32_t ntensors, uint64_t data_bytes) {
   Offsets o;
   o.manifest = RoundUp(sizeof(SegmentHeader), 64);
-  o.slots = RoundUp(o.manifest + manifest_len, 64);
+  o.layout = RoundUp(o.manifest + manifest_len, 64);
+  o.slots = RoundUp(o.layout + layout_len, 64);
   o.states = RoundUp(o.slots + sizeof(SlotInfo) * nslots, 64);
   o.refs = RoundUp(o.states + 4ull * nslots, 64);
   o.units = RoundUp(o.refs + nslots, 64);
@@ -124,9 +125,10 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     ~Unlock() { OfdUnlock(fd, kInitLockByte); }
   } unlock{fd};
 
-  Offsets o = Compute(layout.page, manifest.size(), uint32_t(layout.slots.size()),
-                      uint32_t(layout.units.size()), uint32_t(layout.tensors.size()),
-                      layout.data_bytes);
+  const std::string layout_bytes = LayoutBytes(layout);
+  Offsets o = Compute(layout.page, manifest.size(), layout_bytes.size(),
+                      uint32_t(layout.slots.size()), uint32_t(layout.units.size()),
+                      uint32_t(layout.tensors.size()), layout.data_bytes);
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno("stat " + name, errno);
   bool init = uint64_t(st.st_size) < sizeof(SegmentHeader);
@@ -168,6 +170,8 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     h.ntensors = uint32_t(layout.tensors.size());
     h.manifest_off = o.manifest;
     h.manifest_len = manifest.size();
+    h.layout_off = o.layout;
+    h.layout_len = layout_bytes.size();
     h.unit_bytes = layout.unit;
     h.nunits = uint32_t(layout.units.size());
     h.slots_off = o.slots;
@@ -192,6 +196,9 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
       return Status::FromErrno("write shared memory " + name, errno);
     if (::pwrite(fd, manifest.data(), manifest.size(), off_t(o.manifest)) != ssize_t(manifest.size()))
       return Status::FromErrno("write shared memory " + name, errno);
+    if (::pwrite(fd, layout_bytes.data(), layout_bytes.size(), off_t(o.layout)) !=
+        ssize_t(layout_bytes.size()))
+      return Status::FromErrno("write shared memory " + name, errno);
     std::vector<UnitInfo> units(layout.units.size());
     for (size_t i = 0; i < units.size(); i++)
       units[i] = {layout.units[i].first_slot, layout.units[i].nslots, layout.units[i].used_bytes, 0};
@@ -208,21 +215,119 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
   return s;
 }
 
-Result<std::string> Segment::ReadManifest(const std::string& name, const ModelDigest& digest) {
-  UniqueFd fd(::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0));
-  if (!fd.valid()) return Status::NotFound("no shared memory " + name);
+Result<std::unique_ptr<Segment>> Segment::AttachResident(const std::string& name,
+                                                         const ModelDigest& digest) {
+  std::unique_ptr<Segment> s(new Segment);
+  s->name_ = name;
+  int fd = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0) return Status::NotFound("no shared memory " + name);
+  s->fd_.Reset(fd);
+  // The creator holds the init lock until the header is complete.
+  if (!OfdLock(fd, kInitLockByte, true)) return Status::FromErrno("lock " + name, errno);
   SegmentHeader h;
+  ssize_t n = ::pread(fd, &h, sizeof(h), 0);
+  OfdUnlock(fd, kInitLockByte);
   struct stat st;
-  if (::pread(fd.get(), &h, sizeof(h), 0) != ssize_t(sizeof(h)) || h.magic != kSegmentMagic ||
-      h.ready.load() != 1 || h.layout_version != kLayoutVersion || ::fstat(fd.get(), &st) != 0 ||
-      uint64_t(st.st_size) != h.total_bytes || h.manifest_off + h.manifest_len > h.total_bytes)
+  if (n != ssize_t(sizeof(h)) || h.magic != kSegmentMagic || h.ready.load() != 1 ||
+      h.layout_version != kLayoutVersion || ::fstat(fd, &st) != 0 ||
+      uint64_t(st.st_size) != h.total_bytes || h.manifest_off + h.manifest_len > h.data_off ||
+      h.layout_off + h.layout_len > h.data_off || h.data_off > h.total_bytes ||
+      std::memcmp(h.digest, digest.bytes.data(), 16) != 0)
     return Status::NotFound("shared memory " + name + " is not a complete segment");
-  std::string m(h.manifest_len, '\0');
-  if (h.manifest_len)
-    PSTORE_RETURN_IF_ERROR(PreadFull(fd.get(), m.data(), m.size(), h.manifest_off, name));
-  if (Manifest::DigestOf(m) != digest)
+  PSTORE_RETURN_IF_ERROR(s->MapAndClaim(false));
+  if (Manifest::DigestOf(s->manifest_bytes()) != digest)
     return Status::NotFound("shared memory " + name + " holds another manifest");
-  return m;
+  return s;
+}
+
+namespace {
+struct LayoutPrefix {
+  uint64_t page, unit, data_bytes;
+  uint32_t nslots, nunits, npieces, ntensors;
+};
+static_assert(sizeof(LayoutPrefix) == 40);
+
+template <typename T>
+void Append(std::string* out, const std::vector<T>& v) {
+  out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+template <typename T>
+void Take(const char** p, size_t n, std::vector<T>* v) {
+  v->resize(n);
+  std::memcpy(static_cast<void*>(v->data()), *p, n * sizeof(T));
+  *p += n * sizeof(T);
+}
+}  // namespace
+
+std::string Segment::LayoutBytes(const Layout& l) {
+  LayoutPrefix pre{l.page,
+                   l.unit,
+                   l.data_bytes,
+                   uint32_t(l.slots.size()),
+                   uint32_t(l.units.size()),
+                   uint32_t(l.pieces.size()),
+                   uint32_t(l.tensors.size())};
+  std::string out(reinterpret_cast<const char*>(&pre), sizeof(pre));
+  Append(&out, l.slots);
+  Append(&out, l.units);
+  Append(&out, l.pieces);
+  Append(&out, l.tensors);
+  return out;
+}
+
+Result<Layout> Segment::ReadLayout(const Manifest& m) const {
+  auto bad = [&](const char* what) {
+    return Status::Corruption("shared memory " + name_ + ": layout " + what +
+                              "; remove it with `pstore ps --gc`");
+  };
+  const SegmentHeader& h = *hdr_;
+  const char* p = reinterpret_cast<const char*>(base_ + h.layout_off);
+  LayoutPrefix pre;
+  if (h.layout_len < sizeof(pre)) return bad("truncated");
+  std::memcpy(&pre, p, sizeof(pre));
+  p += sizeof(pre);
+  if (h.layout_len != sizeof(pre) + uint64_t(pre.nslots) * sizeof(Slot) +
+                          uint64_t(pre.nunits) * sizeof(Unit) +
+                          uint64_t(pre.npieces) * sizeof(SlotPiece) +
+                          uint64_t(pre.ntensors) * sizeof(TensorPlace))
+    return bad("of the wrong size");
+  if (pre.page != h.page || pre.unit != h.unit_bytes || pre.data_bytes != h.data_bytes ||
+      pre.nslots != h.nslots || pre.nunits != h.nunits || pre.ntensors != h.ntensors ||
+      pre.ntensors != m.tensors.size() || pre.unit == 0 ||
+      pre.data_bytes != uint64_t(pre.nunits) * pre.unit)
+    return bad("does not match the header");
+  Layout l;
+  l.page = pre.page;
+  l.unit = pre.unit;
+  l.data_bytes = pre.data_bytes;
+  Take(&p, pre.nslots, &l.slots);
+  Take(&p, pre.nunits, &l.units);
+  Take(&p, pre.npieces, &l.pieces);
+  Take(&p, pre.ntensors, &l.tensors);
+  if (l.Fingerprint() != h.fingerprint) return bad("does not match its fingerprint");
+  // Every index and range in bounds, so that no later use can stray.
+  for (const Slot& s : l.slots)
+    if (s.offset + s.bytes > l.data_bytes || s.first_piece + uint64_t(s.npieces) > l.pieces.size() ||
+        s.first_tensor + uint64_t(s.ntensors) > l.tensors.size())
+      return bad("has a slot out of range");
+  for (const Unit& u : l.units)
+    if (u.first_slot + uint64_t(u.nslots) > l.slots.size() || u.used_bytes > l.unit)
+      return bad("has a unit out of range");
+  for (const SlotPiece& pc : l.pieces)
+    if (pc.chunk >= m.chunks.size() || pc.tensor >= l.tensors.size())
+      return bad("has a piece out of range");
+  for (size_t s = 0; s < l.slots.size(); s++)
+    for (uint32_t k = 0; k < l.slots[s].npieces; k++) {
+      const SlotPiece& pc = l.pieces[l.slots[s].first_piece + k];
+      if (uint64_t(pc.offset) + pc.len > l.slots[s].bytes) return bad("has a piece out of its slot");
+    }
+  for (size_t t = 0; t < l.tensors.size(); t++) {
+    const TensorPlace& tp = l.tensors[t];
+    if (tp.first_slot + uint64_t(tp.nslots) > l.slots.size() ||
+        tp.offset + m.tensors[t].size > l.data_bytes)
+      return bad("places a tensor out of range");
+  }
+  return l;
 }
 
 Result<std::unique_ptr<Segment>> Segment::AttachExisting(const std::string& name) {

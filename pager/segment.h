@@ -4,6 +4,9 @@
 //   SegmentHeader                 magic, versions, sizes, offsets, shared counters
 //   the manifest                  so a process finding the model resident needs
 //                                 nothing from the store's database
+//   the layout                    pager/layout.h's arrays as the creator built
+//                                 them, so an attaching process copies them
+//                                 instead of building them again
 //   SlotInfo[nslots]              where each slot is and which tensors pin it
 //   atomic<uint32_t>[nslots]      slot states: EMPTY, LOADING, READY, EVICTING,
 //                                 with the claiming attachment in bits 2..9
@@ -70,6 +73,7 @@ struct SegmentHeader {
   uint32_t nunits;
   uint32_t reserved;
   uint64_t manifest_off, manifest_len;  // the model's manifest, verbatim
+  uint64_t layout_off, layout_len;      // the layout (Segment::LayoutBytes)
   uint64_t slots_off, states_off, refs_off, units_off, alloc_off, attach_off, pins_off, pins_stride;
   uint64_t data_off, data_bytes, total_bytes;
   uint64_t created_unix;
@@ -130,9 +134,12 @@ class Segment {
                                                  const ModelDigest& digest,
                                                  std::string_view manifest,
                                                  const std::string& store_id, const Options& opt);
-  // The manifest a complete segment holds, checked against digest; NotFound
-  // when there is no such segment (or it is incomplete or of another layout).
-  static Result<std::string> ReadManifest(const std::string& name, const ModelDigest& digest);
+  // Attaches to a complete segment holding the manifest of digest, as it is:
+  // NotFound when there is no such segment (or it is incomplete, of another
+  // layout, or holds another manifest). The manifest and layout are then read
+  // from the mapping (manifest_bytes, ReadLayout) without the store.
+  static Result<std::unique_ptr<Segment>> AttachResident(const std::string& name,
+                                                         const ModelDigest& digest);
   // Attaches to an existing segment without knowing its manifest (for the
   // evictor and `pstore ps`): the layout is taken from the header.
   static Result<std::unique_ptr<Segment>> AttachExisting(const std::string& name);
@@ -141,6 +148,16 @@ class Segment {
 
   const std::string& name() const { return name_; }
   SegmentHeader* header() const { return hdr_; }
+  // The model's serialized manifest, in the mapping (valid while attached).
+  std::string_view manifest_bytes() const {
+    return {reinterpret_cast<const char*>(base_ + hdr_->manifest_off), size_t(hdr_->manifest_len)};
+  }
+  // The layout the segment was created with, copied out and checked against
+  // the header's fingerprint and against m (every index and range in
+  // bounds); Corruption when it does not hold.
+  Result<Layout> ReadLayout(const Manifest& m) const;
+  // The layout's bytes as stored in a segment.
+  static std::string LayoutBytes(const Layout& l);
   uint32_t me() const { return me_; }
   int fd() const { return fd_.get(); }
   uint32_t nslots() const { return hdr_->nslots; }

@@ -46,7 +46,7 @@ std::string Manifest::Serialize() const {
   return out;
 }
 
-Result<Manifest> Manifest::Parse(std::string_view bytes) {
+Result<Manifest> Manifest::Parse(std::string_view bytes, bool with_headers) {
   auto bad = [](const std::string& why) { return Status::Corruption("manifest: " + why); };
   Reader r(bytes);
   std::string_view magic;
@@ -66,7 +66,7 @@ Result<Manifest> Manifest::Parse(std::string_view bytes) {
   if (!r.GetLengthPrefixed(&s)) return bad("truncated");
   m.index_name = std::string(s);
   if (!r.GetLengthPrefixed(&s)) return bad("truncated");
-  m.index_bytes = std::string(s);
+  if (with_headers) m.index_bytes = std::string(s);
   if (!r.GetLengthPrefixed(&s)) return bad("truncated");
   m.metadata_json = std::string(s);
   uint64_t nfiles;
@@ -77,7 +77,7 @@ Result<Manifest> Manifest::Parse(std::string_view bytes) {
     if (!r.GetLengthPrefixed(&s)) return bad("truncated file name");
     f.name = std::string(s);
     if (!r.GetLengthPrefixed(&s)) return bad("truncated file header");
-    f.header_bytes = std::string(s);
+    if (with_headers) f.header_bytes = std::string(s);
     if (!r.GetVarint(&f.data_size) || !r.GetVarint(&nt) || nt > r.remaining())
       return bad("bad file entry");
     f.tensors.resize(size_t(nt));
