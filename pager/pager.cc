@@ -10,10 +10,12 @@
 #include <fcntl.h>
 #include <malloc.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
 #include "pager/ofd_lock.h"
+#include "store/readahead.h"
 #include "store/rocks.h"
 
 namespace pstore {
@@ -400,24 +402,32 @@ void Model::Unclaim(uint32_t s) {
 
 Result<std::vector<uint32_t>> Model::ClaimAndReserve(const uint32_t* tensors, size_t n,
                                                      std::vector<uint32_t>* busy) {
-  Segment& seg = *seg_;
-  std::vector<uint32_t> mine;
+  std::vector<uint32_t> slots;
   size_t total = 0;
   for (size_t i = 0; i < n; i++) total += layout_.tensors[tensors[i]].nslots;
-  mine.reserve(total);  // no allocation (and so no throw) once slots are claimed
+  slots.reserve(total);
   for (size_t i = 0; i < n; i++) {
     const TensorPlace& p = layout_.tensors[tensors[i]];
-    for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++) {
-      std::atomic<uint32_t>& word = seg.state(s);
-      uint32_t w = word.load();
-      while (StateOf(w) == kEmpty) {
-        if (word.compare_exchange_weak(w, MakeState(kLoading, seg.me()))) {
-          mine.push_back(s);
-          break;
-        }
+    for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++) slots.push_back(s);
+  }
+  return ClaimSlots(slots, busy);
+}
+
+Result<std::vector<uint32_t>> Model::ClaimSlots(const std::vector<uint32_t>& slots,
+                                                std::vector<uint32_t>* busy) {
+  Segment& seg = *seg_;
+  std::vector<uint32_t> mine;
+  mine.reserve(slots.size());  // no allocation (and so no throw) once slots are claimed
+  for (uint32_t s : slots) {
+    std::atomic<uint32_t>& word = seg.state(s);
+    uint32_t w = word.load();
+    while (StateOf(w) == kEmpty) {
+      if (word.compare_exchange_weak(w, MakeState(kLoading, seg.me()))) {
+        mine.push_back(s);
+        break;
       }
-      if (busy && (StateOf(w) == kLoading || StateOf(w) == kEvicting)) busy->push_back(s);
     }
+    if (busy && (StateOf(w) == kLoading || StateOf(w) == kEvicting)) busy->push_back(s);
   }
   Status st;
   try {
@@ -693,39 +703,111 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   return Status::OK();
 }
 
-void Model::Prefetch(const std::vector<uint32_t>& tensors) {
+void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots, uint64_t window) {
   auto self = shared_from_this();
-  // Tensors go to the loaders in batches of about 4 MiB, so that the budget
-  // lock is taken once per batch rather than once per (small) tensor.
-  constexpr uint64_t kBatchBytes = 4ull << 20;
+  {
+    std::lock_guard<std::mutex> l(prefetch_mu_);
+    prefetch_pending_++;
+  }
+  pager_->pool_->Submit([self, items = std::move(items), slots, window] {
+    ReadaheadScope readahead(window);
+    // Slots resident or being loaded by someone else are left alone.
+    Status st = Guarded([&] {
+      auto mine = slots ? self->ClaimSlots(items, nullptr)
+                        : self->ClaimAndReserve(items.data(), items.size(), nullptr);
+      return mine.ok() ? self->FillSlots(mine->data(), mine->size()) : mine.status();
+    });
+    std::lock_guard<std::mutex> l(self->prefetch_mu_);
+    if (!st.ok() && self->prefetch_error_.ok()) self->prefetch_error_ = st;
+    if (--self->prefetch_pending_ == 0) self->prefetch_cv_.notify_all();
+  });
+}
+
+bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
+  Segment& seg = *seg_;
+  std::vector<uint32_t> slots;
+  for (uint32_t t : tensors) {
+    if (t >= layout_.tensors.size()) continue;
+    const TensorPlace& p = layout_.tensors[t];
+    for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++)
+      if (StateOf(seg.state(s).load(std::memory_order_relaxed)) == kEmpty) slots.push_back(s);
+  }
+  std::sort(slots.begin(), slots.end());
+  slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
+  if (slots.empty()) return true;
+  if (!reader_->EnsureDb().ok()) return false;
+  const StoreView& view = reader_->view();
+  // Locating scans the store's whole chunk index: worth it for a good share
+  // of the store's chunks only.
+  if (slots.size() * 8 < view.EstimateChunkCount()) return false;
+  std::vector<ChunkKey> keys(slots.size());
+  for (size_t i = 0; i < slots.size(); i++)
+    keys[i] = manifest_->chunks[layout_.pieces[layout_.slots[slots[i]].first_piece].chunk];
+  std::vector<StoreView::ChunkPlace> places(slots.size());
+  if (!view.LocateChunks(keys.data(), keys.size(), places.data()).ok()) return false;
+  std::vector<uint32_t> order(slots.size());
+  for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t a, uint32_t b) { return places[a] < places[b]; });
   std::vector<uint32_t> batch;
   uint64_t batch_bytes = 0;
-  auto submit = [&] {
-    if (batch.empty()) return;
-    {
-      std::lock_guard<std::mutex> l(prefetch_mu_);
-      prefetch_pending_++;
+  for (uint32_t i : order) {
+    batch.push_back(slots[i]);
+    batch_bytes += layout_.slots[slots[i]].bytes;
+    if (batch_bytes >= kPrefetchBatchBytes) {
+      SubmitPrefetch(std::move(batch), /*slots=*/true, kBulkReadahead);
+      batch.clear();
+      batch_bytes = 0;
     }
-    pager_->pool_->Submit([self, ts = std::move(batch)] {
-      // Slots resident or being loaded by someone else are left alone.
-      Status st = Guarded([&] {
-        auto mine = self->ClaimAndReserve(ts.data(), ts.size(), nullptr);
-        return mine.ok() ? self->FillSlots(mine->data(), mine->size()) : mine.status();
-      });
-      std::lock_guard<std::mutex> l(self->prefetch_mu_);
-      if (!st.ok() && self->prefetch_error_.ok()) self->prefetch_error_ = st;
-      if (--self->prefetch_pending_ == 0) self->prefetch_cv_.notify_all();
+  }
+  if (!batch.empty()) SubmitPrefetch(std::move(batch), /*slots=*/true, kBulkReadahead);
+  file_order_prefetches_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void Model::Prefetch(const std::vector<uint32_t>& tensors) {
+  uint64_t total = 0;
+  for (uint32_t t : tensors)
+    if (t < layout_.tensors.size()) total += manifest_->tensors[t].size;
+  if (total < kBulkBytes) {
+    PrefetchInBatches(tensors);
+    return;
+  }
+  // A bulk load reads the chunks in the order they sit in the store's files,
+  // with the files read ahead (docs/pager.md, "Cold loads"). Finding that
+  // order takes a pass over the store's chunk index: a loader thread plans it.
+  auto self = shared_from_this();
+  {
+    std::lock_guard<std::mutex> l(prefetch_mu_);
+    prefetch_pending_++;
+  }
+  pager_->pool_->Submit([self, tensors] {
+    Status st = Guarded([&] {
+      if (!self->PrefetchInFileOrder(tensors)) self->PrefetchInBatches(tensors);
+      return Status::OK();
     });
-    batch.clear();
-    batch_bytes = 0;
-  };
+    std::lock_guard<std::mutex> l(self->prefetch_mu_);
+    if (!st.ok() && self->prefetch_error_.ok()) self->prefetch_error_ = st;
+    if (--self->prefetch_pending_ == 0) self->prefetch_cv_.notify_all();
+  });
+}
+
+void Model::PrefetchInBatches(const std::vector<uint32_t>& tensors) {
+  // Tensors go to the loaders in batches of about 4 MiB, so that the budget
+  // lock is taken once per batch rather than once per (small) tensor.
+  std::vector<uint32_t> batch;
+  uint64_t batch_bytes = 0;
   for (uint32_t t : tensors) {
     if (t >= layout_.tensors.size()) continue;
     batch.push_back(t);
     batch_bytes += manifest_->tensors[t].size;
-    if (batch_bytes >= kBatchBytes) submit();
+    if (batch_bytes >= kPrefetchBatchBytes) {
+      SubmitPrefetch(std::move(batch), /*slots=*/false, 0);
+      batch.clear();
+      batch_bytes = 0;
+    }
   }
-  submit();
+  if (!batch.empty()) SubmitPrefetch(std::move(batch), /*slots=*/false, 0);
 }
 
 Status Model::WaitPrefetch() {
@@ -745,6 +827,7 @@ ModelStats Model::Stats() const {
   s.bytes_read = bytes_read_.load();
   s.bytes_decoded = bytes_decoded_.load();
   s.load_ns = load_ns_.load();
+  s.file_order_prefetches = file_order_prefetches_.load();
   s.resident_bytes = seg_->ResidentBytes();
   const SegmentHeader* h = seg_->header();
   s.segment_loads = h->loads.load();

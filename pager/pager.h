@@ -52,6 +52,7 @@ struct ModelStats {
   uint64_t bytes_read = 0;      // frame bytes read from the store by this process
   uint64_t bytes_decoded = 0;   // raw bytes decoded by this process
   uint64_t load_ns = 0;         // time this process spent loading slots
+  uint64_t file_order_prefetches = 0;  // bulk prefetches read in file order
   uint64_t resident_bytes = 0;  // the segment's memory now (all processes)
   uint64_t pinned_bytes = 0;    // bytes of tensors this process pins now
   uint64_t segment_loads = 0;   // slot loads into the segment by every process
@@ -115,6 +116,21 @@ class Model : public std::enable_shared_from_this<Model> {
   // fails is unclaimed, the others are published. Returns the first error.
   Status FillSlots(const uint32_t* slots, size_t n);
   Status FillSlotsOrThrow(const uint32_t* slots, size_t n);
+  // Prefetches: batches of tensors (or of slots) for the loader threads,
+  // reading with `window` bytes of read-ahead (store/readahead.h).
+  static constexpr uint64_t kPrefetchBatchBytes = 4ull << 20;
+  static constexpr uint64_t kBulkBytes = 32ull << 20;      // a bulk load from here
+  static constexpr uint64_t kBulkReadahead = 16ull << 20;
+  void SubmitPrefetch(std::vector<uint32_t> items, bool slots, uint64_t window);
+  // Prefetches the tensors' slots in the order their chunks sit in the
+  // store's files; false (nothing done) when that order is not worth finding.
+  bool PrefetchInFileOrder(const std::vector<uint32_t>& tensors);
+  // Prefetches the tensors in batches, in the order given.
+  void PrefetchInBatches(const std::vector<uint32_t>& tensors);
+  // Claims these EMPTY slots and reserves their memory; on error the claims
+  // are undone. Slots others are loading go to busy.
+  Result<std::vector<uint32_t>> ClaimSlots(const std::vector<uint32_t>& slots,
+                                           std::vector<uint32_t>* busy);
   // Claims the EMPTY slots of these tensors and reserves their memory; on
   // error the claims are undone. Slots others are loading go to busy.
   Result<std::vector<uint32_t>> ClaimAndReserve(const uint32_t* tensors, size_t n,
@@ -131,7 +147,7 @@ class Model : public std::enable_shared_from_this<Model> {
   NameIndex by_name_;
 
   std::atomic<uint64_t> acquires_{0}, hits_{0}, misses_{0}, slots_loaded_{0}, bytes_read_{0},
-      bytes_decoded_{0}, load_ns_{0};
+      bytes_decoded_{0}, load_ns_{0}, file_order_prefetches_{0};
   std::mutex prefetch_mu_;
   std::condition_variable prefetch_cv_;
   uint64_t prefetch_pending_ = 0;

@@ -92,6 +92,24 @@ class StoreView {
   // Reads, decodes and checks a chunk into out (exactly its raw length).
   Status ReadChunk(const ChunkKey& key, ChunkDecoder* decoder, std::span<uint8_t> out) const;
 
+  // Where chunks' frames sit on disk, so that a bulk load can read them in
+  // file order (docs/pager.md, "Cold loads"). One pass over the chunk
+  // family's index (not the frames): worth it only when the keys are a good
+  // share of the store's chunks. places[i] is keys[i]'s: kInline for a frame
+  // kept in the index itself, kUnknown for a key not found. A hint only:
+  // reads still go through ReadFrames, which checks everything.
+  struct ChunkPlace {
+    static constexpr uint64_t kInline = 0, kUnknown = UINT64_MAX;
+    uint64_t file = kUnknown;  // blob file number
+    uint64_t offset = 0;       // of the frame in that file
+    bool operator<(const ChunkPlace& o) const {
+      return file != o.file ? file < o.file : offset < o.offset;
+    }
+  };
+  Status LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* places) const;
+  // RocksDB's estimate of the number of chunks in the store.
+  uint64_t EstimateChunkCount() const;
+
   RocksDb* db() const { return db_; }
 
  private:

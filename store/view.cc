@@ -1,4 +1,7 @@
 #include <rocksdb/db.h>
+#include <rocksdb/utilities/debug.h>
+
+#include <unordered_map>
 
 #include "common/coding.h"
 #include "store/keys.h"
@@ -162,6 +165,49 @@ Status StoreView::ReadChunk(const ChunkKey& key, ChunkDecoder* decoder,
   rocksdb::PinnableSlice frame;
   PSTORE_RETURN_IF_ERROR(ReadFrame(key, &frame));
   return decoder->Decode(View(frame), key, out);
+}
+
+Status StoreView::LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* places) const {
+  std::unordered_map<ChunkKey, size_t, ChunkKeyHasher> want;
+  want.reserve(n);
+  for (size_t i = 0; i < n; i++) {
+    places[i] = ChunkPlace{};
+    want.emplace(keys[i], i);
+  }
+  // Every entry of the chunk family with its raw value: a frame kept in the
+  // table (type 1, kTypeValue) or a blob index (type 17, kTypeBlobIndex:
+  // type byte 1 (a plain blob), then varint file number, offset and size, and
+  // a compression byte). Entries come newest first for each key.
+  std::vector<rocksdb::KeyVersion> all;
+  rocksdb::Status s = rocksdb::GetAllKeyVersions(db_->db(), db_->chunks(), rocksdb::Slice(),
+                                                 rocksdb::Slice(), SIZE_MAX, &all);
+  if (!s.ok()) return FromRocks(s, "list chunk places");
+  constexpr int kTypeValue = 1, kTypeBlobIndex = 17;
+  std::string_view last;
+  for (const rocksdb::KeyVersion& kv : all) {
+    if (kv.user_key.size() != 16 || kv.user_key == last) continue;  // only the newest
+    last = kv.user_key;
+    auto key = ChunkKey::FromBytes(kv.user_key);
+    auto it = want.find(*key);
+    if (it == want.end()) continue;
+    ChunkPlace& p = places[it->second];
+    if (kv.type == kTypeValue) {
+      p.file = ChunkPlace::kInline;
+    } else if (kv.type == kTypeBlobIndex && !kv.value.empty() && kv.value[0] == 1) {
+      Reader r(std::string_view(kv.value).substr(1));
+      uint64_t file, offset;
+      if (r.GetVarint(&file) && r.GetVarint(&offset) && file != ChunkPlace::kInline &&
+          file != ChunkPlace::kUnknown)
+        p = {file, offset};
+    }
+  }
+  return Status::OK();
+}
+
+uint64_t StoreView::EstimateChunkCount() const {
+  uint64_t v = 0;
+  if (!db_->db()->GetIntProperty(db_->chunks(), "rocksdb.estimate-num-keys", &v)) return 0;
+  return v;
 }
 
 }  // namespace pstore

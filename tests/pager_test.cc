@@ -1,21 +1,30 @@
 // Unit tests of the pager's parts that a process opening a resident model
 // relies on: the tensor name index, the layout a segment carries for
 // attaching processes (copied out only when it checks), and the manifest
-// parsed without its file headers.
+// parsed without its file headers; and of bulk loads in file order: where
+// the store says chunks are, and a prefetch in that order.
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
+#include <rocksdb/metadata.h>
 
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "pager/layout.h"
 #include "pager/name_index.h"
+#include "pager/pager.h"
 #include "pager/segment.h"
 #include "store/manifest.h"
+#include "store/rocks.h"
+#include "store/store.h"
 
 namespace pstore {
 namespace {
@@ -155,6 +164,152 @@ TEST_F(SegmentLayout, DamagedLayoutBytesAreCorruptionNotALayout) {
   }
   EXPECT_TRUE((*creator)->ReadLayout(m_).ok());
   ::close(fd);
+}
+
+// --- bulk loads in file order ---------------------------------------------------
+
+class TempStore {
+ public:
+  TempStore() {
+    char tmpl[] = "/tmp/pstore-pager-test-XXXXXX";
+    if (char* p = ::mkdtemp(tmpl)) path_ = p;
+  }
+  ~TempStore() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A safetensors file of `count` F16 tensors of `bytes` each, weight-like
+// (small exponents), plus some tiny ones; returns the tensors' bytes by name.
+std::vector<std::pair<std::string, std::string>> WriteModel(const std::string& path, int count,
+                                                            uint64_t bytes, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::pair<std::string, std::string>> ts;
+  for (int i = 0; i < count; i++) {
+    std::string d(bytes, '\0');
+    for (uint64_t j = 0; j + 1 < bytes; j += 2) {
+      uint64_t r = rng();
+      d[j] = char(r);
+      d[j + 1] = char(0x20 + (r >> 8) % 16 + ((r >> 12) & 1) * 0x80);
+    }
+    ts.push_back({"layers." + std::to_string(i) + ".w", std::move(d)});
+    ts.push_back({"layers." + std::to_string(i) + ".b", std::string(64 + i, char(i))});
+  }
+  std::string h = "{";
+  uint64_t off = 0;
+  for (size_t i = 0; i < ts.size(); i++) {
+    if (i) h += ",";
+    h += "\"" + ts[i].first + "\":{\"dtype\":\"U8\",\"shape\":[" +
+         std::to_string(ts[i].second.size()) + "],\"data_offsets\":[" + std::to_string(off) + "," +
+         std::to_string(off + ts[i].second.size()) + "]}";
+    off += ts[i].second.size();
+  }
+  h += "}";
+  while (h.size() % 8) h += ' ';
+  std::ofstream f(path, std::ios::binary);
+  uint64_t n = h.size();
+  f.write(reinterpret_cast<const char*>(&n), 8);
+  f << h;
+  for (const auto& t : ts) f << t.second;
+  return ts;
+}
+
+TEST(LocateChunks, PlacesEveryChunkWhereItsFrameIs) {
+  TempStore dir;
+  std::string src = dir.path() + "/m.safetensors";
+  WriteModel(src, 6, 300000, 1);
+  {
+    auto w = StoreWriter::Open(dir.path() + "/s", false);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    ASSERT_TRUE((*w)->Import(src, {"m", "1"}, ImportOptions{}).ok());
+  }
+  auto r = StoreReader::Open(dir.path() + "/s");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const StoreView& view = (*r)->view();
+  auto digest = view.Resolve("m:1");
+  auto m = view.LoadManifest(*digest);
+  ASSERT_TRUE(m.ok());
+  std::vector<ChunkKey> keys = (*m)->chunks;
+  ChunkKey missing;
+  missing.bytes.fill(0xab);
+  keys.push_back(missing);
+  std::vector<StoreView::ChunkPlace> places(keys.size());
+  ASSERT_TRUE(view.LocateChunks(keys.data(), keys.size(), places.data()).ok());
+  EXPECT_EQ(places.back().file, StoreView::ChunkPlace::kUnknown);
+  rocksdb::ColumnFamilyMetaData md;
+  view.db()->db()->GetColumnFamilyMetaData(view.db()->chunks(), &md);
+  int inline_frames = 0, blob_frames = 0;
+  for (size_t i = 0; i + 1 < keys.size(); i++) {
+    rocksdb::PinnableSlice frame;
+    ASSERT_TRUE(view.ReadFrame(keys[i], &frame).ok());
+    ASSERT_NE(places[i].file, StoreView::ChunkPlace::kUnknown) << i;
+    if (places[i].file == StoreView::ChunkPlace::kInline) {
+      EXPECT_LT(frame.size(), 4096u);  // min_blob_size: small frames stay in the table
+      inline_frames++;
+      continue;
+    }
+    std::string path;
+    for (const auto& b : md.blob_files)
+      if (b.blob_file_number == places[i].file) path = b.blob_file_path + "/" + b.blob_file_name;
+    ASSERT_FALSE(path.empty()) << "no blob file " << places[i].file;
+    std::string bytes(frame.size(), '\0');
+    int fd = ::open(path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0) << path;
+    ASSERT_EQ(::pread(fd, bytes.data(), bytes.size(), off_t(places[i].offset)), ssize_t(bytes.size()));
+    ::close(fd);
+    EXPECT_EQ(bytes, frame.ToString()) << "chunk " << i;
+    blob_frames++;
+  }
+  EXPECT_GT(inline_frames, 0);
+  EXPECT_GT(blob_frames, 0);
+}
+
+TEST(BulkPrefetch, LoadsEveryTensorInFileOrder) {
+  TempStore dir;
+  std::string src = dir.path() + "/m.safetensors";
+  // 40 MB: above the bulk threshold, so the prefetch goes in file order.
+  auto ts = WriteModel(src, 20, 2000000, 2);
+  {
+    auto w = StoreWriter::Open(dir.path() + "/s", false);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    ASSERT_TRUE((*w)->Import(src, {"m", "1"}, ImportOptions{}).ok());
+  }
+  auto pager = Pager::Open(dir.path() + "/s", PagerOptions{});
+  ASSERT_TRUE(pager.ok()) << pager.status().ToString();
+  auto model = (*pager)->OpenModel("m:1");
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  // Some tensors resident first: the bulk load leaves them alone.
+  for (uint32_t t = 0; t < 6; t++) {
+    ASSERT_TRUE((*model)->Acquire(t).ok());
+    ASSERT_TRUE((*model)->Release(t).ok());
+  }
+  uint64_t decoded_before = (*model)->Stats().bytes_decoded;
+  std::vector<uint32_t> all((*model)->tensor_count());
+  for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
+  (*model)->Prefetch(all);
+  ASSERT_TRUE((*model)->WaitPrefetch().ok());
+  uint64_t total = 0;
+  for (const auto& t : ts) total += t.second.size();
+  ModelStats st = (*model)->Stats();
+  EXPECT_EQ(st.file_order_prefetches, 1u);
+  EXPECT_EQ(st.bytes_decoded, total) << "every byte decoded once";
+  EXPECT_GT(st.bytes_decoded - decoded_before, total / 2);
+  uint64_t hits_before = st.hits;
+  for (uint32_t t = 0; t < (*model)->tensor_count(); t++) {
+    auto p = (*model)->Acquire(t);
+    ASSERT_TRUE(p.ok());
+    const std::string& want = ts[t].second;
+    ASSERT_EQ((*model)->manifest().tensors[t].name, ts[t].first);
+    ASSERT_EQ(std::memcmp(*p, want.data(), want.size()), 0) << ts[t].first;
+    ASSERT_TRUE((*model)->Release(t).ok());
+  }
+  EXPECT_EQ((*model)->Stats().hits - hits_before, (*model)->tensor_count()) << "all resident";
+  (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
 }
 
 }  // namespace
