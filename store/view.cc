@@ -1,6 +1,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/utilities/debug.h>
 
+#include <thread>
 #include <unordered_map>
 
 #include "common/coding.h"
@@ -168,39 +169,56 @@ Status StoreView::ReadChunk(const ChunkKey& key, ChunkDecoder* decoder,
 }
 
 Status StoreView::LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* places) const {
-  std::unordered_map<ChunkKey, size_t, ChunkKeyHasher> want;
+  std::unordered_map<ChunkKey, size_t, ChunkKeyHasher> want;  // key -> its first index
+  std::vector<std::pair<size_t, size_t>> repeats;              // (index, first index)
   want.reserve(n);
   for (size_t i = 0; i < n; i++) {
     places[i] = ChunkPlace{};
-    want.emplace(keys[i], i);
+    auto [it, fresh] = want.emplace(keys[i], i);
+    if (!fresh) repeats.push_back({i, it->second});
   }
   // Every entry of the chunk family with its raw value: a frame kept in the
   // table (type 1, kTypeValue) or a blob index (type 17, kTypeBlobIndex:
   // type byte 1 (a plain blob), then varint file number, offset and size, and
-  // a compression byte). Entries come newest first for each key.
-  std::vector<rocksdb::KeyVersion> all;
-  rocksdb::Status s = rocksdb::GetAllKeyVersions(db_->db(), db_->chunks(), rocksdb::Slice(),
-                                                 rocksdb::Slice(), SIZE_MAX, &all);
-  if (!s.ok()) return FromRocks(s, "list chunk places");
-  constexpr int kTypeValue = 1, kTypeBlobIndex = 17;
-  std::string_view last;
-  for (const rocksdb::KeyVersion& kv : all) {
-    if (kv.user_key.size() != 16 || kv.user_key == last) continue;  // only the newest
-    last = kv.user_key;
-    auto key = ChunkKey::FromBytes(kv.user_key);
-    auto it = want.find(*key);
-    if (it == want.end()) continue;
-    ChunkPlace& p = places[it->second];
-    if (kv.type == kTypeValue) {
-      p.file = ChunkPlace::kInline;
-    } else if (kv.type == kTypeBlobIndex && !kv.value.empty() && kv.value[0] == 1) {
-      Reader r(std::string_view(kv.value).substr(1));
-      uint64_t file, offset;
-      if (r.GetVarint(&file) && r.GetVarint(&offset) && file != ChunkPlace::kInline &&
-          file != ChunkPlace::kUnknown)
-        p = {file, offset};
+  // a compression byte). Entries come newest first for each key. Keys are
+  // hashes, so the key space splits into even halves, scanned on two threads.
+  auto scan = [&](std::string_view begin, std::string_view end) -> Status {
+    std::vector<rocksdb::KeyVersion> all;
+    rocksdb::Status s = rocksdb::GetAllKeyVersions(
+        db_->db(), db_->chunks(), rocksdb::Slice(begin.data(), begin.size()),
+        rocksdb::Slice(end.data(), end.size()), SIZE_MAX, &all);
+    if (!s.ok()) return FromRocks(s, "list chunk places");
+    constexpr int kTypeValue = 1, kTypeBlobIndex = 17;
+    std::string_view last;
+    for (const rocksdb::KeyVersion& kv : all) {
+      if (kv.user_key.size() != 16 || kv.user_key == last) continue;  // only the newest
+      last = kv.user_key;
+      auto key = ChunkKey::FromBytes(kv.user_key);
+      auto it = want.find(*key);
+      if (it == want.end()) continue;
+      ChunkPlace& p = places[it->second];
+      if (kv.type == kTypeValue) {
+        p.file = ChunkPlace::kInline;
+      } else if (kv.type == kTypeBlobIndex && !kv.value.empty() && kv.value[0] == 1) {
+        Reader r(std::string_view(kv.value).substr(1));
+        uint64_t file, offset;
+        if (r.GetVarint(&file) && r.GetVarint(&offset) && file != ChunkPlace::kInline &&
+            file != ChunkPlace::kUnknown)
+          p = {file, offset};
+      }
     }
-  }
+    return Status::OK();
+  };
+  // The low half ends at 7f ff .. ff (inclusive), the high half starts at 80.
+  std::string low_end(16, '\xff');
+  low_end[0] = '\x7f';
+  Status high;
+  std::thread t([&] { high = scan(std::string_view("\x80", 1), {}); });
+  Status low = scan({}, low_end);
+  t.join();
+  PSTORE_RETURN_IF_ERROR(low);
+  PSTORE_RETURN_IF_ERROR(high);
+  for (auto [i, first] : repeats) places[i] = places[first];
   return Status::OK();
 }
 

@@ -187,7 +187,8 @@ class TempStore {
 // A safetensors file of `count` F16 tensors of `bytes` each, weight-like
 // (small exponents), plus some tiny ones; returns the tensors' bytes by name.
 std::vector<std::pair<std::string, std::string>> WriteModel(const std::string& path, int count,
-                                                            uint64_t bytes, uint32_t seed) {
+                                                            uint64_t bytes, uint32_t seed,
+                                                            int tiny = 0) {
   std::mt19937_64 rng(seed);
   std::vector<std::pair<std::string, std::string>> ts;
   for (int i = 0; i < count; i++) {
@@ -200,6 +201,7 @@ std::vector<std::pair<std::string, std::string>> WriteModel(const std::string& p
     ts.push_back({"layers." + std::to_string(i) + ".w", std::move(d)});
     ts.push_back({"layers." + std::to_string(i) + ".b", std::string(64 + i, char(i))});
   }
+  for (int i = 0; i < tiny; i++) ts.push_back({"tiny." + std::to_string(i), "t" + std::to_string(i)});
   std::string h = "{";
   uint64_t off = 0;
   for (size_t i = 0; i < ts.size(); i++) {
@@ -222,7 +224,9 @@ std::vector<std::pair<std::string, std::string>> WriteModel(const std::string& p
 TEST(LocateChunks, PlacesEveryChunkWhereItsFrameIs) {
   TempStore dir;
   std::string src = dir.path() + "/m.safetensors";
-  WriteModel(src, 6, 300000, 1);
+  // Thousands of distinct tiny tensors: chunk keys all over the key space,
+  // both halves of the parallel scan and the boundary between them.
+  WriteModel(src, 6, 300000, 1, 3000);
   {
     auto w = StoreWriter::Open(dir.path() + "/s", false);
     ASSERT_TRUE(w.ok()) << w.status().ToString();
@@ -235,12 +239,15 @@ TEST(LocateChunks, PlacesEveryChunkWhereItsFrameIs) {
   auto m = view.LoadManifest(*digest);
   ASSERT_TRUE(m.ok());
   std::vector<ChunkKey> keys = (*m)->chunks;
+  keys.push_back(keys[0]);  // a key asked for twice is placed twice
   ChunkKey missing;
   missing.bytes.fill(0xab);
   keys.push_back(missing);
   std::vector<StoreView::ChunkPlace> places(keys.size());
   ASSERT_TRUE(view.LocateChunks(keys.data(), keys.size(), places.data()).ok());
   EXPECT_EQ(places.back().file, StoreView::ChunkPlace::kUnknown);
+  EXPECT_EQ(places[keys.size() - 2].file, places[0].file);
+  EXPECT_EQ(places[keys.size() - 2].offset, places[0].offset);
   rocksdb::ColumnFamilyMetaData md;
   view.db()->db()->GetColumnFamilyMetaData(view.db()->chunks(), &md);
   int inline_frames = 0, blob_frames = 0;
@@ -267,6 +274,12 @@ TEST(LocateChunks, PlacesEveryChunkWhereItsFrameIs) {
   }
   EXPECT_GT(inline_frames, 0);
   EXPECT_GT(blob_frames, 0);
+  bool low_edge = false, high_edge = false;
+  for (const ChunkKey& k : keys) {
+    low_edge = low_edge || k.bytes[0] == 0x7f;
+    high_edge = high_edge || k.bytes[0] == 0x80;
+  }
+  EXPECT_TRUE(low_edge && high_edge) << "keys on both sides of the scan's split";
 }
 
 TEST(BulkPrefetch, LoadsEveryTensorInFileOrder) {
