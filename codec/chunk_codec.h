@@ -42,6 +42,11 @@ enum class Coder : uint8_t {
   kRans2 = 6,     // order-0 rANS, format 2: compact tables, up to 128 lanes
   kRans2Ctx = 7,  // format-2 rANS with one table per exponent group
   kBits = 8,      // values below 2^k, k bits each
+  // A pair on streams j and j + 1: rans2 whose lanes start from states that
+  // carry the last values of stream j + 1, and those k-bit values but the
+  // carried ones (docs/codec.md, "Carried values").
+  kRans2Carry = 9,
+  kBitsTail = 10,
 };
 std::string_view CoderName(Coder c);
 

@@ -369,7 +369,7 @@ uint16_t* EncodeLoop(const uint8_t* sym, const uint8_t* ctx, size_t n, const Enc
 
 void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
                 int prob_bits, int lanes_log2, std::string* out, const uint8_t* remap,
-                EncodeScratch* scratch) {
+                EncodeScratch* scratch, const uint32_t* init) {
   EncodeScratch local;
   if (!scratch) scratch = &local;
   const size_t lanes = size_t(1) << lanes_log2;
@@ -395,7 +395,7 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
   words.resize(n + 1);
   uint16_t* end = words.data() + words.size();
   uint32_t x[1 << kMaxLanesLog2];
-  for (size_t l = 0; l < lanes; l++) x[l] = kStateLow;
+  for (size_t l = 0; l < lanes; l++) x[l] = init ? init[l] : kStateLow;
   // The last, partial step goes through the scalar loop first (encoding runs
   // backwards); the whole steps below it through the vector loop if there is one.
   const size_t n_full = lanes >= 16 && !g_force_scalar.load(std::memory_order_relaxed)
@@ -495,7 +495,7 @@ bool ScalarLoop(uint32_t* __restrict x, size_t lanes, const uint32_t* __restrict
 
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
                   int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch,
-                  const uint8_t* lo) {
+                  const uint8_t* lo, uint32_t* final) {
   const size_t lanes = size_t(1) << lanes_log2;
   DecodeState st;
   for (size_t l = 0; l < lanes; l++) {
@@ -549,8 +549,11 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
              : ScalarLoop<false, false>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
                                         st.nwords, &st.pos, out, lo);
   if (!ok) return Status::Corruption("rANS stream: truncated words");
-  for (size_t l = 0; l < lanes; l++)
-    if (st.x[l] != kStateLow) return Status::Corruption("rANS stream: final state mismatch");
+  if (final)
+    std::memcpy(final, st.x, sizeof(uint32_t) * lanes);
+  else
+    for (size_t l = 0; l < lanes; l++)
+      if (st.x[l] != kStateLow) return Status::Corruption("rANS stream: final state mismatch");
   if (st.pos != st.nwords) return Status::Corruption("rANS stream: trailing words");
   std::string_view rest;
   in->GetBytes(in->remaining(), &rest);
@@ -626,7 +629,7 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int ma
 }
 
 void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out,
-                  EncodeScratch* scratch) {
+                  EncodeScratch* scratch, const uint32_t* init) {
   const int p = plan.prob_bits, l = plan.lanes_log2;
   out->clear();
   out->push_back(char((p << 3) | l));
@@ -645,10 +648,10 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::str
       k += plan.rare[s];
     }
     out->resize(at + plan.nesc);
-    EncodeBody(sym, nullptr, n, &plan.table, p, l, out, map, scratch);
+    EncodeBody(sym, nullptr, n, &plan.table, p, l, out, map, scratch, init);
     return;
   }
-  EncodeBody(sym, nullptr, n, &plan.table, p, l, out, nullptr, scratch);
+  EncodeBody(sym, nullptr, n, &plan.table, p, l, out, nullptr, scratch, init);
 }
 
 double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast) {
@@ -668,11 +671,13 @@ __attribute__((target_clones("avx2", "default"))) void Interleave(
 }  // namespace
 
 Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
-                    const uint8_t* lo, std::vector<uint8_t>* byte_scratch) {
+                    const uint8_t* lo, std::vector<uint8_t>* byte_scratch, uint32_t* final,
+                    int* lanes_log2) {
   Reader r(in);
   uint8_t hdr;
   if (!r.GetU8(&hdr)) return Status::Corruption("rANS stream is empty");
   const int p = hdr >> 3, l = hdr & 7;
+  if (lanes_log2) *lanes_log2 = l;
   if (p < 1 || p > kMaxProbBits) return Status::Corruption("rANS stream: bad precision");
   Table t;
   if (!ReadTables(&r, p, &t, 1) || t.nsym == 0)
@@ -688,12 +693,13 @@ Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uin
     std::vector<uint8_t> local;
     std::vector<uint8_t>& syms = byte_scratch ? *byte_scratch : local;
     syms.resize(n);
-    PSTORE_RETURN_IF_ERROR(DecodeBody(&r, nullptr, n, &t, 1, p, l, syms.data(), scratch));
+    PSTORE_RETURN_IF_ERROR(
+        DecodeBody(&r, nullptr, n, &t, 1, p, l, syms.data(), scratch, nullptr, final));
     PSTORE_RETURN_IF_ERROR(PatchEscapes(t.escape, esc, syms.data(), n));
     Interleave(lo, syms.data(), n, out);
     return Status::OK();
   }
-  PSTORE_RETURN_IF_ERROR(DecodeBody(&r, nullptr, n, &t, 1, p, l, out, scratch, lo));
+  PSTORE_RETURN_IF_ERROR(DecodeBody(&r, nullptr, n, &t, 1, p, l, out, scratch, lo, final));
   if (t.has_escape) return PatchEscapes(t.escape, esc, out, n);
   return Status::OK();
 }

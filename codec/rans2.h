@@ -94,20 +94,26 @@ struct EncodeScratch {
 };
 
 // remap, if not null, maps every byte to the symbol it is coded as (tables[0]
-// only: the escape of an order-0 stream).
+// only: the escape of an order-0 stream). init, if not null, gives the state
+// each lane starts from (in [2^15, 2^31); 2^15 otherwise): a start above 2^15
+// carries its excess to the decoder, which finds it in the lane's final state
+// (coder rans2-carry).
 void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
                 int prob_bits, int lanes_log2, std::string* out,
-                const uint8_t* remap = nullptr, EncodeScratch* scratch = nullptr);
+                const uint8_t* remap = nullptr, EncodeScratch* scratch = nullptr,
+                const uint32_t* init = nullptr);
 
 // Decodes n symbols from in (positioned at the states) into out. ctx values
 // must be < ntables. Consumes all of in; every read is bounds-checked, every
 // state must end at 2^15 and every word must be used, or it is kCorruption.
 // scratch: reused between calls for the decoding tables.
 // lo, if not null, fuses a merge: out (2n bytes) gets out[2i] = lo[i] and
-// out[2i + 1] = symbol i.
+// out[2i + 1] = symbol i. final, if not null (2^lanes_log2 entries), receives
+// the final states instead of their being checked against 2^15: the caller
+// checks them (they hold what the encoder's init carried).
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
                   int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch,
-                  const uint8_t* lo = nullptr);
+                  const uint8_t* lo = nullptr, uint32_t* final = nullptr);
 
 // How an order-0 stream will be coded: precision, lanes, the table and which
 // symbols escape; bytes is the estimated size of the stream.
@@ -120,8 +126,9 @@ struct Order0Plan {
 };
 void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast,
                 Order0Plan* plan);
+// init: as for EncodeBody (2^plan.lanes_log2 entries).
 void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out,
-                  EncodeScratch* scratch = nullptr);
+                  EncodeScratch* scratch = nullptr, const uint32_t* init = nullptr);
 
 // The whole order-0 stream: [hdr][table][escapes][states][words], where
 // escapes (only if the table has an escape symbol) are [varint k][k bytes].
@@ -131,8 +138,11 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int ma
 double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast);
 // lo: as for DecodeBody; then byte_scratch (n bytes, reused) holds the symbols
 // of a stream with escapes before they are merged.
+// final, if not null, must hold 2^kMaxLanesLog2 entries: it receives the final
+// states (see DecodeBody) and *lanes_log2 the stream's lane count.
 Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
-                    const uint8_t* lo = nullptr, std::vector<uint8_t>* byte_scratch = nullptr);
+                    const uint8_t* lo = nullptr, std::vector<uint8_t>* byte_scratch = nullptr,
+                    uint32_t* final = nullptr, int* lanes_log2 = nullptr);
 // Replaces, in order, every byte e of out[0, n) with the next byte of esc;
 // kCorruption unless their counts match.
 Status PatchEscapes(uint8_t e, std::string_view esc, uint8_t* out, size_t n);

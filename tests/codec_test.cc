@@ -300,7 +300,9 @@ TEST(ChunkCodec, DenseCodesRealisticWeightsBelowTheirRawSize) {
     enc.Encode(raw, t, &frame);
     auto info = InspectFrame(frame);
     ASSERT_TRUE(info.ok());
-    EXPECT_EQ(info->coders[0], Coder::kRans2) << DTypeName(t);
+    // rANS on stream 0; its states carry the tail of stream 1 (raw or packed).
+    EXPECT_EQ(info->coders[0], Coder::kRans2Carry) << DTypeName(t);
+    EXPECT_EQ(info->coders[1], Coder::kBitsTail) << DTypeName(t);
     if (t == DType::kBF16) {
       EXPECT_EQ(info->transform, Transform::kBF16X);
     }
@@ -418,6 +420,96 @@ TEST(ChunkCodec, ContextAndEscapeStreamsSurviveCorruption) {
     EXPECT_FALSE(dec.Decode(frame.substr(0, cut), key, out).ok());
 }
 
+// Offsets of each stream's payload in a frame.
+std::vector<size_t> PayloadOffsets(const std::string& frame) {
+  auto info = InspectFrame(frame);
+  EXPECT_TRUE(info.ok());
+  size_t total = 0;
+  for (uint64_t b : info->stream_bytes) total += b;
+  std::vector<size_t> at;
+  size_t p = frame.size() - total;
+  for (uint64_t b : info->stream_bytes) at.push_back(p), p += b;
+  return at;
+}
+
+TEST(ChunkCodec, CarriedValuesRoundTripAtEveryLaneCount) {
+  // Lengths around each lane-count step of the dense profile, and the
+  // smallest streams that can carry (5 values of 6 bits for one lane).
+  ChunkDecoder dec;
+  ChunkEncoder enc(EncodeOptions{});
+  int carried = 0;
+  for (DType t : {DType::kBF16, DType::kF16, DType::kF32, DType::kF8_E4M3})
+    for (size_t m : {1, 4, 5, 6, 40, 255, 256, 511, 512, 2047, 2048, 4095, 4096, 16383, 16384,
+                     65535, 65536, 70001}) {
+      auto raw = WeightLike(t, m * DTypeSize(t), uint32_t(m));
+      std::string frame;
+      enc.Encode(raw, t, &frame);
+      auto info = InspectFrame(frame);
+      ASSERT_TRUE(info.ok());
+      carried += info->coders[0] == Coder::kRans2Carry;
+      std::vector<uint8_t> out(raw.size());
+      Status s = dec.Decode(frame, HashBytes(raw.data(), raw.size()), out);
+      ASSERT_TRUE(s.ok()) << DTypeName(t) << " " << m << ": " << s.ToString();
+      EXPECT_EQ(out, raw);
+    }
+  EXPECT_GT(carried, 40);
+}
+
+TEST(ChunkCodec, CarriedStatesAreChecked) {
+  auto raw = WeightLike(DType::kBF16, 1 << 17, 12);
+  ChunkEncoder enc(EncodeOptions{});
+  std::string frame;
+  enc.Encode(raw, DType::kBF16, &frame);
+  auto info = InspectFrame(frame);
+  ASSERT_TRUE(info.ok());
+  ASSERT_EQ(info->coders[0], Coder::kRans2Carry);
+  ASSERT_EQ(info->coders[1], Coder::kBitsTail);
+  ChunkDecoder dec;
+  ChunkKey key = HashBytes(raw.data(), raw.size());
+  std::vector<uint8_t> out(raw.size());
+  ASSERT_TRUE(dec.Decode(frame, key, out).ok());
+  // Either coder alone, or the pair in the wrong order, is rejected by the
+  // parser (coder nibbles: byte 3 + the raw length's varint bytes).
+  const size_t coder_at = 2 + 3;  // version, transform, 3-byte varint of 256 KiB
+  ASSERT_EQ(uint8_t(frame[coder_at]), uint8_t(9 | 10 << 4));
+  for (uint8_t b : {uint8_t(6 | 10 << 4), uint8_t(9 | 8 << 4), uint8_t(10 | 9 << 4),
+                    uint8_t(9 | 9 << 4), uint8_t(10 | 10 << 4)}) {
+    std::string bad = frame;
+    bad[coder_at] = char(b);
+    EXPECT_FALSE(dec.DecodeUnchecked(bad, out).ok()) << int(b);
+  }
+  // Stream 0 decoded as plain rans2 ends at states that are not 2^15.
+  {
+    std::string bad = frame;
+    bad[coder_at] = char(6 | 8 << 4);
+    EXPECT_FALSE(dec.DecodeUnchecked(bad, out).ok());
+  }
+  // A carried value too wide for the bits-tail's width: the same frame with
+  // k lowered from 6 to 5 (and the length it then implies) fails cleanly.
+  {
+    auto at = PayloadOffsets(frame);
+    std::string bad = frame;
+    ASSERT_EQ(bad[at[1]], char(6));
+    bad[at[1]] = char(5);
+    EXPECT_FALSE(dec.DecodeUnchecked(bad, out).ok());
+    for (int k : {0, 7, 8, 9, 255}) {
+      bad[at[1]] = char(k);
+      EXPECT_FALSE(dec.DecodeUnchecked(bad, out).ok()) << k;
+    }
+  }
+  // Flipping bits of the states: an error or, at worst, the key check.
+  std::mt19937 rng(4);
+  auto at = PayloadOffsets(frame);
+  for (int trial = 0; trial < 300; trial++) {
+    std::string bad = frame;
+    size_t pos = at[0] + 1 + rng() % 400;
+    bad[pos] = char(bad[pos] ^ (1 << (rng() % 8)));
+    if (dec.Decode(bad, key, out).ok()) {
+      EXPECT_EQ(out, raw);
+    }
+  }
+}
+
 TEST(Bitpack, PortableAndBmi2PathsAgree) {
   std::mt19937 rng(2);
   for (int k = 1; k <= 8; k++)
@@ -501,7 +593,11 @@ TEST(ChunkCodec, ProfilesAndCodersHaveStableNames) {
   EXPECT_EQ(CoderName(Coder::kRans2), "rans2");
   EXPECT_EQ(CoderName(Coder::kRans2Ctx), "rans2-ctx");
   EXPECT_EQ(CoderName(Coder::kBits), "bits");
+  EXPECT_EQ(CoderName(Coder::kRans2Carry), "rans2-carry");
+  EXPECT_EQ(CoderName(Coder::kBitsTail), "bits-tail");
   // Ids on disk.
+  EXPECT_EQ(int(Coder::kRans2Carry), 9);
+  EXPECT_EQ(int(Coder::kBitsTail), 10);
   EXPECT_EQ(int(Coder::kRans2), 6);
   EXPECT_EQ(int(Coder::kRans2Ctx), 7);
   EXPECT_EQ(int(Coder::kBits), 8);
