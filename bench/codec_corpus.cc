@@ -191,9 +191,10 @@ int main(int argc, char** argv) {
       te.push_back(t1 - t0);
       td.push_back(t2 - t1);
     }
-    for (auto& f : frames) {
+    for (size_t i = 0; i < frames.size(); i++) {
+      const std::string& f = frames[i];
       stored += f.size();
-      auto info = InspectFrame(f);
+      auto info = InspectFrame(f, chunks[i].n);
       for (auto c : info->coders) used[std::string(CoderName(c))]++;
     }
     std::string extra;

@@ -48,7 +48,7 @@ constexpr std::pair<Profile, std::string_view> kProfiles[] = {
 bool IsFloat(Transform t) {
   return t == Transform::kF16 || t == Transform::kBF16 || t == Transform::kF32 ||
          t == Transform::kF8E4M3 || t == Transform::kF8E5M2 || t == Transform::kBF16X ||
-         t == Transform::kF32X;
+         t == Transform::kF32X || t == Transform::kBF16W || t == Transform::kF32W;
 }
 
 // Carried values (coders rans2-carry + bits-tail): each lane of the rans2
@@ -57,6 +57,22 @@ bool IsFloat(Transform t) {
 // about 13.6 bits of coded size for 30 carried ones: a net 16.4 bits a lane.
 constexpr int kCarryBits = 30;
 inline int CarryPerLane(int k) { return kCarryBits / k; }
+// The bits of the values of stream 1 of a float transform (what a bits-tail
+// stream packs), or 0 where nothing is carried.
+int CarryWidth(Transform t) {
+  switch (t) {
+    case Transform::kF16:
+    case Transform::kBF16:
+    case Transform::kF32: return 8;
+    case Transform::kF8E4M3: return 4;
+    case Transform::kF8E5M2: return 3;
+    case Transform::kBF16X:
+    case Transform::kF32X:
+    case Transform::kBF16W:
+    case Transform::kF32W: return 6;
+    default: return 0;
+  }
+}
 
 // Lanes cap of format-2 rANS streams (rans2::LanesLog2For picks per profile):
 // 64 lanes decode 1.5x faster than 32 on AVX-512 (4 gathers in flight); 128
@@ -364,7 +380,7 @@ struct ChunkEncoder::Impl {
               for (int q = 0; q < per; q++) v |= uint32_t(tail[l * per + q]) << (q * carry_k);
               init[l] = rans2::kStateLow + v;
             }
-            rans2::EncodeOrder0(s, m, plan, &trial, &rans_scratch, init);
+            rans2::EncodeOrder0(s, m, plan, &trial, &rans_scratch, init, true);
             const size_t credit = PackedBytes(m, carry_k) - PackedBytes(m - lanes * per, carry_k);
             if (trial.size() < best_size + credit) {
               best = Coder::kRans2Carry;
@@ -395,8 +411,9 @@ void ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype, std::string
   Impl& I = *impl_;
   const size_t n = raw.size();
   Transform t = I.opt.profile == Profile::kRaw ? Transform::kNone : TransformFor(dtype, n);
+  uint8_t bias = kXExponentBias;
   if (I.opt.profile == Profile::kFast || I.opt.profile == Profile::kDense)
-    t = WindowedVariant(t, raw.data(), n);
+    t = WindowedVariant(t, raw.data(), n, I.opt.profile == Profile::kDense, &bias);
   TransformInfo info = *GetTransformInfo(t);
   const size_t m = n / size_t(info.width);
   const uint8_t* s[kMaxStreams];
@@ -409,7 +426,7 @@ void ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype, std::string
       w[j] = I.streams[j].data();
       s[j] = w[j];
     }
-    SplitStreams(t, raw.data(), n, w);
+    SplitStreams(t, raw.data(), n, w, bias);
   }
   Coder coders[kMaxStreams];
   int first = 0;
@@ -417,15 +434,17 @@ void ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype, std::string
     // Stream 1 first: if it ends up raw or bit-packed, stream 0's rANS states
     // can carry its last values.
     coders[1] = I.EncodeStream(t, info, 1, s[1], m, s, &I.payload[1]);
-    int k = coders[1] == Coder::kRaw ? 8 : coders[1] == Coder::kBits ? I.payload[1][0] : 0;
-    coders[0] = I.EncodeStream(t, info, 0, s[0], m, s, &I.payload[0], k ? s[1] : nullptr, k);
+    // Only where stream 1 takes the transform's full width (raw or packed).
+    const int k = CarryWidth(t);
+    const bool carry = k && ((coders[1] == Coder::kRaw && k == 8) ||
+                             (coders[1] == Coder::kBits && I.payload[1][0] == char(k)));
+    coders[0] = I.EncodeStream(t, info, 0, s[0], m, s, &I.payload[0], carry ? s[1] : nullptr, k);
     if (coders[0] == Coder::kRans2Carry) {
       const size_t lanes = size_t(1) << (uint8_t(I.payload[0][0]) & 7);
       const size_t rest = m - lanes * size_t(CarryPerLane(k));
       std::string& p1 = I.payload[1];
-      p1.assign(1 + PackedBytes(rest, k), '\0');
-      p1[0] = char(k);
-      PackBits(s[1], rest, k, reinterpret_cast<uint8_t*>(p1.data() + 1));
+      p1.assign(PackedBytes(rest, k), '\0');
+      PackBits(s[1], rest, k, reinterpret_cast<uint8_t*>(p1.data()));
       coders[1] = Coder::kBitsTail;
     }
     first = 2;
@@ -433,23 +452,25 @@ void ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype, std::string
   for (int j = first; j < info.nstreams; j++)
     coders[j] = I.EncodeStream(t, info, j, s[j], m, s, &I.payload[j]);
 
-  // Version 3: coder ids two to a byte; lengths only where they are not
+  // Version 4: version and transform in one byte, the window's bias if the
+  // transform has one; coder ids two to a byte; lengths only where they are not
   // implied (raw: m, const: 1, the last other stream: the rest of the frame).
   frame->clear();
-  frame->push_back(char(kFrameVersion));
-  frame->push_back(char(t));
-  PutVarint(frame, n);
+  frame->push_back(char(kFrameVersion | uint8_t(t) << 4));
+  if (HasWindowBias(t)) frame->push_back(char(bias));
   for (int j = 0; j < info.nstreams; j += 2) {
     uint8_t b = uint8_t(coders[j]);
     if (j + 1 < info.nstreams) b |= uint8_t(uint8_t(coders[j + 1]) << 4);
     frame->push_back(char(b));
   }
+  auto implied = [&](Coder c) {
+    return c == Coder::kRaw || c == Coder::kConst || c == Coder::kBitsTail;
+  };
   int last = -1;
   for (int j = 0; j < info.nstreams; j++)
-    if (coders[j] != Coder::kRaw && coders[j] != Coder::kConst) last = j;
+    if (!implied(coders[j])) last = j;
   for (int j = 0; j < last; j++)
-    if (coders[j] != Coder::kRaw && coders[j] != Coder::kConst)
-      PutVarint(frame, I.payload[j].size());
+    if (!implied(coders[j])) PutVarint(frame, I.payload[j].size());
   for (int j = 0; j < info.nstreams; j++) {
     if (coders[j] == Coder::kRaw)
       frame->append(reinterpret_cast<const char*>(s[j]), m);
@@ -491,6 +512,7 @@ namespace {
 
 struct ParsedFrame {
   uint8_t version;
+  uint8_t bias = kXExponentBias;
   Transform transform;
   TransformInfo info;
   uint64_t raw_len;
@@ -499,18 +521,47 @@ struct ParsedFrame {
   std::string_view payloads[kMaxStreams];
 };
 
-Status ParseFrame(std::string_view frame, ParsedFrame* p) {
+// Carrying pair: rans2-carry only on stream 0 and bits-tail only on stream 1,
+// always together, on a transform with a carry width.
+Status CheckCarryPair(const ParsedFrame& p) {
+  for (int j = 0; j < p.nstreams; j++) {
+    const bool c0 = p.coders[j] == Coder::kRans2Carry, c1 = p.coders[j] == Coder::kBitsTail;
+    if ((c0 && j != 0) || (c1 && j != 1))
+      return Status::Corruption("chunk frame has a carrying coder on the wrong stream");
+  }
+  if (p.nstreams >= 2 &&
+      (p.coders[0] == Coder::kRans2Carry) != (p.coders[1] == Coder::kBitsTail))
+    return Status::Corruption("chunk frame has half a carrying pair");
+  if (p.nstreams >= 2 && p.coders[0] == Coder::kRans2Carry && CarryWidth(p.transform) == 0)
+    return Status::Corruption("chunk frame carries values on a transform without a width");
+  return Status::OK();
+}
+
+// raw_len: the caller's length (version 4 frames do not hold it).
+Status ParseFrame(std::string_view frame, ParsedFrame* p, std::optional<uint64_t> raw_len) {
   Reader r(frame);
-  uint8_t t;
-  if (!r.GetU8(&p->version)) return Status::Corruption("chunk frame is empty");
-  if (p->version != kFrameVersion1 && p->version != kFrameVersion2 &&
-      p->version != kFrameVersion)
-    return Status::Corruption("chunk frame has unknown version " + std::to_string(p->version));
-  if (!r.GetU8(&t)) return Status::Corruption("chunk frame truncated");
+  uint8_t t, b0;
+  if (!r.GetU8(&b0)) return Status::Corruption("chunk frame is empty");
+  p->version = b0 & 15;
+  if (p->version == kFrameVersion) {
+    t = b0 >> 4;
+  } else {
+    if (b0 >= 16 || (p->version != kFrameVersion1 && p->version != kFrameVersion2 &&
+                     p->version != kFrameVersion3))
+      return Status::Corruption("chunk frame has unknown version " + std::to_string(b0));
+    if (!r.GetU8(&t)) return Status::Corruption("chunk frame truncated");
+  }
   auto info = GetTransformInfo(Transform(t));
   if (!info) return Status::Corruption("chunk frame has unknown transform " + std::to_string(t));
   p->transform = Transform(t);
   p->info = *info;
+  if (HasWindowBias(p->transform)) {
+    if (p->version != kFrameVersion)
+      return Status::Corruption("chunk frame of version " + std::to_string(p->version) +
+                                " has a windowed transform");
+    if (!r.GetU8(&p->bias) || p->bias > kMaxWindowBias)
+      return Status::Corruption("chunk frame has a bad window bias");
+  }
   if (p->version == kFrameVersion1) {
     uint8_t c;
     if (!r.GetU8(&c) || !r.GetVarint(&p->raw_len))
@@ -520,8 +571,13 @@ Status ParseFrame(std::string_view frame, ParsedFrame* p) {
     p->nstreams = 1;
     p->coders[0] = Coder(c);
     r.GetBytes(r.remaining(), &p->payloads[0]);
-  } else if (p->version == kFrameVersion) {
-    if (!r.GetVarint(&p->raw_len)) return Status::Corruption("chunk frame header truncated");
+  } else if (p->version == kFrameVersion || p->version == kFrameVersion3) {
+    if (p->version == kFrameVersion) {
+      if (!raw_len) return Status::InvalidArgument("a version-4 frame needs its raw length");
+      p->raw_len = *raw_len;
+    } else if (!r.GetVarint(&p->raw_len)) {
+      return Status::Corruption("chunk frame header truncated");
+    }
     if (p->raw_len % uint64_t(p->info.width))
       return Status::Corruption("chunk frame raw length is not a whole number of elements");
     p->nstreams = info->nstreams;
@@ -540,19 +596,35 @@ Status ParseFrame(std::string_view frame, ParsedFrame* p) {
         p->coders[j + h] = Coder(c[h]);
       }
     }
+    PSTORE_RETURN_IF_ERROR(CheckCarryPair(*p));
     int last = -1;
     for (int j = 0; j < p->nstreams; j++)
-      if (p->coders[j] != Coder::kRaw && p->coders[j] != Coder::kConst) last = j;
+      if (p->coders[j] != Coder::kRaw && p->coders[j] != Coder::kConst &&
+          p->coders[j] != Coder::kBitsTail)
+        last = j;
     uint64_t lens[kMaxStreams];
     uint64_t sum = 0;
     for (int j = 0; j < p->nstreams; j++) {
       if (p->coders[j] == Coder::kRaw) lens[j] = m;
       else if (p->coders[j] == Coder::kConst) lens[j] = 1;
+      else if (p->coders[j] == Coder::kBitsTail) lens[j] = 0;  // below
       else if (j < last && !r.GetVarint(&lens[j]))
         return Status::Corruption("chunk frame header truncated");
       else if (j == last) lens[j] = 0;  // the rest, below
       if (lens[j] > frame.size()) return Status::Corruption("chunk frame stream lengths exceed the frame");
       sum += lens[j];
+    }
+    if (p->coders[0] == Coder::kRans2Carry) {
+      // Stream 1's length is implied by the lanes of stream 0 (the low bits of
+      // its first byte) and the transform's carry width.
+      uint8_t hdr;
+      if (r.remaining() == 0) return Status::Corruption("chunk frame truncated");
+      std::memcpy(&hdr, r.pos(), 1);
+      const int k = CarryWidth(p->transform);
+      const uint64_t carried = (uint64_t(1) << (hdr & 7)) * uint64_t(CarryPerLane(k));
+      if (carried > m) return Status::Corruption("bits-tail stream is too short");
+      lens[1] = PackedBytes(size_t(m - carried), k);
+      sum += lens[1];
     }
     if (sum > r.remaining())
       return Status::Corruption("chunk frame stream lengths exceed the frame");
@@ -582,24 +654,20 @@ Status ParseFrame(std::string_view frame, ParsedFrame* p) {
   }
   if (p->raw_len % uint64_t(p->info.width))
     return Status::Corruption("chunk frame raw length is not a whole number of elements");
-  for (int j = 0; j < p->nstreams; j++) {
-    // Carrying pairs: rans2-carry on j always with bits-tail on j + 1.
-    if (p->coders[j] == Coder::kRans2Carry &&
-        (j + 1 >= p->nstreams || p->coders[j + 1] != Coder::kBitsTail))
-      return Status::Corruption("chunk frame has a rans2-carry stream without its bits-tail");
-    if (p->coders[j] == Coder::kBitsTail && (j == 0 || p->coders[j - 1] != Coder::kRans2Carry))
-      return Status::Corruption("chunk frame has a bits-tail stream without its rans2-carry");
-  }
-  return Status::OK();
+  return CheckCarryPair(*p);
 }
 
 }  // namespace
 
-Result<FrameInfo> InspectFrame(std::string_view frame) {
+Result<FrameInfo> InspectFrame(std::string_view frame, std::optional<uint64_t> raw_len) {
   ParsedFrame p;
-  PSTORE_RETURN_IF_ERROR(ParseFrame(frame, &p));
+  PSTORE_RETURN_IF_ERROR(ParseFrame(frame, &p, raw_len));
+  if (raw_len && p.raw_len != *raw_len)
+    return Status::Corruption("chunk frame holds " + std::to_string(p.raw_len) +
+                              " bytes where " + std::to_string(*raw_len) + " were expected");
   FrameInfo fi;
   fi.version = p.version;
+  fi.window_bias = HasWindowBias(p.transform) ? p.bias : 0;
   fi.transform = p.transform;
   fi.raw_len = p.raw_len;
   for (int j = 0; j < p.nstreams; j++) {
@@ -671,21 +739,21 @@ struct ChunkDecoder::Impl {
         return rans2::DecodeOrder0(in, m, dst, &dtab);
       case Coder::kRans2Carry:
         carry_lanes_log2 = -1;
-        return rans2::DecodeOrder0(in, m, dst, &dtab, nullptr, nullptr, carry, &carry_lanes_log2);
+        return rans2::DecodeOrder0(in, m, dst, &dtab, nullptr, nullptr, carry, &carry_lanes_log2,
+                                   true);
       case Coder::kBitsTail: {
         // ParseFrame put the rans2-carry stream just before; decoding stops at
         // its first error, so its states are this frame's.
         if (carry_lanes_log2 < 0) return Status::Corruption("bits-tail stream without carry");
-        if (in.empty()) return Status::Corruption("bits-tail stream is empty");
-        const int k = src[0];
-        if (k < 1 || k > 8) return Status::Corruption("bits-tail stream has a bad width");
+        const int k = CarryWidth(p.transform);
         const size_t lanes = size_t(1) << carry_lanes_log2;
         const int per = CarryPerLane(k);
-        if (lanes * size_t(per) > m) return Status::Corruption("bits-tail stream is too short");
+        if (k == 0 || lanes * size_t(per) > m)
+          return Status::Corruption("bits-tail stream is too short");
         const size_t rest = m - lanes * size_t(per);
-        if (in.size() != 1 + PackedBytes(rest, k))
+        if (in.size() != PackedBytes(rest, k))
           return Status::Corruption("bits-tail stream has the wrong length");
-        UnpackBits(src + 1, rest, k, dst);
+        UnpackBits(src, rest, k, dst);
         const uint32_t kmask = (1u << k) - 1;
         for (size_t l = 0; l < lanes; l++) {
           // DecodeBody keeps states in [2^15, 2^31).
@@ -743,7 +811,7 @@ struct ChunkDecoder::Impl {
 
   Status Decode(std::string_view frame, std::span<uint8_t> out) {
     ParsedFrame p;
-    PSTORE_RETURN_IF_ERROR(ParseFrame(frame, &p));
+    PSTORE_RETURN_IF_ERROR(ParseFrame(frame, &p, out.size()));
     if (p.raw_len != out.size())
       return Status::Corruption("chunk frame holds " + std::to_string(p.raw_len) +
                                 " bytes where " + std::to_string(out.size()) + " were expected");
@@ -791,7 +859,7 @@ struct ChunkDecoder::Impl {
       PSTORE_RETURN_IF_ERROR(DecodeStream(p, j, p.payloads[j], m, streams[j].data(), s));
       s[j] = streams[j].data();
     }
-    MergeStreams(p.transform, s, n, out.data());
+    MergeStreams(p.transform, s, n, out.data(), p.bias);
     return Status::OK();
   }
 };

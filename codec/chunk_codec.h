@@ -8,8 +8,9 @@
 // length and the XXH3-128 of the result against the chunk's key: a mismatch is
 // a corruption error, and the caller's buffer must then be treated as garbage.
 //
-// Frame versions: 1 (one coder over all streams) and 2 are still read; 3 (the
-// streams of version 2 under a shorter header) is written.
+// Frame versions: 1 (one coder over all streams), 2 and 3 are still read; 4 (the
+// streams of version 2 under a shorter header, the raw length left to the
+// caller) is written.
 // Byte layouts are in docs/codec.md.
 //
 // Thread-safety: a ChunkEncoder or ChunkDecoder holds scratch buffers and must
@@ -69,7 +70,9 @@ struct EncodeOptions {
 
 constexpr uint8_t kFrameVersion1 = 1;
 constexpr uint8_t kFrameVersion2 = 2;  // per-stream coders, every length written
-constexpr uint8_t kFrameVersion = 3;   // what the encoder writes: v2 with a compact header
+constexpr uint8_t kFrameVersion3 = 3;  // v2 with a compact header
+constexpr uint8_t kFrameVersion = 4;   // what the encoder writes: v3 without the raw length,
+                                       // version and transform in one byte
 
 class ChunkEncoder {
  public:
@@ -115,10 +118,13 @@ struct FrameInfo {
   uint8_t version = 0;
   Transform transform = Transform::kNone;
   uint64_t raw_len = 0;
+  uint8_t window_bias = 0;              // kBF16W / kF32W only
   std::vector<Coder> coders;            // per stream
   std::vector<uint64_t> stream_bytes;   // payload bytes per stream
 };
-// Parses a frame's header without decoding it.
-Result<FrameInfo> InspectFrame(std::string_view frame);
+// Parses a frame's header without decoding it. Version-4 frames do not hold
+// their raw length: raw_len must give it (for older versions it must match).
+Result<FrameInfo> InspectFrame(std::string_view frame,
+                               std::optional<uint64_t> raw_len = std::nullopt);
 
 }  // namespace pstore

@@ -369,7 +369,7 @@ uint16_t* EncodeLoop(const uint8_t* sym, const uint8_t* ctx, size_t n, const Enc
 
 void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
                 int prob_bits, int lanes_log2, std::string* out, const uint8_t* remap,
-                EncodeScratch* scratch, const uint32_t* init) {
+                EncodeScratch* scratch, const uint32_t* init, bool compact) {
   EncodeScratch local;
   if (!scratch) scratch = &local;
   const size_t lanes = size_t(1) << lanes_log2;
@@ -425,12 +425,35 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
                : EncodeLoop<false>(sym, nullptr, n_full, enc, lanes - 1, x, wp, 0);
     }
   }
-  size_t at = out->size();
   size_t nwords = size_t(end - wp);
-  out->resize(at + 4 * lanes + 2 * nwords);
-  char* p = out->data() + at;
-  for (size_t l = 0; l < lanes; l++) std::memcpy(p + 4 * l, &x[l], 4);  // little-endian host
-  std::memcpy(p + 4 * lanes, wp, 2 * nwords);
+  if (compact) {
+    for (size_t l = 0; l < lanes; l++) PutCompactState(out, x[l]);
+  } else {
+    const size_t at = out->size();
+    out->resize(at + 4 * lanes);
+    for (size_t l = 0; l < lanes; l++) std::memcpy(out->data() + at + 4 * l, &x[l], 4);  // LE host
+  }
+  out->append(reinterpret_cast<const char*>(wp), 2 * nwords);
+}
+
+void PutCompactState(std::string* out, uint32_t x) {
+  const bool shrt = x < (1u << 23);
+  const uint32_t v = x << 1 | uint32_t(shrt);
+  for (int b = 0; b < (shrt ? 3 : 4); b++) out->push_back(char(uint8_t(v >> (8 * b))));
+}
+
+bool GetCompactState(Reader* in, uint32_t* x) {
+  std::string_view b;
+  if (!in->GetBytes(3, &b)) return false;
+  uint32_t v = uint32_t(uint8_t(b[0])) | uint32_t(uint8_t(b[1])) << 8 | uint32_t(uint8_t(b[2])) << 16;
+  if (!(v & 1)) {
+    uint8_t hi;
+    if (!in->GetU8(&hi)) return false;
+    v |= uint32_t(hi) << 24;
+    if ((v >> 1) < (1u << 23)) return false;  // the short form was due
+  }
+  *x = v >> 1;
+  return *x >= kStateLow;
 }
 
 namespace {
@@ -495,10 +518,14 @@ bool ScalarLoop(uint32_t* __restrict x, size_t lanes, const uint32_t* __restrict
 
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
                   int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch,
-                  const uint8_t* lo, uint32_t* final) {
+                  const uint8_t* lo, uint32_t* final, bool compact) {
   const size_t lanes = size_t(1) << lanes_log2;
   DecodeState st;
   for (size_t l = 0; l < lanes; l++) {
+    if (compact) {
+      if (!GetCompactState(in, &st.x[l])) return Status::Corruption("rANS stream: bad state");
+      continue;
+    }
     if (!in->GetFixed32(&st.x[l])) return Status::Corruption("rANS stream: truncated states");
     if (st.x[l] < kStateLow || st.x[l] >= (1u << 31))
       return Status::Corruption("rANS stream: state out of range");
@@ -629,7 +656,7 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int ma
 }
 
 void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out,
-                  EncodeScratch* scratch, const uint32_t* init) {
+                  EncodeScratch* scratch, const uint32_t* init, bool compact) {
   const int p = plan.prob_bits, l = plan.lanes_log2;
   out->clear();
   out->push_back(char((p << 3) | l));
@@ -648,10 +675,10 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::str
       k += plan.rare[s];
     }
     out->resize(at + plan.nesc);
-    EncodeBody(sym, nullptr, n, &plan.table, p, l, out, map, scratch, init);
+    EncodeBody(sym, nullptr, n, &plan.table, p, l, out, map, scratch, init, compact);
     return;
   }
-  EncodeBody(sym, nullptr, n, &plan.table, p, l, out, nullptr, scratch, init);
+  EncodeBody(sym, nullptr, n, &plan.table, p, l, out, nullptr, scratch, init, compact);
 }
 
 double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast) {
@@ -672,7 +699,7 @@ __attribute__((target_clones("avx2", "default"))) void Interleave(
 
 Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
                     const uint8_t* lo, std::vector<uint8_t>* byte_scratch, uint32_t* final,
-                    int* lanes_log2) {
+                    int* lanes_log2, bool compact) {
   Reader r(in);
   uint8_t hdr;
   if (!r.GetU8(&hdr)) return Status::Corruption("rANS stream is empty");
@@ -694,12 +721,13 @@ Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uin
     std::vector<uint8_t>& syms = byte_scratch ? *byte_scratch : local;
     syms.resize(n);
     PSTORE_RETURN_IF_ERROR(
-        DecodeBody(&r, nullptr, n, &t, 1, p, l, syms.data(), scratch, nullptr, final));
+        DecodeBody(&r, nullptr, n, &t, 1, p, l, syms.data(), scratch, nullptr, final, compact));
     PSTORE_RETURN_IF_ERROR(PatchEscapes(t.escape, esc, syms.data(), n));
     Interleave(lo, syms.data(), n, out);
     return Status::OK();
   }
-  PSTORE_RETURN_IF_ERROR(DecodeBody(&r, nullptr, n, &t, 1, p, l, out, scratch, lo, final));
+  PSTORE_RETURN_IF_ERROR(
+      DecodeBody(&r, nullptr, n, &t, 1, p, l, out, scratch, lo, final, compact));
   if (t.has_escape) return PatchEscapes(t.escape, esc, out, n);
   return Status::OK();
 }

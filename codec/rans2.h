@@ -97,11 +97,11 @@ struct EncodeScratch {
 // only: the escape of an order-0 stream). init, if not null, gives the state
 // each lane starts from (in [2^15, 2^31); 2^15 otherwise): a start above 2^15
 // carries its excess to the decoder, which finds it in the lane's final state
-// (coder rans2-carry).
+// (coder rans2-carry). compact: states in 3 or 4 bytes (see CompactStates).
 void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
                 int prob_bits, int lanes_log2, std::string* out,
                 const uint8_t* remap = nullptr, EncodeScratch* scratch = nullptr,
-                const uint32_t* init = nullptr);
+                const uint32_t* init = nullptr, bool compact = false);
 
 // Decodes n symbols from in (positioned at the states) into out. ctx values
 // must be < ntables. Consumes all of in; every read is bounds-checked, every
@@ -113,7 +113,14 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
 // checks them (they hold what the encoder's init carried).
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
                   int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch,
-                  const uint8_t* lo = nullptr, uint32_t* final = nullptr);
+                  const uint8_t* lo = nullptr, uint32_t* final = nullptr,
+                  bool compact = false);
+
+// Compact states (coder rans2-carry): state x is written as the 3 bytes of
+// x << 1 | 1 if x < 2^23, else the 4 bytes of x << 1, little-endian.
+void PutCompactState(std::string* out, uint32_t x);
+// False if truncated, out of [2^15, 2^31) or not in its shortest form.
+bool GetCompactState(Reader* in, uint32_t* x);
 
 // How an order-0 stream will be coded: precision, lanes, the table and which
 // symbols escape; bytes is the estimated size of the stream.
@@ -128,7 +135,8 @@ void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fas
                 Order0Plan* plan);
 // init: as for EncodeBody (2^plan.lanes_log2 entries).
 void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out,
-                  EncodeScratch* scratch = nullptr, const uint32_t* init = nullptr);
+                  EncodeScratch* scratch = nullptr, const uint32_t* init = nullptr,
+                  bool compact = false);
 
 // The whole order-0 stream: [hdr][table][escapes][states][words], where
 // escapes (only if the table has an escape symbol) are [varint k][k bytes].
@@ -142,7 +150,8 @@ double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bo
 // states (see DecodeBody) and *lanes_log2 the stream's lane count.
 Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
                     const uint8_t* lo = nullptr, std::vector<uint8_t>* byte_scratch = nullptr,
-                    uint32_t* final = nullptr, int* lanes_log2 = nullptr);
+                    uint32_t* final = nullptr, int* lanes_log2 = nullptr,
+                    bool compact = false);
 // Replaces, in order, every byte e of out[0, n) with the next byte of esc;
 // kCorruption unless their counts match.
 Status PatchEscapes(uint8_t e, std::string_view esc, uint8_t* out, size_t n);

@@ -1,5 +1,6 @@
 #include "codec/transform.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace pstore {
@@ -22,6 +23,8 @@ std::optional<TransformInfo> GetTransformInfo(Transform t) {
     case Transform::kF8E5M2: return TransformInfo{1, 2, {-1, 0}};
     case Transform::kBF16X: return TransformInfo{2, 2, {-1, 0}};
     case Transform::kF32X: return TransformInfo{4, 4, {-1, 0, -1, -1}};
+    case Transform::kBF16W: return TransformInfo{2, 2, {-1, 0}};
+    case Transform::kF32W: return TransformInfo{4, 4, {-1, 0, -1, -1}};
   }
   return std::nullopt;
 }
@@ -118,38 +121,40 @@ void MergeF8(const uint8_t* e, const uint8_t* sm, size_t n, int mbits, uint8_t* 
     raw[i] = uint8_t(((sm[i] >> mbits & 1) << 7) | ((e[i] & emask) << mbits) | (sm[i] & mmask));
 }
 
-inline uint32_t ClassOf(uint32_t e) { return e == 0 ? 0 : e - kXExponentBias; }
-inline uint32_t ExponentOfClass(uint32_t c) { return c == 0 ? 0 : c + kXExponentBias; }
+inline uint32_t ClassOf(uint32_t e, uint32_t bias) { return e == 0 ? 0 : e - bias; }
+inline uint32_t ExponentOfClass(uint32_t c, uint32_t bias) { return c == 0 ? 0 : c + bias; }
 
-PSTORE_CLONES void SplitBF16X(const uint8_t* raw, size_t n, uint8_t* c, uint8_t* sm) {
+PSTORE_CLONES void SplitBF16X(const uint8_t* raw, size_t n, uint8_t* c, uint8_t* sm,
+                              uint32_t bias) {
   for (size_t i = 0; i < n; i++) {
     uint16_t v;
     std::memcpy(&v, raw + 2 * i, 2);
-    c[i] = uint8_t(ClassOf((v >> 7) & 0xff) << 2 | ((v >> 5) & 3));
+    c[i] = uint8_t(ClassOf((v >> 7) & 0xff, bias) << 2 | ((v >> 5) & 3));
     sm[i] = uint8_t(((v >> 15) << 5) | (v & 31));
   }
 }
-PSTORE_CLONES void MergeBF16X(const uint8_t* c, const uint8_t* sm, size_t n, uint8_t* raw) {
+PSTORE_CLONES void MergeBF16X(const uint8_t* c, const uint8_t* sm, size_t n, uint8_t* raw,
+                              uint32_t bias) {
   uint16_t* out = reinterpret_cast<uint16_t*>(raw);
   for (size_t i = 0; i < n; i++)
-    out[i] = uint16_t((uint32_t((sm[i] >> 5) & 1) << 15) | (ExponentOfClass(c[i] >> 2) << 7) |
+    out[i] = uint16_t((uint32_t((sm[i] >> 5) & 1) << 15) | (ExponentOfClass(c[i] >> 2, bias) << 7) |
                       ((c[i] & 3u) << 5) | (sm[i] & 31u));
 }
-PSTORE_CLONES void SplitF32X(const uint8_t* raw, size_t n, uint8_t* const* s) {
+PSTORE_CLONES void SplitF32X(const uint8_t* raw, size_t n, uint8_t* const* s, uint32_t bias) {
   for (size_t i = 0; i < n; i++) {
     uint32_t v;
     std::memcpy(&v, raw + 4 * i, 4);
-    s[0][i] = uint8_t(ClassOf((v >> 23) & 0xff) << 2 | ((v >> 21) & 3));
+    s[0][i] = uint8_t(ClassOf((v >> 23) & 0xff, bias) << 2 | ((v >> 21) & 3));
     s[1][i] = uint8_t(((v >> 31) << 5) | ((v >> 16) & 31));
     s[2][i] = uint8_t(v >> 8);
     s[3][i] = uint8_t(v);
   }
 }
-PSTORE_CLONES void MergeF32X(const uint8_t* const* s, size_t n, uint8_t* raw) {
+PSTORE_CLONES void MergeF32X(const uint8_t* const* s, size_t n, uint8_t* raw, uint32_t bias) {
   uint32_t* out = reinterpret_cast<uint32_t*>(raw);
   const uint8_t *c = s[0], *sm = s[1], *m1 = s[2], *m0 = s[3];
   for (size_t i = 0; i < n; i++)
-    out[i] = (uint32_t((sm[i] >> 5) & 1) << 31) | (ExponentOfClass(c[i] >> 2) << 23) |
+    out[i] = (uint32_t((sm[i] >> 5) & 1) << 31) | (ExponentOfClass(c[i] >> 2, bias) << 23) |
              ((c[i] & 3u) << 21) | (uint32_t(sm[i] & 31) << 16) | (uint32_t(m1[i]) << 8) | m0[i];
 }
 
@@ -157,36 +162,47 @@ PSTORE_CLONES void MergeF32X(const uint8_t* const* s, size_t n, uint8_t* raw) {
 typedef uint16_t U16 __attribute__((aligned(1), may_alias));
 typedef uint32_t U32 __attribute__((aligned(1), may_alias));
 
-PSTORE_CLONES bool ExponentsFit16(const uint8_t* raw, size_t n) {
+// Smallest and largest nonzero exponent (lo > hi when there is none).
+PSTORE_CLONES void ExponentRange16(const uint8_t* raw, size_t n, uint32_t* lo, uint32_t* hi) {
   const U16* p = reinterpret_cast<const U16*>(raw);
-  uint32_t bad = 0;
+  uint32_t a = 255, b = 0;
   for (size_t i = 0; i < n; i++) {
     uint32_t e = (uint32_t(p[i]) >> 7) & 0xff;
-    bad |= uint32_t(e != 0) & uint32_t(e - uint32_t(kXExponentMin) >
-                                       uint32_t(kXExponentMax - kXExponentMin));
+    a = std::min(a, e == 0 ? 255u : e);
+    b = std::max(b, e);
   }
-  return bad == 0;
+  *lo = a, *hi = b;
 }
-PSTORE_CLONES bool ExponentsFit32(const uint8_t* raw, size_t n) {
+PSTORE_CLONES void ExponentRange32(const uint8_t* raw, size_t n, uint32_t* lo, uint32_t* hi) {
   const U32* p = reinterpret_cast<const U32*>(raw);
-  uint32_t bad = 0;
+  uint32_t a = 255, b = 0;
   for (size_t i = 0; i < n; i++) {
     uint32_t e = (p[i] >> 23) & 0xff;
-    bad |= uint32_t(e != 0) & uint32_t(e - uint32_t(kXExponentMin) >
-                                       uint32_t(kXExponentMax - kXExponentMin));
+    a = std::min(a, e == 0 ? 255u : e);
+    b = std::max(b, e);
   }
-  return bad == 0;
+  *lo = a, *hi = b;
 }
 
 }  // namespace
 
-Transform WindowedVariant(Transform t, const uint8_t* raw, size_t raw_len) {
-  if (t == Transform::kBF16 && ExponentsFit16(raw, raw_len / 2)) return Transform::kBF16X;
-  if (t == Transform::kF32 && ExponentsFit32(raw, raw_len / 4)) return Transform::kF32X;
+Transform WindowedVariant(Transform t, const uint8_t* raw, size_t raw_len, bool shifted,
+                          uint8_t* bias) {
+  if (t != Transform::kBF16 && t != Transform::kF32) return t;
+  uint32_t lo, hi;
+  if (t == Transform::kBF16) ExponentRange16(raw, raw_len / 2, &lo, &hi);
+  else ExponentRange32(raw, raw_len / 4, &lo, &hi);
+  if (hi == 0 || (lo >= uint32_t(kXExponentMin) && hi <= uint32_t(kXExponentMax)))
+    return t == Transform::kBF16 ? Transform::kBF16X : Transform::kF32X;
+  if (shifted && hi - lo <= 62) {
+    // Classes 1..63 stand for exponents bias + 1 .. bias + 63.
+    if (bias) *bias = uint8_t(std::min<uint32_t>(lo - 1, kMaxWindowBias));
+    return t == Transform::kBF16 ? Transform::kBF16W : Transform::kF32W;
+  }
   return t;
 }
 
-void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* const* s) {
+void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* const* s, int bias) {
   switch (t) {
     case Transform::kNone:
       if (raw_len) std::memcpy(s[0], raw, raw_len);
@@ -199,12 +215,14 @@ void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* cons
     case Transform::kF32: SplitF32(raw, raw_len / 4, s); return;
     case Transform::kF8E4M3: SplitF8(raw, raw_len, 3, s[0], s[1]); return;
     case Transform::kF8E5M2: SplitF8(raw, raw_len, 2, s[0], s[1]); return;
-    case Transform::kBF16X: SplitBF16X(raw, raw_len / 2, s[0], s[1]); return;
-    case Transform::kF32X: SplitF32X(raw, raw_len / 4, s); return;
+    case Transform::kBF16X: SplitBF16X(raw, raw_len / 2, s[0], s[1], kXExponentBias); return;
+    case Transform::kF32X: SplitF32X(raw, raw_len / 4, s, kXExponentBias); return;
+    case Transform::kBF16W: SplitBF16X(raw, raw_len / 2, s[0], s[1], uint32_t(bias)); return;
+    case Transform::kF32W: SplitF32X(raw, raw_len / 4, s, uint32_t(bias)); return;
   }
 }
 
-void MergeStreams(Transform t, const uint8_t* const* s, size_t raw_len, uint8_t* raw) {
+void MergeStreams(Transform t, const uint8_t* const* s, size_t raw_len, uint8_t* raw, int bias) {
   switch (t) {
     case Transform::kNone:
       if (raw_len) std::memcpy(raw, s[0], raw_len);
@@ -217,8 +235,10 @@ void MergeStreams(Transform t, const uint8_t* const* s, size_t raw_len, uint8_t*
     case Transform::kF32: MergeF32(s, raw_len / 4, raw); return;
     case Transform::kF8E4M3: MergeF8(s[0], s[1], raw_len, 3, raw); return;
     case Transform::kF8E5M2: MergeF8(s[0], s[1], raw_len, 2, raw); return;
-    case Transform::kBF16X: MergeBF16X(s[0], s[1], raw_len / 2, raw); return;
-    case Transform::kF32X: MergeF32X(s, raw_len / 4, raw); return;
+    case Transform::kBF16X: MergeBF16X(s[0], s[1], raw_len / 2, raw, kXExponentBias); return;
+    case Transform::kF32X: MergeF32X(s, raw_len / 4, raw, kXExponentBias); return;
+    case Transform::kBF16W: MergeBF16X(s[0], s[1], raw_len / 2, raw, uint32_t(bias)); return;
+    case Transform::kF32W: MergeF32X(s, raw_len / 4, raw, uint32_t(bias)); return;
   }
 }
 

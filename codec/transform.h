@@ -33,9 +33,16 @@ enum class Transform : uint8_t {
   // (magnitudes 2^-47 to 2^16); a chunk with any other exponent cannot use it.
   kBF16X = 9,    // [class<<2 | mantissa 6..5] [sign<<5 | mantissa 4..0]
   kF32X = 10,    // [class<<2 | mantissa 22..21] [sign<<5 | mantissa 20..16] [15..8] [7..0]
+  // The same streams with the class window where the chunk's exponents are:
+  // class = exponent - bias for nonzero exponents, bias (<= kMaxWindowBias) written
+  // in the frame (version 4 only).
+  kBF16W = 11,
+  kF32W = 12,
 };
 constexpr int kXExponentBias = 79;  // class = exponent - 79
 constexpr int kXExponentMin = 80, kXExponentMax = 142;
+constexpr int kMaxWindowBias = 192;  // class 63 + 192 = exponent 255
+inline bool HasWindowBias(Transform t) { return t == Transform::kBF16W || t == Transform::kF32W; }
 constexpr int kMaxStreams = 8;
 
 struct TransformInfo {
@@ -54,15 +61,23 @@ Transform TransformFor(DType dtype, size_t raw_len);
 // The exponent field held in byte b of a ctx-source stream of transform t.
 inline uint8_t ExponentOf(Transform t, uint8_t b) {
   if (t == Transform::kF16) return uint8_t((b >> 2) & 0x1f);
-  if (t == Transform::kBF16X || t == Transform::kF32X) return uint8_t(b >> 2);
+  if (t == Transform::kBF16X || t == Transform::kF32X || t == Transform::kBF16W ||
+      t == Transform::kF32W)
+    return uint8_t(b >> 2);
   return b;
 }
 // The class-window variant of a float transform (kBF16 -> kBF16X, kF32 -> kF32X)
-// if every exponent in raw fits its window; otherwise t itself.
-Transform WindowedVariant(Transform t, const uint8_t* raw, size_t raw_len);
+// if every exponent in raw fits its window; otherwise, if shifted and the
+// nonzero exponents span at most 63 values, kBF16W / kF32W with *bias set;
+// otherwise t itself.
+Transform WindowedVariant(Transform t, const uint8_t* raw, size_t raw_len, bool shifted = false,
+                          uint8_t* bias = nullptr);
 
 // streams[k] must hold raw_len / width bytes; raw_len must be a multiple of width.
-void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* const* streams);
-void MergeStreams(Transform t, const uint8_t* const* streams, size_t raw_len, uint8_t* raw);
+// bias: the window of kBF16W / kF32W (ignored by the others).
+void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* const* streams,
+                  int bias = kXExponentBias);
+void MergeStreams(Transform t, const uint8_t* const* streams, size_t raw_len, uint8_t* raw,
+                  int bias = kXExponentBias);
 
 }  // namespace pstore

@@ -2,10 +2,12 @@
 // clang; run with tests/run_codec_fuzz.sh).
 //
 // Input byte 0 picks the mode:
-//   even: bytes 1.. are a frame. It is decoded into a buffer of the length its
-//         header claims (when that is at most 4 MiB) and of a wrong length, with
-//         and without a key: any result is fine except a crash, a sanitizer
-//         report, or a success whose bytes differ between the two decoders.
+//   even: bytes 1..3 are a raw length L (little-endian, for version-4 frames,
+//         which do not hold theirs), bytes 4.. are a frame. It is decoded into a
+//         buffer of the length its header claims (when that is at most 4 MiB) or
+//         of L, and of a wrong length, with and without a key: any result is
+//         fine except a crash, a sanitizer report, or a success whose bytes
+//         differ between the two decoders.
 //   odd:  byte 1 picks a dtype and a profile, bytes 2.. are a chunk's raw
 //         bytes: encode, decode, and abort unless the bytes come back exactly.
 //
@@ -57,9 +59,11 @@ std::vector<uint8_t> Weights(DType t, size_t n, uint32_t seed) {
 }
 
 void WriteSeed(const std::filesystem::path& dir, int* count, uint8_t mode,
-               const std::string& body) {
+               const std::string& body, size_t raw_len = 0) {
   std::ofstream out(dir / ("seed-" + std::to_string((*count)++)), std::ios::binary);
   out.put(char(mode));
+  if (mode == 0)
+    for (int b = 0; b < 3; b++) out.put(char(uint8_t(raw_len >> (8 * b))));
   out.write(body.data(), std::streamsize(body.size()));
 }
 
@@ -77,7 +81,7 @@ void WriteSeeds(const char* dir_name) {
                        size_t(70000)}) {
         auto raw = Weights(t, n, uint32_t(n) + uint32_t(t));
         enc.Encode(raw, t, &frame);
-        WriteSeed(dir, &count, 0, frame);
+        WriteSeed(dir, &count, 0, frame, raw.size());
         if (n <= 5000 && p == Profile::kDense) {
           std::string body(1, char(uint8_t(t) | (uint8_t(p) << 4)));
           body.append(raw.begin(), raw.end());
@@ -88,7 +92,7 @@ void WriteSeeds(const char* dir_name) {
       auto raw = Weights(DType::kF16, 3000, 5);
       for (Coder c : {Coder::kRaw, Coder::kLz4, Coder::kZstd}) {
         enc.EncodeV1ForTesting(raw, DType::kF16, c, &frame);
-        WriteSeed(dir, &count, 0, frame);
+        WriteSeed(dir, &count, 0, frame, raw.size());
       }
     }
   }
@@ -123,7 +127,7 @@ void WriteSeeds(const char* dir_name) {
           opt.profile = pr;
           ChunkEncoder enc(opt);
           enc.Encode({p, n}, *type, &frame);
-          WriteSeed(dir, &count, 0, frame);
+          WriteSeed(dir, &count, 0, frame, n);
         }
       }
     }
@@ -145,10 +149,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   static ChunkDecoder dec;
   if ((data[0] & 1) == 0) {
-    std::string_view frame(reinterpret_cast<const char*>(data + 1), size - 1);
+    if (size < 4) return 0;
+    const size_t hint = size_t(data[1]) | size_t(data[2]) << 8 | size_t(data[3]) << 16;
+    std::string_view frame(reinterpret_cast<const char*>(data + 4), size - 4);
     auto info = InspectFrame(frame);
-    size_t n = 1000;
+    size_t n = hint;
     if (info.ok() && info->raw_len <= (4u << 20)) n = size_t(info->raw_len);
+    (void)InspectFrame(frame, n);
     std::vector<uint8_t> a(n), b(n);
     Status sa = dec.DecodeUnchecked(frame, a);
     ChunkKey key = HashBytes(a.data(), a.size());

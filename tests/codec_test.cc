@@ -128,7 +128,8 @@ TEST(ChunkCodec, DenseShrinksWeightLikeData) {
   std::string frame;
   enc.Encode(raw, DType::kBF16, &frame);
   EXPECT_LT(frame.size(), raw.size() * 3 / 4);
-  auto info = InspectFrame(frame);
+  EXPECT_FALSE(InspectFrame(frame).ok());  // version 4 needs the raw length
+  auto info = InspectFrame(frame, raw.size());
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->version, kFrameVersion);
   EXPECT_TRUE(info->transform == Transform::kBF16 || info->transform == Transform::kBF16X);
@@ -141,7 +142,7 @@ TEST(ChunkCodec, IncompressibleStreamsAreStoredRaw) {
   std::string frame;
   enc.Encode(raw, DType::kU8, &frame);
   EXPECT_LE(frame.size(), raw.size() + 16);
-  EXPECT_EQ(InspectFrame(frame)->coders[0], Coder::kRaw);
+  EXPECT_EQ(InspectFrame(frame, raw.size())->coders[0], Coder::kRaw);
 }
 
 TEST(ChunkCodec, VersionOneFramesStayReadable) {
@@ -160,8 +161,8 @@ TEST(ChunkCodec, VersionOneFramesStayReadable) {
 }
 
 // The same streams under a version-2 header (every coder and length written).
-std::string ToVersion2(const std::string& v3) {
-  auto info = InspectFrame(v3);
+std::string ToVersion2(const std::string& v4, size_t raw_len) {
+  auto info = InspectFrame(v4, raw_len);
   EXPECT_TRUE(info.ok());
   size_t payload_bytes = 0;
   for (uint64_t b : info->stream_bytes) payload_bytes += b;
@@ -173,8 +174,85 @@ std::string ToVersion2(const std::string& v3) {
     v2.push_back(char(info->coders[j]));
     PutVarint(&v2, info->stream_bytes[j]);
   }
-  v2.append(v3, v3.size() - payload_bytes, payload_bytes);
+  v2.append(v4, v4.size() - payload_bytes, payload_bytes);
   return v2;
+}
+
+// The same frame under a version-3 header: version and transform bytes and the
+// raw length, then the same coders, lengths and payloads.
+std::string ToVersion3(const std::string& v4, size_t raw_len) {
+  EXPECT_EQ(uint8_t(v4[0]) & 15, kFrameVersion);
+  std::string v3;
+  v3.push_back(char(kFrameVersion3));
+  v3.push_back(char(uint8_t(v4[0]) >> 4));
+  PutVarint(&v3, raw_len);
+  v3.append(v4, 1, std::string::npos);
+  return v3;
+}
+
+TEST(ChunkCodec, VersionThreeFramesStayReadable) {
+  ChunkDecoder dec;
+  for (Profile p : kAllProfiles)
+    for (DType t : {DType::kF16, DType::kBF16, DType::kF32, DType::kU8, DType::kF8_E4M3})
+      for (size_t n : {size_t(0), size_t(60), size_t(70000)}) {
+        auto raw = WeightLike(t, n, 6);
+        EncodeOptions opt;
+        opt.profile = p;
+        ChunkEncoder enc(opt);
+        std::string frame;
+        enc.Encode(raw, t, &frame);
+        auto info = InspectFrame(frame, raw.size());
+        ASSERT_TRUE(info.ok());
+        if (HasWindowBias(info->transform)) continue;  // not in version 3
+        std::string v3 = ToVersion3(frame, raw.size());
+        EXPECT_EQ(InspectFrame(v3)->version, kFrameVersion3);
+        EXPECT_EQ(InspectFrame(v3)->raw_len, raw.size());
+        std::vector<uint8_t> out(raw.size());
+        Status s = dec.Decode(v3, HashBytes(raw.data(), raw.size()), out);
+        ASSERT_TRUE(s.ok()) << s.ToString();
+        EXPECT_EQ(out, raw);
+        EXPECT_LT(frame.size(), v3.size());
+      }
+}
+
+TEST(ChunkCodec, WindowedTransformsRoundTripAndStayInVersionFour) {
+  // Exponents 60..100 for BF16 and F32: outside the fixed window, within a
+  // shifted one.
+  for (DType t : {DType::kBF16, DType::kF32}) {
+    auto raw = WeightLike(t, 30000 * DTypeSize(t), 14);
+    const size_t w = DTypeSize(t);
+    for (size_t i = 0; i < raw.size(); i += 97 * w) {
+      float tiny = std::ldexp(1.0f, -60);  // exponent 67
+      uint32_t bits;
+      std::memcpy(&bits, &tiny, 4);
+      if (w == 4) std::memcpy(&raw[i], &bits, 4);
+      else {
+        uint16_t h = uint16_t(bits >> 16);
+        std::memcpy(&raw[i], &h, 2);
+      }
+    }
+    ChunkEncoder enc(EncodeOptions{});
+    std::string frame;
+    enc.Encode(raw, t, &frame);
+    auto info = InspectFrame(frame, raw.size());
+    ASSERT_TRUE(info.ok());
+    EXPECT_EQ(info->transform, w == 4 ? Transform::kF32W : Transform::kBF16W);
+    EXPECT_EQ(info->window_bias, 66);
+    ExpectRoundTrip(raw, t, Profile::kDense);
+    ExpectRoundTrip(raw, t, Profile::kFast);  // fast keeps the plain split
+    ChunkDecoder dec;
+    ChunkKey key = HashBytes(raw.data(), raw.size());
+    std::vector<uint8_t> out(raw.size());
+    // A bias past 192 is rejected; any other bias decodes to other bytes.
+    std::string bad = frame;
+    bad[1] = char(193);
+    EXPECT_TRUE(dec.Decode(bad, key, out).IsCorruption());
+    bad[1] = char(65);
+    EXPECT_TRUE(dec.Decode(bad, key, out).IsCorruption());
+    // Version 3 cannot hold a windowed transform.
+    std::string v3 = ToVersion3(frame, raw.size());
+    EXPECT_TRUE(dec.Decode(v3, key, out).IsCorruption());
+  }
 }
 
 TEST(ChunkCodec, VersionTwoFramesStayReadable) {
@@ -187,8 +265,8 @@ TEST(ChunkCodec, VersionTwoFramesStayReadable) {
       ChunkEncoder enc(opt);
       std::string frame;
       enc.Encode(raw, t, &frame);
-      EXPECT_EQ(InspectFrame(frame)->version, kFrameVersion);
-      std::string v2 = ToVersion2(frame);
+      EXPECT_EQ(InspectFrame(frame, raw.size())->version, kFrameVersion);
+      std::string v2 = ToVersion2(frame, raw.size());
       EXPECT_EQ(InspectFrame(v2)->version, kFrameVersion2);
       std::vector<uint8_t> out(raw.size());
       Status s = dec.Decode(v2, HashBytes(raw.data(), raw.size()), out);
@@ -198,15 +276,13 @@ TEST(ChunkCodec, VersionTwoFramesStayReadable) {
     }
 }
 
-TEST(ChunkCodec, VersionThreeHeaderRejectsStrayCoderNibbles) {
+TEST(ChunkCodec, VersionFourHeaderRejectsStrayCoderNibbles) {
   auto raw = WeightLike(DType::kU8, 1000, 5);  // one stream: the high nibble must be 0
   ChunkEncoder enc(EncodeOptions{});
   std::string frame;
   enc.Encode(raw, DType::kU8, &frame);
-  ASSERT_EQ(uint8_t(frame[0]), kFrameVersion);
-  size_t at = 2;
-  while (uint8_t(frame[at]) & 0x80) at++;  // past raw_len
-  at++;
+  ASSERT_EQ(uint8_t(frame[0]), kFrameVersion);  // transform 0
+  size_t at = 1;
   std::string bad = frame;
   bad[at] = char(uint8_t(bad[at]) | 0x20);
   ChunkDecoder dec;
@@ -298,7 +374,7 @@ TEST(ChunkCodec, DenseCodesRealisticWeightsBelowTheirRawSize) {
     ChunkEncoder enc(EncodeOptions{});
     std::string frame;
     enc.Encode(raw, t, &frame);
-    auto info = InspectFrame(frame);
+    auto info = InspectFrame(frame, raw.size());
     ASSERT_TRUE(info.ok());
     // rANS on stream 0; its states carry the tail of stream 1 (raw or packed).
     EXPECT_EQ(info->coders[0], Coder::kRans2Carry) << DTypeName(t);
@@ -331,7 +407,7 @@ TEST(ChunkCodec, ExponentsOutsideTheClassWindowFallBackToThePlainSplit) {
       ChunkEncoder enc(opt);
       std::string frame;
       enc.Encode(raw, t, &frame);
-      auto info = InspectFrame(frame);
+      auto info = InspectFrame(frame, raw.size());
       EXPECT_EQ(info->transform, w == 4 ? Transform::kF32 : Transform::kBF16);
       ExpectRoundTrip(raw, t, p);
     }
@@ -388,7 +464,7 @@ TEST(ChunkCodec, ContextAndEscapeStreamsSurviveCorruption) {
   ChunkEncoder enc(EncodeOptions{});
   std::string frame;
   enc.Encode(raw, DType::kF16, &frame);
-  auto info = InspectFrame(frame);
+  auto info = InspectFrame(frame, raw.size());
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->coders[1], Coder::kRans2Ctx);
   ASSERT_EQ(info->coders[0], Coder::kRans2);
@@ -421,8 +497,8 @@ TEST(ChunkCodec, ContextAndEscapeStreamsSurviveCorruption) {
 }
 
 // Offsets of each stream's payload in a frame.
-std::vector<size_t> PayloadOffsets(const std::string& frame) {
-  auto info = InspectFrame(frame);
+std::vector<size_t> PayloadOffsets(const std::string& frame, size_t raw_len) {
+  auto info = InspectFrame(frame, raw_len);
   EXPECT_TRUE(info.ok());
   size_t total = 0;
   for (uint64_t b : info->stream_bytes) total += b;
@@ -444,7 +520,7 @@ TEST(ChunkCodec, CarriedValuesRoundTripAtEveryLaneCount) {
       auto raw = WeightLike(t, m * DTypeSize(t), uint32_t(m));
       std::string frame;
       enc.Encode(raw, t, &frame);
-      auto info = InspectFrame(frame);
+      auto info = InspectFrame(frame, raw.size());
       ASSERT_TRUE(info.ok());
       carried += info->coders[0] == Coder::kRans2Carry;
       std::vector<uint8_t> out(raw.size());
@@ -460,7 +536,7 @@ TEST(ChunkCodec, CarriedStatesAreChecked) {
   ChunkEncoder enc(EncodeOptions{});
   std::string frame;
   enc.Encode(raw, DType::kBF16, &frame);
-  auto info = InspectFrame(frame);
+  auto info = InspectFrame(frame, raw.size());
   ASSERT_TRUE(info.ok());
   ASSERT_EQ(info->coders[0], Coder::kRans2Carry);
   ASSERT_EQ(info->coders[1], Coder::kBitsTail);
@@ -469,37 +545,53 @@ TEST(ChunkCodec, CarriedStatesAreChecked) {
   std::vector<uint8_t> out(raw.size());
   ASSERT_TRUE(dec.Decode(frame, key, out).ok());
   // Either coder alone, or the pair in the wrong order, is rejected by the
-  // parser (coder nibbles: byte 3 + the raw length's varint bytes).
-  const size_t coder_at = 2 + 3;  // version, transform, 3-byte varint of 256 KiB
+  // parser (coder nibbles: the byte after the version/transform byte).
+  const size_t coder_at = 1;
   ASSERT_EQ(uint8_t(frame[coder_at]), uint8_t(9 | 10 << 4));
   for (uint8_t b : {uint8_t(6 | 10 << 4), uint8_t(9 | 8 << 4), uint8_t(10 | 9 << 4),
-                    uint8_t(9 | 9 << 4), uint8_t(10 | 10 << 4)}) {
+                    uint8_t(9 | 9 << 4), uint8_t(10 | 10 << 4), uint8_t(6 | 8 << 4)}) {
     std::string bad = frame;
     bad[coder_at] = char(b);
     EXPECT_FALSE(dec.DecodeUnchecked(bad, out).ok()) << int(b);
   }
-  // Stream 0 decoded as plain rans2 ends at states that are not 2^15.
-  {
+  auto at = PayloadOffsets(frame, raw.size());
+  // Another lane count in stream 0's header implies another bits-tail length.
+  for (int l = 0; l < 8; l++) {
     std::string bad = frame;
-    bad[coder_at] = char(6 | 8 << 4);
-    EXPECT_FALSE(dec.DecodeUnchecked(bad, out).ok());
+    if ((uint8_t(bad[at[0]]) & 7) == l) continue;
+    bad[at[0]] = char((uint8_t(bad[at[0]]) & ~7) | l);
+    EXPECT_FALSE(dec.DecodeUnchecked(bad, out).ok()) << l;
   }
-  // A carried value too wide for the bits-tail's width: the same frame with
-  // k lowered from 6 to 5 (and the length it then implies) fails cleanly.
+  // Stream 0 re-encoded from states wider than 30 carried bits: the stream
+  // decodes, but its final states are rejected.
   {
-    auto at = PayloadOffsets(frame);
-    std::string bad = frame;
-    ASSERT_EQ(bad[at[1]], char(6));
-    bad[at[1]] = char(5);
-    EXPECT_FALSE(dec.DecodeUnchecked(bad, out).ok());
-    for (int k : {0, 7, 8, 9, 255}) {
-      bad[at[1]] = char(k);
-      EXPECT_FALSE(dec.DecodeUnchecked(bad, out).ok()) << k;
-    }
+    const size_t m = raw.size() / 2;
+    std::vector<uint8_t> c(m), sm(m);
+    uint8_t* w[2] = {c.data(), sm.data()};
+    SplitStreams(info->transform, raw.data(), raw.size(), w);
+    uint32_t hist[256] = {};
+    for (uint8_t b : c) hist[b]++;
+    rans2::Order0Plan plan;
+    rans2::PlanOrder0(m, hist, rans2::kMaxLanesLog2, false, &plan);
+    ASSERT_EQ(plan.lanes_log2, uint8_t(frame[at[0]]) & 7);
+    std::vector<uint32_t> init(size_t(1) << plan.lanes_log2, rans2::kStateLow + (1u << 30));
+    std::string s0;
+    rans2::EncodeOrder0(c.data(), m, plan, &s0, nullptr, init.data(), true);
+    std::string bad = frame.substr(0, at[0]) + s0 + frame.substr(at[1]);
+    Status st = dec.DecodeUnchecked(bad, out);
+    EXPECT_TRUE(st.IsCorruption());
+    EXPECT_NE(st.ToString().find("final state"), std::string::npos) << st.ToString();
+    // The same with states in range decodes to the frame's bytes but for the tail.
+    std::fill(init.begin(), init.end(), rans2::kStateLow);
+    s0.clear();
+    rans2::EncodeOrder0(c.data(), m, plan, &s0, nullptr, init.data(), true);
+    std::string zero_tail = frame.substr(0, at[0]) + s0 + frame.substr(at[1]);
+    ASSERT_TRUE(dec.DecodeUnchecked(zero_tail, out).ok());
+    const size_t carried = (size_t(1) << plan.lanes_log2) * 5;
+    EXPECT_TRUE(std::equal(out.begin(), out.end() - 2 * carried, raw.begin()));
   }
   // Flipping bits of the states: an error or, at worst, the key check.
   std::mt19937 rng(4);
-  auto at = PayloadOffsets(frame);
   for (int trial = 0; trial < 300; trial++) {
     std::string bad = frame;
     size_t pos = at[0] + 1 + rng() % 400;

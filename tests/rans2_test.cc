@@ -254,5 +254,74 @@ TEST(Rans2, ReadTablesRejectsGarbageWithoutReadingPastTheEnd) {
   }
 }
 
+TEST(Rans2, CompactStatesRoundTripAndRejectOtherForms) {
+  for (uint32_t x : {kStateLow, kStateLow + 1, (1u << 23) - 1, 1u << 23, (1u << 31) - 1}) {
+    std::string b;
+    PutCompactState(&b, x);
+    EXPECT_EQ(b.size(), x < (1u << 23) ? 3u : 4u);
+    Reader r(b);
+    uint32_t y;
+    ASSERT_TRUE(GetCompactState(&r, &y));
+    EXPECT_EQ(y, x);
+    EXPECT_EQ(r.remaining(), 0u);
+    for (size_t cut = 0; cut < b.size(); cut++) {
+      Reader t(std::string_view(b).substr(0, cut));
+      EXPECT_FALSE(GetCompactState(&t, &y));
+    }
+  }
+  auto get = [](std::initializer_list<uint8_t> bytes) {
+    std::string b(bytes.begin(), bytes.end());
+    Reader r(b);
+    uint32_t y;
+    return GetCompactState(&r, &y);
+  };
+  EXPECT_FALSE(get({0x01, 0x00, 0x00}));        // short form of 0: below 2^15
+  EXPECT_FALSE(get({0xff, 0xff, 0x00}));        // short form of 2^15 - 1
+  EXPECT_FALSE(get({0x00, 0x00, 0x01, 0x00}));  // long form of 2^15
+  EXPECT_TRUE(get({0x00, 0x00, 0x00, 0x01}));   // long form of 2^23
+}
+
+TEST(Rans2, StatesCarryTheEncodersStartToTheDecodersEnd) {
+  std::mt19937 rng(8);
+  for (size_t n : {size_t(0), size_t(1), size_t(100), size_t(5000), size_t(100000)})
+    for (int l : {0, 2, 4, 6, 7})
+      for (bool compact : {false, true}) {
+        std::vector<uint8_t> sym(n);
+        for (auto& b : sym) b = uint8_t(rng() % 7 == 0 ? rng() % 200 : rng() % 5);
+        uint32_t hist[256] = {};
+        for (uint8_t b : sym) hist[b]++;
+        if (n == 0) hist[0] = 1;
+        Order0Plan plan;
+        PlanOrder0(std::max<size_t>(n, 1), hist, l, false, &plan);
+        plan.lanes_log2 = l;
+        std::vector<uint32_t> init(size_t(1) << l);
+        for (auto& x : init) x = kStateLow + (rng() & ((1u << 30) - 1));
+        std::string s;
+        EncodeOrder0(sym.data(), n, plan, &s, nullptr, init.data(), compact);
+        std::vector<uint8_t> out(n);
+        std::vector<uint32_t> scratch;
+        uint32_t fin[1 << kMaxLanesLog2];
+        int lanes = -1;
+        Status st = DecodeOrder0(s, n, out.data(), &scratch, nullptr, nullptr, fin, &lanes, compact);
+        ASSERT_TRUE(st.ok()) << st.ToString();
+        EXPECT_EQ(out, sym);
+        EXPECT_EQ(lanes, l);
+        for (size_t i = 0; i < init.size(); i++) EXPECT_EQ(fin[i], init[i]);
+        // Without the final states asked for, they must be 2^15: not here.
+        if (n > 0) {
+          EXPECT_FALSE(DecodeOrder0(s, n, out.data(), &scratch, nullptr, nullptr, nullptr,
+                                    nullptr, compact).ok());
+        }
+        // Read with the other state form, the stream fails or decodes other bytes.
+        Status other = DecodeOrder0(s, n, out.data(), &scratch, nullptr, nullptr, fin, &lanes,
+                                    !compact);
+        if (other.ok() && n > 0) {
+          bool same = out == sym;
+          for (size_t i = 0; i < init.size(); i++) same = same && fin[i] == init[i];
+          EXPECT_FALSE(same);
+        }
+      }
+}
+
 }  // namespace
 }  // namespace pstore::rans2
