@@ -529,10 +529,11 @@ Status CheckCarryPair(const ParsedFrame& p) {
     if ((c0 && j != 0) || (c1 && j != 1))
       return Status::Corruption("chunk frame has a carrying coder on the wrong stream");
   }
-  if (p.nstreams >= 2 &&
-      (p.coders[0] == Coder::kRans2Carry) != (p.coders[1] == Coder::kBitsTail))
-    return Status::Corruption("chunk frame has half a carrying pair");
-  if (p.nstreams >= 2 && p.coders[0] == Coder::kRans2Carry && CarryWidth(p.transform) == 0)
+  const bool c0 = p.coders[0] == Coder::kRans2Carry;
+  const bool c1 = p.nstreams >= 2 && p.coders[1] == Coder::kBitsTail;
+  if (c0 != c1) return Status::Corruption("chunk frame has half a carrying pair");
+  if (!c0) return Status::OK();
+  if (CarryWidth(p.transform) == 0)
     return Status::Corruption("chunk frame carries values on a transform without a width");
   return Status::OK();
 }

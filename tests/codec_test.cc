@@ -508,6 +508,24 @@ std::vector<size_t> PayloadOffsets(const std::string& frame, size_t raw_len) {
   return at;
 }
 
+TEST(ChunkCodec, CarryingCodersOnlyAsAPairOnStreamsZeroAndOne) {
+  ChunkDecoder dec;
+  std::vector<uint8_t> out(100);
+  // Transform 0 has one stream: rans2-carry there has no bits-tail (found by
+  // the fuzzer: it divided by the zero carry width).
+  for (uint8_t coders : {uint8_t(9), uint8_t(10)}) {
+    std::string f = {char(kFrameVersion), char(coders), char(0x40), char(0x22), char(0)};
+    EXPECT_TRUE(dec.DecodeUnchecked(f, out).IsCorruption());
+  }
+  // Planes2 (two streams, no carry width): the pair is still rejected.
+  std::string f = {char(kFrameVersion | 1 << 4), char(9 | 10 << 4), char(0x40), char(0)};
+  EXPECT_TRUE(dec.DecodeUnchecked(f, out).IsCorruption());
+  // F32 (four streams): the pair on streams 2 and 3 is rejected.
+  std::vector<uint8_t> out4(400);
+  std::string g = {char(kFrameVersion | 6 << 4), char(0), char(9 | 10 << 4), char(0x40), char(0)};
+  EXPECT_TRUE(dec.DecodeUnchecked(g, out4).IsCorruption());
+}
+
 TEST(ChunkCodec, CarriedValuesRoundTripAtEveryLaneCount) {
   // Lengths around each lane-count step of the dense profile, and the
   // smallest streams that can carry (5 values of 6 bits for one lane).
