@@ -15,7 +15,6 @@
 #include <cstring>
 
 #include "pager/ofd_lock.h"
-#include "store/readahead.h"
 #include "store/rocks.h"
 
 namespace pstore {
@@ -703,14 +702,13 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   return Status::OK();
 }
 
-void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots, uint64_t window) {
+void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots) {
   auto self = shared_from_this();
   {
     std::lock_guard<std::mutex> l(prefetch_mu_);
     prefetch_pending_++;
   }
-  pager_->pool_->Submit([self, items = std::move(items), slots, window] {
-    ReadaheadScope readahead(window);
+  pager_->pool_->Submit([self, items = std::move(items), slots] {
     // Slots resident or being loaded by someone else are left alone.
     Status st = Guarded([&] {
       auto mine = slots ? self->ClaimSlots(items, nullptr)
@@ -755,12 +753,12 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
     batch.push_back(slots[i]);
     batch_bytes += layout_.slots[slots[i]].bytes;
     if (batch_bytes >= kPrefetchBatchBytes) {
-      SubmitPrefetch(std::move(batch), /*slots=*/true, kBulkReadahead);
+      SubmitPrefetch(std::move(batch), /*slots=*/true);
       batch.clear();
       batch_bytes = 0;
     }
   }
-  if (!batch.empty()) SubmitPrefetch(std::move(batch), /*slots=*/true, kBulkReadahead);
+  if (!batch.empty()) SubmitPrefetch(std::move(batch), /*slots=*/true);
   file_order_prefetches_.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
@@ -802,12 +800,12 @@ void Model::PrefetchInBatches(const std::vector<uint32_t>& tensors) {
     batch.push_back(t);
     batch_bytes += manifest_->tensors[t].size;
     if (batch_bytes >= kPrefetchBatchBytes) {
-      SubmitPrefetch(std::move(batch), /*slots=*/false, 0);
+      SubmitPrefetch(std::move(batch), /*slots=*/false);
       batch.clear();
       batch_bytes = 0;
     }
   }
-  if (!batch.empty()) SubmitPrefetch(std::move(batch), /*slots=*/false, 0);
+  if (!batch.empty()) SubmitPrefetch(std::move(batch), /*slots=*/false);
 }
 
 Status Model::WaitPrefetch() {

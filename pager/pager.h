@@ -116,12 +116,10 @@ class Model : public std::enable_shared_from_this<Model> {
   // fails is unclaimed, the others are published. Returns the first error.
   Status FillSlots(const uint32_t* slots, size_t n);
   Status FillSlotsOrThrow(const uint32_t* slots, size_t n);
-  // Prefetches: batches of tensors (or of slots) for the loader threads,
-  // reading with `window` bytes of read-ahead (store/readahead.h).
+  // Prefetches: batches of tensors (or of slots) for the loader threads.
   static constexpr uint64_t kPrefetchBatchBytes = 4ull << 20;
-  static constexpr uint64_t kBulkBytes = 32ull << 20;      // a bulk load from here
-  static constexpr uint64_t kBulkReadahead = 16ull << 20;
-  void SubmitPrefetch(std::vector<uint32_t> items, bool slots, uint64_t window);
+  static constexpr uint64_t kBulkBytes = 32ull << 20;  // a bulk load from here
+  void SubmitPrefetch(std::vector<uint32_t> items, bool slots);
   // Prefetches the tensors' slots in the order their chunks sit in the
   // store's files; false (nothing done) when that order is not worth finding.
   bool PrefetchInFileOrder(const std::vector<uint32_t>& tensors);

@@ -1,7 +1,5 @@
 #include "store/rocks.h"
 
-#include "store/readahead.h"
-
 #include <rocksdb/env.h>
 #include <rocksdb/table.h>
 #include <sys/stat.h>
@@ -153,8 +151,6 @@ Result<std::unique_ptr<RocksDb>> RocksDb::OpenReadOnly(const std::string& path) 
   // Chunks of a model sit together in blob files and loads read them in
   // order: let the kernel read ahead (RocksDB advises random access by default).
   o.advise_random_on_open = false;
-  // Bulk loads read blob files ahead (store/readahead.h).
-  o.env = ReadaheadEnv();
   std::unique_ptr<RocksDb> r(new RocksDb);
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::OpenForReadOnly(o, path, Descriptors(), &r->handles_, &db);
