@@ -10,7 +10,10 @@
 //                         before each (needs root; --cold)
 //   second process        a new process opens the resident model and acquires
 //                         every tensor, touching every page  vs  a new process
-//                         that mmaps the file and touches every page
+//                         that mmaps the file and touches every page (each a
+//                         fresh exec of this program, as another service on
+//                         the host would be; timed inside it, from its start
+//                         of work, so that neither pays for exec and linking)
 //   acquire               latency of acquire (+release) of resident tensors
 // Figures are medians of the runs; the ratios are pstore over baseline.
 #include <fcntl.h>
@@ -64,30 +67,81 @@ double PreadFile(const std::string& path, const safetensors::FileHeader& h) {
   return t;
 }
 
-// Runs fn in a fresh child process and returns the seconds it reports.
-template <typename F>
-double InChild(F fn) {
+// Runs this program again as `pager_bench --child ARGS...` in a fresh
+// process and returns the seconds it prints.
+double InChild(const std::vector<std::string>& args) {
   int p[2];
   if (::pipe(p) != 0) std::abort();
   pid_t pid = ::fork();
   if (pid == 0) {
+    ::dup2(p[1], 1);
     ::close(p[0]);
-    double t = fn();
-    (void)!::write(p[1], &t, sizeof(t));
-    ::_exit(0);
+    ::close(p[1]);
+    std::vector<char*> argv;
+    static char self[] = "pager_bench", child[] = "--child";
+    argv.push_back(self);
+    argv.push_back(child);
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv("/proc/self/exe", argv.data());
+    ::_exit(127);
   }
   ::close(p[1]);
-  double t = -1;
-  (void)!::read(p[0], &t, sizeof(t));
+  char buf[64] = {};
+  ssize_t n = ::read(p[0], buf, sizeof(buf) - 1);
   ::close(p[0]);
   int status;
   ::waitpid(pid, &status, 0);
-  return t;
+  if (n <= 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "child process failed\n");
+    std::exit(1);
+  }
+  return std::atof(buf);
+}
+
+// The children: "second ROOT REF" (open the resident model, acquire every
+// tensor, touch every page) and "mmap FILE" (map the file, touch every page).
+int ChildMain(int argc, char** argv) {
+  std::string mode = argc > 2 ? argv[2] : "";
+  double t = -1;
+  uint64_t acc = 0;
+  if (mode == "second" && argc == 5) {
+    double t0 = Now();
+    auto p = Pager::Open(argv[3], PagerOptions{});
+    if (!p.ok()) return 1;
+    auto m = (*p)->OpenModel(argv[4]);
+    if (!m.ok()) return 1;
+    for (uint32_t i = 0; i < (*m)->tensor_count(); i++) {
+      auto ptr = (*m)->Acquire(i);
+      if (!ptr.ok()) return 1;
+      uint64_t n = (*m)->manifest().tensors[i].size;
+      for (uint64_t off = 0; off < n; off += 4096) acc += (*ptr)[off];
+    }
+    t = Now() - t0;
+  } else if (mode == "mmap" && argc == 4) {
+    auto h = safetensors::ReadHeader(argv[3]);
+    if (!h.ok()) return 1;
+    double t0 = Now();
+    int fd = ::open(argv[3], O_RDONLY);
+    size_t len = h->data_offset + h->data_size;
+    void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) return 1;
+    const uint8_t* p = static_cast<const uint8_t*>(m);
+    for (size_t off = h->data_offset; off < len; off += 4096) acc += p[off];
+    t = Now() - t0;
+    ::munmap(m, len);
+    ::close(fd);
+  } else {
+    return 2;
+  }
+  std::printf("%.9f %d\n", t, int(acc & 1));
+  return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "--child") return ChildMain(argc, argv);
   if (argc < 4) {
     std::fprintf(stderr,
                  "usage: pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold] [--threads N]\n");
@@ -185,36 +239,8 @@ int main(int argc, char** argv) {
   (void)full_load();
   std::vector<double> sp, mm;
   for (int r = 0; r < runs; r++) {
-    sp.push_back(InChild([&] {
-      double t0 = Now();
-      auto p = Pager::Open(root, po);
-      auto m = (*p)->OpenModel(ref);
-      if (!m.ok()) std::abort();
-      uint64_t acc = 0;
-      for (uint32_t i = 0; i < (*m)->tensor_count(); i++) {
-        auto ptr = (*m)->Acquire(i);
-        if (!ptr.ok()) std::abort();
-        uint64_t n = (*m)->manifest().tensors[i].size;
-        for (uint64_t off = 0; off < n; off += 4096) acc += (*ptr)[off];
-      }
-      double t = Now() - t0;
-      if (acc == 42) std::printf(" ");
-      return t;
-    }));
-    mm.push_back(InChild([&] {
-      double t0 = Now();
-      int fd = ::open(src.c_str(), O_RDONLY);
-      size_t len = h->data_offset + h->data_size;
-      void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
-      const uint8_t* p = static_cast<const uint8_t*>(m);
-      uint64_t acc = 0;
-      for (size_t off = h->data_offset; off < len; off += 4096) acc += p[off];
-      double t = Now() - t0;
-      if (acc == 42) std::printf(" ");
-      ::munmap(m, len);
-      ::close(fd);
-      return t;
-    }));
+    sp.push_back(InChild({"second", root, ref}));
+    mm.push_back(InChild({"mmap", src}));
   }
   std::printf("%-34s %10.1fms %10.1fms %8.2f   (baseline: mmap the file, touch every page)\n",
               "second process, every tensor", Median(sp) * 1e3, Median(mm) * 1e3,
