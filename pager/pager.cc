@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <unordered_map>
+#include <thread>
 
 #include "pager/ofd_lock.h"
 #include "store/rocks.h"
@@ -702,13 +704,92 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   return Status::OK();
 }
 
-void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots) {
+void Model::Warmer::Started() {
+  std::lock_guard<std::mutex> l(mu_);
+  started_++;
+}
+
+void Model::Warmer::Finished() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    finished_++;
+  }
+  cv_.notify_all();
+}
+
+namespace {
+// Maps [begin, end) of fd for reading (page-aligned); nullptr if it cannot.
+struct FileMap {
+  void* p = MAP_FAILED;
+  size_t len = 0;
+  FileMap(int fd, uint64_t begin, uint64_t end) {
+    static const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
+    uint64_t b = begin / page * page;
+    len = size_t(end - b);
+    p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, off_t(b));
+  }
+  ~FileMap() {
+    if (p != MAP_FAILED) ::munmap(p, len);
+  }
+  bool ok() const { return p != MAP_FAILED; }
+};
+}  // namespace
+
+void Model::Warmer::Run(const std::shared_ptr<Warmer>& self) {
+  // Nothing to do if the frames are in the OS cache already (mincore).
+  {
+    const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+    std::vector<unsigned char> resident;
+    uint64_t pages = 0, cached = 0;
+    for (const auto& ranges : batches)
+      for (const Range& r : ranges) {
+        FileMap m(fds[r.file].get(), r.begin, r.end);
+        if (!m.ok()) continue;
+        resident.resize((m.len + page - 1) / page);
+        if (::mincore(m.p, m.len, resident.data()) != 0) continue;
+        pages += resident.size();
+        for (unsigned char c : resident) cached += c & 1;
+      }
+    if (cached >= pages - pages / 16) return;
+  }
+  for (size_t b = 0; b < batches.size(); b++) {
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      // Loaders hold the warmer while their batches are queued: alone, it
+      // stops (the pager went away with batches still queued).
+      while (b >= finished_ + kAhead)
+        if (!cv_.wait_for(l, std::chrono::milliseconds(100), [&] { return b < finished_ + kAhead; }) &&
+            self.use_count() == 1)
+          return;
+      if (b < started_) continue;  // the loaders got there first
+    }
+    // Populating a mapping of the range reads it into the OS cache without
+    // copying it anywhere; its faults also keep the kernel's read-ahead of
+    // the loaders' reads going.
+    for (const Range& r : batches[b]) {
+      FileMap m(fds[r.file].get(), r.begin, r.end);
+      if (m.ok()) (void)::madvise(m.p, m.len, MADV_POPULATE_READ);
+    }
+  }
+}
+
+void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots,
+                           std::shared_ptr<Warmer> warmer) {
   auto self = shared_from_this();
   {
     std::lock_guard<std::mutex> l(prefetch_mu_);
     prefetch_pending_++;
   }
-  pager_->pool_->Submit([self, items = std::move(items), slots] {
+  pager_->pool_->Submit([self, items = std::move(items), slots, warmer] {
+    struct Busy {
+      Warmer* w;
+      explicit Busy(Warmer* w) : w(w) {
+        if (w) w->Started();
+      }
+      ~Busy() {
+        if (w) w->Finished();
+      }
+    } busy(warmer.get());
     // Slots resident or being loaded by someone else are left alone.
     Status st = Guarded([&] {
       auto mine = slots ? self->ClaimSlots(items, nullptr)
@@ -747,18 +828,41 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
   for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
   std::stable_sort(order.begin(), order.end(),
                    [&](uint32_t a, uint32_t b) { return places[a] < places[b]; });
-  std::vector<uint32_t> batch;
-  uint64_t batch_bytes = 0;
+  // The blob files, opened for the warmer (one that cannot be opened is not
+  // warmed).
+  auto warmer = std::make_shared<Warmer>();
+  std::unordered_map<uint64_t, uint32_t> file_index;
+  for (const auto& [number, path] : view.BlobFilePaths()) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) continue;
+    file_index[number] = uint32_t(warmer->fds.size());
+    warmer->fds.push_back(std::move(fd));
+  }
+  // Batches of about 4 MiB of slots, in file order, and the ranges of the
+  // blob files each reads (frames less than 256 KiB apart share one).
+  constexpr uint64_t kGap = 256 << 10;
+  std::vector<std::vector<uint32_t>> batches;
+  uint64_t batch_bytes = kPrefetchBatchBytes;
   for (uint32_t i : order) {
-    batch.push_back(slots[i]);
-    batch_bytes += layout_.slots[slots[i]].bytes;
     if (batch_bytes >= kPrefetchBatchBytes) {
-      SubmitPrefetch(std::move(batch), /*slots=*/true);
-      batch.clear();
+      batches.emplace_back();
+      warmer->batches.emplace_back();
       batch_bytes = 0;
     }
+    batches.back().push_back(slots[i]);
+    batch_bytes += layout_.slots[slots[i]].bytes;
+    const StoreView::ChunkPlace& p = places[i];
+    auto f = file_index.find(p.file);
+    if (f == file_index.end() || p.size == 0) continue;  // in the index, or unknown
+    auto& ranges = warmer->batches.back();
+    if (!ranges.empty() && ranges.back().file == f->second && p.offset >= ranges.back().begin &&
+        p.offset <= ranges.back().end + kGap)
+      ranges.back().end = std::max(ranges.back().end, p.offset + p.size);
+    else
+      ranges.push_back({f->second, p.offset, p.offset + p.size});
   }
-  if (!batch.empty()) SubmitPrefetch(std::move(batch), /*slots=*/true);
+  std::thread([warmer] { warmer->Run(warmer); }).detach();
+  for (auto& b : batches) SubmitPrefetch(std::move(b), /*slots=*/true, warmer);
   file_order_prefetches_.fetch_add(1, std::memory_order_relaxed);
   return true;
 }

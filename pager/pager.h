@@ -116,10 +116,35 @@ class Model : public std::enable_shared_from_this<Model> {
   // fails is unclaimed, the others are published. Returns the first error.
   Status FillSlots(const uint32_t* slots, size_t n);
   Status FillSlotsOrThrow(const uint32_t* slots, size_t n);
+  // Reads a bulk prefetch's blob frames into the OS cache a few batches
+  // ahead of the loaders, from a thread of its own, without copying them
+  // (docs/pager.md, "Cold loads"). A hint: the loaders read through RocksDB
+  // whether it kept up or not.
+  struct Warmer {
+    static constexpr size_t kAhead = 4;  // batches
+    struct Range {
+      uint32_t file;  // into fds
+      uint64_t begin, end;
+    };
+    std::vector<UniqueFd> fds;
+    std::vector<std::vector<Range>> batches;  // in the order the loaders take them
+    // The warmer thread's loop: batch after batch, at most kAhead ahead of
+    // the loaders; nothing if the frames are mostly in the OS cache already.
+    void Run(const std::shared_ptr<Warmer>& self);
+    // A loader starts or finishes a batch.
+    void Started();
+    void Finished();
+
+   private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    size_t started_ = 0, finished_ = 0;
+  };
   // Prefetches: batches of tensors (or of slots) for the loader threads.
   static constexpr uint64_t kPrefetchBatchBytes = 4ull << 20;
   static constexpr uint64_t kBulkBytes = 32ull << 20;  // a bulk load from here
-  void SubmitPrefetch(std::vector<uint32_t> items, bool slots);
+  void SubmitPrefetch(std::vector<uint32_t> items, bool slots,
+                      std::shared_ptr<Warmer> warmer = nullptr);
   // Prefetches the tensors' slots in the order their chunks sit in the
   // store's files; false (nothing done) when that order is not worth finding.
   bool PrefetchInFileOrder(const std::vector<uint32_t>& tensors);

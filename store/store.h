@@ -29,6 +29,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <string_view>
 #include <vector>
 
@@ -102,6 +103,7 @@ class StoreView {
     static constexpr uint64_t kInline = 0, kUnknown = UINT64_MAX;
     uint64_t file = kUnknown;  // blob file number
     uint64_t offset = 0;       // of the frame in that file
+    uint64_t size = 0;         // of the frame (blob files only)
     bool operator<(const ChunkPlace& o) const {
       return file != o.file ? file < o.file : offset < o.offset;
     }
@@ -109,6 +111,8 @@ class StoreView {
   Status LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* places) const;
   // RocksDB's estimate of the number of chunks in the store.
   uint64_t EstimateChunkCount() const;
+  // The path of each blob file of the chunk family, by file number.
+  std::unordered_map<uint64_t, std::string> BlobFilePaths() const;
 
   RocksDb* db() const { return db_; }
 

@@ -1,4 +1,5 @@
 #include <rocksdb/db.h>
+#include <rocksdb/metadata.h>
 #include <rocksdb/utilities/debug.h>
 
 #include <thread>
@@ -201,10 +202,10 @@ Status StoreView::LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* place
         p.file = ChunkPlace::kInline;
       } else if (kv.type == kTypeBlobIndex && !kv.value.empty() && kv.value[0] == 1) {
         Reader r(std::string_view(kv.value).substr(1));
-        uint64_t file, offset;
-        if (r.GetVarint(&file) && r.GetVarint(&offset) && file != ChunkPlace::kInline &&
-            file != ChunkPlace::kUnknown)
-          p = {file, offset};
+        uint64_t file, offset, size;
+        if (r.GetVarint(&file) && r.GetVarint(&offset) && r.GetVarint(&size) &&
+            file != ChunkPlace::kInline && file != ChunkPlace::kUnknown)
+          p = {file, offset, size};
       }
     }
     return Status::OK();
@@ -220,6 +221,19 @@ Status StoreView::LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* place
   PSTORE_RETURN_IF_ERROR(high);
   for (auto [i, first] : repeats) places[i] = places[first];
   return Status::OK();
+}
+
+std::unordered_map<uint64_t, std::string> StoreView::BlobFilePaths() const {
+  rocksdb::ColumnFamilyMetaData md;
+  db_->db()->GetColumnFamilyMetaData(db_->chunks(), &md);
+  std::unordered_map<uint64_t, std::string> paths;
+  for (const auto& b : md.blob_files) {
+    std::string path = b.blob_file_path;
+    if (!path.empty() && path.back() != '/' && (b.blob_file_name.empty() || b.blob_file_name[0] != '/'))
+      path += '/';
+    paths[b.blob_file_number] = path + b.blob_file_name;
+  }
+  return paths;
 }
 
 uint64_t StoreView::EstimateChunkCount() const {
