@@ -25,6 +25,7 @@
 #include "store/manifest.h"
 #include "store/rocks.h"
 #include "store/store.h"
+#include "tests/test_safetensors.h"
 
 namespace pstore {
 namespace {
@@ -202,22 +203,9 @@ std::vector<std::pair<std::string, std::string>> WriteModel(const std::string& p
     ts.push_back({"layers." + std::to_string(i) + ".b", std::string(64 + i, char(i))});
   }
   for (int i = 0; i < tiny; i++) ts.push_back({"tiny." + std::to_string(i), "t" + std::to_string(i)});
-  std::string h = "{";
-  uint64_t off = 0;
-  for (size_t i = 0; i < ts.size(); i++) {
-    if (i) h += ",";
-    h += "\"" + ts[i].first + "\":{\"dtype\":\"U8\",\"shape\":[" +
-         std::to_string(ts[i].second.size()) + "],\"data_offsets\":[" + std::to_string(off) + "," +
-         std::to_string(off + ts[i].second.size()) + "]}";
-    off += ts[i].second.size();
-  }
-  h += "}";
-  while (h.size() % 8) h += ' ';
-  std::ofstream f(path, std::ios::binary);
-  uint64_t n = h.size();
-  f.write(reinterpret_cast<const char*>(&n), 8);
-  f << h;
-  for (const auto& t : ts) f << t.second;
+  std::vector<testing_util::TestTensor> file;
+  for (const auto& [name, data] : ts) file.push_back({name, "U8", {data.size()}, data});
+  testing_util::WriteSafetensors(path, file);
   return ts;
 }
 

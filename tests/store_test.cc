@@ -19,11 +19,14 @@
 #include <vector>
 
 #include "store/store.h"
+#include "tests/test_safetensors.h"
 
 namespace pstore {
 namespace {
 
 namespace fs = std::filesystem;
+using testing_util::TestTensor;
+using testing_util::WriteSafetensors;
 
 // --- helpers ------------------------------------------------------------------
 
@@ -51,12 +54,7 @@ std::string ReadAll(const std::string& path) {
   return s.str();
 }
 
-struct TestTensor {
-  std::string name;
-  std::string dtype;  // safetensors spelling
-  std::vector<uint64_t> shape;
-  std::string data;
-};
+
 
 size_t ElemSize(const std::string& dtype) {
   if (dtype == "F32" || dtype == "I32") return 4;
@@ -96,31 +94,6 @@ TestTensor MakeTensor(const std::string& name, const std::string& dtype,
   return t;
 }
 
-void WriteSafetensors(const std::string& path, const std::vector<TestTensor>& ts,
-                      const std::string& metadata = "{\"note\":\"store_test\"}") {
-  std::string h = "{\"__metadata__\":" + metadata;
-  uint64_t off = 0;
-  for (const auto& t : ts) {
-    h += ",\"" + t.name + "\":{\"dtype\":\"" + t.dtype + "\",\"shape\":[";
-    for (size_t i = 0; i < t.shape.size(); i++) {
-      if (i) h += ",";
-      h += std::to_string(t.shape[i]);
-    }
-    h += "],\"data_offsets\":[";
-    h += std::to_string(off);
-    h += ",";
-    h += std::to_string(off + t.data.size());
-    h += "]}";
-    off += t.data.size();
-  }
-  h += "}";
-  while (h.size() % 8) h += ' ';
-  std::ofstream f(path, std::ios::binary);
-  uint64_t n = h.size();
-  f.write(reinterpret_cast<const char*>(&n), 8);
-  f << h;
-  for (const auto& t : ts) f << t.data;
-}
 
 // A model with tensors of several dtypes, most larger than the 64 KiB chunk
 // size used below, one empty and one tiny.
