@@ -70,6 +70,12 @@ double PreadFile(const std::string& path, const safetensors::FileHeader& h) {
 // Runs this program again as `pager_bench --child ARGS...` in a fresh
 // process and returns the seconds it prints.
 double InChild(const std::vector<std::string>& args) {
+  // Everything the child needs is made before fork (the parent has threads).
+  std::vector<std::string> strs = {"pager_bench", "--child"};
+  strs.insert(strs.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : strs) argv.push_back(a.data());
+  argv.push_back(nullptr);
   int p[2];
   if (::pipe(p) != 0) std::abort();
   pid_t pid = ::fork();
@@ -77,12 +83,6 @@ double InChild(const std::vector<std::string>& args) {
     ::dup2(p[1], 1);
     ::close(p[0]);
     ::close(p[1]);
-    std::vector<char*> argv;
-    static char self[] = "pager_bench", child[] = "--child";
-    argv.push_back(self);
-    argv.push_back(child);
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
     ::execv("/proc/self/exe", argv.data());
     ::_exit(127);
   }
@@ -99,15 +99,18 @@ double InChild(const std::vector<std::string>& args) {
   return std::atof(buf);
 }
 
-// The children: "second ROOT REF" (open the resident model, acquire every
-// tensor, touch every page) and "mmap FILE" (map the file, touch every page).
+// The children: "second ROOT REF THREADS" (open the resident model with
+// THREADS loader threads (0: the default), acquire every tensor, touch every
+// page) and "mmap FILE" (map the file, touch every page).
 int ChildMain(int argc, char** argv) {
   std::string mode = argc > 2 ? argv[2] : "";
   double t = -1;
   uint64_t acc = 0;
-  if (mode == "second" && argc == 5) {
+  if (mode == "second" && argc == 6) {
+    PagerOptions po;
+    po.loader_threads = std::atoi(argv[5]);
     double t0 = Now();
-    auto p = Pager::Open(argv[3], PagerOptions{});
+    auto p = Pager::Open(argv[3], po);
     if (!p.ok()) return 1;
     auto m = (*p)->OpenModel(argv[4]);
     if (!m.ok()) return 1;
@@ -239,7 +242,7 @@ int main(int argc, char** argv) {
   (void)full_load();
   std::vector<double> sp, mm;
   for (int r = 0; r < runs; r++) {
-    sp.push_back(InChild({"second", root, ref}));
+    sp.push_back(InChild({"second", root, ref, std::to_string(po.loader_threads)}));
     mm.push_back(InChild({"mmap", src}));
   }
   std::printf("%-34s %10.1fms %10.1fms %8.2f   (baseline: mmap the file, touch every page)\n",

@@ -75,13 +75,18 @@ LoaderPool::LoaderPool(int threads, std::function<void()> on_idle) : on_idle_(st
     });
 }
 
-LoaderPool::~LoaderPool() {
+LoaderPool::~LoaderPool() { Stop(); }
+
+void LoaderPool::Stop() {
   {
     std::lock_guard<std::mutex> l(mu_);
     stop_ = true;
   }
   cv_.notify_all();
-  for (auto& t : threads_) t.join();
+  // Threads leave once the queue is empty, so tasks that queue more (a bulk
+  // prefetch's plan) still have them run.
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
 }
 
 void LoaderPool::Submit(std::function<void()> task) {
@@ -95,7 +100,10 @@ void LoaderPool::Submit(std::function<void()> task) {
 // --- Pager ----------------------------------------------------------------------
 
 Pager::~Pager() {
-  pool_.reset();  // finish background loads before segments go
+  // Finish background loads before segments go. The pool stays reachable
+  // while it stops: queued tasks still use it.
+  if (pool_) pool_->Stop();
+  pool_.reset();
   if (over_budget_) ::munmap(over_budget_, size_t(::sysconf(_SC_PAGESIZE)));
 }
 
@@ -756,7 +764,7 @@ void Model::Warmer::Run(const std::shared_ptr<Warmer>& self) {
     {
       std::unique_lock<std::mutex> l(mu_);
       // Loaders hold the warmer while their batches are queued: alone, it
-      // stops (the pager went away with batches still queued).
+      // stops (a batch whose task could not be queued never finishes).
       while (b >= finished_ + kAhead)
         if (!cv_.wait_for(l, std::chrono::milliseconds(100), [&] { return b < finished_ + kAhead; }) &&
             self.use_count() == 1)
@@ -773,14 +781,28 @@ void Model::Warmer::Run(const std::shared_ptr<Warmer>& self) {
   }
 }
 
-void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots,
-                           std::shared_ptr<Warmer> warmer) {
+void Model::RunInBackground(std::function<Status()> work) {
   auto self = shared_from_this();
   {
     std::lock_guard<std::mutex> l(prefetch_mu_);
     prefetch_pending_++;
   }
-  pager_->pool_->Submit([self, items = std::move(items), slots, warmer] {
+  auto finish = [self](const Status& st) {
+    std::lock_guard<std::mutex> l(self->prefetch_mu_);
+    if (!st.ok() && self->prefetch_error_.ok()) self->prefetch_error_ = st;
+    if (--self->prefetch_pending_ == 0) self->prefetch_cv_.notify_all();
+  };
+  try {
+    pager_->pool_->Submit([work = std::move(work), finish] { finish(Guarded(work)); });
+  } catch (...) {
+    finish(Status::NoSpace("out of memory while queueing a prefetch"));
+  }
+}
+
+void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots,
+                           std::shared_ptr<Warmer> warmer) {
+  // The task holds the model (self): a prefetch outlives the caller's handle.
+  RunInBackground([self = shared_from_this(), items = std::move(items), slots, warmer] {
     struct Busy {
       Warmer* w;
       explicit Busy(Warmer* w) : w(w) {
@@ -791,14 +813,9 @@ void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots,
       }
     } busy(warmer.get());
     // Slots resident or being loaded by someone else are left alone.
-    Status st = Guarded([&] {
-      auto mine = slots ? self->ClaimSlots(items, nullptr)
-                        : self->ClaimAndReserve(items.data(), items.size(), nullptr);
-      return mine.ok() ? self->FillSlots(mine->data(), mine->size()) : mine.status();
-    });
-    std::lock_guard<std::mutex> l(self->prefetch_mu_);
-    if (!st.ok() && self->prefetch_error_.ok()) self->prefetch_error_ = st;
-    if (--self->prefetch_pending_ == 0) self->prefetch_cv_.notify_all();
+    auto mine = slots ? self->ClaimSlots(items, nullptr)
+                      : self->ClaimAndReserve(items.data(), items.size(), nullptr);
+    return mine.ok() ? self->FillSlots(mine->data(), mine->size()) : mine.status();
   });
 }
 
@@ -861,7 +878,13 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
     else
       ranges.push_back({f->second, p.offset, p.offset + p.size});
   }
-  std::thread([warmer] { warmer->Run(warmer); }).detach();
+  std::thread([warmer] {
+    try {
+      warmer->Run(warmer);
+    } catch (...) {
+      // A hint: the loaders read what it did not.
+    }
+  }).detach();
   for (auto& b : batches) SubmitPrefetch(std::move(b), /*slots=*/true, warmer);
   file_order_prefetches_.fetch_add(1, std::memory_order_relaxed);
   return true;
@@ -876,21 +899,12 @@ void Model::Prefetch(const std::vector<uint32_t>& tensors) {
     return;
   }
   // A bulk load reads the chunks in the order they sit in the store's files,
-  // with the files read ahead (docs/pager.md, "Cold loads"). Finding that
-  // order takes a pass over the store's chunk index: a loader thread plans it.
-  auto self = shared_from_this();
-  {
-    std::lock_guard<std::mutex> l(prefetch_mu_);
-    prefetch_pending_++;
-  }
-  pager_->pool_->Submit([self, tensors] {
-    Status st = Guarded([&] {
-      if (!self->PrefetchInFileOrder(tensors)) self->PrefetchInBatches(tensors);
-      return Status::OK();
-    });
-    std::lock_guard<std::mutex> l(self->prefetch_mu_);
-    if (!st.ok() && self->prefetch_error_.ok()) self->prefetch_error_ = st;
-    if (--self->prefetch_pending_ == 0) self->prefetch_cv_.notify_all();
+  // with a warmer ahead of the loaders (docs/pager.md, "Cold loads"). Finding
+  // that order takes a pass over the store's chunk index: a loader thread
+  // plans it.
+  RunInBackground([self = shared_from_this(), tensors] {
+    if (!self->PrefetchInFileOrder(tensors)) self->PrefetchInBatches(tensors);
+    return Status::OK();
   });
 }
 

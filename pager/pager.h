@@ -69,6 +69,8 @@ class LoaderPool {
   LoaderPool(int threads, std::function<void()> on_idle);
   ~LoaderPool();
   void Submit(std::function<void()> task);
+  // Runs what is queued (and what that queues), then joins the threads.
+  void Stop();
   // Marks activity (loads by any thread), so on_idle runs after it settles.
   void Touch() { dirty_.store(true, std::memory_order_relaxed); }
   int threads() const { return int(threads_.size()); }
@@ -83,6 +85,9 @@ class LoaderPool {
   std::vector<std::thread> threads_;
 };
 
+// One model version opened by a Pager. It refers to its Pager: release every
+// Model (and wait for its prefetches) before destroying the Pager. (The C API
+// keeps a store open while any of its models is.)
 class Model : public std::enable_shared_from_this<Model> {
  public:
   ~Model();
@@ -145,6 +150,9 @@ class Model : public std::enable_shared_from_this<Model> {
   static constexpr uint64_t kBulkBytes = 32ull << 20;  // a bulk load from here
   void SubmitPrefetch(std::vector<uint32_t> items, bool slots,
                       std::shared_ptr<Warmer> warmer = nullptr);
+  // Runs work on a loader thread as part of the prefetches WaitPrefetch waits
+  // for; its error (or an exception, as a status) is theirs.
+  void RunInBackground(std::function<Status()> work);
   // Prefetches the tensors' slots in the order their chunks sit in the
   // store's files; false (nothing done) when that order is not worth finding.
   bool PrefetchInFileOrder(const std::vector<uint32_t>& tensors);

@@ -45,6 +45,25 @@ Offsets Compute(uint64_t page, uint64_t manifest_len, uint64_t layout_len, uint3
   return o;
 }
 
+// Whether a header describes a segment of file_size bytes as Compute lays
+// it out: every offset recomputed from the sizes, so that nothing mapped or
+// indexed from it can reach past the file.
+bool HeaderConsistent(const SegmentHeader& h, uint64_t file_size) {
+  constexpr uint64_t kMaxFile = 1ull << 48;  // sizes below this cannot overflow Compute
+  if (file_size >= kMaxFile || h.page == 0 || h.page > kHugePage || (h.page & (h.page - 1)) != 0 ||
+      h.unit_bytes == 0 || h.manifest_len > file_size || h.layout_len > file_size ||
+      h.data_bytes > file_size || h.data_bytes % h.unit_bytes != 0 ||
+      h.data_bytes / h.unit_bytes != h.nunits)
+    return false;
+  Offsets o = Compute(h.page, h.manifest_len, h.layout_len, h.nslots, h.nunits, h.ntensors,
+                      h.data_bytes);
+  return o.manifest == h.manifest_off && o.layout == h.layout_off && o.slots == h.slots_off &&
+         o.states == h.states_off && o.refs == h.refs_off && o.units == h.units_off &&
+         o.alloc == h.alloc_off && o.attach == h.attach_off && o.pins == h.pins_off &&
+         o.pins_stride == h.pins_stride && o.data == h.data_off && o.total == h.total_bytes &&
+         h.total_bytes == file_size;
+}
+
 // Maps len bytes of fd at off at an address aligned to a huge page, so that
 // huge pages of the file can be mapped whole.
 void* MapAligned(size_t len, int prot, int fd, off_t off) {
@@ -280,10 +299,15 @@ Result<Layout> Segment::ReadLayout(const Manifest& m) const {
     return Status::Corruption("shared memory " + name_ + ": layout " + what +
                               "; remove it with `pstore ps --gc`");
   };
-  const SegmentHeader& h = *hdr_;
-  const char* p = reinterpret_cast<const char*>(base_ + h.layout_off);
+  // The header as it was checked when mapped (HeaderConsistent), copied so
+  // that nothing below reads a field twice.
+  SegmentHeader h;
+  std::memcpy(static_cast<void*>(&h), hdr_, sizeof(h));
   LayoutPrefix pre;
-  if (h.layout_len < sizeof(pre)) return bad("truncated");
+  if (h.layout_len < sizeof(pre) || h.layout_off > header_len_ ||
+      h.layout_len > header_len_ - h.layout_off)
+    return bad("truncated");
+  const char* p = reinterpret_cast<const char*>(base_ + h.layout_off);
   std::memcpy(&pre, p, sizeof(pre));
   p += sizeof(pre);
   if (h.layout_len != sizeof(pre) + uint64_t(pre.nslots) * sizeof(Slot) +
@@ -293,8 +317,7 @@ Result<Layout> Segment::ReadLayout(const Manifest& m) const {
     return bad("of the wrong size");
   if (pre.page != h.page || pre.unit != h.unit_bytes || pre.data_bytes != h.data_bytes ||
       pre.nslots != h.nslots || pre.nunits != h.nunits || pre.ntensors != h.ntensors ||
-      pre.ntensors != m.tensors.size() || pre.unit == 0 ||
-      pre.data_bytes != uint64_t(pre.nunits) * pre.unit)
+      pre.ntensors != m.tensors.size())
     return bad("does not match the header");
   Layout l;
   l.page = pre.page;
@@ -305,27 +328,59 @@ Result<Layout> Segment::ReadLayout(const Manifest& m) const {
   Take(&p, pre.npieces, &l.pieces);
   Take(&p, pre.ntensors, &l.tensors);
   if (l.Fingerprint() != h.fingerprint) return bad("does not match its fingerprint");
-  // Every index and range in bounds, so that no later use can stray.
-  for (const Slot& s : l.slots)
-    if (s.offset + s.bytes > l.data_bytes || s.first_piece + uint64_t(s.npieces) > l.pieces.size() ||
-        s.first_tensor + uint64_t(s.ntensors) > l.tensors.size())
+  // Every index and range in bounds, so that no later use can stray; the
+  // comparisons are written so that they cannot overflow.
+  auto within = [](uint64_t first, uint64_t count, uint64_t size) {
+    return first <= size && count <= size - first;
+  };
+  uint64_t prev_end = 0;
+  for (size_t i = 0; i < l.slots.size(); i++) {
+    const Slot& s = l.slots[i];
+    const SlotInfo& si = slots_[i];
+    if (s.bytes == 0 || s.offset % l.page != 0 || s.bytes % l.page != 0 || s.offset < prev_end ||
+        !within(s.offset, s.bytes, l.data_bytes) || s.npieces == 0 ||
+        !within(s.first_piece, s.npieces, l.pieces.size()) ||
+        !within(s.first_tensor, s.ntensors, l.tensors.size()))
       return bad("has a slot out of range");
-  for (const Unit& u : l.units)
-    if (u.first_slot + uint64_t(u.nslots) > l.slots.size() || u.used_bytes > l.unit)
+    if (si.offset != s.offset || si.bytes != s.bytes || si.first_tensor != s.first_tensor ||
+        si.ntensors != s.ntensors)
+      return bad("does not match the segment's slot table");
+    prev_end = s.offset + s.bytes;
+    for (uint32_t k = 0; k < s.npieces; k++) {
+      const SlotPiece& pc = l.pieces[s.first_piece + k];
+      if (pc.chunk >= m.chunks.size() || pc.tensor >= l.tensors.size() ||
+          uint64_t(pc.offset) + pc.len > s.bytes)
+        return bad("has a piece out of its slot");
+    }
+  }
+  for (size_t u = 0; u < l.units.size(); u++) {
+    const Unit& un = l.units[u];
+    const UnitInfo& ui = units_[u];
+    if (!within(un.first_slot, un.nslots, l.slots.size()) || un.used_bytes > l.unit)
       return bad("has a unit out of range");
+    if (ui.first_slot != un.first_slot || ui.nslots != un.nslots || ui.used_bytes != un.used_bytes)
+      return bad("does not match the segment's unit table");
+  }
   for (const SlotPiece& pc : l.pieces)
     if (pc.chunk >= m.chunks.size() || pc.tensor >= l.tensors.size())
       return bad("has a piece out of range");
-  for (size_t s = 0; s < l.slots.size(); s++)
-    for (uint32_t k = 0; k < l.slots[s].npieces; k++) {
-      const SlotPiece& pc = l.pieces[l.slots[s].first_piece + k];
-      if (uint64_t(pc.offset) + pc.len > l.slots[s].bytes) return bad("has a piece out of its slot");
-    }
   for (size_t t = 0; t < l.tensors.size(); t++) {
     const TensorPlace& tp = l.tensors[t];
-    if (tp.first_slot + uint64_t(tp.nslots) > l.slots.size() ||
-        tp.offset + m.tensors[t].size > l.data_bytes)
+    const uint64_t size = m.tensors[t].size;
+    if (!within(tp.first_slot, tp.nslots, l.slots.size()) || (tp.nslots == 0) != (size == 0) ||
+        !within(tp.offset, size, l.data_bytes))
       return bad("places a tensor out of range");
+    if (tp.nslots == 0) continue;
+    // Its slots follow each other and cover it.
+    const Slot& first = l.slots[tp.first_slot];
+    const Slot& last = l.slots[tp.first_slot + tp.nslots - 1];
+    for (uint32_t k = 1; k < tp.nslots; k++) {
+      const Slot& a = l.slots[tp.first_slot + k - 1];
+      if (l.slots[tp.first_slot + k].offset != a.offset + a.bytes)
+        return bad("places a tensor in slots with gaps");
+    }
+    if (tp.offset < first.offset || tp.offset + size > last.offset + last.bytes)
+      return bad("places a tensor outside its slots");
   }
   return l;
 }
@@ -349,10 +404,33 @@ Result<std::unique_ptr<Segment>> Segment::AttachExisting(const std::string& name
   return s;
 }
 
+Status Segment::CheckTables(const SegmentHeader& h) const {
+  // Every slot within the data region and every index within its table, so
+  // that eviction and reaping, which index by them, cannot stray.
+  for (uint32_t i = 0; i < h.nslots; i++) {
+    const SlotInfo& si = slots_[i];
+    if (si.bytes == 0 || si.offset > h.data_bytes || si.bytes > h.data_bytes - si.offset ||
+        si.first_tensor > h.ntensors || si.ntensors > h.ntensors - si.first_tensor)
+      return Status::Corruption("shared memory " + name_ + " has a slot out of range");
+  }
+  for (uint32_t u = 0; u < h.nunits; u++) {
+    const UnitInfo& ui = units_[u];
+    if (ui.first_slot > h.nslots || ui.nslots > h.nslots - ui.first_slot ||
+        ui.used_bytes > h.unit_bytes)
+      return Status::Corruption("shared memory " + name_ + " has a unit out of range");
+  }
+  return Status::OK();
+}
+
 Status Segment::MapAndClaim(bool) {
   SegmentHeader h;
   if (::pread(fd_.get(), &h, sizeof(h), 0) != ssize_t(sizeof(h)))
     return Status::FromErrno("read " + name_, errno);
+  struct stat st;
+  if (::fstat(fd_.get(), &st) != 0) return Status::FromErrno("stat " + name_, errno);
+  if (!HeaderConsistent(h, uint64_t(st.st_size)))
+    return Status::Corruption("shared memory " + name_ +
+                              " has an inconsistent header; remove it with `pstore ps --gc`");
   header_len_ = size_t(h.data_off);
   void* p = ::mmap(nullptr, header_len_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
   if (p == MAP_FAILED) return Status::FromErrno("map " + name_, errno);
@@ -365,6 +443,7 @@ Status Segment::MapAndClaim(bool) {
   alloc_ = reinterpret_cast<std::atomic<uint32_t>*>(base_ + h.alloc_off);
   attach_ = reinterpret_cast<AttachEntry*>(base_ + h.attach_off);
   pins_base_ = base_ + h.pins_off;
+  PSTORE_RETURN_IF_ERROR(CheckTables(h));
   if (h.data_bytes > 0) {
     p = MapAligned(h.data_bytes, PROT_READ, fd_.get(), off_t(h.data_off));
     if (p == MAP_FAILED) return Status::FromErrno("map " + name_, errno);

@@ -211,6 +211,9 @@ class Segment {
  private:
   Segment() = default;
   Status MapAndClaim(bool init_only);
+  // Checks the slot and unit tables against the header (their indices and
+  // ranges), so that eviction and reaping cannot stray on a damaged segment.
+  Status CheckTables(const SegmentHeader& h) const;
   // REQUIRES: a's liveness lock held by us. False (nothing done) when a was
   // evicting and !budget_locked.
   bool ReapLocked(uint32_t a, bool budget_locked);

@@ -184,39 +184,50 @@ Status StoreView::LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* place
   // a compression byte). Entries come newest first for each key. Keys are
   // hashes, so the key space splits into even halves, scanned on two threads.
   auto scan = [&](std::string_view begin, std::string_view end) -> Status {
-    std::vector<rocksdb::KeyVersion> all;
-    rocksdb::Status s = rocksdb::GetAllKeyVersions(
-        db_->db(), db_->chunks(), rocksdb::Slice(begin.data(), begin.size()),
-        rocksdb::Slice(end.data(), end.size()), SIZE_MAX, &all);
-    if (!s.ok()) return FromRocks(s, "list chunk places");
-    constexpr int kTypeValue = 1, kTypeBlobIndex = 17;
-    std::string_view last;
-    for (const rocksdb::KeyVersion& kv : all) {
-      if (kv.user_key.size() != 16 || kv.user_key == last) continue;  // only the newest
-      last = kv.user_key;
-      auto key = ChunkKey::FromBytes(kv.user_key);
-      auto it = want.find(*key);
-      if (it == want.end()) continue;
-      ChunkPlace& p = places[it->second];
-      if (kv.type == kTypeValue) {
-        p.file = ChunkPlace::kInline;
-      } else if (kv.type == kTypeBlobIndex && !kv.value.empty() && kv.value[0] == 1) {
-        Reader r(std::string_view(kv.value).substr(1));
-        uint64_t file, offset, size;
-        if (r.GetVarint(&file) && r.GetVarint(&offset) && r.GetVarint(&size) &&
-            file != ChunkPlace::kInline && file != ChunkPlace::kUnknown)
-          p = {file, offset, size};
+    try {
+      std::vector<rocksdb::KeyVersion> all;
+      rocksdb::Status s = rocksdb::GetAllKeyVersions(
+          db_->db(), db_->chunks(), rocksdb::Slice(begin.data(), begin.size()),
+          rocksdb::Slice(end.data(), end.size()), SIZE_MAX, &all);
+      if (!s.ok()) return FromRocks(s, "list chunk places");
+      constexpr int kTypeValue = 1, kTypeBlobIndex = 17;
+      std::string_view last;
+      for (const rocksdb::KeyVersion& kv : all) {
+        if (kv.user_key.size() != 16 || kv.user_key == last) continue;  // only the newest
+        last = kv.user_key;
+        auto key = ChunkKey::FromBytes(kv.user_key);
+        auto it = want.find(*key);
+        if (it == want.end()) continue;
+        ChunkPlace& p = places[it->second];
+        if (kv.type == kTypeValue) {
+          p.file = ChunkPlace::kInline;
+        } else if (kv.type == kTypeBlobIndex && !kv.value.empty() && kv.value[0] == 1) {
+          Reader r(std::string_view(kv.value).substr(1));
+          uint64_t file, offset, size;
+          if (r.GetVarint(&file) && r.GetVarint(&offset) && r.GetVarint(&size) &&
+              file != ChunkPlace::kInline && file != ChunkPlace::kUnknown)
+            p = {file, offset, size};
+        }
       }
+      return Status::OK();
+    } catch (const std::bad_alloc&) {
+      return Status::NoSpace("out of memory while listing chunk places");
+    } catch (...) {
+      return Status::Internal("listing chunk places failed");
     }
-    return Status::OK();
   };
   // The low half ends at 7f ff .. ff (inclusive), the high half starts at 80.
   std::string low_end(16, '\xff');
   low_end[0] = '\x7f';
-  Status high;
-  std::thread t([&] { high = scan(std::string_view("\x80", 1), {}); });
-  Status low = scan({}, low_end);
-  t.join();
+  Status high, low;
+  std::thread t;
+  try {
+    t = std::thread([&] { high = scan(std::string_view("\x80", 1), {}); });
+  } catch (...) {
+    high = scan(std::string_view("\x80", 1), {});  // no thread to be had: here
+  }
+  low = scan({}, low_end);  // does not throw, so t is always joined
+  if (t.joinable()) t.join();
   PSTORE_RETURN_IF_ERROR(low);
   PSTORE_RETURN_IF_ERROR(high);
   for (auto [i, first] : repeats) places[i] = places[first];

@@ -12,7 +12,10 @@
 #include <rocksdb/db.h>
 #include <rocksdb/metadata.h>
 
+#include <cstddef>
+#include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <random>
 #include <string>
@@ -112,7 +115,11 @@ class SegmentLayout : public ::testing::Test {
     bytes_ = m_.Serialize();
     digest_ = Manifest::DigestOf(bytes_);
     layout_ = Layout::Build(m_, uint64_t(::sysconf(_SC_PAGESIZE)));
-    store_id_ = "0123456789abcdef0123456789ab" + std::to_string(100000 + ::getpid() % 900000).substr(0, 4);
+    // A store id of this process's own: tests run in parallel processes.
+    char id[33];
+    std::random_device rd;
+    std::snprintf(id, sizeof(id), "%08x%08x%08x%08x", unsigned(::getpid()), rd(), rd(), rd());
+    store_id_ = id;
     name_ = Segment::NameFor(store_id_, digest_);
     (void)RemoveSegment(name_);
   }
@@ -163,6 +170,69 @@ TEST_F(SegmentLayout, DamagedLayoutBytesAreCorruptionNotALayout) {
     EXPECT_EQ(l.status().code(), Status::Code::kCorruption) << "byte " << at - h->layout_off;
     ASSERT_EQ(::pwrite(fd, &b, 1, off_t(at)), 1);
   }
+  EXPECT_TRUE((*creator)->ReadLayout(m_).ok());
+  ::close(fd);
+}
+
+TEST_F(SegmentLayout, AHeaderOutOfShapeIsRefusedBeforeAnythingIsMapped) {
+  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+  ASSERT_TRUE(creator.ok()) << creator.status().ToString();
+  ASSERT_TRUE(Segment::AttachResident(name_, digest_).ok());
+  int fd = ::shm_open(name_.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  for (size_t field : {offsetof(SegmentHeader, slots_off), offsetof(SegmentHeader, units_off),
+                       offsetof(SegmentHeader, pins_stride), offsetof(SegmentHeader, data_off),
+                       offsetof(SegmentHeader, layout_len)}) {
+    uint64_t v, bad = uint64_t(1) << 62;
+    ASSERT_EQ(::pread(fd, &v, 8, off_t(field)), 8);
+    ASSERT_EQ(::pwrite(fd, &bad, 8, off_t(field)), 8);
+    EXPECT_FALSE(Segment::AttachResident(name_, digest_).ok()) << field;
+    EXPECT_EQ(Segment::AttachExisting(name_).status().code(), Status::Code::kCorruption) << field;
+    ASSERT_EQ(::pwrite(fd, &v, 8, off_t(field)), 8);
+  }
+  // A slot table entry out of range, which eviction would index by.
+  uint64_t huge = ~0ull - 4095;
+  ASSERT_EQ(::pwrite(fd, &huge, 8, off_t((*creator)->header()->slots_off)), 8);
+  EXPECT_EQ(Segment::AttachExisting(name_).status().code(), Status::Code::kCorruption);
+  ::close(fd);
+}
+
+TEST_F(SegmentLayout, ALayoutOutOfRangeIsRefusedEvenWithItsFingerprint) {
+  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+  ASSERT_TRUE(creator.ok()) << creator.status().ToString();
+  const SegmentHeader* h = (*creator)->header();
+  const uint64_t layout_off = h->layout_off;
+  int fd = ::shm_open(name_.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  // Writes a layout (and its fingerprint, as a peer would) into the segment.
+  auto put = [&](const Layout& l) {
+    std::string b = Segment::LayoutBytes(l);
+    ASSERT_EQ(::pwrite(fd, b.data(), b.size(), off_t(layout_off)), ssize_t(b.size()));
+    uint64_t fp = l.Fingerprint();
+    ASSERT_EQ(::pwrite(fd, &fp, 8, off_t(offsetof(SegmentHeader, fingerprint))), 8);
+  };
+  uint32_t big = 0, empty = 0;
+  for (uint32_t t = 0; t < m_.tensors.size(); t++) {
+    if (m_.tensors[t].size > 4096) big = t;
+    if (m_.tensors[t].size == 0) empty = t;
+  }
+  std::vector<std::pair<const char*, std::function<void(Layout*)>>> cases = {
+      {"slot past the end", [](Layout* l) { l->slots[0].offset = ~0ull - 4095; }},
+      {"empty slot", [](Layout* l) { l->slots[0].bytes = 0; }},
+      {"slot without pieces", [](Layout* l) { l->slots[0].npieces = 0; }},
+      {"tensor without slots", [&](Layout* l) { l->tensors[big].nslots = 0; }},
+      {"tensor past its slots", [&](Layout* l) { l->tensors[big].offset += 4096; }},
+      {"slots for an empty tensor", [&](Layout* l) { l->tensors[empty].nslots = 1; }},
+      {"piece past its slot", [](Layout* l) { l->pieces[0].offset = 1u << 30; }},
+      {"unit past the slots", [](Layout* l) { l->units[0].first_slot = ~0u; }},
+  };
+  for (auto& [what, damage] : cases) {
+    Layout l = layout_;
+    damage(&l);
+    put(l);
+    EXPECT_EQ((*creator)->ReadLayout(m_).status().code(), Status::Code::kCorruption) << what;
+  }
+  put(layout_);
   EXPECT_TRUE((*creator)->ReadLayout(m_).ok());
   ::close(fd);
 }
