@@ -392,5 +392,28 @@ TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
   (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
 }
 
+TEST(BulkPrefetch, APagerClosedWithPrefetchesQueuedFinishesThemFirst) {
+  TempStore dir;
+  std::string src = dir.path() + "/m.safetensors";
+  WriteModel(src, 20, 2000000, 3);
+  {
+    auto w = StoreWriter::Open(dir.path() + "/s", false);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    ASSERT_TRUE((*w)->Import(src, {"m", "1"}, ImportOptions{}).ok());
+  }
+  auto pager = Pager::Open(dir.path() + "/s", PagerOptions{});
+  ASSERT_TRUE(pager.ok()) << pager.status().ToString();
+  auto model = (*pager)->OpenModel("m:1");
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  std::string seg = Segment::NameFor((*pager)->store_id(), (*model)->digest());
+  std::vector<uint32_t> all((*model)->tensor_count());
+  for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
+  (*model)->Prefetch(all);  // the plan and its batches are queued
+  pager->reset();           // runs them all before the loaders stop
+  EXPECT_EQ((*model)->Stats().bytes_decoded, (*model)->manifest().TotalBytes());
+  model->reset();
+  (void)RemoveSegment(seg);
+}
+
 }  // namespace
 }  // namespace pstore
