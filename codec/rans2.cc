@@ -8,6 +8,7 @@
 
 #include "codec/bitio.h"
 #include "codec/rans2_decode.h"
+#include "common/target.h"
 
 namespace pstore::rans2 {
 namespace {
@@ -460,7 +461,7 @@ namespace {
 
 // Entry per slot: symbol (8 bits) | freq-1 (12 bits) | slot - cum (12 bits).
 // Written 8 entries at a time: d must have 8 spare entries past 2^P.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void BuildDecodeTable(
+PSTORE_TARGET_CLONES("avx512f", "avx2", "default") void BuildDecodeTable(
     const Table& t, int prob_bits, uint32_t* d) {
   const uint32_t scale = 1u << prob_bits;
   if (t.nsym == 0) {
@@ -688,7 +689,7 @@ double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bo
 }
 
 namespace {
-__attribute__((target_clones("avx2", "default"))) void Interleave(
+PSTORE_TARGET_CLONES("avx2", "default") void Interleave(
     const uint8_t* __restrict lo, const uint8_t* __restrict hi, size_t n, uint8_t* __restrict out) {
   for (size_t i = 0; i < n; i++) {
     out[2 * i] = lo[i];

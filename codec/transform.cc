@@ -1,4 +1,5 @@
 #include "codec/transform.h"
+#include "common/target.h"
 
 #include <algorithm>
 #include <cstring>
@@ -7,7 +8,7 @@ namespace pstore {
 
 // Hot loops are compiled twice, for AVX2 and for the baseline, and picked at
 // load time.
-#define PSTORE_CLONES __attribute__((target_clones("avx2", "default")))
+#define PSTORE_CLONES PSTORE_TARGET_CLONES("avx2", "default")
 
 std::optional<TransformInfo> GetTransformInfo(Transform t) {
   switch (t) {

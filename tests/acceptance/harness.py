@@ -10,6 +10,7 @@ PSTORE_BIN (the pstore command) and MAKE_MODEL (tests/tools/make_model).
 Python 3 standard library only.
 """
 
+import glob
 import hashlib
 import json
 import os
@@ -209,6 +210,27 @@ def _on_signal(signum, _frame):
     raise SystemExit(f"stopped by signal {signum}")
 
 
+def _remove_shared_memory(work):
+    """Unlinks /dev/shm objects of the stores made under work (segments and budget
+    files outlive their processes by design; the test's stores do not)."""
+    ids = set()
+    for dirpath, _dirs, files in os.walk(work):
+        if "ID" in files:
+            try:
+                with open(os.path.join(dirpath, "ID")) as f:
+                    ids.add(f.read().strip())
+            except OSError:
+                pass
+    for store_id in ids:
+        if not store_id:
+            continue
+        for name in glob.glob(f"/dev/shm/pstore-{store_id}-*"):
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+
+
 def run_test(name, body):
     """Runs body(work_dir); prints the verdict and exits with the test's code."""
     signal.signal(signal.SIGTERM, _on_signal)
@@ -233,6 +255,7 @@ def run_test(name, body):
                 fn()
             except BaseException:
                 log(f"cleanup step failed:\n{traceback.format_exc()}")
+        _remove_shared_memory(work)
         shutil.rmtree(work, ignore_errors=True)
     sys.stdout.flush()
     os._exit(code)
