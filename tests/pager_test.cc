@@ -246,8 +246,21 @@ class TempStore {
     if (char* p = ::mkdtemp(tmpl)) path_ = p;
   }
   ~TempStore() {
+    if (path_.empty()) return;
+    // The shared memory of stores made here (a store's budget file outlives
+    // its processes by design; these stores do not).
     std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+    for (auto it = std::filesystem::recursive_directory_iterator(path_, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->path().filename() != "ID") continue;
+      std::ifstream f(it->path());
+      std::string id;
+      f >> id;
+      for (const auto& e : std::filesystem::directory_iterator("/dev/shm", ec))
+        if (!id.empty() && e.path().filename().string().rfind("pstore-" + id + "-", 0) == 0)
+          std::filesystem::remove(e.path(), ec);
+    }
+    std::filesystem::remove_all(path_, ec);
   }
   const std::string& path() const { return path_; }
 
