@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
 
   auto report = [&](const std::string& name, size_t stored, const std::vector<double>& enc,
                     const std::vector<double>& dec, const std::string& extra) {
-    std::printf("%-12s %8.4f %12.0f %12.0f   %s\n", name.c_str(), double(stored) / raw_total,
+    std::printf("%-12s %8.5f %12.0f %12.0f   %s\n", name.c_str(), double(stored) / raw_total,
                 raw_total / Median(enc) / 1e6, raw_total / Median(dec) / 1e6, extra.c_str());
   };
 
