@@ -831,6 +831,10 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
   std::sort(slots.begin(), slots.end());
   slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
   if (slots.empty()) return true;
+  // File order scatters a load over the segment's memory units, which is
+  // right when they all fit; under a tighter budget, tensor order keeps what
+  // is loaded together, and eviction of half-filled units does not churn.
+  if (layout_.data_bytes > pager_->budget() / 2) return false;
   if (!reader_->EnsureDb().ok()) return false;
   const StoreView& view = reader_->view();
   // Locating scans the store's whole chunk index: worth it for a good share

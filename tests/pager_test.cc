@@ -405,6 +405,35 @@ TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
   (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
 }
 
+TEST(BulkPrefetch, UnderATightBudgetLoadsInTensorOrder) {
+  TempStore dir;
+  std::string src = dir.path() + "/m.safetensors";
+  auto ts = WriteModel(src, 20, 2000000, 4);
+  {
+    auto w = StoreWriter::Open(dir.path() + "/s", false);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    ASSERT_TRUE((*w)->Import(src, {"m", "1"}, ImportOptions{}).ok());
+  }
+  PagerOptions po;
+  po.budget_bytes = 64ull << 20;  // holds the 40 MB model, but not twice
+  auto pager = Pager::Open(dir.path() + "/s", po);
+  ASSERT_TRUE(pager.ok()) << pager.status().ToString();
+  auto model = (*pager)->OpenModel("m:1");
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  std::vector<uint32_t> all((*model)->tensor_count());
+  for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
+  (*model)->Prefetch(all);
+  ASSERT_TRUE((*model)->WaitPrefetch().ok());
+  EXPECT_EQ((*model)->Stats().file_order_prefetches, 0u);
+  for (uint32_t t = 0; t < (*model)->tensor_count(); t++) {
+    auto p = (*model)->Acquire(t);
+    ASSERT_TRUE(p.ok());
+    ASSERT_EQ(std::memcmp(*p, ts[t].second.data(), ts[t].second.size()), 0) << ts[t].first;
+    ASSERT_TRUE((*model)->Release(t).ok());
+  }
+  (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
+}
+
 TEST(BulkPrefetch, APagerClosedWithPrefetchesQueuedFinishesThemFirst) {
   TempStore dir;
   std::string src = dir.path() + "/m.safetensors";
