@@ -221,7 +221,6 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
     model->layout_ = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
     PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_, manifest));
   }
-  model->by_name_.Build(m->tensors);
   // Pins of processes that died are gone now; what they held may be over budget.
   EnforceBudget();
   return model;
@@ -401,7 +400,12 @@ Model::~Model() {
   // Background prefetches hold a shared_ptr to the model, so none run now.
 }
 
-int64_t Model::Find(std::string_view name) const { return by_name_.Find(name); }
+int64_t Model::Find(std::string_view name) const {
+  // Built on the first lookup by name: a process that goes by index (or
+  // never looks up) does not pay for it when it opens the model.
+  std::call_once(by_name_once_, [this] { by_name_.Build(manifest_->tensors); });
+  return by_name_.Find(name);
+}
 
 void Model::Unclaim(uint32_t s) {
   std::atomic<uint32_t>& word = seg_->state(s);

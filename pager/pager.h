@@ -175,7 +175,8 @@ class Model : public std::enable_shared_from_this<Model> {
   ModelDigest digest_;
   Layout layout_;
   std::shared_ptr<Segment> seg_;
-  NameIndex by_name_;
+  mutable std::once_flag by_name_once_;
+  mutable NameIndex by_name_;  // built by the first Find
 
   std::atomic<uint64_t> acquires_{0}, hits_{0}, misses_{0}, slots_loaded_{0}, bytes_read_{0},
       bytes_decoded_{0}, load_ns_{0}, file_order_prefetches_{0};
