@@ -2,19 +2,17 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <malloc.h>
 #include <rocksdb/db.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <fcntl.h>
-#include <malloc.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <unordered_map>
 #include <thread>
+#include <unordered_map>
 
 #include "pager/ofd_lock.h"
 #include "store/rocks.h"
