@@ -9,41 +9,19 @@
 #include <zstd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "codec/chunk_codec.h"
 
 using namespace pstore;
-namespace fs = std::filesystem;
 
-namespace {
-
-struct Chunk {
-  const uint8_t* p;
-  size_t n;
-  DType dtype;
-  ChunkKey key;
-};
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
-}  // namespace
+using bench::Median;
+using bench::Now;
 
 int main(int argc, char** argv) {
   size_t chunk = 1 << 20;
@@ -54,48 +32,14 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--chunk" && i + 1 < argc) chunk = size_t(std::stoul(argv[++i])) * 1024;
     else if (a == "--runs" && i + 1 < argc) runs = std::stoi(argv[++i]);
-    else if (a == "--profiles" && i + 1 < argc) {
-      profiles.clear();
-      std::string s = argv[++i];
-      for (size_t pos = 0; pos <= s.size();) {
-        size_t c = s.find(',', pos);
-        if (c == std::string::npos) c = s.size();
-        profiles.push_back(s.substr(pos, c - pos));
-        pos = c + 1;
-      }
-    } else inputs.push_back(a);
+    else if (a == "--profiles" && i + 1 < argc) profiles = bench::SplitList(argv[++i]);
+    else inputs.push_back(a);
   }
-  std::vector<std::string> files;
-  for (auto& in : inputs) {
-    if (fs::is_directory(in)) {
-      for (auto& e : fs::directory_iterator(in))
-        if (e.path().extension() == ".safetensors") files.push_back(e.path());
-    } else files.push_back(in);
-  }
-  std::sort(files.begin(), files.end());
-  std::vector<std::string> blobs;
-  std::vector<Chunk> chunks;
-  blobs.reserve(files.size());
-  size_t raw_total = 0;
-  for (auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    blobs.emplace_back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const std::string& d = blobs.back();
-    uint64_t hlen;
-    std::memcpy(&hlen, d.data(), 8);
-    auto j = nlohmann::json::parse(d.substr(8, hlen));
-    const uint8_t* base = reinterpret_cast<const uint8_t*>(d.data()) + 8 + hlen;
-    for (auto& [name, t] : j.items()) {
-      if (name == "__metadata__") continue;
-      auto dt = DTypeFromName(t["dtype"].get<std::string>());
-      size_t a = t["data_offsets"][0], b = t["data_offsets"][1];
-      for (size_t off = a; off < b; off += chunk) {
-        size_t n = std::min(chunk, b - off);
-        chunks.push_back({base + off, n, dt.value_or(DType::kU8), HashBytes(base + off, n)});
-        raw_total += n;
-      }
-    }
-  }
+  std::vector<std::string> files = bench::SafetensorsFiles(inputs);
+  bench::Corpus corpus;
+  bench::LoadCorpus(files, chunk, &corpus);
+  const std::vector<bench::CorpusChunk>& chunks = corpus.chunks;
+  const size_t raw_total = corpus.raw;
   std::printf("%zu files, %zu chunks of up to %zu KiB, %.1f MB of tensor bytes\n", files.size(),
               chunks.size(), chunk / 1024, raw_total / 1e6);
   std::printf("%-12s %8s %12s %12s   %s\n", "profile", "ratio", "enc MB/s", "dec MB/s",

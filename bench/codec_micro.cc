@@ -21,12 +21,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "codec/chunk_codec.h"
 #include "codec/rans2.h"
 #include "codec/transform.h"
@@ -36,54 +35,18 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Chunk {
-  const uint8_t* p;
-  size_t n;
-  DType dtype;
-  ChunkKey key;
-};
+using Chunk = bench::CorpusChunk;
 
-struct Corpus {
-  std::vector<std::string> blobs;
-  std::vector<Chunk> chunks;
-  size_t raw = 0;
-  size_t max_chunk = 0;
+struct Corpus : bench::Corpus {
   double zstd3_ratio = 0;
 };
 
 Corpus* g_corpus = nullptr;
 
 bool LoadCorpus(const std::string& dir, size_t chunk, Corpus* c) {
-  std::vector<std::string> files;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return false;
-  for (auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".safetensors") files.push_back(e.path());
-  std::sort(files.begin(), files.end());
-  c->blobs.reserve(files.size());
-  for (auto& f : files) {
-    std::ifstream in(f, std::ios::binary);
-    c->blobs.emplace_back((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const std::string& d = c->blobs.back();
-    if (d.size() < 8) continue;
-    uint64_t hlen;
-    std::memcpy(&hlen, d.data(), 8);
-    if (hlen > d.size() - 8) continue;
-    auto j = nlohmann::json::parse(d.substr(8, hlen), nullptr, false);
-    if (j.is_discarded()) continue;
-    const uint8_t* base = reinterpret_cast<const uint8_t*>(d.data()) + 8 + hlen;
-    for (auto& [name, t] : j.items()) {
-      if (name == "__metadata__") continue;
-      auto dt = DTypeFromName(t["dtype"].get<std::string>());
-      size_t a = t["data_offsets"][0], b = t["data_offsets"][1];
-      for (size_t off = a; off < b; off += chunk) {
-        size_t n = std::min(chunk, b - off);
-        c->chunks.push_back({base + off, n, dt.value_or(DType::kU8), HashBytes(base + off, n)});
-        c->raw += n;
-        c->max_chunk = std::max(c->max_chunk, n);
-      }
-    }
-  }
+  bench::LoadCorpus(bench::SafetensorsFiles({dir}), chunk, c);
   return !c->chunks.empty();
 }
 

@@ -20,33 +20,18 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/file_util.h"
 #include "store/formats/safetensors.h"
 #include "store/store.h"
 
 using namespace pstore;
+using bench::Median;
+using bench::Now;
 namespace fs = std::filesystem;
 
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-std::vector<std::string> Split(const std::string& s) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t c = s.find(',', pos);
-    if (c == std::string::npos) c = s.size();
-    out.push_back(s.substr(pos, c - pos));
-    pos = c + 1;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -59,8 +44,8 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
     else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (a == "--profiles" && i + 1 < argc) profiles = Split(argv[++i]);
-    else if (a == "--chunks" && i + 1 < argc) chunks = Split(argv[++i]);
+    else if (a == "--profiles" && i + 1 < argc) profiles = bench::SplitList(argv[++i]);
+    else if (a == "--chunks" && i + 1 < argc) chunks = bench::SplitList(argv[++i]);
     else dir = a;
   }
   if (dir.empty()) {

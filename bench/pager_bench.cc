@@ -31,20 +31,16 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "pager/pager.h"
 #include "store/formats/safetensors.h"
 
 using namespace pstore;
+using bench::Median;
+using bench::Now;
 
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 
 bool DropCaches() {
   ::sync();
