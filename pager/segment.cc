@@ -236,25 +236,9 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
 
 Result<std::unique_ptr<Segment>> Segment::AttachResident(const std::string& name,
                                                          const ModelDigest& digest) {
-  std::unique_ptr<Segment> s(new Segment);
-  s->name_ = name;
-  int fd = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
-  if (fd < 0) return Status::NotFound("no shared memory " + name);
-  s->fd_.Reset(fd);
-  // The creator holds the init lock until the header is complete.
-  if (!OfdLock(fd, kInitLockByte, true)) return Status::FromErrno("lock " + name, errno);
-  SegmentHeader h;
-  ssize_t n = ::pread(fd, &h, sizeof(h), 0);
-  OfdUnlock(fd, kInitLockByte);
-  struct stat st;
-  if (n != ssize_t(sizeof(h)) || h.magic != kSegmentMagic || h.ready.load() != 1 ||
-      h.layout_version != kLayoutVersion || ::fstat(fd, &st) != 0 ||
-      uint64_t(st.st_size) != h.total_bytes || h.manifest_off + h.manifest_len > h.data_off ||
-      h.layout_off + h.layout_len > h.data_off || h.data_off > h.total_bytes ||
-      std::memcmp(h.digest, digest.bytes.data(), 16) != 0)
-    return Status::NotFound("shared memory " + name + " is not a complete segment");
-  PSTORE_RETURN_IF_ERROR(s->MapAndClaim(false));
-  if (Manifest::DigestOf(s->manifest_bytes()) != digest)
+  auto s = AttachExisting(name, &digest);
+  if (!s.ok()) return Status::NotFound(s.status().message());
+  if (Manifest::DigestOf((*s)->manifest_bytes()) != digest)
     return Status::NotFound("shared memory " + name + " holds another manifest");
   return s;
 }
@@ -385,21 +369,24 @@ Result<Layout> Segment::ReadLayout(const Manifest& m) const {
   return l;
 }
 
-Result<std::unique_ptr<Segment>> Segment::AttachExisting(const std::string& name) {
+Result<std::unique_ptr<Segment>> Segment::AttachExisting(const std::string& name,
+                                                         const ModelDigest* digest) {
   std::unique_ptr<Segment> s(new Segment);
   s->name_ = name;
   int fd = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
   if (fd < 0) return Status::FromErrno("cannot open shared memory " + name, errno);
   s->fd_.Reset(fd);
+  // The creator holds the init lock until the header is complete.
   if (!OfdLock(fd, kInitLockByte, true)) return Status::FromErrno("lock " + name, errno);
   SegmentHeader h;
   ssize_t n = ::pread(fd, &h, sizeof(h), 0);
   OfdUnlock(fd, kInitLockByte);
-  struct stat st;
   if (n != ssize_t(sizeof(h)) || h.magic != kSegmentMagic || h.ready.load() != 1 ||
-      h.layout_version != kLayoutVersion || ::fstat(fd, &st) != 0 ||
-      uint64_t(st.st_size) != h.total_bytes)
+      h.layout_version != kLayoutVersion)
     return Status::Corruption("shared memory " + name + " is not a complete pstore segment");
+  if (digest && std::memcmp(h.digest, digest->bytes.data(), 16) != 0)
+    return Status::Corruption("shared memory " + name + " is of another model");
+  // MapAndClaim checks the header's sizes and offsets before mapping.
   PSTORE_RETURN_IF_ERROR(s->MapAndClaim(false));
   return s;
 }

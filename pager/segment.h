@@ -142,7 +142,9 @@ class Segment {
                                                          const ModelDigest& digest);
   // Attaches to an existing segment without knowing its manifest (for the
   // evictor and `pstore ps`): the layout is taken from the header.
-  static Result<std::unique_ptr<Segment>> AttachExisting(const std::string& name);
+  // With digest, only a segment of that model.
+  static Result<std::unique_ptr<Segment>> AttachExisting(const std::string& name,
+                                                         const ModelDigest* digest = nullptr);
   // Releases this attachment's pins and claims and frees its entry.
   ~Segment();
 
