@@ -620,6 +620,14 @@ Status Model::LoadSlots(uint32_t t) {
   }
 }
 
+bool Model::Resident(const TensorPlace& p) const {
+  // seq_cst: read after the caller's pin (the evictor checks pins after
+  // marking slots EVICTING).
+  for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++)
+    if (StateOf(seg_->state(s).load(std::memory_order_seq_cst)) != kReady) return false;
+  return true;
+}
+
 Result<const uint8_t*> Model::Acquire(uint32_t t) {
   if (t >= layout_.tensors.size()) return Status::InvalidArgument("tensor index out of range");
   acquires_.fetch_add(1, std::memory_order_relaxed);
@@ -627,13 +635,7 @@ Result<const uint8_t*> Model::Acquire(uint32_t t) {
   const TensorPlace& p = layout_.tensors[t];
   std::atomic<uint32_t>& pin = seg.pin(seg.me(), t);
   pin.fetch_add(1, std::memory_order_seq_cst);
-  bool ready = true;
-  for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++)
-    if (StateOf(seg.state(s).load(std::memory_order_seq_cst)) != kReady) {
-      ready = false;
-      break;
-    }
-  if (!ready) {
+  if (!Resident(p)) {
     Status st;
     try {
       st = LoadSlots(t);
@@ -678,10 +680,7 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   const TensorPlace& p = layout_.tensors[t];
   std::atomic<uint32_t>& pin = seg.pin(seg.me(), t);
   pin.fetch_add(1, std::memory_order_seq_cst);
-  bool ready = true;
-  for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++)
-    if (StateOf(seg.state(s).load(std::memory_order_seq_cst)) != kReady) ready = false;
-  if (ready) {
+  if (Resident(p)) {
     if (mt.size) std::memcpy(dst, seg.data() + p.offset, mt.size);
     pin.fetch_sub(1);
     hits_.fetch_add(1, std::memory_order_relaxed);

@@ -114,6 +114,8 @@ class Model : public std::enable_shared_from_this<Model> {
   friend class Pager;
   Model() = default;
   Status LoadSlots(uint32_t t);
+  // Whether every slot of a tensor is READY (call with the tensor pinned).
+  bool Resident(const TensorPlace& p) const;
   // Reads, decodes and checks slot s into shared memory. REQUIRES: s is
   // claimed (LOADING) by this process and its memory reserved.
   Status FillSlot(uint32_t s);

@@ -292,17 +292,19 @@ std::vector<std::pair<std::string, std::string>> WriteModel(const std::string& p
   return ts;
 }
 
+// Imports src as m:1 into the store at root (made if need be).
+Status ImportModel(const std::string& src, const std::string& root) {
+  PSTORE_ASSIGN_OR_RETURN(auto w, StoreWriter::Open(root, false));
+  return w->Import(src, {"m", "1"}, ImportOptions{}).status();
+}
+
 TEST(LocateChunks, PlacesEveryChunkWhereItsFrameIs) {
   TempStore dir;
   std::string src = dir.path() + "/m.safetensors";
   // Thousands of distinct tiny tensors: chunk keys all over the key space,
   // both halves of the parallel scan and the boundary between them.
   WriteModel(src, 6, 300000, 1, 3000);
-  {
-    auto w = StoreWriter::Open(dir.path() + "/s", false);
-    ASSERT_TRUE(w.ok()) << w.status().ToString();
-    ASSERT_TRUE((*w)->Import(src, {"m", "1"}, ImportOptions{}).ok());
-  }
+  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
   auto r = StoreReader::Open(dir.path() + "/s");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   const StoreView& view = (*r)->view();
@@ -358,11 +360,7 @@ TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
   std::string src = dir.path() + "/m.safetensors";
   // 40 MB: above the bulk threshold, so the prefetch goes in file order.
   auto ts = WriteModel(src, 20, 2000000, 2);
-  {
-    auto w = StoreWriter::Open(dir.path() + "/s", false);
-    ASSERT_TRUE(w.ok()) << w.status().ToString();
-    ASSERT_TRUE((*w)->Import(src, {"m", "1"}, ImportOptions{}).ok());
-  }
+  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
   auto pager = Pager::Open(dir.path() + "/s", PagerOptions{});
   ASSERT_TRUE(pager.ok()) << pager.status().ToString();
   auto model = (*pager)->OpenModel("m:1");
@@ -409,11 +407,7 @@ TEST(BulkPrefetch, UnderATightBudgetLoadsInTensorOrder) {
   TempStore dir;
   std::string src = dir.path() + "/m.safetensors";
   auto ts = WriteModel(src, 20, 2000000, 4);
-  {
-    auto w = StoreWriter::Open(dir.path() + "/s", false);
-    ASSERT_TRUE(w.ok()) << w.status().ToString();
-    ASSERT_TRUE((*w)->Import(src, {"m", "1"}, ImportOptions{}).ok());
-  }
+  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
   PagerOptions po;
   po.budget_bytes = 64ull << 20;  // holds the 40 MB model, but not twice
   auto pager = Pager::Open(dir.path() + "/s", po);
@@ -438,11 +432,7 @@ TEST(BulkPrefetch, APagerClosedWithPrefetchesQueuedFinishesThemFirst) {
   TempStore dir;
   std::string src = dir.path() + "/m.safetensors";
   WriteModel(src, 20, 2000000, 3);
-  {
-    auto w = StoreWriter::Open(dir.path() + "/s", false);
-    ASSERT_TRUE(w.ok()) << w.status().ToString();
-    ASSERT_TRUE((*w)->Import(src, {"m", "1"}, ImportOptions{}).ok());
-  }
+  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
   auto pager = Pager::Open(dir.path() + "/s", PagerOptions{});
   ASSERT_TRUE(pager.ok()) << pager.status().ToString();
   auto model = (*pager)->OpenModel("m:1");
