@@ -162,6 +162,14 @@ int main(int argc, char** argv) {
   auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
+  // Finds the tensor named by arg and acquires it; non-zero: the exit code.
+  auto acquire_named = [&](size_t* idx, const void** p) {
+    pstore_status s = pstore_model_find_tensor(w.model, arg.c_str(), idx);
+    if (s != PSTORE_OK) return Die("pstore_model_find_tensor", s);
+    s = pstore_tensor_acquire(w.model, *idx, p);
+    if (s != PSTORE_OK) return Die("pstore_tensor_acquire", s);
+    return 0;
+  };
 
   if (mode == "all" || mode == "prefix" || mode == "load" || mode == "later") {
     std::vector<size_t> held;
@@ -193,11 +201,8 @@ int main(int argc, char** argv) {
     for (size_t i : held) pstore_tensor_release(w.model, i);
   } else if (mode == "one") {
     size_t idx;
-    st = pstore_model_find_tensor(w.model, arg.c_str(), &idx);
-    if (st != PSTORE_OK) return Die("pstore_model_find_tensor", st);
     const void* p;
-    st = pstore_tensor_acquire(w.model, idx, &p);
-    if (st != PSTORE_OK) return Die("pstore_tensor_acquire", st);
+    if (int rc = acquire_named(&idx, &p)) return rc;
     w.Check(idx, p);
   } else if (mode == "walk") {
     uint64_t worst_over = 0, max_resident = 0;
@@ -228,11 +233,8 @@ int main(int argc, char** argv) {
                 max_resident, worst_over);
   } else if (mode == "pin") {
     size_t idx;
-    st = pstore_model_find_tensor(w.model, arg.c_str(), &idx);
-    if (st != PSTORE_OK) return Die("pstore_model_find_tensor", st);
     const void* p;
-    st = pstore_tensor_acquire(w.model, idx, &p);
-    if (st != PSTORE_OK) return Die("pstore_tensor_acquire", st);
+    if (int rc = acquire_named(&idx, &p)) return rc;
     std::printf("{\"ready\": true}\n");
     std::fflush(stdout);
     uint64_t checks = 0;
