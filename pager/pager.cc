@@ -727,7 +727,7 @@ void Model::Warmer::Finished() {
 }
 
 namespace {
-// Maps [begin, end) of fd for reading (page-aligned); nullptr if it cannot.
+// [begin, end) of fd mapped for reading, from the page holding begin.
 struct FileMap {
   void* p = MAP_FAILED;
   size_t len = 0;
@@ -737,6 +737,9 @@ struct FileMap {
     len = size_t(end - b);
     p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, off_t(b));
   }
+  FileMap(FileMap&& o) noexcept : p(o.p), len(o.len) { o.p = MAP_FAILED; }
+  FileMap(const FileMap&) = delete;
+  FileMap& operator=(const FileMap&) = delete;
   ~FileMap() {
     if (p != MAP_FAILED) ::munmap(p, len);
   }
@@ -745,19 +748,23 @@ struct FileMap {
 }  // namespace
 
 void Model::Warmer::Run(const std::shared_ptr<Warmer>& self) {
-  // Nothing to do if the frames are in the OS cache already (mincore).
+  // The ranges mapped once (mappings cost no memory until populated); if
+  // they are in the OS cache already (mincore), there is nothing to do.
+  std::vector<std::vector<FileMap>> maps(batches.size());
   {
     const size_t page = size_t(::sysconf(_SC_PAGESIZE));
     std::vector<unsigned char> resident;
     uint64_t pages = 0, cached = 0;
-    for (const auto& ranges : batches)
-      for (const Range& r : ranges) {
+    for (size_t b = 0; b < batches.size(); b++)
+      for (const Range& r : batches[b]) {
         FileMap m(fds[r.file].get(), r.begin, r.end);
         if (!m.ok()) continue;
         resident.resize((m.len + page - 1) / page);
-        if (::mincore(m.p, m.len, resident.data()) != 0) continue;
-        pages += resident.size();
-        for (unsigned char c : resident) cached += c & 1;
+        if (::mincore(m.p, m.len, resident.data()) == 0) {
+          pages += resident.size();
+          for (unsigned char c : resident) cached += c & 1;
+        }
+        maps[b].push_back(std::move(m));
       }
     if (cached >= pages - pages / 16) return;
   }
@@ -775,10 +782,8 @@ void Model::Warmer::Run(const std::shared_ptr<Warmer>& self) {
     // Populating a mapping of the range reads it into the OS cache without
     // copying it anywhere; its faults also keep the kernel's read-ahead of
     // the loaders' reads going.
-    for (const Range& r : batches[b]) {
-      FileMap m(fds[r.file].get(), r.begin, r.end);
-      if (m.ok()) (void)::madvise(m.p, m.len, MADV_POPULATE_READ);
-    }
+    for (const FileMap& m : maps[b]) (void)::madvise(m.p, m.len, MADV_POPULATE_READ);
+    maps[b].clear();
   }
 }
 
@@ -850,15 +855,20 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
   for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
   std::stable_sort(order.begin(), order.end(),
                    [&](uint32_t a, uint32_t b) { return places[a] < places[b]; });
-  // The blob files, opened for the warmer (one that cannot be opened is not
-  // warmed).
+  // The blob files the load reads, opened for the warmer (one that cannot be
+  // opened is not warmed).
   auto warmer = std::make_shared<Warmer>();
   std::unordered_map<uint64_t, uint32_t> file_index;
-  for (const auto& [number, path] : view.BlobFilePaths()) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) continue;
-    file_index[number] = uint32_t(warmer->fds.size());
-    warmer->fds.push_back(std::move(fd));
+  {
+    std::unordered_map<uint64_t, std::string> paths = view.BlobFilePaths();
+    for (const StoreView::ChunkPlace& p : places) {
+      auto path = paths.find(p.file);
+      if (path == paths.end() || file_index.count(p.file)) continue;
+      UniqueFd fd(::open(path->second.c_str(), O_RDONLY | O_CLOEXEC));
+      if (!fd.valid()) continue;
+      file_index[p.file] = uint32_t(warmer->fds.size());
+      warmer->fds.push_back(std::move(fd));
+    }
   }
   // Batches of about 4 MiB of slots, in file order, and the ranges of the
   // blob files each reads (frames less than 256 KiB apart share one).
@@ -883,13 +893,17 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
     else
       ranges.push_back({f->second, p.offset, p.offset + p.size});
   }
-  std::thread([warmer] {
-    try {
-      warmer->Run(warmer);
-    } catch (...) {
-      // A hint: the loaders read what it did not.
-    }
-  }).detach();
+  // A hint: without it (no thread to be had, or an error) the loaders read
+  // everything themselves.
+  try {
+    std::thread([warmer] {
+      try {
+        warmer->Run(warmer);
+      } catch (...) {
+      }
+    }).detach();
+  } catch (...) {
+  }
   for (auto& b : batches) SubmitPrefetch(std::move(b), /*slots=*/true, warmer);
   file_order_prefetches_.fetch_add(1, std::memory_order_relaxed);
   return true;
