@@ -65,13 +65,28 @@ std::vector<uint8_t> Random(size_t n, uint32_t seed) {
   return v;
 }
 
-void ExpectRoundTrip(const std::vector<uint8_t>& raw, DType t, Profile p) {
+// raw's frame with profile p.
+std::string EncodeWith(const std::vector<uint8_t>& raw, DType t, Profile p) {
   EncodeOptions opt;
   opt.profile = p;
   ChunkEncoder enc(opt);
-  ChunkDecoder dec;
   std::string frame;
   enc.Encode(raw, t, &frame);
+  return frame;
+}
+
+// frame (of any version) decodes to raw.
+void ExpectDecodesTo(const std::string& frame, const std::vector<uint8_t>& raw) {
+  ChunkDecoder dec;
+  std::vector<uint8_t> out(raw.size());
+  Status s = dec.Decode(frame, HashBytes(raw.data(), raw.size()), out);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(out, raw);
+}
+
+void ExpectRoundTrip(const std::vector<uint8_t>& raw, DType t, Profile p) {
+  ChunkDecoder dec;
+  std::string frame = EncodeWith(raw, t, p);
   std::vector<uint8_t> out(raw.size(), 0xee);
   Status s = dec.Decode(frame, HashBytes(raw.data(), raw.size()), out);
   ASSERT_TRUE(s.ok()) << s.ToString() << " dtype " << DTypeName(t) << " profile "
@@ -191,26 +206,18 @@ std::string ToVersion3(const std::string& v4, size_t raw_len) {
 }
 
 TEST(ChunkCodec, VersionThreeFramesStayReadable) {
-  ChunkDecoder dec;
   for (Profile p : kAllProfiles)
     for (DType t : {DType::kF16, DType::kBF16, DType::kF32, DType::kU8, DType::kF8_E4M3})
       for (size_t n : {size_t(0), size_t(60), size_t(70000)}) {
         auto raw = WeightLike(t, n, 6);
-        EncodeOptions opt;
-        opt.profile = p;
-        ChunkEncoder enc(opt);
-        std::string frame;
-        enc.Encode(raw, t, &frame);
+        std::string frame = EncodeWith(raw, t, p);
         auto info = InspectFrame(frame, raw.size());
         ASSERT_TRUE(info.ok());
         if (HasWindowBias(info->transform)) continue;  // not in version 3
         std::string v3 = ToVersion3(frame, raw.size());
         EXPECT_EQ(InspectFrame(v3)->version, kFrameVersion3);
         EXPECT_EQ(InspectFrame(v3)->raw_len, raw.size());
-        std::vector<uint8_t> out(raw.size());
-        Status s = dec.Decode(v3, HashBytes(raw.data(), raw.size()), out);
-        ASSERT_TRUE(s.ok()) << s.ToString();
-        EXPECT_EQ(out, raw);
+        ExpectDecodesTo(v3, raw);
         EXPECT_LT(frame.size(), v3.size());
       }
 }
@@ -256,22 +263,14 @@ TEST(ChunkCodec, WindowedTransformsRoundTripAndStayInVersionFour) {
 }
 
 TEST(ChunkCodec, VersionTwoFramesStayReadable) {
-  ChunkDecoder dec;
   for (Profile p : kAllProfiles)
     for (DType t : {DType::kF16, DType::kBF16, DType::kF32, DType::kU8, DType::kF8_E4M3}) {
       auto raw = WeightLike(t, 70000, 5);
-      EncodeOptions opt;
-      opt.profile = p;
-      ChunkEncoder enc(opt);
-      std::string frame;
-      enc.Encode(raw, t, &frame);
+      std::string frame = EncodeWith(raw, t, p);
       EXPECT_EQ(InspectFrame(frame, raw.size())->version, kFrameVersion);
       std::string v2 = ToVersion2(frame, raw.size());
       EXPECT_EQ(InspectFrame(v2)->version, kFrameVersion2);
-      std::vector<uint8_t> out(raw.size());
-      Status s = dec.Decode(v2, HashBytes(raw.data(), raw.size()), out);
-      ASSERT_TRUE(s.ok()) << s.ToString();
-      EXPECT_EQ(out, raw);
+      ExpectDecodesTo(v2, raw);
       EXPECT_LE(frame.size(), v2.size());
     }
 }
@@ -319,12 +318,8 @@ TEST(ChunkCodec, CorruptedFramesNeverYieldWrongBytes) {
   for (Profile p : kAllProfiles)
     for (DType t : {DType::kF16, DType::kBF16, DType::kF32, DType::kU8, DType::kF8_E4M3}) {
       auto raw = WeightLike(t, 40000, 11);
-      EncodeOptions opt;
-      opt.profile = p;
-      ChunkEncoder enc(opt);
       ChunkDecoder dec;
-      std::string frame;
-      enc.Encode(raw, t, &frame);
+      std::string frame = EncodeWith(raw, t, p);
       ChunkKey key = HashBytes(raw.data(), raw.size());
       std::vector<uint8_t> out(raw.size());
       std::mt19937 rng(1);
@@ -402,11 +397,7 @@ TEST(ChunkCodec, ExponentsOutsideTheClassWindowFallBackToThePlainSplit) {
       std::memcpy(&raw[w * 100], &h, 2);
     }
     for (Profile p : {Profile::kFast, Profile::kDense}) {
-      EncodeOptions opt;
-      opt.profile = p;
-      ChunkEncoder enc(opt);
-      std::string frame;
-      enc.Encode(raw, t, &frame);
+      std::string frame = EncodeWith(raw, t, p);
       auto info = InspectFrame(frame, raw.size());
       EXPECT_EQ(info->transform, w == 4 ? Transform::kF32 : Transform::kBF16);
       ExpectRoundTrip(raw, t, p);
