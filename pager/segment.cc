@@ -128,6 +128,31 @@ std::vector<std::string> ListSegments(const std::string& store_id) {
   return out;
 }
 
+namespace {
+struct LayoutPrefix {
+  uint64_t page, unit, data_bytes;
+  uint32_t nslots, nunits, npieces, ntensors;
+};
+static_assert(sizeof(LayoutPrefix) == 40);
+
+// Bytes of a layout as stored (Segment::LayoutBytes).
+uint64_t LayoutSize(uint64_t nslots, uint64_t nunits, uint64_t npieces, uint64_t ntensors) {
+  return sizeof(LayoutPrefix) + nslots * sizeof(Slot) + nunits * sizeof(Unit) +
+         npieces * sizeof(SlotPiece) + ntensors * sizeof(TensorPlace);
+}
+
+template <typename T>
+void Append(std::string* out, const std::vector<T>& v) {
+  out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+template <typename T>
+void Take(const char** p, size_t n, std::vector<T>* v) {
+  v->resize(n);
+  std::memcpy(static_cast<void*>(v->data()), *p, n * sizeof(T));
+  *p += n * sizeof(T);
+}
+}  // namespace
+
 Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const Layout& layout,
                                                  const ModelDigest& digest,
                                                  std::string_view manifest,
@@ -144,8 +169,9 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     ~Unlock() { OfdUnlock(fd, kInitLockByte); }
   } unlock{fd};
 
-  const std::string layout_bytes = LayoutBytes(layout);
-  Offsets o = Compute(layout.page, manifest.size(), layout_bytes.size(),
+  const uint64_t layout_len = LayoutSize(layout.slots.size(), layout.units.size(),
+                                         layout.pieces.size(), layout.tensors.size());
+  Offsets o = Compute(layout.page, manifest.size(), layout_len,
                       uint32_t(layout.slots.size()), uint32_t(layout.units.size()),
                       uint32_t(layout.tensors.size()), layout.data_bytes);
   struct stat st;
@@ -190,7 +216,7 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     h.manifest_off = o.manifest;
     h.manifest_len = manifest.size();
     h.layout_off = o.layout;
-    h.layout_len = layout_bytes.size();
+    h.layout_len = layout_len;
     h.unit_bytes = layout.unit;
     h.nunits = uint32_t(layout.units.size());
     h.slots_off = o.slots;
@@ -215,6 +241,7 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
       return Status::FromErrno("write shared memory " + name, errno);
     if (::pwrite(fd, manifest.data(), manifest.size(), off_t(o.manifest)) != ssize_t(manifest.size()))
       return Status::FromErrno("write shared memory " + name, errno);
+    const std::string layout_bytes = LayoutBytes(layout);
     if (::pwrite(fd, layout_bytes.data(), layout_bytes.size(), off_t(o.layout)) !=
         ssize_t(layout_bytes.size()))
       return Status::FromErrno("write shared memory " + name, errno);
@@ -243,24 +270,6 @@ Result<std::unique_ptr<Segment>> Segment::AttachResident(const std::string& name
   return s;
 }
 
-namespace {
-struct LayoutPrefix {
-  uint64_t page, unit, data_bytes;
-  uint32_t nslots, nunits, npieces, ntensors;
-};
-static_assert(sizeof(LayoutPrefix) == 40);
-
-template <typename T>
-void Append(std::string* out, const std::vector<T>& v) {
-  out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
-}
-template <typename T>
-void Take(const char** p, size_t n, std::vector<T>* v) {
-  v->resize(n);
-  std::memcpy(static_cast<void*>(v->data()), *p, n * sizeof(T));
-  *p += n * sizeof(T);
-}
-}  // namespace
 
 std::string Segment::LayoutBytes(const Layout& l) {
   LayoutPrefix pre{l.page,
@@ -270,7 +279,9 @@ std::string Segment::LayoutBytes(const Layout& l) {
                    uint32_t(l.units.size()),
                    uint32_t(l.pieces.size()),
                    uint32_t(l.tensors.size())};
-  std::string out(reinterpret_cast<const char*>(&pre), sizeof(pre));
+  std::string out;
+  out.reserve(LayoutSize(l.slots.size(), l.units.size(), l.pieces.size(), l.tensors.size()));
+  out.append(reinterpret_cast<const char*>(&pre), sizeof(pre));
   Append(&out, l.slots);
   Append(&out, l.units);
   Append(&out, l.pieces);
@@ -294,10 +305,7 @@ Result<Layout> Segment::ReadLayout(const Manifest& m) const {
   const char* p = reinterpret_cast<const char*>(base_ + h.layout_off);
   std::memcpy(&pre, p, sizeof(pre));
   p += sizeof(pre);
-  if (h.layout_len != sizeof(pre) + uint64_t(pre.nslots) * sizeof(Slot) +
-                          uint64_t(pre.nunits) * sizeof(Unit) +
-                          uint64_t(pre.npieces) * sizeof(SlotPiece) +
-                          uint64_t(pre.ntensors) * sizeof(TensorPlace))
+  if (h.layout_len != LayoutSize(pre.nslots, pre.nunits, pre.npieces, pre.ntensors))
     return bad("of the wrong size");
   if (pre.page != h.page || pre.unit != h.unit_bytes || pre.data_bytes != h.data_bytes ||
       pre.nslots != h.nslots || pre.nunits != h.nunits || pre.ntensors != h.ntensors ||
