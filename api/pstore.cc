@@ -123,6 +123,9 @@ pstore_status pstore_store_open(const char* path, const pstore_store_options* op
         return Invalid("pstore_store_open: options not filled by pstore_store_options_default");
       po.budget_bytes = opts->budget_bytes;
       po.loader_threads = opts->loader_threads;
+      // Callers built before check_shared existed pass a smaller struct.
+      if (opts->struct_size >= offsetof(pstore_store_options, check_shared) + sizeof(int))
+        po.check_shared = opts->check_shared != 0;
     }
     std::string root = path && *path ? path : pstore::DefaultStorePath();
     auto p = pstore::Pager::Open(root, po);

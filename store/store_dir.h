@@ -32,6 +32,7 @@
 namespace pstore {
 
 class RocksDb;
+struct StoreAccess;
 
 struct StoreConfig {
   uint32_t chunk_size = 256u << 10;  // bytes; a power of two from 64 KiB to 4 MiB
@@ -86,7 +87,9 @@ Result<uint64_t> ReadCurrentGeneration(const StorePaths& p);
 // The generation's SEQUENCE file records the database's last sequence number
 // it holds; its NAMES file holds names_text (every "name:tag<TAB>digest" line,
 // so readers can resolve names without opening the database).
-Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string_view names_text);
+// Its files get access's modes and group (store/store_access.h).
+Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string_view names_text,
+                                   const StoreAccess& access);
 // The last sequence number generation n holds (NotFound for generations
 // published before SEQUENCE files existed).
 Result<uint64_t> ReadGenerationSequence(const StorePaths& p, uint64_t n);
