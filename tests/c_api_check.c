@@ -6,6 +6,7 @@
  *
  * Exit 0 when every tensor matches; prints what differs otherwise. */
 #include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,20 @@ int main(int argc, char** argv) {
   pstore_store* store = NULL;
   pstore_status st = pstore_store_open(argv[1], &opts, &store);
   if (st != PSTORE_OK) return fail("pstore_store_open", st);
+  {
+    /* A caller built before check_shared existed passes a smaller struct;
+     * one asking for checking passes the whole. Both open. */
+    pstore_store_options older = opts, checking = opts;
+    older.struct_size = offsetof(pstore_store_options, check_shared);
+    checking.check_shared = 1;
+    pstore_store* s2 = NULL;
+    st = pstore_store_open(argv[1], &older, &s2);
+    if (st != PSTORE_OK) return fail("pstore_store_open (options without check_shared)", st);
+    pstore_store_close(s2);
+    st = pstore_store_open(argv[1], &checking, &s2);
+    if (st != PSTORE_OK) return fail("pstore_store_open (check_shared)", st);
+    pstore_store_close(s2);
+  }
   pstore_model* model = NULL;
   st = pstore_model_open(store, argv[2], &model);
   if (st != PSTORE_OK) return fail("pstore_model_open", st);
