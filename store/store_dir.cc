@@ -249,6 +249,7 @@ Result<int> RemoveUnusedGenerations(const StorePaths& p) {
 }
 
 Result<GenerationLock> GenerationLock::AcquireCurrent(const StorePaths& p) {
+  uint64_t missing = 0;  // a generation CURRENT named that was not there
   for (int attempt = 0; attempt < 100; attempt++) {
     PSTORE_ASSIGN_OR_RETURN(uint64_t n, ReadCurrentGeneration(p));
     if (n == 0)
@@ -256,7 +257,18 @@ Result<GenerationLock> GenerationLock::AcquireCurrent(const StorePaths& p) {
     std::string readers = p.gen(n) + "/READERS";
     UniqueFd fd(::open(readers.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) {
-      if (errno == ENOENT) continue;  // replaced meanwhile: read CURRENT again
+      if (errno == ENOENT) {
+        // Replaced meanwhile: CURRENT names a newer one when read again. The
+        // same number twice, its folder gone: CURRENT itself is wrong.
+        std::error_code ec;
+        if (n == missing && !fs::exists(p.gen(n), ec))
+          return Status::Corruption("store file " + p.current_file() + " names generation " +
+                                    std::to_string(n) +
+                                    ", which does not exist; any writing command (such as "
+                                    "`pstore compact`) publishes a new generation");
+        missing = n;
+        continue;
+      }
       return Status::FromErrno("cannot open " + readers, errno);
     }
     if (::flock(fd.get(), LOCK_SH) != 0) return Status::FromErrno("cannot lock " + readers, errno);

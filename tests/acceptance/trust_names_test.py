@@ -19,7 +19,9 @@ on a fresh copy of the good NAMES file:
     do not use it, so the C API opens a's true bytes; a writing command
     (`pstore compact`) then publishes a checked NAMES file.
 After each damage, `pstore compact` publishes a good file and a reader gets
-a's bytes again. The reader is tests/tools/pager_worker, which checks every
+a's bytes again. Last, CURRENT is made to name a generation that does not
+exist: readers and verify fail with a corruption naming CURRENT (not a
+"busy" retry error), and compact publishes a new generation. The reader is tests/tools/pager_worker, which checks every
 byte it gets against the model's source file.
 
 Environment: PSTORE_BIN, MAKE_MODEL, PAGER_WORKER.
@@ -123,6 +125,23 @@ def body(work):
     # The old form: no checksum line, a:v1 pointed at b. Not trusted.
     old = "".join(f"{n}\t{d}\n" for n, d in sorted({"a:v1": b_digest, "b:v1": b_digest}.items()))
     damage_then(old.encode(), "old form without a checksum", True, None)
+
+
+    # CURRENT naming a generation that does not exist (a flipped digit).
+    cur = os.path.join(store.root, "CURRENT")
+    with open(cur) as f:
+        n = int(f.read().strip())
+    with open(cur, "w") as f:
+        f.write(f"{n + 40}\n")
+    ok, out = reader(store, "a:v1", a_src)
+    check(not ok and "corruption" in out.lower() and cur in out,
+          f"CURRENT naming a missing generation: want a corruption naming {cur}: {out}")
+    r = store.run("verify")
+    check(r.rc == EXIT_CORRUPT and cur in r.err, f"verify with a bad CURRENT: {r.describe()}")
+    store.ok("compact")
+    ok, out = reader(store, "a:v1", a_src)
+    check(ok, f"after compact the reader still fails: {out}")
+    store.verify_ok("after compact republished CURRENT")
 
 
 run_test("trust_names", body)
