@@ -31,7 +31,9 @@ Result<std::optional<NameMap>> ParseNamesFile(const std::string& path, std::stri
   size_t nl = text.find('\n');
   if (nl == std::string_view::npos) return damaged("truncated");
   auto sum = ChunkKey::FromHex(text.substr(kMagic.size(), nl - kMagic.size()));
-  if (!sum) return damaged("malformed checksum line");
+  // Exactly as written (lowercase), so that no changed byte goes unnoticed.
+  if (!sum || sum->Hex() != text.substr(kMagic.size(), nl - kMagic.size()))
+    return damaged("malformed checksum line");
   std::string_view body = text.substr(nl + 1);
   if (HashBytes(body.data(), body.size()) != *sum) return damaged("checksum mismatch");
   NameMap names;
