@@ -56,11 +56,11 @@ Status ApplyOne(const std::string& path, const struct stat& st, const StoreAcces
 
 }  // namespace
 
-Status ApplyAccess(const std::string& path, const StoreAccess& access) {
+Status ApplyAccess(const std::string& path, const StoreAccess& access, bool recursive) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno("stat " + path, errno);
   PSTORE_RETURN_IF_ERROR(ApplyOne(path, st, access));
-  if (!S_ISDIR(st.st_mode)) return Status::OK();
+  if (!recursive || !S_ISDIR(st.st_mode)) return Status::OK();
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(path, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
@@ -72,6 +72,20 @@ Status ApplyAccess(const std::string& path, const StoreAccess& access) {
     PSTORE_RETURN_IF_ERROR(ApplyOne(p, st, access));
   }
   if (ec) return Status::IOError("cannot list " + path + ": " + ec.message());
+  return Status::OK();
+}
+
+Status ApplyStoreAccess(const std::string& root, const StoreAccess& access) {
+  PSTORE_RETURN_IF_ERROR(ApplyAccess(root, access, /*recursive=*/false));
+  for (const char* name : {"ID", "config.json", "LOCK", "CURRENT", "db", "gen"}) {
+    std::string p = root + "/" + name;
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0) {
+      if (errno == ENOENT) continue;
+      return Status::FromErrno("stat " + p, errno);
+    }
+    PSTORE_RETURN_IF_ERROR(ApplyAccess(p, access));
+  }
   return Status::OK();
 }
 

@@ -31,9 +31,14 @@ struct StoreAccess {
 // numeric id; InvalidArgument naming it when no such group exists.
 Result<StoreAccess> AccessFor(const StoreConfig& config);
 
-// Sets mode and group of path and, for a folder, of everything below it
-// (symbolic links are left alone). The first failure is returned, naming the
-// file and saying what to do.
-Status ApplyAccess(const std::string& path, const StoreAccess& access);
+// Sets mode and group of path and, with recursive and path a folder, of
+// everything below it (symbolic links are left alone). The first failure is
+// returned, naming the file and saying what to do.
+Status ApplyAccess(const std::string& path, const StoreAccess& access, bool recursive = true);
+
+// ApplyAccess on the store's folder itself and on what pstore keeps in it
+// (ID, config.json, LOCK, CURRENT, db/, gen/), leaving alone anything else
+// someone put there.
+Status ApplyStoreAccess(const std::string& root, const StoreAccess& access);
 
 }  // namespace pstore

@@ -123,7 +123,7 @@ Status InitStoreDir(const StorePaths& p, const StoreConfig& config) {
   PSTORE_RETURN_IF_ERROR(WriteStoreConfig(p, config));
   fs::create_directories(p.gen_root(), ec);
   if (ec) return Status::IOError("cannot create " + p.gen_root() + ": " + ec.message());
-  PSTORE_RETURN_IF_ERROR(ApplyAccess(p.root, access));
+  PSTORE_RETURN_IF_ERROR(ApplyStoreAccess(p.root, access));
   // The ID is written last: its presence marks a complete store folder.
   PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.id_file(), id + "\n", int(access.file_mode)));
   return ApplyAccess(p.id_file(), access);

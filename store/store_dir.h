@@ -8,8 +8,11 @@
 //   STORE/gen/NNNNNNNNNN/  a published generation: a RocksDB checkpoint (hard
 //                        links to db/'s files) plus READERS, a lock file,
 //                        SEQUENCE, the database's sequence number it holds,
-//                        and NAMES, its names and their digests
+//                        and NAMES, its names and their digests, with a
+//                        checksum (store/names_file.h)
 //   STORE/CURRENT        the number of the newest generation
+//
+// Modes and group of everything here: store/store_access.h.
 //
 // Readers open CURRENT's generation read-only while holding a shared flock on
 // its READERS file; the writer deletes a generation only when it can take that

@@ -105,7 +105,7 @@ Status StoreWriter::SetConfig(const StoreConfig& c) {
   PSTORE_RETURN_IF_ERROR(WriteStoreConfig(paths_, c));
   config_ = c;
   // Every folder and file of the store, existing ones included.
-  return ApplyAccess(paths_.root, access);
+  return ApplyStoreAccess(paths_.root, access);
 }
 
 namespace {

@@ -9,7 +9,8 @@ Users without accounts: a member (uid 54321, gid 54322), a second member
    The owner reads model a, so a budget file and a segment exist (0600).
 2. `pstore config --group 54322`: every folder of the store is 02750 and
    every file 0640, all of group 54322; the existing budget file and segment
-   are 0660 of that group.
+   are 0660 of that group. A file someone else put in the store's folder is
+   left alone.
 3. The member opens a and gets the right bytes (pager_worker checks each one);
    a model imported later (a new generation) is readable by the member too.
 4. With no shared memory left, the member is the first to open the store:
@@ -99,8 +100,15 @@ def body(work):
     rc, last, err = worker(store, "a:v1", a_src, "load", MEMBER)
     check(rc != 0, "a member opened an owner-only store")
 
-    # 2. Group mode, on what exists.
+    # 2. Group mode, on what exists (and only on what is pstore's).
+    foreign = os.path.join(store.root, "notes.txt")
+    with open(foreign, "w") as f:
+        f.write("someone else's file\n")
+    os.chmod(foreign, 0o604)
     store.ok("config", "--group", str(GID))
+    check(stat.S_IMODE(os.stat(foreign).st_mode) == 0o604,
+          f"config --group changed a file that is not pstore's: {oct(os.stat(foreign).st_mode)}")
+    os.unlink(foreign)
     check_modes(store, "after config --group")
 
     # 3. Members read.
