@@ -14,8 +14,10 @@ read-only at another path inside, and /dev/shm is the host's.
 3. The container reader opens b:v1, which nobody loaded yet: it reads the
    chunks from the read-only generation, and a host reader then maps the
    container's copy without loading anything.
-4. Inside, the store really is read-only (a write fails), and nothing in the
-   store's folder changed while the container read it.
+4. A container reader that opened the store before c:v1 was imported opens
+   c:v1 afterwards and gets its bytes.
+5. Inside, the store really is read-only (a write fails), and readers change
+   nothing in the store's folder.
 
 Environment: PSTORE_BIN, MAKE_MODEL, PAGER_WORKER.
 """
@@ -105,6 +107,21 @@ def body(work):
         hb = host_b.finish(120)
         check(hb.get("chunk_loads") == 0, f"the host reader of b did not map the container's copy: {hb}")
         log("container reader loads b:v1 from the read-only store; the host maps its copy")
+
+        mid = tree_state(store.root)
+        check(mid == before, "the store's folder changed while only readers used it: "
+              f"{sorted(k for k in set(mid) | set(before) if mid.get(k) != before.get(k))[:10]}")
+        # A model imported after the container opened the store.
+        c_src = make_model(os.path.join(work, "c.safetensors"), 1, seed=23)
+        later = ContainerWorker(store.root, view, "a:v1", c_src, "later c:v1")
+        workers.append(later)
+        later.wait_for("ready", 120)
+        store.ok("import", c_src, "c:v1")
+        before = tree_state(store.root)  # the import changed it; readers must not
+        later.send("go\n")
+        lc = later.finish(120)
+        check(lc.get("mismatches") == 0, f"the container reader of c:v1: {lc}")
+        log("container reader opens a model imported after it opened the store")
 
         inside.finish(60)
         host.finish(60)
