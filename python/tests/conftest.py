@@ -225,3 +225,27 @@ def pytest_sessionfinish(session, exitstatus):
     ran = len(stats.get("passed", [])) + len(stats.get("failed", [])) + len(stats.get("error", []))
     if exitstatus == 5 or (exitstatus == 0 and ran == 0 and stats.get("skipped")):
         session.exitstatus = 77
+
+
+@pytest.fixture(scope="session")
+def combined_store(corpus, scratch):
+    """A store holding only the corpus as one model (combined:v1, 8317 tensors):
+    (store path, source file)."""
+    root = os.path.join(scratch, "combined-store")
+    src = os.path.join(corpus, "combined.safetensors")
+    pstore.import_file(src, "combined:v1", store=root)
+    return root, src
+
+
+def touch_pages(a):
+    """Reads one byte of every page of a numpy array's or torch tensor's memory."""
+    import ctypes
+    if hasattr(a, "data_ptr"):  # torch: any dtype, bfloat16 included
+        n = a.element_size() * a.numel()
+        addr = a.data_ptr()
+    else:
+        n, addr = a.nbytes, a.ctypes.data
+    if n == 0:
+        return 0
+    b = np.frombuffer((ctypes.c_char * n).from_address(addr), np.uint8)
+    return int(b[::4096].sum()) + int(b[-1])
