@@ -155,7 +155,7 @@ class Model:
         table = []
         for i in range(n):
             check(lib.pstore_model_tensor_info(h.ptr, i, ctypes.byref(info)))
-            shape = tuple(int(info.shape[k]) for k in range(info.ndim))
+            shape = tuple(info.shape[:info.ndim])
             table.append((info.name.decode(), int(info.dtype), shape, int(info.nbytes)))
         self._index = {t[0]: i for i, t in enumerate(table)}
         self._table = table
