@@ -62,3 +62,24 @@ def torch_plan(code):
     if code in _TORCH:
         return _TORCH[code]
     return numpy_dtype(code)[0], None
+
+
+_TORCH_DTYPES = None
+
+
+def torch_dtype(code):
+    """The torch dtype of a pstore dtype (as torch_plan gives, in one step)."""
+    global _TORCH_DTYPES
+    if _TORCH_DTYPES is None:
+        import torch
+        _TORCH_DTYPES = {1: torch.bool, 2: torch.uint8, 3: torch.int8, 4: torch.uint8,
+                         5: torch.uint8, 6: torch.int16, 7: torch.int16, 8: torch.float16,
+                         9: torch.bfloat16, 10: torch.int32, 11: torch.int32,
+                         12: torch.float32, 13: torch.float64, 14: torch.int64, 15: torch.int64}
+    return _TORCH_DTYPES.get(code) or _TORCH_DTYPES[2]
+
+
+def torch_itemsize(code):
+    """Bytes per element of torch_dtype(code)."""
+    d = DTYPES.get(code)
+    return d[1].itemsize if d else 1

@@ -24,6 +24,7 @@ with other calls on the same Model. Finalizers may run on any thread.
 
 import collections
 import ctypes
+import functools
 import os
 import threading
 import weakref
@@ -70,6 +71,28 @@ class _Pin:
         h = self.h
         if h.ptr and h.pid == _getpid():
             _release(h.ptr, self.i)
+
+
+class _Group:
+    """The acquires of a state_dict's tensors, released together when the last
+    of its views goes; its __array_interface__ spans them all (read-only), so
+    each view is a slice of one array instead of an array of its own."""
+
+    __slots__ = ("h", "indices", "ptr", "nbytes", "__weakref__")
+
+    def __init__(self, h):
+        self.h, self.indices, self.ptr, self.nbytes = h, [], 0, 0
+
+    @property
+    def __array_interface__(self):
+        return {"version": 3, "shape": (self.nbytes,), "typestr": "|u1",
+                "data": (self.ptr, True)}
+
+    def __del__(self, _release=lib.pstore_tensor_release, _getpid=os.getpid):
+        h = self.h
+        if h.ptr and h.pid == _getpid():
+            for i in self.indices:
+                _release(h.ptr, i)
 
 
 class _TorchBase:
@@ -152,11 +175,14 @@ class Model:
             return self._table
         n = lib.pstore_model_tensor_count(h.ptr)
         info = _capi.TensorInfo()
+        ref, get, ptr = ctypes.byref(info), lib.pstore_model_tensor_info, h.ptr
         table = []
         for i in range(n):
-            check(lib.pstore_model_tensor_info(h.ptr, i, ctypes.byref(info)))
-            shape = tuple(info.shape[:info.ndim])
-            table.append((info.name.decode(), int(info.dtype), shape, int(info.nbytes)))
+            st = get(ptr, i, ref)
+            if st != 0:
+                check(st, f"model {self._ref}: tensor {i}")
+            table.append((info.name.decode(), info.dtype, tuple(info.shape[:info.ndim]),
+                          info.nbytes))
         self._index = {t[0]: i for i, t in enumerate(table)}
         self._table = table
         return table
@@ -236,7 +262,8 @@ class Model:
     def state_dict(self, prefix=None, framework="torch"):
         """{name: view} of every tensor, or of those whose name starts with
         prefix; each a zero-copy view as torch() or numpy() gives. Loads what is
-        not resident in one bulk prefetch first."""
+        not resident in one bulk prefetch first. The views share their pins:
+        the tensors stay pinned until the last view of this state_dict goes."""
         if framework not in ("torch", "numpy"):
             raise InvalidArgument(f"framework must be 'torch' or 'numpy', not {framework!r}", 3)
         h = self._handle()
@@ -244,10 +271,74 @@ class Model:
         pick = [i for i, t in enumerate(table) if prefix is None or t[0].startswith(prefix)]
         self._prefetch_indices(h, pick)
         check(lib.pstore_model_prefetch_wait(h.ptr), f"model {self._ref}: loading failed")
-        make = self._torch if framework == "torch" else self._numpy
-        return {table[i][0]: make(h, i, *table[i]) for i in pick}
+        return self._views(h, table, pick, framework == "torch")
+
+    def _views(self, h, table, pick, as_torch):
+        """Views of the tensors pick, sharing one _Group of acquires."""
+        group = _Group(h)
+        ptrs = {}
+        ptr = ctypes.c_void_p()
+        ref = ctypes.byref(ptr)
+        acquire = lib.pstore_tensor_acquire
+        for i in pick:
+            if table[i][3] == 0:
+                continue  # empty tensors need no memory
+            st = acquire(h.ptr, i, ref)
+            if st != 0:
+                check(st, f"model {self._ref}: cannot load tensor {table[i][0]}")
+            group.indices.append(i)  # released by the group, also on an error below
+            ptrs[i] = ptr.value
+        if ptrs:
+            lo = min(ptrs.values())
+            group.ptr = lo
+            group.nbytes = max(p + table[i][3] for i, p in ptrs.items()) - lo
+        out = {}
+        if not ptrs:
+            for i in pick:  # every picked tensor is empty
+                out[table[i][0]] = self._empty(table[i], as_torch)
+            return out
+        typed = {}  # dtype code -> the span as that dtype
+        if as_torch:
+            span = torch_from_numpy(np.asarray(_TorchBase(group)))
+            for i in pick:
+                name, code, shape, nbytes = table[i]
+                if nbytes == 0:
+                    out[name] = self._empty(table[i], True)
+                    continue
+                t = typed.get(code)
+                if t is None:
+                    tdt = _dtypes.torch_dtype(code)
+                    size = _dtypes.torch_itemsize(code)
+                    t = typed[code] = (span[:group.nbytes // size * size].view(tdt), size,
+                                       _dtypes.numpy_dtype(code)[1])
+                view, size, known = t
+                if not known:
+                    shape = (nbytes,)
+                out[name] = view.as_strided(shape, _strides(shape), (ptrs[i] - lo) // size)
+        else:
+            span = np.asarray(group)
+            for i in pick:
+                name, code, shape, nbytes = table[i]
+                if nbytes == 0:
+                    out[name] = self._empty(table[i], False)
+                    continue
+                dt, known = _dtypes.numpy_dtype(code)
+                out[name] = np.ndarray(shape if known else (nbytes,), dt, span, ptrs[i] - lo)
+        return out
 
     # --- loading ----------------------------------------------------------------
+
+    @staticmethod
+    def _empty(entry, as_torch):
+        """A tensor of no bytes (it needs no memory of the model's)."""
+        name, code, shape, nbytes = entry
+        dt, known = _dtypes.numpy_dtype(code)
+        if as_torch:
+            import torch
+            return torch.empty(shape if known else (0,), dtype=_dtypes.torch_dtype(code))
+        a = np.empty(shape if known else (0,), dt)
+        a.flags.writeable = False
+        return a
 
     def _prefetch_indices(self, h, indices):
         if not indices:
@@ -296,6 +387,21 @@ class Model:
         s.struct_size = ctypes.sizeof(s)
         check(lib.pstore_model_stats_get(self._handle().ptr, ctypes.byref(s)))
         return {f: getattr(s, f) for f in _capi.MODEL_STATS_FIELDS}
+
+
+def torch_from_numpy(a):
+    import torch
+    return torch.from_numpy(a)
+
+
+@functools.lru_cache(maxsize=4096)
+def _strides(shape):
+    """Contiguous strides, in elements, of a shape."""
+    st, acc = [], 1
+    for d in reversed(shape):
+        st.append(acc)
+        acc *= d
+    return tuple(reversed(st))
 
 
 def _writable_address(out, what):
