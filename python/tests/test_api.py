@@ -2,6 +2,7 @@
 numpy and torch views, prefetch, copy_into, stats, listing, importing and the
 errors of bad calls."""
 
+import gc
 import os
 import warnings
 
@@ -94,6 +95,19 @@ def test_state_dict_prefix_and_frameworks(small_model):
         assert sorted(sub) == sorted(n for n in m.names() if n.startswith("layers.1"))
         assert all(isinstance(v, np.ndarray) for v in sub.values())
         assert m.state_dict(prefix="no.such.") == {}
+        # A state_dict's tensors stay pinned until its last view goes.
+        del sd, sub
+        gc.collect()
+        before = m.stats()["pinned_bytes"]
+        sd = m.state_dict(framework="numpy")
+        assert m.stats()["pinned_bytes"] > before
+        one = sd["layers.17.f16"][3:5]
+        del sd
+        gc.collect()
+        assert m.stats()["pinned_bytes"] > before
+        del one
+        gc.collect()
+        assert m.stats()["pinned_bytes"] == before
         with pytest.raises(pstore.InvalidArgument, match="framework"):
             m.state_dict(framework="jax")
 
