@@ -312,9 +312,13 @@ class Model:
                     t = typed[code] = (span[:group.nbytes // size * size].view(tdt), size,
                                        _dtypes.numpy_dtype(code)[1])
                 view, size, known = t
+                offset, rem = divmod(ptrs[i] - lo, size)
+                if rem:  # not aligned to its element size: a view of its own
+                    out[name] = self._torch(h, i, *table[i])
+                    continue
                 if not known:
                     shape = (nbytes,)
-                out[name] = view.as_strided(shape, _strides(shape), (ptrs[i] - lo) // size)
+                out[name] = view.as_strided(shape, _strides(shape), offset)
         else:
             span = np.asarray(group)
             for i in pick:
