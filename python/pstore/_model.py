@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _capi, _dtypes
 from ._capi import lib
-from ._errors import Closed, InvalidArgument, NotFound, check
+from ._errors import Closed, Internal, InvalidArgument, NotFound, check
 
 TensorInfo = collections.namedtuple("TensorInfo", "name dtype shape nbytes")
 TensorInfo.__doc__ = """A tensor's name, pstore dtype name ("F16", "BF16", ...), shape and size."""
@@ -181,6 +181,10 @@ class Model:
             st = get(ptr, i, ref)
             if st != 0:
                 check(st, f"model {self._ref}: tensor {i}")
+            if info.name is None or info.ndim > 64:
+                raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) fills "
+                               "pstore_tensor_info differently from this package's declaration; "
+                               "install the package and the library from one build", 9)
             table.append((info.name.decode(), info.dtype, tuple(info.shape[:info.ndim]),
                           info.nbytes))
         self._index = {t[0]: i for i, t in enumerate(table)}
