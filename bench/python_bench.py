@@ -134,7 +134,7 @@ def main():
         write_llm(llm, args.llm_gb)
     store = os.path.join(args.work, "store")
     models = [("corpus (8317 tensors)", args.combined, "corpus:1"),
-              (f"LLM-shaped BF16", llm, "llm:1")]
+              ("LLM-shaped BF16", llm, "llm:1")]
     rows = []
     for label, path, ref in models:
         r = subprocess.run([pstore_bin, "--store", store, "import", path, ref],

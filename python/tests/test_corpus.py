@@ -2,7 +2,6 @@
 bf16/: BF16), of the corpus as one model and of a sharded model equals numpy
 reading the safetensors file directly, through numpy and through torch."""
 
-import pytest
 import torch
 
 import pstore
