@@ -186,3 +186,25 @@ def test_errors_name_what_is_wrong(small_model, scratch):
         assert "m:1" in store.models()
         with store.open("m:1") as m:
             assert m.numpy("layers.0.f32").tobytes() == SafetensorsFile(src).raw("layers.0.f32")
+
+
+def test_state_dict_views_of_every_dtype_match_the_file(small_model):
+    root, ref, src = small_model
+    st = SafetensorsFile(src)
+    with pstore.Store(root) as store, store.open(ref) as m:
+        sd_t = m.state_dict()
+        sd_n = m.state_dict(framework="numpy")
+        assert {st.tensors[n]["dtype"] for n in sd_t} >= {"BOOL", "U8", "I8", "I16", "U16", "F16",
+                                                         "BF16", "I32", "U32", "F32", "F64",
+                                                         "I64", "U64", "F8_E4M3", "F8_E5M2"}
+        for name in st.tensors:
+            want = st.array(name)
+            a = sd_n[name]
+            assert a.dtype == want.dtype and a.shape == want.shape, name
+            assert a.tobytes() == want.tobytes() and not a.flags.writeable, name
+            t = sd_t[name]
+            assert t.dtype == m.torch(name).dtype and tuple(t.shape) == want.shape, name
+            raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+            assert raw.numpy().tobytes() == want.tobytes(), name
+            if t.numel():
+                assert t.data_ptr() == a.ctypes.data == m.numpy(name).ctypes.data, name
