@@ -154,6 +154,19 @@ pstore_status pstore_store_stats_get(pstore_store* store, pstore_store_stats* ou
   });
 }
 
+pstore_status pstore_store_list_models(pstore_store* store, pstore_model_visitor fn, void* ctx) {
+  return Guard([&]() -> pstore_status {
+    if (!store || !fn) return Invalid("pstore_store_list_models: NULL store or fn");
+    auto reader = store->pager->CurrentReader();
+    if (!reader.ok()) return ToC(reader.status());
+    if (pstore::Status s = (*reader)->EnsureDb(); !s.ok()) return ToC(s);
+    auto names = (*reader)->view().ListNames();
+    if (!names.ok()) return ToC(names.status());
+    for (const pstore::NameEntry& e : *names) fn(ctx, e.ref.c_str(), e.digest.Hex().c_str());
+    return PSTORE_OK;
+  });
+}
+
 pstore_status pstore_model_open(pstore_store* store, const char* ref, pstore_model** out) {
   return Guard([&]() -> pstore_status {
     if (!out) return Invalid("pstore_model_open: out is NULL");

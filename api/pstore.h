@@ -163,6 +163,18 @@ typedef struct pstore_store_stats {
 /* @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (NULL or bad struct_size). */
 PSTORE_EXPORT pstore_status pstore_store_stats_get(pstore_store* store, pstore_store_stats* out);
 
+/* Called once per name by pstore_store_list_models: ref is "name:tag",
+ * digest the model's 32 lowercase hex digits; both valid during the call only. */
+typedef void (*pstore_model_visitor)(void* ctx, const char* ref, const char* digest);
+
+/* Calls fn(ctx, ...) for every name in the store's newest generation, sorted
+ * by name. fn must not call back into pstore with this store.
+ * @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (NULL store or fn),
+ *   PSTORE_ERR_CORRUPTION, PSTORE_ERR_IO, PSTORE_ERR_NOT_FOUND (the store's
+ *   files vanished). */
+PSTORE_EXPORT pstore_status pstore_store_list_models(pstore_store* store, pstore_model_visitor fn,
+                                                     void* ctx);
+
 /* ------------------------------------------------------------------------ */
 /* Models                                                                    */
 

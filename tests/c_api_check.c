@@ -18,6 +18,18 @@ static int fail(const char* what, pstore_status st) {
   return 1;
 }
 
+/* pstore_store_list_models visitor: finds want->ref and keeps its digest. */
+struct listed {
+  const char* ref;
+  char digest[33];
+  size_t count;
+};
+static void on_model(void* ctx, const char* ref, const char* digest) {
+  struct listed* l = ctx;
+  l->count++;
+  if (strcmp(ref, l->ref) == 0) snprintf(l->digest, sizeof l->digest, "%s", digest);
+}
+
 /* Finds "name":{... "data_offsets":[a,b] ...} in the header; 0 on success. */
 static int find_offsets(const char* header, const char* name, uint64_t* a, uint64_t* b) {
   size_t n = strlen(name);
@@ -84,6 +96,21 @@ int main(int argc, char** argv) {
   if (st != PSTORE_OK) return fail("pstore_model_open", st);
   size_t n = pstore_model_tensor_count(model);
   int bad = 0;
+  /* The store lists the model under its name with the digest it opened as. */
+  struct listed l = {argv[2], "", 0};
+  st = pstore_store_list_models(store, on_model, &l);
+  if (st != PSTORE_OK) return fail("pstore_store_list_models", st);
+  if (strchr(argv[2], ':') && strcmp(l.digest, pstore_model_digest(model)) != 0) {
+    fprintf(stderr,
+            "pstore_store_list_models: %s listed with digest '%s' among %zu names; open "
+            "gave %s\n",
+            argv[2], l.digest, l.count, pstore_model_digest(model));
+    bad++;
+  }
+  if (pstore_store_list_models(NULL, on_model, &l) != PSTORE_ERR_INVALID_ARGUMENT) {
+    fprintf(stderr, "pstore_store_list_models(NULL, ...) did not fail\n");
+    bad++;
+  }
   for (size_t i = 0; i < n; i++) {
     pstore_tensor_info info;
     st = pstore_model_tensor_info(model, i, &info);
