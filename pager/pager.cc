@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -49,8 +50,22 @@ Status Guarded(F&& fn) {
 // --- LoaderPool -----------------------------------------------------------------
 
 LoaderPool::LoaderPool(int threads, std::function<void()> on_idle) : on_idle_(std::move(on_idle)) {
-  for (int i = 0; i < threads; i++)
-    threads_.emplace_back([this] {
+  for (int i = 0; i < threads; i++) {
+    try {
+      StartThread();
+    } catch (const std::system_error& e) {
+      start_status_ = Status::IOError("cannot start loader thread " + std::to_string(i + 1) +
+                                      " of " + std::to_string(threads) + " (" + e.what() +
+                                      "); ask for fewer loader threads");
+      Stop();
+      threads_.clear();
+      return;
+    }
+  }
+}
+
+void LoaderPool::StartThread() {
+  threads_.emplace_back([this] {
       for (;;) {
         std::function<void()> task;
         {
@@ -106,6 +121,7 @@ Pager::~Pager() {
 }
 
 Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerOptions& opt) {
+  PSTORE_RETURN_IF_ERROR(CheckThreads(opt.loader_threads, "loader_threads"));
   std::unique_ptr<Pager> p(new Pager);
   p->root_ = root;
   StorePaths paths{root};
@@ -137,6 +153,7 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
                                        : std::max(2, int(std::thread::hardware_concurrency()));
   Pager* raw = p.get();
   p->pool_ = std::make_unique<LoaderPool>(threads, [raw] { raw->Trim(); });
+  PSTORE_RETURN_IF_ERROR(p->pool_->start_status());
   PSTORE_ASSIGN_OR_RETURN(auto reader, StoreReader::Open(root, /*lazy_db=*/true));
   p->reader_ = std::move(reader);
   return p;

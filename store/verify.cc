@@ -20,6 +20,7 @@ struct ChunkUse {
 }  // namespace
 
 Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress) {
+  PSTORE_RETURN_IF_ERROR(CheckThreads(threads, "the number of verify threads"));
   VerifyReport rep;
   PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, view.ListNames());
   std::map<ModelDigest, std::vector<std::string>> labels;
