@@ -37,10 +37,13 @@ Result<Source> OpenSource(const std::string& path) {
   Source src;
   std::error_code ec;
   fs::file_status st = fs::status(path, ec);
+  if (ec == std::errc::too_many_symbolic_link_levels)
+    return Status::InvalidArgument("cannot import " + path +
+                                   ": it is a symbolic link loop; point the link at a file");
   if (ec || !fs::exists(st)) return Status::NotFound("cannot import " + path + ": no such file or folder");
   std::string dir, index;
   if (fs::is_directory(st)) {
-    if (fs::exists(fs::path(path) / "model.safetensors.index.json")) {
+    if (fs::exists(fs::symlink_status(fs::path(path) / "model.safetensors.index.json", ec))) {
       dir = path;
       index = "model.safetensors.index.json";
     } else {
@@ -100,10 +103,15 @@ struct Worker {
 
 }  // namespace
 
+Status StoreWriter::CheckImportSource(const std::string& source) {
+  return OpenSource(source).status();
+}
+
 Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelName& name,
                                          const ImportOptions& options) {
   auto t0 = std::chrono::steady_clock::now();
   ImportResult res;
+  PSTORE_RETURN_IF_ERROR(CheckThreads(options.threads, "the number of import threads"));
   // Refuse early, before any byte is written, what would fail at commit.
   auto existing = view_->GetName(name);
   if (!existing.ok() && !existing.status().IsNotFound()) return existing.status();
@@ -150,8 +158,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
   // (Whether the models differ is known for certain only after hashing.)
   std::vector<UniqueFd> fds;
   for (const auto& p : src.paths) {
-    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) return Status::FromErrno("cannot open " + p, errno);
+    PSTORE_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(p));
     ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
     fds.push_back(std::move(fd));
   }
@@ -160,6 +167,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
   eo.profile = options.profile.value_or(config_.profile);
   eo.zstd_level = config_.zstd_level;
   int threads = options.threads > 0 ? options.threads : DefaultThreads();
+  threads = int(std::min<size_t>(size_t(threads), std::max<size_t>(items.size(), 1)));
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < threads; i++) workers.push_back(std::make_unique<Worker>(eo));
 

@@ -196,6 +196,11 @@ class StoreWriter {
   const StoreConfig& config() const { return config_; }
   const StorePaths& paths() const { return paths_; }
 
+  // Checks a source as Import does before it writes anything (every header,
+  // and that each file is a regular file), without a store: callers that
+  // would create a store for the import check first, so that a bad source
+  // leaves no store behind.
+  static Status CheckImportSource(const std::string& source);
   // Imports a safetensors file, a sharded model's folder or its index file.
   Result<ImportResult> Import(const std::string& source, const ModelName& name,
                               const ImportOptions& options);

@@ -28,7 +28,12 @@ void OnSignal(int) { g_interrupted = true; }
 
 bool ProgressLine::Interrupted() { return g_interrupted.load(); }
 
-int Fail(const Globals& g, const Status& s) {
+int Fail(const Globals& g, const Status& failed) {
+  // Whatever failed after SIGINT or SIGTERM (a wait for the writer lock, a
+  // read) failed because of it: report an interruption.
+  Status s = failed;
+  if (g_interrupted.load() && s.code() != Status::Code::kAborted)
+    s = Status::Aborted("interrupted by a signal (" + failed.message() + ")");
   if (g.json) {
     nlohmann::json j;
     j["ok"] = false;
@@ -79,6 +84,9 @@ int CmdImport(const Globals& g, const std::string& source, const std::string& re
                                                    "' (raw, lz4, zstd, fast, dense)"));
     opt.profile = *p;
   }
+  if (Status s = CheckThreads(threads, "--threads"); !s.ok()) return Fail(g, s);
+  // Before the writer lock, and before a missing store is created.
+  if (Status s = StoreWriter::CheckImportSource(source); !s.ok()) return Fail(g, s);
   auto w = StoreWriter::Open(g.store, wait);
   if (!w.ok()) return Fail(g, w.status());
   ProgressLine line("importing", !g.json);
