@@ -252,7 +252,18 @@ struct VerifyReport {
   std::vector<VerifyProblem> problems;
   bool ok() const { return problems.empty(); }
 };
-Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress);
+// missing_blob_files: blob files of the view's generation that the writer's
+// database lacks (MissingWriterBlobFiles); each chunk in one of them is a
+// problem of every model that uses it.
+Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress,
+                                 const std::vector<uint64_t>& missing_blob_files = {});
+
+// "000123.blob": the name of blob file number n in a RocksDB folder.
+std::string BlobFileName(uint64_t number);
+// The blob files that generation `generation` holds and STORE/db/ lacks
+// (store/writer_files.cc). Empty when a writer holds the lock (it may be
+// deleting them as it should).
+std::vector<uint64_t> MissingWriterBlobFiles(const StorePaths& p, uint64_t generation);
 
 struct TensorInfo {
   std::string name;

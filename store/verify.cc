@@ -2,6 +2,7 @@
 // and name the model, tensor and chunk of whatever is wrong.
 #include <rocksdb/db.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -19,7 +20,8 @@ struct ChunkUse {
 };
 }  // namespace
 
-Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress) {
+Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress,
+                                 const std::vector<uint64_t>& missing_blob_files) {
   PSTORE_RETURN_IF_ERROR(CheckThreads(threads, "the number of verify threads"));
   VerifyReport rep;
   PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, view.ListNames());
@@ -65,6 +67,23 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
     total += lengths[k];
   }
   std::sort(keys.begin(), keys.end());
+  if (!missing_blob_files.empty()) {
+    // The generation still reads these chunks (its hard links keep the
+    // files), but the writer cannot: name every model that uses them.
+    std::vector<StoreView::ChunkPlace> places(keys.size());
+    PSTORE_RETURN_IF_ERROR(view.LocateChunks(keys.data(), keys.size(), places.data()));
+    for (size_t i = 0; i < keys.size(); i++) {
+      if (std::find(missing_blob_files.begin(), missing_blob_files.end(), places[i].file) ==
+          missing_blob_files.end())
+        continue;
+      for (const auto& u : uses[keys[i]])
+        rep.problems.push_back(
+            {u.model, u.tensor, u.chunk, keys[i].Hex(),
+             "its blob file " + BlobFileName(places[i].file) +
+                 " is missing from the store's database (db/); rm, compact and import fail "
+                 "until it is back (see docs/operations.md, \"When verify reports damage\")"});
+    }
+  }
   std::mutex mu;
   std::atomic<uint64_t> done{0};
   if (threads <= 0) threads = DefaultThreads();

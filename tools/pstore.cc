@@ -270,8 +270,10 @@ int CmdVerify(const Globals& g, int threads) {
   auto r = OpenReader(g);
   if (!r.ok()) return Fail(g, r.status());
   ProgressLine line("verifying", !g.json);
+  std::vector<uint64_t> missing =
+      MissingWriterBlobFiles(StorePaths{(*r)->root()}, (*r)->generation());
   auto rep = VerifyStore((*r)->view(), threads,
-                         [&](uint64_t d, uint64_t t) { return line.Update(d, t); });
+                         [&](uint64_t d, uint64_t t) { return line.Update(d, t); }, missing);
   line.Finish();
   if (!rep.ok()) return Fail(g, rep.status());
   if (g.json) {
