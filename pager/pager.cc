@@ -10,11 +10,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
 
+#include "pager/budget_object.h"
 #include "pager/ofd_lock.h"
 #include "store/rocks.h"
 
@@ -138,10 +141,9 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
     p->seg_opt_.gid = int(g->gr_gid);
     p->seg_opt_.mode = 0660;
   }
-  std::string lock_name = "/pstore-" + p->store_id_ + "-budget";
-  int fd = ::shm_open(lock_name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, p->seg_opt_.mode);
-  if (fd < 0) return Status::FromErrno("cannot open shared memory " + lock_name, errno);
-  p->budget_fd_.Reset(fd);
+  std::string lock_name = BudgetObjectName(p->store_id_);
+  PSTORE_ASSIGN_OR_RETURN(p->budget_fd_, OpenBudgetObject(p->store_id_, p->seg_opt_.mode));
+  int fd = p->budget_fd_.get();
   if (p->seg_opt_.gid >= 0) (void)!::fchown(fd, uid_t(-1), gid_t(p->seg_opt_.gid));
   long page = ::sysconf(_SC_PAGESIZE);
   int e = ::posix_fallocate(fd, 0, page);
@@ -149,6 +151,22 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
   void* m = ::mmap(nullptr, size_t(page), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (m == MAP_FAILED) return Status::FromErrno("map " + lock_name, errno);
   p->over_budget_ = static_cast<std::atomic<uint32_t>*>(m);
+  {
+    // Record the store's folder, so that its shared memory can be found
+    // once the folder is gone (`pstore ps --orphans`).
+    std::error_code ec;
+    std::string folder = std::filesystem::absolute(root, ec).lexically_normal().string();
+    if (char* real = ::realpath(root.c_str(), nullptr)) {
+      folder = real;
+      ::free(real);
+    }
+    while (folder.size() > 1 && folder.back() == '/') folder.pop_back();
+    std::lock_guard<std::mutex> local(p->budget_mu_);
+    if (OfdLock(fd, kBudgetLockByte, true)) {
+      WriteBudgetOwner(static_cast<uint8_t*>(m), size_t(page), p->store_id_, folder);
+      OfdUnlock(fd, kBudgetLockByte);
+    }
+  }
   int threads = opt.loader_threads > 0 ? opt.loader_threads
                                        : std::max(2, int(std::thread::hardware_concurrency()));
   Pager* raw = p.get();
