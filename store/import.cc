@@ -270,7 +270,10 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
       }
     }
   }
+  bool committed = false;
+  bool manifest_was_there = false;
   if (st.ok() && !res.unchanged) {
+    manifest_was_there = view_->LoadManifestBytes(res.digest).ok();
     rocksdb::WriteBatch b;
     b.Put(db_->meta(), keys::Manifest(res.digest), bytes);
     std::string v(res.digest.view());
@@ -282,21 +285,46 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
     if (st.ok()) {
       // Committed: from here on the chunks belong to the model.
       Status ps = Publish();
-      if (!ps.ok())
+      if (!ps.ok() && !ps.IsNoSpace())
         return ps.WithContext(name.Ref() +
                               " was imported, but readers will see it only after the next "
                               "change to the store");
+      // Out of space before readers could see it: take the commit back too,
+      // so that a full disk never keeps a model nobody asked to keep.
+      committed = !ps.ok();
+      st = ps;
     }
   }
   if (!st.ok()) {
     // Nothing refers to the chunks this import added: take them out again so
-    // the store is as it was (compact would remove them too).
-    rocksdb::WriteBatch undo;
-    for (const auto& k : written) {
-      undo.Delete(db_->chunks(), rocksdb::Slice(k.view().data(), 16));
-      undo.Delete(db_->meta(), keys::ChunkRecord(k));
+    // the store is as it was (compact would remove them too). On a full disk
+    // their space goes back to the disk at once.
+    auto make_undo = [&](rocksdb::WriteBatch* undo) {
+      if (committed) {
+        if (existing.ok()) {
+          std::string v(existing->digest.view());
+          PutVarint(&v, existing->tagged_unix);
+          undo->Put(db_->meta(), keys::Name(name.Ref()), v);
+        } else {
+          undo->Delete(db_->meta(), keys::Name(name.Ref()));
+        }
+        if (!manifest_was_there) undo->Delete(db_->meta(), keys::Manifest(res.digest));
+      }
+      for (const auto& k : written) {
+        undo->Delete(db_->chunks(), rocksdb::Slice(k.view().data(), 16));
+        undo->Delete(db_->meta(), keys::ChunkRecord(k));
+      }
+    };
+    Status taken = Status::OK();
+    if (committed || !written.empty()) taken = TakeOut(make_undo, st.IsNoSpace());
+    if (st.IsNoSpace()) {
+      std::string what = taken.ok() ? " was not imported and the store is as it was"
+                                    : " was not imported; what it wrote is removed by the next "
+                                      "`pstore compact` (" + taken.message() + ")";
+      return Status::NoSpace("the disk holding the store is full: " + name.Ref() + what +
+                             "; remove models with `pstore rm` and run `pstore compact`, or free "
+                             "space on the disk (" + st.message() + ")");
     }
-    if (!written.empty()) (void)db_->db()->Write(rocksdb::WriteOptions(), &undo);
     return st;
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -42,6 +42,7 @@
 
 namespace rocksdb {
 class PinnableSlice;
+class WriteBatch;
 }
 
 namespace pstore {
@@ -188,9 +189,12 @@ class StoreWriter {
  public:
   ~StoreWriter();
   // Takes the writer lock (waiting for it with wait), creating the store with
-  // `init` settings if it does not exist.
+  // `init` settings if it does not exist. With may_use_reserve (rm, tag,
+  // compact), the disk space set aside in STORE/RESERVE is released when the
+  // disk is nearly full, so that they work on a full disk (store/reserve.h).
   static Result<std::unique_ptr<StoreWriter>> Open(const std::string& root, bool wait,
-                                                   const StoreConfig& init = StoreConfig{});
+                                                   const StoreConfig& init = StoreConfig{},
+                                                   bool may_use_reserve = false);
 
   const StoreView& view() const { return *view_; }
   const StoreConfig& config() const { return config_; }
@@ -217,6 +221,10 @@ class StoreWriter {
  private:
   StoreWriter() = default;
   Status Publish();
+  // Takes out what a failed import wrote (the batch make_undo builds),
+  // reopening the database with the reserve released if it refuses writes
+  // (a full disk), then compacts so that the space goes back to the disk.
+  Status TakeOut(const std::function<void(rocksdb::WriteBatch*)>& make_undo, bool reclaim);
   Result<std::string> NamesText() const;
   StorePaths paths_;
   StoreConfig config_;
@@ -252,18 +260,25 @@ struct VerifyReport {
   std::vector<VerifyProblem> problems;
   bool ok() const { return problems.empty(); }
 };
-// missing_blob_files: blob files of the view's generation that the writer's
-// database lacks (MissingWriterBlobFiles); each chunk in one of them is a
-// problem of every model that uses it.
-Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress,
-                                 const std::vector<uint64_t>& missing_blob_files = {});
-
+// The writer's database checked for blob files it lists but lacks
+// (store/writer_files.cc).
+struct WriterFileCheck {
+  WriterFileCheck();
+  ~WriterFileCheck();
+  WriterFileCheck(WriterFileCheck&&);
+  WriterFileCheck& operator=(WriterFileCheck&&);
+  std::vector<uint64_t> missing_blob_files;
+  std::unique_ptr<RocksDb> db;  // db/, opened read-only, when some are missing
+};
+// Empty when a writer holds the lock (it may be changing db/ as it should).
+Result<WriterFileCheck> CheckWriterFiles(const StorePaths& p);
 // "000123.blob": the name of blob file number n in a RocksDB folder.
 std::string BlobFileName(uint64_t number);
-// The blob files that generation `generation` holds and STORE/db/ lacks
-// (store/writer_files.cc). Empty when a writer holds the lock (it may be
-// deleting them as it should).
-std::vector<uint64_t> MissingWriterBlobFiles(const StorePaths& p, uint64_t generation);
+
+// writer: when given, every chunk whose blob file in the writer's database is
+// among writer->missing_blob_files is a problem of every model that uses it.
+Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress,
+                                 const WriterFileCheck* writer = nullptr);
 
 struct TensorInfo {
   std::string name;

@@ -21,7 +21,7 @@ struct ChunkUse {
 }  // namespace
 
 Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress,
-                                 const std::vector<uint64_t>& missing_blob_files) {
+                                 const WriterFileCheck* writer) {
   PSTORE_RETURN_IF_ERROR(CheckThreads(threads, "the number of verify threads"));
   VerifyReport rep;
   PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, view.ListNames());
@@ -67,11 +67,13 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
     total += lengths[k];
   }
   std::sort(keys.begin(), keys.end());
-  if (!missing_blob_files.empty()) {
+  if (writer && writer->db && !writer->missing_blob_files.empty()) {
     // The generation still reads these chunks (its hard links keep the
     // files), but the writer cannot: name every model that uses them.
+    const auto& missing_blob_files = writer->missing_blob_files;
     std::vector<StoreView::ChunkPlace> places(keys.size());
-    PSTORE_RETURN_IF_ERROR(view.LocateChunks(keys.data(), keys.size(), places.data()));
+    PSTORE_RETURN_IF_ERROR(
+        StoreView(writer->db.get()).LocateChunks(keys.data(), keys.size(), places.data()));
     for (size_t i = 0; i < keys.size(); i++) {
       if (std::find(missing_blob_files.begin(), missing_blob_files.end(), places[i].file) ==
           missing_blob_files.end())
@@ -115,6 +117,14 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
       },
       &done, total, progress);
   PSTORE_RETURN_IF_ERROR(st);
+  if (writer && writer->db)
+    for (uint64_t f : writer->missing_blob_files)
+      if (std::none_of(rep.problems.begin(), rep.problems.end(), [&](const VerifyProblem& p) {
+            return p.error.find(BlobFileName(f)) != std::string::npos;
+          }))
+        rep.problems.push_back({"(no model)", "", -1, "",
+                                "blob file " + BlobFileName(f) +
+                                    " is missing from the store's database (db/)"});
   rep.chunks_checked = keys.size();
   rep.bytes_checked = total;
   std::sort(rep.problems.begin(), rep.problems.end(), [](const auto& a, const auto& b) {
@@ -123,4 +133,11 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
   return rep;
 }
 
+}  // namespace pstore
+
+namespace pstore {
+WriterFileCheck::WriterFileCheck() = default;
+WriterFileCheck::~WriterFileCheck() = default;
+WriterFileCheck::WriterFileCheck(WriterFileCheck&&) = default;
+WriterFileCheck& WriterFileCheck::operator=(WriterFileCheck&&) = default;
 }  // namespace pstore

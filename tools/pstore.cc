@@ -239,7 +239,7 @@ int CmdInfo(const Globals& g, const std::string& ref, bool all_tensors) {
 // --- rm, tag ------------------------------------------------------------------
 
 int CmdRm(const Globals& g, const std::vector<std::string>& refs, bool wait) {
-  auto w = StoreWriter::Open(g.store, wait);
+  auto w = StoreWriter::Open(g.store, wait, StoreConfig{}, /*may_use_reserve=*/true);
   if (!w.ok()) return Fail(g, w.status());
   for (const auto& ref : refs) {
     auto name = ParseModelName(ref);
@@ -255,7 +255,7 @@ int CmdRm(const Globals& g, const std::vector<std::string>& refs, bool wait) {
 int CmdTag(const Globals& g, const std::string& src, const std::string& dst, bool force, bool wait) {
   auto name = ParseModelName(dst);
   if (!name.ok()) return Fail(g, name.status());
-  auto w = StoreWriter::Open(g.store, wait);
+  auto w = StoreWriter::Open(g.store, wait, StoreConfig{}, /*may_use_reserve=*/true);
   if (!w.ok()) return Fail(g, w.status());
   Status s = (*w)->Tag(src, *name, force);
   if (!s.ok()) return Fail(g, s);
@@ -270,10 +270,10 @@ int CmdVerify(const Globals& g, int threads) {
   auto r = OpenReader(g);
   if (!r.ok()) return Fail(g, r.status());
   ProgressLine line("verifying", !g.json);
-  std::vector<uint64_t> missing =
-      MissingWriterBlobFiles(StorePaths{(*r)->root()}, (*r)->generation());
+  auto writer = CheckWriterFiles(StorePaths{(*r)->root()});
+  if (!writer.ok()) return Fail(g, writer.status());
   auto rep = VerifyStore((*r)->view(), threads,
-                         [&](uint64_t d, uint64_t t) { return line.Update(d, t); }, missing);
+                         [&](uint64_t d, uint64_t t) { return line.Update(d, t); }, &*writer);
   line.Finish();
   if (!rep.ok()) return Fail(g, rep.status());
   if (g.json) {
@@ -308,7 +308,7 @@ int CmdVerify(const Globals& g, int threads) {
 // --- compact ------------------------------------------------------------------
 
 int CmdCompact(const Globals& g, bool wait) {
-  auto w = StoreWriter::Open(g.store, wait);
+  auto w = StoreWriter::Open(g.store, wait, StoreConfig{}, /*may_use_reserve=*/true);
   if (!w.ok()) return Fail(g, w.status());
   auto r = (*w)->Compact();
   if (!r.ok()) return Fail(g, r.status());
