@@ -13,6 +13,16 @@
 
 namespace pstore {
 
+namespace {
+
+Status FullDiskStatus(const Status& s) {
+  return s.WithContext(
+      "the disk holding the store is full: remove models with `pstore rm` and run `pstore "
+      "compact` (they use space set aside for this), or free space on the disk");
+}
+
+}  // namespace
+
 StoreReader::~StoreReader() = default;
 
 Result<std::unique_ptr<StoreReader>> StoreReader::Open(const std::string& root, bool lazy_db) {
@@ -69,7 +79,13 @@ Result<std::optional<ModelDigest>> StoreReader::ResolveName(std::string_view ref
   }
 }
 
-StoreWriter::~StoreWriter() = default;
+StoreWriter::~StoreWriter() {
+  // RocksDB leaves OPTIONS-*.dbtmp behind when it cannot finish an options
+  // file (a full disk); it never needs them.
+  view_.reset();
+  db_.reset();
+  if (lock_) RemoveDbTempFiles(paths_);
+}
 
 Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, bool wait,
                                                        const StoreConfig& init,
@@ -87,12 +103,9 @@ Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, 
     RemoveDbTempFiles(w->paths_);
     db = RocksDb::OpenPrimary(w->paths_.db());
   }
+  RemoveDbTempFiles(w->paths_);
   if (!db.ok()) {
-    RemoveDbTempFiles(w->paths_);
-    if (db.status().IsNoSpace())
-      return db.status().WithContext(
-          "the disk holding the store is full: remove models with `pstore rm` and run `pstore "
-          "compact` (they use space set aside for this), or free space on the disk");
+    if (db.status().IsNoSpace()) return FullDiskStatus(db.status());
     return db.status();
   }
   w->db_ = std::move(db).value();
@@ -107,7 +120,12 @@ Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, 
     auto seq = ReadGenerationSequence(w->paths_, current);
     behind = !seq.ok() || *seq != w->db_->db()->GetLatestSequenceNumber();
   }
-  if (behind) PSTORE_RETURN_IF_ERROR(w->Publish());
+  if (behind) {
+    Status ps = w->Publish();
+    if (ps.IsNoSpace() && may_use_reserve && ReleaseReserve(w->paths_)) ps = w->Publish();
+    if (ps.IsNoSpace()) return FullDiskStatus(ps);
+    PSTORE_RETURN_IF_ERROR(ps);
+  }
   return w;
 }
 
