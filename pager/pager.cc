@@ -69,26 +69,26 @@ LoaderPool::LoaderPool(int threads, std::function<void()> on_idle) : on_idle_(st
 
 void LoaderPool::StartThread() {
   threads_.emplace_back([this] {
-      for (;;) {
-        std::function<void()> task;
-        {
-          std::unique_lock<std::mutex> l(mu_);
-          if (!cv_.wait_for(l, kIdleTrimAfter, [this] { return stop_ || !queue_.empty(); })) {
-            // Nothing to do for a while: give scratch memory back, once.
-            if (dirty_.exchange(false)) {
-              l.unlock();
-              if (on_idle_) on_idle_();
-            }
-            continue;
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        if (!cv_.wait_for(l, kIdleTrimAfter, [this] { return stop_ || !queue_.empty(); })) {
+          // Nothing to do for a while: give scratch memory back, once.
+          if (dirty_.exchange(false)) {
+            l.unlock();
+            if (on_idle_) on_idle_();
           }
-          if (queue_.empty()) return;
-          task = std::move(queue_.front());
-          queue_.pop_front();
+          continue;
         }
-        task();
-        dirty_.store(true, std::memory_order_relaxed);
+        if (queue_.empty()) return;
+        task = std::move(queue_.front());
+        queue_.pop_front();
       }
-    });
+      task();
+      dirty_.store(true, std::memory_order_relaxed);
+    }
+  });
 }
 
 LoaderPool::~LoaderPool() { Stop(); }

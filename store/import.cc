@@ -320,10 +320,12 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
     if (st.IsNoSpace()) {
       std::string what = taken.ok() ? " was not imported and the store is as it was"
                                     : " was not imported; what it wrote is removed by the next "
-                                      "`pstore compact` (" + taken.message() + ")";
+                                      "`pstore compact` (" +
+                                          taken.message() + ")";
       return Status::NoSpace("the disk holding the store is full: " + name.Ref() + what +
                              "; remove models with `pstore rm` and run `pstore compact`, or free "
-                             "space on the disk (" + st.message() + ")");
+                             "space on the disk (" +
+                             st.message() + ")");
     }
     return st;
   }

@@ -77,9 +77,9 @@ inline Status ParallelFor(size_t n, int threads, const std::function<Status(size
     } catch (const std::system_error& e) {
       // Out of threads: stop the ones started and report it.
       std::lock_guard<std::mutex> l(mu);
-      start_error = Status::IOError("cannot start worker thread " + std::to_string(w + 1) + " of " +
-                                    std::to_string(threads) + " (" + e.what() +
-                                    "); ask for fewer threads");
+      start_error =
+          Status::IOError("cannot start worker thread " + std::to_string(w + 1) + " of " +
+                          std::to_string(threads) + " (" + e.what() + "); ask for fewer threads");
       stop = true;
       running -= threads - w;
       break;

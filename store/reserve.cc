@@ -10,7 +10,9 @@
 
 namespace pstore {
 
-std::string ReservePath(const StorePaths& p) { return p.root + "/RESERVE"; }
+std::string ReservePath(const StorePaths& p) {
+  return p.root + "/RESERVE";
+}
 
 uint64_t FreeDiskBytes(const std::string& path) {
   struct statvfs st;
@@ -40,6 +42,14 @@ bool RestoreReserve(const StorePaths& p) {
 bool ReleaseReserve(const StorePaths& p) {
   ::unlink((ReservePath(p) + ".tmp").c_str());
   return ::unlink(ReservePath(p).c_str()) == 0;
+}
+
+uint64_t StoreDiskUsage(const StorePaths& p) {
+  uint64_t total = DiskUsage(p.root);
+  struct stat st;
+  if (::stat(ReservePath(p).c_str(), &st) == 0 && uint64_t(st.st_blocks) * 512 <= total)
+    total -= uint64_t(st.st_blocks) * 512;
+  return total;
 }
 
 void RemoveDbTempFiles(const StorePaths& p) {

@@ -31,6 +31,8 @@ bool RestoreReserve(const StorePaths& p);
 // Deletes the reserve, returning its space to the disk. Returns whether there
 // was one.
 bool ReleaseReserve(const StorePaths& p);
+// DiskUsage of the store's folder without the reserve: what its data takes.
+uint64_t StoreDiskUsage(const StorePaths& p);
 // Removes RocksDB's OPTIONS-*.dbtmp files from db/ (an options file that a
 // full disk kept from being completed).
 void RemoveDbTempFiles(const StorePaths& p);

@@ -122,9 +122,9 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
       if (std::none_of(rep.problems.begin(), rep.problems.end(), [&](const VerifyProblem& p) {
             return p.error.find(BlobFileName(f)) != std::string::npos;
           }))
-        rep.problems.push_back({"(no model)", "", -1, "",
-                                "blob file " + BlobFileName(f) +
-                                    " is missing from the store's database (db/)"});
+        rep.problems.push_back(
+            {"(no model)", "", -1, "",
+             "blob file " + BlobFileName(f) + " is missing from the store's database (db/)"});
   rep.chunks_checked = keys.size();
   rep.bytes_checked = total;
   std::sort(rep.problems.begin(), rep.problems.end(), [](const auto& a, const auto& b) {

@@ -146,7 +146,8 @@ namespace {
 // A chunk that cannot be read because it or the file holding it is gone is
 // damage to the store (corruption), not an I/O error.
 Status ChunkReadStatus(const rocksdb::Status& s, const ChunkKey& key) {
-  if (s.IsNotFound()) return Status::Corruption("chunk " + key.Hex() + " is missing from the store");
+  if (s.IsNotFound())
+    return Status::Corruption("chunk " + key.Hex() + " is missing from the store");
   if (s.IsPathNotFound() ||
       (s.IsIOError() && s.ToString().find("No such file") != std::string::npos))
     return Status::Corruption("chunk " + key.Hex() + ": a file of the store is missing (" +

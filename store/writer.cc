@@ -231,7 +231,7 @@ Status StoreWriter::Tag(std::string_view src, const ModelName& name, bool force)
 
 Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
   CompactResult res;
-  res.disk_before = DiskUsage(paths_.root);
+  res.disk_before = StoreDiskUsage(paths_);
   PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, view_->ListNames());
   std::unordered_set<ModelDigest, ChunkKeyHasher> referenced;
   for (const auto& n : names) referenced.insert(n.digest);
@@ -321,7 +321,7 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
   PSTORE_ASSIGN_OR_RETURN(res.generations_removed, RemoveUnusedGenerations(paths_));
   res.generations_in_use = int(ListGenerations(paths_).size()) - 1;
   RestoreReserve(paths_);
-  res.disk_after = DiskUsage(paths_.root);
+  res.disk_after = StoreDiskUsage(paths_);
   if (progress) progress(3, 3);
   return res;
 }

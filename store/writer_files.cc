@@ -36,8 +36,7 @@ Result<WriterFileCheck> CheckWriterFiles(const StorePaths& p) {
   struct stat st;
   if (::stat(p.db().c_str(), &st) != 0) return out;
   auto db = RocksDb::OpenReadOnly(p.db());
-  if (!db.ok())
-    return db.status().WithContext("the store's database (db/) cannot be opened");
+  if (!db.ok()) return db.status().WithContext("the store's database (db/) cannot be opened");
   rocksdb::ColumnFamilyMetaData md;
   (*db)->db()->GetColumnFamilyMetaData((*db)->chunks(), &md);
   for (const auto& b : md.blob_files) {

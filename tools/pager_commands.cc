@@ -217,9 +217,9 @@ int CmdOrphans(const Globals& g) {
   }
   auto is_under = [&](const std::string& folder) {
     if (under.empty()) return true;
-    return folder == under || (folder.size() > under.size() &&
-                               folder.compare(0, under.size(), under) == 0 &&
-                               (under == "/" || folder[under.size()] == '/'));
+    return folder == under ||
+           (folder.size() > under.size() && folder.compare(0, under.size(), under) == 0 &&
+            (under == "/" || folder[under.size()] == '/'));
   };
   nlohmann::json orphans = nlohmann::json::array(), unknown = nlohmann::json::array();
   int segments_removed = 0, budgets_removed = 0;
@@ -276,26 +276,27 @@ int CmdOrphans(const Globals& g) {
     return kExitOk;
   }
   for (const auto& o : orphans)
-    std::printf("orphan store %s (%s: %s): %llu segment(s), %s resident, %llu in use%s\n",
-                o["store_id"].get<std::string>().c_str(), o["folder"].get<std::string>().c_str(),
-                o["reason"].get<std::string>().c_str(),
-                (unsigned long long)o["segments"].get<uint64_t>(),
-                HumanBytes(double(o["resident_bytes"].get<uint64_t>())).c_str(),
-                (unsigned long long)o["segments_in_use"].get<uint64_t>(),
-                g_args.gc ? (", removed " + std::to_string(o["segments_removed"].get<int>()) +
-                             (o["budget_object_removed"].get<bool>() ? " and its budget object"
-                                                                     : ""))
-                                .c_str()
-                          : "");
+    std::printf(
+        "orphan store %s (%s: %s): %llu segment(s), %s resident, %llu in use%s\n",
+        o["store_id"].get<std::string>().c_str(), o["folder"].get<std::string>().c_str(),
+        o["reason"].get<std::string>().c_str(), (unsigned long long)o["segments"].get<uint64_t>(),
+        HumanBytes(double(o["resident_bytes"].get<uint64_t>())).c_str(),
+        (unsigned long long)o["segments_in_use"].get<uint64_t>(),
+        g_args.gc ? (", removed " + std::to_string(o["segments_removed"].get<int>()) +
+                     (o["budget_object_removed"].get<bool>() ? " and its budget object" : ""))
+                        .c_str()
+                  : "");
   for (const auto& u : unknown)
-    std::printf("store %s: %llu segment(s), folder unknown (made by an older pstore; run `pstore "
-                "ps --gc-all` in its store, or remove /dev/shm/pstore-%s-* by hand once no "
-                "process uses them)\n",
-                u["store_id"].get<std::string>().c_str(),
-                (unsigned long long)u["segments"].get<uint64_t>(),
-                u["store_id"].get<std::string>().c_str());
-  if (orphans.empty()) std::printf("no orphaned shared memory%s\n", under.empty() ? "" : (" under " + under).c_str());
-  else if (!g_args.gc) std::printf("remove what nobody uses with `pstore ps --orphans --gc`\n");
+    std::printf(
+        "store %s: %llu segment(s), folder unknown (made by an older pstore; run `pstore "
+        "ps --gc-all` in its store, or remove /dev/shm/pstore-%s-* by hand once no "
+        "process uses them)\n",
+        u["store_id"].get<std::string>().c_str(), (unsigned long long)u["segments"].get<uint64_t>(),
+        u["store_id"].get<std::string>().c_str());
+  if (orphans.empty())
+    std::printf("no orphaned shared memory%s\n", under.empty() ? "" : (" under " + under).c_str());
+  else if (!g_args.gc)
+    std::printf("remove what nobody uses with `pstore ps --orphans --gc`\n");
   return kExitOk;
 }
 
