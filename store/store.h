@@ -311,8 +311,8 @@ struct StoreStats {
   uint64_t unique_bytes = 0;   // raw bytes of distinct chunks
   uint64_t stored_bytes = 0;   // frame bytes of distinct chunks
   uint64_t chunks = 0;
-  uint64_t disk_bytes = 0;     // the store's folder on disk (hard links counted once),
-                               // without the space set aside in RESERVE
+  uint64_t disk_bytes = 0;  // the store's folder on disk (hard links counted once),
+                            // without the space set aside in RESERVE
   double dedup_ratio() const { return unique_bytes ? double(logical_bytes) / unique_bytes : 1; }
   double compression_ratio() const { return unique_bytes ? double(stored_bytes) / unique_bytes : 1; }
 };
