@@ -357,6 +357,11 @@ pstore_status pstore_import_file(const char* store_path, const char* source, con
         io.profile = *p;
       }
     }
+    if (io.threads < 0 || io.threads > pstore::kMaxThreads)
+      return ToC(pstore::CheckThreads(io.threads, "pstore_import_file: threads"));
+    // A bad source must not leave a new, empty store behind.
+    pstore::Status checked = pstore::StoreWriter::CheckImportSource(source);
+    if (!checked.ok()) return ToC(checked);
     std::string root = store_path && *store_path ? store_path : pstore::DefaultStorePath();
     auto w = pstore::StoreWriter::Open(root, wait);
     if (!w.ok()) return ToC(w.status());

@@ -120,7 +120,9 @@ typedef struct pstore_store_options {
   uint64_t budget_bytes; /* memory budget for this store's mapped models on
                             the host; 0: the store's setting (`pstore config
                             --budget`), whose default is half of RAM */
-  int loader_threads;    /* threads that read and decode chunks; 0: automatic */
+  int loader_threads;    /* threads that read and decode chunks; 0: automatic;
+                            at most 256 (more, or a negative number, is
+                            PSTORE_ERR_INVALID_ARGUMENT) */
   int check_shared;      /* nonzero: do not trust bytes other processes loaded.
                             Each chunk of a tensor in shared memory is checked
                             against its key when this process first acquires
@@ -285,7 +287,7 @@ typedef struct pstore_import_options {
   size_t struct_size; /* sizeof(pstore_import_options) */
   int force;          /* nonzero: replace the name if it names another model */
   int wait;           /* nonzero: wait for another writer instead of PSTORE_ERR_BUSY */
-  int threads;        /* 0: one per core */
+  int threads;        /* 0: one per core; at most 256 */
   const char* profile;/* codec profile ("fast", "dense", ...); NULL: the store's */
 } pstore_import_options;
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <set>
 #include <system_error>
@@ -26,6 +27,49 @@ Result<std::string> ReadFileToString(const std::string& path) {
   out.resize(size_t(st.st_size));
   PSTORE_RETURN_IF_ERROR(PreadFull(fd.get(), out.data(), out.size(), 0, path));
   return out;
+}
+
+namespace {
+
+const char* FileKind(mode_t m) {
+  if (S_ISFIFO(m)) return "a FIFO (named pipe)";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISSOCK(m)) return "a socket";
+  if (S_ISDIR(m)) return "a folder";
+  return "not a regular file";
+}
+
+Status NotRegular(const std::string& path, mode_t m) {
+  return Status::InvalidArgument(path + " is " + FileKind(m) +
+                                 ", not a regular file; only regular files can be imported");
+}
+
+}  // namespace
+
+Result<UniqueFd> OpenRegularFile(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ELOOP)
+      return Status::InvalidArgument(path + " is a symbolic link loop (" + std::strerror(ELOOP) +
+                                     "); point the link at a file");
+    return Status::FromErrno("cannot open " + path, errno);
+  }
+  if (!S_ISREG(st.st_mode)) return NotRegular(path, st.st_mode);
+  // O_NONBLOCK: should the path be swapped for a FIFO after the stat, the
+  // open still returns at once, and the fstat below refuses it.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ELOOP)
+      return Status::InvalidArgument(path + " is a symbolic link loop (" + std::strerror(ELOOP) +
+                                     "); point the link at a file");
+    return Status::FromErrno("cannot open " + path, errno);
+  }
+  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("cannot stat " + path, errno);
+  if (!S_ISREG(st.st_mode)) return NotRegular(path, st.st_mode);
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags >= 0) (void)::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+  return fd;
 }
 
 Status PreadFull(int fd, void* buf, size_t n, uint64_t offset, std::string_view what) {

@@ -38,6 +38,12 @@ class UniqueFd {
 };
 
 Result<std::string> ReadFileToString(const std::string& path);
+// Opens path read-only for the contents of a model file. Anything that is not
+// a regular file once symbolic links are followed (a FIFO, a device, a socket,
+// a folder) is refused with InvalidArgument naming it, before it is opened:
+// opening or reading a FIFO can block forever. A symbolic link loop is
+// InvalidArgument too, a missing file NotFound. The open never blocks.
+Result<UniqueFd> OpenRegularFile(const std::string& path);
 // Reads exactly n bytes at offset, retrying short reads; error on EOF.
 Status PreadFull(int fd, void* buf, size_t n, uint64_t offset, std::string_view what);
 // Writes all of data, retrying short writes.

@@ -9,10 +9,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
+#include "pager/budget_object.h"
 #include "pager/ofd_lock.h"
 #include "pager/shm_access.h"
 #include "store/rocks.h"
@@ -49,28 +53,42 @@ Status Guarded(F&& fn) {
 // --- LoaderPool -----------------------------------------------------------------
 
 LoaderPool::LoaderPool(int threads, std::function<void()> on_idle) : on_idle_(std::move(on_idle)) {
-  for (int i = 0; i < threads; i++)
-    threads_.emplace_back([this] {
-      for (;;) {
-        std::function<void()> task;
-        {
-          std::unique_lock<std::mutex> l(mu_);
-          if (!cv_.wait_for(l, kIdleTrimAfter, [this] { return stop_ || !queue_.empty(); })) {
-            // Nothing to do for a while: give scratch memory back, once.
-            if (dirty_.exchange(false)) {
-              l.unlock();
-              if (on_idle_) on_idle_();
-            }
-            continue;
+  for (int i = 0; i < threads; i++) {
+    try {
+      StartThread();
+    } catch (const std::system_error& e) {
+      start_status_ = Status::IOError("cannot start loader thread " + std::to_string(i + 1) +
+                                      " of " + std::to_string(threads) + " (" + e.what() +
+                                      "); ask for fewer loader threads");
+      Stop();
+      threads_.clear();
+      return;
+    }
+  }
+}
+
+void LoaderPool::StartThread() {
+  threads_.emplace_back([this] {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        if (!cv_.wait_for(l, kIdleTrimAfter, [this] { return stop_ || !queue_.empty(); })) {
+          // Nothing to do for a while: give scratch memory back, once.
+          if (dirty_.exchange(false)) {
+            l.unlock();
+            if (on_idle_) on_idle_();
           }
-          if (queue_.empty()) return;
-          task = std::move(queue_.front());
-          queue_.pop_front();
+          continue;
         }
-        task();
-        dirty_.store(true, std::memory_order_relaxed);
+        if (queue_.empty()) return;
+        task = std::move(queue_.front());
+        queue_.pop_front();
       }
-    });
+      task();
+      dirty_.store(true, std::memory_order_relaxed);
+    }
+  });
 }
 
 LoaderPool::~LoaderPool() { Stop(); }
@@ -106,6 +124,7 @@ Pager::~Pager() {
 }
 
 Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerOptions& opt) {
+  PSTORE_RETURN_IF_ERROR(CheckThreads(opt.loader_threads, "loader_threads"));
   std::unique_ptr<Pager> p(new Pager);
   p->root_ = root;
   StorePaths paths{root};
@@ -118,18 +137,9 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
     p->budget_ = ram / 2;
   }
   PSTORE_ASSIGN_OR_RETURN(p->seg_opt_, ShmAccessFor(p->config_));
-  std::string lock_name = "/pstore-" + p->store_id_ + "-budget";
-  int fd = ::shm_open(lock_name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, p->seg_opt_.mode);
-  if (fd < 0) {
-    int e = errno;
-    return Status::FromErrno(
-        "cannot open shared memory " + lock_name +
-            (e == EACCES ? " (made before this user was given access: the store's owner runs "
-                           "`pstore config --group GROUP` again, see docs/operations.md)"
-                         : ""),
-        e);
-  }
-  p->budget_fd_.Reset(fd);
+  std::string lock_name = BudgetObjectName(p->store_id_);
+  PSTORE_ASSIGN_OR_RETURN(p->budget_fd_, OpenBudgetObject(p->store_id_, p->seg_opt_.mode));
+  int fd = p->budget_fd_.get();
   PSTORE_RETURN_IF_ERROR(SetShmAccess(fd, lock_name, p->seg_opt_));
   long page = ::sysconf(_SC_PAGESIZE);
   int e = ::posix_fallocate(fd, 0, page);
@@ -137,10 +147,27 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
   void* m = ::mmap(nullptr, size_t(page), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (m == MAP_FAILED) return Status::FromErrno("map " + lock_name, errno);
   p->over_budget_ = static_cast<std::atomic<uint32_t>*>(m);
+  {
+    // Record the store's folder, so that its shared memory can be found
+    // once the folder is gone (`pstore ps --orphans`).
+    std::error_code ec;
+    std::string folder = std::filesystem::absolute(root, ec).lexically_normal().string();
+    if (char* real = ::realpath(root.c_str(), nullptr)) {
+      folder = real;
+      ::free(real);
+    }
+    while (folder.size() > 1 && folder.back() == '/') folder.pop_back();
+    std::lock_guard<std::mutex> local(p->budget_mu_);
+    if (OfdLock(fd, kBudgetLockByte, true)) {
+      WriteBudgetOwner(static_cast<uint8_t*>(m), size_t(page), p->store_id_, folder);
+      OfdUnlock(fd, kBudgetLockByte);
+    }
+  }
   int threads = opt.loader_threads > 0 ? opt.loader_threads
                                        : std::max(2, int(std::thread::hardware_concurrency()));
   Pager* raw = p.get();
   p->pool_ = std::make_unique<LoaderPool>(threads, [raw] { raw->Trim(); });
+  PSTORE_RETURN_IF_ERROR(p->pool_->start_status());
   PSTORE_ASSIGN_OR_RETURN(auto reader, StoreReader::Open(root, /*lazy_db=*/true));
   p->reader_ = std::move(reader);
   return p;

@@ -41,7 +41,7 @@ namespace pstore {
 
 struct PagerOptions {
   uint64_t budget_bytes = 0;  // 0: the store's setting (itself 0: half of RAM)
-  int loader_threads = 0;     // 0: max(2, cores)
+  int loader_threads = 0;     // 0: max(2, cores); at most kMaxThreads
   // Check each chunk of a tensor in shared memory against its key when this
   // process first acquires the tensor (again after any eviction in its
   // segment), and each tensor copied out of shared memory: for a process that
@@ -71,8 +71,11 @@ class Pager;
 // while, one of them runs on_idle (the pager gives back its scratch memory).
 class LoaderPool {
  public:
+  // Starts up to `threads` threads; start_status() says whether all started.
   LoaderPool(int threads, std::function<void()> on_idle);
   ~LoaderPool();
+  // An error when a thread could not be started (the pool then has none).
+  const Status& start_status() const { return start_status_; }
   void Submit(std::function<void()> task);
   // Runs what is queued (and what that queues), then joins the threads.
   void Stop();
@@ -87,7 +90,9 @@ class LoaderPool {
   bool stop_ = false;
   std::atomic<bool> dirty_{false};
   std::function<void()> on_idle_;
+  void StartThread();
   std::vector<std::thread> threads_;
+  Status start_status_;
 };
 
 // One model version opened by a Pager. It refers to its Pager: release every

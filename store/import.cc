@@ -37,10 +37,13 @@ Result<Source> OpenSource(const std::string& path) {
   Source src;
   std::error_code ec;
   fs::file_status st = fs::status(path, ec);
+  if (ec == std::errc::too_many_symbolic_link_levels)
+    return Status::InvalidArgument("cannot import " + path +
+                                   ": it is a symbolic link loop; point the link at a file");
   if (ec || !fs::exists(st)) return Status::NotFound("cannot import " + path + ": no such file or folder");
   std::string dir, index;
   if (fs::is_directory(st)) {
-    if (fs::exists(fs::path(path) / "model.safetensors.index.json")) {
+    if (fs::exists(fs::symlink_status(fs::path(path) / "model.safetensors.index.json", ec))) {
       dir = path;
       index = "model.safetensors.index.json";
     } else {
@@ -100,10 +103,15 @@ struct Worker {
 
 }  // namespace
 
+Status StoreWriter::CheckImportSource(const std::string& source) {
+  return OpenSource(source).status();
+}
+
 Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelName& name,
                                          const ImportOptions& options) {
   auto t0 = std::chrono::steady_clock::now();
   ImportResult res;
+  PSTORE_RETURN_IF_ERROR(CheckThreads(options.threads, "the number of import threads"));
   // Refuse early, before any byte is written, what would fail at commit.
   auto existing = view_->GetName(name);
   if (!existing.ok() && !existing.status().IsNotFound()) return existing.status();
@@ -150,8 +158,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
   // (Whether the models differ is known for certain only after hashing.)
   std::vector<UniqueFd> fds;
   for (const auto& p : src.paths) {
-    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) return Status::FromErrno("cannot open " + p, errno);
+    PSTORE_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(p));
     ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
     fds.push_back(std::move(fd));
   }
@@ -160,6 +167,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
   eo.profile = options.profile.value_or(config_.profile);
   eo.zstd_level = config_.zstd_level;
   int threads = options.threads > 0 ? options.threads : DefaultThreads();
+  threads = int(std::min<size_t>(size_t(threads), std::max<size_t>(items.size(), 1)));
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < threads; i++) workers.push_back(std::make_unique<Worker>(eo));
 
@@ -262,7 +270,10 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
       }
     }
   }
+  bool committed = false;
+  bool manifest_was_there = false;
   if (st.ok() && !res.unchanged) {
+    manifest_was_there = view_->LoadManifestBytes(res.digest).ok();
     rocksdb::WriteBatch b;
     b.Put(db_->meta(), keys::Manifest(res.digest), bytes);
     std::string v(res.digest.view());
@@ -274,21 +285,48 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
     if (st.ok()) {
       // Committed: from here on the chunks belong to the model.
       Status ps = Publish();
-      if (!ps.ok())
+      if (!ps.ok() && !ps.IsNoSpace())
         return ps.WithContext(name.Ref() +
                               " was imported, but readers will see it only after the next "
                               "change to the store");
+      // Out of space before readers could see it: take the commit back too,
+      // so that a full disk never keeps a model nobody asked to keep.
+      committed = !ps.ok();
+      st = ps;
     }
   }
   if (!st.ok()) {
     // Nothing refers to the chunks this import added: take them out again so
-    // the store is as it was (compact would remove them too).
-    rocksdb::WriteBatch undo;
-    for (const auto& k : written) {
-      undo.Delete(db_->chunks(), rocksdb::Slice(k.view().data(), 16));
-      undo.Delete(db_->meta(), keys::ChunkRecord(k));
+    // the store is as it was (compact would remove them too). On a full disk
+    // their space goes back to the disk at once.
+    auto make_undo = [&](rocksdb::WriteBatch* undo) {
+      if (committed) {
+        if (existing.ok()) {
+          std::string v(existing->digest.view());
+          PutVarint(&v, existing->tagged_unix);
+          undo->Put(db_->meta(), keys::Name(name.Ref()), v);
+        } else {
+          undo->Delete(db_->meta(), keys::Name(name.Ref()));
+        }
+        if (!manifest_was_there) undo->Delete(db_->meta(), keys::Manifest(res.digest));
+      }
+      for (const auto& k : written) {
+        undo->Delete(db_->chunks(), rocksdb::Slice(k.view().data(), 16));
+        undo->Delete(db_->meta(), keys::ChunkRecord(k));
+      }
+    };
+    Status taken = Status::OK();
+    if (committed || !written.empty()) taken = TakeOut(make_undo, st.IsNoSpace());
+    if (st.IsNoSpace()) {
+      std::string what = taken.ok() ? " was not imported and the store is as it was"
+                                    : " was not imported; what it wrote is removed by the next "
+                                      "`pstore compact` (" +
+                                          taken.message() + ")";
+      return Status::NoSpace("the disk holding the store is full: " + name.Ref() + what +
+                             "; remove models with `pstore rm` and run `pstore compact`, or free "
+                             "space on the disk (" +
+                             st.message() + ")");
     }
-    if (!written.empty()) (void)db_->db()->Write(rocksdb::WriteOptions(), &undo);
     return st;
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

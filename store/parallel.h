@@ -1,6 +1,7 @@
 // ParallelFor: runs fn(i, worker) for i in [0, n) on `threads` worker threads
 // while the calling thread reports progress; stops handing out work at the
-// first error (or when progress asks to abort) and returns that error.
+// first error (or when progress asks to abort) and returns that error. A
+// thread that cannot be started is an error too (never std::terminate).
 //
 // Thread-safety: fn runs concurrently on distinct i; it must synchronise
 // whatever it shares. progress runs on the calling thread only.
@@ -12,6 +13,9 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <string>
+#include <string_view>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -21,6 +25,18 @@ namespace pstore {
 
 // Called about ten times a second and once at the end; returning false aborts.
 using ProgressFn = std::function<bool(uint64_t done, uint64_t total)>;
+
+// The most threads an import, export or verify (and a pager's loader pool)
+// may be asked for: more would only cost memory and start-up time.
+constexpr int kMaxThreads = 256;
+
+// InvalidArgument naming `what` unless 0 <= n <= kMaxThreads (0: automatic).
+inline Status CheckThreads(int n, std::string_view what) {
+  if (n >= 0 && n <= kMaxThreads) return Status::OK();
+  return Status::InvalidArgument(std::string(what) + " must be from 1 to " +
+                                 std::to_string(kMaxThreads) + " (0: automatic), not " +
+                                 std::to_string(n));
+}
 
 inline int DefaultThreads() {
   unsigned n = std::thread::hardware_concurrency();
@@ -50,12 +66,29 @@ inline Status ParallelFor(size_t n, int threads, const std::function<Status(size
   std::vector<std::thread> pool;
   int running = threads;
   std::condition_variable finished;
-  for (int w = 0; w < threads; w++)
-    pool.emplace_back([&, w] {
-      worker(w);
+  Status start_error;
+  for (int w = 0; w < threads; w++) {
+    try {
+      pool.emplace_back([&, w] {
+        worker(w);
+        std::lock_guard<std::mutex> l(mu);
+        if (--running == 0) finished.notify_all();
+      });
+    } catch (const std::system_error& e) {
+      // Out of threads: stop the ones started and report it.
       std::lock_guard<std::mutex> l(mu);
-      if (--running == 0) finished.notify_all();
-    });
+      start_error =
+          Status::IOError("cannot start worker thread " + std::to_string(w + 1) + " of " +
+                          std::to_string(threads) + " (" + e.what() + "); ask for fewer threads");
+      stop = true;
+      running -= threads - w;
+      break;
+    }
+  }
+  if (!start_error.ok()) {
+    for (auto& t : pool) t.join();
+    return start_error;
+  }
   bool aborted = false;
   if (progress && done) {
     std::unique_lock<std::mutex> l(mu);

@@ -4,6 +4,7 @@
 #include <unordered_set>
 
 #include "common/file_util.h"
+#include "store/reserve.h"
 #include "store/store.h"
 
 namespace pstore {
@@ -80,7 +81,7 @@ Result<StoreStats> GetStoreStats(const StoreView& view, const std::string& root)
     s.stored_bytes += r.stored_len;
     return Status::OK();
   }));
-  s.disk_bytes = DiskUsage(root);
+  s.disk_bytes = StoreDiskUsage(StorePaths{root});
   return s;
 }
 

@@ -43,6 +43,7 @@
 
 namespace rocksdb {
 class PinnableSlice;
+class WriteBatch;
 }
 
 namespace pstore {
@@ -193,14 +194,22 @@ class StoreWriter {
  public:
   ~StoreWriter();
   // Takes the writer lock (waiting for it with wait), creating the store with
-  // `init` settings if it does not exist.
+  // `init` settings if it does not exist. With may_use_reserve (rm, tag,
+  // compact), the disk space set aside in STORE/RESERVE is released when the
+  // disk is nearly full, so that they work on a full disk (store/reserve.h).
   static Result<std::unique_ptr<StoreWriter>> Open(const std::string& root, bool wait,
-                                                   const StoreConfig& init = StoreConfig{});
+                                                   const StoreConfig& init = StoreConfig{},
+                                                   bool may_use_reserve = false);
 
   const StoreView& view() const { return *view_; }
   const StoreConfig& config() const { return config_; }
   const StorePaths& paths() const { return paths_; }
 
+  // Checks a source as Import does before it writes anything (every header,
+  // and that each file is a regular file), without a store: callers that
+  // would create a store for the import check first, so that a bad source
+  // leaves no store behind.
+  static Status CheckImportSource(const std::string& source);
   // Imports a safetensors file, a sharded model's folder or its index file.
   Result<ImportResult> Import(const std::string& source, const ModelName& name,
                               const ImportOptions& options);
@@ -217,6 +226,10 @@ class StoreWriter {
  private:
   StoreWriter() = default;
   Status Publish();
+  // Takes out what a failed import wrote (the batch make_undo builds),
+  // reopening the database with the reserve released if it refuses writes
+  // (a full disk), then compacts so that the space goes back to the disk.
+  Status TakeOut(const std::function<void(rocksdb::WriteBatch*)>& make_undo, bool reclaim);
   Result<std::string> NamesText() const;
   StorePaths paths_;
   StoreConfig config_;
@@ -253,7 +266,25 @@ struct VerifyReport {
   std::vector<VerifyProblem> problems;
   bool ok() const { return problems.empty(); }
 };
-Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress);
+// The writer's database checked for blob files it lists but lacks
+// (store/writer_files.cc).
+struct WriterFileCheck {
+  WriterFileCheck();
+  ~WriterFileCheck();
+  WriterFileCheck(WriterFileCheck&&);
+  WriterFileCheck& operator=(WriterFileCheck&&);
+  std::vector<uint64_t> missing_blob_files;
+  std::unique_ptr<RocksDb> db;  // db/, opened read-only, when some are missing
+};
+// Empty when a writer holds the lock (it may be changing db/ as it should).
+Result<WriterFileCheck> CheckWriterFiles(const StorePaths& p);
+// "000123.blob": the name of blob file number n in a RocksDB folder.
+std::string BlobFileName(uint64_t number);
+
+// writer: when given, every chunk whose blob file in the writer's database is
+// among writer->missing_blob_files is a problem of every model that uses it.
+Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress,
+                                 const WriterFileCheck* writer = nullptr);
 // Checks the reader's generation's NAMES file (its checksum, and every line
 // against the database's names) and adds what is wrong to rep.
 Status VerifyNamesFile(const StoreReader& reader, VerifyReport* rep);
@@ -289,7 +320,8 @@ struct StoreStats {
   uint64_t unique_bytes = 0;   // raw bytes of distinct chunks
   uint64_t stored_bytes = 0;   // frame bytes of distinct chunks
   uint64_t chunks = 0;
-  uint64_t disk_bytes = 0;     // the store's folder on disk (hard links counted once)
+  uint64_t disk_bytes = 0;  // the store's folder on disk (hard links counted once),
+                            // without the space set aside in RESERVE
   double dedup_ratio() const { return unique_bytes ? double(logical_bytes) / unique_bytes : 1; }
   double compression_ratio() const { return unique_bytes ? double(stored_bytes) / unique_bytes : 1; }
 };

@@ -2,6 +2,7 @@
 // and name the model, tensor and chunk of whatever is wrong.
 #include <rocksdb/db.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -20,7 +21,9 @@ struct ChunkUse {
 };
 }  // namespace
 
-Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress) {
+Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress,
+                                 const WriterFileCheck* writer) {
+  PSTORE_RETURN_IF_ERROR(CheckThreads(threads, "the number of verify threads"));
   VerifyReport rep;
   PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, view.ListNames());
   std::map<ModelDigest, std::vector<std::string>> labels;
@@ -65,6 +68,26 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
     total += lengths[k];
   }
   std::sort(keys.begin(), keys.end());
+  if (writer && writer->db && !writer->missing_blob_files.empty()) {
+    // The generation still reads these chunks (its hard links keep the
+    // files), but the writer cannot: name every model that uses them.
+    const auto& missing_blob_files = writer->missing_blob_files;
+    std::vector<StoreView::ChunkPlace> places(keys.size());
+    PSTORE_RETURN_IF_ERROR(
+        StoreView(writer->db.get()).LocateChunks(keys.data(), keys.size(), places.data()));
+    for (size_t i = 0; i < keys.size(); i++) {
+      if (std::find(missing_blob_files.begin(), missing_blob_files.end(), places[i].file) ==
+          missing_blob_files.end())
+        continue;
+      for (const auto& u : uses[keys[i]])
+        rep.problems.push_back(
+            {u.model, u.tensor, u.chunk, keys[i].Hex(),
+             "its blob file " + BlobFileName(places[i].file) +
+                 " is missing from the store's database (db/); rm, compact and import fail "
+                 "until it is back (see docs/operations.md, \"When verify reports damage\")",
+             "db/" + BlobFileName(places[i].file)});
+    }
+  }
   std::mutex mu;
   std::atomic<uint64_t> done{0};
   if (threads <= 0) threads = DefaultThreads();
@@ -97,6 +120,15 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
       },
       &done, total, progress);
   PSTORE_RETURN_IF_ERROR(st);
+  if (writer && writer->db)
+    for (uint64_t f : writer->missing_blob_files)
+      if (std::none_of(rep.problems.begin(), rep.problems.end(), [&](const VerifyProblem& p) {
+            return p.error.find(BlobFileName(f)) != std::string::npos;
+          }))
+        rep.problems.push_back(
+            {"(no model)", "", -1, "",
+             "blob file " + BlobFileName(f) + " is missing from the store's database (db/)",
+             "db/" + BlobFileName(f)});
   rep.chunks_checked = keys.size();
   rep.bytes_checked = total;
   std::sort(rep.problems.begin(), rep.problems.end(), [](const auto& a, const auto& b) {
@@ -139,4 +171,11 @@ Status VerifyNamesFile(const StoreReader& reader, VerifyReport* rep) {
   return Status::OK();
 }
 
+}  // namespace pstore
+
+namespace pstore {
+WriterFileCheck::WriterFileCheck() = default;
+WriterFileCheck::~WriterFileCheck() = default;
+WriterFileCheck::WriterFileCheck(WriterFileCheck&&) = default;
+WriterFileCheck& WriterFileCheck::operator=(WriterFileCheck&&) = default;
 }  // namespace pstore

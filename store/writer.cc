@@ -8,11 +8,22 @@
 #include "common/file_util.h"
 #include "store/keys.h"
 #include "store/names_file.h"
+#include "store/reserve.h"
 #include "store/rocks.h"
 #include "store/store.h"
 #include "store/store_access.h"
 
 namespace pstore {
+
+namespace {
+
+Status FullDiskStatus(const Status& s) {
+  return s.WithContext(
+      "the disk holding the store is full: remove models with `pstore rm` and run `pstore "
+      "compact` (they use space set aside for this), or free space on the disk");
+}
+
+}  // namespace
 
 StoreReader::~StoreReader() = default;
 
@@ -55,18 +66,38 @@ Result<std::optional<ModelDigest>> StoreReader::ResolveName(std::string_view ref
   return std::optional<ModelDigest>(it->second);
 }
 
-StoreWriter::~StoreWriter() = default;
+StoreWriter::~StoreWriter() {
+  // RocksDB leaves OPTIONS-*.dbtmp behind when it cannot finish an options
+  // file (a full disk); it never needs them.
+  view_.reset();
+  db_.reset();
+  if (lock_) RemoveDbTempFiles(paths_);
+}
 
 Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, bool wait,
-                                                       const StoreConfig& init) {
+                                                       const StoreConfig& init,
+                                                       bool may_use_reserve) {
   std::unique_ptr<StoreWriter> w(new StoreWriter);
   w->paths_.root = root;
   PSTORE_ASSIGN_OR_RETURN(WriterLock lock, WriterLock::Acquire(root, wait));
   w->lock_ = std::make_unique<WriterLock>(std::move(lock));
   PSTORE_RETURN_IF_ERROR(InitStoreDir(w->paths_, init));
   PSTORE_ASSIGN_OR_RETURN(w->config_, ReadStoreConfig(w->paths_));
-  PSTORE_ASSIGN_OR_RETURN(w->db_, RocksDb::OpenPrimary(w->paths_.db()));
+  RemoveDbTempFiles(w->paths_);
+  if (may_use_reserve && FreeDiskBytes(root) < 2 * kReserveBytes) ReleaseReserve(w->paths_);
+  auto db = RocksDb::OpenPrimary(w->paths_.db());
+  if (!db.ok() && db.status().IsNoSpace() && may_use_reserve && ReleaseReserve(w->paths_)) {
+    RemoveDbTempFiles(w->paths_);
+    db = RocksDb::OpenPrimary(w->paths_.db());
+  }
+  RemoveDbTempFiles(w->paths_);
+  if (!db.ok()) {
+    if (db.status().IsNoSpace()) return FullDiskStatus(db.status());
+    return db.status();
+  }
+  w->db_ = std::move(db).value();
   w->view_ = std::make_unique<StoreView>(w->db_.get());
+  if (!may_use_reserve) RestoreReserve(w->paths_);
   // A writer that died between committing a change and publishing it left
   // the database ahead of the newest generation: publish it now, or readers
   // would not see the committed change until some later command published.
@@ -80,7 +111,12 @@ Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, 
     auto names = ReadNamesFile(w->paths_.gen(current) + "/NAMES");
     behind = behind || !names.ok() || !*names;
   }
-  if (behind) PSTORE_RETURN_IF_ERROR(w->Publish());
+  if (behind) {
+    Status ps = w->Publish();
+    if (ps.IsNoSpace() && may_use_reserve && ReleaseReserve(w->paths_)) ps = w->Publish();
+    if (ps.IsNoSpace()) return FullDiskStatus(ps);
+    PSTORE_RETURN_IF_ERROR(ps);
+  }
   return w;
 }
 
@@ -124,6 +160,43 @@ rocksdb::WriteOptions SyncWrite() {
 
 }  // namespace
 
+Status StoreWriter::TakeOut(const std::function<void(rocksdb::WriteBatch*)>& make_undo,
+                            bool reclaim) {
+  rocksdb::WriteBatch undo;
+  make_undo(&undo);
+  Status s = FromRocks(db_->db()->Write(SyncWrite(), &undo), "take out the import's chunks");
+  if (!s.ok()) {
+    // After a failed write (a full disk) RocksDB refuses further writes:
+    // reopen it, with the reserve's space to write in.
+    reclaim = true;
+    view_.reset();
+    db_.reset();
+    ReleaseReserve(paths_);
+    RemoveDbTempFiles(paths_);
+    PSTORE_ASSIGN_OR_RETURN(db_, RocksDb::OpenPrimary(paths_.db()));
+    view_ = std::make_unique<StoreView>(db_.get());
+    rocksdb::WriteBatch again;
+    make_undo(&again);
+    PSTORE_RETURN_IF_ERROR(
+        FromRocks(db_->db()->Write(SyncWrite(), &again), "take out the import's chunks"));
+  }
+  if (reclaim) {
+    // The import's chunks sit in blob files of their own: once their keys
+    // are compacted away, RocksDB deletes those files whole.
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}),
+                                     "flush after taking out the import's chunks"));
+    rocksdb::CompactRangeOptions co;
+    co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    co.exclusive_manual_compaction = true;
+    PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr),
+                                     "compact after taking out the import's chunks"));
+    RestoreReserve(paths_);
+  }
+  return Status::OK();
+}
+
 Status StoreWriter::Remove(const ModelName& name) {
   PSTORE_RETURN_IF_ERROR(view_->GetName(name).status());
   rocksdb::WriteBatch b;
@@ -152,7 +225,7 @@ Status StoreWriter::Tag(std::string_view src, const ModelName& name, bool force)
 
 Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
   CompactResult res;
-  res.disk_before = DiskUsage(paths_.root);
+  res.disk_before = StoreDiskUsage(paths_);
   PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, view_->ListNames());
   std::unordered_set<ModelDigest, ChunkKeyHasher> referenced;
   for (const auto& n : names) referenced.insert(n.digest);
@@ -242,7 +315,8 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
   (void)n;
   PSTORE_ASSIGN_OR_RETURN(res.generations_removed, RemoveUnusedGenerations(paths_));
   res.generations_in_use = int(ListGenerations(paths_).size()) - 1;
-  res.disk_after = DiskUsage(paths_.root);
+  RestoreReserve(paths_);
+  res.disk_after = StoreDiskUsage(paths_);
   if (progress) progress(3, 3);
   return res;
 }

@@ -6,10 +6,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <random>
 
+#include "pager/budget_object.h"
 #include "pager/pager.h"
 #include "store/formats/safetensors.h"
 #include "tools/cli_util.h"
@@ -23,8 +26,9 @@ struct PagerArgs {
   std::string ref;
   std::vector<std::string> prefixes;
   std::string budget;
-  bool gc = false, gc_all = false;
+  bool gc = false, gc_all = false, orphans = false;
   bool check = false;  // bench: PagerOptions::check_shared
+  std::string under;
   std::string baseline;
   int runs = 5;
   int threads = 0;
@@ -178,18 +182,123 @@ int CmdPs(const Globals& g) {
                   procs.empty() ? "-" : procs.c_str());
     }
   }
+  // The budget object goes too once nothing is left that uses it.
+  bool budget_removed =
+      g_args.gc_all && ListSegments(*id).empty() && RemoveBudgetObjectIfUnused(*id);
   if (g.json) {
     PrintJson({{"ok", true},
                {"budget_bytes", budget},
                {"resident_bytes", total},
                {"segments", segs},
-               {"removed", removed}});
+               {"removed", removed},
+               {"budget_object_removed", budget_removed}});
   } else {
     std::printf("\nresident %s of a %s budget", HumanBytes(double(total)).c_str(),
                 HumanBytes(double(budget)).c_str());
     if (removed) std::printf("; removed %d unused segment(s)", removed);
+    if (budget_removed) std::printf("; removed the budget object");
     std::printf("\n");
   }
+  return kExitOk;
+}
+
+// --- ps --orphans ---------------------------------------------------------------
+
+// Shared memory whose store is gone: found from /dev/shm alone, through the
+// folder each store's budget object records (pager/budget_object.h).
+int CmdOrphans(const Globals& g) {
+  std::string under;
+  if (!g_args.under.empty()) {
+    std::error_code ec;
+    under = std::filesystem::absolute(g_args.under, ec).lexically_normal().string();
+    if (char* real = ::realpath(g_args.under.c_str(), nullptr)) {
+      under = real;
+      ::free(real);
+    }
+    while (under.size() > 1 && under.back() == '/') under.pop_back();
+  }
+  auto is_under = [&](const std::string& folder) {
+    if (under.empty()) return true;
+    return folder == under ||
+           (folder.size() > under.size() && folder.compare(0, under.size(), under) == 0 &&
+            (under == "/" || folder[under.size()] == '/'));
+  };
+  nlohmann::json orphans = nlohmann::json::array(), unknown = nlohmann::json::array();
+  int segments_removed = 0, budgets_removed = 0;
+  for (const std::string& id : ListSharedMemoryStores()) {
+    std::vector<std::string> segs = ListSegments(id);
+    std::optional<std::string> folder = ReadBudgetOwner(id);
+    if (!folder) {
+      // No record: an older pstore's budget object, or none. Its store may
+      // well exist; only `pstore ps --gc-all` in that store removes it.
+      if (under.empty()) unknown.push_back({{"store_id", id}, {"segments", segs.size()}});
+      continue;
+    }
+    if (!is_under(*folder)) continue;
+    auto found = ReadStoreId(StorePaths{*folder});
+    std::string why;
+    if (found.ok()) {
+      if (*found == id) continue;  // the store is there: not an orphan
+      why = "the folder holds another store (" + *found + ")";
+    } else if (found.status().IsNotFound()) {
+      why = "the folder is gone";
+    } else {
+      continue;  // cannot tell (no permission, a damaged ID file): leave it
+    }
+    int removed = 0;
+    uint64_t bytes = 0, in_use = 0;
+    for (const auto& name : segs) {
+      auto info = InspectSegment(name);
+      bool used = info.ok() && info->live_attachments() > 0;
+      if (info.ok()) bytes += info->resident_bytes;
+      if (g_args.gc && !used && RemoveSegment(name).ok()) {
+        removed++;
+        continue;
+      }
+      in_use += used;
+    }
+    bool budget_removed = g_args.gc && ListSegments(id).empty() && RemoveBudgetObjectIfUnused(id);
+    segments_removed += removed;
+    budgets_removed += budget_removed;
+    orphans.push_back({{"store_id", id},
+                       {"folder", *folder},
+                       {"reason", why},
+                       {"segments", segs.size()},
+                       {"segments_in_use", in_use},
+                       {"resident_bytes", bytes},
+                       {"segments_removed", removed},
+                       {"budget_object_removed", budget_removed}});
+  }
+  if (g.json) {
+    PrintJson({{"ok", true},
+               {"orphans", orphans},
+               {"unknown", unknown},
+               {"segments_removed", segments_removed},
+               {"budget_objects_removed", budgets_removed}});
+    return kExitOk;
+  }
+  for (const auto& o : orphans)
+    std::printf(
+        "orphan store %s (%s: %s): %llu segment(s), %s resident, %llu in use%s\n",
+        o["store_id"].get<std::string>().c_str(), o["folder"].get<std::string>().c_str(),
+        o["reason"].get<std::string>().c_str(), (unsigned long long)o["segments"].get<uint64_t>(),
+        HumanBytes(double(o["resident_bytes"].get<uint64_t>())).c_str(),
+        (unsigned long long)o["segments_in_use"].get<uint64_t>(),
+        g_args.gc ? (", removed " + std::to_string(o["segments_removed"].get<int>()) +
+                     (o["budget_object_removed"].get<bool>() ? " and its budget object" : ""))
+                        .c_str()
+                  : "");
+  for (const auto& u : unknown)
+    std::printf(
+        "store %s: %llu segment(s), folder unknown (made by an older pstore; run `pstore "
+        "ps --gc-all` in its store, or remove /dev/shm/pstore-%s-* by hand once no "
+        "process uses them)\n",
+        u["store_id"].get<std::string>().c_str(), (unsigned long long)u["segments"].get<uint64_t>(),
+        u["store_id"].get<std::string>().c_str());
+  if (orphans.empty())
+    std::printf("no orphaned shared memory%s\n", under.empty() ? "" : (" under " + under).c_str());
+  else if (!g_args.gc)
+    std::printf("remove what nobody uses with `pstore ps --orphans --gc`\n");
   return kExitOk;
 }
 
@@ -361,7 +470,14 @@ void AddPagerCommands(CLI::App& app, Globals& g) {
 
   g_args.ps = app.add_subcommand("ps", "Mapped models, attached processes, resident and pinned bytes, budget");
   g_args.ps->add_flag("--gc", g_args.gc, "Remove segments of models no longer in the store that nobody uses");
-  g_args.ps->add_flag("--gc-all", g_args.gc_all, "Remove every segment nobody uses (drops the shared cache)");
+  g_args.ps->add_flag("--gc-all", g_args.gc_all,
+                      "Remove every segment nobody uses (drops the shared cache), and the "
+                      "budget object once no segment and no process uses it");
+  g_args.ps->add_flag("--orphans", g_args.orphans,
+                      "Without a store: shared memory of stores whose folder is gone or holds "
+                      "another store (with --gc: remove what nobody uses)");
+  g_args.ps->add_option("--under", g_args.under,
+                        "With --orphans: only stores whose folder was under this folder");
 
   g_args.bench = app.add_subcommand("bench", "Size on disk and in memory, open, first-tensor and full-load times, acquire latency");
   g_args.bench->add_option("NAME:TAG", g_args.ref, "The model (it must not be open elsewhere)")->required();
@@ -376,7 +492,7 @@ void AddPagerCommands(CLI::App& app, Globals& g) {
 
 int RunPagerCommand(CLI::App&, const Globals& g) {
   if (*g_args.warm) return CmdWarm(g);
-  if (*g_args.ps) return CmdPs(g);
+  if (*g_args.ps) return g_args.orphans ? CmdOrphans(g) : CmdPs(g);
   if (*g_args.bench) return CmdBench(g);
   return Fail(g, Status::InvalidArgument("unknown command; see pstore --help"));
 }

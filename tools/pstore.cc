@@ -29,7 +29,12 @@ void OnSignal(int) { g_interrupted = true; }
 
 bool ProgressLine::Interrupted() { return g_interrupted.load(); }
 
-int Fail(const Globals& g, const Status& s) {
+int Fail(const Globals& g, const Status& failed) {
+  // Whatever failed after SIGINT or SIGTERM (a wait for the writer lock, a
+  // read) failed because of it: report an interruption.
+  Status s = failed;
+  if (g_interrupted.load() && s.code() != Status::Code::kAborted)
+    s = Status::Aborted("interrupted by a signal (" + failed.message() + ")");
   if (g.json) {
     nlohmann::json j;
     j["ok"] = false;
@@ -80,6 +85,9 @@ int CmdImport(const Globals& g, const std::string& source, const std::string& re
                                                    "' (raw, lz4, zstd, fast, dense)"));
     opt.profile = *p;
   }
+  if (Status s = CheckThreads(threads, "--threads"); !s.ok()) return Fail(g, s);
+  // Before the writer lock, and before a missing store is created.
+  if (Status s = StoreWriter::CheckImportSource(source); !s.ok()) return Fail(g, s);
   auto w = StoreWriter::Open(g.store, wait);
   if (!w.ok()) return Fail(g, w.status());
   ProgressLine line("importing", !g.json);
@@ -232,7 +240,7 @@ int CmdInfo(const Globals& g, const std::string& ref, bool all_tensors) {
 // --- rm, tag ------------------------------------------------------------------
 
 int CmdRm(const Globals& g, const std::vector<std::string>& refs, bool wait) {
-  auto w = StoreWriter::Open(g.store, wait);
+  auto w = StoreWriter::Open(g.store, wait, StoreConfig{}, /*may_use_reserve=*/true);
   if (!w.ok()) return Fail(g, w.status());
   for (const auto& ref : refs) {
     auto name = ParseModelName(ref);
@@ -248,7 +256,7 @@ int CmdRm(const Globals& g, const std::vector<std::string>& refs, bool wait) {
 int CmdTag(const Globals& g, const std::string& src, const std::string& dst, bool force, bool wait) {
   auto name = ParseModelName(dst);
   if (!name.ok()) return Fail(g, name.status());
-  auto w = StoreWriter::Open(g.store, wait);
+  auto w = StoreWriter::Open(g.store, wait, StoreConfig{}, /*may_use_reserve=*/true);
   if (!w.ok()) return Fail(g, w.status());
   Status s = (*w)->Tag(src, *name, force);
   if (!s.ok()) return Fail(g, s);
@@ -263,8 +271,10 @@ int CmdVerify(const Globals& g, int threads) {
   auto r = OpenReader(g);
   if (!r.ok()) return Fail(g, r.status());
   ProgressLine line("verifying", !g.json);
+  auto writer = CheckWriterFiles(StorePaths{(*r)->root()});
+  if (!writer.ok()) return Fail(g, writer.status());
   auto rep = VerifyStore((*r)->view(), threads,
-                         [&](uint64_t d, uint64_t t) { return line.Update(d, t); });
+                         [&](uint64_t d, uint64_t t) { return line.Update(d, t); }, &*writer);
   line.Finish();
   if (!rep.ok()) return Fail(g, rep.status());
   if (Status s = VerifyNamesFile(**r, &*rep); !s.ok()) return Fail(g, s);
@@ -305,7 +315,7 @@ int CmdVerify(const Globals& g, int threads) {
 // --- compact ------------------------------------------------------------------
 
 int CmdCompact(const Globals& g, bool wait) {
-  auto w = StoreWriter::Open(g.store, wait);
+  auto w = StoreWriter::Open(g.store, wait, StoreConfig{}, /*may_use_reserve=*/true);
   if (!w.ok()) return Fail(g, w.status());
   auto r = (*w)->Compact();
   if (!r.ok()) return Fail(g, r.status());

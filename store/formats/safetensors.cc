@@ -553,11 +553,9 @@ std::string CheckShardName(std::string_view name) {
 
 // Reads a small file whole, refusing more than max_bytes.
 Result<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return Status::FromErrno("cannot open " + path, errno);
+  PSTORE_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(path));
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("cannot stat " + path, errno);
-  if (!S_ISREG(st.st_mode)) return Invalid(path, "not a regular file");
   if (uint64_t(st.st_size) > max_bytes)
     return Invalid(path, std::to_string(st.st_size) + " bytes, more than the limit of " +
                              std::to_string(max_bytes));
@@ -698,11 +696,9 @@ Result<FileHeader> ParseHeader(std::string_view prefix, uint64_t file_size, std:
 }
 
 Result<FileHeader> ReadHeader(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return Status::FromErrno("cannot open " + path, errno);
+  PSTORE_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(path));
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("cannot stat " + path, errno);
-  if (!S_ISREG(st.st_mode)) return Invalid(path, "not a regular file");
   auto file_size = uint64_t(st.st_size);
 
   std::string buf(size_t(std::min(file_size, kLengthBytes)), '\0');
