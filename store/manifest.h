@@ -34,6 +34,20 @@ enum class SourceFormat : uint8_t {
 inline bool IsGguf(SourceFormat f) {
   return f == SourceFormat::kGguf || f == SourceFormat::kGgufSplit;
 }
+// "safetensors", "safetensors-sharded", "gguf", "gguf-split".
+inline const char* SourceFormatName(SourceFormat f) {
+  switch (f) {
+    case SourceFormat::kSafetensors:
+      return "safetensors";
+    case SourceFormat::kSafetensorsSharded:
+      return "safetensors-sharded";
+    case SourceFormat::kGguf:
+      return "gguf";
+    case SourceFormat::kGgufSplit:
+      return "gguf-split";
+  }
+  return "unknown";
+}
 
 struct ManifestTensor {
   std::string name;

@@ -257,6 +257,7 @@ struct TensorInfo {
   uint64_t stored_bytes = 0;  // frames of its chunks
   uint64_t chunks = 0;
   uint64_t shared_chunks = 0;  // chunks other models use too
+  uint32_t ggml_type = 0;      // GGUF models only
 };
 struct ModelInfo {
   ModelDigest digest;
@@ -265,6 +266,7 @@ struct ModelInfo {
   uint32_t chunk_size = 0;
   std::vector<std::string> files;
   std::string metadata_json;
+  uint32_t alignment = 0;  // GGUF models only: general.alignment
   uint64_t raw_bytes = 0;
   uint64_t stored_bytes = 0;
   uint64_t unique_chunks = 0;
