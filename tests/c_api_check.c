@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
   int bad = 0;
   for (size_t i = 0; i < n; i++) {
     pstore_tensor_info info;
+    info.struct_size = sizeof(info);
     st = pstore_model_tensor_info(model, i, &info);
     if (st != PSTORE_OK) return fail("pstore_model_tensor_info", st);
     uint64_t a, b;
@@ -92,6 +93,7 @@ int main(int argc, char** argv) {
   size_t idx;
   if (n > 0) {
     pstore_tensor_info info;
+    info.struct_size = sizeof(info);
     pstore_model_tensor_info(model, n - 1, &info);
     if (pstore_model_find_tensor(model, info.name, &idx) != PSTORE_OK || idx != n - 1) {
       fprintf(stderr, "pstore_model_find_tensor did not find %s\n", info.name);
