@@ -150,7 +150,8 @@ Manifest GgufManifest() {
   }
   for (uint32_t i = 0; i < 2; i++) {
     ManifestTensor t;
-    t.name = i ? "t1" : "t0";
+    t.name.assign(1, 't');
+    t.name.push_back(char('0' + i));
     t.dtype = DType::kU8;
     t.ggml_type = i ? 8 : 999;
     t.shape = {2, 35000};
