@@ -297,7 +297,8 @@ typedef struct pstore_import_options {
 
 PSTORE_EXPORT void pstore_import_options_default(pstore_import_options* opts);
 
-/* Imports a safetensors file (or a sharded model's folder or index) into the
+/* Imports a safetensors file (or a sharded model's folder or index), or a GGUF
+ * file (a split GGUF model by any of its files' names), into the
  * store at store_path (NULL: the default store, created if missing) under
  * ref, atomically: after a crash the model is wholly there or not at all.
  * digest_out, if not NULL, receives the model's digest (33 bytes with NUL).

@@ -69,11 +69,29 @@ int main(int argc, char** argv) {
   if (st != PSTORE_OK) return fail("pstore_model_open", st);
   size_t n = pstore_model_tensor_count(model);
   int bad = 0;
+  {
+    const char* meta = NULL;
+    size_t meta_len = 0;
+    if (strncmp(pstore_model_format(model), "safetensors", 11) != 0) {
+      fprintf(stderr, "pstore_model_format: %s\n", pstore_model_format(model));
+      bad++;
+    }
+    st = pstore_model_metadata(model, &meta, &meta_len);
+    if (st != PSTORE_OK || meta[0] != '{' || strlen(meta) != meta_len) {
+      fprintf(stderr, "pstore_model_metadata: %s\n", st == PSTORE_OK ? meta : "failed");
+      bad++;
+    }
+  }
   for (size_t i = 0; i < n; i++) {
     pstore_tensor_info info;
     info.struct_size = sizeof(info);
     st = pstore_model_tensor_info(model, i, &info);
     if (st != PSTORE_OK) return fail("pstore_model_tensor_info", st);
+    if (info.struct_size != sizeof(info) || info.ggml_type != -1) {
+      fprintf(stderr, "tensor %s: struct_size %zu, ggml_type %d (want %zu, -1)\n", info.name,
+              info.struct_size, (int)info.ggml_type, sizeof(info));
+      bad++;
+    }
     uint64_t a, b;
     if (find_offsets(header, info.name, &a, &b) != 0 || b - a != info.nbytes) {
       fprintf(stderr, "tensor %s: not found in the file header or wrong size\n", info.name);
