@@ -65,6 +65,16 @@ TEST(GgufReader, KnownTypeIsExactAndItsPaddingIsFiller) {
   EXPECT_EQ(h->metadata_json, "{\"general.architecture\":\"llama\"}");
 }
 
+TEST(GgufReader, VersionTwoIsReadVersionOneIsNot) {
+  std::string f = TwoTensorFile();
+  f[4] = 2;
+  auto h = gguf::ParseHeader(f, f.size(), "t.gguf");
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(h->version, 2u);
+  f[4] = 1;
+  EXPECT_FALSE(gguf::ParseHeader(f, f.size(), "t.gguf").ok());
+}
+
 TEST(GgufReader, UnknownTypeExtendsToTheEndOfTheFile) {
   std::string f = TwoTensorFile();
   auto h = gguf::ParseHeader(f, f.size(), "t.gguf");

@@ -311,9 +311,14 @@ Result<FileHeader> ParseHeader(std::string_view prefix, uint64_t file_size, std:
                                         ": bad magic (the file does not start with \"GGUF\")"));
   GGUF_TRY(p.Raw(4, "the magic", &magic));
   GGUF_TRY(p.Fixed("the version", &h.version));
-  if (h.version != 2 && h.version != 3)
+  if (h.version != 2 && h.version != 3) {
+    if (h.version != 0 && (h.version & 0xffff) == 0)
+      return fail(p.Bad("the version field reads " + std::to_string(__builtin_bswap32(h.version)) +
+                        " big-endian: big-endian GGUF files are not supported (convert the "
+                        "file to little-endian)"));
     return fail(p.Bad("unsupported GGUF version " + std::to_string(h.version) +
                       " (pstore reads versions 2 and 3)"));
+  }
   uint64_t n_tensors, n_kv;
   GGUF_TRY(p.Fixed("the tensor count", &n_tensors));
   GGUF_TRY(p.Fixed("the metadata count", &n_kv));

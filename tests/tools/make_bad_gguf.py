@@ -78,6 +78,7 @@ def cases():
     c["bad_magic"] = gguf(kvs, infos, data, magic=b"GGUG")
     c["version_1"] = gguf(kvs, infos, data, version=1)
     c["version_99"] = gguf(kvs, infos, data, version=99)
+    c["big_endian"] = gguf(kvs, infos, data, version=3 << 24)
     c["truncated_header"] = gguf(kvs, infos, data)[:20]
     c["tensor_count_huge"] = gguf(kvs, infos, data, n_tensors=1 << 62)
     c["kv_count_huge"] = gguf(kvs, infos, data, n_kv=(1 << 64) - 1)
