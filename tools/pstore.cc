@@ -143,8 +143,8 @@ int CmdLs(const Globals& g) {
   if (!names.ok()) return Fail(g, names.status());
   nlohmann::json arr = nlohmann::json::array();
   if (!g.json)
-    std::printf("%-40s %-14s %10s %8s  %-19s %-16s\n", "MODEL", "DIGEST", "SIZE", "TENSORS",
-                "FORMAT", "TAGGED");
+    std::printf("%-40s %-14s %10s %8s  %-19s %s\n", "MODEL", "DIGEST", "SIZE", "TENSORS", "FORMAT",
+                "TAGGED");
   for (const auto& n : *names) {
     auto m = (*r)->view().LoadManifest(n.digest);
     uint64_t bytes = m.ok() ? (*m)->TotalBytes() : 0;
@@ -223,8 +223,9 @@ int CmdInfo(const Globals& g, const std::string& ref, bool all_tensors) {
     PrintGgufSummary(*info);
   else if (!info->metadata_json.empty())
     std::printf("metadata %s\n", info->metadata_json.c_str());
-  std::printf("\n%-48s %-7s %-20s %10s %10s %6s %6s\n", "TENSOR", "DTYPE", "SHAPE", "RAW", "STORED",
-              "CHUNKS", "SHARED");
+  std::printf("\n%-48s %-7s %-20s %10s %10s %6s %6s\n", "TENSOR",
+              IsGguf(info->format) ? "TYPE" : "DTYPE", "SHAPE", "RAW", "STORED", "CHUNKS",
+              "SHARED");
   size_t shown = 0;
   for (const auto& t : info->tensors) {
     if (!all_tensors && shown == 50) {
