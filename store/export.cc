@@ -5,7 +5,6 @@
 #include <filesystem>
 
 #include "common/file_util.h"
-#include "store/formats/gguf.h"
 #include "store/formats/safetensors.h"
 #include "store/store.h"
 
@@ -33,30 +32,13 @@ safetensors::FileHeader HeaderOf(const Manifest& m, const ManifestFile& f) {
   return h;
 }
 
-gguf::FileHeader GgufHeaderOf(const Manifest& m, const ManifestFile& f) {
-  gguf::FileHeader h;
-  h.header_bytes = f.header_bytes;
-  h.data_offset = f.header_bytes.size();
-  h.data_size = f.data_size;
-  h.filler = f.filler;
-  for (uint32_t i : f.tensors) {
-    const ManifestTensor& t = m.tensors[i];
-    gguf::TensorEntry e;
-    e.name = t.name;
-    e.ggml_type = t.ggml_type;
-    e.offset = t.offset;
-    e.size = t.size;
-    h.tensors.push_back(std::move(e));
-  }
-  return h;
-}
-
 }  // namespace
 
 Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::string& path,
                    const ExportOptions& options) {
   PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<const Manifest> mp, view.LoadManifest(digest));
   const Manifest& m = *mp;
+  if (IsGguf(m.format)) return ExportGguf(view, m, path, options);
   uint64_t total = m.TotalBytes();
   uint64_t done = 0;
   auto last_report = std::chrono::steady_clock::now();
@@ -64,29 +46,29 @@ Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::
   std::vector<uint8_t> buf(m.chunk_size);
 
   auto write_file = [&](const std::string& out, const ManifestFile& f) -> Status {
-    auto emit = [&](size_t i, const std::function<Status(const uint8_t*, size_t)>& sink) -> Status {
-      const ManifestTensor& t = m.tensors[f.tensors[i]];
-      for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
-        const ChunkKey& key = m.chunks[t.first_chunk + j];
-        std::span<uint8_t> out_span(buf.data(), size_t(m.ChunkBytes(t, j)));
-        Status s = view.ReadChunk(key, &decoder, out_span);
-        if (!s.ok()) return s.WithContext("tensor " + t.name + " chunk " + std::to_string(j));
-        PSTORE_RETURN_IF_ERROR(sink(out_span.data(), out_span.size()));
-        done += out_span.size();
-        if (options.progress &&
-            std::chrono::steady_clock::now() - last_report > std::chrono::milliseconds(100)) {
-          last_report = std::chrono::steady_clock::now();
-          if (!options.progress(done, total))
-            return Status::Aborted("export stopped at the caller's request");
-        }
-      }
-      return Status::OK();
-    };
-    if (IsGguf(m.format)) return gguf::WriteFile(out, GgufHeaderOf(m, f), emit);
-    return safetensors::WriteFile(out, HeaderOf(m, f), emit);
+    return safetensors::WriteFile(
+        out, HeaderOf(m, f), [&](size_t i, const safetensors::ByteSink& sink) -> Status {
+          const ManifestTensor& t = m.tensors[f.tensors[i]];
+          for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
+            const ChunkKey& key = m.chunks[t.first_chunk + j];
+            std::span<uint8_t> out_span(buf.data(), size_t(m.ChunkBytes(t, j)));
+            Status s = view.ReadChunk(key, &decoder, out_span);
+            if (!s.ok())
+              return s.WithContext("tensor " + t.name + " chunk " + std::to_string(j));
+            PSTORE_RETURN_IF_ERROR(sink(out_span.data(), out_span.size()));
+            done += out_span.size();
+            if (options.progress && std::chrono::steady_clock::now() - last_report >
+                                        std::chrono::milliseconds(100)) {
+              last_report = std::chrono::steady_clock::now();
+              if (!options.progress(done, total))
+                return Status::Aborted("export stopped at the caller's request");
+            }
+          }
+          return Status::OK();
+        });
   };
 
-  if (m.format == SourceFormat::kSafetensors || m.format == SourceFormat::kGguf) {
+  if (m.format == SourceFormat::kSafetensors) {
     PSTORE_RETURN_IF_ERROR(write_file(path, m.files[0]));
   } else {
     std::error_code ec;
@@ -105,11 +87,9 @@ Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::
       if (!s.ok()) return fail(s);
       written.push_back(out);
     }
-    if (m.format == SourceFormat::kSafetensorsSharded) {
-      std::string index = (fs::path(path) / m.index_name).string();
-      Status s = WriteFileAtomic(index, m.index_bytes, 0644);
-      if (!s.ok()) return fail(s);
-    }
+    std::string index = (fs::path(path) / m.index_name).string();
+    Status s = WriteFileAtomic(index, m.index_bytes, 0644);
+    if (!s.ok()) return fail(s);
   }
   if (options.progress) options.progress(total, total);
   return Status::OK();

@@ -231,6 +231,10 @@ struct ExportOptions {
 // chunk is checked; on any error no file is left behind.
 Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::string& path,
                    const ExportOptions& options);
+// ExportModel's part for GGUF models (store/export_gguf.cc): one file at path,
+// or a split model's files into the folder path.
+Status ExportGguf(const StoreView& view, const Manifest& m, const std::string& path,
+                  const ExportOptions& options);
 
 struct VerifyProblem {
   std::string model;   // name:tag (or digest when no name refers to it)
