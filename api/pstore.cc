@@ -130,6 +130,9 @@ pstore_status pstore_store_open(const char* path, const pstore_store_options* op
         return Invalid("pstore_store_open: options not filled by pstore_store_options_default");
       po.budget_bytes = opts->budget_bytes;
       po.loader_threads = opts->loader_threads;
+      // Callers built before check_shared existed pass a smaller struct.
+      if (opts->struct_size >= offsetof(pstore_store_options, check_shared) + sizeof(int))
+        po.check_shared = opts->check_shared != 0;
     }
     std::string root = path && *path ? path : pstore::DefaultStorePath();
     auto p = pstore::Pager::Open(root, po);
@@ -154,6 +157,19 @@ pstore_status pstore_store_stats_get(pstore_store* store, pstore_store_stats* ou
     s.resident_bytes = m.resident_bytes;
     s.mapped_models = m.segments;
     std::memcpy(out, &s, std::min(out->struct_size, sizeof(s)));
+    return PSTORE_OK;
+  });
+}
+
+pstore_status pstore_store_list_models(pstore_store* store, pstore_model_visitor fn, void* ctx) {
+  return Guard([&]() -> pstore_status {
+    if (!store || !fn) return Invalid("pstore_store_list_models: NULL store or fn");
+    auto reader = store->pager->CurrentReader();
+    if (!reader.ok()) return ToC(reader.status());
+    if (pstore::Status s = (*reader)->EnsureDb(); !s.ok()) return ToC(s);
+    auto names = (*reader)->view().ListNames();
+    if (!names.ok()) return ToC(names.status());
+    for (const pstore::NameEntry& e : *names) fn(ctx, e.ref.c_str(), e.digest.Hex().c_str());
     return PSTORE_OK;
   });
 }

@@ -121,6 +121,19 @@ typedef struct pstore_store_options {
                             the host; 0: the store's setting (`pstore config
                             --budget`), whose default is half of RAM */
   int loader_threads;    /* threads that read and decode chunks; 0: automatic */
+  int check_shared;      /* nonzero: do not trust bytes other processes loaded.
+                            Each chunk of a tensor in shared memory is checked
+                            against its key when this process first acquires
+                            the tensor (and again after an eviction in its
+                            segment); pstore_tensor_copy checks the copy and
+                            decodes from the store what fails. A mismatch is
+                            PSTORE_ERR_CORRUPTION, never wrong bytes. It does
+                            not cover bytes changed while this process holds
+                            the tensor: see docs/operations.md, "Group mode
+                            and trust". Cost: one XXH3-128 pass over each
+                            tensor (docs/benchmarks.md, "Checking shared
+                            memory"). Callers built before this field existed
+                            pass a smaller struct_size and get 0. */
 } pstore_store_options;
 
 /* Fills opts with defaults. */
@@ -149,6 +162,18 @@ typedef struct pstore_store_stats {
 
 /* @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (NULL or bad struct_size). */
 PSTORE_EXPORT pstore_status pstore_store_stats_get(pstore_store* store, pstore_store_stats* out);
+
+/* Called once per name by pstore_store_list_models: ref is "name:tag",
+ * digest the model's 32 lowercase hex digits; both valid during the call only. */
+typedef void (*pstore_model_visitor)(void* ctx, const char* ref, const char* digest);
+
+/* Calls fn(ctx, ...) for every name in the store's newest generation, sorted
+ * by name. fn must not call back into pstore with this store.
+ * @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (NULL store or fn),
+ *   PSTORE_ERR_CORRUPTION, PSTORE_ERR_IO, PSTORE_ERR_NOT_FOUND (the store's
+ *   files vanished). */
+PSTORE_EXPORT pstore_status pstore_store_list_models(pstore_store* store, pstore_model_visitor fn,
+                                                     void* ctx);
 
 /* ------------------------------------------------------------------------ */
 /* Models                                                                    */

@@ -1,7 +1,11 @@
 // pager_bench: what the pager costs against reading the safetensors file by
 // hand, each baseline timed in the same run.
 //
-//   pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold]
+//   pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold] [--threads N] [--check]
+//
+//   --check               every process checks what it acquires against the
+//                         chunk keys (PagerOptions::check_shared), to measure
+//                         what that costs
 //
 //   load (OS cache warm)  full load of the model into fresh shared memory
 //                         (prefetch every tensor, wait)  vs  pread of the file's
@@ -102,9 +106,10 @@ int ChildMain(int argc, char** argv) {
   std::string mode = argc > 2 ? argv[2] : "";
   double t = -1;
   uint64_t acc = 0;
-  if (mode == "second" && argc == 6) {
+  if (mode == "second" && argc == 7) {
     PagerOptions po;
     po.loader_threads = std::atoi(argv[5]);
+    po.check_shared = std::string(argv[6]) == "1";
     double t0 = Now();
     auto p = Pager::Open(argv[3], po);
     if (!p.ok()) return 1;
@@ -143,7 +148,8 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "--child") return ChildMain(argc, argv);
   if (argc < 4) {
     std::fprintf(stderr,
-                 "usage: pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold] [--threads N]\n");
+                 "usage: pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold] [--threads N] "
+                 "[--check]\n");
     return 2;
   }
   std::string root = argv[1], ref = argv[2], src = argv[3];
@@ -155,6 +161,7 @@ int main(int argc, char** argv) {
     if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
     else if (a == "--cold") cold = true;
     else if (a == "--threads" && i + 1 < argc) po.loader_threads = std::atoi(argv[++i]);
+    else if (a == "--check") po.check_shared = true;
   }
   auto h = safetensors::ReadHeader(src);
   if (!h.ok()) {
@@ -201,8 +208,9 @@ int main(int argc, char** argv) {
     (void)RemoveSegment(seg);
   };
 
-  std::printf("model %s: %.1f MB of tensors; file %s; medians of %d runs\n\n", ref.c_str(), raw / 1e6,
-              src.c_str(), runs);
+  std::printf("model %s: %.1f MB of tensors; file %s; medians of %d runs%s\n\n", ref.c_str(),
+              raw / 1e6, src.c_str(), runs,
+              po.check_shared ? "; checking shared memory (check_shared)" : "");
   std::printf("%-34s %12s %12s %8s\n", "figure", "pstore", "baseline", "ratio");
 
   // Warm OS cache.
@@ -238,7 +246,8 @@ int main(int argc, char** argv) {
   (void)full_load();
   std::vector<double> sp, mm;
   for (int r = 0; r < runs; r++) {
-    sp.push_back(InChild({"second", root, ref, std::to_string(po.loader_threads)}));
+    sp.push_back(InChild({"second", root, ref, std::to_string(po.loader_threads),
+                          po.check_shared ? "1" : "0"}));
     mm.push_back(InChild({"mmap", src}));
   }
   std::printf("%-34s %10.1fms %10.1fms %8.2f   (baseline: mmap the file, touch every page)\n",

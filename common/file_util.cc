@@ -69,6 +69,8 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, int mode)
   std::string tmp = path + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
   if (!fd.valid()) return Status::FromErrno("cannot create " + tmp, errno);
+  // The mode asked for, whatever the umask.
+  if (::fchmod(fd.get(), mode_t(mode)) != 0) return Status::FromErrno("chmod " + tmp, errno);
   Status s = WriteFull(fd.get(), data.data(), data.size(), tmp);
   if (s.ok() && ::fsync(fd.get()) != 0) s = Status::FromErrno("fsync " + tmp, errno);
   fd.Reset();

@@ -1,7 +1,6 @@
 #include "pager/pager.h"
 
 #include <fcntl.h>
-#include <grp.h>
 #include <malloc.h>
 #include <rocksdb/db.h>
 #include <sys/mman.h>
@@ -15,6 +14,7 @@
 #include <unordered_map>
 
 #include "pager/ofd_lock.h"
+#include "pager/shm_access.h"
 #include "store/rocks.h"
 
 namespace pstore {
@@ -112,21 +112,25 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
   PSTORE_ASSIGN_OR_RETURN(p->store_id_, ReadStoreId(paths));
   PSTORE_ASSIGN_OR_RETURN(p->config_, ReadStoreConfig(paths));
   p->budget_ = opt.budget_bytes ? opt.budget_bytes : p->config_.budget_bytes;
+  p->check_shared_ = opt.check_shared;
   if (p->budget_ == 0) {
     uint64_t ram = uint64_t(::sysconf(_SC_PHYS_PAGES)) * uint64_t(::sysconf(_SC_PAGESIZE));
     p->budget_ = ram / 2;
   }
-  if (!p->config_.group.empty()) {
-    struct group* g = ::getgrnam(p->config_.group.c_str());
-    if (!g) return Status::InvalidArgument("the store's group '" + p->config_.group + "' does not exist");
-    p->seg_opt_.gid = int(g->gr_gid);
-    p->seg_opt_.mode = 0660;
-  }
+  PSTORE_ASSIGN_OR_RETURN(p->seg_opt_, ShmAccessFor(p->config_));
   std::string lock_name = "/pstore-" + p->store_id_ + "-budget";
   int fd = ::shm_open(lock_name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, p->seg_opt_.mode);
-  if (fd < 0) return Status::FromErrno("cannot open shared memory " + lock_name, errno);
+  if (fd < 0) {
+    int e = errno;
+    return Status::FromErrno(
+        "cannot open shared memory " + lock_name +
+            (e == EACCES ? " (made before this user was given access: the store's owner runs "
+                           "`pstore config --group GROUP` again, see docs/operations.md)"
+                         : ""),
+        e);
+  }
   p->budget_fd_.Reset(fd);
-  if (p->seg_opt_.gid >= 0) (void)!::fchown(fd, uid_t(-1), gid_t(p->seg_opt_.gid));
+  PSTORE_RETURN_IF_ERROR(SetShmAccess(fd, lock_name, p->seg_opt_));
   long page = ::sysconf(_SC_PAGESIZE);
   int e = ::posix_fallocate(fd, 0, page);
   if (e != 0) return Status::FromErrno("allocate shared memory " + lock_name, e);
@@ -218,6 +222,10 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
   } else {
     model->layout_ = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
     PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_, manifest));
+  }
+  if (check_shared_) {
+    model->checked_at_.reset(new std::atomic<uint64_t>[m->tensors.size()]);
+    for (size_t i = 0; i < m->tensors.size(); i++) model->checked_at_[i].store(0);
   }
   // Pins of processes that died are gone now; what they held may be over budget.
   EnforceBudget();
@@ -655,7 +663,36 @@ Result<const uint8_t*> Model::Acquire(uint32_t t) {
     if (!seg.ref(s)) seg.ref(s) = 1;
   static const uint8_t kEmptyTensor[1] = {0};
   if (p.nslots == 0) return kEmptyTensor;
+  if (checked_at_) {
+    // Read before the check: an eviction after it (of other slots; ours are
+    // pinned) only makes the next acquire check again.
+    uint64_t epoch = seg.header()->evictions.load() + 1;
+    if (checked_at_[t].load() != epoch) {
+      Status st = CheckBytes(t, seg.data() + p.offset);
+      if (!st.ok()) {
+        pin.fetch_sub(1);
+        return st;
+      }
+      checked_at_[t].store(epoch);
+    }
+  }
   return seg.data() + p.offset;
+}
+
+Status Model::CheckBytes(uint32_t t, const uint8_t* p) const {
+  const ManifestTensor& mt = manifest_->tensors[t];
+  for (uint64_t j = 0; j < manifest_->ChunkCount(mt); j++) {
+    const ChunkKey& key = manifest_->chunks[mt.first_chunk + j];
+    if (HashBytes(p + j * manifest_->chunk_size, size_t(manifest_->ChunkBytes(mt, j))) != key)
+      return Status::Corruption(
+          "tensor " + mt.name + " chunk " + std::to_string(j) + " (key " + key.Hex() +
+          ") in shared memory " + seg_->name() +
+          " does not match its key: a process that may write the store's shared memory changed "
+          "it, or the memory is damaged; nothing wrong was returned. Remove the segment with "
+          "`pstore ps --gc-all` once no process uses it, and see who may write it "
+          "(docs/operations.md, \"Group mode and trust\")");
+  }
+  return Status::OK();
 }
 
 Status Model::Release(uint32_t t) {
@@ -683,10 +720,15 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   if (Resident(p)) {
     if (mt.size) std::memcpy(dst, seg.data() + p.offset, mt.size);
     pin.fetch_sub(1);
-    hits_.fetch_add(1, std::memory_order_relaxed);
-    return Status::OK();
+    // The copy is this process's own: checked, it stays right. Bytes that
+    // fail the check are decoded from the store instead, below.
+    if (!checked_at_ || CheckBytes(t, static_cast<const uint8_t*>(dst)).ok()) {
+      hits_.fetch_add(1, std::memory_order_relaxed);
+      return Status::OK();
+    }
+  } else {
+    pin.fetch_sub(1);
   }
-  pin.fetch_sub(1);
   // Not resident: decode straight into the caller's buffer; shared memory is
   // left alone.
   PSTORE_RETURN_IF_ERROR(reader_->EnsureDb());

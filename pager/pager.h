@@ -42,6 +42,11 @@ namespace pstore {
 struct PagerOptions {
   uint64_t budget_bytes = 0;  // 0: the store's setting (itself 0: half of RAM)
   int loader_threads = 0;     // 0: max(2, cores)
+  // Check each chunk of a tensor in shared memory against its key when this
+  // process first acquires the tensor (again after any eviction in its
+  // segment), and each tensor copied out of shared memory: for a process that
+  // does not trust the others that may write the store's shared memory.
+  bool check_shared = false;
 };
 
 struct ModelStats {
@@ -114,6 +119,8 @@ class Model : public std::enable_shared_from_this<Model> {
   friend class Pager;
   Model() = default;
   Status LoadSlots(uint32_t t);
+  // Checks tensor t's bytes at p against its chunk keys (check_shared).
+  Status CheckBytes(uint32_t t, const uint8_t* p) const;
   // Whether every slot of a tensor is READY (call with the tensor pinned).
   bool Resident(const TensorPlace& p) const;
   // Reads, decodes and checks slot s into shared memory. REQUIRES: s is
@@ -179,6 +186,9 @@ class Model : public std::enable_shared_from_this<Model> {
   std::shared_ptr<Segment> seg_;
   mutable std::once_flag by_name_once_;
   mutable NameIndex by_name_;  // built by the first Find
+  // With check_shared: per tensor, 1 + the segment's eviction count when this
+  // process last checked its bytes (0: never).
+  std::unique_ptr<std::atomic<uint64_t>[]> checked_at_;
 
   std::atomic<uint64_t> acquires_{0}, hits_{0}, misses_{0}, slots_loaded_{0}, bytes_read_{0},
       bytes_decoded_{0}, load_ns_{0}, file_order_prefetches_{0};
@@ -203,6 +213,7 @@ class Pager {
   Result<std::shared_ptr<Model>> OpenModel(std::string_view ref);
   StoreMemory Memory();
   uint64_t budget() const { return budget_; }
+  bool check_shared() const { return check_shared_; }
   const std::string& store_id() const { return store_id_; }
   const std::string& root() const { return root_; }
   // The newest generation (opening it if the store changed since last time).
@@ -236,6 +247,7 @@ class Pager {
   std::string store_id_;
   StoreConfig config_;
   uint64_t budget_ = 0;
+  bool check_shared_ = false;
   Segment::Options seg_opt_;
   std::unique_ptr<LoaderPool> pool_;
   // The budget lock: an OFD lock on byte 0 of the store's budget file in

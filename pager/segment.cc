@@ -1,5 +1,7 @@
 #include "pager/segment.h"
 
+#include "pager/shm_access.h"
+
 #include "pager/ofd_lock.h"
 
 #include <dirent.h>
@@ -160,7 +162,15 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
   std::unique_ptr<Segment> s(new Segment);
   s->name_ = name;
   int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, opt.mode);
-  if (fd < 0) return Status::FromErrno("cannot open shared memory " + name, errno);
+  if (fd < 0) {
+    int e = errno;
+    return Status::FromErrno(
+        "cannot open shared memory " + name +
+            (e == EACCES ? " (made before this user was given access: the store's owner runs "
+                           "`pstore config --group GROUP` again, see docs/operations.md)"
+                         : ""),
+        e);
+  }
   s->fd_.Reset(fd);
   // Serialise initialisation: whoever holds this lock creates or checks the header.
   if (!OfdLock(fd, kInitLockByte, true)) return Status::FromErrno("lock " + name, errno);
@@ -190,9 +200,10 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
                                 " does not match its model; remove it with `pstore ps --gc`");
     }
   }
+  // Mode and group as the store says, set explicitly: on a new segment, and
+  // on one made before the store's group changed.
+  PSTORE_RETURN_IF_ERROR(SetShmAccess(fd, name, opt));
   if (init) {
-    if (opt.gid >= 0) (void)!::fchown(fd, uid_t(-1), gid_t(opt.gid));
-    ::fchmod(fd, opt.mode);
     if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, off_t(o.total)) != 0)
       return Status::FromErrno("size shared memory " + name, errno);
     int e = ::posix_fallocate(fd, 0, off_t(o.pins));
@@ -664,12 +675,15 @@ uint64_t Segment::TryEvictUnit(uint32_t u) {
   uint64_t before = ResidentBytes();
   Punch(uint64_t(u) * hdr_->unit_bytes, hdr_->unit_bytes);
   uint64_t after = ResidentBytes();
+  // Counted before the slots can be loaded again: a process that checks what
+  // others loaded (Model's check_shared) re-checks a tensor when the count
+  // moved since its last check.
+  hdr_->evictions.fetch_add(claimed.size());
   for (uint32_t s : claimed) {
     states_[s].store(MakeState(kEmpty, 0));
     FutexWakeAll(&states_[s]);
   }
   uint64_t freed = before > after ? before - after : 0;
-  hdr_->evictions.fetch_add(claimed.size(), std::memory_order_relaxed);
   hdr_->evicted_bytes.fetch_add(freed, std::memory_order_relaxed);
   return freed;
 }

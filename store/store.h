@@ -37,6 +37,7 @@
 #include "common/status.h"
 #include "store/manifest.h"
 #include "store/model_ref.h"
+#include "store/names_file.h"
 #include "store/parallel.h"
 #include "store/store_dir.h"
 
@@ -133,13 +134,17 @@ class StoreReader {
   // REQUIRES: the database is open (always so without lazy_db).
   const StoreView& view() const { return *view_; }
   // Resolves "name:tag" (or "name") from the generation's NAMES file; nullopt
-  // when that file cannot answer (a digest, or a generation without NAMES):
-  // then use view().Resolve. NotFound when the name is not in the store.
+  // when that file cannot answer (a digest, or a generation without NAMES or
+  // with one of the old form, without a checksum): then use view().Resolve.
+  // NotFound when the name is not in the store; Corruption naming the file
+  // when it is damaged.
   Result<std::optional<ModelDigest>> ResolveName(std::string_view ref) const;
   const std::string& root() const { return paths_.root; }
   const std::string& store_id() const { return store_id_; }
   const StoreConfig& config() const { return config_; }
   uint64_t generation() const { return lock_->number(); }
+  // The generation's NAMES file (store/names_file.h).
+  std::string names_file() const { return paths_.gen(lock_->number()) + "/NAMES"; }
 
  private:
   StoreReader() = default;
@@ -151,7 +156,7 @@ class StoreReader {
   mutable std::unique_ptr<RocksDb> db_;
   mutable std::unique_ptr<StoreView> view_;
   mutable bool names_read_ = false;
-  mutable std::optional<std::map<std::string, ModelDigest>> names_;
+  mutable std::optional<NameMap> names_;
 };
 
 struct ImportOptions {
@@ -242,6 +247,7 @@ struct VerifyProblem {
   int64_t chunk = -1;  // chunk index within the tensor, or -1
   std::string chunk_key;
   std::string error;
+  std::string file;  // a store file at fault (e.g. a generation's NAMES), or ""
 };
 struct VerifyReport {
   uint64_t models = 0;
@@ -252,6 +258,9 @@ struct VerifyReport {
   bool ok() const { return problems.empty(); }
 };
 Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const ProgressFn& progress);
+// Checks the reader's generation's NAMES file (its checksum, and every line
+// against the database's names) and adds what is wrong to rep.
+Status VerifyNamesFile(const StoreReader& reader, VerifyReport* rep);
 
 struct TensorInfo {
   std::string name;

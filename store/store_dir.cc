@@ -16,6 +16,7 @@
 #include <rocksdb/utilities/checkpoint.h>
 
 #include "store/rocks.h"
+#include "store/store_access.h"
 
 namespace pstore {
 
@@ -100,7 +101,9 @@ Result<StoreConfig> ReadStoreConfig(const StorePaths& p) {
 
 Status WriteStoreConfig(const StorePaths& p, const StoreConfig& c) {
   PSTORE_RETURN_IF_ERROR(c.Validate());
-  return WriteFileAtomic(p.config_file(), c.ToJson(), c.group.empty() ? 0600 : 0640);
+  PSTORE_ASSIGN_OR_RETURN(StoreAccess a, AccessFor(c));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.config_file(), c.ToJson(), int(a.file_mode)));
+  return ApplyAccess(p.config_file(), a);
 }
 
 Status InitStoreDir(const StorePaths& p, const StoreConfig& config) {
@@ -109,6 +112,7 @@ Status InitStoreDir(const StorePaths& p, const StoreConfig& config) {
   if (ec) return Status::IOError("cannot create store folder " + p.root + ": " + ec.message());
   if (fs::exists(p.id_file())) return Status::OK();
   PSTORE_RETURN_IF_ERROR(config.Validate());
+  PSTORE_ASSIGN_OR_RETURN(StoreAccess access, AccessFor(config));
   std::random_device rd;
   std::string id;
   for (int i = 0; i < 4; i++) {
@@ -119,9 +123,10 @@ Status InitStoreDir(const StorePaths& p, const StoreConfig& config) {
   PSTORE_RETURN_IF_ERROR(WriteStoreConfig(p, config));
   fs::create_directories(p.gen_root(), ec);
   if (ec) return Status::IOError("cannot create " + p.gen_root() + ": " + ec.message());
-  ::chmod(p.root.c_str(), config.group.empty() ? 0700 : 0750);
+  PSTORE_RETURN_IF_ERROR(ApplyStoreAccess(p.root, access));
   // The ID is written last: its presence marks a complete store folder.
-  return WriteFileAtomic(p.id_file(), id + "\n", config.group.empty() ? 0600 : 0640);
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.id_file(), id + "\n", int(access.file_mode)));
+  return ApplyAccess(p.id_file(), access);
 }
 
 // --- writer lock --------------------------------------------------------------
@@ -186,7 +191,8 @@ std::vector<uint64_t> ListGenerations(const StorePaths& p) {
   return out;
 }
 
-Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string_view names_text) {
+Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string_view names_text,
+                                   const StoreAccess& access) {
   std::vector<uint64_t> gens = ListGenerations(p);
   PSTORE_ASSIGN_OR_RETURN(uint64_t current, ReadCurrentGeneration(p));
   uint64_t n = std::max(current, gens.empty() ? 0 : gens.back()) + 1;
@@ -203,15 +209,20 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   // WAL along and readers replay it when they open the generation.
   PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, 64ull << 20),
                                    "create generation " + dir));
-  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/SEQUENCE", std::to_string(sequence) + "\n", 0644));
-  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/NAMES", names_text, 0644));
+  const int mode = int(access.file_mode);
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/SEQUENCE", std::to_string(sequence) + "\n", mode));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/NAMES", names_text, mode));
   std::string readers = dir + "/READERS";
-  UniqueFd fd(::open(readers.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(readers.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, mode));
   if (!fd.valid()) return Status::FromErrno("cannot create " + readers, errno);
   if (::fsync(fd.get()) != 0) return Status::FromErrno("fsync " + readers, errno);
+  // The checkpoint's files (hard links to db/'s) and the ones above, readable
+  // by exactly whom the store's configuration says.
+  PSTORE_RETURN_IF_ERROR(ApplyAccess(dir, access));
   PSTORE_RETURN_IF_ERROR(FsyncDir(dir));
   PSTORE_RETURN_IF_ERROR(FsyncDir(p.gen_root()));
-  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.current_file(), std::to_string(n) + "\n", 0644));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.current_file(), std::to_string(n) + "\n", mode));
+  PSTORE_RETURN_IF_ERROR(ApplyAccess(p.current_file(), access));
   return n;
 }
 
@@ -238,6 +249,7 @@ Result<int> RemoveUnusedGenerations(const StorePaths& p) {
 }
 
 Result<GenerationLock> GenerationLock::AcquireCurrent(const StorePaths& p) {
+  uint64_t missing = 0;  // a generation CURRENT named that was not there
   for (int attempt = 0; attempt < 100; attempt++) {
     PSTORE_ASSIGN_OR_RETURN(uint64_t n, ReadCurrentGeneration(p));
     if (n == 0)
@@ -245,7 +257,18 @@ Result<GenerationLock> GenerationLock::AcquireCurrent(const StorePaths& p) {
     std::string readers = p.gen(n) + "/READERS";
     UniqueFd fd(::open(readers.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) {
-      if (errno == ENOENT) continue;  // replaced meanwhile: read CURRENT again
+      if (errno == ENOENT) {
+        // Replaced meanwhile: CURRENT names a newer one when read again. The
+        // same number twice, its folder gone: CURRENT itself is wrong.
+        std::error_code ec;
+        if (n == missing && !fs::exists(p.gen(n), ec))
+          return Status::Corruption("store file " + p.current_file() + " names generation " +
+                                    std::to_string(n) +
+                                    ", which does not exist; any writing command (such as "
+                                    "`pstore compact`) publishes a new generation");
+        missing = n;
+        continue;
+      }
       return Status::FromErrno("cannot open " + readers, errno);
     }
     if (::flock(fd.get(), LOCK_SH) != 0) return Status::FromErrno("cannot lock " + readers, errno);

@@ -8,8 +8,11 @@
 //   STORE/gen/NNNNNNNNNN/  a published generation: a RocksDB checkpoint (hard
 //                        links to db/'s files) plus READERS, a lock file,
 //                        SEQUENCE, the database's sequence number it holds,
-//                        and NAMES, its names and their digests
+//                        and NAMES, its names and their digests, with a
+//                        checksum (store/names_file.h)
 //   STORE/CURRENT        the number of the newest generation
+//
+// Modes and group of everything here: store/store_access.h.
 //
 // Readers open CURRENT's generation read-only while holding a shared flock on
 // its READERS file; the writer deletes a generation only when it can take that
@@ -32,6 +35,7 @@
 namespace pstore {
 
 class RocksDb;
+struct StoreAccess;
 
 struct StoreConfig {
   uint32_t chunk_size = 256u << 10;  // bytes; a power of two from 64 KiB to 4 MiB
@@ -86,7 +90,9 @@ Result<uint64_t> ReadCurrentGeneration(const StorePaths& p);
 // The generation's SEQUENCE file records the database's last sequence number
 // it holds; its NAMES file holds names_text (every "name:tag<TAB>digest" line,
 // so readers can resolve names without opening the database).
-Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string_view names_text);
+// Its files get access's modes and group (store/store_access.h).
+Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string_view names_text,
+                                   const StoreAccess& access);
 // The last sequence number generation n holds (NotFound for generations
 // published before SEQUENCE files existed).
 Result<uint64_t> ReadGenerationSequence(const StorePaths& p, uint64_t n);

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "store/names_file.h"
 #include "store/rocks.h"
 #include "store/store.h"
 
@@ -28,7 +29,7 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
   for (const auto& [d, refs] : labels) {
     if (std::find(manifests.begin(), manifests.end(), d) == manifests.end())
       for (const auto& r : refs)
-        rep.problems.push_back({r, "", -1, "", "its manifest " + d.Hex() + " is missing"});
+        rep.problems.push_back({r, "", -1, "", "its manifest " + d.Hex() + " is missing", ""});
   }
   auto label_of = [&](const ModelDigest& d) {
     auto it = labels.find(d);
@@ -45,7 +46,7 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
     if (labels.count(d)) rep.models++;
     auto m = view.LoadManifest(d);
     if (!m.ok()) {
-      rep.problems.push_back({label_of(d), "", -1, "", m.status().ToString()});
+      rep.problems.push_back({label_of(d), "", -1, "", m.status().ToString(), ""});
       continue;
     }
     for (const auto& t : (*m)->tensors)
@@ -71,7 +72,8 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
   std::vector<std::vector<uint8_t>> bufs(static_cast<size_t>(threads));
   auto report = [&](const ChunkKey& k, const std::string& err) {
     std::lock_guard<std::mutex> l(mu);
-    for (const auto& u : uses[k]) rep.problems.push_back({u.model, u.tensor, u.chunk, k.Hex(), err});
+    for (const auto& u : uses[k])
+      rep.problems.push_back({u.model, u.tensor, u.chunk, k.Hex(), err, ""});
   };
   Status st = ParallelFor(
       keys.size(), threads,
@@ -101,6 +103,40 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
     return std::tie(a.model, a.tensor, a.chunk) < std::tie(b.model, b.tensor, b.chunk);
   });
   return rep;
+}
+
+Status VerifyNamesFile(const StoreReader& reader, VerifyReport* rep) {
+  const std::string path = reader.names_file();
+  auto file = ReadNamesFile(path);
+  if (!file.ok()) {
+    if (file.status().IsNotFound()) return Status::OK();  // a generation from before NAMES
+    if (!file.status().IsCorruption()) return file.status();
+    rep->problems.push_back({"", "", -1, "", file.status().message(), path});
+    return Status::OK();
+  }
+  if (!*file) return Status::OK();  // the old form, unchecked: readers do not use it
+  PSTORE_RETURN_IF_ERROR(reader.EnsureDb());
+  PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, reader.view().ListNames());
+  NameMap db;
+  for (const auto& n : names) db.emplace(n.ref, n.digest);
+  const NameMap& f = **file;
+  auto problem = [&](const std::string& ref, const std::string& what) {
+    rep->problems.push_back({ref, "", -1, "",
+                             "store file " + path + " " + what +
+                                 "; any writing command (such as `pstore compact`) publishes a "
+                                 "new one from the database",
+                             path});
+  };
+  for (const auto& [ref, d] : db) {
+    auto it = f.find(ref);
+    if (it == f.end())
+      problem(ref, "does not list it (the database does)");
+    else if (it->second != d)
+      problem(ref, "points it at " + it->second.Hex() + ", the database at " + d.Hex());
+  }
+  for (const auto& [ref, d] : f)
+    if (!db.count(ref)) problem(ref, "lists it, but the database does not");
+  return Status::OK();
 }
 
 }  // namespace pstore

@@ -7,8 +7,10 @@
 #include "common/coding.h"
 #include "common/file_util.h"
 #include "store/keys.h"
+#include "store/names_file.h"
 #include "store/rocks.h"
 #include "store/store.h"
+#include "store/store_access.h"
 
 namespace pstore {
 
@@ -37,35 +39,20 @@ Result<std::optional<ModelDigest>> StoreReader::ResolveName(std::string_view ref
   if (ref.find(':') == std::string_view::npos && LooksLikeDigest(ref))
     return std::optional<ModelDigest>();  // could be a digest: the database decides
   PSTORE_ASSIGN_OR_RETURN(ModelName name, ParseModelName(ref));
-  {
-    std::lock_guard<std::mutex> l(db_mu_);
-    if (!names_read_) {
-      names_read_ = true;
-      auto text = ReadFileToString(paths_.gen(lock_->number()) + "/NAMES");
-      if (text.ok()) {
-        std::map<std::string, ModelDigest> m;
-        bool good = true;
-        size_t pos = 0;
-        while (pos < text->size() && good) {
-          size_t nl = text->find('\n', pos);
-          if (nl == std::string::npos) nl = text->size();
-          std::string_view line(text->data() + pos, nl - pos);
-          size_t tab = line.find('\t');
-          auto d = tab == std::string_view::npos ? std::nullopt
-                                                  : ChunkKey::FromHex(line.substr(tab + 1));
-          if (!d) good = false;
-          else m.emplace(std::string(line.substr(0, tab)), *d);
-          pos = nl + 1;
-        }
-        if (good) names_ = std::move(m);
-      }
-    }
-    if (!names_) return std::optional<ModelDigest>();
-    auto it = names_->find(name.Ref());
-    if (it == names_->end())
-      return Status::NotFound("no model named " + name.Ref() + " in the store");
-    return std::optional<ModelDigest>(it->second);
+  std::lock_guard<std::mutex> l(db_mu_);
+  if (!names_read_) {
+    // A file of the old form (no checksum) or none at all: the database
+    // answers. A damaged one is an error, never a guess.
+    auto names = ReadNamesFile(names_file());
+    if (!names.ok() && !names.status().IsNotFound()) return names.status();
+    names_read_ = true;
+    if (names.ok()) names_ = std::move(names).value();
   }
+  if (!names_) return std::optional<ModelDigest>();
+  auto it = names_->find(name.Ref());
+  if (it == names_->end())
+    return Status::NotFound("no model named " + name.Ref() + " in the store");
+  return std::optional<ModelDigest>(it->second);
 }
 
 StoreWriter::~StoreWriter() = default;
@@ -88,6 +75,10 @@ Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, 
   if (!behind) {
     auto seq = ReadGenerationSequence(w->paths_, current);
     behind = !seq.ok() || *seq != w->db_->db()->GetLatestSequenceNumber();
+    // A NAMES file without a checksum (an older pstore wrote it) or a
+    // damaged one is replaced, so that readers can use it again.
+    auto names = ReadNamesFile(w->paths_.gen(current) + "/NAMES");
+    behind = behind || !names.ok() || !*names;
   }
   if (behind) PSTORE_RETURN_IF_ERROR(w->Publish());
   return w;
@@ -95,7 +86,8 @@ Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, 
 
 Status StoreWriter::Publish() {
   PSTORE_ASSIGN_OR_RETURN(std::string names, NamesText());
-  PSTORE_ASSIGN_OR_RETURN(uint64_t n, PublishGeneration(paths_, db_.get(), names));
+  PSTORE_ASSIGN_OR_RETURN(StoreAccess access, AccessFor(config_));
+  PSTORE_ASSIGN_OR_RETURN(uint64_t n, PublishGeneration(paths_, db_.get(), names, access));
   (void)n;
   auto removed = RemoveUnusedGenerations(paths_);
   return removed.ok() ? Status::OK() : removed.status();
@@ -103,15 +95,17 @@ Status StoreWriter::Publish() {
 
 Result<std::string> StoreWriter::NamesText() const {
   PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, view_->ListNames());
-  std::string text;
-  for (const auto& n : names) text += n.ref + "\t" + n.digest.Hex() + "\n";
-  return text;
+  NameMap map;
+  for (const auto& n : names) map.emplace(n.ref, n.digest);
+  return EncodeNamesFile(map);
 }
 
 Status StoreWriter::SetConfig(const StoreConfig& c) {
+  PSTORE_ASSIGN_OR_RETURN(StoreAccess access, AccessFor(c));
   PSTORE_RETURN_IF_ERROR(WriteStoreConfig(paths_, c));
   config_ = c;
-  return Status::OK();
+  // Every folder and file of the store, existing ones included.
+  return ApplyStoreAccess(paths_.root, access);
 }
 
 namespace {
@@ -243,7 +237,8 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
   if (progress) progress(2, 3);
 
   PSTORE_ASSIGN_OR_RETURN(std::string names_text, NamesText());
-  PSTORE_ASSIGN_OR_RETURN(uint64_t n, PublishGeneration(paths_, db_.get(), names_text));
+  PSTORE_ASSIGN_OR_RETURN(StoreAccess access, AccessFor(config_));
+  PSTORE_ASSIGN_OR_RETURN(uint64_t n, PublishGeneration(paths_, db_.get(), names_text, access));
   (void)n;
   PSTORE_ASSIGN_OR_RETURN(res.generations_removed, RemoveUnusedGenerations(paths_));
   res.generations_in_use = int(ListGenerations(paths_).size()) - 1;

@@ -6,6 +6,7 @@
  *
  * Exit 0 when every tensor matches; prints what differs otherwise. */
 #include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,18 @@
 static int fail(const char* what, pstore_status st) {
   fprintf(stderr, "%s: %s: %s\n", what, pstore_status_string(st), pstore_last_error());
   return 1;
+}
+
+/* pstore_store_list_models visitor: finds want->ref and keeps its digest. */
+struct listed {
+  const char* ref;
+  char digest[33];
+  size_t count;
+};
+static void on_model(void* ctx, const char* ref, const char* digest) {
+  struct listed* l = ctx;
+  l->count++;
+  if (strcmp(ref, l->ref) == 0) snprintf(l->digest, sizeof l->digest, "%s", digest);
 }
 
 /* Finds "name":{... "data_offsets":[a,b] ...} in the header; 0 on success. */
@@ -64,6 +77,20 @@ int main(int argc, char** argv) {
   pstore_store* store = NULL;
   pstore_status st = pstore_store_open(argv[1], &opts, &store);
   if (st != PSTORE_OK) return fail("pstore_store_open", st);
+  {
+    /* A caller built before check_shared existed passes a smaller struct;
+     * one asking for checking passes the whole. Both open. */
+    pstore_store_options older = opts, checking = opts;
+    older.struct_size = offsetof(pstore_store_options, check_shared);
+    checking.check_shared = 1;
+    pstore_store* s2 = NULL;
+    st = pstore_store_open(argv[1], &older, &s2);
+    if (st != PSTORE_OK) return fail("pstore_store_open (options without check_shared)", st);
+    pstore_store_close(s2);
+    st = pstore_store_open(argv[1], &checking, &s2);
+    if (st != PSTORE_OK) return fail("pstore_store_open (check_shared)", st);
+    pstore_store_close(s2);
+  }
   pstore_model* model = NULL;
   st = pstore_model_open(store, argv[2], &model);
   if (st != PSTORE_OK) return fail("pstore_model_open", st);
@@ -81,6 +108,21 @@ int main(int argc, char** argv) {
       fprintf(stderr, "pstore_model_metadata: %s\n", st == PSTORE_OK ? meta : "failed");
       bad++;
     }
+  }
+  /* The store lists the model under its name with the digest it opened as. */
+  struct listed l = {argv[2], "", 0};
+  st = pstore_store_list_models(store, on_model, &l);
+  if (st != PSTORE_OK) return fail("pstore_store_list_models", st);
+  if (strchr(argv[2], ':') && strcmp(l.digest, pstore_model_digest(model)) != 0) {
+    fprintf(stderr,
+            "pstore_store_list_models: %s listed with digest '%s' among %zu names; open "
+            "gave %s\n",
+            argv[2], l.digest, l.count, pstore_model_digest(model));
+    bad++;
+  }
+  if (pstore_store_list_models(NULL, on_model, &l) != PSTORE_ERR_INVALID_ARGUMENT) {
+    fprintf(stderr, "pstore_store_list_models(NULL, ...) did not fail\n");
+    bad++;
   }
   for (size_t i = 0; i < n; i++) {
     pstore_tensor_info info;

@@ -25,6 +25,58 @@ namespace pstore {
 namespace {
 
 namespace fs = std::filesystem;
+
+// --- the NAMES file (store/names_file.h) ----------------------------------------
+
+NameMap TwoNames() {
+  NameMap m;
+  m["a:v1"] = HashBytes("a", 1);
+  m["b/c:latest"] = HashBytes("b", 1);
+  return m;
+}
+
+TEST(NamesFile, RoundTrips) {
+  auto parsed = ParseNamesFile("NAMES", EncodeNamesFile(TwoNames()));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  ASSERT_TRUE(parsed->has_value());
+  EXPECT_EQ(**parsed, TwoNames());
+  auto empty = ParseNamesFile("NAMES", EncodeNamesFile({}));
+  ASSERT_TRUE(empty.ok() && empty->has_value() && (*empty)->empty());
+}
+
+TEST(NamesFile, EveryFlippedBitIsCorruptionNamingTheFile) {
+  const std::string good = EncodeNamesFile(TwoNames());
+  for (size_t i = 0; i < good.size(); i++)
+    for (int b = 0; b < 8; b++) {
+      std::string bad = good;
+      bad[i] = char(bad[i] ^ (1 << b));
+      auto r = ParseNamesFile("/s/gen/0000000001/NAMES", bad);
+      // A flip may make the first line look like the old form (a tab in
+      // it): then the file is not used at all, which is as safe.
+      if (r.ok()) {
+        EXPECT_FALSE(r->has_value()) << "byte " << i << " bit " << b << " went unnoticed";
+        continue;
+      }
+      EXPECT_TRUE(r.status().IsCorruption());
+      EXPECT_NE(r.status().message().find("/s/gen/0000000001/NAMES"), std::string::npos);
+    }
+}
+
+TEST(NamesFile, OldFormWithoutChecksumIsNotUsed) {
+  auto r = ParseNamesFile("NAMES", "a:v1\t" + HashBytes("a", 1).Hex() + "\n");
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->has_value());
+}
+
+TEST(NamesFile, TruncatedOrDuplicatedIsCorruption) {
+  std::string good = EncodeNamesFile(TwoNames());
+  EXPECT_TRUE(ParseNamesFile("NAMES", good.substr(0, good.size() - 1)).status().IsCorruption());
+  EXPECT_TRUE(ParseNamesFile("NAMES", good.substr(0, 20)).status().IsCorruption());
+  std::string line = "a:v1\t" + HashBytes("a", 1).Hex() + "\n";
+  std::string body = line + line;
+  std::string dup = "PSTNAMES 1 " + HashBytes(body.data(), body.size()).Hex() + "\n" + body;
+  EXPECT_TRUE(ParseNamesFile("NAMES", dup).status().IsCorruption());
+}
 using testing_util::TestTensor;
 using testing_util::WriteSafetensors;
 

@@ -25,6 +25,7 @@ struct PagerArgs {
   std::vector<std::string> prefixes;
   std::string budget;
   bool gc = false, gc_all = false;
+  bool check = false;  // bench: PagerOptions::check_shared
   std::string baseline;
   int runs = 5;
   int threads = 0;
@@ -51,6 +52,7 @@ Result<std::unique_ptr<Pager>> OpenPager(const Globals& g) {
     PSTORE_ASSIGN_OR_RETURN(po.budget_bytes, ParseSize(g_args.budget));
   }
   po.loader_threads = g_args.threads;
+  po.check_shared = g_args.check;
   return Pager::Open(g.store, po);
 }
 
@@ -379,6 +381,9 @@ void AddPagerCommands(CLI::App& app, Globals& g) {
   g_args.bench->add_option("--runs", g_args.runs, "Runs per figure (medians are shown)");
   g_args.bench->add_option("--budget", g_args.budget, "Memory budget for this run");
   g_args.bench->add_option("--threads", g_args.threads, "Loader threads");
+  g_args.bench->add_flag("--check", g_args.check,
+                         "Check every tensor acquired against its chunk keys, as a reader that does "
+                         "not trust the other processes using the store's shared memory");
 }
 
 int RunPagerCommand(CLI::App&, const Globals& g) {

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "pager/shm_access.h"
 #include "store/store.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -279,6 +280,7 @@ int CmdVerify(const Globals& g, int threads) {
                          [&](uint64_t d, uint64_t t) { return line.Update(d, t); });
   line.Finish();
   if (!rep.ok()) return Fail(g, rep.status());
+  if (Status s = VerifyNamesFile(**r, &*rep); !s.ok()) return Fail(g, s);
   if (g.json) {
     nlohmann::json probs = nlohmann::json::array();
     for (const auto& p : rep->problems)
@@ -286,6 +288,7 @@ int CmdVerify(const Globals& g, int threads) {
                        {"tensor", p.tensor},
                        {"chunk", p.chunk},
                        {"chunk_key", p.chunk_key},
+                       {"file", p.file},
                        {"error", p.error}});
     PrintJson({{"ok", rep->ok()},
                {"models", rep->models},
@@ -295,6 +298,10 @@ int CmdVerify(const Globals& g, int threads) {
                {"problems", probs}});
   } else {
     for (const auto& p : rep->problems) {
+      if (p.model.empty()) {
+        std::printf("CORRUPT %s\n", p.error.c_str());
+        continue;
+      }
       std::printf("CORRUPT model %s", p.model.c_str());
       if (!p.tensor.empty()) std::printf(" tensor %s chunk %lld", p.tensor.c_str(), (long long)p.chunk);
       if (!p.chunk_key.empty()) std::printf(" (key %s)", p.chunk_key.c_str());
@@ -417,6 +424,15 @@ int CmdConfig(const Globals& g, const ConfigArgs& a) {
   if (a.group) c.group = *a.group;
   Status s = (*w)->SetConfig(c);
   if (!s.ok()) return Fail(g, s);
+  if (a.group) {
+    // The shared memory of the store, existing segments included.
+    auto id = ReadStoreId((*w)->paths());
+    if (!id.ok()) return Fail(g, id.status());
+    auto opt = ShmAccessFor(c);
+    if (!opt.ok()) return Fail(g, opt.status());
+    auto n = ApplyShmAccess(*id, *opt);
+    if (!n.ok()) return Fail(g, n.status());
+  }
   if (g.json) PrintJson({{"ok", true}, {"config", nlohmann::json::parse(c.ToJson())}});
   else std::printf("configuration saved (new chunk size and codec apply to later imports)\n");
   return kExitOk;

@@ -2,7 +2,10 @@
 // tests. It uses only the public C API (api/pstore.h) and checks every byte it
 // gets against the model's source safetensors file.
 //
-//   pager_worker STORE REF SOURCE MODE [ARG] [--budget BYTES] [--seconds S]
+//   pager_worker STORE REF SOURCE MODE [ARG] [--budget BYTES] [--seconds S] [--check]
+//
+// --check opens the store with check_shared (a reader that does not trust
+// what other processes put in shared memory).
 //
 // Modes (each prints JSON lines on stdout; the last has "done": true):
 //   all           acquire every tensor and keep them; print "ready" with PSS
@@ -17,6 +20,10 @@
 //   hammer        for --seconds: acquire random tensors, check, release
 //   load          acquire every tensor in order, then exit (tests kill it
 //                 part-way through)
+//   scan          acquire, check and release every tensor, going on after a
+//                 failed acquire; "errors" counts those, "mismatches" the
+//                 tensors that were handed out with wrong bytes
+//   copy          the same with pstore_tensor_copy into a buffer of its own
 //   later REF2    open the store, print "ready", wait for a line on stdin,
 //                 then open REF2 (imported after the store was opened) and
 //                 check it against SOURCE
@@ -89,6 +96,8 @@ struct Worker {
   pstore_model* model = nullptr;
   Source src;
   uint64_t mismatches = 0;
+  uint64_t errors = 0;  // failed acquires or copies (scan, copy)
+  std::string last_error;
 
   bool Check(size_t i, const void* p) {
     pstore_tensor_info info;
@@ -117,10 +126,10 @@ struct Worker {
                   "\"bytes_read\": %lu, \"bytes_decoded\": %lu, \"resident_bytes\": %lu, "
                   "\"pinned_bytes\": %lu, \"host_loads\": %lu, \"host_bytes_decoded\": %lu, "
                   "\"evictions\": %lu, \"model_bytes\": %lu, \"store_resident_bytes\": %lu, "
-                  "\"budget_bytes\": %lu, \"mismatches\": %lu, \"pss\": %lu",
+                  "\"budget_bytes\": %lu, \"mismatches\": %lu, \"errors\": %lu, \"pss\": %lu",
                   m.acquires, m.hits, m.misses, m.chunk_loads, m.bytes_read, m.bytes_decoded,
                   m.resident_bytes, m.pinned_bytes, m.host_loads, m.host_bytes_decoded, m.evictions,
-                  m.model_bytes, s.resident_bytes, s.budget_bytes, mismatches, Pss());
+                  m.model_bytes, s.resident_bytes, s.budget_bytes, mismatches, errors, Pss());
     return buf;
   }
 };
@@ -135,9 +144,11 @@ int main(int argc, char** argv) {
   std::string store_path = argv[1], ref = argv[2], source = argv[3], mode = argv[4], arg;
   uint64_t budget = 0;
   double seconds = 2;
+  bool check_shared = false;
   for (int i = 5; i < argc; i++) {
     std::string a = argv[i];
-    if (a == "--budget" && i + 1 < argc) budget = std::strtoull(argv[++i], nullptr, 10);
+    if (a == "--check") check_shared = true;
+    else if (a == "--budget" && i + 1 < argc) budget = std::strtoull(argv[++i], nullptr, 10);
     else if (a == "--seconds" && i + 1 < argc) seconds = std::atof(argv[++i]);
     else arg = a;
   }
@@ -146,6 +157,7 @@ int main(int argc, char** argv) {
   pstore_store_options opts;
   pstore_store_options_default(&opts);
   opts.budget_bytes = budget;
+  opts.check_shared = check_shared;
   pstore_status st = pstore_store_open(store_path.c_str(), &opts, &w.store);
   if (st != PSTORE_OK) return Die("pstore_store_open", st);
   uint64_t pss_store = Pss();
@@ -247,6 +259,29 @@ int main(int argc, char** argv) {
     }
     std::printf("{\"checks\": %lu}\n", checks);
     pstore_tensor_release(w.model, idx);
+  } else if (mode == "scan" || mode == "copy") {
+    std::vector<uint8_t> buf;
+    for (size_t i = 0; i < n; i++) {
+      pstore_tensor_info info;
+      info.struct_size = sizeof(info);
+      pstore_model_tensor_info(w.model, i, &info);
+      const void* p = nullptr;
+      if (mode == "scan") {
+        st = pstore_tensor_acquire(w.model, i, &p);
+      } else {
+        buf.assign(info.nbytes, 0);
+        st = pstore_tensor_copy(w.model, i, buf.data(), buf.size());
+        p = buf.data();
+      }
+      if (st != PSTORE_OK) {
+        w.errors++;
+        w.last_error = std::string(pstore_status_string(st)) + ": " + pstore_last_error();
+        std::fprintf(stderr, "ERROR %s\n", w.last_error.c_str());
+        continue;
+      }
+      w.Check(i, p);
+      if (mode == "scan") pstore_tensor_release(w.model, i);
+    }
   } else if (mode == "hammer") {
     std::mt19937 rng(uint32_t(::getpid()));
     uint64_t rounds = 0;

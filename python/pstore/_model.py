@@ -1,0 +1,441 @@
+"""_model: pstore.Model, and the pins that keep tensor views valid.
+
+Ownership, from the views up (each arrow is a strong Python reference):
+
+    ndarray / torch tensor -> _Pin (one acquire of one tensor)
+                           -> _ModelHandle (the C pstore_model)
+                           -> _StoreHandle (the C pstore_store)
+    Model -----------------> _ModelHandle
+
+A _Pin releases its acquire when the last array or tensor over it is
+collected; a _ModelHandle closes the C model (and unmaps its memory) only when
+the Model and every _Pin are gone. So Model.close(), `del model` and
+Store.close() make the Model refuse new calls, but memory under a live view is
+never unmapped. Every handle remembers the process that opened it: in a forked
+child, calls raise pstore.Closed and finalizers do nothing (a child must not
+release its parent's pins). A Model pickles as its store and digest, so
+multiprocessing's spawn start method reopens the same model version in the
+child.
+
+Thread-safety: a Model may be used from several threads at once (libpstore is
+thread-safe and ctypes drops the GIL during each call); close() must not race
+with other calls on the same Model. Finalizers may run on any thread.
+"""
+
+import collections
+import ctypes
+import functools
+import os
+import threading
+import weakref
+
+import numpy as np
+
+from . import _capi, _dtypes
+from ._capi import lib
+from ._errors import Closed, Internal, InvalidArgument, NotFound, check
+
+TensorInfo = collections.namedtuple("TensorInfo", "name dtype shape nbytes")
+TensorInfo.__doc__ = """A tensor's name, pstore dtype name ("F16", "BF16", ...), shape and size."""
+
+
+class _ModelHandle:
+    __slots__ = ("ptr", "pid", "store", "__weakref__")
+
+    def __init__(self, ptr, store_handle):
+        self.ptr = ptr
+        self.pid = os.getpid()
+        self.store = store_handle  # the store must outlive the model
+
+    def __del__(self, _close=lib.pstore_model_close, _getpid=os.getpid):
+        if self.ptr and self.pid == _getpid():
+            _close(self.ptr)
+        self.ptr = None
+
+
+class _Pin:
+    """One pstore_tensor_acquire; its __array_interface__ is the tensor's bytes,
+    read-only."""
+
+    __slots__ = ("h", "i", "ptr", "nbytes", "__weakref__")
+
+    def __init__(self, h, i, ptr, nbytes):
+        self.h, self.i, self.ptr, self.nbytes = h, i, ptr, nbytes
+
+    @property
+    def __array_interface__(self):
+        return {"version": 3, "shape": (self.nbytes,), "typestr": "|u1",
+                "data": (self.ptr, True)}
+
+    def __del__(self, _release=lib.pstore_tensor_release, _getpid=os.getpid):
+        h = self.h
+        if h.ptr and h.pid == _getpid():
+            _release(h.ptr, self.i)
+
+
+class _Group:
+    """The acquires of a state_dict's tensors, released together when the last
+    of its views goes; its __array_interface__ spans them all (read-only), so
+    each view is a slice of one array instead of an array of its own."""
+
+    __slots__ = ("h", "indices", "ptr", "nbytes", "__weakref__")
+
+    def __init__(self, h):
+        self.h, self.indices, self.ptr, self.nbytes = h, [], 0, 0
+
+    @property
+    def __array_interface__(self):
+        return {"version": 3, "shape": (self.nbytes,), "typestr": "|u1",
+                "data": (self.ptr, True)}
+
+    def __del__(self, _release=lib.pstore_tensor_release, _getpid=os.getpid):
+        h = self.h
+        if h.ptr and h.pid == _getpid():
+            for i in self.indices:
+                _release(h.ptr, i)
+
+
+class _TorchBase:
+    """The same bytes flagged writable for torch.from_numpy, which would warn on
+    a read-only array; the memory stays read-only (PROT_READ) underneath."""
+
+    __slots__ = ("pin",)
+
+    def __init__(self, pin):
+        self.pin = pin
+
+    @property
+    def __array_interface__(self):
+        return {"version": 3, "shape": (self.pin.nbytes,), "typestr": "|u1",
+                "data": (self.pin.ptr, False)}
+
+
+class Model:
+    """A model version opened from a Store (use Store.open). A context manager:
+    closes on exit. Views it hands out stay valid after it closes."""
+
+    def __init__(self, store, ref):
+        sh = store._handle()
+        out = ctypes.c_void_p()
+        check(lib.pstore_model_open(sh.ptr, ref.encode(), ctypes.byref(out)),
+              f"cannot open model {ref}")
+        self._h = _ModelHandle(out.value, sh)
+        self._store = store
+        self._ref = ref
+        self._digest = lib.pstore_model_digest(out.value).decode()
+        self._table = None  # [(name, dtype code, shape, nbytes)] by index
+        self._index = None  # {name: index}
+        self._pins = weakref.WeakValueDictionary()  # index -> live _Pin
+        self._lock = threading.Lock()
+
+    # --- state ----------------------------------------------------------------
+
+    @property
+    def ref(self):
+        return self._ref
+
+    @property
+    def digest(self):
+        return self._digest
+
+    def _handle(self):
+        h = self._h
+        if h is None:
+            raise Closed(f"model {self._ref} is closed; views taken before stay valid, "
+                         "but new calls need the model opened again")
+        if h.pid != os.getpid():
+            raise Closed(f"model {self._ref} was opened in process {h.pid}, the parent of this "
+                         "fork; pstore handles are not fork-safe: open the store and the model "
+                         "again in the child")
+        return h
+
+    def close(self):
+        """Closes the model for new calls. Memory under live views stays mapped
+        until the last of them is collected."""
+        self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __reduce__(self):
+        return (_reopen, (self._store, self._digest, self._ref))
+
+    def __repr__(self):
+        state = "closed" if self._h is None else "open"
+        return f"<pstore.Model {self._ref} {self._digest[:12]} {state}>"
+
+    # --- tensors by name --------------------------------------------------------
+
+    def _load_table(self, h):
+        if self._table is not None:
+            return self._table
+        n = lib.pstore_model_tensor_count(h.ptr)
+        info = _capi.TensorInfo()
+        ref, get, ptr = ctypes.byref(info), lib.pstore_model_tensor_info, h.ptr
+        table = []
+        for i in range(n):
+            info.struct_size = ctypes.sizeof(info)
+            st = get(ptr, i, ref)
+            if st != 0:
+                check(st, f"model {self._ref}: tensor {i}")
+            if info.name is None or info.ndim > 64:
+                raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) fills "
+                               "pstore_tensor_info differently from this package's declaration; "
+                               "install the package and the library from one build", 9)
+            table.append((info.name.decode(), info.dtype, tuple(info.shape[:info.ndim]),
+                          info.nbytes))
+        self._index = {t[0]: i for i, t in enumerate(table)}
+        self._table = table
+        return table
+
+    def _lookup(self, name):
+        h = self._handle()
+        self._load_table(h)
+        i = self._index.get(name)
+        if i is None:
+            raise NotFound(f"model {self._ref}: no tensor named {name!r}", 1)
+        return h, i, self._table[i]
+
+    def names(self):
+        """The tensors' names, in the model's order."""
+        return [t[0] for t in self._load_table(self._handle())]
+
+    def __len__(self):
+        return len(self._load_table(self._handle()))
+
+    def __contains__(self, name):
+        self._load_table(self._handle())
+        return name in self._index
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def info(self, name):
+        """TensorInfo(name, dtype, shape, nbytes)."""
+        _, _, (n, code, shape, nbytes) = self._lookup(name)
+        return TensorInfo(n, _dtypes.name(code), shape, nbytes)
+
+    # --- views ----------------------------------------------------------------
+
+    def _pin(self, h, i, name, nbytes):
+        p = self._pins.get(i)
+        if p is not None:
+            return p
+        ptr = ctypes.c_void_p()
+        check(lib.pstore_tensor_acquire(h.ptr, i, ctypes.byref(ptr)),
+              f"model {self._ref}: cannot load tensor {name}")
+        p = _Pin(h, i, ptr.value, nbytes)
+        with self._lock:
+            q = self._pins.get(i)  # another thread may have pinned it meanwhile
+            if q is not None:
+                return q  # p is released when it goes
+            self._pins[i] = p
+        return p
+
+    def numpy(self, name):
+        """A read-only ndarray over the tensor's bytes in the shared mapping (no
+        copy). BF16 is given as uint16 and F8_E5M2/F8_E4M3 as uint8 holding the
+        raw bits (numpy has no such types)."""
+        h, i, (n, code, shape, nbytes) = self._lookup(name)
+        return self._numpy(h, i, n, code, shape, nbytes)
+
+    def _numpy(self, h, i, n, code, shape, nbytes):
+        a = np.asarray(self._pin(h, i, n, nbytes))
+        dt, known = _dtypes.numpy_dtype(code)
+        return a.view(dt).reshape(shape) if known else a
+
+    def torch(self, name):
+        """A CPU torch.Tensor over the same memory (no copy). BF16 is
+        torch.bfloat16. Writing through it is an error: the memory is mapped
+        read-only and a write kills the process (SIGSEGV)."""
+        h, i, (n, code, shape, nbytes) = self._lookup(name)
+        return self._torch(h, i, n, code, shape, nbytes)
+
+    def _torch(self, h, i, n, code, shape, nbytes):
+        import torch
+        np_dt, torch_dt = _dtypes.torch_plan(code)
+        a = np.asarray(_TorchBase(self._pin(h, i, n, nbytes)))
+        if _dtypes.numpy_dtype(code)[1]:
+            a = a.view(np_dt).reshape(shape)
+        t = torch.from_numpy(a)
+        return t.view(torch_dt) if torch_dt is not None else t
+
+    def state_dict(self, prefix=None, framework="torch"):
+        """{name: view} of every tensor, or of those whose name starts with
+        prefix; each a zero-copy view as torch() or numpy() gives. Loads what is
+        not resident in one bulk prefetch first. The views share their pins:
+        the tensors stay pinned until the last view of this state_dict goes."""
+        if framework not in ("torch", "numpy"):
+            raise InvalidArgument(f"framework must be 'torch' or 'numpy', not {framework!r}", 3)
+        h = self._handle()
+        table = self._load_table(h)
+        pick = [i for i, t in enumerate(table) if prefix is None or t[0].startswith(prefix)]
+        self._prefetch_indices(h, pick)
+        check(lib.pstore_model_prefetch_wait(h.ptr), f"model {self._ref}: loading failed")
+        return self._views(h, table, pick, framework == "torch")
+
+    def _views(self, h, table, pick, as_torch):
+        """Views of the tensors pick, sharing one _Group of acquires."""
+        group = _Group(h)
+        ptrs = {}
+        ptr = ctypes.c_void_p()
+        ref = ctypes.byref(ptr)
+        acquire = lib.pstore_tensor_acquire
+        for i in pick:
+            if table[i][3] == 0:
+                continue  # empty tensors need no memory
+            st = acquire(h.ptr, i, ref)
+            if st != 0:
+                check(st, f"model {self._ref}: cannot load tensor {table[i][0]}")
+            group.indices.append(i)  # released by the group, also on an error below
+            ptrs[i] = ptr.value
+        if ptrs:
+            lo = min(ptrs.values())
+            group.ptr = lo
+            group.nbytes = max(p + table[i][3] for i, p in ptrs.items()) - lo
+        out = {}
+        if not ptrs:
+            for i in pick:  # every picked tensor is empty
+                out[table[i][0]] = self._empty(table[i], as_torch)
+            return out
+        typed = {}  # dtype code -> the span as that dtype
+        if as_torch:
+            span = torch_from_numpy(np.asarray(_TorchBase(group)))
+            for i in pick:
+                name, code, shape, nbytes = table[i]
+                if nbytes == 0:
+                    out[name] = self._empty(table[i], True)
+                    continue
+                t = typed.get(code)
+                if t is None:
+                    tdt = _dtypes.torch_dtype(code)
+                    size = _dtypes.torch_itemsize(code)
+                    t = typed[code] = (span[:group.nbytes // size * size].view(tdt), size,
+                                       _dtypes.numpy_dtype(code)[1])
+                view, size, known = t
+                offset, rem = divmod(ptrs[i] - lo, size)
+                if rem:  # not aligned to its element size: a view of its own
+                    out[name] = self._torch(h, i, *table[i])
+                    continue
+                if not known:
+                    shape = (nbytes,)
+                out[name] = view.as_strided(shape, _strides(shape), offset)
+        else:
+            span = np.asarray(group)
+            for i in pick:
+                name, code, shape, nbytes = table[i]
+                if nbytes == 0:
+                    out[name] = self._empty(table[i], False)
+                    continue
+                dt, known = _dtypes.numpy_dtype(code)
+                out[name] = np.ndarray(shape if known else (nbytes,), dt, span, ptrs[i] - lo)
+        return out
+
+    # --- loading ----------------------------------------------------------------
+
+    @staticmethod
+    def _empty(entry, as_torch):
+        """A tensor of no bytes (it needs no memory of the model's)."""
+        name, code, shape, nbytes = entry
+        dt, known = _dtypes.numpy_dtype(code)
+        if as_torch:
+            import torch
+            return torch.empty(shape if known else (0,), dtype=_dtypes.torch_dtype(code))
+        a = np.empty(shape if known else (0,), dt)
+        a.flags.writeable = False
+        return a
+
+    def _prefetch_indices(self, h, indices):
+        if not indices:
+            return
+        arr = (ctypes.c_size_t * len(indices))(*indices)
+        check(lib.pstore_model_prefetch(h.ptr, arr, len(indices)),
+              f"model {self._ref}: cannot prefetch")
+
+    def prefetch(self, prefix_or_names):
+        """Starts loading, in the background, the tensors whose names start with
+        a prefix (a str) or the named tensors (an iterable of str). Returns how
+        many tensors that is. Errors surface in wait()."""
+        h = self._handle()
+        if isinstance(prefix_or_names, str):
+            matched = ctypes.c_size_t()
+            check(lib.pstore_model_prefetch_prefix(h.ptr, prefix_or_names.encode(),
+                                                   ctypes.byref(matched)),
+                  f"model {self._ref}: cannot prefetch {prefix_or_names!r}")
+            return matched.value
+        idx = [self._lookup(n)[1] for n in prefix_or_names]
+        self._prefetch_indices(h, idx)
+        return len(idx)
+
+    def wait(self):
+        """Waits for this model's prefetches; raises the first error one met."""
+        check(lib.pstore_model_prefetch_wait(self._handle().ptr),
+              f"model {self._ref}: prefetch failed")
+
+    def copy_into(self, name, out):
+        """Copies the tensor's bytes into out (a writable, C-contiguous numpy
+        array, CPU torch tensor or buffer of at least nbytes), e.g. pinned memory
+        for a GPU upload. Returns the number of bytes copied."""
+        h, i, (n, code, shape, nbytes) = self._lookup(name)
+        ptr, size = _writable_address(out, f"copy_into({name!r})")
+        if size < nbytes:
+            raise InvalidArgument(f"model {self._ref}: copy_into({name!r}): the destination holds "
+                                  f"{size} bytes, the tensor {nbytes}", 3)
+        check(lib.pstore_tensor_copy(h.ptr, i, ctypes.c_void_p(ptr), size),
+              f"model {self._ref}: cannot copy tensor {name}")
+        return nbytes
+
+    def stats(self):
+        """This process's acquires, hits, misses, loads and load time, and the
+        model's resident bytes on the host (see pstore_model_stats in pstore.h)."""
+        s = _capi.ModelStats()
+        s.struct_size = ctypes.sizeof(s)
+        check(lib.pstore_model_stats_get(self._handle().ptr, ctypes.byref(s)))
+        return {f: getattr(s, f) for f in _capi.MODEL_STATS_FIELDS}
+
+
+def torch_from_numpy(a):
+    import torch
+    return torch.from_numpy(a)
+
+
+@functools.lru_cache(maxsize=4096)
+def _strides(shape):
+    """Contiguous strides, in elements, of a shape."""
+    st, acc = [], 1
+    for d in reversed(shape):
+        st.append(acc)
+        acc *= d
+    return tuple(reversed(st))
+
+
+def _writable_address(out, what):
+    if isinstance(out, np.ndarray):
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise InvalidArgument(f"{what}: the array must be C-contiguous and writable", 3)
+        return out.ctypes.data, out.nbytes
+    mod = type(out).__module__
+    if mod.startswith("torch"):
+        if out.device.type != "cpu" or not out.is_contiguous():
+            raise InvalidArgument(f"{what}: the tensor must be a contiguous CPU tensor (copy "
+                                  "into pinned CPU memory, then .to('cuda'))", 3)
+        return out.data_ptr(), out.element_size() * out.numel()
+    try:
+        mv = memoryview(out)
+    except TypeError:
+        raise InvalidArgument(f"{what}: want a numpy array, a torch tensor or a writable buffer, "
+                              f"not {type(out).__name__}", 3) from None
+    if mv.readonly or not mv.c_contiguous:
+        raise InvalidArgument(f"{what}: the buffer must be writable and C-contiguous", 3)
+    a = np.frombuffer(mv.cast("B"), dtype=np.uint8)
+    return a.ctypes.data, a.nbytes
+
+
+def _reopen(store, digest, ref):
+    m = store.open(digest)
+    m._ref = ref
+    return m

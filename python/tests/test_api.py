@@ -1,0 +1,210 @@
+"""The package's API on a small model of every dtype: names, info, zero-copy
+numpy and torch views, prefetch, copy_into, stats, listing, importing and the
+errors of bad calls."""
+
+import gc
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import pstore
+from conftest import SafetensorsFile, write_safetensors
+
+
+def mapping_of(address):
+    """The /proc/self/maps line (path) of the mapping holding address."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if lo <= address < hi:
+                return parts[5] if len(parts) > 5 else "", parts[1]
+    return None, None
+
+
+def test_names_len_contains_info(small_model):
+    root, ref, src = small_model
+    st = SafetensorsFile(src)
+    with pstore.Store(root) as store, store.open(ref) as m:
+        assert sorted(m.names()) == sorted(st.tensors)
+        assert len(m) == len(st.tensors)
+        assert "layers.0.f32" in m and "nope" not in m
+        for name, t in st.tensors.items():
+            info = m.info(name)
+            assert info.name == name
+            assert info.dtype == t["dtype"]
+            assert info.shape == tuple(t["shape"])
+            assert info.nbytes == t["data_offsets"][1] - t["data_offsets"][0]
+
+
+def test_numpy_views_are_read_only_and_inside_the_segment(small_model):
+    root, ref, src = small_model
+    st = SafetensorsFile(src)
+    with pstore.Store(root) as store, store.open(ref) as m:
+        for name in st.tensors:
+            a = m.numpy(name)
+            want = st.array(name)
+            assert a.dtype == want.dtype, name
+            assert a.shape == want.shape, name
+            assert a.tobytes() == want.tobytes(), name
+            assert not a.flags.writeable
+            if a.nbytes:
+                path, perms = mapping_of(a.ctypes.data)
+                assert path.startswith("/dev/shm/pstore-") and m.digest in path, (name, path)
+                assert perms.startswith("r-"), (name, perms)  # mapped read-only
+        a = m.numpy("layers.0.f32")
+        with pytest.raises(ValueError):
+            a[0, 0] = 1.0
+        assert m.numpy("layers.2.bf16").dtype == np.uint16  # raw bits, documented
+
+
+def test_torch_views_share_memory_without_warning(small_model):
+    root, ref, src = small_model
+    st = SafetensorsFile(src)
+    want_dtype = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32,
+                  "U8": torch.uint8, "I32": torch.int32, "BOOL": torch.bool,
+                  "F8_E4M3": torch.uint8, "U16": torch.int16}
+    with pstore.Store(root) as store, store.open(ref) as m:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # any warning fails the test
+            for name, t in st.tensors.items():
+                x = m.torch(name)
+                if t["dtype"] in want_dtype:
+                    assert x.dtype == want_dtype[t["dtype"]], name
+                assert tuple(x.shape) == tuple(t["shape"]), name
+                raw = x.view(torch.int16) if x.dtype == torch.bfloat16 else x
+                assert raw.numpy().tobytes() == st.raw(name), name
+                if x.numel():
+                    assert x.data_ptr() == m.numpy(name).ctypes.data, name
+        # BF16 values: the top half of a float32's bits.
+        bf = m.torch("layers.2.bf16")
+        want = (st.array("layers.2.bf16").astype(np.uint32) << 16).view(np.float32)
+        assert np.array_equal(bf.float().numpy(), want, equal_nan=True)
+
+
+def test_state_dict_prefix_and_frameworks(small_model):
+    root, ref, src = small_model
+    with pstore.Store(root) as store, store.open(ref) as m:
+        sd = m.state_dict()
+        assert sorted(sd) == sorted(m.names())
+        assert all(isinstance(v, torch.Tensor) for v in sd.values())
+        sub = m.state_dict(prefix="layers.1", framework="numpy")
+        assert sorted(sub) == sorted(n for n in m.names() if n.startswith("layers.1"))
+        assert all(isinstance(v, np.ndarray) for v in sub.values())
+        assert m.state_dict(prefix="no.such.") == {}
+        # A state_dict's tensors stay pinned until its last view goes.
+        del sd, sub
+        gc.collect()
+        before = m.stats()["pinned_bytes"]
+        sd = m.state_dict(framework="numpy")
+        assert m.stats()["pinned_bytes"] > before
+        one = sd["layers.17.f16"][3:5]
+        del sd
+        gc.collect()
+        assert m.stats()["pinned_bytes"] > before
+        del one
+        gc.collect()
+        assert m.stats()["pinned_bytes"] == before
+        with pytest.raises(pstore.InvalidArgument, match="framework"):
+            m.state_dict(framework="jax")
+
+
+def test_prefetch_wait_stats_copy_into(small_model):
+    root, ref, src = small_model
+    st = SafetensorsFile(src)
+    with pstore.Store(root) as store, store.open(ref) as m:
+        assert m.prefetch("layers.1") == sum(n.startswith("layers.1") for n in m.names())
+        assert m.prefetch(["layers.0.f32", "layers.2.bf16"]) == 2
+        m.wait()
+        s = m.stats()
+        assert s["model_bytes"] == sum(m.info(n).nbytes for n in m.names())
+        assert s["resident_bytes"] > 0
+        before = m.stats()["pinned_bytes"]
+        a = m.numpy("layers.17.f16")
+        assert m.stats()["pinned_bytes"] >= before + a.nbytes
+        del a
+        assert m.stats()["pinned_bytes"] == before  # the last view went: released
+        name = "layers.0.f32"
+        out = np.empty(m.info(name).shape, np.float32)
+        assert m.copy_into(name, out) == out.nbytes
+        assert out.tobytes() == st.raw(name)
+        t = torch.empty(m.info(name).shape, dtype=torch.float32)
+        m.copy_into(name, t)
+        assert t.numpy().tobytes() == st.raw(name)
+        buf = bytearray(m.info(name).nbytes + 10)
+        m.copy_into(name, buf)
+        assert bytes(buf[:-10]) == st.raw(name)
+        with pytest.raises(pstore.InvalidArgument, match="holds 4 bytes"):
+            m.copy_into(name, bytearray(4))
+        with pytest.raises(pstore.InvalidArgument, match="writable"):
+            m.copy_into(name, m.numpy(name))
+        ss = store.stats()
+        assert ss["resident_bytes"] > 0 and ss["mapped_models"] >= 1 and ss["budget_bytes"] > 0
+
+
+def test_models_lists_names_and_digests(small_model, scratch):
+    root, ref, src = small_model
+    d2 = pstore.import_file(src, "m:2", store=root)
+    with pstore.Store(root) as store:
+        assert store.models() == {"m:1": d2, "m:2": d2}  # same bytes, same version
+        with store.open("m:2") as m:
+            assert m.digest == d2
+
+
+def test_errors_name_what_is_wrong(small_model, scratch):
+    root, ref, src = small_model
+    with pstore.Store(root) as store:
+        with pytest.raises(pstore.NotFound) as e:
+            store.open("no-such-model:v9")
+        assert "no-such-model" in str(e.value) and e.value.status == 1
+        assert isinstance(e.value, pstore.Error) and e.value.status_name == "not found"
+        with pytest.raises(pstore.InvalidArgument):
+            store.open("bad name with spaces:::")
+        with store.open(ref) as m:
+            with pytest.raises(pstore.NotFound, match="no tensor named 'nope'"):
+                m.numpy("nope")
+        with pytest.raises(pstore.Closed, match="closed"):
+            m.numpy("layers.0.f32")
+    with pytest.raises(pstore.Closed):
+        store.open(ref)
+    with pytest.raises(pstore.NotFound) as e:
+        pstore.Store(os.path.join(scratch, "no-store-here"))
+    assert "no-store-here" in str(e.value)
+    with pytest.raises(pstore.Exists, match="m:1"):
+        other = os.path.join(scratch, "other.safetensors")
+        write_safetensors(other, [("x", "F32", (2,), b"\0" * 8)])
+        pstore.import_file(other, "m:1", store=root)
+    bad = os.path.join(scratch, "bad.safetensors")
+    with open(bad, "wb") as f:
+        f.write(b"\x10\0\0\0\0\0\0\0{not json at all")
+    with pytest.raises(pstore.InvalidArgument, match="bad.safetensors"):
+        pstore.import_file(bad, "bad:1", store=root)
+    with pstore.Store(root) as store:  # nothing already stored was lost
+        assert "m:1" in store.models()
+        with store.open("m:1") as m:
+            assert m.numpy("layers.0.f32").tobytes() == SafetensorsFile(src).raw("layers.0.f32")
+
+
+def test_state_dict_views_of_every_dtype_match_the_file(small_model):
+    root, ref, src = small_model
+    st = SafetensorsFile(src)
+    with pstore.Store(root) as store, store.open(ref) as m:
+        sd_t = m.state_dict()
+        sd_n = m.state_dict(framework="numpy")
+        assert {st.tensors[n]["dtype"] for n in sd_t} >= {"BOOL", "U8", "I8", "I16", "U16", "F16",
+                                                         "BF16", "I32", "U32", "F32", "F64",
+                                                         "I64", "U64", "F8_E4M3", "F8_E5M2"}
+        for name in st.tensors:
+            want = st.array(name)
+            a = sd_n[name]
+            assert a.dtype == want.dtype and a.shape == want.shape, name
+            assert a.tobytes() == want.tobytes() and not a.flags.writeable, name
+            t = sd_t[name]
+            assert t.dtype == m.torch(name).dtype and tuple(t.shape) == want.shape, name
+            raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
+            assert raw.numpy().tobytes() == want.tobytes(), name
+            if t.numel():
+                assert t.data_ptr() == a.ctypes.data == m.numpy(name).ctypes.data, name

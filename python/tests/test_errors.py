@@ -1,0 +1,98 @@
+"""Errors as Python exceptions with pstore's message: a missing model, a
+corrupted chunk (bytes flipped in the store's blob file on disk) and a full
+/dev/shm (a 1 MiB tmpfs mounted over it in a private mount namespace). None
+of them may lose what is stored."""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import numpy as np
+import pytest
+
+import pstore
+from conftest import REPO, SafetensorsFile, write_safetensors
+
+
+def test_missing_model_and_store(small_model, scratch):
+    root, ref, _ = small_model
+    with pstore.Store(root) as store:
+        with pytest.raises(pstore.NotFound) as e:
+            store.open("ghost:v1")
+        assert "ghost" in str(e.value)
+    with pytest.raises(pstore.NotFound, match="nowhere"):
+        pstore.Store(os.path.join(scratch, "nowhere"))
+
+
+def test_corrupted_chunk_raises_corruption_naming_model_and_tensor(scratch):
+    work = tempfile.mkdtemp(prefix="corrupt-", dir=scratch)
+    rng = np.random.default_rng(11)
+    tensors = [(f"w.{i}", "F16", (512, 1024), rng.integers(0, 256, 1 << 20, np.uint8).tobytes())
+               for i in range(4)]
+    src = os.path.join(work, "m.safetensors")
+    write_safetensors(src, tensors)
+    root = os.path.join(work, "store")
+    pstore.import_file(src, "victim:1", store=root)
+    blobs = glob.glob(os.path.join(root, "db", "*.blob"))
+    assert len(blobs) == 1, blobs
+    size = os.path.getsize(blobs[0])
+    with open(blobs[0], "r+b") as f:  # one byte in each tenth of the file's middle
+        for k in range(1, 10):
+            f.seek(size * k // 10)
+            b = f.read(1)
+            f.seek(size * k // 10)
+            f.write(bytes([b[0] ^ 0x5A]))
+    st = SafetensorsFile(src)
+    errors = []
+    with pstore.Store(root) as store, store.open("victim:1") as m:
+        for name in m.names():
+            try:
+                a = m.numpy(name)
+            except pstore.Corruption as e:
+                errors.append((name, str(e)))
+                assert e.status == 2 and e.status_name == "corruption"
+                continue
+            assert a.tobytes() == st.raw(name), f"{name}: wrong bytes returned"
+        for name in m.names():  # the torch path raises the same way
+            if name in dict(errors):
+                with pytest.raises(pstore.Corruption):
+                    m.torch(name)
+    assert errors, "no corruption found after flipping 9 bytes of the blob file"
+    for name, msg in errors:
+        assert name in msg and "victim" in msg and "chunk" in msg, msg
+
+
+FULL_SHM = textwrap.dedent("""
+    import sys, pstore
+    root, ref = sys.argv[1], sys.argv[2]
+    try:
+        m = pstore.Store(root).open(ref)
+        for n in m.names():
+            m.numpy(n)
+        print("NO ERROR")
+    except pstore.NoSpace as e:
+        print("NoSpace:", e)
+""")
+
+
+def test_full_dev_shm_raises_no_space(small_model):
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) to mount a small tmpfs over /dev/shm")
+    root, ref, src = small_model
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.join(REPO, "python")
+    shell = ('mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$0" -c "$1" "$2" "$3"')
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", shell,
+                        sys.executable, FULL_SHM, root, ref], capture_output=True, text=True,
+                       timeout=300, env=env)
+    if p.returncode != 0 and "mount" in p.stderr and "NoSpace" not in p.stdout:
+        pytest.skip(f"cannot mount a tmpfs over /dev/shm here: {p.stderr.strip()[-300:]}")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "NoSpace:" in p.stdout and "/dev/shm" in p.stdout, p.stdout + p.stderr
+    with pstore.Store(root) as store, store.open(ref) as m:  # nothing lost
+        st = SafetensorsFile(src)
+        assert all(m.numpy(n).tobytes() == st.raw(n) for n in m.names())

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Group mode works end to end, and a reader that checks cannot be poisoned.
+
+Users without accounts: a member (uid 54321, gid 54322), a second member
+(uid 54325, gid 54322) and an outsider (uid 54323, gid 54324), run through
+`setpriv`. Every process runs with umask 077, the least helpful one.
+
+1. A store made owner-only: its folder is 0700 and a member cannot open it.
+   The owner reads model a, so a budget file and a segment exist (0600).
+2. `pstore config --group 54322`: every folder of the store is 02750 and
+   every file 0640, all of group 54322; the existing budget file and segment
+   are 0660 of that group. A file someone else put in the store's folder is
+   left alone.
+3. The member opens a and gets the right bytes (pager_worker checks each one);
+   a model imported later (a new generation) is readable by the member too.
+4. With no shared memory left, the member is the first to open the store:
+   the budget file and segment it creates are 0660 of the group, and the
+   second member and the owner use them.
+5. The outsider cannot open the store; the member cannot write into its folder.
+6. The member overwrites bytes of a's segment (it may write segments). A
+   reader without checking gets wrong bytes (what group mode trusts); a
+   reader with check_shared gets no wrong byte: acquires fail with a
+   corruption naming the tensor and the segment, and copies come out right
+   (decoded from the store). After `pstore ps --gc-all` the checking reader
+   gets every tensor again.
+
+Environment: PSTORE_BIN, MAKE_MODEL, PAGER_WORKER.
+"""
+import glob
+import json
+import os
+import stat
+import subprocess
+
+from harness import Skip, Store, check, env_path, log, make_model, run_test
+
+GID = 54322
+MEMBER = ["setpriv", "--reuid=54321", f"--regid={GID}", "--clear-groups", "--"]
+MEMBER2 = ["setpriv", "--reuid=54325", f"--regid={GID}", "--clear-groups", "--"]
+OUTSIDER = ["setpriv", "--reuid=54323", "--regid=54324", "--clear-groups", "--"]
+
+
+def worker(store, ref, source, mode, as_user=(), check_shared=False):
+    argv = list(as_user) + [env_path("PAGER_WORKER"), store.root, ref, source, mode]
+    if check_shared:
+        argv.append("--check")
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    last = json.loads(lines[-1]) if lines else {}
+    return p.returncode, last, p.stderr
+
+
+def shm_objects(store):
+    with open(os.path.join(store.root, "ID")) as f:
+        sid = f.read().strip()
+    return sorted(glob.glob(f"/dev/shm/pstore-{sid}-*"))
+
+
+def check_modes(store, what):
+    bad = []
+    for dirpath, dirs, files in os.walk(store.root):
+        # db/ is the writer's alone (readers open generations): RocksDB
+        # makes its files with the umask; a generation that links them
+        # gives them the group's mode.
+        if os.path.relpath(dirpath, store.root).split(os.sep)[0] == "db":
+            files = []
+        for name in [dirpath] + [os.path.join(dirpath, f) for f in files]:
+            st = os.lstat(name)
+            want = 0o2750 if stat.S_ISDIR(st.st_mode) else 0o640
+            if stat.S_IMODE(st.st_mode) != want or st.st_gid != GID:
+                bad.append(f"{name} {oct(stat.S_IMODE(st.st_mode))} gid {st.st_gid}")
+    check(not bad, f"{what}: files not {{02750, 0640}} of group {GID}: {bad[:10]}")
+    objs = shm_objects(store)
+    check(objs, f"{what}: no shared memory objects")
+    for o in objs:
+        st = os.stat(o)
+        check(stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == GID,
+              f"{what}: {o} is {oct(stat.S_IMODE(st.st_mode))} of gid {st.st_gid}, want 0660 of {GID}")
+
+
+def body(work):
+    if os.geteuid() != 0:
+        raise Skip("needs root (to act as other users with setpriv)")
+    os.umask(0o077)
+    os.chmod(work, 0o755)
+    store = Store(os.path.join(work, "store"))
+    a_src = make_model(os.path.join(work, "a.safetensors"), 3, seed=11)
+    b_src = make_model(os.path.join(work, "b.safetensors"), 2, seed=12)
+    for f in (a_src, b_src):
+        os.chmod(f, 0o644)
+    store.ok("import", a_src, "a:v1")
+
+    # 1. Owner only.
+    check(stat.S_IMODE(os.stat(store.root).st_mode) == 0o700,
+          f"a new store's folder is {oct(os.stat(store.root).st_mode)}, want 0700")
+    rc, last, err = worker(store, "a:v1", a_src, "load")
+    check(rc == 0 and last.get("ok"), f"the owner's reader failed: {last} {err[-500:]}")
+    for o in shm_objects(store):
+        check(stat.S_IMODE(os.stat(o).st_mode) == 0o600, f"{o} is not 0600 before group mode")
+    rc, last, err = worker(store, "a:v1", a_src, "load", MEMBER)
+    check(rc != 0, "a member opened an owner-only store")
+
+    # 2. Group mode, on what exists (and only on what is pstore's).
+    foreign = os.path.join(store.root, "notes.txt")
+    with open(foreign, "w") as f:
+        f.write("someone else's file\n")
+    os.chmod(foreign, 0o604)
+    store.ok("config", "--group", str(GID))
+    check(stat.S_IMODE(os.stat(foreign).st_mode) == 0o604,
+          f"config --group changed a file that is not pstore's: {oct(os.stat(foreign).st_mode)}")
+    os.unlink(foreign)
+    check_modes(store, "after config --group")
+
+    # 3. Members read.
+    rc, last, err = worker(store, "a:v1", a_src, "load", MEMBER)
+    check(rc == 0 and last.get("ok") and last.get("mismatches") == 0,
+          f"a member could not read a:v1 in group mode: {last} {err[-800:]}")
+    store.ok("import", b_src, "b:v1")
+    rc, last, err = worker(store, "b:v1", b_src, "load", MEMBER)
+    check(rc == 0 and last.get("ok"), f"a member could not read a model imported later: {last} {err[-800:]}")
+    check_modes(store, "after a later import")
+
+    # 4. A member creates the shared memory; others use it.
+    store.ok("ps", "--gc-all")
+    for o in shm_objects(store):
+        os.unlink(o)  # the budget file too: nobody has the store open
+    rc, last, err = worker(store, "a:v1", a_src, "load", MEMBER)
+    check(rc == 0 and last.get("ok"), f"the first member failed: {last} {err[-800:]}")
+    check(last.get("chunk_loads", 0) > 0, f"the member did not load a:v1 itself: {last}")
+    check_modes(store, "shared memory made by a member")
+    rc, last, err = worker(store, "a:v1", a_src, "load", MEMBER2)
+    check(rc == 0 and last.get("ok") and last.get("chunk_loads") == 0,
+          f"the second member could not use the first one's shared memory: {last} {err[-800:]}")
+    rc, last, err = worker(store, "a:v1", a_src, "load")
+    check(rc == 0 and last.get("ok"), f"the owner could not use a member's shared memory: {last}")
+
+    # 5. Outsiders stay out; members do not write the store.
+    rc, last, err = worker(store, "a:v1", a_src, "load", OUTSIDER)
+    check(rc != 0 and "ermission denied" in (str(last) + err),
+          f"an outsider: want a permission error, got rc {rc}: {last} {err[-500:]}")
+    p = subprocess.run(MEMBER + ["/bin/sh", "-c", f"touch {store.root}/x || touch {store.root}/gen/x"],
+                       capture_output=True, text=True)
+    check(p.returncode != 0, "a member could create a file in the store's folder")
+
+    # 6. A member writes into a's segment.
+    segs = [o for o in shm_objects(store) if not o.endswith("-budget")]
+    a_digest = store.ls()["a:v1"]["digest"]
+    seg = [s for s in segs if a_digest in s]
+    check(len(seg) == 1, f"no single segment of a:v1 among {segs}")
+    poison = (
+        "import os, struct, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "data_off, data_bytes = struct.unpack_from('<QQ', os.pread(fd, 208, 0), 184)\n"
+        "buf = bytearray(os.pread(fd, data_bytes, data_off))\n"
+        "for i in range(0, len(buf), 256): buf[i] ^= 0x5a\n"
+        "os.pwrite(fd, bytes(buf), data_off)\n")
+    p = subprocess.run(MEMBER + ["/usr/bin/python3", "-c", poison, seg[0]], capture_output=True,
+                       text=True)
+    check(p.returncode == 0, f"the member could not write the segment: {p.stderr[-500:]}")
+    rc, last, err = worker(store, "a:v1", a_src, "scan")
+    check(last.get("mismatches", 0) > 0,
+          f"a reader without checking should have read the member's bytes: {last}")
+    log(f"without checking: {last.get('mismatches')} tensors with wrong bytes (what group mode trusts)")
+    rc, last, err = worker(store, "a:v1", a_src, "scan", check_shared=True)
+    check(last.get("mismatches") == 0 and last.get("errors", 0) > 0,
+          f"a checking reader: want errors and no wrong bytes, got {last} {err[-500:]}")
+    check("does not match its key" in err and os.path.basename(seg[0]) in err,
+          f"the checking reader's error does not name the segment: {err[-800:]}")
+    rc, last, err = worker(store, "a:v1", a_src, "copy", check_shared=True)
+    check(rc == 0 and last.get("mismatches") == 0 and last.get("errors") == 0,
+          f"checked copies should come out right (decoded from the store): {last} {err[-500:]}")
+    store.ok("ps", "--gc-all")
+    rc, last, err = worker(store, "a:v1", a_src, "scan", check_shared=True)
+    check(rc == 0 and last.get("mismatches") == 0 and last.get("errors") == 0,
+          f"after ps --gc-all the checking reader still fails: {last} {err[-500:]}")
+
+
+run_test("trust_group", body)
