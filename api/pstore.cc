@@ -2,14 +2,18 @@
 // across the boundary.
 #include "api/pstore.h"
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
+#include <unordered_map>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "pager/pager.h"
 #include "store/store.h"
@@ -23,6 +27,9 @@ struct pstore_model {
   std::shared_ptr<pstore::Model> model;
   std::string digest_hex;
   std::unique_ptr<std::atomic<uint32_t>[]> held;  // acquires per tensor through this handle
+  // The metadata's values as JSON text, by key: filled once, on first use.
+  mutable std::once_flag meta_once;
+  mutable std::unordered_map<std::string, std::string> meta_values;
 };
 
 namespace {
@@ -210,15 +217,59 @@ size_t pstore_model_tensor_count(const pstore_model* model) {
 pstore_status pstore_model_tensor_info(const pstore_model* model, size_t index,
                                        pstore_tensor_info* out) {
   if (!model || !out) return Invalid("pstore_model_tensor_info: NULL argument");
+  if (out->struct_size < offsetof(pstore_tensor_info, nbytes) + sizeof(out->nbytes))
+    return Invalid(
+        "pstore_model_tensor_info: set struct_size = sizeof(pstore_tensor_info) before the call");
   if (index >= model->model->tensor_count())
     return Invalid("pstore_model_tensor_info: index out of range");
-  const pstore::ManifestTensor& t = model->model->manifest().tensors[index];
-  out->name = t.name.c_str();
-  out->dtype = pstore_dtype(t.dtype);
-  out->ndim = uint32_t(t.shape.size());
-  out->shape = t.shape.data();
-  out->nbytes = t.size;
+  const pstore::Manifest& m = model->model->manifest();
+  const pstore::ManifestTensor& t = m.tensors[index];
+  pstore_tensor_info info;
+  info.struct_size = std::min(out->struct_size, sizeof(info));  // what is filled
+  info.name = t.name.c_str();
+  info.dtype = pstore_dtype(t.dtype);
+  info.ndim = uint32_t(t.shape.size());
+  info.shape = t.shape.data();
+  info.nbytes = t.size;
+  info.ggml_type = pstore::IsGguf(m.format) ? int32_t(t.ggml_type) : -1;
+  std::memcpy(out, &info, info.struct_size);
   return PSTORE_OK;
+}
+
+const char* pstore_model_format(const pstore_model* model) {
+  return model ? pstore::SourceFormatName(model->model->manifest().format) : "";
+}
+
+pstore_status pstore_model_metadata(const pstore_model* model, const char** json, size_t* len) {
+  if (!model || !json) return Invalid("pstore_model_metadata: NULL argument");
+  const std::string& meta = model->model->manifest().metadata_json;
+  *json = meta.empty() ? "{}" : meta.c_str();
+  if (len) *len = meta.empty() ? 2 : meta.size();
+  return PSTORE_OK;
+}
+
+pstore_status pstore_model_metadata_get(const pstore_model* model, const char* key,
+                                        const char** json, size_t* len) {
+  return Guard([&]() -> pstore_status {
+    if (!model || !key || !json) return Invalid("pstore_model_metadata_get: NULL argument");
+    std::call_once(model->meta_once, [&] {
+      auto j =
+          nlohmann::ordered_json::parse(model->model->manifest().metadata_json, nullptr, false);
+      if (!j.is_object()) return;
+      for (const auto& [k, v] : j.items())
+        model->meta_values.emplace(
+            k, v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    });
+    auto it = model->meta_values.find(key);
+    if (it == model->meta_values.end()) {
+      g_last_error = std::string("model ") + model->digest_hex + " has no metadata key '" + key +
+                     "' (pstore_model_metadata lists them all)";
+      return PSTORE_ERR_NOT_FOUND;
+    }
+    *json = it->second.c_str();
+    if (len) *len = it->second.size();
+    return PSTORE_OK;
+  });
 }
 
 pstore_status pstore_model_find_tensor(const pstore_model* model, const char* name,

@@ -198,17 +198,47 @@ PSTORE_EXPORT const char* pstore_model_digest(const pstore_model* model);
 /* Number of tensors (0 for NULL). */
 PSTORE_EXPORT size_t pstore_model_tensor_count(const pstore_model* model);
 
+/* A tensor's description. Set struct_size = sizeof(pstore_tensor_info) before
+ * the call; on return it says how many bytes were filled (smaller when the
+ * library is older than the caller's header; fields past it are untouched). */
 typedef struct pstore_tensor_info {
+  size_t struct_size;    /* set to sizeof(pstore_tensor_info) before the call */
   const char* name;      /* NUL-terminated */
-  pstore_dtype dtype;
+  pstore_dtype dtype;    /* a GGUF tensor of a quantized or unknown GGML type: U8 */
   uint32_t ndim;
-  const uint64_t* shape; /* ndim entries */
+  const uint64_t* shape; /* ndim entries, outermost first (a GGUF file's ne[]
+                            reversed); elements, not blocks, for quantized types */
   uint64_t nbytes;
+  int32_t ggml_type; /* a GGUF model's GGML type (ggml.h's enum ggml_type:
+                        0 F32, 1 F16, 2 Q4_0, 8 Q8_0, ... and types newer
+                        than pstore, stored as opaque blocks); -1 for a
+                        model of another format */
 } pstore_tensor_info;
 
-/* @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (NULL or index out of range). */
+/* @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (NULL, index out of range,
+ *   or struct_size smaller than the fields up to nbytes). */
 PSTORE_EXPORT pstore_status pstore_model_tensor_info(const pstore_model* model, size_t index,
                                                      pstore_tensor_info* out);
+
+/* The format the model was imported from: "safetensors",
+ * "safetensors-sharded", "gguf" or "gguf-split" (static strings; "" for NULL). */
+PSTORE_EXPORT const char* pstore_model_format(const pstore_model* model);
+
+/* The model's metadata as one JSON object (UTF-8, NUL-terminated): a GGUF
+ * model's key-values in file order (numbers, strings, arrays as JSON arrays;
+ * tokenizer vocabularies included), a safetensors model's __metadata__, "{}"
+ * when it has none. *json and *len (which may be NULL) stay valid while the
+ * model is open.
+ * @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (NULL model or json). */
+PSTORE_EXPORT pstore_status pstore_model_metadata(const pstore_model* model, const char** json,
+                                                  size_t* len);
+
+/* One metadata key's value as JSON text: "4096", "\"llama\"", "[...]".
+ * *json and *len (which may be NULL) stay valid while the model is open.
+ * @return PSTORE_OK, PSTORE_ERR_NOT_FOUND (no such key),
+ *   PSTORE_ERR_INVALID_ARGUMENT (NULL argument). */
+PSTORE_EXPORT pstore_status pstore_model_metadata_get(const pstore_model* model, const char* key,
+                                                      const char** json, size_t* len);
 
 /* Looks a tensor up by name.
  * @return PSTORE_OK, PSTORE_ERR_NOT_FOUND, PSTORE_ERR_INVALID_ARGUMENT. */
@@ -221,7 +251,8 @@ PSTORE_EXPORT pstore_status pstore_model_find_tensor(const pstore_model* model, 
 /* Pages the tensor in (reading and decoding only its chunks, and only if no
  * process on the host has them resident), pins it so it cannot be evicted,
  * and returns a read-only pointer to its bytes, aligned to 64 bytes (to the
- * page for tensors of a page or more). Every acquire needs one release. An
+ * page for tensors of a page or more; for a GGUF model, also to its
+ * general.alignment, up to 2 MiB). Every acquire needs one release. An
  * empty tensor gives a valid, non-NULL pointer to no bytes.
  * @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT, PSTORE_ERR_CORRUPTION (a
  *   chunk failed its checks or is missing; the message names model, tensor
@@ -293,7 +324,8 @@ typedef struct pstore_import_options {
 
 PSTORE_EXPORT void pstore_import_options_default(pstore_import_options* opts);
 
-/* Imports a safetensors file (or a sharded model's folder or index) into the
+/* Imports a safetensors file (or a sharded model's folder or index), or a GGUF
+ * file (a split GGUF model by any of its files' names), into the
  * store at store_path (NULL: the default store, created if missing) under
  * ref, atomically: after a crash the model is wholly there or not at all.
  * digest_out, if not NULL, receives the model's digest (33 bytes with NUL).

@@ -19,6 +19,10 @@ Layout Layout::Build(const Manifest& m, uint64_t page) {
   uint64_t cursor = 0;          // next free byte of the data region (page-aligned)
   int64_t pack_slot = -1;       // the open one-page slot for small tensors
   uint64_t pack_used = 0;
+  // GGUF models ask for their tensors at multiples of general.alignment
+  // (honoured up to a huge page, the alignment of the segment's mapping).
+  const uint64_t align = std::min<uint64_t>(m.alignment, kHugePage);
+  const uint64_t small_align = std::max<uint64_t>(kSmallTensorAlign, align);
   l.tensors.resize(m.tensors.size());
   // Pieces per slot; a packed slot gains pieces while later slots are made,
   // so they are gathered here and laid out contiguously at the end.
@@ -30,8 +34,8 @@ Layout Layout::Build(const Manifest& m, uint64_t page) {
       p = {cursor, uint32_t(l.slots.size()), 0};
       continue;
     }
-    if (t.size < page) {
-      uint64_t at = RoundUp(pack_used, kSmallTensorAlign);
+    if (t.size < page && small_align < page) {
+      uint64_t at = RoundUp(pack_used, small_align);
       if (pack_slot < 0 || at + t.size > page) {
         pack_slot = int64_t(l.slots.size());
         l.slots.push_back({cursor, uint32_t(page), 0, 0, ti, 0, 0});
@@ -47,7 +51,9 @@ Layout Layout::Build(const Manifest& m, uint64_t page) {
       continue;
     }
     // Tensors of a page or more follow each other on page boundaries, with
-    // no gaps; a slot may straddle two units (pager/segment.h).
+    // no gaps (but for an alignment over a page); a slot may straddle two
+    // units (pager/segment.h).
+    if (align > page) cursor = RoundUp(cursor, align);
     p.offset = cursor;
     p.first_slot = uint32_t(l.slots.size());
     uint64_t n = m.ChunkCount(t);

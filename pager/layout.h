@@ -11,8 +11,10 @@
 // one slot, so a tensor is one contiguous range and there are no gaps (the
 // last unit aside). Tensors smaller than a page are packed, 64-byte aligned,
 // into shared one-page slots, so a model of many tiny tensors does not pay a
-// page for each. Every process computes the same layout from the manifest
-// (kLayoutVersion is part of the segment's name).
+// page for each. A GGUF model's tensors are aligned to its general.alignment
+// too (packed at that alignment when it is under a page, a slot of their own
+// otherwise; big tensors start at a multiple of it), up to 2 MiB. Every process computes the same
+// layout from the manifest (kLayoutVersion is part of the segment's name).
 //
 // Thread-safety: a Layout is an immutable value once built.
 #pragma once

@@ -38,6 +38,7 @@ Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::
                    const ExportOptions& options) {
   PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<const Manifest> mp, view.LoadManifest(digest));
   const Manifest& m = *mp;
+  if (IsGguf(m.format)) return ExportGguf(view, m, path, options);
   uint64_t total = m.TotalBytes();
   uint64_t done = 0;
   auto last_report = std::chrono::steady_clock::now();

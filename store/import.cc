@@ -13,6 +13,7 @@
 
 #include "common/coding.h"
 #include "common/file_util.h"
+#include "store/formats/gguf.h"
 #include "store/formats/safetensors.h"
 #include "store/keys.h"
 #include "store/rocks.h"
@@ -31,7 +32,39 @@ struct Source {
   std::vector<std::string> names;  // file names as stored in the manifest
   std::vector<std::string> paths;  // where to read them
   std::vector<safetensors::FileHeader> headers;
+  std::vector<gguf::FileHeader> gguf_headers;  // GGUF sources (headers stays empty)
 };
+
+// A GGUF file, or every split of a split model, validated.
+Result<Source> OpenGguf(const std::string& path) {
+  Source src;
+  auto splits = gguf::SplitSiblings(path);
+  src.format = splits ? SourceFormat::kGgufSplit : SourceFormat::kGguf;
+  src.paths = splits ? *splits : std::vector<std::string>{path};
+  std::unordered_map<std::string, std::string> owner;  // tensor name -> file
+  for (size_t i = 0; i < src.paths.size(); i++) {
+    const std::string& p = src.paths[i];
+    if (!fs::exists(p))
+      return Status::NotFound("cannot import " + path + ": split " + std::to_string(i + 1) +
+                              " of " + std::to_string(src.paths.size()) + ", " + p +
+                              ", is missing; every split must sit in the same folder");
+    PSTORE_ASSIGN_OR_RETURN(gguf::FileHeader h, gguf::ReadFile(p));
+    if (splits && h.split_count != 0 && (h.split_count != src.paths.size() || h.split_no != i))
+      return Status::InvalidArgument(
+          "GGUF file " + p + ": its split.no " + std::to_string(h.split_no) + " and split.count " +
+          std::to_string(h.split_count) + " do not match its name (split " + std::to_string(i) +
+          " of " + std::to_string(src.paths.size()) + ", counting from 0)");
+    for (const auto& t : h.tensors) {
+      auto [it, fresh] = owner.emplace(t.name, p);
+      if (!fresh)
+        return Status::InvalidArgument("GGUF split model " + path + ": tensor \"" + t.name +
+                                       "\" is in both " + it->second + " and " + p);
+    }
+    src.names.push_back(fs::path(p).filename().string());
+    src.gguf_headers.push_back(std::move(h));
+  }
+  return src;
+}
 
 Result<Source> OpenSource(const std::string& path) {
   Source src;
@@ -64,6 +97,8 @@ Result<Source> OpenSource(const std::string& path) {
     dir = fs::path(path).parent_path().string();
     if (dir.empty()) dir = ".";
     index = fs::path(path).filename().string();
+  } else if (fs::path(path).extension() == ".gguf" || gguf::HasMagic(path)) {
+    return OpenGguf(path);
   } else {
     src.paths.push_back(path);
   }
@@ -148,6 +183,37 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
       mf.tensors.push_back(uint32_t(m.tensors.size()));
       m.tensors.push_back(std::move(t));
       res.raw_bytes += e.size();
+    }
+    m.files.push_back(std::move(mf));
+  }
+  if (!src.gguf_headers.empty()) m.metadata_json = src.gguf_headers[0].metadata_json;
+  for (uint32_t f = 0; f < src.gguf_headers.size(); f++) {
+    const auto& h = src.gguf_headers[f];
+    m.alignment = std::max(m.alignment, h.alignment);
+    ManifestFile mf;
+    mf.name = src.names[f];
+    mf.header_bytes = h.header_bytes;
+    mf.data_size = h.data_size;
+    mf.filler = h.filler;
+    for (const auto& e : h.tensors) {
+      ManifestTensor t;
+      t.name = e.name;
+      t.ggml_type = e.ggml_type;
+      t.dtype = gguf::GgmlDType(e.ggml_type);
+      t.shape.assign(e.dims.rbegin(), e.dims.rend());  // outermost first, as safetensors
+      t.file = f;
+      t.offset = e.offset;
+      t.size = e.size;
+      t.first_chunk = m.chunks.size();
+      uint64_t n = m.ChunkCount(t);
+      for (uint64_t j = 0; j < n; j++) {
+        items.push_back({f, h.data_offset + t.offset + j * m.chunk_size,
+                         uint32_t(m.ChunkBytes(t, j)), m.chunks.size(), t.dtype});
+        m.chunks.emplace_back();
+      }
+      mf.tensors.push_back(uint32_t(m.tensors.size()));
+      m.tensors.push_back(std::move(t));
+      res.raw_bytes += e.size;
     }
     m.files.push_back(std::move(mf));
   }

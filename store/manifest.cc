@@ -15,10 +15,12 @@ uint64_t Manifest::TotalBytes() const {
 }
 
 std::string Manifest::Serialize() const {
+  const bool gguf = IsGguf(format);
   std::string out(kMagic, 4);
-  out.push_back(char(kVersion));
+  out.push_back(char(gguf ? kVersionGguf : kVersion));
   out.push_back(char(format));
   PutVarint(&out, chunk_size);
+  if (gguf) PutVarint(&out, alignment);
   PutBytes(&out, index_name);
   PutBytes(&out, index_bytes);
   PutBytes(&out, metadata_json);
@@ -29,6 +31,7 @@ std::string Manifest::Serialize() const {
     PutVarint(&out, f.data_size);
     PutVarint(&out, f.tensors.size());
     for (uint32_t t : f.tensors) PutVarint(&out, t);
+    if (gguf) PutBytes(&out, f.filler);
   }
   PutVarint(&out, tensors.size());
   for (const auto& t : tensors) {
@@ -40,6 +43,7 @@ std::string Manifest::Serialize() const {
     PutVarint(&out, t.offset);
     PutVarint(&out, t.size);
     PutVarint(&out, t.first_chunk);
+    if (gguf) PutVarint(&out, t.ggml_type);
   }
   PutVarint(&out, chunks.size());
   for (const auto& k : chunks) out.append(k.view());
@@ -51,18 +55,25 @@ Result<Manifest> Manifest::Parse(std::string_view bytes, bool with_headers) {
   Reader r(bytes);
   std::string_view magic;
   if (!r.GetBytes(4, &magic) || magic != std::string_view(kMagic, 4)) return bad("bad magic");
-  uint8_t version, format;
-  if (!r.GetU8(&version) || version != kVersion)
+  uint8_t version = 0, format = 0;
+  if (!r.GetU8(&version) || (version != kVersion && version != kVersionGguf))
     return bad("unknown version " + std::to_string(version));
-  if (!r.GetU8(&format) || (format != uint8_t(SourceFormat::kSafetensors) &&
-                            format != uint8_t(SourceFormat::kSafetensorsSharded)))
+  if (!r.GetU8(&format) || format < uint8_t(SourceFormat::kSafetensors) ||
+      format > uint8_t(SourceFormat::kGgufSplit))
     return bad("unknown source format");
   Manifest m;
   m.format = SourceFormat(format);
+  const bool gguf = IsGguf(m.format);
+  if (gguf != (version == kVersionGguf)) return bad("source format does not match the version");
   uint64_t v;
   std::string_view s;
   if (!r.GetVarint(&v) || v == 0 || v > (1ull << 31)) return bad("bad chunk size");
   m.chunk_size = uint32_t(v);
+  if (gguf) {
+    if (!r.GetVarint(&v) || v == 0 || v > (1ull << 31) || (v & (v - 1)) != 0)
+      return bad("bad alignment");
+    m.alignment = uint32_t(v);
+  }
   if (!r.GetLengthPrefixed(&s)) return bad("truncated");
   m.index_name = std::string(s);
   if (!r.GetLengthPrefixed(&s)) return bad("truncated");
@@ -85,6 +96,10 @@ Result<Manifest> Manifest::Parse(std::string_view bytes, bool with_headers) {
       if (!r.GetVarint(&v) || v > UINT32_MAX) return bad("bad tensor index");
       t = uint32_t(v);
     }
+    if (gguf) {
+      if (!r.GetLengthPrefixed(&s)) return bad("truncated file padding");
+      if (with_headers) f.filler = std::string(s);
+    }
   }
   uint64_t ntensors;
   if (!r.GetVarint(&ntensors) || ntensors > r.remaining()) return bad("bad tensor count");
@@ -105,6 +120,10 @@ Result<Manifest> Manifest::Parse(std::string_view bytes, bool with_headers) {
     t.file = uint32_t(v);
     if (!r.GetVarint(&t.offset) || !r.GetVarint(&t.size) || !r.GetVarint(&t.first_chunk))
       return bad("truncated tensor " + t.name);
+    if (gguf) {
+      if (!r.GetVarint(&v) || v > UINT32_MAX) return bad("bad GGML type in tensor " + t.name);
+      t.ggml_type = uint32_t(v);
+    }
     if (t.first_chunk != next_chunk) return bad("chunk index out of order in tensor " + t.name);
     next_chunk += m.ChunkCount(t);
   }

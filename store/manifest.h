@@ -27,7 +27,27 @@ using ModelDigest = ChunkKey;
 enum class SourceFormat : uint8_t {
   kSafetensors = 1,         // one .safetensors file
   kSafetensorsSharded = 2,  // model.safetensors.index.json and shards
+  kGguf = 3,                // one .gguf file
+  kGgufSplit = 4,           // a split GGUF model: NAME-0000i-of-0000N.gguf
 };
+
+inline bool IsGguf(SourceFormat f) {
+  return f == SourceFormat::kGguf || f == SourceFormat::kGgufSplit;
+}
+// "safetensors", "safetensors-sharded", "gguf", "gguf-split".
+inline const char* SourceFormatName(SourceFormat f) {
+  switch (f) {
+    case SourceFormat::kSafetensors:
+      return "safetensors";
+    case SourceFormat::kSafetensorsSharded:
+      return "safetensors-sharded";
+    case SourceFormat::kGguf:
+      return "gguf";
+    case SourceFormat::kGgufSplit:
+      return "gguf-split";
+  }
+  return "unknown";
+}
 
 struct ManifestTensor {
   std::string name;
@@ -37,6 +57,7 @@ struct ManifestTensor {
   uint64_t offset = 0;       // begin offset in that file's data section
   uint64_t size = 0;         // bytes
   uint64_t first_chunk = 0;  // index into Manifest::chunks
+  uint32_t ggml_type = 0;    // GGUF only: the tensor's GGML type (any value)
 };
 
 struct ManifestFile {
@@ -44,16 +65,24 @@ struct ManifestFile {
   std::string header_bytes;  // length prefix and header, verbatim
   uint64_t data_size = 0;
   std::vector<uint32_t> tensors;  // indices into Manifest::tensors, in data order
+  // GGUF only: the data section's bytes that are no tensor's payload (the
+  // padding after each tensor, in file order), verbatim.
+  std::string filler;
 };
 
 struct Manifest {
+  // Version 1: safetensors sources (written as before, so their digests do
+  // not change). Version 2: GGUF sources, with alignment, filler and GGML
+  // types (docs/format.md).
   static constexpr uint8_t kVersion = 1;
+  static constexpr uint8_t kVersionGguf = 2;
 
   SourceFormat format = SourceFormat::kSafetensors;
   uint32_t chunk_size = 0;
   std::string index_name;   // sharded only
   std::string index_bytes;  // sharded only: the index file verbatim
-  std::string metadata_json;
+  std::string metadata_json;  // safetensors __metadata__, or GGUF's key-values as JSON
+  uint32_t alignment = 0;     // GGUF only: general.alignment (payloads need this alignment)
   std::vector<ManifestFile> files;
   std::vector<ManifestTensor> tensors;
   std::vector<ChunkKey> chunks;

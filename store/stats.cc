@@ -16,6 +16,7 @@ Result<ModelInfo> GetModelInfo(const StoreView& view, const ModelDigest& digest)
   info.format = m->format;
   info.chunk_size = m->chunk_size;
   info.metadata_json = m->metadata_json;
+  info.alignment = m->alignment;
   for (const auto& f : m->files) info.files.push_back(f.name);
   PSTORE_ASSIGN_OR_RETURN(std::vector<NameEntry> names, view.ListNames());
   std::unordered_set<ChunkKey, ChunkKeyHasher> others;
@@ -42,6 +43,7 @@ Result<ModelInfo> GetModelInfo(const StoreView& view, const ModelDigest& digest)
     ti.name = t.name;
     ti.dtype = t.dtype;
     ti.shape = t.shape;
+    ti.ggml_type = t.ggml_type;
     ti.raw_bytes = t.size;
     ti.chunks = m->ChunkCount(t);
     for (uint64_t j = 0; j < ti.chunks; j++) {

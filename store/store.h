@@ -249,6 +249,10 @@ struct ExportOptions {
 // chunk is checked; on any error no file is left behind.
 Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::string& path,
                    const ExportOptions& options);
+// ExportModel's part for GGUF models (store/export_gguf.cc): one file at path,
+// or a split model's files into the folder path.
+Status ExportGguf(const StoreView& view, const Manifest& m, const std::string& path,
+                  const ExportOptions& options);
 
 struct VerifyProblem {
   std::string model;   // name:tag (or digest when no name refers to it)
@@ -297,6 +301,7 @@ struct TensorInfo {
   uint64_t stored_bytes = 0;  // frames of its chunks
   uint64_t chunks = 0;
   uint64_t shared_chunks = 0;  // chunks other models use too
+  uint32_t ggml_type = 0;      // GGUF models only
 };
 struct ModelInfo {
   ModelDigest digest;
@@ -305,6 +310,7 @@ struct ModelInfo {
   uint32_t chunk_size = 0;
   std::vector<std::string> files;
   std::string metadata_json;
+  uint32_t alignment = 0;  // GGUF models only: general.alignment
   uint64_t raw_bytes = 0;
   uint64_t stored_bytes = 0;
   uint64_t unique_chunks = 0;

@@ -96,6 +96,19 @@ int main(int argc, char** argv) {
   if (st != PSTORE_OK) return fail("pstore_model_open", st);
   size_t n = pstore_model_tensor_count(model);
   int bad = 0;
+  {
+    const char* meta = NULL;
+    size_t meta_len = 0;
+    if (strncmp(pstore_model_format(model), "safetensors", 11) != 0) {
+      fprintf(stderr, "pstore_model_format: %s\n", pstore_model_format(model));
+      bad++;
+    }
+    st = pstore_model_metadata(model, &meta, &meta_len);
+    if (st != PSTORE_OK || meta[0] != '{' || strlen(meta) != meta_len) {
+      fprintf(stderr, "pstore_model_metadata: %s\n", st == PSTORE_OK ? meta : "failed");
+      bad++;
+    }
+  }
   /* The store lists the model under its name with the digest it opened as. */
   struct listed l = {argv[2], "", 0};
   st = pstore_store_list_models(store, on_model, &l);
@@ -113,8 +126,14 @@ int main(int argc, char** argv) {
   }
   for (size_t i = 0; i < n; i++) {
     pstore_tensor_info info;
+    info.struct_size = sizeof(info);
     st = pstore_model_tensor_info(model, i, &info);
     if (st != PSTORE_OK) return fail("pstore_model_tensor_info", st);
+    if (info.struct_size != sizeof(info) || info.ggml_type != -1) {
+      fprintf(stderr, "tensor %s: struct_size %zu, ggml_type %d (want %zu, -1)\n", info.name,
+              info.struct_size, (int)info.ggml_type, sizeof(info));
+      bad++;
+    }
     uint64_t a, b;
     if (find_offsets(header, info.name, &a, &b) != 0 || b - a != info.nbytes) {
       fprintf(stderr, "tensor %s: not found in the file header or wrong size\n", info.name);
@@ -134,6 +153,7 @@ int main(int argc, char** argv) {
   size_t idx;
   if (n > 0) {
     pstore_tensor_info info;
+    info.struct_size = sizeof(info);
     pstore_model_tensor_info(model, n - 1, &info);
     if (pstore_model_find_tensor(model, info.name, &idx) != PSTORE_OK || idx != n - 1) {
       fprintf(stderr, "pstore_model_find_tensor did not find %s\n", info.name);

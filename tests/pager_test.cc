@@ -39,7 +39,7 @@ Manifest MakeManifest(uint32_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   Manifest m;
   m.chunk_size = 64 << 10;
-  m.files.push_back({"model.safetensors", std::string(200, 'h'), 0, {}});
+  m.files.push_back({"model.safetensors", std::string(200, 'h'), 0, {}, {}});
   uint64_t offset = 0;
   for (uint32_t i = 0; i < n; i++) {
     ManifestTensor t;

@@ -118,6 +118,7 @@ int main(int argc, char** argv) {
   t0 = now_s();
   for (i = first; i < last; i++) {
     pstore_tensor_info info;
+    info.struct_size = sizeof(info);
     const void* p;
     uint64_t a, b;
     pstore_model_tensor_info(model, i, &info);

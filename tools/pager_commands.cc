@@ -14,6 +14,7 @@
 
 #include "pager/budget_object.h"
 #include "pager/pager.h"
+#include "store/formats/gguf.h"
 #include "store/formats/safetensors.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -310,7 +311,16 @@ struct BaselineTimes {
 
 // Reads the source file's tensor data the two usual ways, as baselines.
 Result<BaselineTimes> MeasureBaseline(const std::string& path, int runs) {
-  PSTORE_ASSIGN_OR_RETURN(safetensors::FileHeader h, safetensors::ReadHeader(path));
+  struct {
+    uint64_t data_offset, data_size;
+  } h;
+  if (gguf::HasMagic(path)) {
+    PSTORE_ASSIGN_OR_RETURN(gguf::FileHeader gh, gguf::ReadFile(path));
+    h = {gh.data_offset, gh.data_size};
+  } else {
+    PSTORE_ASSIGN_OR_RETURN(safetensors::FileHeader sh, safetensors::ReadHeader(path));
+    h = {sh.data_offset, sh.data_size};
+  }
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return Status::FromErrno("open " + path, errno);
   std::vector<double> pr, mm;
@@ -481,7 +491,9 @@ void AddPagerCommands(CLI::App& app, Globals& g) {
 
   g_args.bench = app.add_subcommand("bench", "Size on disk and in memory, open, first-tensor and full-load times, acquire latency");
   g_args.bench->add_option("NAME:TAG", g_args.ref, "The model (it must not be open elsewhere)")->required();
-  g_args.bench->add_option("--baseline", g_args.baseline, "The model's safetensors file, to time pread and mmap of it in the same run");
+  g_args.bench->add_option(
+      "--baseline", g_args.baseline,
+      "The model's safetensors or GGUF file, to time pread and mmap of it in the same run");
   g_args.bench->add_option("--runs", g_args.runs, "Runs per figure (medians are shown)");
   g_args.bench->add_option("--budget", g_args.budget, "Memory budget for this run");
   g_args.bench->add_option("--threads", g_args.threads, "Loader threads");

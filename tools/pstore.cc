@@ -19,6 +19,7 @@
 #include "store/store.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/gguf_info.h"
 
 namespace pstore::cli {
 
@@ -150,7 +151,9 @@ int CmdLs(const Globals& g) {
   auto names = (*r)->view().ListNames();
   if (!names.ok()) return Fail(g, names.status());
   nlohmann::json arr = nlohmann::json::array();
-  if (!g.json) std::printf("%-40s %-14s %10s %8s  %s\n", "MODEL", "DIGEST", "SIZE", "TENSORS", "TAGGED");
+  if (!g.json)
+    std::printf("%-40s %-14s %10s %8s  %-19s %s\n", "MODEL", "DIGEST", "SIZE", "TENSORS", "FORMAT",
+                "TAGGED");
   for (const auto& n : *names) {
     auto m = (*r)->view().LoadManifest(n.digest);
     uint64_t bytes = m.ok() ? (*m)->TotalBytes() : 0;
@@ -161,10 +164,12 @@ int CmdLs(const Globals& g) {
                      {"raw_bytes", bytes},
                      {"tensors", tensors},
                      {"tagged_unix", n.tagged_unix},
+                     {"format", m.ok() ? SourceFormatName((*m)->format) : "unknown"},
                      {"ok", m.ok()}});
     } else {
-      std::printf("%-40s %-14s %10s %8zu  %s%s\n", n.ref.c_str(), n.digest.Hex().substr(0, 12).c_str(),
-                  HumanBytes(double(bytes)).c_str(), tensors, TimeString(n.tagged_unix).c_str(),
+      std::printf("%-40s %-14s %10s %8zu  %-19s %s%s\n", n.ref.c_str(),
+                  n.digest.Hex().substr(0, 12).c_str(), HumanBytes(double(bytes)).c_str(), tensors,
+                  m.ok() ? SourceFormatName((*m)->format) : "?", TimeString(n.tagged_unix).c_str(),
                   m.ok() ? "" : "  (unreadable: run pstore verify)");
     }
   }
@@ -183,7 +188,7 @@ int CmdInfo(const Globals& g, const std::string& ref, bool all_tensors) {
   if (!info.ok()) return Fail(g, info.status());
   if (g.json) {
     nlohmann::json tensors = nlohmann::json::array();
-    for (const auto& t : info->tensors)
+    for (const auto& t : info->tensors) {
       tensors.push_back({{"name", t.name},
                          {"dtype", std::string(DTypeName(t.dtype))},
                          {"shape", t.shape},
@@ -191,11 +196,15 @@ int CmdInfo(const Globals& g, const std::string& ref, bool all_tensors) {
                          {"stored_bytes", t.stored_bytes},
                          {"chunks", t.chunks},
                          {"shared_chunks", t.shared_chunks}});
+      if (IsGguf(info->format)) {
+        tensors.back()["ggml_type"] = t.ggml_type;
+        tensors.back()["ggml_type_name"] = TensorTypeName(*info, t);
+      }
+    }
     nlohmann::json j = {{"ok", true},
                         {"digest", info->digest.Hex()},
                         {"names", info->names},
-                        {"format", info->format == SourceFormat::kSafetensors ? "safetensors"
-                                                                              : "safetensors-sharded"},
+                        {"format", SourceFormatName(info->format)},
                         {"files", info->files},
                         {"chunk_size", info->chunk_size},
                         {"raw_bytes", info->raw_bytes},
@@ -204,7 +213,8 @@ int CmdInfo(const Globals& g, const std::string& ref, bool all_tensors) {
                         {"shared_chunks", info->shared_chunks},
                         {"tensors", tensors}};
     if (!info->metadata_json.empty())
-      j["metadata"] = nlohmann::json::parse(info->metadata_json, nullptr, false);
+      j["metadata"] = nlohmann::ordered_json::parse(info->metadata_json, nullptr, false);
+    if (IsGguf(info->format)) j["gguf"] = GgufSummaryJson(*info);
     PrintJson(j);
     return kExitOk;
   }
@@ -212,16 +222,19 @@ int CmdInfo(const Globals& g, const std::string& ref, bool all_tensors) {
   std::string names;
   for (const auto& n : info->names) names += (names.empty() ? "" : ", ") + n;
   std::printf("names    %s\n", names.empty() ? "(none: removed at the next compact)" : names.c_str());
-  std::printf("format   %s, %zu file(s), chunk size %s\n",
-              info->format == SourceFormat::kSafetensors ? "safetensors" : "safetensors (sharded)",
+  std::printf("format   %s, %zu file(s), chunk size %s\n", SourceFormatName(info->format),
               info->files.size(), (std::to_string(info->chunk_size >> 10) + " KiB").c_str());
   std::printf("size     %s raw, %s stored (%.3f), %llu chunks, %llu shared with other models\n",
               HumanBytes(double(info->raw_bytes)).c_str(), HumanBytes(double(info->stored_bytes)).c_str(),
               info->raw_bytes ? double(info->stored_bytes) / double(info->raw_bytes) : 0.0,
               (unsigned long long)info->unique_chunks, (unsigned long long)info->shared_chunks);
-  if (!info->metadata_json.empty()) std::printf("metadata %s\n", info->metadata_json.c_str());
-  std::printf("\n%-48s %-7s %-20s %10s %10s %6s %6s\n", "TENSOR", "DTYPE", "SHAPE", "RAW", "STORED",
-              "CHUNKS", "SHARED");
+  if (IsGguf(info->format))
+    PrintGgufSummary(*info);
+  else if (!info->metadata_json.empty())
+    std::printf("metadata %s\n", info->metadata_json.c_str());
+  std::printf("\n%-48s %-7s %-20s %10s %10s %6s %6s\n", "TENSOR",
+              IsGguf(info->format) ? "TYPE" : "DTYPE", "SHAPE", "RAW", "STORED", "CHUNKS",
+              "SHARED");
   size_t shown = 0;
   for (const auto& t : info->tensors) {
     if (!all_tensors && shown == 50) {
@@ -229,7 +242,7 @@ int CmdInfo(const Globals& g, const std::string& ref, bool all_tensors) {
       break;
     }
     std::printf("%-48s %-7s %-20s %10s %10s %6llu %6llu\n", t.name.c_str(),
-                std::string(DTypeName(t.dtype)).c_str(), ShapeString(t.shape).c_str(),
+                TensorTypeName(*info, t).c_str(), ShapeString(t.shape).c_str(),
                 HumanBytes(double(t.raw_bytes)).c_str(), HumanBytes(double(t.stored_bytes)).c_str(),
                 (unsigned long long)t.chunks, (unsigned long long)t.shared_chunks);
     shown++;
@@ -484,8 +497,12 @@ int Main(int argc, char** argv) {
   bool force = false, wait = false, all = false;
   int threads = 0;
 
-  auto* imp = app.add_subcommand("import", "Import a safetensors file, or a sharded model (its folder or index file)");
-  imp->add_option("SOURCE", source, "A .safetensors file, a folder, or model.safetensors.index.json")->required();
+  auto* imp = app.add_subcommand("import",
+                                 "Import a safetensors file, a sharded model (its folder or index "
+                                 "file), or a GGUF file (split: any of its files)");
+  imp->add_option("SOURCE", source,
+                  "A .safetensors file, a folder, model.safetensors.index.json, or a .gguf file")
+      ->required();
   imp->add_option("NAME:TAG", ref, "The name to import under (tag defaults to latest)")->required();
   imp->add_flag("--force", force, "Replace NAME:TAG if it names another model");
   imp->add_option("--profile", profile, "Codec profile: raw, lz4, zstd, fast, dense (default: the store's)");

@@ -26,8 +26,10 @@ class StoreStats(ctypes.Structure):
 
 
 class TensorInfo(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_int), ("ndim", ctypes.c_uint32),
-                ("shape", ctypes.POINTER(ctypes.c_uint64)), ("nbytes", ctypes.c_uint64)]
+    _fields_ = [("struct_size", ctypes.c_size_t), ("name", ctypes.c_char_p),
+                ("dtype", ctypes.c_int), ("ndim", ctypes.c_uint32),
+                ("shape", ctypes.POINTER(ctypes.c_uint64)), ("nbytes", ctypes.c_uint64),
+                ("ggml_type", ctypes.c_int32)]
 
 
 MODEL_STATS_FIELDS = ("acquires", "hits", "misses", "chunk_loads", "bytes_read", "bytes_decoded",

@@ -178,6 +178,7 @@ class Model:
         ref, get, ptr = ctypes.byref(info), lib.pstore_model_tensor_info, h.ptr
         table = []
         for i in range(n):
+            info.struct_size = ctypes.sizeof(info)
             st = get(ptr, i, ref)
             if st != 0:
                 check(st, f"model {self._ref}: tensor {i}")

@@ -101,6 +101,7 @@ struct Worker {
 
   bool Check(size_t i, const void* p) {
     pstore_tensor_info info;
+    info.struct_size = sizeof(info);
     pstore_model_tensor_info(model, i, &info);
     auto it = src.where.find(info.name);
     if (it == src.where.end() || it->second.second != info.nbytes ||
@@ -187,6 +188,7 @@ int main(int argc, char** argv) {
     std::vector<size_t> held;
     for (size_t i = 0; i < n; i++) {
       pstore_tensor_info info;
+      info.struct_size = sizeof(info);
       pstore_model_tensor_info(w.model, i, &info);
       if (mode == "prefix" && std::strncmp(info.name, arg.c_str(), arg.size()) != 0) continue;
       const void* p;
@@ -232,6 +234,7 @@ int main(int argc, char** argv) {
       max_resident = std::max(max_resident, s.resident_bytes);
       // Pinned: this tensor's slots, rounded to whole pages plus header pages.
       pstore_tensor_info info;
+      info.struct_size = sizeof(info);
       pstore_model_tensor_info(w.model, i, &info);
       uint64_t allowed = s.budget_bytes + ((info.nbytes + 4095) / 4096) * 4096;
       if (s.resident_bytes > allowed) {
@@ -260,6 +263,7 @@ int main(int argc, char** argv) {
     std::vector<uint8_t> buf;
     for (size_t i = 0; i < n; i++) {
       pstore_tensor_info info;
+      info.struct_size = sizeof(info);
       pstore_model_tensor_info(w.model, i, &info);
       const void* p = nullptr;
       if (mode == "scan") {

@@ -1,0 +1,219 @@
+// Unit tests of the GGUF reader (store/formats/gguf) and of GGUF manifests
+// (version 2). The malformed-file cases run as real imports in
+// tests/acceptance/gguf_bad_input_test.py; byte-identical round trips in
+// gguf_roundtrip_test.py.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "store/formats/gguf.h"
+#include "store/manifest.h"
+
+using namespace pstore;
+
+namespace {
+
+struct G {
+  std::string b;
+  template <typename T>
+  G& Put(T v) {
+    b.append(reinterpret_cast<const char*>(&v), sizeof(T));
+    return *this;
+  }
+  G& Str(const std::string& s) {
+    Put<uint64_t>(s.size());
+    b += s;
+    return *this;
+  }
+  G& Pad(size_t a, char c = 0) {
+    while (b.size() % a) b.push_back(c);
+    return *this;
+  }
+};
+
+// Two tensors: a Q8_0 row of 64 (2 blocks, 68 bytes) at 0, padded with 0x5a
+// to 96, then a tensor of unknown type 777 at 96 whose payload runs to the
+// end of the file (100 bytes).
+std::string TwoTensorFile() {
+  G g;
+  g.b = "GGUF";
+  g.Put<uint32_t>(3).Put<uint64_t>(2).Put<uint64_t>(1);
+  g.Str("general.architecture").Put<uint32_t>(8).Str("llama");
+  g.Str("blk.0.w").Put<uint32_t>(1).Put<uint64_t>(64).Put<uint32_t>(8).Put<uint64_t>(0);
+  g.Str("new.type").Put<uint32_t>(1).Put<uint64_t>(5).Put<uint32_t>(777).Put<uint64_t>(96);
+  g.Pad(32);
+  for (int i = 0; i < 68; i++) g.b.push_back(char(i));
+  g.Pad(32, 0x5a);
+  for (int i = 0; i < 100; i++) g.b.push_back(char(200 - i));
+  return g.b;
+}
+
+}  // namespace
+
+TEST(GgufReader, KnownTypeIsExactAndItsPaddingIsFiller) {
+  std::string f = TwoTensorFile();
+  auto h = gguf::ParseHeader(f, f.size(), "t.gguf");
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_EQ(h->tensors.size(), 2u);
+  EXPECT_EQ(h->tensors[0].size, 68u);
+  EXPECT_EQ(h->filler, std::string(28, '\x5a'));
+  EXPECT_EQ(h->alignment, 32u);
+  EXPECT_EQ(h->metadata_json, "{\"general.architecture\":\"llama\"}");
+}
+
+TEST(GgufReader, VersionTwoIsReadVersionOneIsNot) {
+  std::string f = TwoTensorFile();
+  f[4] = 2;
+  auto h = gguf::ParseHeader(f, f.size(), "t.gguf");
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(h->version, 2u);
+  f[4] = 1;
+  EXPECT_FALSE(gguf::ParseHeader(f, f.size(), "t.gguf").ok());
+}
+
+TEST(GgufReader, UnknownTypeExtendsToTheEndOfTheFile) {
+  std::string f = TwoTensorFile();
+  auto h = gguf::ParseHeader(f, f.size(), "t.gguf");
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->tensors[1].ggml_type, 777u);
+  EXPECT_EQ(h->tensors[1].size, 100u);
+  EXPECT_EQ(gguf::GgmlTypeName(777), "type 777");
+  EXPECT_EQ(gguf::GgmlDType(777), DType::kU8);
+}
+
+TEST(GgufReader, ShortPrefixAsksForMoreAndNeverSucceedsWrongly) {
+  std::string f = TwoTensorFile();
+  for (size_t n = 0; n < f.size(); n++) {
+    bool truncated = false;
+    auto h = gguf::ParseHeader(std::string_view(f).substr(0, n), f.size(), "t.gguf", &truncated);
+    if (h.ok()) {
+      EXPECT_EQ(h->tensors.size(), 2u) << "prefix " << n;
+      EXPECT_TRUE(h->filler.empty()) << "filler from a prefix " << n;
+    } else {
+      EXPECT_TRUE(truncated || n < 4) << "prefix " << n << ": " << h.status().ToString();
+    }
+  }
+}
+
+TEST(GgufReader, FileCutShortIsRefusedNotTruncated) {
+  std::string f = TwoTensorFile();
+  for (size_t n = 0; n + 100 < f.size(); n++) {
+    bool truncated = true;
+    auto h = gguf::ParseHeader(std::string_view(f).substr(0, n), n, "t.gguf", &truncated);
+    EXPECT_FALSE(h.ok()) << "a file cut to " << n << " bytes was accepted";
+    EXPECT_FALSE(truncated);
+  }
+}
+
+TEST(GgufReader, ReadFileMatchesParseOfTheWholeFile) {
+  std::string f = TwoTensorFile();
+  std::string path = ::testing::TempDir() + "/gguf_test_read.gguf";
+  std::ofstream(path, std::ios::binary) << f;
+  auto a = gguf::ReadFile(path);
+  auto b = gguf::ParseHeader(f, f.size(), path);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->header_bytes, b->header_bytes);
+  EXPECT_EQ(a->filler, b->filler);
+  EXPECT_TRUE(gguf::HasMagic(path));
+  std::filesystem::remove(path);
+}
+
+TEST(GgufReader, SplitSiblingsFollowTheNamingScheme) {
+  std::string dir = ::testing::TempDir() + "/gguf_split";
+  auto s = gguf::SplitSiblings(dir + "/llama-7b-q8_0-00002-of-00003.gguf");
+  ASSERT_TRUE(s.has_value());
+  ASSERT_EQ(s->size(), 3u);
+  EXPECT_EQ((*s)[0], dir + "/llama-7b-q8_0-00001-of-00003.gguf");
+  EXPECT_EQ((*s)[2], dir + "/llama-7b-q8_0-00003-of-00003.gguf");
+  EXPECT_FALSE(gguf::SplitSiblings(dir + "/model.gguf").has_value());
+  EXPECT_FALSE(gguf::SplitSiblings(dir + "/m-00001-of-00000.gguf").has_value());
+}
+
+TEST(GgufReader, KnownBlockLayouts) {
+  EXPECT_EQ(gguf::GgmlType(8)->block_bytes, 34u);    // Q8_0
+  EXPECT_EQ(gguf::GgmlType(2)->block_bytes, 18u);    // Q4_0
+  EXPECT_EQ(gguf::GgmlType(12)->block_bytes, 144u);  // Q4_K
+  EXPECT_EQ(gguf::GgmlType(14)->block_elems, 256u);  // Q6_K
+  EXPECT_FALSE(gguf::GgmlType(4).has_value());       // removed from ggml
+  EXPECT_EQ(gguf::GgmlDType(30), DType::kBF16);
+}
+
+// --- GGUF manifests -----------------------------------------------------------
+
+Manifest GgufManifest() {
+  Manifest m;
+  m.format = SourceFormat::kGgufSplit;
+  m.chunk_size = 1 << 16;
+  m.alignment = 64;
+  m.metadata_json = "{\"general.architecture\":\"llama\"}";
+  for (uint32_t f = 0; f < 2; f++) {
+    ManifestFile mf;
+    mf.name = f ? "m-00002-of-00002.gguf" : "m-00001-of-00002.gguf";
+    mf.header_bytes = std::string("GGUF\3\0\0\0", 8) + std::string(56, 'h');
+    mf.data_size = 70000 + 64;
+    mf.filler = std::string(64 - 70000 % 64, '\0') + (f ? "" : "x");
+    m.files.push_back(mf);
+  }
+  for (uint32_t i = 0; i < 2; i++) {
+    ManifestTensor t;
+    t.name.assign(1, 't');
+    t.name.push_back(char('0' + i));
+    t.dtype = DType::kU8;
+    t.ggml_type = i ? 8 : 999;
+    t.shape = {2, 35000};
+    t.file = i;
+    t.size = 70000;
+    t.first_chunk = m.chunks.size();
+    for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
+      std::string raw = t.name + std::to_string(j);
+      m.chunks.push_back(HashBytes(raw.data(), raw.size()));
+    }
+    m.files[i].tensors.push_back(i);
+    m.tensors.push_back(t);
+  }
+  return m;
+}
+
+TEST(Manifest, GgufSerializeParseRoundTrip) {
+  Manifest m = GgufManifest();
+  std::string bytes = m.Serialize();
+  EXPECT_EQ(bytes[4], char(Manifest::kVersionGguf));
+  auto p = Manifest::Parse(bytes);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->Serialize(), bytes);
+  EXPECT_EQ(p->alignment, 64u);
+  EXPECT_EQ(p->files[0].filler, m.files[0].filler);
+  EXPECT_EQ(p->tensors[0].ggml_type, 999u);
+  EXPECT_EQ(p->tensors[1].ggml_type, 8u);
+  auto lite = Manifest::Parse(bytes, /*with_headers=*/false);
+  ASSERT_TRUE(lite.ok());
+  EXPECT_TRUE(lite->files[0].filler.empty());
+  EXPECT_EQ(lite->tensors[0].ggml_type, 999u);
+  for (size_t n = 0; n < bytes.size(); n++)
+    EXPECT_FALSE(Manifest::Parse(std::string_view(bytes).substr(0, n)).ok()) << n;
+}
+
+TEST(Manifest, SafetensorsManifestsStayVersionOne) {
+  Manifest m = GgufManifest();
+  m.format = SourceFormat::kSafetensorsSharded;
+  std::string bytes = m.Serialize();
+  EXPECT_EQ(bytes[4], char(Manifest::kVersion));
+  ASSERT_TRUE(Manifest::Parse(bytes).ok());
+  // A GGUF format under version 1 (or safetensors under 2) is corrupt.
+  std::string bad = bytes;
+  bad[5] = char(SourceFormat::kGguf);
+  EXPECT_FALSE(Manifest::Parse(bad).ok());
+  bad = GgufManifest().Serialize();
+  bad[4] = char(Manifest::kVersion);
+  EXPECT_FALSE(Manifest::Parse(bad).ok());
+}
+
+TEST(Manifest, GgufAlignmentMustBeAPowerOfTwo) {
+  Manifest m = GgufManifest();
+  m.alignment = 48;
+  EXPECT_FALSE(Manifest::Parse(m.Serialize()).ok());
+}
