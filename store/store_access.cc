@@ -77,7 +77,7 @@ Status ApplyAccess(const std::string& path, const StoreAccess& access, bool recu
 
 Status ApplyStoreAccess(const std::string& root, const StoreAccess& access) {
   PSTORE_RETURN_IF_ERROR(ApplyAccess(root, access, /*recursive=*/false));
-  for (const char* name : {"ID", "config.json", "LOCK", "CURRENT", "db", "gen"}) {
+  for (const char* name : {"ID", "config.json", "LOCK", "CURRENT", "RESERVE", "db", "gen"}) {
     std::string p = root + "/" + name;
     struct stat st;
     if (::lstat(p.c_str(), &st) != 0) {

@@ -37,7 +37,7 @@ Result<StoreAccess> AccessFor(const StoreConfig& config);
 Status ApplyAccess(const std::string& path, const StoreAccess& access, bool recursive = true);
 
 // ApplyAccess on the store's folder itself and on what pstore keeps in it
-// (ID, config.json, LOCK, CURRENT, db/, gen/), leaving alone anything else
+// (ID, config.json, LOCK, CURRENT, RESERVE, db/, gen/), leaving alone anything else
 // someone put there.
 Status ApplyStoreAccess(const std::string& root, const StoreAccess& access);
 
