@@ -1,0 +1,284 @@
+// The ChunkSource conformance suite: one set of tests, run over every
+// implementation (store/chunk_source.h says what each must guarantee).
+//
+// The RADOS run needs a cluster: PSTORE_CEPH_CONF names its conf (ctest
+// starts one with tests/ceph/cluster.sh as the fixture of the test
+// chunk_source_rados); without it the RADOS tests are skipped. Each test
+// uses a namespace of its own, so runs never see each other's chunks.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include "store/chunk_source.h"
+#include "store/memory_chunk_source.h"
+#ifdef PSTORE_HAVE_RADOS
+#include "store/remote/rados_chunk_source.h"
+#endif
+
+namespace pstore {
+namespace {
+
+std::string Bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = char(rng());
+  return s;
+}
+
+// A frame and its key (the key of arbitrary bytes: sources do not decode).
+struct Chunk {
+  ChunkKey key;
+  std::string frame;
+};
+Chunk MakeChunk(size_t n, uint32_t seed) {
+  Chunk c{{}, Bytes(n, seed)};
+  std::string salted = c.frame + std::to_string(seed);
+  c.key = HashBytes(salted.data(), salted.size());
+  return c;
+}
+
+std::string TestNamespace() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return std::string(info->test_suite_name()) + "." + info->name() + "." + std::to_string(getpid());
+}
+
+struct MemoryFactory {
+  static std::unique_ptr<ChunkSource> Make() { return std::make_unique<MemoryChunkSource>(); }
+};
+
+#ifdef PSTORE_HAVE_RADOS
+const char* CephConf() {
+  return std::getenv("PSTORE_CEPH_CONF");
+}
+RadosOptions TestRadosOptions() {
+  RadosOptions o;
+  o.conf_path = CephConf();
+  const char* pool = std::getenv("PSTORE_CEPH_POOL");
+  o.pool = pool ? pool : "pstore";
+  o.ns = TestNamespace();
+  o.timeout_seconds = 20;
+  o.max_in_flight = 16;
+  return o;
+}
+struct RadosFactory {
+  static std::unique_ptr<ChunkSource> Make() {
+    if (!CephConf()) return nullptr;
+    auto src = RadosChunkSource::Open(TestRadosOptions());
+    EXPECT_TRUE(src.ok()) << src.status().ToString();
+    if (!src.ok()) return nullptr;
+    return std::move(src).value();
+  }
+};
+#endif
+
+template <typename Factory>
+class ChunkSourceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    src_ = Factory::Make();
+    if (!src_) GTEST_SKIP() << "no cluster: set PSTORE_CEPH_CONF (ctest -L remote starts one)";
+  }
+  std::unique_ptr<ChunkSource> src_;
+};
+
+using Implementations = ::testing::Types<MemoryFactory
+#ifdef PSTORE_HAVE_RADOS
+                                         ,
+                                         RadosFactory
+#endif
+                                         >;
+class Names {
+ public:
+  template <typename T>
+  static std::string GetName(int) {
+    if (std::is_same_v<T, MemoryFactory>) return "Memory";
+    return "Rados";
+  }
+};
+TYPED_TEST_SUITE(ChunkSourceTest, Implementations, Names);
+
+TYPED_TEST(ChunkSourceTest, MissingKeyIsAResultNotAnError) {
+  Chunk c = MakeChunk(100, 1);
+  auto got = this->src_->Read(std::span(&c.key, 1));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_FALSE((*got)[0].has_value());
+  auto has = this->src_->Contains(std::span(&c.key, 1));
+  ASSERT_TRUE(has.ok()) << has.status().ToString();
+  EXPECT_FALSE((*has)[0]);
+}
+
+TYPED_TEST(ChunkSourceTest, WriteThenReadReturnsSameBytes) {
+  // Empty, one byte, a typical chunk, the largest chunk a store may hold.
+  std::vector<Chunk> chunks = {MakeChunk(0, 2), MakeChunk(1, 3), MakeChunk(256 << 10, 4),
+                               MakeChunk((4 << 20) + 64, 5)};
+  std::vector<ChunkFrameRef> refs;
+  std::vector<ChunkKey> keys;
+  for (const Chunk& c : chunks) {
+    refs.push_back({c.key, c.frame});
+    keys.push_back(c.key);
+  }
+  ASSERT_TRUE(this->src_->Write(refs).ok());
+  auto got = this->src_->Read(keys);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    ASSERT_TRUE((*got)[i].has_value()) << "chunk " << i;
+    EXPECT_EQ(*(*got)[i], chunks[i].frame) << "chunk " << i;
+  }
+}
+
+TYPED_TEST(ChunkSourceTest, BatchKeepsOrderWithRepeatsAndMissingKeys) {
+  Chunk a = MakeChunk(1000, 6), b = MakeChunk(2000, 7), missing = MakeChunk(10, 8);
+  std::vector<ChunkFrameRef> refs = {{a.key, a.frame}, {b.key, b.frame}};
+  ASSERT_TRUE(this->src_->Write(refs).ok());
+  std::vector<ChunkKey> keys = {b.key, missing.key, a.key, b.key};
+  auto got = this->src_->Read(keys);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 4u);
+  EXPECT_EQ((*got)[0], b.frame);
+  EXPECT_FALSE((*got)[1].has_value());
+  EXPECT_EQ((*got)[2], a.frame);
+  EXPECT_EQ((*got)[3], b.frame);
+  auto has = this->src_->Contains(keys);
+  ASSERT_TRUE(has.ok()) << has.status().ToString();
+  EXPECT_EQ(*has, (std::vector<bool>{true, false, true, true}));
+}
+
+TYPED_TEST(ChunkSourceTest, RewritingAKeyKeepsTheFirstFrame) {
+  Chunk a = MakeChunk(500, 9);
+  std::string other = Bytes(700, 10);
+  std::vector<ChunkFrameRef> first = {{a.key, a.frame}}, second = {{a.key, other}};
+  ASSERT_TRUE(this->src_->Write(first).ok());
+  Status st = this->src_->Write(second);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  auto got = this->src_->Read(std::span(&a.key, 1));
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ((*got)[0], a.frame);
+}
+
+TYPED_TEST(ChunkSourceTest, EmptyBatchesAreNoOps) {
+  auto got = this->src_->Read({});
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->empty());
+  auto has = this->src_->Contains({});
+  ASSERT_TRUE(has.ok());
+  EXPECT_TRUE(has->empty());
+  EXPECT_TRUE(this->src_->Write({}).ok());
+}
+
+// More keys than operations in flight, so batches are sent in windows.
+TYPED_TEST(ChunkSourceTest, LargeBatchRoundTrips) {
+  std::vector<Chunk> chunks;
+  for (uint32_t i = 0; i < 300; ++i) chunks.push_back(MakeChunk(4096 + i, 100 + i));
+  std::vector<ChunkFrameRef> refs;
+  std::vector<ChunkKey> keys;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (i % 2 == 0) refs.push_back({chunks[i].key, chunks[i].frame});
+    keys.push_back(chunks[i].key);
+  }
+  ASSERT_TRUE(this->src_->Write(refs).ok());
+  auto got = this->src_->Read(keys);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  auto has = this->src_->Contains(keys);
+  ASSERT_TRUE(has.ok()) << has.status().ToString();
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (i % 2 == 0) {
+      EXPECT_EQ((*got)[i], chunks[i].frame) << i;
+      EXPECT_TRUE((*has)[i]) << i;
+    } else {
+      EXPECT_FALSE((*got)[i].has_value()) << i;
+      EXPECT_FALSE((*has)[i]) << i;
+    }
+  }
+}
+
+TYPED_TEST(ChunkSourceTest, ConcurrentWritersAndReadersAgree) {
+  std::vector<Chunk> chunks;
+  for (uint32_t i = 0; i < 64; ++i) chunks.push_back(MakeChunk(8192, 1000 + i));
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      // Every thread writes all chunks (the same keys) in its own order.
+      for (size_t j = 0; j < chunks.size(); ++j) {
+        const Chunk& c = chunks[(j + size_t(t) * 16) % chunks.size()];
+        ChunkFrameRef r{c.key, c.frame};
+        if (!this->src_->Write(std::span(&r, 1)).ok()) failures++;
+        auto got = this->src_->Read(std::span(&c.key, 1));
+        if (!got.ok() || (*got)[0] != c.frame) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+#ifdef PSTORE_HAVE_RADOS
+// Behaviour of the RADOS source that the interface leaves to implementations.
+class RadosChunkSourceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!CephConf()) GTEST_SKIP() << "no cluster: set PSTORE_CEPH_CONF";
+  }
+};
+
+TEST_F(RadosChunkSourceTest, MissingPoolIsNotFoundNamingThePool) {
+  RadosOptions o = TestRadosOptions();
+  o.pool = "no-such-pool";
+  auto src = RadosChunkSource::Open(o);
+  ASSERT_FALSE(src.ok());
+  EXPECT_TRUE(src.status().IsNotFound()) << src.status().ToString();
+  EXPECT_NE(src.status().message().find("no-such-pool"), std::string::npos);
+  EXPECT_NE(src.status().message().find("ceph osd pool create"), std::string::npos);
+}
+
+TEST_F(RadosChunkSourceTest, ChunkIsOneObjectNamedByItsKey) {
+  RadosOptions o = TestRadosOptions();
+  auto src = RadosChunkSource::Open(o);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  EXPECT_EQ((*src)->Describe(), "rados:" + o.pool + "/" + o.ns);
+  ChunkKey k = *ChunkKey::FromHex("000102030405060708090a0b0c0d0e0f");
+  EXPECT_EQ(RadosChunkSource::ObjectName(k), "c.000102030405060708090a0b0c0d0e0f");
+}
+
+// A cluster that does not answer: a conf whose mon address nobody listens
+// on. Opening must fail within the timeout (plus slack), not hang.
+TEST(RadosUnreachable, ConnectFailsWithinTheTimeout) {
+  char dir[] = "/tmp/pstore-rados-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string conf = std::string(dir) + "/ceph.conf";
+  std::string keyring = std::string(dir) + "/keyring";
+  FILE* f = fopen(conf.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  // Port 9 (discard) on loopback: nothing listens, connections are refused.
+  fprintf(f, "[global]\nmon_host = v2:127.0.0.1:9\nkeyring = %s\n", keyring.c_str());
+  fclose(f);
+  f = fopen(keyring.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  fprintf(f, "[client.admin]\n\tkey = AQBQ5jBmAAAAABAAv9yJqy6H1x4LE6t5AbP9hA==\n");
+  fclose(f);
+  RadosOptions o;
+  o.conf_path = conf;
+  o.pool = "pstore";
+  o.timeout_seconds = 3;
+  auto t0 = std::chrono::steady_clock::now();
+  auto src = RadosChunkSource::Open(o);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(src.ok());
+  EXPECT_LT(secs, 3 + 10.0) << "took " << secs << " s";
+  EXPECT_NE(src.status().message().find("connecting"), std::string::npos)
+      << src.status().ToString();
+  std::remove(conf.c_str());
+  std::remove(keyring.c_str());
+  rmdir(dir);
+}
+#endif
+
+}  // namespace
+}  // namespace pstore
