@@ -6,6 +6,7 @@
 // chunk_source_rados); without it the RADOS tests are skipped. Each test
 // uses a namespace of its own, so runs never see each other's chunks.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -245,6 +246,50 @@ TEST_F(RadosChunkSourceTest, ChunkIsOneObjectNamedByItsKey) {
   EXPECT_EQ((*src)->Describe(), "rados:" + o.pool + "/" + o.ns);
   ChunkKey k = *ChunkKey::FromHex("000102030405060708090a0b0c0d0e0f");
   EXPECT_EQ(RadosChunkSource::ObjectName(k), "c.000102030405060708090a0b0c0d0e0f");
+}
+
+// The OSD stopped (SIGSTOP: it neither answers nor closes its connections)
+// while a client reads: the read fails within the timeout, and works again
+// once the OSD is back.
+TEST_F(RadosChunkSourceTest, StalledOsdIsAnErrorWithinTheTimeoutThenWorksAgain) {
+  std::string conf = CephConf();
+  std::string pid_file = conf.substr(0, conf.rfind('/')) + "/run/osd.0.pid";
+  FILE* f = fopen(pid_file.c_str(), "r");
+  ASSERT_NE(f, nullptr) << "no " << pid_file << " (a cluster from tests/ceph/cluster.sh?)";
+  int pid = 0;
+  ASSERT_EQ(fscanf(f, "%d", &pid), 1);
+  fclose(f);
+  RadosOptions o = TestRadosOptions();
+  o.timeout_seconds = 3;
+  auto src = RadosChunkSource::Open(o);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  Chunk c = MakeChunk(64 << 10, 77);
+  ChunkFrameRef r{c.key, c.frame};
+  ASSERT_TRUE((*src)->Write(std::span(&r, 1)).ok());
+
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  struct Resume {  // the OSD continues whatever happens below
+    int pid;
+    ~Resume() { kill(pid, SIGCONT); }
+  } resume{pid};
+  auto t0 = std::chrono::steady_clock::now();
+  auto got = (*src)->Read(std::span(&c.key, 1));
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(got.ok()) << "a read from a stopped OSD succeeded";
+  EXPECT_LT(secs, 3 + 10.0) << "took " << secs << " s";
+  EXPECT_NE(got.status().message().find(c.key.Hex()), std::string::npos) << got.status().ToString();
+  EXPECT_NE(got.status().message().find("raise the timeout"), std::string::npos)
+      << got.status().ToString();
+  kill(pid, SIGCONT);
+
+  // Back: the same source reads the chunk (the OSD may take a moment).
+  bool ok = false;
+  for (int i = 0; i < 20 && !ok; ++i) {
+    auto again = (*src)->Read(std::span(&c.key, 1));
+    ok = again.ok() && (*again)[0] == c.frame;
+    if (!ok) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  EXPECT_TRUE(ok) << "no read succeeded after the OSD continued";
 }
 
 // A cluster that does not answer: a conf whose mon address nobody listens
