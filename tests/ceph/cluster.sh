@@ -73,7 +73,8 @@ do_stop() {
   [ -d "$dir" ] || return 0
   local pids p i
   pids=$(cluster_pids)
-  for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+  # SIGCONT first: a test may have stopped a daemon with SIGSTOP.
+  for p in $pids; do kill -CONT "$p" 2>/dev/null || true; kill -TERM "$p" 2>/dev/null || true; done
   for i in $(seq 1 100); do  # up to 10 s, then SIGKILL
     pids=$(cluster_pids)
     [ -z "$pids" ] && break
