@@ -12,12 +12,14 @@
 // states what every implementation guarantees.
 //
 // Implementations: MemoryChunkSource (store/memory_chunk_source.h, for
-// tests) and RadosChunkSource (store/remote/rados_chunk_source.h).
+// tests), RocksChunkSource (store/rocks_chunk_source.h, the local store) and
+// RadosChunkSource (store/remote/rados_chunk_source.h).
 //
 // Thread-safety: every implementation may be called from many threads at
 // once.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -30,10 +32,12 @@
 namespace pstore {
 
 // A frame to write: a view that owns nothing; it must stay valid for the
-// duration of the Write call.
+// duration of the Write call. raw_len is the chunk's raw length (frames of
+// the current version do not hold it; the manifest does).
 struct ChunkFrameRef {
   ChunkKey key;
   std::string_view frame;
+  uint64_t raw_len = 0;
 };
 
 class ChunkSource {

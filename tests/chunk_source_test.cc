@@ -9,14 +9,19 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <thread>
 
+#include "codec/chunk_codec.h"
 #include "store/chunk_source.h"
 #include "store/memory_chunk_source.h"
+#include "store/rocks_chunk_source.h"
+#include "store/store.h"
 #ifdef PSTORE_HAVE_RADOS
 #include "store/remote/rados_chunk_source.h"
 #endif
@@ -24,22 +29,35 @@
 namespace pstore {
 namespace {
 
+// n bytes that compress (runs of a seeded random byte), so that coders
+// make frames that differ from the raw bytes.
 std::string Bytes(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::string s(n, '\0');
-  for (char& c : s) c = char(rng());
+  for (size_t i = 0; i < n; i += 16) {
+    char c = char(rng());
+    for (size_t j = i; j < std::min(n, i + 16); ++j) s[j] = c;
+  }
   return s;
 }
 
-// A frame and its key (the key of arbitrary bytes: sources do not decode).
+// A chunk as the store keeps it: its key, its frame, its raw length.
 struct Chunk {
   ChunkKey key;
   std::string frame;
+  uint64_t raw_len = 0;
+  ChunkFrameRef ref() const { return {key, frame, raw_len}; }
 };
-Chunk MakeChunk(size_t n, uint32_t seed) {
-  Chunk c{{}, Bytes(n, seed)};
-  std::string salted = c.frame + std::to_string(seed);
-  c.key = HashBytes(salted.data(), salted.size());
+Chunk MakeChunk(size_t n, uint32_t seed, Profile profile = Profile::kZstd) {
+  std::string raw = Bytes(n, seed);
+  Chunk c;
+  c.key = HashBytes(raw.data(), raw.size());
+  c.raw_len = n;
+  EncodeOptions eo;
+  eo.profile = profile;
+  ChunkEncoder enc(eo);
+  enc.Encode(std::span(reinterpret_cast<const uint8_t*>(raw.data()), raw.size()), DType::kU8,
+             &c.frame);
   return c;
 }
 
@@ -50,6 +68,45 @@ std::string TestNamespace() {
 
 struct MemoryFactory {
   static std::unique_ptr<ChunkSource> Make() { return std::make_unique<MemoryChunkSource>(); }
+};
+
+// A new store in a folder of its own, its writer, and the writer's source.
+class TempStoreSource final : public ChunkSource {
+ public:
+  static std::unique_ptr<TempStoreSource> Make() {
+    char dir[] = "/tmp/pstore-chunk-source-XXXXXX";
+    if (!mkdtemp(dir)) return nullptr;
+    auto w = StoreWriter::Open(std::string(dir) + "/store", false);
+    EXPECT_TRUE(w.ok()) << w.status().ToString();
+    if (!w.ok()) return nullptr;
+    return std::unique_ptr<TempStoreSource>(new TempStoreSource(dir, std::move(w).value()));
+  }
+  ~TempStoreSource() override {
+    src_.reset();
+    writer_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> k) override {
+    return src_->Read(k);
+  }
+  Result<std::vector<bool>> Contains(std::span<const ChunkKey> k) override {
+    return src_->Contains(k);
+  }
+  Status Write(std::span<const ChunkFrameRef> f) override { return src_->Write(f); }
+  std::string Describe() const override { return src_->Describe(); }
+  StoreWriter& writer() { return *writer_; }
+
+ private:
+  TempStoreSource(std::string dir, std::unique_ptr<StoreWriter> w)
+      : dir_(std::move(dir)), writer_(std::move(w)) {
+    src_ = std::make_unique<RocksChunkSource>(writer_->view().db(), true, "store " + dir_);
+  }
+  std::string dir_;
+  std::unique_ptr<StoreWriter> writer_;
+  std::unique_ptr<RocksChunkSource> src_;
+};
+struct RocksFactory {
+  static std::unique_ptr<ChunkSource> Make() { return TempStoreSource::Make(); }
 };
 
 #ifdef PSTORE_HAVE_RADOS
@@ -87,7 +144,7 @@ class ChunkSourceTest : public ::testing::Test {
   std::unique_ptr<ChunkSource> src_;
 };
 
-using Implementations = ::testing::Types<MemoryFactory
+using Implementations = ::testing::Types<MemoryFactory, RocksFactory
 #ifdef PSTORE_HAVE_RADOS
                                          ,
                                          RadosFactory
@@ -98,6 +155,7 @@ class Names {
   template <typename T>
   static std::string GetName(int) {
     if (std::is_same_v<T, MemoryFactory>) return "Memory";
+    if (std::is_same_v<T, RocksFactory>) return "Rocks";
     return "Rados";
   }
 };
@@ -121,7 +179,7 @@ TYPED_TEST(ChunkSourceTest, WriteThenReadReturnsSameBytes) {
   std::vector<ChunkFrameRef> refs;
   std::vector<ChunkKey> keys;
   for (const Chunk& c : chunks) {
-    refs.push_back({c.key, c.frame});
+    refs.push_back(c.ref());
     keys.push_back(c.key);
   }
   ASSERT_TRUE(this->src_->Write(refs).ok());
@@ -136,7 +194,7 @@ TYPED_TEST(ChunkSourceTest, WriteThenReadReturnsSameBytes) {
 
 TYPED_TEST(ChunkSourceTest, BatchKeepsOrderWithRepeatsAndMissingKeys) {
   Chunk a = MakeChunk(1000, 6), b = MakeChunk(2000, 7), missing = MakeChunk(10, 8);
-  std::vector<ChunkFrameRef> refs = {{a.key, a.frame}, {b.key, b.frame}};
+  std::vector<ChunkFrameRef> refs = {a.ref(), b.ref()};
   ASSERT_TRUE(this->src_->Write(refs).ok());
   std::vector<ChunkKey> keys = {b.key, missing.key, a.key, b.key};
   auto got = this->src_->Read(keys);
@@ -152,9 +210,11 @@ TYPED_TEST(ChunkSourceTest, BatchKeepsOrderWithRepeatsAndMissingKeys) {
 }
 
 TYPED_TEST(ChunkSourceTest, RewritingAKeyKeepsTheFirstFrame) {
-  Chunk a = MakeChunk(500, 9);
-  std::string other = Bytes(700, 10);
-  std::vector<ChunkFrameRef> first = {{a.key, a.frame}}, second = {{a.key, other}};
+  // The same chunk coded two ways: same key, different frames.
+  Chunk a = MakeChunk(5000, 9), other = MakeChunk(5000, 9, Profile::kRaw);
+  ASSERT_EQ(a.key, other.key);
+  ASSERT_NE(a.frame, other.frame);
+  std::vector<ChunkFrameRef> first = {a.ref()}, second = {other.ref()};
   ASSERT_TRUE(this->src_->Write(first).ok());
   Status st = this->src_->Write(second);
   EXPECT_TRUE(st.ok()) << st.ToString();
@@ -180,7 +240,7 @@ TYPED_TEST(ChunkSourceTest, LargeBatchRoundTrips) {
   std::vector<ChunkFrameRef> refs;
   std::vector<ChunkKey> keys;
   for (size_t i = 0; i < chunks.size(); ++i) {
-    if (i % 2 == 0) refs.push_back({chunks[i].key, chunks[i].frame});
+    if (i % 2 == 0) refs.push_back(chunks[i].ref());
     keys.push_back(chunks[i].key);
   }
   ASSERT_TRUE(this->src_->Write(refs).ok());
@@ -209,7 +269,7 @@ TYPED_TEST(ChunkSourceTest, ConcurrentWritersAndReadersAgree) {
       // Every thread writes all chunks (the same keys) in its own order.
       for (size_t j = 0; j < chunks.size(); ++j) {
         const Chunk& c = chunks[(j + size_t(t) * 16) % chunks.size()];
-        ChunkFrameRef r{c.key, c.frame};
+        ChunkFrameRef r = c.ref();
         if (!this->src_->Write(std::span(&r, 1)).ok()) failures++;
         auto got = this->src_->Read(std::span(&c.key, 1));
         if (!got.ok() || (*got)[0] != c.frame) failures++;
@@ -218,6 +278,58 @@ TYPED_TEST(ChunkSourceTest, ConcurrentWritersAndReadersAgree) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(failures.load(), 0);
+}
+
+// The RocksDB source refuses a frame that does not decode to its key, and
+// writes nothing of that batch.
+TEST(RocksChunkSourceTest, RefusesFrameThatDoesNotDecodeToItsKey) {
+  auto src = TempStoreSource::Make();
+  ASSERT_NE(src, nullptr);
+  Chunk good = MakeChunk(3000, 20), bad = MakeChunk(3000, 21);
+  bad.frame[bad.frame.size() / 2] ^= 0x40;  // a flipped bit in the payload
+  std::vector<ChunkFrameRef> refs = {good.ref(), bad.ref()};
+  Status st = src->Write(refs);
+  ASSERT_TRUE(st.IsCorruption()) << st.ToString();
+  EXPECT_NE(st.message().find(bad.key.Hex()), std::string::npos) << st.ToString();
+  std::vector<ChunkKey> keys = {good.key, bad.key};
+  auto has = src->Contains(keys);
+  ASSERT_TRUE(has.ok());
+  EXPECT_EQ(*has, (std::vector<bool>{false, false}));
+  // A frame under another chunk's key is refused too.
+  ChunkFrameRef swapped{good.key, MakeChunk(3000, 22).frame, 3000};
+  EXPECT_TRUE(src->Write(std::span(&swapped, 1)).IsCorruption());
+}
+
+// What the RocksDB source writes, the store's own read path reads and checks.
+TEST(RocksChunkSourceTest, WrittenChunksDecodeThroughTheStore) {
+  auto src = TempStoreSource::Make();
+  ASSERT_NE(src, nullptr);
+  Chunk c = MakeChunk(256 << 10, 23);
+  ChunkFrameRef r = c.ref();
+  ASSERT_TRUE(src->Write(std::span(&r, 1)).ok());
+  auto rec = src->writer().view().GetChunkRecord(c.key);
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->raw_len, c.raw_len);
+  EXPECT_EQ((*rec)->stored_len, c.frame.size());
+  ChunkDecoder dec;
+  std::vector<uint8_t> out(c.raw_len);
+  Status st = src->writer().view().ReadChunk(c.key, &dec, out);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(std::string(out.begin(), out.end()), Bytes(256 << 10, 23));
+}
+
+// A reader's generation is read-only: writes are refused with a message.
+TEST(RocksChunkSourceTest, ReadOnlyInstanceRefusesWrites) {
+  auto src = TempStoreSource::Make();
+  ASSERT_NE(src, nullptr);
+  RocksChunkSource ro(src->writer().view().db(), false, "reader");
+  Chunk c = MakeChunk(100, 24);
+  ChunkFrameRef r = c.ref();
+  Status st = ro.Write(std::span(&r, 1));
+  EXPECT_TRUE(st.IsInvalidArgument()) << st.ToString();
+  auto has = src->Contains(std::span(&c.key, 1));
+  ASSERT_TRUE(has.ok());
+  EXPECT_FALSE((*has)[0]);
 }
 
 #ifdef PSTORE_HAVE_RADOS
@@ -264,7 +376,7 @@ TEST_F(RadosChunkSourceTest, StalledOsdIsAnErrorWithinTheTimeoutThenWorksAgain) 
   auto src = RadosChunkSource::Open(o);
   ASSERT_TRUE(src.ok()) << src.status().ToString();
   Chunk c = MakeChunk(64 << 10, 77);
-  ChunkFrameRef r{c.key, c.frame};
+  ChunkFrameRef r = c.ref();
   ASSERT_TRUE((*src)->Write(std::span(&r, 1)).ok());
 
   ASSERT_EQ(kill(pid, SIGSTOP), 0);
