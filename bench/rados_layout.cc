@@ -10,11 +10,15 @@
 //                in omap (key -> pack, offset, length) on 64 index objects;
 //                read back either as whole packs (a pull) or chunk by chunk
 //                by byte range after an omap lookup (a lazy fetch)
+//   source       RadosChunkSource (store/remote/) writing and reading the
+//                bytes' 256 KiB chunks as coded frames (the default profile,
+//                the file cut at 256 KiB offsets): what the remote tier moves
 //
 // Usage: rados_layout --conf CEPH_CONF [--pool P] [--file F] [--bytes N]
 //                     [--in-flight K] [--layouts a,b,...]
 #include <rados/librados.hpp>
 
+#include <unistd.h>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -28,7 +32,9 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "codec/chunk_codec.h"
 #include "codec/hash.h"
+#include "store/remote/rados_chunk_source.h"
 
 using pstore::bench::Now;
 
@@ -210,6 +216,83 @@ void Packs(librados::IoCtx& io, const std::string& data, size_t chunk, size_t pa
   Report(layout, "lookup + range reads", data.size(), nchunks + kShards, t_all);
 }
 
+// The chunk source: frames of data's 256 KiB chunks, written then read in
+// batches of 256 chunks.
+void Source(const std::string& conf, const std::string& pool, const std::string& data) {
+  constexpr size_t kChunk = size_t(256) << 10, kBatch = 256;
+  pstore::RadosOptions o;
+  o.conf_path = conf;
+  o.pool = pool;
+  o.ns = "bench-source-" + std::to_string(getpid());
+  o.max_in_flight = g_in_flight;
+  auto src = pstore::RadosChunkSource::Open(o);
+  if (!src.ok()) {
+    std::fprintf(stderr, "%s\n", src.status().ToString().c_str());
+    std::exit(1);
+  }
+  std::vector<pstore::ChunkKey> keys;
+  std::vector<std::string> frames;
+  std::vector<uint64_t> raw_lens;
+  pstore::ChunkEncoder enc{pstore::EncodeOptions{}};
+  size_t stored = 0;
+  for (size_t off = 0; off < data.size(); off += kChunk) {
+    size_t len = std::min(kChunk, data.size() - off);
+    auto raw = std::span(reinterpret_cast<const uint8_t*>(data.data() + off), len);
+    keys.push_back(pstore::HashBytes(raw.data(), len));
+    frames.emplace_back();
+    enc.Encode(raw, pstore::DType::kBF16, &frames.back());
+    raw_lens.push_back(len);
+    stored += frames.back().size();
+  }
+  // Repeated input repeats keys: write and read each key once.
+  std::map<pstore::ChunkKey, size_t> first;
+  for (size_t i = 0; i < keys.size(); ++i) first.emplace(keys[i], i);
+  std::vector<size_t> uniq;
+  size_t uniq_raw = 0, uniq_stored = 0;
+  for (auto& [k, i] : first) {
+    uniq.push_back(i);
+    uniq_raw += raw_lens[i];
+    uniq_stored += frames[i].size();
+  }
+  std::printf("# source: %zu chunks (%zu distinct), %.1f MB raw and %.1f MB stored distinct\n",
+              keys.size(), uniq.size(), uniq_raw / 1e6, uniq_stored / 1e6);
+  double t0 = Now();
+  for (size_t b = 0; b < uniq.size(); b += kBatch) {
+    std::vector<pstore::ChunkFrameRef> refs;
+    for (size_t j = b; j < std::min(uniq.size(), b + kBatch); ++j) {
+      size_t i = uniq[j];
+      refs.push_back({keys[i], frames[i], raw_lens[i]});
+    }
+    pstore::Status st = (*src)->Write(refs);
+    if (!st.ok()) {
+      std::fprintf(stderr, "%s\n", st.ToString().c_str());
+      std::exit(1);
+    }
+  }
+  double secs = Now() - t0;
+  Report("source", "write (raw MB/s)", uniq_raw, uniq.size(), secs);
+  Report("source", "write (stored MB/s)", uniq_stored, uniq.size(), secs);
+  t0 = Now();
+  size_t got_bytes = 0;
+  for (size_t b = 0; b < uniq.size(); b += kBatch) {
+    std::vector<pstore::ChunkKey> ks;
+    for (size_t j = b; j < std::min(uniq.size(), b + kBatch); ++j) ks.push_back(keys[uniq[j]]);
+    auto got = (*src)->Read(ks);
+    if (!got.ok()) {
+      std::fprintf(stderr, "%s\n", got.status().ToString().c_str());
+      std::exit(1);
+    }
+    for (auto& f : *got) got_bytes += f ? f->size() : 0;
+  }
+  secs = Now() - t0;
+  if (got_bytes != uniq_stored) {
+    std::fprintf(stderr, "read %zu bytes, expected %zu\n", got_bytes, uniq_stored);
+    std::exit(1);
+  }
+  Report("source", "read (raw MB/s)", uniq_raw, uniq.size(), secs);
+  Report("source", "read (stored MB/s)", uniq_stored, uniq.size(), secs);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -265,6 +348,8 @@ int main(int argc, char** argv) {
       ObjectPerPiece(io, data, size_t(1) << 20, "chunk1m");
     else if (l == "pack16m")
       Packs(io, data, size_t(256) << 10, size_t(16) << 20, "pack16m");
+    else if (l == "source")
+      Source(conf, pool, data);
     else if (l == "pack64m")
       Packs(io, data, size_t(256) << 10, size_t(64) << 20, "pack64m");
     else {
