@@ -37,7 +37,7 @@ timeout=${PSTORE_CEPH_TIMEOUT:-120}
 log() { echo "cluster.sh: $*" >&2; }
 
 install_missing() {
-  local pkgs=(ceph-mon ceph-osd ceph-mgr ceph-common) missing=() p
+  local pkgs=(ceph-mon ceph-osd ceph-mgr ceph-common librados-dev libradospp-dev) missing=() p
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
