@@ -61,10 +61,6 @@ Chunk MakeChunk(size_t n, uint32_t seed, Profile profile = Profile::kZstd) {
   return c;
 }
 
-std::string TestNamespace() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  return std::string(info->test_suite_name()) + "." + info->name() + "." + std::to_string(getpid());
-}
 
 struct MemoryFactory {
   static std::unique_ptr<ChunkSource> Make() { return std::make_unique<MemoryChunkSource>(); }
@@ -110,6 +106,11 @@ struct RocksFactory {
 };
 
 #ifdef PSTORE_HAVE_RADOS
+std::string TestNamespace() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return std::string(info->test_suite_name()) + "." + info->name() + "." + std::to_string(getpid());
+}
+
 const char* CephConf() {
   return std::getenv("PSTORE_CEPH_CONF");
 }
