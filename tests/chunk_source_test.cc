@@ -61,7 +61,6 @@ Chunk MakeChunk(size_t n, uint32_t seed, Profile profile = Profile::kZstd) {
   return c;
 }
 
-
 struct MemoryFactory {
   static std::unique_ptr<ChunkSource> Make() { return std::make_unique<MemoryChunkSource>(); }
 };
