@@ -37,6 +37,9 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+// ReadFileToString and WriteFileAtomic through Env::Default(); code that may
+// run under a test's Env (store/, store/formats/) uses the versions in
+// common/env.h that take the Env.
 Result<std::string> ReadFileToString(const std::string& path);
 // Reads exactly n bytes at offset, retrying short reads; error on EOF.
 Status PreadFull(int fd, void* buf, size_t n, uint64_t offset, std::string_view what);
