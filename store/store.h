@@ -188,9 +188,11 @@ class StoreWriter {
  public:
   ~StoreWriter();
   // Takes the writer lock (waiting for it with wait), creating the store with
-  // `init` settings if it does not exist.
+  // `init` settings if it does not exist. The store's own files and the
+  // model files it imports are accessed through env (RocksDB's are not).
   static Result<std::unique_ptr<StoreWriter>> Open(const std::string& root, bool wait,
-                                                   const StoreConfig& init = StoreConfig{});
+                                                   const StoreConfig& init = StoreConfig{},
+                                                   Env* env = Env::Default());
 
   const StoreView& view() const { return *view_; }
   const StoreConfig& config() const { return config_; }
@@ -225,6 +227,7 @@ class StoreWriter {
 struct ExportOptions {
   int threads = 0;
   ProgressFn progress;
+  Env* env = Env::Default();  // what the files are written through
 };
 // Writes the model back as it was imported: one file at path, or for a sharded
 // model the index and shards into the folder path (created if needed). Every

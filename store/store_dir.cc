@@ -75,7 +75,7 @@ Status StoreConfig::Validate() const {
 }
 
 Result<std::string> ReadStoreId(const StorePaths& p) {
-  auto id = ReadFileToString(p.id_file());
+  auto id = ReadFileToString(p.env, p.id_file());
   if (!id.ok()) {
     if (id.status().IsNotFound())
       return Status::NotFound("no pstore store at " + p.root +
@@ -90,7 +90,7 @@ Result<std::string> ReadStoreId(const StorePaths& p) {
 }
 
 Result<StoreConfig> ReadStoreConfig(const StorePaths& p) {
-  auto text = ReadFileToString(p.config_file());
+  auto text = ReadFileToString(p.env, p.config_file());
   if (!text.ok()) {
     if (text.status().IsNotFound()) return StoreConfig{};
     return text.status();
@@ -100,7 +100,7 @@ Result<StoreConfig> ReadStoreConfig(const StorePaths& p) {
 
 Status WriteStoreConfig(const StorePaths& p, const StoreConfig& c) {
   PSTORE_RETURN_IF_ERROR(c.Validate());
-  return WriteFileAtomic(p.config_file(), c.ToJson(), c.group.empty() ? 0600 : 0640);
+  return WriteFileAtomic(p.env, p.config_file(), c.ToJson(), c.group.empty() ? 0600 : 0640);
 }
 
 Status InitStoreDir(const StorePaths& p, const StoreConfig& config) {
@@ -121,7 +121,7 @@ Status InitStoreDir(const StorePaths& p, const StoreConfig& config) {
   if (ec) return Status::IOError("cannot create " + p.gen_root() + ": " + ec.message());
   ::chmod(p.root.c_str(), config.group.empty() ? 0700 : 0750);
   // The ID is written last: its presence marks a complete store folder.
-  return WriteFileAtomic(p.id_file(), id + "\n", config.group.empty() ? 0600 : 0640);
+  return WriteFileAtomic(p.env, p.id_file(), id + "\n", config.group.empty() ? 0600 : 0640);
 }
 
 // --- writer lock --------------------------------------------------------------
@@ -152,7 +152,7 @@ Result<WriterLock> WriterLock::Acquire(const std::string& root, bool wait) {
 // --- generations --------------------------------------------------------------
 
 Result<uint64_t> ReadCurrentGeneration(const StorePaths& p) {
-  auto text = ReadFileToString(p.current_file());
+  auto text = ReadFileToString(p.env, p.current_file());
   if (!text.ok()) {
     if (text.status().IsNotFound()) return uint64_t(0);
     return text.status();
@@ -166,7 +166,7 @@ Result<uint64_t> ReadCurrentGeneration(const StorePaths& p) {
 
 Result<uint64_t> ReadGenerationSequence(const StorePaths& p, uint64_t n) {
   std::string path = p.gen(n) + "/SEQUENCE";
-  PSTORE_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  PSTORE_ASSIGN_OR_RETURN(std::string text, ReadFileToString(p.env, path));
   char* end = nullptr;
   uint64_t seq = std::strtoull(text.c_str(), &end, 10);
   if (end == text.c_str()) return Status::Corruption("store file " + path + " is malformed");
@@ -191,7 +191,7 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   PSTORE_ASSIGN_OR_RETURN(uint64_t current, ReadCurrentGeneration(p));
   uint64_t n = std::max(current, gens.empty() ? 0 : gens.back()) + 1;
   std::string dir = p.gen(n);
-  PSTORE_RETURN_IF_ERROR(RemoveTree(dir));  // a leftover from a crashed publish
+  PSTORE_RETURN_IF_ERROR(p.env->RemoveTree(dir));  // a leftover from a crashed publish
   // The writer is the only writer and publishes after its writes, so this is
   // the last change the checkpoint holds (flushes keep sequence numbers).
   uint64_t sequence = db->db()->GetLatestSequenceNumber();
@@ -203,15 +203,16 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   // WAL along and readers replay it when they open the generation.
   PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, 64ull << 20),
                                    "create generation " + dir));
-  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/SEQUENCE", std::to_string(sequence) + "\n", 0644));
-  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/NAMES", names_text, 0644));
+  PSTORE_RETURN_IF_ERROR(
+      WriteFileAtomic(p.env, dir + "/SEQUENCE", std::to_string(sequence) + "\n", 0644));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.env, dir + "/NAMES", names_text, 0644));
   std::string readers = dir + "/READERS";
   UniqueFd fd(::open(readers.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!fd.valid()) return Status::FromErrno("cannot create " + readers, errno);
   if (::fsync(fd.get()) != 0) return Status::FromErrno("fsync " + readers, errno);
-  PSTORE_RETURN_IF_ERROR(FsyncDir(dir));
-  PSTORE_RETURN_IF_ERROR(FsyncDir(p.gen_root()));
-  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.current_file(), std::to_string(n) + "\n", 0644));
+  PSTORE_RETURN_IF_ERROR(p.env->SyncDir(dir));
+  PSTORE_RETURN_IF_ERROR(p.env->SyncDir(p.gen_root()));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.env, p.current_file(), std::to_string(n) + "\n", 0644));
   return n;
 }
 
@@ -231,7 +232,7 @@ Result<int> RemoveUnusedGenerations(const StorePaths& p) {
     } else if (n > current) {
       continue;  // being published right now (cannot happen with one writer, but be safe)
     }
-    PSTORE_RETURN_IF_ERROR(RemoveTree(dir));
+    PSTORE_RETURN_IF_ERROR(p.env->RemoveTree(dir));
     removed++;
   }
   return removed;

@@ -41,7 +41,7 @@ Result<std::optional<ModelDigest>> StoreReader::ResolveName(std::string_view ref
     std::lock_guard<std::mutex> l(db_mu_);
     if (!names_read_) {
       names_read_ = true;
-      auto text = ReadFileToString(paths_.gen(lock_->number()) + "/NAMES");
+      auto text = ReadFileToString(paths_.env, paths_.gen(lock_->number()) + "/NAMES");
       if (text.ok()) {
         std::map<std::string, ModelDigest> m;
         bool good = true;
@@ -71,9 +71,10 @@ Result<std::optional<ModelDigest>> StoreReader::ResolveName(std::string_view ref
 StoreWriter::~StoreWriter() = default;
 
 Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, bool wait,
-                                                       const StoreConfig& init) {
+                                                       const StoreConfig& init, Env* env) {
   std::unique_ptr<StoreWriter> w(new StoreWriter);
   w->paths_.root = root;
+  w->paths_.env = env;
   PSTORE_ASSIGN_OR_RETURN(WriterLock lock, WriterLock::Acquire(root, wait));
   w->lock_ = std::make_unique<WriterLock>(std::move(lock));
   PSTORE_RETURN_IF_ERROR(InitStoreDir(w->paths_, init));
