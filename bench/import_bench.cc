@@ -128,7 +128,9 @@ int main(int argc, char** argv) {
         io.threads = threads;
         double t0 = Now();
         for (size_t i = 0; i < files.size(); i++) {
-          auto res = (*w)->Import(files[i], {"m" + std::to_string(i), "v1"}, io);
+          std::string model = "m";
+          model += std::to_string(i);  // not "m" + to_string: GCC 12's -Wrestrict misfires
+          auto res = (*w)->Import(files[i], {model, "v1"}, io);
           if (!res.ok()) {
             std::fprintf(stderr, "%s: %s\n", files[i].c_str(), res.status().ToString().c_str());
             return 1;

@@ -11,6 +11,8 @@
 #include <system_error>
 #include <utility>
 
+#include "common/env.h"
+
 namespace pstore {
 
 void UniqueFd::Reset(int fd) {
@@ -19,14 +21,7 @@ void UniqueFd::Reset(int fd) {
 }
 
 Result<std::string> ReadFileToString(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return Status::FromErrno("cannot open " + path, errno);
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("cannot stat " + path, errno);
-  std::string out;
-  out.resize(size_t(st.st_size));
-  PSTORE_RETURN_IF_ERROR(PreadFull(fd.get(), out.data(), out.size(), 0, path));
-  return out;
+  return ReadFileToString(Env::Default(), path);
 }
 
 namespace {
@@ -110,22 +105,7 @@ Status FsyncDir(const std::string& dir) {
 }
 
 Status WriteFileAtomic(const std::string& path, std::string_view data, int mode) {
-  std::string tmp = path + ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
-  if (!fd.valid()) return Status::FromErrno("cannot create " + tmp, errno);
-  // The mode asked for, whatever the umask.
-  if (::fchmod(fd.get(), mode_t(mode)) != 0) return Status::FromErrno("chmod " + tmp, errno);
-  Status s = WriteFull(fd.get(), data.data(), data.size(), tmp);
-  if (s.ok() && ::fsync(fd.get()) != 0) s = Status::FromErrno("fsync " + tmp, errno);
-  fd.Reset();
-  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0)
-    s = Status::FromErrno("rename " + tmp, errno);
-  if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  return FsyncDir(dir.empty() ? "." : dir);
+  return WriteFileAtomic(Env::Default(), path, data, mode);
 }
 
 Status RemoveTree(const std::string& path) {

@@ -37,6 +37,9 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+// ReadFileToString and WriteFileAtomic through Env::Default(); code that may
+// run under a test's Env (store/, store/formats/) uses the versions in
+// common/env.h that take the Env.
 Result<std::string> ReadFileToString(const std::string& path);
 // Opens path read-only for the contents of a model file. Anything that is not
 // a regular file once symbolic links are followed (a FIFO, a device, a socket,

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, builds, runs every
-# test (unit tests, then the multi-process, crash and corpus tests), then
-# fuzzes the chunk decoder for a minute.
+# The README's test command: installs what is missing, builds (warnings are
+# errors), runs every test (unit tests, then the multi-process, crash and
+# corpus tests), runs the unit tests and the C API check again under
+# AddressSanitizer + UBSan and under ThreadSanitizer, then fuzzes the chunk
+# decoder for a minute. PSTORE_SANITIZE lists the sanitizer runs (default
+# "asan tsan"; "" for none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh
+scripts/build.sh -DPSTORE_WERROR=ON
 ctest --test-dir build --output-on-failure --timeout 1800 "$@"
+for kind in ${PSTORE_SANITIZE-asan tsan}; do
+  scripts/sanitize.sh "$kind"
+done
 # The chunk decoder under libFuzzer, for a bounded time (PSTORE_FUZZ_SECONDS).
 scripts/fuzz.sh "${PSTORE_FUZZ_SECONDS:-60}"

@@ -47,7 +47,8 @@ Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::
 
   auto write_file = [&](const std::string& out, const ManifestFile& f) -> Status {
     return safetensors::WriteFile(
-        out, HeaderOf(m, f), [&](size_t i, const safetensors::ByteSink& sink) -> Status {
+        out, HeaderOf(m, f),
+        [&](size_t i, const safetensors::ByteSink& sink) -> Status {
           const ManifestTensor& t = m.tensors[f.tensors[i]];
           for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
             const ChunkKey& key = m.chunks[t.first_chunk + j];
@@ -65,20 +66,19 @@ Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::
             }
           }
           return Status::OK();
-        });
+        },
+        options.env);
   };
 
   if (m.format == SourceFormat::kSafetensors) {
     PSTORE_RETURN_IF_ERROR(write_file(path, m.files[0]));
   } else {
-    std::error_code ec;
-    bool created = !fs::exists(path);
-    fs::create_directories(path, ec);
-    if (ec) return Status::IOError("cannot create folder " + path + ": " + ec.message());
+    bool created = !options.env->Exists(path);
+    PSTORE_RETURN_IF_ERROR(options.env->CreateDirs(path));
     std::vector<std::string> written;
     auto fail = [&](const Status& s) {
-      for (const auto& w : written) ::unlink(w.c_str());
-      if (created) ::rmdir(path.c_str());
+      for (const auto& w : written) (void)options.env->Remove(w);
+      if (created) (void)options.env->RemoveDir(path);
       return s;
     };
     for (const auto& f : m.files) {
@@ -88,7 +88,7 @@ Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::
       written.push_back(out);
     }
     std::string index = (fs::path(path) / m.index_name).string();
-    Status s = WriteFileAtomic(index, m.index_bytes, 0644);
+    Status s = WriteFileAtomic(options.env, index, m.index_bytes, 0644);
     if (!s.ok()) return fail(s);
   }
   if (options.progress) options.progress(total, total);

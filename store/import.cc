@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "common/coding.h"
+#include "common/env.h"
 #include "common/file_util.h"
 #include "store/formats/gguf.h"
 #include "store/formats/safetensors.h"
@@ -66,7 +67,7 @@ Result<Source> OpenGguf(const std::string& path) {
   return src;
 }
 
-Result<Source> OpenSource(const std::string& path) {
+Result<Source> OpenSource(const std::string& path, Env* env) {
   Source src;
   std::error_code ec;
   fs::file_status st = fs::status(path, ec);
@@ -103,7 +104,8 @@ Result<Source> OpenSource(const std::string& path) {
     src.paths.push_back(path);
   }
   if (!index.empty()) {
-    PSTORE_ASSIGN_OR_RETURN(safetensors::ShardedModel sm, safetensors::ReadSharded(dir, index));
+    PSTORE_ASSIGN_OR_RETURN(safetensors::ShardedModel sm,
+                            safetensors::ReadSharded(dir, index, env));
     src.format = SourceFormat::kSafetensorsSharded;
     src.index_name = sm.index_file_name;
     src.index_bytes = std::move(sm.index_bytes);
@@ -114,7 +116,7 @@ Result<Source> OpenSource(const std::string& path) {
     src.headers = std::move(sm.shards);
     return src;
   }
-  PSTORE_ASSIGN_OR_RETURN(safetensors::FileHeader h, safetensors::ReadHeader(src.paths[0]));
+  PSTORE_ASSIGN_OR_RETURN(safetensors::FileHeader h, safetensors::ReadHeader(src.paths[0], env));
   src.headers.push_back(std::move(h));
   src.names.push_back(fs::path(src.paths[0]).filename().string());
   return src;
@@ -139,7 +141,7 @@ struct Worker {
 }  // namespace
 
 Status StoreWriter::CheckImportSource(const std::string& source) {
-  return OpenSource(source).status();
+  return OpenSource(source, Env::Default()).status();
 }
 
 Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelName& name,
@@ -150,7 +152,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
   // Refuse early, before any byte is written, what would fail at commit.
   auto existing = view_->GetName(name);
   if (!existing.ok() && !existing.status().IsNotFound()) return existing.status();
-  PSTORE_ASSIGN_OR_RETURN(Source src, OpenSource(source));
+  PSTORE_ASSIGN_OR_RETURN(Source src, OpenSource(source, paths_.env));
 
   Manifest m;
   m.format = src.format;
@@ -222,11 +224,11 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
 
   // If the name already points at a different model, refuse now unless forced.
   // (Whether the models differ is known for certain only after hashing.)
-  std::vector<UniqueFd> fds;
+  std::vector<std::unique_ptr<RandomAccessFile>> files;
   for (const auto& p : src.paths) {
-    PSTORE_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(p));
-    ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
-    fds.push_back(std::move(fd));
+    PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> f, paths_.env->OpenForRead(p));
+    f->HintSequential();
+    files.push_back(std::move(f));
   }
 
   EncodeOptions eo;
@@ -246,7 +248,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
 
   auto read_item = [&](const Item& it, std::vector<uint8_t>* buf) {
     buf->resize(it.len);
-    return PreadFull(fds[it.file].get(), buf->data(), it.len, it.offset, src.paths[it.file]);
+    return files[it.file]->Read(it.offset, it.len, buf->data());
   };
   auto collision = [&](const ChunkKey& k) {
     return Status::Corruption("two different chunks share the key " + k.Hex() +

@@ -56,7 +56,8 @@ Result<Manifest> Manifest::Parse(std::string_view bytes, bool with_headers) {
   std::string_view magic;
   if (!r.GetBytes(4, &magic) || magic != std::string_view(kMagic, 4)) return bad("bad magic");
   uint8_t version = 0, format = 0;
-  if (!r.GetU8(&version) || (version != kVersion && version != kVersionGguf))
+  if (!r.GetU8(&version)) return bad("truncated before the version");
+  if (version != kVersion && version != kVersionGguf)
     return bad("unknown version " + std::to_string(version));
   if (!r.GetU8(&format) || format < uint8_t(SourceFormat::kSafetensors) ||
       format > uint8_t(SourceFormat::kGgufSplit))

@@ -197,9 +197,12 @@ class StoreWriter {
   // `init` settings if it does not exist. With may_use_reserve (rm, tag,
   // compact), the disk space set aside in STORE/RESERVE is released when the
   // disk is nearly full, so that they work on a full disk (store/reserve.h).
+  // The store's own files and the model files it imports are accessed
+  // through env (RocksDB's are not).
   static Result<std::unique_ptr<StoreWriter>> Open(const std::string& root, bool wait,
                                                    const StoreConfig& init = StoreConfig{},
-                                                   bool may_use_reserve = false);
+                                                   bool may_use_reserve = false,
+                                                   Env* env = Env::Default());
 
   const StoreView& view() const { return *view_; }
   const StoreConfig& config() const { return config_; }
@@ -243,6 +246,7 @@ class StoreWriter {
 struct ExportOptions {
   int threads = 0;
   ProgressFn progress;
+  Env* env = Env::Default();  // what the files are written through
 };
 // Writes the model back as it was imported: one file at path, or for a sharded
 // model the index and shards into the folder path (created if needed). Every

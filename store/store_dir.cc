@@ -76,7 +76,7 @@ Status StoreConfig::Validate() const {
 }
 
 Result<std::string> ReadStoreId(const StorePaths& p) {
-  auto id = ReadFileToString(p.id_file());
+  auto id = ReadFileToString(p.env, p.id_file());
   if (!id.ok()) {
     if (id.status().IsNotFound())
       return Status::NotFound("no pstore store at " + p.root +
@@ -91,7 +91,7 @@ Result<std::string> ReadStoreId(const StorePaths& p) {
 }
 
 Result<StoreConfig> ReadStoreConfig(const StorePaths& p) {
-  auto text = ReadFileToString(p.config_file());
+  auto text = ReadFileToString(p.env, p.config_file());
   if (!text.ok()) {
     if (text.status().IsNotFound()) return StoreConfig{};
     return text.status();
@@ -102,7 +102,7 @@ Result<StoreConfig> ReadStoreConfig(const StorePaths& p) {
 Status WriteStoreConfig(const StorePaths& p, const StoreConfig& c) {
   PSTORE_RETURN_IF_ERROR(c.Validate());
   PSTORE_ASSIGN_OR_RETURN(StoreAccess a, AccessFor(c));
-  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.config_file(), c.ToJson(), int(a.file_mode)));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.env, p.config_file(), c.ToJson(), int(a.file_mode)));
   return ApplyAccess(p.config_file(), a);
 }
 
@@ -125,7 +125,7 @@ Status InitStoreDir(const StorePaths& p, const StoreConfig& config) {
   if (ec) return Status::IOError("cannot create " + p.gen_root() + ": " + ec.message());
   PSTORE_RETURN_IF_ERROR(ApplyStoreAccess(p.root, access));
   // The ID is written last: its presence marks a complete store folder.
-  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.id_file(), id + "\n", int(access.file_mode)));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.env, p.id_file(), id + "\n", int(access.file_mode)));
   return ApplyAccess(p.id_file(), access);
 }
 
@@ -157,7 +157,7 @@ Result<WriterLock> WriterLock::Acquire(const std::string& root, bool wait) {
 // --- generations --------------------------------------------------------------
 
 Result<uint64_t> ReadCurrentGeneration(const StorePaths& p) {
-  auto text = ReadFileToString(p.current_file());
+  auto text = ReadFileToString(p.env, p.current_file());
   if (!text.ok()) {
     if (text.status().IsNotFound()) return uint64_t(0);
     return text.status();
@@ -171,7 +171,7 @@ Result<uint64_t> ReadCurrentGeneration(const StorePaths& p) {
 
 Result<uint64_t> ReadGenerationSequence(const StorePaths& p, uint64_t n) {
   std::string path = p.gen(n) + "/SEQUENCE";
-  PSTORE_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  PSTORE_ASSIGN_OR_RETURN(std::string text, ReadFileToString(p.env, path));
   char* end = nullptr;
   uint64_t seq = std::strtoull(text.c_str(), &end, 10);
   if (end == text.c_str()) return Status::Corruption("store file " + path + " is malformed");
@@ -197,7 +197,7 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   PSTORE_ASSIGN_OR_RETURN(uint64_t current, ReadCurrentGeneration(p));
   uint64_t n = std::max(current, gens.empty() ? 0 : gens.back()) + 1;
   std::string dir = p.gen(n);
-  PSTORE_RETURN_IF_ERROR(RemoveTree(dir));  // a leftover from a crashed publish
+  PSTORE_RETURN_IF_ERROR(p.env->RemoveTree(dir));  // a leftover from a crashed publish
   // The writer is the only writer and publishes after its writes, so this is
   // the last change the checkpoint holds (flushes keep sequence numbers).
   uint64_t sequence = db->db()->GetLatestSequenceNumber();
@@ -210,8 +210,9 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, 64ull << 20),
                                    "create generation " + dir));
   const int mode = int(access.file_mode);
-  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/SEQUENCE", std::to_string(sequence) + "\n", mode));
-  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(dir + "/NAMES", names_text, mode));
+  PSTORE_RETURN_IF_ERROR(
+      WriteFileAtomic(p.env, dir + "/SEQUENCE", std::to_string(sequence) + "\n", mode));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.env, dir + "/NAMES", names_text, mode));
   std::string readers = dir + "/READERS";
   UniqueFd fd(::open(readers.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, mode));
   if (!fd.valid()) return Status::FromErrno("cannot create " + readers, errno);
@@ -219,9 +220,10 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   // The checkpoint's files (hard links to db/'s) and the ones above, readable
   // by exactly whom the store's configuration says.
   PSTORE_RETURN_IF_ERROR(ApplyAccess(dir, access));
-  PSTORE_RETURN_IF_ERROR(FsyncDir(dir));
-  PSTORE_RETURN_IF_ERROR(FsyncDir(p.gen_root()));
-  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.current_file(), std::to_string(n) + "\n", mode));
+  PSTORE_RETURN_IF_ERROR(p.env->SyncDir(dir));
+  PSTORE_RETURN_IF_ERROR(p.env->SyncDir(p.gen_root()));
+  PSTORE_RETURN_IF_ERROR(
+      WriteFileAtomic(p.env, p.current_file(), std::to_string(n) + "\n", mode));
   PSTORE_RETURN_IF_ERROR(ApplyAccess(p.current_file(), access));
   return n;
 }
@@ -242,7 +244,7 @@ Result<int> RemoveUnusedGenerations(const StorePaths& p) {
     } else if (n > current) {
       continue;  // being published right now (cannot happen with one writer, but be safe)
     }
-    PSTORE_RETURN_IF_ERROR(RemoveTree(dir));
+    PSTORE_RETURN_IF_ERROR(p.env->RemoveTree(dir));
     removed++;
   }
   return removed;

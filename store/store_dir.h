@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "codec/chunk_codec.h"
+#include "common/env.h"
 #include "common/file_util.h"
 #include "common/status.h"
 
@@ -51,6 +52,9 @@ struct StoreConfig {
 
 struct StorePaths {
   std::string root;
+  // What the store's own files (ID, config.json, CURRENT, SEQUENCE, NAMES)
+  // are read and written through; tests put a fault-injecting Env here.
+  Env* env = Env::Default();
   std::string id_file() const { return root + "/ID"; }
   std::string config_file() const { return root + "/config.json"; }
   std::string lock_file() const { return root + "/LOCK"; }

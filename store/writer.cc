@@ -76,9 +76,10 @@ StoreWriter::~StoreWriter() {
 
 Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, bool wait,
                                                        const StoreConfig& init,
-                                                       bool may_use_reserve) {
+                                                       bool may_use_reserve, Env* env) {
   std::unique_ptr<StoreWriter> w(new StoreWriter);
   w->paths_.root = root;
+  w->paths_.env = env;
   PSTORE_ASSIGN_OR_RETURN(WriterLock lock, WriterLock::Acquire(root, wait));
   w->lock_ = std::make_unique<WriterLock>(std::move(lock));
   PSTORE_RETURN_IF_ERROR(InitStoreDir(w->paths_, init));

@@ -230,6 +230,18 @@ TEST(Manifest, EveryTruncationIsRejected) {
   }
 }
 
+// A manifest cut right after its magic once reported "unknown version" with an
+// uninitialised byte; it must say it is truncated.
+TEST(Manifest, CutBeforeTheVersionSaysTruncated) {
+  std::string bytes = SampleManifest().Serialize();
+  auto p = Manifest::Parse(std::string_view(bytes).substr(0, 4));
+  ASSERT_FALSE(p.ok());
+  EXPECT_TRUE(p.status().IsCorruption()) << p.status().ToString();
+  EXPECT_NE(p.status().message().find("truncated"), std::string::npos) << p.status().ToString();
+  EXPECT_EQ(p.status().message().find("unknown version"), std::string::npos)
+      << p.status().ToString();
+}
+
 TEST(Manifest, DamageIsRejected) {
   std::string bytes = SampleManifest().Serialize();
   EXPECT_FALSE(Manifest::Parse(bytes + "x").ok()) << "trailing bytes accepted";

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/coding.h"
+#include "common/env.h"
 #include "common/file_util.h"
 
 namespace pstore::safetensors {
@@ -552,15 +553,14 @@ std::string CheckShardName(std::string_view name) {
 }
 
 // Reads a small file whole, refusing more than max_bytes.
-Result<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes) {
-  PSTORE_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(path));
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("cannot stat " + path, errno);
-  if (uint64_t(st.st_size) > max_bytes)
-    return Invalid(path, std::to_string(st.st_size) + " bytes, more than the limit of " +
+Result<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes, Env* env) {
+  PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> file, env->OpenForRead(path));
+  if (!file->regular()) return Invalid(path, "not a regular file");
+  if (file->size() > max_bytes)
+    return Invalid(path, std::to_string(file->size()) + " bytes, more than the limit of " +
                              std::to_string(max_bytes));
-  std::string out(size_t(st.st_size), '\0');
-  PSTORE_RETURN_IF_ERROR(PreadFull(fd.get(), out.data(), out.size(), 0, path));
+  std::string out(size_t(file->size()), '\0');
+  PSTORE_RETURN_IF_ERROR(file->Read(0, out.size(), out.data()));
   return out;
 }
 
@@ -569,27 +569,24 @@ Result<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes) {
 // still sees it from Flush.
 class BufferedWriter {
  public:
-  BufferedWriter(int fd, std::string_view what) : fd_(fd), what_(what) {
-    buf_.reserve(kWriteBufferBytes);
-  }
+  explicit BufferedWriter(WritableFile* file) : file_(file) { buf_.reserve(kWriteBufferBytes); }
   Status Append(const void* data, size_t n) {
     if (!status_.ok()) return status_;
     if (buf_.size() + n > kWriteBufferBytes) {
       PSTORE_RETURN_IF_ERROR(Flush());
-      if (n >= kWriteBufferBytes) return status_ = WriteFull(fd_, data, n, what_);
+      if (n >= kWriteBufferBytes) return status_ = file_->Append(data, n);
     }
     buf_.append(static_cast<const char*>(data), n);
     return Status::OK();
   }
   Status Flush() {
-    if (status_.ok()) status_ = WriteFull(fd_, buf_.data(), buf_.size(), what_);
+    if (status_.ok()) status_ = file_->Append(buf_.data(), buf_.size());
     buf_.clear();
     return status_;
   }
 
  private:
-  int fd_;
-  std::string_view what_;
+  WritableFile* file_;
   std::string buf_;
   Status status_;
 };
@@ -598,9 +595,9 @@ class BufferedWriter {
 // goes away on every early return and on an exception from emit_tensor.
 class UnlinkOnExit {
  public:
-  explicit UnlinkOnExit(std::string path) : path_(std::move(path)) {}
+  UnlinkOnExit(std::string path, Env* env) : path_(std::move(path)), env_(env) {}
   ~UnlinkOnExit() {
-    if (armed_) ::unlink(path_.c_str());
+    if (armed_) (void)env_->Remove(path_);
   }
   UnlinkOnExit(const UnlinkOnExit&) = delete;
   UnlinkOnExit& operator=(const UnlinkOnExit&) = delete;
@@ -608,6 +605,7 @@ class UnlinkOnExit {
 
  private:
   std::string path_;
+  Env* env_;
   bool armed_ = true;
 };
 
@@ -695,28 +693,27 @@ Result<FileHeader> ParseHeader(std::string_view prefix, uint64_t file_size, std:
   return h;
 }
 
-Result<FileHeader> ReadHeader(const std::string& path) {
-  PSTORE_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(path));
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("cannot stat " + path, errno);
-  auto file_size = uint64_t(st.st_size);
+Result<FileHeader> ReadHeader(const std::string& path, Env* env) {
+  PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<RandomAccessFile> file, env->OpenForRead(path));
+  if (!file->regular()) return Invalid(path, "not a regular file");
+  auto file_size = file->size();
 
   std::string buf(size_t(std::min(file_size, kLengthBytes)), '\0');
-  PSTORE_RETURN_IF_ERROR(PreadFull(fd.get(), buf.data(), buf.size(), 0, path));
+  PSTORE_RETURN_IF_ERROR(file->Read(0, buf.size(), buf.data()));
   // The length is checked against the file before anything is allocated for it.
   PSTORE_ASSIGN_OR_RETURN(uint64_t header_len, CheckHeaderLength(buf, file_size, path));
   buf.resize(size_t(kLengthBytes + header_len));
-  PSTORE_RETURN_IF_ERROR(
-      PreadFull(fd.get(), buf.data() + kLengthBytes, size_t(header_len), kLengthBytes, path));
+  PSTORE_RETURN_IF_ERROR(file->Read(kLengthBytes, size_t(header_len), buf.data() + kLengthBytes));
   return ParseHeader(buf, file_size, path);
 }
 
-Result<ShardedModel> ReadSharded(const std::string& dir, const std::string& index_file_name) {
+Result<ShardedModel> ReadSharded(const std::string& dir, const std::string& index_file_name,
+                                 Env* env) {
   const std::filesystem::path base(dir.empty() ? "." : dir);
   const std::string index_path = (base / index_file_name).string();
   ShardedModel model;
   model.index_file_name = index_file_name;
-  PSTORE_ASSIGN_OR_RETURN(model.index_bytes, ReadSmallFile(index_path, kMaxIndexBytes));
+  PSTORE_ASSIGN_OR_RETURN(model.index_bytes, ReadSmallFile(index_path, kMaxIndexBytes, env));
 
   IndexSax sax(index_path);
   PSTORE_RETURN_IF_ERROR(RunSax(model.index_bytes, 0, &sax, index_path));
@@ -739,7 +736,7 @@ Result<ShardedModel> ReadSharded(const std::string& dir, const std::string& inde
 
   for (const auto& [shard, tensor] : first_tensor) {
     std::string path = (base / shard).string();
-    Result<FileHeader> h = ReadHeader(path);
+    Result<FileHeader> h = ReadHeader(path, env);
     if (!h.ok()) {
       if (h.status().IsNotFound())
         return Invalid(index_path, "shard " + Quote(shard) + " (of tensor " + Quote(tensor) +
@@ -778,7 +775,8 @@ Result<ShardedModel> ReadSharded(const std::string& dir, const std::string& inde
 }
 
 Status WriteFile(const std::string& path, const FileHeader& header,
-                 const std::function<Status(size_t index, const ByteSink& sink)>& emit_tensor) {
+                 const std::function<Status(size_t index, const ByteSink& sink)>& emit_tensor,
+                 Env* env) {
   PSTORE_RETURN_IF_ERROR(CheckLayout(header, path));
   if (!emit_tensor && !header.tensors.empty())
     return Status::InvalidArgument("WriteFile " + path + ": no emit_tensor function");
@@ -787,11 +785,10 @@ Status WriteFile(const std::string& path, const FileHeader& header,
   // reused by a later export that gets the same pid and tid.
   const std::string tmp =
       path + ".pstore-tmp-" + std::to_string(::getpid()) + "-" + std::to_string(::gettid());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
-  if (!fd.valid()) return Status::FromErrno("cannot create " + tmp, errno);
-  UnlinkOnExit unlink_tmp(tmp);
+  PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->Create(tmp, 0666));
+  UnlinkOnExit unlink_tmp(tmp, env);
 
-  BufferedWriter out(fd.get(), tmp);
+  BufferedWriter out(file.get());
   PSTORE_RETURN_IF_ERROR(out.Append(header.header_bytes.data(), header.header_bytes.size()));
   for (size_t i = 0; i < header.tensors.size(); i++) {
     const TensorEntry& t = header.tensors[i];
@@ -811,15 +808,14 @@ Status WriteFile(const std::string& path, const FileHeader& header,
                               " were emitted");
   }
   PSTORE_RETURN_IF_ERROR(out.Flush());
-  if (::fsync(fd.get()) != 0) return Status::FromErrno("fsync " + tmp, errno);
-  if (::close(fd.Release()) != 0) return Status::FromErrno("close " + tmp, errno);
-  if (::rename(tmp.c_str(), path.c_str()) != 0)
-    return Status::FromErrno("rename " + tmp + " to " + path, errno);
+  PSTORE_RETURN_IF_ERROR(file->Sync());
+  PSTORE_RETURN_IF_ERROR(file->Close());
+  PSTORE_RETURN_IF_ERROR(env->Rename(tmp, path));
   unlink_tmp.Disarm();
 
   std::string dir = std::filesystem::path(path).parent_path().string();
-  Status s = FsyncDir(dir.empty() ? "." : dir);
-  if (!s.ok()) ::unlink(path.c_str());  // keep the promise: a failed export leaves no file
+  Status s = env->SyncDir(dir.empty() ? "." : dir);
+  if (!s.ok()) (void)env->Remove(path);  // keep the promise: a failed export leaves no file
   return s;
 }
 

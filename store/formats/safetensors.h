@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "codec/dtype.h"
+#include "common/env.h"
 #include "common/status.h"
 
 namespace pstore::safetensors {
@@ -64,7 +65,8 @@ struct FileHeader {
 Result<FileHeader> ParseHeader(std::string_view prefix, uint64_t file_size, std::string_view what);
 
 // Opens path, reads and validates its header against the file's size.
-Result<FileHeader> ReadHeader(const std::string& path);
+// Files are read through env (common/env.h).
+Result<FileHeader> ReadHeader(const std::string& path, Env* env = Env::Default());
 
 // A sharded model: the index file verbatim and, per shard, its file name and
 // header. Tensors named in the index must be exactly the tensors of the shards,
@@ -78,8 +80,9 @@ struct ShardedModel {
 
 // Reads `dir/index_file_name` and every shard it names (which must sit in the
 // same directory and be plain file names: no path separators, no "..").
-Result<ShardedModel> ReadSharded(const std::string& dir,
-                                 const std::string& index_file_name = "model.safetensors.index.json");
+Result<ShardedModel> ReadSharded(
+    const std::string& dir, const std::string& index_file_name = "model.safetensors.index.json",
+    Env* env = Env::Default());
 
 // Receives a tensor's bytes in order, in pieces of any size. Valid only during
 // the emit_tensor call it is passed to.
@@ -90,7 +93,9 @@ using ByteSink = std::function<Status(const uint8_t* data, size_t n)>;
 // Writes to `path` through a temporary file in the same directory that is
 // fsynced and renamed into place only when everything was written, so a failed
 // export (an emit error, a full disk) leaves no file at path and no temporary.
+// The temporary, the rename and the fsyncs go through env.
 Status WriteFile(const std::string& path, const FileHeader& header,
-                 const std::function<Status(size_t index, const ByteSink& sink)>& emit_tensor);
+                 const std::function<Status(size_t index, const ByteSink& sink)>& emit_tensor,
+                 Env* env = Env::Default());
 
 }  // namespace pstore::safetensors

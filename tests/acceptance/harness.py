@@ -10,6 +10,7 @@ PSTORE_BIN (the pstore command) and MAKE_MODEL (tests/tools/make_model).
 Python 3 standard library only.
 """
 
+import errno
 import glob
 import hashlib
 import json
@@ -53,6 +54,54 @@ def env_path(var):
     if not os.access(p, os.X_OK):
         raise Failure(f"${var}={p} is not an executable")
     return p
+
+
+# How long spawning a process may keep failing for lack of resources (fork or
+# clone giving EAGAIN or ENOMEM on a loaded machine) before a test gives up.
+SPAWN_RETRY_SECONDS = 120
+
+
+def popen(argv, **kwargs):
+    """subprocess.Popen(argv, **kwargs), retried with a growing pause while the
+    system refuses a new process for the moment (EAGAIN, ENOMEM): on a busy
+    machine, with other tests running, fork can fail where the test did not."""
+    t0 = time.monotonic()
+    pause, failures = 0.05, 0
+    while True:
+        try:
+            p = subprocess.Popen(argv, **kwargs)
+            if failures:
+                log(f"started {argv[0]} after {failures} attempts refused for lack of resources "
+                    f"({time.monotonic() - t0:.1f} s)")
+            return p
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ENOMEM):
+                raise
+            if time.monotonic() - t0 >= SPAWN_RETRY_SECONDS:
+                raise Failure(f"could not start {argv[0]} for {SPAWN_RETRY_SECONDS} s: "
+                              f"{os.strerror(e.errno)} (too many processes or too little memory "
+                              "on this machine?)")
+            if failures == 0:
+                log(f"starting {argv[0]} failed ({os.strerror(e.errno)}); retrying")
+            failures += 1
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+def run_cmd(argv, timeout=None, input=None, capture=True):
+    """Runs argv to the end (like subprocess.run with text output), starting it
+    through popen; returns a subprocess.CompletedProcess. On timeout the
+    process is killed and subprocess.TimeoutExpired raised."""
+    out = subprocess.PIPE if capture else None
+    p = popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+              stdout=out, stderr=out, text=True)
+    try:
+        o, e = p.communicate(input=input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, p.returncode, o, e)
 
 
 def sha256(path):
@@ -127,8 +176,7 @@ class Store:
         argv = self.argv(*args, json_out=json_out)
         t0 = time.monotonic()
         try:
-            p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                               timeout=timeout)
+            p = run_cmd(argv, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise Failure(f"`{' '.join(argv)}` did not finish in {timeout} s")
         return Result(argv, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
@@ -139,8 +187,8 @@ class Store:
         return r
 
     def popen(self, *args, json_out=False):
-        return subprocess.Popen(self.argv(*args, json_out=json_out), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return popen(self.argv(*args, json_out=json_out), stdin=subprocess.DEVNULL,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     # --- reads, checked -------------------------------------------------------
 
@@ -193,7 +241,7 @@ def make_model(out, mb, seed, tensors=16, dtype="mixed", change=None, change_see
         argv += ["--change", str(change), "--change-seed", str(change_seed or 1)]
     if shards:
         argv += ["--shards", str(shards)]
-    p = subprocess.run(argv, capture_output=True, text=True)
+    p = run_cmd(argv, timeout=600)
     check(p.returncode == 0, f"make_model failed: {argv} -> {p.returncode} {p.stderr}")
     return out
 

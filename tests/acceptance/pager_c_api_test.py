@@ -4,15 +4,12 @@ C API, acquires every tensor and finds the same bytes as the source file:
 for a model of every dtype, and for each model of a sharded set's source."""
 
 import os
-import subprocess
-
-from harness import Store, check, env_path, log, make_model, run_test, at_exit
+from harness import Store, at_exit, check, env_path, log, make_model, run_cmd, run_test
 from pager_harness import drop_segments
 
 
 def run_c(store, ref, src):
-    p = subprocess.run([env_path("C_API_CHECK"), store.root, ref, src], capture_output=True,
-                       text=True, timeout=300)
+    p = run_cmd([env_path("C_API_CHECK"), store.root, ref, src], timeout=600)
     check(p.returncode == 0, f"c_api_check {ref} failed ({p.returncode}): {p.stdout} {p.stderr[-1500:]}")
     log(p.stdout.strip())
 
@@ -31,8 +28,8 @@ def body(work):
     store.ok("import", sharded, "sharded:1")
     for shard in sorted(os.listdir(sharded)):
         if shard.endswith(".safetensors"):
-            p = subprocess.run([env_path("C_API_CHECK"), store.root, "sharded:1",
-                                os.path.join(sharded, shard)], capture_output=True, text=True)
+            p = run_cmd([env_path("C_API_CHECK"), store.root, "sharded:1",
+                         os.path.join(sharded, shard)], timeout=600)
             # Tensors of other shards are reported missing from this file; the
             # ones in it must match: no "bytes differ" lines.
             check("bytes differ" not in p.stderr, f"sharded model bytes differ: {p.stderr[-1500:]}")

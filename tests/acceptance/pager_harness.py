@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 
-from harness import Failure, check, env_path, log
+from harness import Failure, check, env_path, log, popen
 
 
 def pss_of(pid):
@@ -50,8 +50,8 @@ class Worker:
             argv += ["--seconds", str(seconds)]
         self.argv = argv
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
         self.lines = []
 
     @property

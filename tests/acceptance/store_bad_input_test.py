@@ -18,11 +18,10 @@ refused for their defect and not for some other reason.
 Environment: PSTORE_BIN, MAKE_MODEL, BAD_SAFETENSORS (the generator script).
 """
 import os
-import subprocess
 import sys
 
 from harness import (EXIT_INVALID, EXIT_NOT_FOUND, Store, check, env_path, log, make_model,
-                     run_test, tree_sha256)
+                     run_cmd, run_test, tree_sha256)
 
 STAT_KEYS = ("names", "models", "logical_bytes", "unique_bytes", "stored_bytes", "chunks")
 
@@ -44,7 +43,7 @@ def body(work):
         os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "make_bad_safetensors.py")
     check(os.path.isfile(gen_script), f"the malformed-file generator {gen_script} is missing")
     bad = os.path.join(work, "bad")
-    p = subprocess.run([sys.executable, gen_script, bad], capture_output=True, text=True)
+    p = run_cmd([sys.executable, gen_script, bad], timeout=600)
     check(p.returncode == 0, f"{gen_script} failed: {p.stderr}")
     cases = [c for c in p.stdout.split() if c]
     check(len(cases) >= 20, f"the generator made only {len(cases)} cases: {cases}")

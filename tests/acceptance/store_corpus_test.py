@@ -17,10 +17,9 @@ checking.
 Environment: PSTORE_BIN, PSTORE_CORPUS or CORPUS_DIR.
 """
 import os
-import subprocess
 import time
 
-from harness import Failure, Skip, Store, check, log, run_test, sha256
+from harness import Failure, Skip, Store, check, log, run_cmd, run_test, sha256
 
 LIMITS = {"f": 0.83, "bf16": 0.70}
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -35,9 +34,9 @@ def get_corpus():
     fetch = shared if os.path.isfile(shared) else os.path.join(REPO, "scripts", "fetch_corpus.sh")
     log(f"fetching the corpus into {dest} with {fetch}")
     t0 = time.monotonic()
-    p = subprocess.run(["bash", fetch, dest], capture_output=True, text=True, timeout=900)
+    p = run_cmd(["bash", fetch, dest], timeout=900)
     if p.returncode != 0:
-        ping = subprocess.run(["npm", "ping"], capture_output=True, text=True, timeout=120)
+        ping = run_cmd(["npm", "ping"], timeout=120)
         if ping.returncode != 0:
             raise Skip(f"the corpus is not at {dest} and the npm registry cannot be reached "
                        f"(npm ping: {(ping.stderr or ping.stdout).strip()[-300:]})")

@@ -73,8 +73,10 @@ std::string HeaderJson(const std::vector<const Tensor*>& ts, uint64_t* data_size
   uint64_t off = 0;
   for (const Tensor* t : ts) {
     j += ",\"" + t->name + "\":{\"dtype\":\"" + t->dtype + "\",\"shape\":[";
-    for (size_t i = 0; i < t->shape.size(); i++)
-      j += (i ? "," : "") + std::to_string(t->shape[i]);
+    for (size_t i = 0; i < t->shape.size(); i++) {
+      if (i) j += ",";  // not "," + to_string: GCC 12's -Wrestrict misfires on it
+      j += std::to_string(t->shape[i]);
+    }
     j += "],\"data_offsets\":[" + std::to_string(off) + "," + std::to_string(off + t->data.size()) +
          "]}";
     off += t->data.size();
