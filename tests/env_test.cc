@@ -332,9 +332,10 @@ TEST_F(StoreFaultTest, ImportOfShardedModelWithUnreadableIndexChangesNothing) {
 
 // The commit is RocksDB's synced batch; publishing the generation (SEQUENCE,
 // NAMES, CURRENT) comes after it. A full disk there fails the command with
-// NoSpace; readers keep the old generation, the store's folder holds no
-// temporary, and the next writer publishes the committed model whole.
-TEST_F(StoreFaultTest, ImportWithDiskFullWhilePublishingKeepsReadersOnTheOldGeneration) {
+// NoSpace and the import is taken back whole (its commit and its chunks):
+// readers keep the old generation, the store's folder holds no temporary, the
+// next writer publishes nothing new, and the import can simply be run again.
+TEST_F(StoreFaultTest, ImportWithDiskFullWhilePublishingIsTakenBackWhole) {
   FaultInjectionEnv env;
   auto w = Writer(&env);
   ASSERT_TRUE(w);
@@ -351,12 +352,18 @@ TEST_F(StoreFaultTest, ImportWithDiskFullWhilePublishingKeepsReadersOnTheOldGene
   EXPECT_EQ(after.root_files, before_.root_files) << "a temporary was left in the store";
   ExpectVerifies();
 
-  // The disk has room again: the next writer publishes the committed import.
+  // The disk has room again: a writer publishes nothing of the failed import.
   auto w2 = Writer(Env::Default());
   ASSERT_TRUE(w2);
   w2.reset();
-  State published = Snapshot();
-  EXPECT_EQ(published.reader_names, (std::vector<std::string>{"base:v1", "new:v1"}));
+  EXPECT_EQ(Snapshot().reader_names, before_.reader_names);
+
+  // Run again, it imports.
+  auto w3 = Writer(Env::Default());
+  ASSERT_TRUE(w3);
+  ASSERT_TRUE(w3->Import(new_src_, ParseModelName("new:v1").value(), ImportOptions{}).ok());
+  w3.reset();
+  EXPECT_EQ(Snapshot().reader_names, (std::vector<std::string>{"base:v1", "new:v1"}));
   std::string out = File("out.safetensors");
   ASSERT_TRUE(ExportWith(Env::Default(), "new:v1", out).ok());
   EXPECT_EQ(ReadAll(out), ReadAll(new_src_));
