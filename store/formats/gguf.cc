@@ -505,21 +505,22 @@ Result<FileHeader> ParseHeader(std::string_view prefix, uint64_t file_size, std:
 }
 
 bool HasMagic(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // Only a regular file is looked into: opening a FIFO would block.
+  auto fd = OpenRegularFile(path);
   char buf[4];
-  return fd.valid() && ::pread(fd.get(), buf, 4, 0) == 4 && std::memcmp(buf, kMagic, 4) == 0;
+  return fd.ok() && ::pread(fd->get(), buf, 4, 0) == 4 && std::memcmp(buf, kMagic, 4) == 0;
 }
 
 Result<FileHeader> ReadFile(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) {
-    int e = errno;
-    if (e == ENOENT) return Status::NotFound("cannot import " + path + ": no such file");
-    return Status::FromErrno("cannot open " + path, e);
+  auto opened = OpenRegularFile(path);
+  if (!opened.ok()) {
+    if (opened.status().IsNotFound())
+      return Status::NotFound("cannot import " + path + ": no such file");
+    return opened.status();
   }
+  UniqueFd fd = std::move(opened).value();
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat " + path, errno);
-  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + " is not a regular file");
   uint64_t size = uint64_t(st.st_size);
   std::string buf;
   uint64_t want = std::min<uint64_t>(size, 1u << 20);

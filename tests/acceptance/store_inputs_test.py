@@ -110,6 +110,10 @@ def body(work):
     os.mkdir(lone)
     os.mkfifo(os.path.join(lone, "model.safetensors"))
     expect_refused(store, lone, "fifo/lone:v1", EXIT_INVALID, ["model.safetensors", "FIFO"])
+    # A GGUF name or a split GGUF model whose split is a FIFO: refused alike.
+    gguf_fifo = os.path.join(work, "pipe.gguf")
+    os.mkfifo(gguf_fifo)
+    expect_refused(store, gguf_fifo, "fifo/gguf:v1", EXIT_INVALID, [gguf_fifo, "FIFO"])
     check(snapshot(store) == before, "a refused FIFO import changed the store")
 
     # --- symbolic link loops -----------------------------------------------
