@@ -407,7 +407,8 @@ struct ChunkEncoder::Impl {
 ChunkEncoder::ChunkEncoder(const EncodeOptions& options) : impl_(new Impl(options)) {}
 ChunkEncoder::~ChunkEncoder() = default;
 
-void ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype, std::string* frame) {
+FrameDescription ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype,
+                                      std::string* frame) {
   Impl& I = *impl_;
   const size_t n = raw.size();
   Transform t = I.opt.profile == Profile::kRaw ? Transform::kNone : TransformFor(dtype, n);
@@ -477,6 +478,7 @@ void ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype, std::string
     else
       frame->append(I.payload[j]);
   }
+  return FrameDescription{kFrameVersion, t};
 }
 
 void ChunkEncoder::EncodeV1ForTesting(std::span<const uint8_t> raw, DType dtype, Coder coder,

@@ -74,6 +74,13 @@ constexpr uint8_t kFrameVersion3 = 3;  // v2 with a compact header
 constexpr uint8_t kFrameVersion = 4;   // what the encoder writes: v3 without the raw length,
                                        // version and transform in one byte
 
+// What a written frame's header says: its version and transform, the fields a
+// chunk record keeps (docs/format.md).
+struct FrameDescription {
+  uint8_t version = 0;
+  Transform transform = Transform::kNone;
+};
+
 class ChunkEncoder {
  public:
   explicit ChunkEncoder(const EncodeOptions& options);
@@ -81,8 +88,9 @@ class ChunkEncoder {
   ChunkEncoder(const ChunkEncoder&) = delete;
   ChunkEncoder& operator=(const ChunkEncoder&) = delete;
 
-  // Replaces *frame with the frame of raw, a piece of a tensor of dtype.
-  void Encode(std::span<const uint8_t> raw, DType dtype, std::string* frame);
+  // Replaces *frame with the frame of raw, a piece of a tensor of dtype, and
+  // returns the frame's version and transform.
+  FrameDescription Encode(std::span<const uint8_t> raw, DType dtype, std::string* frame);
 
   // Writes a version-1 frame (one coder over the split streams); kept so the
   // reader of old frames stays tested. coder: kRaw, kLz4 or kZstd.
