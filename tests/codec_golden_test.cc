@@ -32,7 +32,9 @@ std::vector<uint8_t> Normal(DType t, size_t n, float scale, uint32_t seed) {
     uint32_t bits;
     std::memcpy(&bits, &f, 4);
     switch (t) {
-      case DType::kF32: std::memcpy(&v[i], &bits, 4); break;
+      case DType::kF32:
+        std::memcpy(&v[i], &bits, 4);
+        break;
       case DType::kBF16: {
         const uint16_t h = uint16_t(bits >> 16);
         std::memcpy(&v[i], &h, 2);
@@ -48,7 +50,8 @@ std::vector<uint8_t> Normal(DType t, size_t n, float scale, uint32_t seed) {
         std::memcpy(&v[i], &d, 8);
         break;
       }
-      default: v[i] = uint8_t(int(std::lround(f * 127 / (4 * scale))));
+      default:
+        v[i] = uint8_t(int(std::lround(f * 127 / (4 * scale))));
     }
   }
   for (size_t i = n - n % w; i < n; i++) v[i] = uint8_t(rng());
@@ -66,7 +69,8 @@ std::vector<Input> Inputs() {
   for (DType t : {DType::kBF16, DType::kF32, DType::kF16, DType::kF64, DType::kF8_E4M3,
                   DType::kF8_E5M2, DType::kI8, DType::kI32, DType::kU8})
     for (size_t n : {size_t(1) << 18, size_t(4099)})
-      for (float scale : {0.02f, 3.0f}) in.push_back({t, Normal(t, n, scale, uint32_t(n) ^ uint32_t(t))});
+      for (float scale : {0.02f, 3.0f})
+        in.push_back({t, Normal(t, n, scale, uint32_t(n) ^ uint32_t(t))});
   // F16 weights quantised to 64 levels: the low byte depends on the exponent.
   std::vector<uint8_t> quant(1 << 18);
   std::normal_distribution<float> nd(0.f, 1.f);
