@@ -109,7 +109,7 @@ Status ParseCompactStreams(Reader* r, std::string_view frame, uint64_t m, Frame*
     uint8_t hdr;
     std::memcpy(&hdr, r->pos(), 1);
     const int k = CarryWidth(p->transform);
-    const uint64_t carried = (uint64_t(1) << (hdr & 7)) * uint64_t(CarryPerLane(k));
+    const uint64_t carried = CarriedValues(hdr & 7, k);
     if (carried > m) return Status::Corruption("bits-tail stream is too short");
     lens[1] = PackedBytes(size_t(m - carried), k);
     sum += lens[1];

@@ -43,7 +43,7 @@ class BitsTailCoder final : public StreamCoder {
                  std::string* out) const override {
     const int k = a.carry_bits;
     if (a.carry_lanes_log2 < 0 || k < 1) return false;
-    const size_t carried = (size_t(1) << a.carry_lanes_log2) * size_t(CarryPerLane(k));
+    const size_t carried = CarriedValues(a.carry_lanes_log2, k);
     if (carried > m) return false;
     const size_t rest = m - carried;
     out->assign(PackedBytes(rest, k), '\0');

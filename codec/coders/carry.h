@@ -8,6 +8,8 @@
 // Thread-safety: pure functions.
 #pragma once
 
+#include <cstddef>
+
 #include "codec/transform.h"
 
 namespace pstore {
@@ -15,6 +17,11 @@ namespace pstore {
 constexpr int kCarryBits = 30;
 inline int CarryPerLane(int k) {
   return kCarryBits / k;
+}
+// The values of stream 1 that the states of a rans2-carry stream of
+// 2^lanes_log2 lanes carry (its last ones); bits-tail packs the others.
+inline size_t CarriedValues(int lanes_log2, int k) {
+  return (size_t(1) << lanes_log2) * size_t(CarryPerLane(k));
 }
 
 // The bits of the values of stream 1 of a float transform (what a bits-tail

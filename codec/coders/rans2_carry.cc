@@ -52,7 +52,7 @@ class Rans2CarryCoder final : public StreamCoder {
 
 // What a rans2-carry stream of plan's lanes saves stream 1 (m values of k bits).
 size_t CarryCredit(size_t m, int lanes_log2, int k) {
-  const size_t carried = (size_t(1) << lanes_log2) * size_t(CarryPerLane(k));
+  const size_t carried = CarriedValues(lanes_log2, k);
   return PackedBytes(m, k) - PackedBytes(m - carried, k);
 }
 
