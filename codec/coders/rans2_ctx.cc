@@ -15,8 +15,8 @@ class Rans2CtxCoder final : public StreamCoder {
   Status Decode(std::string_view in, size_t m, uint8_t* dst, const StreamDecodeArgs& a,
                 CoderDecodeScratch* scratch) const override {
     Reader r(in);
-    int source;
-    uint8_t k, base, hdr;
+    int source = -1;
+    uint8_t k = 0, base = 0, hdr = 0;
     PSTORE_RETURN_IF_ERROR(ReadContextHeader(&r, a, rans2::kMaxContexts, &source, &k, &base));
     if (!r.GetU8(&hdr)) return Status::Corruption("rANS-ctx stream has a bad header");
     const int prob_bits = hdr >> 3, lanes_log2 = hdr & 7;

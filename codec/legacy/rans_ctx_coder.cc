@@ -14,8 +14,8 @@ class RansCtxCoder final : public StreamCoder {
   Status Decode(std::string_view in, size_t m, uint8_t* dst, const StreamDecodeArgs& a,
                 CoderDecodeScratch* scratch) const override {
     Reader r(in);
-    int source;
-    uint8_t k, base;
+    int source = -1;
+    uint8_t k = 0, base = 0;
     PSTORE_RETURN_IF_ERROR(ReadContextHeader(&r, a, rans::kMaxContexts, &source, &k, &base));
     rans::Table tables[rans::kMaxContexts];
     for (int c = 0; c < k; c++)
