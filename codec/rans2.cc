@@ -7,6 +7,7 @@
 
 #include "codec/bitio.h"
 #include "codec/rans2_decode.h"
+#include "codec/rans_finish.h"
 #include "common/target.h"
 
 namespace pstore::rans2 {
@@ -574,15 +575,7 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
              : ScalarLoop<false, false>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
                                         st.nwords, &st.pos, out, lo);
   if (!ok) return Status::Corruption("rANS stream: truncated words");
-  if (final)
-    std::memcpy(final, st.x, sizeof(uint32_t) * lanes);
-  else
-    for (size_t l = 0; l < lanes; l++)
-      if (st.x[l] != kStateLow) return Status::Corruption("rANS stream: final state mismatch");
-  if (st.pos != st.nwords) return Status::Corruption("rANS stream: trailing words");
-  std::string_view rest;
-  in->GetBytes(in->remaining(), &rest);
-  return Status::OK();
+  return rans_internal::FinishDecode(st.x, lanes, kStateLow, final, st.pos, st.nwords, in);
 }
 
 namespace {

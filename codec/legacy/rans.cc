@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "codec/legacy/rans_decode.h"
+#include "codec/rans_finish.h"
 
 namespace pstore::rans {
 namespace {
@@ -122,12 +123,7 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
     }
     st.x[i & lane_mask] = xs;
   }
-  for (size_t l = 0; l < lanes; l++)
-    if (st.x[l] != kStateLow) return Status::Corruption("rANS stream: final state mismatch");
-  if (st.pos != st.nwords) return Status::Corruption("rANS stream: trailing words");
-  std::string_view rest;
-  in->GetBytes(in->remaining(), &rest);
-  return Status::OK();
+  return rans_internal::FinishDecode(st.x, lanes, kStateLow, nullptr, st.pos, st.nwords, in);
 }
 
 }  // namespace pstore::rans
