@@ -229,14 +229,13 @@ void BM_Rans2DecodeLanes(benchmark::State& state) {
   rans2::EncodeOrder0(hi.data(), hi.size(), h, lanes_log2, false, &enc);
   std::vector<uint8_t> out(hi.size());
   std::vector<uint32_t> scratch;
-  rans2::SetForceScalarForTesting(simd == 0);
-  rans2::SetSimdLevelForTesting(simd);
+  rans2::DecodeArgs args;
+  args.simd_level = simd;
   for (auto _ : state) {
-    if (!rans2::DecodeOrder0(enc, hi.size(), out.data(), &scratch).ok()) state.SkipWithError("bad");
+    if (!rans2::DecodeOrder0(enc, hi.size(), out.data(), &scratch, args).ok())
+      state.SkipWithError("bad");
     benchmark::DoNotOptimize(out.data());
   }
-  rans2::SetForceScalarForTesting(false);
-  rans2::SetSimdLevelForTesting(2);
   state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(hi.size()));
   state.counters["bits_per_symbol"] = 8.0 * double(enc.size()) / double(hi.size());
 }

@@ -8,13 +8,10 @@
 
 #include <immintrin.h>
 
-#include <atomic>
 #include <cstring>
 
 namespace pstore {
 namespace {
-
-std::atomic<bool> g_portable{false};
 
 // k bits set at the bottom of each byte.
 uint64_t Spread(int k) { return 0x0101010101010101ull * ((1u << k) - 1); }
@@ -131,17 +128,15 @@ bool UseVbmi() {
   static const bool has = __builtin_cpu_supports("avx512f") &&
                           __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vbmi");
-  return has && !g_portable.load(std::memory_order_relaxed);
+  return has;
 }
 
 bool UseBmi2() {
   static const bool has = __builtin_cpu_supports("bmi2");
-  return has && !g_portable.load(std::memory_order_relaxed);
+  return has;
 }
 
 }  // namespace
-
-void SetBitpackPortableForTesting(bool portable) { g_portable = portable; }
 
 int BitsNeeded(const uint8_t* v, size_t n) {
   uint8_t m = 0;
@@ -149,23 +144,24 @@ int BitsNeeded(const uint8_t* v, size_t n) {
   return m ? 32 - __builtin_clz(m) : 0;
 }
 
-void PackBits(const uint8_t* in, size_t n, int k, uint8_t* out) {
+void PackBits(const uint8_t* in, size_t n, int k, uint8_t* out, bool portable) {
   if (n == 0) return;
   if (k == 8) {
     std::memcpy(out, in, n);
     return;
   }
-  if (UseBmi2()) PackBmi2(in, n, k, out);
+  if (!portable && UseBmi2()) PackBmi2(in, n, k, out);
   else PackPortable(in, n, k, out);
 }
 
-void UnpackBits(const uint8_t* in, size_t n, int k, uint8_t* out) {
+void UnpackBits(const uint8_t* in, size_t n, int k, uint8_t* out, bool portable) {
   if (n == 0) return;
   if (k == 8) {
     std::memcpy(out, in, n);
     return;
   }
-  if (UseVbmi()) UnpackVbmi(in, n, k, out);
+  if (portable) UnpackPortable(in, n, k, out);
+  else if (UseVbmi()) UnpackVbmi(in, n, k, out);
   else if (UseBmi2()) UnpackBmi2(in, n, k, out);
   else UnpackPortable(in, n, k, out);
 }

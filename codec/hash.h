@@ -1,9 +1,9 @@
 // Chunk keys: the XXH3-128 of a chunk's raw bytes, in XXH3's canonical
 // (big-endian) byte order, so a key's hex form reads the same everywhere.
 //
-// XXH3 is fast, not collision-resistant against an adversary: the store
-// compares bytes on a key hit (see store/chunk_store.h) so that no imported
-// file can stand in for another model's chunk.
+// XXH3 is fast, not collision-resistant against an adversary: the importer
+// compares bytes on a key hit (StoreWriter::Import, store/import.cc) so that
+// no imported file can stand in for another model's chunk.
 #pragma once
 
 #include <array>

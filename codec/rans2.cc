@@ -2,19 +2,16 @@
 #include "codec/rans_enc_sym.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 
 #include "codec/bitio.h"
 #include "codec/rans2_decode.h"
+#include "codec/rans_finish.h"
 #include "common/target.h"
 
 namespace pstore::rans2 {
 namespace {
-
-std::atomic<bool> g_force_scalar{false};
-std::atomic<int> g_simd_level{2};
 
 // log2(f) for f in [0, 4096] (encoder-side estimates only).
 struct Log2Table {
@@ -98,9 +95,6 @@ int SymbolSetBits(const uint8_t* syms, int nsym) {
 
 }  // namespace
 
-void SetForceScalarForTesting(bool force) { g_force_scalar = force; }
-void SetSimdLevelForTesting(int level) { g_simd_level = level; }
-int SimdLevel() { return g_simd_level.load(std::memory_order_relaxed); }
 
 void Clear(Table* t) {
   std::memset(t->freq, 0, sizeof(t->freq));
@@ -369,10 +363,12 @@ uint16_t* EncodeLoop(const uint8_t* sym, const uint8_t* ctx, size_t n, const Enc
 }  // namespace
 
 void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
-                int prob_bits, int lanes_log2, std::string* out, const uint8_t* remap,
-                EncodeScratch* scratch, const uint32_t* init, bool compact) {
+                int prob_bits, int lanes_log2, std::string* out, const EncodeArgs& args) {
+  const uint8_t* remap = args.remap;
+  const uint32_t* init = args.init;
+  const bool compact = args.compact;
   EncodeScratch local;
-  if (!scratch) scratch = &local;
+  EncodeScratch* scratch = args.scratch ? args.scratch : &local;
   const size_t lanes = size_t(1) << lanes_log2;
   int ntables = 1;
   if (ctx)
@@ -399,9 +395,7 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
   for (size_t l = 0; l < lanes; l++) x[l] = init ? init[l] : kStateLow;
   // The last, partial step goes through the scalar loop first (encoding runs
   // backwards); the whole steps below it through the vector loop if there is one.
-  const size_t n_full = lanes >= 16 && !g_force_scalar.load(std::memory_order_relaxed)
-                            ? n - n % lanes
-                            : 0;
+  const size_t n_full = lanes >= 16 && args.simd_level > 0 ? n - n % lanes : 0;
   uint16_t* wp = end;
   if (n_full < n) {
     wp = ctx ? EncodeLoop<true>(sym + n_full, ctx + n_full, n - n_full, enc, lanes - 1, x, wp,
@@ -519,7 +513,10 @@ bool ScalarLoop(uint32_t* __restrict x, size_t lanes, const uint32_t* __restrict
 
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
                   int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch,
-                  const uint8_t* lo, uint32_t* final, bool compact) {
+                  const DecodeArgs& args) {
+  const uint8_t* lo = args.lo;
+  uint32_t* final = args.final;
+  const bool compact = args.compact;
   const size_t lanes = size_t(1) << lanes_log2;
   DecodeState st;
   for (size_t l = 0; l < lanes; l++) {
@@ -542,8 +539,8 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
   st.nwords = in->remaining() / 2;
   st.pos = 0;
   size_t i = 0;
-  if (lanes >= 16 && !g_force_scalar.load(std::memory_order_relaxed)) {
-    i = DecodeFast(&st, dtab, ctx, n, prob_bits, lanes_log2, out, lo);
+  if (lanes >= 16 && args.simd_level > 0) {
+    i = DecodeFast(&st, dtab, ctx, n, prob_bits, lanes_log2, out, lo, args.simd_level);
     if (i + lanes <= n && st.pos <= st.nwords) {
       // The loop stops while a whole step could still read past the words.
       // Go on over a copy of the last words padded by one step, checking
@@ -557,8 +554,9 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
       t2.words = reinterpret_cast<const uint8_t*>(tail);
       t2.nwords = left + lanes;
       t2.pos = 0;
-      const size_t done = DecodeFast(&t2, dtab, ctx ? ctx + i : nullptr, n - i, prob_bits,
-                                     lanes_log2, out + (lo ? 2 * i : i), lo ? lo + i : nullptr);
+      const size_t done =
+          DecodeFast(&t2, dtab, ctx ? ctx + i : nullptr, n - i, prob_bits, lanes_log2,
+                     out + (lo ? 2 * i : i), lo ? lo + i : nullptr, args.simd_level);
       if (t2.pos > left) return Status::Corruption("rANS stream: truncated words");
       std::memcpy(st.x, t2.x, sizeof(uint32_t) * lanes);
       st.pos += t2.pos;
@@ -577,15 +575,7 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
              : ScalarLoop<false, false>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
                                         st.nwords, &st.pos, out, lo);
   if (!ok) return Status::Corruption("rANS stream: truncated words");
-  if (final)
-    std::memcpy(final, st.x, sizeof(uint32_t) * lanes);
-  else
-    for (size_t l = 0; l < lanes; l++)
-      if (st.x[l] != kStateLow) return Status::Corruption("rANS stream: final state mismatch");
-  if (st.pos != st.nwords) return Status::Corruption("rANS stream: trailing words");
-  std::string_view rest;
-  in->GetBytes(in->remaining(), &rest);
-  return Status::OK();
+  return rans_internal::FinishDecode(st.x, lanes, kStateLow, final, st.pos, st.nwords, in);
 }
 
 namespace {
@@ -657,7 +647,7 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int ma
 }
 
 void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out,
-                  EncodeScratch* scratch, const uint32_t* init, bool compact) {
+                  const EncodeArgs& args) {
   const int p = plan.prob_bits, l = plan.lanes_log2;
   out->clear();
   out->push_back(char((p << 3) | l));
@@ -676,10 +666,12 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::str
       k += plan.rare[s];
     }
     out->resize(at + plan.nesc);
-    EncodeBody(sym, nullptr, n, &plan.table, p, l, out, map, scratch, init, compact);
+    EncodeArgs with_map = args;
+    with_map.remap = map;
+    EncodeBody(sym, nullptr, n, &plan.table, p, l, out, with_map);
     return;
   }
-  EncodeBody(sym, nullptr, n, &plan.table, p, l, out, nullptr, scratch, init, compact);
+  EncodeBody(sym, nullptr, n, &plan.table, p, l, out, args);
 }
 
 double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast) {
@@ -699,13 +691,13 @@ PSTORE_TARGET_CLONES("avx2", "default") void Interleave(
 }  // namespace
 
 Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
-                    const uint8_t* lo, std::vector<uint8_t>* byte_scratch, uint32_t* final,
-                    int* lanes_log2, bool compact) {
+                    const DecodeArgs& args) {
+  const uint8_t* lo = args.lo;
   Reader r(in);
   uint8_t hdr;
   if (!r.GetU8(&hdr)) return Status::Corruption("rANS stream is empty");
   const int p = hdr >> 3, l = hdr & 7;
-  if (lanes_log2) *lanes_log2 = l;
+  if (args.lanes_log2) *args.lanes_log2 = l;
   if (p < 1 || p > kMaxProbBits) return Status::Corruption("rANS stream: bad precision");
   Table t;
   if (!ReadTables(&r, p, &t, 1) || t.nsym == 0)
@@ -719,16 +711,16 @@ Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uin
   if (lo && t.has_escape) {
     // Escapes are patched in the symbol stream, so decode it apart first.
     std::vector<uint8_t> local;
-    std::vector<uint8_t>& syms = byte_scratch ? *byte_scratch : local;
+    std::vector<uint8_t>& syms = args.byte_scratch ? *args.byte_scratch : local;
     syms.resize(n);
-    PSTORE_RETURN_IF_ERROR(
-        DecodeBody(&r, nullptr, n, &t, 1, p, l, syms.data(), scratch, nullptr, final, compact));
+    DecodeArgs apart = args;
+    apart.lo = nullptr;
+    PSTORE_RETURN_IF_ERROR(DecodeBody(&r, nullptr, n, &t, 1, p, l, syms.data(), scratch, apart));
     PSTORE_RETURN_IF_ERROR(PatchEscapes(t.escape, esc, syms.data(), n));
     Interleave(lo, syms.data(), n, out);
     return Status::OK();
   }
-  PSTORE_RETURN_IF_ERROR(
-      DecodeBody(&r, nullptr, n, &t, 1, p, l, out, scratch, lo, final, compact));
+  PSTORE_RETURN_IF_ERROR(DecodeBody(&r, nullptr, n, &t, 1, p, l, out, scratch, args));
   if (t.has_escape) return PatchEscapes(t.escape, esc, out, n);
   return Status::OK();
 }

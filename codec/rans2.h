@@ -17,8 +17,7 @@
 // encoder runs too.
 //
 // Thread-safety: all functions are reentrant (scratch buffers are the
-// caller's); tables are plain values. SetForceScalarForTesting is a
-// process-wide switch for tests only.
+// caller's); tables are plain values.
 #pragma once
 
 #include <cstddef>
@@ -93,28 +92,46 @@ struct EncodeScratch {
   std::vector<uint32_t> enc_a, enc_rcp;
 };
 
-// remap, if not null, maps every byte to the symbol it is coded as (tables[0]
-// only: the escape of an order-0 stream). init, if not null, gives the state
-// each lane starts from (in [2^15, 2^31); 2^15 otherwise): a start above 2^15
-// carries its excess to the decoder, which finds it in the lane's final state
-// (coder rans2-carry). compact: states in 3 or 4 bytes (see CompactStates).
+// How a stream is encoded beyond its symbols and tables (all optional).
+struct EncodeArgs {
+  // Maps every byte to the symbol it is coded as (tables[0] only: the escape
+  // of an order-0 stream).
+  const uint8_t* remap = nullptr;
+  EncodeScratch* scratch = nullptr;
+  // The state each lane starts from (in [2^15, 2^31); 2^15 otherwise): a
+  // start above 2^15 carries its excess to the decoder, which finds it in the
+  // lane's final state (coder rans2-carry).
+  const uint32_t* init = nullptr;
+  bool compact = false;  // states in 3 or 4 bytes (see PutCompactState)
+  int simd_level = 2;    // 0: the scalar loop only (the same bytes)
+};
 void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
-                int prob_bits, int lanes_log2, std::string* out,
-                const uint8_t* remap = nullptr, EncodeScratch* scratch = nullptr,
-                const uint32_t* init = nullptr, bool compact = false);
+                int prob_bits, int lanes_log2, std::string* out, const EncodeArgs& args = {});
+
+// How a stream is decoded beyond its bytes (all optional).
+struct DecodeArgs {
+  // Fuses a merge: out (2n bytes) gets out[2i] = lo[i], out[2i + 1] = symbol i.
+  const uint8_t* lo = nullptr;
+  // DecodeOrder0 with lo: holds the symbols of a stream with escapes before
+  // they are merged (n bytes, reused).
+  std::vector<uint8_t>* byte_scratch = nullptr;
+  // 2^lanes_log2 entries (DecodeOrder0: 2^kMaxLanesLog2): receives the final
+  // states instead of their being checked against 2^15; the caller checks
+  // them (they hold what the encoder's init carried).
+  uint32_t* final = nullptr;
+  int* lanes_log2 = nullptr;  // DecodeOrder0: receives the stream's lane count
+  bool compact = false;       // as EncodeArgs::compact
+  // 2: AVX-512 where the CPU has it, 1: AVX2 at most, 0: the scalar loop only.
+  int simd_level = 2;
+};
 
 // Decodes n symbols from in (positioned at the states) into out. ctx values
 // must be < ntables. Consumes all of in; every read is bounds-checked, every
 // state must end at 2^15 and every word must be used, or it is kCorruption.
 // scratch: reused between calls for the decoding tables.
-// lo, if not null, fuses a merge: out (2n bytes) gets out[2i] = lo[i] and
-// out[2i + 1] = symbol i. final, if not null (2^lanes_log2 entries), receives
-// the final states instead of their being checked against 2^15: the caller
-// checks them (they hold what the encoder's init carried).
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
                   int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch,
-                  const uint8_t* lo = nullptr, uint32_t* final = nullptr,
-                  bool compact = false);
+                  const DecodeArgs& args = {});
 
 // Compact states (coder rans2-carry): state x is written as the 3 bytes of
 // x << 1 | 1 if x < 2^23, else the 4 bytes of x << 1, little-endian.
@@ -133,10 +150,9 @@ struct Order0Plan {
 };
 void PlanOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast,
                 Order0Plan* plan);
-// init: as for EncodeBody (2^plan.lanes_log2 entries).
+// args.init: 2^plan.lanes_log2 entries; args.remap is the plan's.
 void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::string* out,
-                  EncodeScratch* scratch = nullptr, const uint32_t* init = nullptr,
-                  bool compact = false);
+                  const EncodeArgs& args = {});
 
 // The whole order-0 stream: [hdr][table][escapes][states][words], where
 // escapes (only if the table has an escape symbol) are [varint k][k bytes].
@@ -144,22 +160,10 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int ma
                   bool fast, std::string* out);
 // Its estimated size in bytes (without encoding).
 double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast);
-// lo: as for DecodeBody; then byte_scratch (n bytes, reused) holds the symbols
-// of a stream with escapes before they are merged.
-// final, if not null, must hold 2^kMaxLanesLog2 entries: it receives the final
-// states (see DecodeBody) and *lanes_log2 the stream's lane count.
 Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
-                    const uint8_t* lo = nullptr, std::vector<uint8_t>* byte_scratch = nullptr,
-                    uint32_t* final = nullptr, int* lanes_log2 = nullptr,
-                    bool compact = false);
+                    const DecodeArgs& args = {});
 // Replaces, in order, every byte e of out[0, n) with the next byte of esc;
 // kCorruption unless their counts match.
 Status PatchEscapes(uint8_t e, std::string_view esc, uint8_t* out, size_t n);
-
-// Test hook: when true, decoding never uses the vector loop.
-void SetForceScalarForTesting(bool force);
-// Test hook: the widest vector unit decoding may use, 2 (AVX-512), 1 (AVX2)
-// or 0; what the CPU lacks is never used.
-void SetSimdLevelForTesting(int level);
 
 }  // namespace pstore::rans2

@@ -141,12 +141,13 @@ bool EncodeFast(const uint8_t* sym, const uint8_t* ctx, size_t n, const uint32_t
 }
 
 size_t DecodeFast(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
-                  int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo) {
+                  int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo,
+                  int simd_level) {
   static const bool has_avx512 = __builtin_cpu_supports("avx512f") &&
                                  __builtin_cpu_supports("avx512bw") &&
                                  __builtin_cpu_supports("avx512vl");
   static const bool has_avx2 = __builtin_cpu_supports("avx2");
-  const int level = SimdLevel();
+  const int level = simd_level;
   if (!has_avx512 || level < 2) {
     if (has_avx2 && level >= 1) return DecodeAvx2(st, dtab, ctx, n, prob_bits, lanes_log2, out, lo);
     return 0;

@@ -20,17 +20,15 @@ struct DecodeState {
 // REQUIRES: lanes_log2 >= 4. Returns 0 when no vector unit fits.
 // lo, if not null: write out[2i] = lo[i], out[2i + 1] = symbol i instead
 // (decoding fused with the merge of a byte stream stored raw).
+// simd_level: the widest unit it may use, 2 AVX-512, 1 AVX2, 0 none.
 size_t DecodeFast(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
-                  int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo);
+                  int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo,
+                  int simd_level);
 
 // The AVX2 loop (codec/rans2_avx2.cc), the same contract as DecodeFast.
 // REQUIRES: the CPU has AVX2.
 size_t DecodeAvx2(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
                   int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo);
-
-// Which vector unit the decoder may use: 2 AVX-512 (if present), 1 AVX2 at
-// most, 0 none (tests).
-int SimdLevel();
 
 // Encodes symbols [0, n) backwards (n a multiple of 2^lanes_log2, lanes >= 16)
 // with the vector unit, from lane states x, writing words downwards from *wp;

@@ -293,12 +293,12 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
           if (!rs.IsCorruption()) return rs;
           // The stored copy is damaged: write this good one over it.
         }
-        W.encoder.Encode(W.raw, it.dtype, &W.frame);
+        const FrameDescription desc = W.encoder.Encode(W.raw, it.dtype, &W.frame);
         ChunkRecord r;
         r.raw_len = W.raw.size();
         r.stored_len = W.frame.size();
-        r.frame_version = uint8_t(W.frame[0]);
-        r.transform = uint8_t(W.frame[1]);
+        r.frame_version = desc.version;
+        r.transform = uint8_t(desc.transform);
         rocksdb::WriteBatch b;
         b.Put(db_->chunks(), rocksdb::Slice(key.view().data(), 16), W.frame);
         b.Put(db_->meta(), keys::ChunkRecord(key), r.Encode());

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "codec/chunk_codec.h"
+#include "tests/legacy_frames.h"
 
 using namespace pstore;
 
@@ -91,7 +92,7 @@ void WriteSeeds(const char* dir_name) {
     if (p == Profile::kZstd) {
       auto raw = Weights(DType::kF16, 3000, 5);
       for (Coder c : {Coder::kRaw, Coder::kLz4, Coder::kZstd}) {
-        enc.EncodeV1ForTesting(raw, DType::kF16, c, &frame);
+        frame = EncodeVersion1Frame(raw, DType::kF16, c);
         WriteSeed(dir, &count, 0, frame, raw.size());
       }
     }

@@ -1,9 +1,11 @@
 #include "codec/chunk_codec.h"
 
 #include "codec/bitpack.h"
-#include "codec/rans.h"
+#include "tests/legacy_rans_encoder.h"
 #include "codec/rans2.h"
 #include "common/coding.h"
+#include "tests/legacy_frames.h"
+#include "tests/test_bytes.h"
 
 #include <gtest/gtest.h>
 
@@ -55,13 +57,6 @@ std::vector<uint8_t> WeightLike(DType t, size_t n, uint32_t seed) {
     }
   }
   for (size_t i = n - n % w; i < n; i++) v[i] = uint8_t(rng());
-  return v;
-}
-
-std::vector<uint8_t> Random(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> v(n);
-  for (auto& b : v) b = uint8_t(rng());
   return v;
 }
 
@@ -161,13 +156,11 @@ TEST(ChunkCodec, IncompressibleStreamsAreStoredRaw) {
 }
 
 TEST(ChunkCodec, VersionOneFramesStayReadable) {
-  ChunkEncoder enc(EncodeOptions{});
   ChunkDecoder dec;
   for (DType t : {DType::kF16, DType::kF32, DType::kU8, DType::kBF16})
     for (Coder c : {Coder::kRaw, Coder::kLz4, Coder::kZstd}) {
       auto raw = WeightLike(t, 100000, 2);
-      std::string frame;
-      enc.EncodeV1ForTesting(raw, t, c, &frame);
+      std::string frame = EncodeVersion1Frame(raw, t, c);
       EXPECT_EQ(InspectFrame(frame)->version, kFrameVersion1);
       std::vector<uint8_t> out(raw.size());
       ASSERT_TRUE(dec.Decode(frame, HashBytes(raw.data(), raw.size()), out).ok());
@@ -412,24 +405,21 @@ TEST(ChunkCodec, ScalarAndVectorDecodersGiveTheSameBytes) {
       EncodeOptions opt;
       opt.profile = p;
       ChunkEncoder enc(opt);
+      opt.simd_level = 0;
+      ChunkEncoder enc_scalar(opt);
       std::string frame, frame_scalar;
       enc.Encode(raw, t, &frame);
-      rans2::SetForceScalarForTesting(true);
-      SetBitpackPortableForTesting(true);
-      enc.Encode(raw, t, &frame_scalar);
-      ChunkDecoder dec;
+      enc_scalar.Encode(raw, t, &frame_scalar);
+      ChunkDecoder dec_scalar(DecodeOptions{.simd_level = 0});
       std::vector<uint8_t> out(raw.size());
-      Status s = dec.Decode(frame, HashBytes(raw.data(), raw.size()), out);
-      rans2::SetForceScalarForTesting(false);
-      SetBitpackPortableForTesting(false);
+      Status s = dec_scalar.Decode(frame, HashBytes(raw.data(), raw.size()), out);
       EXPECT_EQ(frame, frame_scalar) << "the encoders differ: " << DTypeName(t);
       ASSERT_TRUE(s.ok()) << s.ToString();
       EXPECT_EQ(out, raw);
       // And with the AVX2 decode loop (where the CPU has it).
-      rans2::SetSimdLevelForTesting(1);
+      ChunkDecoder dec_avx2(DecodeOptions{.simd_level = 1});
       std::vector<uint8_t> out2(raw.size());
-      Status s2 = dec.Decode(frame, HashBytes(raw.data(), raw.size()), out2);
-      rans2::SetSimdLevelForTesting(2);
+      Status s2 = dec_avx2.Decode(frame, HashBytes(raw.data(), raw.size()), out2);
       ASSERT_TRUE(s2.ok()) << s2.ToString();
       EXPECT_EQ(out2, raw);
     }
@@ -585,7 +575,7 @@ TEST(ChunkCodec, CarriedStatesAreChecked) {
     ASSERT_EQ(plan.lanes_log2, uint8_t(frame[at[0]]) & 7);
     std::vector<uint32_t> init(size_t(1) << plan.lanes_log2, rans2::kStateLow + (1u << 30));
     std::string s0;
-    rans2::EncodeOrder0(c.data(), m, plan, &s0, nullptr, init.data(), true);
+    rans2::EncodeOrder0(c.data(), m, plan, &s0, {.init = init.data(), .compact = true});
     std::string bad = frame.substr(0, at[0]) + s0 + frame.substr(at[1]);
     Status st = dec.DecodeUnchecked(bad, out);
     EXPECT_TRUE(st.IsCorruption());
@@ -593,7 +583,7 @@ TEST(ChunkCodec, CarriedStatesAreChecked) {
     // The same with states in range decodes to the frame's bytes but for the tail.
     std::fill(init.begin(), init.end(), rans2::kStateLow);
     s0.clear();
-    rans2::EncodeOrder0(c.data(), m, plan, &s0, nullptr, init.data(), true);
+    rans2::EncodeOrder0(c.data(), m, plan, &s0, {.init = init.data(), .compact = true});
     std::string zero_tail = frame.substr(0, at[0]) + s0 + frame.substr(at[1]);
     ASSERT_TRUE(dec.DecodeUnchecked(zero_tail, out).ok());
     const size_t carried = (size_t(1) << plan.lanes_log2) * 5;
@@ -620,11 +610,9 @@ TEST(Bitpack, PortableAndBmi2PathsAgree) {
       for (auto& b : v) b = uint8_t(rng() & ((1u << k) - 1));
       std::vector<uint8_t> a(PackedBytes(n, k) + 1, 0x55), b(PackedBytes(n, k) + 1, 0x55);
       PackBits(v.data(), n, k, a.data());
-      SetBitpackPortableForTesting(true);
-      PackBits(v.data(), n, k, b.data());
+      PackBits(v.data(), n, k, b.data(), /*portable=*/true);
       std::vector<uint8_t> u1(n), u2(n);
-      UnpackBits(a.data(), n, k, u1.data());
-      SetBitpackPortableForTesting(false);
+      UnpackBits(a.data(), n, k, u1.data(), /*portable=*/true);
       UnpackBits(a.data(), n, k, u2.data());
       EXPECT_EQ(a, b) << k << " " << n;
       EXPECT_EQ(a.back(), 0x55) << "wrote past the end";

@@ -24,16 +24,14 @@ std::string Encode(const std::vector<uint8_t>& v, int max_lanes_log2 = kMaxLanes
   return out;
 }
 
-Status Decode(const std::string& s, size_t n, std::vector<uint8_t>* out) {
+// simd_level: as DecodeArgs::simd_level (0: the scalar loop only).
+Status Decode(const std::string& s, size_t n, std::vector<uint8_t>* out, int simd_level = 2) {
   out->assign(n, 0);
   std::vector<uint32_t> scratch;
-  return DecodeOrder0(s, n, out->data(), &scratch);
+  DecodeArgs args;
+  args.simd_level = simd_level;
+  return DecodeOrder0(s, n, out->data(), &scratch, args);
 }
-
-struct ScalarOnly {
-  ScalarOnly() { SetForceScalarForTesting(true); }
-  ~ScalarOnly() { SetForceScalarForTesting(false); }
-};
 
 TEST(Rans2, QuantizedTablesSumToScaleAndKeepEverySymbol) {
   for (int r = 0; r <= 3; r++)
@@ -90,17 +88,12 @@ TEST(Rans2, VectorAndScalarLoopsGiveTheSameBytes) {
       std::string enc = Encode(v);
       std::vector<uint8_t> a, b;
       ASSERT_TRUE(Decode(enc, n, &a).ok());
-      {
-        ScalarOnly s;
-        ASSERT_TRUE(Decode(enc, n, &b).ok());
-      }
+      ASSERT_TRUE(Decode(enc, n, &b, 0).ok());
       EXPECT_EQ(a, v);
       EXPECT_EQ(b, v);
       {
-        SetSimdLevelForTesting(1);  // AVX2 where the CPU has it
         std::vector<uint8_t> c;
-        Status sc = Decode(enc, n, &c);
-        SetSimdLevelForTesting(2);
+        Status sc = Decode(enc, n, &c, 1);  // AVX2 where the CPU has it
         ASSERT_TRUE(sc.ok()) << sc.ToString();
         EXPECT_EQ(c, v);
       }
@@ -111,15 +104,9 @@ TEST(Rans2, VectorAndScalarLoopsGiveTheSameBytes) {
         size_t at = bad.size() / 2 + rng() % (bad.size() / 2);
         bad[at] = char(bad[at] ^ 0x40);
         Status sa = Decode(bad, n, &a);
-        Status sb;
-        {
-          ScalarOnly s;
-          sb = Decode(bad, n, &b);
-        }
-        SetSimdLevelForTesting(1);
+        Status sb = Decode(bad, n, &b, 0);
         std::vector<uint8_t> c;
-        Status sc = Decode(bad, n, &c);
-        SetSimdLevelForTesting(2);
+        Status sc = Decode(bad, n, &c, 1);
         EXPECT_EQ(sa.ok(), sc.ok());
         if (sc.ok()) {
           EXPECT_EQ(c, b);
@@ -142,9 +129,7 @@ TEST(Rans2, VectorAndScalarEncodersWriteTheSameBytes) {
       Choose(h, 12, &t);
       std::string a, b;
       EncodeBody(v.data(), nullptr, n, &t, 12, lanes, &a);
-      SetForceScalarForTesting(true);
-      EncodeBody(v.data(), nullptr, n, &t, 12, lanes, &b);
-      SetForceScalarForTesting(false);
+      EncodeBody(v.data(), nullptr, n, &t, 12, lanes, &b, {.simd_level = 0});
       ASSERT_EQ(a, b) << "lanes 2^" << lanes << " n " << n;
       Reader r(a);
       std::vector<uint8_t> dec(n);
@@ -168,21 +153,16 @@ TEST(Rans2, ContextCodingRoundTripsOnBothLoops) {
   for (int c = 0; c < 4; c++) Choose(h[c], 12, &tables[c]);
   std::string first;
   for (int level : {2, 1, 0}) {
-    const bool scalar = level == 0;
-    SetSimdLevelForTesting(level);
     std::string out;
-    SetForceScalarForTesting(scalar);
-    EncodeBody(sym.data(), ctx.data(), n, tables, 12, 6, &out);
-    SetForceScalarForTesting(false);
+    EncodeBody(sym.data(), ctx.data(), n, tables, 12, 6, &out, {.simd_level = level});
     if (first.empty()) first = out;
     EXPECT_EQ(out, first);
     Reader r(out);
     std::vector<uint8_t> dec(n);
     std::vector<uint32_t> scratch;
-    SetForceScalarForTesting(scalar);
-    Status s = DecodeBody(&r, ctx.data(), n, tables, 4, 12, 6, dec.data(), &scratch);
-    SetForceScalarForTesting(false);
-    SetSimdLevelForTesting(2);
+    DecodeArgs args;
+    args.simd_level = level;
+    Status s = DecodeBody(&r, ctx.data(), n, tables, 4, 12, 6, dec.data(), &scratch, args);
     ASSERT_TRUE(s.ok()) << s.ToString();
     EXPECT_EQ(dec, sym);
   }
@@ -201,11 +181,9 @@ TEST(Rans2, RareSymbolsEscapeAndRoundTrip) {
   std::string enc;
   EncodeOrder0(v.data(), v.size(), plan, &enc);
   EXPECT_LE(double(enc.size()), plan.bytes + 8);
-  for (bool scalar : {false, true}) {
-    SetForceScalarForTesting(scalar);
+  for (int level : {2, 0}) {
     std::vector<uint8_t> dec;
-    Status s = Decode(enc, v.size(), &dec);
-    SetForceScalarForTesting(false);
+    Status s = Decode(enc, v.size(), &dec, level);
     ASSERT_TRUE(s.ok()) << s.ToString();
     EXPECT_EQ(dec, v);
   }
@@ -297,24 +275,27 @@ TEST(Rans2, StatesCarryTheEncodersStartToTheDecodersEnd) {
         std::vector<uint32_t> init(size_t(1) << l);
         for (auto& x : init) x = kStateLow + (rng() & ((1u << 30) - 1));
         std::string s;
-        EncodeOrder0(sym.data(), n, plan, &s, nullptr, init.data(), compact);
+        EncodeOrder0(sym.data(), n, plan, &s, {.init = init.data(), .compact = compact});
         std::vector<uint8_t> out(n);
         std::vector<uint32_t> scratch;
         uint32_t fin[1 << kMaxLanesLog2];
         int lanes = -1;
-        Status st = DecodeOrder0(s, n, out.data(), &scratch, nullptr, nullptr, fin, &lanes, compact);
+        DecodeArgs args;
+        args.final = fin;
+        args.lanes_log2 = &lanes;
+        args.compact = compact;
+        Status st = DecodeOrder0(s, n, out.data(), &scratch, args);
         ASSERT_TRUE(st.ok()) << st.ToString();
         EXPECT_EQ(out, sym);
         EXPECT_EQ(lanes, l);
         for (size_t i = 0; i < init.size(); i++) EXPECT_EQ(fin[i], init[i]);
         // Without the final states asked for, they must be 2^15: not here.
         if (n > 0) {
-          EXPECT_FALSE(DecodeOrder0(s, n, out.data(), &scratch, nullptr, nullptr, nullptr,
-                                    nullptr, compact).ok());
+          EXPECT_FALSE(DecodeOrder0(s, n, out.data(), &scratch, {.compact = compact}).ok());
         }
         // Read with the other state form, the stream fails or decodes other bytes.
-        Status other = DecodeOrder0(s, n, out.data(), &scratch, nullptr, nullptr, fin, &lanes,
-                                    !compact);
+        args.compact = !compact;
+        Status other = DecodeOrder0(s, n, out.data(), &scratch, args);
         if (other.ok() && n > 0) {
           bool same = out == sym;
           for (size_t i = 0; i < init.size(); i++) same = same && fin[i] == init[i];

@@ -1,4 +1,4 @@
-#include "codec/rans.h"
+#include "tests/legacy_rans_encoder.h"
 
 #include <gtest/gtest.h>
 

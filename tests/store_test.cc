@@ -708,6 +708,35 @@ TEST_F(StoreTest, CommitLeftUnpublishedIsPublishedByTheNextWriter) {
   EXPECT_EQ(ReadCurrentGeneration(p).value(), now);
 }
 
+// A chunk record's frame_version and transform are those of its frame's header
+// (docs/format.md), whatever the frame version packs into its first bytes.
+TEST_F(StoreTest, ChunkRecordsDescribeTheirFrames) {
+  std::string src = Model("m.safetensors", SampleModel(3));
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  Import(w.get(), src, "m:v1");
+  auto rd = Reader();
+  ASSERT_TRUE(rd);
+  int checked = 0;
+  std::set<int> transforms;
+  Status s = rd->view().ForEachChunkRecord([&](const ChunkKey& key, const ChunkRecord& rec) {
+    rocksdb::PinnableSlice frame;
+    PSTORE_RETURN_IF_ERROR(rd->view().ReadFrame(key, &frame));
+    auto info = InspectFrame(std::string_view(frame.data(), frame.size()), rec.raw_len);
+    if (!info.ok()) return info.status();
+    EXPECT_EQ(int(rec.frame_version), int(info->version)) << key.Hex();
+    EXPECT_EQ(int(rec.transform), int(info->transform)) << key.Hex();
+    EXPECT_EQ(rec.stored_len, frame.size()) << key.Hex();
+    transforms.insert(int(info->transform));
+    checked++;
+    return Status::OK();
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_GE(checked, 10);
+  // F16, F32, BF16 and U8 tensors: several transforms, not one by chance.
+  EXPECT_GE(transforms.size(), 3u);
+}
+
 TEST_F(StoreTest, ReaderOfMissingStoreIsNotFound) {
   auto r = StoreReader::Open(root_);
   ASSERT_FALSE(r.ok());

@@ -1,8 +1,8 @@
 // Static interleaved rANS over bytes, order-0 or with a small per-symbol
 // context: the first format of the chunk codec's entropy coder (coders 4 and
-// 5). Frames that use it stay readable; the encoder now writes the second
-// format (codec/rans2.h), and the encoding functions here remain for the tests
-// that build old frames.
+// 5), read only: frames that use it stay readable; the encoder writes the
+// second format (codec/rans2.h). The tests' encoder of this format is
+// tests/legacy_rans_encoder.h.
 //
 // Parameters (fixed; part of the on-disk format, see docs/codec.md):
 //   probability precision 12 bits (frequencies sum to 4096), 32-bit states in
@@ -41,34 +41,20 @@ struct Table {
   int nsym = 0;  // symbols with freq > 0
 };
 
-// Normalises counts (whose sum must be > 0) so that every symbol that occurs
-// keeps a frequency >= 1 and the estimated coded size is close to minimal.
-void Normalize(const uint32_t counts[256], Table* t);
 // An empty (unused) table.
 void Clear(Table* t);
 
-// Estimated bits to code `counts` with table t (which must cover every symbol
-// that occurs in counts).
-double CostBits(const uint32_t counts[256], const Table& t);
-// Bytes that WriteTable will append for t.
-size_t TableBytes(const Table& t);
 // Fixed bytes of a stream besides tables and words: lanes byte and states.
 inline size_t StreamOverhead(int lanes_log2) { return 1 + 4u * (1u << lanes_log2); }
-// The number of interleaved states the encoder uses for n symbols.
-int LanesLog2For(size_t n);
 
-void WriteTable(std::string* out, const Table& t);
-// Reads a table written by WriteTable; false if the bytes are not a valid table.
+// The number of interleaved states a stream of n symbols has.
+int LanesLog2For(size_t n);
+// Reads a table (docs/codec.md); false if the bytes are not a valid table.
 bool ReadTable(Reader* in, Table* t);
 
-// Appends [lanes_log2][states][words] for n symbols to out; the caller writes
-// the tables first. ctx may be null (every symbol uses tables[0]); otherwise
-// symbol i is coded with tables[ctx[i]], which must contain sym[i].
-void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* tables,
-                std::string* out);
-
 // Decodes n symbols from in (positioned after the tables) into out, which holds
-// n bytes. ctx: as for EncodeBody, values must be < ntables. Consumes all of in.
+// n bytes. ctx may be null (every symbol uses tables[0]); otherwise symbol i
+// uses tables[ctx[i]], ctx values < ntables. Consumes all of in.
 // scratch: reused between calls to hold the decoding tables.
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
                   uint8_t* out, std::vector<uint32_t>* scratch);

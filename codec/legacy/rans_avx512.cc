@@ -7,8 +7,8 @@
 #endif
 #include <immintrin.h>
 
-#include "codec/rans.h"
-#include "codec/rans_decode.h"
+#include "codec/legacy/rans.h"
+#include "codec/legacy/rans_decode.h"
 
 namespace pstore::rans {
 
