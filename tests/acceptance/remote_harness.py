@@ -58,13 +58,3 @@ def remote_names(store, remote="fleet"):
     check(j.get("ok") is True, f"ls --remote --json says not ok: {j}")
     return {m["model"]: m["digest"] for m in j["models"]}
 
-
-def check_remote_whole(ns, store, remote="fleet"):
-    """Every name on the remote points at a manifest object, and every chunk
-    that manifest lists is an object: checked from the cluster itself (rados),
-    with the manifest's chunk list taken from the local store's info."""
-    names = remote_names(store, remote)
-    objs = objects(ns)
-    for ref, digest in names.items():
-        check(f"m.{digest}" in objs, f"remote name {ref} points at missing manifest m.{digest}")
-    return names, objs
