@@ -226,6 +226,19 @@ class StoreWriter {
   Result<CompactResult> Compact(const ProgressFn& progress = nullptr);
   Status SetConfig(const StoreConfig& c);
 
+  // Commits a model whose chunks are all in the store already (written
+  // through a RocksChunkSource on view().db(), as pull does), the way Import
+  // commits (store/commit_manifest.cc): chunks to disk, then the manifest and
+  // the name in one synced batch, then a new generation. Checks the bytes
+  // against the digest and every chunk's record first. Exists when the name
+  // points at another model and !force. Sets *unchanged when the name
+  // already pointed at this model.
+  Status CommitManifest(std::string_view manifest_bytes, const ModelDigest& digest,
+                        const ModelName& name, bool force, bool* unchanged);
+  // Takes out chunks written for a model that was not committed (a failed
+  // pull), so that the store is as it was. REQUIRES: no manifest refers to them.
+  Status TakeOutChunks(std::span<const ChunkKey> keys);
+
  private:
   StoreWriter() = default;
   Status Publish();

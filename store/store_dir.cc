@@ -44,6 +44,7 @@ std::string StoreConfig::ToJson() const {
   j["zstd_level"] = zstd_level;
   j["budget_bytes"] = budget_bytes;
   j["group"] = group;
+  if (!remotes_json.empty()) j["remotes"] = nlohmann::json::parse(remotes_json);
   return j.dump(2) + "\n";
 }
 
@@ -60,6 +61,11 @@ Result<StoreConfig> StoreConfig::FromJson(std::string_view text) {
     if (j.contains("zstd_level")) c.zstd_level = j.at("zstd_level").get<int>();
     if (j.contains("budget_bytes")) c.budget_bytes = j.at("budget_bytes").get<uint64_t>();
     if (j.contains("group")) c.group = j.at("group").get<std::string>();
+    if (j.contains("remotes")) {
+      if (!j.at("remotes").is_object())
+        return Status::InvalidArgument("config.json: \"remotes\" must be an object");
+      c.remotes_json = j.at("remotes").dump();
+    }
   } catch (const std::exception& e) {
     return Status::Corruption(std::string("config.json is not valid: ") + e.what());
   }

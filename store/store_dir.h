@@ -44,6 +44,9 @@ struct StoreConfig {
   int zstd_level = 3;
   uint64_t budget_bytes = 0;        // shared-memory budget for mapped models; 0: half of RAM
   std::string group;                // group given access to the store and its shared memory
+  // The "remotes" object of config.json as JSON text ("" when there is none),
+  // kept as is; store/remote/remote_config.h reads and writes it.
+  std::string remotes_json;
 
   std::string ToJson() const;
   static Result<StoreConfig> FromJson(std::string_view json);

@@ -39,4 +39,14 @@ void AddPagerCommands(CLI::App& app, Globals& g);
 // Runs whichever of them was parsed.
 int RunPagerCommand(CLI::App& app, const Globals& g);
 
+// remote add|ls|rm, push, pull (tools/remote_commands.cc; only when built
+// with RADOS, PSTORE_HAVE_RADOS).
+void AddRemoteCommands(CLI::App& app, Globals& g);
+// Runs whichever of them was parsed; nullopt when none was.
+std::optional<int> RunRemoteCommand(const Globals& g);
+// ls --remote NAME and rm --remote NAME REF...
+int CmdRemoteLsNames(const Globals& g, const std::string& remote);
+int CmdRemoteRmNames(const Globals& g, const std::string& remote,
+                     const std::vector<std::string>& refs);
+
 }  // namespace pstore::cli

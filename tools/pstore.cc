@@ -514,6 +514,8 @@ int Main(int argc, char** argv) {
   exp->add_option("PATH", path, "Output file (a folder for sharded models)")->required();
 
   auto* ls = app.add_subcommand("ls", "List the store's models");
+  std::string remote;
+  auto* ls_remote = ls->add_option("--remote", remote, "List the models on this remote instead");
 
   auto* info = app.add_subcommand("info", "Show a model's tensors, sizes and sharing");
   info->add_option("NAME:TAG", ref, "The model (name:tag or digest)")->required();
@@ -522,6 +524,7 @@ int Main(int argc, char** argv) {
   auto* rm = app.add_subcommand("rm", "Remove names; compact reclaims space no model uses");
   rm->add_option("NAME:TAG", refs, "Names to remove")->required();
   rm->add_flag("--wait", wait, "Wait for another writer instead of failing");
+  auto* rm_remote = rm->add_option("--remote", remote, "Remove the names on this remote instead");
 
   auto* tag = app.add_subcommand("tag", "Give a model another name");
   tag->add_option("SOURCE", ref, "The model (name:tag or digest)")->required();
@@ -548,6 +551,9 @@ int Main(int argc, char** argv) {
   config->add_flag("--wait", cfg.wait, "Wait for another writer instead of failing");
 
   AddPagerCommands(app, g);
+#ifdef PSTORE_HAVE_RADOS
+  AddRemoteCommands(app, g);
+#endif
 
   try {
     app.parse(argc, argv);
@@ -559,6 +565,16 @@ int Main(int argc, char** argv) {
 
   if (*imp) return CmdImport(g, source, ref, force, profile, threads, wait);
   if (*exp) return CmdExport(g, ref, path);
+#ifdef PSTORE_HAVE_RADOS
+  if (*ls && ls_remote->count()) return CmdRemoteLsNames(g, remote);
+  if (*rm && rm_remote->count()) return CmdRemoteRmNames(g, remote, refs);
+  if (auto rc = RunRemoteCommand(g)) return *rc;
+#else
+  if (ls_remote->count() || rm_remote->count()) {
+    return Fail(g, Status::Unsupported("this pstore was built without librados (RADOS remotes); "
+                                       "install librados-dev and libradospp-dev and rebuild"));
+  }
+#endif
   if (*ls) return CmdLs(g);
   if (*info) return CmdInfo(g, ref, all);
   if (*rm) return CmdRm(g, refs, wait);

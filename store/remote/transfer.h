@@ -1,0 +1,53 @@
+// Push and pull: moving one model between a local store and a remote tier.
+//
+// Push (docs/remote.md): asks the remote which of the model's chunks it
+// lacks, uploads those (checked against their keys first), then the
+// manifest, then publishes the name with a compare-and-set on the names
+// object. Each step starts only when the one before has completed, so a push
+// killed or cut off at any moment leaves at most unreferenced objects: a name
+// on the remote always points at a whole model.
+//
+// Pull: reads the name and the manifest (checked against its digest), asks
+// the local store which chunks it lacks, fetches those, checks each against
+// its key (a mismatch names model, tensor and chunk, and nothing of it is
+// stored), writes them, then commits the manifest and the name as import
+// does. A failed pull takes out the chunks it wrote, so the local store is as
+// it was; a killed one leaves only unreferenced chunks, which the next pull
+// reuses and the next compact removes.
+//
+// Thread-safety: one call at a time per StoreWriter; Push only reads its view.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "store/parallel.h"
+#include "store/remote/remote_tier.h"
+#include "store/store.h"
+
+namespace pstore {
+
+struct TransferOptions {
+  bool force = false;   // replace a name that points at another model
+  size_t batch = 64;    // chunks per batch of remote operations
+  ProgressFn progress;  // raw bytes of the model's distinct chunks done / total
+};
+
+struct TransferResult {
+  ModelDigest digest;
+  bool unchanged = false;     // the name already pointed at this model
+  uint64_t chunks = 0;        // distinct chunks of the model
+  uint64_t raw_bytes = 0;     // their raw bytes
+  uint64_t moved_chunks = 0;  // chunks uploaded (push) or fetched (pull)
+  uint64_t moved_bytes = 0;   // their frame bytes
+  uint64_t manifest_bytes = 0;
+  double seconds = 0;
+};
+
+// REQUIRES: ref is "name[:tag]" naming a model of the view.
+Result<TransferResult> Push(const StoreView& view, const std::string& ref, RemoteTier* remote,
+                            const TransferOptions& options);
+Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteTier* remote,
+                            const TransferOptions& options);
+
+}  // namespace pstore

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""SIGKILL of push and pull at random moments, with real processes on a real
+cluster.
+
+push: 30 trials, each pushing a new version (a new name) and killing the push
+at a random moment of its run. After every kill, every name the remote lists
+must pull whole into a fresh store (its manifest and every chunk are on the
+cluster, checked against their keys), and a rerun of the push completes.
+
+pull: 12 trials, each pulling into a fresh store and killing the pull at a
+random moment. After every kill the store verifies clean and lists the model
+only if it is whole (its export is byte-identical); a rerun completes,
+fetching only what it lacks."""
+
+import os
+import random
+import signal
+import time
+
+from harness import Store, check, log, make_model, run_test, tree_sha256
+from remote_harness import namespace, remote_names, store_with_remote
+
+PUSH_TRIALS = 30
+PULL_TRIALS = 12
+
+
+def kill_at(store, delay, *args):
+    p = store.popen(*args)
+    time.sleep(delay)
+    killed = p.poll() is None
+    if killed:
+        p.send_signal(signal.SIGKILL)
+    out, err = p.communicate(timeout=120)
+    return killed, p.returncode, err
+
+
+def push_kills(work, rng):
+    ns = namespace("kpush")
+    src = store_with_remote(os.path.join(work, "src"), ns)
+    base = os.path.join(work, "base.safetensors")
+    make_model(base, 12, seed=11, tensors=24)
+    src.ok("import", base, "m:v0")
+    files = {}
+    for i in range(1, PUSH_TRIALS + 1):
+        f = os.path.join(work, f"v{i}.safetensors")
+        make_model(f, 12, seed=11, tensors=24, change=0.3, change_seed=i)
+        src.ok("import", f, f"m:v{i}")
+        files[f"m:v{i}"] = f
+    t0 = time.monotonic()
+    src.ok("push", "m:v0")
+    full = time.monotonic() - t0
+    log(f"a full push takes {full:.2f} s")
+    killed_count = 0
+    for i in range(1, PUSH_TRIALS + 1):
+        ref = f"m:v{i}"
+        killed, rc, err = kill_at(src, rng.uniform(0, full * 0.8), "push", ref)
+        killed_count += killed
+        check(killed or rc == 0, f"push of {ref} failed without a kill: {err}")
+        names = remote_names(src)
+        if ref in names:
+            # Listed: it must be whole on the cluster.
+            chk = store_with_remote(os.path.join(work, f"check{i}"), ns)
+            chk.ok("pull", ref)
+            chk.export_matches(ref, tree_sha256(files[ref]), work)
+        src.ok("push", ref)
+        check(ref in remote_names(src), f"the rerun of push {ref} did not publish it")
+    check(killed_count >= PUSH_TRIALS // 2,
+          f"only {killed_count} of {PUSH_TRIALS} pushes were killed before they finished")
+    log(f"push: {killed_count} of {PUSH_TRIALS} killed mid-run; the remote stayed whole")
+
+
+def pull_kills(work, rng):
+    ns = namespace("kpull")
+    src = store_with_remote(os.path.join(work, "psrc"), ns)
+    f = os.path.join(work, "pull.safetensors")
+    make_model(f, 32, seed=21, tensors=48)
+    src.ok("import", f, "big:1")
+    src.ok("push", "big:1")
+    want = tree_sha256(f)
+    probe = store_with_remote(os.path.join(work, "probe"), ns)
+    t0 = time.monotonic()
+    probe.ok("pull", "big:1")
+    full = time.monotonic() - t0
+    log(f"a full pull takes {full:.2f} s")
+    killed_count = partial_reruns = 0
+    for i in range(PULL_TRIALS):
+        dst = store_with_remote(os.path.join(work, f"dst{i}"), ns)
+        killed, rc, err = kill_at(dst, rng.uniform(0, full), "pull", "big:1")
+        killed_count += killed
+        check(killed or rc == 0, f"pull failed without a kill: {err}")
+        dst.verify_ok(f"after a pull killed in trial {i}")
+        listed = dst.ls()
+        if "big:1" in listed:
+            dst.export_matches("big:1", want, work)
+        r = dst.ok("pull", "big:1", json_out=True).json()
+        if killed and 0 < r["moved_chunks"] < r["chunks"]:
+            partial_reruns += 1
+        dst.export_matches("big:1", want, work)
+        dst.verify_ok(f"after the rerun of trial {i}")
+    check(killed_count >= PULL_TRIALS // 2, f"only {killed_count} pulls were killed mid-run")
+    check(partial_reruns > 0, "no rerun fetched only part of the model: a killed pull's chunks "
+          "were not reused")
+    log(f"pull: {killed_count} of {PULL_TRIALS} killed; {partial_reruns} reruns fetched only "
+        "what was missing")
+
+
+def body(work):
+    seed = int(os.environ.get("PSTORE_TEST_SEED", time.time()))
+    log(f"seed {seed} (PSTORE_TEST_SEED repeats a run)")
+    rng = random.Random(seed)
+    push_kills(work, rng)
+    pull_kills(work, rng)
+
+
+if __name__ == "__main__":
+    run_test("remote_kill", body)

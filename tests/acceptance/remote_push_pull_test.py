@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""push and pull against a real Ceph cluster, with real pstore processes:
+remote add/ls/rm (no credentials in pstore's files or output), a round trip
+push -> pull into a second store with byte-identical export, a re-push of a
+changed version uploading only its new chunks (counted from the cluster's
+objects), ls/rm --remote, a chunk object overwritten with `rados put` (pull
+names model, tensor and chunk and stores nothing), and an unreachable cluster
+(an error within the timeout, local store unchanged)."""
+
+import glob
+import json
+import os
+import time
+
+from harness import (EXIT_CORRUPT, EXIT_ERROR, EXIT_EXISTS, EXIT_NOT_FOUND, Store, check, log,
+                     make_model, run_test, tree_sha256)
+from remote_harness import cluster, namespace, objects, rados, remote_names, store_with_remote
+
+
+def remote_config(work):
+    conf, pool = cluster()
+    a = Store(os.path.join(work, "cfg"))
+    ns = namespace("cfg")
+    a.ok("remote", "add", "fleet", f"rados:{pool}", "--conf", conf, "--namespace", ns)
+    r = a.run("remote", "add", "fleet", f"rados:{pool}")
+    check(r.rc == EXIT_EXISTS, "a second remote of one name must be refused: " + r.describe())
+    r = a.run("remote", "add", "bad", "s3:bucket")
+    check(r.rc != 0 and "rados:POOL" in r.err, "a bad URL must say the form: " + r.describe())
+    a.ok("remote", "add", "other", f"rados:{pool}", "--conf", conf, "--id", "admin")
+    j = a.ok("remote", "ls", json_out=True).json()
+    got = {x["name"]: x for x in j["remotes"]}
+    check(set(got) == {"fleet", "other"}, f"remote ls lists {set(got)}")
+    check(got["fleet"]["namespace"] == ns and got["fleet"]["conf"] == conf, f"remote ls: {got}")
+    # No credentials anywhere pstore writes or prints.
+    keyring_text = open(os.path.join(os.path.dirname(conf), "keyring")).read()
+    keys = [ln.split("=", 1)[1].strip() for ln in keyring_text.splitlines() if "key" in ln and "=" in ln]
+    check(keys, "the test keyring holds no key to look for")
+    outputs = j and json.dumps(j) + a.ok("remote", "ls").out
+    files = ""
+    for f in glob.glob(os.path.join(a.root, "*")):
+        if os.path.isfile(f):
+            files += open(f, errors="replace").read()
+    for k in keys:
+        check(k not in outputs and k not in files, "a Ceph key appears in pstore's files or output")
+    # With two remotes, push without --remote must ask which.
+    make_model(os.path.join(work, "m.safetensors"), 1, seed=9, tensors=4)
+    a.ok("import", os.path.join(work, "m.safetensors"), "m:1")
+    r = a.run("push", "m:1")
+    check(r.rc != 0 and "--remote" in r.err, "push with two remotes must ask: " + r.describe())
+    a.ok("remote", "rm", "other")
+    r = a.run("remote", "rm", "other")
+    check(r.rc == EXIT_NOT_FOUND, "removing a missing remote: " + r.describe())
+    cfg = json.load(open(os.path.join(a.root, "config.json")))
+    check(set(cfg.get("remotes", {})) == {"fleet"}, f"config.json remotes: {cfg.get('remotes')}")
+    # Another setting changed later keeps the remotes.
+    a.ok("config", "--zstd-level", "5")
+    check(set(json.load(open(os.path.join(a.root, "config.json")))["remotes"]) == {"fleet"},
+          "config changes must keep the remotes")
+
+
+def round_trip_and_dedup(work):
+    ns = namespace("rt")
+    a = store_with_remote(os.path.join(work, "a"), ns)
+    b = store_with_remote(os.path.join(work, "b"), ns)
+    v1 = make_model(os.path.join(work, "v1.safetensors"), 24, seed=1, tensors=40)
+    v2 = make_model(os.path.join(work, "v2.safetensors"), 24, seed=1, tensors=40, change=0.1,
+                    change_seed=3)
+    a.ok("import", v1, "llm:v1")
+    a.ok("import", v2, "llm:v2")
+    r1 = a.ok("push", "llm:v1", json_out=True).json()
+    check(r1["moved_chunks"] == r1["chunks"] and r1["moved_bytes"] > 0, f"first push: {r1}")
+    objs1 = objects(ns)
+    chunks1 = {o for o in objs1 if o.startswith("c.")}
+    check(len(chunks1) == r1["chunks"], f"{len(chunks1)} chunk objects for {r1['chunks']} chunks")
+    check(f"m.{r1['digest']}" in objs1 and "pstore.names" in objs1, f"objects: {sorted(objs1)[:5]}")
+    # Re-push: nothing moves.
+    again = a.ok("push", "llm:v1", json_out=True).json()
+    check(again["unchanged"] and again["moved_chunks"] == 0, f"re-push of v1: {again}")
+    # A version with 10% of its tensors changed uploads only the new chunks.
+    r2 = a.ok("push", "llm:v2", json_out=True).json()
+    chunks2 = {o for o in objects(ns) if o.startswith("c.")}
+    new_objects = len(chunks2 - chunks1)
+    check(new_objects == r2["moved_chunks"], f"{new_objects} new objects, push says {r2}")
+    check(r2["moved_bytes"] <= 0.2 * r1["moved_bytes"],
+          f"v2 uploaded {r2['moved_bytes']} bytes, v1 {r1['moved_bytes']}: not only new chunks")
+    log(f"dedup: v1 {r1['moved_bytes']} B in {r1['chunks']} chunks; v2 {r2['moved_bytes']} B "
+        f"({new_objects} new objects)")
+    check(remote_names(b) == {"llm:v1": r1["digest"], "llm:v2": r2["digest"]},
+          f"ls --remote: {remote_names(b)}")
+    # Pull into a second store: byte-identical export, verify clean.
+    p1 = b.ok("pull", "llm:v1", json_out=True).json()
+    check(p1["moved_chunks"] == p1["chunks"], f"first pull: {p1}")
+    p2 = b.ok("pull", "llm:v2", json_out=True).json()
+    check(p2["moved_chunks"] == r2["moved_chunks"], f"second pull fetched {p2}, pushed {r2}")
+    b.export_matches("llm:v1", tree_sha256(v1), work)
+    b.export_matches("llm:v2", tree_sha256(v2), work)
+    b.verify_ok("after pulls")
+    p3 = b.ok("pull", "llm:v1", json_out=True).json()
+    check(p3["unchanged"] and p3["moved_chunks"] == 0, f"pull again: {p3}")
+    r = b.run("pull", "llm:v9")
+    check(r.rc == EXIT_NOT_FOUND and "llm:v9" in r.err, "pull of a missing name: " + r.describe())
+    # rm --remote removes the name only.
+    a.ok("rm", "--remote", "fleet", "llm:v1")
+    check(set(remote_names(a)) == {"llm:v2"}, f"after rm --remote: {remote_names(a)}")
+    r = a.run("rm", "--remote", "fleet", "llm:v1")
+    check(r.rc == EXIT_NOT_FOUND, "rm --remote of a missing name: " + r.describe())
+    check("llm:v1" in a.ls(), "rm --remote must not touch the local store")
+    # A name taken on the remote needs --force.
+    a.ok("tag", "llm:v1", "llm:v2b")
+    a.ok("push", "llm:v2b")
+    a.ok("tag", "llm:v2", "llm:v2b", "--force")
+    r = a.run("push", "llm:v2b")
+    check(r.rc == EXIT_EXISTS and "--force" in r.err, "a taken remote name: " + r.describe())
+    a.ok("push", "llm:v2b", "--force")
+    check(remote_names(a)["llm:v2b"] == r2["digest"], "push --force moves the name")
+
+
+def corrupted_chunk(work):
+    ns = namespace("bad")
+    a = store_with_remote(os.path.join(work, "ca"), ns)
+    b = store_with_remote(os.path.join(work, "cb"), ns)
+    src = make_model(os.path.join(work, "c.safetensors"), 4, seed=5, tensors=8)
+    a.ok("import", src, "victim:1")
+    a.ok("push", "victim:1")
+    chunk = sorted(o for o in objects(ns) if o.startswith("c."))[3]
+    good = rados(ns, "get", chunk, "-").stdout
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x10
+    rados(ns, "put", chunk, "-", data=bytes(bad))
+    before = b.ls()
+    r = b.run("pull", "victim:1")
+    check(r.rc == EXIT_CORRUPT, "a flipped remote chunk must be a corruption error: " + r.describe())
+    for word in ("victim:1", "tensor", "chunk", chunk):
+        check(word in r.err, f"the error must name {word!r}: {r.err}")
+    check(b.ls() == before, "a failed pull must not change the local store")
+    comp = b.ok("compact", json_out=True).json()
+    check(comp["chunks_removed"] == 0,
+          f"a failed pull must take out the chunks it wrote, yet compact removed some: {comp}")
+    b.verify_ok("after a refused pull")
+    # Once the object is put right, the pull works.
+    rados(ns, "put", chunk, "-", data=good)
+    b.ok("pull", "victim:1")
+    b.export_matches("victim:1", tree_sha256(src), work)
+
+
+def unreachable(work):
+    conf, pool = cluster()
+    dead = os.path.join(work, "dead.conf")
+    keyring = os.path.join(os.path.dirname(conf), "keyring")
+    with open(dead, "w") as f:
+        f.write(f"[global]\nmon_host = 127.0.0.1:1\nkeyring = {keyring}\n")
+    s = Store(os.path.join(work, "u"))
+    src = make_model(os.path.join(work, "u.safetensors"), 1, seed=7, tensors=4)
+    s.ok("import", src, "u:1")
+    s.ok("remote", "add", "gone", f"rados:{pool}", "--conf", dead, "--timeout", "3")
+    before = s.ls()
+    for cmd in (["push", "u:1"], ["pull", "u:2"], ["ls", "--remote", "gone"]):
+        t0 = time.monotonic()
+        r = s.run(*cmd, timeout=60)
+        took = time.monotonic() - t0
+        check(r.rc == EXIT_ERROR, f"{cmd} against a dead cluster: " + r.describe())
+        check(took < 20, f"{cmd} took {took:.1f} s with a 3 s timeout")
+        check("timeout" in r.err or "reachable" in r.err or "mon" in r.err,
+              f"{cmd}: the error must say what to check: {r.err}")
+    check(s.ls() == before, "failed remote commands must not change the local store")
+    s.verify_ok("after failed remote commands")
+
+
+def body(work):
+    remote_config(work)
+    round_trip_and_dedup(work)
+    corrupted_chunk(work)
+    unreachable(work)
+
+
+if __name__ == "__main__":
+    run_test("remote_push_pull", body)
