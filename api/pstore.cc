@@ -80,6 +80,18 @@ namespace {
 
 thread_local std::string g_last_error;
 
+// Sets the calling thread's message where an exception was caught: if even
+// that cannot allocate, the message is left empty rather than let a second
+// exception out of a noexcept function.
+void SetLastError(const char* prefix, const char* what) noexcept {
+  try {
+    g_last_error.assign(prefix);
+    g_last_error.append(what);
+  } catch (...) {
+    g_last_error.clear();
+  }
+}
+
 pstore_status ToC(const pstore::Status& s) {
   if (s.ok()) return PSTORE_OK;
   g_last_error = s.message();
@@ -111,13 +123,13 @@ pstore_status Guard(F&& f) noexcept {
   } catch (const std::bad_alloc&) {
     // The same status as a std::bad_alloc caught inside the library
     // (Status::NoMemory), which ToC maps to PSTORE_ERR_NO_MEMORY too.
-    g_last_error = "out of memory: free memory on the host or lower the store's budget";
+    SetLastError("out of memory: ", "free memory on the host or lower the store's budget");
     return PSTORE_ERR_NO_MEMORY;
   } catch (const std::exception& e) {
-    g_last_error = std::string("internal error: ") + e.what();
+    SetLastError("internal error (please report it): ", e.what());
     return PSTORE_ERR_INTERNAL;
   } catch (...) {
-    g_last_error = "internal error";
+    SetLastError("internal error (please report it)", "");
     return PSTORE_ERR_INTERNAL;
   }
 }
