@@ -379,11 +379,11 @@ PSTORE_EXPORT pstore_status pstore_model_stats_get(const pstore_model* model,
 typedef int (*pstore_progress_fn)(uint64_t done_bytes, uint64_t total_bytes, void* user_data);
 
 typedef struct pstore_import_options {
-  size_t struct_size; /* sizeof(pstore_import_options) */
-  int force;          /* nonzero: replace the name if it names another model */
-  int wait;           /* nonzero: wait for another writer instead of PSTORE_ERR_BUSY */
-  int threads;        /* 0: one per core; at most 256 */
-  const char* profile;/* codec profile ("fast", "dense", ...); NULL: the store's */
+  size_t struct_size;          /* sizeof(pstore_import_options) */
+  int force;                   /* nonzero: replace the name if it names another model */
+  int wait;                    /* nonzero: wait for another writer instead of PSTORE_ERR_BUSY */
+  int threads;                 /* 0: one per core; at most 256 */
+  const char* profile;         /* codec profile ("fast", "dense", ...); NULL: the store's */
   pstore_progress_fn progress; /* NULL: none. Callers built before this field
                                   existed pass a smaller struct_size and get none */
   void* progress_user_data;    /* passed to progress as user_data */
