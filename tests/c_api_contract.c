@@ -16,6 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/resource.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "pstore.h"
 
 static int g_failed = 0;
@@ -340,6 +345,44 @@ static void check_model_errors_and_info(void) {
   pstore_model_close(m);
 }
 
+/* Out of memory is PSTORE_ERR_NO_MEMORY, with a message, and no crash: a
+ * child process limits its address space to a little more than it uses, then
+ * asks to prefetch 64 Mi indices (the library's copy of them cannot be
+ * allocated). */
+static void check_no_memory(void) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    pstore_store* s = NULL;
+    pstore_model* m = NULL;
+    size_t count = (size_t)64 << 20;
+    size_t* idx = calloc(count, sizeof(size_t)); /* zero pages: index 0 */
+    unsigned long vm_pages = 0;
+    FILE* f = fopen("/proc/self/statm", "r");
+    struct rlimit rl;
+    pstore_status st;
+    if (!idx || !f || fscanf(f, "%lu", &vm_pages) != 1) _exit(3);
+    fclose(f);
+    if (pstore_store_open(g_store, NULL, &s) != PSTORE_OK ||
+        pstore_model_open(s, "small:1", &m) != PSTORE_OK)
+      _exit(4);
+    rl.rlim_cur = rl.rlim_max = (rlim_t)vm_pages * (rlim_t)sysconf(_SC_PAGESIZE) + (64u << 20);
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(5);
+    st = pstore_model_prefetch(m, idx, count);
+    if (st != PSTORE_ERR_NO_MEMORY || strstr(pstore_last_error(), "out of memory") == NULL) {
+      fprintf(stderr, "prefetch under a memory limit: %s: %s\n", pstore_status_string(st),
+              pstore_last_error());
+      _exit(6);
+    }
+    _exit(0);
+  }
+  {
+    int ws = 0;
+    CHECK(pid > 0 && waitpid(pid, &ws, 0) == pid && WIFEXITED(ws) && WEXITSTATUS(ws) == 0,
+          "the out-of-memory child failed (status %d): a bad_alloc must be PSTORE_ERR_NO_MEMORY",
+          ws);
+  }
+}
+
 /* The store holds exactly what it held before, and nothing is left over. */
 static void check_store_unchanged(const struct store_state* before, const char* what) {
   struct store_state now;
@@ -487,6 +530,7 @@ int main(int argc, char** argv) {
   CHECK(strstr(pstore_last_error(), "small:1") != NULL && strstr(pstore_last_error(), "force"),
         "the EXISTS message does not name small:1 and force: %s", pstore_last_error());
   check_model_errors_and_info();
+  check_no_memory();
   check_progress(small, big, late);
 
   free(run_pstore("ps --gc-all", &rc));
