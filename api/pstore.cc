@@ -1,5 +1,10 @@
 // The C API over the pager and the store: handles, statuses, no exceptions
-// across the boundary.
+// across the boundary. Every entry point that can fail runs its body inside
+// Guard(), so an exception (std::bad_alloc included) becomes a status and a
+// message for the calling thread; the message lives in a thread_local.
+//
+// Thread-safety: as api/pstore.h states; this file keeps no shared mutable
+// state besides the handles themselves.
 #include "api/pstore.h"
 
 #include <algorithm>
@@ -15,6 +20,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "codec/dtype.h"
+#include "common/status.h"
 #include "pager/pager.h"
 #include "store/store.h"
 
@@ -32,9 +39,58 @@ struct pstore_model {
   mutable std::unordered_map<std::string, std::string> meta_values;
 };
 
+// The C enums are the internal ones, value for value: a status or dtype
+// crosses the boundary as a cast, and neither side may renumber.
+#define PSTORE_SAME_STATUS(c, k) \
+  static_assert(int(c) == int(pstore::Status::Code::k), #c " differs from Status::Code::" #k)
+PSTORE_SAME_STATUS(PSTORE_OK, kOk);
+PSTORE_SAME_STATUS(PSTORE_ERR_NOT_FOUND, kNotFound);
+PSTORE_SAME_STATUS(PSTORE_ERR_CORRUPTION, kCorruption);
+PSTORE_SAME_STATUS(PSTORE_ERR_INVALID_ARGUMENT, kInvalidArgument);
+PSTORE_SAME_STATUS(PSTORE_ERR_IO, kIOError);
+PSTORE_SAME_STATUS(PSTORE_ERR_BUSY, kBusy);
+PSTORE_SAME_STATUS(PSTORE_ERR_NO_SPACE, kNoSpace);
+PSTORE_SAME_STATUS(PSTORE_ERR_UNSUPPORTED, kUnsupported);
+PSTORE_SAME_STATUS(PSTORE_ERR_EXISTS, kExists);
+PSTORE_SAME_STATUS(PSTORE_ERR_INTERNAL, kInternal);
+PSTORE_SAME_STATUS(PSTORE_ERR_ABORTED, kAborted);
+PSTORE_SAME_STATUS(PSTORE_ERR_NO_MEMORY, kNoMemory);
+#undef PSTORE_SAME_STATUS
+
+#define PSTORE_SAME_DTYPE(c, k) \
+  static_assert(int(c) == int(pstore::DType::k), #c " differs from DType::" #k)
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_BOOL, kBool);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_U8, kU8);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_I8, kI8);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_F8_E5M2, kF8_E5M2);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_F8_E4M3, kF8_E4M3);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_I16, kI16);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_U16, kU16);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_F16, kF16);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_BF16, kBF16);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_I32, kI32);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_U32, kU32);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_F32, kF32);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_F64, kF64);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_I64, kI64);
+PSTORE_SAME_DTYPE(PSTORE_DTYPE_U64, kU64);
+#undef PSTORE_SAME_DTYPE
+
 namespace {
 
 thread_local std::string g_last_error;
+
+// Sets the calling thread's message where an exception was caught: if even
+// that cannot allocate, the message is left empty rather than let a second
+// exception out of a noexcept function.
+void SetLastError(const char* prefix, const char* what) noexcept {
+  try {
+    g_last_error.assign(prefix);
+    g_last_error.append(what);
+  } catch (...) {
+    g_last_error.clear();
+  }
+}
 
 pstore_status ToC(const pstore::Status& s) {
   if (s.ok()) return PSTORE_OK;
@@ -49,6 +105,7 @@ pstore_status ToC(const pstore::Status& s) {
     case pstore::Status::Code::kUnsupported: return PSTORE_ERR_UNSUPPORTED;
     case pstore::Status::Code::kExists: return PSTORE_ERR_EXISTS;
     case pstore::Status::Code::kAborted: return PSTORE_ERR_ABORTED;
+    case pstore::Status::Code::kNoMemory: return PSTORE_ERR_NO_MEMORY;
     default: return PSTORE_ERR_INTERNAL;
   }
 }
@@ -64,13 +121,15 @@ pstore_status Guard(F&& f) noexcept {
   try {
     return f();
   } catch (const std::bad_alloc&) {
-    g_last_error = "out of memory";
+    // The same status as a std::bad_alloc caught inside the library
+    // (Status::NoMemory), which ToC maps to PSTORE_ERR_NO_MEMORY too.
+    SetLastError("out of memory: ", "free memory on the host or lower the store's budget");
     return PSTORE_ERR_NO_MEMORY;
   } catch (const std::exception& e) {
-    g_last_error = std::string("internal error: ") + e.what();
+    SetLastError("internal error (please report it): ", e.what());
     return PSTORE_ERR_INTERNAL;
   } catch (...) {
-    g_last_error = "internal error";
+    SetLastError("internal error (please report it)", "");
     return PSTORE_ERR_INTERNAL;
   }
 }
@@ -99,12 +158,7 @@ const char* pstore_status_string(pstore_status status) {
 
 const char* pstore_last_error(void) { return g_last_error.c_str(); }
 
-const char* pstore_version(void) {
-#define PSTORE_STR2(x) #x
-#define PSTORE_STR(x) PSTORE_STR2(x)
-  return PSTORE_STR(PSTORE_VERSION_MAJOR) "." PSTORE_STR(PSTORE_VERSION_MINOR) "." PSTORE_STR(
-      PSTORE_VERSION_PATCH);
-}
+const char* pstore_version(void) { return PSTORE_VERSION_STRING; }
 
 uint32_t pstore_version_number(void) { return PSTORE_VERSION_NUMBER; }
 
@@ -216,24 +270,30 @@ size_t pstore_model_tensor_count(const pstore_model* model) {
 
 pstore_status pstore_model_tensor_info(const pstore_model* model, size_t index,
                                        pstore_tensor_info* out) {
-  if (!model || !out) return Invalid("pstore_model_tensor_info: NULL argument");
-  if (out->struct_size < offsetof(pstore_tensor_info, nbytes) + sizeof(out->nbytes))
-    return Invalid(
-        "pstore_model_tensor_info: set struct_size = sizeof(pstore_tensor_info) before the call");
-  if (index >= model->model->tensor_count())
-    return Invalid("pstore_model_tensor_info: index out of range");
-  const pstore::Manifest& m = model->model->manifest();
-  const pstore::ManifestTensor& t = m.tensors[index];
-  pstore_tensor_info info;
-  info.struct_size = std::min(out->struct_size, sizeof(info));  // what is filled
-  info.name = t.name.c_str();
-  info.dtype = pstore_dtype(t.dtype);
-  info.ndim = uint32_t(t.shape.size());
-  info.shape = t.shape.data();
-  info.nbytes = t.size;
-  info.ggml_type = pstore::IsGguf(m.format) ? int32_t(t.ggml_type) : -1;
-  std::memcpy(out, &info, info.struct_size);
-  return PSTORE_OK;
+  return Guard([&]() -> pstore_status {
+    if (!model || !out) return Invalid("pstore_model_tensor_info: NULL argument");
+    // A caller built against an older header passes a smaller struct (down to
+    // the fields up to nbytes); a newer one a larger struct. Either way only
+    // min(its size, ours) bytes are written, and struct_size says how many.
+    if (out->struct_size < offsetof(pstore_tensor_info, nbytes) + sizeof(out->nbytes))
+      return Invalid(
+          "pstore_model_tensor_info: set struct_size = sizeof(pstore_tensor_info) before the "
+          "call");
+    if (index >= model->model->tensor_count())
+      return Invalid("pstore_model_tensor_info: index out of range");
+    const pstore::Manifest& m = model->model->manifest();
+    const pstore::ManifestTensor& t = m.tensors[index];
+    pstore_tensor_info info;
+    info.struct_size = std::min(out->struct_size, sizeof(info));  // what is filled
+    info.name = t.name.c_str();
+    info.dtype = pstore_dtype(t.dtype);
+    info.ndim = uint32_t(t.shape.size());
+    info.shape = t.shape.data();
+    info.nbytes = t.size;
+    info.ggml_type = pstore::IsGguf(m.format) ? int32_t(t.ggml_type) : -1;
+    std::memcpy(out, &info, info.struct_size);
+    return PSTORE_OK;
+  });
 }
 
 const char* pstore_model_format(const pstore_model* model) {
@@ -241,11 +301,13 @@ const char* pstore_model_format(const pstore_model* model) {
 }
 
 pstore_status pstore_model_metadata(const pstore_model* model, const char** json, size_t* len) {
-  if (!model || !json) return Invalid("pstore_model_metadata: NULL argument");
-  const std::string& meta = model->model->manifest().metadata_json;
-  *json = meta.empty() ? "{}" : meta.c_str();
-  if (len) *len = meta.empty() ? 2 : meta.size();
-  return PSTORE_OK;
+  return Guard([&]() -> pstore_status {
+    if (!model || !json) return Invalid("pstore_model_metadata: NULL argument");
+    const std::string& meta = model->model->manifest().metadata_json;
+    *json = meta.empty() ? "{}" : meta.c_str();
+    if (len) *len = meta.empty() ? 2 : meta.size();
+    return PSTORE_OK;
+  });
 }
 
 pstore_status pstore_model_metadata_get(const pstore_model* model, const char* key,
@@ -404,8 +466,21 @@ pstore_status pstore_import_file(const char* store_path, const char* source, con
       wait = opts->wait != 0;
       if (opts->profile) {
         auto p = pstore::ProfileFromName(opts->profile);
-        if (!p) return Invalid("pstore_import_file: unknown codec profile");
+        if (!p)
+          return Invalid(
+              "pstore_import_file: unknown codec profile (`pstore config --help` lists them)");
         io.profile = *p;
+      }
+      // Callers built before the progress callback existed pass a smaller
+      // struct and get none.
+      if (opts->struct_size >= offsetof(pstore_import_options, progress_user_data) +
+                                   sizeof(opts->progress_user_data) &&
+          opts->progress) {
+        pstore_progress_fn fn = opts->progress;
+        void* user = opts->progress_user_data;
+        io.progress = [fn, user](uint64_t done, uint64_t total) {
+          return fn(done, total, user) != 0;
+        };
       }
     }
     if (io.threads < 0 || io.threads > pstore::kMaxThreads)
@@ -417,6 +492,12 @@ pstore_status pstore_import_file(const char* store_path, const char* source, con
     auto w = pstore::StoreWriter::Open(root, wait);
     if (!w.ok()) return ToC(w.status());
     auto r = (*w)->Import(source, *name, io);
+    if (!r.ok() && r.status().code() == pstore::Status::Code::kAborted)
+      return ToC(pstore::Status::Aborted("the progress callback stopped the import of " +
+                                         std::string(source) + " as " + name->Ref() +
+                                         ": nothing of it was committed, and the chunks it had "
+                                         "written are taken out again (should that fail, the "
+                                         "next `pstore compact` removes them)"));
     if (!r.ok()) return ToC(r.status());
     if (digest_out) std::memcpy(digest_out, r->digest.Hex().c_str(), 33);
     return PSTORE_OK;

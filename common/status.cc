@@ -34,6 +34,7 @@ const char* Status::CodeName(Code code) {
     case Code::kExists: return "already exists";
     case Code::kInternal: return "internal error";
     case Code::kAborted: return "aborted";
+    case Code::kNoMemory: return "out of memory";
   }
   return "unknown";
 }

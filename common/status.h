@@ -34,6 +34,7 @@ class Status {
     kExists = 8,
     kInternal = 9,
     kAborted = 10,   // the caller asked to stop (progress callback)
+    kNoMemory = 11,  // an allocation failed (std::bad_alloc)
   };
 
   Status() = default;  // OK
@@ -53,6 +54,8 @@ class Status {
   static Status Exists(std::string_view msg) { return Status(Code::kExists, msg); }
   static Status Internal(std::string_view msg) { return Status(Code::kInternal, msg); }
   static Status Aborted(std::string_view msg) { return Status(Code::kAborted, msg); }
+  // What a caught std::bad_alloc becomes, in every layer.
+  static Status NoMemory(std::string_view msg) { return Status(Code::kNoMemory, msg); }
 
   bool ok() const { return rep_ == nullptr; }
   Code code() const { return rep_ ? rep_->code : Code::kOk; }

@@ -42,7 +42,7 @@ Status Guarded(F&& fn) {
   try {
     return fn();
   } catch (const std::bad_alloc&) {
-    return Status::NoSpace("out of memory while loading");
+    return Status::NoMemory("out of memory while loading");
   } catch (const std::exception& e) {
     return Status::Internal(std::string("loading failed: ") + e.what());
   }

@@ -105,7 +105,10 @@ inline Status ParallelFor(size_t n, int threads, const std::function<Status(size
     }
   }
   for (auto& t : pool) t.join();
-  if (progress && done && !aborted && first_error.ok()) progress(done->load(), total);
+  // The last call comes after every item is done, but still before the
+  // caller commits anything: returning false there aborts too.
+  if (progress && done && !aborted && first_error.ok() && !progress(done->load(), total))
+    aborted = true;
   if (!first_error.ok()) return first_error;
   if (aborted) return Status::Aborted("stopped at the caller's request");
   return Status::OK();

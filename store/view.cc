@@ -221,7 +221,7 @@ Status StoreView::LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* place
       }
       return Status::OK();
     } catch (const std::bad_alloc&) {
-      return Status::NoSpace("out of memory while listing chunk places");
+      return Status::NoMemory("out of memory while listing chunk places");
     } catch (...) {
       return Status::Internal("listing chunk places failed");
     }

@@ -42,9 +42,16 @@ class ModelStats(ctypes.Structure):
                                                      for f in MODEL_STATS_FIELDS]
 
 
+# pstore_progress_fn: int (*)(uint64_t done_bytes, uint64_t total_bytes, void* user_data).
+PROGRESS_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_void_p)
+
+
 class ImportOptions(ctypes.Structure):
+    # The whole of pstore_import_options: pstore_import_options_default writes
+    # sizeof(pstore_import_options) bytes into it.
     _fields_ = [("struct_size", ctypes.c_size_t), ("force", ctypes.c_int), ("wait", ctypes.c_int),
-                ("threads", ctypes.c_int), ("profile", ctypes.c_char_p)]
+                ("threads", ctypes.c_int), ("profile", ctypes.c_char_p),
+                ("progress", PROGRESS_FN), ("progress_user_data", ctypes.c_void_p)]
 
 
 def _candidates():

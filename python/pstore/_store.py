@@ -122,12 +122,17 @@ class Store:
         return f"<pstore.Store {self._path or '(default)'} {state}>"
 
 
-def import_file(source, ref, store=None, force=False, wait=False, threads=0, profile=None):
+def import_file(source, ref, store=None, force=False, wait=False, threads=0, profile=None,
+                progress=None):
     """Imports a safetensors file (or a sharded model's folder or index.json)
     into the store at `store` (a path, a Store, or None for the default store,
     created if missing) as `ref` ("name:tag"), atomically. Returns the digest.
     force: replace the name if it names another model. wait: wait for another
-    writer instead of raising Busy."""
+    writer instead of raising Busy. progress: a callable(done_bytes,
+    total_bytes) called about ten times a second and once at the end, on this
+    thread; a false result stops the import, which then raises Aborted and
+    leaves the store as it was (an exception in it stops the import too and is
+    raised again here)."""
     if isinstance(store, Store):
         store = store.path
     opts = _capi.ImportOptions()
@@ -137,9 +142,20 @@ def import_file(source, ref, store=None, force=False, wait=False, threads=0, pro
     opts.threads = int(threads)
     if profile is not None:
         opts.profile = profile.encode()
+    raised = []
+    if progress is not None:
+        def on_progress(done, total, _user):
+            try:
+                return 1 if progress(done, total) else 0
+            except BaseException as e:  # noqa: B902 -- re-raised after the call
+                raised.append(e)
+                return 0
+        opts.progress = _capi.PROGRESS_FN(on_progress)  # alive until this function returns
     digest = ctypes.create_string_buffer(33)
     src = os.fspath(source)
-    check(lib.pstore_import_file(None if store is None else os.fspath(store).encode(),
-                                 src.encode(), ref.encode(), ctypes.byref(opts), digest),
-          f"cannot import {src} as {ref}")
+    st = lib.pstore_import_file(None if store is None else os.fspath(store).encode(),
+                                src.encode(), ref.encode(), ctypes.byref(opts), digest)
+    if raised:
+        raise raised[0]
+    check(st, f"cannot import {src} as {ref}")
     return digest.value.decode()

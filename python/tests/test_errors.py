@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import pstore
-from conftest import REPO, SafetensorsFile, write_safetensors
+from conftest import REPO, SafetensorsFile, run_pstore, write_safetensors
 
 
 def test_missing_model_and_store(small_model, scratch):
@@ -96,3 +96,39 @@ def test_full_dev_shm_raises_no_space(small_model):
     with pstore.Store(root) as store, store.open(ref) as m:  # nothing lost
         st = SafetensorsFile(src)
         assert all(m.numpy(n).tobytes() == st.raw(n) for n in m.names())
+
+
+def _stat(root):
+    import json
+    return json.loads(run_pstore(root, "--json", "stat").stdout)
+
+
+def test_progress_callback_stops_import_and_store_is_unchanged(scratch):
+    work = tempfile.mkdtemp(prefix="progress-", dir=scratch)
+    rng = np.random.default_rng(12)
+    small = os.path.join(work, "small.safetensors")
+    write_safetensors(small, [("a", "U8", (4096,), rng.integers(0, 256, 4096, np.uint8).tobytes())])
+    big = os.path.join(work, "big.safetensors")
+    write_safetensors(big, [(f"w.{i}", "U8", (4 << 20,),
+                             rng.integers(0, 256, 4 << 20, np.uint8).tobytes()) for i in range(16)])
+    root = os.path.join(work, "store")
+    seen = []
+    pstore.import_file(small, "small:1", store=root, progress=lambda d, t: seen.append((d, t)) or 1)
+    assert seen and seen[-1][0] == seen[-1][1] == 4096, seen
+    before = _stat(root)
+    calls = []
+    with pytest.raises(pstore.Aborted, match="big:1"):
+        pstore.import_file(big, "big:1", store=root, threads=1,
+                           progress=lambda d, t: calls.append((d, t)) and False)
+    assert len(calls) == 1, calls
+    # An exception in the callback stops the import and comes out here.
+    with pytest.raises(ZeroDivisionError):
+        pstore.import_file(big, "big:2", store=root, progress=lambda d, t: 1 / 0)
+    run_pstore(root, "tag", "small:1", "small:2")  # publishes the live database
+    after = _stat(root)
+    assert (after["chunks"], after["stored_bytes"]) == (before["chunks"], before["stored_bytes"])
+    assert '"chunks_removed":0' in run_pstore(root, "--json", "compact").stdout.replace(" ", "")
+    run_pstore(root, "verify")
+    with pstore.Store(root) as s:
+        with pytest.raises(pstore.NotFound):
+            s.open("big:1")
