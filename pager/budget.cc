@@ -6,19 +6,15 @@
 
 #include <algorithm>
 
-#include "pager/ofd_lock.h"
+#include "pager/budget_lock.h"
 #include "pager/pager.h"
 
 namespace pstore {
 
 Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
   if (slots.empty()) return Status::OK();
-  std::lock_guard<std::mutex> local(budget_mu_);
-  if (!OfdLock(budget_fd_.get(), 0, true)) return Status::FromErrno("budget lock", errno);
-  struct Unlock {
-    int fd;
-    ~Unlock() { OfdUnlock(fd, 0); }
-  } unlock{budget_fd_.get()};
+  BudgetGuard budget(&budget_mu_, budget_fd_.get());
+  if (!budget.locked()) return budget.status();
   // Memory comes in units (pager/layout.h): a gapless unit is allocated
   // whole (for huge pages), others slot by slot. A slot needs every unit it
   // overlaps.
@@ -59,10 +55,8 @@ Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
 }
 
 void Pager::EnforceBudget() {
-  std::lock_guard<std::mutex> local(budget_mu_);
-  if (!OfdLock(budget_fd_.get(), 0, true)) return;
-  EvictToBudgetLocked(0);
-  OfdUnlock(budget_fd_.get(), 0);
+  BudgetGuard budget(&budget_mu_, budget_fd_.get());
+  if (budget.locked()) EvictToBudgetLocked(0);
 }
 
 void Pager::EvictToBudgetLocked(uint64_t extra) {
@@ -71,7 +65,7 @@ void Pager::EvictToBudgetLocked(uint64_t extra) {
   // process has open are counted through their attachment; the others by a
   // look at their size, and attached only for as long as an eviction needs
   // them, so that evicting never holds places in other models' process tables.
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   struct stat dir;
   if (::stat("/dev/shm", &dir) != 0 || dir.st_mtim.tv_sec != shm_mtime_.tv_sec ||
       dir.st_mtim.tv_nsec != shm_mtime_.tv_nsec || seg_names_.empty()) {
@@ -131,10 +125,8 @@ void Pager::EvictToBudgetLocked(uint64_t extra) {
 }
 
 void Pager::ReapUnderBudgetLock(Segment* seg, uint32_t a) {
-  std::lock_guard<std::mutex> local(budget_mu_);
-  if (!OfdLock(budget_fd_.get(), 0, true)) return;
-  seg->ReapIfDead(a, /*budget_locked=*/true);
-  OfdUnlock(budget_fd_.get(), 0);
+  BudgetGuard budget(&budget_mu_, budget_fd_.get());
+  if (budget.locked()) seg->ReapIfDead(a, /*budget_locked=*/true);
 }
 
 }  // namespace pstore

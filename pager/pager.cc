@@ -14,8 +14,8 @@
 #include <system_error>
 #include <thread>
 
+#include "pager/budget_lock.h"
 #include "pager/budget_object.h"
-#include "pager/ofd_lock.h"
 #include "pager/shm_access.h"
 
 namespace pstore {
@@ -62,11 +62,9 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
       ::free(real);
     }
     while (folder.size() > 1 && folder.back() == '/') folder.pop_back();
-    std::lock_guard<std::mutex> local(p->budget_mu_);
-    if (OfdLock(fd, kBudgetLockByte, true)) {
+    BudgetGuard budget(&p->budget_mu_, fd);
+    if (budget.locked())
       WriteBudgetOwner(static_cast<uint8_t*>(m), size_t(page), p->store_id_, folder);
-      OfdUnlock(fd, kBudgetLockByte);
-    }
   }
   int threads = opt.loader_threads > 0 ? opt.loader_threads
                                        : std::max(2, int(std::thread::hardware_concurrency()));
@@ -74,14 +72,17 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
   p->pool_ = std::make_unique<LoaderPool>(threads, [raw] { raw->Trim(); });
   PSTORE_RETURN_IF_ERROR(p->pool_->start_status());
   PSTORE_ASSIGN_OR_RETURN(auto reader, StoreReader::Open(root, /*lazy_db=*/true));
-  p->reader_ = std::move(reader);
+  {
+    MutexLock l(&p->mu_);
+    p->reader_ = std::move(reader);
+  }
   return p;
 }
 
 Result<std::shared_ptr<StoreReader>> Pager::CurrentReader() {
   StorePaths paths{root_};
   PSTORE_ASSIGN_OR_RETURN(uint64_t current, ReadCurrentGeneration(paths));
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (reader_ && reader_->generation() == current) return reader_;
   PSTORE_ASSIGN_OR_RETURN(auto r, StoreReader::Open(root_, /*lazy_db=*/true));
   reader_ = std::move(r);
@@ -91,7 +92,7 @@ Result<std::shared_ptr<StoreReader>> Pager::CurrentReader() {
 Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const Layout& layout,
                                                    std::string_view manifest) {
   std::string name = Segment::NameFor(store_id_, d);
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = segments_.find(name);
   if (it != segments_.end())
     if (auto s = it->second.lock()) return s;
@@ -104,7 +105,7 @@ Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const L
 
 std::shared_ptr<Segment> Pager::FindResident(const ModelDigest& d) {
   std::string name = Segment::NameFor(store_id_, d);
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = segments_.find(name);
   if (it != segments_.end())
     if (auto s = it->second.lock()) return s;
@@ -180,7 +181,7 @@ StoreMemory Pager::Memory() {
 
 std::unique_ptr<ChunkDecoder> Pager::TakeDecoder() {
   {
-    std::lock_guard<std::mutex> l(decoders_mu_);
+    MutexLock l(&decoders_mu_);
     if (!decoders_.empty()) {
       auto d = std::move(decoders_.back());
       decoders_.pop_back();
@@ -191,13 +192,13 @@ std::unique_ptr<ChunkDecoder> Pager::TakeDecoder() {
 }
 
 void Pager::GiveDecoder(std::unique_ptr<ChunkDecoder> d) {
-  std::lock_guard<std::mutex> l(decoders_mu_);
+  MutexLock l(&decoders_mu_);
   decoders_.push_back(std::move(d));
 }
 
 void Pager::Trim() {
   {
-    std::lock_guard<std::mutex> l(decoders_mu_);
+    MutexLock l(&decoders_mu_);
     for (auto& d : decoders_) d->ReleaseMemory();
   }
   // RocksDB's read buffers and our scratch are freed, but glibc keeps freed

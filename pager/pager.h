@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
 #include "pager/loader_pool.h"
 #include "pager/model.h"
 #include "pager/segment.h"
@@ -62,21 +63,21 @@ class Pager {
   const std::string& store_id() const { return store_id_; }
   const std::string& root() const { return root_; }
   // The newest generation (opening it if the store changed since last time).
-  Result<std::shared_ptr<StoreReader>> CurrentReader();
+  Result<std::shared_ptr<StoreReader>> CurrentReader() EXCLUDES(mu_);
 
  private:
   friend class Model;
   Pager() = default;
   // Makes room under the budget for these slots of seg and allocates them.
-  Status ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots);
+  Status ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) EXCLUDES(budget_mu_);
   // Evicts until the store's memory plus `extra` fits the budget (or nothing
   // unpinned is left). Call with the budget lock held; skip is not evicted.
-  void EvictToBudgetLocked(uint64_t extra);
+  void EvictToBudgetLocked(uint64_t extra) REQUIRES(budget_mu_);
   // Takes the budget lock and evicts down to the budget (after pins went away).
-  void EnforceBudget();
+  void EnforceBudget() EXCLUDES(budget_mu_);
   // Reaps attachment a of seg if its owner died, under the budget lock (a
   // dead evictor's unit is sorted out then).
-  void ReapUnderBudgetLock(Segment* seg, uint32_t a);
+  void ReapUnderBudgetLock(Segment* seg, uint32_t a) EXCLUDES(budget_mu_);
   // A decoder from the pool, and back.
   std::unique_ptr<ChunkDecoder> TakeDecoder();
   void GiveDecoder(std::unique_ptr<ChunkDecoder> d);
@@ -98,21 +99,23 @@ class Pager {
   // The budget lock: an OFD lock on byte 0 of the store's budget file in
   // /dev/shm excludes other processes; OFD locks do not exclude threads
   // sharing the descriptor, so budget_mu_ excludes this process's threads.
-  std::mutex budget_mu_;
+  // Both are taken and let go by a BudgetGuard (pager/budget_lock.h).
+  Mutex budget_mu_;
   UniqueFd budget_fd_;
   // In that file: set while the store is over budget because of pins, so that
   // whoever drops a pin evicts what the pin kept.
   std::atomic<uint32_t>* over_budget_ = nullptr;
 
-  std::mutex mu_;  // guards reader_, segments_, the segment list
-  std::shared_ptr<StoreReader> reader_;
-  std::map<std::string, std::weak_ptr<Segment>> segments_;  // this process's models
-  uint32_t evict_start_ = 0;
-  std::vector<std::string> seg_names_;  // ListSegments, cached while /dev/shm is unchanged
-  struct timespec shm_mtime_ = {};
+  Mutex mu_;
+  std::shared_ptr<StoreReader> reader_ GUARDED_BY(mu_);
+  std::map<std::string, std::weak_ptr<Segment>> segments_ GUARDED_BY(mu_);  // this process's models
+  uint32_t evict_start_ GUARDED_BY(budget_mu_) = 0;
+  // ListSegments, cached while /dev/shm is unchanged
+  std::vector<std::string> seg_names_ GUARDED_BY(mu_);
+  struct timespec shm_mtime_ GUARDED_BY(mu_) = {};
 
-  std::mutex decoders_mu_;
-  std::vector<std::unique_ptr<ChunkDecoder>> decoders_;
+  Mutex decoders_mu_;
+  std::vector<std::unique_ptr<ChunkDecoder>> decoders_ GUARDED_BY(decoders_mu_);
 };
 
 }  // namespace pstore
