@@ -31,20 +31,10 @@ Result<const uint8_t*> Model::Acquire(uint32_t t) {
   acquires_.fetch_add(1, std::memory_order_relaxed);
   Segment& seg = *seg_;
   const TensorPlace& p = layout_.tensors[t];
-  std::atomic<uint32_t>& pin = seg.pin(seg.me(), t);
-  pin.fetch_add(1, std::memory_order_seq_cst);
+  // Dropped on every way out but success, where Release drops it.
+  TensorPin pin(&seg, t);
   if (!Resident(p)) {
-    Status st;
-    try {
-      st = LoadSlots(t);
-    } catch (...) {
-      pin.fetch_sub(1);
-      throw;
-    }
-    if (!st.ok()) {
-      pin.fetch_sub(1);
-      return st;
-    }
+    PSTORE_RETURN_IF_ERROR(LoadSlots(t));
     misses_.fetch_add(1, std::memory_order_relaxed);
   } else {
     hits_.fetch_add(1, std::memory_order_relaxed);
@@ -52,20 +42,20 @@ Result<const uint8_t*> Model::Acquire(uint32_t t) {
   for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++)
     if (!seg.ref(s)) seg.ref(s) = 1;
   static const uint8_t kEmptyTensor[1] = {0};
-  if (p.nslots == 0) return kEmptyTensor;
+  if (p.nslots == 0) {
+    pin.Keep();
+    return kEmptyTensor;
+  }
   if (checked_at_) {
     // Read before the check: an eviction after it (of other slots; ours are
     // pinned) only makes the next acquire check again.
     uint64_t epoch = seg.header()->evictions.load() + 1;
     if (checked_at_[t].load() != epoch) {
-      Status st = CheckBytes(t, seg.data() + p.offset);
-      if (!st.ok()) {
-        pin.fetch_sub(1);
-        return st;
-      }
+      PSTORE_RETURN_IF_ERROR(CheckBytes(t, seg.data() + p.offset));
       checked_at_[t].store(epoch);
     }
   }
+  pin.Keep();
   return seg.data() + p.offset;
 }
 
@@ -106,20 +96,18 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
                                    mt.name + " (" + std::to_string(mt.size) + " bytes)");
   Segment& seg = *seg_;
   const TensorPlace& p = layout_.tensors[t];
-  std::atomic<uint32_t>& pin = seg.pin(seg.me(), t);
-  pin.fetch_add(1, std::memory_order_seq_cst);
+  TensorPin pin(&seg, t);
   if (Resident(p)) {
     if (mt.size) std::memcpy(dst, seg.data() + p.offset, mt.size);
-    pin.fetch_sub(1);
+    pin.Drop();
     // The copy is this process's own: checked, it stays right. Bytes that
     // fail the check are decoded from the store instead, below.
     if (!checked_at_ || CheckBytes(t, static_cast<const uint8_t*>(dst)).ok()) {
       hits_.fetch_add(1, std::memory_order_relaxed);
       return Status::OK();
     }
-  } else {
-    pin.fetch_sub(1);
   }
+  pin.Drop();
   // Not resident: decode straight into the caller's buffer; shared memory is
   // left alone.
   PSTORE_RETURN_IF_ERROR(reader_->EnsureDb());

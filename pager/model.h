@@ -18,6 +18,7 @@
 #include "pager/layout.h"
 #include "pager/name_index.h"
 #include "pager/segment.h"
+#include "pager/slot_claims.h"
 #include "pager/warmer.h"
 #include "store/store.h"
 
@@ -74,13 +75,11 @@ class Model : public std::enable_shared_from_this<Model> {
   Status CheckBytes(uint32_t t, const uint8_t* p) const;
   // Whether every slot of a tensor is READY (call with the tensor pinned).
   bool Resident(const TensorPlace& p) const;
-  // Reads, decodes and checks slot s into shared memory. REQUIRES: s is
-  // claimed (LOADING) by this process and its memory reserved.
-  Status FillSlot(uint32_t s);
-  // The same for several slots, reading their chunks in batches; a slot that
-  // fails is unclaimed, the others are published. Returns the first error.
-  Status FillSlots(const uint32_t* slots, size_t n);
-  Status FillSlotsOrThrow(const uint32_t* slots, size_t n);
+  // Reads, decodes and checks claims [from, to) into shared memory,
+  // reading their chunks in batches; a slot that fails is given up, the
+  // others are published (and on an exception, what is left is given up).
+  // Returns the first error. REQUIRES: their memory reserved.
+  Status FillSlots(SlotClaims* claims, size_t from, size_t to);
   // Prefetches: batches of tensors (or of slots) for the loader threads.
   static constexpr uint64_t kPrefetchBatchBytes = 4ull << 20;
   static constexpr uint64_t kBulkBytes = 32ull << 20;  // a bulk load from here
@@ -94,16 +93,14 @@ class Model : public std::enable_shared_from_this<Model> {
   bool PrefetchInFileOrder(const std::vector<uint32_t>& tensors);
   // Prefetches the tensors in batches, in the order given.
   void PrefetchInBatches(const std::vector<uint32_t>& tensors);
-  // Claims these EMPTY slots and reserves their memory; on error the claims
-  // are undone. Slots others are loading go to busy.
-  Result<std::vector<uint32_t>> ClaimSlots(const std::vector<uint32_t>& slots,
-                                           std::vector<uint32_t>* busy);
-  // Claims the EMPTY slots of these tensors and reserves their memory; on
-  // error the claims are undone. Slots others are loading go to busy.
-  Result<std::vector<uint32_t>> ClaimAndReserve(const uint32_t* tensors, size_t n,
-                                                std::vector<uint32_t>* busy);
-  // Undoes a claim: the slot is EMPTY again and waiters wake.
-  void Unclaim(uint32_t s);
+  // Claims these EMPTY slots into claims (which must be empty) and reserves
+  // their memory; on error the claims are left for claims to give up. Slots
+  // others are loading go to busy.
+  Status ClaimSlots(const std::vector<uint32_t>& slots, std::vector<uint32_t>* busy,
+                    SlotClaims* claims);
+  // The same for the slots of these tensors.
+  Status ClaimAndReserve(const uint32_t* tensors, size_t n, std::vector<uint32_t>* busy,
+                         SlotClaims* claims);
 
   Pager* pager_ = nullptr;
   std::shared_ptr<StoreReader> reader_;  // the generation the model came from

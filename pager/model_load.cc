@@ -21,14 +21,8 @@ uint64_t NowNs() {
 
 }  // namespace
 
-void Model::Unclaim(uint32_t s) {
-  std::atomic<uint32_t>& word = seg_->state(s);
-  word.store(MakeState(kEmpty, 0));
-  FutexWakeAll(&word);
-}
-
-Result<std::vector<uint32_t>> Model::ClaimAndReserve(const uint32_t* tensors, size_t n,
-                                                     std::vector<uint32_t>* busy) {
+Status Model::ClaimAndReserve(const uint32_t* tensors, size_t n, std::vector<uint32_t>* busy,
+                              SlotClaims* claims) {
   std::vector<uint32_t> slots;
   size_t total = 0;
   for (size_t i = 0; i < n; i++) total += layout_.tensors[tensors[i]].nslots;
@@ -37,64 +31,24 @@ Result<std::vector<uint32_t>> Model::ClaimAndReserve(const uint32_t* tensors, si
     const TensorPlace& p = layout_.tensors[tensors[i]];
     for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++) slots.push_back(s);
   }
-  return ClaimSlots(slots, busy);
+  return ClaimSlots(slots, busy, claims);
 }
 
-Result<std::vector<uint32_t>> Model::ClaimSlots(const std::vector<uint32_t>& slots,
-                                                std::vector<uint32_t>* busy) {
-  Segment& seg = *seg_;
-  std::vector<uint32_t> mine;
-  mine.reserve(slots.size());  // no allocation (and so no throw) once slots are claimed
-  for (uint32_t s : slots) {
-    std::atomic<uint32_t>& word = seg.state(s);
-    uint32_t w = word.load();
-    while (StateOf(w) == kEmpty) {
-      if (word.compare_exchange_weak(w, MakeState(kLoading, seg.me()))) {
-        mine.push_back(s);
-        break;
-      }
-    }
-    if (busy && (StateOf(w) == kLoading || StateOf(w) == kEvicting)) busy->push_back(s);
-  }
-  Status st;
-  try {
-    st = pager_->ReserveSlots(&seg, mine);
-  } catch (...) {
-    for (uint32_t s : mine) Unclaim(s);
-    throw;
-  }
-  if (!st.ok()) {
-    for (uint32_t s : mine) Unclaim(s);
-    return st;
-  }
-  return mine;
+Status Model::ClaimSlots(const std::vector<uint32_t>& slots, std::vector<uint32_t>* busy,
+                         SlotClaims* claims) {
+  claims->Claim(slots, busy);
+  return pager_->ReserveSlots(seg_.get(), claims->slots());
 }
 
-Status Model::FillSlot(uint32_t s) {
-  return FillSlots(&s, 1);
-}
-
-Status Model::FillSlots(const uint32_t* slots, size_t n) {
-  // Whatever happens, every slot ends published or unclaimed: an exception
-  // (out of memory) must not leave a claim that everyone would wait on.
-  try {
-    return FillSlotsOrThrow(slots, n);
-  } catch (...) {
-    for (size_t i = 0; i < n; i++) {
-      uint32_t w = seg_->state(slots[i]).load();
-      if (StateOf(w) == kLoading && OwnerOf(w) == seg_->me()) Unclaim(slots[i]);
-    }
-    throw;
-  }
-}
-
-Status Model::FillSlotsOrThrow(const uint32_t* slots, size_t n) {
+Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
+  // Whatever happens, every slot ends published or given up: what is still
+  // claimed when this returns or throws is given up here.
+  SlotClaims::Scope give_up_rest(claims, from, to);
+  const size_t n = to - from;
+  auto slot = [&](size_t k) { return claims->slot(from + k); };
   Segment& seg = *seg_;
   Status first_error = reader_->EnsureDb();
-  if (!first_error.ok()) {
-    for (size_t i = 0; i < n; i++) Unclaim(slots[i]);
-    return first_error;
-  }
+  if (!first_error.ok()) return first_error;
   std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
   // Slots go in groups: one MultiGet per group (RocksDB then reads each
   // table block once for all the group's small chunks), and each slot is
@@ -110,15 +64,15 @@ Status Model::FillSlotsOrThrow(const uint32_t* slots, size_t n) {
     size_t end = i, npieces = 0;
     uint64_t nbytes = 0;
     while (end < n &&
-           (npieces == 0 || (npieces + layout_.slots[slots[end]].npieces <= kGroupPieces &&
-                             nbytes + layout_.slots[slots[end]].bytes <= kGroupBytes))) {
-      npieces += layout_.slots[slots[end]].npieces;
-      nbytes += layout_.slots[slots[end]].bytes;
+           (npieces == 0 || (npieces + layout_.slots[slot(end)].npieces <= kGroupPieces &&
+                             nbytes + layout_.slots[slot(end)].bytes <= kGroupBytes))) {
+      npieces += layout_.slots[slot(end)].npieces;
+      nbytes += layout_.slots[slot(end)].bytes;
       end++;
     }
     keys.clear();
     for (size_t k = i; k < end; k++) {
-      const Slot& sl = layout_.slots[slots[k]];
+      const Slot& sl = layout_.slots[slot(k)];
       for (uint32_t p = 0; p < sl.npieces; p++)
         keys.push_back(manifest_->chunks[layout_.pieces[sl.first_piece + p].chunk]);
     }
@@ -130,7 +84,7 @@ Status Model::FillSlotsOrThrow(const uint32_t* slots, size_t n) {
     reader_->view().ReadFrames(keys.data(), keys.size(), frames.data(), statuses.data());
     size_t at = 0;
     for (size_t k = i; k < end; k++) {
-      uint32_t s = slots[k];
+      uint32_t s = slot(k);
       const Slot& sl = layout_.slots[s];
       uint8_t* dst = seg.data_rw() + sl.offset;
       Status st;
@@ -150,14 +104,12 @@ Status Model::FillSlotsOrThrow(const uint32_t* slots, size_t n) {
         read += frames[at].size();
         decoded += pc.len;
       }
-      std::atomic<uint32_t>& word = seg.state(s);
       if (!st.ok()) {
-        Unclaim(s);  // its unit stays allocated, for the next loader
+        claims->GiveUp(from + k);  // its unit stays allocated, for the next loader
         if (first_error.ok()) first_error = st;
         continue;
       }
-      word.store(MakeState(kReady, 0), std::memory_order_release);
-      FutexWakeAll(&word);
+      claims->Publish(from + k);
       seg.header()->loads.fetch_add(1, std::memory_order_relaxed);
       seg.header()->load_bytes.fetch_add(decoded, std::memory_order_relaxed);
       slots_loaded_.fetch_add(1, std::memory_order_relaxed);
@@ -176,42 +128,37 @@ Status Model::LoadSlots(uint32_t t) {
   Segment& seg = *seg_;
   for (;;) {
     std::vector<uint32_t> theirs;
-    PSTORE_ASSIGN_OR_RETURN(std::vector<uint32_t> mine, ClaimAndReserve(&t, 1, &theirs));
-    if (mine.empty() && theirs.empty()) return Status::OK();
-    // Load our claims, the pool's threads and this one together.
-    if (!mine.empty()) {
-      struct Batch {
-        std::vector<uint32_t> slots;
-        std::atomic<size_t> next{0};
-        std::mutex mu;
-        std::condition_variable cv;
-        size_t finished = 0;
-        Status error;
-      };
-      std::shared_ptr<Batch> batch;
-      try {
-        batch = std::make_shared<Batch>();
-        batch->slots = std::move(mine);
-      } catch (...) {
-        for (uint32_t s : mine) Unclaim(s);
-        throw;
-      }
+    // Our claims, loaded by the pool's threads and this one together; what
+    // is not loaded when the batch goes is given up.
+    struct Batch {
+      explicit Batch(Segment* seg) : claims(seg) {}
+      SlotClaims claims;
+      std::atomic<size_t> next{0};
+      std::mutex mu;
+      std::condition_variable cv;
+      size_t finished = 0;
+      Status error;
+    };
+    auto batch = std::make_shared<Batch>(&seg);
+    PSTORE_RETURN_IF_ERROR(ClaimAndReserve(&t, 1, &theirs, &batch->claims));
+    if (batch->claims.empty() && theirs.empty()) return Status::OK();
+    if (!batch->claims.empty()) {
       // Helpers hold the model weakly: one still queued after the batch is
       // done must not keep the model (and its attachment) alive.
       std::weak_ptr<Model> weak = weak_from_this();
       auto work = [weak, batch] {
         for (;;) {
           size_t i = batch->next.fetch_add(1);
-          if (i >= batch->slots.size()) return;
+          if (i >= batch->claims.size()) return;
           auto self = weak.lock();
           if (!self) return;
-          Status st = Guarded([&] { return self->FillSlot(batch->slots[i]); });
+          Status st = Guarded([&] { return self->FillSlots(&batch->claims, i, i + 1); });
           std::lock_guard<std::mutex> l(batch->mu);
           if (!st.ok() && batch->error.ok()) batch->error = st;
-          if (++batch->finished == batch->slots.size()) batch->cv.notify_all();
+          if (++batch->finished == batch->claims.size()) batch->cv.notify_all();
         }
       };
-      size_t helpers = std::min<size_t>(batch->slots.size() - 1, size_t(pager_->pool_->threads()));
+      size_t helpers = std::min<size_t>(batch->claims.size() - 1, size_t(pager_->pool_->threads()));
       try {
         for (size_t h = 0; h < helpers; h++) pager_->pool_->Submit(work);
       } catch (...) {
@@ -219,7 +166,7 @@ Status Model::LoadSlots(uint32_t t) {
       }
       work();
       std::unique_lock<std::mutex> l(batch->mu);
-      batch->cv.wait(l, [&] { return batch->finished == batch->slots.size(); });
+      batch->cv.wait(l, [&] { return batch->finished == batch->claims.size(); });
       if (!batch->error.ok()) return batch->error;
     }
     // Wait for other processes' loads; take over from a loader that died.

@@ -42,9 +42,10 @@ void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots,
       }
     } busy(warmer.get());
     // Slots resident or being loaded by someone else are left alone.
-    auto mine = slots ? self->ClaimSlots(items, nullptr)
-                      : self->ClaimAndReserve(items.data(), items.size(), nullptr);
-    return mine.ok() ? self->FillSlots(mine->data(), mine->size()) : mine.status();
+    SlotClaims mine(self->seg_.get());
+    Status st = slots ? self->ClaimSlots(items, nullptr, &mine)
+                      : self->ClaimAndReserve(items.data(), items.size(), nullptr, &mine);
+    return st.ok() ? self->FillSlots(&mine, 0, mine.size()) : st;
   });
 }
 
