@@ -1,6 +1,7 @@
 // Segment: the process table. Liveness of attachments (OFD locks), and
 // reaping a dead attachment's pins, claims and unfinished eviction.
 #include <fcntl.h>
+#include <sys/mman.h>
 
 #include "pager/ofd_lock.h"
 #include "pager/segment.h"
@@ -68,6 +69,17 @@ bool Segment::SlotPinned(uint32_t s) const {
       if (pin(a, t).load(std::memory_order_seq_cst) != 0) return true;
   }
   return false;
+}
+
+void Segment::AbandonAsIfDead() {
+  // The OFD locks go with the open file description, which the mappings
+  // hold as well as the descriptor.
+  if (data_rw_) ::munmap(data_rw_, hdr_->data_bytes);
+  if (data_ro_) ::munmap(data_ro_, hdr_->data_bytes);
+  if (base_) ::munmap(base_, header_len_);
+  data_rw_ = data_ro_ = base_ = nullptr;
+  fd_.Reset();
+  me_ = kMaxAttach;
 }
 
 }  // namespace pstore
