@@ -1,8 +1,6 @@
+// Segment: naming, creating and attaching to a segment, mapping it, and
+// leaving it; the futex helpers.
 #include "pager/segment.h"
-
-#include "pager/shm_access.h"
-
-#include "pager/ofd_lock.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -17,54 +15,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "pager/ofd_lock.h"
+#include "pager/segment_format.h"
+#include "pager/shm_access.h"
+
 namespace pstore {
 
 namespace {
-
-uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
-
-struct Offsets {
-  uint64_t manifest, layout, slots, states, refs, units, alloc, attach, pins, pins_stride, data, total;
-};
-
-Offsets Compute(uint64_t page, uint64_t manifest_len, uint64_t layout_len, uint32_t nslots,
-                uint32_t nunits, uint32_t ntensors, uint64_t data_bytes) {
-  Offsets o;
-  o.manifest = RoundUp(sizeof(SegmentHeader), 64);
-  o.layout = RoundUp(o.manifest + manifest_len, 64);
-  o.slots = RoundUp(o.layout + layout_len, 64);
-  o.states = RoundUp(o.slots + sizeof(SlotInfo) * nslots, 64);
-  o.refs = RoundUp(o.states + 4ull * nslots, 64);
-  o.units = RoundUp(o.refs + nslots, 64);
-  o.alloc = RoundUp(o.units + sizeof(UnitInfo) * nunits, 64);
-  o.attach = RoundUp(o.alloc + 4ull * nunits, 64);
-  o.pins = RoundUp(o.attach + sizeof(AttachEntry) * kMaxAttach, page);
-  o.pins_stride = RoundUp(std::max<uint64_t>(4ull * ntensors, 4), page);
-  // The data region starts on a huge-page boundary of the file, so that
-  // huge-page slots can be backed by huge pages.
-  o.data = RoundUp(o.pins + o.pins_stride * kMaxAttach, kHugePage);
-  o.total = o.data + data_bytes;
-  return o;
-}
-
-// Whether a header describes a segment of file_size bytes as Compute lays
-// it out: every offset recomputed from the sizes, so that nothing mapped or
-// indexed from it can reach past the file.
-bool HeaderConsistent(const SegmentHeader& h, uint64_t file_size) {
-  constexpr uint64_t kMaxFile = 1ull << 48;  // sizes below this cannot overflow Compute
-  if (file_size >= kMaxFile || h.page == 0 || h.page > kHugePage || (h.page & (h.page - 1)) != 0 ||
-      h.unit_bytes == 0 || h.manifest_len > file_size || h.layout_len > file_size ||
-      h.data_bytes > file_size || h.data_bytes % h.unit_bytes != 0 ||
-      h.data_bytes / h.unit_bytes != h.nunits)
-    return false;
-  Offsets o = Compute(h.page, h.manifest_len, h.layout_len, h.nslots, h.nunits, h.ntensors,
-                      h.data_bytes);
-  return o.manifest == h.manifest_off && o.layout == h.layout_off && o.slots == h.slots_off &&
-         o.states == h.states_off && o.refs == h.refs_off && o.units == h.units_off &&
-         o.alloc == h.alloc_off && o.attach == h.attach_off && o.pins == h.pins_off &&
-         o.pins_stride == h.pins_stride && o.data == h.data_off && o.total == h.total_bytes &&
-         h.total_bytes == file_size;
-}
 
 // Maps len bytes of fd at off at an address aligned to a huge page, so that
 // huge pages of the file can be mapped whole.
@@ -130,31 +87,6 @@ std::vector<std::string> ListSegments(const std::string& store_id) {
   return out;
 }
 
-namespace {
-struct LayoutPrefix {
-  uint64_t page, unit, data_bytes;
-  uint32_t nslots, nunits, npieces, ntensors;
-};
-static_assert(sizeof(LayoutPrefix) == 40);
-
-// Bytes of a layout as stored (Segment::LayoutBytes).
-uint64_t LayoutSize(uint64_t nslots, uint64_t nunits, uint64_t npieces, uint64_t ntensors) {
-  return sizeof(LayoutPrefix) + nslots * sizeof(Slot) + nunits * sizeof(Unit) +
-         npieces * sizeof(SlotPiece) + ntensors * sizeof(TensorPlace);
-}
-
-template <typename T>
-void Append(std::string* out, const std::vector<T>& v) {
-  out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
-}
-template <typename T>
-void Take(const char** p, size_t n, std::vector<T>* v) {
-  v->resize(n);
-  std::memcpy(static_cast<void*>(v->data()), *p, n * sizeof(T));
-  *p += n * sizeof(T);
-}
-}  // namespace
-
 Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const Layout& layout,
                                                  const ModelDigest& digest,
                                                  std::string_view manifest,
@@ -181,9 +113,9 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
 
   const uint64_t layout_len = LayoutSize(layout.slots.size(), layout.units.size(),
                                          layout.pieces.size(), layout.tensors.size());
-  Offsets o = Compute(layout.page, manifest.size(), layout_len,
-                      uint32_t(layout.slots.size()), uint32_t(layout.units.size()),
-                      uint32_t(layout.tensors.size()), layout.data_bytes);
+  SegmentOffsets o = ComputeOffsets(layout.page, manifest.size(), layout_len,
+                                    uint32_t(layout.slots.size()), uint32_t(layout.units.size()),
+                                    uint32_t(layout.tensors.size()), layout.data_bytes);
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno("stat " + name, errno);
   bool init = uint64_t(st.st_size) < sizeof(SegmentHeader);
@@ -250,7 +182,8 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     if (::pwrite(fd, infos.data(), infos.size() * sizeof(SlotInfo), off_t(o.slots)) !=
         ssize_t(infos.size() * sizeof(SlotInfo)))
       return Status::FromErrno("write shared memory " + name, errno);
-    if (::pwrite(fd, manifest.data(), manifest.size(), off_t(o.manifest)) != ssize_t(manifest.size()))
+    if (::pwrite(fd, manifest.data(), manifest.size(), off_t(o.manifest)) !=
+        ssize_t(manifest.size()))
       return Status::FromErrno("write shared memory " + name, errno);
     const std::string layout_bytes = LayoutBytes(layout);
     if (::pwrite(fd, layout_bytes.data(), layout_bytes.size(), off_t(o.layout)) !=
@@ -258,7 +191,8 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
       return Status::FromErrno("write shared memory " + name, errno);
     std::vector<UnitInfo> units(layout.units.size());
     for (size_t i = 0; i < units.size(); i++)
-      units[i] = {layout.units[i].first_slot, layout.units[i].nslots, layout.units[i].used_bytes, 0};
+      units[i] = {layout.units[i].first_slot, layout.units[i].nslots, layout.units[i].used_bytes,
+                  0};
     if (::pwrite(fd, units.data(), units.size() * sizeof(UnitInfo), off_t(o.units)) !=
         ssize_t(units.size() * sizeof(UnitInfo)))
       return Status::FromErrno("write shared memory " + name, errno);
@@ -279,111 +213,6 @@ Result<std::unique_ptr<Segment>> Segment::AttachResident(const std::string& name
   if (Manifest::DigestOf((*s)->manifest_bytes()) != digest)
     return Status::NotFound("shared memory " + name + " holds another manifest");
   return s;
-}
-
-
-std::string Segment::LayoutBytes(const Layout& l) {
-  LayoutPrefix pre{l.page,
-                   l.unit,
-                   l.data_bytes,
-                   uint32_t(l.slots.size()),
-                   uint32_t(l.units.size()),
-                   uint32_t(l.pieces.size()),
-                   uint32_t(l.tensors.size())};
-  std::string out;
-  out.reserve(LayoutSize(l.slots.size(), l.units.size(), l.pieces.size(), l.tensors.size()));
-  out.append(reinterpret_cast<const char*>(&pre), sizeof(pre));
-  Append(&out, l.slots);
-  Append(&out, l.units);
-  Append(&out, l.pieces);
-  Append(&out, l.tensors);
-  return out;
-}
-
-Result<Layout> Segment::ReadLayout(const Manifest& m) const {
-  auto bad = [&](const char* what) {
-    return Status::Corruption("shared memory " + name_ + ": layout " + what +
-                              "; remove it with `pstore ps --gc`");
-  };
-  // The header as it was checked when mapped (HeaderConsistent), copied so
-  // that nothing below reads a field twice.
-  SegmentHeader h;
-  std::memcpy(static_cast<void*>(&h), hdr_, sizeof(h));
-  LayoutPrefix pre;
-  if (h.layout_len < sizeof(pre) || h.layout_off > header_len_ ||
-      h.layout_len > header_len_ - h.layout_off)
-    return bad("truncated");
-  const char* p = reinterpret_cast<const char*>(base_ + h.layout_off);
-  std::memcpy(&pre, p, sizeof(pre));
-  p += sizeof(pre);
-  if (h.layout_len != LayoutSize(pre.nslots, pre.nunits, pre.npieces, pre.ntensors))
-    return bad("of the wrong size");
-  if (pre.page != h.page || pre.unit != h.unit_bytes || pre.data_bytes != h.data_bytes ||
-      pre.nslots != h.nslots || pre.nunits != h.nunits || pre.ntensors != h.ntensors ||
-      pre.ntensors != m.tensors.size())
-    return bad("does not match the header");
-  Layout l;
-  l.page = pre.page;
-  l.unit = pre.unit;
-  l.data_bytes = pre.data_bytes;
-  Take(&p, pre.nslots, &l.slots);
-  Take(&p, pre.nunits, &l.units);
-  Take(&p, pre.npieces, &l.pieces);
-  Take(&p, pre.ntensors, &l.tensors);
-  if (l.Fingerprint() != h.fingerprint) return bad("does not match its fingerprint");
-  // Every index and range in bounds, so that no later use can stray; the
-  // comparisons are written so that they cannot overflow.
-  auto within = [](uint64_t first, uint64_t count, uint64_t size) {
-    return first <= size && count <= size - first;
-  };
-  uint64_t prev_end = 0;
-  for (size_t i = 0; i < l.slots.size(); i++) {
-    const Slot& s = l.slots[i];
-    const SlotInfo& si = slots_[i];
-    if (s.bytes == 0 || s.offset % l.page != 0 || s.bytes % l.page != 0 || s.offset < prev_end ||
-        !within(s.offset, s.bytes, l.data_bytes) || s.npieces == 0 ||
-        !within(s.first_piece, s.npieces, l.pieces.size()) ||
-        !within(s.first_tensor, s.ntensors, l.tensors.size()))
-      return bad("has a slot out of range");
-    if (si.offset != s.offset || si.bytes != s.bytes || si.first_tensor != s.first_tensor ||
-        si.ntensors != s.ntensors)
-      return bad("does not match the segment's slot table");
-    prev_end = s.offset + s.bytes;
-    for (uint32_t k = 0; k < s.npieces; k++) {
-      const SlotPiece& pc = l.pieces[s.first_piece + k];
-      if (uint64_t(pc.offset) + pc.len > s.bytes) return bad("has a piece out of its slot");
-    }
-  }
-  for (size_t u = 0; u < l.units.size(); u++) {
-    const Unit& un = l.units[u];
-    const UnitInfo& ui = units_[u];
-    if (!within(un.first_slot, un.nslots, l.slots.size()) || un.used_bytes > l.unit)
-      return bad("has a unit out of range");
-    if (ui.first_slot != un.first_slot || ui.nslots != un.nslots || ui.used_bytes != un.used_bytes)
-      return bad("does not match the segment's unit table");
-  }
-  for (const SlotPiece& pc : l.pieces)
-    if (pc.chunk >= m.chunks.size() || pc.tensor >= l.tensors.size())
-      return bad("has a piece out of range");
-  for (size_t t = 0; t < l.tensors.size(); t++) {
-    const TensorPlace& tp = l.tensors[t];
-    const uint64_t size = m.tensors[t].size;
-    if (!within(tp.first_slot, tp.nslots, l.slots.size()) || (tp.nslots == 0) != (size == 0) ||
-        !within(tp.offset, size, l.data_bytes))
-      return bad("places a tensor out of range");
-    if (tp.nslots == 0) continue;
-    // Its slots follow each other and cover it.
-    const Slot& first = l.slots[tp.first_slot];
-    const Slot& last = l.slots[tp.first_slot + tp.nslots - 1];
-    for (uint32_t k = 1; k < tp.nslots; k++) {
-      const Slot& a = l.slots[tp.first_slot + k - 1];
-      if (l.slots[tp.first_slot + k].offset != a.offset + a.bytes)
-        return bad("places a tensor in slots with gaps");
-    }
-    if (tp.offset < first.offset || tp.offset + size > last.offset + last.bytes)
-      return bad("places a tensor outside its slots");
-  }
-  return l;
 }
 
 Result<std::unique_ptr<Segment>> Segment::AttachExisting(const std::string& name,
@@ -465,7 +294,8 @@ Status Segment::MapAndClaim(bool) {
       OfdUnlock(fd_.get(), kAttachLockBase + a);
       continue;
     }
-    int e = ::posix_fallocate(fd_.get(), off_t(h.pins_off + a * h.pins_stride), off_t(h.pins_stride));
+    int e =
+        ::posix_fallocate(fd_.get(), off_t(h.pins_off + a * h.pins_stride), off_t(h.pins_stride));
     if (e != 0) {
       OfdUnlock(fd_.get(), kAttachLockBase + a);
       return Status::FromErrno("allocate shared memory " + name_, e);
@@ -494,271 +324,6 @@ Segment::~Segment() {
   if (data_rw_) ::munmap(data_rw_, hdr_->data_bytes);
   if (data_ro_) ::munmap(data_ro_, hdr_->data_bytes);
   if (base_) ::munmap(base_, header_len_);
-}
-
-bool Segment::ReapLocked(uint32_t a, bool budget_locked) {
-  const int64_t ev = attach_[a].evicting_unit.load();
-  if (ev >= 0 && !budget_locked) return false;
-  // Clear a's pins: punching the row zeroes it and frees its pages.
-  ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-              off_t(hdr_->pins_off + a * hdr_->pins_stride), off_t(hdr_->pins_stride));
-  // A half-loaded slot is empty again (its unit stays allocated for the next
-  // loader).
-  for (uint32_t s = 0; s < hdr_->nslots; s++) {
-    uint32_t w = states_[s].load();
-    if (StateOf(w) == kLoading && OwnerOf(w) == a &&
-        states_[s].compare_exchange_strong(w, MakeState(kEmpty, 0)))
-      FutexWakeAll(&states_[s]);
-  }
-  // An eviction a did not commit to changed nothing: its claimed slots are
-  // READY again. One it committed to cleared the unit's allocation before
-  // punching: finish the punch unless a loader has allocated the unit again
-  // since (allocation happens under the budget lock, which we hold), and
-  // empty its slots.
-  if (ev >= 0) {
-    const uint32_t u = uint32_t(ev / 2);
-    const bool committed = ev % 2 == 1;
-    if (u < hdr_->nunits) {
-      if (committed && alloc_[u].load() == 0)
-        Punch(uint64_t(u) * hdr_->unit_bytes, hdr_->unit_bytes);
-      for (uint32_t k = units_[u].first_slot; k < units_[u].first_slot + units_[u].nslots; k++) {
-        uint32_t wk = states_[k].load();
-        if (StateOf(wk) == kEvicting && OwnerOf(wk) == a &&
-            states_[k].compare_exchange_strong(wk, MakeState(committed ? kEmpty : kReady, 0)))
-          FutexWakeAll(&states_[k]);
-      }
-    }
-  }
-  attach_[a].evicting_unit.store(-1);
-  attach_[a].used.store(0);
-  return true;
-}
-
-bool Segment::ReapIfDead(uint32_t a, bool budget_locked) {
-  if (a >= kMaxAttach || a == me_) return false;
-  if (!OfdLock(fd_.get(), kAttachLockBase + a, false)) return false;  // alive
-  bool reaped = !attach_[a].used.load() || ReapLocked(a, budget_locked);
-  OfdUnlock(fd_.get(), kAttachLockBase + a);
-  return reaped;
-}
-
-int Segment::ReapDead(bool budget_locked) {
-  int n = 0;
-  for (uint32_t a = 0; a < kMaxAttach; a++)
-    if (a != me_ && attach_[a].used.load() && ReapIfDead(a, budget_locked)) n++;
-  return n;
-}
-
-bool Segment::SlotPinned(uint32_t s) const {
-  const SlotInfo& si = slots_[s];
-  for (uint32_t a = 0; a < kMaxAttach; a++) {
-    if (!attach_[a].used.load(std::memory_order_seq_cst)) continue;
-    for (uint32_t t = si.first_tensor; t < si.first_tensor + si.ntensors; t++)
-      if (pin(a, t).load(std::memory_order_seq_cst) != 0) return true;
-  }
-  return false;
-}
-
-namespace {
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
-}  // namespace
-
-Status Segment::ReserveUnit(uint32_t u) {
-  if (alloc_[u].load()) return Status::OK();
-  const uint64_t off = uint64_t(u) * hdr_->unit_bytes, len = hdr_->unit_bytes;
-  auto allocate = [&](uint64_t at, uint64_t n) -> Status {
-    int e = ::posix_fallocate(fd_.get(), off_t(hdr_->data_off + at), off_t(n));
-    if (e != 0)
-      return Status::FromErrno("allocate shared memory for " + name_ +
-                                   " (is /dev/shm full? lower the budget or free memory)",
-                               e);
-    return Status::OK();
-  };
-  // Back the unit by huge pages (Linux 6.1+), so every process maps it with
-  // one fault per 2 MiB: with one page of each huge page allocated, a
-  // collapse fills the rest with zeros in the new huge page, which is far
-  // cheaper than allocating 512 small pages and copying them. Where the
-  // kernel refuses, allocate and map the small pages instead.
-  // On failure nothing may stay allocated: the unit is not marked, so no
-  // eviction would ever free it.
-  auto fail = [&](const Status& st) {
-    Punch(off, len);
-    return st;
-  };
-  for (uint64_t at = off; at < off + len; at += kHugePage)
-    if (Status st = allocate(at, hdr_->page); !st.ok()) return fail(st);
-  bool huge = ::madvise(data_rw_ + off, len, MADV_COLLAPSE) == 0;
-  // After a collapse this only checks that nothing is left a hole.
-  if (Status st = allocate(off, len); !st.ok()) return fail(st);
-#ifdef MADV_POPULATE_WRITE
-  if (!huge) ::madvise(data_rw_ + off, len, MADV_POPULATE_WRITE);
-#endif
-  alloc_[u].store(1);
-  return Status::OK();
-}
-
-Status Segment::ReserveRange(uint64_t off, uint64_t len) {
-  int e = ::posix_fallocate(fd_.get(), off_t(hdr_->data_off + off), off_t(len));
-  if (e != 0)
-    return Status::FromErrno("allocate shared memory for " + name_ +
-                                 " (is /dev/shm full? lower the budget or free memory)",
-                             e);
-#ifdef MADV_POPULATE_WRITE
-  ::madvise(data_rw_ + off, len, MADV_POPULATE_WRITE);  // one call, not a fault per page
-#endif
-  alloc_[off / hdr_->unit_bytes].store(1);  // something in the unit to evict
-  return Status::OK();
-}
-
-void Segment::Punch(uint64_t off, uint64_t len) {
-  ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off_t(hdr_->data_off + off),
-              off_t(len));
-}
-
-uint64_t Segment::ResidentBytes() const {
-  struct stat st;
-  if (::fstat(fd_.get(), &st) != 0) return 0;
-  return uint64_t(st.st_blocks) * 512;
-}
-
-uint64_t Segment::TryEvictUnit(uint32_t u) {
-  if (!alloc_[u].load()) return 0;
-  const UnitInfo& ui = units_[u];
-  const uint32_t first = ui.first_slot, end = ui.first_slot + ui.nslots;
-  bool referenced = false;
-  for (uint32_t s = first; s < end; s++) {
-    uint32_t st = StateOf(states_[s].load());
-    if (st == kLoading || st == kEvicting) return 0;
-    if (refs_[s]) {
-      refs_[s] = 0;  // second chance
-      referenced = true;
-    }
-  }
-  if (referenced) return 0;
-  // Recorded first, so that if we die midway a reaper knows what we did.
-  attach_[me_].evicting_unit.store(2 * int64_t(u));
-  struct Done {
-    AttachEntry& e;
-    ~Done() { e.evicting_unit.store(-1); }
-  } done{attach_[me_]};
-  // Claim every READY slot (seq_cst), then look at the pins: a reader pins
-  // (seq_cst) before it checks the state, so one of us sees the other.
-  std::vector<uint32_t> claimed;
-  claimed.reserve(end - first);  // no allocation (and so no throw) while claiming
-  bool ok = true;
-  for (uint32_t s = first; s < end && ok; s++) {
-    uint32_t w = states_[s].load();
-    if (StateOf(w) == kEmpty) continue;
-    if (StateOf(w) != kReady || !states_[s].compare_exchange_strong(
-                                    w, MakeState(kEvicting, me_), std::memory_order_seq_cst))
-      ok = false;
-    else
-      claimed.push_back(s);
-  }
-  for (uint32_t s : claimed)
-    if (ok && SlotPinned(s)) ok = false;
-  // An EMPTY slot may have been claimed by a loader meanwhile: the unit is in use.
-  for (uint32_t s = first; s < end && ok; s++)
-    if (StateOf(states_[s].load()) == kLoading) ok = false;
-  if (!ok) {
-    for (uint32_t s : claimed) {
-      states_[s].store(MakeState(kReady, 0));
-      FutexWakeAll(&states_[s]);
-    }
-    return 0;
-  }
-  // Commit: from here a reaper finishes the job if we die.
-  attach_[me_].evicting_unit.store(2 * int64_t(u) + 1);
-  alloc_[u].store(0);
-  uint64_t before = ResidentBytes();
-  Punch(uint64_t(u) * hdr_->unit_bytes, hdr_->unit_bytes);
-  uint64_t after = ResidentBytes();
-  // Counted before the slots can be loaded again: a process that checks what
-  // others loaded (Model's check_shared) re-checks a tensor when the count
-  // moved since its last check.
-  hdr_->evictions.fetch_add(claimed.size());
-  for (uint32_t s : claimed) {
-    states_[s].store(MakeState(kEmpty, 0));
-    FutexWakeAll(&states_[s]);
-  }
-  uint64_t freed = before > after ? before - after : 0;
-  hdr_->evicted_bytes.fetch_add(freed, std::memory_order_relaxed);
-  return freed;
-}
-
-}  // namespace pstore
-
-namespace pstore {
-
-Result<SegmentInfo> InspectSegment(const std::string& name) {
-  SegmentInfo info;
-  info.name = name;
-  UniqueFd fd(::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0));
-  if (!fd.valid()) return Status::FromErrno("cannot open shared memory " + name, errno);
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat " + name, errno);
-  info.resident_bytes = uint64_t(st.st_blocks) * 512;
-  info.total_bytes = uint64_t(st.st_size);
-  SegmentHeader h;
-  if (::pread(fd.get(), &h, sizeof(h), 0) != ssize_t(sizeof(h)) || h.magic != kSegmentMagic ||
-      h.ready.load() != 1 || h.layout_version != kLayoutVersion || h.total_bytes != info.total_bytes)
-    return info;  // incomplete or foreign
-  info.complete = true;
-  std::memcpy(info.digest.bytes.data(), h.digest, 16);
-  info.data_bytes = h.data_bytes;
-  info.nslots = h.nslots;
-  info.loads = h.loads.load();
-  info.load_bytes = h.load_bytes.load();
-  info.evictions = h.evictions.load();
-  info.evicted_bytes = h.evicted_bytes.load();
-  info.created_unix = h.created_unix;
-  std::vector<uint32_t> states(h.nslots);
-  std::vector<SlotInfo> slots(h.nslots);
-  if (h.nslots) {
-    (void)!::pread(fd.get(), states.data(), states.size() * 4, off_t(h.states_off));
-    (void)!::pread(fd.get(), slots.data(), slots.size() * sizeof(SlotInfo), off_t(h.slots_off));
-  }
-  for (uint32_t w : states) {
-    if (StateOf(w) == kReady) info.ready_slots++;
-    else if (StateOf(w) != kEmpty) info.busy_slots++;
-  }
-  std::vector<AttachEntry> entries(kMaxAttach);
-  (void)!::pread(fd.get(), static_cast<void*>(entries.data()), kMaxAttach * sizeof(AttachEntry),
-                 off_t(h.attach_off));
-  std::vector<uint32_t> pins(h.ntensors);
-  for (uint32_t a = 0; a < kMaxAttach; a++) {
-    if (!entries[a].used.load()) continue;
-    SegmentInfo::Attachment at;
-    at.index = a;
-    at.pid = entries[a].pid;
-    at.comm = std::string(entries[a].comm, strnlen(entries[a].comm, sizeof(entries[a].comm)));
-    at.start_unix = entries[a].start_unix;
-    struct flock fl = {};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = kAttachLockBase + a;
-    fl.l_len = 1;
-    at.alive = ::fcntl(fd.get(), F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
-    // pread of a hole reads zeros without allocating memory.
-    if (h.ntensors)
-      (void)!::pread(fd.get(), pins.data(), pins.size() * 4, off_t(h.pins_off + a * h.pins_stride));
-    for (const SlotInfo& si : slots)
-      for (uint32_t t = si.first_tensor; t < si.first_tensor + si.ntensors && t < h.ntensors; t++)
-        if (pins[t]) {
-          at.pinned_bytes += si.bytes;
-          break;
-        }
-    info.attachments.push_back(std::move(at));
-  }
-  return info;
-}
-
-Status RemoveSegment(const std::string& name) {
-  if (::shm_unlink(name.c_str()) != 0 && errno != ENOENT)
-    return Status::FromErrno("remove shared memory " + name, errno);
-  return Status::OK();
 }
 
 }  // namespace pstore

@@ -190,6 +190,12 @@ class Segment {
   bool ReapIfDead(uint32_t a, bool budget_locked = false);
   // Reaps every dead attachment it may. Returns how many.
   int ReapDead(bool budget_locked = false);
+  // Leaves the process table as the death of the process would: the
+  // liveness lock goes with the descriptor, while this attachment's pins,
+  // claims and eviction stay for a reaper. Its mappings go too: nothing of
+  // the Segment may be used afterwards but its destructor. For tests of
+  // reaping within one process.
+  void AbandonAsIfDead();
   // Is any live attachment pinning a tensor of slot s?
   bool SlotPinned(uint32_t s) const;
 

@@ -15,16 +15,19 @@
 #include <cstddef>
 #include <cstdio>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
+#include <new>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "pager/layout.h"
 #include "pager/name_index.h"
 #include "pager/pager.h"
 #include "pager/segment.h"
+#include "pager/slot_claims.h"
 #include "store/manifest.h"
 #include "store/rocks.h"
 #include "store/store.h"
@@ -67,7 +70,8 @@ TEST(NameIndex, FindsEveryNameAndNothingElse) {
   Manifest m = MakeManifest(5000, 1);
   NameIndex idx;
   idx.Build(m.tensors);
-  for (uint32_t i = 0; i < m.tensors.size(); i++) ASSERT_EQ(idx.Find(m.tensors[i].name), int64_t(i));
+  for (uint32_t i = 0; i < m.tensors.size(); i++)
+    ASSERT_EQ(idx.Find(m.tensors[i].name), int64_t(i));
   EXPECT_EQ(idx.Find("layers.1.w"), -1);
   EXPECT_EQ(idx.Find(""), -1);
   EXPECT_EQ(idx.Find(m.tensors[7].name + "x"), -1);
@@ -237,6 +241,124 @@ TEST_F(SegmentLayout, ALayoutOutOfRangeIsRefusedEvenWithItsFingerprint) {
   ::close(fd);
 }
 
+// The process table, claims and eviction, with two attachments in this
+// process: each has its own descriptor, so its own liveness lock, and
+// AbandonAsIfDead stands in for a death (the multi-process tests kill -9).
+class SegmentSharing : public SegmentLayout {
+ protected:
+  void AttachTwo() {
+    auto a = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    auto b = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    a_ = std::move(a).value();
+    b_ = std::move(b).value();
+    ASSERT_NE(a_->me(), b_->me());
+  }
+  // A slot holding at least one tensor, and the first of them.
+  std::pair<uint32_t, uint32_t> SlotWithTensor(uint32_t from = 0) const {
+    for (uint32_t s = from; s < a_->nslots(); s++)
+      if (a_->slot(s).ntensors > 0 && a_->slot(s).bytes > 0) return {s, a_->slot(s).first_tensor};
+    ADD_FAILURE() << "no slot with a tensor";
+    return {0, 0};
+  }
+  std::unique_ptr<Segment> a_, b_;
+};
+
+TEST_F(SegmentSharing, AClaimIsExclusiveAndGivenUpWhenItsOwnerGoes) {
+  AttachTwo();
+  const uint32_t s = SlotWithTensor().first;
+  std::vector<uint32_t> busy;
+  {
+    SlotClaims mine(a_.get());
+    mine.Claim({s}, nullptr);
+    ASSERT_EQ(mine.size(), 1u);
+    uint32_t w = b_->state(s).load();
+    EXPECT_EQ(StateOf(w), kLoading);
+    EXPECT_EQ(OwnerOf(w), a_->me());
+    SlotClaims theirs(b_.get());
+    theirs.Claim({s}, &busy);
+    EXPECT_TRUE(theirs.empty());
+    EXPECT_EQ(busy, std::vector<uint32_t>{s});
+  }
+  // Neither published: the slot is EMPTY again, and the other may claim it.
+  EXPECT_EQ(StateOf(b_->state(s).load()), kEmpty);
+  {
+    SlotClaims theirs(b_.get());
+    theirs.Claim({s}, nullptr);
+    ASSERT_EQ(theirs.size(), 1u);
+    theirs.Publish(0);
+  }
+  // A published claim stays published.
+  EXPECT_EQ(StateOf(a_->state(s).load()), kReady);
+  SlotClaims late(a_.get());
+  late.Claim({s}, &busy);
+  EXPECT_TRUE(late.empty());
+}
+
+TEST_F(SegmentSharing, ADeadLoadersClaimsAndPinsAreReapedByAnotherAttachment) {
+  AttachTwo();
+  const auto [s, t] = SlotWithTensor();
+  const uint32_t dead = a_->me();
+  // A process that dies runs no destructors: its claims are never given up.
+  alignas(SlotClaims) unsigned char storage[sizeof(SlotClaims)];
+  SlotClaims* claims = new (storage) SlotClaims(a_.get());
+  claims->Claim({s}, nullptr);
+  ASSERT_EQ(claims->size(), 1u);
+  a_->pin(dead, t).fetch_add(1);
+  EXPECT_TRUE(b_->SlotPinned(s));
+  EXPECT_FALSE(b_->ReapIfDead(dead)) << "the owner is alive";
+  EXPECT_EQ(StateOf(b_->state(s).load()), kLoading);
+
+  a_->AbandonAsIfDead();
+  EXPECT_TRUE(b_->ReapIfDead(dead));
+  EXPECT_EQ(StateOf(b_->state(s).load()), kEmpty);
+  EXPECT_EQ(b_->pin(dead, t).load(), 0u);
+  EXPECT_FALSE(b_->SlotPinned(s));
+  EXPECT_EQ(b_->entry(dead).used.load(), 0u);
+}
+
+TEST_F(SegmentSharing, AnUnpinnedUnitIsEvictedAfterItsSecondChanceAndAPinnedOneIsNot) {
+  AttachTwo();
+  // A slot of a gapless unit, the unit allocated and all its slots loaded.
+  uint32_t s = 0, t = 0, u = 0;
+  bool found = false;
+  for (uint32_t from = 0; !found && from < a_->nslots(); from++) {
+    std::tie(s, t) = SlotWithTensor(from);
+    u = a_->FirstUnit(s);
+    found = a_->FirstUnit(s) == a_->LastUnit(s) && a_->UnitGapless(u);
+    from = s;
+  }
+  ASSERT_TRUE(found) << "no slot within a gapless unit";
+  ASSERT_TRUE(b_->ReserveUnit(u).ok());
+  const uint64_t before = b_->ResidentBytes();
+  ASSERT_GE(before, b_->UnitUsedBytes(u));
+  std::vector<uint32_t> in_unit;
+  for (uint32_t k = 0; k < b_->nslots(); k++)
+    if (b_->FirstUnit(k) <= u && u <= b_->LastUnit(k)) in_unit.push_back(k);
+  {
+    SlotClaims load(b_.get());
+    load.Claim(in_unit, nullptr);
+    ASSERT_EQ(load.size(), in_unit.size());
+    for (size_t i = 0; i < load.size(); i++) load.Publish(i);
+  }
+  const uint64_t evictions = b_->header()->evictions.load();
+
+  b_->ref(s) = 1;
+  EXPECT_EQ(b_->TryEvictUnit(u), 0u) << "referenced since the last sweep";
+  EXPECT_EQ(b_->ref(s), 0) << "the sweep takes its reference away";
+  {
+    TensorPin pin(a_.get(), t);
+    EXPECT_EQ(b_->TryEvictUnit(u), 0u) << "pinned by the other attachment";
+    EXPECT_EQ(StateOf(b_->state(s).load()), kReady) << "a refused eviction changes nothing";
+  }
+  EXPECT_GT(b_->TryEvictUnit(u), 0u);
+  for (uint32_t k : in_unit) EXPECT_EQ(StateOf(b_->state(k).load()), kEmpty) << "slot " << k;
+  EXPECT_FALSE(b_->UnitAllocated(u));
+  EXPECT_LT(b_->ResidentBytes(), before);
+  EXPECT_GT(b_->header()->evictions.load(), evictions);
+}
+
 // --- bulk loads in file order ---------------------------------------------------
 
 class TempStore {
@@ -285,7 +407,8 @@ std::vector<std::pair<std::string, std::string>> WriteModel(const std::string& p
     ts.push_back({"layers." + std::to_string(i) + ".w", std::move(d)});
     ts.push_back({"layers." + std::to_string(i) + ".b", std::string(64 + i, char(i))});
   }
-  for (int i = 0; i < tiny; i++) ts.push_back({"tiny." + std::to_string(i), "t" + std::to_string(i)});
+  for (int i = 0; i < tiny; i++)
+    ts.push_back({"tiny." + std::to_string(i), "t" + std::to_string(i)});
   std::vector<testing_util::TestTensor> file;
   for (const auto& [name, data] : ts) file.push_back({name, "U8", {data.size()}, data});
   testing_util::WriteSafetensors(path, file);
@@ -340,7 +463,8 @@ TEST(LocateChunks, PlacesEveryChunkWhereItsFrameIs) {
     std::string bytes(frame.size(), '\0');
     int fd = ::open(path.c_str(), O_RDONLY);
     ASSERT_GE(fd, 0) << path;
-    ASSERT_EQ(::pread(fd, bytes.data(), bytes.size(), off_t(places[i].offset)), ssize_t(bytes.size()));
+    ASSERT_EQ(::pread(fd, bytes.data(), bytes.size(), off_t(places[i].offset)),
+              ssize_t(bytes.size()));
     ::close(fd);
     EXPECT_EQ(bytes, frame.ToString()) << "chunk " << i;
     blob_frames++;

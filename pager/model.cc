@@ -1,0 +1,158 @@
+// Model: acquire, release and copy tensors, and the model's counters.
+#include <rocksdb/db.h>
+
+#include <cstring>
+
+#include "pager/pager.h"
+
+namespace pstore {
+
+Model::~Model() {
+  // Background prefetches hold a shared_ptr to the model, so none run now.
+}
+
+int64_t Model::Find(std::string_view name) const {
+  // Built on the first lookup by name: a process that goes by index (or
+  // never looks up) does not pay for it when it opens the model.
+  std::call_once(by_name_once_, [this] { by_name_.Build(manifest_->tensors); });
+  return by_name_.Find(name);
+}
+
+bool Model::Resident(const TensorPlace& p) const {
+  // seq_cst: read after the caller's pin (the evictor checks pins after
+  // marking slots EVICTING).
+  for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++)
+    if (StateOf(seg_->state(s).load(std::memory_order_seq_cst)) != kReady) return false;
+  return true;
+}
+
+Result<const uint8_t*> Model::Acquire(uint32_t t) {
+  if (t >= layout_.tensors.size()) return Status::InvalidArgument("tensor index out of range");
+  acquires_.fetch_add(1, std::memory_order_relaxed);
+  Segment& seg = *seg_;
+  const TensorPlace& p = layout_.tensors[t];
+  // Dropped on every way out but success, where Release drops it.
+  TensorPin pin(&seg, t);
+  if (!Resident(p)) {
+    PSTORE_RETURN_IF_ERROR(LoadSlots(t));
+    misses_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    hits_.fetch_add(1, std::memory_order_relaxed);
+  }
+  for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++)
+    if (!seg.ref(s)) seg.ref(s) = 1;
+  static const uint8_t kEmptyTensor[1] = {0};
+  if (p.nslots == 0) {
+    pin.Keep();
+    return kEmptyTensor;
+  }
+  if (checked_at_) {
+    // Read before the check: an eviction after it (of other slots; ours are
+    // pinned) only makes the next acquire check again.
+    uint64_t epoch = seg.header()->evictions.load() + 1;
+    if (checked_at_[t].load() != epoch) {
+      PSTORE_RETURN_IF_ERROR(CheckBytes(t, seg.data() + p.offset));
+      checked_at_[t].store(epoch);
+    }
+  }
+  pin.Keep();
+  return seg.data() + p.offset;
+}
+
+Status Model::CheckBytes(uint32_t t, const uint8_t* p) const {
+  const ManifestTensor& mt = manifest_->tensors[t];
+  for (uint64_t j = 0; j < manifest_->ChunkCount(mt); j++) {
+    const ChunkKey& key = manifest_->chunks[mt.first_chunk + j];
+    if (HashBytes(p + j * manifest_->chunk_size, size_t(manifest_->ChunkBytes(mt, j))) != key)
+      return Status::Corruption(
+          "tensor " + mt.name + " chunk " + std::to_string(j) + " (key " + key.Hex() +
+          ") in shared memory " + seg_->name() +
+          " does not match its key: a process that may write the store's shared memory changed "
+          "it, or the memory is damaged; nothing wrong was returned. Remove the segment with "
+          "`pstore ps --gc-all` once no process uses it, and see who may write it "
+          "(docs/operations.md, \"Group mode and trust\")");
+  }
+  return Status::OK();
+}
+
+Status Model::Release(uint32_t t) {
+  if (t >= layout_.tensors.size()) return Status::InvalidArgument("tensor index out of range");
+  std::atomic<uint32_t>& pin = seg_->pin(seg_->me(), t);
+  uint32_t v = pin.load();
+  do {
+    if (v == 0)
+      return Status::InvalidArgument("release of tensor " + manifest_->tensors[t].name +
+                                     " without a matching acquire");
+  } while (!pin.compare_exchange_weak(v, v - 1));
+  if (v == 1 && pager_->over_budget_->load(std::memory_order_relaxed)) pager_->EnforceBudget();
+  return Status::OK();
+}
+
+Status Model::Copy(uint32_t t, void* dst, size_t cap) {
+  if (t >= layout_.tensors.size()) return Status::InvalidArgument("tensor index out of range");
+  const ManifestTensor& mt = manifest_->tensors[t];
+  if (cap < mt.size)
+    return Status::InvalidArgument("buffer of " + std::to_string(cap) + " bytes is too small for " +
+                                   mt.name + " (" + std::to_string(mt.size) + " bytes)");
+  Segment& seg = *seg_;
+  const TensorPlace& p = layout_.tensors[t];
+  TensorPin pin(&seg, t);
+  if (Resident(p)) {
+    if (mt.size) std::memcpy(dst, seg.data() + p.offset, mt.size);
+    pin.Drop();
+    // The copy is this process's own: checked, it stays right. Bytes that
+    // fail the check are decoded from the store instead, below.
+    if (!checked_at_ || CheckBytes(t, static_cast<const uint8_t*>(dst)).ok()) {
+      hits_.fetch_add(1, std::memory_order_relaxed);
+      return Status::OK();
+    }
+  }
+  pin.Drop();
+  // Not resident: decode straight into the caller's buffer; shared memory is
+  // left alone.
+  PSTORE_RETURN_IF_ERROR(reader_->EnsureDb());
+  std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
+  struct GiveBack {
+    Pager* p;
+    std::unique_ptr<ChunkDecoder>& d;
+    ~GiveBack() { p->GiveDecoder(std::move(d)); }
+  } give_back{pager_, decoder};
+  pager_->pool_->Touch();
+  uint8_t* out = static_cast<uint8_t*>(dst);
+  for (uint64_t j = 0; j < manifest_->ChunkCount(mt); j++) {
+    const ChunkKey& key = manifest_->chunks[mt.first_chunk + j];
+    rocksdb::PinnableSlice frame;
+    PSTORE_RETURN_IF_ERROR(reader_->view().ReadFrame(key, &frame));
+    Status st = decoder->Decode(
+        std::string_view(frame.data(), frame.size()), key,
+        std::span<uint8_t>(out + j * manifest_->chunk_size, size_t(manifest_->ChunkBytes(mt, j))));
+    if (!st.ok()) return st.WithContext("tensor " + mt.name + " chunk " + std::to_string(j));
+    bytes_read_.fetch_add(frame.size(), std::memory_order_relaxed);
+    bytes_decoded_.fetch_add(manifest_->ChunkBytes(mt, j), std::memory_order_relaxed);
+  }
+  misses_.fetch_add(1, std::memory_order_relaxed);
+  return Status::OK();
+}
+
+ModelStats Model::Stats() const {
+  ModelStats s;
+  s.acquires = acquires_.load();
+  s.hits = hits_.load();
+  s.misses = misses_.load();
+  s.slots_loaded = slots_loaded_.load();
+  s.bytes_read = bytes_read_.load();
+  s.bytes_decoded = bytes_decoded_.load();
+  s.load_ns = load_ns_.load();
+  s.file_order_prefetches = file_order_prefetches_.load();
+  s.resident_bytes = seg_->ResidentBytes();
+  const SegmentHeader* h = seg_->header();
+  s.segment_loads = h->loads.load();
+  s.segment_bytes = h->load_bytes.load();
+  s.evictions = h->evictions.load();
+  for (uint32_t t = 0; t < layout_.tensors.size(); t++)
+    if (seg_->pin(seg_->me(), t).load(std::memory_order_relaxed))
+      s.pinned_bytes += manifest_->tensors[t].size;
+  return s;
+}
+
+}  // namespace pstore

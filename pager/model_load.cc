@@ -1,0 +1,189 @@
+// Model: claiming slots, reserving their memory, filling them from the
+// store, and waiting for (or taking over from) other processes' loads.
+#include <rocksdb/db.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "pager/pager.h"
+
+namespace pstore {
+
+namespace {
+
+constexpr int kWaitSliceMs = 10;  // how often a waiter checks that a loader is alive
+
+uint64_t NowNs() {
+  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch())
+                      .count());
+}
+
+}  // namespace
+
+Status Model::ClaimAndReserve(const uint32_t* tensors, size_t n, std::vector<uint32_t>* busy,
+                              SlotClaims* claims) {
+  std::vector<uint32_t> slots;
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) total += layout_.tensors[tensors[i]].nslots;
+  slots.reserve(total);
+  for (size_t i = 0; i < n; i++) {
+    const TensorPlace& p = layout_.tensors[tensors[i]];
+    for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++) slots.push_back(s);
+  }
+  return ClaimSlots(slots, busy, claims);
+}
+
+Status Model::ClaimSlots(const std::vector<uint32_t>& slots, std::vector<uint32_t>* busy,
+                         SlotClaims* claims) {
+  claims->Claim(slots, busy);
+  return pager_->ReserveSlots(seg_.get(), claims->slots());
+}
+
+Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
+  // Whatever happens, every slot ends published or given up: what is still
+  // claimed when this returns or throws is given up here.
+  SlotClaims::Scope give_up_rest(claims, from, to);
+  const size_t n = to - from;
+  auto slot = [&](size_t k) { return claims->slot(from + k); };
+  Segment& seg = *seg_;
+  Status first_error = reader_->EnsureDb();
+  if (!first_error.ok()) return first_error;
+  std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
+  // Slots go in groups: one MultiGet per group (RocksDB then reads each
+  // table block once for all the group's small chunks), and each slot is
+  // published as soon as its group is decoded. A group holds up to 512 chunks
+  // or 1 MiB of them (so frames are still in cache when decoded).
+  constexpr size_t kGroupPieces = 512;
+  constexpr uint64_t kGroupBytes = 1ull << 20;
+  std::vector<ChunkKey> keys;
+  std::vector<rocksdb::PinnableSlice> frames(kGroupPieces * 2);
+  std::vector<Status> statuses(kGroupPieces * 2);
+  for (size_t i = 0; i < n;) {
+    uint64_t t0 = NowNs();
+    size_t end = i, npieces = 0;
+    uint64_t nbytes = 0;
+    while (end < n &&
+           (npieces == 0 || (npieces + layout_.slots[slot(end)].npieces <= kGroupPieces &&
+                             nbytes + layout_.slots[slot(end)].bytes <= kGroupBytes))) {
+      npieces += layout_.slots[slot(end)].npieces;
+      nbytes += layout_.slots[slot(end)].bytes;
+      end++;
+    }
+    keys.clear();
+    for (size_t k = i; k < end; k++) {
+      const Slot& sl = layout_.slots[slot(k)];
+      for (uint32_t p = 0; p < sl.npieces; p++)
+        keys.push_back(manifest_->chunks[layout_.pieces[sl.first_piece + p].chunk]);
+    }
+    if (frames.size() < keys.size()) {
+      frames.resize(keys.size());
+      statuses.resize(keys.size());
+    }
+    for (size_t k = 0; k < keys.size(); k++) frames[k].Reset();
+    reader_->view().ReadFrames(keys.data(), keys.size(), frames.data(), statuses.data());
+    size_t at = 0;
+    for (size_t k = i; k < end; k++) {
+      uint32_t s = slot(k);
+      const Slot& sl = layout_.slots[s];
+      uint8_t* dst = seg.data_rw() + sl.offset;
+      Status st;
+      uint64_t read = 0, decoded = 0;
+      for (uint32_t p = 0; p < sl.npieces; p++, at++) {
+        const SlotPiece& pc = layout_.pieces[sl.first_piece + p];
+        if (!st.ok()) continue;
+        st = statuses[at];
+        if (st.ok())
+          st = decoder->Decode(std::string_view(frames[at].data(), frames[at].size()), keys[at],
+                               std::span<uint8_t>(dst + pc.offset, pc.len));
+        if (!st.ok()) {
+          const ManifestTensor& t = manifest_->tensors[pc.tensor];
+          st = st.WithContext("model " + digest_.Hex() + " tensor " + t.name + " chunk " +
+                              std::to_string(pc.chunk - t.first_chunk));
+        }
+        read += frames[at].size();
+        decoded += pc.len;
+      }
+      if (!st.ok()) {
+        claims->GiveUp(from + k);  // its unit stays allocated, for the next loader
+        if (first_error.ok()) first_error = st;
+        continue;
+      }
+      claims->Publish(from + k);
+      seg.header()->loads.fetch_add(1, std::memory_order_relaxed);
+      seg.header()->load_bytes.fetch_add(decoded, std::memory_order_relaxed);
+      slots_loaded_.fetch_add(1, std::memory_order_relaxed);
+      bytes_read_.fetch_add(read, std::memory_order_relaxed);
+      bytes_decoded_.fetch_add(decoded, std::memory_order_relaxed);
+    }
+    load_ns_.fetch_add(NowNs() - t0, std::memory_order_relaxed);
+    i = end;
+  }
+  pager_->GiveDecoder(std::move(decoder));
+  pager_->pool_->Touch();
+  return first_error;
+}
+
+Status Model::LoadSlots(uint32_t t) {
+  Segment& seg = *seg_;
+  for (;;) {
+    std::vector<uint32_t> theirs;
+    // Our claims, loaded by the pool's threads and this one together; what
+    // is not loaded when the batch goes is given up.
+    struct Batch {
+      explicit Batch(Segment* seg) : claims(seg) {}
+      SlotClaims claims;
+      std::atomic<size_t> next{0};
+      std::mutex mu;
+      std::condition_variable cv;
+      size_t finished = 0;
+      Status error;
+    };
+    auto batch = std::make_shared<Batch>(&seg);
+    PSTORE_RETURN_IF_ERROR(ClaimAndReserve(&t, 1, &theirs, &batch->claims));
+    if (batch->claims.empty() && theirs.empty()) return Status::OK();
+    if (!batch->claims.empty()) {
+      // Helpers hold the model weakly: one still queued after the batch is
+      // done must not keep the model (and its attachment) alive.
+      std::weak_ptr<Model> weak = weak_from_this();
+      auto work = [weak, batch] {
+        for (;;) {
+          size_t i = batch->next.fetch_add(1);
+          if (i >= batch->claims.size()) return;
+          auto self = weak.lock();
+          if (!self) return;
+          Status st = Guarded([&] { return self->FillSlots(&batch->claims, i, i + 1); });
+          std::lock_guard<std::mutex> l(batch->mu);
+          if (!st.ok() && batch->error.ok()) batch->error = st;
+          if (++batch->finished == batch->claims.size()) batch->cv.notify_all();
+        }
+      };
+      size_t helpers = std::min<size_t>(batch->claims.size() - 1, size_t(pager_->pool_->threads()));
+      try {
+        for (size_t h = 0; h < helpers; h++) pager_->pool_->Submit(work);
+      } catch (...) {
+        // Fewer helpers: this thread does the rest.
+      }
+      work();
+      std::unique_lock<std::mutex> l(batch->mu);
+      batch->cv.wait(l, [&] { return batch->finished == batch->claims.size(); });
+      if (!batch->error.ok()) return batch->error;
+    }
+    // Wait for other processes' loads; take over from a loader that died.
+    for (uint32_t s : theirs) {
+      std::atomic<uint32_t>& word = seg.state(s);
+      for (;;) {
+        uint32_t w = word.load();
+        uint32_t st = StateOf(w);
+        if (st == kReady || st == kEmpty) break;
+        FutexWait(&word, w, kWaitSliceMs);
+        if (word.load() != w) continue;
+        // No progress: is the loader (or evictor) alive? A dead one is reaped
+        // under the budget lock (a dead evictor's unit is sorted out then).
+        pager_->ReapUnderBudgetLock(&seg, OwnerOf(w));
+      }
+    }
+  }
+}
+
+}  // namespace pstore
