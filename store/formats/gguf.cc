@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <regex>
 #include <unordered_set>
 
 #include <nlohmann/json.hpp>
@@ -556,18 +555,27 @@ Result<FileHeader> ReadFile(const std::string& path) {
 }
 
 std::optional<std::vector<std::string>> SplitSiblings(const std::string& path) {
-  static const std::regex re(R"((.*)-(\d{5})-of-(\d{5})\.gguf)");
+  // NAME-NNNNN-of-NNNNN.gguf, five digits each.
+  static constexpr std::string_view kOf = "-of-", kExt = ".gguf";
+  constexpr size_t kSuffix = 1 + 5 + kOf.size() + 5 + kExt.size();
   std::string file = fs::path(path).filename().string();
-  std::smatch m;
-  if (!std::regex_match(file, m, re)) return std::nullopt;
-  int count = std::stoi(m[3].str());
+  if (file.size() < kSuffix) return std::nullopt;
+  std::string_view tail = std::string_view(file).substr(file.size() - kSuffix);
+  auto digits = [](std::string_view d) {
+    return std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (tail[0] != '-' || !digits(tail.substr(1, 5)) || tail.substr(6, kOf.size()) != kOf ||
+      !digits(tail.substr(6 + kOf.size(), 5)) || tail.substr(11 + kOf.size()) != kExt)
+    return std::nullopt;
+  std::string base = file.substr(0, file.size() - kSuffix);
+  int count = std::stoi(std::string(tail.substr(6 + kOf.size(), 5)));
   if (count < 1) return std::nullopt;
   std::vector<std::string> out;
   fs::path dir = fs::path(path).parent_path();
   for (int i = 1; i <= count; i++) {
     char name[32];
     std::snprintf(name, sizeof(name), "-%05d-of-%05d.gguf", i, count);
-    out.push_back((dir / (m[1].str() + name)).string());
+    out.push_back((dir / (base + name)).string());
   }
   return out;
 }
