@@ -184,14 +184,15 @@ Result<std::shared_ptr<StoreReader>> Pager::CurrentReader() {
 }
 
 Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const Layout& layout,
-                                                   std::string_view manifest) {
+                                                   std::string_view manifest,
+                                                   std::shared_ptr<const Manifest> parsed) {
   std::string name = Segment::NameFor(store_id_, d);
   std::lock_guard<std::mutex> l(mu_);
   auto it = segments_.find(name);
   if (it != segments_.end())
     if (auto s = it->second.lock()) return s;
   PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<Segment> seg,
-                          Segment::Attach(name, layout, d, manifest, store_id_, seg_opt_));
+                          Segment::Attach(name, layout, d, manifest, store_id_, seg_opt_, parsed));
   std::shared_ptr<Segment> s(std::move(seg));
   segments_[name] = s;
   return s;
@@ -229,31 +230,29 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
   model->digest_ = digest;
   // A resident model's segment holds its manifest and layout: a process
   // opening it parses the one and copies the other, nothing from the store.
+  // The manifest used is the segment's private copy, checked against the
+  // digest when it was attached (never the bytes in shared memory, which
+  // processes that may write the segment can change), or the store's.
   std::shared_ptr<Segment> resident = FindResident(digest);
-  std::string bytes;
-  std::string_view manifest;
+  std::shared_ptr<const Manifest> m;
   if (resident) {
-    manifest = resident->manifest_bytes();
-  } else {
-    PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
-    PSTORE_ASSIGN_OR_RETURN(bytes, reader->view().LoadManifestBytes(digest));
-    manifest = bytes;
-  }
-  auto parsed = Manifest::Parse(manifest, /*with_headers=*/false);
-  if (!parsed.ok()) return parsed.status().WithContext("model " + digest.Hex());
-  std::shared_ptr<const Manifest> m(new Manifest(std::move(parsed).value()));
-  model->manifest_ = m;
-  if (resident) {
+    m = resident->manifest();
     PSTORE_ASSIGN_OR_RETURN(model->layout_, resident->ReadLayout(*m));
     model->seg_ = std::move(resident);
   } else {
+    PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
+    PSTORE_ASSIGN_OR_RETURN(std::string bytes, reader->view().LoadManifestBytes(digest));
+    auto parsed = Manifest::Parse(bytes, /*with_headers=*/false);
+    if (!parsed.ok()) return parsed.status().WithContext("model " + digest.Hex());
+    m = std::make_shared<const Manifest>(std::move(parsed).value());
     model->layout_ = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
-    PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_, manifest));
+    PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_, bytes, m));
+    // A segment this process had attached already keeps its own manifest:
+    // the same model's, so the same.
+    m = model->seg_->manifest();
   }
-  if (check_shared_) {
-    model->checked_at_.reset(new std::atomic<uint64_t>[m->tensors.size()]);
-    for (size_t i = 0; i < m->tensors.size(); i++) model->checked_at_[i].store(0);
-  }
+  model->manifest_ = m;
+  if (check_shared_) model->check_.reset(new Model::CheckState[m->tensors.size()]());
   // Pins of processes that died are gone now; what they held may be over budget.
   EnforceBudget();
   return model;
@@ -690,18 +689,20 @@ Result<const uint8_t*> Model::Acquire(uint32_t t) {
     if (!seg.ref(s)) seg.ref(s) = 1;
   static const uint8_t kEmptyTensor[1] = {0};
   if (p.nslots == 0) return kEmptyTensor;
-  if (checked_at_) {
-    // Read before the check: an eviction after it (of other slots; ours are
-    // pinned) only makes the next acquire check again.
-    uint64_t epoch = seg.header()->evictions.load() + 1;
-    if (checked_at_[t].load() != epoch) {
+  if (check_) {
+    // Checked whenever this handle's holds on t go from none to one: between
+    // holds, any process that may write the segment can change the bytes.
+    std::lock_guard<std::mutex> l(check_mu_[t % kCheckStripes]);
+    CheckState& cs = check_[t];
+    if (!cs.checked) {
       Status st = CheckBytes(t, seg.data() + p.offset);
       if (!st.ok()) {
         pin.fetch_sub(1);
         return st;
       }
-      checked_at_[t].store(epoch);
+      cs.checked = true;
     }
+    cs.held++;
   }
   return seg.data() + p.offset;
 }
@@ -725,6 +726,12 @@ Status Model::CheckBytes(uint32_t t, const uint8_t* p) const {
 Status Model::Release(uint32_t t) {
   if (t >= layout_.tensors.size()) return Status::InvalidArgument("tensor index out of range");
   std::atomic<uint32_t>& pin = seg_->pin(seg_->me(), t);
+  if (check_) {
+    // Before the pin goes: an acquire from here on checks again.
+    std::lock_guard<std::mutex> l(check_mu_[t % kCheckStripes]);
+    CheckState& cs = check_[t];
+    if (cs.held > 0 && --cs.held == 0) cs.checked = false;
+  }
   uint32_t v = pin.load();
   do {
     if (v == 0) return Status::InvalidArgument("release of tensor " + manifest_->tensors[t].name +
@@ -749,7 +756,7 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
     pin.fetch_sub(1);
     // The copy is this process's own: checked, it stays right. Bytes that
     // fail the check are decoded from the store instead, below.
-    if (!checked_at_ || CheckBytes(t, static_cast<const uint8_t*>(dst)).ok()) {
+    if (!check_ || CheckBytes(t, static_cast<const uint8_t*>(dst)).ok()) {
       hits_.fetch_add(1, std::memory_order_relaxed);
       return Status::OK();
     }
