@@ -126,6 +126,24 @@ bool RemoveBudgetObjectIfUnused(const std::string& store_id) {
   return ::shm_unlink(name.c_str()) == 0;
 }
 
+Result<UniqueFd> LockBudgetObjectUnused(const std::string& store_id) {
+  std::string name = BudgetObjectName(store_id);
+  UniqueFd fd(::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0));
+  if (!fd.valid()) {
+    int e = errno;
+    if (e == ENOENT) return Status::NotFound("no shared memory object " + name);
+    return Status::FromErrno("cannot open shared memory " + name, e);
+  }
+  if (!WriteLockNow(fd.get(), kBudgetInUseByte))
+    return Status::Busy("a process has the store of " + name + " open");
+  return fd;
+}
+
+bool RemoveBudgetObjectLocked(const std::string& store_id, const UniqueFd& locked) {
+  if (!locked.valid()) return false;
+  return ::shm_unlink(BudgetObjectName(store_id).c_str()) == 0;
+}
+
 std::vector<std::string> ListSharedMemoryStores() {
   std::set<std::string> ids;
   DIR* d = ::opendir("/dev/shm");

@@ -5,6 +5,7 @@
 #include <rocksdb/db.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -157,8 +158,25 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
       ::free(real);
     }
     while (folder.size() > 1 && folder.back() == '/') folder.pop_back();
+    // Written only when there is no record or the recorded folder does not
+    // hold this store (gone, or another store's), and never from a read-only
+    // store folder: a reader in another mount namespace (a container) or
+    // through a bind mount sees the store at a path that is not the host's,
+    // and must not make the host's store look orphaned.
+    struct statvfs vfs;
+    const bool read_only = ::statvfs(root.c_str(), &vfs) == 0 && (vfs.f_flag & ST_RDONLY) != 0;
+    bool write = false;
+    if (!read_only) {
+      std::optional<std::string> recorded = ReadBudgetOwner(p->store_id_);
+      if (!recorded) {
+        write = true;
+      } else if (*recorded != folder) {
+        auto id = ReadStoreId(StorePaths{*recorded});
+        write = id.ok() ? *id != p->store_id_ : id.status().IsNotFound();
+      }
+    }
     std::lock_guard<std::mutex> local(p->budget_mu_);
-    if (OfdLock(fd, kBudgetLockByte, true)) {
+    if (write && OfdLock(fd, kBudgetLockByte, true)) {
       WriteBudgetOwner(static_cast<uint8_t*>(m), size_t(page), p->store_id_, folder);
       OfdUnlock(fd, kBudgetLockByte);
     }
