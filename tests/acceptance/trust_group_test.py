@@ -12,7 +12,9 @@ Users without accounts: a member (uid 54321, gid 54322), a second member
    are 0660 of that group. A file someone else put in the store's folder is
    left alone.
 3. The member opens a and gets the right bytes (pager_worker checks each one);
-   a model imported later (a new generation) is readable by the member too.
+   a model imported later (a new generation) is readable by the member too,
+   and the member's `pstore verify` passes, saying that it could not check
+   db/ (whose new files are the writer's alone).
 4. With no shared memory left, the member is the first to open the store:
    the budget file and segment it creates are 0660 of the group, and the
    second member and the owner use them.
@@ -208,6 +210,17 @@ def body(work):
     rc, last, err = worker(store, "b:v1", b_src, "load", MEMBER)
     check(rc == 0 and last.get("ok"), f"a member could not read a model imported later: {last} {err[-800:]}")
     check_modes(store, "after a later import")
+    # A member's verify after an import (db/'s new files are the writer's
+    # alone, umask 077): the generations are checked, db/ is not, and it says so.
+    p = subprocess.run(MEMBER + store.argv("verify", json_out=True), capture_output=True,
+                       text=True, timeout=300)
+    j = json.loads(p.stdout) if p.stdout.strip().startswith("{") else {}
+    check(p.returncode == 0 and j.get("ok") and j.get("db_checked") is False and
+          j.get("db_not_checked_reason"),
+          f"a member's verify --json: rc {p.returncode} {p.stdout[-500:]} {p.stderr[-500:]}")
+    p = subprocess.run(MEMBER + store.argv("verify"), capture_output=True, text=True, timeout=300)
+    check(p.returncode == 0 and "notice: the writer's database (db/) was not checked" in p.stdout,
+          f"a member's verify: rc {p.returncode} {p.stdout[-500:]} {p.stderr[-500:]}")
 
     # 4. A member creates the shared memory; others use it.
     store.ok("ps", "--gc-all")
