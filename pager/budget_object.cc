@@ -11,6 +11,8 @@
 #include <cstring>
 #include <set>
 
+#include "pager/shm_access.h"
+
 namespace pstore {
 
 namespace {
@@ -56,7 +58,7 @@ std::string BudgetObjectName(const std::string& store_id) {
 Result<UniqueFd> OpenBudgetObject(const std::string& store_id, int mode) {
   std::string name = BudgetObjectName(store_id);
   for (int attempt = 0; attempt < 100; attempt++) {
-    UniqueFd fd(::shm_open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, mode_t(mode)));
+    UniqueFd fd(ShmOpenWaitingForAccess(name, O_RDWR | O_CREAT | O_CLOEXEC, mode_t(mode)));
     if (!fd.valid()) {
       int e = errno;
       return Status::FromErrno(

@@ -167,7 +167,7 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
   }
   std::unique_ptr<Segment> s(new Segment);
   s->name_ = name;
-  int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, opt.mode);
+  int fd = ShmOpenWaitingForAccess(name, O_RDWR | O_CREAT | O_CLOEXEC, mode_t(opt.mode));
   if (fd < 0) {
     int e = errno;
     return Status::FromErrno(

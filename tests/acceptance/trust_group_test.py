@@ -17,7 +17,9 @@ Users without accounts: a member (uid 54321, gid 54322), a second member
    db/ (whose new files are the writer's alone).
 4. With no shared memory left, the member is the first to open the store:
    the budget file and segment it creates are 0660 of the group, and the
-   second member and the owner use them.
+   second member and the owner use them. A member that opens the store while
+   another has just created the budget file (0600 until it sets the group's
+   mode) waits for the mode instead of failing.
 5. The outsider cannot open the store; the member cannot write into its folder.
 6. The member overwrites bytes of a's segment (it may write segments). A
    reader without checking gets wrong bytes (what group mode trusts); a
@@ -44,6 +46,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 
 from harness import Skip, Store, check, env_path, log, make_model, run_test
 
@@ -235,6 +238,27 @@ def body(work):
           f"the second member could not use the first one's shared memory: {last} {err[-800:]}")
     rc, last, err = worker(store, "a:v1", a_src, "load")
     check(rc == 0 and last.get("ok"), f"the owner could not use a member's shared memory: {last}")
+
+    # 4b. The window in which a member has just created the budget object
+    # (still of its umask's mode, 0600) before giving it the group's mode: a
+    # second member opening then waits for it instead of failing.
+    store.ok("ps", "--gc-all")
+    for o in shm_objects(store):
+        os.unlink(o)
+    with open(os.path.join(store.root, "ID")) as f:
+        budget = f"/dev/shm/pstore-{f.read().strip()}-budget"
+    subprocess.run(MEMBER + ["/usr/bin/python3", "-c",
+                             f"import os; os.close(os.open({budget!r}, os.O_CREAT | os.O_RDWR, 0o600))"],
+                   check=True)
+    second = subprocess.Popen(MEMBER2 + [env_path("PAGER_WORKER"), store.root, "a:v1", a_src, "load"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    os.chown(budget, -1, GID)
+    os.chmod(budget, 0o660)
+    out, err = second.communicate(timeout=300)
+    check(second.returncode == 0,
+          f"a member opening while another had just created the budget object failed: {out[-300:]} {err[-500:]}")
+    log("a member waits for a just-created budget object to get the group's mode")
 
     # 5. Outsiders stay out; members do not write the store.
     rc, last, err = worker(store, "a:v1", a_src, "load", OUTSIDER)
