@@ -157,16 +157,19 @@ typedef struct pstore_store_options {
                             PSTORE_ERR_INVALID_ARGUMENT) */
   int check_shared;      /* nonzero: do not trust bytes other processes loaded.
                             Each chunk of a tensor in shared memory is checked
-                            against its key when this process first acquires
-                            the tensor (and again after an eviction in its
-                            segment); pstore_tensor_copy checks the copy and
-                            decodes from the store what fails. A mismatch is
+                            against its key (from a manifest checked against
+                            the model's digest, held in this process's memory)
+                            on every acquire that starts this handle's hold on
+                            the tensor, i.e. when no earlier acquire of it
+                            through the handle is still unreleased;
+                            pstore_tensor_copy checks the copy and decodes from
+                            the store what fails. A mismatch is
                             PSTORE_ERR_CORRUPTION, never wrong bytes. It does
                             not cover bytes changed while this process holds
                             the tensor: see docs/operations.md, "Group mode
-                            and trust". Cost: one XXH3-128 pass over each
-                            tensor (docs/benchmarks.md, "Checking shared
-                            memory"). Callers built before this field existed
+                            and trust". Cost: one XXH3-128 pass over the
+                            tensor per such acquire (docs/benchmarks.md,
+                            "Checking shared memory"). Callers built before this field existed
                             pass a smaller struct_size and get 0. */
 } pstore_store_options;
 

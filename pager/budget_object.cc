@@ -11,6 +11,8 @@
 #include <cstring>
 #include <set>
 
+#include "pager/shm_access.h"
+
 namespace pstore {
 
 namespace {
@@ -56,7 +58,7 @@ std::string BudgetObjectName(const std::string& store_id) {
 Result<UniqueFd> OpenBudgetObject(const std::string& store_id, int mode) {
   std::string name = BudgetObjectName(store_id);
   for (int attempt = 0; attempt < 100; attempt++) {
-    UniqueFd fd(::shm_open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, mode_t(mode)));
+    UniqueFd fd(ShmOpenWaitingForAccess(name, O_RDWR | O_CREAT | O_CLOEXEC, mode_t(mode)));
     if (!fd.valid()) {
       int e = errno;
       return Status::FromErrno(
@@ -124,6 +126,24 @@ bool RemoveBudgetObjectIfUnused(const std::string& store_id) {
   // lock only after the unlink, sees it removed, and makes a new one.
   if (!WriteLockNow(fd.get(), kBudgetInUseByte)) return false;
   return ::shm_unlink(name.c_str()) == 0;
+}
+
+Result<UniqueFd> LockBudgetObjectUnused(const std::string& store_id) {
+  std::string name = BudgetObjectName(store_id);
+  UniqueFd fd(::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0));
+  if (!fd.valid()) {
+    int e = errno;
+    if (e == ENOENT) return Status::NotFound("no shared memory object " + name);
+    return Status::FromErrno("cannot open shared memory " + name, e);
+  }
+  if (!WriteLockNow(fd.get(), kBudgetInUseByte))
+    return Status::Busy("a process has the store of " + name + " open");
+  return fd;
+}
+
+bool RemoveBudgetObjectLocked(const std::string& store_id, const UniqueFd& locked) {
+  if (!locked.valid()) return false;
+  return ::shm_unlink(BudgetObjectName(store_id).c_str()) == 0;
 }
 
 std::vector<std::string> ListSharedMemoryStores() {

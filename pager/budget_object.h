@@ -51,6 +51,16 @@ std::optional<std::string> ReadBudgetOwner(const std::string& store_id);
 // (false also when there is none).
 bool RemoveBudgetObjectIfUnused(const std::string& store_id);
 
+// Write-locks the store's budget object's in-use byte without waiting and
+// returns the descriptor that holds the lock (a Pager opening the store
+// meanwhile waits until it is closed). Busy when a process has the store open,
+// NotFound when there is no budget object.
+Result<UniqueFd> LockBudgetObjectUnused(const std::string& store_id);
+
+// Unlinks the budget object. REQUIRES: locked holds its in-use byte
+// (LockBudgetObjectUnused).
+bool RemoveBudgetObjectLocked(const std::string& store_id, const UniqueFd& locked);
+
 // The ids of stores with objects in /dev/shm ("pstore-<32 hex digits>-...").
 std::vector<std::string> ListSharedMemoryStores();
 

@@ -46,14 +46,16 @@ Result<const uint8_t*> Model::Acquire(uint32_t t) {
     pin.Keep();
     return kEmptyTensor;
   }
-  if (checked_at_) {
-    // Read before the check: an eviction after it (of other slots; ours are
-    // pinned) only makes the next acquire check again.
-    uint64_t epoch = seg.header()->evictions.load() + 1;
-    if (checked_at_[t].load() != epoch) {
+  if (check_) {
+    // Checked whenever this handle's holds on t go from none to one: between
+    // holds, any process that may write the segment can change the bytes.
+    std::lock_guard<std::mutex> l(check_mu_[t % kCheckStripes]);
+    CheckState& cs = check_[t];
+    if (!cs.checked) {
       PSTORE_RETURN_IF_ERROR(CheckBytes(t, seg.data() + p.offset));
-      checked_at_[t].store(epoch);
+      cs.checked = true;
     }
+    cs.held++;
   }
   pin.Keep();
   return seg.data() + p.offset;
@@ -77,6 +79,12 @@ Status Model::CheckBytes(uint32_t t, const uint8_t* p) const {
 
 Status Model::Release(uint32_t t) {
   if (t >= layout_.tensors.size()) return Status::InvalidArgument("tensor index out of range");
+  if (check_) {
+    // Before the pin goes: an acquire from here on checks again.
+    std::lock_guard<std::mutex> l(check_mu_[t % kCheckStripes]);
+    CheckState& cs = check_[t];
+    if (cs.held > 0 && --cs.held == 0) cs.checked = false;
+  }
   std::atomic<uint32_t>& pin = seg_->pin(seg_->me(), t);
   uint32_t v = pin.load();
   do {
@@ -102,7 +110,7 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
     pin.Drop();
     // The copy is this process's own: checked, it stays right. Bytes that
     // fail the check are decoded from the store instead, below.
-    if (!checked_at_ || CheckBytes(t, static_cast<const uint8_t*>(dst)).ok()) {
+    if (!check_ || CheckBytes(t, static_cast<const uint8_t*>(dst)).ok()) {
       hits_.fetch_add(1, std::memory_order_relaxed);
       return Status::OK();
     }

@@ -110,9 +110,18 @@ class Model : public std::enable_shared_from_this<Model> {
   std::shared_ptr<Segment> seg_;
   mutable std::once_flag by_name_once_;
   mutable NameIndex by_name_;  // built by the first Find
-  // With check_shared: per tensor, 1 + the segment's eviction count when this
-  // process last checked its bytes (0: never).
-  std::unique_ptr<std::atomic<uint64_t>[]> checked_at_;
+  // With check_shared, per tensor, in this process's memory (nothing another
+  // process can change): how many of this handle's acquires are not yet
+  // released, and whether the bytes were checked since that count left 0.
+  // The check runs when it goes from 0 to 1; bytes changed while it stays
+  // above 0 are not seen. Guarded by check_mu_[t % kCheckStripes].
+  struct CheckState {
+    uint32_t held = 0;
+    bool checked = false;
+  };
+  static constexpr size_t kCheckStripes = 64;
+  std::unique_ptr<CheckState[]> check_;
+  std::mutex check_mu_[kCheckStripes];
 
   std::atomic<uint64_t> acquires_{0}, hits_{0}, misses_{0}, slots_loaded_{0}, bytes_read_{0},
       bytes_decoded_{0}, load_ns_{0}, file_order_prefetches_{0};

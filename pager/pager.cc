@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -62,8 +63,25 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
       ::free(real);
     }
     while (folder.size() > 1 && folder.back() == '/') folder.pop_back();
+    // Written only when there is no record or the recorded folder does not
+    // hold this store (gone, or another store's), and never from a read-only
+    // store folder: a reader in another mount namespace (a container) or
+    // through a bind mount sees the store at a path that is not the host's,
+    // and must not make the host's store look orphaned.
+    struct statvfs vfs;
+    const bool read_only = ::statvfs(root.c_str(), &vfs) == 0 && (vfs.f_flag & ST_RDONLY) != 0;
+    bool write = false;
+    if (!read_only) {
+      std::optional<std::string> recorded = ReadBudgetOwner(p->store_id_);
+      if (!recorded) {
+        write = true;
+      } else if (*recorded != folder) {
+        auto id = ReadStoreId(StorePaths{*recorded});
+        write = id.ok() ? *id != p->store_id_ : id.status().IsNotFound();
+      }
+    }
     BudgetGuard budget(&p->budget_mu_, fd);
-    if (budget.locked())
+    if (write && budget.locked())
       WriteBudgetOwner(static_cast<uint8_t*>(m), size_t(page), p->store_id_, folder);
   }
   int threads = opt.loader_threads > 0 ? opt.loader_threads
@@ -90,14 +108,15 @@ Result<std::shared_ptr<StoreReader>> Pager::CurrentReader() {
 }
 
 Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const Layout& layout,
-                                                   std::string_view manifest) {
+                                                   std::string_view manifest,
+                                                   std::shared_ptr<const Manifest> parsed) {
   std::string name = Segment::NameFor(store_id_, d);
   MutexLock l(&mu_);
   auto it = segments_.find(name);
   if (it != segments_.end())
     if (auto s = it->second.lock()) return s;
   PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<Segment> seg,
-                          Segment::Attach(name, layout, d, manifest, store_id_, seg_opt_));
+                          Segment::Attach(name, layout, d, manifest, store_id_, seg_opt_, parsed));
   std::shared_ptr<Segment> s(std::move(seg));
   segments_[name] = s;
   return s;
@@ -135,31 +154,29 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
   model->digest_ = digest;
   // A resident model's segment holds its manifest and layout: a process
   // opening it parses the one and copies the other, nothing from the store.
+  // The manifest used is the segment's private copy, checked against the
+  // digest when it was attached (never the bytes in shared memory, which
+  // processes that may write the segment can change), or the store's.
   std::shared_ptr<Segment> resident = FindResident(digest);
-  std::string bytes;
-  std::string_view manifest;
+  std::shared_ptr<const Manifest> m;
   if (resident) {
-    manifest = resident->manifest_bytes();
-  } else {
-    PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
-    PSTORE_ASSIGN_OR_RETURN(bytes, reader->view().LoadManifestBytes(digest));
-    manifest = bytes;
-  }
-  auto parsed = Manifest::Parse(manifest, /*with_headers=*/false);
-  if (!parsed.ok()) return parsed.status().WithContext("model " + digest.Hex());
-  std::shared_ptr<const Manifest> m(new Manifest(std::move(parsed).value()));
-  model->manifest_ = m;
-  if (resident) {
+    m = resident->manifest();
     PSTORE_ASSIGN_OR_RETURN(model->layout_, resident->ReadLayout(*m));
     model->seg_ = std::move(resident);
   } else {
+    PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
+    PSTORE_ASSIGN_OR_RETURN(std::string bytes, reader->view().LoadManifestBytes(digest));
+    auto parsed = Manifest::Parse(bytes, /*with_headers=*/false);
+    if (!parsed.ok()) return parsed.status().WithContext("model " + digest.Hex());
+    m = std::make_shared<const Manifest>(std::move(parsed).value());
     model->layout_ = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
-    PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_, manifest));
+    PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_, bytes, m));
+    // A segment this process had attached already keeps its own manifest:
+    // the same model's, so the same.
+    m = model->seg_->manifest();
   }
-  if (check_shared_) {
-    model->checked_at_.reset(new std::atomic<uint64_t>[m->tensors.size()]);
-    for (size_t i = 0; i < m->tensors.size(); i++) model->checked_at_[i].store(0);
-  }
+  model->manifest_ = m;
+  if (check_shared_) model->check_.reset(new Model::CheckState[m->tensors.size()]());
   // Pins of processes that died are gone now; what they held may be over budget.
   EnforceBudget();
   return model;

@@ -37,10 +37,11 @@ namespace pstore {
 struct PagerOptions {
   uint64_t budget_bytes = 0;  // 0: the store's setting (itself 0: half of RAM)
   int loader_threads = 0;     // 0: max(2, cores); at most kMaxThreads
-  // Check each chunk of a tensor in shared memory against its key when this
-  // process first acquires the tensor (again after any eviction in its
-  // segment), and each tensor copied out of shared memory: for a process that
-  // does not trust the others that may write the store's shared memory.
+  // Check each chunk of a tensor in shared memory against its key on every
+  // acquire that starts a model handle's hold on the tensor (none of its
+  // acquires through that handle unreleased), and each tensor copied out of
+  // shared memory: for a process that does not trust the others that may
+  // write the store's shared memory.
   bool check_shared = false;
 };
 
@@ -84,7 +85,8 @@ class Pager {
   // Gives idle scratch memory back to the system.
   void Trim();
   Result<std::shared_ptr<Segment>> GetSegment(const ModelDigest& d, const Layout& layout,
-                                              std::string_view manifest);
+                                              std::string_view manifest,
+                                              std::shared_ptr<const Manifest> parsed);
   // This process's attachment to the model's complete segment, attaching if
   // there is one; nullptr if there is none.
   std::shared_ptr<Segment> FindResident(const ModelDigest& d);

@@ -90,10 +90,16 @@ std::vector<std::string> ListSegments(const std::string& store_id) {
 Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const Layout& layout,
                                                  const ModelDigest& digest,
                                                  std::string_view manifest,
-                                                 const std::string& store_id, const Options& opt) {
+                                                 const std::string& store_id, const Options& opt,
+                                                 std::shared_ptr<const Manifest> parsed) {
+  if (!parsed) {
+    auto m = Manifest::Parse(manifest, /*with_headers=*/false);
+    if (!m.ok()) return m.status().WithContext("model " + digest.Hex());
+    parsed = std::make_shared<const Manifest>(std::move(m).value());
+  }
   std::unique_ptr<Segment> s(new Segment);
   s->name_ = name;
-  int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, opt.mode);
+  int fd = ShmOpenWaitingForAccess(name, O_RDWR | O_CREAT | O_CLOEXEC, mode_t(opt.mode));
   if (fd < 0) {
     int e = errno;
     return Status::FromErrno(
@@ -203,6 +209,9 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
       return Status::FromErrno("write shared memory " + name, errno);
   }
   PSTORE_RETURN_IF_ERROR(s->MapAndClaim(false));
+  // The caller's manifest, from the store, is the one this process uses.
+  s->manifest_bytes_.assign(manifest.data(), manifest.size());
+  s->manifest_ = std::move(parsed);
   return s;
 }
 
@@ -210,8 +219,13 @@ Result<std::unique_ptr<Segment>> Segment::AttachResident(const std::string& name
                                                          const ModelDigest& digest) {
   auto s = AttachExisting(name, &digest);
   if (!s.ok()) return Status::NotFound(s.status().message());
-  if (Manifest::DigestOf((*s)->manifest_bytes()) != digest)
+  // The private copy MapAndClaim took: checked once here, used from now on.
+  Segment& seg = **s;
+  if (Manifest::DigestOf(seg.manifest_bytes_) != digest)
     return Status::NotFound("shared memory " + name + " holds another manifest");
+  auto m = Manifest::Parse(seg.manifest_bytes_, /*with_headers=*/false);
+  if (!m.ok()) return Status::NotFound("shared memory " + name + ": " + m.status().message());
+  seg.manifest_ = std::make_shared<const Manifest>(std::move(m).value());
   return s;
 }
 
@@ -277,6 +291,15 @@ Status Segment::MapAndClaim(bool) {
   attach_ = reinterpret_cast<AttachEntry*>(base_ + h.attach_off);
   pins_base_ = base_ + h.pins_off;
   PSTORE_RETURN_IF_ERROR(CheckTables(h));
+  // The manifest, copied once into this process's memory with the bounds of
+  // the header as read above (HeaderConsistent placed them before the data
+  // region; checked again here so that no header change can reach past it).
+  if (h.manifest_off > header_len_ || h.manifest_len > header_len_ - h.manifest_off)
+    return Status::Corruption(
+        "shared memory " + name_ +
+        " places its manifest out of bounds; remove it with `pstore ps --gc`");
+  manifest_bytes_.assign(reinterpret_cast<const char*>(base_ + h.manifest_off),
+                         size_t(h.manifest_len));
   if (h.data_bytes > 0) {
     p = MapAligned(h.data_bytes, PROT_READ, fd_.get(), off_t(h.data_off));
     if (p == MAP_FAILED) return Status::FromErrno("map " + name_, errno);

@@ -130,14 +130,20 @@ class Segment {
   // Opens the segment `name`, creating and initialising it from layout if it
   // does not exist (or a creator died before finishing), and takes an
   // attachment (a process-table entry).
+  // manifest is the model's (from the store); parsed, when given, is it parsed
+  // (it is parsed here otherwise). The segment keeps these, never the copy in
+  // shared memory.
   static Result<std::unique_ptr<Segment>> Attach(const std::string& name, const Layout& layout,
                                                  const ModelDigest& digest,
                                                  std::string_view manifest,
-                                                 const std::string& store_id, const Options& opt);
+                                                 const std::string& store_id, const Options& opt,
+                                                 std::shared_ptr<const Manifest> parsed = nullptr);
   // Attaches to a complete segment holding the manifest of digest, as it is:
   // NotFound when there is no such segment (or it is incomplete, of another
-  // layout, or holds another manifest). The manifest and layout are then read
-  // from the mapping (manifest_bytes, ReadLayout) without the store.
+  // layout, or holds another manifest). The manifest is copied out of the
+  // mapping once, with the bounds the header had when attaching, into this
+  // process's memory, checked against digest there and parsed (manifest());
+  // the layout is read with ReadLayout. Neither needs the store.
   static Result<std::unique_ptr<Segment>> AttachResident(const std::string& name,
                                                          const ModelDigest& digest);
   // Attaches to an existing segment without knowing its manifest (for the
@@ -150,10 +156,14 @@ class Segment {
 
   const std::string& name() const { return name_; }
   SegmentHeader* header() const { return hdr_; }
-  // The model's serialized manifest, in the mapping (valid while attached).
-  std::string_view manifest_bytes() const {
-    return {reinterpret_cast<const char*>(base_ + hdr_->manifest_off), size_t(hdr_->manifest_len)};
-  }
+  // The model's serialized manifest: this process's private copy, taken when
+  // attaching (the copy in shared memory may be changed by any process that
+  // may write the segment, so nothing reads it again).
+  std::string_view manifest_bytes() const { return manifest_bytes_; }
+  // The manifest parsed, from the store (Attach) or from the private copy
+  // checked against the model's digest (AttachResident); null after
+  // AttachExisting.
+  const std::shared_ptr<const Manifest>& manifest() const { return manifest_; }
   // The layout the segment was created with, copied out and checked against
   // the header's fingerprint and against m (every index and range in
   // bounds); Corruption when it does not hold.
@@ -241,6 +251,8 @@ class Segment {
   AttachEntry* attach_ = nullptr;
   uint8_t* pins_base_ = nullptr;
   uint32_t me_ = kMaxAttach;
+  std::string manifest_bytes_;                // private copy (manifest_bytes)
+  std::shared_ptr<const Manifest> manifest_;  // manifest()
 };
 
 // Lists this store's segments in /dev/shm: names starting "pstore-<store id>-".

@@ -39,6 +39,15 @@ int SetAccess(int fd, const Segment::Options& opt) {
 
 }  // namespace
 
+int ShmOpenWaitingForAccess(const std::string& name, int flags, mode_t mode) {
+  constexpr int kWaitMs = 2000, kStepMs = 5;
+  for (int waited = 0;; waited += kStepMs) {
+    int fd = ::shm_open(name.c_str(), flags, mode);
+    if (fd >= 0 || errno != EACCES || (mode & 0060) == 0 || waited >= kWaitMs) return fd;
+    ::usleep(kStepMs * 1000);
+  }
+}
+
 Status SetShmAccess(int fd, const std::string& name, const Segment::Options& opt) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno("stat shared memory " + name, errno);

@@ -296,8 +296,12 @@ struct WriterFileCheck {
   WriterFileCheck& operator=(WriterFileCheck&&);
   std::vector<uint64_t> missing_blob_files;
   std::unique_ptr<RocksDb> db;  // db/, opened read-only, when some are missing
+  bool db_checked = false;      // whether db/ was checked at all
+  std::string not_checked;      // why not, when it was not
 };
-// Empty when a writer holds the lock (it may be changing db/ as it should).
+// Unchecked (db_checked false, with the reason) when a writer holds the lock
+// (it may be changing db/ as it should), or when this user may not read db/
+// (a group member: RocksDB makes db/'s files with the writer's umask).
 Result<WriterFileCheck> CheckWriterFiles(const StorePaths& p);
 // "000123.blob": the name of blob file number n in a RocksDB folder.
 std::string BlobFileName(uint64_t number);

@@ -144,6 +144,13 @@ Result<WriterLock> WriterLock::Acquire(const std::string& root, bool wait) {
   std::string path = root + "/LOCK";
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (!fd.valid()) return Status::FromErrno("cannot open " + path, errno);
+  // Made again (deleted by hand, or a new store): the store's access, like
+  // every file pstore keeps in its folder (0640 of the group in group mode).
+  // A store without a configuration yet gets it when it is created.
+  if (auto config = ReadStoreConfig(StorePaths{root}); config.ok()) {
+    if (auto access = AccessFor(*config); access.ok())
+      PSTORE_RETURN_IF_ERROR(ApplyAccess(path, *access, /*recursive=*/false));
+  }
   if (::flock(fd.get(), LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
     if (errno == EWOULDBLOCK) {
       char buf[32] = {};

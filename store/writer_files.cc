@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include <rocksdb/db.h>
 
@@ -32,11 +33,34 @@ Result<WriterFileCheck> CheckWriterFiles(const StorePaths& p) {
   // what it needs. A writer at work now leaves the question for the next
   // verify.
   UniqueFd lock(::open(p.lock_file().c_str(), O_RDONLY | O_CLOEXEC));
-  if (!lock.valid() || ::flock(lock.get(), LOCK_SH | LOCK_NB) != 0) return out;
+  if (!lock.valid()) {
+    out.not_checked = std::string("cannot open the store's LOCK: ") + std::strerror(errno);
+    return out;
+  }
+  if (::flock(lock.get(), LOCK_SH | LOCK_NB) != 0) {
+    out.not_checked = "a writer holds the store's lock (it may be changing db/)";
+    return out;
+  }
   struct stat st;
-  if (::stat(p.db().c_str(), &st) != 0) return out;
+  if (::stat(p.db().c_str(), &st) != 0) {
+    out.not_checked = "the store has no db/";
+    return out;
+  }
+  // A group member may read the store's generations but not db/'s files,
+  // which RocksDB makes with the writer's umask.
+  const std::string current = p.db() + "/CURRENT";
+  UniqueFd probe(::open(current.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!probe.valid() && errno == EACCES) {
+    out.not_checked = "this user may not read db/ (" + current + ": Permission denied)";
+    return out;
+  }
   auto db = RocksDb::OpenReadOnly(p.db());
+  if (!db.ok() && db.status().message().find("Permission denied") != std::string::npos) {
+    out.not_checked = "this user may not read db/ (" + db.status().message() + ")";
+    return out;
+  }
   if (!db.ok()) return db.status().WithContext("the store's database (db/) cannot be opened");
+  out.db_checked = true;
   rocksdb::ColumnFamilyMetaData md;
   (*db)->db()->GetColumnFamilyMetaData((*db)->chunks(), &md);
   for (const auto& b : md.blob_files) {

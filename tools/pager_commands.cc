@@ -246,24 +246,35 @@ int CmdOrphans(const Globals& g) {
     } else {
       continue;  // cannot tell (no permission, a damaged ID file): leave it
     }
+    // A process holding the budget object's in-use byte has the store open,
+    // wherever its folder is for it (another mount namespace, a bind mount
+    // since unmounted): nothing of such a store is removed. The lock, taken
+    // without waiting, is held while removing, so no Pager opens the store
+    // meanwhile (it goes at the end of this iteration). A budget object this
+    // user cannot open counts as in use.
+    auto locked = LockBudgetObjectUnused(id);
+    const bool store_in_use = !locked.ok() && !locked.status().IsNotFound();
     int removed = 0;
     uint64_t bytes = 0, in_use = 0;
     for (const auto& name : segs) {
       auto info = InspectSegment(name);
-      bool used = info.ok() && info->live_attachments() > 0;
+      // A segment that cannot be inspected counts as used: it is left alone.
+      bool used = !info.ok() || info->live_attachments() > 0;
       if (info.ok()) bytes += info->resident_bytes;
-      if (g_args.gc && !used && RemoveSegment(name).ok()) {
+      if (g_args.gc && !store_in_use && !used && RemoveSegment(name).ok()) {
         removed++;
         continue;
       }
       in_use += used;
     }
-    bool budget_removed = g_args.gc && ListSegments(id).empty() && RemoveBudgetObjectIfUnused(id);
+    bool budget_removed = g_args.gc && locked.ok() && ListSegments(id).empty() &&
+                          RemoveBudgetObjectLocked(id, *locked);
     segments_removed += removed;
     budgets_removed += budget_removed;
     orphans.push_back({{"store_id", id},
                        {"folder", *folder},
                        {"reason", why},
+                       {"store_in_use", store_in_use},
                        {"segments", segs.size()},
                        {"segments_in_use", in_use},
                        {"resident_bytes", bytes},
@@ -280,11 +291,14 @@ int CmdOrphans(const Globals& g) {
   }
   for (const auto& o : orphans)
     std::printf(
-        "orphan store %s (%s: %s): %llu segment(s), %s resident, %llu in use%s\n",
+        "orphan store %s (%s: %s): %llu segment(s), %s resident, %llu in use%s%s\n",
         o["store_id"].get<std::string>().c_str(), o["folder"].get<std::string>().c_str(),
         o["reason"].get<std::string>().c_str(), (unsigned long long)o["segments"].get<uint64_t>(),
         HumanBytes(double(o["resident_bytes"].get<uint64_t>())).c_str(),
         (unsigned long long)o["segments_in_use"].get<uint64_t>(),
+        o["store_in_use"].get<bool>()
+            ? "; store in use (a process has it open, seen through another path): left alone"
+            : "",
         g_args.gc ? (", removed " + std::to_string(o["segments_removed"].get<int>()) +
                      (o["budget_object_removed"].get<bool>() ? " and its budget object" : ""))
                         .c_str()

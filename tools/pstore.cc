@@ -305,6 +305,8 @@ int CmdVerify(const Globals& g, int threads) {
                {"manifests", rep->manifests},
                {"chunks_checked", rep->chunks_checked},
                {"bytes_checked", rep->bytes_checked},
+               {"db_checked", writer->db_checked},
+               {"db_not_checked_reason", writer->not_checked},
                {"problems", probs}});
   } else {
     for (const auto& p : rep->problems) {
@@ -317,6 +319,9 @@ int CmdVerify(const Globals& g, int threads) {
       if (!p.chunk_key.empty()) std::printf(" (key %s)", p.chunk_key.c_str());
       std::printf(": %s\n", p.error.c_str());
     }
+    if (!writer->db_checked)
+      std::printf("notice: the writer's database (db/) was not checked for lost files: %s\n",
+                  writer->not_checked.c_str());
     std::printf("%s: %llu models, %llu chunks, %s checked, %zu problem(s)\n",
                 rep->ok() ? "ok" : "FAILED", (unsigned long long)rep->models,
                 (unsigned long long)rep->chunks_checked, HumanBytes(double(rep->bytes_checked)).c_str(),

@@ -18,9 +18,16 @@ read-only at another path inside, and /dev/shm is the host's.
    c:v1 afterwards and gets its bytes.
 5. Inside, the store really is read-only (a write fails), and readers change
    nothing in the store's folder.
+6. After the container readers ran, `pstore ps --orphans` on the host finds
+   nothing: a reader of a read-only store folder does not record its own
+   path as the store's folder.
+7. A store opened through a bind mount that is then unmounted: its recorded
+   folder is gone, but a process still has the store open, so `pstore ps
+   --orphans --gc` leaves its shared memory alone (and says it is in use).
 
 Environment: PSTORE_BIN, MAKE_MODEL, PAGER_WORKER.
 """
+import glob
 import json
 import os
 import shlex
@@ -122,6 +129,9 @@ def body(work):
         lc = later.finish(120)
         check(lc.get("mismatches") == 0, f"the container reader of c:v1: {lc}")
         log("container reader opens a model imported after it opened the store")
+        j = store.ok("ps", "--orphans", "--under", work, json_out=True).json()
+        check(j.get("orphans") == [],
+              f"after container readers, the host's store looks orphaned: {j.get('orphans')}")
 
         inside.finish(60)
         host.finish(60)
@@ -132,6 +142,44 @@ def body(work):
         for w in workers:
             if w.proc.poll() is None:
                 w.kill()
+
+    # 7. Through a bind mount, then unmounted while a process has the store open.
+    store2 = Store(os.path.join(work, "store2"))
+    store2.ok("import", a_src, "a:v1")
+    with open(os.path.join(store2.root, "ID")) as f:
+        sid2 = f.read().strip()
+    view2 = os.path.join(work, "view2")
+    os.mkdir(view2)
+    subprocess.run(["mount", "--bind", store2.root, view2], check=True)
+    mounted = True
+    holder = None
+    try:
+        Worker(view2, "a:v1", a_src, "load").finish(120)  # a stays resident, unattached
+        holder = Worker(view2, "a:v1", a_src, "later", "a:v1")  # the store open, no model
+        holder.wait_for("ready", 120)
+        subprocess.run(["umount", "-l", view2], check=True)
+        mounted = False
+        segs = sorted(glob.glob(f"/dev/shm/pstore-{sid2}-*"))
+        check(len(segs) == 2, f"want a's segment and the budget object of store2: {segs}")
+        p = store.run("ps", "--orphans", "--gc", "--under", work, json_out=True)
+        check(p.rc == 0, f"ps --orphans --gc: {p.describe()}")
+        left = sorted(glob.glob(f"/dev/shm/pstore-{sid2}-*"))
+        check(left == segs, f"ps --orphans --gc removed shared memory of a store in use: {segs} -> {left}")
+        o = [x for x in p.json().get("orphans", []) if x.get("store_id") == sid2]
+        check(len(o) == 1 and o[0].get("store_in_use") is True,
+              f"ps --orphans should list store2 as in use: {p.json()}")
+        log("a store opened through an unmounted bind mount is in use: ps --orphans --gc leaves it")
+        holder.kill()
+        holder.proc.wait(60)
+        holder = None
+        p = store.run("ps", "--orphans", "--gc", "--under", work, json_out=True)
+        check(p.rc == 0 and not glob.glob(f"/dev/shm/pstore-{sid2}-*"),
+              f"once nobody has store2 open, ps --orphans --gc removes it: {p.describe()}")
+    finally:
+        if holder is not None and holder.proc.poll() is None:
+            holder.kill()
+        if mounted:
+            subprocess.run(["umount", "-l", view2])
 
 
 run_test("trust_container", body)

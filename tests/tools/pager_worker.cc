@@ -24,6 +24,12 @@
 //                 failed acquire; "errors" counts those, "mismatches" the
 //                 tensors that were handed out with wrong bytes
 //   copy          the same with pstore_tensor_copy into a buffer of its own
+//   rounds same|new  scan as above (round 0), print the round's counts and
+//                 "ready", then for each line on stdin scan again and print
+//                 that round's counts: with the same model handle ("same"),
+//                 or with another pstore_model_open of REF ("new", the
+//                 handles before it stay open), each tensor acquired and
+//                 then copied
 //   later REF2    open the store, print "ready", wait for a line on stdin,
 //                 then open REF2 (imported after the store was opened) and
 //                 check it against SOURCE
@@ -282,6 +288,48 @@ int main(int argc, char** argv) {
       w.Check(i, p);
       if (mode == "scan") pstore_tensor_release(w.model, i);
     }
+  } else if (mode == "rounds") {
+    std::vector<pstore_model*> opened{w.model};
+    std::vector<uint8_t> buf;
+    for (int round = 0;; round++) {
+      uint64_t mismatches0 = w.mismatches, errors0 = w.errors;
+      for (size_t i = 0; i < n; i++) {
+        pstore_tensor_info info;
+        info.struct_size = sizeof(info);
+        pstore_model_tensor_info(w.model, i, &info);
+        const void* p = nullptr;
+        st = pstore_tensor_acquire(w.model, i, &p);
+        if (st == PSTORE_OK) {
+          w.Check(i, p);
+          pstore_tensor_release(w.model, i);
+        } else {
+          w.errors++;
+          std::fprintf(stderr, "ERROR %s: %s\n", pstore_status_string(st), pstore_last_error());
+        }
+        buf.assign(info.nbytes, 0);
+        st = pstore_tensor_copy(w.model, i, buf.data(), buf.size());
+        if (st == PSTORE_OK) {
+          w.Check(i, buf.data());
+        } else {
+          w.errors++;
+          std::fprintf(stderr, "ERROR %s: %s\n", pstore_status_string(st), pstore_last_error());
+        }
+      }
+      std::printf("{\"round\": %d, \"ready\": true, \"mismatches\": %lu, \"errors\": %lu}\n", round,
+                  w.mismatches - mismatches0, w.errors - errors0);
+      std::fflush(stdout);
+      std::string line;
+      if (!std::getline(std::cin, line)) break;
+      if (arg == "new") {
+        pstore_model* m2 = nullptr;
+        st = pstore_model_open(w.store, ref.c_str(), &m2);
+        if (st != PSTORE_OK) return Die("pstore_model_open", st);
+        opened.push_back(m2);
+        w.model = m2;
+      }
+    }
+    for (size_t k = 1; k < opened.size(); k++) pstore_model_close(opened[k]);
+    w.model = opened[0];
   } else if (mode == "hammer") {
     std::mt19937 rng(uint32_t(::getpid()));
     uint64_t rounds = 0;
