@@ -331,7 +331,10 @@ PSTORE_EXPORT void pstore_import_options_default(pstore_import_options* opts);
  * digest_out, if not NULL, receives the model's digest (33 bytes with NUL).
  * @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (malformed file, bad name),
  *   PSTORE_ERR_NOT_FOUND, PSTORE_ERR_EXISTS, PSTORE_ERR_BUSY,
- *   PSTORE_ERR_NO_SPACE, PSTORE_ERR_IO, PSTORE_ERR_CORRUPTION. */
+ *   PSTORE_ERR_NO_SPACE (the model does not fit, or the space the store sets
+ *   aside for a full disk is gone and cannot be set aside again: nothing is
+ *   written; see docs/operations.md, "Full disk"), PSTORE_ERR_IO,
+ *   PSTORE_ERR_CORRUPTION. */
 PSTORE_EXPORT pstore_status pstore_import_file(const char* store_path, const char* source,
                                                const char* ref,
                                                const pstore_import_options* opts,
