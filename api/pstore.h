@@ -404,12 +404,14 @@ PSTORE_EXPORT void pstore_import_options_default(pstore_import_options* opts);
  * @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (malformed file, bad name,
  *   options not filled by pstore_import_options_default, unknown profile,
  *   threads out of range), PSTORE_ERR_NOT_FOUND, PSTORE_ERR_EXISTS,
- *   PSTORE_ERR_BUSY, PSTORE_ERR_NO_SPACE, PSTORE_ERR_IO,
- *   PSTORE_ERR_CORRUPTION (the store's files, or a chunk another model
- *   shares, fail their checks), PSTORE_ERR_UNSUPPORTED (RocksDB refuses an
- *   operation on the store's files), PSTORE_ERR_ABORTED (the progress
- *   callback returned 0),
- *   PSTORE_ERR_NO_MEMORY, PSTORE_ERR_INTERNAL. */
+ *   PSTORE_ERR_BUSY, PSTORE_ERR_NO_SPACE (the model does not fit, or the
+ *   space the store sets aside for a full disk is gone and cannot be set
+ *   aside again: nothing is written; see docs/operations.md, "Full disk"),
+ *   PSTORE_ERR_IO, PSTORE_ERR_CORRUPTION (the store's files, or a chunk
+ *   another model shares, fail their checks), PSTORE_ERR_UNSUPPORTED
+ *   (RocksDB refuses an operation on the store's files), PSTORE_ERR_ABORTED
+ *   (the progress callback returned 0), PSTORE_ERR_NO_MEMORY,
+ *   PSTORE_ERR_INTERNAL. */
 PSTORE_EXPORT pstore_status pstore_import_file(const char* store_path, const char* source,
                                                const char* ref,
                                                const pstore_import_options* opts,

@@ -153,6 +153,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
   auto existing = view_->GetName(name);
   if (!existing.ok() && !existing.status().IsNotFound()) return existing.status();
   PSTORE_ASSIGN_OR_RETURN(Source src, OpenSource(source, paths_.env));
+  PSTORE_RETURN_IF_ERROR(CheckReserve().WithContext(name.Ref() + " was not imported"));
 
   Manifest m;
   m.format = src.format;

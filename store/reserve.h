@@ -5,10 +5,18 @@
 // the WAL), and so must rm and compact; on a disk with no byte free they
 // could never run, and compact is the command that frees space. The writer
 // keeps kReserveBytes allocated in RESERVE while the disk has room for it;
-// rm, tag and compact release it first when the disk is nearly full, an
-// import that runs out of space releases it to take its chunks out again,
-// and it is allocated again once there is room. Imports never use it: an
-// import that does not fit fails with "no space" and leaves the reserve.
+// rm and compact release it first when the disk is nearly full (tag, which
+// frees nothing, does not), an import that runs out of space releases it to
+// take its chunks out again, and imports and compact allocate it again once
+// there is room. Imports never use it: an import or pull that does not fit
+// fails with "no space" and leaves the reserve, and one that finds the
+// reserve gone and no room to allocate it again fails before writing a
+// chunk (StoreWriter::CheckReserve).
+//
+// Limit: compact's forced compaction of the chunk family writes new SST
+// files before it deletes the old ones; with the reserve alone free, that
+// fits while the chunk family's SST files are smaller than the reserve
+// (about 40 bytes a chunk: some 100,000 chunks).
 //
 // Thread-safety: reentrant; called by the one writer.
 #pragma once

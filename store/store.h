@@ -194,9 +194,10 @@ class StoreWriter {
  public:
   ~StoreWriter();
   // Takes the writer lock (waiting for it with wait), creating the store with
-  // `init` settings if it does not exist. With may_use_reserve (rm, tag,
+  // `init` settings if it does not exist. With may_use_reserve (rm,
   // compact), the disk space set aside in STORE/RESERVE is released when the
   // disk is nearly full, so that they work on a full disk (store/reserve.h).
+  // Without it, the reserve is set aside again if the disk has room.
   // The store's own files and the model files it imports are accessed
   // through env (RocksDB's are not).
   static Result<std::unique_ptr<StoreWriter>> Open(const std::string& root, bool wait,
@@ -238,6 +239,10 @@ class StoreWriter {
   // Takes out chunks written for a model that was not committed (a failed
   // pull), so that the store is as it was. REQUIRES: no manifest refers to them.
   Status TakeOutChunks(std::span<const ChunkKey> keys);
+  // Sets the reserve aside again if it is gone; NoSpace if the disk has too
+  // little room for it. Import and pull call it before they write a chunk, so
+  // that they never fill a disk on which rm and compact could not then run.
+  Status CheckReserve();
 
  private:
   StoreWriter() = default;

@@ -216,6 +216,21 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   uint64_t sequence = db->db()->GetLatestSequenceNumber();
   rocksdb::Checkpoint* raw = nullptr;
   PSTORE_RETURN_IF_ERROR(FromRocks(rocksdb::Checkpoint::Create(db->db(), &raw), "checkpoint"));
+  // A failure before CURRENT names it removes the new generation: its hard
+  // links would otherwise keep the failed import's blob files on the disk
+  // after the database drops them (a full disk while publishing). CURRENT is
+  // read back first: its write can fail after the rename (the folder fsync).
+  struct RemoveUnpublished {
+    const StorePaths& p;
+    const std::string& dir;
+    uint64_t n;
+    bool published = false;
+    ~RemoveUnpublished() {
+      if (published) return;
+      auto current = ReadCurrentGeneration(p);
+      if (current.ok() && *current != n) (void)p.env->RemoveTree(dir);
+    }
+  } guard{p, dir, n};
   std::unique_ptr<rocksdb::Checkpoint> ckpt(raw);
   // No flush: the WAL holds only metadata batches (chunks are written without
   // it and flushed before every commit), so the checkpoint takes the small
@@ -237,6 +252,7 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   PSTORE_RETURN_IF_ERROR(p.env->SyncDir(p.gen_root()));
   PSTORE_RETURN_IF_ERROR(
       WriteFileAtomic(p.env, p.current_file(), std::to_string(n) + "\n", mode));
+  guard.published = true;
   PSTORE_RETURN_IF_ERROR(ApplyAccess(p.current_file(), access));
   return n;
 }

@@ -121,6 +121,16 @@ Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, 
   return w;
 }
 
+Status StoreWriter::CheckReserve() {
+  if (RestoreReserve(paths_)) return Status::OK();
+  return Status::NoSpace(
+      "the disk holding the store has too little free space to set aside the space that `pstore "
+      "rm` and `pstore compact` need on a full disk (STORE/RESERVE, " +
+      std::to_string(kReserveBytes >> 20) +
+      " MiB, needs twice that free): nothing was written; remove models with `pstore rm` and run "
+      "`pstore compact`, or free space on the disk");
+}
+
 Status StoreWriter::Publish() {
   PSTORE_ASSIGN_OR_RETURN(std::string names, NamesText());
   PSTORE_ASSIGN_OR_RETURN(StoreAccess access, AccessFor(config_));

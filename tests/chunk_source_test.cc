@@ -296,7 +296,8 @@ TEST(RocksChunkSourceTest, RefusesFrameThatDoesNotDecodeToItsKey) {
   ASSERT_TRUE(has.ok());
   EXPECT_EQ(*has, (std::vector<bool>{false, false}));
   // A frame under another chunk's key is refused too.
-  ChunkFrameRef swapped{good.key, MakeChunk(3000, 22).frame, 3000};
+  Chunk other = MakeChunk(3000, 22);  // kept alive: the ref points into its frame
+  ChunkFrameRef swapped{good.key, other.frame, 3000};
   EXPECT_TRUE(src->Write(std::span(&swapped, 1)).IsCorruption());
 }
 

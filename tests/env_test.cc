@@ -7,7 +7,9 @@
 // publishes whole).
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -20,6 +22,7 @@
 
 #include "common/env.h"
 #include "common/fault_env.h"
+#include "common/file_util.h"
 #include "store/store.h"
 #include "tests/test_safetensors.h"
 
@@ -251,6 +254,25 @@ class StoreFaultTest : public ::testing::Test {
       if (e.is_regular_file()) s.root_files.insert(e.path().filename().string());
     return s;
   }
+  // The generation folders under gen/.
+  std::vector<std::string> Generations() {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(root_ + "/gen"))
+      out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  // Disk bytes of the store's blob files (the chunks), hard links once.
+  uint64_t BlobBytes() {
+    std::set<std::pair<dev_t, ino_t>> seen;
+    uint64_t total = 0;
+    for (const auto& e : fs::recursive_directory_iterator(root_)) {
+      struct stat st;
+      if (e.path().extension() != ".blob" || ::lstat(e.path().c_str(), &st) != 0) continue;
+      if (seen.insert({st.st_dev, st.st_ino}).second) total += uint64_t(st.st_blocks) * 512;
+    }
+    return total;
+  }
   // The database's own view (a writer's), which a reader may not see yet.
   std::vector<std::string> WriterNames(StoreWriter* w) {
     std::vector<std::string> out;
@@ -336,6 +358,8 @@ TEST_F(StoreFaultTest, ImportOfShardedModelWithUnreadableIndexChangesNothing) {
 // readers keep the old generation, the store's folder holds no temporary, the
 // next writer publishes nothing new, and the import can simply be run again.
 TEST_F(StoreFaultTest, ImportWithDiskFullWhilePublishingIsTakenBackWhole) {
+  const std::vector<std::string> gens_before = Generations();
+  const uint64_t blobs_before = BlobBytes(), disk_before = DiskUsage(root_);
   FaultInjectionEnv env;
   auto w = Writer(&env);
   ASSERT_TRUE(w);
@@ -350,6 +374,11 @@ TEST_F(StoreFaultTest, ImportWithDiskFullWhilePublishingIsTakenBackWhole) {
   EXPECT_EQ(after.reader_names, before_.reader_names);
   EXPECT_EQ(after.current, before_.current);
   EXPECT_EQ(after.root_files, before_.root_files) << "a temporary was left in the store";
+  // The space goes back at once: no generation keeps the import's blob files.
+  EXPECT_EQ(Generations(), gens_before) << "the unpublished generation was left";
+  EXPECT_EQ(BlobBytes(), blobs_before) << "the failed import's chunks still take space";
+  // RocksDB's own small files (a new LOG, OPTIONS, MANIFEST) may grow a little.
+  EXPECT_LT(DiskUsage(root_), disk_before + fs::file_size(new_src_) / 2);
   ExpectVerifies();
 
   // The disk has room again: a writer publishes nothing of the failed import.

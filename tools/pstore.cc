@@ -269,7 +269,8 @@ int CmdRm(const Globals& g, const std::vector<std::string>& refs, bool wait) {
 int CmdTag(const Globals& g, const std::string& src, const std::string& dst, bool force, bool wait) {
   auto name = ParseModelName(dst);
   if (!name.ok()) return Fail(g, name.status());
-  auto w = StoreWriter::Open(g.store, wait, StoreConfig{}, /*may_use_reserve=*/true);
+  // tag frees nothing: it must not use up the space set aside for rm and compact.
+  auto w = StoreWriter::Open(g.store, wait);
   if (!w.ok()) return Fail(g, w.status());
   Status s = (*w)->Tag(src, *name, force);
   if (!s.ok()) return Fail(g, s);

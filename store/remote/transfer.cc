@@ -159,6 +159,7 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
     res.seconds = Since(t0);
     return res;
   }
+  PSTORE_RETURN_IF_ERROR(writer->CheckReserve().WithContext(name.Ref() + " was not pulled"));
   RocksChunkSource local(writer->view().db(), true, "the local store");
   std::vector<ChunkKey> written;
   auto fetch = [&]() -> Status {

@@ -17,11 +17,10 @@ that the cases are refused for their defect.
 Environment: PSTORE_BIN, MAKE_MODEL, BAD_GGUF (the generator script).
 """
 import os
-import subprocess
 import sys
 
-from harness import (EXIT_INVALID, EXIT_NOT_FOUND, Store, check, log, make_model, run_test,
-                     tree_sha256)
+from harness import (EXIT_INVALID, EXIT_NOT_FOUND, Store, check, log, make_model, run_cmd,
+                     run_test, tree_sha256)
 
 STAT_KEYS = ("names", "models", "logical_bytes", "unique_bytes", "stored_bytes", "chunks")
 PROBLEM_WORDS = ("magic", "version", "count", "claims", "cannot fit", "nested", "duplicate",
@@ -39,7 +38,7 @@ def body(work):
     gen = os.environ.get("BAD_GGUF") or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "tools", "make_bad_gguf.py")
     bad = os.path.join(work, "bad")
-    p = subprocess.run([sys.executable, gen, bad], capture_output=True, text=True)
+    p = run_cmd([sys.executable, gen, bad], timeout=300)
     check(p.returncode == 0, f"{gen} failed: {p.stderr}")
     cases = p.stdout.split()
     check(len(cases) >= 25, f"the generator made only {len(cases)} cases: {cases}")

@@ -12,9 +12,8 @@ Environment: PSTORE_BIN, MAKE_MODEL, GGUF_WRITER, GGUF_API_CHECK.
 """
 import os
 import struct
-import subprocess
 
-from harness import Store, check, env_path, log, make_model, run_test
+from harness import Store, check, env_path, log, make_model, run_cmd, run_test
 
 SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
@@ -80,7 +79,7 @@ def body(work):
     for name, opts in cases.items():
         out = os.path.join(work, name, "m.gguf")
         os.makedirs(os.path.dirname(out))
-        p = subprocess.run([writer, out, src] + opts, capture_output=True, text=True)
+        p = run_cmd([writer, out, src] + opts, timeout=300)
         check(p.returncode == 0, f"gguf_writer: {p.stderr}")
         files = p.stdout.split()
         store.ok("import", files[0], f"c/{name}:v1")
@@ -90,8 +89,7 @@ def body(work):
             tensors.update(t)
         dump = os.path.join(work, name + "-dump")
         os.makedirs(dump)
-        r = subprocess.run([checker, store.root, f"c/{name}:v1", dump], capture_output=True,
-                           text=True, timeout=300)
+        r = run_cmd([checker, store.root, f"c/{name}:v1", dump], timeout=300)
         check(r.returncode == 0, f"gguf_api_check on {name}: {r.stderr}")
         lines = r.stdout.splitlines()
         check(lines[0] == f"alignment\t{align}", f"{name}: {lines[0]} but the file says {align}")

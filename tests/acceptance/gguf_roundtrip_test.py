@@ -19,14 +19,13 @@ $PSTORE_CORPUS or the build's corpus folder holds combined.safetensors):
 Environment: PSTORE_BIN, MAKE_MODEL, GGUF_WRITER.
 """
 import os
-import subprocess
 
-from harness import Store, check, env_path, log, make_model, run_test, tree_sha256
+from harness import Store, check, env_path, log, make_model, run_cmd, run_test, tree_sha256
 
 
 def write_gguf(out, srcs, *opts):
     argv = [env_path("GGUF_WRITER"), out] + list(srcs) + [str(o) for o in opts]
-    p = subprocess.run(argv, capture_output=True, text=True)
+    p = run_cmd(argv, timeout=300)
     check(p.returncode == 0, f"gguf_writer failed: {argv}: {p.stderr}")
     return p.stdout.split()
 

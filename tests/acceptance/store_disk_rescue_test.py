@@ -12,8 +12,11 @@ On a small tmpfs that holds the store and nothing else:
      that does not fit must be refused and cleaned up; a smaller one is
      tried next); less than 256 kB must be left.
   4. On that full disk: import exits 7 with a message that names `pstore rm`
-     and `pstore compact`, and leaves no chunk behind; `rm` of the biggest
-     model works, `compact` frees its
+     and `pstore compact`, and leaves no chunk behind (stat's chunks and
+     stored bytes unchanged); `tag` leaves the reserve as it was; with the
+     reserve deleted (less than 8 MB free, too little to set it aside again),
+     an import that would fit in its space exits 7 with that message before
+     writing a chunk; `rm` of the biggest model works, `compact` frees its
      space, the reserve is back, a new import works, every model left
      verifies and exports byte-identical.
 Needs root to mount the tmpfs (FAILS otherwise, as store_full_disk does).
@@ -99,11 +102,39 @@ def body(work):
     # 4. Rescue. (An import that runs out of space part-way once filled the
     # disk to the last byte with its chunks, and then no command could open
     # the store.)
+    full = store.stat()
     r = imported("late:v1", make("late", 2, 99), "--profile", "raw")
     check(r.rc == EXIT_NO_SPACE, "import on a full disk: " + r.describe())
     check("pstore rm" in r.err and "pstore compact" in r.err,
           "the message should say how to rescue the store: " + r.describe())
+    s = store.stat()
+    check((s["chunks"], s["stored_bytes"]) == (full["chunks"], full["stored_bytes"]),
+          f"the import on a full disk left chunks behind: {s} vs {full}")
     no_dbtmp("after the import on a full disk")
+    # tag frees nothing: it must leave the reserve (it once released it).
+    had_reserve = os.path.isfile(reserve)
+    r = store.run("tag", "first:v1", "first:alias")
+    check(r.rc in (0, EXIT_NO_SPACE), "tag on a full disk: " + r.describe())
+    if r.rc == 0:
+        models["first:alias"] = models["first:v1"]
+    check(os.path.isfile(reserve) == had_reserve, "tag released the reserve")
+    log(f"full disk: reserve {'kept' if had_reserve else 'gone'}, tag exited {r.rc}")
+    # The reserve gone (as tag once released it) and too little room to set
+    # it aside again: an import that would fit in the reserve's space refuses
+    # to start, so rm and compact keep room to run.
+    if had_reserve:
+        os.unlink(reserve)
+    check(free_bytes(mnt) < 8 << 20, f"{free_bytes(mnt)} bytes free: the reserve would fit")
+    free = free_bytes(mnt)
+    r = imported("late:v1", make("late", 2, 99), "--profile", "raw")
+    check(r.rc == EXIT_NO_SPACE and "pstore rm" in r.err and "pstore compact" in r.err,
+          "import with the reserve gone: " + r.describe())
+    s = store.stat()
+    check((s["chunks"], s["stored_bytes"]) == (full["chunks"], full["stored_bytes"]),
+          f"the import with the reserve gone wrote chunks: {s} vs {full}")
+    check(free_bytes(mnt) >= free - (256 << 10),
+          f"the import with the reserve gone took {free - free_bytes(mnt)} bytes")
+    check(not os.path.isfile(reserve), "a reserve appeared without room for it")
     store.ok("rm", biggest)
     models.pop(biggest)
     store.ok("compact")

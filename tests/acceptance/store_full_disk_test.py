@@ -22,8 +22,8 @@ Environment: PSTORE_BIN, MAKE_MODEL.
 import os
 import subprocess
 
-from harness import (EXIT_NO_SPACE, Failure, Store, at_exit, check, log, make_model, run_test,
-                     tree_sha256)
+from harness import (EXIT_NO_SPACE, Failure, Store, at_exit, check, log, make_model, run_cmd,
+                     run_test, tree_sha256)
 
 SIZE_MB = 40
 
@@ -40,16 +40,20 @@ def used_fraction(path):
 
 def mount_tmpfs(mnt):
     os.makedirs(mnt)
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE_MB}m,mode=0700", "tmpfs", mnt],
-                       capture_output=True, text=True)
+    p = run_cmd(["mount", "-t", "tmpfs", "-o", f"size={SIZE_MB}m,mode=0700", "tmpfs", mnt],
+                timeout=60)
     if p.returncode != 0:
         raise Failure(f"cannot mount a {SIZE_MB} MB tmpfs at {mnt} (exit {p.returncode}: "
                       f"{p.stderr.strip()}); this test needs root and a system that allows "
                       "mounting, and FAILS rather than pass without checking a full disk")
 
     def unmount():
-        if subprocess.run(["umount", mnt], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", mnt], capture_output=True)
+        try:
+            if run_cmd(["umount", mnt], timeout=60).returncode == 0:
+                return
+        except subprocess.TimeoutExpired:
+            pass
+        run_cmd(["umount", "-l", mnt], timeout=60)
     at_exit(unmount)
 
 

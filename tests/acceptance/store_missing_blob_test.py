@@ -3,10 +3,13 @@
 
 The published generation keeps a hard link to the file, so readers still
 read every chunk, but the writer cannot publish another generation: every
-rm, compact and import fails. `pstore verify` must report it (exit 5),
-naming each model with chunks in that file and no other model, and the file
-itself. Linking the generation's copy back (docs/operations.md) makes the
-store whole again: verify passes and rm and compact work.
+rm, compact and import fails (shown for compact and rm: each names the file,
+readers keep both models, no generation is left behind). `pstore verify`
+must report it (exit 5), naming each model with chunks in that file and no
+other model, and the file itself. Linking the generation's copy back
+(docs/operations.md) makes the store whole again: the next writer publishes
+the rm that was committed but not published, verify passes and rm and
+compact work.
 
 Environment: PSTORE_BIN, MAKE_MODEL.
 """
@@ -41,11 +44,28 @@ def body(work):
           f"verify --json should report beta:v1 alone: {j}")
     log(r.out.splitlines()[0])
 
+    # Before the repair the writer cannot publish: compact and rm fail, naming
+    # the file, and readers still see both models in the generation they had.
+    gens = sorted(os.listdir(os.path.join(store.root, "gen")))
+    for args in (["compact"], ["rm", "beta:v1"]):
+        r = store.run(*args)
+        check(r.rc != 0 and victim in r.err,
+              f"{' '.join(args)} before the repair should fail naming {victim}: " + r.describe())
+        log(f"{' '.join(args)} before the repair: exit {r.rc}")
+    check(sorted(store.ls()) == ["alpha:v1", "beta:v1"], f"readers see {sorted(store.ls())}")
+    check(sorted(os.listdir(os.path.join(store.root, "gen"))) == gens,
+          "a failed publish left a generation behind")
+
     # The documented repair: link the generation's copy back into db/.
     gen = os.path.join(store.root, "gen", "%010d" % store.stat()["generation"])
     os.link(os.path.join(gen, victim), os.path.join(db, victim))
     store.verify_ok("after linking the file back")
-    store.ok("rm", "beta:v1")
+    # The rm above was committed but not published: the next writer publishes it.
+    store.ok("compact")
+    check(sorted(store.ls()) == ["alpha:v1"],
+          f"after the repair and compact readers see {sorted(store.ls())}")
+    store.ok("import", b, "beta:v2")
+    store.ok("rm", "beta:v2")
     store.ok("compact")
     store.verify_ok("after rm and compact")
 

@@ -28,9 +28,8 @@ Environment: PSTORE_BIN, MAKE_MODEL, PAGER_WORKER.
 """
 import glob
 import os
-import subprocess
 
-from harness import EXIT_CORRUPT, Store, check, env_path, log, make_model, run_test
+from harness import EXIT_CORRUPT, Store, check, env_path, log, make_model, run_cmd, run_test
 
 
 def current_names(store):
@@ -41,8 +40,7 @@ def current_names(store):
 
 def reader(store, ref, source):
     """Runs a C API reader of ref; returns (ok, its last JSON line as text)."""
-    p = subprocess.run([env_path("PAGER_WORKER"), store.root, ref, source, "load"],
-                       capture_output=True, text=True, timeout=120)
+    p = run_cmd([env_path("PAGER_WORKER"), store.root, ref, source, "load"], timeout=120)
     last = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else p.stderr
     return p.returncode == 0 and '"ok": true' in last, last
 
