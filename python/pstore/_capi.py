@@ -17,7 +17,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 class StoreOptions(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_size_t), ("budget_bytes", ctypes.c_uint64),
-                ("loader_threads", ctypes.c_int)]
+                ("loader_threads", ctypes.c_int), ("check_shared", ctypes.c_int)]
 
 
 class StoreStats(ctypes.Structure):

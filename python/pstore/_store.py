@@ -46,9 +46,13 @@ class Store:
     path: the store's folder; None means $PSTORE_DIR, else $XDG_DATA_HOME/pstore,
     else ~/.local/share/pstore. budget: bytes of shared memory this process lets
     the store's mapped models hold on the host (None: the store's setting).
+    check_shared: do not trust bytes other processes loaded into shared memory;
+    every chunk of a tensor is checked against its key when this process's
+    hold on the tensor starts (a mismatch raises Corruption; see
+    docs/operations.md, "Group mode and trust").
     """
 
-    def __init__(self, path=None, budget=None, loader_threads=0):
+    def __init__(self, path=None, budget=None, loader_threads=0, check_shared=False):
         opts = _capi.StoreOptions()
         lib.pstore_store_options_default(ctypes.byref(opts))
         if budget is not None:
@@ -56,9 +60,11 @@ class Store:
                 raise ValueError(f"budget must be a positive number of bytes, not {budget!r}")
             opts.budget_bytes = int(budget)
         opts.loader_threads = int(loader_threads)
+        opts.check_shared = 1 if check_shared else 0
         self._path = None if path is None else os.fspath(path)
         self._budget = budget
         self._loader_threads = loader_threads
+        self._check_shared = bool(check_shared)
         out = ctypes.c_void_p()
         where = self._path or "the default store"
         check(lib.pstore_store_open(None if self._path is None else self._path.encode(),
@@ -115,7 +121,7 @@ class Store:
         return False
 
     def __reduce__(self):
-        return (Store, (self._path, self._budget, self._loader_threads))
+        return (Store, (self._path, self._budget, self._loader_threads, self._check_shared))
 
     def __repr__(self):
         state = "closed" if self._h is None else "open"

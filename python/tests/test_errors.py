@@ -132,3 +132,46 @@ def test_progress_callback_stops_import_and_store_is_unchanged(scratch):
     with pstore.Store(root) as s:
         with pytest.raises(pstore.NotFound):
             s.open("big:1")
+
+
+def test_check_shared_refuses_bytes_changed_in_shared_memory(scratch):
+    """A process that does not trust its peers (Store(check_shared=True)) gets
+    Corruption, never wrong bytes, when a tensor's bytes in the shared segment
+    were changed after another process loaded them; a trusting process sees the
+    changed bytes, which shows the change reached the segment."""
+    from conftest import store_id
+    work = tempfile.mkdtemp(prefix="check-shared-", dir=scratch)
+    rng = np.random.default_rng(5)
+    tensors = [(f"w.{i}", "U8", (1 << 18,), rng.integers(0, 256, 1 << 18, np.uint8).tobytes())
+               for i in range(3)]
+    src = os.path.join(work, "m.safetensors")
+    write_safetensors(src, tensors)
+    root = os.path.join(work, "store")
+    pstore.import_file(src, "shared:1", store=root)
+    st = SafetensorsFile(src)
+    with pstore.Store(root) as store, store.open("shared:1") as m:
+        for name in m.names():  # loads every tensor into the host's segment
+            assert m.numpy(name).tobytes() == st.raw(name)
+    sid = store_id(root)
+    segs = [s for s in glob.glob(f"/dev/shm/pstore-{sid}-*") if not s.endswith("-budget")]
+    target = st.raw("w.1")
+    changed = 0
+    for seg in segs:
+        with open(seg, "r+b") as f:
+            data = f.read()
+            at = data.find(target[:4096])
+            if at >= 0:
+                f.seek(at + 1000)
+                f.write(bytes([data[at + 1000] ^ 0xFF]))
+                changed += 1
+    assert changed == 1, f"w.1's bytes found in {changed} segments of {segs}"
+    with pstore.Store(root, check_shared=True) as store, store.open("shared:1") as m:
+        with pytest.raises(pstore.Corruption) as e:
+            m.numpy("w.1")
+        assert "w.1" in str(e.value)
+        assert m.numpy("w.0").tobytes() == st.raw("w.0")  # untouched tensors still served
+        out = np.empty(1 << 18, np.uint8)
+        m.copy_into("w.1", out)  # the copy is checked and decoded again from the store
+        assert out.tobytes() == target
+    with pstore.Store(root) as store, store.open("shared:1") as m:
+        assert m.numpy("w.1").tobytes() != target, "the trusting reader should see the change"
