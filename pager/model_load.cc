@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
-#include "pager/pager.h"
+#include "pager/model.h"
 
 namespace pstore {
 
@@ -35,7 +35,7 @@ Status Model::ClaimAndReserve(const uint32_t* tensors, size_t n, std::vector<uin
 Status Model::ClaimSlots(const std::vector<uint32_t>& slots, std::vector<uint32_t>* busy,
                          SlotClaims* claims) {
   claims->Claim(slots, busy);
-  return pager_->ReserveSlots(seg_.get(), claims->slots());
+  return host_->ReserveSlots(seg_.get(), claims->slots());
 }
 
 Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
@@ -46,7 +46,7 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
   auto slot = [&](size_t k) { return claims->slot(from + k); };
   Segment& seg = *seg_;
   Status first_error;
-  std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
+  std::unique_ptr<ChunkDecoder> decoder = host_->TakeDecoder();
   // Slots go in groups: one batch read per group (a local store then reads
   // each table block once for all the group's small chunks), and each slot is
   // published as soon as its group is decoded. A group holds up to 512 chunks
@@ -107,8 +107,8 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
     load_ns_.fetch_add(NowNs() - t0, std::memory_order_relaxed);
     i = end;
   }
-  pager_->GiveDecoder(std::move(decoder));
-  pager_->pool_->Touch();
+  host_->GiveDecoder(std::move(decoder));
+  host_->loaders().Touch();
   return first_error;
 }
 
@@ -146,9 +146,10 @@ Status Model::LoadSlots(uint32_t t) {
           if (++batch->finished == batch->claims.size()) batch->cv.notify_all();
         }
       };
-      size_t helpers = std::min<size_t>(batch->claims.size() - 1, size_t(pager_->pool_->threads()));
+      size_t helpers =
+          std::min<size_t>(batch->claims.size() - 1, size_t(host_->loaders().threads()));
       try {
-        for (size_t h = 0; h < helpers; h++) pager_->pool_->Submit(work);
+        for (size_t h = 0; h < helpers; h++) host_->loaders().Submit(work);
       } catch (...) {
         // Fewer helpers: this thread does the rest.
       }
@@ -168,7 +169,7 @@ Status Model::LoadSlots(uint32_t t) {
         if (word.load() != w) continue;
         // No progress: is the loader (or evictor) alive? A dead one is reaped
         // under the budget lock (a dead evictor's unit is sorted out then).
-        pager_->ReapUnderBudgetLock(&seg, OwnerOf(w));
+        host_->ReapUnderBudgetLock(&seg, OwnerOf(w));
       }
     }
   }

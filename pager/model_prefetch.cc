@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <thread>
 
-#include "pager/pager.h"
+#include "pager/model.h"
 
 namespace pstore {
 
@@ -21,7 +21,7 @@ void Model::RunInBackground(std::function<Status()> work) {
     if (--self->prefetch_pending_ == 0) self->prefetch_cv_.notify_all();
   };
   try {
-    pager_->pool_->Submit([work = std::move(work), finish] { finish(Guarded(work)); });
+    host_->loaders().Submit([work = std::move(work), finish] { finish(Guarded(work)); });
   } catch (...) {
     finish(Status::NoSpace("out of memory while queueing a prefetch"));
   }
@@ -63,7 +63,7 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
   // File order scatters a load over the segment's memory units, which is
   // right when they all fit; under a tighter budget, tensor order keeps what
   // is loaded together, and eviction of half-filled units does not churn.
-  if (layout_.data_bytes > pager_->budget() / 2) return false;
+  if (layout_.data_bytes > host_->budget() / 2) return false;
   std::vector<ChunkKey> keys(slots.size());
   for (size_t i = 0; i < slots.size(); i++)
     keys[i] = manifest_->chunks[layout_.pieces[layout_.slots[slots[i]].first_piece].chunk];

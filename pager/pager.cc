@@ -150,36 +150,35 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
     PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
     PSTORE_ASSIGN_OR_RETURN(digest, reader->view().Resolve(ref));
   }
-  std::shared_ptr<Model> model(new Model);
-  model->pager_ = this;
-  model->source_ = chunk_source_ ? chunk_source_ : GenerationChunkSource(reader);
-  model->label_ = named ? std::string(ref) : digest.Hex();
-  model->digest_ = digest;
+  ModelParts parts;
+  parts.host = this;
+  parts.source = chunk_source_ ? chunk_source_ : GenerationChunkSource(reader);
+  parts.label = named ? std::string(ref) : digest.Hex();
+  parts.digest = digest;
+  parts.check_shared = check_shared_;
   // A resident model's segment holds its manifest and layout: a process
   // opening it parses the one and copies the other, nothing from the store.
   // The manifest used is the segment's private copy, checked against the
   // digest when it was attached (never the bytes in shared memory, which
   // processes that may write the segment can change), or the store's.
   std::shared_ptr<Segment> resident = FindResident(digest);
-  std::shared_ptr<const Manifest> m;
   if (resident) {
-    m = resident->manifest();
-    PSTORE_ASSIGN_OR_RETURN(model->layout_, resident->ReadLayout(*m));
-    model->seg_ = std::move(resident);
+    parts.manifest = resident->manifest();
+    PSTORE_ASSIGN_OR_RETURN(parts.layout, resident->ReadLayout(*parts.manifest));
+    parts.segment = std::move(resident);
   } else {
     PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
     PSTORE_ASSIGN_OR_RETURN(std::string bytes, reader->view().LoadManifestBytes(digest));
     auto parsed = Manifest::Parse(bytes, /*with_headers=*/false);
     if (!parsed.ok()) return parsed.status().WithContext("model " + digest.Hex());
-    m = std::make_shared<const Manifest>(std::move(parsed).value());
-    model->layout_ = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
-    PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_, bytes, m));
+    auto m = std::make_shared<const Manifest>(std::move(parsed).value());
+    parts.layout = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
+    PSTORE_ASSIGN_OR_RETURN(parts.segment, GetSegment(digest, parts.layout, bytes, m));
     // A segment this process had attached already keeps its own manifest:
     // the same model's, so the same.
-    m = model->seg_->manifest();
+    parts.manifest = parts.segment->manifest();
   }
-  model->manifest_ = m;
-  if (check_shared_) model->check_.reset(new Model::CheckState[m->tensors.size()]());
+  std::shared_ptr<Model> model = Model::Open(std::move(parts));
   // Pins of processes that died are gone now; what they held may be over budget.
   EnforceBudget();
   return model;

@@ -60,7 +60,9 @@ struct StoreMemory {
   uint64_t segments = 0;
 };
 
-class Pager {
+// A Pager is the ModelHost of the models it opens (pager/model_host.h):
+// privately, so that only its models reach those methods.
+class Pager : private ModelHost {
  public:
   ~Pager();
   static Result<std::unique_ptr<Pager>> Open(const std::string& root, const PagerOptions& opt);
@@ -68,7 +70,6 @@ class Pager {
   // Opens "name:tag" or a digest, from the newest generation of the store.
   Result<std::shared_ptr<Model>> OpenModel(std::string_view ref);
   StoreMemory Memory();
-  uint64_t budget() const { return budget_; }
   bool check_shared() const { return check_shared_; }
   const std::string& store_id() const { return store_id_; }
   const std::string& root() const { return root_; }
@@ -76,10 +77,16 @@ class Pager {
   Result<std::shared_ptr<StoreReader>> CurrentReader() EXCLUDES(mu_);
 
  private:
-  friend class Model;
   Pager() = default;
+  // ModelHost, for the models this pager opens.
+  LoaderPool& loaders() override { return *pool_; }
+  std::unique_ptr<ChunkDecoder> TakeDecoder() override;
+  void GiveDecoder(std::unique_ptr<ChunkDecoder> d) override;
   // Makes room under the budget for these slots of seg and allocates them.
-  Status ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) EXCLUDES(budget_mu_);
+  Status ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) override
+      EXCLUDES(budget_mu_);
+  void PinDropped() override EXCLUDES(budget_mu_);
+  uint64_t budget() const override { return budget_; }
   // Evicts until the store's memory plus `extra` fits the budget (or nothing
   // unpinned is left). Call with the budget lock held; skip is not evicted.
   void EvictToBudgetLocked(uint64_t extra) REQUIRES(budget_mu_);
@@ -87,10 +94,7 @@ class Pager {
   void EnforceBudget() EXCLUDES(budget_mu_);
   // Reaps attachment a of seg if its owner died, under the budget lock (a
   // dead evictor's unit is sorted out then).
-  void ReapUnderBudgetLock(Segment* seg, uint32_t a) EXCLUDES(budget_mu_);
-  // A decoder from the pool, and back.
-  std::unique_ptr<ChunkDecoder> TakeDecoder();
-  void GiveDecoder(std::unique_ptr<ChunkDecoder> d);
+  void ReapUnderBudgetLock(Segment* seg, uint32_t a) override EXCLUDES(budget_mu_);
   // Gives idle scratch memory back to the system.
   void Trim();
   Result<std::shared_ptr<Segment>> GetSegment(const ModelDigest& d, const Layout& layout,

@@ -65,6 +65,16 @@ Chunk MakeChunk(size_t n, uint32_t seed, Profile profile = Profile::kZstd) {
   return c;
 }
 
+// Writes chunks to src in one batch; their keys, in order, to *keys.
+Status WriteAll(ChunkSource* src, const std::vector<Chunk>& chunks, std::vector<ChunkKey>* keys) {
+  std::vector<ChunkFrameRef> refs;
+  for (const Chunk& c : chunks) {
+    refs.push_back(c.ref());
+    keys->push_back(c.key);
+  }
+  return src->Write(refs);
+}
+
 struct MemoryFactory {
   static std::unique_ptr<ChunkSource> Make() { return std::make_unique<MemoryChunkSource>(); }
 };
@@ -186,13 +196,8 @@ TYPED_TEST(ChunkSourceTest, WriteThenReadReturnsSameBytes) {
   // Empty, one byte, a typical chunk, the largest chunk a store may hold.
   std::vector<Chunk> chunks = {MakeChunk(0, 2), MakeChunk(1, 3), MakeChunk(256 << 10, 4),
                                MakeChunk((4 << 20) + 64, 5)};
-  std::vector<ChunkFrameRef> refs;
   std::vector<ChunkKey> keys;
-  for (const Chunk& c : chunks) {
-    refs.push_back(c.ref());
-    keys.push_back(c.key);
-  }
-  ASSERT_TRUE(this->src_->Write(refs).ok());
+  ASSERT_TRUE(WriteAll(this->src_.get(), chunks, &keys).ok());
   auto got = this->src_->Read(keys);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   ASSERT_EQ(got->size(), chunks.size());
@@ -322,13 +327,8 @@ TYPED_TEST(ChunkSourceTest, ReadFramesAgreesWithReadAndReusesItsBatch) {
 TYPED_TEST(ChunkSourceTest, ASequentialReadPlanIsAPermutationOfTheKeysOrNone) {
   std::vector<Chunk> chunks;
   for (uint32_t i = 0; i < 20; ++i) chunks.push_back(MakeChunk(8192 + i, 40 + i));
-  std::vector<ChunkFrameRef> refs;
   std::vector<ChunkKey> keys;
-  for (const Chunk& c : chunks) {
-    refs.push_back(c.ref());
-    keys.push_back(c.key);
-  }
-  ASSERT_TRUE(this->src_->Write(refs).ok());
+  ASSERT_TRUE(WriteAll(this->src_.get(), chunks, &keys).ok());
   auto plan = this->src_->PlanSequentialRead(keys);
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   if (!*plan) return;  // no file order: allowed

@@ -612,60 +612,71 @@ Status CopyChunks(const std::string& root, MemoryChunkSource* to,
   return Status::OK();
 }
 
-TEST(ChunkSourceSeam, APagerLoadsFromTheSourceItIsGiven) {
-  TempStore dir;
-  std::string src = dir.path() + "/m.safetensors";
-  auto ts = WriteModel(src, 6, 300000, 5, 20);
-  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
-  auto mem = std::make_shared<MemoryChunkSource>();
-  std::shared_ptr<const Manifest> m;
-  ASSERT_TRUE(CopyChunks(dir.path() + "/s", mem.get(), &m).ok());
-  PagerOptions po;
-  po.chunk_source = mem;
-  auto pager = Pager::Open(dir.path() + "/s", po);
-  ASSERT_TRUE(pager.ok()) << pager.status().ToString();
-  auto model = (*pager)->OpenModel("m:1");
-  ASSERT_TRUE(model.ok()) << model.status().ToString();
-  for (uint32_t t = 0; t < (*model)->tensor_count(); t++) {
-    auto p = (*model)->Acquire(t);
-    ASSERT_TRUE(p.ok()) << p.status().ToString();
-    ASSERT_EQ(std::memcmp(*p, ts[t].second.data(), ts[t].second.size()), 0) << ts[t].first;
-    ASSERT_TRUE((*model)->Release(t).ok());
+// A model m:1 imported into a store of its own, and every chunk of it in a
+// memory source.
+struct SeamModel {
+  explicit SeamModel(uint32_t seed) {
+    std::string src = dir.path() + "/m.safetensors";
+    ts = WriteModel(src, 6, 300000, seed, 20);
+    EXPECT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+    EXPECT_TRUE(CopyChunks(dir.path() + "/s", mem.get(), &m).ok());
   }
-  EXPECT_GT((*model)->Stats().bytes_read, 0u);
-  (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
+  TempStore dir;
+  std::vector<std::pair<std::string, std::string>> ts;
+  std::shared_ptr<MemoryChunkSource> mem = std::make_shared<MemoryChunkSource>();
+  std::shared_ptr<const Manifest> m;
+  // A pager on the store that reads chunks from source, and m:1 through it.
+  void Open(std::shared_ptr<ChunkSource> source, std::unique_ptr<Pager>* pager,
+            std::shared_ptr<Model>* model) {
+    PagerOptions po;
+    po.chunk_source = std::move(source);
+    auto p = Pager::Open(dir.path() + "/s", po);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    auto md = (*p)->OpenModel("m:1");
+    ASSERT_TRUE(md.ok()) << md.status().ToString();
+    *pager = std::move(p).value();
+    *model = std::move(md).value();
+  }
+};
+
+TEST(ChunkSourceSeam, APagerLoadsFromTheSourceItIsGiven) {
+  SeamModel sm(5);
+  std::unique_ptr<Pager> pager;
+  std::shared_ptr<Model> model;
+  ASSERT_NO_FATAL_FAILURE(sm.Open(sm.mem, &pager, &model));
+  for (uint32_t t = 0; t < model->tensor_count(); t++) {
+    auto p = model->Acquire(t);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    ASSERT_EQ(std::memcmp(*p, sm.ts[t].second.data(), sm.ts[t].second.size()), 0) << t;
+    ASSERT_TRUE(model->Release(t).ok());
+  }
+  EXPECT_GT(model->Stats().bytes_read, 0u);
+  (void)RemoveSegment(Segment::NameFor(pager->store_id(), model->digest()));
 }
 
 TEST(ChunkSourceSeam, AMissingOrWrongChunkIsAnErrorNamingModelTensorAndChunk) {
-  TempStore dir;
-  std::string src = dir.path() + "/m.safetensors";
-  auto ts = WriteModel(src, 6, 300000, 6, 20);
-  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
-  auto mem = std::make_shared<MemoryChunkSource>();
-  std::shared_ptr<const Manifest> m;
-  ASSERT_TRUE(CopyChunks(dir.path() + "/s", mem.get(), &m).ok());
+  SeamModel sm(6);
+  ASSERT_TRUE(sm.m);
+  const Manifest& m = *sm.m;
   // Tensor 2's second chunk is missing from a second source; tensor 4's
   // first chunk holds another chunk's frame there (a damaged copy).
-  const ManifestTensor& t2 = m->tensors[2];
-  const ManifestTensor& t4 = m->tensors[4];
-  ASSERT_GE(m->ChunkCount(t2), 2u);
-  const ChunkKey lost = m->chunks[t2.first_chunk + 1];
-  const ChunkKey wrong = m->chunks[t4.first_chunk];
+  const ManifestTensor& t2 = m.tensors[2];
+  const ManifestTensor& t4 = m.tensors[4];
+  ASSERT_GE(m.ChunkCount(t2), 2u);
+  const ChunkKey lost = m.chunks[t2.first_chunk + 1];
+  const ChunkKey wrong = m.chunks[t4.first_chunk];
   auto damaged = std::make_shared<MemoryChunkSource>();
   std::shared_ptr<const Manifest> same;
-  ASSERT_TRUE(CopyChunks(dir.path() + "/s", damaged.get(), &same, {lost, wrong}).ok());
+  ASSERT_TRUE(CopyChunks(sm.dir.path() + "/s", damaged.get(), &same, {lost, wrong}).ok());
   {
-    auto frame = mem->Read(std::span(&m->chunks[t4.first_chunk + 1], 1));
+    auto frame = sm.mem->Read(std::span(&m.chunks[t4.first_chunk + 1], 1));
     ASSERT_TRUE(frame.ok() && (*frame)[0]);
     ChunkFrameRef ref{wrong, *(*frame)[0], 0};
     ASSERT_TRUE(damaged->Write(std::span(&ref, 1)).ok());
   }
-  PagerOptions po;
-  po.chunk_source = damaged;
-  auto pager = Pager::Open(dir.path() + "/s", po);
-  ASSERT_TRUE(pager.ok()) << pager.status().ToString();
-  auto model = (*pager)->OpenModel("m:1");
-  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  std::unique_ptr<Pager> pager;
+  std::shared_ptr<Model> model;
+  ASSERT_NO_FATAL_FAILURE(sm.Open(damaged, &pager, &model));
   std::string buf(t2.size, '\0');
   auto expect_named = [&](const Status& st, const ManifestTensor& t, int chunk,
                           const ChunkKey& key, const std::string& what) {
@@ -676,27 +687,25 @@ TEST(ChunkSourceSeam, AMissingOrWrongChunkIsAnErrorNamingModelTensorAndChunk) {
     EXPECT_NE(st.message().find(what), std::string::npos) << st.ToString();
   };
   // Loads (Acquire) and copies out (Copy) name the chunk alike.
-  expect_named((*model)->Acquire(2).status(), t2, 1, lost, "missing from memory");
-  expect_named((*model)->Copy(2, buf.data(), buf.size()), t2, 1, lost, "missing from memory");
-  expect_named((*model)->Acquire(4).status(), t4, 0, wrong, "pstore verify");
+  expect_named(model->Acquire(2).status(), t2, 1, lost, "missing from memory");
+  expect_named(model->Copy(2, buf.data(), buf.size()), t2, 1, lost, "missing from memory");
+  expect_named(model->Acquire(4).status(), t4, 0, wrong, "pstore verify");
   // The other tensors load; nothing wrong was published for the failed ones.
-  auto p = (*model)->Acquire(3);
+  auto p = model->Acquire(3);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
-  EXPECT_EQ(std::memcmp(*p, ts[3].second.data(), ts[3].second.size()), 0);
-  ASSERT_TRUE((*model)->Release(3).ok());
+  EXPECT_EQ(std::memcmp(*p, sm.ts[3].second.data(), sm.ts[3].second.size()), 0);
+  ASSERT_TRUE(model->Release(3).ok());
   // Another pager on the whole source then loads them right.
-  po.chunk_source = mem;
-  auto good = Pager::Open(dir.path() + "/s", po);
-  ASSERT_TRUE(good.ok());
-  auto gm = (*good)->OpenModel("m:1");
-  ASSERT_TRUE(gm.ok());
+  std::unique_ptr<Pager> good;
+  std::shared_ptr<Model> gm;
+  ASSERT_NO_FATAL_FAILURE(sm.Open(sm.mem, &good, &gm));
   for (uint32_t t : {2u, 4u}) {
-    auto q = (*gm)->Acquire(t);
+    auto q = gm->Acquire(t);
     ASSERT_TRUE(q.ok()) << q.status().ToString();
-    EXPECT_EQ(std::memcmp(*q, ts[t].second.data(), ts[t].second.size()), 0) << t;
-    ASSERT_TRUE((*gm)->Release(t).ok());
+    EXPECT_EQ(std::memcmp(*q, sm.ts[t].second.data(), sm.ts[t].second.size()), 0) << t;
+    ASSERT_TRUE(gm->Release(t).ok());
   }
-  (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
+  (void)RemoveSegment(Segment::NameFor(pager->store_id(), model->digest()));
 }
 
 }  // namespace
