@@ -10,6 +10,8 @@ std::string DescribeChunkUse(const ChunkUse& use, const ChunkKey& key) {
 
 Status DecodeFrame(const FrameBatch& batch, size_t i, const ChunkKey& key,
                    const ChunkSource& source, ChunkDecoder* decoder, std::span<uint8_t> out) {
+  if (i >= batch.size())  // a source that filled fewer entries than it was asked for
+    return Status::Internal(source.Describe() + " returned no entry for chunk " + key.Hex());
   if (!batch.status(i).ok()) return batch.status(i);
   if (!batch.found(i))
     return Status::Corruption("chunk " + key.Hex() + " is missing from " + source.Describe());
