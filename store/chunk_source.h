@@ -55,7 +55,9 @@ struct ChunkFrameRef {
 // Lifetime: frame(i) is a view; it stays valid until the next ReadFrames
 // into this batch, Reset, or the batch's destruction. What keeps it alive
 // (pinned blocks of a local store, or the batch's own copies) belongs to the
-// batch, and is reused by the next read into it.
+// batch, and is reused by the next read into it. A batch must not outlive
+// the source that last filled it (a local store's pins refer to its
+// database).
 //
 // Thread-safety: one thread at a time per batch.
 class FrameBatch {

@@ -144,7 +144,8 @@ Status StoreView::ForEachChunkRecord(
 Status StoreView::ReadFrame(const ChunkKey& key, rocksdb::PinnableSlice* frame) const {
   rocksdb::Status s = db_->db()->Get(ChunkReadOptions(), db_->chunks(),
                                      rocksdb::Slice(key.view().data(), 16), frame);
-  if (s.IsNotFound()) return Status::Corruption("chunk " + key.Hex() + " is missing from the store");
+  if (s.IsNotFound())
+    return Status::Corruption("chunk " + key.Hex() + " is missing from the store");
   return ChunkReadError(s, key);
 }
 

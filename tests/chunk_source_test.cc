@@ -5,8 +5,8 @@
 // starts one with tests/ceph/cluster.sh as the fixture of the test
 // chunk_source_rados); without it the RADOS tests are skipped. Each test
 // uses a namespace of its own, so runs never see each other's chunks.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -354,9 +354,9 @@ TEST(ChunkRead, AMissingOrDamagedChunkIsNamedWithItsUse) {
   const ChunkUse use{"m:1", "layers.0.w", 3};
   Status st = ReadChunk(src, good.key, use, &decoder, &batch, out);
   ASSERT_TRUE(st.IsCorruption()) << st.ToString();
-  EXPECT_EQ(st.message().rfind("model m:1 tensor layers.0.w chunk 3 (key " + good.key.Hex() + "): ",
-                               0),
-            0u)
+  EXPECT_EQ(
+      st.message().rfind("model m:1 tensor layers.0.w chunk 3 (key " + good.key.Hex() + "): ", 0),
+      0u)
       << st.ToString();
   EXPECT_NE(st.message().find("pstore verify"), std::string::npos) << st.ToString();
   out.resize(10);
@@ -386,7 +386,7 @@ TEST(RocksChunkSourceTest, PlanPlacesEveryBlobFrameWhereItIs) {
   for (int i = 0; i < 24; ++i) {
     std::string d(100000 + size_t(i) * 1000, '\0');
     for (char& c : d) c = char(rng());  // incompressible: frames go to blob files
-    std::string name = "t";  // (not "t" + to_string: GCC 12 warns falsely of overlap)
+    std::string name = "t";             // (not "t" + to_string: GCC 12 warns falsely of overlap)
     name += std::to_string(i);
     tensors.push_back({name, "U8", {d.size()}, d});
   }
@@ -409,24 +409,27 @@ TEST(RocksChunkSourceTest, PlanPlacesEveryBlobFrameWhereItIs) {
   const ReadPlan& p = **plan;
   ASSERT_EQ(p.places.size(), keys.size());
   ASSERT_FALSE(p.files.empty());
-  FrameBatch frames;
-  ASSERT_TRUE(source->ReadFrames(keys, &frames).ok());
-  const ReadPlan::Place* prev = nullptr;
-  for (uint32_t i : p.order) {
-    const ReadPlan::Place& pl = p.places[i];
-    ASSERT_NE(pl.file, ReadPlan::Place::kNoFile) << "chunk " << i << " is in a blob file";
-    if (prev && prev->file == pl.file) {
-      EXPECT_GT(pl.offset, prev->offset) << "file order";
+  {
+    // The batch's pins refer to the database: it goes before the source.
+    FrameBatch frames;
+    ASSERT_TRUE(source->ReadFrames(keys, &frames).ok());
+    const ReadPlan::Place* prev = nullptr;
+    for (uint32_t i : p.order) {
+      const ReadPlan::Place& pl = p.places[i];
+      ASSERT_NE(pl.file, ReadPlan::Place::kNoFile) << "chunk " << i << " is in a blob file";
+      if (prev && prev->file == pl.file) {
+        EXPECT_GT(pl.offset, prev->offset) << "file order";
+      }
+      prev = &pl;
+      ASSERT_TRUE(frames.found(i));
+      ASSERT_EQ(pl.size, frames.frame(i).size());
+      std::string bytes(pl.size, '\0');
+      int fd = ::open(p.files[pl.file].c_str(), O_RDONLY);
+      ASSERT_GE(fd, 0) << p.files[pl.file];
+      ASSERT_EQ(::pread(fd, bytes.data(), bytes.size(), off_t(pl.offset)), ssize_t(bytes.size()));
+      ::close(fd);
+      EXPECT_EQ(bytes, frames.frame(i)) << "chunk " << i;
     }
-    prev = &pl;
-    ASSERT_TRUE(frames.found(i));
-    ASSERT_EQ(pl.size, frames.frame(i).size());
-    std::string bytes(pl.size, '\0');
-    int fd = ::open(p.files[pl.file].c_str(), O_RDONLY);
-    ASSERT_GE(fd, 0) << p.files[pl.file];
-    ASSERT_EQ(::pread(fd, bytes.data(), bytes.size(), off_t(pl.offset)), ssize_t(bytes.size()));
-    ::close(fd);
-    EXPECT_EQ(bytes, frames.frame(i)) << "chunk " << i;
   }
   // One key of the store's many: the scan is not worth it.
   auto none = source->PlanSequentialRead(std::span(keys.data(), 1));

@@ -37,12 +37,12 @@
 #include "pager/layout.h"
 #include "pager/name_index.h"
 #include "pager/pager.h"
-#include "store/memory_chunk_source.h"
-#include "store/rocks_chunk_source.h"
 #include "pager/segment.h"
 #include "pager/slot_claims.h"
 #include "store/manifest.h"
+#include "store/memory_chunk_source.h"
 #include "store/rocks.h"
+#include "store/rocks_chunk_source.h"
 #include "store/store.h"
 #include "tests/test_safetensors.h"
 
@@ -678,11 +678,11 @@ TEST(ChunkSourceSeam, AMissingOrWrongChunkIsAnErrorNamingModelTensorAndChunk) {
   std::shared_ptr<Model> model;
   ASSERT_NO_FATAL_FAILURE(sm.Open(damaged, &pager, &model));
   std::string buf(t2.size, '\0');
-  auto expect_named = [&](const Status& st, const ManifestTensor& t, int chunk,
-                          const ChunkKey& key, const std::string& what) {
+  auto expect_named = [&](const Status& st, const ManifestTensor& t, int chunk, const ChunkKey& key,
+                          const std::string& what) {
     EXPECT_TRUE(st.IsCorruption()) << st.ToString();
-    std::string want = "model m:1 tensor " + t.name + " chunk " + std::to_string(chunk) +
-                       " (key " + key.Hex() + ")";
+    std::string want = "model m:1 tensor " + t.name + " chunk " + std::to_string(chunk) + " (key " +
+                       key.Hex() + ")";
     EXPECT_NE(st.message().find(want), std::string::npos) << st.ToString();
     EXPECT_NE(st.message().find(what), std::string::npos) << st.ToString();
   };
