@@ -59,6 +59,11 @@ void Pager::EnforceBudget() {
   if (budget.locked()) EvictToBudgetLocked(0);
 }
 
+void Pager::PinDropped() {
+  // Set while the store is over budget because of pins (pager.h).
+  if (over_budget_->load(std::memory_order_relaxed)) EnforceBudget();
+}
+
 void Pager::EvictToBudgetLocked(uint64_t extra) {
   // Every segment of the store on this host. The list is read again only
   // when /dev/shm changed (a segment came or went). Segments of models this

@@ -1,11 +1,24 @@
 // Model: acquire, release and copy tensors, and the model's counters.
-#include <rocksdb/db.h>
-
 #include <cstring>
 
-#include "pager/pager.h"
+#include "pager/model.h"
 
 namespace pstore {
+
+std::shared_ptr<Model> Model::Open(ModelParts parts) {
+  return std::shared_ptr<Model>(new Model(std::move(parts)));
+}
+
+Model::Model(ModelParts parts)
+    : host_(parts.host),
+      source_(std::move(parts.source)),
+      label_(std::move(parts.label)),
+      manifest_(std::move(parts.manifest)),
+      digest_(parts.digest),
+      layout_(std::move(parts.layout)),
+      seg_(std::move(parts.segment)) {
+  if (parts.check_shared) check_.reset(new CheckState[manifest_->tensors.size()]());
+}
 
 Model::~Model() {
   // Background prefetches hold a shared_ptr to the model, so none run now.
@@ -92,7 +105,7 @@ Status Model::Release(uint32_t t) {
       return Status::InvalidArgument("release of tensor " + manifest_->tensors[t].name +
                                      " without a matching acquire");
   } while (!pin.compare_exchange_weak(v, v - 1));
-  if (v == 1 && pager_->over_budget_->load(std::memory_order_relaxed)) pager_->EnforceBudget();
+  if (v == 1) host_->PinDropped();
   return Status::OK();
 }
 
@@ -118,25 +131,23 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   pin.Drop();
   // Not resident: decode straight into the caller's buffer; shared memory is
   // left alone.
-  PSTORE_RETURN_IF_ERROR(reader_->EnsureDb());
-  std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
+  std::unique_ptr<ChunkDecoder> decoder = host_->TakeDecoder();
   struct GiveBack {
-    Pager* p;
+    ModelHost* h;
     std::unique_ptr<ChunkDecoder>& d;
-    ~GiveBack() { p->GiveDecoder(std::move(d)); }
-  } give_back{pager_, decoder};
-  pager_->pool_->Touch();
+    ~GiveBack() { h->GiveDecoder(std::move(d)); }
+  } give_back{host_, decoder};
+  host_->loaders().Touch();
   uint8_t* out = static_cast<uint8_t*>(dst);
+  FrameBatch frame;
   for (uint64_t j = 0; j < manifest_->ChunkCount(mt); j++) {
     const ChunkKey& key = manifest_->chunks[mt.first_chunk + j];
-    rocksdb::PinnableSlice frame;
-    PSTORE_RETURN_IF_ERROR(reader_->view().ReadFrame(key, &frame));
-    Status st = decoder->Decode(
-        std::string_view(frame.data(), frame.size()), key,
-        std::span<uint8_t>(out + j * manifest_->chunk_size, size_t(manifest_->ChunkBytes(mt, j))));
-    if (!st.ok()) return st.WithContext("tensor " + mt.name + " chunk " + std::to_string(j));
-    bytes_read_.fetch_add(frame.size(), std::memory_order_relaxed);
-    bytes_decoded_.fetch_add(manifest_->ChunkBytes(mt, j), std::memory_order_relaxed);
+    const uint64_t len = manifest_->ChunkBytes(mt, j);
+    PSTORE_RETURN_IF_ERROR(ReadChunk(*source_, key, ChunkUse{label_, mt.name, j}, decoder.get(),
+                                     &frame,
+                                     std::span<uint8_t>(out + j * manifest_->chunk_size, len)));
+    bytes_read_.fetch_add(frame.frame(0).size(), std::memory_order_relaxed);
+    bytes_decoded_.fetch_add(len, std::memory_order_relaxed);
   }
   misses_.fetch_add(1, std::memory_order_relaxed);
   return Status::OK();

@@ -16,11 +16,14 @@
 #include <vector>
 
 #include "pager/layout.h"
+#include "pager/model_host.h"
 #include "pager/name_index.h"
 #include "pager/segment.h"
 #include "pager/slot_claims.h"
 #include "pager/warmer.h"
-#include "store/store.h"
+#include "store/chunk_read.h"
+#include "store/chunk_source.h"
+#include "store/manifest.h"
 
 namespace pstore {
 
@@ -40,13 +43,25 @@ struct ModelStats {
   uint64_t evictions = 0;              // slots evicted from the segment
 };
 
-class Pager;
+// What a Model is made of; the Pager fills it in when it opens a model.
+struct ModelParts {
+  ModelHost* host = nullptr;            // the Pager; outlives the Model
+  std::shared_ptr<ChunkSource> source;  // where its chunks are read from
+  std::string label;                    // names the model in messages
+  ModelDigest digest;
+  std::shared_ptr<const Manifest> manifest;
+  Layout layout;
+  std::shared_ptr<Segment> segment;  // this process's attachment
+  bool check_shared = false;         // PagerOptions::check_shared
+};
 
 // One model version opened by a Pager. It refers to its Pager: release every
 // Model (and wait for its prefetches) before destroying the Pager. (The C API
 // keeps a store open while any of its models is.)
 class Model : public std::enable_shared_from_this<Model> {
  public:
+  // For the Pager (Pager::OpenModel): a Model of these parts.
+  static std::shared_ptr<Model> Open(ModelParts parts);
   ~Model();
   const Manifest& manifest() const { return *manifest_; }
   const ModelDigest& digest() const { return digest_; }
@@ -68,8 +83,7 @@ class Model : public std::enable_shared_from_this<Model> {
   ModelStats Stats() const;
 
  private:
-  friend class Pager;
-  Model() = default;
+  explicit Model(ModelParts parts);
   Status LoadSlots(uint32_t t);
   // Checks tensor t's bytes at p against its chunk keys (check_shared).
   Status CheckBytes(uint32_t t, const uint8_t* p) const;
@@ -102,12 +116,13 @@ class Model : public std::enable_shared_from_this<Model> {
   Status ClaimAndReserve(const uint32_t* tensors, size_t n, std::vector<uint32_t>* busy,
                          SlotClaims* claims);
 
-  Pager* pager_ = nullptr;
-  std::shared_ptr<StoreReader> reader_;  // the generation the model came from
-  std::shared_ptr<const Manifest> manifest_;
-  ModelDigest digest_;
-  Layout layout_;
-  std::shared_ptr<Segment> seg_;
+  ModelHost* const host_;
+  const std::shared_ptr<ChunkSource> source_;
+  const std::string label_;
+  const std::shared_ptr<const Manifest> manifest_;
+  const ModelDigest digest_;
+  const Layout layout_;
+  const std::shared_ptr<Segment> seg_;
   mutable std::once_flag by_name_once_;
   mutable NameIndex by_name_;  // built by the first Find
   // With check_shared, per tensor, in this process's memory (nothing another

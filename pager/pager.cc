@@ -18,6 +18,7 @@
 #include "pager/budget_lock.h"
 #include "pager/budget_object.h"
 #include "pager/shm_access.h"
+#include "store/rocks_chunk_source.h"
 
 namespace pstore {
 
@@ -38,6 +39,7 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
   PSTORE_ASSIGN_OR_RETURN(p->config_, ReadStoreConfig(paths));
   p->budget_ = opt.budget_bytes ? opt.budget_bytes : p->config_.budget_bytes;
   p->check_shared_ = opt.check_shared;
+  p->chunk_source_ = opt.chunk_source;
   if (p->budget_ == 0) {
     uint64_t ram = uint64_t(::sysconf(_SC_PHYS_PAGES)) * uint64_t(::sysconf(_SC_PAGESIZE));
     p->budget_ = ram / 2;
@@ -148,35 +150,35 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
     PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
     PSTORE_ASSIGN_OR_RETURN(digest, reader->view().Resolve(ref));
   }
-  std::shared_ptr<Model> model(new Model);
-  model->pager_ = this;
-  model->reader_ = reader;
-  model->digest_ = digest;
+  ModelParts parts;
+  parts.host = this;
+  parts.source = chunk_source_ ? chunk_source_ : GenerationChunkSource(reader);
+  parts.label = named ? std::string(ref) : digest.Hex();
+  parts.digest = digest;
+  parts.check_shared = check_shared_;
   // A resident model's segment holds its manifest and layout: a process
   // opening it parses the one and copies the other, nothing from the store.
   // The manifest used is the segment's private copy, checked against the
   // digest when it was attached (never the bytes in shared memory, which
   // processes that may write the segment can change), or the store's.
   std::shared_ptr<Segment> resident = FindResident(digest);
-  std::shared_ptr<const Manifest> m;
   if (resident) {
-    m = resident->manifest();
-    PSTORE_ASSIGN_OR_RETURN(model->layout_, resident->ReadLayout(*m));
-    model->seg_ = std::move(resident);
+    parts.manifest = resident->manifest();
+    PSTORE_ASSIGN_OR_RETURN(parts.layout, resident->ReadLayout(*parts.manifest));
+    parts.segment = std::move(resident);
   } else {
     PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
     PSTORE_ASSIGN_OR_RETURN(std::string bytes, reader->view().LoadManifestBytes(digest));
     auto parsed = Manifest::Parse(bytes, /*with_headers=*/false);
     if (!parsed.ok()) return parsed.status().WithContext("model " + digest.Hex());
-    m = std::make_shared<const Manifest>(std::move(parsed).value());
-    model->layout_ = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
-    PSTORE_ASSIGN_OR_RETURN(model->seg_, GetSegment(digest, model->layout_, bytes, m));
+    auto m = std::make_shared<const Manifest>(std::move(parsed).value());
+    parts.layout = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
+    PSTORE_ASSIGN_OR_RETURN(parts.segment, GetSegment(digest, parts.layout, bytes, m));
     // A segment this process had attached already keeps its own manifest:
     // the same model's, so the same.
-    m = model->seg_->manifest();
+    parts.manifest = parts.segment->manifest();
   }
-  model->manifest_ = m;
-  if (check_shared_) model->check_.reset(new Model::CheckState[m->tensors.size()]());
+  std::shared_ptr<Model> model = Model::Open(std::move(parts));
   // Pins of processes that died are gone now; what they held may be over budget.
   EnforceBudget();
   return model;

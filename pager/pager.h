@@ -30,6 +30,7 @@
 #include "pager/loader_pool.h"
 #include "pager/model.h"
 #include "pager/segment.h"
+#include "store/chunk_source.h"
 #include "store/store.h"
 
 namespace pstore {
@@ -43,6 +44,14 @@ struct PagerOptions {
   // shared memory: for a process that does not trust the others that may
   // write the store's shared memory.
   bool check_shared = false;
+  // Where models' chunks are read from. Null: the store's own, the
+  // generation each model was opened from (GenerationChunkSource; its
+  // database is opened by the first load). Another source (for example one
+  // that fetches from a remote what the store lacks) is read for every model
+  // this pager opens: every frame it gives is decoded and checked against
+  // its key, and a chunk it lacks is an error naming model, tensor and chunk.
+  // Manifests and names still come from the store.
+  std::shared_ptr<ChunkSource> chunk_source;
 };
 
 struct StoreMemory {
@@ -51,7 +60,9 @@ struct StoreMemory {
   uint64_t segments = 0;
 };
 
-class Pager {
+// A Pager is the ModelHost of the models it opens (pager/model_host.h):
+// privately, so that only its models reach those methods.
+class Pager : private ModelHost {
  public:
   ~Pager();
   static Result<std::unique_ptr<Pager>> Open(const std::string& root, const PagerOptions& opt);
@@ -59,7 +70,6 @@ class Pager {
   // Opens "name:tag" or a digest, from the newest generation of the store.
   Result<std::shared_ptr<Model>> OpenModel(std::string_view ref);
   StoreMemory Memory();
-  uint64_t budget() const { return budget_; }
   bool check_shared() const { return check_shared_; }
   const std::string& store_id() const { return store_id_; }
   const std::string& root() const { return root_; }
@@ -67,10 +77,16 @@ class Pager {
   Result<std::shared_ptr<StoreReader>> CurrentReader() EXCLUDES(mu_);
 
  private:
-  friend class Model;
   Pager() = default;
+  // ModelHost, for the models this pager opens.
+  LoaderPool& loaders() override { return *pool_; }
+  std::unique_ptr<ChunkDecoder> TakeDecoder() override;
+  void GiveDecoder(std::unique_ptr<ChunkDecoder> d) override;
   // Makes room under the budget for these slots of seg and allocates them.
-  Status ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) EXCLUDES(budget_mu_);
+  Status ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) override
+      EXCLUDES(budget_mu_);
+  void PinDropped() override EXCLUDES(budget_mu_);
+  uint64_t budget() const override { return budget_; }
   // Evicts until the store's memory plus `extra` fits the budget (or nothing
   // unpinned is left). Call with the budget lock held; skip is not evicted.
   void EvictToBudgetLocked(uint64_t extra) REQUIRES(budget_mu_);
@@ -78,10 +94,7 @@ class Pager {
   void EnforceBudget() EXCLUDES(budget_mu_);
   // Reaps attachment a of seg if its owner died, under the budget lock (a
   // dead evictor's unit is sorted out then).
-  void ReapUnderBudgetLock(Segment* seg, uint32_t a) EXCLUDES(budget_mu_);
-  // A decoder from the pool, and back.
-  std::unique_ptr<ChunkDecoder> TakeDecoder();
-  void GiveDecoder(std::unique_ptr<ChunkDecoder> d);
+  void ReapUnderBudgetLock(Segment* seg, uint32_t a) override EXCLUDES(budget_mu_);
   // Gives idle scratch memory back to the system.
   void Trim();
   Result<std::shared_ptr<Segment>> GetSegment(const ModelDigest& d, const Layout& layout,
@@ -96,6 +109,7 @@ class Pager {
   StoreConfig config_;
   uint64_t budget_ = 0;
   bool check_shared_ = false;
+  std::shared_ptr<ChunkSource> chunk_source_;  // PagerOptions::chunk_source
   Segment::Options seg_opt_;
   std::unique_ptr<LoaderPool> pool_;
   // The budget lock: an OFD lock on byte 0 of the store's budget file in

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "common/file_util.h"
+#include "store/export_chunks.h"
 #include "store/formats/safetensors.h"
 #include "store/store.h"
 
@@ -38,34 +39,18 @@ Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::
                    const ExportOptions& options) {
   PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<const Manifest> mp, view.LoadManifest(digest));
   const Manifest& m = *mp;
-  if (IsGguf(m.format)) return ExportGguf(view, m, path, options);
-  uint64_t total = m.TotalBytes();
-  uint64_t done = 0;
-  auto last_report = std::chrono::steady_clock::now();
-  ChunkDecoder decoder;
-  std::vector<uint8_t> buf(m.chunk_size);
+  if (IsGguf(m.format)) {
+    ExportOptions o = options;
+    if (o.model.empty()) o.model = digest.Hex();
+    return ExportGguf(view, m, path, o);
+  }
+  ExportChunks chunks(view, m, options.model.empty() ? digest.Hex() : options.model, options);
 
   auto write_file = [&](const std::string& out, const ManifestFile& f) -> Status {
     return safetensors::WriteFile(
         out, HeaderOf(m, f),
-        [&](size_t i, const safetensors::ByteSink& sink) -> Status {
-          const ManifestTensor& t = m.tensors[f.tensors[i]];
-          for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
-            const ChunkKey& key = m.chunks[t.first_chunk + j];
-            std::span<uint8_t> out_span(buf.data(), size_t(m.ChunkBytes(t, j)));
-            Status s = view.ReadChunk(key, &decoder, out_span);
-            if (!s.ok())
-              return s.WithContext("tensor " + t.name + " chunk " + std::to_string(j));
-            PSTORE_RETURN_IF_ERROR(sink(out_span.data(), out_span.size()));
-            done += out_span.size();
-            if (options.progress && std::chrono::steady_clock::now() - last_report >
-                                        std::chrono::milliseconds(100)) {
-              last_report = std::chrono::steady_clock::now();
-              if (!options.progress(done, total))
-                return Status::Aborted("export stopped at the caller's request");
-            }
-          }
-          return Status::OK();
+        [&](size_t i, const safetensors::ByteSink& sink) {
+          return chunks.Write(m.tensors[f.tensors[i]], sink);
         },
         options.env);
   };
@@ -91,7 +76,7 @@ Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::
     Status s = WriteFileAtomic(options.env, index, m.index_bytes, 0644);
     if (!s.ok()) return fail(s);
   }
-  if (options.progress) options.progress(total, total);
+  chunks.Finish();
   return Status::OK();
 }
 

@@ -3,9 +3,9 @@
 // model goes into a folder, one file per split under its imported name.
 #include <unistd.h>
 
-#include <chrono>
 #include <filesystem>
 
+#include "store/export_chunks.h"
 #include "store/formats/gguf.h"
 #include "store/store.h"
 
@@ -15,11 +15,7 @@ namespace fs = std::filesystem;
 
 Status ExportGguf(const StoreView& view, const Manifest& m, const std::string& path,
                   const ExportOptions& options) {
-  uint64_t total = m.TotalBytes();
-  uint64_t done = 0;
-  auto last_report = std::chrono::steady_clock::now();
-  ChunkDecoder decoder;
-  std::vector<uint8_t> buf(m.chunk_size);
+  ExportChunks chunks(view, m, options.model, options);
 
   auto write_file = [&](const std::string& out, const ManifestFile& f) -> Status {
     gguf::FileHeader h;
@@ -36,22 +32,8 @@ Status ExportGguf(const StoreView& view, const Manifest& m, const std::string& p
       e.size = t.size;
       h.tensors.push_back(std::move(e));
     }
-    return gguf::WriteFile(out, h, [&](size_t i, const gguf::ByteSink& sink) -> Status {
-      const ManifestTensor& t = m.tensors[f.tensors[i]];
-      for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
-        std::span<uint8_t> out_span(buf.data(), size_t(m.ChunkBytes(t, j)));
-        Status s = view.ReadChunk(m.chunks[t.first_chunk + j], &decoder, out_span);
-        if (!s.ok()) return s.WithContext("tensor " + t.name + " chunk " + std::to_string(j));
-        PSTORE_RETURN_IF_ERROR(sink(out_span.data(), out_span.size()));
-        done += out_span.size();
-        if (options.progress &&
-            std::chrono::steady_clock::now() - last_report > std::chrono::milliseconds(100)) {
-          last_report = std::chrono::steady_clock::now();
-          if (!options.progress(done, total))
-            return Status::Aborted("export stopped at the caller's request");
-        }
-      }
-      return Status::OK();
+    return gguf::WriteFile(out, h, [&](size_t i, const gguf::ByteSink& sink) {
+      return chunks.Write(m.tensors[f.tensors[i]], sink);
     });
   };
 
@@ -74,7 +56,7 @@ Status ExportGguf(const StoreView& view, const Manifest& m, const std::string& p
       written.push_back(out);
     }
   }
-  if (options.progress) options.progress(total, total);
+  chunks.Finish();
   return Status::OK();
 }
 

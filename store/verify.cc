@@ -7,14 +7,16 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "store/chunk_read.h"
 #include "store/names_file.h"
 #include "store/rocks.h"
+#include "store/rocks_chunk_source.h"
 #include "store/store.h"
 
 namespace pstore {
 
 namespace {
-struct ChunkUse {
+struct ModelUse {
   std::string model;
   std::string tensor;
   int64_t chunk;
@@ -42,7 +44,7 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
     return s;
   };
 
-  std::unordered_map<ChunkKey, std::vector<ChunkUse>, ChunkKeyHasher> uses;
+  std::unordered_map<ChunkKey, std::vector<ModelUse>, ChunkKeyHasher> uses;
   std::unordered_map<ChunkKey, uint64_t, ChunkKeyHasher> lengths;
   for (const auto& d : manifests) {
     rep.manifests++;
@@ -91,7 +93,11 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
   std::mutex mu;
   std::atomic<uint64_t> done{0};
   if (threads <= 0) threads = DefaultThreads();
+  // Chunks are read and checked as the pager and export read them
+  // (store/chunk_read.h); each problem names every use of the chunk.
+  RocksChunkSource source(view.db(), /*writable=*/false, "the store");
   std::vector<ChunkDecoder> decoders(static_cast<size_t>(threads));
+  std::vector<FrameBatch> batches(static_cast<size_t>(threads));
   std::vector<std::vector<uint8_t>> bufs(static_cast<size_t>(threads));
   auto report = [&](const ChunkKey& k, const std::string& err) {
     std::lock_guard<std::mutex> l(mu);
@@ -113,7 +119,9 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
                         ", the manifest " + std::to_string(len));
         }
         bufs[size_t(w)].resize(len);
-        Status s = view.ReadChunk(k, &decoders[size_t(w)], bufs[size_t(w)]);
+        FrameBatch& batch = batches[size_t(w)];
+        Status s = source.ReadFrames(std::span<const ChunkKey>(&k, 1), &batch);
+        if (s.ok()) s = DecodeFrame(batch, 0, k, source, &decoders[size_t(w)], bufs[size_t(w)]);
         if (!s.ok()) report(k, s.ToString());
         done += len;
         return Status::OK();

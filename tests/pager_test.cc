@@ -22,6 +22,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/metadata.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <filesystem>
@@ -39,7 +40,9 @@
 #include "pager/segment.h"
 #include "pager/slot_claims.h"
 #include "store/manifest.h"
+#include "store/memory_chunk_source.h"
 #include "store/rocks.h"
+#include "store/rocks_chunk_source.h"
 #include "store/store.h"
 #include "tests/test_safetensors.h"
 
@@ -585,6 +588,124 @@ TEST(BulkPrefetch, APagerClosedWithPrefetchesQueuedFinishesThemFirst) {
   EXPECT_EQ((*model)->Stats().bytes_decoded, (*model)->manifest().TotalBytes());
   model->reset();
   (void)RemoveSegment(seg);
+}
+
+// --- the chunk-source seam ------------------------------------------------------
+
+// Copies every chunk of model m:1 of the store at root into a memory source,
+// but for the chunks of `skip`; returns the model's manifest through m.
+Status CopyChunks(const std::string& root, MemoryChunkSource* to,
+                  std::shared_ptr<const Manifest>* m, const std::vector<ChunkKey>& skip = {}) {
+  PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<StoreReader> r, StoreReader::Open(root));
+  PSTORE_ASSIGN_OR_RETURN(ModelDigest d, r->view().Resolve("m:1"));
+  PSTORE_ASSIGN_OR_RETURN(*m, r->view().LoadManifest(d));
+  std::shared_ptr<ChunkSource> from = GenerationChunkSource(r);
+  FrameBatch frames;
+  PSTORE_RETURN_IF_ERROR(from->ReadFrames((*m)->chunks, &frames));
+  for (size_t i = 0; i < (*m)->chunks.size(); i++) {
+    const ChunkKey& k = (*m)->chunks[i];
+    if (!frames.found(i)) return Status::Corruption("chunk " + k.Hex() + " not in the store");
+    if (std::find(skip.begin(), skip.end(), k) != skip.end()) continue;
+    ChunkFrameRef ref{k, frames.frame(i), 0};
+    PSTORE_RETURN_IF_ERROR(to->Write(std::span(&ref, 1)));
+  }
+  return Status::OK();
+}
+
+// A model m:1 imported into a store of its own, and every chunk of it in a
+// memory source.
+struct SeamModel {
+  explicit SeamModel(uint32_t seed) {
+    std::string src = dir.path() + "/m.safetensors";
+    ts = WriteModel(src, 6, 300000, seed, 20);
+    EXPECT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+    EXPECT_TRUE(CopyChunks(dir.path() + "/s", mem.get(), &m).ok());
+  }
+  TempStore dir;
+  std::vector<std::pair<std::string, std::string>> ts;
+  std::shared_ptr<MemoryChunkSource> mem = std::make_shared<MemoryChunkSource>();
+  std::shared_ptr<const Manifest> m;
+  // A pager on the store that reads chunks from source, and m:1 through it.
+  void Open(std::shared_ptr<ChunkSource> source, std::unique_ptr<Pager>* pager,
+            std::shared_ptr<Model>* model) {
+    PagerOptions po;
+    po.chunk_source = std::move(source);
+    auto p = Pager::Open(dir.path() + "/s", po);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    auto md = (*p)->OpenModel("m:1");
+    ASSERT_TRUE(md.ok()) << md.status().ToString();
+    *pager = std::move(p).value();
+    *model = std::move(md).value();
+  }
+};
+
+TEST(ChunkSourceSeam, APagerLoadsFromTheSourceItIsGiven) {
+  SeamModel sm(5);
+  std::unique_ptr<Pager> pager;
+  std::shared_ptr<Model> model;
+  ASSERT_NO_FATAL_FAILURE(sm.Open(sm.mem, &pager, &model));
+  for (uint32_t t = 0; t < model->tensor_count(); t++) {
+    auto p = model->Acquire(t);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    ASSERT_EQ(std::memcmp(*p, sm.ts[t].second.data(), sm.ts[t].second.size()), 0) << t;
+    ASSERT_TRUE(model->Release(t).ok());
+  }
+  EXPECT_GT(model->Stats().bytes_read, 0u);
+  (void)RemoveSegment(Segment::NameFor(pager->store_id(), model->digest()));
+}
+
+TEST(ChunkSourceSeam, AMissingOrWrongChunkIsAnErrorNamingModelTensorAndChunk) {
+  SeamModel sm(6);
+  ASSERT_TRUE(sm.m);
+  const Manifest& m = *sm.m;
+  // Tensor 2's second chunk is missing from a second source; tensor 4's
+  // first chunk holds another chunk's frame there (a damaged copy).
+  const ManifestTensor& t2 = m.tensors[2];
+  const ManifestTensor& t4 = m.tensors[4];
+  ASSERT_GE(m.ChunkCount(t2), 2u);
+  const ChunkKey lost = m.chunks[t2.first_chunk + 1];
+  const ChunkKey wrong = m.chunks[t4.first_chunk];
+  auto damaged = std::make_shared<MemoryChunkSource>();
+  std::shared_ptr<const Manifest> same;
+  ASSERT_TRUE(CopyChunks(sm.dir.path() + "/s", damaged.get(), &same, {lost, wrong}).ok());
+  {
+    auto frame = sm.mem->Read(std::span(&m.chunks[t4.first_chunk + 1], 1));
+    ASSERT_TRUE(frame.ok() && (*frame)[0]);
+    ChunkFrameRef ref{wrong, *(*frame)[0], 0};
+    ASSERT_TRUE(damaged->Write(std::span(&ref, 1)).ok());
+  }
+  std::unique_ptr<Pager> pager;
+  std::shared_ptr<Model> model;
+  ASSERT_NO_FATAL_FAILURE(sm.Open(damaged, &pager, &model));
+  std::string buf(t2.size, '\0');
+  auto expect_named = [&](const Status& st, const ManifestTensor& t, int chunk, const ChunkKey& key,
+                          const std::string& what) {
+    EXPECT_TRUE(st.IsCorruption()) << st.ToString();
+    std::string want = "model m:1 tensor " + t.name + " chunk " + std::to_string(chunk) + " (key " +
+                       key.Hex() + ")";
+    EXPECT_NE(st.message().find(want), std::string::npos) << st.ToString();
+    EXPECT_NE(st.message().find(what), std::string::npos) << st.ToString();
+  };
+  // Loads (Acquire) and copies out (Copy) name the chunk alike.
+  expect_named(model->Acquire(2).status(), t2, 1, lost, "missing from memory");
+  expect_named(model->Copy(2, buf.data(), buf.size()), t2, 1, lost, "missing from memory");
+  expect_named(model->Acquire(4).status(), t4, 0, wrong, "pstore verify");
+  // The other tensors load; nothing wrong was published for the failed ones.
+  auto p = model->Acquire(3);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(std::memcmp(*p, sm.ts[3].second.data(), sm.ts[3].second.size()), 0);
+  ASSERT_TRUE(model->Release(3).ok());
+  // Another pager on the whole source then loads them right.
+  std::unique_ptr<Pager> good;
+  std::shared_ptr<Model> gm;
+  ASSERT_NO_FATAL_FAILURE(sm.Open(sm.mem, &good, &gm));
+  for (uint32_t t : {2u, 4u}) {
+    auto q = gm->Acquire(t);
+    ASSERT_TRUE(q.ok()) << q.status().ToString();
+    EXPECT_EQ(std::memcmp(*q, sm.ts[t].second.data(), sm.ts[t].second.size()), 0) << t;
+    ASSERT_TRUE(gm->Release(t).ok());
+  }
+  (void)RemoveSegment(Segment::NameFor(pager->store_id(), model->digest()));
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "pager/shm_access.h"
+#include "store/chunk_read.h"
 #include "store/store.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -134,6 +135,7 @@ int CmdExport(const Globals& g, const std::string& ref, const std::string& path)
   if (!d.ok()) return Fail(g, d.status());
   ProgressLine line("exporting", !g.json);
   ExportOptions opt;
+  opt.model = ref;
   opt.progress = [&](uint64_t done, uint64_t total) { return line.Update(done, total); };
   Status s = ExportModel((*r)->view(), *d, path, opt);
   line.Finish();
@@ -315,10 +317,17 @@ int CmdVerify(const Globals& g, int threads) {
         std::printf("CORRUPT %s\n", p.error.c_str());
         continue;
       }
-      std::printf("CORRUPT model %s", p.model.c_str());
-      if (!p.tensor.empty()) std::printf(" tensor %s chunk %lld", p.tensor.c_str(), (long long)p.chunk);
-      if (!p.chunk_key.empty()) std::printf(" (key %s)", p.chunk_key.c_str());
-      std::printf(": %s\n", p.error.c_str());
+      // A chunk's problem is named as the pager and export name it.
+      std::optional<ChunkKey> key = ChunkKey::FromHex(p.chunk_key);
+      if (!p.tensor.empty() && p.chunk >= 0 && key)
+        std::printf("CORRUPT %s: %s\n",
+                    DescribeChunkUse({p.model, p.tensor, uint64_t(p.chunk)}, *key).c_str(),
+                    p.error.c_str());
+      else if (!p.chunk_key.empty())
+        std::printf("CORRUPT model %s (key %s): %s\n", p.model.c_str(), p.chunk_key.c_str(),
+                    p.error.c_str());
+      else
+        std::printf("CORRUPT model %s: %s\n", p.model.c_str(), p.error.c_str());
     }
     if (!writer->db_checked)
       std::printf("notice: the writer's database (db/) was not checked for lost files: %s\n",

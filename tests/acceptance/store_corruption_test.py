@@ -13,8 +13,11 @@ remembering that record's chunk key. Then:
     and a chunk index >= 0, and none for "clean"; the text report says CORRUPT
     with the model, tensor and chunk;
   - `pstore export` of either corrupted model exits 5 with a message naming
-    the tensor and chunk, and leaves nothing at the target path (no file, no
-    folder, no temporary file beside it);
+    the model, tensor, chunk and key ("model M tensor T chunk J (key K)", the
+    same context verify's text report and the pager give), and leaves nothing
+    at the target path (no file, no folder, no temporary file beside it);
+  - `pstore warm` of either corrupted model (the pager's loads) exits 5 with
+    the same context for the damaged chunk;
   - "clean" still exports byte-identical;
   - importing the damaged model's source again writes good copies over the
     damaged chunks: verify passes and the model exports byte-identical.
@@ -69,13 +72,19 @@ def flip_middle_chunk(path):
     return key.hex()
 
 
-def check_failed_export(store, ref, target):
+def check_names_chunk(what, text, ref, key):
+    """text names the damaged chunk as every reader does:
+    "model REF tensor T chunk J (key KEY)"."""
+    want = re.compile(r"model " + re.escape(ref) + r" tensor \S+ chunk \d+ \(key " + key + r"\)")
+    check(want.search(text), f"{what} does not name model {ref}, a tensor and chunk {key}: {text!r}")
+
+
+def check_failed_export(store, ref, target, key):
     parent = os.path.dirname(target)
     before = set(os.listdir(parent))
     r = store.run("export", ref, target)
     check(r.rc == EXIT_CORRUPT, f"export of corrupted {ref}: want exit {EXIT_CORRUPT}; " + r.describe())
-    check("tensor" in r.err and "chunk" in r.err,
-          f"export error does not name the tensor and chunk: {r.err!r}")
+    check_names_chunk(f"export of {ref}", r.err, ref, key)
     check(not os.path.lexists(target), f"failed export of {ref} left {target} behind")
     left = set(os.listdir(parent)) - before
     check(not left, f"failed export of {ref} left files beside the target: {sorted(left)}")
@@ -131,11 +140,24 @@ def body(work):
     r = store.run("verify")
     check(r.rc == EXIT_CORRUPT, "verify (text) after the damage: " + r.describe())
     for p in probs:
-        want = f"CORRUPT model {p['model']} tensor {p['tensor']} chunk {p['chunk']}"
+        want = (f"CORRUPT model {p['model']} tensor {p['tensor']} chunk {p['chunk']} "
+                f"(key {p['chunk_key']}): ")
         check(want in r.out, f"verify's text report lacks {want!r}: {r.out!r}")
+    for ref, key in bad_keys.items():
+        check_names_chunk("verify's text report", r.out, ref, key)
 
-    check_failed_export(store, "single:v1", os.path.join(out, "single.safetensors"))
-    check_failed_export(store, "sharded:v1", os.path.join(out, "sharded"))
+    check_failed_export(store, "single:v1", os.path.join(out, "single.safetensors"),
+                        bad_keys["single:v1"])
+    check_failed_export(store, "sharded:v1", os.path.join(out, "sharded"), bad_keys["sharded:v1"])
+
+    # The pager's loads (warm) find the damage and name it the same way; the
+    # undamaged model still loads.
+    for ref, key in bad_keys.items():
+        r = store.run("warm", ref)
+        check(r.rc == EXIT_CORRUPT, f"warm of corrupted {ref}: want exit {EXIT_CORRUPT}; " + r.describe())
+        check_names_chunk(f"warm of {ref}", r.err, ref, key)
+        log(f"warm {ref}: exit {r.rc}: {r.err.strip()[:200]}")
+    store.ok("warm", "clean:v1")
     store.export_matches("clean:v1", sums["clean:v1"], out)
 
     # Re-importing the source repairs the damaged chunks.
