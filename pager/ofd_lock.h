@@ -17,14 +17,20 @@
 
 namespace pstore {
 
-// Locks byte `byte` of fd (type F_WRLCK or F_RDLCK); with wait, blocks until
-// it is free.
-inline bool OfdLock(int fd, off_t byte, bool wait, short type = F_WRLCK) {
+// A lock request of `type` (F_WRLCK, F_RDLCK, F_UNLCK) for byte `byte`.
+inline struct flock OneByte(short type, off_t byte) {
   struct flock fl = {};
   fl.l_type = type;
   fl.l_whence = SEEK_SET;
   fl.l_start = byte;
   fl.l_len = 1;
+  return fl;
+}
+
+// Locks byte `byte` of fd (type F_WRLCK or F_RDLCK); with wait, blocks until
+// it is free.
+inline bool OfdLock(int fd, off_t byte, bool wait, short type = F_WRLCK) {
+  struct flock fl = OneByte(type, byte);
   for (;;) {
     if (::fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) return true;
     if (errno == EINTR) continue;
@@ -33,22 +39,14 @@ inline bool OfdLock(int fd, off_t byte, bool wait, short type = F_WRLCK) {
 }
 
 inline void OfdUnlock(int fd, off_t byte) {
-  struct flock fl = {};
-  fl.l_type = F_UNLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = byte;
-  fl.l_len = 1;
+  struct flock fl = OneByte(F_UNLCK, byte);
   ::fcntl(fd, F_OFD_SETLK, &fl);
 }
 
 // Whether another open file description holds a lock on byte `byte` of fd
 // that would conflict with a write lock.
 inline bool OfdLockedElsewhere(int fd, off_t byte) {
-  struct flock fl = {};
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = byte;
-  fl.l_len = 1;
+  struct flock fl = OneByte(F_WRLCK, byte);
   return ::fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
 }
 
