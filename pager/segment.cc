@@ -108,20 +108,20 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
                                 " does not match its model; remove it with `pstore ps --gc`");
     }
   }
+  // A creation that fails leaves no object behind (nobody attached to it:
+  // it is not ready). A process waiting for the init lock meanwhile finds it
+  // removed and opens the name again.
+  struct RemoveUnlessDone {
+    const std::string& name;
+    bool armed;
+    ~RemoveUnlessDone() {
+      if (armed) RemoveShm(name);
+    }
+  } remove{name, init};
   // Mode and group as the store says, set explicitly: on a new segment, and
   // on one made before the store's group changed.
   PSTORE_RETURN_IF_ERROR(SetShmAccess(fd, name, opt));
   if (init) {
-    // A creation that fails leaves no object behind (nobody attached to it:
-    // it is not ready). A process waiting for the init lock meanwhile finds
-    // it removed and opens the name again.
-    struct RemoveUnlessDone {
-      const std::string& name;
-      bool done = false;
-      ~RemoveUnlessDone() {
-        if (!done) RemoveShm(name);
-      }
-    } remove{name};
     PSTORE_RETURN_IF_ERROR(ResizeShm(s->shm_, 0, name));
     PSTORE_RETURN_IF_ERROR(ResizeShm(s->shm_, o.total, name));
     int e = ::posix_fallocate(fd, 0, off_t(o.pins));
@@ -185,7 +185,7 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     uint32_t one = 1;  // publish: ready last
     if (::pwrite(fd, &one, 4, off_t(offsetof(SegmentHeader, ready))) != 4)
       return Status::FromErrno("write shared memory " + name, errno);
-    remove.done = true;
+    remove.armed = false;
   }
   PSTORE_RETURN_IF_ERROR(s->MapAndClaim(false));
   // The caller's manifest, from the store, is the one this process uses.
