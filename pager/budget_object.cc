@@ -37,8 +37,8 @@ Result<BudgetObject> OpenBudgetObject(const std::string& store_id, const Segment
   std::string name = BudgetObjectName(store_id);
   BudgetObject b;
   // Read-locked for as long as the store is open.
-  PSTORE_ASSIGN_OR_RETURN(b.obj_, OpenShmLocked(name, /*wait_for_access=*/opt.mode & 0060,
-                                                kBudgetInUseByte, F_RDLCK));
+  PSTORE_ASSIGN_OR_RETURN(
+      b.obj_, OpenShmLocked(name, /*wait_for_access=*/opt.mode & 0060, kBudgetInUseByte, F_RDLCK));
   PSTORE_RETURN_IF_ERROR(SetShmAccess(b.fd(), name, opt));
   const size_t page = size_t(::sysconf(_SC_PAGESIZE));
   int e = ::posix_fallocate(b.fd(), 0, off_t(page));
