@@ -383,16 +383,13 @@ TEST_F(SegmentSharing, AnUnpinnedUnitIsEvictedAfterItsSecondChanceAndAPinnedOneI
 // The owners of what an attachment maps and opens (pager/shm_object.h):
 // each goes with its attachment, and a child the process execs keeps none.
 
-// Lines of /proc/self/maps, and of them those mapping /dev/shm<name>.
-std::pair<int, int> Mappings(const std::string& name) {
+// Lines of /proc/self/maps mapping /dev/shm<name>.
+int Mappings(const std::string& name) {
   std::ifstream maps("/proc/self/maps");
   std::string line;
-  int all = 0, of_name = 0;
-  while (std::getline(maps, line)) {
-    all++;
-    of_name += line.find("/dev/shm" + name) != std::string::npos;
-  }
-  return {all, of_name};
+  int n = 0;
+  while (std::getline(maps, line)) n += line.find("/dev/shm" + name) != std::string::npos;
+  return n;
 }
 
 // This process's descriptors of /dev/shm<name>.
@@ -407,6 +404,24 @@ int Descriptors(const std::string& name) {
   return n;
 }
 
+// The lines of /proc/self/maps that overlap [begin, end) and map `what`
+// (a file's path; "" for anonymous memory without access, as a reservation
+// of address space is).
+std::string MappedWithin(uintptr_t begin, uintptr_t end, const std::string& what) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line, out;
+  while (std::getline(maps, line)) {
+    uintptr_t b = 0, e = 0;
+    char perms[8] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %7s", &b, &e, perms) != 3 || b >= end || e <= begin)
+      continue;
+    if (what.empty() ? std::string(perms) == "---p" && line.find('/') == std::string::npos
+                     : line.find(what) != std::string::npos)
+      out += line + "\n";
+  }
+  return out;
+}
+
 bool Mapped(const void* at) {
   unsigned char v;
   return ::mincore(const_cast<void*>(at), 1, &v) == 0;
@@ -414,18 +429,18 @@ bool Mapped(const void* at) {
 
 TEST_F(SegmentSharing, AnAttachmentThatGoesLeavesNoMappingNorDescriptor) {
   AttachTwo();
-  const int two = Mappings(name_).second;
+  const int two = Mappings(name_);
   EXPECT_EQ(Descriptors(name_), 2);
   const uint8_t* data = a_->data();
   ASSERT_NE(data, nullptr);
   a_.reset();
-  const int one = Mappings(name_).second;
+  const int one = Mappings(name_);
   EXPECT_GT(one, 0);
   EXPECT_LT(one, two);
   EXPECT_EQ(Descriptors(name_), 1);
   EXPECT_FALSE(Mapped(data)) << "the destroyed attachment's data mapping";
   b_->AbandonAsIfDead();
-  EXPECT_EQ(Mappings(name_).second, 0);
+  EXPECT_EQ(Mappings(name_), 0);
   EXPECT_EQ(Descriptors(name_), 0);
 }
 
@@ -498,14 +513,20 @@ TEST_F(ShmObject, AnAlignedMappingIsAlignedAndLeavesNothingMappedWhenItGoes) {
   ASSERT_TRUE(obj.ok()) << obj.status().ToString();
   constexpr size_t kLen = 3 << 20;
   ASSERT_TRUE(ResizeShm(*obj, kLen + 4096, name_).ok());
-  const int before = Mappings(name_).first;
   for (int i = 0; i < 20; i++) {
-    auto r = MapRangeAligned(ShmFd(*obj), bip::read_only, 4096, kLen, kHugePage, name_);
-    ASSERT_TRUE(r.ok()) << r.status().ToString();
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(r->get_address()) % kHugePage, 0u);
-    EXPECT_EQ(r->get_size(), kLen);
+    uintptr_t at = 0;
+    {
+      auto r = MapRangeAligned(ShmFd(*obj), bip::read_only, 4096, kLen, kHugePage, name_);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      at = reinterpret_cast<uintptr_t>(r->get_address());
+      EXPECT_EQ(at % kHugePage, 0u);
+      EXPECT_EQ(r->get_size(), kLen);
+      EXPECT_TRUE(Mapped(r->get_address()));
+    }
+    // Nothing is left of the mapping nor of the reservation around it.
+    EXPECT_EQ(MappedWithin(at - kHugePage, at + kLen + kHugePage, "/dev/shm" + name_), "");
+    EXPECT_EQ(MappedWithin(at - kHugePage, at + kLen + kHugePage, ""), "") << "round " << i;
   }
-  EXPECT_EQ(Mappings(name_).first, before) << "a reservation or a mapping was left behind";
   auto none = MapRange(ShmFd(*obj), bip::read_only, 0, 0, name_);
   EXPECT_EQ(none.status().code(), Status::Code::kInvalidArgument);
   EXPECT_EQ(OpenShm(name_ + "-none", ShmOpen::kReadOnly).status().code(), Status::Code::kNotFound);
