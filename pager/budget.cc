@@ -1,19 +1,18 @@
 // Pager: the store's memory budget. Reserving memory for slots under the
 // budget lock, and CLOCK eviction across every segment of the store.
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 
 #include "pager/budget_lock.h"
 #include "pager/pager.h"
+#include "pager/shm_object.h"
 
 namespace pstore {
 
 Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
   if (slots.empty()) return Status::OK();
-  BudgetGuard budget(&budget_mu_, budget_fd_.get());
+  BudgetGuard budget(&budget_mu_, budget_obj_.fd());
   if (!budget.locked()) return budget.status();
   // Memory comes in units (pager/layout.h): a gapless unit is allocated
   // whole (for huge pages), others slot by slot. A slot needs every unit it
@@ -55,7 +54,7 @@ Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
 }
 
 void Pager::EnforceBudget() {
-  BudgetGuard budget(&budget_mu_, budget_fd_.get());
+  BudgetGuard budget(&budget_mu_, budget_obj_.fd());
   if (budget.locked()) EvictToBudgetLocked(0);
 }
 
@@ -89,10 +88,9 @@ void Pager::EvictToBudgetLocked(uint64_t extra) {
         mine.push_back(std::move(sp));
         continue;
       }
-    UniqueFd fd(::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0));
-    struct stat st;
-    if (!fd.valid() || ::fstat(fd.get(), &st) != 0) continue;  // removed meanwhile
-    resident += uint64_t(st.st_blocks) * 512;
+    std::optional<uint64_t> bytes = ShmAllocatedBytes(name);
+    if (!bytes) continue;  // removed meanwhile
+    resident += *bytes;
     theirs.push_back(name);
   }
   if (resident + extra <= budget_) {
@@ -130,7 +128,7 @@ void Pager::EvictToBudgetLocked(uint64_t extra) {
 }
 
 void Pager::ReapUnderBudgetLock(Segment* seg, uint32_t a) {
-  BudgetGuard budget(&budget_mu_, budget_fd_.get());
+  BudgetGuard budget(&budget_mu_, budget_obj_.fd());
   if (budget.locked()) seg->ReapIfDead(a, /*budget_locked=*/true);
 }
 

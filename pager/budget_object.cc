@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +10,7 @@
 #include <cstring>
 #include <set>
 
+#include "pager/ofd_lock.h"
 #include "pager/shm_access.h"
 
 namespace pstore {
@@ -20,28 +20,6 @@ namespace {
 constexpr size_t kOwnerOffset = 64;
 constexpr char kOwnerMagic[8] = {'P', 'S', 'T', 'O', 'R', 'E', 'O', 'W'};
 constexpr size_t kOwnerHeader = 8 + 4 + 32;  // magic, folder length, id
-
-bool ReadLock(int fd, off_t byte, bool wait) {
-  struct flock fl = {};
-  fl.l_type = F_RDLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = byte;
-  fl.l_len = 1;
-  for (;;) {
-    if (::fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) return true;
-    if (errno == EINTR && wait) continue;
-    return false;
-  }
-}
-
-bool WriteLockNow(int fd, off_t byte) {
-  struct flock fl = {};
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = byte;
-  fl.l_len = 1;
-  return ::fcntl(fd, F_OFD_SETLK, &fl) == 0;
-}
 
 bool IsHex32(const std::string& s) {
   return s.size() == 32 && std::all_of(s.begin(), s.end(), [](char c) {
@@ -55,27 +33,18 @@ std::string BudgetObjectName(const std::string& store_id) {
   return "/pstore-" + store_id + "-budget";
 }
 
-Result<UniqueFd> OpenBudgetObject(const std::string& store_id, int mode) {
+Result<BudgetObject> OpenBudgetObject(const std::string& store_id, const Segment::Options& opt) {
   std::string name = BudgetObjectName(store_id);
-  for (int attempt = 0; attempt < 100; attempt++) {
-    UniqueFd fd(ShmOpenWaitingForAccess(name, O_RDWR | O_CREAT | O_CLOEXEC, mode_t(mode)));
-    if (!fd.valid()) {
-      int e = errno;
-      return Status::FromErrno(
-          "cannot open shared memory " + name +
-              (e == EACCES ? " (made before this user was given access: the store's owner runs "
-                             "`pstore config --group GROUP` again, see docs/operations.md)"
-                           : ""),
-          e);
-    }
-    if (!ReadLock(fd.get(), kBudgetInUseByte, /*wait=*/true))
-      return Status::FromErrno("cannot lock shared memory " + name, errno);
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat shared memory " + name, errno);
-    if (st.st_nlink == 0) continue;  // removed while we waited: open the new one
-    return fd;
-  }
-  return Status::Busy("the shared memory object " + name + " kept being removed; try again");
+  BudgetObject b;
+  // Read-locked for as long as the store is open.
+  PSTORE_ASSIGN_OR_RETURN(
+      b.obj_, OpenShmLocked(name, /*wait_for_access=*/opt.mode & 0060, kBudgetInUseByte, F_RDLCK));
+  PSTORE_RETURN_IF_ERROR(SetShmAccess(b.fd(), name, opt));
+  const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  int e = ::posix_fallocate(b.fd(), 0, off_t(page));
+  if (e != 0) return Status::FromErrno("allocate shared memory " + name, e);
+  PSTORE_ASSIGN_OR_RETURN(b.page_, MapRange(b.fd(), bip::read_write, 0, page, name));
+  return b;
 }
 
 void WriteBudgetOwner(uint8_t* page, size_t page_len, const std::string& store_id,
@@ -99,51 +68,50 @@ void WriteBudgetOwner(uint8_t* page, size_t page_len, const std::string& store_i
 
 std::optional<std::string> ReadBudgetOwner(const std::string& store_id) {
   std::string name = BudgetObjectName(store_id);
-  UniqueFd fd(::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0));
-  if (!fd.valid()) return std::nullopt;
+  auto obj = OpenShm(name, ShmOpen::kReadOnly);
+  if (!obj.ok()) return std::nullopt;
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0 || uint64_t(st.st_size) < kOwnerOffset + kOwnerHeader)
+  if (::fstat(ShmFd(*obj), &st) != 0 || uint64_t(st.st_size) < kOwnerOffset + kOwnerHeader)
     return std::nullopt;
   size_t len = size_t(st.st_size);
-  void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd.get(), 0);
-  if (m == MAP_FAILED) return std::nullopt;
-  const uint8_t* rec = static_cast<const uint8_t*>(m) + kOwnerOffset;
+  auto map = MapRange(ShmFd(*obj), bip::read_only, 0, len, name);
+  if (!map.ok()) return std::nullopt;
+  const uint8_t* rec = Bytes(*map) + kOwnerOffset;
   std::optional<std::string> out;
   uint32_t flen = 0;
   std::memcpy(&flen, rec + 8, 4);
   if (std::memcmp(rec, kOwnerMagic, 8) == 0 && flen <= len - kOwnerOffset - kOwnerHeader &&
       std::string(reinterpret_cast<const char*>(rec + 12), 32) == store_id)
     out = std::string(reinterpret_cast<const char*>(rec + kOwnerHeader), flen);
-  ::munmap(m, len);
   return out;
 }
 
 bool RemoveBudgetObjectIfUnused(const std::string& store_id) {
   std::string name = BudgetObjectName(store_id);
-  UniqueFd fd(::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0));
-  if (!fd.valid()) return false;
+  auto obj = OpenShm(name, ShmOpen::kReadWrite);
+  if (!obj.ok()) return false;
   // Held until the unlink: a Pager that opened the object meanwhile gets its
   // lock only after the unlink, sees it removed, and makes a new one.
-  if (!WriteLockNow(fd.get(), kBudgetInUseByte)) return false;
-  return ::shm_unlink(name.c_str()) == 0;
+  if (!OfdLock(ShmFd(*obj), kBudgetInUseByte, /*wait=*/false)) return false;
+  return RemoveShm(name);
 }
 
-Result<UniqueFd> LockBudgetObjectUnused(const std::string& store_id) {
+Result<bip::shared_memory_object> LockBudgetObjectUnused(const std::string& store_id) {
   std::string name = BudgetObjectName(store_id);
-  UniqueFd fd(::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0));
-  if (!fd.valid()) {
-    int e = errno;
-    if (e == ENOENT) return Status::NotFound("no shared memory object " + name);
-    return Status::FromErrno("cannot open shared memory " + name, e);
+  auto obj = OpenShm(name, ShmOpen::kReadWrite);
+  if (!obj.ok()) {
+    if (obj.status().IsNotFound()) return Status::NotFound("no shared memory object " + name);
+    return obj.status();
   }
-  if (!WriteLockNow(fd.get(), kBudgetInUseByte))
+  if (!OfdLock(ShmFd(*obj), kBudgetInUseByte, /*wait=*/false))
     return Status::Busy("a process has the store of " + name + " open");
-  return fd;
+  return obj;
 }
 
-bool RemoveBudgetObjectLocked(const std::string& store_id, const UniqueFd& locked) {
-  if (!locked.valid()) return false;
-  return ::shm_unlink(BudgetObjectName(store_id).c_str()) == 0;
+bool RemoveBudgetObjectLocked(const std::string& store_id,
+                              const bip::shared_memory_object& locked) {
+  if (ShmFd(locked) < 0) return false;
+  return RemoveShm(BudgetObjectName(store_id));
 }
 
 std::vector<std::string> ListSharedMemoryStores() {

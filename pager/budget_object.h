@@ -16,14 +16,16 @@
 // Thread-safety: functions are reentrant.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "common/file_util.h"
 #include "common/status.h"
+#include "pager/segment.h"
+#include "pager/shm_object.h"
 
 namespace pstore {
 
@@ -33,10 +35,31 @@ constexpr off_t kBudgetInUseByte = 1;
 // "/pstore-<id>-budget"
 std::string BudgetObjectName(const std::string& store_id);
 
-// Opens (creating it if needed, with mode) the store's budget object, one
-// page long, and read-locks its in-use byte. If the object was removed while
-// the lock was awaited, opens the new one.
-Result<UniqueFd> OpenBudgetObject(const std::string& store_id, int mode);
+// The store's budget object as an open store holds it: the object, whose
+// in-use byte it read-locks for as long as it has it, and its page, mapped
+// read-write. Both go with it (Boost's owners, pager/shm_object.h).
+class BudgetObject {
+ public:
+  BudgetObject() = default;
+  // The descriptor, for the budget lock (pager/budget_lock.h).
+  int fd() const { return ShmFd(obj_); }
+  uint8_t* page() const { return Bytes(page_); }
+  size_t page_len() const { return page_.get_size(); }
+  // Set while the store is over budget because of pins (bytes 0-3).
+  std::atomic<uint32_t>* over_budget() const {
+    return reinterpret_cast<std::atomic<uint32_t>*>(page_.get_address());
+  }
+
+ private:
+  friend Result<BudgetObject> OpenBudgetObject(const std::string&, const Segment::Options&);
+  bip::shared_memory_object obj_;
+  bip::mapped_region page_;
+};
+
+// Opens (creating it if needed) the store's budget object and read-locks its
+// in-use byte; if the object was removed while the lock was awaited, opens
+// the new one. Gives it opt's mode and group, allocates its page and maps it.
+Result<BudgetObject> OpenBudgetObject(const std::string& store_id, const Segment::Options& opt);
 
 // Writes the owner record into the mapped page unless it already says so.
 // REQUIRES: page is the budget object's first page, mapped read-write.
@@ -52,14 +75,14 @@ std::optional<std::string> ReadBudgetOwner(const std::string& store_id);
 bool RemoveBudgetObjectIfUnused(const std::string& store_id);
 
 // Write-locks the store's budget object's in-use byte without waiting and
-// returns the descriptor that holds the lock (a Pager opening the store
+// returns the object that holds the lock (a Pager opening the store
 // meanwhile waits until it is closed). Busy when a process has the store open,
 // NotFound when there is no budget object.
-Result<UniqueFd> LockBudgetObjectUnused(const std::string& store_id);
+Result<bip::shared_memory_object> LockBudgetObjectUnused(const std::string& store_id);
 
 // Unlinks the budget object. REQUIRES: locked holds its in-use byte
 // (LockBudgetObjectUnused).
-bool RemoveBudgetObjectLocked(const std::string& store_id, const UniqueFd& locked);
+bool RemoveBudgetObjectLocked(const std::string& store_id, const bip::shared_memory_object& locked);
 
 // The ids of stores with objects in /dev/shm ("pstore-<32 hex digits>-...").
 std::vector<std::string> ListSharedMemoryStores();

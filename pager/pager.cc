@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 #include <malloc.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -18,6 +17,7 @@
 #include "pager/budget_lock.h"
 #include "pager/budget_object.h"
 #include "pager/shm_access.h"
+#include "pager/shm_object.h"
 #include "store/rocks_chunk_source.h"
 
 namespace pstore {
@@ -27,7 +27,6 @@ Pager::~Pager() {
   // while it stops: queued tasks still use it.
   if (pool_) pool_->Stop();
   pool_.reset();
-  if (over_budget_) ::munmap(over_budget_, size_t(::sysconf(_SC_PAGESIZE)));
 }
 
 Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerOptions& opt) {
@@ -45,16 +44,8 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
     p->budget_ = ram / 2;
   }
   PSTORE_ASSIGN_OR_RETURN(p->seg_opt_, ShmAccessFor(p->config_));
-  std::string lock_name = BudgetObjectName(p->store_id_);
-  PSTORE_ASSIGN_OR_RETURN(p->budget_fd_, OpenBudgetObject(p->store_id_, p->seg_opt_.mode));
-  int fd = p->budget_fd_.get();
-  PSTORE_RETURN_IF_ERROR(SetShmAccess(fd, lock_name, p->seg_opt_));
-  long page = ::sysconf(_SC_PAGESIZE);
-  int e = ::posix_fallocate(fd, 0, page);
-  if (e != 0) return Status::FromErrno("allocate shared memory " + lock_name, e);
-  void* m = ::mmap(nullptr, size_t(page), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (m == MAP_FAILED) return Status::FromErrno("map " + lock_name, errno);
-  p->over_budget_ = static_cast<std::atomic<uint32_t>*>(m);
+  PSTORE_ASSIGN_OR_RETURN(p->budget_obj_, OpenBudgetObject(p->store_id_, p->seg_opt_));
+  p->over_budget_ = p->budget_obj_.over_budget();
   {
     // Record the store's folder, so that its shared memory can be found
     // once the folder is gone (`pstore ps --orphans`).
@@ -82,9 +73,9 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
         write = id.ok() ? *id != p->store_id_ : id.status().IsNotFound();
       }
     }
-    BudgetGuard budget(&p->budget_mu_, fd);
+    BudgetGuard budget(&p->budget_mu_, p->budget_obj_.fd());
     if (write && budget.locked())
-      WriteBudgetOwner(static_cast<uint8_t*>(m), size_t(page), p->store_id_, folder);
+      WriteBudgetOwner(p->budget_obj_.page(), p->budget_obj_.page_len(), p->store_id_, folder);
   }
   int threads = opt.loader_threads > 0 ? opt.loader_threads
                                        : std::max(2, int(std::thread::hardware_concurrency()));
@@ -188,11 +179,9 @@ StoreMemory Pager::Memory() {
   StoreMemory m;
   m.budget_bytes = budget_;
   for (const auto& name : ListSegments(store_id_)) {
-    int fd = ::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0) continue;
-    struct stat st;
-    if (::fstat(fd, &st) == 0) m.resident_bytes += uint64_t(st.st_blocks) * 512;
-    ::close(fd);
+    std::optional<uint64_t> bytes = ShmAllocatedBytes(name);
+    if (!bytes) continue;
+    m.resident_bytes += *bytes;
     m.segments++;
   }
   return m;

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/mutex.h"
+#include "pager/budget_object.h"
 #include "pager/loader_pool.h"
 #include "pager/model.h"
 #include "pager/segment.h"
@@ -88,7 +89,7 @@ class Pager : private ModelHost {
   void PinDropped() override EXCLUDES(budget_mu_);
   uint64_t budget() const override { return budget_; }
   // Evicts until the store's memory plus `extra` fits the budget (or nothing
-  // unpinned is left). Call with the budget lock held; skip is not evicted.
+  // unpinned is left). Call with the budget lock held.
   void EvictToBudgetLocked(uint64_t extra) REQUIRES(budget_mu_);
   // Takes the budget lock and evicts down to the budget (after pins went away).
   void EnforceBudget() EXCLUDES(budget_mu_);
@@ -117,7 +118,7 @@ class Pager : private ModelHost {
   // sharing the descriptor, so budget_mu_ excludes this process's threads.
   // Both are taken and let go by a BudgetGuard (pager/budget_lock.h).
   Mutex budget_mu_;
-  UniqueFd budget_fd_;
+  BudgetObject budget_obj_;
   // In that file: set while the store is over budget because of pins, so that
   // whoever drops a pin evicts what the pin kept.
   std::atomic<uint32_t>* over_budget_ = nullptr;

@@ -1,7 +1,6 @@
 // Segment: the process table. Liveness of attachments (OFD locks), and
 // reaping a dead attachment's pins, claims and unfinished eviction.
 #include <fcntl.h>
-#include <sys/mman.h>
 
 #include "pager/ofd_lock.h"
 #include "pager/segment.h"
@@ -12,7 +11,7 @@ bool Segment::ReapLocked(uint32_t a, bool budget_locked) {
   const int64_t ev = attach_[a].evicting_unit.load();
   if (ev >= 0 && !budget_locked) return false;
   // Clear a's pins: punching the row zeroes it and frees its pages.
-  ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+  ::fallocate(fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
               off_t(hdr_->pins_off + a * hdr_->pins_stride), off_t(hdr_->pins_stride));
   // A half-loaded slot is empty again (its unit stays allocated for the next
   // loader).
@@ -48,10 +47,9 @@ bool Segment::ReapLocked(uint32_t a, bool budget_locked) {
 
 bool Segment::ReapIfDead(uint32_t a, bool budget_locked) {
   if (a >= kMaxAttach || a == me_) return false;
-  if (!OfdLock(fd_.get(), kAttachLockBase + a, false)) return false;  // alive
-  bool reaped = !attach_[a].used.load() || ReapLocked(a, budget_locked);
-  OfdUnlock(fd_.get(), kAttachLockBase + a);
-  return reaped;
+  OfdByteLock liveness(fd(), kAttachLockBase + a, /*wait=*/false);
+  if (!liveness.held()) return false;  // alive
+  return !attach_[a].used.load() || ReapLocked(a, budget_locked);
 }
 
 int Segment::ReapDead(bool budget_locked) {
@@ -73,12 +71,13 @@ bool Segment::SlotPinned(uint32_t s) const {
 
 void Segment::AbandonAsIfDead() {
   // The OFD locks go with the open file description, which the mappings
-  // hold as well as the descriptor.
-  if (data_rw_) ::munmap(data_rw_, hdr_->data_bytes);
-  if (data_ro_) ::munmap(data_ro_, hdr_->data_bytes);
-  if (base_) ::munmap(base_, header_len_);
+  // hold as well as the descriptor: the lock is not unlocked, it goes.
+  attach_lock_.Forget();
+  data_rw_map_ = bip::mapped_region();
+  data_ro_map_ = bip::mapped_region();
+  header_map_ = bip::mapped_region();
   data_rw_ = data_ro_ = base_ = nullptr;
-  fd_.Reset();
+  shm_ = bip::shared_memory_object();
   me_ = kMaxAttach;
 }
 

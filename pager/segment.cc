@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/futex.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -18,29 +17,11 @@
 #include "pager/ofd_lock.h"
 #include "pager/segment_format.h"
 #include "pager/shm_access.h"
+#include "pager/shm_object.h"
 
 namespace pstore {
 
 namespace {
-
-// Maps len bytes of fd at off at an address aligned to a huge page, so that
-// huge pages of the file can be mapped whole.
-void* MapAligned(size_t len, int prot, int fd, off_t off) {
-  size_t span = len + kHugePage;
-  void* r = ::mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (r == MAP_FAILED) return MAP_FAILED;
-  uintptr_t start = reinterpret_cast<uintptr_t>(r);
-  uintptr_t aligned = (start + kHugePage - 1) & ~(uintptr_t(kHugePage) - 1);
-  void* p = ::mmap(reinterpret_cast<void*>(aligned), len, prot, MAP_SHARED | MAP_FIXED, fd, off);
-  if (p == MAP_FAILED) {
-    ::munmap(r, span);
-    return MAP_FAILED;
-  }
-  if (aligned > start) ::munmap(r, aligned - start);
-  uintptr_t end = aligned + len, rend = start + span;
-  if (rend > end) ::munmap(reinterpret_cast<void*>(end), rend - end);
-  return p;
-}
 
 std::string ProcessComm() {
   char buf[32] = {};
@@ -99,23 +80,12 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
   }
   std::unique_ptr<Segment> s(new Segment);
   s->name_ = name;
-  int fd = ShmOpenWaitingForAccess(name, O_RDWR | O_CREAT | O_CLOEXEC, mode_t(opt.mode));
-  if (fd < 0) {
-    int e = errno;
-    return Status::FromErrno(
-        "cannot open shared memory " + name +
-            (e == EACCES ? " (made before this user was given access: the store's owner runs "
-                           "`pstore config --group GROUP` again, see docs/operations.md)"
-                         : ""),
-        e);
-  }
-  s->fd_.Reset(fd);
-  // Serialise initialisation: whoever holds this lock creates or checks the header.
-  if (!OfdLock(fd, kInitLockByte, true)) return Status::FromErrno("lock " + name, errno);
-  struct Unlock {
-    int fd;
-    ~Unlock() { OfdUnlock(fd, kInitLockByte); }
-  } unlock{fd};
+  // Serialise initialisation: whoever holds this lock creates or checks the
+  // header.
+  PSTORE_ASSIGN_OR_RETURN(
+      s->shm_, OpenShmLocked(name, /*wait_for_access=*/opt.mode & 0060, kInitLockByte, F_WRLCK));
+  OfdByteLock init_lock = OfdByteLock::Adopt(s->fd(), kInitLockByte);
+  const int fd = s->fd();
 
   const uint64_t layout_len = LayoutSize(layout.slots.size(), layout.units.size(),
                                          layout.pieces.size(), layout.tensors.size());
@@ -138,19 +108,27 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
                                 " does not match its model; remove it with `pstore ps --gc`");
     }
   }
+  // A creation that fails leaves no object behind (nobody attached to it:
+  // it is not ready). A process waiting for the init lock meanwhile finds it
+  // removed and opens the name again.
+  struct RemoveUnlessDone {
+    const std::string& name;
+    bool armed;
+    ~RemoveUnlessDone() {
+      if (armed) RemoveShm(name);
+    }
+  } remove{name, init};
   // Mode and group as the store says, set explicitly: on a new segment, and
   // on one made before the store's group changed.
   PSTORE_RETURN_IF_ERROR(SetShmAccess(fd, name, opt));
   if (init) {
-    if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, off_t(o.total)) != 0)
-      return Status::FromErrno("size shared memory " + name, errno);
+    PSTORE_RETURN_IF_ERROR(ResizeShm(s->shm_, 0, name));
+    PSTORE_RETURN_IF_ERROR(ResizeShm(s->shm_, o.total, name));
     int e = ::posix_fallocate(fd, 0, off_t(o.pins));
-    if (e != 0) {
-      ::shm_unlink(name.c_str());
+    if (e != 0)
       return Status::FromErrno("allocate shared memory " + name +
                                    " (is /dev/shm full? see `pstore ps`, or lower the budget)",
                                e);
-    }
     SegmentHeader h;
     std::memset(static_cast<void*>(&h), 0, sizeof(h));
     h.magic = kSegmentMagic;
@@ -207,6 +185,7 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     uint32_t one = 1;  // publish: ready last
     if (::pwrite(fd, &one, 4, off_t(offsetof(SegmentHeader, ready))) != 4)
       return Status::FromErrno("write shared memory " + name, errno);
+    remove.armed = false;
   }
   PSTORE_RETURN_IF_ERROR(s->MapAndClaim(false));
   // The caller's manifest, from the store, is the one this process uses.
@@ -233,14 +212,15 @@ Result<std::unique_ptr<Segment>> Segment::AttachExisting(const std::string& name
                                                          const ModelDigest* digest) {
   std::unique_ptr<Segment> s(new Segment);
   s->name_ = name;
-  int fd = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
-  if (fd < 0) return Status::FromErrno("cannot open shared memory " + name, errno);
-  s->fd_.Reset(fd);
-  // The creator holds the init lock until the header is complete.
-  if (!OfdLock(fd, kInitLockByte, true)) return Status::FromErrno("lock " + name, errno);
+  PSTORE_ASSIGN_OR_RETURN(s->shm_, OpenShm(name, ShmOpen::kReadWrite));
   SegmentHeader h;
-  ssize_t n = ::pread(fd, &h, sizeof(h), 0);
-  OfdUnlock(fd, kInitLockByte);
+  ssize_t n;
+  {
+    // The creator holds the init lock until the header is complete.
+    OfdByteLock init(s->fd(), kInitLockByte, /*wait=*/true);
+    if (!init.held()) return Status::FromErrno("lock " + name, errno);
+    n = ::pread(s->fd(), &h, sizeof(h), 0);
+  }
   if (n != ssize_t(sizeof(h)) || h.magic != kSegmentMagic || h.ready.load() != 1 ||
       h.layout_version != kLayoutVersion)
     return Status::Corruption("shared memory " + name + " is not a complete pstore segment");
@@ -271,17 +251,16 @@ Status Segment::CheckTables(const SegmentHeader& h) const {
 
 Status Segment::MapAndClaim(bool) {
   SegmentHeader h;
-  if (::pread(fd_.get(), &h, sizeof(h), 0) != ssize_t(sizeof(h)))
+  if (::pread(fd(), &h, sizeof(h), 0) != ssize_t(sizeof(h)))
     return Status::FromErrno("read " + name_, errno);
   struct stat st;
-  if (::fstat(fd_.get(), &st) != 0) return Status::FromErrno("stat " + name_, errno);
+  if (::fstat(fd(), &st) != 0) return Status::FromErrno("stat " + name_, errno);
   if (!HeaderConsistent(h, uint64_t(st.st_size)))
     return Status::Corruption("shared memory " + name_ +
                               " has an inconsistent header; remove it with `pstore ps --gc`");
   header_len_ = size_t(h.data_off);
-  void* p = ::mmap(nullptr, header_len_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
-  if (p == MAP_FAILED) return Status::FromErrno("map " + name_, errno);
-  base_ = static_cast<uint8_t*>(p);
+  PSTORE_ASSIGN_OR_RETURN(header_map_, MapRange(fd(), bip::read_write, 0, header_len_, name_));
+  base_ = Bytes(header_map_);
   hdr_ = reinterpret_cast<SegmentHeader*>(base_);
   slots_ = reinterpret_cast<SlotInfo*>(base_ + h.slots_off);
   states_ = reinterpret_cast<std::atomic<uint32_t>*>(base_ + h.states_off);
@@ -301,28 +280,24 @@ Status Segment::MapAndClaim(bool) {
   manifest_bytes_.assign(reinterpret_cast<const char*>(base_ + h.manifest_off),
                          size_t(h.manifest_len));
   if (h.data_bytes > 0) {
-    p = MapAligned(h.data_bytes, PROT_READ, fd_.get(), off_t(h.data_off));
-    if (p == MAP_FAILED) return Status::FromErrno("map " + name_, errno);
-    data_ro_ = static_cast<uint8_t*>(p);
-    p = MapAligned(h.data_bytes, PROT_READ | PROT_WRITE, fd_.get(), off_t(h.data_off));
-    if (p == MAP_FAILED) return Status::FromErrno("map " + name_, errno);
-    data_rw_ = static_cast<uint8_t*>(p);
+    // At huge-page boundaries, so that huge pages of the file map whole.
+    PSTORE_ASSIGN_OR_RETURN(data_ro_map_, MapRangeAligned(fd(), bip::read_only, h.data_off,
+                                                          h.data_bytes, kHugePage, name_));
+    data_ro_ = Bytes(data_ro_map_);
+    PSTORE_ASSIGN_OR_RETURN(data_rw_map_, MapRangeAligned(fd(), bip::read_write, h.data_off,
+                                                          h.data_bytes, kHugePage, name_));
+    data_rw_ = Bytes(data_rw_map_);
   }
   // Claim a process-table entry: an entry whose lock we can take has no live
   // owner; if it still says "used", its owner died and we reap it first.
   for (uint32_t a = 0; a < kMaxAttach; a++) {
-    if (!OfdLock(fd_.get(), kAttachLockBase + a, false)) continue;
-    if (attach_[a].used.load() && !ReapLocked(a, false)) {
-      // A dead evictor: left for one holding the budget lock.
-      OfdUnlock(fd_.get(), kAttachLockBase + a);
-      continue;
-    }
-    int e =
-        ::posix_fallocate(fd_.get(), off_t(h.pins_off + a * h.pins_stride), off_t(h.pins_stride));
-    if (e != 0) {
-      OfdUnlock(fd_.get(), kAttachLockBase + a);
-      return Status::FromErrno("allocate shared memory " + name_, e);
-    }
+    // Unlocked again on every way out but taking the entry.
+    OfdByteLock liveness(fd(), kAttachLockBase + a, /*wait=*/false);
+    if (!liveness.held()) continue;
+    // A dead evictor is left for one holding the budget lock.
+    if (attach_[a].used.load() && !ReapLocked(a, false)) continue;
+    int e = ::posix_fallocate(fd(), off_t(h.pins_off + a * h.pins_stride), off_t(h.pins_stride));
+    if (e != 0) return Status::FromErrno("allocate shared memory " + name_, e);
     AttachEntry& en = attach_[a];
     en.pid = uint32_t(::getpid());
     en.start_unix = uint64_t(::time(nullptr));
@@ -332,6 +307,7 @@ Status Segment::MapAndClaim(bool) {
     en.evicting_unit.store(-1);
     en.used.store(1);
     me_ = a;
+    attach_lock_ = std::move(liveness);
     ReapDead();  // whoever died before us leaves nothing held
     return Status::OK();
   }
@@ -340,13 +316,9 @@ Status Segment::MapAndClaim(bool) {
 }
 
 Segment::~Segment() {
-  if (me_ < kMaxAttach) {
-    ReapLocked(me_, true);  // our own pins and claims (we are not evicting)
-    OfdUnlock(fd_.get(), kAttachLockBase + me_);
-  }
-  if (data_rw_) ::munmap(data_rw_, hdr_->data_bytes);
-  if (data_ro_) ::munmap(data_ro_, hdr_->data_bytes);
-  if (base_) ::munmap(base_, header_len_);
+  // Our own pins and claims (we are not evicting); then the members let go
+  // of the entry's lock, unmap and close.
+  if (me_ < kMaxAttach) ReapLocked(me_, true);
 }
 
 }  // namespace pstore

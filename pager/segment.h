@@ -42,9 +42,10 @@
 #include <memory>
 #include <string>
 
-#include "common/file_util.h"
 #include "common/status.h"
 #include "pager/layout.h"
+#include "pager/ofd_lock.h"
+#include "pager/shm_object.h"
 #include "store/manifest.h"
 
 namespace pstore {
@@ -171,7 +172,7 @@ class Segment {
   // The layout's bytes as stored in a segment.
   static std::string LayoutBytes(const Layout& l);
   uint32_t me() const { return me_; }
-  int fd() const { return fd_.get(); }
+  int fd() const { return ShmFd(shm_); }
   uint32_t nslots() const { return hdr_->nslots; }
   const SlotInfo& slot(uint32_t s) const { return slots_[s]; }
   std::atomic<uint32_t>& state(uint32_t s) const { return states_[s]; }
@@ -237,7 +238,12 @@ class Segment {
   bool ReapLocked(uint32_t a, bool budget_locked);
 
   std::string name_;
-  UniqueFd fd_;
+  // The owners, let go of in the reverse order: the process-table entry's
+  // liveness lock (after the destructor has reaped the entry), the mappings,
+  // the object's descriptor.
+  bip::shared_memory_object shm_;
+  bip::mapped_region header_map_, data_ro_map_, data_rw_map_;
+  OfdByteLock attach_lock_;
   uint8_t* base_ = nullptr;  // header mapping, read-write
   size_t header_len_ = 0;
   uint8_t* data_ro_ = nullptr;

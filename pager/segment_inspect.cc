@@ -1,7 +1,5 @@
 // What `pstore ps` sees of a segment without attaching to it, and removing
 // a segment.
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,20 +8,21 @@
 
 #include "pager/ofd_lock.h"
 #include "pager/segment.h"
+#include "pager/shm_object.h"
 
 namespace pstore {
 
 Result<SegmentInfo> InspectSegment(const std::string& name) {
   SegmentInfo info;
   info.name = name;
-  UniqueFd fd(::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0));
-  if (!fd.valid()) return Status::FromErrno("cannot open shared memory " + name, errno);
+  PSTORE_ASSIGN_OR_RETURN(bip::shared_memory_object obj, OpenShm(name, ShmOpen::kReadOnly));
+  const int fd = ShmFd(obj);
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return Status::FromErrno("stat " + name, errno);
+  if (::fstat(fd, &st) != 0) return Status::FromErrno("stat " + name, errno);
   info.resident_bytes = uint64_t(st.st_blocks) * 512;
   info.total_bytes = uint64_t(st.st_size);
   SegmentHeader h;
-  if (::pread(fd.get(), &h, sizeof(h), 0) != ssize_t(sizeof(h)) || h.magic != kSegmentMagic ||
+  if (::pread(fd, &h, sizeof(h), 0) != ssize_t(sizeof(h)) || h.magic != kSegmentMagic ||
       h.ready.load() != 1 || h.layout_version != kLayoutVersion ||
       h.total_bytes != info.total_bytes)
     return info;  // incomplete or foreign
@@ -39,8 +38,8 @@ Result<SegmentInfo> InspectSegment(const std::string& name) {
   std::vector<uint32_t> states(h.nslots);
   std::vector<SlotInfo> slots(h.nslots);
   if (h.nslots) {
-    (void)!::pread(fd.get(), states.data(), states.size() * 4, off_t(h.states_off));
-    (void)!::pread(fd.get(), slots.data(), slots.size() * sizeof(SlotInfo), off_t(h.slots_off));
+    (void)!::pread(fd, states.data(), states.size() * 4, off_t(h.states_off));
+    (void)!::pread(fd, slots.data(), slots.size() * sizeof(SlotInfo), off_t(h.slots_off));
   }
   for (uint32_t w : states) {
     if (StateOf(w) == kReady)
@@ -49,7 +48,7 @@ Result<SegmentInfo> InspectSegment(const std::string& name) {
       info.busy_slots++;
   }
   std::vector<AttachEntry> entries(kMaxAttach);
-  (void)!::pread(fd.get(), static_cast<void*>(entries.data()), kMaxAttach * sizeof(AttachEntry),
+  (void)!::pread(fd, static_cast<void*>(entries.data()), kMaxAttach * sizeof(AttachEntry),
                  off_t(h.attach_off));
   std::vector<uint32_t> pins(h.ntensors);
   for (uint32_t a = 0; a < kMaxAttach; a++) {
@@ -59,15 +58,10 @@ Result<SegmentInfo> InspectSegment(const std::string& name) {
     at.pid = entries[a].pid;
     at.comm = std::string(entries[a].comm, strnlen(entries[a].comm, sizeof(entries[a].comm)));
     at.start_unix = entries[a].start_unix;
-    struct flock fl = {};
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = kAttachLockBase + a;
-    fl.l_len = 1;
-    at.alive = ::fcntl(fd.get(), F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+    at.alive = OfdLockedElsewhere(fd, kAttachLockBase + a);
     // pread of a hole reads zeros without allocating memory.
     if (h.ntensors)
-      (void)!::pread(fd.get(), pins.data(), pins.size() * 4, off_t(h.pins_off + a * h.pins_stride));
+      (void)!::pread(fd, pins.data(), pins.size() * 4, off_t(h.pins_off + a * h.pins_stride));
     for (const SlotInfo& si : slots)
       for (uint32_t t = si.first_tensor; t < si.first_tensor + si.ntensors && t < h.ntensors; t++)
         if (pins[t]) {
@@ -80,7 +74,7 @@ Result<SegmentInfo> InspectSegment(const std::string& name) {
 }
 
 Status RemoveSegment(const std::string& name) {
-  if (::shm_unlink(name.c_str()) != 0 && errno != ENOENT)
+  if (!RemoveShm(name) && errno != ENOENT)
     return Status::FromErrno("remove shared memory " + name, errno);
   return Status::OK();
 }

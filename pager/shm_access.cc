@@ -1,14 +1,12 @@
 // Mode and group of a store's shared memory (pager/shm_access.h).
 #include "pager/shm_access.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 
-#include "common/file_util.h"
+#include "pager/shm_object.h"
 #include "store/store_access.h"
 #include "store/store_dir.h"
 
@@ -39,15 +37,6 @@ int SetAccess(int fd, const Segment::Options& opt) {
 
 }  // namespace
 
-int ShmOpenWaitingForAccess(const std::string& name, int flags, mode_t mode) {
-  constexpr int kWaitMs = 2000, kStepMs = 5;
-  for (int waited = 0;; waited += kStepMs) {
-    int fd = ::shm_open(name.c_str(), flags, mode);
-    if (fd >= 0 || errno != EACCES || (mode & 0060) == 0 || waited >= kWaitMs) return fd;
-    ::usleep(kStepMs * 1000);
-  }
-}
-
 Status SetShmAccess(int fd, const std::string& name, const Segment::Options& opt) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::FromErrno("stat shared memory " + name, errno);
@@ -62,12 +51,12 @@ Result<int> ApplyShmAccess(const std::string& store_id, const Segment::Options& 
   names.push_back("/pstore-" + store_id + "-budget");
   int changed = 0;
   for (const auto& name : names) {
-    UniqueFd fd(::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0));
-    if (!fd.valid()) {
-      if (errno == ENOENT) continue;
-      return Status::FromErrno("cannot open shared memory " + name, errno);
+    auto obj = OpenShm(name, ShmOpen::kReadOnly);
+    if (!obj.ok()) {
+      if (obj.status().IsNotFound()) continue;
+      return obj.status();
     }
-    int r = SetAccess(fd.get(), opt);
+    int r = SetAccess(ShmFd(*obj), opt);
     if (r < 0)
       return Status::FromErrno("cannot set the mode and group of shared memory " + name +
                                    " (run the command as its owner or as root)",

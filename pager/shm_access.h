@@ -24,15 +24,11 @@ struct StoreConfig;
 Result<Segment::Options> ShmAccessFor(const StoreConfig& config);
 
 // Gives the shared-memory object open at fd (called name) opt's mode and
-// group, explicitly (shm_open's mode is subject to the umask). An object of
-// another owner is left as it is (only its owner or root may change it).
+// group, explicitly: a new object is owner-only (pager/shm_object.h) until
+// then, and Boost has no call to change an existing object's group. An
+// object of another owner is left as it is (only its owner or root may
+// change it).
 Status SetShmAccess(int fd, const std::string& name, const Segment::Options& opt);
-
-// shm_open, which in group mode (mode & 0060) retries for up to 2 s while the
-// object exists but refuses this user (EACCES): a process that has just
-// created it holds it at its umask's mode until it sets the store's
-// (SetShmAccess). Returns the descriptor, or -1 with errno set.
-int ShmOpenWaitingForAccess(const std::string& name, int flags, mode_t mode);
 
 // SetShmAccess on every shared-memory object of the store (its segments and
 // budget file), as `pstore config --group` changes who may use them.

@@ -5,6 +5,8 @@
 
 #include <chrono>
 
+#include "pager/shm_object.h"
+
 namespace pstore {
 
 void Warmer::Started() {
@@ -21,23 +23,22 @@ void Warmer::Finished() {
 }
 
 namespace {
-// [begin, end) of fd mapped for reading, from the page holding begin.
+// [begin, end) of fd mapped for reading, from the page holding begin (the
+// region owns the mapping).
 struct FileMap {
-  void* p = MAP_FAILED;
+  bip::mapped_region region;
+  void* p = nullptr;
   size_t len = 0;
   FileMap(int fd, uint64_t begin, uint64_t end) {
     static const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
     uint64_t b = begin / page * page;
-    len = size_t(end - b);
-    p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, off_t(b));
+    auto r = MapRange(fd, bip::read_only, b, size_t(end - b), "a blob file");
+    if (!r.ok()) return;
+    region = std::move(r).value();
+    p = region.get_address();
+    len = region.get_size();
   }
-  FileMap(FileMap&& o) noexcept : p(o.p), len(o.len) { o.p = MAP_FAILED; }
-  FileMap(const FileMap&) = delete;
-  FileMap& operator=(const FileMap&) = delete;
-  ~FileMap() {
-    if (p != MAP_FAILED) ::munmap(p, len);
-  }
-  bool ok() const { return p != MAP_FAILED; }
+  bool ok() const { return p != nullptr; }
 };
 }  // namespace
 

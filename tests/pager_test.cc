@@ -14,8 +14,12 @@
 #include <sanitizer/lsan_interface.h>
 #endif
 #include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -38,6 +42,7 @@
 #include "pager/name_index.h"
 #include "pager/pager.h"
 #include "pager/segment.h"
+#include "pager/shm_object.h"
 #include "pager/slot_claims.h"
 #include "store/manifest.h"
 #include "store/memory_chunk_source.h"
@@ -376,6 +381,158 @@ TEST_F(SegmentSharing, AnUnpinnedUnitIsEvictedAfterItsSecondChanceAndAPinnedOneI
   EXPECT_FALSE(b_->UnitAllocated(u));
   EXPECT_LT(b_->ResidentBytes(), before);
   EXPECT_GT(b_->header()->evictions.load(), evictions);
+}
+
+// The owners of what an attachment maps and opens (pager/shm_object.h):
+// each goes with its attachment, and a child the process execs keeps none.
+
+// Lines of /proc/self/maps mapping /dev/shm<name>.
+int Mappings(const std::string& name) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  int n = 0;
+  while (std::getline(maps, line)) n += line.find("/dev/shm" + name) != std::string::npos;
+  return n;
+}
+
+// This process's descriptors of /dev/shm<name>.
+int Descriptors(const std::string& name) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    std::error_code lec;
+    auto target = std::filesystem::read_symlink(e.path(), lec);
+    n += !lec && target.string().find("/dev/shm" + name) == 0;
+  }
+  return n;
+}
+
+// The lines of /proc/self/maps that overlap [begin, end) and map `what`
+// (a file's path; "" for anonymous memory without access, as a reservation
+// of address space is).
+std::string MappedWithin(uintptr_t begin, uintptr_t end, const std::string& what) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line, out;
+  while (std::getline(maps, line)) {
+    uintptr_t b = 0, e = 0;
+    char perms[8] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %7s", &b, &e, perms) != 3 || b >= end || e <= begin)
+      continue;
+    if (what.empty() ? std::string(perms) == "---p" && line.find('/') == std::string::npos
+                     : line.find(what) != std::string::npos)
+      out += line + "\n";
+  }
+  return out;
+}
+
+bool Mapped(const void* at) {
+  unsigned char v;
+  return ::mincore(const_cast<void*>(at), 1, &v) == 0;
+}
+
+TEST_F(SegmentSharing, AnAttachmentThatGoesLeavesNoMappingNorDescriptor) {
+  AttachTwo();
+  const int two = Mappings(name_);
+  EXPECT_EQ(Descriptors(name_), 2);
+  const uint8_t* data = a_->data();
+  ASSERT_NE(data, nullptr);
+  a_.reset();
+  const int one = Mappings(name_);
+  EXPECT_GT(one, 0);
+  EXPECT_LT(one, two);
+  EXPECT_EQ(Descriptors(name_), 1);
+  EXPECT_FALSE(Mapped(data)) << "the destroyed attachment's data mapping";
+  b_->AbandonAsIfDead();
+  EXPECT_EQ(Mappings(name_), 0);
+  EXPECT_EQ(Descriptors(name_), 0);
+}
+
+TEST_F(SegmentSharing, AChildTheProcessExecsDoesNotKeepADeadAttachmentAlive) {
+  AttachTwo();
+  const uint32_t dead = a_->me();
+  // posix_spawn returns once the child has exec'd: it has whatever
+  // descriptors were not close-on-exec, and with one the open file
+  // description that holds the attachment's liveness lock.
+  pid_t child = -1;
+  char sleep_arg[] = "sleep", secs[] = "30";
+  char* argv[] = {sleep_arg, secs, nullptr};
+  ASSERT_EQ(::posix_spawnp(&child, "sleep", nullptr, nullptr, argv, environ), 0);
+  a_->AbandonAsIfDead();
+  const bool reaped = b_->ReapIfDead(dead);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_TRUE(reaped) << "the exec'd child kept the dead attachment's lock";
+}
+
+TEST_F(SegmentLayout, ACreationThatFailsLeavesNoObjectBehind) {
+  // Growing a file past RLIMIT_FSIZE fails (EFBIG; the signal it also sends
+  // is ignored here): the segment cannot be sized.
+  struct rlimit old;
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  struct rlimit small = {4096, old.rlim_max};
+  auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  auto s = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  ::signal(SIGXFSZ, old_handler);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find(name_), std::string::npos) << s.status().ToString();
+  EXPECT_FALSE(std::filesystem::exists("/dev/shm" + name_));
+  // The name is free for the next try.
+  auto again = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+  EXPECT_TRUE(again.ok()) << again.status().ToString();
+}
+
+class ShmObject : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    name_ = "/pstore-test-shm-" + std::to_string(::getpid());
+    RemoveShm(name_);
+  }
+  void TearDown() override { RemoveShm(name_); }
+  std::string name_;
+};
+
+TEST_F(ShmObject, ADescriptorIsCloseOnExecAndAMappingGoesWithItsLastOwner) {
+  auto obj = OpenShm(name_, ShmOpen::kCreate);
+  ASSERT_TRUE(obj.ok()) << obj.status().ToString();
+  EXPECT_NE(::fcntl(ShmFd(*obj), F_GETFD) & FD_CLOEXEC, 0);
+  constexpr size_t kLen = 1 << 20;
+  ASSERT_TRUE(ResizeShm(*obj, kLen, name_).ok());
+  auto region = MapRange(ShmFd(*obj), bip::read_write, 0, kLen, name_);
+  ASSERT_TRUE(region.ok()) << region.status().ToString();
+  uint8_t* at = Bytes(*region);
+  at[kLen - 1] = 7;
+  bip::mapped_region moved(std::move(*region));
+  { bip::mapped_region emptied(std::move(*region)); }  // owns nothing
+  EXPECT_TRUE(Mapped(at));
+  EXPECT_EQ(Bytes(moved)[kLen - 1], 7);
+  moved = bip::mapped_region();
+  EXPECT_FALSE(Mapped(at));
+}
+
+TEST_F(ShmObject, AnAlignedMappingIsAlignedAndLeavesNothingMappedWhenItGoes) {
+  auto obj = OpenShm(name_, ShmOpen::kCreate);
+  ASSERT_TRUE(obj.ok()) << obj.status().ToString();
+  constexpr size_t kLen = 3 << 20;
+  ASSERT_TRUE(ResizeShm(*obj, kLen + 4096, name_).ok());
+  for (int i = 0; i < 20; i++) {
+    uintptr_t at = 0;
+    {
+      auto r = MapRangeAligned(ShmFd(*obj), bip::read_only, 4096, kLen, kHugePage, name_);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      at = reinterpret_cast<uintptr_t>(r->get_address());
+      EXPECT_EQ(at % kHugePage, 0u);
+      EXPECT_EQ(r->get_size(), kLen);
+      EXPECT_TRUE(Mapped(r->get_address()));
+    }
+    // Nothing is left of the mapping nor of the reservation around it.
+    EXPECT_EQ(MappedWithin(at - kHugePage, at + kLen + kHugePage, "/dev/shm" + name_), "");
+    EXPECT_EQ(MappedWithin(at - kHugePage, at + kLen + kHugePage, ""), "") << "round " << i;
+  }
+  auto none = MapRange(ShmFd(*obj), bip::read_only, 0, 0, name_);
+  EXPECT_EQ(none.status().code(), Status::Code::kInvalidArgument);
+  EXPECT_EQ(OpenShm(name_ + "-none", ShmOpen::kReadOnly).status().code(), Status::Code::kNotFound);
 }
 
 // --- bulk loads in file order ---------------------------------------------------
