@@ -1,0 +1,154 @@
+// Local store, spool, remote: see store/tiered_chunk_source.h.
+#include "store/tiered_chunk_source.h"
+
+#include "codec/chunk_codec.h"
+
+namespace pstore {
+
+TieredChunkSource::TieredChunkSource(ChunkSource* local, const LazyCache* cache,
+                                     ChunkSource* remote, std::shared_ptr<const Manifest> manifest,
+                                     std::string model)
+    : local_(local),
+      cache_(cache),
+      remote_(remote),
+      manifest_(std::move(manifest)),
+      model_(std::move(model)) {
+  const Manifest& m = *manifest_;
+  for (uint32_t t = 0; t < m.tensors.size(); ++t) {
+    const ManifestTensor& mt = m.tensors[t];
+    const uint64_t n = m.ChunkCount(mt);
+    for (uint64_t j = 0; j < n; ++j)
+      places_.emplace(m.chunks[mt.first_chunk + j], Place{t, j, m.ChunkBytes(mt, j)});
+  }
+}
+
+std::string TieredChunkSource::Describe() const {
+  return "the local store, then " + remote_->Describe();
+}
+
+Result<const TieredChunkSource::Place*> TieredChunkSource::Find(const ChunkKey& key) const {
+  auto it = places_.find(key);
+  if (it == places_.end()) {
+    return Status::InvalidArgument("chunk " + key.Hex() + " is not a chunk of model " + model_);
+  }
+  return &it->second;
+}
+
+std::string TieredChunkSource::ChunkName(const ChunkKey& key, const Place& p) const {
+  return "model " + model_ + ", tensor " + manifest_->tensors[p.tensor].name + ", chunk " +
+         std::to_string(p.index) + " (" + key.Hex() + ")";
+}
+
+Status TieredChunkSource::Check(const ChunkKey& key, const Place& p, std::string_view frame) const {
+  thread_local ChunkDecoder decoder;
+  thread_local std::vector<uint8_t> raw;
+  raw.resize(p.raw_len);
+  return decoder.Decode(frame, key, raw);
+}
+
+Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
+    std::span<const ChunkKey> keys) {
+  std::vector<std::optional<std::string>> out(keys.size());
+  std::vector<const Place*> places(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    PSTORE_ASSIGN_OR_RETURN(places[i], Find(keys[i]));
+  }
+  // 1. The local store.
+  if (local_ != nullptr && !keys.empty()) {
+    PSTORE_ASSIGN_OR_RETURN(out, local_->Read(keys));
+  }
+  // 2. The spool, each frame checked again.
+  std::vector<size_t> want;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (out[i]) {
+      local_chunks_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
+    if (f && f->raw_len == places[i]->raw_len && Check(keys[i], *places[i], f->frame).ok()) {
+      out[i] = std::move(f->frame);
+      spool_chunks_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (f) (void)cache_->RemoveFrame(keys[i]);  // damaged: fetched again below
+    want.push_back(i);
+  }
+  if (want.empty()) return out;
+  // 3. The remote, once per distinct key of the batch.
+  std::vector<ChunkKey> fetch;
+  std::unordered_map<ChunkKey, size_t, ChunkKeyHasher> first;
+  for (size_t i : want) {
+    if (first.emplace(keys[i], fetch.size()).second) fetch.push_back(keys[i]);
+  }
+  PSTORE_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> frames, remote_->Read(fetch));
+  for (size_t j = 0; j < fetch.size(); ++j) {
+    const Place& p = places_.at(fetch[j]);
+    if (!frames[j]) {
+      return Status::Corruption(remote_->Describe() + " lacks " + ChunkName(fetch[j], p) +
+                                " (push the model again from a store that has it)");
+    }
+    Status st = Check(fetch[j], p, *frames[j]);
+    if (!st.ok()) {
+      return Status::Corruption(
+          remote_->Describe() + ": " + ChunkName(fetch[j], p) +
+          " does not match its key: " + st.message() +
+          "; it was not used or kept (the remote copy is damaged: remove the object " +
+          "with `rados rm` and push the model again from a good store)");
+    }
+    remote_chunks_.fetch_add(1, std::memory_order_relaxed);
+    remote_bytes_.fetch_add(frames[j]->size(), std::memory_order_relaxed);
+    if (!cache_->PutFrame(fetch[j], p.raw_len, *frames[j]).ok())
+      spool_failures_.fetch_add(1, std::memory_order_relaxed);
+  }
+  for (size_t i : want) out[i] = frames[first.at(keys[i])];
+  return out;
+}
+
+Result<std::vector<bool>> TieredChunkSource::Contains(std::span<const ChunkKey> keys) {
+  std::vector<bool> out(keys.size(), false);
+  if (local_ != nullptr && !keys.empty()) {
+    PSTORE_ASSIGN_OR_RETURN(out, local_->Contains(keys));
+  }
+  std::vector<ChunkKey> ask;
+  std::vector<size_t> at;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (out[i]) continue;
+    PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
+    if (f) {
+      out[i] = true;
+    } else {
+      ask.push_back(keys[i]);
+      at.push_back(i);
+    }
+  }
+  if (ask.empty()) return out;
+  PSTORE_ASSIGN_OR_RETURN(std::vector<bool> remote, remote_->Contains(ask));
+  for (size_t j = 0; j < ask.size(); ++j) out[at[j]] = remote[j];
+  return out;
+}
+
+Status TieredChunkSource::Write(std::span<const ChunkFrameRef> frames) {
+  for (const ChunkFrameRef& f : frames) {
+    PSTORE_ASSIGN_OR_RETURN(const Place* p, Find(f.key));
+    Status st = Check(f.key, *p, f.frame);
+    if (!st.ok()) {
+      return Status::Corruption("not keeping " + ChunkName(f.key, *p) + ": " + st.message());
+    }
+  }
+  for (const ChunkFrameRef& f : frames) {
+    PSTORE_RETURN_IF_ERROR(cache_->PutFrame(f.key, f.raw_len, f.frame));
+  }
+  return Status::OK();
+}
+
+TieredStats TieredChunkSource::stats() const {
+  TieredStats s;
+  s.local_chunks = local_chunks_.load(std::memory_order_relaxed);
+  s.spool_chunks = spool_chunks_.load(std::memory_order_relaxed);
+  s.remote_chunks = remote_chunks_.load(std::memory_order_relaxed);
+  s.remote_bytes = remote_bytes_.load(std::memory_order_relaxed);
+  s.spool_failures = spool_failures_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace pstore
