@@ -182,6 +182,10 @@ Status LazyCache::RemoveFrame(const ChunkKey& key) const {
   return Status::OK();
 }
 
+bool LazyCache::HasFrame(const ChunkKey& key) const {
+  return ::access((dir() + "/spool/" + key.Hex()).c_str(), F_OK) == 0;
+}
+
 std::vector<ChunkKey> LazyCache::ListSpool() const {
   std::vector<ChunkKey> out;
   std::error_code ec;

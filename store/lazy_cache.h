@@ -75,6 +75,8 @@ class LazyCache {
   // REQUIRES: frame decodes to key (the caller checked it).
   Status PutFrame(const ChunkKey& key, uint64_t raw_len, std::string_view frame) const;
   Status RemoveFrame(const ChunkKey& key) const;
+  // Whether a spool file for key exists (its contents unchecked).
+  bool HasFrame(const ChunkKey& key) const;
   std::vector<ChunkKey> ListSpool() const;
 
   // Removes files in lazy/tmp/ last changed more than `age` ago (left by

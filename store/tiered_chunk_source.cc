@@ -1,6 +1,8 @@
 // Local store, spool, remote: see store/tiered_chunk_source.h.
 #include "store/tiered_chunk_source.h"
 
+#include <unordered_set>
+
 #include "codec/chunk_codec.h"
 
 namespace pstore {
@@ -57,29 +59,119 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
   if (local_ != nullptr && !keys.empty()) {
     PSTORE_ASSIGN_OR_RETURN(out, local_->Read(keys));
   }
-  // 2. The spool, each frame checked again.
+  // 2. The spool; 3. the remote, each key fetched by one thread at a time.
   std::vector<size_t> want;
   for (size_t i = 0; i < keys.size(); ++i) {
     if (out[i]) {
       local_chunks_.fetch_add(1, std::memory_order_relaxed);
-      continue;
+    } else {
+      want.push_back(i);
     }
+  }
+  PSTORE_RETURN_IF_ERROR(FromSpool(keys, &want, &out));
+  while (!want.empty()) {
+    std::vector<ChunkKey> mine, theirs;
+    std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher> got;
+    ClaimOrWait(keys, want, &mine, &theirs);
+    if (!mine.empty()) {
+      Status st = Fetch(mine, &got);
+      Release(mine);
+      PSTORE_RETURN_IF_ERROR(st);
+    }
+    std::vector<size_t> rest;
+    for (size_t i : want) {
+      auto it = got.find(keys[i]);
+      if (it != got.end() && it->second) {
+        out[i] = *it->second;
+      } else {
+        rest.push_back(i);
+      }
+    }
+    WaitFor(theirs);
+    // What other threads fetched is in the spool now (or they failed, and
+    // this thread claims it next round).
+    PSTORE_RETURN_IF_ERROR(FromSpool(keys, &rest, &out));
+    want = std::move(rest);
+  }
+  return out;
+}
+
+Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
+                                    std::vector<std::optional<std::string>>* out) {
+  std::vector<size_t> rest;
+  for (size_t i : *want) {
+    const Place& p = places_.at(keys[i]);
     PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
-    if (f && f->raw_len == places[i]->raw_len && Check(keys[i], *places[i], f->frame).ok()) {
-      out[i] = std::move(f->frame);
+    if (f && f->raw_len == p.raw_len && Check(keys[i], p, f->frame).ok()) {
+      (*out)[i] = std::move(f->frame);
       spool_chunks_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    if (f) (void)cache_->RemoveFrame(keys[i]);  // damaged: fetched again below
-    want.push_back(i);
+    if (f) (void)cache_->RemoveFrame(keys[i]);  // damaged: fetched again
+    rest.push_back(i);
   }
-  if (want.empty()) return out;
-  // 3. The remote, once per distinct key of the batch.
+  *want = std::move(rest);
+  return Status::OK();
+}
+
+void TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
+                                    std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs) {
+  std::unordered_set<ChunkKey, ChunkKeyHasher> asked;
+  std::vector<uint32_t> tensors;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t i : want) {
+      const ChunkKey& k = keys[i];
+      if (!asked.insert(k).second) continue;
+      if (fetching_.count(k)) {
+        theirs->push_back(k);
+      } else {
+        fetching_.insert(k);
+        mine->push_back(k);
+        tensors.push_back(places_.at(k).tensor);
+      }
+    }
+    // Read-ahead: the rest of the tensors asked for, which their readers
+    // want next, in the same round trip.
+    const Manifest& m = *manifest_;
+    for (uint32_t t : tensors) {
+      const ManifestTensor& mt = m.tensors[t];
+      for (uint64_t j = 0; j < m.ChunkCount(mt) && mine->size() < kReadAhead; ++j) {
+        const ChunkKey& k = m.chunks[mt.first_chunk + j];
+        if (asked.count(k) || fetching_.count(k) || fetched_.count(k)) continue;
+        asked.insert(k);
+        fetching_.insert(k);
+        mine->push_back(k);
+      }
+    }
+  }
+}
+
+void TieredChunkSource::Release(const std::vector<ChunkKey>& keys) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const ChunkKey& k : keys) fetching_.erase(k);
+  }
+  fetched_cv_.notify_all();
+}
+
+void TieredChunkSource::WaitFor(const std::vector<ChunkKey>& keys) {
+  std::unique_lock<std::mutex> l(mu_);
+  for (const ChunkKey& k : keys) fetched_cv_.wait(l, [&] { return !fetching_.count(k); });
+}
+
+Status TieredChunkSource::Fetch(
+    const std::vector<ChunkKey>& keys,
+    std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher>* got) {
+  // Read-ahead keys the host has after all are not fetched.
   std::vector<ChunkKey> fetch;
-  std::unordered_map<ChunkKey, size_t, ChunkKeyHasher> first;
-  for (size_t i : want) {
-    if (first.emplace(keys[i], fetch.size()).second) fetch.push_back(keys[i]);
+  std::vector<bool> have(keys.size(), false);
+  if (local_ != nullptr) {
+    PSTORE_ASSIGN_OR_RETURN(have, local_->Contains(keys));
   }
+  for (size_t j = 0; j < keys.size(); ++j)
+    if (!have[j] && !cache_->HasFrame(keys[j])) fetch.push_back(keys[j]);
+  if (fetch.empty()) return Status::OK();
   PSTORE_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> frames, remote_->Read(fetch));
   for (size_t j = 0; j < fetch.size(); ++j) {
     const Place& p = places_.at(fetch[j]);
@@ -99,9 +191,13 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
     remote_bytes_.fetch_add(frames[j]->size(), std::memory_order_relaxed);
     if (!cache_->PutFrame(fetch[j], p.raw_len, *frames[j]).ok())
       spool_failures_.fetch_add(1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      fetched_.insert(fetch[j]);
+    }
+    (*got)[fetch[j]] = std::move(frames[j]);
   }
-  for (size_t i : want) out[i] = frames[first.at(keys[i])];
-  return out;
+  return Status::OK();
 }
 
 Result<std::vector<bool>> TieredChunkSource::Contains(std::span<const ChunkKey> keys) {

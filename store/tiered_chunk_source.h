@@ -13,6 +13,11 @@
 // The model's manifest gives each key its raw length and its place (tensor,
 // index) for messages; a key the manifest does not hold is InvalidArgument.
 //
+// Read-ahead: a fetch of some chunks of a tensor also fetches the tensor's
+// other chunks the host lacks (up to kReadAhead a round trip), since whoever
+// acquires a tensor wants all of it. Within a process each key is fetched by
+// one thread at a time; the others wait for it and read the spool.
+//
 // Writes go to the spool (each frame checked first).
 //
 // Thread-safety: all methods may be called from many threads at once; the
@@ -20,8 +25,11 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "store/chunk_source.h"
 #include "store/lazy_cache.h"
@@ -61,6 +69,22 @@ class TieredChunkSource final : public ChunkSource {
   std::string ChunkName(const ChunkKey& key, const Place& p) const;
   // Decodes frame and checks it against key.
   Status Check(const ChunkKey& key, const Place& p, std::string_view frame) const;
+  // Moves the entries of *want found (and checked) in the spool to *out.
+  Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
+                   std::vector<std::optional<std::string>>* out);
+  // Splits the wanted keys into those this thread claims (*mine, with the
+  // read-ahead) and those another thread is fetching (*theirs).
+  void ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
+                   std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs);
+  void Release(const std::vector<ChunkKey>& keys);
+  void WaitFor(const std::vector<ChunkKey>& keys);
+  // Fetches the claimed keys the host lacks, checks and spools them; *got
+  // holds their frames.
+  Status Fetch(const std::vector<ChunkKey>& keys,
+               std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher>* got);
+
+  // Chunks fetched in one round trip at most, read-ahead included.
+  static constexpr size_t kReadAhead = 64;
 
   ChunkSource* local_;
   const LazyCache* cache_;
@@ -68,6 +92,14 @@ class TieredChunkSource final : public ChunkSource {
   std::shared_ptr<const Manifest> manifest_;
   std::string model_;
   std::unordered_map<ChunkKey, Place, ChunkKeyHasher> places_;
+
+  // Keys being fetched by some thread, and keys fetched; fetched_cv_ is
+  // signalled when a fetch ends.
+  std::mutex mu_;
+  std::condition_variable fetched_cv_;
+  // (std::mutex, for the condition variable: not annotated)
+  std::unordered_set<ChunkKey, ChunkKeyHasher> fetching_;  // GUARDED_BY(mu_)
+  std::unordered_set<ChunkKey, ChunkKeyHasher> fetched_;   // GUARDED_BY(mu_)
 
   std::atomic<uint64_t> local_chunks_{0}, spool_chunks_{0}, remote_chunks_{0}, remote_bytes_{0},
       spool_failures_{0};

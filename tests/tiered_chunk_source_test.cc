@@ -9,9 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <thread>
 
 #include "codec/chunk_codec.h"
 #include "common/file_util.h"
@@ -85,7 +87,7 @@ class CountingSource final : public ChunkSource {
   }
   Status Write(std::span<const ChunkFrameRef> frames) override { return inner_->Write(frames); }
   std::string Describe() const override { return "counted " + inner_->Describe(); }
-  size_t reads = 0;
+  std::atomic<size_t> reads{0};
 
  private:
   ChunkSource* inner_;
@@ -119,6 +121,51 @@ TEST(TieredChunkSource, FetchesOnlyWhatIsAskedAndKeepsIt) {
   EXPECT_EQ(remote.reads, 3u);
   EXPECT_EQ(again.stats().spool_chunks, 3u);
   EXPECT_EQ(again.stats().remote_chunks, 0u);
+}
+
+TEST(TieredChunkSource, ReadsTheRestOfATensorAhead) {
+  TempDir dir;
+  MemoryChunkSource remote_mem;
+  TestModel m = MakeModel(3, 5, &remote_mem);
+  CountingSource remote(&remote_mem);
+  LazyCache cache(dir.path(), StoreAccess{});
+  TieredChunkSource tier(nullptr, &cache, &remote, m.manifest, "m:1");
+  std::vector<ChunkKey> keys = TensorKeys(m, 1);
+  ASSERT_TRUE(tier.Read(std::span(keys).first(1)).ok());
+  EXPECT_EQ(remote.reads, 5u);  // the whole tensor, no other
+  EXPECT_EQ(cache.ListSpool().size(), 5u);
+  auto got = tier.Read(std::span(keys).subspan(1));
+  ASSERT_TRUE(got.ok());
+  for (size_t j = 0; j < 4; ++j) EXPECT_EQ(*(*got)[j], m.frames[5 + 1 + j]);
+  EXPECT_EQ(remote.reads, 5u);
+  EXPECT_EQ(tier.stats().spool_chunks, 4u);
+}
+
+TEST(TieredChunkSource, ThreadsFetchEachChunkOnce) {
+  TempDir dir;
+  MemoryChunkSource remote_mem;
+  TestModel m = MakeModel(2, 40, &remote_mem);
+  CountingSource remote(&remote_mem);
+  LazyCache cache(dir.path(), StoreAccess{});
+  TieredChunkSource tier(nullptr, &cache, &remote, m.manifest, "m:1");
+  std::vector<ChunkKey> keys = TensorKeys(m, 0);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      // Each thread asks for the tensor in slices of its own size.
+      for (size_t at = 0; at < keys.size(); at += size_t(t) + 1) {
+        size_t n = std::min(size_t(t) + 1, keys.size() - at);
+        auto got = tier.Read(std::span(keys).subspan(at, n));
+        if (!got.ok()) failures++;
+        for (size_t j = 0; got.ok() && j < n; ++j)
+          if (!(*got)[j] || *(*got)[j] != m.frames[at + j]) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(remote.reads, 40u);
 }
 
 TEST(TieredChunkSource, ProcessesShareTheSpool) {
