@@ -1,6 +1,4 @@
 // Model: acquire, release and copy tensors, and the model's counters.
-#include <rocksdb/db.h>
-
 #include <cstring>
 
 #include "pager/pager.h"
@@ -118,7 +116,6 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   pin.Drop();
   // Not resident: decode straight into the caller's buffer; shared memory is
   // left alone.
-  PSTORE_RETURN_IF_ERROR(reader_->EnsureDb());
   std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
   struct GiveBack {
     Pager* p;
@@ -127,16 +124,15 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   } give_back{pager_, decoder};
   pager_->pool_->Touch();
   uint8_t* out = static_cast<uint8_t*>(dst);
+  FrameBatch frame;
   for (uint64_t j = 0; j < manifest_->ChunkCount(mt); j++) {
     const ChunkKey& key = manifest_->chunks[mt.first_chunk + j];
-    rocksdb::PinnableSlice frame;
-    PSTORE_RETURN_IF_ERROR(reader_->view().ReadFrame(key, &frame));
-    Status st = decoder->Decode(
-        std::string_view(frame.data(), frame.size()), key,
-        std::span<uint8_t>(out + j * manifest_->chunk_size, size_t(manifest_->ChunkBytes(mt, j))));
-    if (!st.ok()) return st.WithContext("tensor " + mt.name + " chunk " + std::to_string(j));
-    bytes_read_.fetch_add(frame.size(), std::memory_order_relaxed);
-    bytes_decoded_.fetch_add(manifest_->ChunkBytes(mt, j), std::memory_order_relaxed);
+    const uint64_t len = manifest_->ChunkBytes(mt, j);
+    PSTORE_RETURN_IF_ERROR(ReadChunk(*source_, key, ChunkUse{label_, mt.name, j}, decoder.get(),
+                                     &frame,
+                                     std::span<uint8_t>(out + j * manifest_->chunk_size, len)));
+    bytes_read_.fetch_add(frame.frame(0).size(), std::memory_order_relaxed);
+    bytes_decoded_.fetch_add(len, std::memory_order_relaxed);
   }
   misses_.fetch_add(1, std::memory_order_relaxed);
   return Status::OK();

@@ -20,7 +20,9 @@
 #include "pager/segment.h"
 #include "pager/slot_claims.h"
 #include "pager/warmer.h"
-#include "store/store.h"
+#include "store/chunk_read.h"
+#include "store/chunk_source.h"
+#include "store/manifest.h"
 
 namespace pstore {
 
@@ -103,7 +105,8 @@ class Model : public std::enable_shared_from_this<Model> {
                          SlotClaims* claims);
 
   Pager* pager_ = nullptr;
-  std::shared_ptr<StoreReader> reader_;  // the generation the model came from
+  std::shared_ptr<ChunkSource> source_;  // where its chunks are read from
+  std::string label_;                    // names the model in messages
   std::shared_ptr<const Manifest> manifest_;
   ModelDigest digest_;
   Layout layout_;

@@ -1,7 +1,5 @@
 // Model: claiming slots, reserving their memory, filling them from the
 // store, and waiting for (or taking over from) other processes' loads.
-#include <rocksdb/db.h>
-
 #include <algorithm>
 #include <chrono>
 
@@ -47,18 +45,16 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
   const size_t n = to - from;
   auto slot = [&](size_t k) { return claims->slot(from + k); };
   Segment& seg = *seg_;
-  Status first_error = reader_->EnsureDb();
-  if (!first_error.ok()) return first_error;
+  Status first_error;
   std::unique_ptr<ChunkDecoder> decoder = pager_->TakeDecoder();
-  // Slots go in groups: one MultiGet per group (RocksDB then reads each
-  // table block once for all the group's small chunks), and each slot is
+  // Slots go in groups: one batch read per group (a local store then reads
+  // each table block once for all the group's small chunks), and each slot is
   // published as soon as its group is decoded. A group holds up to 512 chunks
   // or 1 MiB of them (so frames are still in cache when decoded).
   constexpr size_t kGroupPieces = 512;
   constexpr uint64_t kGroupBytes = 1ull << 20;
   std::vector<ChunkKey> keys;
-  std::vector<rocksdb::PinnableSlice> frames(kGroupPieces * 2);
-  std::vector<Status> statuses(kGroupPieces * 2);
+  FrameBatch frames;
   for (size_t i = 0; i < n;) {
     uint64_t t0 = NowNs();
     size_t end = i, npieces = 0;
@@ -76,12 +72,8 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
       for (uint32_t p = 0; p < sl.npieces; p++)
         keys.push_back(manifest_->chunks[layout_.pieces[sl.first_piece + p].chunk]);
     }
-    if (frames.size() < keys.size()) {
-      frames.resize(keys.size());
-      statuses.resize(keys.size());
-    }
-    for (size_t k = 0; k < keys.size(); k++) frames[k].Reset();
-    reader_->view().ReadFrames(keys.data(), keys.size(), frames.data(), statuses.data());
+    // A source that cannot answer fails every slot of the group.
+    Status batch_error = source_->ReadFrames(keys, &frames);
     size_t at = 0;
     for (size_t k = i; k < end; k++) {
       uint32_t s = slot(k);
@@ -92,16 +84,12 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
       for (uint32_t p = 0; p < sl.npieces; p++, at++) {
         const SlotPiece& pc = layout_.pieces[sl.first_piece + p];
         if (!st.ok()) continue;
-        st = statuses[at];
-        if (st.ok())
-          st = decoder->Decode(std::string_view(frames[at].data(), frames[at].size()), keys[at],
-                               std::span<uint8_t>(dst + pc.offset, pc.len));
-        if (!st.ok()) {
-          const ManifestTensor& t = manifest_->tensors[pc.tensor];
-          st = st.WithContext("model " + digest_.Hex() + " tensor " + t.name + " chunk " +
-                              std::to_string(pc.chunk - t.first_chunk));
-        }
-        read += frames[at].size();
+        const ManifestTensor& t = manifest_->tensors[pc.tensor];
+        const ChunkUse use{label_, t.name, pc.chunk - t.first_chunk};
+        st = batch_error.ok() ? DecodeChunk(frames, at, keys[at], *source_, use, decoder.get(),
+                                            std::span<uint8_t>(dst + pc.offset, pc.len))
+                              : ChunkUseError(batch_error, use, keys[at]);
+        if (st.ok()) read += frames.frame(at).size();
         decoded += pc.len;
       }
       if (!st.ok()) {

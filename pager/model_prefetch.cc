@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <thread>
-#include <unordered_map>
 
 #include "pager/pager.h"
 
@@ -65,41 +64,28 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
   // right when they all fit; under a tighter budget, tensor order keeps what
   // is loaded together, and eviction of half-filled units does not churn.
   if (layout_.data_bytes > pager_->budget() / 2) return false;
-  if (!reader_->EnsureDb().ok()) return false;
-  const StoreView& view = reader_->view();
-  // Locating scans the store's whole chunk index: worth it for a good share
-  // of the store's chunks only.
-  if (slots.size() * 8 < view.EstimateChunkCount()) return false;
   std::vector<ChunkKey> keys(slots.size());
   for (size_t i = 0; i < slots.size(); i++)
     keys[i] = manifest_->chunks[layout_.pieces[layout_.slots[slots[i]].first_piece].chunk];
-  std::vector<StoreView::ChunkPlace> places(slots.size());
-  if (!view.LocateChunks(keys.data(), keys.size(), places.data()).ok()) return false;
-  std::vector<uint32_t> order(slots.size());
-  for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](uint32_t a, uint32_t b) { return places[a] < places[b]; });
-  // The blob files the load reads, opened for the warmer (one that cannot be
+  auto planned = source_->PlanSequentialRead(keys);
+  if (!planned.ok() || !*planned) return false;
+  const ReadPlan& plan = **planned;
+  // The files the load reads, opened for the warmer (one that cannot be
   // opened is not warmed).
   auto warmer = std::make_shared<Warmer>();
-  std::unordered_map<uint64_t, uint32_t> file_index;
-  {
-    std::unordered_map<uint64_t, std::string> paths = view.BlobFilePaths();
-    for (const StoreView::ChunkPlace& p : places) {
-      auto path = paths.find(p.file);
-      if (path == paths.end() || file_index.count(p.file)) continue;
-      UniqueFd fd(::open(path->second.c_str(), O_RDONLY | O_CLOEXEC));
-      if (!fd.valid()) continue;
-      file_index[p.file] = uint32_t(warmer->fds.size());
-      warmer->fds.push_back(std::move(fd));
-    }
+  std::vector<uint32_t> file_index(plan.files.size(), ReadPlan::Place::kNoFile);
+  for (size_t f = 0; f < plan.files.size(); f++) {
+    UniqueFd fd(::open(plan.files[f].c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) continue;
+    file_index[f] = uint32_t(warmer->fds.size());
+    warmer->fds.push_back(std::move(fd));
   }
   // Batches of about 4 MiB of slots, in file order, and the ranges of the
   // blob files each reads (frames less than 256 KiB apart share one).
   constexpr uint64_t kGap = 256 << 10;
   std::vector<std::vector<uint32_t>> batches;
   uint64_t batch_bytes = kPrefetchBatchBytes;
-  for (uint32_t i : order) {
+  for (uint32_t i : plan.order) {
     if (batch_bytes >= kPrefetchBatchBytes) {
       batches.emplace_back();
       warmer->batches.emplace_back();
@@ -107,15 +93,16 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
     }
     batches.back().push_back(slots[i]);
     batch_bytes += layout_.slots[slots[i]].bytes;
-    const StoreView::ChunkPlace& p = places[i];
-    auto f = file_index.find(p.file);
-    if (f == file_index.end() || p.size == 0) continue;  // in the index, or unknown
+    const ReadPlan::Place& p = plan.places[i];
+    if (p.file == ReadPlan::Place::kNoFile || file_index[p.file] == ReadPlan::Place::kNoFile)
+      continue;  // not in a file of its own, or not opened
+    const uint32_t f = file_index[p.file];
     auto& ranges = warmer->batches.back();
-    if (!ranges.empty() && ranges.back().file == f->second && p.offset >= ranges.back().begin &&
+    if (!ranges.empty() && ranges.back().file == f && p.offset >= ranges.back().begin &&
         p.offset <= ranges.back().end + kGap)
       ranges.back().end = std::max(ranges.back().end, p.offset + p.size);
     else
-      ranges.push_back({f->second, p.offset, p.offset + p.size});
+      ranges.push_back({f, p.offset, p.offset + p.size});
   }
   // A hint: without it (no thread to be had, or an error) the loaders read
   // everything themselves.

@@ -18,6 +18,7 @@
 #include "pager/budget_lock.h"
 #include "pager/budget_object.h"
 #include "pager/shm_access.h"
+#include "store/rocks_chunk_source.h"
 
 namespace pstore {
 
@@ -38,6 +39,7 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
   PSTORE_ASSIGN_OR_RETURN(p->config_, ReadStoreConfig(paths));
   p->budget_ = opt.budget_bytes ? opt.budget_bytes : p->config_.budget_bytes;
   p->check_shared_ = opt.check_shared;
+  p->chunk_source_ = opt.chunk_source;
   if (p->budget_ == 0) {
     uint64_t ram = uint64_t(::sysconf(_SC_PHYS_PAGES)) * uint64_t(::sysconf(_SC_PAGESIZE));
     p->budget_ = ram / 2;
@@ -150,7 +152,8 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
   }
   std::shared_ptr<Model> model(new Model);
   model->pager_ = this;
-  model->reader_ = reader;
+  model->source_ = chunk_source_ ? chunk_source_ : GenerationChunkSource(reader);
+  model->label_ = named ? std::string(ref) : digest.Hex();
   model->digest_ = digest;
   // A resident model's segment holds its manifest and layout: a process
   // opening it parses the one and copies the other, nothing from the store.

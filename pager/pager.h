@@ -30,6 +30,7 @@
 #include "pager/loader_pool.h"
 #include "pager/model.h"
 #include "pager/segment.h"
+#include "store/chunk_source.h"
 #include "store/store.h"
 
 namespace pstore {
@@ -43,6 +44,14 @@ struct PagerOptions {
   // shared memory: for a process that does not trust the others that may
   // write the store's shared memory.
   bool check_shared = false;
+  // Where models' chunks are read from. Null: the store's own, the
+  // generation each model was opened from (GenerationChunkSource; its
+  // database is opened by the first load). Another source (for example one
+  // that fetches from a remote what the store lacks) is read for every model
+  // this pager opens: every frame it gives is decoded and checked against
+  // its key, and a chunk it lacks is an error naming model, tensor and chunk.
+  // Manifests and names still come from the store.
+  std::shared_ptr<ChunkSource> chunk_source;
 };
 
 struct StoreMemory {
@@ -96,6 +105,7 @@ class Pager {
   StoreConfig config_;
   uint64_t budget_ = 0;
   bool check_shared_ = false;
+  std::shared_ptr<ChunkSource> chunk_source_;  // PagerOptions::chunk_source
   Segment::Options seg_opt_;
   std::unique_ptr<LoaderPool> pool_;
   // The budget lock: an OFD lock on byte 0 of the store's budget file in

@@ -8,8 +8,15 @@
 //
 // A source stores and returns frames as given: it does not decode them or
 // check them against their keys. Callers that hand frames on check them
-// (codec/chunk_codec.h); the conformance suite (tests/chunk_source_test.cc)
-// states what every implementation guarantees.
+// (store/chunk_read.h names the model, tensor and chunk of one that fails);
+// the conformance suite (tests/chunk_source_test.cc) states what every
+// implementation guarantees.
+//
+// Readers that load many frames (the pager, export, verify) use ReadFrames,
+// which fills a reusable FrameBatch: a local store hands out its cache's
+// pinned blocks there without copying them. A source whose frames sit in
+// files may also plan a bulk read in file order (PlanSequentialRead), with
+// the files a warmer may read ahead; others answer nullopt.
 //
 // Implementations: MemoryChunkSource (store/memory_chunk_source.h, for
 // tests), RocksChunkSource (store/rocks_chunk_source.h, the local store) and
@@ -20,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -40,6 +48,72 @@ struct ChunkFrameRef {
   uint64_t raw_len = 0;
 };
 
+// Frames read by ChunkSource::ReadFrames: entry i is keys[i]'s. An entry is
+// found (frame(i) holds its bytes), missing (found(i) false, status(i) OK:
+// the source has no such key), or failed (status(i) says why).
+//
+// Lifetime: frame(i) is a view; it stays valid until the next ReadFrames
+// into this batch, Reset, or the batch's destruction. What keeps it alive
+// (pinned blocks of a local store, or the batch's own copies) belongs to the
+// batch, and is reused by the next read into it.
+//
+// Thread-safety: one thread at a time per batch.
+class FrameBatch {
+ public:
+  FrameBatch();
+  ~FrameBatch();
+  FrameBatch(const FrameBatch&) = delete;
+  FrameBatch& operator=(const FrameBatch&) = delete;
+
+  size_t size() const { return frames_.size(); }
+  bool found(size_t i) const { return found_[i] != 0; }
+  std::string_view frame(size_t i) const { return frames_[i]; }
+  const Status& status(size_t i) const { return statuses_[i]; }
+
+  // For implementations of ChunkSource ----------------------------------
+  // Makes the batch n missing entries (dropping what it held before).
+  void Reset(size_t n);
+  // Entry i found: bytes kept alive by this batch's pins() (zero-copy).
+  void SetPinned(size_t i, std::string_view bytes) {
+    frames_[i] = bytes;
+    found_[i] = 1;
+  }
+  // Entry i found: bytes owned by the batch from here on.
+  void SetOwned(size_t i, std::string bytes);
+  // Entry i failed.
+  void SetError(size_t i, Status st) { statuses_[i] = std::move(st); }
+  // Whatever keeps pinned frames alive, of the source's own type. It is kept
+  // across Reset (the source may reuse it) and destroyed with the batch.
+  struct Pins {
+    virtual ~Pins() = default;
+  };
+  std::unique_ptr<Pins>& pins() { return pins_; }
+
+ private:
+  std::vector<std::string_view> frames_;
+  std::vector<uint8_t> found_;
+  std::vector<Status> statuses_;
+  std::vector<std::string> owned_;  // by entry, for SetOwned
+  std::unique_ptr<Pins> pins_;
+};
+
+// A plan for reading many frames in the order they sit in the source's
+// files (docs/pager.md, "Cold loads"), and the warmer's map of those files.
+// A hint only: reads still go through ReadFrames, and their bytes are
+// checked against their keys whatever the plan said.
+struct ReadPlan {
+  struct Place {
+    static constexpr uint32_t kNoFile = UINT32_MAX;
+    uint32_t file = kNoFile;  // index into files; kNoFile: not in a file of
+                              // its own (kept in an index, or not found)
+    uint64_t offset = 0;      // of the frame in that file
+    uint64_t size = 0;        // of the frame
+  };
+  std::vector<std::string> files;  // paths a warmer may open and read ahead
+  std::vector<Place> places;       // places[i] is keys[i]'s
+  std::vector<uint32_t> order;     // indexes into keys, in file order
+};
+
 class ChunkSource {
  public:
   virtual ~ChunkSource() = default;
@@ -56,6 +130,17 @@ class ChunkSource {
   // Write returns OK, every frame is stored; after an error, any subset of
   // them may be, each one whole.
   virtual Status Write(std::span<const ChunkFrameRef> frames) = 0;
+
+  // Fills batch with the frames of keys (zero-copy where the source can).
+  // An error return means the source could not answer at all; a key it
+  // cannot read is that entry's status. The default copies what Read gives.
+  virtual Status ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch);
+
+  // Where the frames of keys sit, to read them in file order with a warmer
+  // ahead; nullopt when the source has no such order or finding it is not
+  // worth it (for a local store: keys fewer than an eighth of its chunks, as
+  // finding it scans the whole chunk index). The default: nullopt.
+  virtual Result<std::optional<ReadPlan>> PlanSequentialRead(std::span<const ChunkKey> keys);
 
   // Names the source in messages, e.g. "rados:pool/namespace".
   virtual std::string Describe() const = 0;

@@ -116,6 +116,14 @@ rocksdb::ReadOptions ChunkReadOptions() {
   return r;
 }
 
+Status ChunkReadError(const rocksdb::Status& s, const ChunkKey& key) {
+  if (s.IsPathNotFound() ||
+      (s.IsIOError() && s.ToString().find("No such file") != std::string::npos))
+    return Status::Corruption("chunk " + key.Hex() + ": a file of the store is missing (" +
+                              s.ToString() + "); run `pstore verify` to see every model affected");
+  return FromRocks(s, "read chunk " + key.Hex());
+}
+
 RocksDb::~RocksDb() {
   if (db_) {
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);

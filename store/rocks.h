@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "codec/hash.h"
 #include "common/status.h"
 
 namespace pstore {
@@ -59,5 +60,10 @@ Status FromRocks(const rocksdb::Status& s, std::string_view context);
 // skipped because every decoded chunk is checked against its XXH3-128 key,
 // which covers the same bytes end to end (and costs far less).
 rocksdb::ReadOptions ChunkReadOptions();
+
+// The error of a chunk read that failed (not NotFound): a chunk whose file
+// is gone is damage to the store (Corruption, saying to run verify), not an
+// I/O error.
+Status ChunkReadError(const rocksdb::Status& s, const ChunkKey& key);
 
 }  // namespace pstore

@@ -3,6 +3,10 @@
 
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
+#include <mutex>
+#include <unordered_map>
+
 #include "codec/chunk_codec.h"
 #include "store/keys.h"
 #include "store/rocks.h"
@@ -82,6 +86,140 @@ Status RocksChunkSource::Write(std::span<const ChunkFrameRef> frames) {
   if (batch.Count() == 0) return Status::OK();
   // One batch with the WAL: frames and records are recovered together.
   return FromRocks(db_->db()->Write(rocksdb::WriteOptions(), &batch), name_ + ": write chunks");
+}
+
+}  // namespace pstore
+
+namespace pstore {
+namespace {
+
+// RocksDB's pinned values of one batch, reused by the next read into it.
+// The values are never moved: a moved PinnableSlice that was pinned keeps no
+// buffer of its own, and RocksDB writes through that buffer on the next read.
+struct RocksPins final : FrameBatch::Pins {
+  std::unique_ptr<rocksdb::PinnableSlice[]> values;
+  size_t capacity = 0;
+  std::vector<rocksdb::Slice> keys;
+  std::vector<rocksdb::Status> statuses;
+};
+
+}  // namespace
+
+Status RocksChunkSource::ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch) {
+  const size_t n = keys.size();
+  batch->Reset(n);
+  if (n == 0) return Status::OK();
+  auto* pins = dynamic_cast<RocksPins*>(batch->pins().get());
+  if (!pins) {
+    batch->pins() = std::make_unique<RocksPins>();
+    pins = static_cast<RocksPins*>(batch->pins().get());
+  }
+  if (pins->capacity < n) {
+    pins->values.reset();  // unpins the old ones first
+    pins->capacity = std::max<size_t>(n, 1024);
+    pins->values.reset(new rocksdb::PinnableSlice[pins->capacity]);
+  }
+  pins->keys.resize(n);
+  pins->statuses.resize(n);
+  for (size_t i = 0; i < n; i++) {
+    pins->values[i].Reset();
+    pins->keys[i] = KeySlice(keys[i]);
+  }
+  // One lookup per table block for all the keys, not one per key.
+  db_->db()->MultiGet(ChunkReadOptions(), db_->chunks(), n, pins->keys.data(), pins->values.get(),
+                      pins->statuses.data());
+  for (size_t i = 0; i < n; i++) {
+    const rocksdb::Status& s = pins->statuses[i];
+    if (s.ok())
+      batch->SetPinned(i, std::string_view(pins->values[i].data(), pins->values[i].size()));
+    else if (!s.IsNotFound())
+      batch->SetError(i, ChunkReadError(s, keys[i]));
+  }
+  return Status::OK();
+}
+
+Result<std::optional<ReadPlan>> RocksChunkSource::PlanSequentialRead(
+    std::span<const ChunkKey> keys) {
+  StoreView view(db_);
+  // Locating scans the store's whole chunk index: worth it for a good share
+  // of the store's chunks only.
+  if (keys.empty() || keys.size() * 8 < view.EstimateChunkCount()) return std::optional<ReadPlan>();
+  std::vector<StoreView::ChunkPlace> places(keys.size());
+  PSTORE_RETURN_IF_ERROR(view.LocateChunks(keys.data(), keys.size(), places.data()));
+  ReadPlan plan;
+  plan.order.resize(keys.size());
+  for (uint32_t i = 0; i < plan.order.size(); i++) plan.order[i] = i;
+  std::stable_sort(plan.order.begin(), plan.order.end(),
+                   [&](uint32_t a, uint32_t b) { return places[a] < places[b]; });
+  // Blob files by number, as indexes into plan.files.
+  std::unordered_map<uint64_t, std::string> paths = view.BlobFilePaths();
+  std::unordered_map<uint64_t, uint32_t> file_index;
+  plan.places.resize(keys.size());
+  for (size_t i = 0; i < keys.size(); i++) {
+    const StoreView::ChunkPlace& p = places[i];
+    if (p.file == StoreView::ChunkPlace::kInline || p.file == StoreView::ChunkPlace::kUnknown ||
+        p.size == 0)
+      continue;
+    auto path = paths.find(p.file);
+    if (path == paths.end()) continue;
+    auto [at, fresh] = file_index.emplace(p.file, uint32_t(plan.files.size()));
+    if (fresh) plan.files.push_back(path->second);
+    plan.places[i] = {at->second, p.offset, p.size};
+  }
+  return std::optional<ReadPlan>(std::move(plan));
+}
+
+namespace {
+
+class GenerationSource final : public ChunkSource {
+ public:
+  explicit GenerationSource(std::shared_ptr<const StoreReader> reader)
+      : reader_(std::move(reader)),
+        name_("the store at " + reader_->root() + " (generation " +
+              std::to_string(reader_->generation()) + ")") {}
+
+  Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
+    PSTORE_ASSIGN_OR_RETURN(RocksChunkSource * s, Local());
+    return s->Read(keys);
+  }
+  Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override {
+    PSTORE_ASSIGN_OR_RETURN(RocksChunkSource * s, Local());
+    return s->Contains(keys);
+  }
+  Status Write(std::span<const ChunkFrameRef>) override {
+    return Status::InvalidArgument(name_ +
+                                   ": chunks are written through the store's writer "
+                                   "(this is a reader's generation)");
+  }
+  Status ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch) override {
+    PSTORE_ASSIGN_OR_RETURN(RocksChunkSource * s, Local());
+    return s->ReadFrames(keys, batch);
+  }
+  Result<std::optional<ReadPlan>> PlanSequentialRead(std::span<const ChunkKey> keys) override {
+    PSTORE_ASSIGN_OR_RETURN(RocksChunkSource * s, Local());
+    return s->PlanSequentialRead(keys);
+  }
+  std::string Describe() const override { return name_; }
+
+ private:
+  Result<RocksChunkSource*> Local() {
+    PSTORE_RETURN_IF_ERROR(reader_->EnsureDb());
+    std::call_once(local_once_, [&] {
+      local_ = std::make_unique<RocksChunkSource>(reader_->view().db(), false, name_);
+    });
+    return local_.get();
+  }
+
+  std::shared_ptr<const StoreReader> reader_;
+  std::string name_;
+  std::once_flag local_once_;
+  std::unique_ptr<RocksChunkSource> local_;
+};
+
+}  // namespace
+
+std::shared_ptr<ChunkSource> GenerationChunkSource(std::shared_ptr<const StoreReader> reader) {
+  return std::make_shared<GenerationSource>(std::move(reader));
 }
 
 }  // namespace pstore

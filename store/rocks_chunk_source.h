@@ -15,15 +15,22 @@
 // are not one step); both frames are checked against the key, so the chunk
 // stays right, only its coding may be the later writer's.
 //
+// ReadFrames hands out RocksDB's pinned blocks without copying them; and
+// PlanSequentialRead orders frames by blob file and offset, from one scan of
+// the chunk family's index (StoreView::LocateChunks).
+//
 // Thread-safety: all methods may be called from many threads at once (as
 // RocksDB may); the database must outlive the source.
 #pragma once
+
+#include <memory>
 
 #include "store/chunk_source.h"
 
 namespace pstore {
 
 class RocksDb;
+class StoreReader;
 
 class RocksChunkSource final : public ChunkSource {
  public:
@@ -37,6 +44,8 @@ class RocksChunkSource final : public ChunkSource {
   // for a frame that does not decode to its key (nothing of the batch is
   // written then).
   Status Write(std::span<const ChunkFrameRef> frames) override;
+  Status ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch) override;
+  Result<std::optional<ReadPlan>> PlanSequentialRead(std::span<const ChunkKey> keys) override;
   std::string Describe() const override { return name_; }
 
  private:
@@ -44,5 +53,11 @@ class RocksChunkSource final : public ChunkSource {
   bool writable_;
   std::string name_;
 };
+
+// The chunks of a reader's generation as a read-only ChunkSource. It holds
+// the generation (so the writer keeps its files) and opens its database on
+// the first read (StoreReader::EnsureDb): a process whose models are all
+// resident in shared memory never opens it.
+std::shared_ptr<ChunkSource> GenerationChunkSource(std::shared_ptr<const StoreReader> reader);
 
 }  // namespace pstore

@@ -18,8 +18,6 @@
 // once. A StoreWriter's methods must not run concurrently with each other.
 #pragma once
 
-#include <rocksdb/slice.h>
-
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -88,10 +86,6 @@ class StoreView {
   Status ForEachChunkRecord(const std::function<Status(const ChunkKey&, const ChunkRecord&)>& fn) const;
   // The chunk's frame, pinned in RocksDB's memory where possible.
   Status ReadFrame(const ChunkKey& key, rocksdb::PinnableSlice* frame) const;
-  // Several frames at once (one lookup per SST block, not per key): frames[i]
-  // and statuses[i] for keys[i].
-  void ReadFrames(const ChunkKey* keys, size_t n, rocksdb::PinnableSlice* frames,
-                  Status* statuses) const;
   // Reads, decodes and checks a chunk into out (exactly its raw length).
   Status ReadChunk(const ChunkKey& key, ChunkDecoder* decoder, std::span<uint8_t> out) const;
 
@@ -100,7 +94,8 @@ class StoreView {
   // family's index (not the frames): worth it only when the keys are a good
   // share of the store's chunks. places[i] is keys[i]'s: kInline for a frame
   // kept in the index itself, kUnknown for a key not found. A hint only:
-  // reads still go through ReadFrames, which checks everything.
+  // reads still go through ChunkSource::ReadFrames, and are checked.
+  // (RocksChunkSource::PlanSequentialRead turns this into a ReadPlan.)
   struct ChunkPlace {
     static constexpr uint64_t kInline = 0, kUnknown = UINT64_MAX;
     uint64_t file = kUnknown;  // blob file number
@@ -265,10 +260,12 @@ struct ExportOptions {
   int threads = 0;
   ProgressFn progress;
   Env* env = Env::Default();  // what the files are written through
+  std::string model;          // names the model in messages ("name:tag"); "": its digest
 };
 // Writes the model back as it was imported: one file at path, or for a sharded
 // model the index and shards into the folder path (created if needed). Every
-// chunk is checked; on any error no file is left behind.
+// chunk is checked; on any error no file is left behind. A damaged chunk is
+// Corruption naming model, tensor and chunk (store/chunk_read.h).
 Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::string& path,
                    const ExportOptions& options);
 // ExportModel's part for GGUF models (store/export_gguf.cc): one file at path,

@@ -141,35 +141,11 @@ Status StoreView::ForEachChunkRecord(
   return FromRocks(it->status(), "list chunk records");
 }
 
-namespace {
-
-// A chunk that cannot be read because it or the file holding it is gone is
-// damage to the store (corruption), not an I/O error.
-Status ChunkReadStatus(const rocksdb::Status& s, const ChunkKey& key) {
-  if (s.IsNotFound())
-    return Status::Corruption("chunk " + key.Hex() + " is missing from the store");
-  if (s.IsPathNotFound() ||
-      (s.IsIOError() && s.ToString().find("No such file") != std::string::npos))
-    return Status::Corruption("chunk " + key.Hex() + ": a file of the store is missing (" +
-                              s.ToString() + "); run `pstore verify` to see every model affected");
-  return FromRocks(s, "read chunk " + key.Hex());
-}
-
-}  // namespace
-
 Status StoreView::ReadFrame(const ChunkKey& key, rocksdb::PinnableSlice* frame) const {
   rocksdb::Status s = db_->db()->Get(ChunkReadOptions(), db_->chunks(),
                                      rocksdb::Slice(key.view().data(), 16), frame);
-  return ChunkReadStatus(s, key);
-}
-
-void StoreView::ReadFrames(const ChunkKey* keys, size_t n, rocksdb::PinnableSlice* frames,
-                           Status* statuses) const {
-  std::vector<rocksdb::Slice> ks(n);
-  std::vector<rocksdb::Status> rs(n);
-  for (size_t i = 0; i < n; i++) ks[i] = rocksdb::Slice(keys[i].view().data(), 16);
-  db_->db()->MultiGet(ChunkReadOptions(), db_->chunks(), n, ks.data(), frames, rs.data());
-  for (size_t i = 0; i < n; i++) statuses[i] = ChunkReadStatus(rs[i], keys[i]);
+  if (s.IsNotFound()) return Status::Corruption("chunk " + key.Hex() + " is missing from the store");
+  return ChunkReadError(s, key);
 }
 
 Status StoreView::ReadChunk(const ChunkKey& key, ChunkDecoder* decoder,

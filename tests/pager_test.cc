@@ -22,6 +22,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/metadata.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <filesystem>
@@ -36,6 +37,8 @@
 #include "pager/layout.h"
 #include "pager/name_index.h"
 #include "pager/pager.h"
+#include "store/memory_chunk_source.h"
+#include "store/rocks_chunk_source.h"
 #include "pager/segment.h"
 #include "pager/slot_claims.h"
 #include "store/manifest.h"
@@ -585,6 +588,115 @@ TEST(BulkPrefetch, APagerClosedWithPrefetchesQueuedFinishesThemFirst) {
   EXPECT_EQ((*model)->Stats().bytes_decoded, (*model)->manifest().TotalBytes());
   model->reset();
   (void)RemoveSegment(seg);
+}
+
+// --- the chunk-source seam ------------------------------------------------------
+
+// Copies every chunk of model m:1 of the store at root into a memory source,
+// but for the chunks of `skip`; returns the model's manifest through m.
+Status CopyChunks(const std::string& root, MemoryChunkSource* to,
+                  std::shared_ptr<const Manifest>* m, const std::vector<ChunkKey>& skip = {}) {
+  PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<StoreReader> r, StoreReader::Open(root));
+  PSTORE_ASSIGN_OR_RETURN(ModelDigest d, r->view().Resolve("m:1"));
+  PSTORE_ASSIGN_OR_RETURN(*m, r->view().LoadManifest(d));
+  std::shared_ptr<ChunkSource> from = GenerationChunkSource(r);
+  FrameBatch frames;
+  PSTORE_RETURN_IF_ERROR(from->ReadFrames((*m)->chunks, &frames));
+  for (size_t i = 0; i < (*m)->chunks.size(); i++) {
+    const ChunkKey& k = (*m)->chunks[i];
+    if (!frames.found(i)) return Status::Corruption("chunk " + k.Hex() + " not in the store");
+    if (std::find(skip.begin(), skip.end(), k) != skip.end()) continue;
+    ChunkFrameRef ref{k, frames.frame(i), 0};
+    PSTORE_RETURN_IF_ERROR(to->Write(std::span(&ref, 1)));
+  }
+  return Status::OK();
+}
+
+TEST(ChunkSourceSeam, APagerLoadsFromTheSourceItIsGiven) {
+  TempStore dir;
+  std::string src = dir.path() + "/m.safetensors";
+  auto ts = WriteModel(src, 6, 300000, 5, 20);
+  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+  auto mem = std::make_shared<MemoryChunkSource>();
+  std::shared_ptr<const Manifest> m;
+  ASSERT_TRUE(CopyChunks(dir.path() + "/s", mem.get(), &m).ok());
+  PagerOptions po;
+  po.chunk_source = mem;
+  auto pager = Pager::Open(dir.path() + "/s", po);
+  ASSERT_TRUE(pager.ok()) << pager.status().ToString();
+  auto model = (*pager)->OpenModel("m:1");
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  for (uint32_t t = 0; t < (*model)->tensor_count(); t++) {
+    auto p = (*model)->Acquire(t);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    ASSERT_EQ(std::memcmp(*p, ts[t].second.data(), ts[t].second.size()), 0) << ts[t].first;
+    ASSERT_TRUE((*model)->Release(t).ok());
+  }
+  EXPECT_GT((*model)->Stats().bytes_read, 0u);
+  (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
+}
+
+TEST(ChunkSourceSeam, AMissingOrWrongChunkIsAnErrorNamingModelTensorAndChunk) {
+  TempStore dir;
+  std::string src = dir.path() + "/m.safetensors";
+  auto ts = WriteModel(src, 6, 300000, 6, 20);
+  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+  auto mem = std::make_shared<MemoryChunkSource>();
+  std::shared_ptr<const Manifest> m;
+  ASSERT_TRUE(CopyChunks(dir.path() + "/s", mem.get(), &m).ok());
+  // Tensor 2's second chunk is missing from a second source; tensor 4's
+  // first chunk holds another chunk's frame there (a damaged copy).
+  const ManifestTensor& t2 = m->tensors[2];
+  const ManifestTensor& t4 = m->tensors[4];
+  ASSERT_GE(m->ChunkCount(t2), 2u);
+  const ChunkKey lost = m->chunks[t2.first_chunk + 1];
+  const ChunkKey wrong = m->chunks[t4.first_chunk];
+  auto damaged = std::make_shared<MemoryChunkSource>();
+  std::shared_ptr<const Manifest> same;
+  ASSERT_TRUE(CopyChunks(dir.path() + "/s", damaged.get(), &same, {lost, wrong}).ok());
+  {
+    auto frame = mem->Read(std::span(&m->chunks[t4.first_chunk + 1], 1));
+    ASSERT_TRUE(frame.ok() && (*frame)[0]);
+    ChunkFrameRef ref{wrong, *(*frame)[0], 0};
+    ASSERT_TRUE(damaged->Write(std::span(&ref, 1)).ok());
+  }
+  PagerOptions po;
+  po.chunk_source = damaged;
+  auto pager = Pager::Open(dir.path() + "/s", po);
+  ASSERT_TRUE(pager.ok()) << pager.status().ToString();
+  auto model = (*pager)->OpenModel("m:1");
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  std::string buf(t2.size, '\0');
+  auto expect_named = [&](const Status& st, const ManifestTensor& t, int chunk,
+                          const ChunkKey& key, const std::string& what) {
+    EXPECT_TRUE(st.IsCorruption()) << st.ToString();
+    std::string want = "model m:1 tensor " + t.name + " chunk " + std::to_string(chunk) +
+                       " (key " + key.Hex() + ")";
+    EXPECT_NE(st.message().find(want), std::string::npos) << st.ToString();
+    EXPECT_NE(st.message().find(what), std::string::npos) << st.ToString();
+  };
+  // Loads (Acquire) and copies out (Copy) name the chunk alike.
+  expect_named((*model)->Acquire(2).status(), t2, 1, lost, "missing from memory");
+  expect_named((*model)->Copy(2, buf.data(), buf.size()), t2, 1, lost, "missing from memory");
+  expect_named((*model)->Acquire(4).status(), t4, 0, wrong, "pstore verify");
+  // The other tensors load; nothing wrong was published for the failed ones.
+  auto p = (*model)->Acquire(3);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(std::memcmp(*p, ts[3].second.data(), ts[3].second.size()), 0);
+  ASSERT_TRUE((*model)->Release(3).ok());
+  // Another pager on the whole source then loads them right.
+  po.chunk_source = mem;
+  auto good = Pager::Open(dir.path() + "/s", po);
+  ASSERT_TRUE(good.ok());
+  auto gm = (*good)->OpenModel("m:1");
+  ASSERT_TRUE(gm.ok());
+  for (uint32_t t : {2u, 4u}) {
+    auto q = (*gm)->Acquire(t);
+    ASSERT_TRUE(q.ok()) << q.status().ToString();
+    EXPECT_EQ(std::memcmp(*q, ts[t].second.data(), ts[t].second.size()), 0) << t;
+    ASSERT_TRUE((*gm)->Release(t).ok());
+  }
+  (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // import/export, dedup, tag/rm/compact, the writer lock, and readers holding
 // a generation while the writer removes and compacts.
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 #include <stdlib.h>
 #include <unistd.h>
 

@@ -1,0 +1,42 @@
+// Reading a model's chunks with one error context: see store/chunk_read.h.
+#include "store/chunk_read.h"
+
+namespace pstore {
+
+std::string DescribeChunkUse(const ChunkUse& use, const ChunkKey& key) {
+  return "model " + std::string(use.model) + " tensor " + std::string(use.tensor) + " chunk " +
+         std::to_string(use.chunk) + " (key " + key.Hex() + ")";
+}
+
+Status DecodeFrame(const FrameBatch& batch, size_t i, const ChunkKey& key,
+                   const ChunkSource& source, ChunkDecoder* decoder, std::span<uint8_t> out) {
+  if (!batch.status(i).ok()) return batch.status(i);
+  if (!batch.found(i))
+    return Status::Corruption("chunk " + key.Hex() + " is missing from " + source.Describe());
+  return decoder->Decode(batch.frame(i), key, out);
+}
+
+Status ChunkUseError(const Status& st, const ChunkUse& use, const ChunkKey& key) {
+  Status named = st.WithContext(DescribeChunkUse(use, key));
+  if (!st.IsCorruption()) return named;
+  return Status::Corruption(named.message() +
+                            "; the store's copy of this chunk is damaged: `pstore verify` lists "
+                            "every model that uses it, and importing this model's source again "
+                            "repairs it (docs/operations.md, \"When verify reports damage\")");
+}
+
+Status DecodeChunk(const FrameBatch& batch, size_t i, const ChunkKey& key,
+                   const ChunkSource& source, const ChunkUse& use, ChunkDecoder* decoder,
+                   std::span<uint8_t> out) {
+  Status st = DecodeFrame(batch, i, key, source, decoder, out);
+  return st.ok() ? st : ChunkUseError(st, use, key);
+}
+
+Status ReadChunk(ChunkSource& source, const ChunkKey& key, const ChunkUse& use,
+                 ChunkDecoder* decoder, FrameBatch* batch, std::span<uint8_t> out) {
+  Status st = source.ReadFrames(std::span<const ChunkKey>(&key, 1), batch);
+  if (!st.ok()) return ChunkUseError(st, use, key);
+  return DecodeChunk(*batch, 0, key, source, use, decoder, out);
+}
+
+}  // namespace pstore

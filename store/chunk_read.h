@@ -1,0 +1,55 @@
+// Reading a model's chunks: read, decode, check against the key, and on
+// failure name the model, tensor and chunk. The pager (its loads and Copy),
+// export and verify all go through here, so a damaged chunk is reported the
+// same way whoever finds it: "model M tensor T chunk J (key K): what is wrong;
+// what to do".
+//
+// Thread-safety: free functions; a decoder and a batch are one thread's at a
+// time, the source may be shared (store/chunk_source.h).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "codec/chunk_codec.h"
+#include "codec/hash.h"
+#include "common/status.h"
+#include "store/chunk_source.h"
+
+namespace pstore {
+
+// Where a chunk is used, for messages.
+struct ChunkUse {
+  std::string_view model;   // "name:tag", or the model's digest
+  std::string_view tensor;  // the tensor's name
+  uint64_t chunk = 0;       // the chunk's index within the tensor
+};
+
+// "model M tensor T chunk J (key K)".
+std::string DescribeChunkUse(const ChunkUse& use, const ChunkKey& key);
+
+// Decodes entry i of batch, read from source for key, into out (exactly the
+// chunk's raw length) and checks it against the key. The error says what is
+// wrong with the chunk, not where it is used (verify reports each use of a
+// chunk itself): a missing chunk is Corruption naming the source.
+Status DecodeFrame(const FrameBatch& batch, size_t i, const ChunkKey& key,
+                   const ChunkSource& source, ChunkDecoder* decoder, std::span<uint8_t> out);
+
+// DecodeFrame with the error prefixed by DescribeChunkUse, and for damage
+// (Corruption) what to do about it.
+Status DecodeChunk(const FrameBatch& batch, size_t i, const ChunkKey& key,
+                   const ChunkSource& source, const ChunkUse& use, ChunkDecoder* decoder,
+                   std::span<uint8_t> out);
+
+// Reads one chunk from source and decodes it as DecodeChunk does. batch is
+// scratch, reused from call to call.
+Status ReadChunk(ChunkSource& source, const ChunkKey& key, const ChunkUse& use,
+                 ChunkDecoder* decoder, FrameBatch* batch, std::span<uint8_t> out);
+
+// The error of a chunk that could not be read or decoded, for use: prefixed
+// by DescribeChunkUse, and for damage, what to do.
+Status ChunkUseError(const Status& st, const ChunkUse& use, const ChunkKey& key);
+
+}  // namespace pstore

@@ -1,0 +1,37 @@
+// FrameBatch and ChunkSource's default batch read: see store/chunk_source.h.
+#include "store/chunk_source.h"
+
+namespace pstore {
+
+FrameBatch::FrameBatch() = default;
+FrameBatch::~FrameBatch() = default;
+
+void FrameBatch::Reset(size_t n) {
+  frames_.assign(n, std::string_view());
+  found_.assign(n, 0);
+  statuses_.assign(n, Status::OK());
+  owned_.clear();
+}
+
+void FrameBatch::SetOwned(size_t i, std::string bytes) {
+  // Sized once per batch: moving the strings later would move small ones'
+  // bytes out from under their views.
+  if (owned_.size() != frames_.size()) owned_.resize(frames_.size());
+  owned_[i] = std::move(bytes);
+  frames_[i] = owned_[i];
+  found_[i] = 1;
+}
+
+Status ChunkSource::ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch) {
+  batch->Reset(keys.size());
+  PSTORE_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> frames, Read(keys));
+  for (size_t i = 0; i < frames.size(); i++)
+    if (frames[i]) batch->SetOwned(i, std::move(*frames[i]));
+  return Status::OK();
+}
+
+Result<std::optional<ReadPlan>> ChunkSource::PlanSequentialRead(std::span<const ChunkKey>) {
+  return std::optional<ReadPlan>();
+}
+
+}  // namespace pstore
