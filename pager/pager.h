@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,6 +32,7 @@
 #include "pager/model.h"
 #include "pager/segment.h"
 #include "store/chunk_source.h"
+#include "store/lazy_opener.h"
 #include "store/store.h"
 
 namespace pstore {
@@ -52,6 +54,13 @@ struct PagerOptions {
   // its key, and a chunk it lacks is an error naming model, tensor and chunk.
   // Manifests and names still come from the store.
   std::shared_ptr<ChunkSource> chunk_source;
+  // Opens the models the store does not have from a remote (store/
+  // lazy_opener.h; docs/remote.md, "Lazy opening"). Null: none. A model
+  // opened this way reads its chunks through the opener's source (the local
+  // store, the host's spool, then the remote), shares its segment with the
+  // host's other processes like any model, and is never written to the store
+  // by the pager.
+  std::shared_ptr<LazyOpener> lazy;
 };
 
 struct StoreMemory {
@@ -99,6 +108,12 @@ class Pager {
   // This process's attachment to the model's complete segment, attaching if
   // there is one; nullptr if there is none.
   std::shared_ptr<Segment> FindResident(const ModelDigest& d);
+  // Opens ref through lazy_; not_here is the local store's NotFound.
+  Result<std::shared_ptr<Model>> OpenLazy(std::string_view ref, std::shared_ptr<StoreReader> reader,
+                                          const Status& not_here);
+  // Maps model (its source and digest set) onto its segment: the resident
+  // one, or one made from the manifest that manifest_bytes gives.
+  Status AttachModel(Model* model, const std::function<Result<std::string>()>& manifest_bytes);
 
   std::string root_;
   std::string store_id_;
@@ -106,6 +121,7 @@ class Pager {
   uint64_t budget_ = 0;
   bool check_shared_ = false;
   std::shared_ptr<ChunkSource> chunk_source_;  // PagerOptions::chunk_source
+  std::shared_ptr<LazyOpener> lazy_;           // PagerOptions::lazy
   Segment::Options seg_opt_;
   std::unique_ptr<LoaderPool> pool_;
   // The budget lock: an OFD lock on byte 0 of the store's budget file in
