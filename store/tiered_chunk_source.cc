@@ -75,7 +75,7 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
     ClaimOrWait(keys, want, &mine, &theirs);
     if (!mine.empty()) {
       Status st = Fetch(mine, &got);
-      Release(mine);
+      Release(mine, st);
       PSTORE_RETURN_IF_ERROR(st);
     }
     std::vector<size_t> rest;
@@ -87,9 +87,9 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
         rest.push_back(i);
       }
     }
-    WaitFor(theirs);
-    // What other threads fetched is in the spool now (or they failed, and
-    // this thread claims it next round).
+    // What other threads fetched is in the spool now; if their fetch failed,
+    // so does this read (rather than wait out the same timeout again).
+    PSTORE_RETURN_IF_ERROR(WaitFor(theirs));
     PSTORE_RETURN_IF_ERROR(FromSpool(keys, &rest, &out));
     want = std::move(rest);
   }
@@ -127,6 +127,7 @@ void TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys, const std::v
         theirs->push_back(k);
       } else {
         fetching_.insert(k);
+        failed_.erase(k);  // tried again
         mine->push_back(k);
         tensors.push_back(places_.at(k).tensor);
       }
@@ -141,23 +142,32 @@ void TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys, const std::v
         if (asked.count(k) || fetching_.count(k) || fetched_.count(k)) continue;
         asked.insert(k);
         fetching_.insert(k);
+        failed_.erase(k);
         mine->push_back(k);
       }
     }
   }
 }
 
-void TieredChunkSource::Release(const std::vector<ChunkKey>& keys) {
+void TieredChunkSource::Release(const std::vector<ChunkKey>& keys, const Status& st) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    for (const ChunkKey& k : keys) fetching_.erase(k);
+    for (const ChunkKey& k : keys) {
+      fetching_.erase(k);
+      if (!st.ok()) failed_[k] = st;
+    }
   }
   fetched_cv_.notify_all();
 }
 
-void TieredChunkSource::WaitFor(const std::vector<ChunkKey>& keys) {
+Status TieredChunkSource::WaitFor(const std::vector<ChunkKey>& keys) {
   std::unique_lock<std::mutex> l(mu_);
-  for (const ChunkKey& k : keys) fetched_cv_.wait(l, [&] { return !fetching_.count(k); });
+  for (const ChunkKey& k : keys) {
+    fetched_cv_.wait(l, [&] { return !fetching_.count(k); });
+    auto it = failed_.find(k);
+    if (it != failed_.end()) return it->second;
+  }
+  return Status::OK();
 }
 
 Status TieredChunkSource::Fetch(

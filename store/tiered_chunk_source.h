@@ -76,8 +76,11 @@ class TieredChunkSource final : public ChunkSource {
   // read-ahead) and those another thread is fetching (*theirs).
   void ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
                    std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs);
-  void Release(const std::vector<ChunkKey>& keys);
-  void WaitFor(const std::vector<ChunkKey>& keys);
+  // Ends this thread's fetch of keys; st is how it went.
+  void Release(const std::vector<ChunkKey>& keys, const Status& st);
+  // Waits until no thread fetches keys; the error of a fetch of one of them
+  // that failed meanwhile.
+  Status WaitFor(const std::vector<ChunkKey>& keys);
   // Fetches the claimed keys the host lacks, checks and spools them; *got
   // holds their frames.
   Status Fetch(const std::vector<ChunkKey>& keys,
@@ -100,6 +103,8 @@ class TieredChunkSource final : public ChunkSource {
   // (std::mutex, for the condition variable: not annotated)
   std::unordered_set<ChunkKey, ChunkKeyHasher> fetching_;  // GUARDED_BY(mu_)
   std::unordered_set<ChunkKey, ChunkKeyHasher> fetched_;   // GUARDED_BY(mu_)
+  // Keys whose last fetch failed, and how (until they are claimed again).
+  std::unordered_map<ChunkKey, Status, ChunkKeyHasher> failed_;  // GUARDED_BY(mu_)
 
   std::atomic<uint64_t> local_chunks_{0}, spool_chunks_{0}, remote_chunks_{0}, remote_bytes_{0},
       spool_failures_{0};

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -166,6 +167,46 @@ TEST(TieredChunkSource, ThreadsFetchEachChunkOnce) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(remote.reads, 40u);
+}
+
+// A remote that does not answer: each read fails after a while.
+class DeadSource final : public ChunkSource {
+ public:
+  Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey>) override {
+    reads++;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return Status::IOError("no answer within 0.3 s");
+  }
+  Result<std::vector<bool>> Contains(std::span<const ChunkKey>) override {
+    return Status::IOError("no answer");
+  }
+  Status Write(std::span<const ChunkFrameRef>) override { return Status::IOError("no answer"); }
+  std::string Describe() const override { return "dead"; }
+  std::atomic<int> reads{0};
+};
+
+TEST(TieredChunkSource, ThreadsWaitingOnAFailedFetchFailWithoutTryingAgain) {
+  TempDir dir;
+  MemoryChunkSource mem;
+  TestModel m = MakeModel(1, 8, &mem);
+  DeadSource dead;
+  LazyCache cache(dir.path(), StoreAccess{});
+  TieredChunkSource tier(nullptr, &cache, &dead, m.manifest, "m:1");
+  std::vector<ChunkKey> keys = TensorKeys(m, 0);
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      auto got = tier.Read(std::span(keys).subspan(size_t(t) * 2, 2));
+      if (!got.ok() && got.status().message().find("no answer") != std::string::npos) failed++;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failed.load(), 4);
+  // One fetch (of the whole tensor) timed out; the threads waiting on it
+  // report its error instead of each waiting out a timeout of their own.
+  EXPECT_LT(dead.reads.load(), 4);
+  EXPECT_TRUE(cache.ListSpool().empty());
 }
 
 TEST(TieredChunkSource, ProcessesShareTheSpool) {
