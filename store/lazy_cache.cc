@@ -37,6 +37,13 @@ void RemoveQuietly(const std::string& path) {
   (void)::unlink(path.c_str());
 }
 
+// Removes path; a missing file is not an error.
+Status RemoveIfThere(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    return Status::IOError(Errno("cannot remove " + path));
+  return Status::OK();
+}
+
 }  // namespace
 
 LazyCache::LazyCache(std::string root, StoreAccess access)
@@ -92,10 +99,7 @@ Status LazyCache::PutManifest(const ModelDigest& digest, std::string_view bytes)
 }
 
 Status LazyCache::RemoveManifest(const ModelDigest& digest) const {
-  const std::string path = dir() + "/manifests/" + digest.Hex();
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-    return Status::IOError(Errno("cannot remove " + path));
-  return Status::OK();
+  return RemoveIfThere(dir() + "/manifests/" + digest.Hex());
 }
 
 namespace {
@@ -133,10 +137,7 @@ Status LazyCache::PutName(const std::string& remote, const std::string& ref,
 }
 
 Status LazyCache::RemoveName(const std::string& remote, const std::string& ref) const {
-  const std::string path = NamePath(dir(), remote, ref);
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-    return Status::IOError(Errno("cannot remove " + path));
-  return Status::OK();
+  return RemoveIfThere(NamePath(dir(), remote, ref));
 }
 
 std::vector<CachedName> LazyCache::ListNames() const {
@@ -176,10 +177,7 @@ Status LazyCache::PutFrame(const ChunkKey& key, uint64_t raw_len, std::string_vi
 }
 
 Status LazyCache::RemoveFrame(const ChunkKey& key) const {
-  const std::string path = dir() + "/spool/" + key.Hex();
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-    return Status::IOError(Errno("cannot remove " + path));
-  return Status::OK();
+  return RemoveIfThere(dir() + "/spool/" + key.Hex());
 }
 
 bool LazyCache::HasFrame(const ChunkKey& key) const {

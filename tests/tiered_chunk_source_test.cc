@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -100,56 +101,57 @@ std::vector<ChunkKey> TensorKeys(const TestModel& m, int t) {
   return std::vector<ChunkKey>(first, first + long(m.manifest->ChunkCount(mt)));
 }
 
-TEST(TieredChunkSource, FetchesOnlyWhatIsAskedAndKeepsIt) {
+// A model on a counted in-memory remote, and a spool in a folder of its own.
+struct Remote {
+  Remote(int tensors, int chunks) : m(MakeModel(tensors, chunks, &mem)) {}
+  std::unique_ptr<TieredChunkSource> Tier() {
+    return std::make_unique<TieredChunkSource>(nullptr, &cache, &remote, m.manifest, "m:1");
+  }
   TempDir dir;
-  MemoryChunkSource remote_mem;
-  TestModel m = MakeModel(4, 3, &remote_mem);
-  CountingSource remote(&remote_mem);
-  LazyCache cache(dir.path(), StoreAccess{});
+  MemoryChunkSource mem;
+  TestModel m;
+  CountingSource remote{&mem};
+  LazyCache cache{dir.path(), StoreAccess{}};
+};
+
+TEST(TieredChunkSource, FetchesOnlyWhatIsAskedAndKeepsIt) {
+  Remote r(4, 3);
   {
-    TieredChunkSource tier(nullptr, &cache, &remote, m.manifest, "m:1");
-    auto got = tier.Read(TensorKeys(m, 2));
+    auto tier = r.Tier();
+    auto got = tier->Read(TensorKeys(r.m, 2));
     ASSERT_TRUE(got.ok()) << got.status().ToString();
-    for (int j = 0; j < 3; ++j) EXPECT_EQ(*(*got)[j], m.frames[6 + j]);
-    EXPECT_EQ(remote.reads, 3u);
-    EXPECT_EQ(tier.stats().remote_chunks, 3u);
-    EXPECT_EQ(cache.ListSpool().size(), 3u);
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(*(*got)[j], r.m.frames[6 + j]);
+    EXPECT_EQ(r.remote.reads, 3u);
+    EXPECT_EQ(tier->stats().remote_chunks, 3u);
+    EXPECT_EQ(r.cache.ListSpool().size(), 3u);
   }
   // A new tier (a restart) finds them in the spool.
-  TieredChunkSource again(nullptr, &cache, &remote, m.manifest, "m:1");
-  auto got = again.Read(TensorKeys(m, 2));
+  auto again = r.Tier();
+  auto got = again->Read(TensorKeys(r.m, 2));
   ASSERT_TRUE(got.ok());
-  EXPECT_EQ(remote.reads, 3u);
-  EXPECT_EQ(again.stats().spool_chunks, 3u);
-  EXPECT_EQ(again.stats().remote_chunks, 0u);
+  EXPECT_EQ(r.remote.reads, 3u);
+  EXPECT_EQ(again->stats().spool_chunks, 3u);
+  EXPECT_EQ(again->stats().remote_chunks, 0u);
 }
 
 TEST(TieredChunkSource, ReadsTheRestOfATensorAhead) {
-  TempDir dir;
-  MemoryChunkSource remote_mem;
-  TestModel m = MakeModel(3, 5, &remote_mem);
-  CountingSource remote(&remote_mem);
-  LazyCache cache(dir.path(), StoreAccess{});
-  TieredChunkSource tier(nullptr, &cache, &remote, m.manifest, "m:1");
-  std::vector<ChunkKey> keys = TensorKeys(m, 1);
-  ASSERT_TRUE(tier.Read(std::span(keys).first(1)).ok());
-  EXPECT_EQ(remote.reads, 5u);  // the whole tensor, no other
-  EXPECT_EQ(cache.ListSpool().size(), 5u);
-  auto got = tier.Read(std::span(keys).subspan(1));
+  Remote r(3, 5);
+  auto tier = r.Tier();
+  std::vector<ChunkKey> keys = TensorKeys(r.m, 1);
+  ASSERT_TRUE(tier->Read(std::span(keys).first(1)).ok());
+  EXPECT_EQ(r.remote.reads, 5u);  // the whole tensor, no other
+  EXPECT_EQ(r.cache.ListSpool().size(), 5u);
+  auto got = tier->Read(std::span(keys).subspan(1));
   ASSERT_TRUE(got.ok());
-  for (size_t j = 0; j < 4; ++j) EXPECT_EQ(*(*got)[j], m.frames[5 + 1 + j]);
-  EXPECT_EQ(remote.reads, 5u);
-  EXPECT_EQ(tier.stats().spool_chunks, 4u);
+  for (size_t j = 0; j < 4; ++j) EXPECT_EQ(*(*got)[j], r.m.frames[5 + 1 + j]);
+  EXPECT_EQ(r.remote.reads, 5u);
+  EXPECT_EQ(tier->stats().spool_chunks, 4u);
 }
 
 TEST(TieredChunkSource, ThreadsFetchEachChunkOnce) {
-  TempDir dir;
-  MemoryChunkSource remote_mem;
-  TestModel m = MakeModel(2, 40, &remote_mem);
-  CountingSource remote(&remote_mem);
-  LazyCache cache(dir.path(), StoreAccess{});
-  TieredChunkSource tier(nullptr, &cache, &remote, m.manifest, "m:1");
-  std::vector<ChunkKey> keys = TensorKeys(m, 0);
+  Remote r(2, 40);
+  auto tier = r.Tier();
+  std::vector<ChunkKey> keys = TensorKeys(r.m, 0);
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
@@ -157,16 +159,16 @@ TEST(TieredChunkSource, ThreadsFetchEachChunkOnce) {
       // Each thread asks for the tensor in slices of its own size.
       for (size_t at = 0; at < keys.size(); at += size_t(t) + 1) {
         size_t n = std::min(size_t(t) + 1, keys.size() - at);
-        auto got = tier.Read(std::span(keys).subspan(at, n));
+        auto got = tier->Read(std::span(keys).subspan(at, n));
         if (!got.ok()) failures++;
         for (size_t j = 0; got.ok() && j < n; ++j)
-          if (!(*got)[j] || *(*got)[j] != m.frames[at + j]) failures++;
+          if (!(*got)[j] || *(*got)[j] != r.m.frames[at + j]) failures++;
       }
     });
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(failures.load(), 0);
-  EXPECT_EQ(remote.reads, 40u);
+  EXPECT_EQ(r.remote.reads, 40u);
 }
 
 // A remote that does not answer: each read fails after a while.
@@ -281,21 +283,16 @@ TEST(TieredChunkSource, MissingRemoteChunkIsAnError) {
 }
 
 TEST(TieredChunkSource, DamagedSpoolFileIsFetchedAgain) {
-  TempDir dir;
-  MemoryChunkSource remote_mem;
-  TestModel m = MakeModel(1, 1, &remote_mem);
-  CountingSource remote(&remote_mem);
-  LazyCache cache(dir.path(), StoreAccess{});
-  // A spooled frame whose bytes are another chunk's.
-  ASSERT_TRUE(cache.PutFrame(m.manifest->chunks[0], 3996, m.frames[0] + "x").ok());
-  TieredChunkSource tier(nullptr, &cache, &remote, m.manifest, "m:1");
-  auto got = tier.Read(TensorKeys(m, 0));
+  Remote r(1, 1);
+  // A spooled frame whose bytes are damaged.
+  ASSERT_TRUE(r.cache.PutFrame(r.m.manifest->chunks[0], 3996, r.m.frames[0] + "x").ok());
+  auto got = r.Tier()->Read(TensorKeys(r.m, 0));
   ASSERT_TRUE(got.ok()) << got.status().ToString();
-  EXPECT_EQ(*(*got)[0], m.frames[0]);
-  EXPECT_EQ(remote.reads, 1u);
-  auto spooled = cache.GetFrame(m.manifest->chunks[0]);
+  EXPECT_EQ(*(*got)[0], r.m.frames[0]);
+  EXPECT_EQ(r.remote.reads, 1u);
+  auto spooled = r.cache.GetFrame(r.m.manifest->chunks[0]);
   ASSERT_TRUE(spooled.ok() && spooled->has_value());
-  EXPECT_EQ((*spooled)->frame, m.frames[0]);
+  EXPECT_EQ((*spooled)->frame, r.m.frames[0]);
 }
 
 TEST(TieredChunkSource, KeyOfAnotherModelIsRefused) {
