@@ -20,12 +20,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/lazy_module.h"
 #include "codec/dtype.h"
 #include "common/status.h"
 #include "pager/pager.h"
-#ifdef PSTORE_HAVE_RADOS
-#include "store/remote/lazy_remote.h"
-#endif
 #include "store/store.h"
 
 struct pstore_store {
@@ -192,10 +190,8 @@ pstore_status pstore_store_open(const char* path, const pstore_store_options* op
         po.check_shared = opts->check_shared != 0;
     }
     std::string root = path && *path ? path : pstore::DefaultStorePath();
-#ifdef PSTORE_HAVE_RADOS
     // Models the store lacks open from its remote, if it has one.
-    if (auto lazy = pstore::LazyRemote::ForStore(root); lazy.ok()) po.lazy = std::move(lazy).value();
-#endif
+    po.lazy = pstore::LoadLazyOpener(root);
     auto p = pstore::Pager::Open(root, po);
     if (!p.ok()) return ToC(p.status());
     auto* s = new pstore_store;
