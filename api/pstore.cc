@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "api/lazy_module.h"
 #include "codec/dtype.h"
 #include "common/status.h"
 #include "pager/pager.h"
@@ -189,6 +190,8 @@ pstore_status pstore_store_open(const char* path, const pstore_store_options* op
         po.check_shared = opts->check_shared != 0;
     }
     std::string root = path && *path ? path : pstore::DefaultStorePath();
+    // Models the store lacks open from its remote, if it has one.
+    po.lazy = pstore::LoadLazyOpener(root);
     auto p = pstore::Pager::Open(root, po);
     if (!p.ok()) return ToC(p.status());
     auto* s = new pstore_store;

@@ -225,6 +225,14 @@ PSTORE_EXPORT pstore_status pstore_store_list_models(pstore_store* store, pstore
 /* Opens a model by "name:tag" ("name" means "name:latest") or by digest (32
  * hex digits, or a unique prefix of at least 8). Reads one manifest and maps
  * the model's shared memory; loads no tensor.
+ * A "name:tag" the store lacks is opened lazily from the store's remote, if
+ * it has one (its only remote, or the one $PSTORE_REMOTE names): the name
+ * and manifest come from the remote (or from the host's cache of them), and
+ * each acquire fetches only the chunks it needs, checks them against their
+ * keys and keeps them on the host (docs/remote.md, "Lazy opening"). Every
+ * remote operation is bounded by the remote's timeout (PSTORE_ERR_IO when it
+ * does not answer); a remote chunk that does not match its key is
+ * PSTORE_ERR_CORRUPTION naming model, tensor and chunk.
  * @return PSTORE_OK, PSTORE_ERR_NOT_FOUND, PSTORE_ERR_INVALID_ARGUMENT (bad
  *   name), PSTORE_ERR_CORRUPTION, PSTORE_ERR_NO_SPACE (/dev/shm full),
  *   PSTORE_ERR_BUSY (too many processes attached), PSTORE_ERR_IO,

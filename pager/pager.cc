@@ -39,6 +39,7 @@ Result<std::unique_ptr<Pager>> Pager::Open(const std::string& root, const PagerO
   p->budget_ = opt.budget_bytes ? opt.budget_bytes : p->config_.budget_bytes;
   p->check_shared_ = opt.check_shared;
   p->chunk_source_ = opt.chunk_source;
+  p->lazy_ = opt.lazy;
   if (p->budget_ == 0) {
     uint64_t ram = uint64_t(::sysconf(_SC_PHYS_PAGES)) * uint64_t(::sysconf(_SC_PAGESIZE));
     p->budget_ = ram / 2;
@@ -133,20 +134,51 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
   // Name and manifest without the database when the generation's NAMES file
   // and a resident segment can answer; the database is opened otherwise, and
   // by the first load.
-  PSTORE_ASSIGN_OR_RETURN(std::optional<ModelDigest> named, reader->ResolveName(ref));
+  auto named = reader->ResolveName(ref);
+  if (!named.ok() && named.status().IsNotFound() && lazy_)
+    return OpenLazy(ref, reader, named.status());
+  PSTORE_RETURN_IF_ERROR(named.status());
   ModelDigest digest;
-  if (named) {
-    digest = *named;
+  if (*named) {
+    digest = **named;
   } else {
     PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
-    PSTORE_ASSIGN_OR_RETURN(digest, reader->view().Resolve(ref));
+    auto resolved = reader->view().Resolve(ref);
+    if (!resolved.ok() && resolved.status().IsNotFound() && lazy_)
+      return OpenLazy(ref, reader, resolved.status());
+    PSTORE_ASSIGN_OR_RETURN(digest, std::move(resolved));
   }
   ModelParts parts;
   parts.host = this;
   parts.source = chunk_source_ ? chunk_source_ : GenerationChunkSource(reader);
-  parts.label = named ? std::string(ref) : digest.Hex();
+  parts.label = *named ? std::string(ref) : digest.Hex();
   parts.digest = digest;
+  return AttachModel(std::move(parts), [&]() -> Result<std::string> {
+    PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
+    return reader->view().LoadManifestBytes(digest);
+  });
+}
+
+Result<std::shared_ptr<Model>> Pager::OpenLazy(std::string_view ref,
+                                               std::shared_ptr<StoreReader> reader,
+                                               const Status& not_here) {
+  PSTORE_ASSIGN_OR_RETURN(std::optional<LazyModel> lm,
+                          lazy_->Open(ref, GenerationChunkSource(reader)));
+  if (!lm) return Status::NotFound(not_here.message() + ", nor on its remote");
+  ModelParts parts;
+  parts.host = this;
+  parts.source = lm->source;
+  parts.label = std::string(ref);
+  parts.digest = lm->digest;
+  return AttachModel(std::move(parts), [&]() -> Result<std::string> {
+    return std::move(lm->manifest_bytes);
+  });
+}
+
+Result<std::shared_ptr<Model>> Pager::AttachModel(
+    ModelParts parts, const std::function<Result<std::string>()>& manifest_bytes) {
   parts.check_shared = check_shared_;
+  const ModelDigest digest = parts.digest;
   // A resident model's segment holds its manifest and layout: a process
   // opening it parses the one and copies the other, nothing from the store.
   // The manifest used is the segment's private copy, checked against the
@@ -158,8 +190,7 @@ Result<std::shared_ptr<Model>> Pager::OpenModel(std::string_view ref) {
     PSTORE_ASSIGN_OR_RETURN(parts.layout, resident->ReadLayout(*parts.manifest));
     parts.segment = std::move(resident);
   } else {
-    PSTORE_RETURN_IF_ERROR(reader->EnsureDb());
-    PSTORE_ASSIGN_OR_RETURN(std::string bytes, reader->view().LoadManifestBytes(digest));
+    PSTORE_ASSIGN_OR_RETURN(std::string bytes, manifest_bytes());
     auto parsed = Manifest::Parse(bytes, /*with_headers=*/false);
     if (!parsed.ok()) return parsed.status().WithContext("model " + digest.Hex());
     auto m = std::make_shared<const Manifest>(std::move(parsed).value());

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -32,6 +33,7 @@
 #include "pager/model.h"
 #include "pager/segment.h"
 #include "store/chunk_source.h"
+#include "store/lazy_opener.h"
 #include "store/store.h"
 
 namespace pstore {
@@ -53,6 +55,13 @@ struct PagerOptions {
   // its key, and a chunk it lacks is an error naming model, tensor and chunk.
   // Manifests and names still come from the store.
   std::shared_ptr<ChunkSource> chunk_source;
+  // Opens the models the store does not have from a remote (store/
+  // lazy_opener.h; docs/remote.md, "Lazy opening"). Null: none. A model
+  // opened this way reads its chunks through the opener's source (the local
+  // store, the host's spool, then the remote), shares its segment with the
+  // host's other processes like any model, and is never written to the store
+  // by the pager.
+  std::shared_ptr<LazyOpener> lazy;
 };
 
 struct StoreMemory {
@@ -104,6 +113,14 @@ class Pager : private ModelHost {
   // This process's attachment to the model's complete segment, attaching if
   // there is one; nullptr if there is none.
   std::shared_ptr<Segment> FindResident(const ModelDigest& d);
+  // Opens ref through lazy_; not_here is the local store's NotFound.
+  Result<std::shared_ptr<Model>> OpenLazy(std::string_view ref, std::shared_ptr<StoreReader> reader,
+                                          const Status& not_here);
+  // Makes the model of parts (its host, source, label and digest set) on its
+  // segment: the resident one, or one made from the manifest that
+  // manifest_bytes gives.
+  Result<std::shared_ptr<Model>> AttachModel(
+      ModelParts parts, const std::function<Result<std::string>()>& manifest_bytes);
 
   std::string root_;
   std::string store_id_;
@@ -111,6 +128,7 @@ class Pager : private ModelHost {
   uint64_t budget_ = 0;
   bool check_shared_ = false;
   std::shared_ptr<ChunkSource> chunk_source_;  // PagerOptions::chunk_source
+  std::shared_ptr<LazyOpener> lazy_;           // PagerOptions::lazy
   Segment::Options seg_opt_;
   std::unique_ptr<LoaderPool> pool_;
   // The budget lock: an OFD lock on byte 0 of the store's budget file in

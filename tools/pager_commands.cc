@@ -16,6 +16,9 @@
 #include "pager/pager.h"
 #include "store/formats/gguf.h"
 #include "store/formats/safetensors.h"
+#ifdef PSTORE_HAVE_RADOS
+#include "store/remote/lazy_remote.h"
+#endif
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 
@@ -57,6 +60,10 @@ Result<std::unique_ptr<Pager>> OpenPager(const Globals& g) {
   }
   po.loader_threads = g_args.threads;
   po.check_shared = g_args.check;
+#ifdef PSTORE_HAVE_RADOS
+  // Models the store lacks open from its remote, if it has one.
+  if (auto lazy = LazyRemote::ForStore(g.store); lazy.ok()) po.lazy = std::move(lazy).value();
+#endif
   return Pager::Open(g.store, po);
 }
 

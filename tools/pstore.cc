@@ -17,6 +17,7 @@
 
 #include "pager/shm_access.h"
 #include "store/chunk_read.h"
+#include "store/lazy_ingest.h"
 #include "store/store.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -345,6 +346,12 @@ int CmdVerify(const Globals& g, int threads) {
 int CmdCompact(const Globals& g, bool wait) {
   auto w = StoreWriter::Open(g.store, wait, StoreConfig{}, /*may_use_reserve=*/true);
   if (!w.ok()) return Fail(g, w.status());
+  // Lazily opened models whose chunks are all on the host become local ones
+  // first; compacting goes on whatever happens there (a full disk, say).
+  if (auto in = IngestLazyCache(w->get()); !in.ok() && !g.json) {
+    std::fprintf(stderr, "note: the lazy cache was not ingested: %s\n",
+                 in.status().ToString().c_str());
+  }
   auto r = (*w)->Compact();
   if (!r.ok()) return Fail(g, r.status());
   int64_t freed = int64_t(r->disk_before) - int64_t(r->disk_after);

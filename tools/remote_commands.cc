@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "store/lazy_ingest.h"
 #include "store/remote/remote_config.h"
 #include "store/remote/transfer.h"
 #include "tools/cli_util.h"
@@ -21,7 +22,7 @@ struct RemoteArgs {
 };
 
 RemoteArgs g_args;
-CLI::App *g_add, *g_ls, *g_rm, *g_push, *g_pull;
+CLI::App *g_add, *g_ls, *g_rm, *g_push, *g_pull, *g_ingest;
 
 nlohmann::json SpecJson(const RemoteSpec& r) {
   return {{"name", r.name}, {"url", r.url},      {"conf", r.conf},
@@ -156,6 +157,34 @@ int CmdPull(const Globals& g, const RemoteArgs& a) {
         g, r.status().WithContext("pull of " + a.ref + " failed and the local store is as it was"));
   }
   PrintTransfer(g, "pulled", a.ref, (*tier)->Describe(), *r);
+  // What lazy opening spooled is in the store now, or may be made a model.
+  if (auto in = IngestLazyCache(w->get()); !in.ok() && !g.json) {
+    std::fprintf(stderr, "note: the lazy cache was not ingested: %s\n",
+                 in.status().ToString().c_str());
+  }
+  return kExitOk;
+}
+
+int CmdIngest(const Globals& g, const RemoteArgs& a) {
+  auto w = StoreWriter::Open(g.store, a.wait);
+  if (!w.ok()) return Fail(g, w.status());
+  auto r = IngestLazyCache(w->get());
+  if (!r.ok()) return Fail(g, r.status().WithContext("the lazy cache was not ingested"));
+  if (g.json) {
+    PrintJson({{"ok", true},
+               {"published", r->published},
+               {"partial", r->partial},
+               {"skipped", r->skipped},
+               {"chunks", r->chunks}});
+    return kExitOk;
+  }
+  for (const auto& m : r->published) std::printf("published %s (now a local model)\n", m.c_str());
+  for (const auto& m : r->partial)
+    std::printf("partial   %s (chunks still on the remote only; stays in the lazy cache)\n",
+                m.c_str());
+  for (const auto& m : r->skipped)
+    std::printf("skipped   %s (the name is taken locally by another model)\n", m.c_str());
+  std::printf("%llu spooled chunks moved into the store\n", (unsigned long long)r->chunks);
   return kExitOk;
 }
 
@@ -214,6 +243,9 @@ void AddRemoteCommands(CLI::App& app, Globals&) {
   g_rm = remote->add_subcommand("rm", "Forget a remote (nothing on the cluster changes)");
   g_rm->add_option("NAME", a.name, "The remote's name")->required();
   g_rm->add_flag("--wait", a.wait, "Wait for another writer instead of failing");
+  g_ingest = remote->add_subcommand(
+      "ingest", "Move chunks fetched by lazily opened models into the store; publish whole ones");
+  g_ingest->add_flag("--wait", a.wait, "Wait for another writer instead of failing");
 
   g_push = app.add_subcommand("push", "Upload a model to a remote: missing chunks, manifest, name");
   g_push->add_option("NAME:TAG", a.ref, "The model")->required();
@@ -230,6 +262,7 @@ std::optional<int> RunRemoteCommand(const Globals& g) {
   if (*g_add) return CmdRemoteAdd(g, g_args);
   if (*g_ls) return CmdRemoteLs(g);
   if (*g_rm) return CmdRemoteRm(g, g_args);
+  if (*g_ingest) return CmdIngest(g, g_args);
   if (*g_push) return CmdPush(g, g_args);
   if (*g_pull) return CmdPull(g, g_args);
   return std::nullopt;

@@ -1,0 +1,121 @@
+// Ingesting the lazy cache: see store/lazy_ingest.h.
+#include "store/lazy_ingest.h"
+
+#include <unordered_set>
+
+#include "codec/chunk_codec.h"
+#include "store/rocks_chunk_source.h"
+#include "store/store_access.h"
+
+namespace pstore {
+
+namespace {
+
+// A process writing to lazy/tmp/ finishes a file within its remote's timeout;
+// anything older was left by a process that died.
+constexpr std::chrono::seconds kStaleTemporary{600};
+
+struct Outcome {
+  bool published = false;
+  bool partial = false;
+  bool skipped = false;
+  uint64_t chunks = 0;
+};
+
+// One cached model: all its chunks local, or nothing done.
+Result<Outcome> IngestOne(StoreWriter* w, const LazyCache& cache, const CachedName& n,
+                          std::unordered_set<ChunkKey, ChunkKeyHasher>* ingested) {
+  Outcome o;
+  PSTORE_ASSIGN_OR_RETURN(std::optional<std::string> bytes, cache.GetManifest(n.digest));
+  if (!bytes) {  // a name without its manifest: nothing to publish from it
+    PSTORE_RETURN_IF_ERROR(cache.RemoveName(n.remote, n.ref));
+    return o;
+  }
+  PSTORE_ASSIGN_OR_RETURN(ModelName name, ParseModelName(n.ref));
+  auto existing = w->view().GetName(name);
+  if (existing.ok() && existing->digest != n.digest) {
+    o.skipped = true;
+    return o;
+  }
+  PSTORE_ASSIGN_OR_RETURN(Manifest m, Manifest::Parse(*bytes, false));
+  RocksChunkSource local(w->view().db(), true, "the local store");
+  std::vector<ChunkKey> keys;
+  std::vector<uint64_t> lens;
+  std::unordered_set<ChunkKey, ChunkKeyHasher> seen;
+  for (const ManifestTensor& t : m.tensors) {
+    for (uint64_t j = 0; j < m.ChunkCount(t); ++j) {
+      const ChunkKey& k = m.chunks[t.first_chunk + j];
+      if (seen.insert(k).second) keys.push_back(k), lens.push_back(m.ChunkBytes(t, j));
+    }
+  }
+  PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, local.Contains(keys));
+  std::vector<SpooledFrame> frames;
+  std::vector<ChunkFrameRef> refs;
+  std::vector<ChunkKey> written;
+  ChunkDecoder decoder;
+  std::vector<uint8_t> raw;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (have[i]) continue;
+    PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache.GetFrame(keys[i]));
+    raw.resize(lens[i]);
+    if (!f || f->raw_len != lens[i] || !decoder.Decode(f->frame, keys[i], raw).ok()) {
+      if (f) (void)cache.RemoveFrame(keys[i]);  // damaged: fetched again when needed
+      o.partial = true;
+      return o;
+    }
+    frames.push_back(std::move(*f));
+    written.push_back(keys[i]);
+  }
+  PSTORE_RETURN_IF_ERROR(w->CheckReserve().WithContext(n.ref + " was not ingested"));
+  for (size_t i = 0; i < written.size(); ++i)
+    refs.push_back({written[i], frames[i].frame, frames[i].raw_len});
+  Status st = local.Write(refs);
+  bool unchanged = false;
+  if (st.ok()) st = w->CommitManifest(*bytes, n.digest, name, false, &unchanged);
+  if (!st.ok()) {
+    Status taken = w->TakeOutChunks(written);
+    if (!taken.ok()) st = st.WithContext("(its chunks are removed by the next `pstore compact`)");
+    return st.WithContext("ingesting the lazily cached " + n.ref);
+  }
+  o.published = true;
+  o.chunks = written.size();
+  ingested->insert(keys.begin(), keys.end());
+  PSTORE_RETURN_IF_ERROR(cache.RemoveName(n.remote, n.ref));
+  return o;
+}
+
+}  // namespace
+
+Result<IngestResult> IngestLazyCache(StoreWriter* w) {
+  IngestResult res;
+  PSTORE_ASSIGN_OR_RETURN(StoreAccess access, AccessFor(w->config()));
+  LazyCache cache(w->paths().root, access);
+  res.temporaries_removed = cache.RemoveStaleTemporaries(kStaleTemporary);
+  std::unordered_set<ChunkKey, ChunkKeyHasher> ingested;
+  std::unordered_set<ModelDigest, ChunkKeyHasher> still_cached;
+  std::vector<ModelDigest> published;
+  for (const CachedName& n : cache.ListNames()) {
+    PSTORE_ASSIGN_OR_RETURN(Outcome o, IngestOne(w, cache, n, &ingested));
+    res.chunks += o.chunks;
+    if (o.published) res.published.push_back(n.ref), published.push_back(n.digest);
+    if (o.partial) res.partial.push_back(n.ref), still_cached.insert(n.digest);
+    if (o.skipped) res.skipped.push_back(n.ref), still_cached.insert(n.digest);
+  }
+  // What is now in the store leaves the spool; manifests no name needs go.
+  RocksChunkSource local(w->view().db(), false, "the local store");
+  std::vector<ChunkKey> spool = cache.ListSpool();
+  if (!spool.empty()) {
+    PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, local.Contains(spool));
+    for (size_t i = 0; i < spool.size(); ++i) {
+      if (have[i]) PSTORE_RETURN_IF_ERROR(cache.RemoveFrame(spool[i]));
+    }
+  }
+  // The manifests of published models go, unless another cached name needs them.
+  for (const CachedName& n : cache.ListNames()) still_cached.insert(n.digest);
+  for (const ModelDigest& d : published) {
+    if (!still_cached.count(d)) PSTORE_RETURN_IF_ERROR(cache.RemoveManifest(d));
+  }
+  return res;
+}
+
+}  // namespace pstore

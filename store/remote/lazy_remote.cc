@@ -1,0 +1,142 @@
+// Opening models lazily from a store's remote: see store/remote/lazy_remote.h.
+#include "store/remote/lazy_remote.h"
+
+#include <cstdlib>
+
+#include "store/model_ref.h"
+#include "store/store_access.h"
+#include "store/tiered_chunk_source.h"
+
+namespace pstore {
+
+namespace {
+
+// The remote's chunks, connecting when first asked.
+class ConnectingSource final : public ChunkSource {
+ public:
+  explicit ConnectingSource(std::shared_ptr<LazyRemote> remote) : remote_(std::move(remote)) {}
+  Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
+    PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
+    return t->chunks().Read(keys);
+  }
+  Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override {
+    PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
+    return t->chunks().Contains(keys);
+  }
+  Status Write(std::span<const ChunkFrameRef>) override {
+    return Status::InvalidArgument("a lazily opened model does not write to its remote");
+  }
+  std::string Describe() const override { return remote_->Describe(); }
+
+ private:
+  std::shared_ptr<LazyRemote> remote_;
+};
+
+// The source of one lazily opened model: owns the tier and what it reads.
+class LazyModelSource final : public ChunkSource {
+ public:
+  LazyModelSource(std::shared_ptr<LazyRemote> remote, const LazyCache* cache,
+                  std::shared_ptr<ChunkSource> local, std::shared_ptr<const Manifest> m,
+                  std::string model)
+      : remote_(std::move(remote)),
+        local_(std::move(local)),
+        tier_(local_.get(), cache, &remote_, std::move(m), std::move(model)) {}
+  Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
+    return tier_.Read(keys);
+  }
+  Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override {
+    return tier_.Contains(keys);
+  }
+  Status Write(std::span<const ChunkFrameRef> frames) override { return tier_.Write(frames); }
+  std::string Describe() const override { return tier_.Describe(); }
+
+ private:
+  ConnectingSource remote_;
+  std::shared_ptr<ChunkSource> local_;
+  TieredChunkSource tier_;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<LazyRemote>> LazyRemote::ForStore(const std::string& root,
+                                                         const StoreConfig& config) {
+  PSTORE_ASSIGN_OR_RETURN(std::vector<RemoteSpec> remotes, ListRemotes(config));
+  if (remotes.empty()) return std::shared_ptr<LazyRemote>();
+  PSTORE_ASSIGN_OR_RETURN(StoreAccess access, AccessFor(config));
+  std::shared_ptr<LazyRemote> r(new LazyRemote(root, access));
+  const char* chosen = std::getenv("PSTORE_REMOTE");
+  auto spec = FindRemote(config, chosen ? chosen : "");
+  if (spec.ok()) {
+    r->spec_ = std::move(spec).value();
+  } else {
+    r->choice_ = spec.status().WithContext(
+        "opening a model from a remote (set PSTORE_REMOTE to the remote to use)");
+  }
+  return r;
+}
+
+Result<std::shared_ptr<LazyRemote>> LazyRemote::ForStore(const std::string& root) {
+  StorePaths p{root};
+  PSTORE_ASSIGN_OR_RETURN(StoreConfig c, ReadStoreConfig(p));
+  return ForStore(root, c);
+}
+
+std::string LazyRemote::Describe() const {
+  const RadosOptions o = spec_.ToRadosOptions();
+  return "remote " + spec_.name + " (rados:" + o.pool + (o.ns.empty() ? "" : "/" + o.ns) + ")";
+}
+
+Result<RemoteTier*> LazyRemote::Tier() {
+  PSTORE_RETURN_IF_ERROR(choice_);
+  MutexLock l(&mu_);
+  if (!tier_) {
+    auto t = RemoteTier::Open(spec_.ToRadosOptions());
+    if (!t.ok()) return t.status().WithContext("connecting to " + Describe());
+    tier_ = std::move(t).value();
+  }
+  return tier_.get();
+}
+
+Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
+                                                  std::shared_ptr<ChunkSource> local) {
+  PSTORE_RETURN_IF_ERROR(choice_);
+  PSTORE_ASSIGN_OR_RETURN(ModelName name, ParseModelName(ref));
+  const std::string full = name.Ref();
+  LazyModel lm;
+  // The host's cache first: a model opened before needs no network.
+  PSTORE_ASSIGN_OR_RETURN(std::optional<ModelDigest> cached, cache_.GetName(spec_.name, full));
+  std::optional<std::string> bytes;
+  if (cached) {
+    lm.digest = *cached;
+    PSTORE_ASSIGN_OR_RETURN(bytes, cache_.GetManifest(lm.digest));
+  }
+  if (!bytes) {
+    PSTORE_ASSIGN_OR_RETURN(RemoteTier * tier, Tier());
+    if (!cached) {
+      PSTORE_ASSIGN_OR_RETURN(std::optional<ModelDigest> d, tier->GetName(full));
+      if (!d) return std::optional<LazyModel>();
+      lm.digest = *d;
+    }
+    PSTORE_ASSIGN_OR_RETURN(bytes, tier->GetManifest(lm.digest));
+    if (!bytes) {
+      return Status::Corruption(Describe() + ": " + full + " points at manifest " +
+                                lm.digest.Hex() + ", which is missing on the remote");
+    }
+    if (Manifest::DigestOf(*bytes) != lm.digest) {
+      return Status::Corruption(Describe() + ": the manifest of " + full + " (object " +
+                                RemoteTier::ManifestObject(lm.digest) +
+                                ") does not match its digest; nothing was kept");
+    }
+    PSTORE_RETURN_IF_ERROR(cache_.PutManifest(lm.digest, *bytes));
+    PSTORE_RETURN_IF_ERROR(cache_.PutName(spec_.name, full, lm.digest));
+  }
+  auto parsed = Manifest::Parse(*bytes, /*with_headers=*/false);
+  if (!parsed.ok()) return parsed.status().WithContext("model " + full + " from " + Describe());
+  lm.manifest = std::make_shared<const Manifest>(std::move(parsed).value());
+  lm.manifest_bytes = std::move(*bytes);
+  lm.source = std::make_shared<LazyModelSource>(shared_from_this(), &cache_, std::move(local),
+                                                lm.manifest, full);
+  return std::optional<LazyModel>(std::move(lm));
+}
+
+}  // namespace pstore

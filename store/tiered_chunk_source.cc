@@ -1,0 +1,260 @@
+// Local store, spool, remote: see store/tiered_chunk_source.h.
+#include "store/tiered_chunk_source.h"
+
+#include <unordered_set>
+
+#include "codec/chunk_codec.h"
+
+namespace pstore {
+
+TieredChunkSource::TieredChunkSource(ChunkSource* local, const LazyCache* cache,
+                                     ChunkSource* remote, std::shared_ptr<const Manifest> manifest,
+                                     std::string model)
+    : local_(local),
+      cache_(cache),
+      remote_(remote),
+      manifest_(std::move(manifest)),
+      model_(std::move(model)) {
+  const Manifest& m = *manifest_;
+  for (uint32_t t = 0; t < m.tensors.size(); ++t) {
+    const ManifestTensor& mt = m.tensors[t];
+    const uint64_t n = m.ChunkCount(mt);
+    for (uint64_t j = 0; j < n; ++j)
+      places_.emplace(m.chunks[mt.first_chunk + j], Place{t, j, m.ChunkBytes(mt, j)});
+  }
+}
+
+std::string TieredChunkSource::Describe() const {
+  return "the local store, then " + remote_->Describe();
+}
+
+Result<const TieredChunkSource::Place*> TieredChunkSource::Find(const ChunkKey& key) const {
+  auto it = places_.find(key);
+  if (it == places_.end()) {
+    return Status::InvalidArgument("chunk " + key.Hex() + " is not a chunk of model " + model_);
+  }
+  return &it->second;
+}
+
+std::string TieredChunkSource::ChunkName(const ChunkKey& key, const Place& p) const {
+  return "model " + model_ + ", tensor " + manifest_->tensors[p.tensor].name + ", chunk " +
+         std::to_string(p.index) + " (" + key.Hex() + ")";
+}
+
+Status TieredChunkSource::Check(const ChunkKey& key, const Place& p, std::string_view frame) const {
+  thread_local ChunkDecoder decoder;
+  thread_local std::vector<uint8_t> raw;
+  raw.resize(p.raw_len);
+  return decoder.Decode(frame, key, raw);
+}
+
+Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
+    std::span<const ChunkKey> keys) {
+  std::vector<std::optional<std::string>> out(keys.size());
+  std::vector<const Place*> places(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    PSTORE_ASSIGN_OR_RETURN(places[i], Find(keys[i]));
+  }
+  // 1. The local store.
+  if (local_ != nullptr && !keys.empty()) {
+    PSTORE_ASSIGN_OR_RETURN(out, local_->Read(keys));
+  }
+  // 2. The spool; 3. the remote, each key fetched by one thread at a time.
+  std::vector<size_t> want;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (out[i]) {
+      local_chunks_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      want.push_back(i);
+    }
+  }
+  PSTORE_RETURN_IF_ERROR(FromSpool(keys, &want, &out));
+  while (!want.empty()) {
+    std::vector<ChunkKey> mine, theirs;
+    std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher> got;
+    ClaimOrWait(keys, want, &mine, &theirs);
+    if (!mine.empty()) {
+      Status st = Fetch(mine, &got);
+      Release(mine, st);
+      PSTORE_RETURN_IF_ERROR(st);
+    }
+    std::vector<size_t> rest;
+    for (size_t i : want) {
+      auto it = got.find(keys[i]);
+      if (it != got.end() && it->second) {
+        out[i] = *it->second;
+      } else {
+        rest.push_back(i);
+      }
+    }
+    // What other threads fetched is in the spool now; if their fetch failed,
+    // so does this read (rather than wait out the same timeout again).
+    PSTORE_RETURN_IF_ERROR(WaitFor(theirs));
+    PSTORE_RETURN_IF_ERROR(FromSpool(keys, &rest, &out));
+    want = std::move(rest);
+  }
+  return out;
+}
+
+Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
+                                    std::vector<std::optional<std::string>>* out) {
+  std::vector<size_t> rest;
+  for (size_t i : *want) {
+    const Place& p = places_.at(keys[i]);
+    PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
+    if (f && f->raw_len == p.raw_len && Check(keys[i], p, f->frame).ok()) {
+      (*out)[i] = std::move(f->frame);
+      spool_chunks_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (f) (void)cache_->RemoveFrame(keys[i]);  // damaged: fetched again
+    rest.push_back(i);
+  }
+  *want = std::move(rest);
+  return Status::OK();
+}
+
+void TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
+                                    std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs) {
+  std::unordered_set<ChunkKey, ChunkKeyHasher> asked;
+  std::vector<uint32_t> tensors;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t i : want) {
+      const ChunkKey& k = keys[i];
+      if (!asked.insert(k).second) continue;
+      if (fetching_.count(k)) {
+        theirs->push_back(k);
+      } else {
+        fetching_.insert(k);
+        failed_.erase(k);  // tried again
+        mine->push_back(k);
+        tensors.push_back(places_.at(k).tensor);
+      }
+    }
+    // Read-ahead: the rest of the tensors asked for, which their readers
+    // want next, in the same round trip.
+    const Manifest& m = *manifest_;
+    for (uint32_t t : tensors) {
+      const ManifestTensor& mt = m.tensors[t];
+      for (uint64_t j = 0; j < m.ChunkCount(mt) && mine->size() < kReadAhead; ++j) {
+        const ChunkKey& k = m.chunks[mt.first_chunk + j];
+        if (asked.count(k) || fetching_.count(k) || fetched_.count(k)) continue;
+        asked.insert(k);
+        fetching_.insert(k);
+        failed_.erase(k);
+        mine->push_back(k);
+      }
+    }
+  }
+}
+
+void TieredChunkSource::Release(const std::vector<ChunkKey>& keys, const Status& st) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const ChunkKey& k : keys) {
+      fetching_.erase(k);
+      if (!st.ok()) failed_[k] = st;
+    }
+  }
+  fetched_cv_.notify_all();
+}
+
+Status TieredChunkSource::WaitFor(const std::vector<ChunkKey>& keys) {
+  std::unique_lock<std::mutex> l(mu_);
+  for (const ChunkKey& k : keys) {
+    fetched_cv_.wait(l, [&] { return !fetching_.count(k); });
+    auto it = failed_.find(k);
+    if (it != failed_.end()) return it->second;
+  }
+  return Status::OK();
+}
+
+Status TieredChunkSource::Fetch(
+    const std::vector<ChunkKey>& keys,
+    std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher>* got) {
+  // Read-ahead keys the host has after all are not fetched.
+  std::vector<ChunkKey> fetch;
+  std::vector<bool> have(keys.size(), false);
+  if (local_ != nullptr) {
+    PSTORE_ASSIGN_OR_RETURN(have, local_->Contains(keys));
+  }
+  for (size_t j = 0; j < keys.size(); ++j)
+    if (!have[j] && !cache_->HasFrame(keys[j])) fetch.push_back(keys[j]);
+  if (fetch.empty()) return Status::OK();
+  PSTORE_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> frames, remote_->Read(fetch));
+  for (size_t j = 0; j < fetch.size(); ++j) {
+    const Place& p = places_.at(fetch[j]);
+    if (!frames[j]) {
+      return Status::Corruption(remote_->Describe() + " lacks " + ChunkName(fetch[j], p) +
+                                " (push the model again from a store that has it)");
+    }
+    Status st = Check(fetch[j], p, *frames[j]);
+    if (!st.ok()) {
+      return Status::Corruption(
+          remote_->Describe() + ": " + ChunkName(fetch[j], p) +
+          " does not match its key: " + st.message() +
+          "; it was not used or kept (the remote copy is damaged: remove the object " +
+          "with `rados rm` and push the model again from a good store)");
+    }
+    remote_chunks_.fetch_add(1, std::memory_order_relaxed);
+    remote_bytes_.fetch_add(frames[j]->size(), std::memory_order_relaxed);
+    if (!cache_->PutFrame(fetch[j], p.raw_len, *frames[j]).ok())
+      spool_failures_.fetch_add(1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      fetched_.insert(fetch[j]);
+    }
+    (*got)[fetch[j]] = std::move(frames[j]);
+  }
+  return Status::OK();
+}
+
+Result<std::vector<bool>> TieredChunkSource::Contains(std::span<const ChunkKey> keys) {
+  std::vector<bool> out(keys.size(), false);
+  if (local_ != nullptr && !keys.empty()) {
+    PSTORE_ASSIGN_OR_RETURN(out, local_->Contains(keys));
+  }
+  std::vector<ChunkKey> ask;
+  std::vector<size_t> at;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (out[i]) continue;
+    PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
+    if (f) {
+      out[i] = true;
+    } else {
+      ask.push_back(keys[i]);
+      at.push_back(i);
+    }
+  }
+  if (ask.empty()) return out;
+  PSTORE_ASSIGN_OR_RETURN(std::vector<bool> remote, remote_->Contains(ask));
+  for (size_t j = 0; j < ask.size(); ++j) out[at[j]] = remote[j];
+  return out;
+}
+
+Status TieredChunkSource::Write(std::span<const ChunkFrameRef> frames) {
+  for (const ChunkFrameRef& f : frames) {
+    PSTORE_ASSIGN_OR_RETURN(const Place* p, Find(f.key));
+    Status st = Check(f.key, *p, f.frame);
+    if (!st.ok()) {
+      return Status::Corruption("not keeping " + ChunkName(f.key, *p) + ": " + st.message());
+    }
+  }
+  for (const ChunkFrameRef& f : frames) {
+    PSTORE_RETURN_IF_ERROR(cache_->PutFrame(f.key, f.raw_len, f.frame));
+  }
+  return Status::OK();
+}
+
+TieredStats TieredChunkSource::stats() const {
+  TieredStats s;
+  s.local_chunks = local_chunks_.load(std::memory_order_relaxed);
+  s.spool_chunks = spool_chunks_.load(std::memory_order_relaxed);
+  s.remote_chunks = remote_chunks_.load(std::memory_order_relaxed);
+  s.remote_bytes = remote_bytes_.load(std::memory_order_relaxed);
+  s.spool_failures = spool_failures_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace pstore

@@ -1,0 +1,113 @@
+// TieredChunkSource: the chunks of one lazily opened model, from the local
+// store first, then the host's spool (store/lazy_cache.h), then a remote.
+//
+// Every frame fetched from the remote is decoded and checked against its key
+// before it is returned or kept: a frame that does not match (an object
+// overwritten on the remote) is a Corruption error naming the model, the
+// tensor, the chunk's index in it and the remote, and is neither returned nor
+// spooled. A checked frame is written through to the spool, so that this
+// host never fetches it again (a restart or another process finds it there).
+// Spooled frames are checked again when read: one that does not match is
+// removed and fetched again.
+//
+// The model's manifest gives each key its raw length and its place (tensor,
+// index) for messages; a key the manifest does not hold is InvalidArgument.
+//
+// Read-ahead: a fetch of some chunks of a tensor also fetches the tensor's
+// other chunks the host lacks (up to kReadAhead a round trip), since whoever
+// acquires a tensor wants all of it. Within a process each key is fetched by
+// one thread at a time; the others wait for it and read the spool.
+//
+// Writes go to the spool (each frame checked first).
+//
+// Thread-safety: all methods may be called from many threads at once; the
+// sources, the cache and the manifest must outlive the tier.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "store/chunk_source.h"
+#include "store/lazy_cache.h"
+#include "store/manifest.h"
+
+namespace pstore {
+
+struct TieredStats {
+  uint64_t local_chunks = 0;    // frames found in the local store
+  uint64_t spool_chunks = 0;    // frames found in the spool
+  uint64_t remote_chunks = 0;   // frames fetched from the remote
+  uint64_t remote_bytes = 0;    // their bytes
+  uint64_t spool_failures = 0;  // fetched frames that could not be spooled
+};
+
+class TieredChunkSource final : public ChunkSource {
+ public:
+  // local may be null (a store with no database yet). model names the model
+  // in messages ("name:tag" or its digest).
+  TieredChunkSource(ChunkSource* local, const LazyCache* cache, ChunkSource* remote,
+                    std::shared_ptr<const Manifest> manifest, std::string model);
+
+  Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override;
+  Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override;
+  Status Write(std::span<const ChunkFrameRef> frames) override;
+  std::string Describe() const override;
+
+  TieredStats stats() const;
+
+ private:
+  struct Place {
+    uint32_t tensor = 0;
+    uint64_t index = 0;
+    uint64_t raw_len = 0;
+  };
+  Result<const Place*> Find(const ChunkKey& key) const;
+  std::string ChunkName(const ChunkKey& key, const Place& p) const;
+  // Decodes frame and checks it against key.
+  Status Check(const ChunkKey& key, const Place& p, std::string_view frame) const;
+  // Moves the entries of *want found (and checked) in the spool to *out.
+  Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
+                   std::vector<std::optional<std::string>>* out);
+  // Splits the wanted keys into those this thread claims (*mine, with the
+  // read-ahead) and those another thread is fetching (*theirs).
+  void ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
+                   std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs);
+  // Ends this thread's fetch of keys; st is how it went.
+  void Release(const std::vector<ChunkKey>& keys, const Status& st);
+  // Waits until no thread fetches keys; the error of a fetch of one of them
+  // that failed meanwhile.
+  Status WaitFor(const std::vector<ChunkKey>& keys);
+  // Fetches the claimed keys the host lacks, checks and spools them; *got
+  // holds their frames.
+  Status Fetch(const std::vector<ChunkKey>& keys,
+               std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher>* got);
+
+  // Chunks fetched in one round trip at most, read-ahead included.
+  static constexpr size_t kReadAhead = 64;
+
+  ChunkSource* local_;
+  const LazyCache* cache_;
+  ChunkSource* remote_;
+  std::shared_ptr<const Manifest> manifest_;
+  std::string model_;
+  std::unordered_map<ChunkKey, Place, ChunkKeyHasher> places_;
+
+  // Keys being fetched by some thread, and keys fetched; fetched_cv_ is
+  // signalled when a fetch ends.
+  std::mutex mu_;
+  std::condition_variable fetched_cv_;
+  // (std::mutex, for the condition variable: not annotated)
+  std::unordered_set<ChunkKey, ChunkKeyHasher> fetching_;  // GUARDED_BY(mu_)
+  std::unordered_set<ChunkKey, ChunkKeyHasher> fetched_;   // GUARDED_BY(mu_)
+  // Keys whose last fetch failed, and how (until they are claimed again).
+  std::unordered_map<ChunkKey, Status, ChunkKeyHasher> failed_;  // GUARDED_BY(mu_)
+
+  std::atomic<uint64_t> local_chunks_{0}, spool_chunks_{0}, remote_chunks_{0}, remote_bytes_{0},
+      spool_failures_{0};
+};
+
+}  // namespace pstore

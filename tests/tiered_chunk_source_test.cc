@@ -1,0 +1,356 @@
+// TieredChunkSource and LazyCache (store/tiered_chunk_source.h,
+// store/lazy_cache.h): local first, then the spool, then the remote; what the
+// remote serves is checked before it is returned or kept, and what was
+// fetched is found in the spool afterwards, by this process or another.
+//
+// The remote here is a MemoryChunkSource; the same paths against a real
+// cluster are in tests/acceptance/remote_lazy_test.py.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include "codec/chunk_codec.h"
+#include "common/file_util.h"
+#include "store/lazy_cache.h"
+#include "store/memory_chunk_source.h"
+#include "store/tiered_chunk_source.h"
+
+namespace pstore {
+namespace {
+
+// A model of `tensors` tensors of `chunks` chunks each (4 KiB chunks), its
+// frames in `remote`.
+struct TestModel {
+  std::shared_ptr<Manifest> manifest = std::make_shared<Manifest>();
+  std::vector<std::string> raws;    // per chunk, in manifest order
+  std::vector<std::string> frames;  // per chunk
+};
+
+TestModel MakeModel(int tensors, int chunks, ChunkSource* remote) {
+  constexpr uint32_t kChunk = 4096;
+  TestModel m;
+  m.manifest->chunk_size = kChunk;
+  std::mt19937 rng(7);
+  ChunkEncoder enc{EncodeOptions{}};
+  for (int t = 0; t < tensors; ++t) {
+    ManifestTensor mt;
+    mt.name = "layer." + std::to_string(t);
+    mt.size = uint64_t(chunks) * kChunk - 100;  // the last chunk is short
+    mt.shape = {mt.size};
+    mt.first_chunk = m.manifest->chunks.size();
+    for (int j = 0; j < chunks; ++j) {
+      std::string raw(j + 1 == chunks ? kChunk - 100 : kChunk, '\0');
+      for (size_t i = 0; i < raw.size(); i += 8) raw[i] = char(rng());
+      std::string frame;
+      enc.Encode(std::span(reinterpret_cast<const uint8_t*>(raw.data()), raw.size()), DType::kU8,
+                 &frame);
+      ChunkKey k = HashBytes(raw.data(), raw.size());
+      m.manifest->chunks.push_back(k);
+      EXPECT_TRUE(remote->Write(std::vector<ChunkFrameRef>{{k, frame, raw.size()}}).ok());
+      m.raws.push_back(std::move(raw));
+      m.frames.push_back(std::move(frame));
+    }
+    m.manifest->tensors.push_back(mt);
+  }
+  return m;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char d[] = "/tmp/pstore-tiered-XXXXXX";
+    path_ = ::mkdtemp(d);
+  }
+  ~TempDir() { (void)RemoveTree(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Counts what is read from the source it wraps.
+class CountingSource final : public ChunkSource {
+ public:
+  explicit CountingSource(ChunkSource* inner) : inner_(inner) {}
+  Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
+    reads += keys.size();
+    return inner_->Read(keys);
+  }
+  Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override {
+    return inner_->Contains(keys);
+  }
+  Status Write(std::span<const ChunkFrameRef> frames) override { return inner_->Write(frames); }
+  std::string Describe() const override { return "counted " + inner_->Describe(); }
+  std::atomic<size_t> reads{0};
+
+ private:
+  ChunkSource* inner_;
+};
+
+std::vector<ChunkKey> TensorKeys(const TestModel& m, int t) {
+  const ManifestTensor& mt = m.manifest->tensors[t];
+  auto first = m.manifest->chunks.begin() + long(mt.first_chunk);
+  return std::vector<ChunkKey>(first, first + long(m.manifest->ChunkCount(mt)));
+}
+
+// A model on a counted in-memory remote, and a spool in a folder of its own.
+struct Remote {
+  Remote(int tensors, int chunks) : m(MakeModel(tensors, chunks, &mem)) {}
+  std::unique_ptr<TieredChunkSource> Tier() {
+    return std::make_unique<TieredChunkSource>(nullptr, &cache, &remote, m.manifest, "m:1");
+  }
+  TempDir dir;
+  MemoryChunkSource mem;
+  TestModel m;
+  CountingSource remote{&mem};
+  LazyCache cache{dir.path(), StoreAccess{}};
+};
+
+TEST(TieredChunkSource, FetchesOnlyWhatIsAskedAndKeepsIt) {
+  Remote r(4, 3);
+  {
+    auto tier = r.Tier();
+    auto got = tier->Read(TensorKeys(r.m, 2));
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(*(*got)[j], r.m.frames[6 + j]);
+    EXPECT_EQ(r.remote.reads, 3u);
+    EXPECT_EQ(tier->stats().remote_chunks, 3u);
+    EXPECT_EQ(r.cache.ListSpool().size(), 3u);
+  }
+  // A new tier (a restart) finds them in the spool.
+  auto again = r.Tier();
+  auto got = again->Read(TensorKeys(r.m, 2));
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(r.remote.reads, 3u);
+  EXPECT_EQ(again->stats().spool_chunks, 3u);
+  EXPECT_EQ(again->stats().remote_chunks, 0u);
+}
+
+TEST(TieredChunkSource, ReadsTheRestOfATensorAhead) {
+  Remote r(3, 5);
+  auto tier = r.Tier();
+  std::vector<ChunkKey> keys = TensorKeys(r.m, 1);
+  ASSERT_TRUE(tier->Read(std::span(keys).first(1)).ok());
+  EXPECT_EQ(r.remote.reads, 5u);  // the whole tensor, no other
+  EXPECT_EQ(r.cache.ListSpool().size(), 5u);
+  auto got = tier->Read(std::span(keys).subspan(1));
+  ASSERT_TRUE(got.ok());
+  for (size_t j = 0; j < 4; ++j) EXPECT_EQ(*(*got)[j], r.m.frames[5 + 1 + j]);
+  EXPECT_EQ(r.remote.reads, 5u);
+  EXPECT_EQ(tier->stats().spool_chunks, 4u);
+}
+
+TEST(TieredChunkSource, ThreadsFetchEachChunkOnce) {
+  Remote r(2, 40);
+  auto tier = r.Tier();
+  std::vector<ChunkKey> keys = TensorKeys(r.m, 0);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      // Each thread asks for the tensor in slices of its own size.
+      for (size_t at = 0; at < keys.size(); at += size_t(t) + 1) {
+        size_t n = std::min(size_t(t) + 1, keys.size() - at);
+        auto got = tier->Read(std::span(keys).subspan(at, n));
+        if (!got.ok()) failures++;
+        for (size_t j = 0; got.ok() && j < n; ++j)
+          if (!(*got)[j] || *(*got)[j] != r.m.frames[at + j]) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(r.remote.reads, 40u);
+}
+
+// A remote that does not answer: each read fails after a while.
+class DeadSource final : public ChunkSource {
+ public:
+  Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey>) override {
+    reads++;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return Status::IOError("no answer within 0.3 s");
+  }
+  Result<std::vector<bool>> Contains(std::span<const ChunkKey>) override {
+    return Status::IOError("no answer");
+  }
+  Status Write(std::span<const ChunkFrameRef>) override { return Status::IOError("no answer"); }
+  std::string Describe() const override { return "dead"; }
+  std::atomic<int> reads{0};
+};
+
+TEST(TieredChunkSource, ThreadsWaitingOnAFailedFetchFailWithoutTryingAgain) {
+  TempDir dir;
+  MemoryChunkSource mem;
+  TestModel m = MakeModel(1, 8, &mem);
+  DeadSource dead;
+  LazyCache cache(dir.path(), StoreAccess{});
+  TieredChunkSource tier(nullptr, &cache, &dead, m.manifest, "m:1");
+  std::vector<ChunkKey> keys = TensorKeys(m, 0);
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      auto got = tier.Read(std::span(keys).subspan(size_t(t) * 2, 2));
+      if (!got.ok() && got.status().message().find("no answer") != std::string::npos) failed++;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failed.load(), 4);
+  // One fetch (of the whole tensor) timed out; the threads waiting on it
+  // report its error instead of each waiting out a timeout of their own.
+  EXPECT_LT(dead.reads.load(), 4);
+  EXPECT_TRUE(cache.ListSpool().empty());
+}
+
+TEST(TieredChunkSource, ProcessesShareTheSpool) {
+  TempDir dir;
+  MemoryChunkSource remote;
+  TestModel m = MakeModel(2, 2, &remote);
+  LazyCache cache(dir.path(), StoreAccess{});
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    TieredChunkSource tier(nullptr, &cache, &remote, m.manifest, "m:1");
+    ::_exit(tier.Read(TensorKeys(m, 1)).ok() && tier.stats().remote_chunks == 2 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // This process's remote has every chunk too, but the spool answers.
+  TieredChunkSource tier(nullptr, &cache, &remote, m.manifest, "m:1");
+  ASSERT_TRUE(tier.Read(TensorKeys(m, 1)).ok());
+  EXPECT_EQ(tier.stats().remote_chunks, 0u);
+  EXPECT_EQ(tier.stats().spool_chunks, 2u);
+}
+
+TEST(TieredChunkSource, LocalStoreAnswersFirst) {
+  TempDir dir;
+  MemoryChunkSource remote_mem, local;
+  TestModel m = MakeModel(1, 2, &remote_mem);
+  ASSERT_TRUE(
+      local.Write(std::vector<ChunkFrameRef>{{m.manifest->chunks[0], m.frames[0], 4096}}).ok());
+  CountingSource remote(&remote_mem);
+  LazyCache cache(dir.path(), StoreAccess{});
+  TieredChunkSource tier(&local, &cache, &remote, m.manifest, "m:1");
+  ASSERT_TRUE(tier.Read(TensorKeys(m, 0)).ok());
+  EXPECT_EQ(remote.reads, 1u);
+  EXPECT_EQ(tier.stats().local_chunks, 1u);
+}
+
+TEST(TieredChunkSource, WrongRemoteFrameIsNamedNeverReturnedNorKept) {
+  TempDir dir;
+  MemoryChunkSource good, bad;
+  TestModel m = MakeModel(2, 2, &good);
+  // The remote serves, for tensor 1's chunk 1, another chunk's frame.
+  for (size_t c = 0; c < m.frames.size(); ++c) {
+    const std::string& f = c == 3 ? m.frames[0] : m.frames[c];
+    ASSERT_TRUE(
+        bad.Write(std::vector<ChunkFrameRef>{{m.manifest->chunks[c], f, m.raws[c].size()}}).ok());
+  }
+  LazyCache cache(dir.path(), StoreAccess{});
+  TieredChunkSource tier(nullptr, &cache, &bad, m.manifest, "m:1");
+  auto got = tier.Read(TensorKeys(m, 1));
+  ASSERT_FALSE(got.ok());
+  EXPECT_TRUE(got.status().IsCorruption());
+  EXPECT_NE(got.status().message().find("model m:1, tensor layer.1, chunk 1"), std::string::npos)
+      << got.status().message();
+  EXPECT_NE(got.status().message().find(m.manifest->chunks[3].Hex()), std::string::npos);
+  auto spooled = cache.GetFrame(m.manifest->chunks[3]);
+  ASSERT_TRUE(spooled.ok());
+  EXPECT_FALSE(spooled->has_value());
+}
+
+TEST(TieredChunkSource, MissingRemoteChunkIsAnError) {
+  TempDir dir;
+  MemoryChunkSource full, empty;
+  TestModel m = MakeModel(1, 1, &full);
+  LazyCache cache(dir.path(), StoreAccess{});
+  TieredChunkSource tier(nullptr, &cache, &empty, m.manifest, "m:1");
+  auto got = tier.Read(TensorKeys(m, 0));
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.status().message().find("lacks model m:1, tensor layer.0, chunk 0"),
+            std::string::npos)
+      << got.status().message();
+}
+
+TEST(TieredChunkSource, DamagedSpoolFileIsFetchedAgain) {
+  Remote r(1, 1);
+  // A spooled frame whose bytes are damaged.
+  ASSERT_TRUE(r.cache.PutFrame(r.m.manifest->chunks[0], 3996, r.m.frames[0] + "x").ok());
+  auto got = r.Tier()->Read(TensorKeys(r.m, 0));
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*(*got)[0], r.m.frames[0]);
+  EXPECT_EQ(r.remote.reads, 1u);
+  auto spooled = r.cache.GetFrame(r.m.manifest->chunks[0]);
+  ASSERT_TRUE(spooled.ok() && spooled->has_value());
+  EXPECT_EQ((*spooled)->frame, r.m.frames[0]);
+}
+
+TEST(TieredChunkSource, KeyOfAnotherModelIsRefused) {
+  TempDir dir;
+  MemoryChunkSource remote;
+  TestModel m = MakeModel(1, 1, &remote);
+  LazyCache cache(dir.path(), StoreAccess{});
+  TieredChunkSource tier(nullptr, &cache, &remote, m.manifest, "m:1");
+  ChunkKey other = HashBytes("x", 1);
+  auto got = tier.Read(std::vector<ChunkKey>{other});
+  ASSERT_FALSE(got.ok());
+  EXPECT_TRUE(got.status().IsInvalidArgument());
+}
+
+TEST(LazyCache, ManifestNotMatchingItsDigestIsDropped) {
+  TempDir dir;
+  LazyCache cache(dir.path(), StoreAccess{});
+  const std::string bytes = "manifest bytes";
+  ModelDigest d = Manifest::DigestOf(bytes);
+  ASSERT_TRUE(cache.PutManifest(d, bytes).ok());
+  auto got = cache.GetManifest(d);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(**got, bytes);
+  ASSERT_TRUE(WriteFileAtomic(cache.dir() + "/manifests/" + d.Hex(), "other bytes").ok());
+  got = cache.GetManifest(d);
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+}
+
+TEST(LazyCache, NamesRoundTripPerRemote) {
+  TempDir dir;
+  LazyCache cache(dir.path(), StoreAccess{});
+  ModelDigest a = HashBytes("a", 1), b = HashBytes("b", 1);
+  ASSERT_TRUE(cache.PutName("fleet", "llama:8b", a).ok());
+  ASSERT_TRUE(cache.PutName("other", "llama:8b", b).ok());
+  auto got = cache.GetName("fleet", "llama:8b");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(**got, a);
+  got = cache.GetName("fleet", "llama:70b");
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+  EXPECT_EQ(cache.ListNames().size(), 2u);
+  ASSERT_TRUE(cache.RemoveName("fleet", "llama:8b").ok());
+  EXPECT_EQ(cache.ListNames().size(), 1u);
+}
+
+TEST(LazyCache, KilledWriterLeavesOnlyATemporaryFile) {
+  TempDir dir;
+  LazyCache cache(dir.path(), StoreAccess{});
+  ChunkKey k = HashBytes("k", 1);
+  ASSERT_TRUE(cache.PutFrame(k, 1, "f").ok());  // makes the folders
+  // What a writer killed between create and rename leaves.
+  ASSERT_TRUE(WriteFileAtomic(cache.dir() + "/tmp/12345.0", "partial").ok());
+  EXPECT_EQ(cache.ListSpool().size(), 1u);
+  EXPECT_EQ(cache.RemoveStaleTemporaries(std::chrono::seconds(600)), 0);
+  EXPECT_EQ(cache.RemoveStaleTemporaries(std::chrono::seconds(0)), 1);
+  EXPECT_FALSE(std::filesystem::exists(cache.dir() + "/tmp/12345.0"));
+}
+
+}  // namespace
+}  // namespace pstore
