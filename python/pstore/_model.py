@@ -33,7 +33,8 @@ import numpy as np
 
 from . import _capi, _dtypes
 from ._capi import lib
-from ._errors import Closed, Internal, InvalidArgument, NotFound, check
+from ._errors import Internal, InvalidArgument, NotFound, check
+from ._handle import HandleOwner
 
 TensorInfo = collections.namedtuple("TensorInfo", "name dtype shape nbytes")
 TensorInfo.__doc__ = """A tensor's name, pstore dtype name ("F16", "BF16", ...), shape and size."""
@@ -110,7 +111,7 @@ class _TorchBase:
                 "data": (self.pin.ptr, False)}
 
 
-class Model:
+class Model(HandleOwner):
     """A model version opened from a Store (use Store.open). A context manager:
     closes on exit. Views it hands out stay valid after it closes."""
 
@@ -138,35 +139,18 @@ class Model:
     def digest(self):
         return self._digest
 
-    def _handle(self):
-        h = self._h
-        if h is None:
-            raise Closed(f"model {self._ref} is closed; views taken before stay valid, "
-                         "but new calls need the model opened again")
-        if h.pid != os.getpid():
-            raise Closed(f"model {self._ref} was opened in process {h.pid}, the parent of this "
-                         "fork; pstore handles are not fork-safe: open the store and the model "
-                         "again in the child")
-        return h
+    _kind = "model"
+    _reopen = "the store and the model"
+    _closed_hint = "; views taken before stay valid, but new calls need the model opened again"
 
-    def close(self):
-        """Closes the model for new calls. Memory under live views stays mapped
-        until the last of them is collected."""
-        self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
+    def _name(self):
+        return self._ref
 
     def __reduce__(self):
         return (_reopen, (self._store, self._digest, self._ref))
 
     def __repr__(self):
-        state = "closed" if self._h is None else "open"
-        return f"<pstore.Model {self._ref} {self._digest[:12]} {state}>"
+        return f"<pstore.Model {self._ref} {self._digest[:12]} {self._state()}>"
 
     # --- tensors by name --------------------------------------------------------
 
