@@ -54,35 +54,15 @@ class _ModelHandle:
         self.ptr = None
 
 
-class _Pin:
-    """One pstore_tensor_acquire; its __array_interface__ is the tensor's bytes,
+class _Acquires:
+    """Acquires of a model's tensors, released together when the last array
+    or tensor over them goes; its __array_interface__ is their bytes,
     read-only."""
-
-    __slots__ = ("h", "i", "ptr", "nbytes", "__weakref__")
-
-    def __init__(self, h, i, ptr, nbytes):
-        self.h, self.i, self.ptr, self.nbytes = h, i, ptr, nbytes
-
-    @property
-    def __array_interface__(self):
-        return {"version": 3, "shape": (self.nbytes,), "typestr": "|u1",
-                "data": (self.ptr, True)}
-
-    def __del__(self, _release=lib.pstore_tensor_release, _getpid=os.getpid):
-        h = self.h
-        if h.ptr and h.pid == _getpid():
-            _release(h.ptr, self.i)
-
-
-class _Group:
-    """The acquires of a state_dict's tensors, released together when the last
-    of its views goes; its __array_interface__ spans them all (read-only), so
-    each view is a slice of one array instead of an array of its own."""
 
     __slots__ = ("h", "indices", "ptr", "nbytes", "__weakref__")
 
-    def __init__(self, h):
-        self.h, self.indices, self.ptr, self.nbytes = h, [], 0, 0
+    def __init__(self, h, indices, ptr, nbytes):
+        self.h, self.indices, self.ptr, self.nbytes = h, indices, ptr, nbytes
 
     @property
     def __array_interface__(self):
@@ -94,6 +74,25 @@ class _Group:
         if h.ptr and h.pid == _getpid():
             for i in self.indices:
                 _release(h.ptr, i)
+
+
+class _Pin(_Acquires):
+    """One pstore_tensor_acquire of one tensor."""
+
+    __slots__ = ()
+
+    def __init__(self, h, i, ptr, nbytes):
+        super().__init__(h, (i,), ptr, nbytes)
+
+
+class _Group(_Acquires):
+    """The acquires of a state_dict's tensors; its bytes span them all, so
+    each view is a slice of one array instead of an array of its own."""
+
+    __slots__ = ()
+
+    def __init__(self, h):
+        super().__init__(h, [], 0, 0)
 
 
 class _TorchBase:
