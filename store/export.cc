@@ -8,28 +8,6 @@
 
 namespace pstore {
 
-namespace {
-
-safetensors::FileHeader HeaderOf(const Manifest& m, const ManifestFile& f) {
-  safetensors::FileHeader h;
-  h.header_bytes = f.header_bytes;
-  h.data_size = f.data_size;
-  h.data_offset = f.header_bytes.size();
-  for (uint32_t i : f.tensors) {
-    const ManifestTensor& t = m.tensors[i];
-    safetensors::TensorEntry e;
-    e.name = t.name;
-    e.dtype = t.dtype;
-    e.shape = t.shape;
-    e.begin = t.offset;
-    e.end = t.offset + t.size;
-    h.tensors.push_back(std::move(e));
-  }
-  return h;
-}
-
-}  // namespace
-
 Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::string& path,
                    const ExportOptions& options) {
   PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<const Manifest> mp, view.LoadManifest(digest));
@@ -37,8 +15,15 @@ Status ExportModel(const StoreView& view, const ModelDigest& digest, const std::
   if (IsGguf(m.format)) return ExportGguf(view, m, path, options);
   TensorStreamer streamer(view, m, options);
   auto write_file = [&](const std::string& out, const ManifestFile& f) -> Status {
+    auto header = HeaderFromManifest<safetensors::FileHeader>(
+        m, f, [](const ManifestTensor& t, safetensors::TensorEntry* e) {
+          e->dtype = t.dtype;
+          e->shape = t.shape;
+          e->begin = t.offset;
+          e->end = t.offset + t.size;
+        });
     return safetensors::WriteFile(
-        out, HeaderOf(m, f),
+        out, header,
         [&](size_t i, const safetensors::ByteSink& sink) {
           return streamer.Stream(m.tensors[f.tensors[i]], sink);
         },

@@ -11,20 +11,13 @@ Status ExportGguf(const StoreView& view, const Manifest& m, const std::string& p
                   const ExportOptions& options) {
   TensorStreamer streamer(view, m, options);
   auto write_file = [&](const std::string& out, const ManifestFile& f) -> Status {
-    gguf::FileHeader h;
-    h.header_bytes = f.header_bytes;
-    h.data_offset = f.header_bytes.size();
-    h.data_size = f.data_size;
+    auto h = HeaderFromManifest<gguf::FileHeader>(
+        m, f, [](const ManifestTensor& t, gguf::TensorEntry* e) {
+          e->ggml_type = t.ggml_type;
+          e->offset = t.offset;
+          e->size = t.size;
+        });
     h.filler = f.filler;
-    for (uint32_t i : f.tensors) {
-      const ManifestTensor& t = m.tensors[i];
-      gguf::TensorEntry e;
-      e.name = t.name;
-      e.ggml_type = t.ggml_type;
-      e.offset = t.offset;
-      e.size = t.size;
-      h.tensors.push_back(std::move(e));
-    }
     return gguf::WriteFile(out, h, [&](size_t i, const gguf::ByteSink& sink) {
       return streamer.Stream(m.tensors[f.tensors[i]], sink);
     });

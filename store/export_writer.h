@@ -41,6 +41,24 @@ class TensorStreamer {
   std::vector<uint8_t> buf_;
 };
 
+// A format's file header rebuilt from the manifest: the header bytes kept
+// verbatim, where the data starts and its size, and one entry per tensor of
+// the file, named, with `fill(tensor, &entry)` setting the format's own
+// fields (type, shape, place).
+template <class Header, class Fill>
+Header HeaderFromManifest(const Manifest& m, const ManifestFile& f, const Fill& fill) {
+  Header h;
+  h.header_bytes = f.header_bytes;
+  h.data_offset = f.header_bytes.size();
+  h.data_size = f.data_size;
+  for (uint32_t i : f.tensors) {
+    h.tensors.emplace_back();
+    h.tensors.back().name = m.tensors[i].name;
+    fill(m.tensors[i], &h.tensors.back());
+  }
+  return h;
+}
+
 // Writes the files of a model of several files into the folder `path`
 // (created when missing) with `write_file(file path, file)`, then runs
 // `finish` (may be empty). On any error it removes the files it wrote, and the
