@@ -217,7 +217,7 @@ double Choose(const uint32_t counts[256], int prob_bits, Table* t, int only_r) {
   return best;
 }
 
-void WriteTables(std::string* out, const Table* tables, int ntables, int prob_bits) {
+void WriteTables(std::string* out, const Table* tables, int ntables) {
   BitWriter w(out);
   for (int c = 0; c < ntables; c++) {
     const Table& t = tables[c];
@@ -651,7 +651,7 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const Order0Plan& plan, std::str
   const int p = plan.prob_bits, l = plan.lanes_log2;
   out->clear();
   out->push_back(char((p << 3) | l));
-  WriteTables(out, &plan.table, 1, p);
+  WriteTables(out, &plan.table, 1);
   if (plan.table.has_escape) {
     PutVarint(out, plan.nesc);
     uint8_t map[256];

@@ -69,8 +69,9 @@ double DataBits(const uint32_t counts[256], const Table& t, int prob_bits);
 void BuildQuantized(const uint8_t* syms, const uint8_t* q, int nsym, int r_log2, int prob_bits,
                     uint16_t* freq);
 
-// Appends the tables as one bit block padded to a byte.
-void WriteTables(std::string* out, const Table* t, int ntables, int prob_bits);
+// Appends the tables as one bit block padded to a byte (the precision they
+// were built at is not written: the reader is told it).
+void WriteTables(std::string* out, const Table* t, int ntables);
 // Reads ntables tables; false if the bytes are not valid tables.
 bool ReadTables(Reader* in, int prob_bits, Table* t, int ntables);
 

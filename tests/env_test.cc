@@ -24,42 +24,18 @@
 #include "common/fault_env.h"
 #include "common/file_util.h"
 #include "store/store.h"
+#include "tests/test_files.h"
 #include "tests/test_safetensors.h"
 
 namespace pstore {
 namespace {
 
 namespace fs = std::filesystem;
+using testing_util::ReadAll;
+using testing_util::TempDir;
 using testing_util::TestTensor;
+using testing_util::WriteAll;
 using testing_util::WriteSafetensors;
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/pstore-env-test-XXXXXX";
-    char* p = ::mkdtemp(tmpl);
-    if (p) path_ = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-void WriteAll(const std::string& path, const std::string& data) {
-  std::ofstream(path, std::ios::binary) << data;
-}
 
 // Every file under dir (relative names), folders left out.
 std::set<std::string> FilesUnder(const std::string& dir) {

@@ -5,7 +5,8 @@
 # through pkg-config and through find_package(pstore) in a small CMake
 # project, checks that the version macros come from the installed
 # pstore_version.h and agree with the library, and runs both programs against
-# a real model.
+# a real model. The installed CMake package names no folder of the source or
+# build tree.
 #
 #   install_test.sh BUILD_DIR SOURCE_DIR PSTORE_BIN MAKE_MODEL
 set -euo pipefail
@@ -25,6 +26,15 @@ for f in include/pstore.h include/pstore_version.h; do
 done
 libdir=$(cd "$prefix" && ls -d lib*/pkgconfig | head -1 | xargs dirname)
 [[ -n $libdir ]] || fail "no pkgconfig folder under $prefix"
+
+# The installed package names no folder of the source or build tree: its
+# include directory is the installed include/ alone.
+targets=$(cat "$prefix/$libdir"/cmake/pstore/pstoreTargets*.cmake)
+for tree in "$src" "$build"; do
+  [[ $targets != *"$(cd "$tree" && pwd)"* ]] || fail "the installed CMake package names $tree"
+done
+grep -q 'INTERFACE_INCLUDE_DIRECTORIES "${_IMPORT_PREFIX}/include"' <<<"$targets" \
+  || fail "pstore::pstore's installed include directory is not include/"
 
 # The header set compiles on its own as C99 (no other pstore headers needed).
 printf '#include <pstore.h>\nint main(void) { return PSTORE_VERSION_NUMBER >= 0 ? 0 : 1; }\n' \

@@ -60,7 +60,7 @@ TEST(Rans2, TablesRoundTripInEveryMode) {
       Choose(h, 10, &t[2]);  // written at 12 bits below only if it fits: use 12
       Choose(h, 12, &t[2]);
       std::string out;
-      WriteTables(&out, t, 3, 12);
+      WriteTables(&out, t, 3);
       Reader r(out);
       ASSERT_TRUE(ReadTables(&r, 12, u, 3)) << nsym;
       EXPECT_TRUE(r.empty());

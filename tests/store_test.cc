@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "store/store.h"
+#include "tests/test_files.h"
 #include "tests/test_safetensors.h"
 
 namespace pstore {
@@ -78,36 +79,13 @@ TEST(NamesFile, TruncatedOrDuplicatedIsCorruption) {
   std::string dup = "PSTNAMES 1 " + HashBytes(body.data(), body.size()).Hex() + "\n" + body;
   EXPECT_TRUE(ParseNamesFile("NAMES", dup).status().IsCorruption());
 }
+using testing_util::ReadAll;
+using testing_util::TempDir;
 using testing_util::TestTensor;
+using testing_util::WriteAll;
 using testing_util::WriteSafetensors;
 
 // --- helpers ------------------------------------------------------------------
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/pstore-store-test-XXXXXX";
-    char* p = ::mkdtemp(tmpl);
-    if (p) path_ = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-
 
 size_t ElemSize(const std::string& dtype) {
   if (dtype == "F32" || dtype == "I32") return 4;
@@ -146,7 +124,6 @@ TestTensor MakeTensor(const std::string& name, const std::string& dtype,
   }
   return t;
 }
-
 
 // A model with tensors of several dtypes, most larger than the 64 KiB chunk
 // size used below, one empty and one tiny.

@@ -65,7 +65,7 @@ class Rans2CtxCoder final : public StreamCoder {
       else
         rans2::Clear(&tables[c]);
     }
-    rans2::WriteTables(out, tables, k, p);
+    rans2::WriteTables(out, tables, k);
     rans2::EncodeArgs e;
     e.scratch = &scratch->rans;
     e.simd_level = a.simd_level;

@@ -33,7 +33,8 @@ import numpy as np
 
 from . import _capi, _dtypes
 from ._capi import lib
-from ._errors import Closed, Internal, InvalidArgument, NotFound, check
+from ._errors import Internal, InvalidArgument, NotFound, check
+from ._handle import HandleOwner
 
 TensorInfo = collections.namedtuple("TensorInfo", "name dtype shape nbytes")
 TensorInfo.__doc__ = """A tensor's name, pstore dtype name ("F16", "BF16", ...), shape and size."""
@@ -53,35 +54,15 @@ class _ModelHandle:
         self.ptr = None
 
 
-class _Pin:
-    """One pstore_tensor_acquire; its __array_interface__ is the tensor's bytes,
+class _Acquires:
+    """Acquires of a model's tensors, released together when the last array
+    or tensor over them goes; its __array_interface__ is their bytes,
     read-only."""
-
-    __slots__ = ("h", "i", "ptr", "nbytes", "__weakref__")
-
-    def __init__(self, h, i, ptr, nbytes):
-        self.h, self.i, self.ptr, self.nbytes = h, i, ptr, nbytes
-
-    @property
-    def __array_interface__(self):
-        return {"version": 3, "shape": (self.nbytes,), "typestr": "|u1",
-                "data": (self.ptr, True)}
-
-    def __del__(self, _release=lib.pstore_tensor_release, _getpid=os.getpid):
-        h = self.h
-        if h.ptr and h.pid == _getpid():
-            _release(h.ptr, self.i)
-
-
-class _Group:
-    """The acquires of a state_dict's tensors, released together when the last
-    of its views goes; its __array_interface__ spans them all (read-only), so
-    each view is a slice of one array instead of an array of its own."""
 
     __slots__ = ("h", "indices", "ptr", "nbytes", "__weakref__")
 
-    def __init__(self, h):
-        self.h, self.indices, self.ptr, self.nbytes = h, [], 0, 0
+    def __init__(self, h, indices, ptr, nbytes):
+        self.h, self.indices, self.ptr, self.nbytes = h, indices, ptr, nbytes
 
     @property
     def __array_interface__(self):
@@ -93,6 +74,25 @@ class _Group:
         if h.ptr and h.pid == _getpid():
             for i in self.indices:
                 _release(h.ptr, i)
+
+
+class _Pin(_Acquires):
+    """One pstore_tensor_acquire of one tensor."""
+
+    __slots__ = ()
+
+    def __init__(self, h, i, ptr, nbytes):
+        super().__init__(h, (i,), ptr, nbytes)
+
+
+class _Group(_Acquires):
+    """The acquires of a state_dict's tensors; its bytes span them all, so
+    each view is a slice of one array instead of an array of its own."""
+
+    __slots__ = ()
+
+    def __init__(self, h):
+        super().__init__(h, [], 0, 0)
 
 
 class _TorchBase:
@@ -110,7 +110,7 @@ class _TorchBase:
                 "data": (self.pin.ptr, False)}
 
 
-class Model:
+class Model(HandleOwner):
     """A model version opened from a Store (use Store.open). A context manager:
     closes on exit. Views it hands out stay valid after it closes."""
 
@@ -138,35 +138,18 @@ class Model:
     def digest(self):
         return self._digest
 
-    def _handle(self):
-        h = self._h
-        if h is None:
-            raise Closed(f"model {self._ref} is closed; views taken before stay valid, "
-                         "but new calls need the model opened again")
-        if h.pid != os.getpid():
-            raise Closed(f"model {self._ref} was opened in process {h.pid}, the parent of this "
-                         "fork; pstore handles are not fork-safe: open the store and the model "
-                         "again in the child")
-        return h
+    _kind = "model"
+    _reopen = "the store and the model"
+    _closed_hint = "; views taken before stay valid, but new calls need the model opened again"
 
-    def close(self):
-        """Closes the model for new calls. Memory under live views stays mapped
-        until the last of them is collected."""
-        self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
+    def _name(self):
+        return self._ref
 
     def __reduce__(self):
         return (_reopen, (self._store, self._digest, self._ref))
 
     def __repr__(self):
-        state = "closed" if self._h is None else "open"
-        return f"<pstore.Model {self._ref} {self._digest[:12]} {state}>"
+        return f"<pstore.Model {self._ref} {self._digest[:12]} {self._state()}>"
 
     # --- tensors by name --------------------------------------------------------
 

@@ -18,7 +18,8 @@ import os
 
 from . import _capi
 from ._capi import lib
-from ._errors import Closed, check
+from ._errors import check
+from ._handle import HandleOwner
 
 
 class _StoreHandle:
@@ -28,19 +29,13 @@ class _StoreHandle:
         self.ptr = ptr
         self.pid = os.getpid()
 
-    def usable(self, what):
-        if self.pid != os.getpid():
-            raise Closed(f"{what} was opened in process {self.pid}, the parent of this fork; "
-                         "pstore handles are not fork-safe: open the store again in the child")
-        return self.ptr
-
     def __del__(self, _close=lib.pstore_store_close, _getpid=os.getpid):
         if self.ptr and self.pid == _getpid():
             _close(self.ptr)
         self.ptr = None
 
 
-class Store:
+class Store(HandleOwner):
     """A pstore store, opened read-only.
 
     path: the store's folder; None means $PSTORE_DIR, else $XDG_DATA_HOME/pstore,
@@ -76,11 +71,11 @@ class Store:
     def path(self):
         return self._path
 
-    def _handle(self):
-        if self._h is None:
-            raise Closed(f"store {self._path or '(default)'} is closed")
-        self._h.usable(f"store {self._path or '(default)'}")
-        return self._h
+    _kind = "store"
+    _reopen = "the store"
+
+    def _name(self):
+        return self._path or "(default)"
 
     def models(self):
         """{"name:tag": digest} of every name in the store, sorted by name."""
@@ -108,24 +103,11 @@ class Store:
         check(lib.pstore_store_stats_get(h.ptr, ctypes.byref(s)))
         return {f: getattr(s, f) for f, _ in _capi.StoreStats._fields_[1:]}
 
-    def close(self):
-        """Closes this handle. Models opened from it stay usable, and the store
-        stays open underneath until the last of them (and of their views) goes."""
-        self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
     def __reduce__(self):
         return (Store, (self._path, self._budget, self._loader_threads, self._check_shared))
 
     def __repr__(self):
-        state = "closed" if self._h is None else "open"
-        return f"<pstore.Store {self._path or '(default)'} {state}>"
+        return f"<pstore.Store {self._name()} {self._state()}>"
 
 
 def import_file(source, ref, store=None, force=False, wait=False, threads=0, profile=None,

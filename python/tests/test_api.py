@@ -166,10 +166,12 @@ def test_errors_name_what_is_wrong(small_model, scratch):
         with store.open(ref) as m:
             with pytest.raises(pstore.NotFound, match="no tensor named 'nope'"):
                 m.numpy("nope")
-        with pytest.raises(pstore.Closed, match="closed"):
+        with pytest.raises(pstore.Closed, match=f"model {ref} is closed; views taken before"):
             m.numpy("layers.0.f32")
-    with pytest.raises(pstore.Closed):
+        assert repr(m).endswith(" closed>")
+    with pytest.raises(pstore.Closed, match=r"store \S+ is closed"):
         store.open(ref)
+    assert repr(store).endswith(" closed>")
     with pytest.raises(pstore.NotFound) as e:
         pstore.Store(os.path.join(scratch, "no-store-here"))
     assert "no-store-here" in str(e.value)

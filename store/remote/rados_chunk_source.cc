@@ -8,6 +8,8 @@
 #include <deque>
 #include <functional>
 
+#include "store/remote/rados_connection.h"
+
 namespace pstore {
 namespace {
 
@@ -24,29 +26,10 @@ Completion NewCompletion() {
 }  // namespace
 
 struct RadosChunkSource::Impl {
-  RadosOptions options;
-  librados::Rados rados;
-  librados::IoCtx ioctx;
-  bool connected = false;
+  RadosConnection conn;
 
-  ~Impl() {
-    ioctx.close();
-    if (connected) rados.shutdown();
-  }
-
-  std::string Name() const {
-    return "rados:" + options.pool + (options.ns.empty() ? "" : "/" + options.ns);
-  }
-
-  // A Status for librados error r (negative errno) on `what`.
-  Status Error(int r, const std::string& what) const {
-    std::string msg = Name() + ": " + what + ": " + std::strerror(-r);
-    if (r == -ETIMEDOUT) {
-      msg += " (no answer within " + std::to_string(options.timeout_seconds) +
-             " s: check that the cluster is up and reachable, or raise the timeout)";
-    }
-    return Status::IOError(msg);
-  }
+  std::string Name() const { return conn.Name(); }
+  Status Error(int r, const std::string& what) const { return conn.Error(r, what); }
 
   // Runs n operations, at most max_in_flight at once: start(i, completion)
   // starts operation i; finish(i, return value) judges it. Waits for every
@@ -63,7 +46,7 @@ struct RadosChunkSource::Impl {
       if (first.ok() && !st.ok()) first = st;
     };
     for (size_t i = 0; i < n && first.ok(); ++i) {
-      while (pending.size() >= size_t(options.max_in_flight)) wait_oldest();
+      while (pending.size() >= size_t(conn.options().max_in_flight)) wait_oldest();
       Completion c = NewCompletion();
       int r = start(i, c.get());
       if (r < 0) {
@@ -89,37 +72,8 @@ std::string RadosChunkSource::Describe() const {
 }
 
 Result<std::unique_ptr<RadosChunkSource>> RadosChunkSource::Open(const RadosOptions& options) {
-  if (options.pool.empty()) return Status::InvalidArgument("rados: no pool given");
-  if (options.timeout_seconds <= 0 || options.max_in_flight <= 0) {
-    return Status::InvalidArgument("rados: timeout and operations in flight must be positive");
-  }
   auto impl = std::make_unique<Impl>();
-  impl->options = options;
-  const std::string where = impl->Name();
-  const std::string conf =
-      options.conf_path.empty() ? std::string("the default Ceph conf") : options.conf_path;
-  int r = impl->rados.init2(("client." + options.client_id).c_str(), "ceph", 0);
-  if (r < 0) return impl->Error(r, "initialising librados for client." + options.client_id);
-  r = impl->rados.conf_read_file(options.conf_path.empty() ? nullptr : options.conf_path.c_str());
-  if (r < 0) return impl->Error(r, "reading " + conf);
-  const std::string t = std::to_string(options.timeout_seconds);
-  for (const char* opt : {"rados_osd_op_timeout", "rados_mon_op_timeout", "client_mount_timeout"}) {
-    r = impl->rados.conf_set(opt, t.c_str());
-    if (r < 0) return impl->Error(r, std::string("setting ") + opt);
-  }
-  r = impl->rados.connect();
-  if (r < 0) {
-    Status st = impl->Error(r, "connecting as client." + options.client_id + " with " + conf);
-    return Status::IOError(st.message() + " (check the mon addresses and the keyring it names)");
-  }
-  impl->connected = true;
-  r = impl->rados.ioctx_create(options.pool.c_str(), impl->ioctx);
-  if (r == -ENOENT) {
-    return Status::NotFound(where + ": the cluster of " + conf + " has no pool '" + options.pool +
-                            "' (create it with: ceph osd pool create " + options.pool + ")");
-  }
-  if (r < 0) return impl->Error(r, "opening pool " + options.pool);
-  impl->ioctx.set_namespace(options.ns);
+  PSTORE_RETURN_IF_ERROR(impl->conn.Connect(options));
   return std::unique_ptr<RadosChunkSource>(new RadosChunkSource(std::move(impl)));
 }
 
@@ -133,7 +87,7 @@ Result<std::vector<std::optional<std::string>>> RadosChunkSource::Read(
       keys.size(),
       [&](size_t i, librados::AioCompletion* c) {
         ops[i].read(0, 0, &bufs[i], &rvals[i]);  // length 0: the whole object
-        return impl_->ioctx.aio_operate(ObjectName(keys[i]), c, &ops[i], nullptr);
+        return impl_->conn.ioctx().aio_operate(ObjectName(keys[i]), c, &ops[i], nullptr);
       },
       [&](size_t i, int r) {
         if (r == -ENOENT) return Status::OK();  // missing: a result
@@ -153,7 +107,7 @@ Result<std::vector<bool>> RadosChunkSource::Contains(std::span<const ChunkKey> k
   Status st = impl_->RunBatch(
       keys.size(),
       [&](size_t i, librados::AioCompletion* c) {
-        return impl_->ioctx.aio_stat(ObjectName(keys[i]), c, &sizes[i], &mtimes[i]);
+        return impl_->conn.ioctx().aio_stat(ObjectName(keys[i]), c, &sizes[i], &mtimes[i]);
       },
       [&](size_t i, int r) {
         if (r == -ENOENT) return Status::OK();
@@ -174,7 +128,7 @@ Status RadosChunkSource::Write(std::span<const ChunkFrameRef> frames) {
         bl.append(frames[i].frame.data(), frames[i].frame.size());
         ops[i].create(true);  // exclusive: an existing chunk is kept
         ops[i].write_full(bl);
-        return impl_->ioctx.aio_operate(ObjectName(frames[i].key), c, &ops[i]);
+        return impl_->conn.ioctx().aio_operate(ObjectName(frames[i].key), c, &ops[i]);
       },
       [&](size_t i, int r) {
         if (r == -EEXIST) return Status::OK();  // already stored: chunks are immutable

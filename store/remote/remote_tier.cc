@@ -7,30 +7,16 @@
 #include <cstring>
 #include <set>
 
+#include "store/remote/rados_connection.h"
+
 namespace pstore {
 
 struct RemoteTier::Impl {
-  RadosOptions options;
   std::unique_ptr<RadosChunkSource> chunks;
-  librados::Rados rados;
-  librados::IoCtx ioctx;
-  bool connected = false;
+  RadosConnection conn;
 
-  ~Impl() {
-    ioctx.close();
-    if (connected) rados.shutdown();
-  }
-
-  std::string Name() const { return chunks->Describe(); }
-
-  Status Error(int r, const std::string& what) const {
-    std::string msg = Name() + ": " + what + ": " + std::strerror(-r);
-    if (r == -ETIMEDOUT) {
-      msg += " (no answer within " + std::to_string(options.timeout_seconds) +
-             " s: check that the cluster is up and reachable, or raise the remote's timeout)";
-    }
-    return Status::IOError(msg);
-  }
+  std::string Name() const { return conn.Name(); }
+  Status Error(int r, const std::string& what) const { return conn.Error(r, what); }
 };
 
 RemoteTier::RemoteTier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -45,24 +31,9 @@ std::string RemoteTier::Describe() const {
 
 Result<std::unique_ptr<RemoteTier>> RemoteTier::Open(const RadosOptions& options) {
   auto impl = std::make_unique<Impl>();
-  impl->options = options;
   // The chunk source checks the options, connects and reports a missing pool.
   PSTORE_ASSIGN_OR_RETURN(impl->chunks, RadosChunkSource::Open(options));
-  int r = impl->rados.init2(("client." + options.client_id).c_str(), "ceph", 0);
-  if (r < 0) return impl->Error(r, "initialising librados");
-  r = impl->rados.conf_read_file(options.conf_path.empty() ? nullptr : options.conf_path.c_str());
-  if (r < 0) return impl->Error(r, "reading the Ceph conf");
-  const std::string t = std::to_string(options.timeout_seconds);
-  for (const char* opt : {"rados_osd_op_timeout", "rados_mon_op_timeout", "client_mount_timeout"}) {
-    r = impl->rados.conf_set(opt, t.c_str());
-    if (r < 0) return impl->Error(r, std::string("setting ") + opt);
-  }
-  r = impl->rados.connect();
-  if (r < 0) return impl->Error(r, "connecting");
-  impl->connected = true;
-  r = impl->rados.ioctx_create(options.pool.c_str(), impl->ioctx);
-  if (r < 0) return impl->Error(r, "opening pool " + options.pool);
-  impl->ioctx.set_namespace(options.ns);
+  PSTORE_RETURN_IF_ERROR(impl->conn.Connect(options));
   return std::unique_ptr<RemoteTier>(new RemoteTier(std::move(impl)));
 }
 
@@ -75,7 +46,7 @@ Result<std::map<std::string, ModelDigest>> RemoteTier::ListNames() {
     int rv = 0;
     librados::ObjectReadOperation op;
     op.omap_get_vals2(after, 1000, &vals, &more, &rv);
-    int r = impl_->ioctx.operate(kNamesObject, &op, nullptr);
+    int r = impl_->conn.ioctx().operate(kNamesObject, &op, nullptr);
     if (r == -ENOENT) return out;  // nothing pushed yet
     if (r < 0) return impl_->Error(r, "listing names");
     for (auto& [k, v] : vals) {
@@ -96,7 +67,7 @@ Result<std::optional<ModelDigest>> RemoteTier::GetName(const std::string& ref) {
   int rv = 0;
   librados::ObjectReadOperation op;
   op.omap_get_vals_by_keys(std::set<std::string>{ref}, &vals, &rv);
-  int r = impl_->ioctx.operate(kNamesObject, &op, nullptr);
+  int r = impl_->conn.ioctx().operate(kNamesObject, &op, nullptr);
   if (r == -ENOENT) return std::optional<ModelDigest>();
   if (r < 0) return impl_->Error(r, "looking up " + ref);
   auto it = vals.find(ref);
@@ -119,7 +90,7 @@ Status RemoteTier::SetName(const std::string& ref, const std::optional<ModelDige
   op.create(false);
   op.omap_cmp({{ref, {want, LIBRADOS_CMPXATTR_OP_EQ}}}, &cmp);
   op.omap_set({{ref, value}});
-  int r = impl_->ioctx.operate(kNamesObject, &op);
+  int r = impl_->conn.ioctx().operate(kNamesObject, &op);
   if (r == -ECANCELED) {
     return Status::Busy(impl_->Name() + ": " + ref +
                         " was changed on the remote by someone else at the same time; "
@@ -136,7 +107,7 @@ Status RemoteTier::RemoveName(const std::string& ref, const ModelDigest& expecte
   librados::ObjectWriteOperation op;
   op.omap_cmp({{ref, {want, LIBRADOS_CMPXATTR_OP_EQ}}}, &cmp);
   op.omap_rm_keys(std::set<std::string>{ref});
-  int r = impl_->ioctx.operate(kNamesObject, &op);
+  int r = impl_->conn.ioctx().operate(kNamesObject, &op);
   if (r == -ECANCELED) {
     return Status::Busy(impl_->Name() + ": " + ref +
                         " was changed on the remote by someone else at the same time; "
@@ -152,7 +123,7 @@ Status RemoteTier::PutManifest(const ModelDigest& digest, std::string_view bytes
   librados::ObjectWriteOperation op;
   op.create(true);  // exclusive: a manifest is immutable, named by its digest
   op.write_full(bl);
-  int r = impl_->ioctx.operate(ManifestObject(digest), &op);
+  int r = impl_->conn.ioctx().operate(ManifestObject(digest), &op);
   if (r == -EEXIST) return Status::OK();
   if (r < 0) return impl_->Error(r, "writing manifest " + digest.Hex());
   return Status::OK();
@@ -163,7 +134,7 @@ Result<std::optional<std::string>> RemoteTier::GetManifest(const ModelDigest& di
   int rv = 0;
   librados::ObjectReadOperation op;
   op.read(0, 0, &bl, &rv);
-  int r = impl_->ioctx.operate(ManifestObject(digest), &op, nullptr);
+  int r = impl_->conn.ioctx().operate(ManifestObject(digest), &op, nullptr);
   if (r == -ENOENT) return std::optional<std::string>();
   if (r < 0) return impl_->Error(r, "reading manifest " + digest.Hex());
   return std::optional<std::string>(bl.to_str());
