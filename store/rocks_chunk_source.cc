@@ -47,6 +47,14 @@ Result<std::vector<bool>> RocksChunkSource::Contains(std::span<const ChunkKey> k
 }
 
 Status RocksChunkSource::Write(std::span<const ChunkFrameRef> frames) {
+  return Put(frames, true);
+}
+
+Status RocksChunkSource::WriteChecked(std::span<const ChunkFrameRef> frames) {
+  return Put(frames, false);
+}
+
+Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) {
   if (!writable_) {
     return Status::InvalidArgument(name_ +
                                    ": chunks are written through the store's writer "
@@ -64,8 +72,8 @@ Status RocksChunkSource::Write(std::span<const ChunkFrameRef> frames) {
   for (size_t i = 0; i < frames.size(); ++i) {
     if (have[i]) continue;  // chunks are immutable: keep the stored one
     const ChunkFrameRef& f = frames[i];
-    raw.resize(f.raw_len);
-    Status st = decoder.Decode(f.frame, f.key, raw);
+    raw.resize(check ? f.raw_len : 0);
+    Status st = check ? decoder.Decode(f.frame, f.key, raw) : Status::OK();
     if (!st.ok()) {
       return Status::Corruption(name_ + ": refusing chunk " + f.key.Hex() +
                                 ", whose frame does not decode to its key: " + st.message());
@@ -80,8 +88,20 @@ Status RocksChunkSource::Write(std::span<const ChunkFrameRef> frames) {
     batch.Put(db_->meta(), keys::ChunkRecord(f.key), r.Encode());
   }
   if (batch.Count() == 0) return Status::OK();
-  // One batch with the WAL: frames and records are recovered together.
-  return FromRocks(db_->db()->Write(rocksdb::WriteOptions(), &batch), name_ + ": write chunks");
+  if (check) {
+    // One batch with the WAL: frames and records are recovered together.
+    return FromRocks(db_->db()->Write(rocksdb::WriteOptions(), &batch), name_ + ": write chunks");
+  }
+  // Without the WAL, as import writes; the store flushes both families
+  // atomically, so a frame and its record reach disk together.
+  rocksdb::WriteOptions nowal;
+  nowal.disableWAL = true;
+  PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(nowal, &batch), name_ + ": write chunks"));
+  uint64_t n = unflushed_.fetch_add(batch.GetDataSize()) + batch.GetDataSize();
+  if (n < kFlushBytes || !unflushed_.compare_exchange_strong(n, 0)) return Status::OK();
+  rocksdb::FlushOptions fo;
+  fo.wait = false;
+  return FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}), name_ + ": flush chunks");
 }
 
 }  // namespace pstore

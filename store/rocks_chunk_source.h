@@ -19,6 +19,8 @@
 // RocksDB may); the database must outlive the source.
 #pragma once
 
+#include <atomic>
+
 #include "store/chunk_source.h"
 
 namespace pstore {
@@ -37,12 +39,26 @@ class RocksChunkSource final : public ChunkSource {
   // for a frame that does not decode to its key (nothing of the batch is
   // written then).
   Status Write(std::span<const ChunkFrameRef> frames) override;
+  // Write for a caller that has decoded each frame and checked it against its
+  // key already (a pull, which checks every fetched chunk once, on many
+  // threads): the same records, without decoding again, and written as an
+  // import writes, without the WAL. Every kFlushBytes of such writes, a
+  // flush of both families (atomic: frames with their records) is started
+  // in the background, so a caller that is killed keeps all but the last
+  // few MiB it wrote, and its final flush has little left to do.
+  // REQUIRES: each frame decodes to its key and raw_len; the caller flushes
+  // before it commits anything that refers to the chunks
+  // (StoreWriter::CommitModel does).
+  Status WriteChecked(std::span<const ChunkFrameRef> frames);
+  static constexpr uint64_t kFlushBytes = 16ull << 20;
   std::string Describe() const override { return name_; }
 
  private:
+  Status Put(std::span<const ChunkFrameRef> frames, bool check);
   RocksDb* db_;
   bool writable_;
   std::string name_;
+  std::atomic<uint64_t> unflushed_{0};  // bytes WriteChecked wrote since its last flush
 };
 
 }  // namespace pstore
