@@ -125,7 +125,7 @@ void Figures(const Args& a, librados::IoCtx& io, size_t f) {
   const int base_in_flight = threads * a.in_flight;
   std::vector<std::string> names;
   for (size_t i = 0; i * piece < data.size(); ++i) names.push_back("file." + std::to_string(i));
-  std::vector<double> bw, br, pw, pr;
+  std::vector<double> bw, br, pw, pr, push_s, push_commit, pull_s, pull_commit;
   uint64_t raw = 0, moved = 0;
   for (int run = 0; run < a.runs; ++run) {
     const std::string tag =
@@ -137,6 +137,8 @@ void Figures(const Args& a, librados::IoCtx& io, size_t f) {
     t0 = Now();
     pstore::TransferResult p = PushOne(a, src, ref, "bench-pstore-" + tag);
     pw.push_back(p.raw_bytes / (Now() - t0) / 1e6);
+    push_s.push_back(Now() - t0);
+    push_commit.push_back(p.commit_seconds);
     raw = p.raw_bytes;
     moved = p.moved_bytes;
     t0 = Now();
@@ -144,8 +146,10 @@ void Figures(const Args& a, librados::IoCtx& io, size_t f) {
     br.push_back(data.size() / (Now() - t0) / 1e6);
     const std::string dst = a.work + "/pulled";
     t0 = Now();
-    PullOne(a, dst, ref, "bench-pstore-" + tag);
+    pstore::TransferResult q = PullOne(a, dst, ref, "bench-pstore-" + tag);
     pr.push_back(raw / (Now() - t0) / 1e6);
+    pull_s.push_back(Now() - t0);
+    pull_commit.push_back(q.commit_seconds);
     fs::remove_all(dst);
     pstore::bench::RemoveAll(io, base_in_flight);
     io.set_namespace("bench-pstore-" + tag);
@@ -159,6 +163,10 @@ void Figures(const Args& a, librados::IoCtx& io, size_t f) {
   Line("push", pw, Median(bw));
   Line("baseline read (64 MiB obj)", br, 0);
   Line("pull", pr, Median(br));
+  std::printf(
+      "  medians: push %.2f s (%.2f s of it manifest and name), pull %.2f s (%.2f s of "
+      "it flush, commit and publish)\n",
+      Median(push_s), Median(push_commit), Median(pull_s), Median(pull_commit));
   std::fflush(stdout);
 }
 

@@ -140,6 +140,7 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
                               " (run `pstore verify`)");
   };
   PSTORE_RETURN_IF_ERROR(CopyMissing(uses, c, options, &res, nullptr));
+  auto t1 = std::chrono::steady_clock::now();
   // 2. The manifest, once every chunk is there.
   PSTORE_RETURN_IF_ERROR(remote->PutManifest(res.digest, bytes));
   // 3. The name, if it is still what we read.
@@ -148,6 +149,7 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
   } else {
     PSTORE_RETURN_IF_ERROR(remote->SetName(name.Ref(), current, res.digest));
   }
+  res.commit_seconds = Since(t1);
   res.seconds = Since(t0);
   return res;
 }
@@ -217,6 +219,7 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
   };
   std::vector<ChunkKey> written;
   Status st = CopyMissing(uses, c, options, &res, &written);
+  auto t1 = std::chrono::steady_clock::now();
   StoreWriter::ModelCommit mc;
   mc.manifest = *bytes;
   mc.digest = res.digest;
@@ -226,6 +229,7 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
   mc.written = written;
   mc.verb = "pulled";
   PSTORE_RETURN_IF_ERROR(writer->CommitModel(st, mc).status());
+  res.commit_seconds = Since(t1);
   res.seconds = Since(t0);
   return res;
 }

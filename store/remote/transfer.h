@@ -43,6 +43,9 @@ struct TransferResult {
   uint64_t moved_bytes = 0;   // their frame bytes
   uint64_t manifest_bytes = 0;
   double seconds = 0;
+  // Of seconds, the part after the chunks were moved: the manifest and the
+  // name (push); flushing, committing and publishing (pull).
+  double commit_seconds = 0;
 };
 
 // REQUIRES: ref is "name[:tag]" naming a model of the view.
