@@ -41,16 +41,14 @@ class RocksChunkSource final : public ChunkSource {
   Status Write(std::span<const ChunkFrameRef> frames) override;
   // Write for a caller that has decoded each frame and checked it against its
   // key already (a pull, which checks every fetched chunk once, on many
-  // threads): the same records, without decoding again, and written as an
-  // import writes, without the WAL. Every kFlushBytes of such writes, a
-  // flush of both families (atomic: frames with their records) is started
-  // in the background, so a caller that is killed keeps all but the last
-  // few MiB it wrote, and its final flush has little left to do.
-  // REQUIRES: each frame decodes to its key and raw_len; the caller flushes
-  // before it commits anything that refers to the chunks
-  // (StoreWriter::CommitModel does).
+  // threads): the same records and batch, without decoding again. Every
+  // kFlushBytes of such writes it starts a flush of both families in the
+  // background (atomic: frames with their records), so that the blob files
+  // are written while the caller still fetches, and the flush before its
+  // commit has little left to do.
+  // REQUIRES: each frame decodes to its key and raw_len.
   Status WriteChecked(std::span<const ChunkFrameRef> frames);
-  static constexpr uint64_t kFlushBytes = 16ull << 20;
+  static constexpr uint64_t kFlushBytes = 32ull << 20;
   std::string Describe() const override { return name_; }
 
  private:
