@@ -8,7 +8,8 @@
 // `pstore pull` run, connection and store opening included). Rates are the
 // model's raw tensor bytes (pstore) and the file's bytes (baseline) per
 // second; the baseline gets as many operations in flight as pull may have
-// (--threads x --in-flight), which its object count caps. With --repush
+// (--threads x the smaller of --in-flight and a batch), which its object
+// count caps. With --repush
 // BASE,CHANGED: pushes BASE, then CHANGED, into one namespace and reports
 // the share of the first push's bytes the second one uploaded.
 //
@@ -122,7 +123,10 @@ void Figures(const Args& a, librados::IoCtx& io, size_t f) {
   const std::string ref = RefOf(f);
   const size_t piece = size_t(64) << 20;
   const int threads = a.threads > 0 ? a.threads : 2 * pstore::DefaultThreads();
-  const int base_in_flight = threads * a.in_flight;
+  // What pull may have in flight: a batch per worker, each batch's reads up
+  // to --in-flight at once.
+  const int base_in_flight =
+      threads * int(std::min<size_t>(size_t(a.in_flight), Transfer(a).batch));
   std::vector<std::string> names;
   for (size_t i = 0; i * piece < data.size(); ++i) names.push_back("file." + std::to_string(i));
   std::vector<double> bw, br, pw, pr, push_s, push_commit, pull_s, pull_commit;

@@ -29,7 +29,7 @@ namespace pstore {
 
 struct TransferOptions {
   bool force = false;   // replace a name that points at another model
-  size_t batch = 64;    // chunks per batch of remote operations
+  size_t batch = 32;    // chunks per batch of remote operations
   int threads = 0;      // batches at once (0: two per core)
   ProgressFn progress;  // raw bytes of the model's distinct chunks done / total
 };
