@@ -3,6 +3,8 @@
 
 #include <rocksdb/write_batch.h>
 
+#include <chrono>
+
 #include "codec/chunk_codec.h"
 #include "store/keys.h"
 #include "store/rocks.h"
@@ -88,14 +90,25 @@ Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) 
     batch.Put(db_->meta(), keys::ChunkRecord(f.key), r.Encode());
   }
   if (batch.Count() == 0) return Status::OK();
-  // One batch with the WAL: frames and records are recovered together.
-  PSTORE_RETURN_IF_ERROR(
-      FromRocks(db_->db()->Write(rocksdb::WriteOptions(), &batch), name_ + ": write chunks"));
-  if (check) return Status::OK();
-  // A caller's checked writes: a flush every kFlushBytes (one writing thread,
-  // the one that takes the count back to zero, asks for it).
-  uint64_t n = unflushed_.fetch_add(batch.GetDataSize()) + batch.GetDataSize();
-  if (n < kFlushBytes || !unflushed_.compare_exchange_strong(n, 0)) return Status::OK();
+  if (check) {
+    // One batch with the WAL: frames and records are recovered together.
+    return FromRocks(db_->db()->Write(rocksdb::WriteOptions(), &batch), name_ + ": write chunks");
+  }
+  // Without the WAL, as import writes; the store flushes both families
+  // atomically, so a frame and its record reach disk together.
+  rocksdb::WriteOptions nowal;
+  nowal.disableWAL = true;
+  PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(nowal, &batch), name_ + ": write chunks"));
+  // A flush every kFlushBytes, or every kFlushInterval when writes come
+  // slower; one writing thread (the one that moves last_flush_) asks for it.
+  const uint64_t n = unflushed_.fetch_add(batch.GetDataSize()) + batch.GetDataSize();
+  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  int64_t last = last_flush_.load();
+  const auto interval =
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(kFlushInterval);
+  if (n < kFlushBytes && now - last < interval.count()) return Status::OK();
+  if (!last_flush_.compare_exchange_strong(last, now)) return Status::OK();
+  unflushed_ = 0;
   rocksdb::FlushOptions fo;
   fo.wait = false;
   // The batch is written whatever the flush request does: a flush that

@@ -334,19 +334,22 @@ TEST(RocksChunkSourceTest, ReadOnlyInstanceRefusesWrites) {
   EXPECT_FALSE((*has)[0]);
 }
 
-// Checked writes (a pull's, whose frames were checked once already) start a
-// flush of their own every kFlushBytes, so that the blob files are written
-// while the pull still fetches: blob files appear without anyone flushing,
-// and every chunk reads back with its record.
+// Checked writes (a pull's, whose frames were checked once already) go
+// without the WAL and start a flush of their own every kFlushBytes or
+// kFlushInterval, so that a pull that is killed keeps what it fetched: blob
+// files appear without anyone flushing, and every chunk reads back with its
+// record.
 TEST(RocksChunkSourceTest, CheckedWritesAreFlushedInTheBackground) {
   auto store = TempStoreSource::Make();
   ASSERT_NE(store, nullptr);
   RocksDb* db = store->writer().view().db();
   RocksChunkSource src(db, true, "pull");
   std::vector<Chunk> chunks;
-  const size_t n = RocksChunkSource::kFlushBytes / (1 << 20) + 4;
-  for (uint32_t i = 0; i < n; ++i) chunks.push_back(MakeChunk(1 << 20, 300 + i, Profile::kRaw));
+  for (uint32_t i = 0; i < 5; ++i) chunks.push_back(MakeChunk(1 << 20, 300 + i, Profile::kRaw));
   for (const Chunk& c : chunks) {
+    if (&c == &chunks.back()) {
+      std::this_thread::sleep_for(RocksChunkSource::kFlushInterval + std::chrono::milliseconds(50));
+    }
     ChunkFrameRef r = c.ref();
     ASSERT_TRUE(src.WriteChecked(std::span(&r, 1)).ok());
   }
@@ -355,7 +358,8 @@ TEST(RocksChunkSourceTest, CheckedWritesAreFlushedInTheBackground) {
     ASSERT_TRUE(db->db()->GetIntProperty(db->chunks(), "rocksdb.num-blob-files", &files));
     if (files == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  EXPECT_GT(files, 0u) << "no flush within 30 s of " << n << " MiB of checked writes";
+  EXPECT_GT(files, 0u) << "no flush within 30 s of checked writes spread over "
+                       << RocksChunkSource::kFlushInterval.count() << " ms";
   ChunkDecoder dec;
   for (const Chunk& c : chunks) {
     auto rec = store->writer().view().GetChunkRecord(c.key);
