@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/rados_util.h"
 #include "codec/chunk_codec.h"
 #include "codec/hash.h"
 #include "store/remote/rados_chunk_source.h"
@@ -40,38 +41,11 @@ using pstore::bench::Now;
 
 namespace {
 
-struct CompletionDeleter {
-  void operator()(librados::AioCompletion* c) const { c->release(); }
-};
-using Completion = std::unique_ptr<librados::AioCompletion, CompletionDeleter>;
-
 int g_in_flight = 16;
 
-// Runs n operations, g_in_flight at once; exits on the first error.
 void Run(size_t n, const std::function<int(size_t, librados::AioCompletion*)>& start,
          const char* what) {
-  std::deque<std::pair<size_t, Completion>> pending;
-  auto wait_oldest = [&] {
-    auto [i, c] = std::move(pending.front());
-    pending.pop_front();
-    c->wait_for_complete();
-    int r = c->get_return_value();
-    if (r < 0) {
-      std::fprintf(stderr, "%s %zu: %s\n", what, i, std::strerror(-r));
-      std::exit(1);
-    }
-  };
-  for (size_t i = 0; i < n; ++i) {
-    while (pending.size() >= size_t(g_in_flight)) wait_oldest();
-    Completion c(librados::Rados::aio_create_completion());
-    int r = start(i, c.get());
-    if (r < 0) {
-      std::fprintf(stderr, "%s %zu: start: %s\n", what, i, std::strerror(-r));
-      std::exit(1);
-    }
-    pending.emplace_back(i, std::move(c));
-  }
-  while (!pending.empty()) wait_oldest();
+  pstore::bench::RunAio(g_in_flight, n, start, what);
 }
 
 void Report(const char* layout, const char* op, size_t bytes, size_t ops, double secs) {
@@ -90,32 +64,12 @@ void ObjectPerPiece(librados::IoCtx& io, const std::string& data, size_t piece,
     names[i] =
         "c." + pstore::HashBytes(data.data() + i * piece, len).Hex() + "." + std::to_string(i);
   }
-  std::vector<librados::bufferlist> bufs(n);
   double t0 = Now();
-  Run(
-      n,
-      [&](size_t i, librados::AioCompletion* c) {
-        librados::bufferlist bl;
-        bl.append(data.data() + i * piece, std::min(piece, data.size() - i * piece));
-        return io.aio_write_full(names[i], c, bl);
-      },
-      "write");
+  pstore::bench::WritePieces(io, data, piece, names, g_in_flight);
   Report(layout, "write", data.size(), n, Now() - t0);
   t0 = Now();
-  Run(
-      n,
-      [&](size_t i, librados::AioCompletion* c) {
-        bufs[i].clear();
-        return io.aio_read(names[i], c, &bufs[i], piece, 0);
-      },
-      "read");
+  pstore::bench::ReadPieces(io, data.size(), piece, names, g_in_flight);
   double secs = Now() - t0;
-  for (size_t i = 0; i < n; ++i) {
-    if (bufs[i].length() != std::min(piece, data.size() - i * piece)) {
-      std::fprintf(stderr, "short read of %s\n", names[i].c_str());
-      std::exit(1);
-    }
-  }
   Report(layout, "read", data.size(), n, secs);
 }
 
@@ -330,12 +284,7 @@ int main(int argc, char** argv) {
 
   librados::Rados rados;
   librados::IoCtx io;
-  if (rados.init2("client.admin", "ceph", 0) < 0 ||
-      rados.conf_read_file(conf.empty() ? nullptr : conf.c_str()) < 0 || rados.connect() < 0 ||
-      rados.ioctx_create(pool.c_str(), io) < 0) {
-    std::fprintf(stderr, "cannot connect to pool %s with %s\n", pool.c_str(), conf.c_str());
-    return 1;
-  }
+  pstore::bench::ConnectPool(conf, pool, &rados, &io);
   io.set_namespace("bench");
   std::printf("# %zu bytes from %s, %d operations in flight\n", data.size(), file.c_str(),
               g_in_flight);

@@ -1,7 +1,10 @@
-// StoreWriter::CommitManifest and TakeOutChunks: committing a model whose
-// chunks came from elsewhere (a remote), with Import's commit protocol
-// (store/import.cc): flush the chunks and their records, then write the
-// manifest and the name in one synced batch, then publish a generation.
+// StoreWriter::CommitModel: how Import and a pull commit a model whose chunks
+// they have written (store/store.h): flush the chunks and their records, then
+// write the manifest and the name in one synced batch, then publish a
+// generation; on any failure, take out what was written so the store is as
+// it was.
+//
+// Thread-safety: a StoreWriter method (one call at a time).
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 #include <time.h>
@@ -13,64 +16,91 @@
 
 namespace pstore {
 
-Status StoreWriter::CommitManifest(std::string_view bytes, const ModelDigest& digest,
-                                   const ModelName& name, bool force, bool* unchanged) {
-  *unchanged = false;
-  if (Manifest::DigestOf(bytes) != digest) {
-    return Status::Corruption("the manifest of " + name.Ref() + " does not match its digest " +
-                              digest.Hex());
+Result<StoreWriter::CommitOutcome> StoreWriter::CommitModel(Status st, const ModelCommit& c) {
+  CommitOutcome out;
+  const std::string ref = c.name.Ref();
+  auto existing = view_->GetName(c.name);
+  if (st.ok() && !existing.ok() && !existing.status().IsNotFound()) st = existing.status();
+  if (st.ok() && c.wrote_chunks) {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    st = FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}), "flush chunks");
   }
-  PSTORE_ASSIGN_OR_RETURN(Manifest m, Manifest::Parse(bytes, false));
-  for (const ChunkKey& k : m.chunks) {
-    PSTORE_ASSIGN_OR_RETURN(std::optional<ChunkRecord> rec, view_->GetChunkRecord(k));
-    if (!rec) {
-      return Status::Internal("cannot commit " + name.Ref() + ": chunk " + k.Hex() +
-                              " is not in the store");
+  if (st.ok() && existing.ok()) {
+    if (existing->digest == c.digest) {
+      out.unchanged = true;
+    } else if (!c.force) {
+      st = Status::Exists(ref + " already names another model (" + existing->digest.Hex() +
+                          ") in this store; pass --force to replace it, or choose another tag");
+    } else {
+      out.replaced = true;
     }
   }
-  auto existing = view_->GetName(name);
-  if (!existing.ok() && !existing.status().IsNotFound()) return existing.status();
-  if (existing.ok()) {
-    if (existing->digest == digest) {
-      *unchanged = true;
-      return Status::OK();
-    }
-    if (!force) {
-      return Status::Exists(name.Ref() + " already names another model (" + existing->digest.Hex() +
-                            ") in the local store; pass --force to replace it");
+  bool committed = false;
+  bool manifest_was_there = false;
+  if (st.ok() && !out.unchanged) {
+    manifest_was_there = view_->LoadManifestBytes(c.digest).ok();
+    rocksdb::WriteBatch b;
+    b.Put(db_->meta(), keys::Manifest(c.digest),
+          rocksdb::Slice(c.manifest.data(), c.manifest.size()));
+    std::string v(c.digest.view());
+    PutVarint(&v, uint64_t(::time(nullptr)));
+    b.Put(db_->meta(), keys::Name(ref), v);
+    rocksdb::WriteOptions sync;
+    sync.sync = true;
+    st = FromRocks(db_->db()->Write(sync, &b), "commit " + ref);
+    if (st.ok()) {
+      // Committed: from here on the chunks belong to the model.
+      Status ps = Publish();
+      if (!ps.ok() && !ps.IsNoSpace()) {
+        return ps.WithContext(ref + " was " + std::string(c.verb) +
+                              ", but readers will see it only after the next change to the store");
+      }
+      // Out of space before readers could see it: take the commit back too,
+      // so that a full disk never keeps a model nobody asked to keep.
+      committed = !ps.ok();
+      st = ps;
     }
   }
-  rocksdb::FlushOptions fo;
-  fo.wait = true;
-  PSTORE_RETURN_IF_ERROR(
-      FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}), "flush chunks"));
-  rocksdb::WriteBatch b;
-  b.Put(db_->meta(), keys::Manifest(digest), rocksdb::Slice(bytes.data(), bytes.size()));
-  std::string v(digest.view());
-  PutVarint(&v, uint64_t(::time(nullptr)));
-  b.Put(db_->meta(), keys::Name(name.Ref()), v);
-  rocksdb::WriteOptions sync;
-  sync.sync = true;
-  PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(sync, &b), "commit " + name.Ref()));
-  Status ps = Publish();
-  if (!ps.ok()) {
-    return ps.WithContext(name.Ref() +
-                          " was committed, but readers will see it only after the next change "
-                          "to the store");
+  if (st.ok()) return out;
+  // Nothing refers to the chunks written for this model: take them out again
+  // so the store is as it was (compact would remove them too). On a full
+  // disk their space goes back to the disk at once.
+  auto make_undo = [&](rocksdb::WriteBatch* undo) {
+    if (committed) {
+      if (existing.ok()) {
+        std::string v(existing->digest.view());
+        PutVarint(&v, existing->tagged_unix);
+        undo->Put(db_->meta(), keys::Name(ref), v);
+      } else {
+        undo->Delete(db_->meta(), keys::Name(ref));
+      }
+      if (!manifest_was_there) undo->Delete(db_->meta(), keys::Manifest(c.digest));
+    }
+    for (const ChunkKey& k : c.written) {
+      undo->Delete(db_->chunks(), rocksdb::Slice(k.view().data(), 16));
+      undo->Delete(db_->meta(), keys::ChunkRecord(k));
+    }
+  };
+  Status taken = Status::OK();
+  if (committed || !c.written.empty()) taken = TakeOut(make_undo, st.IsNoSpace());
+  const std::string not_done = ref + " was not " + std::string(c.verb);
+  if (st.IsNoSpace()) {
+    std::string what = taken.ok() ? not_done + " and the store is as it was"
+                                  : not_done +
+                                        "; what it wrote is removed by the next `pstore "
+                                        "compact` (" +
+                                        taken.message() + ")";
+    return Status::NoSpace("the disk holding the store is full: " + what +
+                           "; remove models with `pstore rm` and run `pstore compact`, or free "
+                           "space on the disk (" +
+                           st.message() + ")");
   }
-  return Status::OK();
-}
-
-Status StoreWriter::TakeOutChunks(std::span<const ChunkKey> keys) {
-  if (keys.empty()) return Status::OK();
-  return TakeOut(
-      [&](rocksdb::WriteBatch* undo) {
-        for (const ChunkKey& k : keys) {
-          undo->Delete(db_->chunks(), rocksdb::Slice(k.view().data(), 16));
-          undo->Delete(db_->meta(), keys::ChunkRecord(k));
-        }
-      },
-      false);
+  if (!taken.ok()) {
+    return st.WithContext(not_done + "; what it wrote is removed by the next `pstore compact` (" +
+                          taken.message() + ")");
+  }
+  return st;
 }
 
 }  // namespace pstore

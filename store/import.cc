@@ -316,88 +316,25 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
       },
       &done, res.raw_bytes, options.progress);
 
-  // Commit: chunks and records to disk together, then manifest and name in
-  // one synced batch.
+  // Commit (store/commit_manifest.cc): chunks and records to disk together,
+  // then manifest and name in one synced batch; on failure, take out what
+  // this import wrote.
   std::string bytes;
-  if (st.ok() && res.new_chunks > 0) {
-    rocksdb::FlushOptions fo;
-    fo.wait = true;
-    st = FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}), "flush chunks");
-  }
   if (st.ok()) {
     bytes = m.Serialize();
     res.digest = Manifest::DigestOf(bytes);
-    if (existing.ok()) {
-      if (existing->digest == res.digest) {
-        res.unchanged = true;
-      } else if (!options.force) {
-        st = Status::Exists(name.Ref() + " already names another model (" +
-                            existing->digest.Hex() +
-                            "); pass --force to replace it, or choose another tag");
-      } else {
-        res.replaced = true;
-      }
-    }
   }
-  bool committed = false;
-  bool manifest_was_there = false;
-  if (st.ok() && !res.unchanged) {
-    manifest_was_there = view_->LoadManifestBytes(res.digest).ok();
-    rocksdb::WriteBatch b;
-    b.Put(db_->meta(), keys::Manifest(res.digest), bytes);
-    std::string v(res.digest.view());
-    PutVarint(&v, uint64_t(::time(nullptr)));
-    b.Put(db_->meta(), keys::Name(name.Ref()), v);
-    rocksdb::WriteOptions sync;
-    sync.sync = true;
-    st = FromRocks(db_->db()->Write(sync, &b), "commit " + name.Ref());
-    if (st.ok()) {
-      // Committed: from here on the chunks belong to the model.
-      Status ps = Publish();
-      if (!ps.ok() && !ps.IsNoSpace())
-        return ps.WithContext(name.Ref() +
-                              " was imported, but readers will see it only after the next "
-                              "change to the store");
-      // Out of space before readers could see it: take the commit back too,
-      // so that a full disk never keeps a model nobody asked to keep.
-      committed = !ps.ok();
-      st = ps;
-    }
-  }
-  if (!st.ok()) {
-    // Nothing refers to the chunks this import added: take them out again so
-    // the store is as it was (compact would remove them too). On a full disk
-    // their space goes back to the disk at once.
-    auto make_undo = [&](rocksdb::WriteBatch* undo) {
-      if (committed) {
-        if (existing.ok()) {
-          std::string v(existing->digest.view());
-          PutVarint(&v, existing->tagged_unix);
-          undo->Put(db_->meta(), keys::Name(name.Ref()), v);
-        } else {
-          undo->Delete(db_->meta(), keys::Name(name.Ref()));
-        }
-        if (!manifest_was_there) undo->Delete(db_->meta(), keys::Manifest(res.digest));
-      }
-      for (const auto& k : written) {
-        undo->Delete(db_->chunks(), rocksdb::Slice(k.view().data(), 16));
-        undo->Delete(db_->meta(), keys::ChunkRecord(k));
-      }
-    };
-    Status taken = Status::OK();
-    if (committed || !written.empty()) taken = TakeOut(make_undo, st.IsNoSpace());
-    if (st.IsNoSpace()) {
-      std::string what = taken.ok() ? " was not imported and the store is as it was"
-                                    : " was not imported; what it wrote is removed by the next "
-                                      "`pstore compact` (" +
-                                          taken.message() + ")";
-      return Status::NoSpace("the disk holding the store is full: " + name.Ref() + what +
-                             "; remove models with `pstore rm` and run `pstore compact`, or free "
-                             "space on the disk (" +
-                             st.message() + ")");
-    }
-    return st;
-  }
+  ModelCommit c;
+  c.manifest = bytes;
+  c.digest = res.digest;
+  c.name = name;
+  c.force = options.force;
+  c.wrote_chunks = res.new_chunks > 0;
+  c.written = written;
+  c.verb = "imported";
+  PSTORE_ASSIGN_OR_RETURN(CommitOutcome out, CommitModel(st, c));
+  res.unchanged = out.unchanged;
+  res.replaced = out.replaced;
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }

@@ -69,14 +69,18 @@ Result<Outcome> IngestOne(StoreWriter* w, const LazyCache& cache, const CachedNa
   PSTORE_RETURN_IF_ERROR(w->CheckReserve().WithContext(n.ref + " was not ingested"));
   for (size_t i = 0; i < written.size(); ++i)
     refs.push_back({written[i], frames[i].frame, frames[i].raw_len});
-  Status st = local.Write(refs);
-  bool unchanged = false;
-  if (st.ok()) st = w->CommitManifest(*bytes, n.digest, name, false, &unchanged);
-  if (!st.ok()) {
-    Status taken = w->TakeOutChunks(written);
-    if (!taken.ok()) st = st.WithContext("(its chunks are removed by the next `pstore compact`)");
-    return st.WithContext("ingesting the lazily cached " + n.ref);
-  }
+  // Import's commit: on any failure the chunks written here are taken out
+  // again and the store is as it was.
+  StoreWriter::ModelCommit mc;
+  mc.manifest = *bytes;
+  mc.digest = n.digest;
+  mc.name = name;
+  mc.wrote_chunks = !written.empty();
+  mc.written = written;
+  mc.verb = "ingested";
+  auto committed = w->CommitModel(local.Write(refs), mc);
+  if (!committed.ok())
+    return committed.status().WithContext("ingesting the lazily cached " + n.ref);
   o.published = true;
   o.chunks = written.size();
   ingested->insert(keys.begin(), keys.end());

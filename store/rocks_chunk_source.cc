@@ -4,6 +4,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <mutex>
 #include <unordered_map>
 
@@ -51,6 +52,14 @@ Result<std::vector<bool>> RocksChunkSource::Contains(std::span<const ChunkKey> k
 }
 
 Status RocksChunkSource::Write(std::span<const ChunkFrameRef> frames) {
+  return Put(frames, true);
+}
+
+Status RocksChunkSource::WriteChecked(std::span<const ChunkFrameRef> frames) {
+  return Put(frames, false);
+}
+
+Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) {
   if (!writable_) {
     return Status::InvalidArgument(name_ +
                                    ": chunks are written through the store's writer "
@@ -68,8 +77,8 @@ Status RocksChunkSource::Write(std::span<const ChunkFrameRef> frames) {
   for (size_t i = 0; i < frames.size(); ++i) {
     if (have[i]) continue;  // chunks are immutable: keep the stored one
     const ChunkFrameRef& f = frames[i];
-    raw.resize(f.raw_len);
-    Status st = decoder.Decode(f.frame, f.key, raw);
+    raw.resize(check ? f.raw_len : 0);
+    Status st = check ? decoder.Decode(f.frame, f.key, raw) : Status::OK();
     if (!st.ok()) {
       return Status::Corruption(name_ + ": refusing chunk " + f.key.Hex() +
                                 ", whose frame does not decode to its key: " + st.message());
@@ -84,8 +93,32 @@ Status RocksChunkSource::Write(std::span<const ChunkFrameRef> frames) {
     batch.Put(db_->meta(), keys::ChunkRecord(f.key), r.Encode());
   }
   if (batch.Count() == 0) return Status::OK();
-  // One batch with the WAL: frames and records are recovered together.
-  return FromRocks(db_->db()->Write(rocksdb::WriteOptions(), &batch), name_ + ": write chunks");
+  if (check) {
+    // One batch with the WAL: frames and records are recovered together.
+    return FromRocks(db_->db()->Write(rocksdb::WriteOptions(), &batch), name_ + ": write chunks");
+  }
+  // Without the WAL, as import writes; the store flushes both families
+  // atomically, so a frame and its record reach disk together.
+  rocksdb::WriteOptions nowal;
+  nowal.disableWAL = true;
+  PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(nowal, &batch), name_ + ": write chunks"));
+  // A flush every kFlushBytes, or every kFlushInterval when writes come
+  // slower; one writing thread (the one that moves last_flush_) asks for it.
+  const uint64_t n = unflushed_.fetch_add(batch.GetDataSize()) + batch.GetDataSize();
+  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  int64_t last = last_flush_.load();
+  const auto interval =
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(kFlushInterval);
+  if (n < kFlushBytes && now - last < interval.count()) return Status::OK();
+  if (!last_flush_.compare_exchange_strong(last, now)) return Status::OK();
+  unflushed_ = 0;
+  rocksdb::FlushOptions fo;
+  fo.wait = false;
+  // The batch is written whatever the flush request does: a flush that
+  // cannot be started or fails shows in the next write or in the caller's
+  // own flush before its commit.
+  (void)db_->db()->Flush(fo, {db_->meta(), db_->chunks()});
+  return Status::OK();
 }
 
 }  // namespace pstore

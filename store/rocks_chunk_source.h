@@ -24,6 +24,8 @@
 #pragma once
 
 #include <memory>
+#include <atomic>
+#include <chrono>
 
 #include "store/chunk_source.h"
 
@@ -46,12 +48,31 @@ class RocksChunkSource final : public ChunkSource {
   Status Write(std::span<const ChunkFrameRef> frames) override;
   Status ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch) override;
   Result<std::optional<ReadPlan>> PlanSequentialRead(std::span<const ChunkKey> keys) override;
+  // Write for a caller that has decoded each frame and checked it against its
+  // key already (a pull, which checks every fetched chunk once, on many
+  // threads): the same records, without decoding again, and written as an
+  // import writes, without the WAL (so that on a full disk no log has to be
+  // replayed before what was written can be taken out again). Every
+  // kFlushBytes of such writes, or every kFlushInterval if they come slower,
+  // a flush of both families (atomic: frames with their records) is started
+  // in the background, so a caller that is killed keeps all but what it
+  // wrote in its last moments, and its final flush has little left to do.
+  // REQUIRES: each frame decodes to its key and raw_len; the caller flushes
+  // before it commits anything that refers to the chunks
+  // (StoreWriter::CommitModel does).
+  Status WriteChecked(std::span<const ChunkFrameRef> frames);
+  static constexpr uint64_t kFlushBytes = 64ull << 20;
+  static constexpr std::chrono::milliseconds kFlushInterval{100};
   std::string Describe() const override { return name_; }
 
  private:
+  Status Put(std::span<const ChunkFrameRef> frames, bool check);
   RocksDb* db_;
   bool writable_;
   std::string name_;
+  std::atomic<uint64_t> unflushed_{0};  // bytes WriteChecked wrote since its last flush
+  // When WriteChecked last asked for a flush (steady_clock ticks).
+  std::atomic<int64_t> last_flush_{std::chrono::steady_clock::now().time_since_epoch().count()};
 };
 
 // The chunks of a reader's generation as a read-only ChunkSource. It holds

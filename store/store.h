@@ -222,18 +222,31 @@ class StoreWriter {
   Result<CompactResult> Compact(const ProgressFn& progress = nullptr);
   Status SetConfig(const StoreConfig& c);
 
-  // Commits a model whose chunks are all in the store already (written
-  // through a RocksChunkSource on view().db(), as pull does), the way Import
-  // commits (store/commit_manifest.cc): chunks to disk, then the manifest and
-  // the name in one synced batch, then a new generation. Checks the bytes
-  // against the digest and every chunk's record first. Exists when the name
-  // points at another model and !force. Sets *unchanged when the name
-  // already pointed at this model.
-  Status CommitManifest(std::string_view manifest_bytes, const ModelDigest& digest,
-                        const ModelName& name, bool force, bool* unchanged);
-  // Takes out chunks written for a model that was not committed (a failed
-  // pull), so that the store is as it was. REQUIRES: no manifest refers to them.
-  Status TakeOutChunks(std::span<const ChunkKey> keys);
+  // Commits a model whose chunks are in the store: the end of Import and of
+  // a pull (store/commit_manifest.cc). `work` is how writing the chunks went;
+  // if it failed, nothing is committed. Otherwise: the chunks and their
+  // records are flushed (if any were written), then the manifest and the
+  // name go in one synced batch, then a new generation is published.
+  // Whatever fails (work, the commit, or publishing for want of disk space),
+  // the chunks in `written` are taken out and a commit is undone, so the
+  // store is as it was; on a full disk the error is NoSpace and says what to
+  // do. Exists when the name points at another model and !force.
+  // REQUIRES: every chunk of the manifest is in the store when work is OK;
+  // no manifest refers to the chunks in `written`.
+  struct ModelCommit {
+    std::string_view manifest;  // the manifest's bytes
+    ModelDigest digest;         // Manifest::DigestOf(manifest)
+    ModelName name;
+    bool force = false;
+    bool wrote_chunks = false;          // chunks were written: flush them first
+    std::span<const ChunkKey> written;  // the chunks new to the store
+    std::string_view verb = "imported";  // in messages: "<name> was not <verb>"
+  };
+  struct CommitOutcome {
+    bool unchanged = false;  // the name already pointed at this model
+    bool replaced = false;   // the name pointed at another model before
+  };
+  Result<CommitOutcome> CommitModel(Status work, const ModelCommit& c);
   // Sets the reserve aside again if it is gone; NoSpace if the disk has too
   // little room for it. Import and pull call it before they write a chunk, so
   // that they never fill a disk on which rm and compact could not then run.

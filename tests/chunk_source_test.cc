@@ -23,6 +23,7 @@
 #include "store/chunk_read.h"
 #include "store/chunk_source.h"
 #include "store/memory_chunk_source.h"
+#include "store/rocks.h"
 #include "store/rocks_chunk_source.h"
 #include "store/store.h"
 #include "tests/test_safetensors.h"
@@ -490,6 +491,43 @@ TEST(RocksChunkSourceTest, ReadOnlyInstanceRefusesWrites) {
   auto has = src->Contains(std::span(&c.key, 1));
   ASSERT_TRUE(has.ok());
   EXPECT_FALSE((*has)[0]);
+}
+
+// Checked writes (a pull's, whose frames were checked once already) go
+// without the WAL and start a flush of their own every kFlushBytes or
+// kFlushInterval, so that a pull that is killed keeps what it fetched: blob
+// files appear without anyone flushing, and every chunk reads back with its
+// record.
+TEST(RocksChunkSourceTest, CheckedWritesAreFlushedInTheBackground) {
+  auto store = TempStoreSource::Make();
+  ASSERT_NE(store, nullptr);
+  RocksDb* db = store->writer().view().db();
+  RocksChunkSource src(db, true, "pull");
+  std::vector<Chunk> chunks;
+  for (uint32_t i = 0; i < 5; ++i) chunks.push_back(MakeChunk(1 << 20, 300 + i, Profile::kRaw));
+  for (const Chunk& c : chunks) {
+    if (&c == &chunks.back()) {
+      std::this_thread::sleep_for(RocksChunkSource::kFlushInterval + std::chrono::milliseconds(50));
+    }
+    ChunkFrameRef r = c.ref();
+    ASSERT_TRUE(src.WriteChecked(std::span(&r, 1)).ok());
+  }
+  uint64_t files = 0;
+  for (int i = 0; i < 300 && files == 0; ++i) {
+    ASSERT_TRUE(db->db()->GetIntProperty(db->chunks(), "rocksdb.num-blob-files", &files));
+    if (files == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_GT(files, 0u) << "no flush within 30 s of checked writes spread over "
+                       << RocksChunkSource::kFlushInterval.count() << " ms";
+  ChunkDecoder dec;
+  for (const Chunk& c : chunks) {
+    auto rec = store->writer().view().GetChunkRecord(c.key);
+    ASSERT_TRUE(rec.ok() && rec->has_value());
+    EXPECT_EQ((*rec)->stored_len, c.frame.size());
+    std::vector<uint8_t> out(c.raw_len);
+    Status st = store->writer().view().ReadChunk(c.key, &dec, out);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+  }
 }
 
 #ifdef PSTORE_HAVE_RADOS

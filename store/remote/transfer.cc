@@ -1,7 +1,10 @@
 // Push and pull: see store/remote/transfer.h.
 #include "store/remote/transfer.h"
 
+#include <atomic>
 #include <chrono>
+#include <functional>
+#include <mutex>
 #include <unordered_map>
 
 #include "codec/chunk_codec.h"
@@ -36,9 +39,67 @@ double Since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-Status Progress(const TransferOptions& o, uint64_t done, uint64_t total) {
-  if (o.progress && !o.progress(done, total)) return Status::Aborted("interrupted");
-  return Status::OK();
+// Copying the chunks of `uses` that `to` lacks from `from`, checking each
+// frame against its key once. Batches of options.batch chunks go to
+// options.threads workers (ParallelFor), so while one worker decodes its
+// batch on one core, others have their batch's lookups, reads and writes in
+// flight (each source keeps its own operations in flight within a batch).
+struct Copy {
+  ChunkSource* from = nullptr;
+  ChunkSource* to = nullptr;
+  // Writes checked frames to `to`.
+  std::function<Status(std::span<const ChunkFrameRef>)> write;
+  // The error for a chunk `from` lacks (why == nullptr) or whose frame does
+  // not match its key (*why).
+  std::function<Status(const ChunkUse&, const Status* why)> fail;
+};
+
+Status CopyMissing(const std::vector<ChunkUse>& uses, const Copy& c, const TransferOptions& o,
+                   TransferResult* res, std::vector<ChunkKey>* written) {
+  const size_t batch = std::max<size_t>(o.batch, 1);
+  const size_t batches = (uses.size() + batch - 1) / batch;
+  int threads = o.threads > 0 ? o.threads : 2 * DefaultThreads();
+  std::vector<ChunkDecoder> decoders(size_t(std::max(threads, 1)));
+  std::mutex mu;  // guards res and written
+  std::atomic<uint64_t> done{0};
+  return ParallelFor(
+      batches, threads,
+      [&](size_t b, int w) -> Status {
+        const size_t at = b * batch, n = std::min(batch, uses.size() - at);
+        std::vector<ChunkKey> keys;
+        for (size_t i = 0; i < n; ++i) keys.push_back(uses[at + i].key);
+        PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, c.to->Contains(keys));
+        std::vector<ChunkKey> want;
+        std::vector<const ChunkUse*> want_use;
+        uint64_t raw_done = 0;
+        for (size_t i = 0; i < n; ++i) {
+          raw_done += uses[at + i].raw_len;
+          if (!have[i]) want.push_back(keys[i]), want_use.push_back(&uses[at + i]);
+        }
+        if (!want.empty()) {
+          PSTORE_ASSIGN_OR_RETURN(auto frames, c.from->Read(want));
+          std::vector<ChunkFrameRef> refs;
+          std::vector<uint8_t> raw;
+          uint64_t bytes = 0;
+          for (size_t i = 0; i < want.size(); ++i) {
+            const ChunkUse& u = *want_use[i];
+            if (!frames[i]) return c.fail(u, nullptr);
+            raw.resize(u.raw_len);
+            Status st = decoders[size_t(w)].Decode(*frames[i], u.key, raw);
+            if (!st.ok()) return c.fail(u, &st);
+            refs.push_back({u.key, *frames[i], u.raw_len});
+            bytes += frames[i]->size();
+          }
+          PSTORE_RETURN_IF_ERROR(c.write(refs));
+          std::lock_guard<std::mutex> l(mu);
+          if (written) written->insert(written->end(), want.begin(), want.end());
+          res->moved_chunks += want.size();
+          res->moved_bytes += bytes;
+        }
+        done += raw_done;
+        return Status::OK();
+      },
+      &done, res->raw_bytes, o.progress);
 }
 
 }  // namespace
@@ -67,43 +128,19 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
   res.chunks = uses.size();
   for (const ChunkUse& u : uses) res.raw_bytes += u.raw_len;
   RocksChunkSource local(view.db(), false, "the local store");
-  ChunkDecoder decoder;
-  std::vector<uint8_t> raw;
-  uint64_t done = 0;
-  for (size_t at = 0; at < uses.size(); at += options.batch) {
-    size_t n = std::min(options.batch, uses.size() - at);
-    std::vector<ChunkKey> keys;
-    for (size_t i = 0; i < n; ++i) keys.push_back(uses[at + i].key);
-    PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, remote->chunks().Contains(keys));
-    std::vector<ChunkKey> want;
-    std::vector<const ChunkUse*> want_use;
-    for (size_t i = 0; i < n; ++i) {
-      if (!have[i]) want.push_back(keys[i]), want_use.push_back(&uses[at + i]);
-    }
-    if (!want.empty()) {
-      PSTORE_ASSIGN_OR_RETURN(auto frames, local.Read(want));
-      std::vector<ChunkFrameRef> refs;
-      for (size_t i = 0; i < want.size(); ++i) {
-        const ChunkUse& u = *want_use[i];
-        const std::string chunk_name = name.Ref() + ", tensor " + m.tensors[u.tensor].name +
-                                       ", chunk " + std::to_string(u.index) + " (" + u.key.Hex() +
-                                       ")";
-        if (!frames[i]) return Status::Corruption("the local store lacks " + chunk_name);
-        raw.resize(u.raw_len);
-        Status st = decoder.Decode(*frames[i], u.key, raw);
-        if (!st.ok()) {
-          return Status::Corruption("not pushing a damaged chunk: " + chunk_name + ": " +
-                                    st.message() + " (run `pstore verify`)");
-        }
-        refs.push_back({u.key, *frames[i], u.raw_len});
-        res.moved_chunks++;
-        res.moved_bytes += frames[i]->size();
-      }
-      PSTORE_RETURN_IF_ERROR(remote->chunks().Write(refs));
-    }
-    for (size_t i = 0; i < n; ++i) done += uses[at + i].raw_len;
-    PSTORE_RETURN_IF_ERROR(Progress(options, done, res.raw_bytes));
-  }
+  Copy c;
+  c.from = &local;
+  c.to = &remote->chunks();
+  c.write = [&](std::span<const ChunkFrameRef> refs) { return c.to->Write(refs); };
+  c.fail = [&](const ChunkUse& u, const Status* why) {
+    const std::string chunk_name = name.Ref() + ", tensor " + m.tensors[u.tensor].name +
+                                   ", chunk " + std::to_string(u.index) + " (" + u.key.Hex() + ")";
+    if (!why) return Status::Corruption("the local store lacks " + chunk_name);
+    return Status::Corruption("not pushing a damaged chunk: " + chunk_name + ": " + why->message() +
+                              " (run `pstore verify`)");
+  };
+  PSTORE_RETURN_IF_ERROR(CopyMissing(uses, c, options, &res, nullptr));
+  auto t1 = std::chrono::steady_clock::now();
   // 2. The manifest, once every chunk is there.
   PSTORE_RETURN_IF_ERROR(remote->PutManifest(res.digest, bytes));
   // 3. The name, if it is still what we read.
@@ -112,6 +149,7 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
   } else {
     PSTORE_RETURN_IF_ERROR(remote->SetName(name.Ref(), current, res.digest));
   }
+  res.commit_seconds = Since(t1);
   res.seconds = Since(t0);
   return res;
 }
@@ -161,64 +199,37 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
   }
   PSTORE_RETURN_IF_ERROR(writer->CheckReserve().WithContext(name.Ref() + " was not pulled"));
   RocksChunkSource local(writer->view().db(), true, "the local store");
-  std::vector<ChunkKey> written;
-  auto fetch = [&]() -> Status {
-    ChunkDecoder decoder;
-    std::vector<uint8_t> raw;
-    uint64_t done = 0;
-    for (size_t at = 0; at < uses.size(); at += options.batch) {
-      size_t n = std::min(options.batch, uses.size() - at);
-      std::vector<ChunkKey> keys;
-      for (size_t i = 0; i < n; ++i) keys.push_back(uses[at + i].key);
-      PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, local.Contains(keys));
-      std::vector<ChunkKey> want;
-      std::vector<const ChunkUse*> want_use;
-      for (size_t i = 0; i < n; ++i) {
-        if (!have[i]) want.push_back(keys[i]), want_use.push_back(&uses[at + i]);
-      }
-      if (!want.empty()) {
-        PSTORE_ASSIGN_OR_RETURN(auto frames, remote->chunks().Read(want));
-        std::vector<ChunkFrameRef> refs;
-        for (size_t i = 0; i < want.size(); ++i) {
-          const ChunkUse& u = *want_use[i];
-          const std::string chunk_name =
-              "model " + name.Ref() + ", tensor " + m.tensors[u.tensor].name + ", chunk " +
-              std::to_string(u.index) + " (object " + RadosChunkSource::ObjectName(u.key) + ")";
-          if (!frames[i]) {
-            return Status::Corruption(where + " lacks " + chunk_name +
-                                      "; nothing was stored (push the model again)");
-          }
-          raw.resize(u.raw_len);
-          Status st = decoder.Decode(*frames[i], u.key, raw);
-          if (!st.ok()) {
-            return Status::Corruption(
-                where + ": " + chunk_name + " does not match its key: " + st.message() +
-                "; nothing was stored (the remote copy is damaged: remove the object with "
-                "`rados rm` and push the model again from a good store)");
-          }
-          refs.push_back({u.key, *frames[i], u.raw_len});
-          res.moved_bytes += frames[i]->size();
-        }
-        PSTORE_RETURN_IF_ERROR(local.Write(refs));
-        written.insert(written.end(), want.begin(), want.end());
-        res.moved_chunks += want.size();
-      }
-      for (size_t i = 0; i < n; ++i) done += uses[at + i].raw_len;
-      PSTORE_RETURN_IF_ERROR(Progress(options, done, res.raw_bytes));
+  Copy c;
+  c.from = &remote->chunks();
+  c.to = &local;
+  // Checked once, by CopyMissing: written without decoding again.
+  c.write = [&](std::span<const ChunkFrameRef> refs) { return local.WriteChecked(refs); };
+  c.fail = [&](const ChunkUse& u, const Status* why) {
+    const std::string chunk_name = "model " + name.Ref() + ", tensor " + m.tensors[u.tensor].name +
+                                   ", chunk " + std::to_string(u.index) + " (object " +
+                                   RadosChunkSource::ObjectName(u.key) + ")";
+    if (!why) {
+      return Status::Corruption(where + " lacks " + chunk_name +
+                                "; nothing was stored (push the model again)");
     }
-    bool unchanged = false;
-    return writer->CommitManifest(*bytes, res.digest, name, options.force, &unchanged);
+    return Status::Corruption(where + ": " + chunk_name +
+                              " does not match its key: " + why->message() +
+                              "; nothing was stored (the remote copy is damaged: remove the "
+                              "object with `rados rm` and push the model again from a good store)");
   };
-  Status st = fetch();
-  if (!st.ok()) {
-    // Nothing refers to the chunks this pull wrote: take them out again.
-    Status taken = writer->TakeOutChunks(written);
-    if (!taken.ok()) {
-      return st.WithContext("(the chunks it fetched are removed by the next `pstore compact`: " +
-                            taken.message() + ")");
-    }
-    return st;
-  }
+  std::vector<ChunkKey> written;
+  Status st = CopyMissing(uses, c, options, &res, &written);
+  auto t1 = std::chrono::steady_clock::now();
+  StoreWriter::ModelCommit mc;
+  mc.manifest = *bytes;
+  mc.digest = res.digest;
+  mc.name = name;
+  mc.force = options.force;
+  mc.wrote_chunks = !written.empty();
+  mc.written = written;
+  mc.verb = "pulled";
+  PSTORE_RETURN_IF_ERROR(writer->CommitModel(st, mc).status());
+  res.commit_seconds = Since(t1);
   res.seconds = Since(t0);
   return res;
 }

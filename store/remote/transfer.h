@@ -29,7 +29,8 @@ namespace pstore {
 
 struct TransferOptions {
   bool force = false;   // replace a name that points at another model
-  size_t batch = 64;    // chunks per batch of remote operations
+  size_t batch = 32;    // chunks per batch of remote operations
+  int threads = 0;      // batches at once (0: two per core)
   ProgressFn progress;  // raw bytes of the model's distinct chunks done / total
 };
 
@@ -42,6 +43,9 @@ struct TransferResult {
   uint64_t moved_bytes = 0;   // their frame bytes
   uint64_t manifest_bytes = 0;
   double seconds = 0;
+  // Of seconds, the part after the chunks were moved: the manifest and the
+  // name (push); flushing, committing and publishing (pull).
+  double commit_seconds = 0;
 };
 
 // REQUIRES: ref is "name[:tag]" naming a model of the view.

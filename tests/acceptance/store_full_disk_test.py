@@ -57,6 +57,16 @@ def mount_tmpfs(mnt):
     at_exit(unmount)
 
 
+def intact(store, models, out, what):
+    """The store lists exactly `models` (ref -> sha256), verifies, and exports
+    each byte-identical into `out`."""
+    check(sorted(store.ls()) == sorted(models), f"{what}: store lists {sorted(store.ls())}, "
+                                                f"want {sorted(models)}")
+    store.verify_ok(what)
+    for ref, want in models.items():
+        store.export_matches(ref, want, out)
+
+
 def expect_no_space(store, src, ref, what):
     r = store.run("import", src, ref)
     check(r.rc == EXIT_NO_SPACE, f"{what}: want exit {EXIT_NO_SPACE} (no space); " + r.describe())
@@ -77,12 +87,8 @@ def body(work):
         models[ref] = tree_sha256(src)
         os.unlink(src)
 
-    def intact(what):
-        check(sorted(store.ls()) == sorted(models), f"{what}: store lists {sorted(store.ls())}, "
-                                                    f"want {sorted(models)}")
-        store.verify_ok(what)
-        for ref, want in models.items():
-            store.export_matches(ref, want, out)
+    def intact_now(what):
+        intact(store, models, out, what)
 
     # 1. A model that fits.
     imported("first:v1", make_model(os.path.join(work, "first.safetensors"), 12, seed=61,
@@ -94,7 +100,7 @@ def body(work):
     # 2. One that cannot fit.
     big = make_model(os.path.join(work, "big.safetensors"), 48, seed=62, tensors=16)
     expect_no_space(store, big, "big:v1", "import of 48 MB into 40 MB")
-    intact("after the failed import")
+    intact_now("after the failed import")
 
     # 3. compact clears the failed attempt's leftovers; imports work again.
     store.ok("compact")
@@ -106,7 +112,7 @@ def body(work):
           "the failed import")
     imported("small:v1", make_model(os.path.join(work, "small.safetensors"), 3, seed=63,
                                     tensors=8))
-    intact("after the small import")
+    intact_now("after the small import")
 
     # 4. Fill the disk to about 90%; compact, fail, remove, compact, import.
     s3 = store.stat()
@@ -122,7 +128,7 @@ def body(work):
     check(r.rc == 0, "compact on a nearly full disk with nothing to rewrite failed: " + r.describe())
     expect_no_space(store, make_model(os.path.join(work, "big2.safetensors"), 24, seed=65),
                     "big2:v1", f"import of 24 MB into a {100 * full:.0f}% full disk")
-    intact("after the failed import on a nearly full disk")
+    intact_now("after the failed import on a nearly full disk")
     store.ok("rm", "filler:v1")
     models.pop("filler:v1")
     r = store.run("compact", json_out=True)
@@ -135,7 +141,7 @@ def body(work):
           f"{s3['disk_bytes']} before it was imported")
     imported("after:v1", make_model(os.path.join(work, "after.safetensors"), 8, seed=66,
                                     tensors=8))
-    intact("at the end")
+    intact_now("at the end")
 
 
 if __name__ == "__main__":
