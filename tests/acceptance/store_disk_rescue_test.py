@@ -82,7 +82,10 @@ def body(work):
 
     # 3. Fill the disk with the store alone.
     seed, n, sizes, scale = 80, 0, {}, 0.8
-    while free_bytes(mnt) >= 16 << 10 and n < 40:
+    def refusing():  # the reserve spent and no room to set it aside: imports refuse to start
+        return not os.path.isfile(reserve) and free_bytes(mnt) < 8 << 20
+
+    while free_bytes(mnt) >= 16 << 10 and n < 40 and not refusing():
         free = free_bytes(mnt)
         mb = max(0.004, free * scale / 1e6)
         r = imported(f"fill{n}:v1", make(f"fill{n}", round(mb, 3), seed), "--profile", "raw")
@@ -96,7 +99,10 @@ def body(work):
         seed += 1
         n += 1
     log(f"{n} filling imports; {free_bytes(mnt)} bytes free, {len(models)} models")
-    check(free_bytes(mnt) < 256 << 10, f"could not fill the disk: {free_bytes(mnt)} bytes free")
+    # Full: no room left, or (when a failed import spent the reserve) too
+    # little to set the reserve aside again, so that no import can start.
+    check(free_bytes(mnt) < 256 << 10 or refusing(),
+          f"could not fill the disk: {free_bytes(mnt)} bytes free")
     biggest = max(sizes, key=lambda m: sizes[m])
 
     # 4. Rescue. (An import that runs out of space part-way once filled the
