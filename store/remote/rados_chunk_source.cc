@@ -1,27 +1,12 @@
 // RadosChunkSource: see store/remote/rados_chunk_source.h.
 #include "store/remote/rados_chunk_source.h"
 
-#include <rados/librados.hpp>
-
 #include <cerrno>
-#include <cstring>
-#include <deque>
 #include <functional>
 
+#include "store/remote/rados_io.h"
+
 namespace pstore {
-namespace {
-
-// Owns a librados completion.
-struct CompletionDeleter {
-  void operator()(librados::AioCompletion* c) const { c->release(); }
-};
-using Completion = std::unique_ptr<librados::AioCompletion, CompletionDeleter>;
-
-Completion NewCompletion() {
-  return Completion(librados::Rados::aio_create_completion());
-}
-
-}  // namespace
 
 struct RadosChunkSource::Impl {
   RadosOptions options;
@@ -38,42 +23,16 @@ struct RadosChunkSource::Impl {
     return "rados:" + options.pool + (options.ns.empty() ? "" : "/" + options.ns);
   }
 
+  RemoteIo Io() { return {&ioctx, Name(), options.timeout_seconds, options.max_in_flight}; }
+
   // A Status for librados error r (negative errno) on `what`.
   Status Error(int r, const std::string& what) const {
-    std::string msg = Name() + ": " + what + ": " + std::strerror(-r);
-    if (r == -ETIMEDOUT) {
-      msg += " (no answer within " + std::to_string(options.timeout_seconds) +
-             " s: check that the cluster is up and reachable, or raise the timeout)";
-    }
-    return Status::IOError(msg);
+    return RadosError(Name(), options.timeout_seconds, r, what);
   }
 
-  // Runs n operations, at most max_in_flight at once: start(i, completion)
-  // starts operation i; finish(i, return value) judges it. Waits for every
-  // started operation before returning, even after an error.
   Status RunBatch(size_t n, const std::function<int(size_t, librados::AioCompletion*)>& start,
                   const std::function<Status(size_t, int)>& finish) {
-    std::deque<std::pair<size_t, Completion>> pending;
-    Status first;
-    auto wait_oldest = [&] {
-      auto [i, c] = std::move(pending.front());
-      pending.pop_front();
-      c->wait_for_complete();
-      Status st = finish(i, c->get_return_value());
-      if (first.ok() && !st.ok()) first = st;
-    };
-    for (size_t i = 0; i < n && first.ok(); ++i) {
-      while (pending.size() >= size_t(options.max_in_flight)) wait_oldest();
-      Completion c = NewCompletion();
-      int r = start(i, c.get());
-      if (r < 0) {
-        first = Error(r, "starting an operation");
-        break;
-      }
-      pending.emplace_back(i, std::move(c));
-    }
-    while (!pending.empty()) wait_oldest();
-    return first;
+    return RunAioBatch(Io(), n, start, finish);
   }
 };
 

@@ -1,11 +1,10 @@
 // RemoteTier: see store/remote/remote_tier.h.
 #include "store/remote/remote_tier.h"
 
-#include <rados/librados.hpp>
-
 #include <cerrno>
-#include <cstring>
 #include <set>
+
+#include "store/remote/rados_io.h"
 
 namespace pstore {
 
@@ -24,12 +23,7 @@ struct RemoteTier::Impl {
   std::string Name() const { return chunks->Describe(); }
 
   Status Error(int r, const std::string& what) const {
-    std::string msg = Name() + ": " + what + ": " + std::strerror(-r);
-    if (r == -ETIMEDOUT) {
-      msg += " (no answer within " + std::to_string(options.timeout_seconds) +
-             " s: check that the cluster is up and reachable, or raise the remote's timeout)";
-    }
-    return Status::IOError(msg);
+    return RadosError(Name(), options.timeout_seconds, r, what);
   }
 };
 
@@ -41,6 +35,10 @@ ChunkSource& RemoteTier::chunks() {
 }
 std::string RemoteTier::Describe() const {
   return impl_->Name();
+}
+RemoteIo RemoteTier::Io() {
+  return {&impl_->ioctx, impl_->Name(), impl_->options.timeout_seconds,
+          impl_->options.max_in_flight};
 }
 
 Result<std::unique_ptr<RemoteTier>> RemoteTier::Open(const RadosOptions& options) {
