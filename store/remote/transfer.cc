@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "codec/chunk_codec.h"
+#include "store/remote/push_claim.h"
 #include "store/rocks_chunk_source.h"
 
 namespace pstore {
@@ -62,7 +63,10 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
                           current->Hex() + "); pass --force to replace it");
   }
 
-  // 1. The chunks the remote lacks.
+  // A claim, so that a gc on any host keeps what this push relies on.
+  PSTORE_ASSIGN_OR_RETURN(auto claim, PushClaim::Begin(remote, res.digest, bytes));
+
+  // 1. The chunks the remote lacks (those it has are retained).
   std::vector<ChunkUse> uses = DistinctChunks(m);
   res.chunks = uses.size();
   for (const ChunkUse& u : uses) res.raw_bytes += u.raw_len;
@@ -74,7 +78,7 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
     size_t n = std::min(options.batch, uses.size() - at);
     std::vector<ChunkKey> keys;
     for (size_t i = 0; i < n; ++i) keys.push_back(uses[at + i].key);
-    PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, remote->chunks().Contains(keys));
+    PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, claim->Retain(keys));
     std::vector<ChunkKey> want;
     std::vector<const ChunkUse*> want_use;
     for (size_t i = 0; i < n; ++i) {
@@ -103,14 +107,15 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
     }
     for (size_t i = 0; i < n; ++i) done += uses[at + i].raw_len;
     PSTORE_RETURN_IF_ERROR(Progress(options, done, res.raw_bytes));
+    PSTORE_RETURN_IF_ERROR(claim->KeepAlive());
   }
   // 2. The manifest, once every chunk is there.
-  PSTORE_RETURN_IF_ERROR(remote->PutManifest(res.digest, bytes));
-  // 3. The name, if it is still what we read.
+  PSTORE_RETURN_IF_ERROR(claim->PutManifest(bytes));
+  // 3. The name, if it is still what we read and the claim still holds.
   if (current && *current == res.digest) {
     res.unchanged = true;
   } else {
-    PSTORE_RETURN_IF_ERROR(remote->SetName(name.Ref(), current, res.digest));
+    PSTORE_RETURN_IF_ERROR(claim->Publish(name.Ref(), current));
   }
   res.seconds = Since(t0);
   return res;
