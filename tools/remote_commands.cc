@@ -1,12 +1,14 @@
-// The pstore command's remote commands: remote add|ls|rm, push, pull, and the
-// --remote forms of ls and rm (docs/remote.md, docs/cli.md).
+// The pstore command's remote commands: remote add|ls|rm|gc, push, pull, and
+// the --remote forms of ls and rm (docs/remote.md, docs/cli.md).
 //
 // push reads the newest published generation and runs alongside a writer;
-// pull and remote add|rm take the store's writer lock.
+// remote gc reads only the config; pull and remote add|rm take the store's
+// writer lock.
 #include <cstdio>
 #include <iostream>
 
 #include "store/remote/remote_config.h"
+#include "store/remote/remote_gc.h"
 #include "store/remote/transfer.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -17,23 +19,28 @@ namespace {
 struct RemoteArgs {
   std::string name, url, conf, id = "admin", ns, remote, ref;
   int timeout = 30;
-  bool force = false, wait = false;
+  int op_timeout = 0;  // --timeout of push, pull, remote gc: overrides the remote's
+  int64_t grace = 3600;
+  bool force = false, wait = false, dry_run = false;
 };
 
 RemoteArgs g_args;
-CLI::App *g_add, *g_ls, *g_rm, *g_push, *g_pull;
+CLI::App *g_add, *g_ls, *g_rm, *g_gc, *g_push, *g_pull;
 
 nlohmann::json SpecJson(const RemoteSpec& r) {
   return {{"name", r.name}, {"url", r.url},      {"conf", r.conf},
           {"id", r.id},     {"namespace", r.ns}, {"timeout_seconds", r.timeout_seconds}};
 }
 
-// The remote's spec from the store's config, connected.
-Result<std::unique_ptr<RemoteTier>> Connect(const Globals& g, const std::string& remote) {
+// The remote's spec from the store's config, connected; a timeout > 0
+// replaces the remote's.
+Result<std::unique_ptr<RemoteTier>> Connect(const Globals& g, const std::string& remote,
+                                            int timeout = 0) {
   StorePaths p{g.store};
   PSTORE_RETURN_IF_ERROR(ReadStoreId(p).status());
   PSTORE_ASSIGN_OR_RETURN(StoreConfig c, ReadStoreConfig(p));
   PSTORE_ASSIGN_OR_RETURN(RemoteSpec spec, FindRemote(c, remote));
+  if (timeout > 0) spec.timeout_seconds = timeout;
   auto tier = RemoteTier::Open(spec.ToRadosOptions());
   if (!tier.ok()) return tier.status().WithContext("remote " + spec.name);
   return tier;
@@ -123,7 +130,7 @@ void PrintTransfer(const Globals& g, const char* verb, const std::string& ref,
 int CmdPush(const Globals& g, const RemoteArgs& a) {
   auto reader = StoreReader::Open(g.store);
   if (!reader.ok()) return Fail(g, reader.status());
-  auto tier = Connect(g, a.remote);
+  auto tier = Connect(g, a.remote, a.op_timeout);
   if (!tier.ok()) return Fail(g, tier.status());
   ProgressLine line("pushing", !g.json);
   TransferOptions o;
@@ -141,7 +148,7 @@ int CmdPush(const Globals& g, const RemoteArgs& a) {
 }
 
 int CmdPull(const Globals& g, const RemoteArgs& a) {
-  auto tier = Connect(g, a.remote);
+  auto tier = Connect(g, a.remote, a.op_timeout);
   if (!tier.ok()) return Fail(g, tier.status());
   auto w = StoreWriter::Open(g.store, a.wait);
   if (!w.ok()) return Fail(g, w.status());
@@ -156,6 +163,92 @@ int CmdPull(const Globals& g, const RemoteArgs& a) {
         g, r.status().WithContext("pull of " + a.ref + " failed and the local store is as it was"));
   }
   PrintTransfer(g, "pulled", a.ref, (*tier)->Describe(), *r);
+  return kExitOk;
+}
+
+int CmdRemoteGc(const Globals& g, const RemoteArgs& a) {
+  if (a.grace < 0) return Fail(g, Status::InvalidArgument("--grace must be 0 or more seconds"));
+  auto tier = Connect(g, a.name, a.op_timeout);
+  if (!tier.ok()) return Fail(g, tier.status());
+  const bool show = !g.json && ::isatty(2);
+  GcOptions o;
+  o.grace_seconds = a.grace;
+  o.dry_run = a.dry_run;
+  o.progress = [&](const char* step, uint64_t done, uint64_t total) {
+    if (show) {
+      if (total)
+        std::fprintf(stderr, "\rgc: %s %llu / %llu objects   ", step, (unsigned long long)done,
+                     (unsigned long long)total);
+      else
+        std::fprintf(stderr, "\rgc: %s %llu objects   ", step, (unsigned long long)done);
+    }
+    return !ProgressLine::Interrupted();
+  };
+  auto r = CollectRemoteGarbage(tier->get(), o);
+  if (show) std::fprintf(stderr, "\r\033[K");
+  if (!r.ok()) return Fail(g, r.status().WithContext("remote gc of " + (*tier)->Describe()));
+  const GcResult& x = *r;
+  if (g.json) {
+    nlohmann::json claims = nlohmann::json::array();
+    for (const GcClaim& c : x.claims) {
+      claims.push_back({{"id", c.id},
+                        {"host", c.host},
+                        {"pid", c.pid},
+                        {"digest", c.model_digest},
+                        {"age_seconds", c.age_seconds},
+                        {"withdrawn", c.withdrawn}});
+    }
+    PrintJson({{"ok", true},
+               {"remote", (*tier)->Describe()},
+               {"dry_run", a.dry_run},
+               {"grace_seconds", a.grace},
+               {"objects", x.objects},
+               {"chunk_objects", x.chunk_objects},
+               {"names", x.names},
+               {"referenced_chunks", x.referenced_chunks},
+               {"other_objects", x.other_objects},
+               {"claims", claims},
+               {"dead_chunks", x.dead_chunks},
+               {"dead_manifests", x.dead_manifests},
+               {"dead_claim_objects", x.dead_claim_objects},
+               {"dead_bytes", x.dead_bytes},
+               {"deleted_chunks", x.deleted_chunks},
+               {"deleted_manifests", x.deleted_manifests},
+               {"deleted_claim_objects", x.deleted_claim_objects},
+               {"deleted_bytes", x.deleted_bytes},
+               {"kept", x.kept},
+               {"seconds", x.seconds}});
+    return kExitOk;
+  }
+  std::printf("%s: %llu objects, %llu names, %llu chunks referenced of %llu\n",
+              (*tier)->Describe().c_str(), (unsigned long long)x.objects,
+              (unsigned long long)x.names, (unsigned long long)x.referenced_chunks,
+              (unsigned long long)x.chunk_objects);
+  for (const GcClaim& c : x.claims) {
+    std::printf("  push of %s by %s pid %lld, renewed %lld s ago%s\n",
+                c.model_digest.substr(0, 12).c_str(), c.host.c_str(), (long long)c.pid,
+                (long long)c.age_seconds,
+                c.withdrawn ? (a.dry_run ? ": would be withdrawn" : ": withdrawn") : ": kept");
+  }
+  if (a.dry_run) {
+    std::printf(
+        "would delete %llu chunks, %llu manifests, %llu claim objects (%s); "
+        "nothing was changed\n",
+        (unsigned long long)x.dead_chunks, (unsigned long long)x.dead_manifests,
+        (unsigned long long)x.dead_claim_objects, HumanBytes(double(x.dead_bytes)).c_str());
+  } else {
+    std::printf("deleted %llu chunks, %llu manifests, %llu claim objects (%s) in %.2f s",
+                (unsigned long long)x.deleted_chunks, (unsigned long long)x.deleted_manifests,
+                (unsigned long long)x.deleted_claim_objects,
+                HumanBytes(double(x.deleted_bytes)).c_str(), x.seconds);
+    if (x.kept)
+      std::printf("; kept %llu that a push or a name needed meanwhile", (unsigned long long)x.kept);
+    std::printf("\n");
+  }
+  if (x.other_objects) {
+    std::printf("left alone %llu objects that are not pstore's\n",
+                (unsigned long long)x.other_objects);
+  }
   return kExitOk;
 }
 
@@ -214,22 +307,41 @@ void AddRemoteCommands(CLI::App& app, Globals&) {
   g_rm = remote->add_subcommand("rm", "Forget a remote (nothing on the cluster changes)");
   g_rm->add_option("NAME", a.name, "The remote's name")->required();
   g_rm->add_flag("--wait", a.wait, "Wait for another writer instead of failing");
+  g_gc = remote->add_subcommand(
+      "gc", "Delete the remote's chunks and manifests that no remote name needs");
+  g_gc->add_option("NAME", a.name, "The remote's name")->required();
+  g_gc->add_option("--grace", a.grace,
+                   "Seconds after which an unrenewed push claim is taken for a killed push's "
+                   "(default 3600)");
+  g_gc->add_flag("--dry-run", a.dry_run, "Report what would be deleted; change nothing");
+  g_gc->add_option("--timeout", a.op_timeout,
+                   "Seconds to wait for the cluster (default: the remote's)")
+      ->check(CLI::Range(1, 3600));
 
   g_push = app.add_subcommand("push", "Upload a model to a remote: missing chunks, manifest, name");
   g_push->add_option("NAME:TAG", a.ref, "The model")->required();
   g_push->add_option("--remote", a.remote, "The remote (default: the only one)");
   g_push->add_flag("--force", a.force, "Replace NAME:TAG on the remote if it names another model");
+  g_push
+      ->add_option("--timeout", a.op_timeout,
+                   "Seconds to wait for the cluster (default: the remote's)")
+      ->check(CLI::Range(1, 3600));
   g_pull = app.add_subcommand("pull", "Fetch a model from a remote into the store");
   g_pull->add_option("NAME:TAG", a.ref, "The model")->required();
   g_pull->add_option("--remote", a.remote, "The remote (default: the only one)");
   g_pull->add_flag("--force", a.force, "Replace NAME:TAG locally if it names another model");
   g_pull->add_flag("--wait", a.wait, "Wait for another writer instead of failing");
+  g_pull
+      ->add_option("--timeout", a.op_timeout,
+                   "Seconds to wait for the cluster (default: the remote's)")
+      ->check(CLI::Range(1, 3600));
 }
 
 std::optional<int> RunRemoteCommand(const Globals& g) {
   if (*g_add) return CmdRemoteAdd(g, g_args);
   if (*g_ls) return CmdRemoteLs(g);
   if (*g_rm) return CmdRemoteRm(g, g_args);
+  if (*g_gc) return CmdRemoteGc(g, g_args);
   if (*g_push) return CmdPush(g, g_args);
   if (*g_pull) return CmdPull(g, g_args);
   return std::nullopt;
