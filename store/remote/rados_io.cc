@@ -22,7 +22,7 @@ Status RadosError(const std::string& where, int timeout_seconds, int r, const st
   std::string msg = where + ": " + what + ": " + std::strerror(-r);
   if (r == -ETIMEDOUT) {
     msg += " (no answer within " + std::to_string(timeout_seconds) +
-           " s: check that the cluster is up and reachable, or raise the remote's timeout)";
+           " s: check that the cluster is up and reachable, or raise the timeout (--timeout))";
   }
   return Status::IOError(msg);
 }

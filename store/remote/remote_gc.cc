@@ -172,7 +172,7 @@ class Collector {
     } catch (const std::exception& e) {
       return Status::IOError(io_.where + ": listing the objects: " + e.what() +
                              " (check that the cluster is up and reachable, or raise the "
-                             "remote's timeout)");
+                             "timeout (--timeout))");
     }
     // Their sizes, for the report.
     std::vector<uint64_t> sizes(candidates_.size());
