@@ -77,7 +77,6 @@ def push_kills(work, rng):
         check(ref in remote_names(src), f"the rerun of push {ref} did not publish it")
     check(killed_count >= PUSH_TRIALS // 2,
           f"only {killed_count} of {PUSH_TRIALS} pushes were killed before they finished")
-    check(gc_deleted > 0, "the gcs between trials deleted nothing: no killed push had uploaded")
     final = src.ok("remote", "gc", "fleet", "--dry-run", json_out=True).json()
     check(final["dead_chunks"] == 0 and final["chunk_objects"] == final["referenced_chunks"],
           f"after the trials the remote holds chunks no name needs: {final}")
