@@ -239,12 +239,20 @@ Status PushClaim::Publish(const std::string& ref, const std::optional<ModelDiges
 
 void PushClaim::Drop() {
   held_ = false;
+  // Best effort, both at once (a push that failed on a timeout waits at most
+  // one more): what is left, a gc withdraws once it is older than its grace.
   RemoteIo io = remote_->Io();
-  librados::ObjectWriteOperation op;
-  op.cmpxattr(record_.Xattr().c_str(), LIBRADOS_CMPXATTR_OP_EQ, Bytes(record_.value));
-  op.rmxattr(record_.Xattr().c_str());
-  io.ioctx->operate(RemoteTier::kNamesObject, &op);  // best effort: a gc withdraws it later
-  io.ioctx->remove(record_.Object());
+  librados::ObjectWriteOperation ops[2];
+  ops[0].cmpxattr(record_.Xattr().c_str(), LIBRADOS_CMPXATTR_OP_EQ, Bytes(record_.value));
+  ops[0].rmxattr(record_.Xattr().c_str());
+  ops[1].remove();
+  const std::string oids[2] = {RemoteTier::kNamesObject, record_.Object()};
+  (void)RunAioBatch(
+      io, 2,
+      [&](size_t i, librados::AioCompletion* c) {
+        return io.ioctx->aio_operate(oids[i], c, &ops[i]);
+      },
+      [](size_t, int) { return Status::OK(); });
 }
 
 }  // namespace pstore
