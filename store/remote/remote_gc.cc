@@ -5,10 +5,12 @@
 #include <chrono>
 #include <exception>
 #include <random>
+#include <set>
 #include <unordered_set>
 
 #include "store/remote/push_claim.h"
 #include "store/remote/rados_io.h"
+#include "store/remote/test_pause.h"
 
 namespace pstore {
 namespace {
@@ -27,6 +29,15 @@ int64_t NowSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// True if oid is prefix followed by 32 lowercase hex digits, as pstore names
+// its objects; anything else in the namespace is someone else's.
+bool Named(std::string_view oid, std::string_view prefix) {
+  if (oid.size() != prefix.size() + 32 || !oid.starts_with(prefix)) return false;
+  const std::string_view hex = oid.substr(prefix.size());
+  auto key = ChunkKey::FromHex(hex);
+  return key && key->Hex() == hex;
 }
 
 librados::bufferlist Bytes(std::string_view s) {
@@ -49,6 +60,7 @@ class Collector {
     auto t0 = std::chrono::steady_clock::now();
     PSTORE_RETURN_IF_ERROR(Find());
     if (!options_.dry_run) {
+      TestPause("gc-marking");
       PSTORE_RETURN_IF_ERROR(Mark());
       PSTORE_RETURN_IF_ERROR(Check());
       PSTORE_RETURN_IF_ERROR(Sweep());
@@ -87,33 +99,50 @@ class Collector {
     return &chunks_of_.emplace(d, std::move(m->chunks)).first->second;
   }
 
-  // Every object the names and the claims need.
-  Result<std::unordered_set<std::string>> Needed(const std::map<std::string, ModelDigest>& names,
-                                                 const std::vector<ClaimRecord>& claims) {
-    std::unordered_set<std::string> need;
-    auto add_chunks = [&](const std::vector<ChunkKey>& keys) {
-      for (const ChunkKey& k : keys) need.insert(RadosChunkSource::ObjectName(k));
-    };
+  void AddChunksOf(const ModelDigest& d, const std::vector<ChunkKey>& keys) {
+    if (!counted_.insert(d).second) return;
+    for (const ChunkKey& k : keys) need_.insert(RadosChunkSource::ObjectName(k));
+  }
+
+  // What the claims need: their claim objects, the manifests they will
+  // publish, and the chunks of their manifest copies (p.<id>). A push that
+  // has published removes its copy right after: the claim then counts by its
+  // published manifest (m.<digest>). A claim with neither has relied on
+  // nothing yet: what it retains from now on loses any gc mark.
+  Status AddClaims(const std::vector<ClaimRecord>& claims) {
+    for (const ClaimRecord& c : claims) {
+      const std::string published = RemoteTier::ManifestObject(c.digest);
+      need_.insert(published);
+      need_.insert(c.Object());
+      PSTORE_ASSIGN_OR_RETURN(const std::vector<ChunkKey>* keys, ChunksOf(c.digest, c.Object()));
+      if (!keys) {
+        PSTORE_ASSIGN_OR_RETURN(keys, ChunksOf(c.digest, published));
+      }
+      if (keys) AddChunksOf(c.digest, *keys);
+    }
+    return Status::OK();
+  }
+
+  // What the names need: their manifests and those manifests' chunks.
+  Status AddNames(const std::map<std::string, ModelDigest>& names) {
     for (const auto& [ref, d] : names) {
       const std::string oid = RemoteTier::ManifestObject(d);
-      if (!need.insert(oid).second) continue;
+      need_.insert(oid);
+      if (counted_.count(d)) continue;
       PSTORE_ASSIGN_OR_RETURN(const std::vector<ChunkKey>* keys, ChunksOf(d, oid));
       if (!keys) {
+        // Removed (`rm --remote`) and collected by another gc since the names
+        // were read? Then it needs nothing any more.
+        PSTORE_ASSIGN_OR_RETURN(std::optional<ModelDigest> now, remote_->GetName(ref));
+        if (!now || *now != d) continue;
         return Status::Corruption(io_.where + ": " + ref + " points at manifest " + d.Hex() +
                                   ", which is missing, so which chunks it needs is unknown; "
                                   "nothing was deleted (push the model again, or remove the "
                                   "name with `pstore rm --remote`)");
       }
-      add_chunks(*keys);
+      AddChunksOf(d, *keys);
     }
-    for (const ClaimRecord& c : claims) {
-      need.insert(RemoteTier::ManifestObject(c.digest));
-      need.insert(c.Object());
-      // A claim whose manifest copy is not there yet has relied on nothing.
-      PSTORE_ASSIGN_OR_RETURN(const std::vector<ChunkKey>* keys, ChunksOf(c.digest, c.Object()));
-      if (keys) add_chunks(*keys);
-    }
-    return need;
+    return Status::OK();
   }
 
   // Withdraws a claim unless it changed since it was read. True if withdrawn.
@@ -144,10 +173,12 @@ class Collector {
       if (!g.withdrawn) live.push_back(c);
       res_.claims.push_back(g);
     }
+    PSTORE_RETURN_IF_ERROR(AddClaims(live));
     PSTORE_ASSIGN_OR_RETURN(auto names, remote_->ListNames());
     res_.names = names.size();
-    PSTORE_ASSIGN_OR_RETURN(auto need, Needed(names, live));
-    for (const std::string& oid : need) res_.referenced_chunks += oid.starts_with("c.");
+    TestPause("gc-find-names");
+    PSTORE_RETURN_IF_ERROR(AddNames(names));
+    for (const std::string& oid : need_) res_.referenced_chunks += oid.starts_with("c.");
 
     PSTORE_RETURN_IF_ERROR(Progress("listing", 0, 0));
     try {
@@ -156,18 +187,17 @@ class Collector {
         res_.objects++;
         if (res_.objects % 1024 == 0) PSTORE_RETURN_IF_ERROR(Progress("listing", res_.objects, 0));
         std::optional<Kind> kind;
-        if (oid.size() == 34 && oid.starts_with("c.") && ChunkKey::FromHex(oid.substr(2))) {
+        if (Named(oid, "c.")) {
           kind = Kind::kChunk;
           res_.chunk_objects++;
-        } else if (oid.size() == 34 && oid.starts_with("m.") &&
-                   ModelDigest::FromHex(oid.substr(2))) {
+        } else if (Named(oid, "m.")) {
           kind = Kind::kManifest;
-        } else if (oid.size() == 34 && oid.starts_with(kClaimObjectPrefix)) {
+        } else if (Named(oid, kClaimObjectPrefix)) {
           kind = Kind::kClaimObject;
         } else if (oid != RemoteTier::kNamesObject) {
           res_.other_objects++;
         }
-        if (kind && !need.count(oid)) candidates_.push_back({oid, *kind});
+        if (kind && !need_.count(oid)) candidates_.push_back({oid, *kind});
       }
     } catch (const std::exception& e) {
       return Status::IOError(io_.where + ": listing the objects: " + e.what() +
@@ -241,13 +271,23 @@ class Collector {
         });
   }
 
-  // Step 3: every claim now on the remote counts, however old.
+  // Step 3: every claim now on the remote counts, however old. The claims
+  // and what they rely on are read before the names: a push that publishes
+  // in between is then seen either by its claim or by its name (its
+  // published manifest is up before its claim goes); one that claims after
+  // the claims were read retains only after the marks were set, and so
+  // clears them.
   Status Check() {
     PSTORE_RETURN_IF_ERROR(Progress("checking", 0, 0));
+    need_.clear();
+    counted_.clear();
     PSTORE_ASSIGN_OR_RETURN(std::vector<ClaimRecord> claims, ReadClaims(io_));
+    TestPause("gc-claims");
+    PSTORE_RETURN_IF_ERROR(AddClaims(claims));
     PSTORE_ASSIGN_OR_RETURN(auto names, remote_->ListNames());
-    PSTORE_ASSIGN_OR_RETURN(auto need, Needed(names, claims));
-    for (Candidate& c : candidates_) c.keep = need.count(c.oid) > 0;
+    TestPause("gc-names");
+    PSTORE_RETURN_IF_ERROR(AddNames(names));
+    for (Candidate& c : candidates_) c.keep = need_.count(c.oid) > 0;
     return Status::OK();
   }
 
@@ -295,6 +335,8 @@ class Collector {
   std::string token_;
   GcResult res_;
   std::map<ModelDigest, std::vector<ChunkKey>> chunks_of_;
+  std::unordered_set<std::string> need_;  // objects the claims and names need
+  std::set<ModelDigest> counted_;         // manifests whose chunks are in need_
   std::vector<Candidate> candidates_;
 };
 

@@ -10,8 +10,11 @@
 //      manifest objects no name or claim names, claim objects ("p.<id>")
 //      whose claim is gone.
 //   2. Mark: set the xattr "pstore.gc" to the token on every candidate.
-//   3. Check: read the claims and the names again; every candidate that a
-//      claim or a name now needs is kept (its mark is removed).
+//   3. Check: read the claims again, then what each relies on (its "p.<id>",
+//      or once that is gone the manifest it published), then the names and
+//      their manifests; every candidate that a claim or a name now needs is
+//      kept (its mark is removed). A name whose manifest is gone is skipped
+//      if the name no longer points at it (removed meanwhile).
 //   4. Sweep: delete each remaining candidate with one operation that
 //      compares its mark with the token and removes it, so an object a push
 //      retained after step 2 (which clears the mark) is never deleted.
@@ -67,8 +70,9 @@ struct GcResult {
 };
 
 // Errors: IOError when the cluster does not answer within the timeout;
-// Corruption when a name points at a manifest that is missing or does not
-// match its digest (nothing is deleted: which chunks it needs is unknown);
+// Corruption when a name points at a manifest that is missing (and still
+// does when read again) or an object does not match its digest (nothing is
+// deleted: which chunks it needs is unknown);
 // Aborted when progress returned false.
 Result<GcResult> CollectRemoteGarbage(RemoteTier* remote, const GcOptions& options);
 

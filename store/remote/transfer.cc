@@ -6,6 +6,7 @@
 
 #include "codec/chunk_codec.h"
 #include "store/remote/push_claim.h"
+#include "store/remote/test_pause.h"
 #include "store/rocks_chunk_source.h"
 
 namespace pstore {
@@ -115,6 +116,7 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
   if (current && *current == res.digest) {
     res.unchanged = true;
   } else {
+    TestPause("push-publish");
     PSTORE_RETURN_IF_ERROR(claim->Publish(name.Ref(), current));
   }
   res.seconds = Since(t0);
