@@ -24,6 +24,10 @@ struct RemoteArgs {
   bool force = false, wait = false, dry_run = false;
 };
 
+// A shorter gc grace needs --force: a running push renews its claim only
+// between batches, and a batch can take a few timeouts on a slow cluster.
+constexpr int64_t kMinGraceSeconds = 60;
+
 RemoteArgs g_args;
 CLI::App *g_add, *g_ls, *g_rm, *g_gc, *g_push, *g_pull;
 
@@ -168,6 +172,14 @@ int CmdPull(const Globals& g, const RemoteArgs& a) {
 
 int CmdRemoteGc(const Globals& g, const RemoteArgs& a) {
   if (a.grace < 0) return Fail(g, Status::InvalidArgument("--grace must be 0 or more seconds"));
+  if (a.grace < kMinGraceSeconds && !a.force) {
+    return Fail(g, Status::InvalidArgument(
+                       "--grace " + std::to_string(a.grace) + " is below " +
+                       std::to_string(kMinGraceSeconds) +
+                       " s: it can withdraw the claims of pushes that are running (one batch "
+                       "of a push can take about 3 timeouts), which then fail and must be run "
+                       "again; raise it, or pass --force if no push is running"));
+  }
   auto tier = Connect(g, a.name, a.op_timeout);
   if (!tier.ok()) return Fail(g, tier.status());
   const bool show = !g.json && ::isatty(2);
@@ -314,6 +326,8 @@ void AddRemoteCommands(CLI::App& app, Globals&) {
                    "Seconds after which an unrenewed push claim is taken for a killed push's "
                    "(default 3600)");
   g_gc->add_flag("--dry-run", a.dry_run, "Report what would be deleted; change nothing");
+  g_gc->add_flag("--force", a.force,
+                 "Accept a --grace below " + std::to_string(kMinGraceSeconds) + " seconds");
   g_gc->add_option("--timeout", a.op_timeout,
                    "Seconds to wait for the cluster (default: the remote's)")
       ->check(CLI::Range(1, 3600));

@@ -170,7 +170,9 @@ Result<std::vector<bool>> PushClaim::Retain(std::span<const ChunkKey> keys) {
 }
 
 Status PushClaim::KeepAlive() {
-  if (NowSeconds() - record_.renewed < kClaimRenewSeconds) return Status::OK();
+  if (std::chrono::steady_clock::now() - renewed_at_ < std::chrono::seconds(kClaimRenewSeconds)) {
+    return Status::OK();
+  }
   return Renew();
 }
 
@@ -189,6 +191,7 @@ Status PushClaim::Renew() {
   }
   if (r < 0) return io.Error(r, "renewing the push claim");
   record_ = std::move(next);
+  renewed_at_ = std::chrono::steady_clock::now();
   return Status::OK();
 }
 

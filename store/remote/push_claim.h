@@ -22,6 +22,7 @@
 // be called from many threads.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -97,6 +98,9 @@ class PushClaim {
 
   RemoteTier* remote_;
   ClaimRecord record_;
+  // When the claim was last set, on this host's steady clock: renewals keep
+  // their pace whatever the wall clock does.
+  std::chrono::steady_clock::time_point renewed_at_ = std::chrono::steady_clock::now();
   bool held_ = true;
 };
 

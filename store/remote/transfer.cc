@@ -112,13 +112,12 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
   }
   // 2. The manifest, once every chunk is there.
   PSTORE_RETURN_IF_ERROR(claim->PutManifest(bytes));
-  // 3. The name, if it is still what we read and the claim still holds.
-  if (current && *current == res.digest) {
-    res.unchanged = true;
-  } else {
-    TestPause("push-publish");
-    PSTORE_RETURN_IF_ERROR(claim->Publish(name.Ref(), current));
-  }
+  // 3. The name, if it is still what we read and the claim still holds (set
+  // again when it already named the model, so that a name removed meanwhile
+  // is not reported as pushed).
+  res.unchanged = current && *current == res.digest;
+  TestPause("push-publish");
+  PSTORE_RETURN_IF_ERROR(claim->Publish(name.Ref(), current));
   res.seconds = Since(t0);
   return res;
 }

@@ -15,42 +15,9 @@ step, so each interleaving is tested every run rather than by chance.
 
 import json
 import os
-import subprocess
-import time
 
-from harness import check, log, make_model, popen, run_test, tree_sha256
-from remote_harness import namespace, objects, remote_names, store_with_remote
-
-
-class Paused:
-    """A pstore process started with pause points (point -> file prefix)."""
-
-    def __init__(self, store, work, tag, points, *args, json_out=False):
-        self.files = {pt: os.path.join(work, f"{tag}-{pt}") for pt in points}
-        env = dict(os.environ)
-        env["PSTORE_TEST_PAUSE"] = ",".join(f"{pt}={f}" for pt, f in self.files.items())
-        self.argv = store.argv(*args, json_out=json_out)
-        self.p = popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, env=env)
-
-    def wait_paused(self, point, timeout=300):
-        t0 = time.monotonic()
-        while not os.path.exists(self.files[point] + ".paused"):
-            if self.p.poll() is not None:
-                out, err = self.p.communicate()
-                check(False, f"`{' '.join(self.argv)}` ended (rc {self.p.returncode}) before "
-                      f"reaching {point}: {out[-300:]} {err[-500:]}")
-            check(time.monotonic() - t0 < timeout, f"{point} not reached in {timeout} s")
-            time.sleep(0.02)
-
-    def go(self, point):
-        open(self.files[point] + ".go", "w").close()
-
-    def finish(self, what):
-        out, err = self.p.communicate(timeout=600)
-        check(self.p.returncode == 0, f"{what}: `{' '.join(self.argv)}` failed with rc "
-              f"{self.p.returncode}: {out[-300:]} {err[-800:]}")
-        return out
+from harness import EXIT_BUSY, check, log, make_model, run_test, tree_sha256
+from remote_harness import Paused, namespace, objects, remote_names, store_with_remote
 
 
 def dead_model(work, tag, seed):
@@ -130,10 +97,31 @@ def removed_during_check(work):
     log("removed during the check: the gc skipped the removed name, no error")
 
 
+def removed_during_unchanged_push(work):
+    ns = namespace("rmu")
+    a = store_with_remote(os.path.join(work, "rmu"), ns)
+    f = make_model(os.path.join(work, "rmu.safetensors"), 2, seed=74, tensors=6)
+    a.ok("import", f, "m:1")
+    a.ok("push", "m:1")
+    p = Paused(a, work, "rmu-push", ["push-publish"], "push", "m:1")
+    p.wait_paused("push-publish")  # found m:1 already naming the model
+    a.ok("rm", "--remote", "fleet", "m:1")
+    p.go("push-publish")
+    out, err = p.p.communicate(timeout=300)
+    check(p.p.returncode == EXIT_BUSY and "again" in err,
+          f"a push finding its name unchanged, removed before it finished, must fail with "
+          f"exit 6 and say to run it again: rc {p.p.returncode}: {out[-200:]} {err[-400:]}")
+    check("m:1" not in remote_names(a), "the name came back without a push saying so")
+    a.ok("push", "m:1")
+    pulls_identical(work, ns, "m:1", f, "rmu")
+    log("removed during an unchanged push: exit 6, the rerun pushes it")
+
+
 def body(work):
     published_during_check(work)
     retained_after_mark(work)
     removed_during_check(work)
+    removed_during_unchanged_push(work)
 
 
 if __name__ == "__main__":

@@ -5,16 +5,18 @@
   remaining names alone creates (compared object by object, with `rados ls`,
   against a second namespace); --dry-run counts the same and deletes nothing;
   objects that are not pstore's stay.
-- a killed push: its claim and what it uploaded stay while the claim is
+- a killed push (SIGKILL just before it publishes): its claim and what it uploaded stay while the claim is
   fresh, and go with a gc whose grace it outlived; the push then reruns.
-- a stopped push (SIGSTOP in the middle): a gc keeps its chunks while its
+- a stopped push (SIGSTOP just before it publishes): a gc keeps its chunks while its
   claim is fresh, and the push completes; a gc with a short grace withdraws
   the claim and deletes its chunks, and the push, continued, fails with exit
   6 and publishes nothing; its rerun completes.
 - two stores ("hosts") pushing the same and overlapping models at once,
   round after round with the names removed in between, while each host runs
   `remote gc` in a loop: every push succeeds, and every name pulls
-  byte-identical into a fresh store."""
+  byte-identical into a fresh store after every round. (Whether a gc and a
+  push meet at a dangerous moment here is chance: remote_gc_race_test.py
+  makes each such moment happen.)"""
 
 import os
 import signal
@@ -22,7 +24,8 @@ import threading
 import time
 
 from harness import EXIT_BUSY, Store, check, log, make_model, run_test, tree_sha256
-from remote_harness import namespace, objects, rados, remote_names, store_with_remote
+from remote_harness import (Paused, namespace, objects, objects_settled, rados, remote_names,
+                            store_with_remote)
 
 
 def gc(store, *args, remote="fleet"):
@@ -63,6 +66,10 @@ def exact(work):
     dead_manifests = {o for o in dead if o.startswith("m.")}
     check(dead == dead_chunks | dead_manifests and dead_chunks and len(dead_manifests) == 2,
           f"unexpected objects to collect: {sorted(dead)[:6]}")
+    r = a.run("remote", "gc", "fleet", "--grace", "5")
+    check(r.rc == 4 and "--force" in r.err and "running" in r.err,
+          f"a --grace below 60 s without --force must be refused (exit 4): {r.describe()}")
+    check(objects(ns) == before, "a refused gc changed the remote")
     d = gc(a, "--dry-run")
     check(d["dry_run"] and d["dead_chunks"] == len(dead_chunks) and d["dead_manifests"] == 2
           and d["deleted_chunks"] == 0, f"dry run: {d}, expected {len(dead_chunks)} chunks")
@@ -89,44 +96,26 @@ def exact(work):
     return a, ns, keep
 
 
-def push_until(store, ref, at, stop):
-    """Starts `push ref` and, after `at` seconds, kills or stops it (stop:
-    SIGSTOP). Returns the process, or None if the push finished first."""
-    p = store.popen("push", ref)
-    time.sleep(at)
-    if p.poll() is not None:
-        p.communicate()
-        return None
-    p.send_signal(signal.SIGSTOP if stop else signal.SIGKILL)
-    if not stop:
-        p.communicate()
-    time.sleep(0.5)  # operations the push had sent still land on the OSD
-    return p
-
-
 def interrupted_push(store, ns, ref, stop, work):
-    """A push of ref interrupted after it uploaded some chunks (tries shorter
-    delays if it finishes first)."""
-    base = {o for o in objects(ns) if o.startswith("c.")}
-    for at in (0.6, 0.4, 0.25, 0.15, 0.08):
-        p = push_until(store, ref, at, stop)
-        if p is None:
-            # It finished: take the name out again and collect, then retry.
-            store.ok("rm", "--remote", "fleet", ref)
-            time.sleep(1.1)
-            gc(store, "--grace", "0")
-            continue
-        uploaded = {o for o in objects(ns) if o.startswith("c.")} - base
-        if uploaded and ref not in remote_names(store):
-            return p, uploaded
-        if stop:
-            p.send_signal(signal.SIGCONT)
-            p.communicate()
-        if ref in remote_names(store):  # it got as far as publishing
-            store.ok("rm", "--remote", "fleet", ref)
-        time.sleep(1.1)
-        gc(store, "--grace", "0")
-    check(False, f"could not interrupt a push of {ref} after it uploaded something")
+    """A push of ref killed, or stopped (SIGSTOP), once it has uploaded every
+    chunk and its manifest, just before it publishes (its push-publish pause
+    point, so the moment does not depend on the machine's speed). Returns
+    the process and the chunk objects it uploaded; a stopped one continues
+    on SIGCONT."""
+    base = objects_settled(ns, "c.")
+    p = Paused(store, work, "push-" + ref.replace(":", "-"), ["push-publish"], "push", ref,
+               "--timeout", "300")
+    p.wait_paused("push-publish")
+    p.p.send_signal(signal.SIGSTOP if stop else signal.SIGKILL)
+    if stop:
+        p.go("push-publish")  # seen once it is continued
+    else:
+        p.p.communicate()
+    uploaded = objects_settled(ns, "c.") - base
+    check(uploaded and ref not in remote_names(store),
+          f"the interrupted push of {ref} uploaded {len(uploaded)} chunks and published: "
+          f"{ref in remote_names(store)}")
+    return p.p, uploaded
 
 
 def killed_push(work, a, ns, keep):
@@ -141,7 +130,7 @@ def killed_push(work, a, ns, keep):
           f"gc deleted chunks of a push whose claim is fresh: {j}")
     check(any(o.startswith("p.") for o in objs), "the killed push's claim object is missing")
     time.sleep(1.1)
-    j = gc(a, "--grace", "0")
+    j = gc(a, "--grace", "0", "--force")
     check(len(j["claims"]) == 1 and j["claims"][0]["withdrawn"],
           f"a claim older than the grace must be withdrawn: {j['claims']}")
     check(j["deleted_chunks"] == len(uploaded) and j["deleted_claim_objects"] == 1,
@@ -179,7 +168,7 @@ def stopped_push(work, a, ns):
     p, uploaded = interrupted_push(a, ns, "s:2", True, work)
     try:
         time.sleep(2.1)
-        j = gc(a, "--grace", "1")
+        j = gc(a, "--grace", "1", "--force")
         check(any(c["withdrawn"] for c in j["claims"]), f"claims: {j['claims']}")
         check(j["deleted_chunks"] >= len(uploaded),
               f"a gc that withdrew the claim deleted {j['deleted_chunks']} chunks, the push had "
@@ -257,6 +246,12 @@ def two_hosts(work):
             check(not push_errors, f"a push failed in round {rnd}: {push_errors[:2]}")
             listed = remote_names(h[0])
             check(set(refs) <= set(listed), f"round {rnd}: the remote lists {sorted(listed)}")
+            # Every name, every round, while the gcs go on: a chunk deleted
+            # under a name shows here.
+            fresh = store_with_remote(os.path.join(work, f"fresh-2-{rnd}"), ns)
+            for ref, f in sorted(refs.items()):
+                fresh.ok("pull", ref)
+                fresh.export_matches(ref, tree_sha256(f), work)
             if rnd < rounds - 1:
                 # Make everything garbage, so the next round's pushes find
                 # chunks a gc is about to delete.

@@ -64,7 +64,7 @@ def push_kills(work, rng):
         # A gc between trials: the killed push's claim is older than a grace
         # of 0 once a second has passed, so what it uploaded goes.
         time.sleep(1.05)
-        j = src.ok("remote", "gc", "fleet", "--grace", "0", json_out=True).json()
+        j = src.ok("remote", "gc", "fleet", "--grace", "0", "--force", json_out=True).json()
         check(all(c["withdrawn"] for c in j["claims"]), f"gc left a dead push's claim: {j}")
         gc_deleted += j["deleted_chunks"]
         names = remote_names(src)
