@@ -88,10 +88,12 @@ def osd_down_mid_pull(work):
             cluster_sh("start-osd")
     log("the OSD is back")
     check("new:1" not in remote_names(src), "a push that failed with the OSD down published")
-    dst.ok("pull", "big:1")
+    # The OSD is serving again (start-osd probed it), but may be slow to
+    # catch up on a loaded machine: a generous timeout here.
+    dst.ok("pull", "big:1", "--timeout", "300")
     dst.export_matches("big:1", tree_sha256(f), work)
     dst.verify_ok("after the pull once the OSD was back")
-    src.ok("push", "new:1")
+    src.ok("push", "new:1", "--timeout", "300")
 
 
 def body(work):

@@ -20,18 +20,32 @@ from harness import EXIT_BUSY, check, log, make_model, run_test, tree_sha256
 from remote_harness import Paused, namespace, objects, remote_names, store_with_remote
 
 
+def pushed_model(work, tag, seed, mb=2, tensors=6):
+    """A store with a remote of its own namespace and one model, m:1, pushed."""
+    ns = namespace(tag)
+    a = store_with_remote(os.path.join(work, tag), ns)
+    f = make_model(os.path.join(work, f"{tag}.safetensors"), mb, seed=seed, tensors=tensors)
+    a.ok("import", f, "m:1")
+    a.ok("push", "m:1")
+    return a, ns, f
+
+
 def dead_model(work, tag, seed):
     """A store with a model pushed and its name removed again: every chunk
     of it is garbage on the remote."""
-    ns = namespace(tag)
-    a = store_with_remote(os.path.join(work, tag), ns)
-    f = make_model(os.path.join(work, f"{tag}.safetensors"), 4, seed=seed, tensors=12)
-    a.ok("import", f, "m:1")
-    a.ok("push", "m:1")
+    a, ns, f = pushed_model(work, tag, seed, mb=4, tensors=12)
     chunks = {o for o in objects(ns) if o.startswith("c.")}
     check(chunks, "the push uploaded no chunk")
     a.ok("rm", "--remote", "fleet", "m:1")
     return a, ns, f, chunks
+
+
+def kept_and_pulls(work, ns, chunks, f, tag, what):
+    """Every chunk of m:1 is still there, and m:1 pulls byte-identical."""
+    missing = chunks - objects(ns)
+    check(not missing, f"the gc deleted {len(missing)} of the {len(chunks)} chunks of m:1, "
+          f"which a push {what}")
+    pulls_identical(work, ns, "m:1", f, tag)
 
 
 def pulls_identical(work, ns, ref, f, tag):
@@ -55,10 +69,7 @@ def published_during_check(work):
           "the push left its claim's manifest copy behind")
     g.go("gc-claims")
     g.finish("a gc that a push published during")
-    missing = chunks - objects(ns)
-    check(not missing, f"the gc deleted {len(missing)} of the {len(chunks)} chunks of m:1, "
-          "which a push published while the gc checked")
-    pulls_identical(work, ns, "m:1", f, "pub")
+    kept_and_pulls(work, ns, chunks, f, "pub", "published while the gc checked")
     log(f"published during the check: all {len(chunks)} chunks kept, m:1 pulls byte-identical")
 
 
@@ -72,19 +83,12 @@ def retained_after_mark(work):
     j = json.loads(out)
     check(j["kept"] >= len(chunks) and j["deleted_chunks"] == 0,
           f"the gc should have kept the {len(chunks)} chunks by their cleared marks: {j}")
-    missing = chunks - objects(ns)
-    check(not missing, f"the gc deleted {len(missing)} of the {len(chunks)} chunks a push "
-          "retained after they were marked")
-    pulls_identical(work, ns, "m:1", f, "ret")
+    kept_and_pulls(work, ns, chunks, f, "ret", "retained after they were marked")
     log(f"retained after the mark: all {len(chunks)} chunks kept, m:1 pulls byte-identical")
 
 
 def removed_during_check(work):
-    ns = namespace("rmd")
-    a = store_with_remote(os.path.join(work, "rmd"), ns)
-    f = make_model(os.path.join(work, "rmd.safetensors"), 2, seed=73, tensors=6)
-    a.ok("import", f, "m:1")
-    a.ok("push", "m:1")
+    a, ns, _ = pushed_model(work, "rmd", 73)
     g = Paused(a, work, "rmd-gc", ["gc-find-names"], "remote", "gc", "fleet", json_out=True)
     g.wait_paused("gc-find-names")  # read m:1 among the names
     a.ok("rm", "--remote", "fleet", "m:1")
@@ -98,11 +102,7 @@ def removed_during_check(work):
 
 
 def removed_during_unchanged_push(work):
-    ns = namespace("rmu")
-    a = store_with_remote(os.path.join(work, "rmu"), ns)
-    f = make_model(os.path.join(work, "rmu.safetensors"), 2, seed=74, tensors=6)
-    a.ok("import", f, "m:1")
-    a.ok("push", "m:1")
+    a, ns, f = pushed_model(work, "rmu", 74)
     p = Paused(a, work, "rmu-push", ["push-publish"], "push", "m:1")
     p.wait_paused("push-publish")  # found m:1 already naming the model
     a.ok("rm", "--remote", "fleet", "m:1")

@@ -12,10 +12,14 @@
 #                                      removes DIR; works after a failed start
 #   tests/ceph/cluster.sh status DIR   "ceph -s" of DIR's cluster
 #   tests/ceph/cluster.sh stop-osd DIR  stops the OSD daemon at once (SIGKILL,
-#                                      as a crash would): the fault tests'
-#                                      "OSD down" with the mon still up
+#                                      as a crash would) and marks it down:
+#                                      the fault tests' "OSD down" with the
+#                                      mon still up
 #   tests/ceph/cluster.sh start-osd DIR starts it again and waits (bounded)
-#                                      until it is up and active+clean
+#                                      until it is up in a map newer than
+#                                      before, active+clean, and a probe
+#                                      object (namespace cluster-probe) can
+#                                      be written and read
 #
 # Environment: PSTORE_CEPH_PORT (default 46700) is the mon's port; the OSD and
 # mgr bind to PORT+1..PORT+99, so two clusters on one machine need ports 100
@@ -137,17 +141,62 @@ do_stop_osd() {
   # it goes on serving until the mon has marked it down).
   kill -KILL "$p"
   for i in $(seq 1 100); do
-    [ -z "$(osd_pid)" ] && { log "OSD stopped"; return 0; }
+    if [ -z "$(osd_pid)" ]; then
+      # Marked down at once, not after the mon's heartbeat grace: clients
+      # then see the stopped OSD within a second even on a loaded machine.
+      ceph_cli osd down 0 >/dev/null 2>&1 || log "could not mark osd.0 down (the mon will)"
+      log "OSD stopped"
+      return 0
+    fi
     sleep 0.1
   done
   log "the OSD (pid $p) did not stop"
   return 1
 }
 
+# The OSD map's epoch, and the epoch osd.0 last came up in (0 if unknown).
+osd_epoch() { ceph_cli osd dump 2>/dev/null | awk '/^epoch /{print $2; exit}'; }
+osd_up_from() {
+  ceph_cli osd dump 2>/dev/null |
+    awk '/^osd\.0 up /{for (i = 1; i < NF; i++) if ($i == "up_from") print $(i + 1); exit}'
+}
+
+# True once a client can write and read an object of the pool.
+probe_io() {
+  local r
+  r=$(printf probe | timeout 30 rados -c "$dir/ceph.conf" -p "$pool" -N cluster-probe \
+        put probe - 2>/dev/null &&
+      timeout 30 rados -c "$dir/ceph.conf" -p "$pool" -N cluster-probe get probe - 2>/dev/null)
+  [ "$r" = probe ]
+}
+
 do_start_osd() {
   [ -e "$dir/ceph.conf" ] || { log "no cluster in $dir"; return 1; }
+  local before deadline up
+  before=$(osd_epoch)
   if [ -z "$(osd_pid)" ]; then ceph-osd -c "$dir/ceph.conf" -i 0; fi
-  wait_healthy && log "OSD up"
+  # Up again in a newer map than the one before the start (a stale
+  # "active+clean" from before the stop proves nothing), healthy, and
+  # serving a client.
+  deadline=$(( $(date +%s) + timeout ))
+  while :; do
+    up=$(osd_up_from)
+    if [ -n "$up" ] && [ -n "$before" ] && [ "$up" -gt "$before" ]; then break; fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "osd.0 not up after ${timeout} s (map epoch before the start ${before:-?}, up_from ${up:-none}; logs in $dir/log)"
+      return 1
+    fi
+    sleep 0.5
+  done
+  wait_healthy || return 1
+  while ! probe_io; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "osd.0 is up but a client cannot write and read after ${timeout} s (logs in $dir/log)"
+      return 1
+    fi
+    sleep 1
+  done
+  log "OSD up"
 }
 
 do_start() {
