@@ -586,20 +586,25 @@ TEST_F(RadosChunkSourceTest, StalledOsdIsAnErrorWithinTheTimeoutThenWorksAgain) 
   auto got = (*src)->Read(std::span(&c.key, 1));
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_FALSE(got.ok()) << "a read from a stopped OSD succeeded";
-  EXPECT_LT(secs, 3 + 10.0) << "took " << secs << " s";
+  // The timeout, plus slack for a loaded machine (the op timer starts once
+  // the request is sent).
+  EXPECT_LT(secs, 3 + 30.0) << "took " << secs << " s";
   EXPECT_NE(got.status().message().find(c.key.Hex()), std::string::npos) << got.status().ToString();
   EXPECT_NE(got.status().message().find("raise the timeout"), std::string::npos)
       << got.status().ToString();
   kill(pid, SIGCONT);
 
-  // Back: the same source reads the chunk (the OSD may take a moment).
+  // Back: the same source reads the chunk. The OSD may take a while: if the
+  // mon marked it down meanwhile, it must be marked up again first, which on
+  // a loaded machine can take tens of seconds.
   bool ok = false;
-  for (int i = 0; i < 20 && !ok; ++i) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(180);
+  while (!ok && std::chrono::steady_clock::now() < until) {
     auto again = (*src)->Read(std::span(&c.key, 1));
     ok = again.ok() && (*again)[0] == c.frame;
     if (!ok) std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
-  EXPECT_TRUE(ok) << "no read succeeded after the OSD continued";
+  EXPECT_TRUE(ok) << "no read succeeded within 180 s after the OSD continued";
 }
 
 // A cluster that does not answer: a conf whose mon address nobody listens
@@ -626,7 +631,9 @@ TEST(RadosUnreachable, ConnectFailsWithinTheTimeout) {
   auto src = RadosChunkSource::Open(o);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_FALSE(src.ok());
-  EXPECT_LT(secs, 3 + 10.0) << "took " << secs << " s";
+  // The timeout, plus slack for a loaded machine (the op timer starts once
+  // the request is sent).
+  EXPECT_LT(secs, 3 + 30.0) << "took " << secs << " s";
   EXPECT_NE(src.status().message().find("connecting"), std::string::npos)
       << src.status().ToString();
   std::remove(conf.c_str());

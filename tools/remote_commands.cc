@@ -1,13 +1,17 @@
-// The pstore command's remote commands: remote add|ls|rm|ingest, push, pull,
-// and the --remote forms of ls and rm (docs/remote.md, docs/cli.md).
+// The pstore command's remote commands: remote add|ls|rm|gc|ingest, push,
+// pull, and the --remote forms of ls and rm (docs/remote.md, docs/cli.md).
 //
 // push reads the newest published generation and runs alongside a writer;
-// pull and remote add|rm|ingest take the store's writer lock.
+// remote gc reads only the config; pull and remote add|rm|ingest take the
+// store's writer lock.
+#include <unistd.h>
+
 #include <cstdio>
 #include <iostream>
 
 #include "store/lazy_ingest.h"
 #include "store/remote/remote_config.h"
+#include "store/remote/remote_gc.h"
 #include "store/remote/transfer.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -18,20 +22,29 @@ namespace {
 struct RemoteArgs {
   std::string name, url, conf, id = "admin", ns, remote, ref;
   int timeout = 30;
-  bool force = false, wait = false;
+  int op_timeout = 0;  // --timeout of push, pull, remote gc: overrides the remote's
+  int64_t grace = 3600;
+  bool force = false, wait = false, dry_run = false;
 };
+
+// A shorter gc grace needs --force: a running push renews its claim only
+// between batches, and a batch can take a few timeouts on a slow cluster.
+constexpr int64_t kMinGraceSeconds = 60;
 
 nlohmann::json SpecJson(const RemoteSpec& r) {
   return {{"name", r.name}, {"url", r.url},      {"conf", r.conf},
           {"id", r.id},     {"namespace", r.ns}, {"timeout_seconds", r.timeout_seconds}};
 }
 
-// The remote's spec from the store's config, connected.
-Result<std::unique_ptr<RemoteTier>> Connect(const Context& ctx, const std::string& remote) {
+// The remote's spec from the store's config, connected; a timeout > 0
+// replaces the remote's.
+Result<std::unique_ptr<RemoteTier>> Connect(const Context& ctx, const std::string& remote,
+                                            int timeout = 0) {
   StorePaths p{ctx.store};
   PSTORE_RETURN_IF_ERROR(ReadStoreId(p).status());
   PSTORE_ASSIGN_OR_RETURN(StoreConfig c, ReadStoreConfig(p));
   PSTORE_ASSIGN_OR_RETURN(RemoteSpec spec, FindRemote(c, remote));
+  if (timeout > 0) spec.timeout_seconds = timeout;
   auto tier = RemoteTier::Open(spec.ToRadosOptions());
   if (!tier.ok()) return tier.status().WithContext("remote " + spec.name);
   return tier;
@@ -137,7 +150,7 @@ struct TransferOutput : Output {
 
 Result<TransferOutput> CmdPush(const Context& c, const RemoteArgs& a) {
   PSTORE_ASSIGN_OR_RETURN(auto reader, StoreReader::Open(c.store));
-  PSTORE_ASSIGN_OR_RETURN(auto tier, Connect(c, a.remote));
+  PSTORE_ASSIGN_OR_RETURN(auto tier, Connect(c, a.remote, a.op_timeout));
   ProgressLine line("pushing", !c.json);
   TransferOptions o;
   o.force = a.force;
@@ -152,7 +165,7 @@ Result<TransferOutput> CmdPush(const Context& c, const RemoteArgs& a) {
 }
 
 Result<TransferOutput> CmdPull(const Context& c, const RemoteArgs& a) {
-  PSTORE_ASSIGN_OR_RETURN(auto tier, Connect(c, a.remote));
+  PSTORE_ASSIGN_OR_RETURN(auto tier, Connect(c, a.remote, a.op_timeout));
   PSTORE_ASSIGN_OR_RETURN(auto w, StoreWriter::Open(c.store, a.wait));
   ProgressLine line("pulling", !c.json);
   TransferOptions o;
@@ -198,6 +211,112 @@ Result<IngestOutput> CmdIngest(const Context& c, const RemoteArgs& a) {
   if (!r.ok()) return r.status().WithContext("the lazy cache was not ingested");
   IngestOutput out;
   out.r = std::move(r).value();
+  return out;
+}
+
+// remote gc: chunks, manifests and claim objects no remote name or push needs.
+struct GcOutput : Output {
+  std::string where;
+  bool dry_run = false;
+  int64_t grace = 0;
+  GcResult x;
+
+  nlohmann::json Json() const {
+    nlohmann::json claims = nlohmann::json::array();
+    for (const GcClaim& c : x.claims) {
+      claims.push_back({{"id", c.id},
+                        {"host", c.host},
+                        {"pid", c.pid},
+                        {"digest", c.model_digest},
+                        {"age_seconds", c.age_seconds},
+                        {"withdrawn", c.withdrawn}});
+    }
+    return {{"ok", true},
+            {"remote", where},
+            {"dry_run", dry_run},
+            {"grace_seconds", grace},
+            {"objects", x.objects},
+            {"chunk_objects", x.chunk_objects},
+            {"names", x.names},
+            {"referenced_chunks", x.referenced_chunks},
+            {"other_objects", x.other_objects},
+            {"claims", claims},
+            {"dead_chunks", x.dead_chunks},
+            {"dead_manifests", x.dead_manifests},
+            {"dead_claim_objects", x.dead_claim_objects},
+            {"dead_bytes", x.dead_bytes},
+            {"deleted_chunks", x.deleted_chunks},
+            {"deleted_manifests", x.deleted_manifests},
+            {"deleted_claim_objects", x.deleted_claim_objects},
+            {"deleted_bytes", x.deleted_bytes},
+            {"kept", x.kept},
+            {"seconds", x.seconds}};
+  }
+  void Text() const {
+    std::printf("%s: %llu objects, %llu names, %llu chunks referenced of %llu\n", where.c_str(),
+                (unsigned long long)x.objects, (unsigned long long)x.names,
+                (unsigned long long)x.referenced_chunks, (unsigned long long)x.chunk_objects);
+    for (const GcClaim& c : x.claims) {
+      std::printf("  push of %s by %s pid %lld, renewed %lld s ago%s\n",
+                  c.model_digest.substr(0, 12).c_str(), c.host.c_str(), (long long)c.pid,
+                  (long long)c.age_seconds,
+                  c.withdrawn ? (dry_run ? ": would be withdrawn" : ": withdrawn") : ": kept");
+    }
+    if (dry_run) {
+      std::printf(
+          "would delete %llu chunks, %llu manifests, %llu claim objects (%s); "
+          "nothing was changed\n",
+          (unsigned long long)x.dead_chunks, (unsigned long long)x.dead_manifests,
+          (unsigned long long)x.dead_claim_objects, HumanBytes(double(x.dead_bytes)).c_str());
+    } else {
+      std::printf("deleted %llu chunks, %llu manifests, %llu claim objects (%s) in %.2f s",
+                  (unsigned long long)x.deleted_chunks, (unsigned long long)x.deleted_manifests,
+                  (unsigned long long)x.deleted_claim_objects,
+                  HumanBytes(double(x.deleted_bytes)).c_str(), x.seconds);
+      if (x.kept)
+        std::printf("; kept %llu that a push or a name needed meanwhile",
+                    (unsigned long long)x.kept);
+      std::printf("\n");
+    }
+    if (x.other_objects) {
+      std::printf("left alone %llu objects that are not pstore's\n",
+                  (unsigned long long)x.other_objects);
+    }
+  }
+};
+
+Result<GcOutput> CmdRemoteGc(const Context& c, const RemoteArgs& a) {
+  if (a.grace < 0) return Status::InvalidArgument("--grace must be 0 or more seconds");
+  if (a.grace < kMinGraceSeconds && !a.force) {
+    return Status::InvalidArgument(
+        "--grace " + std::to_string(a.grace) + " is below " + std::to_string(kMinGraceSeconds) +
+        " s: it can withdraw the claims of pushes that are running (one batch of a push can "
+        "take about 3 timeouts), which then fail and must be run again; raise it, or pass "
+        "--force if no push is running");
+  }
+  PSTORE_ASSIGN_OR_RETURN(auto tier, Connect(c, a.name, a.op_timeout));
+  const bool show = !c.json && ::isatty(2);
+  GcOptions o;
+  o.grace_seconds = a.grace;
+  o.dry_run = a.dry_run;
+  o.progress = [&](const char* step, uint64_t done, uint64_t total) {
+    if (show) {
+      if (total)
+        std::fprintf(stderr, "\rgc: %s %llu / %llu objects   ", step, (unsigned long long)done,
+                     (unsigned long long)total);
+      else
+        std::fprintf(stderr, "\rgc: %s %llu objects   ", step, (unsigned long long)done);
+    }
+    return !ProgressLine::Interrupted();
+  };
+  auto r = CollectRemoteGarbage(tier.get(), o);
+  if (show) std::fprintf(stderr, "\r\033[K");
+  if (!r.ok()) return r.status().WithContext("remote gc of " + tier->Describe());
+  GcOutput out;
+  out.where = tier->Describe();
+  out.dry_run = a.dry_run;
+  out.grace = a.grace;
+  out.x = std::move(r).value();
   return out;
 }
 
@@ -289,23 +408,41 @@ std::vector<Command> AddRemoteCommands(CLI::App& app) {
   auto* ingest = remote->add_subcommand(
       "ingest", "Move chunks fetched by lazily opened models into the store; publish whole ones");
   ingest->add_flag("--wait", a->wait, "Wait for another writer instead of failing");
+  auto* gc =
+      remote->add_subcommand("gc", "Delete the remote's chunks and manifests that no remote name needs");
+  gc->add_option("NAME", a->name, "The remote's name")->required();
+  gc->add_option("--grace", a->grace,
+                  "Seconds after which an unrenewed push claim is taken for a killed push's "
+                  "(default 3600)");
+  gc->add_flag("--dry-run", a->dry_run, "Report what would be deleted; change nothing");
+  gc->add_flag("--force", a->force,
+                "Accept a --grace below " + std::to_string(kMinGraceSeconds) + " seconds");
+  gc->add_option("--timeout", a->op_timeout, "Seconds to wait for the cluster (default: the remote's)")
+      ->check(CLI::Range(1, 3600));
 
   auto* push =
       app.add_subcommand("push", "Upload a model to a remote: missing chunks, manifest, name");
   push->add_option("NAME:TAG", a->ref, "The model")->required();
   push->add_option("--remote", a->remote, "The remote (default: the only one)");
   push->add_flag("--force", a->force, "Replace NAME:TAG on the remote if it names another model");
+  push->add_option("--timeout", a->op_timeout,
+                   "Seconds to wait for the cluster (default: the remote's)")
+      ->check(CLI::Range(1, 3600));
   auto* pull = app.add_subcommand("pull", "Fetch a model from a remote into the store");
   pull->add_option("NAME:TAG", a->ref, "The model")->required();
   pull->add_option("--remote", a->remote, "The remote (default: the only one)");
   pull->add_flag("--force", a->force, "Replace NAME:TAG locally if it names another model");
   pull->add_flag("--wait", a->wait, "Wait for another writer instead of failing");
+  pull->add_option("--timeout", a->op_timeout,
+                   "Seconds to wait for the cluster (default: the remote's)")
+      ->check(CLI::Range(1, 3600));
 
   return {
       {add, [a](const Context& c) { return Emit(c, CmdRemoteAdd(c, *a)); }},
       {ls, [](const Context& c) { return Emit(c, CmdRemoteLs(c)); }},
       {rm, [a](const Context& c) { return Emit(c, CmdRemoteRm(c, *a)); }},
       {ingest, [a](const Context& c) { return Emit(c, CmdIngest(c, *a)); }},
+      {gc, [a](const Context& c) { return Emit(c, CmdRemoteGc(c, *a)); }},
       {push, [a](const Context& c) { return Emit(c, CmdPush(c, *a)); }},
       {pull, [a](const Context& c) { return Emit(c, CmdPull(c, *a)); }},
   };

@@ -1,62 +1,24 @@
 // RadosChunkSource: see store/remote/rados_chunk_source.h.
 #include "store/remote/rados_chunk_source.h"
 
-#include <rados/librados.hpp>
-
 #include <cerrno>
-#include <cstring>
-#include <deque>
 #include <functional>
 
 #include "store/remote/rados_connection.h"
+#include "store/remote/rados_io.h"
 
 namespace pstore {
-namespace {
-
-// Owns a librados completion.
-struct CompletionDeleter {
-  void operator()(librados::AioCompletion* c) const { c->release(); }
-};
-using Completion = std::unique_ptr<librados::AioCompletion, CompletionDeleter>;
-
-Completion NewCompletion() {
-  return Completion(librados::Rados::aio_create_completion());
-}
-
-}  // namespace
 
 struct RadosChunkSource::Impl {
   RadosConnection conn;
 
   std::string Name() const { return conn.Name(); }
   Status Error(int r, const std::string& what) const { return conn.Error(r, what); }
+  RemoteIo Io() { return conn.Io(); }
 
-  // Runs n operations, at most max_in_flight at once: start(i, completion)
-  // starts operation i; finish(i, return value) judges it. Waits for every
-  // started operation before returning, even after an error.
   Status RunBatch(size_t n, const std::function<int(size_t, librados::AioCompletion*)>& start,
                   const std::function<Status(size_t, int)>& finish) {
-    std::deque<std::pair<size_t, Completion>> pending;
-    Status first;
-    auto wait_oldest = [&] {
-      auto [i, c] = std::move(pending.front());
-      pending.pop_front();
-      c->wait_for_complete();
-      Status st = finish(i, c->get_return_value());
-      if (first.ok() && !st.ok()) first = st;
-    };
-    for (size_t i = 0; i < n && first.ok(); ++i) {
-      while (pending.size() >= size_t(conn.options().max_in_flight)) wait_oldest();
-      Completion c = NewCompletion();
-      int r = start(i, c.get());
-      if (r < 0) {
-        first = Error(r, "starting an operation");
-        break;
-      }
-      pending.emplace_back(i, std::move(c));
-    }
-    while (!pending.empty()) wait_oldest();
-    return first;
+    return RunAioBatch(Io(), n, start, finish);
   }
 };
 

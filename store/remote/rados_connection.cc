@@ -16,12 +16,7 @@ std::string RadosConnection::Name() const {
 }
 
 Status RadosConnection::Error(int r, const std::string& what) const {
-  std::string msg = Name() + ": " + what + ": " + std::strerror(-r);
-  if (r == -ETIMEDOUT) {
-    msg += " (no answer within " + std::to_string(options_.timeout_seconds) +
-           " s: check that the cluster is up and reachable, or raise the timeout)";
-  }
-  return Status::IOError(msg);
+  return RadosError(Name(), options_.timeout_seconds, r, what);
 }
 
 Status RadosConnection::Connect(const RadosOptions& options) {

@@ -14,6 +14,7 @@
 
 #include "common/status.h"
 #include "store/remote/rados_chunk_source.h"
+#include "store/remote/rados_io.h"
 
 namespace pstore {
 
@@ -34,8 +35,10 @@ class RadosConnection {
   const RadosOptions& options() const { return options_; }
   // "rados:POOL" or "rados:POOL/NAMESPACE".
   std::string Name() const;
-  // A Status for librados error r (negative errno) on `what`.
+  // A Status for librados error r (negative errno) on `what` (RadosError).
   Status Error(int r, const std::string& what) const;
+  // The connected pool as store/remote/rados_io.h's view of it.
+  RemoteIo Io() { return {&ioctx_, Name(), options_.timeout_seconds, options_.max_in_flight}; }
 
  private:
   RadosOptions options_;

@@ -1,13 +1,11 @@
 // RemoteTier: see store/remote/remote_tier.h.
 #include "store/remote/remote_tier.h"
 
-#include <rados/librados.hpp>
-
 #include <cerrno>
-#include <cstring>
 #include <set>
 
 #include "store/remote/rados_connection.h"
+#include "store/remote/rados_io.h"
 
 namespace pstore {
 
@@ -27,6 +25,9 @@ ChunkSource& RemoteTier::chunks() {
 }
 std::string RemoteTier::Describe() const {
   return impl_->Name();
+}
+RemoteIo RemoteTier::Io() {
+  return impl_->conn.Io();
 }
 
 Result<std::unique_ptr<RemoteTier>> RemoteTier::Open(const RadosOptions& options) {

@@ -30,6 +30,8 @@
 
 namespace pstore {
 
+struct RemoteIo;  // store/remote/rados_io.h
+
 class RemoteTier {
  public:
   ~RemoteTier();
@@ -39,6 +41,9 @@ class RemoteTier {
 
   ChunkSource& chunks();
   std::string Describe() const;
+  // The pool and namespace, for the code in store/remote/ that works on
+  // objects directly (push claims, gc). Valid as long as this tier.
+  RemoteIo Io();
 
   static constexpr const char* kNamesObject = "pstore.names";
   static std::string ManifestObject(const ModelDigest& d) { return "m." + d.Hex(); }

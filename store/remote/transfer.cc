@@ -8,6 +8,8 @@
 #include <unordered_map>
 
 #include "codec/chunk_codec.h"
+#include "store/remote/push_claim.h"
+#include "store/remote/test_pause.h"
 #include "store/rocks_chunk_source.h"
 
 namespace pstore {
@@ -52,6 +54,10 @@ struct Copy {
   // The error for a chunk `from` lacks (why == nullptr) or whose frame does
   // not match its key (*why).
   std::function<Status(const ChunkUse&, const Status* why)> fail;
+  // Which of a batch's chunks `to` has already (empty: to->Contains).
+  std::function<Result<std::vector<bool>>(std::span<const ChunkKey>)> have;
+  // Run after each batch (may be empty).
+  std::function<Status()> after_batch;
 };
 
 Status CopyMissing(const std::vector<ChunkUse>& uses, const Copy& c, const TransferOptions& o,
@@ -68,7 +74,8 @@ Status CopyMissing(const std::vector<ChunkUse>& uses, const Copy& c, const Trans
         const size_t at = b * batch, n = std::min(batch, uses.size() - at);
         std::vector<ChunkKey> keys;
         for (size_t i = 0; i < n; ++i) keys.push_back(uses[at + i].key);
-        PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, c.to->Contains(keys));
+        PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have,
+                                c.have ? c.have(keys) : c.to->Contains(keys));
         std::vector<ChunkKey> want;
         std::vector<const ChunkUse*> want_use;
         uint64_t raw_done = 0;
@@ -97,7 +104,7 @@ Status CopyMissing(const std::vector<ChunkUse>& uses, const Copy& c, const Trans
           res->moved_bytes += bytes;
         }
         done += raw_done;
-        return Status::OK();
+        return c.after_batch ? c.after_batch() : Status::OK();
       },
       &done, res->raw_bytes, o.progress);
 }
@@ -123,7 +130,10 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
                           current->Hex() + "); pass --force to replace it");
   }
 
-  // 1. The chunks the remote lacks.
+  // A claim, so that a gc on any host keeps what this push relies on.
+  PSTORE_ASSIGN_OR_RETURN(auto claim, PushClaim::Begin(remote, res.digest, bytes));
+
+  // 1. The chunks the remote lacks (those it has are retained).
   std::vector<ChunkUse> uses = DistinctChunks(m);
   res.chunks = uses.size();
   for (const ChunkUse& u : uses) res.raw_bytes += u.raw_len;
@@ -139,16 +149,28 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
     return Status::Corruption("not pushing a damaged chunk: " + chunk_name + ": " + why->message() +
                               " (run `pstore verify`)");
   };
+  // The chunks the remote has are retained through the claim (which clears a
+  // gc's marks on them), and the claim is renewed between batches. A claim is
+  // used by one thread at a time.
+  std::mutex claim_mu;
+  c.have = [&](std::span<const ChunkKey> keys) {
+    std::lock_guard<std::mutex> l(claim_mu);
+    return claim->Retain(keys);
+  };
+  c.after_batch = [&] {
+    std::lock_guard<std::mutex> l(claim_mu);
+    return claim->KeepAlive();
+  };
   PSTORE_RETURN_IF_ERROR(CopyMissing(uses, c, options, &res, nullptr));
   auto t1 = std::chrono::steady_clock::now();
   // 2. The manifest, once every chunk is there.
-  PSTORE_RETURN_IF_ERROR(remote->PutManifest(res.digest, bytes));
-  // 3. The name, if it is still what we read.
-  if (current && *current == res.digest) {
-    res.unchanged = true;
-  } else {
-    PSTORE_RETURN_IF_ERROR(remote->SetName(name.Ref(), current, res.digest));
-  }
+  PSTORE_RETURN_IF_ERROR(claim->PutManifest(bytes));
+  // 3. The name, if it is still what we read and the claim still holds (set
+  // again when it already named the model, so that a name removed meanwhile
+  // is not reported as pushed).
+  res.unchanged = current && *current == res.digest;
+  TestPause("push-publish");
+  PSTORE_RETURN_IF_ERROR(claim->Publish(name.Ref(), current));
   res.commit_seconds = Since(t1);
   res.seconds = Since(t0);
   return res;

@@ -7,9 +7,10 @@ of its own, so tests sharing the pool never see each other's objects.
 
 import os
 import subprocess
+import time
 import uuid
 
-from harness import Failure, Skip, Store, check
+from harness import Failure, Skip, Store, check, popen
 
 
 def cluster():
@@ -57,4 +58,53 @@ def remote_names(store, remote="fleet"):
     j = store.ok("ls", "--remote", remote, json_out=True).json()
     check(j.get("ok") is True, f"ls --remote --json says not ok: {j}")
     return {m["model"]: m["digest"] for m in j["models"]}
+
+
+
+def objects_settled(ns, prefix="", quiet=1.0, timeout=120):
+    """The objects in the namespace (those starting with prefix) once the
+    listing has stayed the same for `quiet` seconds: operations a killed or
+    stopped process had sent may still land on the OSD."""
+    t0 = time.monotonic()
+    last, since = None, time.monotonic()
+    while True:
+        now = {o for o in objects(ns) if o.startswith(prefix)}
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+        check(time.monotonic() - t0 < timeout, f"the objects of {ns} kept changing for {timeout} s")
+        time.sleep(0.2)
+
+
+class Paused:
+    """A pstore process started with pause points (point -> file prefix)."""
+
+    def __init__(self, store, work, tag, points, *args, json_out=False):
+        self.files = {pt: os.path.join(work, f"{tag}-{pt}") for pt in points}
+        env = dict(os.environ)
+        env["PSTORE_TEST_PAUSE"] = ",".join(f"{pt}={f}" for pt, f in self.files.items())
+        self.argv = store.argv(*args, json_out=json_out)
+        self.p = popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, env=env)
+
+    def wait_paused(self, point, timeout=300):
+        t0 = time.monotonic()
+        while not os.path.exists(self.files[point] + ".paused"):
+            if self.p.poll() is not None:
+                out, err = self.p.communicate()
+                check(False, f"`{' '.join(self.argv)}` ended (rc {self.p.returncode}) before "
+                      f"reaching {point}: {out[-300:]} {err[-500:]}")
+            check(time.monotonic() - t0 < timeout, f"{point} not reached in {timeout} s")
+            time.sleep(0.02)
+
+    def go(self, point):
+        open(self.files[point] + ".go", "w").close()
+
+    def finish(self, what):
+        out, err = self.p.communicate(timeout=600)
+        check(self.p.returncode == 0, f"{what}: `{' '.join(self.argv)}` failed with rc "
+              f"{self.p.returncode}: {out[-300:]} {err[-800:]}")
+        return out
+
 

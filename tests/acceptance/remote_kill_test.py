@@ -3,17 +3,22 @@
 cluster.
 
 push: 30 trials, each pushing a new version (a new name) and killing the push
-at a random moment of its run. After every kill, every name the remote lists
-must pull whole into a fresh store (its manifest and every chunk are on the
-cluster, checked against their keys), and a rerun of the push completes.
+at a random moment of its run, then running `remote gc --grace 0` (which
+withdraws the killed push's claim and deletes what it uploaded). After every
+kill and gc, every name the remote lists must pull whole into a fresh store
+(its manifest and every chunk are on the cluster, checked against their
+keys), and a rerun of the push completes. At the end the namespace holds no
+chunk that no name needs.
 
 pull: 12 trials, each pulling into a fresh store and killing the pull at a
 random moment. After every kill the store verifies clean and lists the model
 only if it is whole (its export is byte-identical); a rerun completes,
-fetching only what it lacks."""
+fetching exactly the chunks the killed pull had not stored (counted on a copy
+of the store, whose `compact` removes them)."""
 
 import os
 import random
+import shutil
 import signal
 import time
 
@@ -50,12 +55,18 @@ def push_kills(work, rng):
     src.ok("push", "m:v0")
     full = time.monotonic() - t0
     log(f"a full push takes {full:.2f} s")
-    killed_count = 0
+    killed_count = gc_deleted = 0
     for i in range(1, PUSH_TRIALS + 1):
         ref = f"m:v{i}"
         killed, rc, err = kill_at(src, rng.uniform(0, full * 0.8), "push", ref)
         killed_count += killed
         check(killed or rc == 0, f"push of {ref} failed without a kill: {err}")
+        # A gc between trials: the killed push's claim is older than a grace
+        # of 0 once a second has passed, so what it uploaded goes.
+        time.sleep(1.05)
+        j = src.ok("remote", "gc", "fleet", "--grace", "0", "--force", json_out=True).json()
+        check(all(c["withdrawn"] for c in j["claims"]), f"gc left a dead push's claim: {j}")
+        gc_deleted += j["deleted_chunks"]
         names = remote_names(src)
         if ref in names:
             # Listed: it must be whole on the cluster.
@@ -66,7 +77,11 @@ def push_kills(work, rng):
         check(ref in remote_names(src), f"the rerun of push {ref} did not publish it")
     check(killed_count >= PUSH_TRIALS // 2,
           f"only {killed_count} of {PUSH_TRIALS} pushes were killed before they finished")
-    log(f"push: {killed_count} of {PUSH_TRIALS} killed mid-run; the remote stayed whole")
+    final = src.ok("remote", "gc", "fleet", "--dry-run", json_out=True).json()
+    check(final["dead_chunks"] == 0 and final["chunk_objects"] == final["referenced_chunks"],
+          f"after the trials the remote holds chunks no name needs: {final}")
+    log(f"push: {killed_count} of {PUSH_TRIALS} killed mid-run, gc after each deleted "
+        f"{gc_deleted} chunks in all; the remote stayed whole")
 
 
 def pull_kills(work, rng):
@@ -82,7 +97,7 @@ def pull_kills(work, rng):
     probe.ok("pull", "big:1")
     full = time.monotonic() - t0
     log(f"a full pull takes {full:.2f} s")
-    killed_count = partial_reruns = 0
+    killed_count = partial_reruns = committed_after_kill = 0
     for i in range(PULL_TRIALS):
         dst = store_with_remote(os.path.join(work, f"dst{i}"), ns)
         killed, rc, err = kill_at(dst, rng.uniform(0, full), "pull", "big:1")
@@ -90,9 +105,26 @@ def pull_kills(work, rng):
         check(killed or rc == 0, f"pull failed without a kill: {err}")
         dst.verify_ok(f"after a pull killed in trial {i}")
         listed = dst.ls()
+        left = None
         if "big:1" in listed:
             dst.export_matches("big:1", want, work)
+        else:
+            # What the killed pull stored: a copy's compact removes exactly that.
+            copy = os.path.join(work, f"copy{i}")
+            shutil.copytree(dst.root, copy, symlinks=True)
+            left = Store(copy).ok("compact", json_out=True).json()["chunks_removed"]
+            # A pull killed right after its commit: the writer's reopen
+            # lists the model whole, and the rerun has nothing to fetch.
+            if "big:1" in Store(copy).ls():
+                Store(copy).export_matches("big:1", want, work)
+                left = None
+                committed_after_kill += 1
+            shutil.rmtree(copy)
         r = dst.ok("pull", "big:1", json_out=True).json()
+        if left is not None:
+            check(r["moved_chunks"] == r["chunks"] - left,
+                  f"the rerun fetched {r['moved_chunks']} of {r['chunks']} chunks, but the killed "
+                  f"pull had stored {left}: it must fetch exactly what it lacks")
         if killed and 0 < r["moved_chunks"] < r["chunks"]:
             partial_reruns += 1
         dst.export_matches("big:1", want, work)
@@ -101,7 +133,7 @@ def pull_kills(work, rng):
     check(partial_reruns > 0, "no rerun fetched only part of the model: a killed pull's chunks "
           "were not reused")
     log(f"pull: {killed_count} of {PULL_TRIALS} killed; {partial_reruns} reruns fetched only "
-        "what was missing")
+        f"what was missing; {committed_after_kill} killed after their commit")
 
 
 def body(work):

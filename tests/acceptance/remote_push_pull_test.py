@@ -122,21 +122,27 @@ def corrupted_chunk(work):
     src = make_model(os.path.join(work, "c.safetensors"), 4, seed=5, tensors=8)
     a.ok("import", src, "victim:1")
     a.ok("push", "victim:1")
-    chunk = sorted(o for o in objects(ns) if o.startswith("c."))[3]
+    chunks = sorted(o for o in objects(ns) if o.startswith("c."))
+    chunk = chunks[3]
     good = rados(ns, "get", chunk, "-").stdout
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0x10
-    rados(ns, "put", chunk, "-", data=bytes(bad))
+    other = rados(ns, "get", chunks[5], "-").stdout
     before = b.ls()
-    r = b.run("pull", "victim:1")
-    check(r.rc == EXIT_CORRUPT, "a flipped remote chunk must be a corruption error: " + r.describe())
-    for word in ("victim:1", "tensor", "chunk", chunk):
-        check(word in r.err, f"the error must name {word!r}: {r.err}")
-    check(b.ls() == before, "a failed pull must not change the local store")
-    comp = b.ok("compact", json_out=True).json()
-    check(comp["chunks_removed"] == 0,
-          f"a failed pull must take out the chunks it wrote, yet compact removed some: {comp}")
-    b.verify_ok("after a refused pull")
+    # A flipped bit; another chunk's (valid) frame; a truncated and an empty object.
+    for what, data in (("a flipped bit", bytes(bad)), ("another chunk's frame", other),
+                       ("a truncated frame", good[:len(good) // 3]), ("an empty object", b"")):
+        rados(ns, "put", chunk, "-", data=data)
+        r = b.run("pull", "victim:1")
+        check(r.rc == EXIT_CORRUPT,
+              f"a remote chunk with {what} must be a corruption error: " + r.describe())
+        for word in ("victim:1", "tensor", "chunk", chunk):
+            check(word in r.err, f"the error for {what} must name {word!r}: {r.err}")
+        check(b.ls() == before, f"a pull refused for {what} changed the local store")
+        comp = b.ok("compact", json_out=True).json()
+        check(comp["chunks_removed"] == 0, f"a pull refused for {what} must take out the chunks "
+              f"it wrote, yet compact removed some: {comp}")
+        b.verify_ok(f"after a pull refused for {what}")
     # Once the object is put right, the pull works.
     rados(ns, "put", chunk, "-", data=good)
     b.ok("pull", "victim:1")

@@ -11,6 +11,15 @@
 #   tests/ceph/cluster.sh stop   DIR   stops every daemon of DIR's cluster and
 #                                      removes DIR; works after a failed start
 #   tests/ceph/cluster.sh status DIR   "ceph -s" of DIR's cluster
+#   tests/ceph/cluster.sh stop-osd DIR  stops the OSD daemon at once (SIGKILL,
+#                                      as a crash would) and marks it down:
+#                                      the fault tests' "OSD down" with the
+#                                      mon still up
+#   tests/ceph/cluster.sh start-osd DIR starts it again and waits (bounded)
+#                                      until it is up in a map newer than
+#                                      before, active+clean, and a probe
+#                                      object (namespace cluster-probe) can
+#                                      be written and read
 #
 # Environment: PSTORE_CEPH_PORT (default 46700) is the mon's port; the OSD and
 # mgr bind to PORT+1..PORT+99, so two clusters on one machine need ports 100
@@ -26,7 +35,7 @@ unset CEPH_KEYRING CEPH_ARGS CEPH_CONF
 cmd=${1:-}
 dir=${2:-}
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-  echo "usage: $0 start|stop|status DIR" >&2
+  echo "usage: $0 start|stop|status|stop-osd|start-osd DIR" >&2
   exit 2
 fi
 port=${PSTORE_CEPH_PORT:-46700}
@@ -94,6 +103,102 @@ do_stop() {
 
 ceph_cli() { timeout 30 ceph -c "$dir/ceph.conf" --connect-timeout 10 "$@"; }
 
+# Waits (up to $timeout s) until the OSD is up and every placement group is
+# active+clean.
+wait_healthy() {
+  local deadline=$(( $(date +%s) + timeout )) state
+  while :; do
+    state=$(ceph_cli pg stat 2>/dev/null || true)
+    if echo "$state" | grep -qE '^[0-9]+ pgs: [0-9]+ active\+clean;' &&
+       ceph_cli osd stat 2>/dev/null | grep -q '1 up'; then
+      return 0
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "not healthy after ${timeout} s: $state (logs in $dir/log)"
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+# The OSD daemon's pid, if it runs: from its pid file (quick), checked
+# against its command line.
+osd_pid() {
+  local p
+  p=$(cat "$dir/run/osd.0.pid" 2>/dev/null || true)
+  [ -n "$p" ] || return 0
+  if { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "-c $dir/ceph.conf -i 0 "; then
+    echo "$p"
+  fi
+}
+
+do_stop_osd() {
+  [ -e "$dir/ceph.conf" ] || { log "no cluster in $dir"; return 1; }
+  local p i
+  p=$(osd_pid)
+  [ -n "$p" ] || { log "the OSD of $dir is not running"; return 0; }
+  # SIGKILL: it stops serving at once, as a crashed host would (on SIGTERM
+  # it goes on serving until the mon has marked it down).
+  kill -KILL "$p"
+  for i in $(seq 1 100); do
+    if [ -z "$(osd_pid)" ]; then
+      # Marked down at once, not after the mon's heartbeat grace: clients
+      # then see the stopped OSD within a second even on a loaded machine.
+      ceph_cli osd down 0 >/dev/null 2>&1 || log "could not mark osd.0 down (the mon will)"
+      log "OSD stopped"
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "the OSD (pid $p) did not stop"
+  return 1
+}
+
+# The OSD map's epoch, and the epoch osd.0 last came up in (0 if unknown).
+osd_epoch() { ceph_cli osd dump 2>/dev/null | awk '/^epoch /{print $2; exit}'; }
+osd_up_from() {
+  ceph_cli osd dump 2>/dev/null |
+    awk '/^osd\.0 up /{for (i = 1; i < NF; i++) if ($i == "up_from") print $(i + 1); exit}'
+}
+
+# True once a client can write and read an object of the pool.
+probe_io() {
+  local r
+  r=$(printf probe | timeout 30 rados -c "$dir/ceph.conf" -p "$pool" -N cluster-probe \
+        put probe - 2>/dev/null &&
+      timeout 30 rados -c "$dir/ceph.conf" -p "$pool" -N cluster-probe get probe - 2>/dev/null)
+  [ "$r" = probe ]
+}
+
+do_start_osd() {
+  [ -e "$dir/ceph.conf" ] || { log "no cluster in $dir"; return 1; }
+  local before deadline up
+  before=$(osd_epoch)
+  if [ -z "$(osd_pid)" ]; then ceph-osd -c "$dir/ceph.conf" -i 0; fi
+  # Up again in a newer map than the one before the start (a stale
+  # "active+clean" from before the stop proves nothing), healthy, and
+  # serving a client.
+  deadline=$(( $(date +%s) + timeout ))
+  while :; do
+    up=$(osd_up_from)
+    if [ -n "$up" ] && [ -n "$before" ] && [ "$up" -gt "$before" ]; then break; fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "osd.0 not up after ${timeout} s (map epoch before the start ${before:-?}, up_from ${up:-none}; logs in $dir/log)"
+      return 1
+    fi
+    sleep 0.5
+  done
+  wait_healthy || return 1
+  while ! probe_io; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "osd.0 is up but a client cannot write and read after ${timeout} s (logs in $dir/log)"
+      return 1
+    fi
+    sleep 1
+  done
+  log "OSD up"
+}
+
 do_start() {
   install_missing
   if [ -e "$dir/ceph.conf" ]; then
@@ -157,6 +262,10 @@ osd_memory_target = 939524096
 osd_max_object_size = 134217728
 [client]
 keyring = $dir/keyring
+# No admin socket for clients: they would all share one path, and a client
+# started while the socket's owner is stopped (SIGSTOP) waits 10 s on it,
+# after which the owner dies of SIGPIPE answering it.
+admin_socket =
 CONF
   local conf="$dir/ceph.conf"
   ceph-authtool --create-keyring "$dir/mon.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
@@ -186,19 +295,7 @@ CONF
   # The pool, then wait until its placement groups are active+clean.
   ceph_cli osd pool create "$pool" 8 8 >/dev/null 2>&1
   ceph_cli osd pool application enable "$pool" pstore >/dev/null 2>&1
-  local deadline=$(( $(date +%s) + timeout )) state
-  while :; do
-    state=$(ceph_cli pg stat 2>/dev/null || true)
-    if echo "$state" | grep -qE '^[0-9]+ pgs: [0-9]+ active\+clean;' &&
-       ceph_cli osd stat 2>/dev/null | grep -q '1 up'; then
-      break
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      log "not healthy after ${timeout} s: $state (logs in $dir/log)"
-      return 1
-    fi
-    sleep 1
-  done
+  wait_healthy || return 1
   local t1
   t1=$(date +%s.%N)
   log "ready in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s: conf $conf, pool $pool"
@@ -219,8 +316,10 @@ case "$cmd" in
     [ -e "$dir/ceph.conf" ] || { echo "no cluster in $dir"; exit 1; }
     ceph_cli -s
     ;;
+  stop-osd) do_stop_osd ;;
+  start-osd) do_start_osd ;;
   *)
-    echo "usage: $0 start|stop|status DIR" >&2
+    echo "usage: $0 start|stop|status|stop-osd|start-osd DIR" >&2
     exit 2
     ;;
 esac

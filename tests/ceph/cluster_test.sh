@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/ceph/cluster.sh's promises that the remote tests rely on:
-#  - a start that fails (here: health not reached within 1 s) exits non-zero
+#  - a start that fails (here: the mon's port is taken) exits non-zero
 #    and leaves no daemon and no folder behind;
 #  - stop of a folder without a cluster, and a second stop, succeed;
 #  - start refuses a folder that already holds a cluster.
@@ -21,15 +21,30 @@ daemons() {  # pids of processes whose command line names the cluster's conf
 }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# A failed start cleans up after itself.
-if PSTORE_CEPH_TIMEOUT=1 "$cluster" start "$dir" 2>"$work/start.err"; then
-  fail "start with a 1 s health timeout succeeded"
+# A failed start cleans up after itself. The failure: the mon's port is
+# taken (by a listener of this script), whatever the machine's speed.
+port=${PSTORE_CEPH_PORT:-46700}
+python3 -c '
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+open(sys.argv[2], "w").close()
+time.sleep(900)' "$port" "$work/held" &
+holder=$!
+for _ in $(seq 1 100); do [ -e "$work/held" ] && break; sleep 0.1; done
+[ -e "$work/held" ] || { kill "$holder"; fail "could not take port $port for the test"; }
+if PSTORE_CEPH_TIMEOUT=20 "$cluster" start "$dir" 2>"$work/start.err"; then
+  kill "$holder"
+  fail "start with the mon's port taken succeeded"
 fi
-grep -q "not healthy after 1 s" "$work/start.err" || fail "no timeout message: $(cat "$work/start.err")"
+kill "$holder"
+wait "$holder" 2>/dev/null || true
+grep -q "start failed" "$work/start.err" || fail "no failure message: $(cat "$work/start.err")"
 [ -z "$(daemons)" ] || fail "daemons left after a failed start: $(daemons)"
 [ ! -e "$dir" ] || fail "$dir left after a failed start"
 
-# stop without a cluster, twice.
+# Stop is idempotent.
 "$cluster" stop "$dir" || fail "stop of a missing cluster failed"
 "$cluster" stop "$dir" || fail "second stop failed"
 

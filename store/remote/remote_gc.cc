@@ -1,0 +1,350 @@
+// Remote garbage collection: see store/remote/remote_gc.h.
+#include "store/remote/remote_gc.h"
+
+#include <cerrno>
+#include <chrono>
+#include <exception>
+#include <random>
+#include <set>
+#include <unordered_set>
+
+#include "store/remote/push_claim.h"
+#include "store/remote/rados_io.h"
+#include "store/remote/test_pause.h"
+
+namespace pstore {
+namespace {
+
+enum class Kind { kChunk, kManifest, kClaimObject };
+
+struct Candidate {
+  std::string oid;
+  Kind kind;
+  uint64_t size = 0;
+  bool gone = false;  // deleted by someone else meanwhile
+  bool keep = false;  // needed after all (step 3)
+};
+
+int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// True if oid is prefix followed by 32 lowercase hex digits, as pstore names
+// its objects; anything else in the namespace is someone else's.
+bool Named(std::string_view oid, std::string_view prefix) {
+  if (oid.size() != prefix.size() + 32 || !oid.starts_with(prefix)) return false;
+  const std::string_view hex = oid.substr(prefix.size());
+  auto key = ChunkKey::FromHex(hex);
+  return key && key->Hex() == hex;
+}
+
+librados::bufferlist Bytes(std::string_view s) {
+  librados::bufferlist bl;
+  bl.append(s.data(), s.size());
+  return bl;
+}
+
+// One run (see the header for its steps).
+class Collector {
+ public:
+  Collector(RemoteTier* remote, const GcOptions& options)
+      : remote_(remote), io_(remote->Io()), options_(options) {
+    std::random_device rd;
+    token_ =
+        "gc " + std::to_string(NowSeconds()) + " " + std::to_string(rd()) + std::to_string(rd());
+  }
+
+  Result<GcResult> Run() {
+    auto t0 = std::chrono::steady_clock::now();
+    PSTORE_RETURN_IF_ERROR(Find());
+    if (!options_.dry_run) {
+      TestPause("gc-marking");
+      PSTORE_RETURN_IF_ERROR(Mark());
+      PSTORE_RETURN_IF_ERROR(Check());
+      PSTORE_RETURN_IF_ERROR(Sweep());
+    }
+    res_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return res_;
+  }
+
+ private:
+  Status Progress(const char* step, uint64_t done, uint64_t total) {
+    if (options_.progress && !options_.progress(step, done, total)) {
+      return Status::Aborted("interrupted during " + std::string(step) +
+                             "; nothing needed was deleted (run it again to finish)");
+    }
+    return Status::OK();
+  }
+
+  // The chunk keys of a manifest (an m.<digest> or p.<id> object), checked
+  // against its digest. nullopt if the object does not exist.
+  Result<const std::vector<ChunkKey>*> ChunksOf(const ModelDigest& d, const std::string& oid) {
+    if (auto it = chunks_of_.find(d); it != chunks_of_.end()) return &it->second;
+    librados::bufferlist bl;
+    int rv = 0;
+    librados::ObjectReadOperation op;
+    op.read(0, 0, &bl, &rv);
+    int r = io_.ioctx->operate(oid, &op, nullptr);
+    if (r == -ENOENT) return static_cast<const std::vector<ChunkKey>*>(nullptr);
+    if (r < 0) return io_.Error(r, "reading " + oid);
+    std::string bytes = bl.to_str();
+    if (Manifest::DigestOf(bytes) != d) {
+      return Status::Corruption(io_.where + ": object " + oid + " does not hold manifest " +
+                                d.Hex() + "; nothing was deleted");
+    }
+    auto m = Manifest::Parse(bytes, false);
+    if (!m.ok()) return m.status().WithContext(io_.where + ": object " + oid);
+    return &chunks_of_.emplace(d, std::move(m->chunks)).first->second;
+  }
+
+  void AddChunksOf(const ModelDigest& d, const std::vector<ChunkKey>& keys) {
+    if (!counted_.insert(d).second) return;
+    for (const ChunkKey& k : keys) need_.insert(RadosChunkSource::ObjectName(k));
+  }
+
+  // What the claims need: their claim objects, the manifests they will
+  // publish, and the chunks of their manifest copies (p.<id>). A push that
+  // has published removes its copy right after: the claim then counts by its
+  // published manifest (m.<digest>). A claim with neither has relied on
+  // nothing yet: what it retains from now on loses any gc mark.
+  Status AddClaims(const std::vector<ClaimRecord>& claims) {
+    for (const ClaimRecord& c : claims) {
+      const std::string published = RemoteTier::ManifestObject(c.digest);
+      need_.insert(published);
+      need_.insert(c.Object());
+      PSTORE_ASSIGN_OR_RETURN(const std::vector<ChunkKey>* keys, ChunksOf(c.digest, c.Object()));
+      if (!keys) {
+        PSTORE_ASSIGN_OR_RETURN(keys, ChunksOf(c.digest, published));
+      }
+      if (keys) AddChunksOf(c.digest, *keys);
+    }
+    return Status::OK();
+  }
+
+  // What the names need: their manifests and those manifests' chunks.
+  Status AddNames(const std::map<std::string, ModelDigest>& names) {
+    for (const auto& [ref, d] : names) {
+      const std::string oid = RemoteTier::ManifestObject(d);
+      need_.insert(oid);
+      if (counted_.count(d)) continue;
+      PSTORE_ASSIGN_OR_RETURN(const std::vector<ChunkKey>* keys, ChunksOf(d, oid));
+      if (!keys) {
+        // Removed (`rm --remote`) and collected by another gc since the names
+        // were read? Then it needs nothing any more.
+        PSTORE_ASSIGN_OR_RETURN(std::optional<ModelDigest> now, remote_->GetName(ref));
+        if (!now || *now != d) continue;
+        return Status::Corruption(io_.where + ": " + ref + " points at manifest " + d.Hex() +
+                                  ", which is missing, so which chunks it needs is unknown; "
+                                  "nothing was deleted (push the model again, or remove the "
+                                  "name with `pstore rm --remote`)");
+      }
+      AddChunksOf(d, *keys);
+    }
+    return Status::OK();
+  }
+
+  // Withdraws a claim unless it changed since it was read. True if withdrawn.
+  Result<bool> Withdraw(const ClaimRecord& c) {
+    librados::ObjectWriteOperation op;
+    op.cmpxattr(c.Xattr().c_str(), LIBRADOS_CMPXATTR_OP_EQ, Bytes(c.value));
+    op.rmxattr(c.Xattr().c_str());
+    int r = io_.ioctx->operate(RemoteTier::kNamesObject, &op);
+    if (r == -ECANCELED || r == -ENODATA || r == -ENOENT) return false;
+    if (r < 0) return io_.Error(r, "withdrawing push claim " + c.id);
+    return true;
+  }
+
+  // Step 1.
+  Status Find() {
+    PSTORE_ASSIGN_OR_RETURN(std::vector<ClaimRecord> claims, ReadClaims(io_));
+    std::vector<ClaimRecord> live;
+    const int64_t now = NowSeconds();
+    for (const ClaimRecord& c : claims) {
+      GcClaim g{c.id, c.host, c.digest.Hex(), c.pid, now - c.renewed, false};
+      if (g.age_seconds > options_.grace_seconds) {
+        if (options_.dry_run) {
+          g.withdrawn = true;
+        } else {
+          PSTORE_ASSIGN_OR_RETURN(g.withdrawn, Withdraw(c));
+        }
+      }
+      if (!g.withdrawn) live.push_back(c);
+      res_.claims.push_back(g);
+    }
+    PSTORE_RETURN_IF_ERROR(AddClaims(live));
+    PSTORE_ASSIGN_OR_RETURN(auto names, remote_->ListNames());
+    res_.names = names.size();
+    TestPause("gc-find-names");
+    PSTORE_RETURN_IF_ERROR(AddNames(names));
+    for (const std::string& oid : need_) res_.referenced_chunks += oid.starts_with("c.");
+
+    PSTORE_RETURN_IF_ERROR(Progress("listing", 0, 0));
+    try {
+      for (auto it = io_.ioctx->nobjects_begin(); it != io_.ioctx->nobjects_end(); ++it) {
+        const std::string& oid = it->get_oid();
+        res_.objects++;
+        if (res_.objects % 1024 == 0) PSTORE_RETURN_IF_ERROR(Progress("listing", res_.objects, 0));
+        std::optional<Kind> kind;
+        if (Named(oid, "c.")) {
+          kind = Kind::kChunk;
+          res_.chunk_objects++;
+        } else if (Named(oid, "m.")) {
+          kind = Kind::kManifest;
+        } else if (Named(oid, kClaimObjectPrefix)) {
+          kind = Kind::kClaimObject;
+        } else if (oid != RemoteTier::kNamesObject) {
+          res_.other_objects++;
+        }
+        if (kind && !need_.count(oid)) candidates_.push_back({oid, *kind});
+      }
+    } catch (const std::exception& e) {
+      return Status::IOError(io_.where + ": listing the objects: " + e.what() +
+                             " (check that the cluster is up and reachable, or raise the "
+                             "timeout (--timeout))");
+    }
+    // Their sizes, for the report.
+    std::vector<uint64_t> sizes(candidates_.size());
+    std::vector<time_t> mtimes(candidates_.size());
+    PSTORE_RETURN_IF_ERROR(RunAioBatch(
+        io_, candidates_.size(),
+        [&](size_t i, librados::AioCompletion* c) {
+          return io_.ioctx->aio_stat(candidates_[i].oid, c, &sizes[i], &mtimes[i]);
+        },
+        [&](size_t i, int r) {
+          Candidate& c = candidates_[i];
+          if (r == -ENOENT) {
+            c.gone = true;
+            return Status::OK();
+          }
+          if (r < 0) return io_.Error(r, "looking up " + c.oid);
+          c.size = sizes[i];
+          (c.kind == Kind::kChunk      ? res_.dead_chunks
+           : c.kind == Kind::kManifest ? res_.dead_manifests
+                                       : res_.dead_claim_objects)++;
+          res_.dead_bytes += c.size;
+          return Status::OK();
+        }));
+    return Status::OK();
+  }
+
+  // Runs one write operation per live candidate; finish(c, r) judges it.
+  Status ForEach(const char* step, const std::function<bool(const Candidate&)>& which,
+                 const std::function<void(librados::ObjectWriteOperation&)>& build,
+                 const std::function<Status(Candidate&, int)>& finish) {
+    std::vector<size_t> idx;
+    for (size_t i = 0; i < candidates_.size(); ++i) {
+      if (!candidates_[i].gone && which(candidates_[i])) idx.push_back(i);
+    }
+    std::vector<librados::ObjectWriteOperation> ops(idx.size());
+    uint64_t done = 0;
+    PSTORE_RETURN_IF_ERROR(Progress(step, 0, idx.size()));
+    return RunAioBatch(
+        io_, idx.size(),
+        [&](size_t j, librados::AioCompletion* c) {
+          build(ops[j]);
+          return io_.ioctx->aio_operate(candidates_[idx[j]].oid, c, &ops[j]);
+        },
+        [&](size_t j, int r) {
+          PSTORE_RETURN_IF_ERROR(finish(candidates_[idx[j]], r));
+          if (++done % 256 == 0 || done == idx.size()) return Progress(step, done, idx.size());
+          return Status::OK();
+        });
+  }
+
+  // Step 2.
+  Status Mark() {
+    return ForEach(
+        "marking", [](const Candidate&) { return true; },
+        [&](librados::ObjectWriteOperation& op) {
+          op.assert_exists();
+          op.setxattr(kGcMarkXattr, Bytes(token_));
+        },
+        [&](Candidate& c, int r) {
+          if (r == -ENOENT) {
+            c.gone = true;
+            return Status::OK();
+          }
+          if (r < 0) return io_.Error(r, "marking " + c.oid);
+          return Status::OK();
+        });
+  }
+
+  // Step 3: every claim now on the remote counts, however old. The claims
+  // and what they rely on are read before the names: a push that publishes
+  // in between is then seen either by its claim or by its name (its
+  // published manifest is up before its claim goes); one that claims after
+  // the claims were read retains only after the marks were set, and so
+  // clears them.
+  Status Check() {
+    PSTORE_RETURN_IF_ERROR(Progress("checking", 0, 0));
+    need_.clear();
+    counted_.clear();
+    PSTORE_ASSIGN_OR_RETURN(std::vector<ClaimRecord> claims, ReadClaims(io_));
+    TestPause("gc-claims");
+    PSTORE_RETURN_IF_ERROR(AddClaims(claims));
+    PSTORE_ASSIGN_OR_RETURN(auto names, remote_->ListNames());
+    TestPause("gc-names");
+    PSTORE_RETURN_IF_ERROR(AddNames(names));
+    for (Candidate& c : candidates_) c.keep = need_.count(c.oid) > 0;
+    return Status::OK();
+  }
+
+  // Step 4.
+  Status Sweep() {
+    PSTORE_RETURN_IF_ERROR(ForEach(
+        "deleting", [](const Candidate& c) { return !c.keep; },
+        [&](librados::ObjectWriteOperation& op) {
+          op.cmpxattr(kGcMarkXattr, LIBRADOS_CMPXATTR_OP_EQ, Bytes(token_));
+          op.remove();
+        },
+        [&](Candidate& c, int r) {
+          if (r == -ENOENT) return Status::OK();  // another gc was first
+          if (r == -ECANCELED || r == -ENODATA) {
+            res_.kept++;  // a push retained it after it was marked
+            return Status::OK();
+          }
+          if (r < 0) return io_.Error(r, "deleting " + c.oid);
+          (c.kind == Kind::kChunk      ? res_.deleted_chunks
+           : c.kind == Kind::kManifest ? res_.deleted_manifests
+                                       : res_.deleted_claim_objects)++;
+          res_.deleted_bytes += c.size;
+          return Status::OK();
+        }));
+    // Those needed after all lose their mark again (only tidiness: a push
+    // clears it too, and the next gc sets its own).
+    return ForEach(
+        "unmarking", [](const Candidate& c) { return c.keep; },
+        [&](librados::ObjectWriteOperation& op) {
+          op.cmpxattr(kGcMarkXattr, LIBRADOS_CMPXATTR_OP_EQ, Bytes(token_));
+          op.rmxattr(kGcMarkXattr);
+        },
+        [&](Candidate& c, int r) {
+          res_.kept++;
+          if (r < 0 && r != -ENOENT && r != -ECANCELED && r != -ENODATA) {
+            return io_.Error(r, "unmarking " + c.oid);
+          }
+          return Status::OK();
+        });
+  }
+
+  RemoteTier* remote_;
+  RemoteIo io_;
+  GcOptions options_;
+  std::string token_;
+  GcResult res_;
+  std::map<ModelDigest, std::vector<ChunkKey>> chunks_of_;
+  std::unordered_set<std::string> need_;  // objects the claims and names need
+  std::set<ModelDigest> counted_;         // manifests whose chunks are in need_
+  std::vector<Candidate> candidates_;
+};
+
+}  // namespace
+
+Result<GcResult> CollectRemoteGarbage(RemoteTier* remote, const GcOptions& options) {
+  Collector c(remote, options);
+  return c.Run();
+}
+
+}  // namespace pstore

@@ -1,0 +1,20 @@
+// Pause points for tests of races between processes on different hosts
+// (a push and a gc): with PSTORE_TEST_PAUSE set to "POINT=PATH[,POINT=PATH]",
+// a process reaching POINT creates PATH.paused and waits until PATH.go
+// exists, so a test can run another process's whole step at exactly that
+// moment. Without the variable (as in every real run) it does nothing.
+//
+// Points: "gc-find-names" (gc step 1, after reading the names and before
+// their manifests), "gc-marking" (gc, after step 1), "gc-claims" (gc step 3, after
+// reading the claims and before reading their manifests and the names),
+// "gc-names" (gc step 3, after reading the names and before their manifests),
+// "push-publish" (push, after the manifest is up and before the name).
+//
+// Thread-safety: may be called from any thread.
+#pragma once
+
+namespace pstore {
+
+void TestPause(const char* point);
+
+}  // namespace pstore
