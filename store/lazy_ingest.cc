@@ -14,6 +14,8 @@ namespace {
 // A process writing to lazy/tmp/ finishes a file within its remote's timeout;
 // anything older was left by a process that died.
 constexpr std::chrono::seconds kStaleTemporary{600};
+// Spooled frames written to the store per batch: what ingest holds in memory.
+constexpr uint64_t kIngestBatchBytes = 64ull << 20;
 
 struct Outcome {
   bool published = false;
@@ -49,28 +51,56 @@ Result<Outcome> IngestOne(StoreWriter* w, const LazyCache& cache, const CachedNa
     }
   }
   PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, local.Contains(keys));
-  std::vector<SpooledFrame> frames;
-  std::vector<ChunkFrameRef> refs;
-  std::vector<ChunkKey> written;
-  ChunkDecoder decoder;
-  std::vector<uint8_t> raw;
+  // Nothing is written unless every chunk the store lacks is in the spool.
   for (size_t i = 0; i < keys.size(); ++i) {
-    if (have[i]) continue;
-    PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache.GetFrame(keys[i]));
-    raw.resize(lens[i]);
-    if (!f || f->raw_len != lens[i] || !decoder.Decode(f->frame, keys[i], raw).ok()) {
-      if (f) (void)cache.RemoveFrame(keys[i]);  // damaged: fetched again when needed
+    if (!have[i] && !cache.HasFrame(keys[i])) {
       o.partial = true;
       return o;
     }
-    frames.push_back(std::move(*f));
-    written.push_back(keys[i]);
   }
   PSTORE_RETURN_IF_ERROR(w->CheckReserve().WithContext(n.ref + " was not ingested"));
-  for (size_t i = 0; i < written.size(); ++i)
-    refs.push_back({written[i], frames[i].frame, frames[i].raw_len});
-  // Import's commit: on any failure the chunks written here are taken out
-  // again and the store is as it was.
+  // The spooled frames, each checked against its key, go into the store in
+  // batches of kIngestBatchBytes, written as import writes (without the WAL:
+  // on a full disk nothing has to be replayed before they can be taken out);
+  // CommitModel flushes them before the commit.
+  std::vector<ChunkKey> written;
+  bool damaged = false;
+  auto write_all = [&]() -> Status {
+    ChunkDecoder decoder;
+    std::vector<uint8_t> raw;
+    std::vector<SpooledFrame> frames;
+    std::vector<ChunkKey> batch;
+    uint64_t bytes = 0;
+    auto flush = [&]() -> Status {
+      std::vector<ChunkFrameRef> refs;
+      for (size_t j = 0; j < frames.size(); ++j)
+        refs.push_back({batch[j], frames[j].frame, frames[j].raw_len});
+      if (!refs.empty()) PSTORE_RETURN_IF_ERROR(local.WriteChecked(refs));
+      written.insert(written.end(), batch.begin(), batch.end());
+      frames.clear();
+      batch.clear();
+      bytes = 0;
+      return Status::OK();
+    };
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (have[i]) continue;
+      PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache.GetFrame(keys[i]));
+      raw.resize(lens[i]);
+      if (!f || f->raw_len != lens[i] || !decoder.Decode(f->frame, keys[i], raw).ok()) {
+        if (f) (void)cache.RemoveFrame(keys[i]);  // damaged: fetched again when needed
+        damaged = true;
+        return Status::Aborted("a spooled chunk of " + n.ref + " is damaged");
+      }
+      bytes += f->frame.size();
+      batch.push_back(keys[i]);
+      frames.push_back(std::move(*f));
+      if (bytes >= kIngestBatchBytes) PSTORE_RETURN_IF_ERROR(flush());
+    }
+    return flush();
+  };
+  Status work = write_all();
+  // Import's commit: on any failure (a damaged spooled chunk included) the
+  // chunks written here are taken out again and the store is as it was.
   StoreWriter::ModelCommit mc;
   mc.manifest = *bytes;
   mc.digest = n.digest;
@@ -78,7 +108,11 @@ Result<Outcome> IngestOne(StoreWriter* w, const LazyCache& cache, const CachedNa
   mc.wrote_chunks = !written.empty();
   mc.written = written;
   mc.verb = "ingested";
-  auto committed = w->CommitModel(local.Write(refs), mc);
+  auto committed = w->CommitModel(work, mc);
+  if (damaged) {
+    o.partial = true;
+    return o;
+  }
   if (!committed.ok())
     return committed.status().WithContext("ingesting the lazily cached " + n.ref);
   o.published = true;
@@ -99,7 +133,15 @@ Result<IngestResult> IngestLazyCache(StoreWriter* w) {
   std::unordered_set<ModelDigest, ChunkKeyHasher> still_cached;
   std::vector<ModelDigest> published;
   for (const CachedName& n : cache.ListNames()) {
-    PSTORE_ASSIGN_OR_RETURN(Outcome o, IngestOne(w, cache, n, &ingested));
+    // One entry that cannot be ingested (a damaged manifest, a full disk)
+    // is reported and stays cached; the others go on.
+    auto one = IngestOne(w, cache, n, &ingested);
+    if (!one.ok()) {
+      res.failed.push_back(n.ref + ": " + one.status().ToString());
+      still_cached.insert(n.digest);
+      continue;
+    }
+    const Outcome& o = *one;
     res.chunks += o.chunks;
     if (o.published) res.published.push_back(n.ref), published.push_back(n.digest);
     if (o.partial) res.partial.push_back(n.ref), still_cached.insert(n.digest);

@@ -27,6 +27,7 @@ struct IngestResult {
   std::vector<std::string> published;  // "name:tag" of the models now local
   std::vector<std::string> partial;    // cached models still missing chunks
   std::vector<std::string> skipped;    // names taken locally by another model
+  std::vector<std::string> failed;     // "name:tag: why" of entries that could not be ingested
   uint64_t chunks = 0;                 // spooled chunks written to the store
   int temporaries_removed = 0;
 };

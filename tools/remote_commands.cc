@@ -192,6 +192,7 @@ struct IngestOutput : Output {
             {"published", r.published},
             {"partial", r.partial},
             {"skipped", r.skipped},
+            {"failed", r.failed},
             {"chunks", r.chunks}};
   }
   void Text() const {
@@ -201,6 +202,7 @@ struct IngestOutput : Output {
                   m.c_str());
     for (const auto& m : r.skipped)
       std::printf("skipped   %s (the name is taken locally by another model)\n", m.c_str());
+    for (const auto& m : r.failed) std::printf("failed    %s (stays in the lazy cache)\n", m.c_str());
     std::printf("%llu spooled chunks moved into the store\n", (unsigned long long)r.chunks);
   }
 };

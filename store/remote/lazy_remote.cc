@@ -1,6 +1,7 @@
 // Opening models lazily from a store's remote: see store/remote/lazy_remote.h.
 #include "store/remote/lazy_remote.h"
 
+#include <chrono>
 #include <cstdlib>
 
 #include "store/model_ref.h"
@@ -90,8 +91,19 @@ Result<RemoteTier*> LazyRemote::Tier() {
   PSTORE_RETURN_IF_ERROR(choice_);
   MutexLock l(&mu_);
   if (!tier_) {
+    // A connection that failed is not tried again for one timeout: the
+    // threads and loads waiting behind it get its error at once instead of
+    // each waiting out a timeout of its own in turn.
+    const auto now = std::chrono::steady_clock::now();
+    if (!failed_.ok() && now - failed_at_ < std::chrono::seconds(spec_.timeout_seconds))
+      return failed_;
     auto t = RemoteTier::Open(spec_.ToRadosOptions());
-    if (!t.ok()) return t.status().WithContext("connecting to " + Describe());
+    if (!t.ok()) {
+      failed_ = t.status().WithContext("connecting to " + Describe());
+      failed_at_ = std::chrono::steady_clock::now();
+      return failed_;
+    }
+    failed_ = Status::OK();
     tier_ = std::move(t).value();
   }
   return tier_.get();

@@ -12,6 +12,8 @@
 // threads at once.
 #pragma once
 
+#include <chrono>
+
 #include <memory>
 #include <string>
 
@@ -48,6 +50,8 @@ class LazyRemote final : public LazyOpener, public std::enable_shared_from_this<
   LazyCache cache_;
   Mutex mu_;
   std::unique_ptr<RemoteTier> tier_ GUARDED_BY(mu_);
+  Status failed_ GUARDED_BY(mu_);  // the last connection attempt's error, if it failed
+  std::chrono::steady_clock::time_point failed_at_ GUARDED_BY(mu_);
 };
 
 }  // namespace pstore
