@@ -7,6 +7,7 @@
 // cluster are in tests/acceptance/remote_lazy_test.py.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -359,6 +360,42 @@ TEST(TieredChunkSource, KeyOfAnotherModelIsRefused) {
   auto got = tier.Read(std::vector<ChunkKey>{other});
   ASSERT_FALSE(got.ok());
   EXPECT_TRUE(got.status().IsInvalidArgument());
+}
+
+// In group mode, what a reader running under umask 077 writes to the lazy
+// cache keeps the store's file mode, so other members can read it.
+TEST(LazyCache, FilesKeepTheStoreModeWhateverTheWritersUmask) {
+  TempDir dir;
+  StoreAccess access;
+  access.dir_mode = 02750;
+  access.file_mode = 0640;
+  access.gid = ::getegid();
+  const std::string bytes = "manifest bytes";
+  const ModelDigest d = Manifest::DigestOf(bytes);
+  MemoryChunkSource remote;
+  TestModel m = MakeModel(1, 1, &remote);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::umask(077);
+    LazyCache cache(dir.path(), access);
+    bool ok = cache.PutManifest(d, bytes).ok() && cache.PutName("r", "m:1", d).ok() &&
+              cache.PutFrame(m.manifest->chunks[0], m.raws[0].size(), m.frames[0]).ok();
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  LazyCache cache(dir.path(), access);
+  int files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(cache.dir())) {
+    struct stat st;
+    ASSERT_EQ(::stat(e.path().c_str(), &st), 0) << e.path();
+    if (S_ISDIR(st.st_mode)) continue;
+    EXPECT_EQ(st.st_mode & 07777, 0640u) << e.path();
+    files++;
+  }
+  EXPECT_EQ(files, 3);
 }
 
 TEST(LazyCache, ManifestNotMatchingItsDigestIsDropped) {
