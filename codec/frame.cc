@@ -124,23 +124,41 @@ Status ParseCompactStreams(Reader* r, std::string_view frame, uint64_t m, Frame*
   return Status::OK();
 }
 
-Status ParseFrame(std::string_view frame, std::optional<uint64_t> raw_len, Frame* p) {
-  Reader r(frame);
+namespace {
+
+// Reads a frame's version and transform from the start of r.
+Status ParseHeader(Reader* r, uint8_t* version, Transform* transform, TransformInfo* info) {
   uint8_t t, b0;
-  if (!r.GetU8(&b0)) return Status::Corruption("chunk frame is empty");
-  p->version = b0 & 15;
-  if (p->version == kFrameVersion) {
+  if (!r->GetU8(&b0)) return Status::Corruption("chunk frame is empty");
+  *version = b0 & 15;
+  if (*version == kFrameVersion) {
     t = b0 >> 4;
   } else {
-    if (b0 >= 16 || (p->version != kFrameVersion1 && p->version != kFrameVersion2 &&
-                     p->version != kFrameVersion3))
+    if (b0 >= 16 ||
+        (*version != kFrameVersion1 && *version != kFrameVersion2 && *version != kFrameVersion3))
       return Status::Corruption("chunk frame has unknown version " + std::to_string(b0));
-    if (!r.GetU8(&t)) return Status::Corruption("chunk frame truncated");
+    if (!r->GetU8(&t)) return Status::Corruption("chunk frame truncated");
   }
-  auto info = GetTransformInfo(Transform(t));
-  if (!info) return Status::Corruption("chunk frame has unknown transform " + std::to_string(t));
-  p->transform = Transform(t);
-  p->info = *info;
+  auto ti = GetTransformInfo(Transform(t));
+  if (!ti) return Status::Corruption("chunk frame has unknown transform " + std::to_string(t));
+  *transform = Transform(t);
+  *info = *ti;
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<FrameDescription> DescribeFrame(std::string_view frame) {
+  Reader r(frame);
+  FrameDescription d;
+  TransformInfo info{};
+  PSTORE_RETURN_IF_ERROR(ParseHeader(&r, &d.version, &d.transform, &info));
+  return d;
+}
+
+Status ParseFrame(std::string_view frame, std::optional<uint64_t> raw_len, Frame* p) {
+  Reader r(frame);
+  PSTORE_RETURN_IF_ERROR(ParseHeader(&r, &p->version, &p->transform, &p->info));
   if (p->version != kFrameVersion) {
     if (HasWindowBias(p->transform))
       return Status::Corruption("chunk frame of version " + std::to_string(p->version) +

@@ -52,6 +52,12 @@ FrameDescription WriteFrame(Transform t, uint8_t bias, const Coder* coders,
                             const std::string* payloads, const uint8_t* const* raw, size_t m,
                             std::string* frame);
 
+// The version and transform of a frame (any version), from its header's
+// first bytes alone: what a chunk record keeps of a frame another process or
+// host encoded. Corruption for an empty frame or an unknown version or
+// transform.
+Result<FrameDescription> DescribeFrame(std::string_view frame);
+
 // Parses frame (any version) into *p. raw_len: the caller's length, which a
 // version-4 frame does not hold (older ones hold their own, returned in
 // p->raw_len for the caller to compare). Checks the ids, the lengths against

@@ -1,4 +1,4 @@
-// Internal to codec/: XXH3-128 built for wider vector units (codec/hash_x86.cc).
+// Internal to codec/: XXH3-128 built for wider vector units (codec/hash_x86.inc).
 #pragma once
 
 #include <cstddef>

@@ -1,5 +1,5 @@
 // rANS, second format: the entropy coder behind coders rans2 and rans2-ctx
-// (codec/chunk_codec.h). Compared with codec/rans.h (still read for old
+// (codec/chunk_codec.h). Compared with codec/legacy/rans.h (still read for old
 // frames) it has compact tables, a per-stream probability precision and up to
 // 128 interleaved states, so that small streams carry little overhead and large
 // ones decode with several independent vectors in flight.

@@ -74,7 +74,11 @@ Status LazyCache::WriteWhole(const std::string& path, std::string_view data) con
   UniqueFd fd(
       ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, access_.file_mode & 0777));
   if (fd.get() < 0) return Status::IOError(Errno("cannot create " + tmp));
-  Status st = WriteFull(fd.get(), data.data(), data.size(), tmp);
+  // The mode is set, not left to the writer's umask: other members of the
+  // group read what this process spools.
+  Status st = ::fchmod(fd.get(), access_.file_mode) == 0
+                  ? WriteFull(fd.get(), data.data(), data.size(), tmp)
+                  : Status::IOError(Errno("cannot set the mode of " + tmp));
   if (st.ok() && access_.group() && ::fchown(fd.get(), uid_t(-1), access_.gid) != 0)
     st = Status::IOError(Errno("cannot give " + tmp + " to the store's group"));
   fd.Reset();

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "codec/chunk_codec.h"
+#include "codec/frame.h"
 #include "store/keys.h"
 #include "store/rocks.h"
 #include "store/store.h"
@@ -84,11 +85,16 @@ Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) 
                                 ", whose frame does not decode to its key: " + st.message());
     }
     // The same record as an import writes (store/import.cc).
+    Result<FrameDescription> desc = DescribeFrame(f.frame);
+    if (!desc.ok()) {
+      return Status::Corruption(name_ + ": refusing chunk " + f.key.Hex() +
+                                ", whose frame header is unreadable: " + desc.status().message());
+    }
     ChunkRecord r;
     r.raw_len = f.raw_len;
     r.stored_len = f.frame.size();
-    r.frame_version = f.frame.empty() ? 0 : uint8_t(f.frame[0]);
-    r.transform = f.frame.size() < 2 ? 0 : uint8_t(f.frame[1]);
+    r.frame_version = desc->version;
+    r.transform = uint8_t(desc->transform);
     batch.Put(db_->chunks(), KeySlice(f.key), rocksdb::Slice(f.frame.data(), f.frame.size()));
     batch.Put(db_->meta(), keys::ChunkRecord(f.key), r.Encode());
   }

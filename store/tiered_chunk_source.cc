@@ -72,9 +72,9 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
   while (!want.empty()) {
     std::vector<ChunkKey> mine, theirs;
     std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher> got;
-    ClaimOrWait(keys, want, &mine, &theirs);
+    const size_t own = ClaimOrWait(keys, want, &mine, &theirs);
     if (!mine.empty()) {
-      Status st = Fetch(mine, &got);
+      Status st = Fetch(mine, own, &got);
       Release(mine, st);
       PSTORE_RETURN_IF_ERROR(st);
     }
@@ -91,6 +91,18 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
     // so does this read (rather than wait out the same timeout again).
     PSTORE_RETURN_IF_ERROR(WaitFor(theirs));
     PSTORE_RETURN_IF_ERROR(FromSpool(keys, &rest, &out));
+    // A key this thread claimed is fetched or in the spool by now; one that
+    // is neither would be claimed again and again, so the read ends here.
+    const std::unordered_set<ChunkKey, ChunkKeyHasher> claimed(mine.begin(),
+                                                               mine.begin() + long(own));
+    for (size_t i : rest) {
+      if (claimed.count(keys[i])) {
+        return Status::Internal("lazy read of " + ChunkName(keys[i], places_.at(keys[i])) +
+                                ": neither fetched from " + remote_->Describe() +
+                                " nor found in the spool " + cache_->dir() +
+                                " (check the spool folder is writable and not full, then retry)");
+      }
+    }
     want = std::move(rest);
   }
   return out;
@@ -114,8 +126,10 @@ Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<
   return Status::OK();
 }
 
-void TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
-                                    std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs) {
+size_t TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys,
+                                      const std::vector<size_t>& want, std::vector<ChunkKey>* mine,
+                                      std::vector<ChunkKey>* theirs) {
+  size_t own = 0;
   std::unordered_set<ChunkKey, ChunkKeyHasher> asked;
   std::vector<uint32_t> tensors;
   {
@@ -132,6 +146,7 @@ void TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys, const std::v
         tensors.push_back(places_.at(k).tensor);
       }
     }
+    own = mine->size();
     // Read-ahead: the rest of the tensors asked for, which their readers
     // want next, in the same round trip.
     const Manifest& m = *manifest_;
@@ -147,6 +162,7 @@ void TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys, const std::v
       }
     }
   }
+  return own;
 }
 
 void TieredChunkSource::Release(const std::vector<ChunkKey>& keys, const Status& st) {
@@ -171,16 +187,20 @@ Status TieredChunkSource::WaitFor(const std::vector<ChunkKey>& keys) {
 }
 
 Status TieredChunkSource::Fetch(
-    const std::vector<ChunkKey>& keys,
+    const std::vector<ChunkKey>& keys, size_t own,
     std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher>* got) {
-  // Read-ahead keys the host has after all are not fetched.
-  std::vector<ChunkKey> fetch;
-  std::vector<bool> have(keys.size(), false);
-  if (local_ != nullptr) {
-    PSTORE_ASSIGN_OR_RETURN(have, local_->Contains(keys));
+  // The caller's own keys were missed by the local store and the spool, so
+  // they are fetched whatever a lookup says (a chunk record without its frame
+  // answers Contains but not Read). Read-ahead keys the host has after all
+  // are not fetched.
+  std::vector<ChunkKey> fetch(keys.begin(), keys.begin() + long(own));
+  std::vector<ChunkKey> ahead(keys.begin() + long(own), keys.end());
+  std::vector<bool> have(ahead.size(), false);
+  if (local_ != nullptr && !ahead.empty()) {
+    PSTORE_ASSIGN_OR_RETURN(have, local_->Contains(ahead));
   }
-  for (size_t j = 0; j < keys.size(); ++j)
-    if (!have[j] && !cache_->HasFrame(keys[j])) fetch.push_back(keys[j]);
+  for (size_t j = 0; j < ahead.size(); ++j)
+    if (!have[j] && !cache_->HasFrame(ahead[j])) fetch.push_back(ahead[j]);
   if (fetch.empty()) return Status::OK();
   PSTORE_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> frames, remote_->Read(fetch));
   for (size_t j = 0; j < fetch.size(); ++j) {

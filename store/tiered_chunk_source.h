@@ -73,17 +73,19 @@ class TieredChunkSource final : public ChunkSource {
   Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
                    std::vector<std::optional<std::string>>* out);
   // Splits the wanted keys into those this thread claims (*mine, with the
-  // read-ahead) and those another thread is fetching (*theirs).
-  void ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
-                   std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs);
+  // read-ahead after them) and those another thread is fetching (*theirs).
+  // Returns how many of *mine are wanted keys (the rest is read-ahead).
+  size_t ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
+                     std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs);
   // Ends this thread's fetch of keys; st is how it went.
   void Release(const std::vector<ChunkKey>& keys, const Status& st);
   // Waits until no thread fetches keys; the error of a fetch of one of them
   // that failed meanwhile.
   Status WaitFor(const std::vector<ChunkKey>& keys);
-  // Fetches the claimed keys the host lacks, checks and spools them; *got
-  // holds their frames.
-  Status Fetch(const std::vector<ChunkKey>& keys,
+  // Fetches the claimed keys (the first `own` are wanted, the rest
+  // read-ahead, fetched only if the host lacks them), checks and spools them;
+  // *got holds their frames.
+  Status Fetch(const std::vector<ChunkKey>& keys, size_t own,
                std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher>* got);
 
   // Chunks fetched in one round trip at most, read-ahead included.

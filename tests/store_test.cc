@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "store/rocks_chunk_source.h"
 #include "store/store.h"
 #include "tests/test_files.h"
 #include "tests/test_safetensors.h"
@@ -686,8 +687,27 @@ TEST_F(StoreTest, CommitLeftUnpublishedIsPublishedByTheNextWriter) {
   EXPECT_EQ(ReadCurrentGeneration(p).value(), now);
 }
 
-// A chunk record's frame_version and transform are those of its frame's header
-// (docs/format.md), whatever the frame version packs into its first bytes.
+// Checks that every chunk record of view has its frame's frame_version,
+// transform and length (docs/format.md), whatever the frame version packs
+// into its first bytes; returns how many it checked, and the transforms seen.
+int CheckRecordsDescribeFrames(const StoreView& view, std::set<int>* transforms) {
+  int checked = 0;
+  Status s = view.ForEachChunkRecord([&](const ChunkKey& key, const ChunkRecord& rec) {
+    rocksdb::PinnableSlice frame;
+    PSTORE_RETURN_IF_ERROR(view.ReadFrame(key, &frame));
+    auto info = InspectFrame(std::string_view(frame.data(), frame.size()), rec.raw_len);
+    if (!info.ok()) return info.status();
+    EXPECT_EQ(int(rec.frame_version), int(info->version)) << key.Hex();
+    EXPECT_EQ(int(rec.transform), int(info->transform)) << key.Hex();
+    EXPECT_EQ(rec.stored_len, frame.size()) << key.Hex();
+    transforms->insert(int(info->transform));
+    checked++;
+    return Status::OK();
+  });
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return checked;
+}
+
 TEST_F(StoreTest, ChunkRecordsDescribeTheirFrames) {
   std::string src = Model("m.safetensors", SampleModel(3));
   auto w = Writer();
@@ -695,23 +715,50 @@ TEST_F(StoreTest, ChunkRecordsDescribeTheirFrames) {
   Import(w.get(), src, "m:v1");
   auto rd = Reader();
   ASSERT_TRUE(rd);
-  int checked = 0;
   std::set<int> transforms;
-  Status s = rd->view().ForEachChunkRecord([&](const ChunkKey& key, const ChunkRecord& rec) {
-    rocksdb::PinnableSlice frame;
-    PSTORE_RETURN_IF_ERROR(rd->view().ReadFrame(key, &frame));
-    auto info = InspectFrame(std::string_view(frame.data(), frame.size()), rec.raw_len);
-    if (!info.ok()) return info.status();
-    EXPECT_EQ(int(rec.frame_version), int(info->version)) << key.Hex();
-    EXPECT_EQ(int(rec.transform), int(info->transform)) << key.Hex();
-    EXPECT_EQ(rec.stored_len, frame.size()) << key.Hex();
-    transforms.insert(int(info->transform));
-    checked++;
-    return Status::OK();
-  });
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  EXPECT_GE(checked, 10);
+  EXPECT_GE(CheckRecordsDescribeFrames(rd->view(), &transforms), 10);
   // F16, F32, BF16 and U8 tensors: several transforms, not one by chance.
+  EXPECT_GE(transforms.size(), 3u);
+}
+
+// Chunks that come whole from elsewhere (a pull through WriteChecked, a lazy
+// ingest through Write) get the same records as an import writes.
+TEST_F(StoreTest, ChunkSourceWritesRecordFramesAsImportDoes) {
+  std::string src = Model("m.safetensors", SampleModel(3));
+  struct Chunk {
+    ChunkKey key;
+    std::string frame;
+    uint64_t raw_len;
+  };
+  std::vector<Chunk> chunks;
+  {
+    auto w = Writer();
+    ASSERT_TRUE(w);
+    Import(w.get(), src, "m:v1");
+    auto rd = Reader();
+    ASSERT_TRUE(rd);
+    Status s = rd->view().ForEachChunkRecord([&](const ChunkKey& key, const ChunkRecord& rec) {
+      rocksdb::PinnableSlice frame;
+      PSTORE_RETURN_IF_ERROR(rd->view().ReadFrame(key, &frame));
+      chunks.push_back({key, frame.ToString(), rec.raw_len});
+      return Status::OK();
+    });
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  ASSERT_GE(chunks.size(), 10u);
+  root_ = dir_.path() + "/copy";
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  RocksChunkSource dst(w->view().db(), true, "copy");
+  std::vector<ChunkFrameRef> checked, unchecked;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    ChunkFrameRef ref{chunks[i].key, chunks[i].frame, chunks[i].raw_len};
+    (i % 2 ? checked : unchecked).push_back(ref);
+  }
+  ASSERT_TRUE(dst.Write(unchecked).ok());
+  ASSERT_TRUE(dst.WriteChecked(checked).ok());
+  std::set<int> transforms;
+  EXPECT_EQ(CheckRecordsDescribeFrames(w->view(), &transforms), int(chunks.size()));
   EXPECT_GE(transforms.size(), 3u);
 }
 

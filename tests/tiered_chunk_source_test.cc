@@ -6,6 +6,8 @@
 // The remote here is a MemoryChunkSource; the same paths against a real
 // cluster are in tests/acceptance/remote_lazy_test.py.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +23,9 @@
 #include "common/file_util.h"
 #include "store/lazy_cache.h"
 #include "store/memory_chunk_source.h"
+#include "store/rocks.h"
+#include "store/rocks_chunk_source.h"
+#include "store/store.h"
 #include "store/tiered_chunk_source.h"
 
 namespace pstore {
@@ -246,6 +251,56 @@ TEST(TieredChunkSource, LocalStoreAnswersFirst) {
   EXPECT_EQ(tier.stats().local_chunks, 1u);
 }
 
+// A damaged local store: a chunk record whose frame is gone. The store's
+// lookup says it has the chunk, its read misses it; the lazy read fetches it
+// from the remote instead of waiting on a chunk nobody fetches. The read runs
+// in a child process, killed if it has not ended in a minute.
+TEST(TieredChunkSource, RecordWithoutFrameIsFetchedFromTheRemote) {
+  TempDir dir;
+  MemoryChunkSource remote_mem;
+  TestModel m = MakeModel(1, 3, &remote_mem);
+  CountingSource remote(&remote_mem);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto w = StoreWriter::Open(dir.path() + "/store", false);
+    if (!w.ok()) ::_exit(2);
+    RocksDb* db = (*w)->view().db();
+    RocksChunkSource local(db, true, "store");
+    std::vector<ChunkFrameRef> refs;
+    for (int c = 0; c < 3; ++c)
+      refs.push_back({m.manifest->chunks[c], m.frames[c], m.raws[c].size()});
+    if (!local.Write(refs).ok()) ::_exit(3);
+    const ChunkKey& gone = m.manifest->chunks[1];
+    if (!db->db()
+             ->Delete(rocksdb::WriteOptions(), db->chunks(), rocksdb::Slice(gone.view().data(), 16))
+             .ok())
+      ::_exit(4);
+    auto has = local.Contains(std::vector<ChunkKey>{gone});
+    if (!has.ok() || !(*has)[0]) ::_exit(5);  // the record is still there
+    LazyCache cache(dir.path(), StoreAccess{});
+    TieredChunkSource tier(&local, &cache, &remote, m.manifest, "m:1");
+    auto got = tier.Read(TensorKeys(m, 0));
+    if (!got.ok()) ::_exit(6);
+    for (int c = 0; c < 3; ++c)
+      if (!(*got)[c] || *(*got)[c] != m.frames[c]) ::_exit(7);
+    ::_exit(tier.stats().local_chunks == 2 && tier.stats().remote_chunks == 1 ? 0 : 8);
+  }
+  int status = 0;
+  pid_t done = 0;
+  for (int i = 0; i < 600 && done == 0; ++i) {
+    done = ::waitpid(pid, &status, WNOHANG);
+    if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (done == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    FAIL() << "the lazy read of a chunk whose local frame is gone did not end";
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
 TEST(TieredChunkSource, WrongRemoteFrameIsNamedNeverReturnedNorKept) {
   TempDir dir;
   MemoryChunkSource good, bad;
@@ -305,6 +360,42 @@ TEST(TieredChunkSource, KeyOfAnotherModelIsRefused) {
   auto got = tier.Read(std::vector<ChunkKey>{other});
   ASSERT_FALSE(got.ok());
   EXPECT_TRUE(got.status().IsInvalidArgument());
+}
+
+// In group mode, what a reader running under umask 077 writes to the lazy
+// cache keeps the store's file mode, so other members can read it.
+TEST(LazyCache, FilesKeepTheStoreModeWhateverTheWritersUmask) {
+  TempDir dir;
+  StoreAccess access;
+  access.dir_mode = 02750;
+  access.file_mode = 0640;
+  access.gid = ::getegid();
+  const std::string bytes = "manifest bytes";
+  const ModelDigest d = Manifest::DigestOf(bytes);
+  MemoryChunkSource remote;
+  TestModel m = MakeModel(1, 1, &remote);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::umask(077);
+    LazyCache cache(dir.path(), access);
+    bool ok = cache.PutManifest(d, bytes).ok() && cache.PutName("r", "m:1", d).ok() &&
+              cache.PutFrame(m.manifest->chunks[0], m.raws[0].size(), m.frames[0]).ok();
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  LazyCache cache(dir.path(), access);
+  int files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(cache.dir())) {
+    struct stat st;
+    ASSERT_EQ(::stat(e.path().c_str(), &st), 0) << e.path();
+    if (S_ISDIR(st.st_mode)) continue;
+    EXPECT_EQ(st.st_mode & 07777, 0640u) << e.path();
+    files++;
+  }
+  EXPECT_EQ(files, 3);
 }
 
 TEST(LazyCache, ManifestNotMatchingItsDigestIsDropped) {

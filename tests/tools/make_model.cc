@@ -101,10 +101,22 @@ bool WriteFile(const std::string& path, const std::vector<const Tensor*>& ts) {
 
 }  // namespace
 
+constexpr char kUsage[] =
+    "usage: make_model OUT [--mb N] [--tensors N] [--dtype D] [--seed S] "
+    "[--change F --change-seed S] [--shards N]\n";
+
 int main(int argc, char** argv) {
+  if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
   if (argc < 2) {
-    std::fprintf(stderr, "usage: make_model OUT [--mb N] [--tensors N] [--dtype D] [--seed S] "
-                         "[--change F --change-seed S] [--shards N]\n");
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  if (argv[1][0] == '-') {
+    std::fprintf(stderr, "make_model: the output path comes first, not option %s\n%s", argv[1],
+                 kUsage);
     return 2;
   }
   std::string out = argv[1], dtype = "F16";
