@@ -97,17 +97,28 @@ pstore_status ToC(const pstore::Status& s) {
   if (s.ok()) return PSTORE_OK;
   g_last_error = s.message();
   switch (s.code()) {
-    case pstore::Status::Code::kNotFound: return PSTORE_ERR_NOT_FOUND;
-    case pstore::Status::Code::kCorruption: return PSTORE_ERR_CORRUPTION;
-    case pstore::Status::Code::kInvalidArgument: return PSTORE_ERR_INVALID_ARGUMENT;
-    case pstore::Status::Code::kIOError: return PSTORE_ERR_IO;
-    case pstore::Status::Code::kBusy: return PSTORE_ERR_BUSY;
-    case pstore::Status::Code::kNoSpace: return PSTORE_ERR_NO_SPACE;
-    case pstore::Status::Code::kUnsupported: return PSTORE_ERR_UNSUPPORTED;
-    case pstore::Status::Code::kExists: return PSTORE_ERR_EXISTS;
-    case pstore::Status::Code::kAborted: return PSTORE_ERR_ABORTED;
-    case pstore::Status::Code::kNoMemory: return PSTORE_ERR_NO_MEMORY;
-    default: return PSTORE_ERR_INTERNAL;
+    case pstore::Status::Code::kNotFound:
+      return PSTORE_ERR_NOT_FOUND;
+    case pstore::Status::Code::kCorruption:
+      return PSTORE_ERR_CORRUPTION;
+    case pstore::Status::Code::kInvalidArgument:
+      return PSTORE_ERR_INVALID_ARGUMENT;
+    case pstore::Status::Code::kIOError:
+      return PSTORE_ERR_IO;
+    case pstore::Status::Code::kBusy:
+      return PSTORE_ERR_BUSY;
+    case pstore::Status::Code::kNoSpace:
+      return PSTORE_ERR_NO_SPACE;
+    case pstore::Status::Code::kUnsupported:
+      return PSTORE_ERR_UNSUPPORTED;
+    case pstore::Status::Code::kExists:
+      return PSTORE_ERR_EXISTS;
+    case pstore::Status::Code::kAborted:
+      return PSTORE_ERR_ABORTED;
+    case pstore::Status::Code::kNoMemory:
+      return PSTORE_ERR_NO_MEMORY;
+    default:
+      return PSTORE_ERR_INTERNAL;
   }
 }
 
@@ -141,27 +152,45 @@ extern "C" {
 
 const char* pstore_status_string(pstore_status status) {
   switch (status) {
-    case PSTORE_OK: return "OK";
-    case PSTORE_ERR_NOT_FOUND: return "not found";
-    case PSTORE_ERR_CORRUPTION: return "corruption";
-    case PSTORE_ERR_INVALID_ARGUMENT: return "invalid argument";
-    case PSTORE_ERR_IO: return "I/O error";
-    case PSTORE_ERR_BUSY: return "busy";
-    case PSTORE_ERR_NO_SPACE: return "no space";
-    case PSTORE_ERR_UNSUPPORTED: return "unsupported";
-    case PSTORE_ERR_EXISTS: return "already exists";
-    case PSTORE_ERR_INTERNAL: return "internal error";
-    case PSTORE_ERR_ABORTED: return "aborted";
-    case PSTORE_ERR_NO_MEMORY: return "out of memory";
+    case PSTORE_OK:
+      return "OK";
+    case PSTORE_ERR_NOT_FOUND:
+      return "not found";
+    case PSTORE_ERR_CORRUPTION:
+      return "corruption";
+    case PSTORE_ERR_INVALID_ARGUMENT:
+      return "invalid argument";
+    case PSTORE_ERR_IO:
+      return "I/O error";
+    case PSTORE_ERR_BUSY:
+      return "busy";
+    case PSTORE_ERR_NO_SPACE:
+      return "no space";
+    case PSTORE_ERR_UNSUPPORTED:
+      return "unsupported";
+    case PSTORE_ERR_EXISTS:
+      return "already exists";
+    case PSTORE_ERR_INTERNAL:
+      return "internal error";
+    case PSTORE_ERR_ABORTED:
+      return "aborted";
+    case PSTORE_ERR_NO_MEMORY:
+      return "out of memory";
   }
   return "unknown";
 }
 
-const char* pstore_last_error(void) { return g_last_error.c_str(); }
+const char* pstore_last_error(void) {
+  return g_last_error.c_str();
+}
 
-const char* pstore_version(void) { return PSTORE_VERSION_STRING; }
+const char* pstore_version(void) {
+  return PSTORE_VERSION_STRING;
+}
 
-uint32_t pstore_version_number(void) { return PSTORE_VERSION_NUMBER; }
+uint32_t pstore_version_number(void) {
+  return PSTORE_VERSION_NUMBER;
+}
 
 const char* pstore_dtype_name(pstore_dtype dtype) {
   if (int(dtype) < 0 || int(dtype) > 255 || !pstore::DTypeIdValid(uint8_t(dtype))) return "?";
@@ -201,7 +230,9 @@ pstore_status pstore_store_open(const char* path, const pstore_store_options* op
   });
 }
 
-void pstore_store_close(pstore_store* store) { delete store; }
+void pstore_store_close(pstore_store* store) {
+  delete store;
+}
 
 pstore_status pstore_store_stats_get(pstore_store* store, pstore_store_stats* out) {
   return Guard([&]() -> pstore_status {
@@ -337,8 +368,7 @@ pstore_status pstore_model_metadata_get(const pstore_model* model, const char* k
   });
 }
 
-pstore_status pstore_model_find_tensor(const pstore_model* model, const char* name,
-                                       size_t* index) {
+pstore_status pstore_model_find_tensor(const pstore_model* model, const char* name, size_t* index) {
   return Guard([&]() -> pstore_status {
     if (!model || !name || !index) return Invalid("pstore_model_find_tensor: NULL argument");
     int64_t i = model->model->Find(name);

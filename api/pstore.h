@@ -99,10 +99,10 @@ typedef enum pstore_status {
   PSTORE_ERR_BUSY = 5,             /* another process holds what is needed (e.g. the writer lock) */
   PSTORE_ERR_NO_SPACE = 6,         /* disk or shared memory (/dev/shm) is full */
   PSTORE_ERR_UNSUPPORTED = 7,
-  PSTORE_ERR_EXISTS = 8,           /* the name is taken (import without force) */
-  PSTORE_ERR_INTERNAL = 9,         /* a bug in pstore; please report it */
-  PSTORE_ERR_ABORTED = 10,         /* stopped at the caller's request */
-  PSTORE_ERR_NO_MEMORY = 11        /* an allocation failed */
+  PSTORE_ERR_EXISTS = 8,    /* the name is taken (import without force) */
+  PSTORE_ERR_INTERNAL = 9,  /* a bug in pstore; please report it */
+  PSTORE_ERR_ABORTED = 10,  /* stopped at the caller's request */
+  PSTORE_ERR_NO_MEMORY = 11 /* an allocation failed */
 } pstore_status;
 
 /* "OK", "not found", ...: a static string for every status (and "unknown"). */
@@ -257,9 +257,9 @@ PSTORE_EXPORT size_t pstore_model_tensor_count(const pstore_model* model);
  * fields). The smallest struct_size accepted covers the fields up to nbytes.
  * Fields are only ever added at the end. */
 typedef struct pstore_tensor_info {
-  size_t struct_size;    /* set to sizeof(pstore_tensor_info) before the call */
-  const char* name;      /* NUL-terminated */
-  pstore_dtype dtype;    /* a GGUF tensor of a quantized or unknown GGML type: U8 */
+  size_t struct_size; /* set to sizeof(pstore_tensor_info) before the call */
+  const char* name;   /* NUL-terminated */
+  pstore_dtype dtype; /* a GGUF tensor of a quantized or unknown GGML type: U8 */
   uint32_t ndim;
   const uint64_t* shape; /* ndim entries, outermost first (a GGUF file's ne[]
                             reversed); elements, not blocks, for quantized types */
@@ -366,8 +366,8 @@ typedef struct pstore_model_stats {
   uint64_t pinned_bytes;   /* bytes of tensors this process pins now */
   uint64_t host_loads;     /* slot loads into the shared memory by every process */
   uint64_t host_bytes_decoded;
-  uint64_t evictions;      /* slots evicted from the shared memory */
-  uint64_t model_bytes;    /* the model's raw tensor bytes */
+  uint64_t evictions;   /* slots evicted from the shared memory */
+  uint64_t model_bytes; /* the model's raw tensor bytes */
 } pstore_model_stats;
 
 /* @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (NULL or bad struct_size),
@@ -421,8 +421,7 @@ PSTORE_EXPORT void pstore_import_options_default(pstore_import_options* opts);
  *   (the progress callback returned 0), PSTORE_ERR_NO_MEMORY,
  *   PSTORE_ERR_INTERNAL. */
 PSTORE_EXPORT pstore_status pstore_import_file(const char* store_path, const char* source,
-                                               const char* ref,
-                                               const pstore_import_options* opts,
+                                               const char* ref, const pstore_import_options* opts,
                                                char digest_out[33]);
 
 /* ------------------------------------------------------------------------ */

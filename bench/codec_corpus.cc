@@ -30,10 +30,14 @@ int main(int argc, char** argv) {
   std::vector<std::string> inputs;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
-    if (a == "--chunk" && i + 1 < argc) chunk = size_t(std::stoul(argv[++i])) * 1024;
-    else if (a == "--runs" && i + 1 < argc) runs = std::stoi(argv[++i]);
-    else if (a == "--profiles" && i + 1 < argc) profiles = bench::SplitList(argv[++i]);
-    else inputs.push_back(a);
+    if (a == "--chunk" && i + 1 < argc)
+      chunk = size_t(std::stoul(argv[++i])) * 1024;
+    else if (a == "--runs" && i + 1 < argc)
+      runs = std::stoi(argv[++i]);
+    else if (a == "--profiles" && i + 1 < argc)
+      profiles = bench::SplitList(argv[++i]);
+    else
+      inputs.push_back(a);
   }
   std::vector<std::string> files = bench::SafetensorsFiles(inputs);
   bench::Corpus corpus;
@@ -64,8 +68,8 @@ int main(int argc, char** argv) {
       stored = 0;
       for (size_t i = 0; i < chunks.size(); i++) {
         out[i].resize(ZSTD_compressBound(chunks[i].n));
-        out[i].resize(ZSTD_compressCCtx(zc, out[i].data(), out[i].size(), chunks[i].p,
-                                        chunks[i].n, 3));
+        out[i].resize(
+            ZSTD_compressCCtx(zc, out[i].data(), out[i].size(), chunks[i].p, chunks[i].n, 3));
         stored += std::min(out[i].size(), chunks[i].n);
       }
       double t1 = Now();
@@ -84,15 +88,15 @@ int main(int argc, char** argv) {
       stored = 0;
       for (size_t i = 0; i < chunks.size(); i++) {
         out[i].resize(size_t(LZ4_compressBound(int(chunks[i].n))));
-        out[i].resize(size_t(LZ4_compress_default(reinterpret_cast<const char*>(chunks[i].p),
-                                                  out[i].data(), int(chunks[i].n),
-                                                  int(out[i].size()))));
+        out[i].resize(
+            size_t(LZ4_compress_default(reinterpret_cast<const char*>(chunks[i].p), out[i].data(),
+                                        int(chunks[i].n), int(out[i].size()))));
         stored += std::min(out[i].size(), chunks[i].n);
       }
       double t1 = Now();
       for (size_t i = 0; i < chunks.size(); i++) {
-        LZ4_decompress_safe(out[i].data(), reinterpret_cast<char*>(buf.data()),
-                            int(out[i].size()), int(chunks[i].n));
+        LZ4_decompress_safe(out[i].data(), reinterpret_cast<char*>(buf.data()), int(out[i].size()),
+                            int(chunks[i].n));
         if (HashBytes(buf.data(), chunks[i].n) != chunks[i].key) std::abort();
       }
       double t2 = Now();

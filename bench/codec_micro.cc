@@ -183,9 +183,8 @@ void BM_Lz4Decompress(benchmark::State& state, bool check) {
   for (size_t i = 0; i < frames.size(); i++) {
     const Chunk& ch = g_corpus->chunks[i];
     frames[i].resize(size_t(LZ4_compressBound(int(ch.n))));
-    frames[i].resize(size_t(LZ4_compress_default(reinterpret_cast<const char*>(ch.p),
-                                                 frames[i].data(), int(ch.n),
-                                                 int(frames[i].size()))));
+    frames[i].resize(size_t(LZ4_compress_default(
+        reinterpret_cast<const char*>(ch.p), frames[i].data(), int(ch.n), int(frames[i].size()))));
     stored += std::min(frames[i].size(), ch.n);
   }
   std::vector<uint8_t> buf(g_corpus->max_chunk);
@@ -283,24 +282,39 @@ void RegisterAll() {
   for (Profile p : {Profile::kFast, Profile::kDense}) {
     std::string name(ProfileName(p));
     benchmark::RegisterBenchmark(("Encode/" + name).c_str(), BM_Encode, p)
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark(("Decode/" + name).c_str(), BM_Decode, p, true)
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
     benchmark::RegisterBenchmark(("DecodeUnchecked/" + name).c_str(), BM_Decode, p, false)
-        ->Unit(benchmark::kMillisecond)->UseRealTime();
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   }
   benchmark::RegisterBenchmark("ZSTD_compress", BM_ZstdCompress)
-      ->Arg(3)->Arg(-1)->Unit(benchmark::kMillisecond)->UseRealTime();
+      ->Arg(3)
+      ->Arg(-1)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("ZSTD_decompress", BM_ZstdDecompress, true)
-      ->Arg(3)->Arg(-1)->Unit(benchmark::kMillisecond)->UseRealTime();
+      ->Arg(3)
+      ->Arg(-1)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("ZSTD_decompressUnchecked", BM_ZstdDecompress, false)
-      ->Arg(3)->Arg(-1)->Unit(benchmark::kMillisecond)->UseRealTime();
+      ->Arg(3)
+      ->Arg(-1)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("LZ4_compress_default", BM_Lz4Compress)
-      ->Unit(benchmark::kMillisecond)->UseRealTime();
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("LZ4_decompress_safe", BM_Lz4Decompress, true)
-      ->Unit(benchmark::kMillisecond)->UseRealTime();
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("LZ4_decompress_safeUnchecked", BM_Lz4Decompress, false)
-      ->Unit(benchmark::kMillisecond)->UseRealTime();
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
   RegisterSynthetic();
 }
 
@@ -322,9 +336,12 @@ int main(int argc, char** argv) {
   std::vector<char*> rest;
   for (int i = 0; i < argc; i++) {
     std::string a = argv[i];
-    if (a.rfind("--corpus=", 0) == 0) dir = a.substr(9);
-    else if (a.rfind("--chunk_kib=", 0) == 0) chunk_kib = std::stoul(a.substr(12));
-    else rest.push_back(argv[i]);
+    if (a.rfind("--corpus=", 0) == 0)
+      dir = a.substr(9);
+    else if (a.rfind("--chunk_kib=", 0) == 0)
+      chunk_kib = std::stoul(a.substr(12));
+    else
+      rest.push_back(argv[i]);
   }
   int rargc = int(rest.size());
   Corpus corpus;

@@ -30,10 +30,7 @@ using bench::Median;
 using bench::Now;
 namespace fs = std::filesystem;
 
-namespace {
-
-
-}  // namespace
+namespace {}  // namespace
 
 int main(int argc, char** argv) {
   int runs = 3, threads = 0;
@@ -42,14 +39,21 @@ int main(int argc, char** argv) {
   std::string dir;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
-    if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
-    else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (a == "--profiles" && i + 1 < argc) profiles = bench::SplitList(argv[++i]);
-    else if (a == "--chunks" && i + 1 < argc) chunks = bench::SplitList(argv[++i]);
-    else dir = a;
+    if (a == "--runs" && i + 1 < argc)
+      runs = std::atoi(argv[++i]);
+    else if (a == "--threads" && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else if (a == "--profiles" && i + 1 < argc)
+      profiles = bench::SplitList(argv[++i]);
+    else if (a == "--chunks" && i + 1 < argc)
+      chunks = bench::SplitList(argv[++i]);
+    else
+      dir = a;
   }
   if (dir.empty()) {
-    std::fprintf(stderr, "usage: import_bench [--runs N] [--threads N] [--profiles a,b] [--chunks KiB,..] DIR\n");
+    std::fprintf(
+        stderr,
+        "usage: import_bench [--runs N] [--threads N] [--profiles a,b] [--chunks KiB,..] DIR\n");
     return 2;
   }
   std::vector<std::string> files;
@@ -74,7 +78,8 @@ int main(int argc, char** argv) {
     data.push_back(all->substr(h->data_offset));
     raw += h->data_size;
   }
-  std::printf("%zu files, %.1f MB of tensor data; medians of %d runs\n\n", files.size(), raw / 1e6, runs);
+  std::printf("%zu files, %.1f MB of tensor data; medians of %d runs\n\n", files.size(), raw / 1e6,
+              runs);
   std::printf("%-22s %9s %12s\n", "method", "stored/raw", "MB/s");
   {
     std::vector<double> tz, tl;

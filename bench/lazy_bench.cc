@@ -183,8 +183,10 @@ int main(int argc, char** argv) {
     ratios.push_back(t_lazy / t_rados);
     std::printf(
         "{\"run\": %d, \"librados_seconds\": %.4f, \"stored_bytes\": %lu, \"librados_MBps\": "
-        "%.1f, \"lazy_seconds\": %.4f, \"of_which_open\": %.4f, \"lazy_raw_MBps\": %.1f, \"ratio\": %.2f}\n",
-        run, t_rados, stored, stored / t_rados / 1e6, t_lazy, t_open, raw / t_lazy / 1e6, t_lazy / t_rados);
+        "%.1f, \"lazy_seconds\": %.4f, \"of_which_open\": %.4f, \"lazy_raw_MBps\": %.1f, "
+        "\"ratio\": %.2f}\n",
+        run, t_rados, stored, stored / t_rados / 1e6, t_lazy, t_open, raw / t_lazy / 1e6,
+        t_lazy / t_rados);
     std::fflush(stdout);
   }
   std::printf("{\"median_ratio\": %.2f}\n", pstore::bench::Median(ratios));

@@ -45,7 +45,6 @@ using bench::Now;
 
 namespace {
 
-
 bool DropCaches() {
   ::sync();
   int fd = ::open("/proc/sys/vm/drop_caches", O_WRONLY);
@@ -58,7 +57,8 @@ bool DropCaches() {
 double PreadFile(const std::string& path, const safetensors::FileHeader& h) {
   int fd = ::open(path.c_str(), O_RDONLY);
   double t0 = Now();
-  void* buf = ::mmap(nullptr, h.data_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* buf =
+      ::mmap(nullptr, h.data_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   Status s = PreadFull(fd, buf, h.data_size, h.data_offset, path);
   double t = Now() - t0;
   ::munmap(buf, h.data_size);
@@ -147,9 +147,10 @@ int ChildMain(int argc, char** argv) {
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "--child") return ChildMain(argc, argv);
   if (argc < 4) {
-    std::fprintf(stderr,
-                 "usage: pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold] [--threads N] "
-                 "[--check]\n");
+    std::fprintf(
+        stderr,
+        "usage: pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold] [--threads N] "
+        "[--check]\n");
     return 2;
   }
   std::string root = argv[1], ref = argv[2], src = argv[3];
@@ -158,10 +159,14 @@ int main(int argc, char** argv) {
   PagerOptions po;
   for (int i = 4; i < argc; i++) {
     std::string a = argv[i];
-    if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
-    else if (a == "--cold") cold = true;
-    else if (a == "--threads" && i + 1 < argc) po.loader_threads = std::atoi(argv[++i]);
-    else if (a == "--check") po.check_shared = true;
+    if (a == "--runs" && i + 1 < argc)
+      runs = std::atoi(argv[++i]);
+    else if (a == "--cold")
+      cold = true;
+    else if (a == "--threads" && i + 1 < argc)
+      po.loader_threads = std::atoi(argv[++i]);
+    else if (a == "--check")
+      po.check_shared = true;
   }
   auto h = safetensors::ReadHeader(src);
   if (!h.ok()) {
@@ -246,8 +251,8 @@ int main(int argc, char** argv) {
   (void)full_load();
   std::vector<double> sp, mm;
   for (int r = 0; r < runs; r++) {
-    sp.push_back(InChild({"second", root, ref, std::to_string(po.loader_threads),
-                          po.check_shared ? "1" : "0"}));
+    sp.push_back(InChild(
+        {"second", root, ref, std::to_string(po.loader_threads), po.check_shared ? "1" : "0"}));
     mm.push_back(InChild({"mmap", src}));
   }
   std::printf("%-34s %10.1fms %10.1fms %8.2f   (baseline: mmap the file, touch every page)\n",
@@ -270,8 +275,9 @@ int main(int argc, char** argv) {
       lat.push_back(std::chrono::duration<double, std::nano>(b - a).count());
     }
     std::sort(lat.begin(), lat.end());
-    std::printf("%-34s %10.0fns %10.0fns            (p50, p99 of %zu)\n", "acquire, resident tensor",
-                lat[lat.size() / 2], lat[lat.size() * 99 / 100], lat.size());
+    std::printf("%-34s %10.0fns %10.0fns            (p50, p99 of %zu)\n",
+                "acquire, resident tensor", lat[lat.size() / 2], lat[lat.size() * 99 / 100],
+                lat.size());
   }
   return 0;
 }

@@ -114,7 +114,7 @@ class BitReader {
   void Refill() {
     if (pos_ + 8 <= n_) {
       uint64_t w;
-      std::memcpy(&w, p_ + pos_, 8);  // little-endian host
+      std::memcpy(&w, p_ + pos_, 8);        // little-endian host
       const int take = (63 - avail_) >> 3;  // whole bytes that fit
       buf_ |= (w & ((uint64_t(1) << (8 * take)) - 1)) << avail_;
       pos_ += size_t(take);
@@ -133,9 +133,9 @@ class BitReader {
 
   const uint8_t* p_;
   size_t n_;
-  size_t pos_ = 0;   // next byte to load into buf_
+  size_t pos_ = 0;  // next byte to load into buf_
   uint64_t buf_ = 0;
-  int avail_ = 0;    // bits in buf_
+  int avail_ = 0;  // bits in buf_
 };
 
 }  // namespace pstore

@@ -14,7 +14,9 @@ namespace pstore {
 namespace {
 
 // k bits set at the bottom of each byte.
-uint64_t Spread(int k) { return 0x0101010101010101ull * ((1u << k) - 1); }
+uint64_t Spread(int k) {
+  return 0x0101010101010101ull * ((1u << k) - 1);
+}
 
 // Groups of 8 values are k whole bytes; the last partial group goes bit by bit.
 void PackTail(const uint8_t* in, size_t from, size_t n, int k, uint8_t* out) {
@@ -76,8 +78,7 @@ __attribute__((target("bmi2"))) void PackBmi2(const uint8_t* in, size_t n, int k
   }
   PackTail(in, groups * 8, n, k, out);
 }
-__attribute__((target("bmi2"))) void UnpackBmi2(const uint8_t* in, size_t n, int k,
-                                               uint8_t* out) {
+__attribute__((target("bmi2"))) void UnpackBmi2(const uint8_t* in, size_t n, int k, uint8_t* out) {
   const size_t groups = n / 8;
   const size_t bytes = PackedBytes(n, k);
   const uint64_t m = Spread(k);
@@ -101,9 +102,8 @@ __attribute__((target("bmi2"))) void UnpackBmi2(const uint8_t* in, size_t n, int
 // 64 values per step: each group of 8 values (k bytes) is moved into a
 // quadword of its own, then vpmultishiftqb pulls value j out of bits
 // [j*k, j*k + 8) of its quadword.
-__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void UnpackVbmi(const uint8_t* in,
-                                                                       size_t n, int k,
-                                                                       uint8_t* out) {
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void UnpackVbmi(const uint8_t* in, size_t n,
+                                                                       int k, uint8_t* out) {
   alignas(64) uint8_t perm[64], shifts[64];
   for (int g = 0; g < 8; g++)
     for (int j = 0; j < 8; j++) {
@@ -125,8 +125,7 @@ __attribute__((target("avx512f,avx512bw,avx512vbmi"))) void UnpackVbmi(const uin
 }
 
 bool UseVbmi() {
-  static const bool has = __builtin_cpu_supports("avx512f") &&
-                          __builtin_cpu_supports("avx512bw") &&
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vbmi");
   return has;
 }
@@ -150,8 +149,10 @@ void PackBits(const uint8_t* in, size_t n, int k, uint8_t* out, bool portable) {
     std::memcpy(out, in, n);
     return;
   }
-  if (!portable && UseBmi2()) PackBmi2(in, n, k, out);
-  else PackPortable(in, n, k, out);
+  if (!portable && UseBmi2())
+    PackBmi2(in, n, k, out);
+  else
+    PackPortable(in, n, k, out);
 }
 
 void UnpackBits(const uint8_t* in, size_t n, int k, uint8_t* out, bool portable) {
@@ -160,10 +161,14 @@ void UnpackBits(const uint8_t* in, size_t n, int k, uint8_t* out, bool portable)
     std::memcpy(out, in, n);
     return;
   }
-  if (portable) UnpackPortable(in, n, k, out);
-  else if (UseVbmi()) UnpackVbmi(in, n, k, out);
-  else if (UseBmi2()) UnpackBmi2(in, n, k, out);
-  else UnpackPortable(in, n, k, out);
+  if (portable)
+    UnpackPortable(in, n, k, out);
+  else if (UseVbmi())
+    UnpackVbmi(in, n, k, out);
+  else if (UseBmi2())
+    UnpackBmi2(in, n, k, out);
+  else
+    UnpackPortable(in, n, k, out);
 }
 
 }  // namespace pstore

@@ -12,7 +12,9 @@
 
 namespace pstore {
 
-inline size_t PackedBytes(size_t n, int k) { return (n * size_t(k) + 7) / 8; }
+inline size_t PackedBytes(size_t n, int k) {
+  return (n * size_t(k) + 7) / 8;
+}
 // Bits needed for the largest value in v[0, n) (0 for all zeros).
 int BitsNeeded(const uint8_t* v, size_t n);
 // portable: use the portable loops whatever the CPU has (the same bytes;

@@ -10,14 +10,11 @@ struct DTypeInfo {
 };
 
 constexpr DTypeInfo kTypes[] = {
-    {DType::kBool, "BOOL", 1},       {DType::kU8, "U8", 1},
-    {DType::kI8, "I8", 1},           {DType::kF8_E5M2, "F8_E5M2", 1},
-    {DType::kF8_E4M3, "F8_E4M3", 1}, {DType::kI16, "I16", 2},
-    {DType::kU16, "U16", 2},         {DType::kF16, "F16", 2},
-    {DType::kBF16, "BF16", 2},       {DType::kI32, "I32", 4},
-    {DType::kU32, "U32", 4},         {DType::kF32, "F32", 4},
-    {DType::kF64, "F64", 8},         {DType::kI64, "I64", 8},
-    {DType::kU64, "U64", 8},
+    {DType::kBool, "BOOL", 1},       {DType::kU8, "U8", 1},           {DType::kI8, "I8", 1},
+    {DType::kF8_E5M2, "F8_E5M2", 1}, {DType::kF8_E4M3, "F8_E4M3", 1}, {DType::kI16, "I16", 2},
+    {DType::kU16, "U16", 2},         {DType::kF16, "F16", 2},         {DType::kBF16, "BF16", 2},
+    {DType::kI32, "I32", 4},         {DType::kU32, "U32", 4},         {DType::kF32, "F32", 4},
+    {DType::kF64, "F64", 8},         {DType::kI64, "I64", 8},         {DType::kU64, "U64", 8},
 };
 
 const DTypeInfo* Find(DType t) {
@@ -44,6 +41,8 @@ size_t DTypeSize(DType t) {
   return info ? info->size : 1;
 }
 
-bool DTypeIdValid(uint8_t id) { return Find(DType(id)) != nullptr; }
+bool DTypeIdValid(uint8_t id) {
+  return Find(DType(id)) != nullptr;
+}
 
 }  // namespace pstore

@@ -55,7 +55,9 @@ std::string ToHex(std::string_view bytes) {
   return out;
 }
 
-std::string ChunkKey::Hex() const { return ToHex(view()); }
+std::string ChunkKey::Hex() const {
+  return ToHex(view());
+}
 
 std::optional<ChunkKey> ChunkKey::FromHex(std::string_view hex) {
   if (hex.size() != 32) return std::nullopt;
@@ -65,10 +67,14 @@ std::optional<ChunkKey> ChunkKey::FromHex(std::string_view hex) {
     for (int j = 0; j < 2; j++) {
       char c = hex[2 * i + j];
       int d;
-      if (c >= '0' && c <= '9') d = c - '0';
-      else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-      else return std::nullopt;
+      if (c >= '0' && c <= '9')
+        d = c - '0';
+      else if (c >= 'a' && c <= 'f')
+        d = c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F')
+        d = c - 'A' + 10;
+      else
+        return std::nullopt;
       v = v * 16 + d;
     }
     k.bytes[i] = uint8_t(v);

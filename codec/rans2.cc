@@ -81,8 +81,10 @@ void NormalizeExact(const uint32_t counts[256], int prob_bits, uint16_t* freq) {
         if (best < 0 || loss < best_delta) best = s, best_delta = loss;
       }
     }
-    if (sum < int32_t(scale)) freq[best]++, sum++;
-    else freq[best]--, sum--;
+    if (sum < int32_t(scale))
+      freq[best]++, sum++;
+    else
+      freq[best]--, sum--;
   }
 }
 
@@ -94,7 +96,6 @@ int SymbolSetBits(const uint8_t* syms, int nsym) {
 }
 
 }  // namespace
-
 
 void Clear(Table* t) {
   std::memset(t->freq, 0, sizeof(t->freq));
@@ -184,8 +185,10 @@ double Choose(const uint32_t counts[256], int prob_bits, Table* t, int only_r) {
   const double shift = double(prob_bits) - std::log2(double(total));
   for (int i = 0; i < nsym; i++) l2[i] = float(std::log2(double(counts[syms[i]])) + shift);
   Table cand;
-  for (int r = only_r >= 0 ? only_r : total >= 16384 ? 2 : 0; r <= (only_r >= 0 ? only_r : 3);
-       r++) {
+  for (int r = only_r >= 0      ? only_r
+               : total >= 16384 ? 2
+                                : 0;
+       r <= (only_r >= 0 ? only_r : 3); r++) {
     const int qmax = prob_bits << r;
     uint8_t q[256];
     for (int i = 0; i < nsym; i++) {
@@ -400,8 +403,7 @@ void EncodeBody(const uint8_t* sym, const uint8_t* ctx, size_t n, const Table* t
   if (n_full < n) {
     wp = ctx ? EncodeLoop<true>(sym + n_full, ctx + n_full, n - n_full, enc, lanes - 1, x, wp,
                                 n_full)
-             : EncodeLoop<false>(sym + n_full, nullptr, n - n_full, enc, lanes - 1, x, wp,
-                                 n_full);
+             : EncodeLoop<false>(sym + n_full, nullptr, n - n_full, enc, lanes - 1, x, wp, n_full);
   }
   if (n_full > 0) {
     std::vector<uint32_t>& va = scratch->enc_a;
@@ -440,7 +442,8 @@ void PutCompactState(std::string* out, uint32_t x) {
 bool GetCompactState(Reader* in, uint32_t* x) {
   std::string_view b;
   if (!in->GetBytes(3, &b)) return false;
-  uint32_t v = uint32_t(uint8_t(b[0])) | uint32_t(uint8_t(b[1])) << 8 | uint32_t(uint8_t(b[2])) << 16;
+  uint32_t v =
+      uint32_t(uint8_t(b[0])) | uint32_t(uint8_t(b[1])) << 8 | uint32_t(uint8_t(b[2])) << 16;
   if (!(v & 1)) {
     uint8_t hi;
     if (!in->GetU8(&hi)) return false;
@@ -455,8 +458,8 @@ namespace {
 
 // Entry per slot: symbol (8 bits) | freq-1 (12 bits) | slot - cum (12 bits).
 // Written 8 entries at a time: d must have 8 spare entries past 2^P.
-PSTORE_TARGET_CLONES("avx512f", "avx2", "default") void BuildDecodeTable(
-    const Table& t, int prob_bits, uint32_t* d) {
+PSTORE_TARGET_CLONES("avx512f", "avx2", "default")
+void BuildDecodeTable(const Table& t, int prob_bits, uint32_t* d) {
   const uint32_t scale = 1u << prob_bits;
   if (t.nsym == 0) {
     // An unused context: whatever claims it decodes to garbage with a state
@@ -567,13 +570,13 @@ Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables,
   if (lo)
     ok = ctx ? ScalarLoop<true, true>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes, st.nwords,
                                       &st.pos, out, lo)
-             : ScalarLoop<false, true>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
-                                       st.nwords, &st.pos, out, lo);
+             : ScalarLoop<false, true>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes, st.nwords,
+                                       &st.pos, out, lo);
   else
-    ok = ctx ? ScalarLoop<true, false>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
-                                       st.nwords, &st.pos, out, lo)
-             : ScalarLoop<false, false>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes,
-                                        st.nwords, &st.pos, out, lo);
+    ok = ctx ? ScalarLoop<true, false>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes, st.nwords,
+                                       &st.pos, out, lo)
+             : ScalarLoop<false, false>(st.x, lanes, dtab, ctx, i, n, prob_bits, wbytes, st.nwords,
+                                        &st.pos, out, lo);
   if (!ok) return Status::Corruption("rANS stream: truncated words");
   return rans_internal::FinishDecode(st.x, lanes, kStateLow, final, st.pos, st.nwords, in);
 }
@@ -681,8 +684,9 @@ double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bo
 }
 
 namespace {
-PSTORE_TARGET_CLONES("avx2", "default") void Interleave(
-    const uint8_t* __restrict lo, const uint8_t* __restrict hi, size_t n, uint8_t* __restrict out) {
+PSTORE_TARGET_CLONES("avx2", "default")
+void Interleave(const uint8_t* __restrict lo, const uint8_t* __restrict hi, size_t n,
+                uint8_t* __restrict out) {
   for (size_t i = 0; i < n; i++) {
     out[2 * i] = lo[i];
     out[2 * i + 1] = hi[i];

@@ -82,7 +82,9 @@ int LanesLog2For(size_t n, int max_lanes_log2, bool fast);
 // bits, so that their decoding tables are quick to set up.
 int ProbBitsFor(size_t n, int nsym);
 // Bytes of a stream besides tables and words.
-inline size_t StreamOverhead(int lanes_log2) { return 1 + 4u * (1u << lanes_log2); }
+inline size_t StreamOverhead(int lanes_log2) {
+  return 1 + 4u * (1u << lanes_log2);
+}
 
 // Appends [states][words] for n symbols. ctx may be null (tables[0] for every
 // symbol); otherwise symbol i uses tables[ctx[i]], which must contain sym[i].

@@ -43,9 +43,9 @@ PSTORE_AVX2 size_t Loop(DecodeState* st, const uint32_t* dtab, const uint8_t* ct
   const __m256i one = _mm256_set1_epi32(1);
   const __m256i low = _mm256_set1_epi32(int32_t(kStateLow));
   // Byte 0 of each 32-bit lane to the bottom of its 128-bit half.
-  const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                        -1, -1);
+  const __m256i pick =
+      _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1,
+                       -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
   const uint16_t* words = reinterpret_cast<const uint16_t*>(st->words);
   size_t pos = st->pos;
   size_t i = 0;
@@ -63,8 +63,8 @@ PSTORE_AVX2 size_t Loop(DecodeState* st, const uint32_t* dtab, const uint8_t* ct
     int need[V];
     for (int v = 0; v < V; v++) {
       const __m256i b4 = _mm256_shuffle_epi8(e[v], pick);
-      const __m128i sym = _mm_unpacklo_epi32(_mm256_castsi256_si128(b4),
-                                             _mm256_extracti128_si256(b4, 1));
+      const __m128i sym =
+          _mm_unpacklo_epi32(_mm256_castsi256_si128(b4), _mm256_extracti128_si256(b4, 1));
       if (kLo) {
         const __m128i l = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(lo + i + 8 * v));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * (i + 8 * v)),
@@ -78,8 +78,8 @@ PSTORE_AVX2 size_t Loop(DecodeState* st, const uint32_t* dtab, const uint8_t* ct
       need[v] = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(low, x[v])));
     }
     for (int v = 0; v < V; v++) {
-      __m256i w = _mm256_cvtepu16_epi32(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(words + pos)));
+      __m256i w =
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(words + pos)));
       w = _mm256_permutevar8x32_epi32(
           w, _mm256_load_si256(reinterpret_cast<const __m256i*>(ex[need[v]].data())));
       const __m256i sel = _mm256_cmpgt_epi32(low, x[v]);
@@ -88,8 +88,7 @@ PSTORE_AVX2 size_t Loop(DecodeState* st, const uint32_t* dtab, const uint8_t* ct
     }
     i += 8 * V;
   }
-  for (int v = 0; v < V; v++)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(st->x + 8 * v), x[v]);
+  for (int v = 0; v < V; v++) _mm256_storeu_si256(reinterpret_cast<__m256i*>(st->x + 8 * v), x[v]);
   st->pos = pos;
   return i;
 }
@@ -97,8 +96,9 @@ PSTORE_AVX2 size_t Loop(DecodeState* st, const uint32_t* dtab, const uint8_t* ct
 template <int V>
 PSTORE_AVX2 size_t LoopV(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
                          int prob_bits, uint8_t* out, const uint8_t* lo) {
-  if (lo) return ctx ? Loop<V, true, true>(st, dtab, ctx, n, prob_bits, out, lo)
-                     : Loop<V, false, true>(st, dtab, ctx, n, prob_bits, out, lo);
+  if (lo)
+    return ctx ? Loop<V, true, true>(st, dtab, ctx, n, prob_bits, out, lo)
+               : Loop<V, false, true>(st, dtab, ctx, n, prob_bits, out, lo);
   return ctx ? Loop<V, true, false>(st, dtab, ctx, n, prob_bits, out, lo)
              : Loop<V, false, false>(st, dtab, ctx, n, prob_bits, out, lo);
 }
@@ -108,10 +108,14 @@ PSTORE_AVX2 size_t LoopV(DecodeState* st, const uint32_t* dtab, const uint8_t* c
 size_t DecodeAvx2(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
                   int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo) {
   switch (lanes_log2) {
-    case 4: return LoopV<2>(st, dtab, ctx, n, prob_bits, out, lo);
-    case 5: return LoopV<4>(st, dtab, ctx, n, prob_bits, out, lo);
-    case 6: return LoopV<8>(st, dtab, ctx, n, prob_bits, out, lo);
-    case 7: return LoopV<16>(st, dtab, ctx, n, prob_bits, out, lo);
+    case 4:
+      return LoopV<2>(st, dtab, ctx, n, prob_bits, out, lo);
+    case 5:
+      return LoopV<4>(st, dtab, ctx, n, prob_bits, out, lo);
+    case 6:
+      return LoopV<8>(st, dtab, ctx, n, prob_bits, out, lo);
+    case 7:
+      return LoopV<16>(st, dtab, ctx, n, prob_bits, out, lo);
   }
   return 0;
 }

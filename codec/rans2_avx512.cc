@@ -60,8 +60,8 @@ PSTORE_AVX512 size_t Loop(DecodeState* st, const uint32_t* dtab, const uint8_t* 
       need[v] = _mm512_cmplt_epu32_mask(x[v], low);
     }
     for (int v = 0; v < V; v++) {
-      __m512i w = _mm512_cvtepu16_epi32(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + pos)));
+      __m512i w =
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + pos)));
       w = _mm512_maskz_expand_epi32(need[v], w);
       x[v] = _mm512_mask_or_epi32(x[v], need[v], _mm512_slli_epi32(x[v], 16), w);
       pos += size_t(__builtin_popcount(need[v]));
@@ -76,8 +76,9 @@ PSTORE_AVX512 size_t Loop(DecodeState* st, const uint32_t* dtab, const uint8_t* 
 template <int V>
 PSTORE_AVX512 size_t LoopV(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
                            int prob_bits, uint8_t* out, const uint8_t* lo) {
-  if (lo) return ctx ? Loop<V, true, true>(st, dtab, ctx, n, prob_bits, out, lo)
-                     : Loop<V, false, true>(st, dtab, ctx, n, prob_bits, out, lo);
+  if (lo)
+    return ctx ? Loop<V, true, true>(st, dtab, ctx, n, prob_bits, out, lo)
+               : Loop<V, false, true>(st, dtab, ctx, n, prob_bits, out, lo);
   return ctx ? Loop<V, true, false>(st, dtab, ctx, n, prob_bits, out, lo)
              : Loop<V, false, false>(st, dtab, ctx, n, prob_bits, out, lo);
 }
@@ -93,9 +94,11 @@ PSTORE_AVX512 void EncodeLoop(const uint8_t* sym, const uint8_t* ctx, size_t n,
   for (size_t step = n / lanes; step-- > 0;) {
     for (size_t v = lanes / 16; v-- > 0;) {
       const size_t i0 = step * lanes + 16 * v;
-      __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sym + i0)));
+      __m512i idx =
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sym + i0)));
       if (kCtx) {
-        __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ctx + i0)));
+        __m512i c =
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ctx + i0)));
         idx = _mm512_add_epi32(idx, _mm512_slli_epi32(c, 8));
       }
       __m512i a = _mm512_i32gather_epi32(idx, enc_a, 4);
@@ -135,14 +138,15 @@ bool EncodeFast(const uint8_t* sym, const uint8_t* ctx, size_t n, const uint32_t
                                  __builtin_cpu_supports("avx512vl");
   if (!has_avx512 || lanes_log2 < 4) return false;
   const size_t lanes = size_t(1) << lanes_log2;
-  if (ctx) EncodeLoop<true>(sym, ctx, n, enc_a, enc_rcp, prob_bits, lanes, x, wp);
-  else EncodeLoop<false>(sym, ctx, n, enc_a, enc_rcp, prob_bits, lanes, x, wp);
+  if (ctx)
+    EncodeLoop<true>(sym, ctx, n, enc_a, enc_rcp, prob_bits, lanes, x, wp);
+  else
+    EncodeLoop<false>(sym, ctx, n, enc_a, enc_rcp, prob_bits, lanes, x, wp);
   return true;
 }
 
 size_t DecodeFast(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, size_t n,
-                  int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo,
-                  int simd_level) {
+                  int prob_bits, int lanes_log2, uint8_t* out, const uint8_t* lo, int simd_level) {
   static const bool has_avx512 = __builtin_cpu_supports("avx512f") &&
                                  __builtin_cpu_supports("avx512bw") &&
                                  __builtin_cpu_supports("avx512vl");
@@ -153,10 +157,14 @@ size_t DecodeFast(DecodeState* st, const uint32_t* dtab, const uint8_t* ctx, siz
     return 0;
   }
   switch (lanes_log2) {
-    case 4: return LoopV<1>(st, dtab, ctx, n, prob_bits, out, lo);
-    case 5: return LoopV<2>(st, dtab, ctx, n, prob_bits, out, lo);
-    case 6: return LoopV<4>(st, dtab, ctx, n, prob_bits, out, lo);
-    case 7: return LoopV<8>(st, dtab, ctx, n, prob_bits, out, lo);
+    case 4:
+      return LoopV<1>(st, dtab, ctx, n, prob_bits, out, lo);
+    case 5:
+      return LoopV<2>(st, dtab, ctx, n, prob_bits, out, lo);
+    case 6:
+      return LoopV<4>(st, dtab, ctx, n, prob_bits, out, lo);
+    case 7:
+      return LoopV<8>(st, dtab, ctx, n, prob_bits, out, lo);
   }
   return 0;
 }

@@ -8,7 +8,7 @@
 namespace pstore::rans_internal {
 
 struct EncSym {
-  uint32_t x_max;      // renormalise (emit 16 bits) while the state is at least this
+  uint32_t x_max;  // renormalise (emit 16 bits) while the state is at least this
   uint32_t rcp_freq;
   uint32_t bias;
   uint16_t cmpl_freq;

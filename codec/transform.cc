@@ -12,20 +12,32 @@ namespace pstore {
 
 std::optional<TransformInfo> GetTransformInfo(Transform t) {
   switch (t) {
-    case Transform::kNone: return TransformInfo{1, 1, {-1}};
-    case Transform::kPlanes2: return TransformInfo{2, 2, {-1, -1}};
-    case Transform::kPlanes4: return TransformInfo{4, 4, {-1, -1, -1, -1}};
+    case Transform::kNone:
+      return TransformInfo{1, 1, {-1}};
+    case Transform::kPlanes2:
+      return TransformInfo{2, 2, {-1, -1}};
+    case Transform::kPlanes4:
+      return TransformInfo{4, 4, {-1, -1, -1, -1}};
     case Transform::kPlanes8:
       return TransformInfo{8, 8, {-1, -1, -1, -1, -1, -1, -1, -1}};
-    case Transform::kF16: return TransformInfo{2, 2, {-1, 0}};
-    case Transform::kBF16: return TransformInfo{2, 2, {-1, 0}};
-    case Transform::kF32: return TransformInfo{4, 4, {-1, 0, 0, -1}};
-    case Transform::kF8E4M3: return TransformInfo{1, 2, {-1, 0}};
-    case Transform::kF8E5M2: return TransformInfo{1, 2, {-1, 0}};
-    case Transform::kBF16X: return TransformInfo{2, 2, {-1, 0}};
-    case Transform::kF32X: return TransformInfo{4, 4, {-1, 0, -1, -1}};
-    case Transform::kBF16W: return TransformInfo{2, 2, {-1, 0}};
-    case Transform::kF32W: return TransformInfo{4, 4, {-1, 0, -1, -1}};
+    case Transform::kF16:
+      return TransformInfo{2, 2, {-1, 0}};
+    case Transform::kBF16:
+      return TransformInfo{2, 2, {-1, 0}};
+    case Transform::kF32:
+      return TransformInfo{4, 4, {-1, 0, 0, -1}};
+    case Transform::kF8E4M3:
+      return TransformInfo{1, 2, {-1, 0}};
+    case Transform::kF8E5M2:
+      return TransformInfo{1, 2, {-1, 0}};
+    case Transform::kBF16X:
+      return TransformInfo{2, 2, {-1, 0}};
+    case Transform::kF32X:
+      return TransformInfo{4, 4, {-1, 0, -1, -1}};
+    case Transform::kBF16W:
+      return TransformInfo{2, 2, {-1, 0}};
+    case Transform::kF32W:
+      return TransformInfo{4, 4, {-1, 0, -1, -1}};
   }
   return std::nullopt;
 }
@@ -33,19 +45,36 @@ std::optional<TransformInfo> GetTransformInfo(Transform t) {
 Transform TransformFor(DType dtype, size_t raw_len) {
   Transform t;
   switch (dtype) {
-    case DType::kF16: t = Transform::kF16; break;
-    case DType::kBF16: t = Transform::kBF16; break;
-    case DType::kF32: t = Transform::kF32; break;
-    case DType::kF8_E4M3: t = Transform::kF8E4M3; break;
-    case DType::kF8_E5M2: t = Transform::kF8E5M2; break;
+    case DType::kF16:
+      t = Transform::kF16;
+      break;
+    case DType::kBF16:
+      t = Transform::kBF16;
+      break;
+    case DType::kF32:
+      t = Transform::kF32;
+      break;
+    case DType::kF8_E4M3:
+      t = Transform::kF8E4M3;
+      break;
+    case DType::kF8_E5M2:
+      t = Transform::kF8E5M2;
+      break;
     case DType::kI16:
-    case DType::kU16: t = Transform::kPlanes2; break;
+    case DType::kU16:
+      t = Transform::kPlanes2;
+      break;
     case DType::kI32:
-    case DType::kU32: t = Transform::kPlanes4; break;
+    case DType::kU32:
+      t = Transform::kPlanes4;
+      break;
     case DType::kI64:
     case DType::kU64:
-    case DType::kF64: t = Transform::kPlanes8; break;
-    default: return Transform::kNone;
+    case DType::kF64:
+      t = Transform::kPlanes8;
+      break;
+    default:
+      return Transform::kNone;
   }
   if (raw_len % size_t(GetTransformInfo(t)->width)) return Transform::kNone;
   return t;
@@ -122,8 +151,12 @@ void MergeF8(const uint8_t* e, const uint8_t* sm, size_t n, int mbits, uint8_t* 
     raw[i] = uint8_t(((sm[i] >> mbits & 1) << 7) | ((e[i] & emask) << mbits) | (sm[i] & mmask));
 }
 
-inline uint32_t ClassOf(uint32_t e, uint32_t bias) { return e == 0 ? 0 : e - bias; }
-inline uint32_t ExponentOfClass(uint32_t c, uint32_t bias) { return c == 0 ? 0 : c + bias; }
+inline uint32_t ClassOf(uint32_t e, uint32_t bias) {
+  return e == 0 ? 0 : e - bias;
+}
+inline uint32_t ExponentOfClass(uint32_t c, uint32_t bias) {
+  return c == 0 ? 0 : c + bias;
+}
 
 PSTORE_CLONES void SplitBF16X(const uint8_t* raw, size_t n, uint8_t* c, uint8_t* sm,
                               uint32_t bias) {
@@ -191,8 +224,10 @@ Transform WindowedVariant(Transform t, const uint8_t* raw, size_t raw_len, bool 
                           uint8_t* bias) {
   if (t != Transform::kBF16 && t != Transform::kF32) return t;
   uint32_t lo, hi;
-  if (t == Transform::kBF16) ExponentRange16(raw, raw_len / 2, &lo, &hi);
-  else ExponentRange32(raw, raw_len / 4, &lo, &hi);
+  if (t == Transform::kBF16)
+    ExponentRange16(raw, raw_len / 2, &lo, &hi);
+  else
+    ExponentRange32(raw, raw_len / 4, &lo, &hi);
   if (hi == 0 || (lo >= uint32_t(kXExponentMin) && hi <= uint32_t(kXExponentMax)))
     return t == Transform::kBF16 ? Transform::kBF16X : Transform::kF32X;
   if (shifted && hi - lo <= 62) {
@@ -208,18 +243,42 @@ void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* cons
     case Transform::kNone:
       if (raw_len) std::memcpy(s[0], raw, raw_len);
       return;
-    case Transform::kPlanes2: SplitPlanes(raw, raw_len / 2, 2, s); return;
-    case Transform::kPlanes4: SplitPlanes(raw, raw_len / 4, 4, s); return;
-    case Transform::kPlanes8: SplitPlanes(raw, raw_len / 8, 8, s); return;
-    case Transform::kF16: SplitF16(raw, raw_len / 2, s[0], s[1]); return;
-    case Transform::kBF16: SplitBF16(raw, raw_len / 2, s[0], s[1]); return;
-    case Transform::kF32: SplitF32(raw, raw_len / 4, s); return;
-    case Transform::kF8E4M3: SplitF8(raw, raw_len, 3, s[0], s[1]); return;
-    case Transform::kF8E5M2: SplitF8(raw, raw_len, 2, s[0], s[1]); return;
-    case Transform::kBF16X: SplitBF16X(raw, raw_len / 2, s[0], s[1], kXExponentBias); return;
-    case Transform::kF32X: SplitF32X(raw, raw_len / 4, s, kXExponentBias); return;
-    case Transform::kBF16W: SplitBF16X(raw, raw_len / 2, s[0], s[1], uint32_t(bias)); return;
-    case Transform::kF32W: SplitF32X(raw, raw_len / 4, s, uint32_t(bias)); return;
+    case Transform::kPlanes2:
+      SplitPlanes(raw, raw_len / 2, 2, s);
+      return;
+    case Transform::kPlanes4:
+      SplitPlanes(raw, raw_len / 4, 4, s);
+      return;
+    case Transform::kPlanes8:
+      SplitPlanes(raw, raw_len / 8, 8, s);
+      return;
+    case Transform::kF16:
+      SplitF16(raw, raw_len / 2, s[0], s[1]);
+      return;
+    case Transform::kBF16:
+      SplitBF16(raw, raw_len / 2, s[0], s[1]);
+      return;
+    case Transform::kF32:
+      SplitF32(raw, raw_len / 4, s);
+      return;
+    case Transform::kF8E4M3:
+      SplitF8(raw, raw_len, 3, s[0], s[1]);
+      return;
+    case Transform::kF8E5M2:
+      SplitF8(raw, raw_len, 2, s[0], s[1]);
+      return;
+    case Transform::kBF16X:
+      SplitBF16X(raw, raw_len / 2, s[0], s[1], kXExponentBias);
+      return;
+    case Transform::kF32X:
+      SplitF32X(raw, raw_len / 4, s, kXExponentBias);
+      return;
+    case Transform::kBF16W:
+      SplitBF16X(raw, raw_len / 2, s[0], s[1], uint32_t(bias));
+      return;
+    case Transform::kF32W:
+      SplitF32X(raw, raw_len / 4, s, uint32_t(bias));
+      return;
   }
 }
 
@@ -228,18 +287,42 @@ void MergeStreams(Transform t, const uint8_t* const* s, size_t raw_len, uint8_t*
     case Transform::kNone:
       if (raw_len) std::memcpy(raw, s[0], raw_len);
       return;
-    case Transform::kPlanes2: MergePlanes(s, raw_len / 2, 2, raw); return;
-    case Transform::kPlanes4: MergePlanes(s, raw_len / 4, 4, raw); return;
-    case Transform::kPlanes8: MergePlanes(s, raw_len / 8, 8, raw); return;
-    case Transform::kF16: MergeF16(s[0], s[1], raw_len / 2, raw); return;
-    case Transform::kBF16: MergeBF16(s[0], s[1], raw_len / 2, raw); return;
-    case Transform::kF32: MergeF32(s, raw_len / 4, raw); return;
-    case Transform::kF8E4M3: MergeF8(s[0], s[1], raw_len, 3, raw); return;
-    case Transform::kF8E5M2: MergeF8(s[0], s[1], raw_len, 2, raw); return;
-    case Transform::kBF16X: MergeBF16X(s[0], s[1], raw_len / 2, raw, kXExponentBias); return;
-    case Transform::kF32X: MergeF32X(s, raw_len / 4, raw, kXExponentBias); return;
-    case Transform::kBF16W: MergeBF16X(s[0], s[1], raw_len / 2, raw, uint32_t(bias)); return;
-    case Transform::kF32W: MergeF32X(s, raw_len / 4, raw, uint32_t(bias)); return;
+    case Transform::kPlanes2:
+      MergePlanes(s, raw_len / 2, 2, raw);
+      return;
+    case Transform::kPlanes4:
+      MergePlanes(s, raw_len / 4, 4, raw);
+      return;
+    case Transform::kPlanes8:
+      MergePlanes(s, raw_len / 8, 8, raw);
+      return;
+    case Transform::kF16:
+      MergeF16(s[0], s[1], raw_len / 2, raw);
+      return;
+    case Transform::kBF16:
+      MergeBF16(s[0], s[1], raw_len / 2, raw);
+      return;
+    case Transform::kF32:
+      MergeF32(s, raw_len / 4, raw);
+      return;
+    case Transform::kF8E4M3:
+      MergeF8(s[0], s[1], raw_len, 3, raw);
+      return;
+    case Transform::kF8E5M2:
+      MergeF8(s[0], s[1], raw_len, 2, raw);
+      return;
+    case Transform::kBF16X:
+      MergeBF16X(s[0], s[1], raw_len / 2, raw, kXExponentBias);
+      return;
+    case Transform::kF32X:
+      MergeF32X(s, raw_len / 4, raw, kXExponentBias);
+      return;
+    case Transform::kBF16W:
+      MergeBF16X(s[0], s[1], raw_len / 2, raw, uint32_t(bias));
+      return;
+    case Transform::kF32W:
+      MergeF32X(s, raw_len / 4, raw, uint32_t(bias));
+      return;
   }
 }
 

@@ -23,16 +23,16 @@ enum class Transform : uint8_t {
   kPlanes2 = 1,  // byte planes of 2-byte integers, least significant first
   kPlanes4 = 2,
   kPlanes8 = 3,
-  kF16 = 4,      // [hi: sign, 5 exponent bits, 2 mantissa bits] [lo: 8 mantissa bits]
-  kBF16 = 5,     // [exponent 8 bits] [sign, 7 mantissa bits]
-  kF32 = 6,      // [exponent] [sign, mantissa 22..16] [mantissa 15..8] [mantissa 7..0]
-  kF8E4M3 = 7,   // [exponent 4 bits] [sign, 3 mantissa bits]
-  kF8E5M2 = 8,   // [exponent 5 bits] [sign, 2 mantissa bits]
+  kF16 = 4,     // [hi: sign, 5 exponent bits, 2 mantissa bits] [lo: 8 mantissa bits]
+  kBF16 = 5,    // [exponent 8 bits] [sign, 7 mantissa bits]
+  kF32 = 6,     // [exponent] [sign, mantissa 22..16] [mantissa 15..8] [mantissa 7..0]
+  kF8E4M3 = 7,  // [exponent 4 bits] [sign, 3 mantissa bits]
+  kF8E5M2 = 8,  // [exponent 5 bits] [sign, 2 mantissa bits]
   // Exponent class and the top two mantissa bits as one symbol, the rest apart.
   // The class is 0 for exponent 0 and exponent - 79 for exponents 80..142
   // (magnitudes 2^-47 to 2^16); a chunk with any other exponent cannot use it.
-  kBF16X = 9,    // [class<<2 | mantissa 6..5] [sign<<5 | mantissa 4..0]
-  kF32X = 10,    // [class<<2 | mantissa 22..21] [sign<<5 | mantissa 20..16] [15..8] [7..0]
+  kBF16X = 9,  // [class<<2 | mantissa 6..5] [sign<<5 | mantissa 4..0]
+  kF32X = 10,  // [class<<2 | mantissa 22..21] [sign<<5 | mantissa 20..16] [15..8] [7..0]
   // The same streams with the class window where the chunk's exponents are:
   // class = exponent - bias for nonzero exponents, bias (<= kMaxWindowBias) written
   // in the frame (version 4 only).
@@ -42,7 +42,9 @@ enum class Transform : uint8_t {
 constexpr int kXExponentBias = 79;  // class = exponent - 79
 constexpr int kXExponentMin = 80, kXExponentMax = 142;
 constexpr int kMaxWindowBias = 192;  // class 63 + 192 = exponent 255
-inline bool HasWindowBias(Transform t) { return t == Transform::kBF16W || t == Transform::kF32W; }
+inline bool HasWindowBias(Transform t) {
+  return t == Transform::kBF16W || t == Transform::kF32W;
+}
 constexpr int kMaxStreams = 8;
 
 struct TransformInfo {

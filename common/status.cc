@@ -23,18 +23,30 @@ const std::string& Status::message() const {
 
 const char* Status::CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "OK";
-    case Code::kNotFound: return "not found";
-    case Code::kCorruption: return "corruption";
-    case Code::kInvalidArgument: return "invalid argument";
-    case Code::kIOError: return "I/O error";
-    case Code::kBusy: return "busy";
-    case Code::kNoSpace: return "no space";
-    case Code::kUnsupported: return "unsupported";
-    case Code::kExists: return "already exists";
-    case Code::kInternal: return "internal error";
-    case Code::kAborted: return "aborted";
-    case Code::kNoMemory: return "out of memory";
+    case Code::kOk:
+      return "OK";
+    case Code::kNotFound:
+      return "not found";
+    case Code::kCorruption:
+      return "corruption";
+    case Code::kInvalidArgument:
+      return "invalid argument";
+    case Code::kIOError:
+      return "I/O error";
+    case Code::kBusy:
+      return "busy";
+    case Code::kNoSpace:
+      return "no space";
+    case Code::kUnsupported:
+      return "unsupported";
+    case Code::kExists:
+      return "already exists";
+    case Code::kInternal:
+      return "internal error";
+    case Code::kAborted:
+      return "aborted";
+    case Code::kNoMemory:
+      return "out of memory";
   }
   return "unknown";
 }

@@ -28,8 +28,8 @@ class Status {
     kCorruption = 2,
     kInvalidArgument = 3,
     kIOError = 4,
-    kBusy = 5,       // another process holds what is needed (e.g. the writer lock)
-    kNoSpace = 6,    // disk or shared memory full
+    kBusy = 5,     // another process holds what is needed (e.g. the writer lock)
+    kNoSpace = 6,  // disk or shared memory full
     kUnsupported = 7,
     kExists = 8,
     kInternal = 9,
@@ -88,7 +88,7 @@ class Status {
 template <typename T>
 class Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT
     assert(!status_.ok() && "Result built from an OK status carries no value");
     if (status_.ok()) status_ = Status::Internal("Result built from OK status without a value");
@@ -112,17 +112,16 @@ class Result {
 }  // namespace pstore
 
 // Return early from the enclosing function when `expr` yields a non-OK Status.
-#define PSTORE_RETURN_IF_ERROR(expr)        \
-  do {                                      \
-    ::pstore::Status _st = (expr);          \
-    if (!_st.ok()) return _st;              \
+#define PSTORE_RETURN_IF_ERROR(expr) \
+  do {                               \
+    ::pstore::Status _st = (expr);   \
+    if (!_st.ok()) return _st;       \
   } while (0)
 
 #define PSTORE_CONCAT_INNER(a, b) a##b
 #define PSTORE_CONCAT(a, b) PSTORE_CONCAT_INNER(a, b)
 // `PSTORE_ASSIGN_OR_RETURN(auto x, F())`: declares x from a Result, or returns its Status.
-#define PSTORE_ASSIGN_OR_RETURN(lhs, expr)                                   \
-  auto PSTORE_CONCAT(_res_, __LINE__) = (expr);                              \
-  if (!PSTORE_CONCAT(_res_, __LINE__).ok())                                  \
-    return PSTORE_CONCAT(_res_, __LINE__).status();                          \
+#define PSTORE_ASSIGN_OR_RETURN(lhs, expr)                                                  \
+  auto PSTORE_CONCAT(_res_, __LINE__) = (expr);                                             \
+  if (!PSTORE_CONCAT(_res_, __LINE__).ok()) return PSTORE_CONCAT(_res_, __LINE__).status(); \
   lhs = std::move(PSTORE_CONCAT(_res_, __LINE__)).value()

@@ -8,7 +8,9 @@
 namespace pstore {
 
 namespace {
-uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+uint64_t RoundUp(uint64_t v, uint64_t a) {
+  return (v + a - 1) / a * a;
+}
 }  // namespace
 
 Layout Layout::Build(const Manifest& m, uint64_t page) {
@@ -16,8 +18,8 @@ Layout Layout::Build(const Manifest& m, uint64_t page) {
   l.page = page;
   l.unit = std::max<uint64_t>(kHugePage, m.chunk_size);
   const uint64_t unit = l.unit;
-  uint64_t cursor = 0;          // next free byte of the data region (page-aligned)
-  int64_t pack_slot = -1;       // the open one-page slot for small tensors
+  uint64_t cursor = 0;     // next free byte of the data region (page-aligned)
+  int64_t pack_slot = -1;  // the open one-page slot for small tensors
   uint64_t pack_used = 0;
   // GGUF models ask for their tensors at multiples of general.alignment
   // (honoured up to a huge page, the alignment of the segment's mapping).

@@ -39,9 +39,9 @@ struct SlotPiece {
 };
 
 struct Slot {
-  uint64_t offset;        // within the data region; page-aligned
-  uint32_t bytes;         // a multiple of the page size
-  uint32_t first_piece;   // into Layout::pieces
+  uint64_t offset;       // within the data region; page-aligned
+  uint32_t bytes;        // a multiple of the page size
+  uint32_t first_piece;  // into Layout::pieces
   uint32_t npieces;
   // Tensors whose pins keep the slot resident: [first_tensor, first_tensor + ntensors).
   // For a packed slot the range may include big tensors placed between its
@@ -52,9 +52,9 @@ struct Slot {
 };
 
 struct TensorPlace {
-  uint64_t offset;     // within the data region
+  uint64_t offset;  // within the data region
   uint32_t first_slot;
-  uint32_t nslots;     // 0 for an empty tensor
+  uint32_t nslots;  // 0 for an empty tensor
 };
 
 struct Unit {

@@ -5,7 +5,9 @@
 
 namespace pstore {
 
-uint64_t NameIndex::Hash(std::string_view s) { return XXH3_64bits(s.data(), s.size()); }
+uint64_t NameIndex::Hash(std::string_view s) {
+  return XXH3_64bits(s.data(), s.size());
+}
 
 void NameIndex::Build(const std::vector<ManifestTensor>& tensors) {
   tensors_ = &tensors;

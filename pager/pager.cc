@@ -170,9 +170,8 @@ Result<std::shared_ptr<Model>> Pager::OpenLazy(std::string_view ref,
   parts.source = lm->source;
   parts.label = std::string(ref);
   parts.digest = lm->digest;
-  return AttachModel(std::move(parts), [&]() -> Result<std::string> {
-    return std::move(lm->manifest_bytes);
-  });
+  return AttachModel(std::move(parts),
+                     [&]() -> Result<std::string> { return std::move(lm->manifest_bytes); });
 }
 
 Result<std::shared_ptr<Model>> Pager::AttachModel(

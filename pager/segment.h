@@ -56,9 +56,15 @@ constexpr off_t kAttachLockBase = off_t(1) << 40;  // lock bytes live far past E
 constexpr off_t kInitLockByte = kAttachLockBase - 1;
 
 enum SlotState : uint32_t { kEmpty = 0, kLoading = 1, kReady = 2, kEvicting = 3 };
-inline uint32_t StateOf(uint32_t w) { return w & 3u; }
-inline uint32_t OwnerOf(uint32_t w) { return (w >> 2) & 0xffu; }
-inline uint32_t MakeState(SlotState s, uint32_t owner) { return uint32_t(s) | (owner << 2); }
+inline uint32_t StateOf(uint32_t w) {
+  return w & 3u;
+}
+inline uint32_t OwnerOf(uint32_t w) {
+  return (w >> 2) & 0xffu;
+}
+inline uint32_t MakeState(SlotState s, uint32_t owner) {
+  return uint32_t(s) | (owner << 2);
+}
 
 struct SegmentHeader {
   uint64_t magic;
@@ -79,11 +85,11 @@ struct SegmentHeader {
   uint64_t data_off, data_bytes, total_bytes;
   uint64_t created_unix;
   // Shared counters, across every process using the segment.
-  std::atomic<uint64_t> loads;        // slot loads completed
-  std::atomic<uint64_t> load_bytes;   // raw bytes decoded into the segment
+  std::atomic<uint64_t> loads;       // slot loads completed
+  std::atomic<uint64_t> load_bytes;  // raw bytes decoded into the segment
   std::atomic<uint64_t> evictions;
   std::atomic<uint64_t> evicted_bytes;
-  std::atomic<uint32_t> clock_hand;   // next slot the evictor looks at
+  std::atomic<uint32_t> clock_hand;  // next slot the evictor looks at
 };
 
 struct SlotInfo {
@@ -112,7 +118,8 @@ struct AttachEntry {
   uint8_t pad[24];
 };
 static_assert(sizeof(AttachEntry) == 64);
-static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<uint64_t>::is_always_lock_free);
+static_assert(std::atomic<uint32_t>::is_always_lock_free &&
+              std::atomic<uint64_t>::is_always_lock_free);
 
 // Waits while *word == expected, for at most timeout_ms (shared-memory futex).
 void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, int timeout_ms);

@@ -74,7 +74,8 @@ Result<Source> OpenSource(const std::string& path, Env* env) {
   if (ec == std::errc::too_many_symbolic_link_levels)
     return Status::InvalidArgument("cannot import " + path +
                                    ": it is a symbolic link loop; point the link at a file");
-  if (ec || !fs::exists(st)) return Status::NotFound("cannot import " + path + ": no such file or folder");
+  if (ec || !fs::exists(st))
+    return Status::NotFound("cannot import " + path + ": no such file or folder");
   std::string dir, index;
   if (fs::is_directory(st)) {
     if (fs::exists(fs::symlink_status(fs::path(path) / "model.safetensors.index.json", ec))) {
@@ -126,7 +127,7 @@ struct Item {
   uint32_t file;
   uint64_t offset;  // absolute, in the source file
   uint32_t len;
-  uint64_t chunk;   // index into Manifest::chunks
+  uint64_t chunk;  // index into Manifest::chunks
   DType dtype;
 };
 

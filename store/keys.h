@@ -24,10 +24,18 @@ inline std::string Prefixed(char prefix, std::string_view rest) {
   k.append(rest);
   return k;
 }
-inline std::string Manifest(const ChunkKey& digest) { return Prefixed(kManifest, digest.view()); }
-inline std::string Name(std::string_view ref) { return Prefixed(kName, ref); }
-inline std::string ChunkRecord(const ChunkKey& key) { return Prefixed(kChunkRecord, key.view()); }
+inline std::string Manifest(const ChunkKey& digest) {
+  return Prefixed(kManifest, digest.view());
+}
+inline std::string Name(std::string_view ref) {
+  return Prefixed(kName, ref);
+}
+inline std::string ChunkRecord(const ChunkKey& key) {
+  return Prefixed(kChunkRecord, key.view());
+}
 // The first key after every key with prefix p.
-inline std::string PrefixEnd(char p) { return std::string(1, char(p + 1)); }
+inline std::string PrefixEnd(char p) {
+  return std::string(1, char(p + 1));
+}
 
 }  // namespace pstore::keys

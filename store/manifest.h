@@ -79,8 +79,8 @@ struct Manifest {
 
   SourceFormat format = SourceFormat::kSafetensors;
   uint32_t chunk_size = 0;
-  std::string index_name;   // sharded only
-  std::string index_bytes;  // sharded only: the index file verbatim
+  std::string index_name;     // sharded only
+  std::string index_bytes;    // sharded only: the index file verbatim
   std::string metadata_json;  // safetensors __metadata__, or GGUF's key-values as JSON
   uint32_t alignment = 0;     // GGUF only: general.alignment (payloads need this alignment)
   std::vector<ManifestFile> files;

@@ -93,8 +93,7 @@ inline Status ParallelFor(size_t n, int threads, const std::function<Status(size
   if (progress && done) {
     std::unique_lock<std::mutex> l(mu);
     while (running > 0) {
-      if (finished.wait_for(l, std::chrono::milliseconds(100), [&] { return running == 0; }))
-        break;
+      if (finished.wait_for(l, std::chrono::milliseconds(100), [&] { return running == 0; })) break;
       l.unlock();
       bool go_on = aborted || progress(done->load(), total);
       l.lock();

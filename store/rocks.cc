@@ -31,7 +31,8 @@ class NullLogger : public rocksdb::Logger {
 // models of a small store.
 class FileLogger : public rocksdb::Logger {
  public:
-  explicit FileLogger(const std::string& path) : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {
+  explicit FileLogger(const std::string& path)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {
     std::rename(path.c_str(), (path + ".old").c_str());
     file_ = std::fopen(path.c_str(), "we");
   }

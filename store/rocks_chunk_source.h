@@ -23,9 +23,9 @@
 // RocksDB may); the database must outlive the source.
 #pragma once
 
-#include <memory>
 #include <atomic>
 #include <chrono>
+#include <memory>
 
 #include "store/chunk_source.h"
 

@@ -22,13 +22,13 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
-#include <unordered_map>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "codec/chunk_codec.h"
@@ -42,7 +42,7 @@
 namespace rocksdb {
 class PinnableSlice;
 class WriteBatch;
-}
+}  // namespace rocksdb
 
 namespace pstore {
 
@@ -83,7 +83,8 @@ class StoreView {
 
   Result<std::optional<ChunkRecord>> GetChunkRecord(const ChunkKey& key) const;
   // fn(key, record) for every chunk record, in key order.
-  Status ForEachChunkRecord(const std::function<Status(const ChunkKey&, const ChunkRecord&)>& fn) const;
+  Status ForEachChunkRecord(
+      const std::function<Status(const ChunkKey&, const ChunkRecord&)>& fn) const;
   // The chunk's frame, pinned in RocksDB's memory where possible.
   Status ReadFrame(const ChunkKey& key, rocksdb::PinnableSlice* frame) const;
   // Reads, decodes and checks a chunk into out (exactly its raw length).
@@ -156,20 +157,20 @@ class StoreReader {
 };
 
 struct ImportOptions {
-  bool force = false;          // replace an existing name:tag pointing elsewhere
+  bool force = false;              // replace an existing name:tag pointing elsewhere
   std::optional<Profile> profile;  // default: the store's
-  int threads = 0;             // 0: one per core
-  ProgressFn progress;         // bytes of tensor data done / total
+  int threads = 0;                 // 0: one per core
+  ProgressFn progress;             // bytes of tensor data done / total
 };
 
 struct ImportResult {
   ModelDigest digest;
-  bool unchanged = false;      // the name already pointed at this exact model
-  bool replaced = false;       // the name pointed at another model before
+  bool unchanged = false;  // the name already pointed at this exact model
+  bool replaced = false;   // the name pointed at another model before
   uint64_t tensors = 0;
-  uint64_t raw_bytes = 0;      // tensor bytes in the source
+  uint64_t raw_bytes = 0;  // tensor bytes in the source
   uint64_t chunks = 0;
-  uint64_t new_chunks = 0;     // chunks the store did not hold before
+  uint64_t new_chunks = 0;  // chunks the store did not hold before
   uint64_t new_raw_bytes = 0;
   uint64_t new_stored_bytes = 0;  // what the new chunks take (frames)
   double seconds = 0;
@@ -238,8 +239,8 @@ class StoreWriter {
     ModelDigest digest;         // Manifest::DigestOf(manifest)
     ModelName name;
     bool force = false;
-    bool wrote_chunks = false;          // chunks were written: flush them first
-    std::span<const ChunkKey> written;  // the chunks new to the store
+    bool wrote_chunks = false;           // chunks were written: flush them first
+    std::span<const ChunkKey> written;   // the chunks new to the store
     std::string_view verb = "imported";  // in messages: "<name> was not <verb>"
   };
   struct CommitOutcome {
@@ -365,7 +366,9 @@ struct StoreStats {
   uint64_t disk_bytes = 0;  // the store's folder on disk (hard links counted once),
                             // without the space set aside in RESERVE
   double dedup_ratio() const { return unique_bytes ? double(logical_bytes) / unique_bytes : 1; }
-  double compression_ratio() const { return unique_bytes ? double(stored_bytes) / unique_bytes : 1; }
+  double compression_ratio() const {
+    return unique_bytes ? double(stored_bytes) / unique_bytes : 1;
+  }
 };
 Result<StoreStats> GetStoreStats(const StoreView& view, const std::string& root);
 

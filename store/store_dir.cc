@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <rocksdb/utilities/checkpoint.h>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -13,7 +14,6 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <rocksdb/utilities/checkpoint.h>
 
 #include "store/rocks.h"
 #include "store/store_access.h"
@@ -157,8 +157,9 @@ Result<WriterLock> WriterLock::Acquire(const std::string& root, bool wait) {
       ssize_t n = ::pread(fd.get(), buf, sizeof(buf) - 1, 0);
       std::string holder = n > 0 ? std::string(buf, size_t(n)) : "?";
       while (!holder.empty() && holder.back() == '\n') holder.pop_back();
-      return Status::Busy("another pstore process (pid " + holder + ") is writing to the store at " +
-                          root + "; wait for it to finish, or pass --wait to queue behind it");
+      return Status::Busy("another pstore process (pid " + holder +
+                          ") is writing to the store at " + root +
+                          "; wait for it to finish, or pass --wait to queue behind it");
     }
     return Status::FromErrno("cannot lock " + path, errno);
   }
@@ -235,8 +236,8 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   // No flush: the WAL holds only metadata batches (chunks are written without
   // it and flushed before every commit), so the checkpoint takes the small
   // WAL along and readers replay it when they open the generation.
-  PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, 64ull << 20),
-                                   "create generation " + dir));
+  PSTORE_RETURN_IF_ERROR(
+      FromRocks(ckpt->CreateCheckpoint(dir, 64ull << 20), "create generation " + dir));
   const int mode = int(access.file_mode);
   PSTORE_RETURN_IF_ERROR(
       WriteFileAtomic(p.env, dir + "/SEQUENCE", std::to_string(sequence) + "\n", mode));
@@ -250,8 +251,7 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   PSTORE_RETURN_IF_ERROR(ApplyAccess(dir, access));
   PSTORE_RETURN_IF_ERROR(p.env->SyncDir(dir));
   PSTORE_RETURN_IF_ERROR(p.env->SyncDir(p.gen_root()));
-  PSTORE_RETURN_IF_ERROR(
-      WriteFileAtomic(p.env, p.current_file(), std::to_string(n) + "\n", mode));
+  PSTORE_RETURN_IF_ERROR(WriteFileAtomic(p.env, p.current_file(), std::to_string(n) + "\n", mode));
   guard.published = true;
   PSTORE_RETURN_IF_ERROR(ApplyAccess(p.current_file(), access));
   return n;

@@ -42,8 +42,8 @@ struct StoreConfig {
   uint32_t chunk_size = 256u << 10;  // bytes; a power of two from 64 KiB to 4 MiB
   Profile profile = Profile::kDense;
   int zstd_level = 3;
-  uint64_t budget_bytes = 0;        // shared-memory budget for mapped models; 0: half of RAM
-  std::string group;                // group given access to the store and its shared memory
+  uint64_t budget_bytes = 0;  // shared-memory budget for mapped models; 0: half of RAM
+  std::string group;          // group given access to the store and its shared memory
   // The "remotes" object of config.json as JSON text ("" when there is none),
   // kept as is; store/remote/remote_config.h reads and writes it.
   std::string remotes_json;

@@ -43,13 +43,16 @@ Result<NameEntry> DecodeName(std::string_view key, std::string_view value) {
   return e;
 }
 
-std::string_view View(const rocksdb::Slice& s) { return std::string_view(s.data(), s.size()); }
+std::string_view View(const rocksdb::Slice& s) {
+  return std::string_view(s.data(), s.size());
+}
 
 }  // namespace
 
 Result<std::vector<NameEntry>> StoreView::ListNames() const {
   std::vector<NameEntry> out;
-  std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator(rocksdb::ReadOptions(), db_->meta()));
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->db()->NewIterator(rocksdb::ReadOptions(), db_->meta()));
   std::string end = keys::PrefixEnd(keys::kName);
   for (it->Seek(std::string(1, keys::kName)); it->Valid() && it->key().compare(end) < 0;
        it->Next()) {
@@ -71,7 +74,8 @@ Result<NameEntry> StoreView::GetName(const ModelName& name) const {
 
 Result<std::vector<ModelDigest>> StoreView::ListManifests() const {
   std::vector<ModelDigest> out;
-  std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator(rocksdb::ReadOptions(), db_->meta()));
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->db()->NewIterator(rocksdb::ReadOptions(), db_->meta()));
   std::string end = keys::PrefixEnd(keys::kManifest);
   for (it->Seek(std::string(1, keys::kManifest)); it->Valid() && it->key().compare(end) < 0;
        it->Next()) {
@@ -102,7 +106,8 @@ Result<ModelDigest> StoreView::Resolve(std::string_view ref) const {
 
 Result<std::string> StoreView::LoadManifestBytes(const ModelDigest& digest) const {
   std::string v;
-  rocksdb::Status s = db_->db()->Get(rocksdb::ReadOptions(), db_->meta(), keys::Manifest(digest), &v);
+  rocksdb::Status s =
+      db_->db()->Get(rocksdb::ReadOptions(), db_->meta(), keys::Manifest(digest), &v);
   if (s.IsNotFound()) return Status::NotFound("no model with digest " + digest.Hex());
   PSTORE_RETURN_IF_ERROR(FromRocks(s, "read manifest " + digest.Hex()));
   if (Manifest::DigestOf(v) != digest)
@@ -119,7 +124,8 @@ Result<std::shared_ptr<const Manifest>> StoreView::LoadManifest(const ModelDiges
 
 Result<std::optional<ChunkRecord>> StoreView::GetChunkRecord(const ChunkKey& key) const {
   std::string v;
-  rocksdb::Status s = db_->db()->Get(rocksdb::ReadOptions(), db_->meta(), keys::ChunkRecord(key), &v);
+  rocksdb::Status s =
+      db_->db()->Get(rocksdb::ReadOptions(), db_->meta(), keys::ChunkRecord(key), &v);
   if (s.IsNotFound()) return std::optional<ChunkRecord>();
   PSTORE_RETURN_IF_ERROR(FromRocks(s, "read chunk record " + key.Hex()));
   auto r = ChunkRecord::Decode(v);
@@ -129,7 +135,8 @@ Result<std::optional<ChunkRecord>> StoreView::GetChunkRecord(const ChunkKey& key
 
 Status StoreView::ForEachChunkRecord(
     const std::function<Status(const ChunkKey&, const ChunkRecord&)>& fn) const {
-  std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator(rocksdb::ReadOptions(), db_->meta()));
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->db()->NewIterator(rocksdb::ReadOptions(), db_->meta()));
   std::string end = keys::PrefixEnd(keys::kChunkRecord);
   for (it->Seek(std::string(1, keys::kChunkRecord)); it->Valid() && it->key().compare(end) < 0;
        it->Next()) {
@@ -158,7 +165,7 @@ Status StoreView::ReadChunk(const ChunkKey& key, ChunkDecoder* decoder,
 
 Status StoreView::LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* places) const {
   std::unordered_map<ChunkKey, size_t, ChunkKeyHasher> want;  // key -> its first index
-  std::vector<std::pair<size_t, size_t>> repeats;              // (index, first index)
+  std::vector<std::pair<size_t, size_t>> repeats;             // (index, first index)
   want.reserve(n);
   for (size_t i = 0; i < n; i++) {
     places[i] = ChunkPlace{};
@@ -227,7 +234,8 @@ std::unordered_map<uint64_t, std::string> StoreView::BlobFilePaths() const {
   std::unordered_map<uint64_t, std::string> paths;
   for (const auto& b : md.blob_files) {
     std::string path = b.blob_file_path;
-    if (!path.empty() && path.back() != '/' && (b.blob_file_name.empty() || b.blob_file_name[0] != '/'))
+    if (!path.empty() && path.back() != '/' &&
+        (b.blob_file_name.empty() || b.blob_file_name[0] != '/'))
       path += '/';
     paths[b.blob_file_number] = path + b.blob_file_name;
   }

@@ -5,8 +5,8 @@
  *   c_api_check STORE NAME:TAG FILE.safetensors
  *
  * Exit 0 when every tensor matches; prints what differs otherwise. */
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,10 +171,11 @@ int main(int argc, char** argv) {
   pstore_model_stats ms;
   ms.struct_size = sizeof(ms);
   pstore_model_stats_get(model, &ms);
-  printf("%zu tensors checked, %d bad; %llu acquires, %llu loads here, %llu bytes decoded here, "
-         "resident %llu\n",
-         n, bad, (unsigned long long)ms.acquires, (unsigned long long)ms.chunk_loads,
-         (unsigned long long)ms.bytes_decoded, (unsigned long long)ms.resident_bytes);
+  printf(
+      "%zu tensors checked, %d bad; %llu acquires, %llu loads here, %llu bytes decoded here, "
+      "resident %llu\n",
+      n, bad, (unsigned long long)ms.acquires, (unsigned long long)ms.chunk_loads,
+      (unsigned long long)ms.bytes_decoded, (unsigned long long)ms.resident_bytes);
   pstore_model_close(model);
   pstore_store_close(store);
   pstore_model_close(NULL);

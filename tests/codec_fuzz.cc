@@ -32,10 +32,10 @@ using namespace pstore;
 
 namespace {
 
-constexpr DType kTypes[] = {DType::kBool, DType::kU8,      DType::kI8,   DType::kF8_E5M2,
-                            DType::kF8_E4M3, DType::kI16,  DType::kU16,  DType::kF16,
-                            DType::kBF16, DType::kI32,     DType::kU32,  DType::kF32,
-                            DType::kF64,  DType::kI64,     DType::kU64};
+constexpr DType kTypes[] = {DType::kBool,    DType::kU8,  DType::kI8,  DType::kF8_E5M2,
+                            DType::kF8_E4M3, DType::kI16, DType::kU16, DType::kF16,
+                            DType::kBF16,    DType::kI32, DType::kU32, DType::kF32,
+                            DType::kF64,     DType::kI64, DType::kU64};
 constexpr Profile kProfiles[] = {Profile::kRaw, Profile::kLz4, Profile::kZstd, Profile::kFast,
                                  Profile::kDense};
 
@@ -48,7 +48,8 @@ std::vector<uint8_t> Weights(DType t, size_t n, uint32_t seed) {
     float f = nd(rng);
     uint32_t bits;
     std::memcpy(&bits, &f, 4);
-    if (t == DType::kF32) std::memcpy(&v[i], &bits, 4);
+    if (t == DType::kF32)
+      std::memcpy(&v[i], &bits, 4);
     else if (t == DType::kBF16 || t == DType::kF16) {
       uint16_t h = uint16_t(bits >> 16);
       std::memcpy(&v[i], &h, 2);
@@ -59,8 +60,8 @@ std::vector<uint8_t> Weights(DType t, size_t n, uint32_t seed) {
   return v;
 }
 
-void WriteSeed(const std::filesystem::path& dir, int* count, uint8_t mode,
-               const std::string& body, size_t raw_len = 0) {
+void WriteSeed(const std::filesystem::path& dir, int* count, uint8_t mode, const std::string& body,
+               size_t raw_len = 0) {
   std::ofstream out(dir / ("seed-" + std::to_string((*count)++)), std::ios::binary);
   out.put(char(mode));
   if (mode == 0)
@@ -78,8 +79,7 @@ void WriteSeeds(const char* dir_name) {
     opt.profile = p;
     ChunkEncoder enc(opt);
     for (DType t : kTypes)
-      for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(100), size_t(5000),
-                       size_t(70000)}) {
+      for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(100), size_t(5000), size_t(70000)}) {
         auto raw = Weights(t, n, uint32_t(n) + uint32_t(t));
         enc.Encode(raw, t, &frame);
         WriteSeed(dir, &count, 0, frame, raw.size());

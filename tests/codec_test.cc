@@ -1,10 +1,10 @@
 #include "codec/chunk_codec.h"
 
 #include "codec/bitpack.h"
-#include "tests/legacy_rans_encoder.h"
 #include "codec/rans2.h"
 #include "common/coding.h"
 #include "tests/legacy_frames.h"
+#include "tests/legacy_rans_encoder.h"
 #include "tests/test_bytes.h"
 
 #include <gtest/gtest.h>
@@ -18,10 +18,9 @@
 namespace pstore {
 namespace {
 
-const DType kAllTypes[] = {DType::kBool, DType::kU8,   DType::kI8,  DType::kF8_E5M2,
-                           DType::kF8_E4M3, DType::kI16, DType::kU16, DType::kF16,
-                           DType::kBF16, DType::kI32,  DType::kU32, DType::kF32,
-                           DType::kF64,  DType::kI64,  DType::kU64};
+const DType kAllTypes[] = {DType::kBool, DType::kU8,  DType::kI8,  DType::kF8_E5M2, DType::kF8_E4M3,
+                           DType::kI16,  DType::kU16, DType::kF16, DType::kBF16,    DType::kI32,
+                           DType::kU32,  DType::kF32, DType::kF64, DType::kI64,     DType::kU64};
 const Profile kAllProfiles[] = {Profile::kRaw, Profile::kLz4, Profile::kZstd, Profile::kFast,
                                 Profile::kDense};
 
@@ -36,7 +35,9 @@ std::vector<uint8_t> WeightLike(DType t, size_t n, uint32_t seed) {
     uint32_t bits;
     std::memcpy(&bits, &f, 4);
     switch (t) {
-      case DType::kF32: std::memcpy(&v[i], &bits, 4); break;
+      case DType::kF32:
+        std::memcpy(&v[i], &bits, 4);
+        break;
       case DType::kBF16: {
         uint16_t h = uint16_t(bits >> 16);
         std::memcpy(&v[i], &h, 2);
@@ -84,8 +85,8 @@ void ExpectRoundTrip(const std::vector<uint8_t>& raw, DType t, Profile p) {
   std::string frame = EncodeWith(raw, t, p);
   std::vector<uint8_t> out(raw.size(), 0xee);
   Status s = dec.Decode(frame, HashBytes(raw.data(), raw.size()), out);
-  ASSERT_TRUE(s.ok()) << s.ToString() << " dtype " << DTypeName(t) << " profile "
-                      << ProfileName(p) << " len " << raw.size();
+  ASSERT_TRUE(s.ok()) << s.ToString() << " dtype " << DTypeName(t) << " profile " << ProfileName(p)
+                      << " len " << raw.size();
   ASSERT_EQ(out, raw) << DTypeName(t) << " " << ProfileName(p) << " " << raw.size();
 }
 
@@ -108,8 +109,8 @@ TEST(ChunkCodec, RoundTripsIncompressibleAndConstantChunks) {
 }
 
 TEST(ChunkCodec, RoundTripsSpecialFloatValues) {
-  std::vector<float> f32 = {0.f, -0.f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f,
-                            1e-40f, 3.4e38f, -3.4e38f, 1.f, -1.f};
+  std::vector<float> f32 = {0.f,     -0.f,   INFINITY, -INFINITY, NAN, -NAN, 1e-45f,
+                            -1e-45f, 1e-40f, 3.4e38f,  -3.4e38f,  1.f, -1.f};
   std::vector<uint8_t> raw;
   for (int rep = 0; rep < 5000; rep++)
     for (float f : f32) {
@@ -225,7 +226,8 @@ TEST(ChunkCodec, WindowedTransformsRoundTripAndStayInVersionFour) {
       float tiny = std::ldexp(1.0f, -60);  // exponent 67
       uint32_t bits;
       std::memcpy(&bits, &tiny, 4);
-      if (w == 4) std::memcpy(&raw[i], &bits, 4);
+      if (w == 4)
+        std::memcpy(&raw[i], &bits, 4);
       else {
         uint16_t h = uint16_t(bits >> 16);
         std::memcpy(&raw[i], &h, 2);
@@ -384,7 +386,8 @@ TEST(ChunkCodec, ExponentsOutsideTheClassWindowFallBackToThePlainSplit) {
     float big = 1e18f;
     uint32_t bits;
     std::memcpy(&bits, &big, 4);
-    if (w == 4) std::memcpy(&raw[w * 100], &bits, 4);
+    if (w == 4)
+      std::memcpy(&raw[w * 100], &bits, 4);
     else {
       uint16_t h = uint16_t(bits >> 16);
       std::memcpy(&raw[w * 100], &h, 2);
@@ -470,8 +473,8 @@ TEST(ChunkCodec, ContextAndEscapeStreamsSurviveCorruption) {
     size_t at = trial % 2 ? rng() % std::min<size_t>(bad.size(), 600) : rng() % bad.size();
     bad[at] = char(bad[at] ^ (1 + rng() % 255));
     if (dec.Decode(bad, key, out).ok()) {
-          EXPECT_EQ(out, raw) << "flip at " << at;
-        }
+      EXPECT_EQ(out, raw) << "flip at " << at;
+    }
   }
   for (size_t cut = 0; cut < frame.size(); cut += 1 + frame.size() / 97)
     EXPECT_FALSE(dec.Decode(frame.substr(0, cut), key, out).ok());

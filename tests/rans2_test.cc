@@ -215,8 +215,10 @@ TEST(Rans2, TruncatedAndFlippedStreamsFailCleanly) {
   for (size_t i = 0; i < enc.size(); i += 3) {
     std::string bad = enc;
     bad[i] ^= 0x5a;
-    if (!Decode(bad, v.size(), &dec).ok()) errors++;
-    else if (dec != v) errors += 0;  // wrong bytes are caught by the chunk hash
+    if (!Decode(bad, v.size(), &dec).ok())
+      errors++;
+    else if (dec != v)
+      errors += 0;  // wrong bytes are caught by the chunk hash
   }
   EXPECT_GT(errors, 0);
 }

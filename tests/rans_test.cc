@@ -141,9 +141,9 @@ TEST(Rans, ReadTableRejectsBadTables) {
     return !ReadTable(&r, &t);
   };
   EXPECT_TRUE(reject(std::string("\x03\x05\x04\x06\x01\x01", 6)));  // symbols not ascending
-  EXPECT_TRUE(reject(std::string("\x02\x01\x02\xff\x1f", 5)));  // first freq takes all 4096
-  EXPECT_TRUE(reject(std::string("\x81\x02", 2)));                 // more than 256 symbols
-  EXPECT_TRUE(reject(std::string("\x05\x01", 2)));                 // truncated symbol list
+  EXPECT_TRUE(reject(std::string("\x02\x01\x02\xff\x1f", 5)));      // first freq takes all 4096
+  EXPECT_TRUE(reject(std::string("\x81\x02", 2)));                  // more than 256 symbols
+  EXPECT_TRUE(reject(std::string("\x05\x01", 2)));                  // truncated symbol list
 }
 
 }  // namespace

@@ -30,15 +30,24 @@ enum ExitCode : int {
 
 inline int ExitCodeFor(const Status& s) {
   switch (s.code()) {
-    case Status::Code::kOk: return kExitOk;
-    case Status::Code::kNotFound: return kExitNotFound;
-    case Status::Code::kInvalidArgument: return kExitInvalid;
-    case Status::Code::kCorruption: return kExitCorrupt;
-    case Status::Code::kBusy: return kExitBusy;
-    case Status::Code::kNoSpace: return kExitNoSpace;
-    case Status::Code::kExists: return kExitExists;
-    case Status::Code::kAborted: return kExitInterrupted;
-    default: return kExitError;
+    case Status::Code::kOk:
+      return kExitOk;
+    case Status::Code::kNotFound:
+      return kExitNotFound;
+    case Status::Code::kInvalidArgument:
+      return kExitInvalid;
+    case Status::Code::kCorruption:
+      return kExitCorrupt;
+    case Status::Code::kBusy:
+      return kExitBusy;
+    case Status::Code::kNoSpace:
+      return kExitNoSpace;
+    case Status::Code::kExists:
+      return kExitExists;
+    case Status::Code::kAborted:
+      return kExitInterrupted;
+    default:
+      return kExitError;
   }
 }
 
@@ -48,8 +57,10 @@ inline std::string HumanBytes(double b) {
   int u = 0;
   while (b >= 1000 && u < 4) b /= 1000, u++;
   char buf[32];
-  if (u == 0) std::snprintf(buf, sizeof(buf), "%.0f B", b);
-  else std::snprintf(buf, sizeof(buf), "%.*f %s", b < 10 ? 2 : b < 100 ? 1 : 0, b, units[u]);
+  if (u == 0)
+    std::snprintf(buf, sizeof(buf), "%.0f B", b);
+  else
+    std::snprintf(buf, sizeof(buf), "%.*f %s", b < 10 ? 2 : b < 100 ? 1 : 0, b, units[u]);
   return buf;
 }
 
@@ -62,9 +73,11 @@ class ProgressLine {
   // Returns false when the user interrupted (SIGINT/SIGTERM).
   bool Update(uint64_t done, uint64_t total) {
     if (enabled_) {
-      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-      std::fprintf(stderr, "\r%s %s / %s (%3.0f%%) %s/s   ", verb_, HumanBytes(double(done)).c_str(),
-                   HumanBytes(double(total)).c_str(), total ? 100.0 * double(done) / double(total) : 100.0,
+      double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      std::fprintf(stderr, "\r%s %s / %s (%3.0f%%) %s/s   ", verb_,
+                   HumanBytes(double(done)).c_str(), HumanBytes(double(total)).c_str(),
+                   total ? 100.0 * double(done) / double(total) : 100.0,
                    HumanBytes(secs > 0 ? double(done) / secs : 0).c_str());
       shown_ = true;
     }

@@ -6,11 +6,11 @@
  *
  *   demo_reader STORE NAME:TAG SOURCE.safetensors I N
  */
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -150,13 +150,13 @@ int main(int argc, char** argv) {
   qsort(lat, k, sizeof(double), cmp_double);
   ms.struct_size = sizeof(ms);
   pstore_model_stats_get(model, &ms);
-  printf("{\"part\": %d, \"tensors\": %zu, \"bytes\": %llu, \"bad\": %zu, \"open_ms\": %.3f, "
-         "\"load_ms\": %.3f, \"decoded_here\": %llu, \"read_here\": %llu, \"acquire_p50_ns\": %.0f, "
-         "\"acquire_p99_ns\": %.0f, \"pss_kb\": %ld, \"pss_before_kb\": %ld, \"model_bytes\": %llu}\n",
-         part, checked, (unsigned long long)bytes, bad, t_open * 1e3, t_load * 1e3,
-         (unsigned long long)ms.bytes_decoded, (unsigned long long)ms.bytes_read,
-         k ? lat[k / 2] : 0.0, k ? lat[(k * 99) / 100] : 0.0, pss_kb(), pss_before,
-         (unsigned long long)ms.model_bytes);
+  printf(
+      "{\"part\": %d, \"tensors\": %zu, \"bytes\": %llu, \"bad\": %zu, \"open_ms\": %.3f, "
+      "\"load_ms\": %.3f, \"decoded_here\": %llu, \"read_here\": %llu, \"acquire_p50_ns\": %.0f, "
+      "\"acquire_p99_ns\": %.0f, \"pss_kb\": %ld, \"pss_before_kb\": %ld, \"model_bytes\": %llu}\n",
+      part, checked, (unsigned long long)bytes, bad, t_open * 1e3, t_load * 1e3,
+      (unsigned long long)ms.bytes_decoded, (unsigned long long)ms.bytes_read, k ? lat[k / 2] : 0.0,
+      k ? lat[(k * 99) / 100] : 0.0, pss_kb(), pss_before, (unsigned long long)ms.model_bytes);
   fflush(stdout);
   /* Stay attached until told to go, so that memory can be measured with
    * every reader alive. */

@@ -188,12 +188,8 @@ Result<TransferOutput> CmdPull(const Context& c, const RemoteArgs& a) {
 struct IngestOutput : Output {
   IngestResult r;
   nlohmann::json Json() const {
-    return {{"ok", true},
-            {"published", r.published},
-            {"partial", r.partial},
-            {"skipped", r.skipped},
-            {"failed", r.failed},
-            {"chunks", r.chunks}};
+    return {{"ok", true},           {"published", r.published}, {"partial", r.partial},
+            {"skipped", r.skipped}, {"failed", r.failed},       {"chunks", r.chunks}};
   }
   void Text() const {
     for (const auto& m : r.published) std::printf("published %s (now a local model)\n", m.c_str());
@@ -202,7 +198,8 @@ struct IngestOutput : Output {
                   m.c_str());
     for (const auto& m : r.skipped)
       std::printf("skipped   %s (the name is taken locally by another model)\n", m.c_str());
-    for (const auto& m : r.failed) std::printf("failed    %s (stays in the lazy cache)\n", m.c_str());
+    for (const auto& m : r.failed)
+      std::printf("failed    %s (stays in the lazy cache)\n", m.c_str());
     std::printf("%llu spooled chunks moved into the store\n", (unsigned long long)r.chunks);
   }
 };
@@ -410,16 +407,17 @@ std::vector<Command> AddRemoteCommands(CLI::App& app) {
   auto* ingest = remote->add_subcommand(
       "ingest", "Move chunks fetched by lazily opened models into the store; publish whole ones");
   ingest->add_flag("--wait", a->wait, "Wait for another writer instead of failing");
-  auto* gc =
-      remote->add_subcommand("gc", "Delete the remote's chunks and manifests that no remote name needs");
+  auto* gc = remote->add_subcommand(
+      "gc", "Delete the remote's chunks and manifests that no remote name needs");
   gc->add_option("NAME", a->name, "The remote's name")->required();
   gc->add_option("--grace", a->grace,
-                  "Seconds after which an unrenewed push claim is taken for a killed push's "
-                  "(default 3600)");
+                 "Seconds after which an unrenewed push claim is taken for a killed push's "
+                 "(default 3600)");
   gc->add_flag("--dry-run", a->dry_run, "Report what would be deleted; change nothing");
   gc->add_flag("--force", a->force,
-                "Accept a --grace below " + std::to_string(kMinGraceSeconds) + " seconds");
-  gc->add_option("--timeout", a->op_timeout, "Seconds to wait for the cluster (default: the remote's)")
+               "Accept a --grace below " + std::to_string(kMinGraceSeconds) + " seconds");
+  gc->add_option("--timeout", a->op_timeout,
+                 "Seconds to wait for the cluster (default: the remote's)")
       ->check(CLI::Range(1, 3600));
 
   auto* push =

@@ -8,9 +8,7 @@
 #include "codec/rans_finish.h"
 
 namespace pstore::rans {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 void Clear(Table* t) {
   std::memset(t->freq, 0, sizeof(t->freq));

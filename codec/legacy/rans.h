@@ -45,7 +45,9 @@ struct Table {
 void Clear(Table* t);
 
 // Fixed bytes of a stream besides tables and words: lanes byte and states.
-inline size_t StreamOverhead(int lanes_log2) { return 1 + 4u * (1u << lanes_log2); }
+inline size_t StreamOverhead(int lanes_log2) {
+  return 1 + 4u * (1u << lanes_log2);
+}
 
 // The number of interleaved states a stream of n symbols has.
 int LanesLog2For(size_t n);

@@ -16,8 +16,8 @@ namespace pstore::rans {
 
 namespace {
 
-PSTORE_AVX512 inline __m512i Step(__m512i x, const uint32_t* dtab, const uint8_t* ctx,
-                                  uint8_t* out, const uint16_t* words, size_t* pos) {
+PSTORE_AVX512 inline __m512i Step(__m512i x, const uint32_t* dtab, const uint8_t* ctx, uint8_t* out,
+                                  const uint16_t* words, size_t* pos) {
   const __m512i slot_mask = _mm512_set1_epi32(kProbScale - 1);
   __m512i idx = _mm512_and_si512(x, slot_mask);
   if (ctx) {
@@ -31,7 +31,8 @@ PSTORE_AVX512 inline __m512i Step(__m512i x, const uint32_t* dtab, const uint8_t
   __m512i b = _mm512_srli_epi32(e, 20);
   x = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srli_epi32(x, kProbBits)), b);
   __mmask16 need = _mm512_cmplt_epu32_mask(x, _mm512_set1_epi32(kStateLow));
-  __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + *pos)));
+  __m512i w =
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(words + *pos)));
   w = _mm512_maskz_expand_epi32(need, w);
   x = _mm512_mask_or_epi32(x, need, _mm512_slli_epi32(x, 16), w);
   *pos += size_t(__builtin_popcount(need));

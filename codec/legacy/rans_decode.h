@@ -7,10 +7,10 @@
 namespace pstore::rans {
 
 struct DecodeState {
-  uint32_t x[32];          // lane states
-  const uint16_t* words;   // the word stream (may be unaligned; read with memcpy/loadu)
+  uint32_t x[32];         // lane states
+  const uint16_t* words;  // the word stream (may be unaligned; read with memcpy/loadu)
   size_t nwords;
-  size_t pos;              // next word to read
+  size_t pos;  // next word to read
 };
 
 // Decodes as many whole groups of 32 symbols as it can do safely (the word

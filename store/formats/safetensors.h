@@ -72,8 +72,8 @@ Result<FileHeader> ReadHeader(const std::string& path, Env* env = Env::Default()
 // header. Tensors named in the index must be exactly the tensors of the shards,
 // each in the shard the index names.
 struct ShardedModel {
-  std::string index_bytes;           // model.safetensors.index.json, verbatim
-  std::string index_file_name;       // normally "model.safetensors.index.json"
+  std::string index_bytes;               // model.safetensors.index.json, verbatim
+  std::string index_file_name;           // normally "model.safetensors.index.json"
   std::vector<std::string> shard_names;  // plain file names, sorted (byte order)
   std::vector<FileHeader> shards;        // parallel to shard_names
 };

@@ -125,13 +125,20 @@ int main(int argc, char** argv) {
   uint64_t seed = 1, change_seed = 2;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
-    if (a == "--mb") mb = std::atof(v.c_str());
-    else if (a == "--tensors") tensors = std::atoi(v.c_str());
-    else if (a == "--dtype") dtype = v;
-    else if (a == "--seed") seed = std::strtoull(v.c_str(), nullptr, 10);
-    else if (a == "--change") change = std::atof(v.c_str());
-    else if (a == "--change-seed") change_seed = std::strtoull(v.c_str(), nullptr, 10);
-    else if (a == "--shards") shards = std::atoi(v.c_str());
+    if (a == "--mb")
+      mb = std::atof(v.c_str());
+    else if (a == "--tensors")
+      tensors = std::atoi(v.c_str());
+    else if (a == "--dtype")
+      dtype = v;
+    else if (a == "--seed")
+      seed = std::strtoull(v.c_str(), nullptr, 10);
+    else if (a == "--change")
+      change = std::atof(v.c_str());
+    else if (a == "--change-seed")
+      change_seed = std::strtoull(v.c_str(), nullptr, 10);
+    else if (a == "--shards")
+      shards = std::atoi(v.c_str());
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       return 2;
@@ -147,7 +154,8 @@ int main(int argc, char** argv) {
     size_t w = DtypeSize(t.dtype);
     bool bias = i % 4 == 3;
     t.name = "layers." + std::to_string(i / 4) + (bias ? ".bias" : ".w" + std::to_string(i % 4));
-    uint64_t elems = bias ? 64 + layout() % 512 : std::max<uint64_t>(1, budget / w / uint64_t(tensors) * 4 / 3);
+    uint64_t elems =
+        bias ? 64 + layout() % 512 : std::max<uint64_t>(1, budget / w / uint64_t(tensors) * 4 / 3);
     uint64_t cols = bias ? elems : 64 * (1 + layout() % 16);
     uint64_t rows = std::max<uint64_t>(1, elems / cols);
     t.shape = bias ? std::vector<uint64_t>{cols} : std::vector<uint64_t>{rows, cols};
@@ -160,7 +168,8 @@ int main(int argc, char** argv) {
     std::vector<int> idx(static_cast<size_t>(tensors));
     for (int i = 0; i < tensors; i++) idx[size_t(i)] = i;
     std::shuffle(idx.begin(), idx.end(), pick);
-    for (int k = 0; k < n; k++) Fill(&ts[size_t(idx[size_t(k)])], change_seed * 7777 + uint64_t(k) + 1);
+    for (int k = 0; k < n; k++)
+      Fill(&ts[size_t(idx[size_t(k)])], change_seed * 7777 + uint64_t(k) + 1);
   }
   if (shards <= 1) {
     std::vector<const Tensor*> all;

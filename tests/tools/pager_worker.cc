@@ -144,7 +144,8 @@ struct Worker {
 
 int main(int argc, char** argv) {
   if (argc < 5) {
-    std::fprintf(stderr, "usage: pager_worker STORE REF SOURCE MODE [ARG] [--budget B] [--seconds S]\n");
+    std::fprintf(stderr,
+                 "usage: pager_worker STORE REF SOURCE MODE [ARG] [--budget B] [--seconds S]\n");
     return 2;
   }
   std::string store_path = argv[1], ref = argv[2], source = argv[3], mode = argv[4], arg;
@@ -153,10 +154,14 @@ int main(int argc, char** argv) {
   bool check_shared = false;
   for (int i = 5; i < argc; i++) {
     std::string a = argv[i];
-    if (a == "--check") check_shared = true;
-    else if (a == "--budget" && i + 1 < argc) budget = std::strtoull(argv[++i], nullptr, 10);
-    else if (a == "--seconds" && i + 1 < argc) seconds = std::atof(argv[++i]);
-    else arg = a;
+    if (a == "--check")
+      check_shared = true;
+    else if (a == "--budget" && i + 1 < argc)
+      budget = std::strtoull(argv[++i], nullptr, 10);
+    else if (a == "--seconds" && i + 1 < argc)
+      seconds = std::atof(argv[++i]);
+    else
+      arg = a;
   }
   Worker w;
   if (!LoadSource(source, &w.src)) return 1;
@@ -250,8 +255,9 @@ int main(int argc, char** argv) {
       }
       pstore_tensor_release(w.model, i);
     }
-    std::printf("{\"walk\": true, \"max_store_resident\": %lu, \"worst_over_budget_plus_pinned\": %lu}\n",
-                max_resident, worst_over);
+    std::printf(
+        "{\"walk\": true, \"max_store_resident\": %lu, \"worst_over_budget_plus_pinned\": %lu}\n",
+        max_resident, worst_over);
   } else if (mode == "pin") {
     size_t idx;
     const void* p;
@@ -347,8 +353,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
     return 2;
   }
-  std::printf("{\"done\": true, \"ok\": %s, \"seconds\": %.3f, %s}\n", w.mismatches ? "false" : "true",
-              elapsed(), w.Stats().c_str());
+  std::printf("{\"done\": true, \"ok\": %s, \"seconds\": %.3f, %s}\n",
+              w.mismatches ? "false" : "true", elapsed(), w.Stats().c_str());
   pstore_model_close(w.model);
   pstore_store_close(w.store);
   return w.mismatches ? 1 : 0;
