@@ -4,7 +4,7 @@
 #    and leaves no daemon and no folder behind;
 #  - stop of a folder without a cluster, and a second stop, succeed;
 #  - start refuses a folder that already holds a cluster.
-# Needs the Ceph packages (scripts/setup.sh); uses PSTORE_CEPH_PORT.
+# Needs the Ceph packages (scripts/setup.sh); picks its own mon port.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cluster="$here/cluster.sh"
@@ -22,18 +22,24 @@ daemons() {  # pids of processes whose command line names the cluster's conf
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # A failed start cleans up after itself. The failure: the mon's port is
-# taken (by a listener of this script), whatever the machine's speed.
-port=${PSTORE_CEPH_PORT:-46700}
-python3 -c '
+# taken (by a listener of this script), whatever the machine's speed. The
+# listener takes a port the kernel picks: a fixed one may still be held in
+# TIME_WAIT by a cluster stopped a moment ago (bind then fails with EADDRINUSE).
+/usr/bin/python3 -c '
 import socket, sys, time
 s = socket.socket()
-s.bind(("127.0.0.1", int(sys.argv[1])))
+s.bind(("127.0.0.1", 0))
 s.listen()
-open(sys.argv[2], "w").close()
-time.sleep(900)' "$port" "$work/held" &
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(s.getsockname()[1]))
+import os
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(900)' "$work/held" &
 holder=$!
 for _ in $(seq 1 100); do [ -e "$work/held" ] && break; sleep 0.1; done
-[ -e "$work/held" ] || { kill "$holder"; fail "could not take port $port for the test"; }
+[ -e "$work/held" ] || { kill "$holder"; fail "could not take a port for the test"; }
+port=$(cat "$work/held")
+export PSTORE_CEPH_PORT=$port
 if PSTORE_CEPH_TIMEOUT=20 "$cluster" start "$dir" 2>"$work/start.err"; then
   kill "$holder"
   fail "start with the mon's port taken succeeded"
