@@ -24,7 +24,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 # A failed start cleans up after itself. The failure: the mon's port is
 # taken (by a listener of this script), whatever the machine's speed. The
 # listener takes a port the kernel picks: a fixed one may still be held in
-# TIME_WAIT by a cluster stopped a moment ago (bind then fails with EADDRINUSE).
+# TIME_WAIT, or by an outgoing connection when it lies in the ephemeral range.
 /usr/bin/python3 -c '
 import socket, sys, time
 s = socket.socket()
