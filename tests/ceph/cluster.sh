@@ -21,7 +21,7 @@
 #                                      object (namespace cluster-probe) can
 #                                      be written and read
 #
-# Environment: PSTORE_CEPH_PORT (default 46700) is the mon's port; the OSD and
+# Environment: PSTORE_CEPH_PORT (default 16700, below the ephemeral ports) is the mon's port; the OSD and
 # mgr bind to PORT+1..PORT+99, so two clusters on one machine need ports 100
 # apart. PSTORE_CEPH_POOL (default "pstore") is the pool created.
 # PSTORE_CEPH_TIMEOUT (default 120) bounds the wait for health, in seconds.
@@ -38,7 +38,7 @@ if [ -z "$cmd" ] || [ -z "$dir" ]; then
   echo "usage: $0 start|stop|status|stop-osd|start-osd DIR" >&2
   exit 2
 fi
-port=${PSTORE_CEPH_PORT:-46700}
+port=${PSTORE_CEPH_PORT:-16700}
 pool=${PSTORE_CEPH_POOL:-pstore}
 timeout=${PSTORE_CEPH_TIMEOUT:-120}
 [ -d "$dir" ] && dir=$(cd "$dir" && pwd)
