@@ -13,7 +13,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <random>
@@ -558,6 +560,31 @@ TEST_F(RadosChunkSourceTest, ChunkIsOneObjectNamedByItsKey) {
   EXPECT_EQ(RadosChunkSource::ObjectName(k), "c.000102030405060708090a0b0c0d0e0f");
 }
 
+// True once every thread of process `pid` is in the stopped state ('T' in
+// /proc/PID/task/TID/stat), polling until `limit` has passed.
+bool AllThreadsStopped(int pid, std::chrono::seconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
+  while (std::chrono::steady_clock::now() < until) {
+    bool all = true;
+    std::error_code ec;
+    for (const auto& t : std::filesystem::directory_iterator(tasks, ec)) {
+      FILE* f = fopen((t.path() / "stat").c_str(), "r");
+      if (f == nullptr) continue;  // the thread ended
+      char line[512] = {0};
+      size_t n = fread(line, 1, sizeof(line) - 1, f);
+      fclose(f);
+      // The state follows the command name, which is in parentheses.
+      const char* close = strrchr(line, ')');
+      if (n == 0 || close == nullptr || close[1] == 0 || close[2] != 'T') all = false;
+    }
+    if (ec) return false;
+    if (all) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
 // The OSD stopped (SIGSTOP: it neither answers nor closes its connections)
 // while a client reads: the read fails within the timeout, and works again
 // once the OSD is back.
@@ -582,6 +609,11 @@ TEST_F(RadosChunkSourceTest, StalledOsdIsAnErrorWithinTheTimeoutThenWorksAgain) 
     int pid;
     ~Resume() { kill(pid, SIGCONT); }
   } resume{pid};
+  // kill() returns before every thread has stopped: a thread running on
+  // another core (or a preempted virtual one) stops only when it next enters
+  // the kernel, and could still answer the read below. Wait for all of them.
+  ASSERT_TRUE(AllThreadsStopped(pid, std::chrono::seconds(10)))
+      << "the OSD's threads did not all stop within 10 s";
   auto t0 = std::chrono::steady_clock::now();
   auto got = (*src)->Read(std::span(&c.key, 1));
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
