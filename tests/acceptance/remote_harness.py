@@ -6,6 +6,7 @@ of its own, so tests sharing the pool never see each other's objects.
 """
 
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -108,3 +109,23 @@ class Paused:
         return out
 
 
+
+
+def stop_daemon(pid, timeout=10.0):
+    """SIGSTOPs pid and waits until every one of its threads has stopped:
+    kill() returns first, and a thread still running on another core could
+    answer one more request."""
+    os.kill(pid, signal.SIGSTOP)
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rpartition(")")[2].split()[0])
+            except (FileNotFoundError, IndexError):
+                pass  # the thread ended
+        if states and all(s == "T" for s in states):
+            return
+        time.sleep(0.005)
+    raise Failure(f"process {pid} did not stop within {timeout} s")

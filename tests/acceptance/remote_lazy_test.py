@@ -19,7 +19,7 @@ import subprocess
 import time
 
 from harness import at_exit, check, env_path, log, make_model, popen, run_cmd, run_test, tree_sha256
-from remote_harness import cluster, namespace, objects, rados, store_with_remote
+from remote_harness import cluster, namespace, objects, rados, stop_daemon, store_with_remote
 
 
 def worker(store, ref, src, *mode):
@@ -126,8 +126,8 @@ def acquire_with_osd_stopped(s, src, name, what):
     error comes within the timeout (5 s) and says so, and nothing local changed."""
     pid = osd_pid()
     before = (s.ls(), spool(s))
-    os.kill(pid, signal.SIGSTOP)
     at_exit(lambda: os.kill(pid, signal.SIGCONT))
+    stop_daemon(pid)
     try:
         t0 = time.monotonic()
         p, last = run_worker(s, "m:1", src, "one", name, timeout=120)
