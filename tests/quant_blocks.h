@@ -16,11 +16,23 @@
 
 namespace pstore::quant {
 
+// f as IEEE binary16, rounded to nearest even (as a compiler's _Float16
+// conversion, which clang 14 lacks on x86).
 inline uint16_t ToHalf(float f) {
-  _Float16 h = _Float16(f);
-  uint16_t v;
-  std::memcpy(&v, &h, 2);
-  return v;
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000, mag = x & 0x7fffffff;
+  if (mag > 0x7f800000) return uint16_t(sign | 0x7e00);   // NaN
+  if (mag >= 0x477ff000) return uint16_t(sign | 0x7c00);  // 65520 and up: infinity
+  if (mag < 0x38800000) {                                 // below 2^-14: subnormal
+    float a;
+    std::memcpy(&a, &mag, 4);
+    return uint16_t(sign | uint32_t(std::nearbyint(a * 16777216.f)));  // units of 2^-24
+  }
+  uint32_t h = (((mag >> 23) - 112) << 10) | ((mag >> 13) & 0x3ff);
+  const uint32_t rest = mag & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;
+  return uint16_t(sign | h);
 }
 
 inline void PutHalf(std::vector<uint8_t>* out, float f) {
