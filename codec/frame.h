@@ -1,8 +1,9 @@
 // Chunk frames: the header of a frame (format version, transform, window
-// bias, per-stream coders and payload lengths) written and parsed, apart from
-// the coding of the payloads (codec/coders/) and from the choice of coders
-// (codec/profile.h). Version 4 is written; versions 1 to 3 are still parsed
-// (codec/legacy/frame_legacy.h). Byte layouts: docs/codec.md, "Frames".
+// bias or block layout, per-stream coders and payload lengths) written and
+// parsed, apart from the coding of the payloads (codec/coders/) and from the
+// choice of coders (codec/profile.h). Version 4 is written; versions 1 to 3
+// are still parsed (codec/legacy/frame_legacy.h). Byte layouts:
+// docs/codec.md, "Frames".
 //
 // Thread-safety: pure functions.
 #pragma once
