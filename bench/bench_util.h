@@ -5,14 +5,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "codec/dtype.h"
 #include "codec/hash.h"
+#include "codec/profile.h"
 #include "store/formats/safetensors.h"
 
 namespace pstore::bench {
@@ -36,6 +39,42 @@ inline std::vector<std::string> SplitList(const std::string& s) {
     pos = c + 1;
   }
   return out;
+}
+
+// The options the codec benchmarks share: --chunk KiB, --runs N, --profiles
+// a,b. Every other argument goes to `other`, in order.
+struct CodecArgs {
+  size_t chunk;
+  int runs;
+  std::vector<std::string> profiles;
+  std::vector<std::string> other;
+};
+// Parses argv into *a, whose fields hold the defaults.
+inline void ParseCodecArgs(int argc, char** argv, CodecArgs* a) {
+  for (int i = 1; i < argc; i++) {
+    std::string s = argv[i];
+    if (s == "--chunk" && i + 1 < argc)
+      a->chunk = size_t(std::stoul(argv[++i])) * 1024;
+    else if (s == "--runs" && i + 1 < argc)
+      a->runs = std::stoi(argv[++i]);
+    else if (s == "--profiles" && i + 1 < argc)
+      a->profiles = SplitList(argv[++i]);
+    else
+      a->other.push_back(s);
+  }
+}
+
+// The encoder options of profile `name`, or nullopt (and a message on stderr)
+// for a name no profile has.
+inline std::optional<EncodeOptions> ProfileOptions(const std::string& name) {
+  auto prof = ProfileFromName(name);
+  if (!prof) {
+    std::fprintf(stderr, "unknown profile %s\n", name.c_str());
+    return std::nullopt;
+  }
+  EncodeOptions opt;
+  opt.profile = *prof;
+  return opt;
 }
 
 // The .safetensors files of each input (a folder, or a file as it is), sorted.

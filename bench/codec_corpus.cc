@@ -24,22 +24,12 @@ using bench::Median;
 using bench::Now;
 
 int main(int argc, char** argv) {
-  size_t chunk = 1 << 20;
-  int runs = 3;
-  std::vector<std::string> profiles = {"raw", "lz4", "zstd", "fast", "dense"};
-  std::vector<std::string> inputs;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    if (a == "--chunk" && i + 1 < argc)
-      chunk = size_t(std::stoul(argv[++i])) * 1024;
-    else if (a == "--runs" && i + 1 < argc)
-      runs = std::stoi(argv[++i]);
-    else if (a == "--profiles" && i + 1 < argc)
-      profiles = bench::SplitList(argv[++i]);
-    else
-      inputs.push_back(a);
-  }
-  std::vector<std::string> files = bench::SafetensorsFiles(inputs);
+  bench::CodecArgs args{1 << 20, 3, {"raw", "lz4", "zstd", "fast", "dense"}, {}};
+  bench::ParseCodecArgs(argc, argv, &args);
+  const size_t chunk = args.chunk;
+  const int runs = args.runs;
+  const std::vector<std::string>& profiles = args.profiles;
+  std::vector<std::string> files = bench::SafetensorsFiles(args.other);
   bench::Corpus corpus;
   bench::LoadCorpus(files, chunk, &corpus);
   const std::vector<bench::CorpusChunk>& chunks = corpus.chunks;
@@ -109,14 +99,9 @@ int main(int argc, char** argv) {
   }
 
   for (auto& pname : profiles) {
-    auto prof = ProfileFromName(pname);
-    if (!prof) {
-      std::fprintf(stderr, "unknown profile %s\n", pname.c_str());
-      return 2;
-    }
-    EncodeOptions opt;
-    opt.profile = *prof;
-    ChunkEncoder enc(opt);
+    auto opt = bench::ProfileOptions(pname);
+    if (!opt) return 2;
+    ChunkEncoder enc(*opt);
     ChunkDecoder dec;
     std::vector<std::string> frames(chunks.size());
     std::vector<uint8_t> buf(chunk);

@@ -1,7 +1,8 @@
 // pager_bench: what the pager costs against reading the safetensors file by
 // hand, each baseline timed in the same run.
 //
-//   pager_bench STORE NAME:TAG SOURCE.safetensors [--runs N] [--cold] [--threads N] [--check]
+//   pager_bench STORE NAME:TAG SOURCE.safetensors|SOURCE.gguf [--runs N] [--cold] [--threads N]
+//               [--check]
 //
 //   --check               every process checks what it acquires against the
 //                         chunk keys (PagerOptions::check_shared), to measure
@@ -37,6 +38,7 @@
 
 #include "bench/bench_util.h"
 #include "pager/pager.h"
+#include "store/formats/gguf.h"
 #include "store/formats/safetensors.h"
 
 using namespace pstore;
@@ -54,7 +56,22 @@ bool DropCaches() {
   return ok;
 }
 
-double PreadFile(const std::string& path, const safetensors::FileHeader& h) {
+// Where a source file's tensor data lies.
+struct DataSection {
+  uint64_t data_offset = 0, data_size = 0;
+};
+
+// The data section of a safetensors or GGUF file.
+Result<DataSection> ReadDataSection(const std::string& path) {
+  if (gguf::HasMagic(path)) {
+    PSTORE_ASSIGN_OR_RETURN(gguf::FileHeader h, gguf::ReadFile(path));
+    return DataSection{h.data_offset, h.data_size};
+  }
+  PSTORE_ASSIGN_OR_RETURN(safetensors::FileHeader h, safetensors::ReadHeader(path));
+  return DataSection{h.data_offset, h.data_size};
+}
+
+double PreadFile(const std::string& path, const DataSection& h) {
   int fd = ::open(path.c_str(), O_RDONLY);
   double t0 = Now();
   void* buf =
@@ -123,7 +140,7 @@ int ChildMain(int argc, char** argv) {
     }
     t = Now() - t0;
   } else if (mode == "mmap" && argc == 4) {
-    auto h = safetensors::ReadHeader(argv[3]);
+    auto h = ReadDataSection(argv[3]);
     if (!h.ok()) return 1;
     double t0 = Now();
     int fd = ::open(argv[3], O_RDONLY);
@@ -168,7 +185,7 @@ int main(int argc, char** argv) {
     else if (a == "--check")
       po.check_shared = true;
   }
-  auto h = safetensors::ReadHeader(src);
+  auto h = ReadDataSection(src);
   if (!h.ok()) {
     std::fprintf(stderr, "%s\n", h.status().ToString().c_str());
     return 1;

@@ -21,29 +21,33 @@ struct ChunkEncoder::Impl {
 ChunkEncoder::ChunkEncoder(const EncodeOptions& options) : impl_(new Impl(options)) {}
 ChunkEncoder::~ChunkEncoder() = default;
 
-FrameDescription ChunkEncoder::Encode(std::span<const uint8_t> raw, DType dtype,
+FrameDescription ChunkEncoder::Encode(std::span<const uint8_t> raw, const ChunkType& type,
                                       std::string* frame) {
   Impl& I = *impl_;
   const size_t n = raw.size();
   uint8_t bias;
-  const Transform t = I.policy.ChooseTransform(raw, dtype, &bias);
+  const Transform t = I.policy.ChooseTransform(raw, type, &bias);
   const TransformInfo info = *GetTransformInfo(t);
-  const size_t m = n / size_t(info.width);
+  uint64_t lens[kMaxStreams];
+  StreamLengths(t, type.block, n, lens);
   const uint8_t* s[kMaxStreams];
   if (t == Transform::kNone) {
     s[0] = raw.data();
   } else {
     uint8_t* w[kMaxStreams];
     for (int j = 0; j < info.nstreams; j++) {
-      I.streams[j].resize(m);
+      I.streams[j].resize(size_t(lens[j]));
       w[j] = I.streams[j].data();
       s[j] = w[j];
     }
-    SplitStreams(t, raw.data(), n, w, bias);
+    if (t == Transform::kBlockScales)
+      SplitBlocks(type.block, raw.data(), n, w);
+    else
+      SplitStreams(t, raw.data(), n, w, bias);
   }
   Coder coders[kMaxStreams];
-  I.policy.CodeStreams(t, s, m, coders, I.payload);
-  return WriteFrame(t, bias, coders, I.payload, s, m, frame);
+  I.policy.CodeStreams(t, s, lens, coders, I.payload);
+  return WriteFrame(t, bias, type.block, coders, I.payload, s, lens, frame);
 }
 
 // ---------------------------------------------------------------------------
@@ -58,6 +62,7 @@ Result<FrameInfo> InspectFrame(std::string_view frame, std::optional<uint64_t> r
   FrameInfo fi;
   fi.version = p.version;
   fi.window_bias = HasWindowBias(p.transform) ? p.bias : 0;
+  fi.block = p.block;
   fi.transform = p.transform;
   fi.raw_len = p.raw_len;
   for (int j = 0; j < p.nstreams; j++) {
@@ -123,17 +128,22 @@ struct ChunkDecoder::Impl {
     }
     const uint8_t* s[kMaxStreams];
     for (int j = 0; j < p.nstreams; j++) {
+      const size_t mj = size_t(p.stream_len[j]);
       if (p.coders[j] == Coder::kRaw) {
         // Merge straight from the frame: no copy.
-        if (p.payloads[j].size() != m) return Status::Corruption("raw stream has the wrong length");
+        if (p.payloads[j].size() != mj)
+          return Status::Corruption("raw stream has the wrong length");
         s[j] = reinterpret_cast<const uint8_t*>(p.payloads[j].data());
         continue;
       }
-      streams[j].resize(m);
-      PSTORE_RETURN_IF_ERROR(DecodeStream(p, j, m, streams[j].data(), s));
+      streams[j].resize(mj);
+      PSTORE_RETURN_IF_ERROR(DecodeStream(p, j, mj, streams[j].data(), s));
       s[j] = streams[j].data();
     }
-    MergeStreams(p.transform, s, n, out.data(), p.bias);
+    if (p.transform == Transform::kBlockScales)
+      MergeBlocks(p.block, s, n, out.data());
+    else
+      MergeStreams(p.transform, s, n, out.data(), p.bias);
     return Status::OK();
   }
 };

@@ -43,9 +43,12 @@ class ChunkEncoder {
   ChunkEncoder(const ChunkEncoder&) = delete;
   ChunkEncoder& operator=(const ChunkEncoder&) = delete;
 
-  // Replaces *frame with the frame of raw, a piece of a tensor of dtype, and
+  // Replaces *frame with the frame of raw, a piece of a tensor of type, and
   // returns the frame's version and transform (what a chunk record keeps).
-  FrameDescription Encode(std::span<const uint8_t> raw, DType dtype, std::string* frame);
+  FrameDescription Encode(std::span<const uint8_t> raw, const ChunkType& type, std::string* frame);
+  FrameDescription Encode(std::span<const uint8_t> raw, DType dtype, std::string* frame) {
+    return Encode(raw, ChunkType{dtype, {}}, frame);
+  }
 
  private:
   struct Impl;
@@ -78,6 +81,7 @@ struct FrameInfo {
   Transform transform = Transform::kNone;
   uint64_t raw_len = 0;
   uint8_t window_bias = 0;             // kBF16W / kF32W only
+  BlockParams block;                   // kBlockScales only
   std::vector<Coder> coders;           // per stream
   std::vector<uint64_t> stream_bytes;  // payload bytes per stream
 };

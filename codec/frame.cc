@@ -1,6 +1,7 @@
 // Chunk frames' headers: writing version 4, parsing every version.
 #include "codec/frame.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "codec/bitpack.h"
@@ -9,9 +10,9 @@
 
 namespace pstore {
 
-FrameDescription WriteFrame(Transform t, uint8_t bias, const Coder* coders,
-                            const std::string* payloads, const uint8_t* const* raw, size_t m,
-                            std::string* frame) {
+FrameDescription WriteFrame(Transform t, uint8_t bias, const BlockParams& block,
+                            const Coder* coders, const std::string* payloads,
+                            const uint8_t* const* raw, const uint64_t* lens, std::string* frame) {
   const int nstreams = GetTransformInfo(t)->nstreams;
   // Version and transform in one byte, the window's bias if the transform has
   // one; coder ids two to a byte; lengths only where they are not implied
@@ -20,6 +21,12 @@ FrameDescription WriteFrame(Transform t, uint8_t bias, const Coder* coders,
   frame->clear();
   frame->push_back(char(kFrameVersion | uint8_t(t) << 4));
   if (HasWindowBias(t)) frame->push_back(char(bias));
+  if (t == Transform::kBlockScales) {
+    PutVarint(frame, block.layout.bytes);
+    frame->push_back(char(block.layout.scale_offset));
+    frame->push_back(char(block.layout.scales));
+    PutVarint(frame, block.phase);
+  }
   for (int j = 0; j < nstreams; j += 2) {
     uint8_t b = uint8_t(coders[j]);
     if (j + 1 < nstreams) b |= uint8_t(uint8_t(coders[j + 1]) << 4);
@@ -33,7 +40,7 @@ FrameDescription WriteFrame(Transform t, uint8_t bias, const Coder* coders,
     if (written(j)) PutVarint(frame, payloads[j].size());
   for (int j = 0; j < nstreams; j++) {
     if (coders[j] == Coder::kRaw)
-      frame->append(reinterpret_cast<const char*>(raw[j]), m);
+      frame->append(reinterpret_cast<const char*>(raw[j]), size_t(lens[j]));
     else
       frame->append(payloads[j]);
   }
@@ -55,7 +62,7 @@ Status CheckCarryPair(const Frame& p) {
   return Status::OK();
 }
 
-Status ParseCompactStreams(Reader* r, std::string_view frame, uint64_t m, Frame* p) {
+Status ParseCompactStreams(Reader* r, std::string_view frame, Frame* p) {
   p->nstreams = p->info.nstreams;
   for (int j = 0; j < p->nstreams; j += 2) {
     uint8_t b;
@@ -83,7 +90,7 @@ Status ParseCompactStreams(Reader* r, std::string_view frame, uint64_t m, Frame*
   for (int j = 0; j < p->nstreams; j++) {
     switch (implied[j]) {
       case ImpliedLength::kStream:
-        lens[j] = m;
+        lens[j] = p->stream_len[j];
         break;
       case ImpliedLength::kOneByte:
         lens[j] = 1;
@@ -110,6 +117,7 @@ Status ParseCompactStreams(Reader* r, std::string_view frame, uint64_t m, Frame*
     std::memcpy(&hdr, r->pos(), 1);
     const int k = CarryWidth(p->transform);
     const uint64_t carried = CarriedValues(hdr & 7, k);
+    const uint64_t m = p->stream_len[1];
     if (carried > m) return Status::Corruption("bits-tail stream is too short");
     lens[1] = PackedBytes(size_t(m - carried), k);
     sum += lens[1];
@@ -160,18 +168,30 @@ Status ParseFrame(std::string_view frame, std::optional<uint64_t> raw_len, Frame
   Reader r(frame);
   PSTORE_RETURN_IF_ERROR(ParseHeader(&r, &p->version, &p->transform, &p->info));
   if (p->version != kFrameVersion) {
-    if (HasWindowBias(p->transform))
+    if (HasWindowBias(p->transform) || p->transform == Transform::kBlockScales)
       return Status::Corruption("chunk frame of version " + std::to_string(p->version) +
-                                " has a windowed transform");
+                                " has a transform that only version 4 has");
     PSTORE_RETURN_IF_ERROR(ParseLegacyFrame(&r, frame, p));
+    StreamLengths(p->transform, p->block, p->raw_len, p->stream_len);
   } else {
     if (HasWindowBias(p->transform) && (!r.GetU8(&p->bias) || p->bias > kMaxWindowBias))
       return Status::Corruption("chunk frame has a bad window bias");
+    if (p->transform == Transform::kBlockScales) {
+      uint64_t bytes, phase;
+      uint8_t off, n;
+      if (!r.GetVarint(&bytes) || !r.GetU8(&off) || !r.GetU8(&n) || !r.GetVarint(&phase))
+        return Status::Corruption("chunk frame header truncated");
+      p->block.layout = BlockLayout{uint32_t(std::min<uint64_t>(bytes, UINT32_MAX)), off, n};
+      p->block.phase = uint32_t(std::min<uint64_t>(phase, UINT32_MAX));
+      if (bytes > kMaxBlockBytes || !BlockParamsValid(p->block))
+        return Status::Corruption("chunk frame has a bad block layout");
+    }
     if (!raw_len) return Status::InvalidArgument("a version-4 frame needs its raw length");
     p->raw_len = *raw_len;
     if (p->raw_len % uint64_t(p->info.width))
       return Status::Corruption("chunk frame raw length is not a whole number of elements");
-    PSTORE_RETURN_IF_ERROR(ParseCompactStreams(&r, frame, p->raw_len / uint64_t(p->info.width), p));
+    StreamLengths(p->transform, p->block, p->raw_len, p->stream_len);
+    PSTORE_RETURN_IF_ERROR(ParseCompactStreams(&r, frame, p));
   }
   if (p->raw_len % uint64_t(p->info.width))
     return Status::Corruption("chunk frame raw length is not a whole number of elements");

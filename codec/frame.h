@@ -1,8 +1,9 @@
 // Chunk frames: the header of a frame (format version, transform, window
-// bias, per-stream coders and payload lengths) written and parsed, apart from
-// the coding of the payloads (codec/coders/) and from the choice of coders
-// (codec/profile.h). Version 4 is written; versions 1 to 3 are still parsed
-// (codec/legacy/frame_legacy.h). Byte layouts: docs/codec.md, "Frames".
+// bias or block layout, per-stream coders and payload lengths) written and
+// parsed, apart from the coding of the payloads (codec/coders/) and from the
+// choice of coders (codec/profile.h). Version 4 is written; versions 1 to 3
+// are still parsed (codec/legacy/frame_legacy.h). Byte layouts:
+// docs/codec.md, "Frames".
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -13,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "codec/block_transform.h"
 #include "codec/coders/coder.h"
 #include "codec/transform.h"
 #include "common/coding.h"
@@ -39,18 +41,21 @@ struct Frame {
   uint8_t bias = kXExponentBias;
   Transform transform = Transform::kNone;
   TransformInfo info{};
+  BlockParams block{};  // kBlockScales only
   uint64_t raw_len = 0;
   int nstreams = 0;
+  uint64_t stream_len[kMaxStreams]{};  // each stream's decoded length
   Coder coders[kMaxStreams]{};
   std::string_view payloads[kMaxStreams];
 };
 
 // Replaces *frame with a version-4 frame of transform t (bias: its window, if
-// it has one) whose streams of m bytes each are coded by coders[j], with
-// payloads[j] (raw streams: raw[j] itself).
-FrameDescription WriteFrame(Transform t, uint8_t bias, const Coder* coders,
-                            const std::string* payloads, const uint8_t* const* raw, size_t m,
-                            std::string* frame);
+// it has one; block: its layout and phase, for kBlockScales) whose streams of
+// lens[j] bytes are coded by coders[j], with payloads[j] (raw streams: raw[j]
+// itself).
+FrameDescription WriteFrame(Transform t, uint8_t bias, const BlockParams& block,
+                            const Coder* coders, const std::string* payloads,
+                            const uint8_t* const* raw, const uint64_t* lens, std::string* frame);
 
 // The version and transform of a frame (any version), from its header's
 // first bytes alone: what a chunk record keeps of a frame another process or
@@ -66,8 +71,8 @@ Status ParseFrame(std::string_view frame, std::optional<uint64_t> raw_len, Frame
 
 // Internal to codec/ (shared with the version-3 parser): from r, just after
 // the raw length, the coder nibbles and payloads of a version-3/4 frame whose
-// streams hold m bytes each.
-Status ParseCompactStreams(Reader* r, std::string_view frame, uint64_t m, Frame* p);
+// streams hold p->stream_len[j] bytes each (set by the caller).
+Status ParseCompactStreams(Reader* r, std::string_view frame, Frame* p);
 // The carrying pair (rans2-carry on stream 0 with bits-tail on stream 1) is
 // whole, in place and on a transform with a carry width.
 Status CheckCarryPair(const Frame& p);

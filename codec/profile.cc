@@ -100,10 +100,16 @@ std::string_view ProfileName(Profile p) {
   return "?";
 }
 
-Transform ProfilePolicy::ChooseTransform(std::span<const uint8_t> raw, DType dtype,
+Transform ProfilePolicy::ChooseTransform(std::span<const uint8_t> raw, const ChunkType& type,
                                          uint8_t* bias) const {
   *bias = kXExponentBias;
-  Transform t = opt_.profile == Profile::kRaw ? Transform::kNone : TransformFor(dtype, raw.size());
+  if (opt_.profile == Profile::kRaw) return Transform::kNone;
+  if (type.block.layout.bytes && BlockParamsValid(type.block)) {
+    uint64_t lens[kMaxStreams];
+    BlockStreamLengths(type.block, raw.size(), lens);
+    if (lens[0] > 0) return Transform::kBlockScales;
+  }
+  Transform t = TransformFor(type.dtype, raw.size());
   if (opt_.profile == Profile::kFast || opt_.profile == Profile::kDense)
     t = WindowedVariant(t, raw.data(), raw.size(), opt_.profile == Profile::kDense, bias);
   return t;
@@ -236,7 +242,7 @@ Coder ProfilePolicy::CodeStream(Transform t, const TransformInfo& info, int j, c
       if (TryCoder(Coder::kZstd, s, m, plain, &trial_)) consider(Coder::kZstd, &trial_);
       break;
     case Profile::kFast: {
-      if (IsFloat(t) && j == 0) {
+      if ((IsFloat(t) || t == Transform::kBlockScales) && j == 0) {
         rans2::Order0Plan plan;
         rans2::PlanOrder0(m, hist, kMaxLanesLog2, true, &plan);
         if (plan.bytes < double(best_size)) {
@@ -297,11 +303,12 @@ Coder ProfilePolicy::CodeStream(Transform t, const TransformInfo& info, int j, c
   return best;
 }
 
-void ProfilePolicy::CodeStreams(Transform t, const uint8_t* const* s, size_t m, Coder* coders,
-                                std::string* payloads) {
+void ProfilePolicy::CodeStreams(Transform t, const uint8_t* const* s, const uint64_t* lens,
+                                Coder* coders, std::string* payloads) {
   const TransformInfo info = *GetTransformInfo(t);
   int first = 0;
   if (opt_.profile == Profile::kDense && IsFloat(t) && info.nstreams >= 2) {
+    const size_t m = size_t(lens[0]);  // the float transforms' streams have one length
     // Stream 1 first: if it ends up raw or bit-packed, stream 0's rANS states
     // can carry its last values.
     coders[1] = CodeStream(t, info, 1, s[1], m, s, &payloads[1]);
@@ -319,8 +326,28 @@ void ProfilePolicy::CodeStreams(Transform t, const uint8_t* const* s, size_t m, 
     }
     first = 2;
   }
-  for (int j = first; j < info.nstreams; j++)
-    coders[j] = CodeStream(t, info, j, s[j], m, s, &payloads[j]);
+  int last = info.nstreams;
+  if (t == Transform::kBlockScales) {
+    // The quants: LZ4 where it saves a tenth (it finds runs and repeats and
+    // decodes faster than a file reads), else raw (or const), in every
+    // profile. Entropy coding would save more but decodes at a fraction of
+    // the speed of reading the bytes, and a quantized model must load at
+    // least as fast as its file reads (docs/codec.md, "The block transform").
+    const size_t m = size_t(lens[2]);
+    payloads[2].clear();
+    coders[2] = Coder::kRaw;
+    if (m > 1 && std::memcmp(s[2], s[2] + 1, m - 1) == 0) {
+      payloads[2].push_back(char(s[2][0]));
+      coders[2] = Coder::kConst;
+    } else if (m >= 64 && TryCoder(Coder::kLz4, s[2], m, Args(t), &trial_) &&
+               trial_.size() < m / 10 * 9) {
+      payloads[2].swap(trial_);
+      coders[2] = Coder::kLz4;
+    }
+    last = 2;
+  }
+  for (int j = first; j < last; j++)
+    coders[j] = CodeStream(t, info, j, s[j], size_t(lens[j]), s, &payloads[j]);
 }
 
 }  // namespace pstore

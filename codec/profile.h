@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "codec/block_transform.h"
 #include "codec/coders/coder.h"
 #include "codec/dtype.h"
 #include "codec/transform.h"
@@ -41,17 +42,26 @@ struct EncodeOptions {
   int simd_level = 2;
 };
 
+// What the encoder knows of a chunk besides its bytes: its tensor's dtype
+// and, for a quantized GGML type whose block layout is known, that layout and
+// where the chunk starts within a block (block.layout.bytes == 0: none).
+struct ChunkType {
+  DType dtype = DType::kU8;
+  BlockParams block;
+};
+
 class ProfilePolicy {
  public:
   explicit ProfilePolicy(const EncodeOptions& options) : opt_(options) {}
 
-  // The transform for raw, a piece of a tensor of dtype; *bias is set for the
-  // windowed transforms.
-  Transform ChooseTransform(std::span<const uint8_t> raw, DType dtype, uint8_t* bias) const;
+  // The transform for raw, a piece of a tensor of type.dtype (and
+  // type.block); *bias is set for the windowed transforms.
+  Transform ChooseTransform(std::span<const uint8_t> raw, const ChunkType& type,
+                            uint8_t* bias) const;
 
-  // Codes the streams s[0, nstreams of t) of m bytes each: coders[j], and
-  // payloads[j] for every stream not stored raw.
-  void CodeStreams(Transform t, const uint8_t* const* s, size_t m, Coder* coders,
+  // Codes the streams s[0, nstreams of t) of lens[j] bytes each: coders[j],
+  // and payloads[j] for every stream not stored raw.
+  void CodeStreams(Transform t, const uint8_t* const* s, const uint64_t* lens, Coder* coders,
                    std::string* payloads);
 
  private:

@@ -38,6 +38,8 @@ std::optional<TransformInfo> GetTransformInfo(Transform t) {
       return TransformInfo{2, 2, {-1, 0}};
     case Transform::kF32W:
       return TransformInfo{4, 4, {-1, 0, -1, -1}};
+    case Transform::kBlockScales:
+      return TransformInfo{1, 3, {-1, 0, -1}};
   }
   return std::nullopt;
 }
@@ -279,6 +281,8 @@ void SplitStreams(Transform t, const uint8_t* raw, size_t raw_len, uint8_t* cons
     case Transform::kF32W:
       SplitF32X(raw, raw_len / 4, s, uint32_t(bias));
       return;
+    case Transform::kBlockScales:
+      return;  // SplitBlocks (codec/block_transform.h)
   }
 }
 
@@ -323,6 +327,8 @@ void MergeStreams(Transform t, const uint8_t* const* s, size_t raw_len, uint8_t*
     case Transform::kF32W:
       MergeF32X(s, raw_len / 4, raw, uint32_t(bias));
       return;
+    case Transform::kBlockScales:
+      return;  // MergeBlocks (codec/block_transform.h)
   }
 }
 

@@ -38,6 +38,11 @@ enum class Transform : uint8_t {
   // in the frame (version 4 only).
   kBF16W = 11,
   kF32W = 12,
+  // Quantized blocks: F16 scales (high bytes, low bytes) apart from the rest,
+  // with the block layout and the chunk's phase written in the frame (version
+  // 4 only; codec/block_transform.h). Split and merged by SplitBlocks and
+  // MergeBlocks, not by SplitStreams and MergeStreams.
+  kBlockScales = 13,
 };
 constexpr int kXExponentBias = 79;  // class = exponent - 79
 constexpr int kXExponentMin = 80, kXExponentMax = 142;
@@ -49,7 +54,8 @@ constexpr int kMaxStreams = 8;
 
 struct TransformInfo {
   int width;     // bytes per element
-  int nstreams;  // streams the transform produces
+  int nstreams;  // streams the transform produces (each of raw_len / width
+                 // bytes, but for kBlockScales: BlockStreamLengths)
   // For each stream, the earlier stream whose bytes give its coding context
   // (the exponent), or -1. Only exponent-bearing streams are sources.
   int ctx_source[kMaxStreams];
@@ -62,7 +68,7 @@ std::optional<TransformInfo> GetTransformInfo(Transform t);
 Transform TransformFor(DType dtype, size_t raw_len);
 // The exponent field held in byte b of a ctx-source stream of transform t.
 inline uint8_t ExponentOf(Transform t, uint8_t b) {
-  if (t == Transform::kF16) return uint8_t((b >> 2) & 0x1f);
+  if (t == Transform::kF16 || t == Transform::kBlockScales) return uint8_t((b >> 2) & 0x1f);
   if (t == Transform::kBF16X || t == Transform::kF32X || t == Transform::kBF16W ||
       t == Transform::kF32W)
     return uint8_t(b >> 2);

@@ -128,7 +128,7 @@ struct Item {
   uint64_t offset;  // absolute, in the source file
   uint32_t len;
   uint64_t chunk;  // index into Manifest::chunks
-  DType dtype;
+  ChunkType type;  // what the encoder is told of the chunk
 };
 
 struct Worker {
@@ -181,7 +181,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
       uint64_t n = m.ChunkCount(t);
       for (uint64_t j = 0; j < n; j++) {
         items.push_back({f, h.data_offset + t.offset + j * m.chunk_size,
-                         uint32_t(m.ChunkBytes(t, j)), m.chunks.size(), t.dtype});
+                         uint32_t(m.ChunkBytes(t, j)), m.chunks.size(), ChunkType{t.dtype, {}}});
         m.chunks.emplace_back();
       }
       mf.tensors.push_back(uint32_t(m.tensors.size()));
@@ -204,6 +204,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
       t.name = e.name;
       t.ggml_type = e.ggml_type;
       t.dtype = gguf::GgmlDType(e.ggml_type);
+      const BlockLayout layout = gguf::GgmlBlockLayout(e.ggml_type);
       t.shape.assign(e.dims.rbegin(), e.dims.rend());  // outermost first, as safetensors
       t.file = f;
       t.offset = e.offset;
@@ -211,8 +212,12 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
       t.first_chunk = m.chunks.size();
       uint64_t n = m.ChunkCount(t);
       for (uint64_t j = 0; j < n; j++) {
+        // Quantized blocks: the codec is told the layout and where in a
+        // block the chunk starts.
+        ChunkType type{t.dtype, {layout, 0}};
+        if (layout.bytes) type.block.phase = uint32_t(j * m.chunk_size % layout.bytes);
         items.push_back({f, h.data_offset + t.offset + j * m.chunk_size,
-                         uint32_t(m.ChunkBytes(t, j)), m.chunks.size(), t.dtype});
+                         uint32_t(m.ChunkBytes(t, j)), m.chunks.size(), type});
         m.chunks.emplace_back();
       }
       mf.tensors.push_back(uint32_t(m.tensors.size()));
@@ -295,7 +300,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
           if (!rs.IsCorruption()) return rs;
           // The stored copy is damaged: write this good one over it.
         }
-        const FrameDescription desc = W.encoder.Encode(W.raw, it.dtype, &W.frame);
+        const FrameDescription desc = W.encoder.Encode(W.raw, it.type, &W.frame);
         ChunkRecord r;
         r.raw_len = W.raw.size();
         r.stored_len = W.frame.size();

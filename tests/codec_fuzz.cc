@@ -10,6 +10,8 @@
 //         differ between the two decoders.
 //   odd:  byte 1 picks a dtype and a profile, bytes 2.. are a chunk's raw
 //         bytes: encode, decode, and abort unless the bytes come back exactly.
+//         With bit 1 of byte 0 set, byte 2 picks a GGML block layout and byte
+//         3 the chunk's phase in it, and the raw bytes start at byte 4.
 //
 // With PSTORE_FUZZ_WRITE_SEEDS=DIR in the environment the binary writes a seed
 // corpus (real frames of every dtype and profile, from synthetic weights and,
@@ -27,6 +29,7 @@
 
 #include "codec/chunk_codec.h"
 #include "tests/legacy_frames.h"
+#include "tests/quant_blocks.h"
 
 using namespace pstore;
 
@@ -38,6 +41,8 @@ constexpr DType kTypes[] = {DType::kBool,    DType::kU8,  DType::kI8,  DType::kF
                             DType::kF64,     DType::kI64, DType::kU64};
 constexpr Profile kProfiles[] = {Profile::kRaw, Profile::kLz4, Profile::kZstd, Profile::kFast,
                                  Profile::kDense};
+// Q8_0, Q4_0, Q4_K, Q6_K.
+constexpr BlockLayout kLayouts[] = {{34, 0, 1}, {18, 0, 1}, {144, 0, 2}, {210, 208, 1}};
 
 std::vector<uint8_t> Weights(DType t, size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -95,6 +100,33 @@ void WriteSeeds(const char* dir_name) {
         frame = EncodeVersion1Frame(raw, DType::kF16, c);
         WriteSeed(dir, &count, 0, frame, raw.size());
       }
+    }
+  }
+  // Quantized blocks at a few phases, split by the block transform.
+  {
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd(0.f, 0.02f);
+    std::vector<float> x(32 * 2048);
+    for (float& f : x) f = nd(rng);
+    const std::vector<uint8_t> q[2] = {quant::QuantQ8_0(x), quant::QuantQ4_0(x)};
+    for (Profile p : {Profile::kFast, Profile::kDense, Profile::kZstd}) {
+      EncodeOptions opt;
+      opt.profile = p;
+      ChunkEncoder enc(opt);
+      for (int k = 0; k < 2; k++)
+        for (uint32_t phase : {0u, 4u, 13u})
+          for (size_t n : {size_t(40), size_t(5000), size_t(60000)}) {
+            std::span<const uint8_t> raw(q[k].data(), n);
+            enc.Encode(raw, ChunkType{DType::kU8, {kLayouts[k], phase}}, &frame);
+            WriteSeed(dir, &count, 0, frame, n);
+            if (n == 5000 && p == Profile::kDense) {
+              std::string body = {char(3), char(uint8_t(DType::kU8) | (uint8_t(p) << 4)), char(k),
+                                  char(phase)};
+              body.append(raw.begin(), raw.end());
+              std::ofstream out(dir / ("seed-" + std::to_string(count++)), std::ios::binary);
+              out.write(body.data(), std::streamsize(body.size()));
+            }
+          }
     }
   }
   // Real frames: the first chunk (up to 64 KiB) of the first tensors of each file.
@@ -167,15 +199,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   if (size < 2) return 0;
-  const DType t = kTypes[(data[1] & 15) % std::size(kTypes)];
+  ChunkType type{kTypes[(data[1] & 15) % std::size(kTypes)], {}};
   const Profile p = kProfiles[(data[1] >> 4) % std::size(kProfiles)];
   std::span<const uint8_t> raw(data + 2, size - 2);
+  if (data[0] & 2) {
+    if (size < 4) return 0;
+    type.block.layout = kLayouts[data[2] % std::size(kLayouts)];
+    type.block.phase = data[3] % type.block.layout.bytes;
+    raw = raw.subspan(2);
+  }
   EncodeOptions opt;
   opt.profile = p;
   static ChunkEncoder* encoders[std::size(kProfiles)] = {};
   if (!encoders[int(p)]) encoders[int(p)] = new ChunkEncoder(opt);
   std::string frame;
-  encoders[int(p)]->Encode(raw, t, &frame);
+  encoders[int(p)]->Encode(raw, type, &frame);
   std::vector<uint8_t> out(raw.size());
   Status s = dec.Decode(frame, HashBytes(raw.data(), raw.size()), out);
   if (!s.ok() || !std::equal(out.begin(), out.end(), raw.begin())) {

@@ -17,6 +17,7 @@
 
 #include "codec/chunk_codec.h"
 #include "common/coding.h"
+#include "tests/quant_blocks.h"
 
 namespace pstore {
 namespace {
@@ -140,6 +141,57 @@ TEST(CodecGolden, FramesAreTheBytesRecordedForEachProfile) {
   for (Coder c : {Coder::kRaw, Coder::kConst, Coder::kLz4, Coder::kZstd, Coder::kRans2,
                   Coder::kRans2Ctx, Coder::kBits, Coder::kRans2Carry, Coder::kBitsTail})
     EXPECT_TRUE(used.count(c)) << CoderName(c) << " is not covered";
+}
+
+// The block transform's frames: Q8_0 and Q4_0 blocks of weight-like values,
+// chunks starting at a block boundary and inside a block, a chunk of no whole
+// block, and all-zero blocks.
+TEST(CodecGolden, BlockFramesAreTheBytesRecordedForEachProfile) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> nd(0.f, 0.02f);
+  std::vector<float> x(32 * 3000);
+  for (float& f : x) f = nd(rng);
+  const std::vector<uint8_t> q8 = quant::QuantQ8_0(x), q4 = quant::QuantQ4_0(x);
+  struct BlockInput {
+    std::vector<uint8_t> bytes;
+    BlockParams block;
+  };
+  const BlockLayout k8{34, 0, 1}, k4{18, 0, 1};
+  const std::vector<BlockInput> inputs = {
+      {q8, {k8, 0}},
+      {std::vector<uint8_t>(q8.begin() + 30, q8.begin() + 70030), {k8, 30}},
+      {q4, {k4, 0}},
+      {std::vector<uint8_t>(q4.begin() + 7, q4.end()), {k4, 7}},
+      {std::vector<uint8_t>(q8.begin() + 1, q8.begin() + 20), {k8, 1}},
+      {std::vector<uint8_t>(34 * 100, 0), {k8, 0}},
+  };
+  const struct {
+    Profile profile;
+    const char* digest;
+  } kExpected[] = {
+      {Profile::kRaw, "1713ad28f36ec7b5649ec64a3d66b622"},
+      {Profile::kLz4, "8fb6c688d49b532da44ff9bfb79db900"},
+      {Profile::kZstd, "0177f6b9ddef8fdb66714af79e2584f7"},
+      {Profile::kFast, "db366ade0be4f67d9ba417268bfafe73"},
+      {Profile::kDense, "db366ade0be4f67d9ba417268bfafe73"},
+  };
+  ChunkDecoder dec;
+  for (const auto& e : kExpected) {
+    EncodeOptions opt;
+    opt.profile = e.profile;
+    ChunkEncoder enc(opt);
+    std::string all, frame;
+    for (const BlockInput& in : inputs) {
+      enc.Encode(in.bytes, ChunkType{DType::kU8, in.block}, &frame);
+      PutVarint(&all, frame.size());
+      all += frame;
+      std::vector<uint8_t> out(in.bytes.size());
+      Status s = dec.Decode(frame, HashBytes(in.bytes.data(), in.bytes.size()), out);
+      ASSERT_TRUE(s.ok()) << s.ToString() << " " << ProfileName(e.profile);
+    }
+    EXPECT_EQ(HashBytes(all.data(), all.size()).Hex(), e.digest)
+        << "profile " << ProfileName(e.profile) << ", " << all.size() << " bytes of frames";
+  }
 }
 
 }  // namespace

@@ -63,12 +63,7 @@ std::vector<uint8_t> WeightLike(DType t, size_t n, uint32_t seed) {
 
 // raw's frame with profile p.
 std::string EncodeWith(const std::vector<uint8_t>& raw, DType t, Profile p) {
-  EncodeOptions opt;
-  opt.profile = p;
-  ChunkEncoder enc(opt);
-  std::string frame;
-  enc.Encode(raw, t, &frame);
-  return frame;
+  return EncodeWith(raw, ChunkType{t, {}}, p);
 }
 
 // frame (of any version) decodes to raw.

@@ -7,11 +7,16 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "codec/chunk_codec.h"
 #include "store/formats/gguf.h"
 #include "store/manifest.h"
+#include "store/store.h"
+#include "tests/quant_blocks.h"
+#include "tests/test_files.h"
 
 using namespace pstore;
 
@@ -140,6 +145,74 @@ TEST(GgufReader, KnownBlockLayouts) {
   EXPECT_EQ(gguf::GgmlType(14)->block_elems, 256u);  // Q6_K
   EXPECT_FALSE(gguf::GgmlType(4).has_value());       // removed from ggml
   EXPECT_EQ(gguf::GgmlDType(30), DType::kBF16);
+}
+
+TEST(GgufReader, BlockLayoutsForTheCodec) {
+  auto same = [](BlockLayout a, BlockLayout b) {
+    return a.bytes == b.bytes && a.scale_offset == b.scale_offset && a.scales == b.scales;
+  };
+  EXPECT_TRUE(same(gguf::GgmlBlockLayout(8), {34, 0, 1}));      // Q8_0: d, qs
+  EXPECT_TRUE(same(gguf::GgmlBlockLayout(2), {18, 0, 1}));      // Q4_0: d, qs
+  EXPECT_TRUE(same(gguf::GgmlBlockLayout(12), {144, 0, 2}));    // Q4_K: d, dmin, ...
+  EXPECT_TRUE(same(gguf::GgmlBlockLayout(14), {210, 208, 1}));  // Q6_K: ..., d
+  EXPECT_EQ(gguf::GgmlBlockLayout(15).bytes, 0u);               // Q8_K: an F32 scale
+  EXPECT_EQ(gguf::GgmlBlockLayout(1).bytes, 0u);                // F16: elements
+  EXPECT_EQ(gguf::GgmlBlockLayout(777).bytes, 0u);              // unknown
+}
+
+// A Q8_0 tensor of 9000 blocks (306000 bytes: two 256 KiB chunks, the second
+// starting 4 bytes into a block) and an F16 tensor, imported: every chunk of
+// the Q8_0 tensor is coded with the block transform (the importer told the
+// codec the layout and the phase), the F16 one with the f16 transform, and
+// every chunk reads back as the file's bytes.
+TEST(GgufImport, QuantizedChunksAreCodedByBlock) {
+  testing_util::TempDir dir("pstore-gguf-import");
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 0.02f);
+  std::vector<float> x(32 * 9000);
+  for (float& f : x) f = nd(rng);
+  const std::vector<uint8_t> q8 = quant::QuantQ8_0(x);
+  ASSERT_EQ(q8.size(), 306000u);
+  G g;
+  g.b = "GGUF";
+  g.Put<uint32_t>(3).Put<uint64_t>(2).Put<uint64_t>(0);
+  g.Str("q").Put<uint32_t>(1).Put<uint64_t>(x.size()).Put<uint32_t>(8).Put<uint64_t>(0);
+  g.Str("h").Put<uint32_t>(1).Put<uint64_t>(4096).Put<uint32_t>(1).Put<uint64_t>(306016);
+  g.Pad(32);
+  const size_t data = g.b.size();
+  g.b.append(q8.begin(), q8.end());
+  g.Pad(32);
+  for (int i = 0; i < 4096; i++) g.Put<uint16_t>(quant::ToHalf(x[size_t(i)]));
+  const std::string path = dir.path() + "/m.gguf";
+  std::ofstream(path, std::ios::binary) << g.b;
+  {
+    auto w = StoreWriter::Open(dir.path() + "/s", false);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    auto r = (*w)->Import(path, {"m", "1"}, ImportOptions{});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+  }
+  auto r = StoreReader::Open(dir.path() + "/s");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto d = (*r)->view().Resolve("m:1");
+  ASSERT_TRUE(d.ok());
+  auto m = (*r)->view().LoadManifest(*d);
+  ASSERT_TRUE(m.ok());
+  ChunkDecoder dec;
+  for (const ManifestTensor& t : (*m)->tensors) {
+    const bool quantized = t.name == "q";
+    EXPECT_EQ((*m)->ChunkCount(t), quantized ? 2u : 1u);
+    for (uint64_t j = 0; j < (*m)->ChunkCount(t); j++) {
+      const ChunkKey& key = (*m)->chunks[t.first_chunk + j];
+      auto rec = (*r)->view().GetChunkRecord(key);
+      ASSERT_TRUE(rec.ok() && rec->has_value());
+      EXPECT_EQ((*rec)->transform, uint8_t(quantized ? Transform::kBlockScales : Transform::kF16))
+          << t.name << " chunk " << j;
+      std::vector<uint8_t> out(size_t((*m)->ChunkBytes(t, j)));
+      ASSERT_TRUE((*r)->view().ReadChunk(key, &dec, out).ok());
+      const size_t at = data + size_t(t.offset + j * (*m)->chunk_size);
+      EXPECT_EQ(std::string(out.begin(), out.end()), g.b.substr(at, out.size()));
+    }
+  }
 }
 
 // --- GGUF manifests -----------------------------------------------------------

@@ -45,7 +45,9 @@ Status ParseV3(Reader* r, std::string_view frame, Frame* p) {
   if (!r->GetVarint(&p->raw_len)) return Status::Corruption("chunk frame header truncated");
   if (p->raw_len % uint64_t(p->info.width))
     return Status::Corruption("chunk frame raw length is not a whole number of elements");
-  return ParseCompactStreams(r, frame, p->raw_len / uint64_t(p->info.width), p);
+  for (int j = 0; j < p->info.nstreams; j++)
+    p->stream_len[j] = p->raw_len / uint64_t(p->info.width);
+  return ParseCompactStreams(r, frame, p);
 }
 
 }  // namespace

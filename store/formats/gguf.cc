@@ -27,20 +27,43 @@ struct TypeRow {
   uint32_t id;
   GgmlTypeInfo info;
 };
-// ggml's type table (ggml.h, ggml.c). Ids 4, 5, 31-33 and 36-38 were removed
-// from ggml; they are unknown here and so stored opaquely like any newer type.
+// ggml's type table (ggml.h, ggml.c, ggml-common.h): name, elements and bytes
+// per block, and where each block's F16 scales sit. Ids 4, 5, 31-33 and 36-38
+// were removed from ggml; they are unknown here and so stored opaquely like
+// any newer type.
 constexpr TypeRow kTypes[] = {
-    {0, {"F32", 1, 4}},         {1, {"F16", 1, 2}},         {2, {"Q4_0", 32, 18}},
-    {3, {"Q4_1", 32, 20}},      {6, {"Q5_0", 32, 22}},      {7, {"Q5_1", 32, 24}},
-    {8, {"Q8_0", 32, 34}},      {9, {"Q8_1", 32, 36}},      {10, {"Q2_K", 256, 84}},
-    {11, {"Q3_K", 256, 110}},   {12, {"Q4_K", 256, 144}},   {13, {"Q5_K", 256, 176}},
-    {14, {"Q6_K", 256, 210}},   {15, {"Q8_K", 256, 292}},   {16, {"IQ2_XXS", 256, 66}},
-    {17, {"IQ2_XS", 256, 74}},  {18, {"IQ3_XXS", 256, 98}}, {19, {"IQ1_S", 256, 50}},
-    {20, {"IQ4_NL", 32, 18}},   {21, {"IQ3_S", 256, 110}},  {22, {"IQ2_S", 256, 82}},
-    {23, {"IQ4_XS", 256, 136}}, {24, {"I8", 1, 1}},         {25, {"I16", 1, 2}},
-    {26, {"I32", 1, 4}},        {27, {"I64", 1, 8}},        {28, {"F64", 1, 8}},
-    {29, {"IQ1_M", 256, 56}},   {30, {"BF16", 1, 2}},       {34, {"TQ1_0", 256, 54}},
-    {35, {"TQ2_0", 256, 66}},   {39, {"MXFP4", 32, 17}},
+    {0, {"F32", 1, 4}},
+    {1, {"F16", 1, 2}},
+    {2, {"Q4_0", 32, 18, 0, 1}},       // d, qs[16]
+    {3, {"Q4_1", 32, 20, 0, 2}},       // d, m, qs[16]
+    {6, {"Q5_0", 32, 22, 0, 1}},       // d, qh[4], qs[16]
+    {7, {"Q5_1", 32, 24, 0, 2}},       // d, m, qh[4], qs[16]
+    {8, {"Q8_0", 32, 34, 0, 1}},       // d, qs[32]
+    {9, {"Q8_1", 32, 36, 0, 2}},       // d, s, qs[32]
+    {10, {"Q2_K", 256, 84, 80, 2}},    // scales[16], qs[64], d, dmin
+    {11, {"Q3_K", 256, 110, 108, 1}},  // hmask[32], qs[64], scales[12], d
+    {12, {"Q4_K", 256, 144, 0, 2}},    // d, dmin, scales[12], qs[128]
+    {13, {"Q5_K", 256, 176, 0, 2}},    // d, dmin, scales[12], qh[32], qs[128]
+    {14, {"Q6_K", 256, 210, 208, 1}},  // ql[128], qh[64], scales[16], d
+    {15, {"Q8_K", 256, 292}},          // an F32 scale
+    {16, {"IQ2_XXS", 256, 66, 0, 1}},
+    {17, {"IQ2_XS", 256, 74, 0, 1}},
+    {18, {"IQ3_XXS", 256, 98, 0, 1}},
+    {19, {"IQ1_S", 256, 50, 0, 1}},
+    {20, {"IQ4_NL", 32, 18, 0, 1}},
+    {21, {"IQ3_S", 256, 110, 0, 1}},
+    {22, {"IQ2_S", 256, 82, 0, 1}},
+    {23, {"IQ4_XS", 256, 136, 0, 1}},
+    {24, {"I8", 1, 1}},
+    {25, {"I16", 1, 2}},
+    {26, {"I32", 1, 4}},
+    {27, {"I64", 1, 8}},
+    {28, {"F64", 1, 8}},
+    {29, {"IQ1_M", 256, 56}},  // its scale is spread over the block's scales
+    {30, {"BF16", 1, 2}},
+    {34, {"TQ1_0", 256, 54, 52, 1}},  // qs[48], qh[4], d
+    {35, {"TQ2_0", 256, 66, 64, 1}},  // qs[64], d
+    {39, {"MXFP4", 32, 17}},          // an E8M0 scale
 };
 
 std::string Quote(std::string_view s) {
@@ -240,6 +263,12 @@ std::optional<GgmlTypeInfo> GgmlType(uint32_t type) {
   for (const auto& r : kTypes)
     if (r.id == type) return r.info;
   return std::nullopt;
+}
+
+BlockLayout GgmlBlockLayout(uint32_t type) {
+  auto t = GgmlType(type);
+  if (!t || t->scales == 0) return BlockLayout{};
+  return BlockLayout{t->block_bytes, t->scale_offset, t->scales};
 }
 
 std::string GgmlTypeName(uint32_t type) {

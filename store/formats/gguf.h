@@ -32,6 +32,7 @@
 #include <string_view>
 #include <vector>
 
+#include "codec/block_transform.h"
 #include "codec/dtype.h"
 #include "common/status.h"
 
@@ -67,6 +68,11 @@ struct GgmlTypeInfo {
   std::string_view name;  // "Q8_0"
   uint32_t block_elems;   // elements per block
   uint32_t block_bytes;   // bytes per block
+  // Quantized types: the F16 scale fields of each block (ggml's d, and m or
+  // dmin), `scales` of them from byte `scale_offset`; 0 scales for types
+  // without F16 scales (the element types, Q8_K's F32 scale, E8M0 ...).
+  uint8_t scale_offset = 0;
+  uint8_t scales = 0;
 };
 // nullopt for a type this build does not know (it is then stored opaquely).
 std::optional<GgmlTypeInfo> GgmlType(uint32_t type);
@@ -75,6 +81,10 @@ std::string GgmlTypeName(uint32_t type);
 // The dtype a GGML type's elements have (F32, F16, BF16, I8 ... F64); U8 for
 // quantized and unknown types, whose payload is opaque blocks.
 DType GgmlDType(uint32_t type);
+// The block layout the codec's block transform takes for a GGML type
+// (codec/block_transform.h), from GgmlType; none (bytes 0) for element types,
+// types without F16 scales and unknown types.
+BlockLayout GgmlBlockLayout(uint32_t type);
 // "MOSTLY_Q8_0" for general.file_type's value; "" when unknown.
 std::string FileTypeName(uint64_t file_type);
 

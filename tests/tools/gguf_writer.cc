@@ -33,10 +33,14 @@
 
 #include "common/file_util.h"
 #include "store/formats/safetensors.h"
+#include "tests/quant_blocks.h"
 
 namespace {
 
 using pstore::DType;
+using pstore::quant::PutHalf;
+using pstore::quant::QuantQ4_0;
+using pstore::quant::QuantQ8_0;
 
 struct Tensor {
   std::string name;
@@ -45,12 +49,6 @@ struct Tensor {
   std::vector<uint8_t> data;
 };
 
-uint16_t ToHalf(float f) {
-  _Float16 h = _Float16(f);
-  uint16_t v;
-  std::memcpy(&v, &h, 2);
-  return v;
-}
 float FromBf16(uint16_t b) {
   uint32_t u = uint32_t(b) << 16;
   float f;
@@ -74,41 +72,6 @@ std::vector<float> ToFloats(DType dt, const std::vector<uint8_t>& d) {
       uint16_t v;
       std::memcpy(&v, d.data() + 2 * i, 2);
       out[i] = dt == DType::kBF16 ? FromBf16(v) : FromHalf(v);
-    }
-  }
-  return out;
-}
-
-void PutHalf(std::vector<uint8_t>* out, float f) {
-  uint16_t h = ToHalf(f);
-  out->push_back(uint8_t(h));
-  out->push_back(uint8_t(h >> 8));
-}
-
-std::vector<uint8_t> QuantQ8_0(const std::vector<float>& x) {
-  std::vector<uint8_t> out;
-  for (size_t b = 0; b < x.size(); b += 32) {
-    float amax = 0;
-    for (int j = 0; j < 32; j++) amax = std::max(amax, std::fabs(x[b + j]));
-    float d = amax / 127.f, id = d ? 1.f / d : 0.f;
-    PutHalf(&out, d);
-    for (int j = 0; j < 32; j++) out.push_back(uint8_t(int8_t(std::lround(x[b + j] * id))));
-  }
-  return out;
-}
-
-std::vector<uint8_t> QuantQ4_0(const std::vector<float>& x) {
-  std::vector<uint8_t> out;
-  for (size_t b = 0; b < x.size(); b += 32) {
-    float amax = 0, max = 0;
-    for (int j = 0; j < 32; j++)
-      if (std::fabs(x[b + j]) > amax) amax = std::fabs(x[b + j]), max = x[b + j];
-    float d = max / -8.f, id = d ? 1.f / d : 0.f;
-    PutHalf(&out, d);
-    for (int j = 0; j < 16; j++) {
-      int lo = std::min(15, int(x[b + j] * id + 8.5f));
-      int hi = std::min(15, int(x[b + j + 16] * id + 8.5f));
-      out.push_back(uint8_t(lo | (hi << 4)));
     }
   }
   return out;
