@@ -315,30 +315,31 @@ pstore_status pstore_model_tensor_info(const pstore_model* model, size_t index,
           "call");
     if (index >= model->model->tensor_count())
       return Invalid("pstore_model_tensor_info: index out of range");
-    const pstore::Manifest& m = model->model->manifest();
-    const pstore::ManifestTensor& t = m.tensors[index];
+    const pstore::TensorTable& m = model->model->tables();
+    const uint32_t t = uint32_t(index);
     pstore_tensor_info info;
     info.struct_size = std::min(out->struct_size, sizeof(info));  // what is filled
-    info.name = t.name.c_str();
-    info.dtype = pstore_dtype(t.dtype);
-    info.ndim = uint32_t(t.shape.size());
-    info.shape = t.shape.data();
-    info.nbytes = t.size;
-    info.ggml_type = pstore::IsGguf(m.format) ? int32_t(t.ggml_type) : -1;
+    info.name = m.name_cstr(t);
+    info.dtype = pstore_dtype(m.dtype(t));
+    info.ndim = uint32_t(m.shape(t).size());
+    info.shape = m.shape(t).data();
+    info.nbytes = m.size(t);
+    info.ggml_type = pstore::IsGguf(m.format()) ? int32_t(m.ggml_type(t)) : -1;
     std::memcpy(out, &info, info.struct_size);
     return PSTORE_OK;
   });
 }
 
 const char* pstore_model_format(const pstore_model* model) {
-  return model ? pstore::SourceFormatName(model->model->manifest().format) : "";
+  return model ? pstore::SourceFormatName(model->model->tables().format()) : "";
 }
 
 pstore_status pstore_model_metadata(const pstore_model* model, const char** json, size_t* len) {
   return Guard([&]() -> pstore_status {
     if (!model || !json) return Invalid("pstore_model_metadata: NULL argument");
-    const std::string& meta = model->model->manifest().metadata_json;
-    *json = meta.empty() ? "{}" : meta.c_str();
+    const pstore::TensorTable& m = model->model->tables();
+    std::string_view meta = m.metadata();
+    *json = meta.empty() ? "{}" : m.metadata_cstr();
     if (len) *len = meta.empty() ? 2 : meta.size();
     return PSTORE_OK;
   });
@@ -349,8 +350,7 @@ pstore_status pstore_model_metadata_get(const pstore_model* model, const char* k
   return Guard([&]() -> pstore_status {
     if (!model || !key || !json) return Invalid("pstore_model_metadata_get: NULL argument");
     std::call_once(model->meta_once, [&] {
-      auto j =
-          nlohmann::ordered_json::parse(model->model->manifest().metadata_json, nullptr, false);
+      auto j = nlohmann::ordered_json::parse(model->model->tables().metadata(), nullptr, false);
       if (!j.is_object()) return;
       for (const auto& [k, v] : j.items())
         model->meta_values.emplace(
@@ -436,9 +436,9 @@ pstore_status pstore_model_prefetch_prefix(pstore_model* model, const char* pref
     if (!model || !prefix) return Invalid("pstore_model_prefetch_prefix: NULL argument");
     std::vector<uint32_t> ts;
     size_t plen = std::strlen(prefix);
-    const auto& tensors = model->model->manifest().tensors;
-    for (uint32_t i = 0; i < tensors.size(); i++)
-      if (tensors[i].name.compare(0, plen, prefix) == 0) ts.push_back(i);
+    const pstore::TensorTable& m = model->model->tables();
+    for (uint32_t i = 0; i < m.count(); i++)
+      if (m.name(i).substr(0, plen) == std::string_view(prefix, plen)) ts.push_back(i);
     if (matched) *matched = ts.size();
     model->model->Prefetch(ts);
     return PSTORE_OK;
@@ -471,7 +471,7 @@ pstore_status pstore_model_stats_get(const pstore_model* model, pstore_model_sta
     s.host_loads = m.segment_loads;
     s.host_bytes_decoded = m.segment_bytes;
     s.evictions = m.evictions;
-    s.model_bytes = model->model->manifest().TotalBytes();
+    s.model_bytes = model->model->tables().total_bytes();
     std::memcpy(out, &s, std::min(out->struct_size, sizeof(s)));
     return PSTORE_OK;
   });

@@ -135,7 +135,7 @@ int ChildMain(int argc, char** argv) {
     for (uint32_t i = 0; i < (*m)->tensor_count(); i++) {
       auto ptr = (*m)->Acquire(i);
       if (!ptr.ok()) return 1;
-      uint64_t n = (*m)->manifest().tensors[i].size;
+      uint64_t n = (*m)->tables().size(i);
       for (uint64_t off = 0; off < n; off += 4096) acc += (*ptr)[off];
     }
     t = Now() - t0;

@@ -90,15 +90,25 @@ Layout Layout::Build(const Manifest& m, uint64_t page) {
 }
 
 uint64_t Layout::Fingerprint() const {
+  return LayoutView{page, unit, data_bytes, slots, units, pieces, tensors, nullptr}.Fingerprint();
+}
+
+LayoutView LayoutView::Of(Layout l) {
+  auto owned = std::make_shared<const Layout>(std::move(l));
+  return LayoutView{owned->page,  owned->unit,   owned->data_bytes, owned->slots,
+                    owned->units, owned->pieces, owned->tensors,    owned};
+}
+
+uint64_t LayoutView::Fingerprint() const {
   XXH3_state_t st;
   XXH3_64bits_reset(&st);
   XXH3_64bits_update(&st, &page, sizeof(page));
   XXH3_64bits_update(&st, &unit, sizeof(unit));
   XXH3_64bits_update(&st, &data_bytes, sizeof(data_bytes));
-  XXH3_64bits_update(&st, units.data(), units.size() * sizeof(Unit));
-  XXH3_64bits_update(&st, slots.data(), slots.size() * sizeof(Slot));
-  XXH3_64bits_update(&st, pieces.data(), pieces.size() * sizeof(SlotPiece));
-  XXH3_64bits_update(&st, tensors.data(), tensors.size() * sizeof(TensorPlace));
+  XXH3_64bits_update(&st, units.data(), units.size_bytes());
+  XXH3_64bits_update(&st, slots.data(), slots.size_bytes());
+  XXH3_64bits_update(&st, pieces.data(), pieces.size_bytes());
+  XXH3_64bits_update(&st, tensors.data(), tensors.size_bytes());
   return XXH3_64bits_digest(&st);
 }
 

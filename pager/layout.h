@@ -16,17 +16,22 @@
 // otherwise; big tensors start at a multiple of it), up to 2 MiB. Every process computes the same
 // layout from the manifest (kLayoutVersion is part of the segment's name).
 //
-// Thread-safety: a Layout is an immutable value once built.
+// Thread-safety: a Layout (and a LayoutView) is an immutable value once built.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <vector>
 
 #include "store/manifest.h"
 
 namespace pstore {
 
-constexpr uint32_t kLayoutVersion = 6;
+// The version of the layout and of the segment's format (its header and
+// tables); part of a segment's name, so a segment of another version is
+// never opened.
+constexpr uint32_t kLayoutVersion = 7;
 constexpr uint64_t kSmallTensorAlign = 64;
 constexpr uint64_t kHugePage = 2ull << 20;  // x86-64 and arm64 (4 KiB pages) PMD size
 
@@ -75,6 +80,23 @@ struct Layout {
 
   static Layout Build(const Manifest& m, uint64_t page_size);
   // A hash of everything above, stored in the segment to catch a mismatch.
+  uint64_t Fingerprint() const;
+};
+
+// A layout as a model reads it: the arrays where they lie, in a segment's
+// mapping (Segment::ReadLayout, checked once) or in a Layout the view keeps.
+struct LayoutView {
+  uint64_t page = 4096;
+  uint64_t unit = kHugePage;
+  uint64_t data_bytes = 0;
+  std::span<const Slot> slots;
+  std::span<const Unit> units;
+  std::span<const SlotPiece> pieces;
+  std::span<const TensorPlace> tensors;
+  std::shared_ptr<const Layout> owned;  // what the spans point into, when private
+
+  // A view of a layout of this process's own, which it keeps.
+  static LayoutView Of(Layout l);
   uint64_t Fingerprint() const;
 };
 

@@ -13,11 +13,11 @@ Model::Model(ModelParts parts)
     : host_(parts.host),
       source_(std::move(parts.source)),
       label_(std::move(parts.label)),
-      manifest_(std::move(parts.manifest)),
+      seg_(std::move(parts.segment)),
+      tables_(std::move(parts.tables)),
       digest_(parts.digest),
-      layout_(std::move(parts.layout)),
-      seg_(std::move(parts.segment)) {
-  if (parts.check_shared) check_.reset(new CheckState[manifest_->tensors.size()]());
+      layout_(std::move(parts.layout)) {
+  if (parts.check_shared) check_.reset(new CheckState[tables_.count()]());
 }
 
 Model::~Model() {
@@ -25,10 +25,7 @@ Model::~Model() {
 }
 
 int64_t Model::Find(std::string_view name) const {
-  // Built on the first lookup by name: a process that goes by index (or
-  // never looks up) does not pay for it when it opens the model.
-  std::call_once(by_name_once_, [this] { by_name_.Build(manifest_->tensors); });
-  return by_name_.Find(name);
+  return tables_.Find(name);
 }
 
 bool Model::Resident(const TensorPlace& p) const {
@@ -75,13 +72,13 @@ Result<const uint8_t*> Model::Acquire(uint32_t t) {
 }
 
 Status Model::CheckBytes(uint32_t t, const uint8_t* p) const {
-  const ManifestTensor& mt = manifest_->tensors[t];
-  for (uint64_t j = 0; j < manifest_->ChunkCount(mt); j++) {
-    const ChunkKey& key = manifest_->chunks[mt.first_chunk + j];
-    if (HashBytes(p + j * manifest_->chunk_size, size_t(manifest_->ChunkBytes(mt, j))) != key)
+  const TensorTable& m = tables_;
+  for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
+    const ChunkKey& key = m.chunk(m.first_chunk(t) + j);
+    if (HashBytes(p + j * m.chunk_size(), size_t(m.ChunkBytes(t, j))) != key)
       return Status::Corruption(
-          "tensor " + mt.name + " chunk " + std::to_string(j) + " (key " + key.Hex() +
-          ") in shared memory " + seg_->name() +
+          "tensor " + std::string(m.name(t)) + " chunk " + std::to_string(j) + " (key " +
+          key.Hex() + ") in shared memory " + seg_->name() +
           " does not match its key: a process that may write the store's shared memory changed "
           "it, or the memory is damaged; nothing wrong was returned. Remove the segment with "
           "`pstore ps --gc-all` once no process uses it, and see who may write it "
@@ -102,7 +99,7 @@ Status Model::Release(uint32_t t) {
   uint32_t v = pin.load();
   do {
     if (v == 0)
-      return Status::InvalidArgument("release of tensor " + manifest_->tensors[t].name +
+      return Status::InvalidArgument("release of tensor " + std::string(tables_.name(t)) +
                                      " without a matching acquire");
   } while (!pin.compare_exchange_weak(v, v - 1));
   if (v == 1) host_->PinDropped();
@@ -111,15 +108,17 @@ Status Model::Release(uint32_t t) {
 
 Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   if (t >= layout_.tensors.size()) return Status::InvalidArgument("tensor index out of range");
-  const ManifestTensor& mt = manifest_->tensors[t];
-  if (cap < mt.size)
+  const TensorTable& m = tables_;
+  const uint64_t size = m.size(t);
+  if (cap < size)
     return Status::InvalidArgument("buffer of " + std::to_string(cap) + " bytes is too small for " +
-                                   mt.name + " (" + std::to_string(mt.size) + " bytes)");
+                                   std::string(m.name(t)) + " (" + std::to_string(size) +
+                                   " bytes)");
   Segment& seg = *seg_;
   const TensorPlace& p = layout_.tensors[t];
   TensorPin pin(&seg, t);
   if (Resident(p)) {
-    if (mt.size) std::memcpy(dst, seg.data() + p.offset, mt.size);
+    if (size) std::memcpy(dst, seg.data() + p.offset, size);
     pin.Drop();
     // The copy is this process's own: checked, it stays right. Bytes that
     // fail the check are decoded from the store instead, below.
@@ -140,12 +139,11 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   host_->loaders().Touch();
   uint8_t* out = static_cast<uint8_t*>(dst);
   FrameBatch frame;
-  for (uint64_t j = 0; j < manifest_->ChunkCount(mt); j++) {
-    const ChunkKey& key = manifest_->chunks[mt.first_chunk + j];
-    const uint64_t len = manifest_->ChunkBytes(mt, j);
-    PSTORE_RETURN_IF_ERROR(ReadChunk(*source_, key, ChunkUse{label_, mt.name, j}, decoder.get(),
-                                     &frame,
-                                     std::span<uint8_t>(out + j * manifest_->chunk_size, len)));
+  for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
+    const ChunkKey& key = m.chunk(m.first_chunk(t) + j);
+    const uint64_t len = m.ChunkBytes(t, j);
+    PSTORE_RETURN_IF_ERROR(ReadChunk(*source_, key, ChunkUse{label_, m.name(t), j}, decoder.get(),
+                                     &frame, std::span<uint8_t>(out + j * m.chunk_size(), len)));
     bytes_read_.fetch_add(frame.frame(0).size(), std::memory_order_relaxed);
     bytes_decoded_.fetch_add(len, std::memory_order_relaxed);
   }
@@ -169,8 +167,7 @@ ModelStats Model::Stats() const {
   s.segment_bytes = h->load_bytes.load();
   s.evictions = h->evictions.load();
   for (uint32_t t = 0; t < layout_.tensors.size(); t++)
-    if (seg_->pin(seg_->me(), t).load(std::memory_order_relaxed))
-      s.pinned_bytes += manifest_->tensors[t].size;
+    if (seg_->pin(seg_->me(), t).load(std::memory_order_relaxed)) s.pinned_bytes += tables_.size(t);
   return s;
 }
 

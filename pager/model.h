@@ -17,9 +17,9 @@
 
 #include "pager/layout.h"
 #include "pager/model_host.h"
-#include "pager/name_index.h"
 #include "pager/segment.h"
 #include "pager/slot_claims.h"
+#include "pager/tensor_table.h"
 #include "pager/warmer.h"
 #include "store/chunk_read.h"
 #include "store/chunk_source.h"
@@ -49,9 +49,11 @@ struct ModelParts {
   std::shared_ptr<ChunkSource> source;  // where its chunks are read from
   std::string label;                    // names the model in messages
   ModelDigest digest;
-  std::shared_ptr<const Manifest> manifest;
-  Layout layout;
-  std::shared_ptr<Segment> segment;  // this process's attachment
+  // The tensor table and layout: in the segment's memory (checked once when
+  // opening), or this process's own (check_shared).
+  TensorTable tables;
+  LayoutView layout;
+  std::shared_ptr<Segment> segment;  // this process's attachment; keeps both mapped
   bool check_shared = false;         // PagerOptions::check_shared
 };
 
@@ -63,10 +65,12 @@ class Model : public std::enable_shared_from_this<Model> {
   // For the Pager (Pager::OpenModel): a Model of these parts.
   static std::shared_ptr<Model> Open(ModelParts parts);
   ~Model();
-  const Manifest& manifest() const { return *manifest_; }
+  // Names, dtypes, shapes, sizes and chunk keys of the tensors, the format
+  // and the metadata; valid while the Model lives.
+  const TensorTable& tables() const { return tables_; }
   const ModelDigest& digest() const { return digest_; }
-  const Layout& layout() const { return layout_; }
-  uint32_t tensor_count() const { return uint32_t(manifest_->tensors.size()); }
+  const LayoutView& layout() const { return layout_; }
+  uint32_t tensor_count() const { return tables_.count(); }
   // Index of the tensor called name, or -1.
   int64_t Find(std::string_view name) const;
 
@@ -119,12 +123,10 @@ class Model : public std::enable_shared_from_this<Model> {
   ModelHost* const host_;
   const std::shared_ptr<ChunkSource> source_;
   const std::string label_;
-  const std::shared_ptr<const Manifest> manifest_;
+  const std::shared_ptr<Segment> seg_;  // first: it keeps what the two below point into
+  const TensorTable tables_;
   const ModelDigest digest_;
-  const Layout layout_;
-  const std::shared_ptr<Segment> seg_;
-  mutable std::once_flag by_name_once_;
-  mutable NameIndex by_name_;  // built by the first Find
+  const LayoutView layout_;
   // With check_shared, per tensor, in this process's memory (nothing another
   // process can change): how many of this handle's acquires are not yet
   // released, and whether the bytes were checked since that count left 0.

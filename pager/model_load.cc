@@ -70,7 +70,7 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
     for (size_t k = i; k < end; k++) {
       const Slot& sl = layout_.slots[slot(k)];
       for (uint32_t p = 0; p < sl.npieces; p++)
-        keys.push_back(manifest_->chunks[layout_.pieces[sl.first_piece + p].chunk]);
+        keys.push_back(tables_.chunk(layout_.pieces[sl.first_piece + p].chunk));
     }
     // A source that cannot answer fails every slot of the group.
     Status batch_error = source_->ReadFrames(keys, &frames);
@@ -84,8 +84,8 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
       for (uint32_t p = 0; p < sl.npieces; p++, at++) {
         const SlotPiece& pc = layout_.pieces[sl.first_piece + p];
         if (!st.ok()) continue;
-        const ManifestTensor& t = manifest_->tensors[pc.tensor];
-        const ChunkUse use{label_, t.name, pc.chunk - t.first_chunk};
+        const ChunkUse use{label_, tables_.name(pc.tensor),
+                           pc.chunk - tables_.first_chunk(pc.tensor)};
         st = batch_error.ok() ? DecodeChunk(frames, at, keys[at], *source_, use, decoder.get(),
                                             std::span<uint8_t>(dst + pc.offset, pc.len))
                               : ChunkUseError(batch_error, use, keys[at]);

@@ -66,7 +66,7 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
   if (layout_.data_bytes > host_->budget() / 2) return false;
   std::vector<ChunkKey> keys(slots.size());
   for (size_t i = 0; i < slots.size(); i++)
-    keys[i] = manifest_->chunks[layout_.pieces[layout_.slots[slots[i]].first_piece].chunk];
+    keys[i] = tables_.chunk(layout_.pieces[layout_.slots[slots[i]].first_piece].chunk);
   auto planned = source_->PlanSequentialRead(keys);
   if (!planned.ok() || !*planned) return false;
   const ReadPlan& plan = **planned;
@@ -123,7 +123,7 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
 void Model::Prefetch(const std::vector<uint32_t>& tensors) {
   uint64_t total = 0;
   for (uint32_t t : tensors)
-    if (t < layout_.tensors.size()) total += manifest_->tensors[t].size;
+    if (t < layout_.tensors.size()) total += tables_.size(t);
   if (total < kBulkBytes) {
     PrefetchInBatches(tensors);
     return;
@@ -146,7 +146,7 @@ void Model::PrefetchInBatches(const std::vector<uint32_t>& tensors) {
   for (uint32_t t : tensors) {
     if (t >= layout_.tensors.size()) continue;
     batch.push_back(t);
-    batch_bytes += manifest_->tensors[t].size;
+    batch_bytes += tables_.size(t);
     if (batch_bytes >= kPrefetchBatchBytes) {
       SubmitPrefetch(std::move(batch), /*slots=*/false);
       batch.clear();

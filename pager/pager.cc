@@ -103,14 +103,14 @@ Result<std::shared_ptr<StoreReader>> Pager::CurrentReader() {
 
 Result<std::shared_ptr<Segment>> Pager::GetSegment(const ModelDigest& d, const Layout& layout,
                                                    std::string_view manifest,
-                                                   std::shared_ptr<const Manifest> parsed) {
+                                                   std::string_view tables) {
   std::string name = Segment::NameFor(store_id_, d);
   MutexLock l(&mu_);
   auto it = segments_.find(name);
   if (it != segments_.end())
     if (auto s = it->second.lock()) return s;
   PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<Segment> seg,
-                          Segment::Attach(name, layout, d, manifest, store_id_, seg_opt_, parsed));
+                          Segment::Attach(name, layout, d, manifest, tables, store_id_, seg_opt_));
   std::shared_ptr<Segment> s(std::move(seg));
   segments_[name] = s;
   return s;
@@ -178,27 +178,54 @@ Result<std::shared_ptr<Model>> Pager::AttachModel(
     ModelParts parts, const std::function<Result<std::string>()>& manifest_bytes) {
   parts.check_shared = check_shared_;
   const ModelDigest digest = parts.digest;
-  // A resident model's segment holds its manifest and layout: a process
-  // opening it parses the one and copies the other, nothing from the store.
-  // The manifest used is the segment's private copy, checked against the
-  // digest when it was attached (never the bytes in shared memory, which
-  // processes that may write the segment can change), or the store's.
-  std::shared_ptr<Segment> resident = FindResident(digest);
-  if (resident) {
-    parts.manifest = resident->manifest();
-    PSTORE_ASSIGN_OR_RETURN(parts.layout, resident->ReadLayout(*parts.manifest));
-    parts.segment = std::move(resident);
-  } else {
+  const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
+  // A resident model's segment holds its tensor table and layout, which a
+  // process opening it checks once and then reads in place: nothing from the
+  // store, nothing parsed or copied. With check_shared the keys must be this
+  // process's own: the manifest is the segment's copied once and checked
+  // against the digest (never read there again), or the store's.
+  std::shared_ptr<const Manifest> own;
+  parts.segment = FindResident(digest);
+  if (parts.segment && check_shared_) {
+    std::string bytes = parts.segment->CopyManifest();
+    if (Manifest::DigestOf(bytes) == digest) {
+      auto m = Manifest::Parse(bytes, /*with_headers=*/false);
+      if (m.ok()) own = std::make_shared<const Manifest>(std::move(m).value());
+    }
+  }
+  if (!parts.segment || (check_shared_ && !own)) {
     PSTORE_ASSIGN_OR_RETURN(std::string bytes, manifest_bytes());
     auto parsed = Manifest::Parse(bytes, /*with_headers=*/false);
     if (!parsed.ok()) return parsed.status().WithContext("model " + digest.Hex());
     auto m = std::make_shared<const Manifest>(std::move(parsed).value());
-    parts.layout = Layout::Build(*m, uint64_t(::sysconf(_SC_PAGESIZE)));
-    PSTORE_ASSIGN_OR_RETURN(parts.segment, GetSegment(digest, parts.layout, bytes, m));
-    // A segment this process had attached already keeps its own manifest:
-    // the same model's, so the same.
-    parts.manifest = parts.segment->manifest();
+    if (!parts.segment) {
+      PSTORE_ASSIGN_OR_RETURN(parts.segment, GetSegment(digest, Layout::Build(*m, page), bytes,
+                                                        TensorTable::Serialize(*m)));
+    }
+    if (check_shared_) own = std::move(m);
   }
+  Status checked;
+  if (own) {
+    auto tables = TensorTable::FromManifest(*own);
+    if (tables.ok()) {
+      parts.tables = std::move(tables).value();
+      parts.layout = LayoutView::Of(Layout::Build(*own, page));
+      checked = parts.segment->CheckLayout(parts.layout, parts.tables);
+    } else {
+      checked = tables.status();
+    }
+  } else {
+    auto tables = parts.segment->ReadTables();
+    if (tables.ok()) {
+      parts.tables = std::move(tables).value();
+      auto layout = parts.segment->ReadLayout(parts.tables);
+      if (layout.ok()) parts.layout = std::move(layout).value();
+      checked = layout.status();
+    } else {
+      checked = tables.status();
+    }
+  }
+  if (!checked.ok()) return checked.WithContext("model " + parts.label);
   std::shared_ptr<Model> model = Model::Open(std::move(parts));
   // Pins of processes that died are gone now; what they held may be over budget.
   EnforceBudget();

@@ -107,9 +107,10 @@ class Pager : private ModelHost {
   void ReapUnderBudgetLock(Segment* seg, uint32_t a) override EXCLUDES(budget_mu_);
   // Gives idle scratch memory back to the system.
   void Trim();
+  // This process's attachment to the model's segment, creating the segment
+  // from layout, the manifest's bytes and its tensor table if needed.
   Result<std::shared_ptr<Segment>> GetSegment(const ModelDigest& d, const Layout& layout,
-                                              std::string_view manifest,
-                                              std::shared_ptr<const Manifest> parsed);
+                                              std::string_view manifest, std::string_view tables);
   // This process's attachment to the model's complete segment, attaching if
   // there is one; nullptr if there is none.
   std::shared_ptr<Segment> FindResident(const ModelDigest& d);

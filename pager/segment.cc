@@ -70,14 +70,8 @@ std::vector<std::string> ListSegments(const std::string& store_id) {
 
 Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const Layout& layout,
                                                  const ModelDigest& digest,
-                                                 std::string_view manifest,
-                                                 const std::string& store_id, const Options& opt,
-                                                 std::shared_ptr<const Manifest> parsed) {
-  if (!parsed) {
-    auto m = Manifest::Parse(manifest, /*with_headers=*/false);
-    if (!m.ok()) return m.status().WithContext("model " + digest.Hex());
-    parsed = std::make_shared<const Manifest>(std::move(m).value());
-  }
+                                                 std::string_view manifest, std::string_view tables,
+                                                 const std::string& store_id, const Options& opt) {
   std::unique_ptr<Segment> s(new Segment);
   s->name_ = name;
   // Serialise initialisation: whoever holds this lock creates or checks the
@@ -89,7 +83,7 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
 
   const uint64_t layout_len = LayoutSize(layout.slots.size(), layout.units.size(),
                                          layout.pieces.size(), layout.tensors.size());
-  SegmentOffsets o = ComputeOffsets(layout.page, manifest.size(), layout_len,
+  SegmentOffsets o = ComputeOffsets(layout.page, manifest.size(), layout_len, tables.size(),
                                     uint32_t(layout.slots.size()), uint32_t(layout.units.size()),
                                     uint32_t(layout.tensors.size()), layout.data_bytes);
   struct stat st;
@@ -144,6 +138,8 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     h.manifest_len = manifest.size();
     h.layout_off = o.layout;
     h.layout_len = layout_len;
+    h.tables_off = o.tables;
+    h.tables_len = tables.size();
     h.unit_bytes = layout.unit;
     h.nunits = uint32_t(layout.units.size());
     h.slots_off = o.slots;
@@ -169,6 +165,8 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     if (::pwrite(fd, manifest.data(), manifest.size(), off_t(o.manifest)) !=
         ssize_t(manifest.size()))
       return Status::FromErrno("write shared memory " + name, errno);
+    if (::pwrite(fd, tables.data(), tables.size(), off_t(o.tables)) != ssize_t(tables.size()))
+      return Status::FromErrno("write shared memory " + name, errno);
     const std::string layout_bytes = LayoutBytes(layout);
     if (::pwrite(fd, layout_bytes.data(), layout_bytes.size(), off_t(o.layout)) !=
         ssize_t(layout_bytes.size()))
@@ -188,9 +186,6 @@ Result<std::unique_ptr<Segment>> Segment::Attach(const std::string& name, const 
     remove.armed = false;
   }
   PSTORE_RETURN_IF_ERROR(s->MapAndClaim(false));
-  // The caller's manifest, from the store, is the one this process uses.
-  s->manifest_bytes_.assign(manifest.data(), manifest.size());
-  s->manifest_ = std::move(parsed);
   return s;
 }
 
@@ -198,13 +193,6 @@ Result<std::unique_ptr<Segment>> Segment::AttachResident(const std::string& name
                                                          const ModelDigest& digest) {
   auto s = AttachExisting(name, &digest);
   if (!s.ok()) return Status::NotFound(s.status().message());
-  // The private copy MapAndClaim took: checked once here, used from now on.
-  Segment& seg = **s;
-  if (Manifest::DigestOf(seg.manifest_bytes_) != digest)
-    return Status::NotFound("shared memory " + name + " holds another manifest");
-  auto m = Manifest::Parse(seg.manifest_bytes_, /*with_headers=*/false);
-  if (!m.ok()) return Status::NotFound("shared memory " + name + ": " + m.status().message());
-  seg.manifest_ = std::make_shared<const Manifest>(std::move(m).value());
   return s;
 }
 
@@ -270,15 +258,11 @@ Status Segment::MapAndClaim(bool) {
   attach_ = reinterpret_cast<AttachEntry*>(base_ + h.attach_off);
   pins_base_ = base_ + h.pins_off;
   PSTORE_RETURN_IF_ERROR(CheckTables(h));
-  // The manifest, copied once into this process's memory with the bounds of
-  // the header as read above (HeaderConsistent placed them before the data
-  // region; checked again here so that no header change can reach past it).
-  if (h.manifest_off > header_len_ || h.manifest_len > header_len_ - h.manifest_off)
-    return Status::Corruption(
-        "shared memory " + name_ +
-        " places its manifest out of bounds; remove it with `pstore ps --gc`");
-  manifest_bytes_.assign(reinterpret_cast<const char*>(base_ + h.manifest_off),
-                         size_t(h.manifest_len));
+  // HeaderConsistent placed the manifest, layout and tensor table before the
+  // data region; what is read of them keeps to these bounds.
+  checked_ = {h.manifest_off, h.manifest_len, h.layout_off, h.layout_len, h.tables_off,
+              h.tables_len,   h.fingerprint,  h.page,       h.unit_bytes, h.data_bytes,
+              h.nslots,       h.nunits,       h.ntensors};
   if (h.data_bytes > 0) {
     // At huge-page boundaries, so that huge pages of the file map whole.
     PSTORE_ASSIGN_OR_RETURN(data_ro_map_, MapRangeAligned(fd(), bip::read_only, h.data_off,

@@ -5,8 +5,9 @@
 //   the manifest                  so a process finding the model resident needs
 //                                 nothing from the store's database
 //   the layout                    pager/layout.h's arrays as the creator built
-//                                 them, so an attaching process copies them
-//                                 instead of building them again
+//                                 them, read in place by every process
+//   the tensor table              names, shapes, sizes, chunk keys and a name
+//                                 index (pager/tensor_table.h), read in place
 //   SlotInfo[nslots]              where each slot is and which tensors pin it
 //   atomic<uint32_t>[nslots]      slot states: EMPTY, LOADING, READY, EVICTING,
 //                                 with the claiming attachment in bits 2..9
@@ -46,6 +47,7 @@
 #include "pager/layout.h"
 #include "pager/ofd_lock.h"
 #include "pager/shm_object.h"
+#include "pager/tensor_table.h"
 #include "store/manifest.h"
 
 namespace pstore {
@@ -81,6 +83,7 @@ struct SegmentHeader {
   uint32_t reserved;
   uint64_t manifest_off, manifest_len;  // the model's manifest, verbatim
   uint64_t layout_off, layout_len;      // the layout (Segment::LayoutBytes)
+  uint64_t tables_off, tables_len;      // the tensor table (pager/tensor_table.h)
   uint64_t slots_off, states_off, refs_off, units_off, alloc_off, attach_off, pins_off, pins_stride;
   uint64_t data_off, data_bytes, total_bytes;
   uint64_t created_unix;
@@ -135,23 +138,18 @@ class Segment {
   // "/pstore-<store id>-<digest>-L<layout version>"
   static std::string NameFor(const std::string& store_id, const ModelDigest& digest);
 
-  // Opens the segment `name`, creating and initialising it from layout if it
-  // does not exist (or a creator died before finishing), and takes an
+  // Opens the segment `name`, creating and initialising it if it does not
+  // exist (or a creator died before finishing) from layout, the manifest's
+  // bytes and its tensor table (TensorTable::Serialize), and takes an
   // attachment (a process-table entry).
-  // manifest is the model's (from the store); parsed, when given, is it parsed
-  // (it is parsed here otherwise). The segment keeps these, never the copy in
-  // shared memory.
   static Result<std::unique_ptr<Segment>> Attach(const std::string& name, const Layout& layout,
                                                  const ModelDigest& digest,
-                                                 std::string_view manifest,
-                                                 const std::string& store_id, const Options& opt,
-                                                 std::shared_ptr<const Manifest> parsed = nullptr);
-  // Attaches to a complete segment holding the manifest of digest, as it is:
-  // NotFound when there is no such segment (or it is incomplete, of another
-  // layout, or holds another manifest). The manifest is copied out of the
-  // mapping once, with the bounds the header had when attaching, into this
-  // process's memory, checked against digest there and parsed (manifest());
-  // the layout is read with ReadLayout. Neither needs the store.
+                                                 std::string_view manifest, std::string_view tables,
+                                                 const std::string& store_id, const Options& opt);
+  // Attaches to a complete segment of the model digest, as it is: NotFound
+  // when there is no such segment (or it is incomplete, or of another layout
+  // or model). Nothing of the model is read or copied: ReadTables and
+  // ReadLayout check its tables, which are then used in place.
   static Result<std::unique_ptr<Segment>> AttachResident(const std::string& name,
                                                          const ModelDigest& digest);
   // Attaches to an existing segment without knowing its manifest (for the
@@ -164,18 +162,19 @@ class Segment {
 
   const std::string& name() const { return name_; }
   SegmentHeader* header() const { return hdr_; }
-  // The model's serialized manifest: this process's private copy, taken when
-  // attaching (the copy in shared memory may be changed by any process that
-  // may write the segment, so nothing reads it again).
-  std::string_view manifest_bytes() const { return manifest_bytes_; }
-  // The manifest parsed, from the store (Attach) or from the private copy
-  // checked against the model's digest (AttachResident); null after
-  // AttachExisting.
-  const std::shared_ptr<const Manifest>& manifest() const { return manifest_; }
-  // The layout the segment was created with, copied out and checked against
-  // the header's fingerprint and against m (every index and range in
-  // bounds); Corruption when it does not hold.
-  Result<Layout> ReadLayout(const Manifest& m) const;
+  // A copy of the model's serialized manifest as the segment holds it, in
+  // this process's memory (within the bounds the header had when attaching).
+  // Unchecked: compare its digest before trusting it.
+  std::string CopyManifest() const;
+  // The segment's tensor table, checked (TensorTable::Open) and read in
+  // place for as long as this Segment lives; Corruption when it fails.
+  Result<TensorTable> ReadTables() const;
+  // The layout the segment was created with, in place, checked with
+  // CheckLayout against the tensor table m; Corruption when it does not hold.
+  Result<LayoutView> ReadLayout(const TensorTable& m) const;
+  // Checks a layout against the segment's header (fingerprint, sizes), its
+  // slot and unit tables, and m: every index and range in bounds.
+  Status CheckLayout(const LayoutView& l, const TensorTable& m) const;
   // The layout's bytes as stored in a segment.
   static std::string LayoutBytes(const Layout& l);
   uint32_t me() const { return me_; }
@@ -264,8 +263,13 @@ class Segment {
   AttachEntry* attach_ = nullptr;
   uint8_t* pins_base_ = nullptr;
   uint32_t me_ = kMaxAttach;
-  std::string manifest_bytes_;                // private copy (manifest_bytes)
-  std::shared_ptr<const Manifest> manifest_;  // manifest()
+  // The header's fields as checked when mapping (HeaderConsistent), in this
+  // process's memory: the bounds every read of the tables keeps to.
+  struct Checked {
+    uint64_t manifest_off, manifest_len, layout_off, layout_len, tables_off, tables_len;
+    uint64_t fingerprint, page, unit, data_bytes;
+    uint32_t nslots, nunits, ntensors;
+  } checked_{};
 };
 
 // Lists this store's segments in /dev/shm: names starting "pstore-<store id>-".

@@ -1,5 +1,6 @@
-// The segment's format: table offsets, the header check, and the layout as
-// stored in a segment (Segment::LayoutBytes, Segment::ReadLayout).
+// The segment's format: table offsets, the header check, the layout as
+// stored in a segment and its check (Segment::LayoutBytes, ReadLayout,
+// CheckLayout), and the tensor table and manifest as found there.
 #include "pager/segment_format.h"
 
 #include <algorithm>
@@ -25,22 +26,25 @@ template <typename T>
 void Append(std::string* out, const std::vector<T>& v) {
   out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
 }
+// The next n records of type T at *p, in place (the layout's records are
+// 8-byte aligned: its prefix is 40 bytes and its offset a multiple of 64).
 template <typename T>
-void Take(const char** p, size_t n, std::vector<T>* v) {
-  v->resize(n);
-  std::memcpy(static_cast<void*>(v->data()), *p, n * sizeof(T));
+std::span<const T> Span(const uint8_t** p, size_t n) {
+  std::span<const T> s(reinterpret_cast<const T*>(*p), n);
   *p += n * sizeof(T);
+  return s;
 }
 
 }  // namespace
 
 SegmentOffsets ComputeOffsets(uint64_t page, uint64_t manifest_len, uint64_t layout_len,
-                              uint32_t nslots, uint32_t nunits, uint32_t ntensors,
-                              uint64_t data_bytes) {
+                              uint64_t tables_len, uint32_t nslots, uint32_t nunits,
+                              uint32_t ntensors, uint64_t data_bytes) {
   SegmentOffsets o;
   o.manifest = RoundUp(sizeof(SegmentHeader), 64);
   o.layout = RoundUp(o.manifest + manifest_len, 64);
-  o.slots = RoundUp(o.layout + layout_len, 64);
+  o.tables = RoundUp(o.layout + layout_len, 64);
+  o.slots = RoundUp(o.tables + tables_len, 64);
   o.states = RoundUp(o.slots + sizeof(SlotInfo) * nslots, 64);
   o.refs = RoundUp(o.states + 4ull * nslots, 64);
   o.units = RoundUp(o.refs + nslots, 64);
@@ -59,16 +63,16 @@ bool HeaderConsistent(const SegmentHeader& h, uint64_t file_size) {
   constexpr uint64_t kMaxFile = 1ull << 48;  // sizes below this cannot overflow Compute
   if (file_size >= kMaxFile || h.page == 0 || h.page > kHugePage || (h.page & (h.page - 1)) != 0 ||
       h.unit_bytes == 0 || h.manifest_len > file_size || h.layout_len > file_size ||
-      h.data_bytes > file_size || h.data_bytes % h.unit_bytes != 0 ||
+      h.tables_len > file_size || h.data_bytes > file_size || h.data_bytes % h.unit_bytes != 0 ||
       h.data_bytes / h.unit_bytes != h.nunits)
     return false;
-  SegmentOffsets o = ComputeOffsets(h.page, h.manifest_len, h.layout_len, h.nslots, h.nunits,
-                                    h.ntensors, h.data_bytes);
-  return o.manifest == h.manifest_off && o.layout == h.layout_off && o.slots == h.slots_off &&
-         o.states == h.states_off && o.refs == h.refs_off && o.units == h.units_off &&
-         o.alloc == h.alloc_off && o.attach == h.attach_off && o.pins == h.pins_off &&
-         o.pins_stride == h.pins_stride && o.data == h.data_off && o.total == h.total_bytes &&
-         h.total_bytes == file_size;
+  SegmentOffsets o = ComputeOffsets(h.page, h.manifest_len, h.layout_len, h.tables_len, h.nslots,
+                                    h.nunits, h.ntensors, h.data_bytes);
+  return o.manifest == h.manifest_off && o.layout == h.layout_off && o.tables == h.tables_off &&
+         o.slots == h.slots_off && o.states == h.states_off && o.refs == h.refs_off &&
+         o.units == h.units_off && o.alloc == h.alloc_off && o.attach == h.attach_off &&
+         o.pins == h.pins_off && o.pins_stride == h.pins_stride && o.data == h.data_off &&
+         o.total == h.total_bytes && h.total_bytes == file_size;
 }
 
 uint64_t LayoutSize(uint64_t nslots, uint64_t nunits, uint64_t npieces, uint64_t ntensors) {
@@ -94,36 +98,42 @@ std::string Segment::LayoutBytes(const Layout& l) {
   return out;
 }
 
-Result<Layout> Segment::ReadLayout(const Manifest& m) const {
+Result<LayoutView> Segment::ReadLayout(const TensorTable& m) const {
   auto bad = [&](const char* what) {
     return Status::Corruption("shared memory " + name_ + ": layout " + what +
                               "; remove it with `pstore ps --gc`");
   };
-  // The header as it was checked when mapped (HeaderConsistent), copied so
-  // that nothing below reads a field twice.
-  SegmentHeader h;
-  std::memcpy(static_cast<void*>(&h), hdr_, sizeof(h));
+  // Within the bounds the header had when it was checked (MapAndClaim).
+  const Checked& h = checked_;
   LayoutPrefix pre;
-  if (h.layout_len < sizeof(pre) || h.layout_off > header_len_ ||
-      h.layout_len > header_len_ - h.layout_off)
-    return bad("truncated");
-  const char* p = reinterpret_cast<const char*>(base_ + h.layout_off);
+  if (h.layout_len < sizeof(pre)) return bad("truncated");
+  const uint8_t* p = base_ + h.layout_off;
   std::memcpy(&pre, p, sizeof(pre));
   p += sizeof(pre);
   if (h.layout_len != LayoutSize(pre.nslots, pre.nunits, pre.npieces, pre.ntensors))
     return bad("of the wrong size");
-  if (pre.page != h.page || pre.unit != h.unit_bytes || pre.data_bytes != h.data_bytes ||
-      pre.nslots != h.nslots || pre.nunits != h.nunits || pre.ntensors != h.ntensors ||
-      pre.ntensors != m.tensors.size())
-    return bad("does not match the header");
-  Layout l;
+  LayoutView l;
   l.page = pre.page;
   l.unit = pre.unit;
   l.data_bytes = pre.data_bytes;
-  Take(&p, pre.nslots, &l.slots);
-  Take(&p, pre.nunits, &l.units);
-  Take(&p, pre.npieces, &l.pieces);
-  Take(&p, pre.ntensors, &l.tensors);
+  l.slots = Span<Slot>(&p, pre.nslots);
+  l.units = Span<Unit>(&p, pre.nunits);
+  l.pieces = Span<SlotPiece>(&p, pre.npieces);
+  l.tensors = Span<TensorPlace>(&p, pre.ntensors);
+  PSTORE_RETURN_IF_ERROR(CheckLayout(l, m));
+  return l;
+}
+
+Status Segment::CheckLayout(const LayoutView& l, const TensorTable& m) const {
+  auto bad = [&](const char* what) {
+    return Status::Corruption("shared memory " + name_ + ": layout " + what +
+                              "; remove it with `pstore ps --gc`");
+  };
+  const Checked& h = checked_;
+  if (l.page != h.page || l.unit != h.unit || l.data_bytes != h.data_bytes ||
+      l.slots.size() != h.nslots || l.units.size() != h.nunits || l.tensors.size() != h.ntensors ||
+      l.tensors.size() != m.count())
+    return bad("does not match the header");
   if (l.Fingerprint() != h.fingerprint) return bad("does not match its fingerprint");
   // Every index and range in bounds, so that no later use can stray; the
   // comparisons are written so that they cannot overflow.
@@ -157,11 +167,11 @@ Result<Layout> Segment::ReadLayout(const Manifest& m) const {
       return bad("does not match the segment's unit table");
   }
   for (const SlotPiece& pc : l.pieces)
-    if (pc.chunk >= m.chunks.size() || pc.tensor >= l.tensors.size())
+    if (pc.chunk >= m.chunk_count() || pc.tensor >= l.tensors.size())
       return bad("has a piece out of range");
-  for (size_t t = 0; t < l.tensors.size(); t++) {
+  for (uint32_t t = 0; t < l.tensors.size(); t++) {
     const TensorPlace& tp = l.tensors[t];
-    const uint64_t size = m.tensors[t].size;
+    const uint64_t size = m.size(t);
     if (!within(tp.first_slot, tp.nslots, l.slots.size()) || (tp.nslots == 0) != (size == 0) ||
         !within(tp.offset, size, l.data_bytes))
       return bad("places a tensor out of range");
@@ -177,7 +187,18 @@ Result<Layout> Segment::ReadLayout(const Manifest& m) const {
     if (tp.offset < first.offset || tp.offset + size > last.offset + last.bytes)
       return bad("places a tensor outside its slots");
   }
-  return l;
+  return Status::OK();
+}
+
+Result<TensorTable> Segment::ReadTables() const {
+  const Checked& h = checked_;
+  return TensorTable::Open(std::span<const uint8_t>(base_ + h.tables_off, h.tables_len), nullptr,
+                           "shared memory " + name_);
+}
+
+std::string Segment::CopyManifest() const {
+  const Checked& h = checked_;
+  return std::string(reinterpret_cast<const char*>(base_ + h.manifest_off), h.manifest_len);
 }
 
 }  // namespace pstore

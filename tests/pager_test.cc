@@ -39,11 +39,11 @@
 #include <vector>
 
 #include "pager/layout.h"
-#include "pager/name_index.h"
 #include "pager/pager.h"
 #include "pager/segment.h"
 #include "pager/shm_object.h"
 #include "pager/slot_claims.h"
+#include "pager/tensor_table.h"
 #include "store/manifest.h"
 #include "store/memory_chunk_source.h"
 #include "store/rocks.h"
@@ -84,30 +84,82 @@ Manifest MakeManifest(uint32_t n, uint32_t seed) {
   return m;
 }
 
-TEST(NameIndex, FindsEveryNameAndNothingElse) {
+TEST(TensorTable, HoldsWhatTheManifestSays) {
   Manifest m = MakeManifest(5000, 1);
-  NameIndex idx;
-  idx.Build(m.tensors);
-  for (uint32_t i = 0; i < m.tensors.size(); i++)
-    ASSERT_EQ(idx.Find(m.tensors[i].name), int64_t(i));
-  EXPECT_EQ(idx.Find("layers.1.w"), -1);
-  EXPECT_EQ(idx.Find(""), -1);
-  EXPECT_EQ(idx.Find(m.tensors[7].name + "x"), -1);
-  NameIndex empty;
-  EXPECT_EQ(empty.Find("a"), -1);
-  empty.Build({});
-  EXPECT_EQ(empty.Find("a"), -1);
+  m.metadata_json = "{\"a\":\"b\"}";
+  auto t = TensorTable::FromManifest(m);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_EQ(t->count(), m.tensors.size());
+  EXPECT_EQ(t->chunk_count(), m.chunks.size());
+  EXPECT_EQ(t->chunk_size(), m.chunk_size);
+  EXPECT_EQ(t->total_bytes(), m.TotalBytes());
+  EXPECT_EQ(t->metadata(), m.metadata_json);
+  EXPECT_EQ(std::string(t->metadata_cstr()), m.metadata_json);
+  for (uint32_t i = 0; i < m.tensors.size(); i++) {
+    const ManifestTensor& mt = m.tensors[i];
+    ASSERT_EQ(t->name(i), mt.name);
+    ASSERT_EQ(std::string(t->name_cstr(i)), mt.name);
+    ASSERT_EQ(t->size(i), mt.size);
+    ASSERT_EQ(t->dtype(i), mt.dtype);
+    ASSERT_EQ(std::vector<uint64_t>(t->shape(i).begin(), t->shape(i).end()), mt.shape);
+    ASSERT_EQ(t->first_chunk(i), mt.first_chunk);
+    ASSERT_EQ(t->ChunkCount(i), m.ChunkCount(mt));
+  }
+  for (uint64_t c = 0; c < m.chunks.size(); c++) ASSERT_EQ(t->chunk(c), m.chunks[c]);
 }
 
-TEST(NameIndex, FirstOfEqualNamesWins) {
-  std::vector<ManifestTensor> ts(3);
-  ts[0].name = "a";
-  ts[1].name = "b";
-  ts[2].name = "a";
-  NameIndex idx;
-  idx.Build(ts);
-  EXPECT_EQ(idx.Find("a"), 0);
-  EXPECT_EQ(idx.Find("b"), 1);
+TEST(TensorTable, FindsEveryNameAndNothingElse) {
+  Manifest m = MakeManifest(5000, 1);
+  auto idx = TensorTable::FromManifest(m);
+  ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+  for (uint32_t i = 0; i < m.tensors.size(); i++)
+    ASSERT_EQ(idx->Find(m.tensors[i].name), int64_t(i));
+  EXPECT_EQ(idx->Find("layers.1.w"), -1);
+  EXPECT_EQ(idx->Find(""), -1);
+  EXPECT_EQ(idx->Find(m.tensors[7].name + "x"), -1);
+  TensorTable none;
+  EXPECT_EQ(none.Find("a"), -1);
+  Manifest empty;
+  empty.chunk_size = 1 << 20;
+  auto e = TensorTable::FromManifest(empty);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(e->Find("a"), -1);
+}
+
+TEST(TensorTable, FirstOfEqualNamesWins) {
+  Manifest m = MakeManifest(3, 1);
+  m.tensors[0].name = "a";
+  m.tensors[1].name = "b";
+  m.tensors[2].name = "a";
+  auto idx = TensorTable::FromManifest(m);
+  ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+  EXPECT_EQ(idx->Find("a"), 0);
+  EXPECT_EQ(idx->Find("b"), 1);
+}
+
+// Every byte of a table flipped, one at a time (the checksum's 8 bytes
+// aside): each is refused as Corruption, never read as a table.
+TEST(TensorTable, AnyFlippedByteIsCorruption) {
+  Manifest m = MakeManifest(40, 2);
+  m.metadata_json = "{}";
+  std::string bytes = TensorTable::Serialize(m);
+  std::vector<uint64_t> aligned((bytes.size() + 7) / 8);
+  auto open = [&](const std::string& b) {
+    std::memcpy(aligned.data(), b.data(), b.size());
+    return TensorTable::Open(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(aligned.data()), b.size()),
+        nullptr, "test table");
+  };
+  ASSERT_TRUE(open(bytes).ok());
+  for (size_t i = 0; i < bytes.size(); i++) {
+    if (i >= 8 && i < 16) continue;
+    std::string b = bytes;
+    b[i] = char(b[i] ^ (1 << (i % 8)));
+    auto t = open(b);
+    ASSERT_EQ(t.status().code(), Status::Code::kCorruption) << "byte " << i;
+    ASSERT_NE(t.status().message().find("test table: tensor table"), std::string::npos);
+  }
+  EXPECT_EQ(open(bytes.substr(0, bytes.size() - 1)).status().code(), Status::Code::kCorruption);
 }
 
 TEST(Manifest, ParseWithoutHeadersKeepsEverythingElse) {
@@ -137,6 +189,8 @@ class SegmentLayout : public ::testing::Test {
     bytes_ = m_.Serialize();
     digest_ = Manifest::DigestOf(bytes_);
     layout_ = Layout::Build(m_, uint64_t(::sysconf(_SC_PAGESIZE)));
+    tables_bytes_ = TensorTable::Serialize(m_);
+    tables_ = TensorTable::FromManifest(m_).value();
     // A store id of this process's own: tests run in parallel processes.
     char id[33];
     std::random_device rd;
@@ -151,17 +205,24 @@ class SegmentLayout : public ::testing::Test {
   std::string bytes_;
   ModelDigest digest_;
   Layout layout_;
+  std::string tables_bytes_;
+  TensorTable tables_;
   std::string store_id_, name_;
 };
 
 TEST_F(SegmentLayout, AttachingProcessesGetTheCreatorsLayout) {
   EXPECT_EQ(Segment::AttachResident(name_, digest_).status().code(), Status::Code::kNotFound);
-  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, tables_bytes_, store_id_,
+                                 Segment::Options{});
   ASSERT_TRUE(creator.ok()) << creator.status().ToString();
   auto other = Segment::AttachResident(name_, digest_);
   ASSERT_TRUE(other.ok()) << other.status().ToString();
-  EXPECT_EQ((*other)->manifest_bytes(), bytes_);
-  auto l = (*other)->ReadLayout(m_);
+  EXPECT_EQ((*other)->CopyManifest(), bytes_);
+  auto t = (*other)->ReadTables();
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->count(), m_.tensors.size());
+  EXPECT_EQ(t->Find(m_.tensors[5].name), 5);
+  auto l = (*other)->ReadLayout(tables_);
   ASSERT_TRUE(l.ok()) << l.status().ToString();
   EXPECT_EQ(l->Fingerprint(), layout_.Fingerprint());
   EXPECT_EQ(l->slots.size(), layout_.slots.size());
@@ -172,11 +233,13 @@ TEST_F(SegmentLayout, AttachingProcessesGetTheCreatorsLayout) {
   EXPECT_EQ(Segment::AttachResident(name_, other_digest).status().code(), Status::Code::kNotFound);
   // A manifest of other tensors does not fit the layout.
   Manifest fewer = MakeManifest(1999, 3);
-  EXPECT_EQ((*other)->ReadLayout(fewer).status().code(), Status::Code::kCorruption);
+  EXPECT_EQ((*other)->ReadLayout(TensorTable::FromManifest(fewer).value()).status().code(),
+            Status::Code::kCorruption);
 }
 
 TEST_F(SegmentLayout, DamagedLayoutBytesAreCorruptionNotALayout) {
-  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, tables_bytes_, store_id_,
+                                 Segment::Options{});
   ASSERT_TRUE(creator.ok()) << creator.status().ToString();
   const SegmentHeader* h = (*creator)->header();
   int fd = ::shm_open(name_.c_str(), O_RDWR, 0);
@@ -188,16 +251,17 @@ TEST_F(SegmentLayout, DamagedLayoutBytesAreCorruptionNotALayout) {
     ASSERT_EQ(::pread(fd, &b, 1, off_t(at)), 1);
     flipped = uint8_t(b ^ (1u << (rng() % 8)));
     ASSERT_EQ(::pwrite(fd, &flipped, 1, off_t(at)), 1);
-    auto l = (*creator)->ReadLayout(m_);
+    auto l = (*creator)->ReadLayout(tables_);
     EXPECT_EQ(l.status().code(), Status::Code::kCorruption) << "byte " << at - h->layout_off;
     ASSERT_EQ(::pwrite(fd, &b, 1, off_t(at)), 1);
   }
-  EXPECT_TRUE((*creator)->ReadLayout(m_).ok());
+  EXPECT_TRUE((*creator)->ReadLayout(tables_).ok());
   ::close(fd);
 }
 
 TEST_F(SegmentLayout, AHeaderOutOfShapeIsRefusedBeforeAnythingIsMapped) {
-  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, tables_bytes_, store_id_,
+                                 Segment::Options{});
   ASSERT_TRUE(creator.ok()) << creator.status().ToString();
   ASSERT_TRUE(Segment::AttachResident(name_, digest_).ok());
   int fd = ::shm_open(name_.c_str(), O_RDWR, 0);
@@ -220,7 +284,8 @@ TEST_F(SegmentLayout, AHeaderOutOfShapeIsRefusedBeforeAnythingIsMapped) {
 }
 
 TEST_F(SegmentLayout, ALayoutOutOfRangeIsRefusedEvenWithItsFingerprint) {
-  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, tables_bytes_, store_id_,
+                                 Segment::Options{});
   ASSERT_TRUE(creator.ok()) << creator.status().ToString();
   const SegmentHeader* h = (*creator)->header();
   const uint64_t layout_off = h->layout_off;
@@ -252,10 +317,10 @@ TEST_F(SegmentLayout, ALayoutOutOfRangeIsRefusedEvenWithItsFingerprint) {
     Layout l = layout_;
     damage(&l);
     put(l);
-    EXPECT_EQ((*creator)->ReadLayout(m_).status().code(), Status::Code::kCorruption) << what;
+    EXPECT_EQ((*creator)->ReadLayout(tables_).status().code(), Status::Code::kCorruption) << what;
   }
   put(layout_);
-  EXPECT_TRUE((*creator)->ReadLayout(m_).ok());
+  EXPECT_TRUE((*creator)->ReadLayout(tables_).ok());
   ::close(fd);
 }
 
@@ -265,9 +330,11 @@ TEST_F(SegmentLayout, ALayoutOutOfRangeIsRefusedEvenWithItsFingerprint) {
 class SegmentSharing : public SegmentLayout {
  protected:
   void AttachTwo() {
-    auto a = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+    auto a = Segment::Attach(name_, layout_, digest_, bytes_, tables_bytes_, store_id_,
+                             Segment::Options{});
     ASSERT_TRUE(a.ok()) << a.status().ToString();
-    auto b = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+    auto b = Segment::Attach(name_, layout_, digest_, bytes_, tables_bytes_, store_id_,
+                             Segment::Options{});
     ASSERT_TRUE(b.ok()) << b.status().ToString();
     a_ = std::move(a).value();
     b_ = std::move(b).value();
@@ -472,14 +539,16 @@ TEST_F(SegmentLayout, ACreationThatFailsLeavesNoObjectBehind) {
   struct rlimit small = {4096, old.rlim_max};
   auto old_handler = ::signal(SIGXFSZ, SIG_IGN);
   ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
-  auto s = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+  auto s = Segment::Attach(name_, layout_, digest_, bytes_, tables_bytes_, store_id_,
+                           Segment::Options{});
   ::setrlimit(RLIMIT_FSIZE, &old);
   ::signal(SIGXFSZ, old_handler);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.status().message().find(name_), std::string::npos) << s.status().ToString();
   EXPECT_FALSE(std::filesystem::exists("/dev/shm" + name_));
   // The name is free for the next try.
-  auto again = Segment::Attach(name_, layout_, digest_, bytes_, store_id_, Segment::Options{});
+  auto again = Segment::Attach(name_, layout_, digest_, bytes_, tables_bytes_, store_id_,
+                               Segment::Options{});
   EXPECT_TRUE(again.ok()) << again.status().ToString();
 }
 
@@ -695,7 +764,7 @@ TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
     auto p = (*model)->Acquire(t);
     ASSERT_TRUE(p.ok());
     const std::string& want = ts[t].second;
-    ASSERT_EQ((*model)->manifest().tensors[t].name, ts[t].first);
+    ASSERT_EQ((*model)->tables().name(t), ts[t].first);
     ASSERT_EQ(std::memcmp(*p, want.data(), want.size()), 0) << ts[t].first;
     ASSERT_TRUE((*model)->Release(t).ok());
   }
@@ -742,7 +811,7 @@ TEST(BulkPrefetch, APagerClosedWithPrefetchesQueuedFinishesThemFirst) {
   for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
   (*model)->Prefetch(all);  // the plan and its batches are queued
   pager->reset();           // runs them all before the loaders stop
-  EXPECT_EQ((*model)->Stats().bytes_decoded, (*model)->manifest().TotalBytes());
+  EXPECT_EQ((*model)->Stats().bytes_decoded, (*model)->tables().total_bytes());
   model->reset();
   (void)RemoveSegment(seg);
 }

@@ -88,13 +88,13 @@ Result<WarmOutput> RunWarm(const Context& c, const WarmArgs& a) {
   out.model = a.ref;
   std::vector<uint32_t> ts;
   for (uint32_t i = 0; i < model.tensor_count(); i++) {
-    const std::string& name = model.manifest().tensors[i].name;
+    std::string_view name = model.tables().name(i);
     bool match = a.prefixes.empty();
     for (const auto& pre : a.prefixes)
-      if (name.compare(0, pre.size(), pre) == 0) match = true;
+      if (name.substr(0, pre.size()) == pre) match = true;
     if (match) {
       ts.push_back(i);
-      out.bytes += model.manifest().tensors[i].size;
+      out.bytes += model.tables().size(i);
     }
   }
   if (ts.empty()) return Status::NotFound("no tensor of " + a.ref + " matches the prefixes");

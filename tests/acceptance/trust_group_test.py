@@ -97,10 +97,12 @@ class Rounds:
         return self.p.wait(timeout=120), err
 
 
+# SegmentHeader (pager/segment.h): manifest_off and manifest_len at byte 88,
+# data_off and data_bytes at byte 200.
 XOR_DATA = (
     "import os, struct, sys\n"
     "fd = os.open(sys.argv[1], os.O_RDWR)\n"
-    "data_off, data_bytes = struct.unpack_from('<QQ', os.pread(fd, 208, 0), 184)\n"
+    "data_off, data_bytes = struct.unpack_from('<QQ', os.pread(fd, 224, 0), 200)\n"
     "buf = bytearray(os.pread(fd, data_bytes, data_off))\n"
     "for i in range(0, len(buf), 256): buf[i] ^= 0x5a\n"
     "os.pwrite(fd, bytes(buf), data_off)\n")
@@ -111,9 +113,9 @@ XOR_DATA = (
 FORGE_CHUNK = (
     "import json, os, struct, sys\n"
     "fd = os.open(sys.argv[1], os.O_RDWR)\n"
-    "hdr = os.pread(fd, 208, 0)\n"
+    "hdr = os.pread(fd, 224, 0)\n"
     "moff, mlen = struct.unpack_from('<QQ', hdr, 88)\n"
-    "data_off, data_bytes = struct.unpack_from('<QQ', hdr, 184)\n"
+    "data_off, data_bytes = struct.unpack_from('<QQ', hdr, 200)\n"
     "man = os.pread(fd, mlen, moff)\n"
     "cs, shift, i = 0, 0, 6\n"
     "while True:\n"
@@ -278,7 +280,7 @@ def body(work):
     poison = (
         "import os, struct, sys\n"
         "fd = os.open(sys.argv[1], os.O_RDWR)\n"
-        "data_off, data_bytes = struct.unpack_from('<QQ', os.pread(fd, 208, 0), 184)\n"
+        "data_off, data_bytes = struct.unpack_from('<QQ', os.pread(fd, 224, 0), 200)\n"
         "buf = bytearray(os.pread(fd, data_bytes, data_off))\n"
         "for i in range(0, len(buf), 256): buf[i] ^= 0x5a\n"
         "os.pwrite(fd, bytes(buf), data_off)\n")
