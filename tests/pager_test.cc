@@ -688,6 +688,7 @@ TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
   for (const auto& t : ts) total += t.second.size();
   ModelStats st = (*model)->Stats();
   EXPECT_EQ(st.file_order_prefetches, 1u);
+  EXPECT_GT(st.frames_mapped, 0u) << "frames decoded straight from the blob files";
   EXPECT_EQ(st.bytes_decoded, total) << "every byte decoded once";
   EXPECT_GT(st.bytes_decoded - decoded_before, total / 2);
   uint64_t hits_before = st.hits;
@@ -700,6 +701,62 @@ TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
     ASSERT_TRUE((*model)->Release(t).ok());
   }
   EXPECT_EQ((*model)->Stats().hits - hits_before, (*model)->tensor_count()) << "all resident";
+  (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
+}
+
+TEST(BulkPrefetch, ADamagedFrameInABlobFileIsReportedWithItsTensorAndTheRestLoads) {
+  TempStore dir;
+  std::string src = dir.path() + "/m.safetensors";
+  auto ts = WriteModel(src, 20, 2000000, 2);
+  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+  // One byte flipped in the middle of tensor 6's first frame (layers.3.w), in its blob file.
+  ChunkKey damaged;
+  {
+    auto r = StoreReader::Open(dir.path() + "/s");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    const StoreView& view = (*r)->view();
+    auto digest = view.Resolve("m:1");
+    ASSERT_TRUE(digest.ok());
+    auto m = view.LoadManifest(*digest);
+    ASSERT_TRUE(m.ok());
+    damaged = (*m)->chunks[(*m)->tensors[6].first_chunk];
+    StoreView::ChunkPlace place;
+    ASSERT_TRUE(view.LocateChunks(&damaged, 1, &place).ok());
+    auto paths = view.BlobFilePaths();
+    ASSERT_TRUE(paths.count(place.file)) << "a big frame sits in a blob file";
+    int fd = ::open(paths[place.file].c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    uint8_t b;
+    off_t at = off_t(place.offset + place.size / 2);
+    ASSERT_EQ(::pread(fd, &b, 1, at), 1);
+    b ^= 0x10;
+    ASSERT_EQ(::pwrite(fd, &b, 1, at), 1);
+    ::close(fd);
+  }
+  auto pager = Pager::Open(dir.path() + "/s", PagerOptions{});
+  ASSERT_TRUE(pager.ok()) << pager.status().ToString();
+  auto model = (*pager)->OpenModel("m:1");
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  std::vector<uint32_t> all((*model)->tensor_count());
+  for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
+  (*model)->Prefetch(all);
+  Status st = (*model)->WaitPrefetch();
+  ASSERT_TRUE(st.IsCorruption()) << st.ToString();
+  EXPECT_NE(st.message().find("tensor " + ts[6].first + " chunk 0"), std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find(damaged.Hex()), std::string::npos) << st.message();
+  EXPECT_EQ((*model)->Stats().file_order_prefetches, 1u);
+  EXPECT_GT((*model)->Stats().frames_mapped, 0u);
+  for (uint32_t t = 0; t < (*model)->tensor_count(); t++) {
+    auto p = (*model)->Acquire(t);
+    if (t == 6) {
+      EXPECT_TRUE(p.status().IsCorruption()) << p.status().ToString();
+      continue;
+    }
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    ASSERT_EQ(std::memcmp(*p, ts[t].second.data(), ts[t].second.size()), 0) << ts[t].first;
+    ASSERT_TRUE((*model)->Release(t).ok());
+  }
   (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
 }
 
