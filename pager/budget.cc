@@ -3,52 +3,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <atomic>
-#include <system_error>
-#include <thread>
 
 #include "pager/budget_lock.h"
 #include "pager/pager.h"
 #include "pager/shm_object.h"
 
 namespace pstore {
-
-namespace {
-
-// Reserves these units of seg, on two threads when there are many. The
-// kernel zeroes each new huge page as it collapses it, most of the work of
-// a reservation; a bulk load's first batch reserves most of a model's units
-// while the other loaders wait for the budget lock, so one core would zero
-// them all while the other waits. Both threads work under the caller's hold
-// of the budget lock. On an error, the units reserved stay reserved (marked,
-// so eviction frees them), as one by one.
-Status ReserveUnits(Segment* seg, const std::vector<uint32_t>& units) {
-  constexpr size_t kTwoThreadsFrom = 8;  // 16 MiB of huge pages
-  std::atomic<size_t> next{0};
-  auto work = [&](Status* st) {
-    for (size_t i; (i = next.fetch_add(1)) < units.size();) {
-      *st = seg->ReserveUnit(units[i]);
-      if (!st->ok()) {
-        next.store(units.size());
-        return;
-      }
-    }
-  };
-  Status helper_status, mine;
-  std::thread helper;
-  if (units.size() >= kTwoThreadsFrom) {
-    try {
-      helper = std::thread(work, &helper_status);
-    } catch (const std::system_error&) {
-      // No thread to be had: this one reserves them all.
-    }
-  }
-  work(&mine);
-  if (helper.joinable()) helper.join();
-  return mine.ok() ? helper_status : mine;
-}
-
-}  // namespace
 
 Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
   if (slots.empty()) return Status::OK();
@@ -79,7 +39,7 @@ Status Pager::ReserveSlots(Segment* seg, const std::vector<uint32_t>& slots) {
   }
   if (bytes == 0) return Status::OK();
   EvictToBudgetLocked(bytes);
-  PSTORE_RETURN_IF_ERROR(ReserveUnits(seg, units));
+  for (uint32_t u : units) PSTORE_RETURN_IF_ERROR(seg->ReserveUnit(u));
   // Ranges in gappy units, adjacent ones (in one unit) in one call.
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 0; i < ranges.size();) {

@@ -2,7 +2,7 @@
 """A full /dev/shm during a bulk load: `pstore warm` of a 48 MB model of 400
 tensors in a mount namespace whose /dev/shm is a 24 MB tmpfs. A bulk load's
 first batch, in file order, reserves most of the model's 2 MiB memory units
-at once (on two threads: pager/budget.cc), and they cannot all fit: warm
+at once, and they cannot all fit: warm
 exits 7 (no space) with a message naming /dev/shm, and the store is
 untouched: outside that namespace the same model then warms and exports
 byte-identical. The test needs root and unshare(1) (util-linux); without
