@@ -597,6 +597,25 @@ Status ImportModel(const std::string& src, const std::string& root) {
   return w->Import(src, {"m", "1"}, ImportOptions{}).status();
 }
 
+// A 40 MB model of 20 big and 20 small tensors (above the bulk threshold, so
+// a prefetch of all of it goes in file order), written from seed and imported
+// as m:1 into dir/s; its tensors.
+std::vector<std::pair<std::string, std::string>> ImportBulkModel(const TempStore& dir,
+                                                                 uint32_t seed) {
+  std::string src = dir.path() + "/m.safetensors";
+  auto ts = WriteModel(src, 20, 2000000, seed);
+  Status st = ImportModel(src, dir.path() + "/s");
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return ts;
+}
+
+// Prefetches every tensor of m (without waiting).
+void PrefetchAll(Model& m) {
+  std::vector<uint32_t> all(m.tensor_count());
+  for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
+  m.Prefetch(all);
+}
+
 TEST(LocateChunks, PlacesEveryChunkWhereItsFrameIs) {
   TempStore dir;
   std::string src = dir.path() + "/m.safetensors";
@@ -657,10 +676,7 @@ TEST(LocateChunks, PlacesEveryChunkWhereItsFrameIs) {
 
 TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
   TempStore dir;
-  std::string src = dir.path() + "/m.safetensors";
-  // 40 MB: above the bulk threshold, so the prefetch goes in file order.
-  auto ts = WriteModel(src, 20, 2000000, 2);
-  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+  auto ts = ImportBulkModel(dir, 2);
   auto pager = Pager::Open(dir.path() + "/s", PagerOptions{});
   ASSERT_TRUE(pager.ok()) << pager.status().ToString();
   auto model = (*pager)->OpenModel("m:1");
@@ -680,9 +696,7 @@ TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
     ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
     ::close(fd);
   }
-  std::vector<uint32_t> all((*model)->tensor_count());
-  for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
-  (*model)->Prefetch(all);
+  PrefetchAll(**model);
   ASSERT_TRUE((*model)->WaitPrefetch().ok());
   uint64_t total = 0;
   for (const auto& t : ts) total += t.second.size();
@@ -706,9 +720,7 @@ TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
 
 TEST(BulkPrefetch, ADamagedFrameInABlobFileIsReportedWithItsTensorAndTheRestLoads) {
   TempStore dir;
-  std::string src = dir.path() + "/m.safetensors";
-  auto ts = WriteModel(src, 20, 2000000, 2);
-  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+  auto ts = ImportBulkModel(dir, 2);
   // One byte flipped in the middle of tensor 6's first frame (layers.3.w), in its blob file.
   ChunkKey damaged;
   {
@@ -737,9 +749,7 @@ TEST(BulkPrefetch, ADamagedFrameInABlobFileIsReportedWithItsTensorAndTheRestLoad
   ASSERT_TRUE(pager.ok()) << pager.status().ToString();
   auto model = (*pager)->OpenModel("m:1");
   ASSERT_TRUE(model.ok()) << model.status().ToString();
-  std::vector<uint32_t> all((*model)->tensor_count());
-  for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
-  (*model)->Prefetch(all);
+  PrefetchAll(**model);
   Status st = (*model)->WaitPrefetch();
   ASSERT_TRUE(st.IsCorruption()) << st.ToString();
   EXPECT_NE(st.message().find("tensor " + ts[6].first + " chunk 0"), std::string::npos)
@@ -762,18 +772,14 @@ TEST(BulkPrefetch, ADamagedFrameInABlobFileIsReportedWithItsTensorAndTheRestLoad
 
 TEST(BulkPrefetch, UnderATightBudgetLoadsInTensorOrder) {
   TempStore dir;
-  std::string src = dir.path() + "/m.safetensors";
-  auto ts = WriteModel(src, 20, 2000000, 4);
-  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+  auto ts = ImportBulkModel(dir, 4);
   PagerOptions po;
   po.budget_bytes = 64ull << 20;  // holds the 40 MB model, but not twice
   auto pager = Pager::Open(dir.path() + "/s", po);
   ASSERT_TRUE(pager.ok()) << pager.status().ToString();
   auto model = (*pager)->OpenModel("m:1");
   ASSERT_TRUE(model.ok()) << model.status().ToString();
-  std::vector<uint32_t> all((*model)->tensor_count());
-  for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
-  (*model)->Prefetch(all);
+  PrefetchAll(**model);
   ASSERT_TRUE((*model)->WaitPrefetch().ok());
   EXPECT_EQ((*model)->Stats().file_order_prefetches, 0u);
   for (uint32_t t = 0; t < (*model)->tensor_count(); t++) {
@@ -787,9 +793,7 @@ TEST(BulkPrefetch, UnderATightBudgetLoadsInTensorOrder) {
 
 TEST(BulkPrefetch, APagerClosedWithPrefetchesQueuedFinishesThemFirst) {
   TempStore dir;
-  std::string src = dir.path() + "/m.safetensors";
-  WriteModel(src, 20, 2000000, 3);
-  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+  ImportBulkModel(dir, 3);
   auto pager = Pager::Open(dir.path() + "/s", PagerOptions{});
   ASSERT_TRUE(pager.ok()) << pager.status().ToString();
   auto model = (*pager)->OpenModel("m:1");
