@@ -161,6 +161,7 @@ ModelStats Model::Stats() const {
   s.bytes_decoded = bytes_decoded_.load();
   s.load_ns = load_ns_.load();
   s.file_order_prefetches = file_order_prefetches_.load();
+  s.frames_mapped = frames_mapped_.load();
   s.resident_bytes = seg_->ResidentBytes();
   const SegmentHeader* h = seg_->header();
   s.segment_loads = h->loads.load();

@@ -27,6 +27,8 @@
 
 namespace pstore {
 
+class PlacedFrames;
+
 struct ModelStats {
   uint64_t acquires = 0;
   uint64_t hits = 0;                   // acquires whose slots were all resident
@@ -36,6 +38,7 @@ struct ModelStats {
   uint64_t bytes_decoded = 0;          // raw bytes decoded by this process
   uint64_t load_ns = 0;                // time this process spent loading slots
   uint64_t file_order_prefetches = 0;  // bulk prefetches read in file order
+  uint64_t frames_mapped = 0;          // frames decoded from the store's mapped files
   uint64_t resident_bytes = 0;         // the segment's memory now (all processes)
   uint64_t pinned_bytes = 0;           // bytes of tensors this process pins now
   uint64_t segment_loads = 0;          // slot loads into the segment by every process
@@ -97,12 +100,15 @@ class Model : public std::enable_shared_from_this<Model> {
   // reading their chunks in batches; a slot that fails is given up, the
   // others are published (and on an exception, what is left is given up).
   // Returns the first error. REQUIRES: their memory reserved.
-  Status FillSlots(SlotClaims* claims, size_t from, size_t to);
+  // Frames in `placed` are decoded from there (placed_frames.h).
+  Status FillSlots(SlotClaims* claims, size_t from, size_t to,
+                   const PlacedFrames* placed = nullptr);
   // Prefetches: batches of tensors (or of slots) for the loader threads.
   static constexpr uint64_t kPrefetchBatchBytes = 4ull << 20;
   static constexpr uint64_t kBulkBytes = 32ull << 20;  // a bulk load from here
   void SubmitPrefetch(std::vector<uint32_t> items, bool slots,
-                      std::shared_ptr<Warmer> warmer = nullptr);
+                      std::shared_ptr<Warmer> warmer = nullptr,
+                      std::shared_ptr<const PlacedFrames> placed = nullptr);
   // Runs work on a loader thread as part of the prefetches WaitPrefetch waits
   // for; its error (or an exception, as a status) is theirs.
   void RunInBackground(std::function<Status()> work);
@@ -141,7 +147,7 @@ class Model : public std::enable_shared_from_this<Model> {
   std::mutex check_mu_[kCheckStripes];
 
   std::atomic<uint64_t> acquires_{0}, hits_{0}, misses_{0}, slots_loaded_{0}, bytes_read_{0},
-      bytes_decoded_{0}, load_ns_{0}, file_order_prefetches_{0};
+      bytes_decoded_{0}, load_ns_{0}, file_order_prefetches_{0}, frames_mapped_{0};
   std::mutex prefetch_mu_;
   std::condition_variable prefetch_cv_;
   uint64_t prefetch_pending_ = 0;

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "pager/model.h"
+#include "pager/placed_frames.h"
 
 namespace pstore {
 
@@ -38,7 +39,7 @@ Status Model::ClaimSlots(const std::vector<uint32_t>& slots, std::vector<uint32_
   return host_->ReserveSlots(seg_.get(), claims->slots());
 }
 
-Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
+Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to, const PlacedFrames* placed) {
   // Whatever happens, every slot ends published or given up: what is still
   // claimed when this returns or throws is given up here.
   SlotClaims::Scope give_up_rest(claims, from, to);
@@ -50,11 +51,18 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
   // Slots go in groups: one batch read per group (a local store then reads
   // each table block once for all the group's small chunks), and each slot is
   // published as soon as its group is decoded. A group holds up to 512 chunks
-  // or 1 MiB of them (so frames are still in cache when decoded).
+  // or 1 MiB of them (so frames are still in cache when decoded). Frames the
+  // plan placed in a mapped file are decoded from there (placed_frames.h);
+  // the others, and placed ones that cannot be read there, are read from the
+  // source in the group's batch.
   constexpr size_t kGroupPieces = 512;
   constexpr uint64_t kGroupBytes = 1ull << 20;
+  constexpr size_t kMapped = SIZE_MAX;
   std::vector<ChunkKey> keys;
-  FrameBatch frames;
+  std::vector<std::string_view> mapped;  // by slot of the group
+  std::vector<bool> mapped_ok;
+  std::vector<size_t> index;  // by piece of the group: into keys, or kMapped
+  FrameBatch frames, retry;
   for (size_t i = 0; i < n;) {
     uint64_t t0 = NowNs();
     size_t end = i, npieces = 0;
@@ -66,14 +74,25 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
       nbytes += layout_.slots[slot(end)].bytes;
       end++;
     }
+    mapped.assign(end - i, std::string_view());
+    if (placed) {
+      for (size_t k = i; k < end; k++) mapped[k - i] = placed->Frame(slot(k));
+      PlacedFrames::Populate(&mapped, &mapped_ok);
+      for (size_t k = 0; k < mapped.size(); k++)
+        if (!mapped_ok[k]) mapped[k] = std::string_view();
+    }
     keys.clear();
+    index.clear();
     for (size_t k = i; k < end; k++) {
       const Slot& sl = layout_.slots[slot(k)];
-      for (uint32_t p = 0; p < sl.npieces; p++)
-        keys.push_back(tables_.chunk(layout_.pieces[sl.first_piece + p].chunk));
+      for (uint32_t p = 0; p < sl.npieces; p++) {
+        index.push_back(mapped[k - i].empty() ? keys.size() : kMapped);
+        if (mapped[k - i].empty())
+          keys.push_back(tables_.chunk(layout_.pieces[sl.first_piece + p].chunk));
+      }
     }
-    // A source that cannot answer fails every slot of the group.
-    Status batch_error = source_->ReadFrames(keys, &frames);
+    // A source that cannot answer fails every slot of the group it reads.
+    Status batch_error = keys.empty() ? Status::OK() : source_->ReadFrames(keys, &frames);
     size_t at = 0;
     for (size_t k = i; k < end; k++) {
       uint32_t s = slot(k);
@@ -86,10 +105,26 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
         if (!st.ok()) continue;
         const ChunkUse use{label_, tables_.name(pc.tensor),
                            pc.chunk - tables_.first_chunk(pc.tensor)};
-        st = batch_error.ok() ? DecodeChunk(frames, at, keys[at], *source_, use, decoder.get(),
-                                            std::span<uint8_t>(dst + pc.offset, pc.len))
-                              : ChunkUseError(batch_error, use, keys[at]);
-        if (st.ok()) read += frames.frame(at).size();
+        const ChunkKey& key = tables_.chunk(pc.chunk);
+        std::span<uint8_t> out(dst + pc.offset, pc.len);
+        if (index[at] == kMapped) {
+          std::string_view frame = mapped[k - i];
+          st = decoder->Decode(frame, key, out);
+          if (st.ok()) {
+            read += frame.size();
+            frames_mapped_.fetch_add(1, std::memory_order_relaxed);
+          } else {
+            // Not the frame the plan said, or damaged there: what the
+            // source reads (and says about it) is what counts.
+            st = ReadChunk(*source_, key, use, decoder.get(), &retry, out);
+            if (st.ok()) read += retry.frame(0).size();
+          }
+        } else {
+          size_t f = index[at];
+          st = batch_error.ok() ? DecodeChunk(frames, f, key, *source_, use, decoder.get(), out)
+                                : ChunkUseError(batch_error, use, key);
+          if (st.ok()) read += frames.frame(f).size();
+        }
         decoded += pc.len;
       }
       if (!st.ok()) {

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "pager/model.h"
+#include "pager/placed_frames.h"
 
 namespace pstore {
 
@@ -27,10 +28,10 @@ void Model::RunInBackground(std::function<Status()> work) {
   }
 }
 
-void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots,
-                           std::shared_ptr<Warmer> warmer) {
+void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots, std::shared_ptr<Warmer> warmer,
+                           std::shared_ptr<const PlacedFrames> placed) {
   // The task holds the model (self): a prefetch outlives the caller's handle.
-  RunInBackground([self = shared_from_this(), items = std::move(items), slots, warmer] {
+  RunInBackground([self = shared_from_this(), items = std::move(items), slots, warmer, placed] {
     struct Busy {
       Warmer* w;
       explicit Busy(Warmer* w) : w(w) {
@@ -44,7 +45,7 @@ void Model::SubmitPrefetch(std::vector<uint32_t> items, bool slots,
     SlotClaims mine(self->seg_.get());
     Status st = slots ? self->ClaimSlots(items, nullptr, &mine)
                       : self->ClaimAndReserve(items.data(), items.size(), nullptr, &mine);
-    return st.ok() ? self->FillSlots(&mine, 0, mine.size()) : st;
+    return st.ok() ? self->FillSlots(&mine, 0, mine.size(), placed.get()) : st;
   });
 }
 
@@ -80,6 +81,12 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
     file_index[f] = uint32_t(warmer->fds.size());
     warmer->fds.push_back(std::move(fd));
   }
+  // The loaders decode the frames of one-chunk slots straight from the
+  // files, where the plan placed them.
+  std::vector<bool> single(layout_.slots.size());
+  for (uint32_t s : slots) single[s] = layout_.slots[s].npieces == 1;
+  auto placed = std::make_shared<const PlacedFrames>(plan, slots, single, layout_.slots.size());
+  if (placed->empty()) placed.reset();
   // Batches of about 4 MiB of slots, in file order, and the ranges of the
   // blob files each reads (frames less than 256 KiB apart share one).
   constexpr uint64_t kGap = 256 << 10;
@@ -115,7 +122,7 @@ bool Model::PrefetchInFileOrder(const std::vector<uint32_t>& tensors) {
     }).detach();
   } catch (...) {
   }
-  for (auto& b : batches) SubmitPrefetch(std::move(b), /*slots=*/true, warmer);
+  for (auto& b : batches) SubmitPrefetch(std::move(b), /*slots=*/true, warmer, placed);
   file_order_prefetches_.fetch_add(1, std::memory_order_relaxed);
   return true;
 }

@@ -666,6 +666,25 @@ Status ImportModel(const std::string& src, const std::string& root) {
   return w->Import(src, {"m", "1"}, ImportOptions{}).status();
 }
 
+// A 40 MB model of 20 big and 20 small tensors (above the bulk threshold, so
+// a prefetch of all of it goes in file order), written from seed and imported
+// as m:1 into dir/s; its tensors.
+std::vector<std::pair<std::string, std::string>> ImportBulkModel(const TempStore& dir,
+                                                                 uint32_t seed) {
+  std::string src = dir.path() + "/m.safetensors";
+  auto ts = WriteModel(src, 20, 2000000, seed);
+  Status st = ImportModel(src, dir.path() + "/s");
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return ts;
+}
+
+// Prefetches every tensor of m (without waiting).
+void PrefetchAll(Model& m) {
+  std::vector<uint32_t> all(m.tensor_count());
+  for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
+  m.Prefetch(all);
+}
+
 TEST(LocateChunks, PlacesEveryChunkWhereItsFrameIs) {
   TempStore dir;
   std::string src = dir.path() + "/m.safetensors";
@@ -726,10 +745,7 @@ TEST(LocateChunks, PlacesEveryChunkWhereItsFrameIs) {
 
 TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
   TempStore dir;
-  std::string src = dir.path() + "/m.safetensors";
-  // 40 MB: above the bulk threshold, so the prefetch goes in file order.
-  auto ts = WriteModel(src, 20, 2000000, 2);
-  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+  auto ts = ImportBulkModel(dir, 2);
   auto pager = Pager::Open(dir.path() + "/s", PagerOptions{});
   ASSERT_TRUE(pager.ok()) << pager.status().ToString();
   auto model = (*pager)->OpenModel("m:1");
@@ -749,14 +765,13 @@ TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
     ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
     ::close(fd);
   }
-  std::vector<uint32_t> all((*model)->tensor_count());
-  for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
-  (*model)->Prefetch(all);
+  PrefetchAll(**model);
   ASSERT_TRUE((*model)->WaitPrefetch().ok());
   uint64_t total = 0;
   for (const auto& t : ts) total += t.second.size();
   ModelStats st = (*model)->Stats();
   EXPECT_EQ(st.file_order_prefetches, 1u);
+  EXPECT_GT(st.frames_mapped, 0u) << "frames decoded straight from the blob files";
   EXPECT_EQ(st.bytes_decoded, total) << "every byte decoded once";
   EXPECT_GT(st.bytes_decoded - decoded_before, total / 2);
   uint64_t hits_before = st.hits;
@@ -772,20 +787,68 @@ TEST(BulkPrefetch, LoadsEveryTensorInFileOrderFromAColdCache) {
   (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
 }
 
+TEST(BulkPrefetch, ADamagedFrameInABlobFileIsReportedWithItsTensorAndTheRestLoads) {
+  TempStore dir;
+  auto ts = ImportBulkModel(dir, 2);
+  // One byte flipped in the middle of tensor 6's first frame (layers.3.w), in its blob file.
+  ChunkKey damaged;
+  {
+    auto r = StoreReader::Open(dir.path() + "/s");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    const StoreView& view = (*r)->view();
+    auto digest = view.Resolve("m:1");
+    ASSERT_TRUE(digest.ok());
+    auto m = view.LoadManifest(*digest);
+    ASSERT_TRUE(m.ok());
+    damaged = (*m)->chunks[(*m)->tensors[6].first_chunk];
+    StoreView::ChunkPlace place;
+    ASSERT_TRUE(view.LocateChunks(&damaged, 1, &place).ok());
+    auto paths = view.BlobFilePaths();
+    ASSERT_TRUE(paths.count(place.file)) << "a big frame sits in a blob file";
+    int fd = ::open(paths[place.file].c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    uint8_t b;
+    off_t at = off_t(place.offset + place.size / 2);
+    ASSERT_EQ(::pread(fd, &b, 1, at), 1);
+    b ^= 0x10;
+    ASSERT_EQ(::pwrite(fd, &b, 1, at), 1);
+    ::close(fd);
+  }
+  auto pager = Pager::Open(dir.path() + "/s", PagerOptions{});
+  ASSERT_TRUE(pager.ok()) << pager.status().ToString();
+  auto model = (*pager)->OpenModel("m:1");
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  PrefetchAll(**model);
+  Status st = (*model)->WaitPrefetch();
+  ASSERT_TRUE(st.IsCorruption()) << st.ToString();
+  EXPECT_NE(st.message().find("tensor " + ts[6].first + " chunk 0"), std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find(damaged.Hex()), std::string::npos) << st.message();
+  EXPECT_EQ((*model)->Stats().file_order_prefetches, 1u);
+  EXPECT_GT((*model)->Stats().frames_mapped, 0u);
+  for (uint32_t t = 0; t < (*model)->tensor_count(); t++) {
+    auto p = (*model)->Acquire(t);
+    if (t == 6) {
+      EXPECT_TRUE(p.status().IsCorruption()) << p.status().ToString();
+      continue;
+    }
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    ASSERT_EQ(std::memcmp(*p, ts[t].second.data(), ts[t].second.size()), 0) << ts[t].first;
+    ASSERT_TRUE((*model)->Release(t).ok());
+  }
+  (void)RemoveSegment(Segment::NameFor((*pager)->store_id(), (*model)->digest()));
+}
+
 TEST(BulkPrefetch, UnderATightBudgetLoadsInTensorOrder) {
   TempStore dir;
-  std::string src = dir.path() + "/m.safetensors";
-  auto ts = WriteModel(src, 20, 2000000, 4);
-  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+  auto ts = ImportBulkModel(dir, 4);
   PagerOptions po;
   po.budget_bytes = 64ull << 20;  // holds the 40 MB model, but not twice
   auto pager = Pager::Open(dir.path() + "/s", po);
   ASSERT_TRUE(pager.ok()) << pager.status().ToString();
   auto model = (*pager)->OpenModel("m:1");
   ASSERT_TRUE(model.ok()) << model.status().ToString();
-  std::vector<uint32_t> all((*model)->tensor_count());
-  for (uint32_t i = 0; i < all.size(); i++) all[i] = i;
-  (*model)->Prefetch(all);
+  PrefetchAll(**model);
   ASSERT_TRUE((*model)->WaitPrefetch().ok());
   EXPECT_EQ((*model)->Stats().file_order_prefetches, 0u);
   for (uint32_t t = 0; t < (*model)->tensor_count(); t++) {
@@ -799,9 +862,7 @@ TEST(BulkPrefetch, UnderATightBudgetLoadsInTensorOrder) {
 
 TEST(BulkPrefetch, APagerClosedWithPrefetchesQueuedFinishesThemFirst) {
   TempStore dir;
-  std::string src = dir.path() + "/m.safetensors";
-  WriteModel(src, 20, 2000000, 3);
-  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+  ImportBulkModel(dir, 3);
   auto pager = Pager::Open(dir.path() + "/s", PagerOptions{});
   ASSERT_TRUE(pager.ok()) << pager.status().ToString();
   auto model = (*pager)->OpenModel("m:1");
