@@ -143,10 +143,11 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   for (uint64_t j = 0; j < manifest_->ChunkCount(mt); j++) {
     const ChunkKey& key = manifest_->chunks[mt.first_chunk + j];
     const uint64_t len = manifest_->ChunkBytes(mt, j);
-    PSTORE_RETURN_IF_ERROR(ReadChunk(*source_, key, ChunkUse{label_, mt.name, j}, decoder.get(),
-                                     &frame,
-                                     std::span<uint8_t>(out + j * manifest_->chunk_size, len)));
-    bytes_read_.fetch_add(frame.frame(0).size(), std::memory_order_relaxed);
+    uint64_t frame_bytes = 0;
+    PSTORE_RETURN_IF_ERROR(
+        ReadChunk(*source_, key, ChunkUse{label_, mt.name, j}, decoder.get(), &frame,
+                  std::span<uint8_t>(out + j * manifest_->chunk_size, len), &frame_bytes));
+    bytes_read_.fetch_add(frame_bytes, std::memory_order_relaxed);
     bytes_decoded_.fetch_add(len, std::memory_order_relaxed);
   }
   misses_.fetch_add(1, std::memory_order_relaxed);

@@ -54,7 +54,9 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
   constexpr size_t kGroupPieces = 512;
   constexpr uint64_t kGroupBytes = 1ull << 20;
   std::vector<ChunkKey> keys;
+  std::vector<std::span<uint8_t>> outs;
   FrameBatch frames;
+  DecodedChunks got;
   for (size_t i = 0; i < n;) {
     uint64_t t0 = NowNs();
     size_t end = i, npieces = 0;
@@ -67,18 +69,22 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
       end++;
     }
     keys.clear();
+    outs.clear();
     for (size_t k = i; k < end; k++) {
       const Slot& sl = layout_.slots[slot(k)];
-      for (uint32_t p = 0; p < sl.npieces; p++)
-        keys.push_back(manifest_->chunks[layout_.pieces[sl.first_piece + p].chunk]);
+      uint8_t* dst = seg.data_rw() + sl.offset;
+      for (uint32_t p = 0; p < sl.npieces; p++) {
+        const SlotPiece& pc = layout_.pieces[sl.first_piece + p];
+        keys.push_back(manifest_->chunks[pc.chunk]);
+        outs.emplace_back(dst + pc.offset, pc.len);
+      }
     }
-    // A source that cannot answer fails every slot of the group.
-    Status batch_error = source_->ReadFrames(keys, &frames);
+    // Each frame is decoded once, into its slot, and checked against its
+    // key there. A source that cannot answer fails every slot of the group.
+    Status batch_error = source_->ReadDecoded(keys, outs, decoder.get(), &frames, &got);
     size_t at = 0;
     for (size_t k = i; k < end; k++) {
-      uint32_t s = slot(k);
-      const Slot& sl = layout_.slots[s];
-      uint8_t* dst = seg.data_rw() + sl.offset;
+      const Slot& sl = layout_.slots[slot(k)];
       Status st;
       uint64_t read = 0, decoded = 0;
       for (uint32_t p = 0; p < sl.npieces; p++, at++) {
@@ -86,10 +92,9 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to) {
         if (!st.ok()) continue;
         const ManifestTensor& t = manifest_->tensors[pc.tensor];
         const ChunkUse use{label_, t.name, pc.chunk - t.first_chunk};
-        st = batch_error.ok() ? DecodeChunk(frames, at, keys[at], *source_, use, decoder.get(),
-                                            std::span<uint8_t>(dst + pc.offset, pc.len))
-                              : ChunkUseError(batch_error, use, keys[at]);
-        if (st.ok()) read += frames.frame(at).size();
+        st = batch_error.ok() ? got.status[at] : batch_error;
+        if (!st.ok()) st = ChunkUseError(st, use, keys[at]);
+        if (st.ok()) read += got.frame_bytes[at];
         decoded += pc.len;
       }
       if (!st.ok()) {
