@@ -1,6 +1,7 @@
 // Local store, spool, remote: see store/tiered_chunk_source.h.
 #include "store/tiered_chunk_source.h"
 
+#include <functional>
 #include <unordered_set>
 
 #include "codec/chunk_codec.h"
@@ -128,38 +129,28 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
     // so does this read (rather than wait out the same timeout again).
     PSTORE_RETURN_IF_ERROR(WaitFor(theirs));
     PSTORE_RETURN_IF_ERROR(FromSpool(keys, &rest, &out));
-    // A key this thread claimed is fetched or in the spool by now; one that
-    // is neither would be claimed again and again, so the read ends here.
-    const std::unordered_set<ChunkKey, ChunkKeyHasher> claimed(mine.begin(),
-                                                               mine.begin() + long(own));
-    for (size_t i : rest) {
-      if (claimed.count(keys[i])) {
-        return Status::Internal("lazy read of " + ChunkName(keys[i], places_.at(keys[i])) +
-                                ": neither fetched from " + remote_->Describe() +
-                                " nor found in the spool " + cache_->dir() +
-                                " (check the spool folder is writable and not full, then retry)");
-      }
-    }
+    PSTORE_RETURN_IF_ERROR(CheckClaimed(keys, mine, own, rest));
     want = std::move(rest);
   }
   return out;
 }
 
 Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
-                                    std::vector<std::optional<std::string>>* out) {
+                                    const std::function<Status(size_t, std::string_view)>& check,
+                                    const std::function<void(size_t, std::string)>& use) {
   std::vector<size_t> rest;
   for (size_t i : *want) {
     const Place& p = places_.at(keys[i]);
     if (std::optional<std::string> ahead = TakePending(keys[i])) {
-      Status st = Check(keys[i], p, *ahead);
+      Status st = check(i, *ahead);
       if (!st.ok()) return RemoteMismatch(keys[i], p, st);
       Keep(keys[i], p, *ahead);
-      (*out)[i] = std::move(*ahead);
+      use(i, std::move(*ahead));
       continue;
     }
     PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
-    if (f && f->raw_len == p.raw_len && Check(keys[i], p, f->frame).ok()) {
-      (*out)[i] = std::move(f->frame);
+    if (f && f->raw_len == p.raw_len && check(i, f->frame).ok()) {
+      use(i, std::move(f->frame));
       spool_chunks_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
@@ -170,30 +161,37 @@ Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<
   return Status::OK();
 }
 
+Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
+                                    std::vector<std::optional<std::string>>* out) {
+  return FromSpool(
+      keys, want,
+      [&](size_t i, std::string_view frame) { return Check(keys[i], places_.at(keys[i]), frame); },
+      [&](size_t i, std::string frame) { (*out)[i] = std::move(frame); });
+}
+
 Status TieredChunkSource::DecodeFromSpool(std::span<const ChunkKey> keys,
                                           std::span<const std::span<uint8_t>> outs,
                                           ChunkDecoder* decoder, std::vector<size_t>* want,
                                           DecodedChunks* result) {
-  std::vector<size_t> rest;
-  for (size_t i : *want) {
-    const Place& p = places_.at(keys[i]);
-    if (std::optional<std::string> ahead = TakePending(keys[i])) {
-      Status st = decoder->Decode(*ahead, keys[i], outs[i]);
-      if (!st.ok()) return RemoteMismatch(keys[i], p, st);
-      Keep(keys[i], p, *ahead);
-      result->frame_bytes[i] = ahead->size();
-      continue;
+  return FromSpool(
+      keys, want,
+      [&](size_t i, std::string_view frame) { return decoder->Decode(frame, keys[i], outs[i]); },
+      [&](size_t i, std::string frame) { result->frame_bytes[i] = frame.size(); });
+}
+
+Status TieredChunkSource::CheckClaimed(std::span<const ChunkKey> keys,
+                                       const std::vector<ChunkKey>& mine, size_t own,
+                                       const std::vector<size_t>& rest) const {
+  const std::unordered_set<ChunkKey, ChunkKeyHasher> claimed(mine.begin(),
+                                                             mine.begin() + long(own));
+  for (size_t i : rest) {
+    if (claimed.count(keys[i])) {
+      return Status::Internal("lazy read of " + ChunkName(keys[i], places_.at(keys[i])) +
+                              ": fetched from " + remote_->Describe() +
+                              " but neither kept nor found in the spool " + cache_->dir() +
+                              " (check the spool folder is writable and not full, then retry)");
     }
-    PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
-    if (f && f->raw_len == p.raw_len && decoder->Decode(f->frame, keys[i], outs[i]).ok()) {
-      result->frame_bytes[i] = f->frame.size();
-      spool_chunks_.fetch_add(1, std::memory_order_relaxed);
-      continue;
-    }
-    if (f) (void)cache_->RemoveFrame(keys[i]);  // damaged: fetched again
-    rest.push_back(i);
   }
-  *want = std::move(rest);
   return Status::OK();
 }
 
@@ -250,16 +248,7 @@ Status TieredChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
     }
     PSTORE_RETURN_IF_ERROR(WaitFor(theirs));
     PSTORE_RETURN_IF_ERROR(DecodeFromSpool(keys, outs, decoder, &rest, result));
-    const std::unordered_set<ChunkKey, ChunkKeyHasher> claimed(mine.begin(),
-                                                               mine.begin() + long(own));
-    for (size_t i : rest) {
-      if (claimed.count(keys[i])) {
-        return Status::Internal("lazy read of " + ChunkName(keys[i], places_.at(keys[i])) +
-                                ": fetched from " + remote_->Describe() +
-                                " but neither kept nor found in the spool " + cache_->dir() +
-                                " (check the spool folder is writable and not full, then retry)");
-      }
-    }
+    PSTORE_RETURN_IF_ERROR(CheckClaimed(keys, mine, own, rest));
     want = std::move(rest);
   }
   return Status::OK();

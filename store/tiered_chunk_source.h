@@ -35,6 +35,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -92,11 +93,17 @@ class TieredChunkSource final : public ChunkSource {
   // The frame read ahead for key and not yet asked for (unchecked), taken
   // out of pending_, or nullopt.
   std::optional<std::string> TakePending(const ChunkKey& key);
-  // Moves the entries of *want read ahead or found in the spool (and
-  // checked) to *out.
+  // Hands the entries of *want read ahead or found in the spool to use,
+  // once check (a decode against the key) has passed; the others stay in
+  // *want. A spooled frame that fails is removed (fetched again); one read
+  // ahead that fails is the remote's damage, an error.
+  Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
+                   const std::function<Status(size_t, std::string_view)>& check,
+                   const std::function<void(size_t, std::string)>& use);
+  // FromSpool for Read: checks them in scratch and moves them to *out.
   Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
                    std::vector<std::optional<std::string>>* out);
-  // The same for ReadDecoded: decodes them into outs, checking them there.
+  // FromSpool for ReadDecoded: decodes them into outs, checking them there.
   Status DecodeFromSpool(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
                          ChunkDecoder* decoder, std::vector<size_t>* want, DecodedChunks* result);
   // Splits the wanted keys into those this thread claims (*mine, with the
@@ -104,6 +111,11 @@ class TieredChunkSource final : public ChunkSource {
   // Returns how many of *mine are wanted keys (the rest is read-ahead).
   size_t ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
                      std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs);
+  // Internal error if a wanted key this thread claimed (the first `own` of
+  // mine) is still in rest: fetched, yet neither handed on nor spooled (it
+  // would be claimed again and again).
+  Status CheckClaimed(std::span<const ChunkKey> keys, const std::vector<ChunkKey>& mine, size_t own,
+                      const std::vector<size_t>& rest) const;
   // Ends this thread's fetch of keys; st is how it went.
   void Release(const std::vector<ChunkKey>& keys, const Status& st);
   // Waits until no thread fetches keys; the error of a fetch of one of them

@@ -302,16 +302,23 @@ TEST(TieredChunkSource, RecordWithoutFrameIsFetchedFromTheRemote) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+// Writes m's frames to remote, except that chunk `wrong` gets chunk
+// `other`'s frame.
+void ServeWrongFrame(const TestModel& m, size_t wrong, size_t other, ChunkSource* remote) {
+  for (size_t c = 0; c < m.frames.size(); ++c) {
+    const std::string& f = c == wrong ? m.frames[other] : m.frames[c];
+    ASSERT_TRUE(
+        remote->Write(std::vector<ChunkFrameRef>{{m.manifest->chunks[c], f, m.raws[c].size()}})
+            .ok());
+  }
+}
+
 TEST(TieredChunkSource, WrongRemoteFrameIsNamedNeverReturnedNorKept) {
   TempDir dir;
   MemoryChunkSource good, bad;
   TestModel m = MakeModel(2, 2, &good);
   // The remote serves, for tensor 1's chunk 1, another chunk's frame.
-  for (size_t c = 0; c < m.frames.size(); ++c) {
-    const std::string& f = c == 3 ? m.frames[0] : m.frames[c];
-    ASSERT_TRUE(
-        bad.Write(std::vector<ChunkFrameRef>{{m.manifest->chunks[c], f, m.raws[c].size()}}).ok());
-  }
+  ServeWrongFrame(m, 3, 0, &bad);
   LazyCache cache(dir.path(), StoreAccess{});
   TieredChunkSource tier(nullptr, &cache, &bad, m.manifest, "m:1");
   auto got = tier.Read(TensorKeys(m, 1));
@@ -398,11 +405,7 @@ TEST(TieredChunkSource, WrongFrameReadAheadIsNamedNeverDecodedIntoABufferNorKept
   TestModel m = MakeModel(1, 4, &good);
   // The remote serves, for chunk 2 (fetched ahead of a read of chunk 0),
   // chunk 1's frame.
-  for (size_t c = 0; c < m.frames.size(); ++c) {
-    const std::string& f = c == 2 ? m.frames[1] : m.frames[c];
-    ASSERT_TRUE(
-        bad.Write(std::vector<ChunkFrameRef>{{m.manifest->chunks[c], f, m.raws[c].size()}}).ok());
-  }
+  ServeWrongFrame(m, 2, 1, &bad);
   LazyCache cache(dir.path(), StoreAccess{});
   const std::vector<ChunkKey> keys = TensorKeys(m, 0);
   {
