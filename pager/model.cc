@@ -142,9 +142,11 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
   for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
     const ChunkKey& key = m.chunk(m.first_chunk(t) + j);
     const uint64_t len = m.ChunkBytes(t, j);
+    uint64_t frame_bytes = 0;
     PSTORE_RETURN_IF_ERROR(ReadChunk(*source_, key, ChunkUse{label_, m.name(t), j}, decoder.get(),
-                                     &frame, std::span<uint8_t>(out + j * m.chunk_size(), len)));
-    bytes_read_.fetch_add(frame.frame(0).size(), std::memory_order_relaxed);
+                                     &frame, std::span<uint8_t>(out + j * m.chunk_size(), len),
+                                     &frame_bytes));
+    bytes_read_.fetch_add(frame_bytes, std::memory_order_relaxed);
     bytes_decoded_.fetch_add(len, std::memory_order_relaxed);
   }
   misses_.fetch_add(1, std::memory_order_relaxed);

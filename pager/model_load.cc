@@ -62,7 +62,9 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to, const Placed
   std::vector<std::string_view> mapped;  // by slot of the group
   std::vector<bool> mapped_ok;
   std::vector<size_t> index;  // by piece of the group: into keys, or kMapped
+  std::vector<std::span<uint8_t>> outs;
   FrameBatch frames, retry;
+  DecodedChunks got;
   for (size_t i = 0; i < n;) {
     uint64_t t0 = NowNs();
     size_t end = i, npieces = 0;
@@ -83,21 +85,28 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to, const Placed
     }
     keys.clear();
     index.clear();
+    outs.clear();
     for (size_t k = i; k < end; k++) {
       const Slot& sl = layout_.slots[slot(k)];
+      uint8_t* dst = seg.data_rw() + sl.offset;
       for (uint32_t p = 0; p < sl.npieces; p++) {
+        const SlotPiece& pc = layout_.pieces[sl.first_piece + p];
         index.push_back(mapped[k - i].empty() ? keys.size() : kMapped);
-        if (mapped[k - i].empty())
-          keys.push_back(tables_.chunk(layout_.pieces[sl.first_piece + p].chunk));
+        if (mapped[k - i].empty()) {
+          keys.push_back(tables_.chunk(pc.chunk));
+          outs.emplace_back(dst + pc.offset, pc.len);
+        }
       }
     }
-    // A source that cannot answer fails every slot of the group it reads.
-    Status batch_error = keys.empty() ? Status::OK() : source_->ReadFrames(keys, &frames);
+    // Each frame the source reads is decoded once, into its slot, and checked
+    // against its key there. A source that cannot answer fails every slot of
+    // the group it reads.
+    Status batch_error = keys.empty()
+                             ? Status::OK()
+                             : source_->ReadDecoded(keys, outs, decoder.get(), &frames, &got);
     size_t at = 0;
     for (size_t k = i; k < end; k++) {
-      uint32_t s = slot(k);
-      const Slot& sl = layout_.slots[s];
-      uint8_t* dst = seg.data_rw() + sl.offset;
+      const Slot& sl = layout_.slots[slot(k)];
       Status st;
       uint64_t read = 0, decoded = 0;
       for (uint32_t p = 0; p < sl.npieces; p++, at++) {
@@ -106,9 +115,9 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to, const Placed
         const ChunkUse use{label_, tables_.name(pc.tensor),
                            pc.chunk - tables_.first_chunk(pc.tensor)};
         const ChunkKey& key = tables_.chunk(pc.chunk);
-        std::span<uint8_t> out(dst + pc.offset, pc.len);
         if (index[at] == kMapped) {
           std::string_view frame = mapped[k - i];
+          std::span<uint8_t> out(seg.data_rw() + sl.offset + pc.offset, pc.len);
           st = decoder->Decode(frame, key, out);
           if (st.ok()) {
             read += frame.size();
@@ -116,14 +125,15 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to, const Placed
           } else {
             // Not the frame the plan said, or damaged there: what the
             // source reads (and says about it) is what counts.
-            st = ReadChunk(*source_, key, use, decoder.get(), &retry, out);
-            if (st.ok()) read += retry.frame(0).size();
+            uint64_t frame_bytes = 0;
+            st = ReadChunk(*source_, key, use, decoder.get(), &retry, out, &frame_bytes);
+            if (st.ok()) read += frame_bytes;
           }
         } else {
-          size_t f = index[at];
-          st = batch_error.ok() ? DecodeChunk(frames, f, key, *source_, use, decoder.get(), out)
-                                : ChunkUseError(batch_error, use, key);
-          if (st.ok()) read += frames.frame(f).size();
+          const size_t f = index[at];
+          st = batch_error.ok() ? got.status[f] : batch_error;
+          if (!st.ok()) st = ChunkUseError(st, use, key);
+          if (st.ok()) read += got.frame_bytes[f];
         }
         decoded += pc.len;
       }

@@ -35,10 +35,16 @@ Status DecodeChunk(const FrameBatch& batch, size_t i, const ChunkKey& key,
 }
 
 Status ReadChunk(ChunkSource& source, const ChunkKey& key, const ChunkUse& use,
-                 ChunkDecoder* decoder, FrameBatch* batch, std::span<uint8_t> out) {
-  Status st = source.ReadFrames(std::span<const ChunkKey>(&key, 1), batch);
+                 ChunkDecoder* decoder, FrameBatch* batch, std::span<uint8_t> out,
+                 uint64_t* frame_bytes) {
+  DecodedChunks got;
+  Status st =
+      source.ReadDecoded(std::span<const ChunkKey>(&key, 1),
+                         std::span<const std::span<uint8_t>>(&out, 1), decoder, batch, &got);
+  if (st.ok()) st = got.status[0];
   if (!st.ok()) return ChunkUseError(st, use, key);
-  return DecodeChunk(*batch, 0, key, source, use, decoder, out);
+  if (frame_bytes != nullptr) *frame_bytes = got.frame_bytes[0];
+  return Status::OK();
 }
 
 }  // namespace pstore

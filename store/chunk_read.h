@@ -43,10 +43,12 @@ Status DecodeChunk(const FrameBatch& batch, size_t i, const ChunkKey& key,
                    const ChunkSource& source, const ChunkUse& use, ChunkDecoder* decoder,
                    std::span<uint8_t> out);
 
-// Reads one chunk from source and decodes it as DecodeChunk does. batch is
-// scratch, reused from call to call.
+// Reads one chunk from source (ChunkSource::ReadDecoded) and decodes it as
+// DecodeChunk does; *frame_bytes, if given, is the size of its frame. batch
+// is scratch, reused from call to call.
 Status ReadChunk(ChunkSource& source, const ChunkKey& key, const ChunkUse& use,
-                 ChunkDecoder* decoder, FrameBatch* batch, std::span<uint8_t> out);
+                 ChunkDecoder* decoder, FrameBatch* batch, std::span<uint8_t> out,
+                 uint64_t* frame_bytes = nullptr);
 
 // The error of a chunk that could not be read or decoded, for use: prefixed
 // by DescribeChunkUse, and for damage, what to do.

@@ -1,5 +1,7 @@
-// FrameBatch and ChunkSource's default batch read: see store/chunk_source.h.
+// FrameBatch and ChunkSource's default batch reads: see store/chunk_source.h.
 #include "store/chunk_source.h"
+
+#include "store/chunk_read.h"
 
 namespace pstore {
 
@@ -27,6 +29,19 @@ Status ChunkSource::ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch
   PSTORE_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> frames, Read(keys));
   for (size_t i = 0; i < frames.size(); i++)
     if (frames[i]) batch->SetOwned(i, std::move(*frames[i]));
+  return Status::OK();
+}
+
+Status ChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
+                                std::span<const std::span<uint8_t>> outs, ChunkDecoder* decoder,
+                                FrameBatch* batch, DecodedChunks* result) {
+  result->status.assign(keys.size(), Status::OK());
+  result->frame_bytes.assign(keys.size(), 0);
+  PSTORE_RETURN_IF_ERROR(ReadFrames(keys, batch));
+  for (size_t i = 0; i < keys.size(); i++) {
+    result->status[i] = DecodeFrame(*batch, i, keys[i], *this, decoder, outs[i]);
+    if (result->status[i].ok()) result->frame_bytes[i] = batch->frame(i).size();
+  }
   return Status::OK();
 }
 

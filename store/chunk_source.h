@@ -14,7 +14,9 @@
 //
 // Readers that load many frames (the pager, export, verify) use ReadFrames,
 // which fills a reusable FrameBatch: a local store hands out its cache's
-// pinned blocks there without copying them. A source whose frames sit in
+// pinned blocks there without copying them. Readers that decode what they
+// read (the pager, export) use ReadDecoded, which a source that checks
+// frames itself implements with one decode per frame. A source whose frames sit in
 // files may also plan a bulk read in file order (PlanSequentialRead), with
 // the files a warmer may read ahead; others answer nullopt.
 //
@@ -38,6 +40,8 @@
 #include "common/status.h"
 
 namespace pstore {
+
+class ChunkDecoder;
 
 // A frame to write: a view that owns nothing; it must stay valid for the
 // duration of the Write call. raw_len is the chunk's raw length (frames of
@@ -99,6 +103,15 @@ class FrameBatch {
   std::unique_ptr<Pins> pins_;
 };
 
+// What ChunkSource::ReadDecoded did with each entry: status[i] is entry i's
+// outcome (as DecodeFrame in store/chunk_read.h gives it: a missing chunk is
+// Corruption naming the source), frame_bytes[i] the size of the frame it
+// decoded (0 if none).
+struct DecodedChunks {
+  std::vector<Status> status;
+  std::vector<uint64_t> frame_bytes;
+};
+
 // A plan for reading many frames in the order they sit in the source's
 // files (docs/pager.md, "Cold loads"), and the warmer's map of those files.
 // A hint only: reads still go through ReadFrames, and their bytes are
@@ -137,6 +150,17 @@ class ChunkSource {
   // An error return means the source could not answer at all; a key it
   // cannot read is that entry's status. The default copies what Read gives.
   virtual Status ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch);
+
+  // Reads keys and decodes each frame into outs[i] (exactly its chunk's raw
+  // length), checking it against its key; result says how each entry went.
+  // An error return means the source could not answer at all (or, for a
+  // source that checks what it fetches, that a fetched frame was wrong).
+  // batch is scratch. The default is ReadFrames, then DecodeFrame per entry;
+  // a source that must check frames itself before keeping them (the tiered
+  // source) overrides it so that each frame is decoded once, into outs.
+  virtual Status ReadDecoded(std::span<const ChunkKey> keys,
+                             std::span<const std::span<uint8_t>> outs, ChunkDecoder* decoder,
+                             FrameBatch* batch, DecodedChunks* result);
 
   // Where the frames of keys sit, to read them in file order with a warmer
   // ahead; nullopt when the source has no such order or finding it is not

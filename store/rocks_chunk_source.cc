@@ -66,12 +66,14 @@ Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) 
                                    ": chunks are written through the store's writer "
                                    "(this is a reader's generation)");
   }
-  PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, [&]() -> Result<std::vector<bool>> {
+  // WriteChecked's callers have looked the chunks up already.
+  std::vector<bool> have(frames.size(), false);
+  if (check) {
     std::vector<ChunkKey> keys;
     keys.reserve(frames.size());
     for (const ChunkFrameRef& f : frames) keys.push_back(f.key);
-    return Contains(keys);
-  }());
+    PSTORE_ASSIGN_OR_RETURN(have, Contains(keys));
+  }
   ChunkDecoder decoder;
   std::vector<uint8_t> raw;
   rocksdb::WriteBatch batch;

@@ -57,9 +57,11 @@ class RocksChunkSource final : public ChunkSource {
   // a flush of both families (atomic: frames with their records) is started
   // in the background, so a caller that is killed keeps all but what it
   // wrote in its last moments, and its final flush has little left to do.
-  // REQUIRES: each frame decodes to its key and raw_len; the caller flushes
-  // before it commits anything that refers to the chunks
-  // (StoreWriter::CommitModel does).
+  // Nor are the chunks looked up again: the caller, which holds the store's
+  // writer, has found that the store lacks them.
+  // REQUIRES: each frame decodes to its key and raw_len; the store lacks
+  // each key; the caller flushes before it commits anything that refers to
+  // the chunks (StoreWriter::CommitModel does).
   Status WriteChecked(std::span<const ChunkFrameRef> frames);
   static constexpr uint64_t kFlushBytes = 64ull << 20;
   static constexpr std::chrono::milliseconds kFlushInterval{100};

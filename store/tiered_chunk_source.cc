@@ -1,9 +1,11 @@
 // Local store, spool, remote: see store/tiered_chunk_source.h.
 #include "store/tiered_chunk_source.h"
 
+#include <functional>
 #include <unordered_set>
 
 #include "codec/chunk_codec.h"
+#include "store/chunk_read.h"
 
 namespace pstore {
 
@@ -24,6 +26,18 @@ TieredChunkSource::TieredChunkSource(ChunkSource* local, const LazyCache* cache,
   }
 }
 
+TieredChunkSource::~TieredChunkSource() {
+  std::unordered_map<ChunkKey, std::string, ChunkKeyHasher> left;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    left.swap(pending_);
+  }
+  for (const auto& [key, frame] : left) {
+    const Place& p = places_.at(key);
+    if (Check(key, p, frame).ok()) Keep(key, p, frame);
+  }
+}
+
 std::string TieredChunkSource::Describe() const {
   return "the local store, then " + remote_->Describe();
 }
@@ -41,11 +55,35 @@ std::string TieredChunkSource::ChunkName(const ChunkKey& key, const Place& p) co
          std::to_string(p.index) + " (" + key.Hex() + ")";
 }
 
-Status TieredChunkSource::Check(const ChunkKey& key, const Place& p, std::string_view frame) const {
+Status TieredChunkSource::Check(const ChunkKey& key, const Place& p, std::string_view frame) {
   thread_local ChunkDecoder decoder;
   thread_local std::vector<uint8_t> raw;
   raw.resize(p.raw_len);
+  check_decodes_.fetch_add(1, std::memory_order_relaxed);
   return decoder.Decode(frame, key, raw);
+}
+
+Status TieredChunkSource::RemoteMismatch(const ChunkKey& key, const Place& p,
+                                         const Status& st) const {
+  return Status::Corruption(remote_->Describe() + ": " + ChunkName(key, p) +
+                            " does not match its key: " + st.message() +
+                            "; it was not used or kept (the remote copy is damaged: remove the "
+                            "object with `rados rm` and push the model again from a good store)");
+}
+
+void TieredChunkSource::Keep(const ChunkKey& key, const Place& p, std::string_view frame) {
+  if (!cache_->PutFrame(key, p.raw_len, frame).ok())
+    spool_failures_.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::optional<std::string> TieredChunkSource::TakePending(const ChunkKey& key) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = pending_.find(key);
+  if (it == pending_.end()) return std::nullopt;
+  std::optional<std::string> frame(std::move(it->second));
+  pending_bytes_ -= frame->size();
+  pending_.erase(it);
+  return frame;
 }
 
 Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
@@ -74,7 +112,7 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
     std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher> got;
     const size_t own = ClaimOrWait(keys, want, &mine, &theirs);
     if (!mine.empty()) {
-      Status st = Fetch(mine, own, &got);
+      Status st = Fetch(mine, own, /*defer=*/false, &got);
       Release(mine, st);
       PSTORE_RETURN_IF_ERROR(st);
     }
@@ -91,31 +129,28 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
     // so does this read (rather than wait out the same timeout again).
     PSTORE_RETURN_IF_ERROR(WaitFor(theirs));
     PSTORE_RETURN_IF_ERROR(FromSpool(keys, &rest, &out));
-    // A key this thread claimed is fetched or in the spool by now; one that
-    // is neither would be claimed again and again, so the read ends here.
-    const std::unordered_set<ChunkKey, ChunkKeyHasher> claimed(mine.begin(),
-                                                               mine.begin() + long(own));
-    for (size_t i : rest) {
-      if (claimed.count(keys[i])) {
-        return Status::Internal("lazy read of " + ChunkName(keys[i], places_.at(keys[i])) +
-                                ": neither fetched from " + remote_->Describe() +
-                                " nor found in the spool " + cache_->dir() +
-                                " (check the spool folder is writable and not full, then retry)");
-      }
-    }
+    PSTORE_RETURN_IF_ERROR(CheckClaimed(keys, mine, own, rest));
     want = std::move(rest);
   }
   return out;
 }
 
 Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
-                                    std::vector<std::optional<std::string>>* out) {
+                                    const std::function<Status(size_t, std::string_view)>& check,
+                                    const std::function<void(size_t, std::string)>& use) {
   std::vector<size_t> rest;
   for (size_t i : *want) {
     const Place& p = places_.at(keys[i]);
+    if (std::optional<std::string> ahead = TakePending(keys[i])) {
+      Status st = check(i, *ahead);
+      if (!st.ok()) return RemoteMismatch(keys[i], p, st);
+      Keep(keys[i], p, *ahead);
+      use(i, std::move(*ahead));
+      continue;
+    }
     PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
-    if (f && f->raw_len == p.raw_len && Check(keys[i], p, f->frame).ok()) {
-      (*out)[i] = std::move(f->frame);
+    if (f && f->raw_len == p.raw_len && check(i, f->frame).ok()) {
+      use(i, std::move(f->frame));
       spool_chunks_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
@@ -123,6 +158,99 @@ Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<
     rest.push_back(i);
   }
   *want = std::move(rest);
+  return Status::OK();
+}
+
+Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
+                                    std::vector<std::optional<std::string>>* out) {
+  return FromSpool(
+      keys, want,
+      [&](size_t i, std::string_view frame) { return Check(keys[i], places_.at(keys[i]), frame); },
+      [&](size_t i, std::string frame) { (*out)[i] = std::move(frame); });
+}
+
+Status TieredChunkSource::DecodeFromSpool(std::span<const ChunkKey> keys,
+                                          std::span<const std::span<uint8_t>> outs,
+                                          ChunkDecoder* decoder, std::vector<size_t>* want,
+                                          DecodedChunks* result) {
+  return FromSpool(
+      keys, want,
+      [&](size_t i, std::string_view frame) { return decoder->Decode(frame, keys[i], outs[i]); },
+      [&](size_t i, std::string frame) { result->frame_bytes[i] = frame.size(); });
+}
+
+Status TieredChunkSource::CheckClaimed(std::span<const ChunkKey> keys,
+                                       const std::vector<ChunkKey>& mine, size_t own,
+                                       const std::vector<size_t>& rest) const {
+  const std::unordered_set<ChunkKey, ChunkKeyHasher> claimed(mine.begin(),
+                                                             mine.begin() + long(own));
+  for (size_t i : rest) {
+    if (claimed.count(keys[i])) {
+      return Status::Internal("lazy read of " + ChunkName(keys[i], places_.at(keys[i])) +
+                              ": fetched from " + remote_->Describe() +
+                              " but neither kept nor found in the spool " + cache_->dir() +
+                              " (check the spool folder is writable and not full, then retry)");
+    }
+  }
+  return Status::OK();
+}
+
+Status TieredChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
+                                      std::span<const std::span<uint8_t>> outs,
+                                      ChunkDecoder* decoder, FrameBatch* batch,
+                                      DecodedChunks* result) {
+  result->status.assign(keys.size(), Status::OK());
+  result->frame_bytes.assign(keys.size(), 0);
+  for (const ChunkKey& k : keys) PSTORE_RETURN_IF_ERROR(Find(k).status());
+  // 1. The local store, decoded (and checked) by the caller's decoder.
+  std::vector<size_t> want;
+  if (local_ != nullptr && !keys.empty()) {
+    PSTORE_RETURN_IF_ERROR(local_->ReadFrames(keys, batch));
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (local_ == nullptr || (!batch->found(i) && batch->status(i).ok())) {
+      want.push_back(i);
+      continue;
+    }
+    result->status[i] = DecodeFrame(*batch, i, keys[i], *local_, decoder, outs[i]);
+    if (result->status[i].ok()) result->frame_bytes[i] = batch->frame(i).size();
+    local_chunks_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // 2. Read ahead or spooled; 3. the remote, as in Read, but each frame
+  // fetched for this read is decoded once, into outs, and spooled after.
+  PSTORE_RETURN_IF_ERROR(DecodeFromSpool(keys, outs, decoder, &want, result));
+  while (!want.empty()) {
+    std::vector<ChunkKey> mine, theirs;
+    std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher> got;
+    const size_t own = ClaimOrWait(keys, want, &mine, &theirs);
+    std::vector<size_t> rest;
+    if (!mine.empty()) {
+      Status st = Fetch(mine, own, /*defer=*/true, &got);
+      for (size_t i : want) {
+        auto it = got.find(keys[i]);
+        if (!st.ok() || it == got.end()) {
+          rest.push_back(i);
+          continue;
+        }
+        const Place& p = places_.at(keys[i]);
+        st = decoder->Decode(*it->second, keys[i], outs[i]);
+        if (!st.ok()) st = RemoteMismatch(keys[i], p, st);
+        result->frame_bytes[i] = it->second->size();
+      }
+      // Spooled before the claims end, so that the threads waiting for
+      // these keys find them there.
+      if (st.ok())
+        for (const auto& [key, frame] : got) Keep(key, places_.at(key), *frame);
+      Release(mine, st);
+      PSTORE_RETURN_IF_ERROR(st);
+    } else {
+      rest = want;
+    }
+    PSTORE_RETURN_IF_ERROR(WaitFor(theirs));
+    PSTORE_RETURN_IF_ERROR(DecodeFromSpool(keys, outs, decoder, &rest, result));
+    PSTORE_RETURN_IF_ERROR(CheckClaimed(keys, mine, own, rest));
+    want = std::move(rest);
+  }
   return Status::OK();
 }
 
@@ -187,7 +315,7 @@ Status TieredChunkSource::WaitFor(const std::vector<ChunkKey>& keys) {
 }
 
 Status TieredChunkSource::Fetch(
-    const std::vector<ChunkKey>& keys, size_t own,
+    const std::vector<ChunkKey>& keys, size_t own, bool defer,
     std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher>* got) {
   // The caller's own keys were missed by the local store and the spool, so
   // they are fetched whatever a lookup says (a chunk record without its frame
@@ -209,23 +337,33 @@ Status TieredChunkSource::Fetch(
       return Status::Corruption(remote_->Describe() + " lacks " + ChunkName(fetch[j], p) +
                                 " (push the model again from a store that has it)");
     }
-    Status st = Check(fetch[j], p, *frames[j]);
-    if (!st.ok()) {
-      return Status::Corruption(
-          remote_->Describe() + ": " + ChunkName(fetch[j], p) +
-          " does not match its key: " + st.message() +
-          "; it was not used or kept (the remote copy is damaged: remove the object " +
-          "with `rados rm` and push the model again from a good store)");
-    }
     remote_chunks_.fetch_add(1, std::memory_order_relaxed);
     remote_bytes_.fetch_add(frames[j]->size(), std::memory_order_relaxed);
-    if (!cache_->PutFrame(fetch[j], p.raw_len, *frames[j]).ok())
-      spool_failures_.fetch_add(1, std::memory_order_relaxed);
+    if (defer && j < own) {  // the caller decodes it, and that checks it
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        fetched_.insert(fetch[j]);
+      }
+      (*got)[fetch[j]] = std::move(frames[j]);
+      continue;
+    }
+    if (defer) {  // read ahead: waits for a read, unchecked, if there is room
+      std::lock_guard<std::mutex> l(mu_);
+      fetched_.insert(fetch[j]);
+      if (pending_bytes_ + frames[j]->size() <= kPendingBytes) {
+        pending_bytes_ += frames[j]->size();
+        pending_.emplace(fetch[j], std::move(*frames[j]));
+        continue;
+      }
+    }
+    Status st = Check(fetch[j], p, *frames[j]);
+    if (!st.ok()) return RemoteMismatch(fetch[j], p, st);
+    Keep(fetch[j], p, *frames[j]);
     {
       std::lock_guard<std::mutex> l(mu_);
       fetched_.insert(fetch[j]);
     }
-    (*got)[fetch[j]] = std::move(frames[j]);
+    if (j < own) (*got)[fetch[j]] = std::move(frames[j]);
   }
   return Status::OK();
 }
@@ -274,6 +412,7 @@ TieredStats TieredChunkSource::stats() const {
   s.remote_chunks = remote_chunks_.load(std::memory_order_relaxed);
   s.remote_bytes = remote_bytes_.load(std::memory_order_relaxed);
   s.spool_failures = spool_failures_.load(std::memory_order_relaxed);
+  s.check_decodes = check_decodes_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -2,13 +2,22 @@
 // store first, then the host's spool (store/lazy_cache.h), then a remote.
 //
 // Every frame fetched from the remote is decoded and checked against its key
-// before it is returned or kept: a frame that does not match (an object
+// before it is handed on or kept: a frame that does not match (an object
 // overwritten on the remote) is a Corruption error naming the model, the
-// tensor, the chunk's index in it and the remote, and is neither returned nor
-// spooled. A checked frame is written through to the spool, so that this
+// tensor, the chunk's index in it and the remote, and is neither handed on
+// nor spooled. A checked frame is written through to the spool, so that this
 // host never fetches it again (a restart or another process finds it there).
 // Spooled frames are checked again when read: one that does not match is
 // removed and fetched again.
+//
+// Decoding once: ReadDecoded (the pager's loads) decodes each frame straight
+// into the reader's buffer, and that decode is the check; the frame is
+// spooled after it succeeds. Read returns frames, so it decodes each one
+// into scratch to check it. Frames read ahead by ReadDecoded wait in memory,
+// unchecked, until a read asks for them (then they are decoded into its
+// buffer, checked there and spooled), up to kPendingBytes; beyond that, and
+// for what is still waiting when the tier is destroyed, they are checked in
+// scratch and spooled.
 //
 // The model's manifest gives each key its raw length and its place (tensor,
 // index) for messages; a key the manifest does not hold is InvalidArgument.
@@ -26,6 +35,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -43,6 +53,7 @@ struct TieredStats {
   uint64_t remote_chunks = 0;   // frames fetched from the remote
   uint64_t remote_bytes = 0;    // their bytes
   uint64_t spool_failures = 0;  // fetched frames that could not be spooled
+  uint64_t check_decodes = 0;   // frames decoded into scratch only to check them
 };
 
 class TieredChunkSource final : public ChunkSource {
@@ -51,10 +62,16 @@ class TieredChunkSource final : public ChunkSource {
   // in messages ("name:tag" or its digest).
   TieredChunkSource(ChunkSource* local, const LazyCache* cache, ChunkSource* remote,
                     std::shared_ptr<const Manifest> manifest, std::string model);
+  // Checks and spools the frames read ahead that no read asked for.
+  ~TieredChunkSource() override;
+  TieredChunkSource(const TieredChunkSource&) = delete;
+  TieredChunkSource& operator=(const TieredChunkSource&) = delete;
 
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override;
   Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override;
   Status Write(std::span<const ChunkFrameRef> frames) override;
+  Status ReadDecoded(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
+                     ChunkDecoder* decoder, FrameBatch* batch, DecodedChunks* result) override;
   std::string Describe() const override;
 
   TieredStats stats() const;
@@ -67,29 +84,55 @@ class TieredChunkSource final : public ChunkSource {
   };
   Result<const Place*> Find(const ChunkKey& key) const;
   std::string ChunkName(const ChunkKey& key, const Place& p) const;
-  // Decodes frame and checks it against key.
-  Status Check(const ChunkKey& key, const Place& p, std::string_view frame) const;
-  // Moves the entries of *want found (and checked) in the spool to *out.
+  // Decodes frame into scratch and checks it against key.
+  Status Check(const ChunkKey& key, const Place& p, std::string_view frame);
+  // The error for a frame from the remote that does not match its key.
+  Status RemoteMismatch(const ChunkKey& key, const Place& p, const Status& st) const;
+  // Writes a checked frame through to the spool.
+  void Keep(const ChunkKey& key, const Place& p, std::string_view frame);
+  // The frame read ahead for key and not yet asked for (unchecked), taken
+  // out of pending_, or nullopt.
+  std::optional<std::string> TakePending(const ChunkKey& key);
+  // Hands the entries of *want read ahead or found in the spool to use,
+  // once check (a decode against the key) has passed; the others stay in
+  // *want. A spooled frame that fails is removed (fetched again); one read
+  // ahead that fails is the remote's damage, an error.
+  Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
+                   const std::function<Status(size_t, std::string_view)>& check,
+                   const std::function<void(size_t, std::string)>& use);
+  // FromSpool for Read: checks them in scratch and moves them to *out.
   Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
                    std::vector<std::optional<std::string>>* out);
+  // FromSpool for ReadDecoded: decodes them into outs, checking them there.
+  Status DecodeFromSpool(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
+                         ChunkDecoder* decoder, std::vector<size_t>* want, DecodedChunks* result);
   // Splits the wanted keys into those this thread claims (*mine, with the
   // read-ahead after them) and those another thread is fetching (*theirs).
   // Returns how many of *mine are wanted keys (the rest is read-ahead).
   size_t ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
                      std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs);
+  // Internal error if a wanted key this thread claimed (the first `own` of
+  // mine) is still in rest: fetched, yet neither handed on nor spooled (it
+  // would be claimed again and again).
+  Status CheckClaimed(std::span<const ChunkKey> keys, const std::vector<ChunkKey>& mine, size_t own,
+                      const std::vector<size_t>& rest) const;
   // Ends this thread's fetch of keys; st is how it went.
   void Release(const std::vector<ChunkKey>& keys, const Status& st);
   // Waits until no thread fetches keys; the error of a fetch of one of them
   // that failed meanwhile.
   Status WaitFor(const std::vector<ChunkKey>& keys);
   // Fetches the claimed keys (the first `own` are wanted, the rest
-  // read-ahead, fetched only if the host lacks them), checks and spools them;
-  // *got holds their frames.
-  Status Fetch(const std::vector<ChunkKey>& keys, size_t own,
+  // read-ahead, fetched only if the host lacks them); *got holds the wanted
+  // ones' frames. Unless defer, every frame is checked and spooled here;
+  // with defer, the wanted frames are left unchecked for the caller to
+  // decode, and read-ahead frames wait in pending_ (within kPendingBytes).
+  Status Fetch(const std::vector<ChunkKey>& keys, size_t own, bool defer,
                std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher>* got);
 
   // Chunks fetched in one round trip at most, read-ahead included.
   static constexpr size_t kReadAhead = 64;
+  // Bytes of read-ahead frames waiting unchecked for a read, at most.
+  static constexpr uint64_t kPendingBytes = 256ull << 20;
 
   ChunkSource* local_;
   const LazyCache* cache_;
@@ -107,9 +150,12 @@ class TieredChunkSource final : public ChunkSource {
   std::unordered_set<ChunkKey, ChunkKeyHasher> fetched_;   // GUARDED_BY(mu_)
   // Keys whose last fetch failed, and how (until they are claimed again).
   std::unordered_map<ChunkKey, Status, ChunkKeyHasher> failed_;  // GUARDED_BY(mu_)
+  // Frames read ahead by ReadDecoded, unchecked, and their bytes.
+  std::unordered_map<ChunkKey, std::string, ChunkKeyHasher> pending_;  // GUARDED_BY(mu_)
+  uint64_t pending_bytes_ = 0;                                         // GUARDED_BY(mu_)
 
   std::atomic<uint64_t> local_chunks_{0}, spool_chunks_{0}, remote_chunks_{0}, remote_bytes_{0},
-      spool_failures_{0};
+      spool_failures_{0}, check_decodes_{0};
 };
 
 }  // namespace pstore

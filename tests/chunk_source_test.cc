@@ -31,6 +31,7 @@
 #include "tests/test_safetensors.h"
 #ifdef PSTORE_HAVE_RADOS
 #include "store/remote/rados_chunk_source.h"
+#include "store/remote/remote_tier.h"
 #endif
 
 namespace pstore {
@@ -583,6 +584,40 @@ bool AllThreadsStopped(int pid, std::chrono::seconds limit) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return false;
+}
+
+// Threads of this process (each librados connection starts its own
+// messenger, timer and finisher threads).
+size_t ThreadCount() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+// A RemoteTier (push, pull, lazy opening) uses one connection for chunks,
+// names and manifests: opening it starts no more threads than opening a
+// chunk source alone, and it reads a name and a chunk through that one.
+TEST_F(RadosChunkSourceTest, RemoteTierConnectsOnce) {
+  Chunk c = MakeChunk(4 << 10, 78);
+  ChunkFrameRef r = c.ref();
+  const size_t before = ThreadCount();
+  auto src = RadosChunkSource::Open(TestRadosOptions());
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  ASSERT_TRUE((*src)->Write(std::span(&r, 1)).ok());
+  ASSERT_TRUE((*src)->Read(std::span(&c.key, 1)).ok());
+  const size_t one = ThreadCount() - before;
+  ASSERT_GT(one, 0u);
+
+  auto tier = RemoteTier::Open(TestRadosOptions());
+  ASSERT_TRUE(tier.ok()) << tier.status().ToString();
+  auto got = (*tier)->chunks().Read(std::span(&c.key, 1));
+  ASSERT_TRUE(got.ok() && (*got)[0] == c.frame);
+  auto name = (*tier)->GetName("no-such-model:1");
+  ASSERT_TRUE(name.ok()) << name.status().ToString();
+  EXPECT_FALSE(name->has_value());
+  const size_t two = ThreadCount() - before - one;
+  // One connection's threads (give or take one that comes and goes), not two.
+  EXPECT_LE(two, one + one / 2) << "one connection starts " << one << " threads, the tier " << two;
 }
 
 // The OSD stopped (SIGSTOP: it neither answers nor closes its connections)

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -301,16 +302,23 @@ TEST(TieredChunkSource, RecordWithoutFrameIsFetchedFromTheRemote) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
+// Writes m's frames to remote, except that chunk `wrong` gets chunk
+// `other`'s frame.
+void ServeWrongFrame(const TestModel& m, size_t wrong, size_t other, ChunkSource* remote) {
+  for (size_t c = 0; c < m.frames.size(); ++c) {
+    const std::string& f = c == wrong ? m.frames[other] : m.frames[c];
+    ASSERT_TRUE(
+        remote->Write(std::vector<ChunkFrameRef>{{m.manifest->chunks[c], f, m.raws[c].size()}})
+            .ok());
+  }
+}
+
 TEST(TieredChunkSource, WrongRemoteFrameIsNamedNeverReturnedNorKept) {
   TempDir dir;
   MemoryChunkSource good, bad;
   TestModel m = MakeModel(2, 2, &good);
   // The remote serves, for tensor 1's chunk 1, another chunk's frame.
-  for (size_t c = 0; c < m.frames.size(); ++c) {
-    const std::string& f = c == 3 ? m.frames[0] : m.frames[c];
-    ASSERT_TRUE(
-        bad.Write(std::vector<ChunkFrameRef>{{m.manifest->chunks[c], f, m.raws[c].size()}}).ok());
-  }
+  ServeWrongFrame(m, 3, 0, &bad);
   LazyCache cache(dir.path(), StoreAccess{});
   TieredChunkSource tier(nullptr, &cache, &bad, m.manifest, "m:1");
   auto got = tier.Read(TensorKeys(m, 1));
@@ -322,6 +330,99 @@ TEST(TieredChunkSource, WrongRemoteFrameIsNamedNeverReturnedNorKept) {
   auto spooled = cache.GetFrame(m.manifest->chunks[3]);
   ASSERT_TRUE(spooled.ok());
   EXPECT_FALSE(spooled->has_value());
+}
+
+// Decodes keys through ReadDecoded, `group` chunks a call (as the pager's
+// loads do), into one buffer per chunk; the first error, if any.
+Status DecodeAll(TieredChunkSource* tier, const TestModel& m, const std::vector<ChunkKey>& keys,
+                 size_t group, std::vector<std::string>* raws) {
+  raws->assign(keys.size(), std::string());
+  ChunkDecoder decoder;
+  FrameBatch batch;
+  DecodedChunks got;
+  for (size_t i = 0; i < keys.size(); i += group) {
+    const size_t n = std::min(group, keys.size() - i);
+    std::vector<std::span<uint8_t>> outs;
+    for (size_t j = i; j < i + n; ++j) {
+      size_t c = 0;
+      while (m.manifest->chunks[c] != keys[j]) ++c;
+      (*raws)[j].resize(m.raws[c].size());
+      outs.emplace_back(reinterpret_cast<uint8_t*>((*raws)[j].data()), (*raws)[j].size());
+    }
+    PSTORE_RETURN_IF_ERROR(
+        tier->ReadDecoded(std::span(keys).subspan(i, n), outs, &decoder, &batch, &got));
+    for (const Status& st : got.status) PSTORE_RETURN_IF_ERROR(st);
+  }
+  return Status::OK();
+}
+
+TEST(TieredChunkSource, DecodedReadsDecodeEachFetchedFrameOnce) {
+  Remote r(2, 12);
+  const std::vector<ChunkKey> keys = TensorKeys(r.m, 1);
+  {
+    auto tier = r.Tier();
+    std::vector<std::string> raws;
+    ASSERT_TRUE(DecodeAll(tier.get(), r.m, keys, 2, &raws).ok());
+    for (size_t j = 0; j < keys.size(); ++j) EXPECT_EQ(raws[j], r.m.raws[12 + j]);
+    EXPECT_EQ(r.remote.reads, 12u);  // the first call read the rest ahead
+    // Each frame was decoded once, into the reader's buffer, and kept only
+    // after that decode had checked it.
+    EXPECT_EQ(tier->stats().check_decodes, 0u);
+    EXPECT_EQ(tier->stats().remote_chunks, 12u);
+    EXPECT_EQ(r.cache.ListSpool().size(), 12u);
+  }
+  // Read back from the spool, again with one decode a frame.
+  auto again = r.Tier();
+  std::vector<std::string> raws;
+  ASSERT_TRUE(DecodeAll(again.get(), r.m, keys, 5, &raws).ok());
+  for (size_t j = 0; j < keys.size(); ++j) EXPECT_EQ(raws[j], r.m.raws[12 + j]);
+  EXPECT_EQ(r.remote.reads, 12u);
+  EXPECT_EQ(again->stats().spool_chunks, 12u);
+  EXPECT_EQ(again->stats().check_decodes, 0u);
+}
+
+TEST(TieredChunkSource, FramesReadAheadAndNeverAskedForAreCheckedAndKept) {
+  Remote r(1, 6);
+  const std::vector<ChunkKey> keys = TensorKeys(r.m, 0);
+  {
+    auto tier = r.Tier();
+    std::vector<std::string> raws;
+    ASSERT_TRUE(DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
+    EXPECT_EQ(raws[0], r.m.raws[0]);
+    EXPECT_EQ(r.remote.reads, 6u);
+    EXPECT_EQ(r.cache.ListSpool().size(), 1u);  // the rest waits for a read
+  }
+  EXPECT_EQ(r.cache.ListSpool().size(), 6u);
+  auto got = r.Tier()->Read(keys);
+  ASSERT_TRUE(got.ok());
+  for (size_t j = 0; j < keys.size(); ++j) EXPECT_EQ(*(*got)[j], r.m.frames[j]);
+  EXPECT_EQ(r.remote.reads, 6u);
+}
+
+TEST(TieredChunkSource, WrongFrameReadAheadIsNamedNeverDecodedIntoABufferNorKept) {
+  TempDir dir;
+  MemoryChunkSource good, bad;
+  TestModel m = MakeModel(1, 4, &good);
+  // The remote serves, for chunk 2 (fetched ahead of a read of chunk 0),
+  // chunk 1's frame.
+  ServeWrongFrame(m, 2, 1, &bad);
+  LazyCache cache(dir.path(), StoreAccess{});
+  const std::vector<ChunkKey> keys = TensorKeys(m, 0);
+  {
+    TieredChunkSource tier(nullptr, &cache, &bad, m.manifest, "m:1");
+    std::vector<std::string> raws;
+    ASSERT_TRUE(DecodeAll(&tier, m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
+    Status st = DecodeAll(&tier, m, std::vector<ChunkKey>{keys[2]}, 1, &raws);
+    ASSERT_TRUE(st.IsCorruption()) << st.ToString();
+    EXPECT_NE(st.message().find("model m:1, tensor layer.0, chunk 2"), std::string::npos)
+        << st.message();
+    EXPECT_NE(st.message().find("was not used or kept"), std::string::npos);
+  }
+  // Nor kept when the tier goes with frames still read ahead.
+  auto spooled = cache.GetFrame(keys[2]);
+  ASSERT_TRUE(spooled.ok());
+  EXPECT_FALSE(spooled->has_value());
+  EXPECT_EQ(cache.ListSpool().size(), 3u);
 }
 
 TEST(TieredChunkSource, MissingRemoteChunkIsAnError) {

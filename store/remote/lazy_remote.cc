@@ -49,6 +49,10 @@ class LazyModelSource final : public ChunkSource {
     return tier_.Contains(keys);
   }
   Status Write(std::span<const ChunkFrameRef> frames) override { return tier_.Write(frames); }
+  Status ReadDecoded(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
+                     ChunkDecoder* decoder, FrameBatch* batch, DecodedChunks* result) override {
+    return tier_.ReadDecoded(keys, outs, decoder, batch, result);
+  }
   std::string Describe() const override { return tier_.Describe(); }
 
  private:

@@ -29,6 +29,10 @@ std::string RadosChunkSource::ObjectName(const ChunkKey& key) {
   return "c." + key.Hex();
 }
 
+RadosConnection& RadosChunkSource::connection() {
+  return impl_->conn;
+}
+
 std::string RadosChunkSource::Describe() const {
   return impl_->Name();
 }

@@ -26,6 +26,8 @@
 
 namespace pstore {
 
+class RadosConnection;  // store/remote/rados_connection.h
+
 struct RadosOptions {
   // The Ceph conf to read (mon addresses, keyring); empty: librados' default
   // search (/etc/ceph/ceph.conf, ...).
@@ -57,6 +59,10 @@ class RadosChunkSource final : public ChunkSource {
 
   // The object name of a chunk: "c." + 32 hex digits.
   static std::string ObjectName(const ChunkKey& key);
+
+  // The source's connection, for the other objects of the same remote
+  // (RemoteTier): one connection serves them all. Valid as long as this.
+  RadosConnection& connection();
 
  private:
   struct Impl;

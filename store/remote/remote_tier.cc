@@ -10,11 +10,12 @@
 namespace pstore {
 
 struct RemoteTier::Impl {
+  // Chunks, names and manifests go through the chunk source's connection.
   std::unique_ptr<RadosChunkSource> chunks;
-  RadosConnection conn;
 
-  std::string Name() const { return conn.Name(); }
-  Status Error(int r, const std::string& what) const { return conn.Error(r, what); }
+  RadosConnection& conn() { return chunks->connection(); }
+  std::string Name() const { return chunks->Describe(); }
+  Status Error(int r, const std::string& what) const { return chunks->connection().Error(r, what); }
 };
 
 RemoteTier::RemoteTier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -27,14 +28,13 @@ std::string RemoteTier::Describe() const {
   return impl_->Name();
 }
 RemoteIo RemoteTier::Io() {
-  return impl_->conn.Io();
+  return impl_->conn().Io();
 }
 
 Result<std::unique_ptr<RemoteTier>> RemoteTier::Open(const RadosOptions& options) {
   auto impl = std::make_unique<Impl>();
   // The chunk source checks the options, connects and reports a missing pool.
   PSTORE_ASSIGN_OR_RETURN(impl->chunks, RadosChunkSource::Open(options));
-  PSTORE_RETURN_IF_ERROR(impl->conn.Connect(options));
   return std::unique_ptr<RemoteTier>(new RemoteTier(std::move(impl)));
 }
 
@@ -47,7 +47,7 @@ Result<std::map<std::string, ModelDigest>> RemoteTier::ListNames() {
     int rv = 0;
     librados::ObjectReadOperation op;
     op.omap_get_vals2(after, 1000, &vals, &more, &rv);
-    int r = impl_->conn.ioctx().operate(kNamesObject, &op, nullptr);
+    int r = impl_->conn().ioctx().operate(kNamesObject, &op, nullptr);
     if (r == -ENOENT) return out;  // nothing pushed yet
     if (r < 0) return impl_->Error(r, "listing names");
     for (auto& [k, v] : vals) {
@@ -68,7 +68,7 @@ Result<std::optional<ModelDigest>> RemoteTier::GetName(const std::string& ref) {
   int rv = 0;
   librados::ObjectReadOperation op;
   op.omap_get_vals_by_keys(std::set<std::string>{ref}, &vals, &rv);
-  int r = impl_->conn.ioctx().operate(kNamesObject, &op, nullptr);
+  int r = impl_->conn().ioctx().operate(kNamesObject, &op, nullptr);
   if (r == -ENOENT) return std::optional<ModelDigest>();
   if (r < 0) return impl_->Error(r, "looking up " + ref);
   auto it = vals.find(ref);
@@ -91,7 +91,7 @@ Status RemoteTier::SetName(const std::string& ref, const std::optional<ModelDige
   op.create(false);
   op.omap_cmp({{ref, {want, LIBRADOS_CMPXATTR_OP_EQ}}}, &cmp);
   op.omap_set({{ref, value}});
-  int r = impl_->conn.ioctx().operate(kNamesObject, &op);
+  int r = impl_->conn().ioctx().operate(kNamesObject, &op);
   if (r == -ECANCELED) {
     return Status::Busy(impl_->Name() + ": " + ref +
                         " was changed on the remote by someone else at the same time; "
@@ -108,7 +108,7 @@ Status RemoteTier::RemoveName(const std::string& ref, const ModelDigest& expecte
   librados::ObjectWriteOperation op;
   op.omap_cmp({{ref, {want, LIBRADOS_CMPXATTR_OP_EQ}}}, &cmp);
   op.omap_rm_keys(std::set<std::string>{ref});
-  int r = impl_->conn.ioctx().operate(kNamesObject, &op);
+  int r = impl_->conn().ioctx().operate(kNamesObject, &op);
   if (r == -ECANCELED) {
     return Status::Busy(impl_->Name() + ": " + ref +
                         " was changed on the remote by someone else at the same time; "
@@ -124,7 +124,7 @@ Status RemoteTier::PutManifest(const ModelDigest& digest, std::string_view bytes
   librados::ObjectWriteOperation op;
   op.create(true);  // exclusive: a manifest is immutable, named by its digest
   op.write_full(bl);
-  int r = impl_->conn.ioctx().operate(ManifestObject(digest), &op);
+  int r = impl_->conn().ioctx().operate(ManifestObject(digest), &op);
   if (r == -EEXIST) return Status::OK();
   if (r < 0) return impl_->Error(r, "writing manifest " + digest.Hex());
   return Status::OK();
@@ -135,7 +135,7 @@ Result<std::optional<std::string>> RemoteTier::GetManifest(const ModelDigest& di
   int rv = 0;
   librados::ObjectReadOperation op;
   op.read(0, 0, &bl, &rv);
-  int r = impl_->conn.ioctx().operate(ManifestObject(digest), &op, nullptr);
+  int r = impl_->conn().ioctx().operate(ManifestObject(digest), &op, nullptr);
   if (r == -ENOENT) return std::optional<std::string>();
   if (r < 0) return impl_->Error(r, "reading manifest " + digest.Hex());
   return std::optional<std::string>(bl.to_str());

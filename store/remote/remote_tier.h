@@ -35,8 +35,8 @@ struct RemoteIo;  // store/remote/rados_io.h
 class RemoteTier {
  public:
   ~RemoteTier();
-  // Connects (twice: once for the chunk source, once for names and
-  // manifests) and opens the pool. Errors as RadosChunkSource::Open.
+  // Connects once (chunks, names and manifests share the connection) and
+  // opens the pool. Errors as RadosChunkSource::Open.
   static Result<std::unique_ptr<RemoteTier>> Open(const RadosOptions& options);
 
   ChunkSource& chunks();
