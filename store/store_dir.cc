@@ -233,14 +233,11 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
     }
   } guard{p, dir, n};
   std::unique_ptr<rocksdb::Checkpoint> ckpt(raw);
-  // The memtables are flushed first (a log size limit of 0), so that the
-  // generation carries no WAL: every reader that opens a generation would
-  // replay it into memtables of its own and keep them (megabytes for a
-  // model of thousands of tensors: its manifest and chunk records) for as
-  // long as it has the generation open. The flush writes only what the WAL
-  // holds, the metadata batches since the last flush (chunks are written
-  // without the WAL and flushed before every commit).
-  PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, 0), "create generation " + dir));
+  // No flush: the WAL holds only metadata batches (chunks are written without
+  // it and flushed before every commit), so the checkpoint takes the small
+  // WAL along and readers replay it when they open the generation.
+  PSTORE_RETURN_IF_ERROR(
+      FromRocks(ckpt->CreateCheckpoint(dir, 64ull << 20), "create generation " + dir));
   const int mode = int(access.file_mode);
   PSTORE_RETURN_IF_ERROR(
       WriteFileAtomic(p.env, dir + "/SEQUENCE", std::to_string(sequence) + "\n", mode));
