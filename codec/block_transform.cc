@@ -38,7 +38,8 @@ const uint8_t* MergeLeadingScale(const uint8_t* hi, const uint8_t* lo, const uin
 bool BlockParamsValid(const BlockParams& b) {
   const BlockLayout& l = b.layout;
   return l.scales >= 1 && l.bytes <= kMaxBlockBytes &&
-         uint32_t(l.scale_offset) + 2u * l.scales <= l.bytes && b.phase < l.bytes;
+         uint32_t(l.scale_offset) + 2u * l.scales <= l.bytes && 2u * l.scales < l.bytes &&
+         b.phase < l.bytes;  // some bytes besides the scales
 }
 
 void BlockStreamLengths(const BlockParams& b, uint64_t raw_len, uint64_t lens[3]) {
@@ -67,7 +68,7 @@ void SplitBlocks(const BlockParams& b, const uint8_t* raw, size_t raw_len, uint8
       *lo++ = p[off + 2 * k];
       *hi++ = p[off + 2 * k + 1];
     }
-    std::memcpy(rest, p + off + 2 * ns, after);
+    if (after) std::memcpy(rest, p + off + 2 * ns, after);
     rest += after;
   }
   if (g.tail) std::memcpy(rest, p, g.tail);
@@ -93,7 +94,7 @@ void MergeBlocks(const BlockParams& b, const uint8_t* const* s, size_t raw_len, 
       p[off + 2 * k] = *lo++;
       p[off + 2 * k + 1] = *hi++;
     }
-    std::memcpy(p + off + 2 * ns, rest, after);
+    if (after) std::memcpy(p + off + 2 * ns, rest, after);
     rest += after;
   }
   if (g.tail) std::memcpy(p, rest, g.tail);

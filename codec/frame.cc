@@ -148,7 +148,9 @@ Status ParseHeader(Reader* r, uint8_t* version, Transform* transform, TransformI
     if (!r->GetU8(&t)) return Status::Corruption("chunk frame truncated");
   }
   auto ti = GetTransformInfo(Transform(t));
-  if (!ti) return Status::Corruption("chunk frame has unknown transform " + std::to_string(t));
+  if (!ti)
+    return Status::Corruption("chunk frame has unknown transform " + std::to_string(t) +
+                              " (a frame written by a newer pstore, or damaged)");
   *transform = Transform(t);
   *info = *ti;
   return Status::OK();

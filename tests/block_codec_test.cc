@@ -130,6 +130,16 @@ TEST(BlockCodec, DamagedLayoutsAreCorruption) {
     EXPECT_TRUE(s.IsCorruption()) << "byte " << d.at << " = " << int(d.value) << ": "
                                   << s.ToString();
   }
+  // A block that is all scales (2 bytes, one scale at 0) leaves no quant
+  // bytes: refused as a layout, never decoded (a fresh decoder has no
+  // buffer for the empty rest stream).
+  {
+    const std::string all_scales("\xd4\x02\x00\x01\x00\x00\x01\x78\x78\x7a", 10);
+    ChunkDecoder fresh;
+    std::vector<uint8_t> two(2);
+    Status s = fresh.Decode(all_scales, HashBytes(two.data(), two.size()), two);
+    EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  }
   // Only version 4 has the transform.
   std::string v3 = good;
   v3[0] = char(kFrameVersion3);

@@ -17,6 +17,7 @@
 // corpus (real frames of every dtype and profile, from synthetic weights and,
 // if PSTORE_CODEC_CORPUS names a directory of .safetensors files, from the
 // first chunks of each) into DIR and exits.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -116,7 +117,9 @@ void WriteSeeds(const char* dir_name) {
       for (int k = 0; k < 2; k++)
         for (uint32_t phase : {0u, 4u, 13u})
           for (size_t n : {size_t(40), size_t(5000), size_t(60000)}) {
-            std::span<const uint8_t> raw(q[k].data(), n);
+            // A chunk that starts `phase` bytes into a block, as import cuts them.
+            const size_t at = phase % kLayouts[k].bytes;
+            std::span<const uint8_t> raw(q[k].data() + at, std::min(n, q[k].size() - at));
             enc.Encode(raw, ChunkType{DType::kU8, {kLayouts[k], phase}}, &frame);
             WriteSeed(dir, &count, 0, frame, n);
             if (n == 5000 && p == Profile::kDense) {

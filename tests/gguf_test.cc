@@ -3,6 +3,7 @@
 // tests/acceptance/gguf_bad_input_test.py; byte-identical round trips in
 // gguf_roundtrip_test.py.
 #include <gtest/gtest.h>
+#include <rocksdb/slice.h>
 
 #include <cstring>
 #include <filesystem>
@@ -208,6 +209,18 @@ TEST(GgufImport, QuantizedChunksAreCodedByBlock) {
       EXPECT_EQ((*rec)->transform, uint8_t(quantized ? Transform::kBlockScales : Transform::kF16))
           << t.name << " chunk " << j;
       std::vector<uint8_t> out(size_t((*m)->ChunkBytes(t, j)));
+      if (quantized) {
+        // The frame's layout is Q8_0's, and its phase where chunk j starts
+        // within a block, counted from the tensor's start (block 0).
+        rocksdb::PinnableSlice frame;
+        ASSERT_TRUE((*r)->view().ReadFrame(key, &frame).ok());
+        auto info = InspectFrame(std::string_view(frame.data(), frame.size()), out.size());
+        ASSERT_TRUE(info.ok()) << info.status().ToString();
+        EXPECT_EQ(info->block.layout.bytes, 34u);
+        EXPECT_EQ(info->block.layout.scale_offset, 0u);
+        EXPECT_EQ(info->block.layout.scales, 1u);
+        EXPECT_EQ(info->block.phase, (j * (*m)->chunk_size) % 34) << "chunk " << j;
+      }
       ASSERT_TRUE((*r)->view().ReadChunk(key, &dec, out).ok());
       const size_t at = data + size_t(t.offset + j * (*m)->chunk_size);
       EXPECT_EQ(std::string(out.begin(), out.end()), g.b.substr(at, out.size()));
