@@ -152,7 +152,7 @@ Status TensorTable::Check(const std::function<Status(const std::string&)>& bad) 
     if (!within(r.shape_off, r.ndim, h.nshape))
       return bad("has tensor " + std::to_string(i) + "'s shape out of range");
     if (!DTypeIdValid(r.dtype)) return bad("has tensor " + std::to_string(i) + " of no dtype");
-    if (!within(r.first_chunk, (r.size + h.chunk_size - 1) / h.chunk_size, h.nchunks) ||
+    if (!within(r.first_chunk, r.size / h.chunk_size + (r.size % h.chunk_size != 0), h.nchunks) ||
         __builtin_add_overflow(total, r.size, &total))
       return bad("has tensor " + std::to_string(i) + "'s chunks out of range");
   }

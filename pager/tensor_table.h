@@ -88,7 +88,9 @@ class TensorTable {
   const ChunkKey& chunk(uint64_t i) const { return keys_[i]; }
   uint32_t chunk_size() const { return h_.chunk_size; }
   // Chunks of tensor t, and the raw bytes of its chunk j.
-  uint64_t ChunkCount(uint32_t t) const { return (size(t) + chunk_size() - 1) / chunk_size(); }
+  uint64_t ChunkCount(uint32_t t) const {
+    return size(t) / chunk_size() + (size(t) % chunk_size() != 0);
+  }
   uint64_t ChunkBytes(uint32_t t, uint64_t j) const {
     uint64_t start = j * chunk_size();
     return size(t) - start < chunk_size() ? size(t) - start : chunk_size();
