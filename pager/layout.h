@@ -93,7 +93,7 @@ struct LayoutView {
   std::span<const Unit> units;
   std::span<const SlotPiece> pieces;
   std::span<const TensorPlace> tensors;
-  std::shared_ptr<const Layout> owned;  // what the spans point into, when private
+  std::shared_ptr<const void> owned;  // what the spans point into, when private
 
   // A view of a layout of this process's own, which it keeps.
   static LayoutView Of(Layout l);

@@ -243,6 +243,7 @@ Status Segment::MapAndClaim(bool) {
     return Status::FromErrno("read " + name_, errno);
   struct stat st;
   if (::fstat(fd(), &st) != 0) return Status::FromErrno("stat " + name_, errno);
+  others_write_ = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0 || st.st_uid != ::geteuid();
   if (!HeaderConsistent(h, uint64_t(st.st_size)))
     return Status::Corruption("shared memory " + name_ +
                               " has an inconsistent header; remove it with `pstore ps --gc`");

@@ -167,11 +167,16 @@ class Segment {
   // Unchecked: compare its digest before trusting it.
   std::string CopyManifest() const;
   // The segment's tensor table, checked (TensorTable::Open) and read in
-  // place for as long as this Segment lives; Corruption when it fails.
+  // place for as long as this Segment lives; Corruption when it fails. When
+  // another user may write the segment (group mode), the table and the
+  // layout are copied into this process's memory first and the copy is
+  // checked and used: a member's later write can then change tensor bytes
+  // (what check_shared guards) but never what this process indexes with.
   Result<TensorTable> ReadTables() const;
   // The layout the segment was created with, in place, checked with
   // CheckLayout against the tensor table m; Corruption when it does not hold.
   Result<LayoutView> ReadLayout(const TensorTable& m) const;
+  bool others_write() const { return others_write_; }
   // Checks a layout against the segment's header (fingerprint, sizes), its
   // slot and unit tables, and m: every index and range in bounds.
   Status CheckLayout(const LayoutView& l, const TensorTable& m) const;
@@ -234,6 +239,7 @@ class Segment {
   uint64_t TryEvictUnit(uint32_t u);
 
  private:
+  const uint8_t* TablesBytes(uint64_t off, uint64_t len, std::shared_ptr<const void>* owner) const;
   Segment() = default;
   Status MapAndClaim(bool init_only);
   // Checks the slot and unit tables against the header (their indices and
@@ -263,6 +269,10 @@ class Segment {
   AttachEntry* attach_ = nullptr;
   uint8_t* pins_base_ = nullptr;
   uint32_t me_ = kMaxAttach;
+  // Whether a process of another user (a group member) may write the
+  // segment: then its tables and layout are copied before they are checked,
+  // so that no later write of theirs can change what this process follows.
+  bool others_write_ = false;
   // The header's fields as checked when mapping (HeaderConsistent), in this
   // process's memory: the bounds every read of the tables keeps to.
   struct Checked {

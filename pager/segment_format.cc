@@ -107,7 +107,8 @@ Result<LayoutView> Segment::ReadLayout(const TensorTable& m) const {
   const Checked& h = checked_;
   LayoutPrefix pre;
   if (h.layout_len < sizeof(pre)) return bad("truncated");
-  const uint8_t* p = base_ + h.layout_off;
+  std::shared_ptr<const void> owner;
+  const uint8_t* p = TablesBytes(h.layout_off, h.layout_len, &owner);
   std::memcpy(&pre, p, sizeof(pre));
   p += sizeof(pre);
   if (h.layout_len != LayoutSize(pre.nslots, pre.nunits, pre.npieces, pre.ntensors))
@@ -120,6 +121,7 @@ Result<LayoutView> Segment::ReadLayout(const TensorTable& m) const {
   l.units = Span<Unit>(&p, pre.nunits);
   l.pieces = Span<SlotPiece>(&p, pre.npieces);
   l.tensors = Span<TensorPlace>(&p, pre.ntensors);
+  l.owned = std::move(owner);
   PSTORE_RETURN_IF_ERROR(CheckLayout(l, m));
   return l;
 }
@@ -166,9 +168,15 @@ Status Segment::CheckLayout(const LayoutView& l, const TensorTable& m) const {
     if (ui.first_slot != un.first_slot || ui.nslots != un.nslots || ui.used_bytes != un.used_bytes)
       return bad("does not match the segment's unit table");
   }
-  for (const SlotPiece& pc : l.pieces)
+  for (const SlotPiece& pc : l.pieces) {
     if (pc.chunk >= m.chunk_count() || pc.tensor >= l.tensors.size())
       return bad("has a piece out of range");
+    // One of its tensor's chunks, of that chunk's length.
+    const uint64_t first = m.first_chunk(pc.tensor);
+    if (pc.chunk < first || pc.chunk - first >= m.ChunkCount(pc.tensor) ||
+        pc.len != m.ChunkBytes(pc.tensor, pc.chunk - first))
+      return bad("has a piece that is not one of its tensor's chunks");
+  }
   for (uint32_t t = 0; t < l.tensors.size(); t++) {
     const TensorPlace& tp = l.tensors[t];
     const uint64_t size = m.size(t);
@@ -190,9 +198,23 @@ Status Segment::CheckLayout(const LayoutView& l, const TensorTable& m) const {
   return Status::OK();
 }
 
+// The bytes [off, off + len) of the segment's header mapping: in place, or,
+// when another user may write the segment, a private copy (8-aligned) that
+// *owner keeps, so that what is checked is what is used.
+const uint8_t* Segment::TablesBytes(uint64_t off, uint64_t len,
+                                    std::shared_ptr<const void>* owner) const {
+  if (!others_write_) return base_ + off;
+  auto copy = std::make_shared<std::vector<uint64_t>>((len + 7) / 8);
+  std::memcpy(copy->data(), base_ + off, len);
+  *owner = copy;
+  return reinterpret_cast<const uint8_t*>(copy->data());
+}
+
 Result<TensorTable> Segment::ReadTables() const {
   const Checked& h = checked_;
-  return TensorTable::Open(std::span<const uint8_t>(base_ + h.tables_off, h.tables_len), nullptr,
+  std::shared_ptr<const void> owner;
+  const uint8_t* p = TablesBytes(h.tables_off, h.tables_len, &owner);
+  return TensorTable::Open(std::span<const uint8_t>(p, h.tables_len), std::move(owner),
                            "shared memory " + name_);
 }
 

@@ -91,6 +91,52 @@ def body(work):
     check(rc == 0 and last.get("mismatches") == 0 and last.get("errors") == 0,
           f"with the bytes put back: {last} {err[-400:]}")
     check(last.get("bytes_decoded", 1) == 0, f"the model was loaded again: {last}")
+    group_mode(store, src, seg)
+
+
+def group_mode(store, src, seg):
+    """In group mode (the segment group-writable) a reader copies the table and
+    layout before checking them: a member that overwrites both after the reader
+    opened the model changes nothing the reader follows, and the reader gets
+    every tensor right (read in place, such offsets would steer its loads and
+    acquires anywhere in its memory)."""
+    store.ok("config", "--group", "54322")
+    check(os.stat(seg).st_mode & 0o020, f"{seg} is not group-writable after config --group")
+    drop_segments(store)  # so that the reader loads: its writes follow the layout
+    Worker(store.root, "m:1", src, "load").finish()
+    seg = segment_of(store)
+    check(os.stat(seg).st_mode & 0o020, f"{seg} is not group-writable")
+    w = Worker(store.root, "m:1", src, "scan", arg="--pause")
+    check(w.read_line().get("opened") is True, "the reader did not open the model")
+    saved = {}
+    with open(seg, "r+b") as f:
+        for name, at in (("layout", LAYOUT_OFF), ("tensor table", TABLES_OFF)):
+            off, length = region(seg, at)
+            f.seek(off)
+            saved[off] = f.read(length)
+            f.seek(off)
+            f.write(bytes([0xFF]) * length)  # every offset, count and index at its largest
+    try:
+        w.proc.stdin.write("go\n")
+        w.proc.stdin.flush()
+        try:
+            out, err = w.proc.communicate(timeout=300)
+        except UnicodeDecodeError:  # it printed bytes of the overwritten table
+            w.proc.kill()
+            w.proc.wait()
+            out, err = "", "the reader printed the overwritten table's bytes"
+    finally:
+        with open(seg, "r+b") as f:
+            for off, b in saved.items():
+                f.seek(off)
+                f.write(b)
+    lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    last = lines[-1] if lines else {}
+    check(w.proc.returncode == 0 and last.get("mismatches") == 0 and last.get("errors") == 0,
+          f"a group-mode reader whose segment's tables were overwritten after it opened "
+          f"the model: exit {w.proc.returncode} (negative is a signal), {last} {err[-400:]}")
+    log("group mode: tables overwritten after open; the reader used its own copy, "
+        "every tensor right")
 
 
 if __name__ == "__main__":

@@ -151,11 +151,13 @@ int main(int argc, char** argv) {
   std::string store_path = argv[1], ref = argv[2], source = argv[3], mode = argv[4], arg;
   uint64_t budget = 0;
   double seconds = 2;
-  bool check_shared = false;
+  bool check_shared = false, pause = false;
   for (int i = 5; i < argc; i++) {
     std::string a = argv[i];
     if (a == "--check")
       check_shared = true;
+    else if (a == "--pause")
+      pause = true;
     else if (a == "--budget" && i + 1 < argc)
       budget = std::strtoull(argv[++i], nullptr, 10);
     else if (a == "--seconds" && i + 1 < argc)
@@ -181,6 +183,12 @@ int main(int argc, char** argv) {
   }
   st = pstore_model_open(w.store, ref.c_str(), &w.model);
   if (st != PSTORE_OK) return Die("pstore_model_open", st);
+  if (pause) {  // --pause: waits for a line on stdin once the model is open
+    std::printf("{\"opened\": true}\n");
+    std::fflush(stdout);
+    std::string line;
+    std::getline(std::cin, line);
+  }
   size_t n = pstore_model_tensor_count(w.model);
   auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] {
