@@ -12,13 +12,13 @@
 namespace pstore {
 
 struct SegmentOffsets {
-  uint64_t manifest, layout, tables, slots, states, refs, units, alloc, attach, pins, pins_stride, data,
-      total;
+  uint64_t manifest, layout, tables, slots, states, refs, units, alloc, attach, pins, pins_stride,
+      data, total;
 };
 
 SegmentOffsets ComputeOffsets(uint64_t page, uint64_t manifest_len, uint64_t layout_len,
-                              uint64_t tables_len, uint32_t nslots, uint32_t nunits, uint32_t ntensors,
-                              uint64_t data_bytes);
+                              uint64_t tables_len, uint32_t nslots, uint32_t nunits,
+                              uint32_t ntensors, uint64_t data_bytes);
 
 // Whether a header describes a segment of file_size bytes as ComputeOffsets
 // lays it out: every offset recomputed from the sizes, so that nothing mapped
