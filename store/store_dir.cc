@@ -263,8 +263,8 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   // disk than the WAL's hard link and a few small files.
   const bool flushed = FlushForGeneration(db).ok();
   db->RemoveOldOptionsFiles();
-  PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, flushed ? 0 : kKeepWal),
-                                   "create generation " + dir));
+  PSTORE_RETURN_IF_ERROR(
+      FromRocks(ckpt->CreateCheckpoint(dir, flushed ? 0 : kKeepWal), "create generation " + dir));
   const int mode = int(access.file_mode);
   PSTORE_RETURN_IF_ERROR(
       WriteFileAtomic(p.env, dir + "/SEQUENCE", std::to_string(sequence) + "\n", mode));

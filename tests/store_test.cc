@@ -601,19 +601,17 @@ TEST_F(StoreTest, ReaderKeepsItsGenerationThroughRemoveAndCompact) {
 // Readers open generations read-only; a WAL in one would be replayed into
 // memtables of every reader's own, which it keeps while it has it open.
 TEST_F(StoreTest, AGenerationHoldsNoWalToReplay) {
-  std::string a = Model("a.safetensors", SampleModel(8));
-  auto w = Writer();
-  ASSERT_TRUE(w);
-  Import(w.get(), a, "a:v1");
-  StorePaths p{root_};
-  auto check = [&](const char* after) {
-    uint64_t n = ReadCurrentGeneration(p).value();
-    for (const auto& e : fs::directory_iterator(p.gen(n))) {
+  auto check = [this](const char* after) {
+    StorePaths p{root_};
+    for (const auto& e : fs::directory_iterator(p.gen(ReadCurrentGeneration(p).value()))) {
       if (e.path().extension() == ".log") {
         EXPECT_EQ(fs::file_size(e.path()), 0u) << e.path() << " after " << after;
       }
     }
   };
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  Import(w.get(), Model("a.safetensors", SampleModel(8)), "a:v1");
   check("an import");
   ASSERT_TRUE(w->Tag("a:v1", ParseModelName("a:v2").value(), false).ok());
   check("a tag");
