@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <mutex>
 
 namespace pstore {
 namespace {
@@ -28,19 +30,24 @@ class NullLogger : public rocksdb::Logger {
 // drops what it cannot write. It keeps warnings and errors only: RocksDB's
 // informational lines (every option at each open, flush and compaction
 // statistics) took about 50 KB a session, more than the metadata of all the
-// models of a small store.
+// models of a small store. The file is made at the first line written, so a
+// session without warnings leaves no log (each file takes a disk block), and
+// the warnings every checkpoint gives about nested file-deletion counters are
+// left out.
 class FileLogger : public rocksdb::Logger {
  public:
-  explicit FileLogger(const std::string& path)
-      : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {
-    std::rename(path.c_str(), (path + ".old").c_str());
-    file_ = std::fopen(path.c_str(), "we");
-  }
+  explicit FileLogger(std::string path)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL), path_(std::move(path)) {}
   ~FileLogger() override {
     if (file_) std::fclose(file_);
   }
   using rocksdb::Logger::Logv;
   void Logv(const char* format, va_list ap) override {
+    if (std::strstr(format, "] File Deletions ") != nullptr) return;
+    std::call_once(opened_, [this] {
+      std::rename(path_.c_str(), (path_ + ".old").c_str());
+      file_ = std::fopen(path_.c_str(), "we");
+    });
     if (!file_) return;
     struct timeval tv;
     ::gettimeofday(&tv, nullptr);
@@ -63,6 +70,8 @@ class FileLogger : public rocksdb::Logger {
   }
 
  private:
+  const std::string path_;
+  std::once_flag opened_;
   FILE* file_ = nullptr;
 };
 
@@ -70,6 +79,11 @@ rocksdb::ColumnFamilyOptions MetaOptions() {
   rocksdb::ColumnFamilyOptions o;
   o.compression = rocksdb::kZSTD;
   o.compression_opts.level = 9;
+  // compact rewrites the metadata into the last level: there it is written
+  // once per compact and kept, so it gets zstd's strongest level.
+  o.bottommost_compression = rocksdb::kZSTD;
+  o.bottommost_compression_opts.level = 19;
+  o.bottommost_compression_opts.enabled = true;
   o.write_buffer_size = 16 << 20;
   rocksdb::BlockBasedTableOptions t;
   t.block_size = 16 << 10;
@@ -155,6 +169,8 @@ Result<std::unique_ptr<RocksDb>> RocksDb::OpenPrimary(const std::string& path) {
   rocksdb::Status s = rocksdb::DB::Open(o, path, Descriptors(), &r->handles_, &db);
   if (!s.ok()) return FromRocks(s, "cannot open the store's database at " + path);
   r->db_.reset(db);
+  r->path_ = path;
+  r->RemoveOldOptionsFiles();
   r->meta_ = r->handles_[0];
   r->chunks_ = r->handles_[1];
   return r;
@@ -175,6 +191,25 @@ Result<std::unique_ptr<RocksDb>> RocksDb::OpenReadOnly(const std::string& path) 
   r->meta_ = r->handles_[0];
   r->chunks_ = r->handles_[1];
   return r;
+}
+
+void RocksDb::RemoveOldOptionsFiles() {
+  const std::string& path = path_;
+  if (path.empty()) return;  // a reader's instance
+  std::vector<std::string> names;
+  if (!rocksdb::Env::Default()->GetChildren(path, &names).ok()) return;
+  std::string newest;
+  uint64_t newest_n = 0;
+  std::vector<std::string> options;
+  for (const auto& n : names) {
+    if (n.compare(0, 8, "OPTIONS-") != 0 || n.find_first_not_of("0123456789", 8) != n.npos)
+      continue;
+    options.push_back(n);
+    uint64_t num = std::strtoull(n.c_str() + 8, nullptr, 10);
+    if (newest.empty() || num > newest_n) newest = n, newest_n = num;
+  }
+  for (const auto& n : options)
+    if (n != newest) ::unlink((path + "/" + n).c_str());
 }
 
 Status RocksDb::SetBlobGc(bool on, double age_cutoff) {

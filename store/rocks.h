@@ -45,8 +45,15 @@ class RocksDb {
   // blob files that hold dead chunks.
   Status SetBlobGc(bool on, double age_cutoff = 1.0);
 
+  // Deletes every OPTIONS file of the writer's database but the newest.
+  // RocksDB writes one at each open and each SetOptions (about 11 KB each)
+  // and keeps the previous one too, but it never reads them: pstore passes
+  // its options to every open. REQUIRES: the writer's instance.
+  void RemoveOldOptionsFiles();
+
  private:
   RocksDb() = default;
+  std::string path_;
   std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* chunks_ = nullptr;

@@ -205,6 +205,27 @@ std::vector<uint64_t> ListGenerations(const StorePaths& p) {
   return out;
 }
 
+namespace {
+
+// A checkpoint's log size limit that never flushes: its WAL is taken along.
+constexpr uint64_t kKeepWal = ~uint64_t(0);
+
+// Flushes both column families. A failed flush (a full disk) is a hard error
+// after which RocksDB refuses every write until DB::Resume() recovers it:
+// Resume() is called at once, so that the writer can go on (and retry, with
+// its reserve released) once the disk has room again. A database still
+// stopped from an earlier failed flush is resumed first.
+Status FlushForGeneration(RocksDb* db) {
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  Status s = FromRocks(db->db()->Flush(fo, {db->meta(), db->chunks()}), "flush");
+  if (s.ok()) return s;
+  if (!db->db()->Resume().ok()) return s;
+  return FromRocks(db->db()->Flush(fo, {db->meta(), db->chunks()}), "flush");
+}
+
+}  // namespace
+
 Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string_view names_text,
                                    const StoreAccess& access) {
   std::vector<uint64_t> gens = ListGenerations(p);
@@ -233,11 +254,17 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
     }
   } guard{p, dir, n};
   std::unique_ptr<rocksdb::Checkpoint> ckpt(raw);
-  // No flush: the WAL holds only metadata batches (chunks are written without
-  // it and flushed before every commit), so the checkpoint takes the small
-  // WAL along and readers replay it when they open the generation.
+  // The memtables are flushed first, so that the generation carries no WAL:
+  // every reader that opens a generation would replay it into memtables of
+  // its own and keep them (megabytes for a model of thousands of tensors: its
+  // manifest and chunk records) for as long as it has the generation open.
+  // A flush that cannot be made (a full disk) leaves the WAL in the
+  // generation instead, which readers replay: publishing must not need more
+  // disk than the WAL's hard link and a few small files.
+  const bool flushed = FlushForGeneration(db).ok();
+  db->RemoveOldOptionsFiles();
   PSTORE_RETURN_IF_ERROR(
-      FromRocks(ckpt->CreateCheckpoint(dir, 64ull << 20), "create generation " + dir));
+      FromRocks(ckpt->CreateCheckpoint(dir, flushed ? 0 : kKeepWal), "create generation " + dir));
   const int mode = int(access.file_mode);
   PSTORE_RETURN_IF_ERROR(
       WriteFileAtomic(p.env, dir + "/SEQUENCE", std::to_string(sequence) + "\n", mode));

@@ -598,6 +598,27 @@ TEST_F(StoreTest, ReaderKeepsItsGenerationThroughRemoveAndCompact) {
   EXPECT_FALSE(fs::exists(StorePaths{root_}.gen(gen)));
 }
 
+// Readers open generations read-only; a WAL in one would be replayed into
+// memtables of every reader's own, which it keeps while it has it open.
+TEST_F(StoreTest, AGenerationHoldsNoWalToReplay) {
+  auto check = [this](const char* after) {
+    StorePaths p{root_};
+    for (const auto& e : fs::directory_iterator(p.gen(ReadCurrentGeneration(p).value()))) {
+      if (e.path().extension() == ".log") {
+        EXPECT_EQ(fs::file_size(e.path()), 0u) << e.path() << " after " << after;
+      }
+    }
+  };
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  Import(w.get(), Model("a.safetensors", SampleModel(8)), "a:v1");
+  check("an import");
+  ASSERT_TRUE(w->Tag("a:v1", ParseModelName("a:v2").value(), false).ok());
+  check("a tag");
+  ASSERT_TRUE(w->Remove(ParseModelName("a:v1").value()).ok());
+  check("a remove");
+}
+
 TEST_F(StoreTest, GenerationLockKeepsFilesFromDeletion) {
   std::string a = Model("a.safetensors", SampleModel(7));
   auto w = Writer();
