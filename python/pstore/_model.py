@@ -39,6 +39,11 @@ from ._handle import HandleOwner
 TensorInfo = collections.namedtuple("TensorInfo", "name dtype shape nbytes")
 TensorInfo.__doc__ = """A tensor's name, pstore dtype name ("F16", "BF16", ...), shape and size."""
 
+# Tensors per batch of a state_dict's views: enough that a batch's spans cost
+# little, few enough that the views of the first batches are made while the
+# loaders still fill the rest.
+_VIEW_BATCH = 256
+
 
 class _ModelHandle:
     __slots__ = ("ptr", "pid", "store", "__weakref__")
@@ -86,13 +91,28 @@ class _Pin(_Acquires):
 
 
 class _Group(_Acquires):
-    """The acquires of a state_dict's tensors; its bytes span them all, so
-    each view is a slice of one array instead of an array of its own."""
+    """The acquires of a state_dict's tensors, released together when the
+    last view over any of them goes; its views are slices of _Spans."""
 
     __slots__ = ()
 
     def __init__(self, h):
         super().__init__(h, [], 0, 0)
+
+
+class _Span:
+    """A range of a _Group's acquired bytes, read-only (__array_interface__):
+    a batch of a state_dict's views are slices of one. Holds the group."""
+
+    __slots__ = ("group", "ptr", "nbytes")
+
+    def __init__(self, group, ptr, nbytes):
+        self.group, self.ptr, self.nbytes = group, ptr, nbytes
+
+    @property
+    def __array_interface__(self):
+        return {"version": 3, "shape": (self.nbytes,), "typestr": "|u1",
+                "data": (self.ptr, True)}
 
 
 class _TorchBase:
@@ -249,58 +269,77 @@ class Model(HandleOwner):
 
     def state_dict(self, prefix=None, framework="torch"):
         """{name: view} of every tensor, or of those whose name starts with
-        prefix; each a zero-copy view as torch() or numpy() gives. Loads what is
-        not resident in one bulk prefetch first. The views share their pins:
-        the tensors stay pinned until the last view of this state_dict goes."""
+        prefix; each a zero-copy view as torch() or numpy() gives. What is not
+        resident is loaded in one bulk prefetch, started first: the views are
+        made while it runs, each tensor's as soon as its own chunks are in. The
+        views share their pins: the tensors stay pinned until the last view of
+        this state_dict goes."""
         if framework not in ("torch", "numpy"):
             raise InvalidArgument(f"framework must be 'torch' or 'numpy', not {framework!r}", 3)
         h = self._handle()
-        table = self._load_table(h)
-        pick = [i for i, t in enumerate(table) if prefix is None or t[0].startswith(prefix)]
-        self._prefetch_indices(h, pick)
-        check(lib.pstore_model_prefetch_wait(h.ptr), f"model {self._ref}: loading failed")
-        return self._views(h, table, pick, framework == "torch")
+        check(lib.pstore_model_prefetch_prefix(h.ptr, (prefix or "").encode(), None),
+              f"model {self._ref}: cannot prefetch")
+        try:
+            table = self._load_table(h)
+            pick = [i for i, t in enumerate(table) if prefix is None or t[0].startswith(prefix)]
+            out = self._views(h, table, pick, framework == "torch")
+        finally:
+            # Every prefetch of this handle is over before this returns (or
+            # raises), and the error one met is this call's, not a later wait's.
+            st = lib.pstore_model_prefetch_wait(h.ptr)
+        check(st, f"model {self._ref}: loading failed")
+        return out
 
     def _views(self, h, table, pick, as_torch):
-        """Views of the tensors pick, sharing one _Group of acquires."""
+        """Views of the tensors pick, in pick's order, sharing one _Group of
+        acquires. Tensors are acquired in order and their views made in
+        batches, each batch's views slices of one span of its bytes, so that a
+        batch's views are made while the loaders fill the next ones."""
         group = _Group(h)
-        ptrs = {}
+        out = {}
         ptr = ctypes.c_void_p()
         ref = ctypes.byref(ptr)
         acquire = lib.pstore_tensor_acquire
+        batch = []  # (index, address or None for an empty tensor)
         for i in pick:
             if table[i][3] == 0:
-                continue  # empty tensors need no memory
+                batch.append((i, None))  # empty tensors need no memory
+                continue
             st = acquire(h.ptr, i, ref)
             if st != 0:
                 check(st, f"model {self._ref}: cannot load tensor {table[i][0]}")
             group.indices.append(i)  # released by the group, also on an error below
-            ptrs[i] = ptr.value
-        if ptrs:
-            lo = min(ptrs.values())
-            group.ptr = lo
-            group.nbytes = max(p + table[i][3] for i, p in ptrs.items()) - lo
-        out = {}
+            batch.append((i, ptr.value))
+            if len(batch) >= _VIEW_BATCH:
+                self._batch_views(h, group, table, batch, as_torch, out)
+                batch = []
+        self._batch_views(h, group, table, batch, as_torch, out)
+        return out
+
+    def _batch_views(self, h, group, table, batch, as_torch, out):
+        """Adds the views of batch [(index, address)] to out."""
+        ptrs = [p for _, p in batch if p is not None]
         if not ptrs:
-            for i in pick:  # every picked tensor is empty
+            for i, _ in batch:  # every tensor of the batch is empty
                 out[table[i][0]] = self._empty(table[i], as_torch)
-            return out
-        typed = {}  # dtype code -> the span as that dtype
+            return
+        lo = min(ptrs)
+        span = _Span(group, lo, max(p + table[i][3] for i, p in batch if p is not None) - lo)
         if as_torch:
-            span = torch_from_numpy(np.asarray(_TorchBase(group)))
-            for i in pick:
+            whole = torch_from_numpy(np.asarray(_TorchBase(span)))
+            typed = {}  # dtype code -> the span as that dtype
+            for i, p in batch:
                 name, code, shape, nbytes = table[i]
-                if nbytes == 0:
+                if p is None:
                     out[name] = self._empty(table[i], True)
                     continue
                 t = typed.get(code)
                 if t is None:
-                    tdt = _dtypes.torch_dtype(code)
                     size = _dtypes.torch_itemsize(code)
-                    t = typed[code] = (span[:group.nbytes // size * size].view(tdt), size,
-                                       _dtypes.numpy_dtype(code)[1])
+                    t = typed[code] = (whole[:span.nbytes // size * size].view(
+                        _dtypes.torch_dtype(code)), size, _dtypes.numpy_dtype(code)[1])
                 view, size, known = t
-                offset, rem = divmod(ptrs[i] - lo, size)
+                offset, rem = divmod(p - lo, size)
                 if rem:  # not aligned to its element size: a view of its own
                     out[name] = self._torch(h, i, *table[i])
                     continue
@@ -308,15 +347,14 @@ class Model(HandleOwner):
                     shape = (nbytes,)
                 out[name] = view.as_strided(shape, _strides(shape), offset)
         else:
-            span = np.asarray(group)
-            for i in pick:
+            whole = np.asarray(span)
+            for i, p in batch:
                 name, code, shape, nbytes = table[i]
-                if nbytes == 0:
+                if p is None:
                     out[name] = self._empty(table[i], False)
                     continue
                 dt, known = _dtypes.numpy_dtype(code)
-                out[name] = np.ndarray(shape if known else (nbytes,), dt, span, ptrs[i] - lo)
-        return out
+                out[name] = np.ndarray(shape if known else (nbytes,), dt, whole, p - lo)
 
     # --- loading ----------------------------------------------------------------
 
