@@ -24,7 +24,6 @@ with other calls on the same Model. Finalizers may run on any thread.
 
 import collections
 import ctypes
-import functools
 import os
 import threading
 import weakref
@@ -326,26 +325,29 @@ class Model(HandleOwner):
         lo = min(ptrs)
         span = _Span(group, lo, max(p + table[i][3] for i, p in batch if p is not None) - lo)
         if as_torch:
-            whole = torch_from_numpy(np.asarray(_TorchBase(span)))
-            typed = {}  # dtype code -> the span as that dtype
+            # torch.from_numpy over an ndarray of the span is the cheapest way
+            # to a torch view (cheaper than as_strided of one typed span), and
+            # gives each tensor a storage of its own bytes only.
+            import torch
+            whole = np.asarray(_TorchBase(span))
+            from_numpy, ndarray = torch.from_numpy, np.ndarray
+            plans = {}  # dtype code -> (numpy dtype, torch dtype to view as or None, known)
             for i, p in batch:
                 name, code, shape, nbytes = table[i]
                 if p is None:
                     out[name] = self._empty(table[i], True)
                     continue
-                t = typed.get(code)
-                if t is None:
-                    size = _dtypes.torch_itemsize(code)
-                    t = typed[code] = (whole[:span.nbytes // size * size].view(
-                        _dtypes.torch_dtype(code)), size, _dtypes.numpy_dtype(code)[1])
-                view, size, known = t
-                offset, rem = divmod(p - lo, size)
-                if rem:  # not aligned to its element size: a view of its own
+                plan = plans.get(code)
+                if plan is None:
+                    plan = plans[code] = _dtypes.torch_plan(code) + (_dtypes.numpy_dtype(code)[1],)
+                np_dt, torch_dt, known = plan
+                if p % np_dt.itemsize:  # not aligned to its element size: a view of its own
                     out[name] = self._torch(h, i, *table[i])
                     continue
                 if not known:
                     shape = (nbytes,)
-                out[name] = view.as_strided(shape, _strides(shape), offset)
+                t = from_numpy(ndarray(shape, np_dt, whole, p - lo))
+                out[name] = t.view(torch_dt) if torch_dt is not None else t
         else:
             whole = np.asarray(span)
             for i, p in batch:
@@ -417,21 +419,6 @@ class Model(HandleOwner):
         s.struct_size = ctypes.sizeof(s)
         check(lib.pstore_model_stats_get(self._handle().ptr, ctypes.byref(s)))
         return {f: getattr(s, f) for f in _capi.MODEL_STATS_FIELDS}
-
-
-def torch_from_numpy(a):
-    import torch
-    return torch.from_numpy(a)
-
-
-@functools.lru_cache(maxsize=4096)
-def _strides(shape):
-    """Contiguous strides, in elements, of a shape."""
-    st, acc = [], 1
-    for d in reversed(shape):
-        st.append(acc)
-        acc *= d
-    return tuple(reversed(st))
 
 
 def _writable_address(out, what):
