@@ -177,19 +177,22 @@ class Model(HandleOwner):
             return self._table
         n = lib.pstore_model_tensor_count(h.ptr)
         info = _capi.TensorInfo()
+        # Set once: the library writes back the size it filled, which stays
+        # enough for the next call.
+        info.struct_size = ctypes.sizeof(info)
         ref, get, ptr = ctypes.byref(info), lib.pstore_model_tensor_info, h.ptr
         table = []
+        append = table.append
         for i in range(n):
-            info.struct_size = ctypes.sizeof(info)
             st = get(ptr, i, ref)
             if st != 0:
                 check(st, f"model {self._ref}: tensor {i}")
-            if info.name is None or info.ndim > 64:
+            name, ndim = info.name, info.ndim
+            if name is None or ndim > 64:
                 raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) fills "
                                "pstore_tensor_info differently from this package's declaration; "
                                "install the package and the library from one build", 9)
-            table.append((info.name.decode(), info.dtype, tuple(info.shape[:info.ndim]),
-                          info.nbytes))
+            append((name.decode(), info.dtype, tuple(info.shape[:ndim]), info.nbytes))
         self._index = {t[0]: i for i, t in enumerate(table)}
         self._table = table
         return table
