@@ -24,7 +24,6 @@ with other calls on the same Model. Finalizers may run on any thread.
 
 import collections
 import ctypes
-import functools
 import os
 import threading
 import weakref
@@ -38,6 +37,11 @@ from ._handle import HandleOwner
 
 TensorInfo = collections.namedtuple("TensorInfo", "name dtype shape nbytes")
 TensorInfo.__doc__ = """A tensor's name, pstore dtype name ("F16", "BF16", ...), shape and size."""
+
+# Tensors per batch of a state_dict's views: enough that a batch's spans cost
+# little, few enough that the views of the first batches are made while the
+# loaders still fill the rest.
+_VIEW_BATCH = 256
 
 
 class _ModelHandle:
@@ -86,13 +90,28 @@ class _Pin(_Acquires):
 
 
 class _Group(_Acquires):
-    """The acquires of a state_dict's tensors; its bytes span them all, so
-    each view is a slice of one array instead of an array of its own."""
+    """The acquires of a state_dict's tensors, released together when the
+    last view over any of them goes; its views are slices of _Spans."""
 
     __slots__ = ()
 
     def __init__(self, h):
         super().__init__(h, [], 0, 0)
+
+
+class _Span:
+    """A range of a _Group's acquired bytes, read-only (__array_interface__):
+    a batch of a state_dict's views are slices of one. Holds the group."""
+
+    __slots__ = ("group", "ptr", "nbytes")
+
+    def __init__(self, group, ptr, nbytes):
+        self.group, self.ptr, self.nbytes = group, ptr, nbytes
+
+    @property
+    def __array_interface__(self):
+        return {"version": 3, "shape": (self.nbytes,), "typestr": "|u1",
+                "data": (self.ptr, True)}
 
 
 class _TorchBase:
@@ -158,19 +177,22 @@ class Model(HandleOwner):
             return self._table
         n = lib.pstore_model_tensor_count(h.ptr)
         info = _capi.TensorInfo()
+        # Set once: the library writes back the size it filled, which stays
+        # enough for the next call.
+        info.struct_size = ctypes.sizeof(info)
         ref, get, ptr = ctypes.byref(info), lib.pstore_model_tensor_info, h.ptr
         table = []
+        append = table.append
         for i in range(n):
-            info.struct_size = ctypes.sizeof(info)
             st = get(ptr, i, ref)
             if st != 0:
                 check(st, f"model {self._ref}: tensor {i}")
-            if info.name is None or info.ndim > 64:
+            name, ndim = info.name, info.ndim
+            if name is None or ndim > 64:
                 raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) fills "
                                "pstore_tensor_info differently from this package's declaration; "
                                "install the package and the library from one build", 9)
-            table.append((info.name.decode(), info.dtype, tuple(info.shape[:info.ndim]),
-                          info.nbytes))
+            append((name.decode(), info.dtype, tuple(info.shape[:ndim]), info.nbytes))
         self._index = {t[0]: i for i, t in enumerate(table)}
         self._table = table
         return table
@@ -249,74 +271,95 @@ class Model(HandleOwner):
 
     def state_dict(self, prefix=None, framework="torch"):
         """{name: view} of every tensor, or of those whose name starts with
-        prefix; each a zero-copy view as torch() or numpy() gives. Loads what is
-        not resident in one bulk prefetch first. The views share their pins:
-        the tensors stay pinned until the last view of this state_dict goes."""
+        prefix; each a zero-copy view as torch() or numpy() gives. What is not
+        resident is loaded in one bulk prefetch, started first: the views are
+        made while it runs, each tensor's as soon as its own chunks are in. The
+        views share their pins: the tensors stay pinned until the last view of
+        this state_dict goes."""
         if framework not in ("torch", "numpy"):
             raise InvalidArgument(f"framework must be 'torch' or 'numpy', not {framework!r}", 3)
         h = self._handle()
-        table = self._load_table(h)
-        pick = [i for i, t in enumerate(table) if prefix is None or t[0].startswith(prefix)]
-        self._prefetch_indices(h, pick)
-        check(lib.pstore_model_prefetch_wait(h.ptr), f"model {self._ref}: loading failed")
-        return self._views(h, table, pick, framework == "torch")
+        check(lib.pstore_model_prefetch_prefix(h.ptr, (prefix or "").encode(), None),
+              f"model {self._ref}: cannot prefetch")
+        try:
+            table = self._load_table(h)
+            pick = [i for i, t in enumerate(table) if prefix is None or t[0].startswith(prefix)]
+            out = self._views(h, table, pick, framework == "torch")
+        finally:
+            # Every prefetch of this handle is over before this returns (or
+            # raises), and the error one met is this call's, not a later wait's.
+            st = lib.pstore_model_prefetch_wait(h.ptr)
+        check(st, f"model {self._ref}: loading failed")
+        return out
 
     def _views(self, h, table, pick, as_torch):
-        """Views of the tensors pick, sharing one _Group of acquires."""
+        """Views of the tensors pick, in pick's order, sharing one _Group of
+        acquires. Tensors are acquired in order and their views made in
+        batches, each batch's views slices of one span of its bytes, so that a
+        batch's views are made while the loaders fill the next ones."""
         group = _Group(h)
-        ptrs = {}
+        out = {}
         ptr = ctypes.c_void_p()
         ref = ctypes.byref(ptr)
         acquire = lib.pstore_tensor_acquire
+        batch = []  # (index, address or None for an empty tensor)
         for i in pick:
             if table[i][3] == 0:
-                continue  # empty tensors need no memory
+                batch.append((i, None))  # empty tensors need no memory
+                continue
             st = acquire(h.ptr, i, ref)
             if st != 0:
                 check(st, f"model {self._ref}: cannot load tensor {table[i][0]}")
             group.indices.append(i)  # released by the group, also on an error below
-            ptrs[i] = ptr.value
-        if ptrs:
-            lo = min(ptrs.values())
-            group.ptr = lo
-            group.nbytes = max(p + table[i][3] for i, p in ptrs.items()) - lo
-        out = {}
+            batch.append((i, ptr.value))
+            if len(batch) >= _VIEW_BATCH:
+                self._batch_views(h, group, table, batch, as_torch, out)
+                batch = []
+        self._batch_views(h, group, table, batch, as_torch, out)
+        return out
+
+    def _batch_views(self, h, group, table, batch, as_torch, out):
+        """Adds the views of batch [(index, address)] to out."""
+        ptrs = [p for _, p in batch if p is not None]
         if not ptrs:
-            for i in pick:  # every picked tensor is empty
+            for i, _ in batch:  # every tensor of the batch is empty
                 out[table[i][0]] = self._empty(table[i], as_torch)
-            return out
-        typed = {}  # dtype code -> the span as that dtype
+            return
+        lo = min(ptrs)
+        span = _Span(group, lo, max(p + table[i][3] for i, p in batch if p is not None) - lo)
         if as_torch:
-            span = torch_from_numpy(np.asarray(_TorchBase(group)))
-            for i in pick:
+            # torch.from_numpy over an ndarray of the span is the cheapest way
+            # to a torch view (cheaper than as_strided of one typed span), and
+            # gives each tensor a storage of its own bytes only.
+            import torch
+            whole = np.asarray(_TorchBase(span))
+            from_numpy, ndarray = torch.from_numpy, np.ndarray
+            plans = {}  # dtype code -> (numpy dtype, torch dtype to view as or None, known)
+            for i, p in batch:
                 name, code, shape, nbytes = table[i]
-                if nbytes == 0:
+                if p is None:
                     out[name] = self._empty(table[i], True)
                     continue
-                t = typed.get(code)
-                if t is None:
-                    tdt = _dtypes.torch_dtype(code)
-                    size = _dtypes.torch_itemsize(code)
-                    t = typed[code] = (span[:group.nbytes // size * size].view(tdt), size,
-                                       _dtypes.numpy_dtype(code)[1])
-                view, size, known = t
-                offset, rem = divmod(ptrs[i] - lo, size)
-                if rem:  # not aligned to its element size: a view of its own
+                plan = plans.get(code)
+                if plan is None:
+                    plan = plans[code] = _dtypes.torch_plan(code) + (_dtypes.numpy_dtype(code)[1],)
+                np_dt, torch_dt, known = plan
+                if p % np_dt.itemsize:  # not aligned to its element size: a view of its own
                     out[name] = self._torch(h, i, *table[i])
                     continue
                 if not known:
                     shape = (nbytes,)
-                out[name] = view.as_strided(shape, _strides(shape), offset)
+                t = from_numpy(ndarray(shape, np_dt, whole, p - lo))
+                out[name] = t.view(torch_dt) if torch_dt is not None else t
         else:
-            span = np.asarray(group)
-            for i in pick:
+            whole = np.asarray(span)
+            for i, p in batch:
                 name, code, shape, nbytes = table[i]
-                if nbytes == 0:
+                if p is None:
                     out[name] = self._empty(table[i], False)
                     continue
                 dt, known = _dtypes.numpy_dtype(code)
-                out[name] = np.ndarray(shape if known else (nbytes,), dt, span, ptrs[i] - lo)
-        return out
+                out[name] = np.ndarray(shape if known else (nbytes,), dt, whole, p - lo)
 
     # --- loading ----------------------------------------------------------------
 
@@ -379,21 +422,6 @@ class Model(HandleOwner):
         s.struct_size = ctypes.sizeof(s)
         check(lib.pstore_model_stats_get(self._handle().ptr, ctypes.byref(s)))
         return {f: getattr(s, f) for f in _capi.MODEL_STATS_FIELDS}
-
-
-def torch_from_numpy(a):
-    import torch
-    return torch.from_numpy(a)
-
-
-@functools.lru_cache(maxsize=4096)
-def _strides(shape):
-    """Contiguous strides, in elements, of a shape."""
-    st, acc = [], 1
-    for d in reversed(shape):
-        st.append(acc)
-        acc *= d
-    return tuple(reversed(st))
 
 
 def _writable_address(out, what):

@@ -4,6 +4,7 @@ errors of bad calls."""
 
 import gc
 import os
+import subprocess
 import warnings
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 import pstore
-from conftest import SafetensorsFile, write_safetensors
+from conftest import SafetensorsFile, pstore_bin, write_safetensors
 
 
 def mapping_of(address):
@@ -110,6 +111,32 @@ def test_state_dict_prefix_and_frameworks(small_model):
         assert m.stats()["pinned_bytes"] == before
         with pytest.raises(pstore.InvalidArgument, match="framework"):
             m.state_dict(framework="jax")
+
+
+def test_state_dict_in_batches_keeps_the_order_and_the_bytes(small_model, monkeypatch):
+    # state_dict makes its views in batches while the load runs; batches of a
+    # few tensors put batch boundaries everywhere, empty tensors included.
+    from pstore import _model
+    root, ref, src = small_model
+    st = SafetensorsFile(src)
+    for batch in (1, 2, 3, 7):
+        monkeypatch.setattr(_model, "_VIEW_BATCH", batch)
+        subprocess.run([pstore_bin(), "--store", root, "ps", "--gc-all"], check=True,
+                       capture_output=True)  # not resident: views made during the load
+        with pstore.Store(root) as store, store.open(ref) as m:
+            for framework in ("torch", "numpy"):
+                _check_state_dict(m, st, framework, batch)
+        gc.collect()  # no view left: the next round's segment is a new one
+
+
+def _check_state_dict(m, st, framework, batch):
+    sd = m.state_dict(framework=framework)
+    assert list(sd) == m.names(), (batch, framework)
+    for name, v in sd.items():
+        if framework == "torch":
+            v = (v.view(torch.int16) if v.dtype == torch.bfloat16 else v).numpy()
+        assert v.tobytes() == st.raw(name), (batch, framework, name)
+        assert v.shape == st.array(name).shape, (batch, framework, name)
 
 
 def test_prefetch_wait_stats_copy_into(small_model):

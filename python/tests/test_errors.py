@@ -64,6 +64,15 @@ def test_corrupted_chunk_raises_corruption_naming_model_and_tensor(scratch):
     assert errors, "no corruption found after flipping 9 bytes of the blob file"
     for name, msg in errors:
         assert name in msg and "victim" in msg and "chunk" in msg, msg
+    # A state_dict, which loads while it makes its views, raises the same way,
+    # and leaves no error behind for a later wait.
+    for framework in ("torch", "numpy"):
+        with pstore.Store(root) as store, store.open("victim:1") as m:
+            with pytest.raises(pstore.Corruption) as e:
+                m.state_dict(framework=framework)
+            assert "victim" in str(e.value) and "chunk" in str(e.value), str(e.value)
+            assert any(name in str(e.value) for name, _ in errors), str(e.value)
+            m.wait()
 
 
 FULL_SHM = textwrap.dedent("""
