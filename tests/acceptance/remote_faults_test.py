@@ -17,7 +17,7 @@ import threading
 import time
 
 from harness import EXIT_ERROR, Failure, check, log, make_model, run_test, tree_sha256
-from remote_harness import cluster, namespace, remote_names, store_with_remote
+from remote_harness import cluster, namespace, pushed_model, remote_names, store_with_remote
 
 TIMEOUT = 5  # the remote's timeout, seconds
 BOUND = 3 * TIMEOUT + 10  # what "within the timeout" is allowed on a loaded machine
@@ -34,10 +34,7 @@ def cluster_sh(cmd):
 
 def osd_down_mid_pull(work):
     ns = namespace("osd")
-    src = store_with_remote(os.path.join(work, "src"), ns)
-    f = make_model(os.path.join(work, "big.safetensors"), 64, seed=31, tensors=64)
-    src.ok("import", f, "big:1")
-    src.ok("push", "big:1")
+    src, f = pushed_model(work, ns, "src", "big.safetensors", "big:1", 64, seed=31, tensors=64)
     probe = store_with_remote(os.path.join(work, "probe"), ns)
     t0 = time.monotonic()
     probe.ok("pull", "big:1")

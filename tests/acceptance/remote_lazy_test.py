@@ -18,8 +18,9 @@ import signal
 import subprocess
 import time
 
-from harness import at_exit, check, env_path, log, make_model, popen, run_cmd, run_test, tree_sha256
-from remote_harness import cluster, namespace, objects, rados, stop_daemon, store_with_remote
+from harness import at_exit, check, env_path, log, popen, run_cmd, run_test, tree_sha256
+from remote_harness import (cluster, namespace, objects, pushed_model, rados, stop_daemon,
+                            store_with_remote)
 
 
 def worker(store, ref, src, *mode):
@@ -183,10 +184,7 @@ def wrong_object(work, ns, src):
 
 def body(work):
     ns = namespace("lazy")
-    a = store_with_remote(os.path.join(work, "a"), ns)
-    src = make_model(os.path.join(work, "m.safetensors"), 24, seed=11, tensors=30)
-    a.ok("import", src, "m:1")
-    a.ok("push", "m:1")
+    a, src = pushed_model(work, ns, "a", "m.safetensors", "m:1", 24, seed=11, tensors=30)
     one_tensor_then_share(work, ns, a, src)
     chunks = tensor_chunks(a, "m:1")
     wrong_object(work, ns, src)
