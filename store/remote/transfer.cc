@@ -239,8 +239,16 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
                               "; nothing was stored (the remote copy is damaged: remove the "
                               "object with `rados rm` and push the model again from a good store)");
   };
+  TransferOptions o = options;
+  if (TestPauseSet("pull-written")) {
+    o.threads = 1;  // one batch at a time: none in flight while paused
+    c.after_batch = [] {
+      TestPause("pull-written");
+      return Status::OK();
+    };
+  }
   std::vector<ChunkKey> written;
-  Status st = CopyMissing(uses, c, options, &res, &written);
+  Status st = CopyMissing(uses, c, o, &res, &written);
   auto t1 = std::chrono::steady_clock::now();
   StoreWriter::ModelCommit mc;
   mc.manifest = *bytes;
