@@ -65,10 +65,7 @@ Status TieredChunkSource::Check(const ChunkKey& key, const Place& p, std::string
 
 Status TieredChunkSource::RemoteMismatch(const ChunkKey& key, const Place& p,
                                          const Status& st) const {
-  return Status::Corruption(remote_->Describe() + ": " + ChunkName(key, p) +
-                            " does not match its key: " + st.message() +
-                            "; it was not used or kept (the remote copy is damaged: remove the "
-                            "object with `rados rm` and push the model again from a good store)");
+  return RemoteFrameMismatch(*remote_, ChunkName(key, p), key, st, "it was neither used nor kept");
 }
 
 void TieredChunkSource::Keep(const ChunkKey& key, const Place& p, std::string_view frame) {

@@ -22,6 +22,7 @@
 
 #include "codec/chunk_codec.h"
 #include "common/file_util.h"
+#include "store/chunk_read.h"
 #include "store/lazy_cache.h"
 #include "store/memory_chunk_source.h"
 #include "store/rocks.h"
@@ -95,6 +96,7 @@ class CountingSource final : public ChunkSource {
   }
   Status Write(std::span<const ChunkFrameRef> frames) override { return inner_->Write(frames); }
   std::string Describe() const override { return "counted " + inner_->Describe(); }
+  std::string Locate(const ChunkKey& key) const override { return "obj." + key.Hex(); }
   std::atomic<size_t> reads{0};
 
  private:
@@ -320,16 +322,35 @@ TEST(TieredChunkSource, WrongRemoteFrameIsNamedNeverReturnedNorKept) {
   // The remote serves, for tensor 1's chunk 1, another chunk's frame.
   ServeWrongFrame(m, 3, 0, &bad);
   LazyCache cache(dir.path(), StoreAccess{});
-  TieredChunkSource tier(nullptr, &cache, &bad, m.manifest, "m:1");
+  CountingSource remote(&bad);  // names each chunk's object "obj.<key>"
+  TieredChunkSource tier(nullptr, &cache, &remote, m.manifest, "m:1");
+  const ChunkKey& key = m.manifest->chunks[3];
   auto got = tier.Read(TensorKeys(m, 1));
   ASSERT_FALSE(got.ok());
   EXPECT_TRUE(got.status().IsCorruption());
   EXPECT_NE(got.status().message().find("model m:1, tensor layer.1, chunk 1"), std::string::npos)
       << got.status().message();
-  EXPECT_NE(got.status().message().find(m.manifest->chunks[3].Hex()), std::string::npos);
-  auto spooled = cache.GetFrame(m.manifest->chunks[3]);
+  EXPECT_NE(got.status().message().find(key.Hex()), std::string::npos);
+  auto spooled = cache.GetFrame(key);
   ASSERT_TRUE(spooled.ok());
   EXPECT_FALSE(spooled->has_value());
+  // What a reader of the model is told (the pager names the use of the
+  // chunk): the remote's object is damaged and what to do about it, not the
+  // advice for a damaged local store.
+  const std::string msg =
+      ChunkUseError(got.status(), ChunkUse{"m:1", "layer.1", 1}, key).message();
+  for (const std::string& word :
+       {std::string("counted memory"), "object obj." + key.Hex(),
+        std::string("the remote's copy of this chunk is damaged (this host's store is not)"),
+        std::string("remove the object obj.") + key.Hex(), std::string("`pstore push`")})
+    EXPECT_NE(msg.find(word), std::string::npos) << "no \"" << word << "\" in: " << msg;
+  for (const char* word : {"pstore verify", "importing this model's source again", "compact"})
+    EXPECT_EQ(msg.find(word), std::string::npos) << "\"" << word << "\" in: " << msg;
+  // A damaged frame of the local store still gets the local advice.
+  const std::string local =
+      ChunkUseError(Status::Corruption("checksum mismatch"), ChunkUse{"m:1", "layer.1", 1}, key)
+          .message();
+  EXPECT_NE(local.find("pstore verify"), std::string::npos) << local;
 }
 
 // Decodes keys through ReadDecoded, `group` chunks a call (as the pager's
@@ -416,7 +437,7 @@ TEST(TieredChunkSource, WrongFrameReadAheadIsNamedNeverDecodedIntoABufferNorKept
     ASSERT_TRUE(st.IsCorruption()) << st.ToString();
     EXPECT_NE(st.message().find("model m:1, tensor layer.0, chunk 2"), std::string::npos)
         << st.message();
-    EXPECT_NE(st.message().find("was not used or kept"), std::string::npos);
+    EXPECT_NE(st.message().find("was neither used nor kept"), std::string::npos);
   }
   // Nor kept when the tier goes with frames still read ahead.
   auto spooled = cache.GetFrame(keys[2]);
