@@ -60,8 +60,7 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to, const Placed
   constexpr size_t kMapped = SIZE_MAX;
   std::vector<ChunkKey> keys;
   std::vector<std::string_view> mapped;  // by slot of the group
-  std::vector<bool> mapped_ok;
-  std::vector<size_t> index;  // by piece of the group: into keys, or kMapped
+  std::vector<size_t> index;             // by piece of the group: into keys, or kMapped
   std::vector<std::span<uint8_t>> outs;
   FrameBatch frames, retry;
   DecodedChunks got;
@@ -79,9 +78,7 @@ Status Model::FillSlots(SlotClaims* claims, size_t from, size_t to, const Placed
     mapped.assign(end - i, std::string_view());
     if (placed) {
       for (size_t k = i; k < end; k++) mapped[k - i] = placed->Frame(slot(k));
-      PlacedFrames::Populate(&mapped, &mapped_ok);
-      for (size_t k = 0; k < mapped.size(); k++)
-        if (!mapped_ok[k]) mapped[k] = std::string_view();
+      PlacedFrames::Populate(&mapped);
     }
     keys.clear();
     index.clear();

@@ -34,10 +34,9 @@ PlacedFrames::PlacedFrames(const ReadPlan& plan, const std::vector<uint32_t>& sl
   }
 }
 
-void PlacedFrames::Populate(std::vector<std::string_view>* frames, std::vector<bool>* ok) {
+void PlacedFrames::Populate(std::vector<std::string_view>* frames) {
   static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
   constexpr uintptr_t kGap = 64 << 10;  // neighbours closer than this: one call
-  ok->assign(frames->size(), true);
   for (size_t i = 0; i < frames->size();) {
     if ((*frames)[i].empty()) {
       i++;
@@ -53,7 +52,7 @@ void PlacedFrames::Populate(std::vector<std::string_view>* frames, std::vector<b
       e = std::max(e, fe);
     }
     if (::madvise(reinterpret_cast<void*>(b), e - b, MADV_POPULATE_READ) != 0)
-      for (size_t k = i; k < j; k++) (*ok)[k] = false;
+      for (size_t k = i; k < j; k++) (*frames)[k] = std::string_view();
     i = j;
   }
 }

@@ -34,9 +34,9 @@ class PlacedFrames {
   bool empty() const { return placed_ == 0; }
 
   // Reads the frames' pages into the mappings (one call for neighbours),
-  // so that decoding them does not fault; false for those that could not be
-  // read (an I/O error), which are then read through the source.
-  static void Populate(std::vector<std::string_view>* frames, std::vector<bool>* ok);
+  // so that decoding them does not fault; those that could not be read (an
+  // I/O error) are made empty, and so read through the source.
+  static void Populate(std::vector<std::string_view>* frames);
 
  private:
   std::vector<bip::mapped_region> maps_;

@@ -51,7 +51,19 @@ Status ReadChunk(ChunkSource& source, const ChunkKey& key, const ChunkUse& use,
                  uint64_t* frame_bytes = nullptr);
 
 // The error of a chunk that could not be read or decoded, for use: prefixed
-// by DescribeChunkUse, and for damage, what to do.
+// by DescribeChunkUse, and for damage of the store's copy, what to do (a
+// RemoteFrameMismatch keeps its own advice).
 Status ChunkUseError(const Status& st, const ChunkUse& use, const ChunkKey& key);
+
+// The error for a frame that remote served for key and that does not decode
+// to it (why): Corruption naming the remote, the chunk (chunk, e.g. "model M,
+// tensor T, chunk J") and the remote's object, then outcome (what became of
+// the frame), then that the remote's copy is damaged, not this host's, and
+// what to do: remove the object and push the model again from a host that
+// has it.
+Status RemoteFrameMismatch(const ChunkSource& remote, std::string_view chunk, const ChunkKey& key,
+                           const Status& why, std::string_view outcome);
+// Whether st is (or carries) a RemoteFrameMismatch.
+bool IsRemoteFrameMismatch(const Status& st);
 
 }  // namespace pstore

@@ -170,6 +170,10 @@ class ChunkSource {
 
   // Names the source in messages, e.g. "rados:pool/namespace".
   virtual std::string Describe() const = 0;
+
+  // Where the source keeps key's frame, for messages (a remote's object
+  // name), or "" if the key says it all. The default: "".
+  virtual std::string Locate(const ChunkKey& /*key*/) const { return std::string(); }
 };
 
 }  // namespace pstore

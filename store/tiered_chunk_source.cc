@@ -27,14 +27,56 @@ TieredChunkSource::TieredChunkSource(ChunkSource* local, const LazyCache* cache,
 }
 
 TieredChunkSource::~TieredChunkSource() {
-  std::unordered_map<ChunkKey, std::string, ChunkKeyHasher> left;
+  std::thread spooler;
   {
     std::lock_guard<std::mutex> l(mu_);
-    left.swap(pending_);
+    stop_ = true;
+    spooler.swap(spooler_);
   }
-  for (const auto& [key, frame] : left) {
+  spool_cv_.notify_all();
+  if (spooler.joinable()) spooler.join();
+}
+
+bool TieredChunkSource::Defer(const ChunkKey& key, std::string* frame) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (pending_bytes_ + frame->size() > kPendingBytes) return false;
+    pending_bytes_ += frame->size();
+    auto& ahead = pending_[key];
+    if (ahead.frame) pending_bytes_ -= ahead.frame->size();
+    ahead = Ahead{std::make_shared<std::string>(std::move(*frame)), Status::OK()};
+    queue_.push_back(key);
+    if (!spooler_.joinable()) spooler_ = std::thread([this] { SpoolAhead(); });
+  }
+  spool_cv_.notify_one();
+  return true;
+}
+
+void TieredChunkSource::SpoolAhead() {
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    spool_cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopped, and everything queued is done
+    const ChunkKey key = queue_.front();
+    queue_.pop_front();
+    auto it = pending_.find(key);
+    if (it == pending_.end() || !it->second.frame) continue;  // a read took it
+    std::shared_ptr<std::string> frame = it->second.frame;
+    l.unlock();
     const Place& p = places_.at(key);
-    if (Check(key, p, frame).ok()) Keep(key, p, frame);
+    Status st = Check(key, p, *frame);
+    const bool kept = st.ok() && Keep(key, p, *frame);
+    l.lock();
+    it = pending_.find(key);
+    if (it == pending_.end() || it->second.frame != frame) continue;  // a read took it meanwhile
+    if (st.ok() && !kept) continue;  // not spooled: stays for this process's reads
+    pending_bytes_ -= frame->size();
+    if (st.ok()) {
+      pending_.erase(it);
+      ahead_spooled_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      it->second = Ahead{nullptr, RemoteMismatch(key, p, st)};
+    }
   }
 }
 
@@ -65,25 +107,24 @@ Status TieredChunkSource::Check(const ChunkKey& key, const Place& p, std::string
 
 Status TieredChunkSource::RemoteMismatch(const ChunkKey& key, const Place& p,
                                          const Status& st) const {
-  return Status::Corruption(remote_->Describe() + ": " + ChunkName(key, p) +
-                            " does not match its key: " + st.message() +
-                            "; it was not used or kept (the remote copy is damaged: remove the "
-                            "object with `rados rm` and push the model again from a good store)");
+  return RemoteFrameMismatch(*remote_, ChunkName(key, p), key, st, "it was neither used nor kept");
 }
 
-void TieredChunkSource::Keep(const ChunkKey& key, const Place& p, std::string_view frame) {
-  if (!cache_->PutFrame(key, p.raw_len, frame).ok())
-    spool_failures_.fetch_add(1, std::memory_order_relaxed);
+bool TieredChunkSource::Keep(const ChunkKey& key, const Place& p, std::string_view frame) {
+  if (cache_->PutFrame(key, p.raw_len, frame).ok()) return true;
+  spool_failures_.fetch_add(1, std::memory_order_relaxed);
+  return false;
 }
 
-std::optional<std::string> TieredChunkSource::TakePending(const ChunkKey& key) {
+Result<std::shared_ptr<std::string>> TieredChunkSource::TakePending(const ChunkKey& key) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = pending_.find(key);
-  if (it == pending_.end()) return std::nullopt;
-  std::optional<std::string> frame(std::move(it->second));
-  pending_bytes_ -= frame->size();
+  if (it == pending_.end()) return std::shared_ptr<std::string>();
+  Ahead ahead = std::move(it->second);
   pending_.erase(it);
-  return frame;
+  if (!ahead.frame) return ahead.bad;
+  pending_bytes_ -= ahead.frame->size();
+  return std::move(ahead.frame);
 }
 
 Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
@@ -141,11 +182,13 @@ Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<
   std::vector<size_t> rest;
   for (size_t i : *want) {
     const Place& p = places_.at(keys[i]);
-    if (std::optional<std::string> ahead = TakePending(keys[i])) {
+    PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<std::string> ahead, TakePending(keys[i]));
+    if (ahead) {
       Status st = check(i, *ahead);
       if (!st.ok()) return RemoteMismatch(keys[i], p, st);
       Keep(keys[i], p, *ahead);
-      use(i, std::move(*ahead));
+      // Out of pending_, only the background thread may still share it.
+      use(i, ahead.use_count() == 1 ? std::move(*ahead) : std::string(*ahead));
       continue;
     }
     PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
@@ -347,14 +390,12 @@ Status TieredChunkSource::Fetch(
       (*got)[fetch[j]] = std::move(frames[j]);
       continue;
     }
-    if (defer) {  // read ahead: waits for a read, unchecked, if there is room
-      std::lock_guard<std::mutex> l(mu_);
-      fetched_.insert(fetch[j]);
-      if (pending_bytes_ + frames[j]->size() <= kPendingBytes) {
-        pending_bytes_ += frames[j]->size();
-        pending_.emplace(fetch[j], std::move(*frames[j]));
-        continue;
+    if (defer) {  // read ahead: checked and spooled in the background, if there is room
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        fetched_.insert(fetch[j]);
       }
+      if (Defer(fetch[j], &*frames[j])) continue;
     }
     Status st = Check(fetch[j], p, *frames[j]);
     if (!st.ok()) return RemoteMismatch(fetch[j], p, st);
@@ -413,6 +454,7 @@ TieredStats TieredChunkSource::stats() const {
   s.remote_bytes = remote_bytes_.load(std::memory_order_relaxed);
   s.spool_failures = spool_failures_.load(std::memory_order_relaxed);
   s.check_decodes = check_decodes_.load(std::memory_order_relaxed);
+  s.ahead_spooled = ahead_spooled_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -13,11 +13,18 @@
 // Decoding once: ReadDecoded (the pager's loads) decodes each frame straight
 // into the reader's buffer, and that decode is the check; the frame is
 // spooled after it succeeds. Read returns frames, so it decodes each one
-// into scratch to check it. Frames read ahead by ReadDecoded wait in memory,
-// unchecked, until a read asks for them (then they are decoded into its
-// buffer, checked there and spooled), up to kPendingBytes; beyond that, and
-// for what is still waiting when the tier is destroyed, they are checked in
-// scratch and spooled.
+// into scratch to check it.
+//
+// Frames read ahead by ReadDecoded wait in memory, unchecked, up to
+// kPendingBytes, and are queued for a background thread of the tier (started
+// on first need) that decodes each into scratch to check it, spools it and
+// drops it from memory, so other processes and a restart find it in the
+// spool soon after it arrived. A read that asks for a frame still waiting
+// takes it from memory (decoded into its buffer, checked there and spooled)
+// rather than reading it back; a frame the background check found wrong is
+// dropped and the read that asks for it fails. Beyond kPendingBytes, frames
+// are checked and spooled by the fetching thread. The destructor waits until
+// the background thread has spooled what is queued.
 //
 // The model's manifest gives each key its raw length and its place (tensor,
 // index) for messages; a key the manifest does not hold is InvalidArgument.
@@ -35,9 +42,11 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -54,6 +63,7 @@ struct TieredStats {
   uint64_t remote_bytes = 0;    // their bytes
   uint64_t spool_failures = 0;  // fetched frames that could not be spooled
   uint64_t check_decodes = 0;   // frames decoded into scratch only to check them
+  uint64_t ahead_spooled = 0;   // frames read ahead and spooled in the background
 };
 
 class TieredChunkSource final : public ChunkSource {
@@ -62,7 +72,8 @@ class TieredChunkSource final : public ChunkSource {
   // in messages ("name:tag" or its digest).
   TieredChunkSource(ChunkSource* local, const LazyCache* cache, ChunkSource* remote,
                     std::shared_ptr<const Manifest> manifest, std::string model);
-  // Checks and spools the frames read ahead that no read asked for.
+  // Waits until the frames read ahead that no read took are checked and
+  // spooled.
   ~TieredChunkSource() override;
   TieredChunkSource(const TieredChunkSource&) = delete;
   TieredChunkSource& operator=(const TieredChunkSource&) = delete;
@@ -88,11 +99,18 @@ class TieredChunkSource final : public ChunkSource {
   Status Check(const ChunkKey& key, const Place& p, std::string_view frame);
   // The error for a frame from the remote that does not match its key.
   Status RemoteMismatch(const ChunkKey& key, const Place& p, const Status& st) const;
-  // Writes a checked frame through to the spool.
-  void Keep(const ChunkKey& key, const Place& p, std::string_view frame);
+  // Writes a checked frame through to the spool; false if it could not.
+  bool Keep(const ChunkKey& key, const Place& p, std::string_view frame);
   // The frame read ahead for key and not yet asked for (unchecked), taken
-  // out of pending_, or nullopt.
-  std::optional<std::string> TakePending(const ChunkKey& key);
+  // out of pending_, or null; the error if the background check found it
+  // wrong.
+  Result<std::shared_ptr<std::string>> TakePending(const ChunkKey& key);
+  // Keeps a frame read ahead in pending_ and queues it for the background
+  // thread; false (the caller checks and spools it) beyond kPendingBytes.
+  bool Defer(const ChunkKey& key, std::string* frame);
+  // The background thread: checks and spools queued frames until stop_ and
+  // nothing is queued.
+  void SpoolAhead();
   // Hands the entries of *want read ahead or found in the spool to use,
   // once check (a decode against the key) has passed; the others stay in
   // *want. A spooled frame that fails is removed (fetched again); one read
@@ -150,12 +168,23 @@ class TieredChunkSource final : public ChunkSource {
   std::unordered_set<ChunkKey, ChunkKeyHasher> fetched_;   // GUARDED_BY(mu_)
   // Keys whose last fetch failed, and how (until they are claimed again).
   std::unordered_map<ChunkKey, Status, ChunkKeyHasher> failed_;  // GUARDED_BY(mu_)
-  // Frames read ahead by ReadDecoded, unchecked, and their bytes.
-  std::unordered_map<ChunkKey, std::string, ChunkKeyHasher> pending_;  // GUARDED_BY(mu_)
-  uint64_t pending_bytes_ = 0;                                         // GUARDED_BY(mu_)
+  // Frames read ahead by ReadDecoded, unchecked (frame set), or found wrong
+  // by the background check (frame null, bad its error); the bytes of the
+  // frames.
+  struct Ahead {
+    std::shared_ptr<std::string> frame;
+    Status bad;
+  };
+  std::unordered_map<ChunkKey, Ahead, ChunkKeyHasher> pending_;  // GUARDED_BY(mu_)
+  uint64_t pending_bytes_ = 0;                                   // GUARDED_BY(mu_)
+  // Keys of pending_ for the background thread, which waits on spool_cv_.
+  std::deque<ChunkKey> queue_;  // GUARDED_BY(mu_)
+  bool stop_ = false;           // GUARDED_BY(mu_)
+  std::condition_variable spool_cv_;
+  std::thread spooler_;  // GUARDED_BY(mu_)
 
   std::atomic<uint64_t> local_chunks_{0}, spool_chunks_{0}, remote_chunks_{0}, remote_bytes_{0},
-      spool_failures_{0}, check_decodes_{0};
+      spool_failures_{0}, check_decodes_{0}, ahead_spooled_{0};
 };
 
 }  // namespace pstore

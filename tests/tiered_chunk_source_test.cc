@@ -22,6 +22,7 @@
 
 #include "codec/chunk_codec.h"
 #include "common/file_util.h"
+#include "store/chunk_read.h"
 #include "store/lazy_cache.h"
 #include "store/memory_chunk_source.h"
 #include "store/rocks.h"
@@ -95,6 +96,7 @@ class CountingSource final : public ChunkSource {
   }
   Status Write(std::span<const ChunkFrameRef> frames) override { return inner_->Write(frames); }
   std::string Describe() const override { return "counted " + inner_->Describe(); }
+  std::string Locate(const ChunkKey& key) const override { return "obj." + key.Hex(); }
   std::atomic<size_t> reads{0};
 
  private:
@@ -320,16 +322,34 @@ TEST(TieredChunkSource, WrongRemoteFrameIsNamedNeverReturnedNorKept) {
   // The remote serves, for tensor 1's chunk 1, another chunk's frame.
   ServeWrongFrame(m, 3, 0, &bad);
   LazyCache cache(dir.path(), StoreAccess{});
-  TieredChunkSource tier(nullptr, &cache, &bad, m.manifest, "m:1");
+  CountingSource remote(&bad);  // names each chunk's object "obj.<key>"
+  TieredChunkSource tier(nullptr, &cache, &remote, m.manifest, "m:1");
+  const ChunkKey& key = m.manifest->chunks[3];
   auto got = tier.Read(TensorKeys(m, 1));
   ASSERT_FALSE(got.ok());
   EXPECT_TRUE(got.status().IsCorruption());
   EXPECT_NE(got.status().message().find("model m:1, tensor layer.1, chunk 1"), std::string::npos)
       << got.status().message();
-  EXPECT_NE(got.status().message().find(m.manifest->chunks[3].Hex()), std::string::npos);
-  auto spooled = cache.GetFrame(m.manifest->chunks[3]);
+  EXPECT_NE(got.status().message().find(key.Hex()), std::string::npos);
+  auto spooled = cache.GetFrame(key);
   ASSERT_TRUE(spooled.ok());
   EXPECT_FALSE(spooled->has_value());
+  // What a reader of the model is told (the pager names the use of the
+  // chunk): the remote's object is damaged and what to do about it, not the
+  // advice for a damaged local store.
+  const std::string msg = ChunkUseError(got.status(), ChunkUse{"m:1", "layer.1", 1}, key).message();
+  for (const std::string& word :
+       {std::string("counted memory"), "object obj." + key.Hex(),
+        std::string("the remote's copy of this chunk is damaged (this host's store is not)"),
+        std::string("remove the object obj.") + key.Hex(), std::string("`pstore push`")})
+    EXPECT_NE(msg.find(word), std::string::npos) << "no \"" << word << "\" in: " << msg;
+  for (const char* word : {"pstore verify", "importing this model's source again", "compact"})
+    EXPECT_EQ(msg.find(word), std::string::npos) << "\"" << word << "\" in: " << msg;
+  // A damaged frame of the local store still gets the local advice.
+  const std::string local =
+      ChunkUseError(Status::Corruption("checksum mismatch"), ChunkUse{"m:1", "layer.1", 1}, key)
+          .message();
+  EXPECT_NE(local.find("pstore verify"), std::string::npos) << local;
 }
 
 // Decodes keys through ReadDecoded, `group` chunks a call (as the pager's
@@ -365,10 +385,15 @@ TEST(TieredChunkSource, DecodedReadsDecodeEachFetchedFrameOnce) {
     ASSERT_TRUE(DecodeAll(tier.get(), r.m, keys, 2, &raws).ok());
     for (size_t j = 0; j < keys.size(); ++j) EXPECT_EQ(raws[j], r.m.raws[12 + j]);
     EXPECT_EQ(r.remote.reads, 12u);  // the first call read the rest ahead
-    // Each frame was decoded once, into the reader's buffer, and kept only
-    // after that decode had checked it.
-    EXPECT_EQ(tier->stats().check_decodes, 0u);
-    EXPECT_EQ(tier->stats().remote_chunks, 12u);
+    // Each frame was decoded once into the reader's buffer, and kept only
+    // after a decode had checked it: that one, or for a frame read ahead,
+    // one into scratch by the background thread (which the reader then
+    // read back from the spool, decoding it into its buffer).
+    const TieredStats st = tier->stats();
+    EXPECT_LE(st.check_decodes, 11u);
+    EXPECT_GE(st.check_decodes, st.ahead_spooled);
+    EXPECT_LE(st.spool_chunks, st.ahead_spooled);
+    EXPECT_EQ(st.remote_chunks, 12u);
     EXPECT_EQ(r.cache.ListSpool().size(), 12u);
   }
   // Read back from the spool, again with one decode a frame.
@@ -381,6 +406,16 @@ TEST(TieredChunkSource, DecodedReadsDecodeEachFetchedFrameOnce) {
   EXPECT_EQ(again->stats().check_decodes, 0u);
 }
 
+// Polls cache's spool until it holds n frames; false after 20 s.
+bool SpoolReaches(const LazyCache& cache, size_t n) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (cache.ListSpool().size() < n) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
 TEST(TieredChunkSource, FramesReadAheadAndNeverAskedForAreCheckedAndKept) {
   Remote r(1, 6);
   const std::vector<ChunkKey> keys = TensorKeys(r.m, 0);
@@ -390,13 +425,46 @@ TEST(TieredChunkSource, FramesReadAheadAndNeverAskedForAreCheckedAndKept) {
     ASSERT_TRUE(DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
     EXPECT_EQ(raws[0], r.m.raws[0]);
     EXPECT_EQ(r.remote.reads, 6u);
-    EXPECT_EQ(r.cache.ListSpool().size(), 1u);  // the rest waits for a read
+    // The rest is spooled in the background, with no read asking for it.
+    EXPECT_TRUE(SpoolReaches(r.cache, 6)) << r.cache.ListSpool().size() << " spooled";
   }
   EXPECT_EQ(r.cache.ListSpool().size(), 6u);
   auto got = r.Tier()->Read(keys);
   ASSERT_TRUE(got.ok());
   for (size_t j = 0; j < keys.size(); ++j) EXPECT_EQ(*(*got)[j], r.m.frames[j]);
   EXPECT_EQ(r.remote.reads, 6u);
+}
+
+TEST(TieredChunkSource, FramesReadAheadReachAnotherProcessWithoutASecondFetch) {
+  Remote r(2, 8);
+  const std::vector<ChunkKey> keys = TensorKeys(r.m, 1);
+  // The other process waits for the spool to hold the whole tensor, then
+  // reads it through a tier of its own: from the spool, not its remote.
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    CountingSource remote(&r.mem);
+    bool ok = SpoolReaches(r.cache, keys.size());
+    TieredChunkSource tier(nullptr, &r.cache, &remote, r.m.manifest, "m:1");
+    std::vector<std::string> raws;
+    ok = ok && DecodeAll(&tier, r.m, keys, 3, &raws).ok();
+    for (size_t j = 0; ok && j < keys.size(); ++j) ok = raws[j] == r.m.raws[8 + j];
+    ::_exit(ok && remote.reads == 0 && tier.stats().spool_chunks == keys.size() ? 0 : 1);
+  }
+  // This process acquires the tensor's first chunk (the rest is read ahead)
+  // and keeps its tier open, never asking for the rest.
+  auto tier = r.Tier();
+  std::vector<std::string> raws;
+  Status st = DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(r.remote.reads, keys.size());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "the other process did not find the frames read ahead in the spool within 20 s, or "
+         "fetched them again";
+  EXPECT_EQ(tier->stats().ahead_spooled, keys.size() - 1);
 }
 
 TEST(TieredChunkSource, WrongFrameReadAheadIsNamedNeverDecodedIntoABufferNorKept) {
@@ -416,7 +484,7 @@ TEST(TieredChunkSource, WrongFrameReadAheadIsNamedNeverDecodedIntoABufferNorKept
     ASSERT_TRUE(st.IsCorruption()) << st.ToString();
     EXPECT_NE(st.message().find("model m:1, tensor layer.0, chunk 2"), std::string::npos)
         << st.message();
-    EXPECT_NE(st.message().find("was not used or kept"), std::string::npos);
+    EXPECT_NE(st.message().find("was neither used nor kept"), std::string::npos);
   }
   // Nor kept when the tier goes with frames still read ahead.
   auto spooled = cache.GetFrame(keys[2]);

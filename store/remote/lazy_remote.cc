@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "store/model_ref.h"
+#include "store/remote/rados_chunk_source.h"
 #include "store/store_access.h"
 #include "store/tiered_chunk_source.h"
 
@@ -28,6 +29,9 @@ class ConnectingSource final : public ChunkSource {
     return Status::InvalidArgument("a lazily opened model does not write to its remote");
   }
   std::string Describe() const override { return remote_->Describe(); }
+  std::string Locate(const ChunkKey& key) const override {
+    return RadosChunkSource::ObjectName(key);
+  }
 
  private:
   std::shared_ptr<LazyRemote> remote_;

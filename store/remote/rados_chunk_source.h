@@ -56,6 +56,7 @@ class RadosChunkSource final : public ChunkSource {
   Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override;
   Status Write(std::span<const ChunkFrameRef> frames) override;
   std::string Describe() const override;
+  std::string Locate(const ChunkKey& key) const override { return ObjectName(key); }
 
   // The object name of a chunk: "c." + 32 hex digits.
   static std::string ObjectName(const ChunkKey& key);

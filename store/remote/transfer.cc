@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "codec/chunk_codec.h"
+#include "store/chunk_read.h"
 #include "store/remote/push_claim.h"
 #include "store/remote/test_pause.h"
 #include "store/rocks_chunk_source.h"
@@ -16,15 +17,15 @@ namespace pstore {
 namespace {
 
 // A distinct chunk of a manifest and where it first occurs.
-struct ChunkUse {
+struct ModelChunk {
   ChunkKey key;
   uint32_t tensor = 0;
   uint64_t index = 0;  // within the tensor
   uint64_t raw_len = 0;
 };
 
-std::vector<ChunkUse> DistinctChunks(const Manifest& m) {
-  std::vector<ChunkUse> out;
+std::vector<ModelChunk> DistinctChunks(const Manifest& m) {
+  std::vector<ModelChunk> out;
   std::unordered_map<ChunkKey, bool, ChunkKeyHasher> seen;
   for (uint32_t t = 0; t < m.tensors.size(); ++t) {
     const ManifestTensor& mt = m.tensors[t];
@@ -53,14 +54,14 @@ struct Copy {
   std::function<Status(std::span<const ChunkFrameRef>)> write;
   // The error for a chunk `from` lacks (why == nullptr) or whose frame does
   // not match its key (*why).
-  std::function<Status(const ChunkUse&, const Status* why)> fail;
+  std::function<Status(const ModelChunk&, const Status* why)> fail;
   // Which of a batch's chunks `to` has already (empty: to->Contains).
   std::function<Result<std::vector<bool>>(std::span<const ChunkKey>)> have;
   // Run after each batch (may be empty).
   std::function<Status()> after_batch;
 };
 
-Status CopyMissing(const std::vector<ChunkUse>& uses, const Copy& c, const TransferOptions& o,
+Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const TransferOptions& o,
                    TransferResult* res, std::vector<ChunkKey>* written) {
   const size_t batch = std::max<size_t>(o.batch, 1);
   const size_t batches = (uses.size() + batch - 1) / batch;
@@ -77,7 +78,7 @@ Status CopyMissing(const std::vector<ChunkUse>& uses, const Copy& c, const Trans
         PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have,
                                 c.have ? c.have(keys) : c.to->Contains(keys));
         std::vector<ChunkKey> want;
-        std::vector<const ChunkUse*> want_use;
+        std::vector<const ModelChunk*> want_use;
         uint64_t raw_done = 0;
         for (size_t i = 0; i < n; ++i) {
           raw_done += uses[at + i].raw_len;
@@ -89,7 +90,7 @@ Status CopyMissing(const std::vector<ChunkUse>& uses, const Copy& c, const Trans
           std::vector<uint8_t> raw;
           uint64_t bytes = 0;
           for (size_t i = 0; i < want.size(); ++i) {
-            const ChunkUse& u = *want_use[i];
+            const ModelChunk& u = *want_use[i];
             if (!frames[i]) return c.fail(u, nullptr);
             raw.resize(u.raw_len);
             Status st = decoders[size_t(w)].Decode(*frames[i], u.key, raw);
@@ -134,15 +135,15 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
   PSTORE_ASSIGN_OR_RETURN(auto claim, PushClaim::Begin(remote, res.digest, bytes));
 
   // 1. The chunks the remote lacks (those it has are retained).
-  std::vector<ChunkUse> uses = DistinctChunks(m);
+  std::vector<ModelChunk> uses = DistinctChunks(m);
   res.chunks = uses.size();
-  for (const ChunkUse& u : uses) res.raw_bytes += u.raw_len;
+  for (const ModelChunk& u : uses) res.raw_bytes += u.raw_len;
   RocksChunkSource local(view.db(), false, "the local store");
   Copy c;
   c.from = &local;
   c.to = &remote->chunks();
   c.write = [&](std::span<const ChunkFrameRef> refs) { return c.to->Write(refs); };
-  c.fail = [&](const ChunkUse& u, const Status* why) {
+  c.fail = [&](const ModelChunk& u, const Status* why) {
     const std::string chunk_name = name.Ref() + ", tensor " + m.tensors[u.tensor].name +
                                    ", chunk " + std::to_string(u.index) + " (" + u.key.Hex() + ")";
     if (!why) return Status::Corruption("the local store lacks " + chunk_name);
@@ -212,9 +213,9 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
     return existing.status();
   }
 
-  std::vector<ChunkUse> uses = DistinctChunks(m);
+  std::vector<ModelChunk> uses = DistinctChunks(m);
   res.chunks = uses.size();
-  for (const ChunkUse& u : uses) res.raw_bytes += u.raw_len;
+  for (const ModelChunk& u : uses) res.raw_bytes += u.raw_len;
   if (res.unchanged) {
     res.seconds = Since(t0);
     return res;
@@ -226,21 +227,26 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
   c.to = &local;
   // Checked once, by CopyMissing: written without decoding again.
   c.write = [&](std::span<const ChunkFrameRef> refs) { return local.WriteChecked(refs); };
-  c.fail = [&](const ChunkUse& u, const Status* why) {
+  c.fail = [&](const ModelChunk& u, const Status* why) {
     const std::string chunk_name = "model " + name.Ref() + ", tensor " + m.tensors[u.tensor].name +
-                                   ", chunk " + std::to_string(u.index) + " (object " +
-                                   RadosChunkSource::ObjectName(u.key) + ")";
+                                   ", chunk " + std::to_string(u.index);
     if (!why) {
-      return Status::Corruption(where + " lacks " + chunk_name +
-                                "; nothing was stored (push the model again)");
+      return Status::Corruption(where + " lacks " + chunk_name + " (object " +
+                                RadosChunkSource::ObjectName(u.key) +
+                                "); nothing was stored (push the model again)");
     }
-    return Status::Corruption(where + ": " + chunk_name +
-                              " does not match its key: " + why->message() +
-                              "; nothing was stored (the remote copy is damaged: remove the "
-                              "object with `rados rm` and push the model again from a good store)");
+    return RemoteFrameMismatch(remote->chunks(), chunk_name, u.key, *why, "nothing was stored");
   };
+  TransferOptions o = options;
+  if (TestPauseSet("pull-written")) {
+    o.threads = 1;  // one batch at a time: none in flight while paused
+    c.after_batch = [] {
+      TestPause("pull-written");
+      return Status::OK();
+    };
+  }
   std::vector<ChunkKey> written;
-  Status st = CopyMissing(uses, c, options, &res, &written);
+  Status st = CopyMissing(uses, c, o, &res, &written);
   auto t1 = std::chrono::steady_clock::now();
   StoreWriter::ModelCommit mc;
   mc.manifest = *bytes;

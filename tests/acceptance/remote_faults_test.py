@@ -2,7 +2,8 @@
 """Faults of the remote tier, with real processes on the fixture's cluster.
 
 The OSD stopped in the middle of a pull (tests/ceph/cluster.sh stop-osd, the
-mon still up): the pull fails with exit 1 within the bound its --timeout
+mon still up, while the pull waits at a test pause point after writing its
+first batch of chunks): the pull fails with exit 1 within the bound its --timeout
 sets, with a message saying what to check; the local store is unchanged
 (verify clean, no new model listed, no chunk left behind); push and remote gc
 fail the same way and change nothing; once the OSD is back (start-osd) the
@@ -13,11 +14,11 @@ This test stops the shared cluster's OSD, so ctest runs it alone (RUN_SERIAL).
 
 import os
 import subprocess
-import threading
 import time
 
 from harness import EXIT_ERROR, Failure, check, log, make_model, run_test, tree_sha256
-from remote_harness import cluster, namespace, remote_names, store_with_remote
+from remote_harness import (Paused, cluster, namespace, pushed_model, remote_names,
+                            store_with_remote)
 
 TIMEOUT = 5  # the remote's timeout, seconds
 BOUND = 3 * TIMEOUT + 10  # what "within the timeout" is allowed on a loaded machine
@@ -34,15 +35,10 @@ def cluster_sh(cmd):
 
 def osd_down_mid_pull(work):
     ns = namespace("osd")
-    src = store_with_remote(os.path.join(work, "src"), ns)
-    f = make_model(os.path.join(work, "big.safetensors"), 64, seed=31, tensors=64)
-    src.ok("import", f, "big:1")
-    src.ok("push", "big:1")
-    probe = store_with_remote(os.path.join(work, "probe"), ns)
-    t0 = time.monotonic()
-    probe.ok("pull", "big:1")
-    full = time.monotonic() - t0
-    log(f"a full pull takes {full:.2f} s")
+    src, f = pushed_model(work, ns, "src", "big.safetensors", "big:1", 64, seed=31, tensors=64)
+    chunks = src.stat()["chunks"]
+    check(chunks > 2 * 32, f"big:1 has {chunks} chunks: too few for a pull of more than one "
+          "batch, so the OSD cannot be stopped in its middle")
     # The store that will see the fault holds another model already.
     dst = store_with_remote(os.path.join(work, "dst"), ns, timeout=TIMEOUT)
     other = make_model(os.path.join(work, "other.safetensors"), 2, seed=32, tensors=4)
@@ -50,17 +46,17 @@ def osd_down_mid_pull(work):
     before_ls, before_stat = dst.ls(), dst.stat()
     stopped = False
     try:
-        p = dst.popen("pull", "big:1")
-        time.sleep(max(0.1, full * 0.3))
-        check(p.poll() is None, f"the pull finished in under {full * 0.3:.2f} s; the OSD could not "
-              "be stopped in its middle")
-        t_stop = time.monotonic()
-        stopper = threading.Thread(target=cluster_sh, args=("stop-osd",))
-        stopper.start()
+        # The pull stops after writing its first batch of chunks (a test
+        # pause point); the OSD is stopped there, then the pull goes on.
+        pull = Paused(dst, work, "pull", ["pull-written"], "pull", "big:1")
+        pull.wait_paused("pull-written")
+        p = pull.p
         stopped = True
+        cluster_sh("stop-osd")
+        t_stop = time.monotonic()
+        pull.go("pull-written")
         out, err = p.communicate(timeout=BOUND + 60)
         took = time.monotonic() - t_stop
-        stopper.join()
         log(f"pull with the OSD stopped: exit {p.returncode} after {took:.1f} s: {err.strip()[-300:]}")
         check(p.returncode == EXIT_ERROR, f"a pull with the OSD down must fail with exit 1, not "
               f"{p.returncode}: {err[-400:]}")

@@ -16,24 +16,21 @@ step, so each interleaving is tested every run rather than by chance.
 import json
 import os
 
-from harness import EXIT_BUSY, check, log, make_model, run_test, tree_sha256
-from remote_harness import Paused, namespace, objects, remote_names, store_with_remote
+from harness import EXIT_BUSY, check, log, run_test, tree_sha256
+from remote_harness import Paused, namespace, objects, pushed_model, remote_names, store_with_remote
 
 
-def pushed_model(work, tag, seed, mb=2, tensors=6):
+def tagged_model(work, tag, seed, mb=2, tensors=6):
     """A store with a remote of its own namespace and one model, m:1, pushed."""
     ns = namespace(tag)
-    a = store_with_remote(os.path.join(work, tag), ns)
-    f = make_model(os.path.join(work, f"{tag}.safetensors"), mb, seed=seed, tensors=tensors)
-    a.ok("import", f, "m:1")
-    a.ok("push", "m:1")
+    a, f = pushed_model(work, ns, tag, f"{tag}.safetensors", "m:1", mb, seed=seed, tensors=tensors)
     return a, ns, f
 
 
 def dead_model(work, tag, seed):
     """A store with a model pushed and its name removed again: every chunk
     of it is garbage on the remote."""
-    a, ns, f = pushed_model(work, tag, seed, mb=4, tensors=12)
+    a, ns, f = tagged_model(work, tag, seed, mb=4, tensors=12)
     chunks = {o for o in objects(ns) if o.startswith("c.")}
     check(chunks, "the push uploaded no chunk")
     a.ok("rm", "--remote", "fleet", "m:1")
@@ -88,7 +85,7 @@ def retained_after_mark(work):
 
 
 def removed_during_check(work):
-    a, ns, _ = pushed_model(work, "rmd", 73)
+    a, ns, _ = tagged_model(work, "rmd", 73)
     g = Paused(a, work, "rmd-gc", ["gc-find-names"], "remote", "gc", "fleet", json_out=True)
     g.wait_paused("gc-find-names")  # read m:1 among the names
     a.ok("rm", "--remote", "fleet", "m:1")
@@ -102,7 +99,7 @@ def removed_during_check(work):
 
 
 def removed_during_unchanged_push(work):
-    a, ns, f = pushed_model(work, "rmu", 74)
+    a, ns, f = tagged_model(work, "rmu", 74)
     p = Paused(a, work, "rmu-push", ["push-publish"], "push", "m:1")
     p.wait_paused("push-publish")  # found m:1 already naming the model
     a.ok("rm", "--remote", "fleet", "m:1")

@@ -11,7 +11,7 @@ import subprocess
 import time
 import uuid
 
-from harness import Failure, Skip, Store, check, popen
+from harness import Failure, Skip, Store, check, make_model, popen
 
 
 def cluster():
@@ -129,3 +129,14 @@ def stop_daemon(pid, timeout=10.0):
             return
         time.sleep(0.005)
     raise Failure(f"process {pid} did not stop within {timeout} s")
+
+
+def pushed_model(work, ns, store_dir, model_file, ref, mb, seed, tensors):
+    """A store in work/store_dir with a remote on namespace ns, and a model
+    written to work/model_file, imported as ref and pushed. Returns the store
+    and the model file."""
+    store = store_with_remote(os.path.join(work, store_dir), ns)
+    f = make_model(os.path.join(work, model_file), mb, seed=seed, tensors=tensors)
+    store.ok("import", f, ref)
+    store.ok("push", ref)
+    return store, f

@@ -9,7 +9,8 @@ fetching (the store verifies, lists no partial model, a peer loading the same
 chunks goes on, a rerun completes), the OSD stopped during an acquire (an
 error within the timeout, nothing local changed, works again once it is
 back), and a chunk object overwritten with `rados put` (the error names model,
-tensor and chunk; the wrong bytes are neither returned nor kept)."""
+tensor, chunk and object and says the remote's copy is damaged and what to do;
+the wrong bytes are neither returned nor kept)."""
 
 import json
 import os
@@ -18,8 +19,9 @@ import signal
 import subprocess
 import time
 
-from harness import at_exit, check, env_path, log, make_model, popen, run_cmd, run_test, tree_sha256
-from remote_harness import cluster, namespace, objects, rados, stop_daemon, store_with_remote
+from harness import at_exit, check, env_path, log, popen, run_cmd, run_test, tree_sha256
+from remote_harness import (cluster, namespace, objects, pushed_model, rados, stop_daemon,
+                            store_with_remote)
 
 
 def worker(store, ref, src, *mode):
@@ -171,8 +173,11 @@ def wrong_object(work, ns, src):
           "a model with an overwritten chunk object must not be read whole")
     check("MISMATCH" not in p.stderr, "wrong bytes were handed out")
     msg = p.stdout + p.stderr
-    for word in ("m:1", "tensor", "chunk", chunk[2:]):
-        check(word in msg, f"the error must name {word!r}: {msg[-800:]}")
+    for word in ("m:1", "tensor", "chunk", f"object {chunk}", "the remote's copy of this chunk is "
+                 f"damaged (this host's store is not)", f"remove the object {chunk}", "pstore push"):
+        check(word in msg, f"the error must say {word!r}: {msg[-800:]}")
+    check("pstore verify" not in msg and "compact" not in msg,
+          f"the error gives the advice for a damaged local store: {msg[-800:]}")
     check(chunk[2:] not in spool(w), "the wrong frame was kept in the spool")
     log(f"overwritten object: {msg.strip()[-300:]}")
     w.verify_ok("after a wrong remote frame")
@@ -183,10 +188,7 @@ def wrong_object(work, ns, src):
 
 def body(work):
     ns = namespace("lazy")
-    a = store_with_remote(os.path.join(work, "a"), ns)
-    src = make_model(os.path.join(work, "m.safetensors"), 24, seed=11, tensors=30)
-    a.ok("import", src, "m:1")
-    a.ok("push", "m:1")
+    a, src = pushed_model(work, ns, "a", "m.safetensors", "m:1", 24, seed=11, tensors=30)
     one_tensor_then_share(work, ns, a, src)
     chunks = tensor_chunks(a, "m:1")
     wrong_object(work, ns, src)

@@ -138,6 +138,9 @@ def corrupted_chunk(work):
               f"a remote chunk with {what} must be a corruption error: " + r.describe())
         for word in ("victim:1", "tensor", "chunk", chunk):
             check(word in r.err, f"the error for {what} must name {word!r}: {r.err}")
+        check(what == "an empty object" or ("the remote's copy of this chunk is damaged" in r.err
+                                            and "pstore verify" not in r.err),
+              f"the error for {what} must say the remote's copy is damaged: {r.err}")
         check(b.ls() == before, f"a pull refused for {what} changed the local store")
         comp = b.ok("compact", json_out=True).json()
         check(comp["chunks_removed"] == 0, f"a pull refused for {what} must take out the chunks "
