@@ -26,7 +26,7 @@ std::string Manifest::Serialize() const {
   const bool gguf = IsGguf(format);
   bool own_lengths = false;
   for (const auto& t : tensors) own_lengths |= t.chunk_len != 0 && t.chunk_len != chunk_size;
-  const uint8_t v = !gguf ? kVersion
+  const uint8_t v = !gguf                                     ? kVersion
                     : version == kVersionGguf && !own_lengths ? kVersionGguf
                                                               : kVersionGgufChunks;
   std::string out(kMagic, 4);

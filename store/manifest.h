@@ -102,7 +102,9 @@ struct Manifest {
   // Where tensor t's chunks lie: chunk j (0-based) holds ChunkBytes(t, j)
   // bytes from byte ChunkStart(t, j) of the tensor. Every reader and writer
   // of chunks places them with these.
-  uint64_t ChunkLen(const ManifestTensor& t) const { return t.chunk_len ? t.chunk_len : chunk_size; }
+  uint64_t ChunkLen(const ManifestTensor& t) const {
+    return t.chunk_len ? t.chunk_len : chunk_size;
+  }
   uint64_t ChunkCount(const ManifestTensor& t) const {
     const uint64_t len = ChunkLen(t);
     return t.size / len + (t.size % len != 0);
