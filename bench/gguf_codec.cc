@@ -6,10 +6,12 @@
 // into a buffer already faulted in and into fresh memory, timed in the same
 // run.
 //
-//   gguf_codec [--chunk KiB] [--runs N] [--profiles a,b] [--no-blocks] FILE.gguf
+//   gguf_codec [--chunk KiB] [--runs N] [--profiles a,b] [--no-blocks] [--uniform]
+//              FILE.gguf
 //
 // --no-blocks encodes without the block layout (the quantized blocks as opaque
-// bytes), for comparison.
+// bytes), --uniform cuts every tensor every --chunk bytes (mid-block, as
+// stores made before block-aligned chunks hold them), for comparison.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -71,18 +73,20 @@ int main(int argc, char** argv) {
   bench::ParseCodecArgs(argc, argv, &args);
   const size_t chunk = args.chunk;
   const int runs = args.runs;
-  bool blocks = true;
+  bool blocks = true, uniform = false;
   std::string path;
   for (const std::string& a : args.other) {
     if (a == "--no-blocks")
       blocks = false;
+    else if (a == "--uniform")
+      uniform = true;
     else
       path = a;
   }
   if (path.empty()) {
     std::fprintf(stderr,
                  "usage: gguf_codec [--chunk KiB] [--runs N] [--profiles a,b] [--no-blocks] "
-                 "FILE.gguf\n");
+                 "[--uniform] FILE.gguf\n");
     return 2;
   }
   auto h = gguf::ReadFile(path);
@@ -102,7 +106,7 @@ int main(int argc, char** argv) {
   for (const auto& t : h->tensors) {
     const BlockLayout layout = blocks ? gguf::GgmlBlockLayout(t.ggml_type) : BlockLayout{};
     const std::string name = gguf::GgmlTypeName(t.ggml_type);
-    const uint32_t own = gguf::GgmlChunkLength(t.ggml_type, uint32_t(chunk));
+    const uint32_t own = uniform ? 0 : gguf::GgmlChunkLength(t.ggml_type, uint32_t(chunk));
     const size_t len = own ? own : chunk;
     longest = std::max(longest, len);
     for (uint64_t at = 0; at < t.size; at += len) {
@@ -124,8 +128,9 @@ int main(int argc, char** argv) {
   const double warm = PreadSeconds(fd, h->data_offset, data_bytes, runs, false);
   const double fresh = PreadSeconds(fd, h->data_offset, data_bytes, runs, true);
   close(fd);
-  std::printf("%s: data section %.1f MB, chunks of %zu KiB, %s\n", path.c_str(), data_bytes / 1e6,
-              chunk >> 10, blocks ? "block layouts given" : "no block layouts");
+  std::printf("%s: data section %.1f MB, chunks of %zu KiB%s, %s\n", path.c_str(),
+              data_bytes / 1e6, chunk >> 10, uniform ? " (every tensor)" : " (block types on blocks)",
+              blocks ? "block layouts given" : "no block layouts");
   std::printf(
       "pread of the data section: %.0f MB/s into a reused buffer, %.0f MB/s into fresh "
       "memory\n",
