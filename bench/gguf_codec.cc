@@ -128,8 +128,8 @@ int main(int argc, char** argv) {
   const double warm = PreadSeconds(fd, h->data_offset, data_bytes, runs, false);
   const double fresh = PreadSeconds(fd, h->data_offset, data_bytes, runs, true);
   close(fd);
-  std::printf("%s: data section %.1f MB, chunks of %zu KiB%s, %s\n", path.c_str(),
-              data_bytes / 1e6, chunk >> 10, uniform ? " (every tensor)" : " (block types on blocks)",
+  std::printf("%s: data section %.1f MB, chunks of %zu KiB%s, %s\n", path.c_str(), data_bytes / 1e6,
+              chunk >> 10, uniform ? " (every tensor)" : " (block types on blocks)",
               blocks ? "block layouts given" : "no block layouts");
   std::printf(
       "pread of the data section: %.0f MB/s into a reused buffer, %.0f MB/s into fresh "
