@@ -3,7 +3,8 @@
 // A manifest lists the model's tensors (name, dtype, shape, where they sat in
 // the source file, byte length, chunk keys), the source files' headers
 // verbatim so that export rebuilds them byte for byte, and the chunk size the
-// tensors were cut with. Its digest, the XXH3-128 of its serialized bytes,
+// tensors were cut with (a GGUF tensor of a block type may have its own chunk
+// length: ChunkLen). Its digest, the XXH3-128 of its serialized bytes,
 // names the model version everywhere (store keys, shared memory). Layout:
 // docs/format.md.
 //
