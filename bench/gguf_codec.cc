@@ -1,18 +1,22 @@
 // gguf_codec: per GGML type of a GGUF file, the codec's stored/raw ratio and
 // single-thread decode speed (decode + the XXH3-128 key check, as the pager
-// does) of the tensors' chunks, cut as `pstore import` cuts them, against
+// does) of the tensors' chunks, cut as `pstore import` cuts them (quantized
+// tensors on block boundaries, docs/format.md), against
 // reading the same bytes: pread of the file's data section from the OS cache
 // into a buffer already faulted in and into fresh memory, timed in the same
 // run.
 //
-//   gguf_codec [--chunk KiB] [--runs N] [--profiles a,b] [--no-blocks] FILE.gguf
+//   gguf_codec [--chunk KiB] [--runs N] [--profiles a,b] [--no-blocks] [--uniform]
+//              FILE.gguf
 //
 // --no-blocks encodes without the block layout (the quantized blocks as opaque
-// bytes), for comparison.
+// bytes), --uniform cuts every tensor every --chunk bytes (mid-block, as
+// stores made before block-aligned chunks hold them), for comparison.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -69,18 +73,20 @@ int main(int argc, char** argv) {
   bench::ParseCodecArgs(argc, argv, &args);
   const size_t chunk = args.chunk;
   const int runs = args.runs;
-  bool blocks = true;
+  bool blocks = true, uniform = false;
   std::string path;
   for (const std::string& a : args.other) {
     if (a == "--no-blocks")
       blocks = false;
+    else if (a == "--uniform")
+      uniform = true;
     else
       path = a;
   }
   if (path.empty()) {
     std::fprintf(stderr,
                  "usage: gguf_codec [--chunk KiB] [--runs N] [--profiles a,b] [--no-blocks] "
-                 "FILE.gguf\n");
+                 "[--uniform] FILE.gguf\n");
     return 2;
   }
   auto h = gguf::ReadFile(path);
@@ -92,16 +98,21 @@ int main(int argc, char** argv) {
   const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const uint8_t* data = reinterpret_cast<const uint8_t*>(file.data()) + h->data_offset;
 
-  // Chunks per type, cut from each tensor's start.
+  // Chunks per type, cut from each tensor's start at its chunk length (block
+  // types: on blocks and pages, gguf::GgmlChunkLength).
   std::map<std::string, std::vector<Chunk>> by_type;
   std::map<std::string, size_t> raw_of;
+  size_t longest = chunk;
   for (const auto& t : h->tensors) {
     const BlockLayout layout = blocks ? gguf::GgmlBlockLayout(t.ggml_type) : BlockLayout{};
     const std::string name = gguf::GgmlTypeName(t.ggml_type);
-    for (uint64_t at = 0; at < t.size; at += chunk) {
+    const uint32_t own = uniform ? 0 : gguf::GgmlChunkLength(t.ggml_type, uint32_t(chunk));
+    const size_t len = own ? own : chunk;
+    longest = std::max(longest, len);
+    for (uint64_t at = 0; at < t.size; at += len) {
       Chunk c;
       c.p = data + t.offset + at;
-      c.n = size_t(std::min<uint64_t>(chunk, t.size - at));
+      c.n = size_t(std::min<uint64_t>(len, t.size - at));
       c.type = ChunkType{gguf::GgmlDType(t.ggml_type), {layout, 0}};
       if (layout.bytes) c.type.block.phase = uint32_t(at % layout.bytes);
       c.key = HashBytes(c.p, c.n);
@@ -117,8 +128,9 @@ int main(int argc, char** argv) {
   const double warm = PreadSeconds(fd, h->data_offset, data_bytes, runs, false);
   const double fresh = PreadSeconds(fd, h->data_offset, data_bytes, runs, true);
   close(fd);
-  std::printf("%s: data section %.1f MB, chunks of %zu KiB, %s\n", path.c_str(), data_bytes / 1e6,
-              chunk >> 10, blocks ? "block layouts given" : "no block layouts");
+  std::printf("%s: data section %.1f MB, chunks of %zu KiB%s, %s\n", path.c_str(), data_bytes / 1e6,
+              chunk >> 10, uniform ? " (every tensor)" : " (block types on blocks)",
+              blocks ? "block layouts given" : "no block layouts");
   std::printf(
       "pread of the data section: %.0f MB/s into a reused buffer, %.0f MB/s into fresh "
       "memory\n",
@@ -126,7 +138,7 @@ int main(int argc, char** argv) {
   std::printf("%-8s %-8s %10s %8s %10s %10s   %s\n", "type", "profile", "raw MB", "stored",
               "dec MB/s", "vs pread", "transforms (chunks)");
 
-  std::vector<uint8_t> buf(chunk);
+  std::vector<uint8_t> buf(longest);
   for (const auto& pname : args.profiles) {
     auto opt = bench::ProfileOptions(pname);
     if (!opt) return 2;

@@ -61,7 +61,8 @@ Layout Layout::Build(const Manifest& m, uint64_t page) {
     uint64_t n = m.ChunkCount(t);
     for (uint64_t j = 0; j < n; j++) {
       uint32_t len = uint32_t(m.ChunkBytes(t, j));
-      l.slots.push_back({cursor + j * m.chunk_size, uint32_t(RoundUp(len, page)), 0, 0, ti, 1, 0});
+      l.slots.push_back(
+          {cursor + m.ChunkStart(t, j), uint32_t(RoundUp(len, page)), 0, 0, ti, 1, 0});
       per_slot.push_back({{t.first_chunk + j, 0, len, ti, 0}});
     }
     p.nslots = uint32_t(n);

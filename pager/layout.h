@@ -31,7 +31,7 @@ namespace pstore {
 // The version of the layout and of the segment's format (its header and
 // tables); part of a segment's name, so a segment of another version is
 // never opened.
-constexpr uint32_t kLayoutVersion = 7;
+constexpr uint32_t kLayoutVersion = 8;
 constexpr uint64_t kSmallTensorAlign = 64;
 constexpr uint64_t kHugePage = 2ull << 20;  // x86-64 and arm64 (4 KiB pages) PMD size
 

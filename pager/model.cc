@@ -75,7 +75,7 @@ Status Model::CheckBytes(uint32_t t, const uint8_t* p) const {
   const TensorTable& m = tables_;
   for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
     const ChunkKey& key = m.chunk(m.first_chunk(t) + j);
-    if (HashBytes(p + j * m.chunk_size(), size_t(m.ChunkBytes(t, j))) != key)
+    if (HashBytes(p + m.ChunkStart(t, j), size_t(m.ChunkBytes(t, j))) != key)
       return Status::Corruption(
           "tensor " + std::string(m.name(t)) + " chunk " + std::to_string(j) + " (key " +
           key.Hex() + ") in shared memory " + seg_->name() +
@@ -144,7 +144,7 @@ Status Model::Copy(uint32_t t, void* dst, size_t cap) {
     const uint64_t len = m.ChunkBytes(t, j);
     uint64_t frame_bytes = 0;
     PSTORE_RETURN_IF_ERROR(ReadChunk(*source_, key, ChunkUse{label_, m.name(t), j}, decoder.get(),
-                                     &frame, std::span<uint8_t>(out + j * m.chunk_size(), len),
+                                     &frame, std::span<uint8_t>(out + m.ChunkStart(t, j), len),
                                      &frame_bytes));
     bytes_read_.fetch_add(frame_bytes, std::memory_order_relaxed);
     bytes_decoded_.fetch_add(len, std::memory_order_relaxed);

@@ -5,6 +5,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 
@@ -70,6 +71,7 @@ std::string TensorTable::Serialize(const Manifest& m) {
     r.shape_off = shape_at;
     r.ndim = uint32_t(t.shape.size());
     r.ggml_type = t.ggml_type;
+    r.chunk_len = uint32_t(m.ChunkLen(t));
     r.dtype = uint8_t(t.dtype);
     std::memcpy(base + at.records + i * sizeof(r), &r, sizeof(r));
     std::memcpy(base + at.shapes + shape_at * 8, t.shape.data(), t.shape.size() * 8);
@@ -152,7 +154,13 @@ Status TensorTable::Check(const std::function<Status(const std::string&)>& bad) 
     if (!within(r.shape_off, r.ndim, h.nshape))
       return bad("has tensor " + std::to_string(i) + "'s shape out of range");
     if (!DTypeIdValid(r.dtype)) return bad("has tensor " + std::to_string(i) + " of no dtype");
-    if (!within(r.first_chunk, r.size / h.chunk_size + (r.size % h.chunk_size != 0), h.nchunks) ||
+    // A chunk length as the manifest allows (store/manifest.h): the chunk
+    // size, or a multiple of the page up to the chunk size or 1 MiB.
+    if (r.chunk_len != h.chunk_size &&
+        (r.chunk_len == 0 || r.chunk_len % Manifest::kChunkLenUnit != 0 ||
+         r.chunk_len > std::max(h.chunk_size, Manifest::kMaxBlockChunkLen)))
+      return bad("has tensor " + std::to_string(i) + " of a bad chunk length");
+    if (!within(r.first_chunk, r.size / r.chunk_len + (r.size % r.chunk_len != 0), h.nchunks) ||
         __builtin_add_overflow(total, r.size, &total))
       return bad("has tensor " + std::to_string(i) + "'s chunks out of range");
   }

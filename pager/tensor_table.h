@@ -27,7 +27,7 @@
 
 namespace pstore {
 
-constexpr uint64_t kTensorTableMagic = 0x3130424154545350ull;  // "PSTTAB01"
+constexpr uint64_t kTensorTableMagic = 0x3230424154545350ull;  // "PSTTAB02"
 
 struct TensorTableHeader {
   uint64_t magic;
@@ -53,10 +53,11 @@ struct TensorRecord {
   uint32_t name_len;
   uint32_t ndim;
   uint32_t ggml_type;
+  uint32_t chunk_len;  // the length its chunks are cut at (Manifest::ChunkLen)
   uint8_t dtype;
-  uint8_t reserved[3];
+  uint8_t reserved[7];
 };
-static_assert(sizeof(TensorRecord) == 48);
+static_assert(sizeof(TensorRecord) == 56);
 
 class TensorTable {
  public:
@@ -87,13 +88,16 @@ class TensorTable {
   uint64_t chunk_count() const { return h_.nchunks; }
   const ChunkKey& chunk(uint64_t i) const { return keys_[i]; }
   uint32_t chunk_size() const { return h_.chunk_size; }
-  // Chunks of tensor t, and the raw bytes of its chunk j.
+  // Tensor t's chunks, as Manifest places them: chunk j holds ChunkBytes(t, j)
+  // bytes from byte ChunkStart(t, j) of the tensor.
+  uint64_t ChunkLen(uint32_t t) const { return rec_[t].chunk_len; }
   uint64_t ChunkCount(uint32_t t) const {
-    return size(t) / chunk_size() + (size(t) % chunk_size() != 0);
+    return size(t) / ChunkLen(t) + (size(t) % ChunkLen(t) != 0);
   }
+  uint64_t ChunkStart(uint32_t t, uint64_t j) const { return j * ChunkLen(t); }
   uint64_t ChunkBytes(uint32_t t, uint64_t j) const {
-    uint64_t start = j * chunk_size();
-    return size(t) - start < chunk_size() ? size(t) - start : chunk_size();
+    const uint64_t len = ChunkLen(t), start = j * len;
+    return size(t) - start < len ? size(t) - start : len;
   }
   SourceFormat format() const { return SourceFormat(h_.format); }
   uint32_t alignment() const { return h_.alignment; }

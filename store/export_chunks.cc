@@ -9,7 +9,7 @@ ExportChunks::ExportChunks(const StoreView& view, const Manifest& m, std::string
       label_(std::move(label)),
       options_(options),
       source_(view.db(), /*writable=*/false, "the store"),
-      buf_(m.chunk_size),
+      buf_(m.MaxChunkLen()),
       total_(m.TotalBytes()),
       last_report_(std::chrono::steady_clock::now()) {}
 

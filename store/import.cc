@@ -180,7 +180,7 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
       t.first_chunk = m.chunks.size();
       uint64_t n = m.ChunkCount(t);
       for (uint64_t j = 0; j < n; j++) {
-        items.push_back({f, h.data_offset + t.offset + j * m.chunk_size,
+        items.push_back({f, h.data_offset + t.offset + m.ChunkStart(t, j),
                          uint32_t(m.ChunkBytes(t, j)), m.chunks.size(), ChunkType{t.dtype, {}}});
         m.chunks.emplace_back();
       }
@@ -210,13 +210,16 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
       t.offset = e.offset;
       t.size = e.size;
       t.first_chunk = m.chunks.size();
+      // Block types: chunks cut on block (and page) boundaries.
+      t.chunk_len = gguf::GgmlChunkLength(e.ggml_type, m.chunk_size);
       uint64_t n = m.ChunkCount(t);
       for (uint64_t j = 0; j < n; j++) {
         // Quantized blocks: the codec is told the layout and where in a
-        // block the chunk starts.
+        // block the chunk starts (0 but for chunks of a type whose blocks
+        // the chunks could not follow).
         ChunkType type{t.dtype, {layout, 0}};
-        if (layout.bytes) type.block.phase = uint32_t(j * m.chunk_size % layout.bytes);
-        items.push_back({f, h.data_offset + t.offset + j * m.chunk_size,
+        if (layout.bytes) type.block.phase = uint32_t(m.ChunkStart(t, j) % layout.bytes);
+        items.push_back({f, h.data_offset + t.offset + m.ChunkStart(t, j),
                          uint32_t(m.ChunkBytes(t, j)), m.chunks.size(), type});
         m.chunks.emplace_back();
       }

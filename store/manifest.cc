@@ -1,5 +1,7 @@
 #include "store/manifest.h"
 
+#include <algorithm>
+
 #include "common/coding.h"
 
 namespace pstore {
@@ -14,10 +16,21 @@ uint64_t Manifest::TotalBytes() const {
   return n;
 }
 
+uint64_t Manifest::MaxChunkLen() const {
+  uint64_t n = chunk_size;
+  for (const auto& t : tensors) n = std::max<uint64_t>(n, ChunkLen(t));
+  return n;
+}
+
 std::string Manifest::Serialize() const {
   const bool gguf = IsGguf(format);
+  bool own_lengths = false;
+  for (const auto& t : tensors) own_lengths |= t.chunk_len != 0 && t.chunk_len != chunk_size;
+  const uint8_t v = !gguf                                     ? kVersion
+                    : version == kVersionGguf && !own_lengths ? kVersionGguf
+                                                              : kVersionGgufChunks;
   std::string out(kMagic, 4);
-  out.push_back(char(gguf ? kVersionGguf : kVersion));
+  out.push_back(char(v));
   out.push_back(char(format));
   PutVarint(&out, chunk_size);
   if (gguf) PutVarint(&out, alignment);
@@ -44,6 +57,7 @@ std::string Manifest::Serialize() const {
     PutVarint(&out, t.size);
     PutVarint(&out, t.first_chunk);
     if (gguf) PutVarint(&out, t.ggml_type);
+    if (v >= kVersionGgufChunks) PutVarint(&out, ChunkLen(t));
   }
   PutVarint(&out, chunks.size());
   for (const auto& k : chunks) out.append(k.view());
@@ -57,15 +71,17 @@ Result<Manifest> Manifest::Parse(std::string_view bytes, bool with_headers) {
   if (!r.GetBytes(4, &magic) || magic != std::string_view(kMagic, 4)) return bad("bad magic");
   uint8_t version = 0, format = 0;
   if (!r.GetU8(&version)) return bad("truncated before the version");
-  if (version != kVersion && version != kVersionGguf)
-    return bad("unknown version " + std::to_string(version));
+  if (version < kVersion || version > kVersionGgufChunks)
+    return bad("unknown version " + std::to_string(version) +
+               " (a newer pstore's? this one reads versions 1 to 3)");
   if (!r.GetU8(&format) || format < uint8_t(SourceFormat::kSafetensors) ||
       format > uint8_t(SourceFormat::kGgufSplit))
     return bad("unknown source format");
   Manifest m;
   m.format = SourceFormat(format);
+  m.version = version;
   const bool gguf = IsGguf(m.format);
-  if (gguf != (version == kVersionGguf)) return bad("source format does not match the version");
+  if (gguf != (version != kVersion)) return bad("source format does not match the version");
   uint64_t v;
   std::string_view s;
   if (!r.GetVarint(&v) || v == 0 || v > (1ull << 31)) return bad("bad chunk size");
@@ -124,6 +140,16 @@ Result<Manifest> Manifest::Parse(std::string_view bytes, bool with_headers) {
     if (gguf) {
       if (!r.GetVarint(&v) || v > UINT32_MAX) return bad("bad GGML type in tensor " + t.name);
       t.ggml_type = uint32_t(v);
+    }
+    if (version >= kVersionGgufChunks) {
+      // A multiple of the page no longer than the chunk size or 1 MiB (the
+      // pager places and evicts chunks by pages).
+      const uint64_t most = std::max<uint64_t>(m.chunk_size, kMaxBlockChunkLen);
+      if (!r.GetVarint(&v)) return bad("truncated tensor " + t.name);
+      if (v == 0 || v % kChunkLenUnit != 0 || v > most)
+        return bad("bad chunk length " + std::to_string(v) + " in tensor " + t.name +
+                   " (a multiple of 4096 up to " + std::to_string(most) + " expected)");
+      if (v != m.chunk_size) t.chunk_len = uint32_t(v);
     }
     if (t.first_chunk != next_chunk) return bad("chunk index out of order in tensor " + t.name);
     next_chunk += m.ChunkCount(t);

@@ -3,7 +3,8 @@
 // A manifest lists the model's tensors (name, dtype, shape, where they sat in
 // the source file, byte length, chunk keys), the source files' headers
 // verbatim so that export rebuilds them byte for byte, and the chunk size the
-// tensors were cut with. Its digest, the XXH3-128 of its serialized bytes,
+// tensors were cut with (a GGUF tensor of a block type may have its own chunk
+// length: ChunkLen). Its digest, the XXH3-128 of its serialized bytes,
 // names the model version everywhere (store keys, shared memory). Layout:
 // docs/format.md.
 //
@@ -58,6 +59,9 @@ struct ManifestTensor {
   uint64_t size = 0;         // bytes
   uint64_t first_chunk = 0;  // index into Manifest::chunks
   uint32_t ggml_type = 0;    // GGUF only: the tensor's GGML type (any value)
+  // GGUF only: the length its chunks are cut at (a multiple of its blocks and
+  // of 4096 bytes, docs/format.md); 0 for the manifest's chunk_size.
+  uint32_t chunk_len = 0;
 };
 
 struct ManifestFile {
@@ -73,11 +77,20 @@ struct ManifestFile {
 struct Manifest {
   // Version 1: safetensors sources (written as before, so their digests do
   // not change). Version 2: GGUF sources, with alignment, filler and GGML
-  // types (docs/format.md).
+  // types; version 3 adds each tensor's chunk length (docs/format.md).
   static constexpr uint8_t kVersion = 1;
   static constexpr uint8_t kVersionGguf = 2;
+  static constexpr uint8_t kVersionGgufChunks = 3;
+  // Bounds of a tensor's own chunk length: a multiple of the page, at most
+  // the chunk size or this, whichever is larger.
+  static constexpr uint32_t kChunkLenUnit = 4096;
+  static constexpr uint32_t kMaxBlockChunkLen = 1u << 20;
 
   SourceFormat format = SourceFormat::kSafetensors;
+  // The version the manifest was parsed from; Serialize writes a GGUF
+  // manifest as version 2 when this says so and no tensor has its own chunk
+  // length (as stores made before version 3 hold them), else as version 3.
+  uint8_t version = 0;
   uint32_t chunk_size = 0;
   std::string index_name;     // sharded only
   std::string index_bytes;    // sharded only: the index file verbatim
@@ -87,14 +100,23 @@ struct Manifest {
   std::vector<ManifestTensor> tensors;
   std::vector<ChunkKey> chunks;
 
+  // Where tensor t's chunks lie: chunk j (0-based) holds ChunkBytes(t, j)
+  // bytes from byte ChunkStart(t, j) of the tensor. Every reader and writer
+  // of chunks places them with these.
+  uint64_t ChunkLen(const ManifestTensor& t) const {
+    return t.chunk_len ? t.chunk_len : chunk_size;
+  }
   uint64_t ChunkCount(const ManifestTensor& t) const {
-    return (t.size + chunk_size - 1) / chunk_size;
+    const uint64_t len = ChunkLen(t);
+    return t.size / len + (t.size % len != 0);
   }
-  // Raw bytes of chunk j (0-based) of tensor t.
+  uint64_t ChunkStart(const ManifestTensor& t, uint64_t j) const { return j * ChunkLen(t); }
   uint64_t ChunkBytes(const ManifestTensor& t, uint64_t j) const {
-    uint64_t start = j * chunk_size;
-    return t.size - start < chunk_size ? t.size - start : chunk_size;
+    const uint64_t len = ChunkLen(t), start = j * len;
+    return t.size - start < len ? t.size - start : len;
   }
+  // The longest chunk of any tensor (the buffer a chunk needs).
+  uint64_t MaxChunkLen() const;
   uint64_t TotalBytes() const;
 
   std::string Serialize() const;

@@ -46,6 +46,7 @@ Result<ModelInfo> GetModelInfo(const StoreView& view, const ModelDigest& digest)
     ti.ggml_type = t.ggml_type;
     ti.raw_bytes = t.size;
     ti.chunks = m->ChunkCount(t);
+    ti.chunk_len = m->ChunkLen(t);
     for (uint64_t j = 0; j < ti.chunks; j++) {
       const ChunkKey& k = m->chunks[t.first_chunk + j];
       ti.stored_bytes += stored[k];

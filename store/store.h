@@ -337,6 +337,7 @@ struct TensorInfo {
   uint64_t raw_bytes = 0;
   uint64_t stored_bytes = 0;  // frames of its chunks
   uint64_t chunks = 0;
+  uint64_t chunk_len = 0;      // the length its chunks are cut at (the last may be shorter)
   uint64_t shared_chunks = 0;  // chunks other models use too
   uint32_t ggml_type = 0;      // GGUF models only
 };

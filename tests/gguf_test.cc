@@ -161,11 +161,32 @@ TEST(GgufReader, BlockLayoutsForTheCodec) {
   EXPECT_EQ(gguf::GgmlBlockLayout(777).bytes, 0u);              // unknown
 }
 
-// A Q8_0 tensor of 9000 blocks (306000 bytes: two 256 KiB chunks, the second
-// starting 4 bytes into a block) and an F16 tensor, imported: every chunk of
-// the Q8_0 tensor is coded with the block transform (the importer told the
-// codec the layout and the phase), the F16 one with the f16 transform, and
-// every chunk reads back as the file's bytes.
+TEST(GgufReader, ChunkLengthsFollowBlocksAndPages) {
+  constexpr uint32_t k256 = 256u << 10;
+  EXPECT_EQ(gguf::GgmlChunkLength(8, k256), 208896u);   // Q8_0: 3 x lcm(34, 4096)
+  EXPECT_EQ(gguf::GgmlChunkLength(2, k256), 258048u);   // Q4_0: 7 x lcm(18, 4096)
+  EXPECT_EQ(gguf::GgmlChunkLength(14, k256), 430080u);  // Q6_K: lcm(210, 4096), over 256 KiB
+  EXPECT_EQ(gguf::GgmlChunkLength(8, 64u << 10), 69632u);
+  EXPECT_EQ(gguf::GgmlChunkLength(8, 4u << 20), 60u * 69632u);
+  EXPECT_EQ(gguf::GgmlChunkLength(20, k256), 258048u);  // IQ4_NL, no F16 scale split
+  EXPECT_EQ(gguf::GgmlChunkLength(1, k256), 0u);        // F16: the chunk size
+  EXPECT_EQ(gguf::GgmlChunkLength(0, k256), 0u);        // F32
+  EXPECT_EQ(gguf::GgmlChunkLength(777, k256), 0u);      // unknown
+  for (uint32_t type = 0; type < 64; type++) {
+    const uint32_t len = gguf::GgmlChunkLength(type, k256);
+    if (len == 0) continue;
+    EXPECT_EQ(len % 4096, 0u) << type;
+    EXPECT_EQ(len % gguf::GgmlType(type)->block_bytes, 0u) << type;
+    EXPECT_LE(len, 1u << 20) << type;
+  }
+}
+
+// A Q8_0 tensor of 9000 blocks (306000 bytes: two chunks, the first of 6144
+// blocks, 208896 bytes, the second the rest) and an F16 tensor, imported:
+// every chunk of the Q8_0 tensor starts on a block and is coded with the
+// block transform (the importer told the codec the layout, phase 0), the F16
+// one with the f16 transform, and every chunk reads back as the file's
+// bytes.
 TEST(GgufImport, QuantizedChunksAreCodedByBlock) {
   testing_util::TempDir dir("pstore-gguf-import");
   std::mt19937 rng(5);
@@ -202,6 +223,7 @@ TEST(GgufImport, QuantizedChunksAreCodedByBlock) {
   for (const ManifestTensor& t : (*m)->tensors) {
     const bool quantized = t.name == "q";
     EXPECT_EQ((*m)->ChunkCount(t), quantized ? 2u : 1u);
+    EXPECT_EQ((*m)->ChunkLen(t), quantized ? 208896u : (*m)->chunk_size);
     for (uint64_t j = 0; j < (*m)->ChunkCount(t); j++) {
       const ChunkKey& key = (*m)->chunks[t.first_chunk + j];
       auto rec = (*r)->view().GetChunkRecord(key);
@@ -210,8 +232,8 @@ TEST(GgufImport, QuantizedChunksAreCodedByBlock) {
           << t.name << " chunk " << j;
       std::vector<uint8_t> out(size_t((*m)->ChunkBytes(t, j)));
       if (quantized) {
-        // The frame's layout is Q8_0's, and its phase where chunk j starts
-        // within a block, counted from the tensor's start (block 0).
+        // The frame's layout is Q8_0's, and its phase 0: the chunk starts
+        // on a block.
         rocksdb::PinnableSlice frame;
         ASSERT_TRUE((*r)->view().ReadFrame(key, &frame).ok());
         auto info = InspectFrame(std::string_view(frame.data(), frame.size()), out.size());
@@ -219,10 +241,11 @@ TEST(GgufImport, QuantizedChunksAreCodedByBlock) {
         EXPECT_EQ(info->block.layout.bytes, 34u);
         EXPECT_EQ(info->block.layout.scale_offset, 0u);
         EXPECT_EQ(info->block.layout.scales, 1u);
-        EXPECT_EQ(info->block.phase, (j * (*m)->chunk_size) % 34) << "chunk " << j;
+        EXPECT_EQ((*m)->ChunkStart(t, j) % 34, 0u) << "chunk " << j;
+        EXPECT_EQ(info->block.phase, 0u) << "chunk " << j;
       }
       ASSERT_TRUE((*r)->view().ReadChunk(key, &dec, out).ok());
-      const size_t at = data + size_t(t.offset + j * (*m)->chunk_size);
+      const size_t at = data + size_t(t.offset + (*m)->ChunkStart(t, j));
       EXPECT_EQ(std::string(out.begin(), out.end()), g.b.substr(at, out.size()));
     }
   }
@@ -264,10 +287,23 @@ Manifest GgufManifest() {
   return m;
 }
 
+// Gives tensor t of m its own chunk length, and new chunk keys to match.
+void SetChunkLen(Manifest* m, size_t t, uint32_t len) {
+  m->tensors[t].chunk_len = len;
+  m->chunks.clear();
+  for (ManifestTensor& mt : m->tensors) {
+    mt.first_chunk = m->chunks.size();
+    for (uint64_t j = 0; j < m->ChunkCount(mt); j++) {
+      std::string raw = mt.name + std::to_string(j) + "/" + std::to_string(m->ChunkLen(mt));
+      m->chunks.push_back(HashBytes(raw.data(), raw.size()));
+    }
+  }
+}
+
 TEST(Manifest, GgufSerializeParseRoundTrip) {
   Manifest m = GgufManifest();
   std::string bytes = m.Serialize();
-  EXPECT_EQ(bytes[4], char(Manifest::kVersionGguf));
+  EXPECT_EQ(bytes[4], char(Manifest::kVersionGgufChunks));
   auto p = Manifest::Parse(bytes);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_EQ(p->Serialize(), bytes);
@@ -296,6 +332,67 @@ TEST(Manifest, SafetensorsManifestsStayVersionOne) {
   bad = GgufManifest().Serialize();
   bad[4] = char(Manifest::kVersion);
   EXPECT_FALSE(Manifest::Parse(bad).ok());
+}
+
+TEST(Manifest, GgufTensorsKeepTheirChunkLengths) {
+  Manifest m = GgufManifest();
+  SetChunkLen(&m, 1, 69632);  // Q8_0 at 64 KiB chunks: lcm(34, 4096)
+  std::string bytes = m.Serialize();
+  EXPECT_EQ(bytes[4], char(Manifest::kVersionGgufChunks));
+  auto p = Manifest::Parse(bytes);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->Serialize(), bytes);
+  EXPECT_EQ(p->ChunkLen(p->tensors[0]), 65536u);
+  EXPECT_EQ(p->ChunkLen(p->tensors[1]), 69632u);
+  EXPECT_EQ(p->ChunkCount(p->tensors[1]), 2u);
+  EXPECT_EQ(p->ChunkStart(p->tensors[1], 1), 69632u);
+  EXPECT_EQ(p->ChunkBytes(p->tensors[1], 1), 70000u - 69632u);
+  EXPECT_EQ(p->MaxChunkLen(), 69632u);
+  for (size_t n = 0; n < bytes.size(); n++)
+    EXPECT_FALSE(Manifest::Parse(std::string_view(bytes).substr(0, n)).ok()) << n;
+}
+
+// Manifests of stores made before tensors had chunk lengths (version 2)
+// parse, cut every tensor at the chunk size, and serialize as they were.
+TEST(Manifest, GgufVersionTwoStillParses) {
+  Manifest m = GgufManifest();
+  m.version = Manifest::kVersionGguf;
+  std::string bytes = m.Serialize();
+  EXPECT_EQ(bytes[4], char(Manifest::kVersionGguf));
+  auto p = Manifest::Parse(bytes);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->version, Manifest::kVersionGguf);
+  EXPECT_EQ(p->Serialize(), bytes);
+  EXPECT_EQ(Manifest::DigestOf(p->Serialize()), Manifest::DigestOf(bytes));
+  for (const ManifestTensor& t : p->tensors) {
+    EXPECT_EQ(p->ChunkLen(t), 65536u);
+    EXPECT_EQ(p->ChunkCount(t), 2u);
+  }
+  // A version 2 manifest cannot hold a chunk length: it is written as 3.
+  SetChunkLen(&m, 1, 69632);
+  EXPECT_EQ(m.Serialize()[4], char(Manifest::kVersionGgufChunks));
+}
+
+TEST(Manifest, BadChunkLengthIsCorruption) {
+  for (uint32_t len : {5000u, 4095u, 2u << 20, 65536u + 100u}) {
+    Manifest m = GgufManifest();
+    SetChunkLen(&m, 1, len);
+    auto p = Manifest::Parse(m.Serialize());
+    ASSERT_FALSE(p.ok()) << len;
+    EXPECT_TRUE(p.status().IsCorruption()) << len;
+    EXPECT_NE(p.status().ToString().find("chunk length"), std::string::npos)
+        << p.status().ToString();
+  }
+  // 0, written over a length's varint (258048: 3 bytes) as a 3-byte varint.
+  Manifest m = GgufManifest();
+  SetChunkLen(&m, 1, 258048);
+  std::string bytes = m.Serialize();
+  const std::string enc("\x80\xe0\x0f", 3);
+  const size_t at = bytes.find(enc);
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_TRUE(Manifest::Parse(bytes).ok());
+  bytes.replace(at, 3, std::string("\x80\x80\x00", 3));
+  EXPECT_TRUE(Manifest::Parse(bytes).status().IsCorruption());
 }
 
 TEST(Manifest, GgufAlignmentMustBeAPowerOfTwo) {

@@ -139,6 +139,42 @@ TEST(TensorTable, FirstOfEqualNamesWins) {
 
 // Every byte of a table flipped, one at a time (the checksum's 8 bytes
 // aside): each is refused as Corruption, never read as a table.
+// Quantized GGUF tensors have chunk lengths of their own (store/manifest.h):
+// the table gives each tensor's, and refuses one the manifest could not hold.
+TEST(TensorTable, KeepsEachTensorsChunkLength) {
+  Manifest m = MakeManifest(60, 3);
+  m.format = SourceFormat::kGguf;
+  m.alignment = 32;
+  for (uint32_t i = 0; i < m.tensors.size(); i += 3) m.tensors[i].chunk_len = 69632;
+  m.chunks.clear();
+  for (ManifestTensor& t : m.tensors) {
+    t.first_chunk = m.chunks.size();
+    for (uint64_t j = 0; j < m.ChunkCount(t); j++) m.chunks.push_back(HashBytes(&j, sizeof(j)));
+  }
+  auto t = TensorTable::FromManifest(m);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  bool several = false;
+  for (uint32_t i = 0; i < m.tensors.size(); i++) {
+    const ManifestTensor& mt = m.tensors[i];
+    ASSERT_EQ(t->ChunkLen(i), m.ChunkLen(mt)) << i;
+    ASSERT_EQ(t->ChunkCount(i), m.ChunkCount(mt)) << i;
+    for (uint64_t j = 0; j < m.ChunkCount(mt); j++) {
+      ASSERT_EQ(t->ChunkStart(i, j), m.ChunkStart(mt, j));
+      ASSERT_EQ(t->ChunkBytes(i, j), m.ChunkBytes(mt, j));
+    }
+    several |= mt.chunk_len != 0 && m.ChunkCount(mt) > 1;
+  }
+  EXPECT_TRUE(several);
+  for (uint32_t bad : {5000u, 4096u * 300}) {
+    Manifest b = m;
+    b.tensors[0].chunk_len = bad;
+    auto e = TensorTable::FromManifest(b);
+    ASSERT_EQ(e.status().code(), Status::Code::kCorruption) << bad;
+    EXPECT_NE(e.status().message().find("chunk length"), std::string::npos)
+        << e.status().ToString();
+  }
+}
+
 TEST(TensorTable, AnyFlippedByteIsCorruption) {
   Manifest m = MakeManifest(40, 2);
   m.metadata_json = "{}";

@@ -111,6 +111,7 @@ struct InfoOutput : Output {
                          {"raw_bytes", t.raw_bytes},
                          {"stored_bytes", t.stored_bytes},
                          {"chunks", t.chunks},
+                         {"chunk_length", t.chunk_len},
                          {"shared_chunks", t.shared_chunks}});
       if (IsGguf(info.format)) {
         tensors.back()["ggml_type"] = t.ggml_type;

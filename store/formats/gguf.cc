@@ -9,11 +9,13 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <numeric>
 #include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
 #include "common/file_util.h"
+#include "store/manifest.h"
 
 namespace pstore::gguf {
 namespace {
@@ -269,6 +271,15 @@ BlockLayout GgmlBlockLayout(uint32_t type) {
   auto t = GgmlType(type);
   if (!t || t->scales == 0) return BlockLayout{};
   return BlockLayout{t->block_bytes, t->scale_offset, t->scales};
+}
+
+uint32_t GgmlChunkLength(uint32_t type, uint32_t chunk_size) {
+  auto t = GgmlType(type);
+  if (!t || t->block_elems <= 1 || t->block_bytes == 0) return 0;
+  const uint64_t lcm = std::lcm<uint64_t>(t->block_bytes, Manifest::kChunkLenUnit);
+  uint64_t len = chunk_size / lcm * lcm;
+  if (len == 0) len = lcm <= Manifest::kMaxBlockChunkLen ? lcm : 0;
+  return len == chunk_size ? 0 : uint32_t(len);
 }
 
 std::string GgmlTypeName(uint32_t type) {

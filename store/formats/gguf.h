@@ -85,6 +85,14 @@ DType GgmlDType(uint32_t type);
 // (codec/block_transform.h), from GgmlType; none (bytes 0) for element types,
 // types without F16 scales and unknown types.
 BlockLayout GgmlBlockLayout(uint32_t type);
+// The length a tensor of a GGML type is cut into chunks at, in a store of
+// chunks of chunk_size bytes: for a type of blocks of known size, a multiple
+// of both the block and 4096 bytes (so that chunks start on blocks and on
+// the pages the pager places them by): the largest such not above
+// chunk_size, or the least one when that is above chunk_size but at most
+// 1 MiB. 0 (cut at chunk_size) for element types, unknown types and blocks
+// whose least common multiple with 4096 is over 1 MiB.
+uint32_t GgmlChunkLength(uint32_t type, uint32_t chunk_size);
 // "MOSTLY_Q8_0" for general.file_type's value; "" when unknown.
 std::string FileTypeName(uint64_t file_type);
 

@@ -4,7 +4,7 @@
 //
 //   gguf_writer OUT.gguf SRC.safetensors... [--type keep|f16|q8_0|q4_0]
 //       [--alignment N] [--pad-byte B] [--split N] [--big-array N]
-//       [--unknown-type T] [--max-tensors N] [--arch NAME]
+//       [--unknown-type T] [--max-tensors N] [--arch NAME] [--q6k-blocks N]
 //
 // --type: keep writes every tensor's bytes as they are (F32, F16, BF16, I8 ...
 // map to their GGML types), so the GGUF holds the same tensor bytes as the
@@ -19,7 +19,10 @@
 // with B instead of zeros; --split N writes OUT-0000i-of-0000N.gguf with
 // split.no/split.count/split.tensors.count; --big-array N adds a string array
 // of N tokens and an f32 array of N scores; --unknown-type T adds a tensor of
-// GGML type T (not one pstore knows) holding 1000 + 17 bytes of payload.
+// GGML type T (not one pstore knows) holding 1000 + 17 bytes of payload;
+// --q6k-blocks N adds a Q6_K tensor of N blocks laid out as ggml's (210
+// bytes: 128 + 64 bytes of quants, 16 int8 sub-block scales, F16 scale d at
+// byte 208) whose quants and scales are pseudo-random, not quantized weights.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -139,7 +142,7 @@ int main(int argc, char** argv) {
   if (argc < 3) return Fail("usage: gguf_writer OUT.gguf SRC.safetensors... [options]");
   std::string out = argv[1], type = "keep", arch = "pstoretest";
   std::vector<std::string> srcs;
-  uint32_t alignment = 0, split = 1, unknown_type = 0;
+  uint32_t alignment = 0, split = 1, unknown_type = 0, q6k_blocks = 0;
   uint64_t big_array = 0, max_tensors = UINT64_MAX;
   int pad_byte = 0;
   for (int i = 2; i < argc; i++) {
@@ -164,6 +167,8 @@ int main(int argc, char** argv) {
       max_tensors = std::stoull(next());
     else if (a == "--arch")
       arch = next();
+    else if (a == "--q6k-blocks")
+      q6k_blocks = uint32_t(std::stoul(next()));
     else if (a.rfind("--", 0) == 0)
       return Fail("unknown option " + a);
     else
@@ -213,6 +218,21 @@ int main(int argc, char** argv) {
     t.type = unknown_type;
     t.ne = {1017};
     for (int i = 0; i < 1017; i++) t.data.push_back(uint8_t(i * 37 + 11));
+    tensors.push_back(std::move(t));
+  }
+  if (q6k_blocks) {
+    Tensor t;
+    t.name = "pstoretest.q6_k";
+    t.type = 14;
+    t.ne = {256ull * q6k_blocks};
+    uint32_t x = 12345;
+    for (uint32_t b = 0; b < q6k_blocks; b++) {
+      for (int i = 0; i < 208; i++) {
+        x = x * 1664525u + 1013904223u;
+        t.data.push_back(uint8_t(x >> 24));
+      }
+      PutHalf(&t.data, 0.001f * float(1 + b % 97));
+    }
     tensors.push_back(std::move(t));
   }
   if (split < 1 || split > tensors.size()) return Fail("--split must be 1 to the tensor count");
