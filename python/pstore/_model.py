@@ -24,6 +24,7 @@ with other calls on the same Model. Finalizers may run on any thread.
 
 import collections
 import ctypes
+import math
 import os
 import threading
 import weakref
@@ -35,8 +36,11 @@ from ._capi import lib
 from ._errors import Internal, InvalidArgument, NotFound, check
 from ._handle import HandleOwner
 
-TensorInfo = collections.namedtuple("TensorInfo", "name dtype shape nbytes")
-TensorInfo.__doc__ = """A tensor's name, pstore dtype name ("F16", "BF16", ...), shape and size."""
+TensorInfo = collections.namedtuple("TensorInfo", "name dtype shape nbytes ggml_type",
+                                    defaults=(None,))
+TensorInfo.__doc__ = """A tensor's name, pstore dtype name ("F16", "BF16", ...), shape (in
+elements), size in bytes, and for a GGUF model its GGML type number (ggml.h's enum ggml_type:
+0 F32, 2 Q4_0, 8 Q8_0, ...; None for other formats)."""
 
 # Tensors per batch of a state_dict's views: enough that a batch's spans cost
 # little, few enough that the views of the first batches are made while the
@@ -142,7 +146,12 @@ class Model(HandleOwner):
         self._store = store
         self._ref = ref
         self._digest = lib.pstore_model_digest(out.value).decode()
-        self._table = None  # [(name, dtype code, shape, nbytes)] by index
+        # [(name, view dtype code, view shape, nbytes)] by index: the dtype and shape the
+        # views have, which are the stored ones when they cover exactly nbytes, and raw
+        # bytes (code 0, shape (nbytes,)) otherwise (quantized GGUF tensors, whose shape
+        # counts elements of blocks; dtypes this version does not know).
+        self._table = None
+        self._stored = None  # [(dtype code, shape, ggml type or None)] by index, for info()
         self._index = None  # {name: index}
         self._pins = weakref.WeakValueDictionary()  # index -> live _Pin
         self._lock = threading.Lock()
@@ -180,9 +189,13 @@ class Model(HandleOwner):
         # Set once: the library writes back the size it filled, which stays
         # enough for the next call.
         info.struct_size = ctypes.sizeof(info)
+        # Untouched by a library older than the field: -1 (not GGUF), not 0 (F32).
+        info.ggml_type = -1
         ref, get, ptr = ctypes.byref(info), lib.pstore_model_tensor_info, h.ptr
-        table = []
-        append = table.append
+        table, stored = [], []
+        append, append_stored = table.append, stored.append
+        itemsize = {c: d[1].itemsize for c, d in _dtypes.DTYPES.items()}.get
+        prod = math.prod
         for i in range(n):
             st = get(ptr, i, ref)
             if st != 0:
@@ -192,8 +205,16 @@ class Model(HandleOwner):
                 raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) fills "
                                "pstore_tensor_info differently from this package's declaration; "
                                "install the package and the library from one build", 9)
-            append((name.decode(), info.dtype, tuple(info.shape[:ndim]), info.nbytes))
+            code, shape, nbytes, ggml = info.dtype, tuple(info.shape[:ndim]), info.nbytes, \
+                info.ggml_type
+            size = itemsize(code)
+            if size is not None and prod(shape) * size == nbytes:
+                append((name.decode(), code, shape, nbytes))
+            else:
+                append((name.decode(), 0, (nbytes,), nbytes))
+            append_stored((code, shape, None if ggml < 0 else ggml))
         self._index = {t[0]: i for i, t in enumerate(table)}
+        self._stored = stored
         self._table = table
         return table
 
@@ -220,9 +241,10 @@ class Model(HandleOwner):
         return iter(self.names())
 
     def info(self, name):
-        """TensorInfo(name, dtype, shape, nbytes)."""
-        _, _, (n, code, shape, nbytes) = self._lookup(name)
-        return TensorInfo(n, _dtypes.name(code), shape, nbytes)
+        """TensorInfo(name, dtype, shape, nbytes, ggml_type), as stored."""
+        _, i, (n, _, _, nbytes) = self._lookup(name)
+        code, shape, ggml = self._stored[i]
+        return TensorInfo(n, _dtypes.name(code), shape, nbytes, ggml)
 
     # --- views ----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pstore
-from conftest import SafetensorsFile, pstore_bin, write_safetensors
+from conftest import SafetensorsFile, pstore_bin, quant_blocks, write_gguf, write_safetensors
 
 
 def mapping_of(address):
@@ -137,6 +137,48 @@ def _check_state_dict(m, st, framework, batch):
             v = (v.view(torch.int16) if v.dtype == torch.bfloat16 else v).numpy()
         assert v.tobytes() == st.raw(name), (batch, framework, name)
         assert v.shape == st.array(name).shape, (batch, framework, name)
+
+
+def test_quantized_gguf_tensors_are_their_block_bytes(scratch):
+    # A quantized GGUF tensor's shape counts elements and its dtype is U8, but
+    # its bytes are blocks: every view is exactly its bytes in the file (1-D
+    # uint8), never the bytes of the tensor after it, and not an error when it
+    # is the model's last tensor.
+    import tempfile
+    root = tempfile.mkdtemp(prefix="gguf-", dir=scratch)
+    rng = np.random.default_rng(11)
+    tensors = [("blk.0.q4", 2, (4, 256), quant_blocks(rng, 2, 1024)),  # 576 bytes
+               ("blk.0.norm", 0, (8, 16), rng.standard_normal(128).astype("<f4").tobytes()),
+               ("blk.1.q8", 8, (2, 64), quant_blocks(rng, 8, 128)),
+               ("blk.1.f16", 1, (3, 32), rng.standard_normal(96).astype("<f2").tobytes()),
+               ("output.q4", 2, (3, 64), quant_blocks(rng, 2, 192))]  # last
+    src = os.path.join(root, "q.gguf")
+    where = write_gguf(src, tensors)
+    with open(src, "rb") as f:
+        raw = f.read()
+    expect = {name: raw[o:o + n] for name, (o, n) in where.items()}
+    store = os.path.join(root, "store")
+    subprocess.run([pstore_bin(), "--store", store, "import", src, "q:1"], check=True,
+                   capture_output=True)
+    shapes = {"blk.0.norm": (8, 16), "blk.1.f16": (3, 32)}
+    for framework in ("torch", "numpy", "numpy()", "torch()"):
+        subprocess.run([pstore_bin(), "--store", store, "ps", "--gc-all"], check=True,
+                       capture_output=True)  # each pass loads cold
+        with pstore.Store(store) as st, st.open("q:1") as m:
+            assert m.info("blk.0.q4") == ("blk.0.q4", "U8", (4, 256), 576, 2)
+            assert m.info("blk.1.q8").ggml_type == 8 and m.info("blk.0.norm").ggml_type == 0
+            if framework.endswith("()"):
+                get = m.numpy if framework == "numpy()" else m.torch
+                views = {n: get(n) for n in m.names()}
+            else:
+                views = m.state_dict(framework=framework)
+            assert list(views) == [t[0] for t in tensors]
+            for name, v in views.items():
+                a = v.numpy() if hasattr(v, "numpy") else v
+                assert a.tobytes() == expect[name], (framework, name)
+                assert a.shape == shapes.get(name, (len(expect[name]),)), (framework, name)
+            del views, v, a
+            gc.collect()
 
 
 def test_prefetch_wait_stats_copy_into(small_model):
