@@ -115,18 +115,36 @@ def test_state_dict_prefix_and_frameworks(small_model):
 
 def test_state_dict_in_batches_keeps_the_order_and_the_bytes(small_model, monkeypatch):
     # state_dict makes its views in batches while the load runs; batches of a
-    # few tensors put batch boundaries everywhere, empty tensors included.
+    # few tensors put batch boundaries everywhere, empty tensors included. The
+    # model holds more than the pager's bulk-load threshold (32 MiB, kBulkBytes
+    # in pager/model.h), so its state_dict's prefetch is a bulk load in file
+    # order, and every pass starts with nothing resident.
+    import tempfile
     from pstore import _model
     root, ref, src = small_model
+    small = SafetensorsFile(src)
+    rng = np.random.default_rng(5)
+    tensors = [(k, small.tensors[k]["dtype"], small.tensors[k]["shape"], small.raw(k))
+               for k in small.tensors]
+    tensors += [(f"big.{i}", "F16", (512, 1024), rng.integers(0, 256, 1 << 20, np.uint8).tobytes())
+                for i in range(34)]
+    folder = tempfile.mkdtemp(prefix="big-", dir=os.path.dirname(root))
+    src = os.path.join(folder, "big.safetensors")
+    write_safetensors(src, tensors)
+    root = os.path.join(folder, "store")
+    pstore.import_file(src, ref, store=root)
     st = SafetensorsFile(src)
+    assert sum(len(t[3]) for t in tensors) > 32 << 20
     for batch in (1, 2, 3, 7):
         monkeypatch.setattr(_model, "_VIEW_BATCH", batch)
-        subprocess.run([pstore_bin(), "--store", root, "ps", "--gc-all"], check=True,
-                       capture_output=True)  # not resident: views made during the load
-        with pstore.Store(root) as store, store.open(ref) as m:
-            for framework in ("torch", "numpy"):
+        for framework in ("torch", "numpy"):
+            subprocess.run([pstore_bin(), "--store", root, "ps", "--gc-all"], check=True,
+                           capture_output=True)  # not resident: views made during the load
+            with pstore.Store(root) as store, store.open(ref) as m:
+                misses = m.stats()["misses"]
                 _check_state_dict(m, st, framework, batch)
-        gc.collect()  # no view left: the next round's segment is a new one
+                assert m.stats()["misses"] > misses, (batch, framework, "loaded warm")
+            gc.collect()  # no view left: the next pass's segment is a new one
 
 
 def _check_state_dict(m, st, framework, batch):

@@ -3,6 +3,7 @@ corrupted chunk (bytes flipped in the store's blob file on disk) and a full
 /dev/shm (a 1 MiB tmpfs mounted over it in a private mount namespace). None
 of them may lose what is stored."""
 
+import gc
 import glob
 import os
 import shutil
@@ -73,6 +74,42 @@ def test_corrupted_chunk_raises_corruption_naming_model_and_tensor(scratch):
             assert "victim" in str(e.value) and "chunk" in str(e.value), str(e.value)
             assert any(name in str(e.value) for name, _ in errors), str(e.value)
             m.wait()
+            del e  # its traceback holds the frames of the failed call
+            gc.collect()
+            assert m.stats()["pinned_bytes"] == 0, framework
+
+
+def test_state_dict_error_after_good_tensors_leaves_nothing_pinned(scratch):
+    # Only the last tensor's chunks are corrupted: state_dict acquires the
+    # tensors before it, then raises; once the exception is gone nothing of the
+    # model stays pinned.
+    work = tempfile.mkdtemp(prefix="corrupt-tail-", dir=scratch)
+    rng = np.random.default_rng(12)
+    tensors = [(f"w.{i}", "F16", (512, 1024), rng.integers(0, 256, 1 << 20, np.uint8).tobytes())
+               for i in range(4)]
+    src = os.path.join(work, "m.safetensors")
+    write_safetensors(src, tensors)
+    root = os.path.join(work, "store")
+    pstore.import_file(src, "tail:1", store=root)
+    blobs = glob.glob(os.path.join(root, "db", "*.blob"))
+    assert len(blobs) == 1, blobs
+    size = os.path.getsize(blobs[0])
+    with open(blobs[0], "r+b") as f:  # a byte in the last tenth: w.3's bytes
+        f.seek(size * 95 // 100)
+        b = f.read(1)
+        f.seek(size * 95 // 100)
+        f.write(bytes([b[0] ^ 0x5A]))
+    for framework in ("torch", "numpy"):
+        run_pstore(root, "ps", "--gc-all")
+        with pstore.Store(root) as store, store.open("tail:1") as m:
+            with pytest.raises(pstore.Corruption, match=r"w\.3") as e:
+                m.state_dict(framework=framework)
+            assert "tail" in str(e.value), str(e.value)
+            assert m.stats()["acquires"] >= 4, (framework, "an error before w.3 was acquired")
+            m.wait()
+            del e  # its traceback holds the frames of the failed call
+            gc.collect()
+            assert m.stats()["pinned_bytes"] == 0, framework
 
 
 FULL_SHM = textwrap.dedent("""
