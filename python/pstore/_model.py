@@ -301,7 +301,7 @@ class Model(HandleOwner):
         if framework not in ("torch", "numpy"):
             raise InvalidArgument(f"framework must be 'torch' or 'numpy', not {framework!r}", 3)
         h = self._handle()
-        check(lib.pstore_model_prefetch_prefix(h.ptr, (prefix or "").encode(), None),
+        check(lib.pstore_model_prefetch_prefix(h.ptr, self._prefix_arg(prefix or ""), None),
               f"model {self._ref}: cannot prefetch")
         try:
             table = self._load_table(h)
@@ -397,6 +397,14 @@ class Model(HandleOwner):
         a.flags.writeable = False
         return a
 
+    def _prefix_arg(self, prefix):
+        """A name prefix as the C API takes it (NUL-terminated UTF-8)."""
+        if "\0" in prefix:
+            # The C string would end at the NUL: a shorter prefix than asked for.
+            raise InvalidArgument(f"model {self._ref}: the prefix {prefix!r} contains a NUL "
+                                  "character, which no tensor name has", 3)
+        return prefix.encode()
+
     def _prefetch_indices(self, h, indices):
         if not indices:
             return
@@ -411,7 +419,7 @@ class Model(HandleOwner):
         h = self._handle()
         if isinstance(prefix_or_names, str):
             matched = ctypes.c_size_t()
-            check(lib.pstore_model_prefetch_prefix(h.ptr, prefix_or_names.encode(),
+            check(lib.pstore_model_prefetch_prefix(h.ptr, self._prefix_arg(prefix_or_names),
                                                    ctypes.byref(matched)),
                   f"model {self._ref}: cannot prefetch {prefix_or_names!r}")
             return matched.value

@@ -199,6 +199,22 @@ def test_quantized_gguf_tensors_are_their_block_bytes(scratch):
             gc.collect()
 
 
+def test_prefix_with_a_nul_is_refused(small_model):
+    # The C API takes the prefix as a C string, which would end at the NUL:
+    # refused instead of loading every "layers.1..." tensor for an empty result.
+    root, ref, _ = small_model
+    with pstore.Store(root) as store, store.open(ref) as m:
+        for call in (lambda: m.state_dict(prefix="layers.1\0x"),
+                     lambda: m.state_dict(prefix="layers.1\0x", framework="numpy"),
+                     lambda: m.prefetch("layers.1\0x")):
+            with pytest.raises(pstore.InvalidArgument, match="NUL"):
+                call()
+        m.wait()
+        assert m.stats()["acquires"] == 0 and m.stats()["chunk_loads"] == 0
+        assert list(m.state_dict(prefix="layers.1", framework="numpy")) == \
+            [n for n in m.names() if n.startswith("layers.1")]
+
+
 def test_prefetch_wait_stats_copy_into(small_model):
     root, ref, src = small_model
     st = SafetensorsFile(src)
