@@ -297,7 +297,9 @@ class Model(HandleOwner):
         resident is loaded in one bulk prefetch, started first: the views are
         made while it runs, each tensor's as soon as its own chunks are in. The
         views share their pins: the tensors stay pinned until the last view of
-        this state_dict goes."""
+        this state_dict goes. It ends by waiting for every prefetch of this
+        Model, so it may raise an error of a prefetch another thread started on
+        it (docs/python.md)."""
         if framework not in ("torch", "numpy"):
             raise InvalidArgument(f"framework must be 'torch' or 'numpy', not {framework!r}", 3)
         h = self._handle()
@@ -415,7 +417,8 @@ class Model(HandleOwner):
     def prefetch(self, prefix_or_names):
         """Starts loading, in the background, the tensors whose names start with
         a prefix (a str) or the named tensors (an iterable of str). Returns how
-        many tensors that is. Errors surface in wait()."""
+        many tensors that is. Errors surface in wait() (or in a state_dict of
+        this Model, which waits for every prefetch of it)."""
         h = self._handle()
         if isinstance(prefix_or_names, str):
             matched = ctypes.c_size_t()
@@ -428,7 +431,8 @@ class Model(HandleOwner):
         return len(idx)
 
     def wait(self):
-        """Waits for this model's prefetches; raises the first error one met."""
+        """Waits for every prefetch of this Model, from any thread, state_dict's
+        included; raises (and clears) the first error one of them met."""
         check(lib.pstore_model_prefetch_wait(self._handle().ptr),
               f"model {self._ref}: prefetch failed")
 

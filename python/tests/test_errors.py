@@ -110,6 +110,20 @@ def test_state_dict_error_after_good_tensors_leaves_nothing_pinned(scratch):
             del e  # its traceback holds the frames of the failed call
             gc.collect()
             assert m.stats()["pinned_bytes"] == 0, framework
+    # Prefetch errors are the handle's (docs/python.md): a state_dict of good
+    # tensors raises the error of a prefetch started before it on the same
+    # Model, and the wait that follows has nothing left to raise.
+    run_pstore(root, "ps", "--gc-all")
+    with pstore.Store(root) as store, store.open("tail:1") as m:
+        m.prefetch(["w.3"])
+        with pytest.raises(pstore.Corruption, match=r"w\.3"):
+            m.state_dict(prefix="w.0")
+        m.wait()
+        with store.open("tail:1") as other:  # a Model of its own keeps its errors apart
+            other.prefetch(["w.3"])
+            assert list(m.state_dict(prefix="w.0")) == ["w.0"]
+            with pytest.raises(pstore.Corruption, match=r"w\.3"):
+                other.wait()
 
 
 FULL_SHM = textwrap.dedent("""
