@@ -29,24 +29,33 @@ def test_missing_model_and_store(small_model, scratch):
         pstore.Store(os.path.join(scratch, "nowhere"))
 
 
-def test_corrupted_chunk_raises_corruption_naming_model_and_tensor(scratch):
+def corrupted_model(scratch, ref, seed, where):
+    """A fresh store holding ref, 4 tensors w.0..w.3 of 1 MiB of random bytes,
+    with one byte flipped at each fraction of where of its blob file. Returns
+    (store path, source file)."""
     work = tempfile.mkdtemp(prefix="corrupt-", dir=scratch)
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed)
     tensors = [(f"w.{i}", "F16", (512, 1024), rng.integers(0, 256, 1 << 20, np.uint8).tobytes())
                for i in range(4)]
     src = os.path.join(work, "m.safetensors")
     write_safetensors(src, tensors)
     root = os.path.join(work, "store")
-    pstore.import_file(src, "victim:1", store=root)
+    pstore.import_file(src, ref, store=root)
     blobs = glob.glob(os.path.join(root, "db", "*.blob"))
     assert len(blobs) == 1, blobs
     size = os.path.getsize(blobs[0])
-    with open(blobs[0], "r+b") as f:  # one byte in each tenth of the file's middle
-        for k in range(1, 10):
-            f.seek(size * k // 10)
+    with open(blobs[0], "r+b") as f:
+        for fraction in where:
+            f.seek(int(size * fraction))
             b = f.read(1)
-            f.seek(size * k // 10)
+            f.seek(int(size * fraction))
             f.write(bytes([b[0] ^ 0x5A]))
+    return root, src
+
+
+def test_corrupted_chunk_raises_corruption_naming_model_and_tensor(scratch):
+    # One byte in each tenth of the blob file's middle.
+    root, src = corrupted_model(scratch, "victim:1", 11, [k / 10 for k in range(1, 10)])
     st = SafetensorsFile(src)
     errors = []
     with pstore.Store(root) as store, store.open("victim:1") as m:
@@ -83,22 +92,7 @@ def test_state_dict_error_after_good_tensors_leaves_nothing_pinned(scratch):
     # Only the last tensor's chunks are corrupted: state_dict acquires the
     # tensors before it, then raises; once the exception is gone nothing of the
     # model stays pinned.
-    work = tempfile.mkdtemp(prefix="corrupt-tail-", dir=scratch)
-    rng = np.random.default_rng(12)
-    tensors = [(f"w.{i}", "F16", (512, 1024), rng.integers(0, 256, 1 << 20, np.uint8).tobytes())
-               for i in range(4)]
-    src = os.path.join(work, "m.safetensors")
-    write_safetensors(src, tensors)
-    root = os.path.join(work, "store")
-    pstore.import_file(src, "tail:1", store=root)
-    blobs = glob.glob(os.path.join(root, "db", "*.blob"))
-    assert len(blobs) == 1, blobs
-    size = os.path.getsize(blobs[0])
-    with open(blobs[0], "r+b") as f:  # a byte in the last tenth: w.3's bytes
-        f.seek(size * 95 // 100)
-        b = f.read(1)
-        f.seek(size * 95 // 100)
-        f.write(bytes([b[0] ^ 0x5A]))
+    root, _ = corrupted_model(scratch, "tail:1", 12, [0.95])  # in w.3's bytes
     for framework in ("torch", "numpy"):
         run_pstore(root, "ps", "--gc-all")
         with pstore.Store(root) as store, store.open("tail:1") as m:
