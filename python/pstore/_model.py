@@ -24,6 +24,7 @@ with other calls on the same Model. Finalizers may run on any thread.
 
 import collections
 import ctypes
+import math
 import os
 import threading
 import weakref
@@ -35,8 +36,11 @@ from ._capi import lib
 from ._errors import Internal, InvalidArgument, NotFound, check
 from ._handle import HandleOwner
 
-TensorInfo = collections.namedtuple("TensorInfo", "name dtype shape nbytes")
-TensorInfo.__doc__ = """A tensor's name, pstore dtype name ("F16", "BF16", ...), shape and size."""
+TensorInfo = collections.namedtuple("TensorInfo", "name dtype shape nbytes ggml_type",
+                                    defaults=(None,))
+TensorInfo.__doc__ = """A tensor's name, pstore dtype name ("F16", "BF16", ...), shape (in
+elements), size in bytes, and for a GGUF model its GGML type number (ggml.h's enum ggml_type:
+0 F32, 2 Q4_0, 8 Q8_0, ...; None for other formats)."""
 
 # Tensors per batch of a state_dict's views: enough that a batch's spans cost
 # little, few enough that the views of the first batches are made while the
@@ -142,7 +146,12 @@ class Model(HandleOwner):
         self._store = store
         self._ref = ref
         self._digest = lib.pstore_model_digest(out.value).decode()
-        self._table = None  # [(name, dtype code, shape, nbytes)] by index
+        # [(name, view dtype code, view shape, nbytes)] by index: the dtype and shape the
+        # views have, which are the stored ones when they cover exactly nbytes, and raw
+        # bytes (code 0, shape (nbytes,)) otherwise (quantized GGUF tensors, whose shape
+        # counts elements of blocks; dtypes this version does not know).
+        self._table = None
+        self._stored = None  # [(dtype code, shape, ggml type or None)] by index, for info()
         self._index = None  # {name: index}
         self._pins = weakref.WeakValueDictionary()  # index -> live _Pin
         self._lock = threading.Lock()
@@ -180,9 +189,13 @@ class Model(HandleOwner):
         # Set once: the library writes back the size it filled, which stays
         # enough for the next call.
         info.struct_size = ctypes.sizeof(info)
+        # Untouched by a library older than the field: -1 (not GGUF), not 0 (F32).
+        info.ggml_type = -1
         ref, get, ptr = ctypes.byref(info), lib.pstore_model_tensor_info, h.ptr
-        table = []
-        append = table.append
+        table, stored = [], []
+        append, append_stored = table.append, stored.append
+        itemsize = {c: d[1].itemsize for c, d in _dtypes.DTYPES.items()}.get
+        prod = math.prod
         for i in range(n):
             st = get(ptr, i, ref)
             if st != 0:
@@ -192,8 +205,16 @@ class Model(HandleOwner):
                 raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) fills "
                                "pstore_tensor_info differently from this package's declaration; "
                                "install the package and the library from one build", 9)
-            append((name.decode(), info.dtype, tuple(info.shape[:ndim]), info.nbytes))
+            code, shape, nbytes, ggml = info.dtype, tuple(info.shape[:ndim]), info.nbytes, \
+                info.ggml_type
+            size = itemsize(code)
+            if size is not None and prod(shape) * size == nbytes:
+                append((name.decode(), code, shape, nbytes))
+            else:
+                append((name.decode(), 0, (nbytes,), nbytes))
+            append_stored((code, shape, None if ggml < 0 else ggml))
         self._index = {t[0]: i for i, t in enumerate(table)}
+        self._stored = stored
         self._table = table
         return table
 
@@ -220,9 +241,10 @@ class Model(HandleOwner):
         return iter(self.names())
 
     def info(self, name):
-        """TensorInfo(name, dtype, shape, nbytes)."""
-        _, _, (n, code, shape, nbytes) = self._lookup(name)
-        return TensorInfo(n, _dtypes.name(code), shape, nbytes)
+        """TensorInfo(name, dtype, shape, nbytes, ggml_type), as stored."""
+        _, i, (n, _, _, nbytes) = self._lookup(name)
+        code, shape, ggml = self._stored[i]
+        return TensorInfo(n, _dtypes.name(code), shape, nbytes, ggml)
 
     # --- views ----------------------------------------------------------------
 
@@ -275,11 +297,13 @@ class Model(HandleOwner):
         resident is loaded in one bulk prefetch, started first: the views are
         made while it runs, each tensor's as soon as its own chunks are in. The
         views share their pins: the tensors stay pinned until the last view of
-        this state_dict goes."""
+        this state_dict goes. It ends by waiting for every prefetch of this
+        Model, so it may raise an error of a prefetch another thread started on
+        it (docs/python.md)."""
         if framework not in ("torch", "numpy"):
             raise InvalidArgument(f"framework must be 'torch' or 'numpy', not {framework!r}", 3)
         h = self._handle()
-        check(lib.pstore_model_prefetch_prefix(h.ptr, (prefix or "").encode(), None),
+        check(lib.pstore_model_prefetch_prefix(h.ptr, self._prefix_arg(prefix or ""), None),
               f"model {self._ref}: cannot prefetch")
         try:
             table = self._load_table(h)
@@ -375,6 +399,14 @@ class Model(HandleOwner):
         a.flags.writeable = False
         return a
 
+    def _prefix_arg(self, prefix):
+        """A name prefix as the C API takes it (NUL-terminated UTF-8)."""
+        if "\0" in prefix:
+            # The C string would end at the NUL: a shorter prefix than asked for.
+            raise InvalidArgument(f"model {self._ref}: the prefix {prefix!r} contains a NUL "
+                                  "character, which no tensor name has", 3)
+        return prefix.encode()
+
     def _prefetch_indices(self, h, indices):
         if not indices:
             return
@@ -385,11 +417,12 @@ class Model(HandleOwner):
     def prefetch(self, prefix_or_names):
         """Starts loading, in the background, the tensors whose names start with
         a prefix (a str) or the named tensors (an iterable of str). Returns how
-        many tensors that is. Errors surface in wait()."""
+        many tensors that is. Errors surface in wait() (or in a state_dict of
+        this Model, which waits for every prefetch of it)."""
         h = self._handle()
         if isinstance(prefix_or_names, str):
             matched = ctypes.c_size_t()
-            check(lib.pstore_model_prefetch_prefix(h.ptr, prefix_or_names.encode(),
+            check(lib.pstore_model_prefetch_prefix(h.ptr, self._prefix_arg(prefix_or_names),
                                                    ctypes.byref(matched)),
                   f"model {self._ref}: cannot prefetch {prefix_or_names!r}")
             return matched.value
@@ -398,7 +431,8 @@ class Model(HandleOwner):
         return len(idx)
 
     def wait(self):
-        """Waits for this model's prefetches; raises the first error one met."""
+        """Waits for every prefetch of this Model, from any thread, state_dict's
+        included; raises (and clears) the first error one of them met."""
         check(lib.pstore_model_prefetch_wait(self._handle().ptr),
               f"model {self._ref}: prefetch failed")
 

@@ -12,6 +12,7 @@ session together with the store's /dev/shm objects (nobody else's).
 
 import glob
 import json
+import math
 import mmap
 import os
 import shutil
@@ -249,3 +250,49 @@ def touch_pages(a):
         return 0
     b = np.frombuffer((ctypes.c_char * n).from_address(addr), np.uint8)
     return int(b[::4096].sum()) + int(b[-1])
+
+
+# GGML types the GGUF tests write: type -> (bytes per block, elements per block)
+GGML_BLOCKS = {0: (4, 1), 1: (2, 1), 2: (18, 32), 8: (34, 32)}  # F32, F16, Q4_0, Q8_0
+
+
+def write_gguf(path, tensors, alignment=32):
+    """tensors: [(name, ggml type, shape outermost first, bytes)] -> a GGUF
+    (version 3) file with general.architecture and the tensors' data in order,
+    each at a multiple of alignment. Returns {name: (offset in file, nbytes)}."""
+
+    def string(s):
+        b = s.encode()
+        return struct.pack("<Q", len(b)) + b
+
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), 1)
+    head += string("general.architecture") + struct.pack("<I", 8) + string("test")
+    offsets, off = [], 0
+    for name, ggml, shape, data in tensors:
+        size, per = GGML_BLOCKS[ggml]
+        assert len(data) == math.prod(shape) // per * size, name
+        head += string(name) + struct.pack("<I", len(shape))
+        head += b"".join(struct.pack("<Q", d) for d in reversed(shape))  # ne[0] fastest
+        head += struct.pack("<IQ", ggml, off)
+        offsets.append(off)
+        off += len(data) + (-len(data) % alignment)
+    base = len(head) + (-len(head) % alignment)
+    out = {}
+    with open(path, "wb") as f:
+        f.write(head + b"\0" * (base - len(head)))
+        for (name, _, _, data), o in zip(tensors, offsets):
+            f.seek(base + o)
+            f.write(data)
+            out[name] = (base + o, len(data))
+        f.truncate(base + off)
+    return out
+
+
+def quant_blocks(rng, ggml, n_elements):
+    """Blocks of a Q4_0 or Q8_0 tensor: each an F16 scale of 1/64, then random
+    quants."""
+    size, per = GGML_BLOCKS[ggml]
+    out = bytearray()
+    for _ in range(n_elements // per):
+        out += np.float16(1 / 64).tobytes() + rng.integers(0, 256, size - 2, np.uint8).tobytes()
+    return bytes(out)

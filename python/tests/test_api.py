@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pstore
-from conftest import SafetensorsFile, pstore_bin, write_safetensors
+from conftest import SafetensorsFile, pstore_bin, quant_blocks, write_gguf, write_safetensors
 
 
 def mapping_of(address):
@@ -115,18 +115,36 @@ def test_state_dict_prefix_and_frameworks(small_model):
 
 def test_state_dict_in_batches_keeps_the_order_and_the_bytes(small_model, monkeypatch):
     # state_dict makes its views in batches while the load runs; batches of a
-    # few tensors put batch boundaries everywhere, empty tensors included.
+    # few tensors put batch boundaries everywhere, empty tensors included. The
+    # model holds more than the pager's bulk-load threshold (32 MiB, kBulkBytes
+    # in pager/model.h), so its state_dict's prefetch is a bulk load in file
+    # order, and every pass starts with nothing resident.
+    import tempfile
     from pstore import _model
     root, ref, src = small_model
+    small = SafetensorsFile(src)
+    rng = np.random.default_rng(5)
+    tensors = [(k, small.tensors[k]["dtype"], small.tensors[k]["shape"], small.raw(k))
+               for k in small.tensors]
+    tensors += [(f"big.{i}", "F16", (512, 1024), rng.integers(0, 256, 1 << 20, np.uint8).tobytes())
+                for i in range(34)]
+    folder = tempfile.mkdtemp(prefix="big-", dir=os.path.dirname(root))
+    src = os.path.join(folder, "big.safetensors")
+    write_safetensors(src, tensors)
+    root = os.path.join(folder, "store")
+    pstore.import_file(src, ref, store=root)
     st = SafetensorsFile(src)
+    assert sum(len(t[3]) for t in tensors) > 32 << 20
     for batch in (1, 2, 3, 7):
         monkeypatch.setattr(_model, "_VIEW_BATCH", batch)
-        subprocess.run([pstore_bin(), "--store", root, "ps", "--gc-all"], check=True,
-                       capture_output=True)  # not resident: views made during the load
-        with pstore.Store(root) as store, store.open(ref) as m:
-            for framework in ("torch", "numpy"):
+        for framework in ("torch", "numpy"):
+            subprocess.run([pstore_bin(), "--store", root, "ps", "--gc-all"], check=True,
+                           capture_output=True)  # not resident: views made during the load
+            with pstore.Store(root) as store, store.open(ref) as m:
+                misses = m.stats()["misses"]
                 _check_state_dict(m, st, framework, batch)
-        gc.collect()  # no view left: the next round's segment is a new one
+                assert m.stats()["misses"] > misses, (batch, framework, "loaded warm")
+            gc.collect()  # no view left: the next pass's segment is a new one
 
 
 def _check_state_dict(m, st, framework, batch):
@@ -137,6 +155,64 @@ def _check_state_dict(m, st, framework, batch):
             v = (v.view(torch.int16) if v.dtype == torch.bfloat16 else v).numpy()
         assert v.tobytes() == st.raw(name), (batch, framework, name)
         assert v.shape == st.array(name).shape, (batch, framework, name)
+
+
+def test_quantized_gguf_tensors_are_their_block_bytes(scratch):
+    # A quantized GGUF tensor's shape counts elements and its dtype is U8, but
+    # its bytes are blocks: every view is exactly its bytes in the file (1-D
+    # uint8), never the bytes of the tensor after it, and not an error when it
+    # is the model's last tensor.
+    import tempfile
+    root = tempfile.mkdtemp(prefix="gguf-", dir=scratch)
+    rng = np.random.default_rng(11)
+    tensors = [("blk.0.q4", 2, (4, 256), quant_blocks(rng, 2, 1024)),  # 576 bytes
+               ("blk.0.norm", 0, (8, 16), rng.standard_normal(128).astype("<f4").tobytes()),
+               ("blk.1.q8", 8, (2, 64), quant_blocks(rng, 8, 128)),
+               ("blk.1.f16", 1, (3, 32), rng.standard_normal(96).astype("<f2").tobytes()),
+               ("output.q4", 2, (3, 64), quant_blocks(rng, 2, 192))]  # last
+    src = os.path.join(root, "q.gguf")
+    where = write_gguf(src, tensors)
+    with open(src, "rb") as f:
+        raw = f.read()
+    expect = {name: raw[o:o + n] for name, (o, n) in where.items()}
+    store = os.path.join(root, "store")
+    subprocess.run([pstore_bin(), "--store", store, "import", src, "q:1"], check=True,
+                   capture_output=True)
+    shapes = {"blk.0.norm": (8, 16), "blk.1.f16": (3, 32)}
+    for framework in ("torch", "numpy", "numpy()", "torch()"):
+        subprocess.run([pstore_bin(), "--store", store, "ps", "--gc-all"], check=True,
+                       capture_output=True)  # each pass loads cold
+        with pstore.Store(store) as st, st.open("q:1") as m:
+            assert m.info("blk.0.q4") == ("blk.0.q4", "U8", (4, 256), 576, 2)
+            assert m.info("blk.1.q8").ggml_type == 8 and m.info("blk.0.norm").ggml_type == 0
+            if framework.endswith("()"):
+                get = m.numpy if framework == "numpy()" else m.torch
+                views = {n: get(n) for n in m.names()}
+            else:
+                views = m.state_dict(framework=framework)
+            assert list(views) == [t[0] for t in tensors]
+            for name, v in views.items():
+                a = v.numpy() if hasattr(v, "numpy") else v
+                assert a.tobytes() == expect[name], (framework, name)
+                assert a.shape == shapes.get(name, (len(expect[name]),)), (framework, name)
+            del views, v, a
+            gc.collect()
+
+
+def test_prefix_with_a_nul_is_refused(small_model):
+    # The C API takes the prefix as a C string, which would end at the NUL:
+    # refused instead of loading every "layers.1..." tensor for an empty result.
+    root, ref, _ = small_model
+    with pstore.Store(root) as store, store.open(ref) as m:
+        for call in (lambda: m.state_dict(prefix="layers.1\0x"),
+                     lambda: m.state_dict(prefix="layers.1\0x", framework="numpy"),
+                     lambda: m.prefetch("layers.1\0x")):
+            with pytest.raises(pstore.InvalidArgument, match="NUL"):
+                call()
+        m.wait()
+        assert m.stats()["acquires"] == 0 and m.stats()["chunk_loads"] == 0
+        assert list(m.state_dict(prefix="layers.1", framework="numpy")) == \
+            [n for n in m.names() if n.startswith("layers.1")]
 
 
 def test_prefetch_wait_stats_copy_into(small_model):

@@ -3,6 +3,7 @@ corrupted chunk (bytes flipped in the store's blob file on disk) and a full
 /dev/shm (a 1 MiB tmpfs mounted over it in a private mount namespace). None
 of them may lose what is stored."""
 
+import gc
 import glob
 import os
 import shutil
@@ -28,24 +29,33 @@ def test_missing_model_and_store(small_model, scratch):
         pstore.Store(os.path.join(scratch, "nowhere"))
 
 
-def test_corrupted_chunk_raises_corruption_naming_model_and_tensor(scratch):
+def corrupted_model(scratch, ref, seed, where):
+    """A fresh store holding ref, 4 tensors w.0..w.3 of 1 MiB of random bytes,
+    with one byte flipped at each fraction of where of its blob file. Returns
+    (store path, source file)."""
     work = tempfile.mkdtemp(prefix="corrupt-", dir=scratch)
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed)
     tensors = [(f"w.{i}", "F16", (512, 1024), rng.integers(0, 256, 1 << 20, np.uint8).tobytes())
                for i in range(4)]
     src = os.path.join(work, "m.safetensors")
     write_safetensors(src, tensors)
     root = os.path.join(work, "store")
-    pstore.import_file(src, "victim:1", store=root)
+    pstore.import_file(src, ref, store=root)
     blobs = glob.glob(os.path.join(root, "db", "*.blob"))
     assert len(blobs) == 1, blobs
     size = os.path.getsize(blobs[0])
-    with open(blobs[0], "r+b") as f:  # one byte in each tenth of the file's middle
-        for k in range(1, 10):
-            f.seek(size * k // 10)
+    with open(blobs[0], "r+b") as f:
+        for fraction in where:
+            f.seek(int(size * fraction))
             b = f.read(1)
-            f.seek(size * k // 10)
+            f.seek(int(size * fraction))
             f.write(bytes([b[0] ^ 0x5A]))
+    return root, src
+
+
+def test_corrupted_chunk_raises_corruption_naming_model_and_tensor(scratch):
+    # One byte in each tenth of the blob file's middle.
+    root, src = corrupted_model(scratch, "victim:1", 11, [k / 10 for k in range(1, 10)])
     st = SafetensorsFile(src)
     errors = []
     with pstore.Store(root) as store, store.open("victim:1") as m:
@@ -73,6 +83,41 @@ def test_corrupted_chunk_raises_corruption_naming_model_and_tensor(scratch):
             assert "victim" in str(e.value) and "chunk" in str(e.value), str(e.value)
             assert any(name in str(e.value) for name, _ in errors), str(e.value)
             m.wait()
+            del e  # its traceback holds the frames of the failed call
+            gc.collect()
+            assert m.stats()["pinned_bytes"] == 0, framework
+
+
+def test_state_dict_error_after_good_tensors_leaves_nothing_pinned(scratch):
+    # Only the last tensor's chunks are corrupted: state_dict acquires the
+    # tensors before it, then raises; once the exception is gone nothing of the
+    # model stays pinned.
+    root, _ = corrupted_model(scratch, "tail:1", 12, [0.95])  # in w.3's bytes
+    for framework in ("torch", "numpy"):
+        run_pstore(root, "ps", "--gc-all")
+        with pstore.Store(root) as store, store.open("tail:1") as m:
+            with pytest.raises(pstore.Corruption, match=r"w\.3") as e:
+                m.state_dict(framework=framework)
+            assert "tail" in str(e.value), str(e.value)
+            assert m.stats()["acquires"] >= 4, (framework, "an error before w.3 was acquired")
+            m.wait()
+            del e  # its traceback holds the frames of the failed call
+            gc.collect()
+            assert m.stats()["pinned_bytes"] == 0, framework
+    # Prefetch errors are the handle's (docs/python.md): a state_dict of good
+    # tensors raises the error of a prefetch started before it on the same
+    # Model, and the wait that follows has nothing left to raise.
+    run_pstore(root, "ps", "--gc-all")
+    with pstore.Store(root) as store, store.open("tail:1") as m:
+        m.prefetch(["w.3"])
+        with pytest.raises(pstore.Corruption, match=r"w\.3"):
+            m.state_dict(prefix="w.0")
+        m.wait()
+        with store.open("tail:1") as other:  # a Model of its own keeps its errors apart
+            other.prefetch(["w.3"])
+            assert list(m.state_dict(prefix="w.0")) == ["w.0"]
+            with pytest.raises(pstore.Corruption, match=r"w\.3"):
+                other.wait()
 
 
 FULL_SHM = textwrap.dedent("""
