@@ -178,7 +178,7 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
 
 Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
                                     const std::function<Status(size_t, std::string_view)>& check,
-                                    const std::function<void(size_t, std::string)>& use) {
+                                    const std::function<void(size_t, std::string_view)>& use) {
   std::vector<size_t> rest;
   for (size_t i : *want) {
     const Place& p = places_.at(keys[i]);
@@ -187,13 +187,13 @@ Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<
       Status st = check(i, *ahead);
       if (!st.ok()) return RemoteMismatch(keys[i], p, st);
       Keep(keys[i], p, *ahead);
-      // Out of pending_, only the background thread may still share it.
-      use(i, ahead.use_count() == 1 ? std::move(*ahead) : std::string(*ahead));
+      // Never moved from: the background thread may still be reading it.
+      use(i, *ahead);
       continue;
     }
     PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
     if (f && f->raw_len == p.raw_len && check(i, f->frame).ok()) {
-      use(i, std::move(f->frame));
+      use(i, f->frame);
       spool_chunks_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
@@ -209,7 +209,7 @@ Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<
   return FromSpool(
       keys, want,
       [&](size_t i, std::string_view frame) { return Check(keys[i], places_.at(keys[i]), frame); },
-      [&](size_t i, std::string frame) { (*out)[i] = std::move(frame); });
+      [&](size_t i, std::string_view frame) { (*out)[i].emplace(frame); });
 }
 
 Status TieredChunkSource::DecodeFromSpool(std::span<const ChunkKey> keys,
@@ -219,7 +219,7 @@ Status TieredChunkSource::DecodeFromSpool(std::span<const ChunkKey> keys,
   return FromSpool(
       keys, want,
       [&](size_t i, std::string_view frame) { return decoder->Decode(frame, keys[i], outs[i]); },
-      [&](size_t i, std::string frame) { result->frame_bytes[i] = frame.size(); });
+      [&](size_t i, std::string_view frame) { result->frame_bytes[i] = frame.size(); });
 }
 
 Status TieredChunkSource::CheckClaimed(std::span<const ChunkKey> keys,

@@ -117,8 +117,8 @@ class TieredChunkSource final : public ChunkSource {
   // ahead that fails is the remote's damage, an error.
   Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
                    const std::function<Status(size_t, std::string_view)>& check,
-                   const std::function<void(size_t, std::string)>& use);
-  // FromSpool for Read: checks them in scratch and moves them to *out.
+                   const std::function<void(size_t, std::string_view)>& use);
+  // FromSpool for Read: checks them in scratch and copies them to *out.
   Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
                    std::vector<std::optional<std::string>>* out);
   // FromSpool for ReadDecoded: decodes them into outs, checking them there.
