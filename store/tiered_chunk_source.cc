@@ -2,6 +2,7 @@
 #include "store/tiered_chunk_source.h"
 
 #include <functional>
+#include <system_error>
 #include <unordered_set>
 
 #include "codec/chunk_codec.h"
@@ -26,6 +27,34 @@ TieredChunkSource::TieredChunkSource(ChunkSource* local, const LazyCache* cache,
   }
 }
 
+// A thread's claim on the keys it fetches, ended by Release or, if an
+// exception leaves the read first, by the destructor: no key stays claimed
+// (every later load of it would wait for good).
+class TieredChunkSource::Claim {
+ public:
+  Claim(TieredChunkSource* tier, const std::vector<ChunkKey>* keys) : tier_(tier), keys_(keys) {}
+  ~Claim() {
+    if (tier_ == nullptr) return;
+    try {
+      tier_->Release(*keys_,
+                     Status::Internal("the fetch of this chunk from " + tier_->remote_->Describe() +
+                                      " was cut short by an exception; retry"));
+    } catch (...) {
+      tier_->Release(*keys_, Status::OK());  // ends the claims, allocating nothing
+    }
+  }
+  Claim(const Claim&) = delete;
+  Claim& operator=(const Claim&) = delete;
+  void Release(const Status& st) {
+    tier_->Release(*keys_, st);  // if it throws, the destructor ends the claims
+    tier_ = nullptr;
+  }
+
+ private:
+  TieredChunkSource* tier_;
+  const std::vector<ChunkKey>* keys_;
+};
+
 TieredChunkSource::~TieredChunkSource() {
   std::thread spooler;
   {
@@ -41,12 +70,20 @@ bool TieredChunkSource::Defer(const ChunkKey& key, std::string* frame) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (pending_bytes_ + frame->size() > kPendingBytes) return false;
+    if (!spooler_.joinable()) {
+      // A thread that cannot start (a pids limit reached) leaves the frame
+      // to the fetching thread, like a full queue.
+      try {
+        spooler_ = std::thread([this] { SpoolAhead(); });
+      } catch (const std::system_error&) {
+        return false;
+      }
+    }
     pending_bytes_ += frame->size();
     auto& ahead = pending_[key];
     if (ahead.frame) pending_bytes_ -= ahead.frame->size();
     ahead = Ahead{std::make_shared<std::string>(std::move(*frame)), Status::OK()};
     queue_.push_back(key);
-    if (!spooler_.joinable()) spooler_ = std::thread([this] { SpoolAhead(); });
   }
   spool_cv_.notify_one();
   return true;
@@ -152,9 +189,10 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
     std::vector<ChunkKey> mine, theirs;
     std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher> got;
     const size_t own = ClaimOrWait(keys, want, &mine, &theirs);
+    Claim claim(this, &mine);
     if (!mine.empty()) {
       Status st = Fetch(mine, own, /*defer=*/false, &got);
-      Release(mine, st);
+      claim.Release(st);
       PSTORE_RETURN_IF_ERROR(st);
     }
     std::vector<size_t> rest;
@@ -266,6 +304,7 @@ Status TieredChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
     std::vector<ChunkKey> mine, theirs;
     std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher> got;
     const size_t own = ClaimOrWait(keys, want, &mine, &theirs);
+    Claim claim(this, &mine);
     std::vector<size_t> rest;
     if (!mine.empty()) {
       Status st = Fetch(mine, own, /*defer=*/true, &got);
@@ -284,7 +323,7 @@ Status TieredChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
       // these keys find them there.
       if (st.ok())
         for (const auto& [key, frame] : got) Keep(key, places_.at(key), *frame);
-      Release(mine, st);
+      claim.Release(st);
       PSTORE_RETURN_IF_ERROR(st);
     } else {
       rest = want;

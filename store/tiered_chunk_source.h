@@ -136,6 +136,8 @@ class TieredChunkSource final : public ChunkSource {
                       const std::vector<size_t>& rest) const;
   // Ends this thread's fetch of keys; st is how it went.
   void Release(const std::vector<ChunkKey>& keys, const Status& st);
+  // Releases a claim however the read ends (in the .cc).
+  class Claim;
   // Waits until no thread fetches keys; the error of a fetch of one of them
   // that failed meanwhile.
   Status WaitFor(const std::vector<ChunkKey>& keys);

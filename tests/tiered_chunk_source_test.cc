@@ -7,6 +7,7 @@
 // cluster are in tests/acceptance/remote_lazy_test.py.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <memory>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include "codec/chunk_codec.h"
@@ -465,6 +467,56 @@ TEST(TieredChunkSource, FramesReadAheadReachAnotherProcessWithoutASecondFetch) {
       << "the other process did not find the frames read ahead in the spool within 20 s, or "
          "fetched them again";
   EXPECT_EQ(tier->stats().ahead_spooled, keys.size() - 1);
+}
+
+// In a process that may start no thread (its user's pids limit reached),
+// frames read ahead are checked and spooled by the fetching thread, and no
+// read fails or waits for good on chunks whose fetch could not hand them on.
+TEST(TieredChunkSource, ReadAheadWithoutABackgroundThreadIsSpooledByTheFetchingThread) {
+  Remote r(1, 4);
+  const std::vector<ChunkKey> keys = TensorKeys(r.m, 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(60);             // a read waiting for good ends the child (a signal, not exit 0)
+    if (::geteuid() == 0) {  // root is not held to RLIMIT_NPROC: become nobody
+      std::error_code ec;
+      for (const auto& e : std::filesystem::recursive_directory_iterator(r.dir.path()))
+        std::filesystem::permissions(e.path(), std::filesystem::perms::all, ec);
+      std::filesystem::permissions(r.dir.path(), std::filesystem::perms::all, ec);
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(77);
+    }
+    const rlimit none{0, 0};
+    if (::setrlimit(RLIMIT_NPROC, &none) != 0) ::_exit(77);
+    try {
+      std::thread([] {}).join();
+      ::_exit(77);  // threads still start here: nothing to test
+    } catch (const std::system_error&) {
+    }
+    int code = 0;
+    try {
+      auto tier = r.Tier();
+      std::vector<std::string> raws;
+      if (!DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok()) code = 1;
+      // The rest was read ahead, checked and spooled before the read returned.
+      if (code == 0 && r.cache.ListSpool().size() != keys.size()) code = 2;
+      if (code == 0 && !DecodeAll(tier.get(), r.m, keys, 2, &raws).ok()) code = 3;
+      for (size_t j = 0; code == 0 && j < keys.size(); ++j)
+        if (raws[j] != r.m.raws[j]) code = 4;
+      if (code == 0 && (r.remote.reads != keys.size() || tier->stats().ahead_spooled != 0))
+        code = 5;
+    } catch (...) {
+      code = 6;  // an exception (the thread's start) left the read
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child hung or crashed (signal " << WTERMSIG(status) << ")";
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "cannot keep a process from starting threads here";
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "1/3: a read failed, 2: the read-ahead was not spooled, 4: wrong bytes, 5: fetched "
+         "again or spooled in the background, 6: an exception left the read";
 }
 
 TEST(TieredChunkSource, WrongFrameReadAheadIsNamedNeverDecodedIntoABufferNorKept) {
