@@ -100,19 +100,32 @@ void TieredChunkSource::SpoolAhead() {
     if (it == pending_.end() || !it->second.frame) continue;  // a read took it
     std::shared_ptr<std::string> frame = it->second.frame;
     l.unlock();
-    const Place& p = places_.at(key);
-    Status st = Check(key, p, *frame);
-    const bool kept = st.ok() && Keep(key, p, *frame);
+    // An exception (out of memory in the check's scratch, the spool's copy
+    // or a message) leaves the frame as not kept: an exception out of this
+    // thread would end the process.
+    bool checked = false, kept = false;
+    Status bad;  // the error for the read that wants the frame, if it is wrong
+    try {
+      const Place& p = places_.at(key);
+      Status st = Check(key, p, *frame);
+      if (st.ok()) {
+        kept = Keep(key, p, *frame);
+      } else {
+        bad = RemoteMismatch(key, p, st);
+      }
+      checked = true;
+    } catch (...) {
+    }
     l.lock();
     it = pending_.find(key);
     if (it == pending_.end() || it->second.frame != frame) continue;  // a read took it meanwhile
-    if (st.ok() && !kept) continue;  // not spooled: stays for this process's reads
+    if (!checked || (bad.ok() && !kept)) continue;  // not spooled: stays for this process's reads
     pending_bytes_ -= frame->size();
-    if (st.ok()) {
+    if (kept) {
       pending_.erase(it);
       ahead_spooled_.fetch_add(1, std::memory_order_relaxed);
     } else {
-      it->second = Ahead{nullptr, RemoteMismatch(key, p, st)};
+      it->second = Ahead{nullptr, std::move(bad)};
     }
   }
 }
