@@ -64,6 +64,18 @@ TieredChunkSource::~TieredChunkSource() {
   }
   spool_cv_.notify_all();
   if (spooler.joinable()) spooler.join();
+  // Frames the background thread checked but could not spool (the spool
+  // full or unwritable then, memory short) get one more try now that no
+  // read will take them from memory.
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& [key, ahead] : pending_) {
+    if (!ahead.frame) continue;  // found wrong: never kept
+    try {
+      const Place& p = places_.at(key);
+      if (Check(key, p, *ahead.frame).ok()) Keep(key, p, *ahead.frame);
+    } catch (...) {  // a destructor throws nothing: left to the next fetch
+    }
+  }
 }
 
 bool TieredChunkSource::Defer(const ChunkKey& key, std::string* frame) {

@@ -22,9 +22,12 @@
 // spool soon after it arrived. A read that asks for a frame still waiting
 // takes it from memory (decoded into its buffer, checked there and spooled)
 // rather than reading it back; a frame the background check found wrong is
-// dropped and the read that asks for it fails. Beyond kPendingBytes, frames
-// are checked and spooled by the fetching thread. The destructor waits until
-// the background thread has spooled what is queued.
+// dropped and the read that asks for it fails. Beyond kPendingBytes, or if
+// the thread cannot start, frames are checked and spooled by the fetching
+// thread. A frame the background thread could not spool (or that met an
+// exception there) stays in memory for this process's reads. The destructor
+// waits until the background thread has spooled what is queued, then tries
+// once more to spool what it could not.
 //
 // The model's manifest gives each key its raw length and its place (tensor,
 // index) for messages; a key the manifest does not hold is InvalidArgument.
@@ -73,7 +76,8 @@ class TieredChunkSource final : public ChunkSource {
   TieredChunkSource(ChunkSource* local, const LazyCache* cache, ChunkSource* remote,
                     std::shared_ptr<const Manifest> manifest, std::string model);
   // Waits until the frames read ahead that no read took are checked and
-  // spooled.
+  // spooled; those the background thread could not spool are tried once
+  // more here.
   ~TieredChunkSource() override;
   TieredChunkSource(const TieredChunkSource&) = delete;
   TieredChunkSource& operator=(const TieredChunkSource&) = delete;

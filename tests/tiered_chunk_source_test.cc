@@ -437,6 +437,34 @@ TEST(TieredChunkSource, FramesReadAheadAndNeverAskedForAreCheckedAndKept) {
   EXPECT_EQ(r.remote.reads, 6u);
 }
 
+// A frame read ahead that the background thread could not spool (its
+// temporary folder was a file then) is spooled when the tier closes.
+TEST(TieredChunkSource, FramesReadAheadTheBackgroundCouldNotSpoolAreSpooledAtClose) {
+  Remote r(1, 4);
+  const std::vector<ChunkKey> keys = TensorKeys(r.m, 0);
+  const std::string tmp = r.cache.dir() + "/tmp";
+  std::filesystem::create_directories(r.cache.dir());
+  ASSERT_TRUE(WriteFileAtomic(tmp, "not a folder").ok());
+  {
+    auto tier = r.Tier();
+    std::vector<std::string> raws;
+    ASSERT_TRUE(DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
+    // Chunk 0 (by the reader) and the three read ahead (in the background)
+    // could not be spooled.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (tier->stats().spool_failures < keys.size() && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_EQ(tier->stats().spool_failures, keys.size());
+    EXPECT_EQ(r.cache.ListSpool().size(), 0u);
+    std::filesystem::remove(tmp);
+  }
+  for (size_t j = 1; j < keys.size(); ++j) {
+    auto spooled = r.cache.GetFrame(keys[j]);
+    ASSERT_TRUE(spooled.ok() && spooled->has_value()) << "chunk " << j << " was not spooled";
+    EXPECT_EQ((*spooled)->frame, r.m.frames[j]);
+  }
+}
+
 TEST(TieredChunkSource, FramesReadAheadReachAnotherProcessWithoutASecondFetch) {
   Remote r(2, 8);
   const std::vector<ChunkKey> keys = TensorKeys(r.m, 1);
