@@ -437,6 +437,28 @@ TEST(TieredChunkSource, FramesReadAheadAndNeverAskedForAreCheckedAndKept) {
   EXPECT_EQ(r.remote.reads, 6u);
 }
 
+// Closing the tier right after a read waits until every frame read ahead is
+// checked and spooled (63 of them: the background thread is still at it).
+TEST(TieredChunkSource, ClosingWaitsUntilTheFramesReadAheadAreSpooled) {
+  Remote r(1, 64);
+  const std::vector<ChunkKey> keys = TensorKeys(r.m, 0);
+  uint64_t spooled_before_close = 0;
+  {
+    auto tier = r.Tier();
+    std::vector<std::string> raws;
+    ASSERT_TRUE(DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
+    EXPECT_EQ(r.remote.reads, keys.size());
+    spooled_before_close = tier->stats().ahead_spooled;
+  }
+  EXPECT_EQ(r.cache.ListSpool().size(), keys.size())
+      << spooled_before_close << " were spooled before the close";
+  for (size_t j = 0; j < keys.size(); ++j) {
+    auto spooled = r.cache.GetFrame(keys[j]);
+    ASSERT_TRUE(spooled.ok() && spooled->has_value()) << "chunk " << j << " was not spooled";
+    EXPECT_EQ((*spooled)->frame, r.m.frames[j]);
+  }
+}
+
 // A frame read ahead that the background thread could not spool (its
 // temporary folder was a file then) is spooled when the tier closes.
 TEST(TieredChunkSource, FramesReadAheadTheBackgroundCouldNotSpoolAreSpooledAtClose) {
@@ -494,6 +516,10 @@ TEST(TieredChunkSource, FramesReadAheadReachAnotherProcessWithoutASecondFetch) {
   EXPECT_EQ(WEXITSTATUS(status), 0)
       << "the other process did not find the frames read ahead in the spool within 20 s, or "
          "fetched them again";
+  // Counted after the rename that let the other process see the frame.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (tier->stats().ahead_spooled < keys.size() - 1 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(tier->stats().ahead_spooled, keys.size() - 1);
 }
 
