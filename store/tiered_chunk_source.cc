@@ -441,8 +441,7 @@ Status TieredChunkSource::Fetch(
   for (size_t j = 0; j < fetch.size(); ++j) {
     const Place& p = places_.at(fetch[j]);
     if (!frames[j]) {
-      return Status::Corruption(remote_->Describe() + " lacks " + ChunkName(fetch[j], p) +
-                                " (push the model again from a store that has it)");
+      return RemoteFrameMissing(*remote_, ChunkName(fetch[j], p), fetch[j]);
     }
     remote_chunks_.fetch_add(1, std::memory_order_relaxed);
     remote_bytes_.fetch_add(frames[j]->size(), std::memory_order_relaxed);

@@ -601,15 +601,31 @@ TEST(TieredChunkSource, WrongFrameReadAheadIsNamedNeverDecodedIntoABufferNorKept
 
 TEST(TieredChunkSource, MissingRemoteChunkIsAnError) {
   TempDir dir;
-  MemoryChunkSource full, empty;
+  MemoryChunkSource full, none;
   TestModel m = MakeModel(1, 1, &full);
   LazyCache cache(dir.path(), StoreAccess{});
+  CountingSource empty(&none);  // names each chunk's object "obj.<key>"
   TieredChunkSource tier(nullptr, &cache, &empty, m.manifest, "m:1");
   auto got = tier.Read(TensorKeys(m, 0));
   ASSERT_FALSE(got.ok());
   EXPECT_NE(got.status().message().find("lacks model m:1, tensor layer.0, chunk 0"),
             std::string::npos)
       << got.status().message();
+  // A reader is told which object the remote lacks and to push the model
+  // again, not the advice for a damaged local store.
+  const ChunkKey& key = m.manifest->chunks[0];
+  std::vector<std::string> raws;
+  Status st = DecodeAll(&tier, m, std::vector<ChunkKey>{key}, 1, &raws);
+  ASSERT_TRUE(st.IsCorruption()) << st.ToString();
+  const std::string msg = ChunkUseError(st, ChunkUse{"m:1", "layer.0", 0}, key).message();
+  for (const std::string& word : {"object obj." + key.Hex(), std::string("push the model again"),
+                                  std::string("this host's store is not damaged")})
+    EXPECT_NE(msg.find(word), std::string::npos) << "no \"" << word << "\" in: " << msg;
+  for (const char* word : {"pstore verify", "importing this model's source again"})
+    EXPECT_EQ(msg.find(word), std::string::npos) << "\"" << word << "\" in: " << msg;
+  // The mark survives the context a caller adds.
+  EXPECT_TRUE(st.WithContext("loading").IsRemote());
+  EXPECT_FALSE(Status::Corruption("checksum mismatch").WithContext("loading").IsRemote());
 }
 
 TEST(TieredChunkSource, DamagedSpoolFileIsFetchedAgain) {
