@@ -82,7 +82,9 @@ bool TieredChunkSource::Defer(const ChunkKey& key, std::string* frame) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (pending_bytes_ + frame->size() > kPendingBytes) return false;
-    if (!spooler_.joinable()) {
+    if (!spooling_) {
+      // One that ended when its queue stayed empty has let go of mu_.
+      if (spooler_.joinable()) spooler_.join();
       // A thread that cannot start (a pids limit reached) leaves the frame
       // to the fetching thread, like a full queue.
       try {
@@ -90,6 +92,7 @@ bool TieredChunkSource::Defer(const ChunkKey& key, std::string* frame) {
       } catch (const std::system_error&) {
         return false;
       }
+      spooling_ = true;
     }
     pending_bytes_ += frame->size();
     auto& ahead = pending_[key];
@@ -104,8 +107,13 @@ bool TieredChunkSource::Defer(const ChunkKey& key, std::string* frame) {
 void TieredChunkSource::SpoolAhead() {
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
-    spool_cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopped, and everything queued is done
+    // Ends when stopped, or idle for kSpoolerIdle (the next Defer starts
+    // another), with everything queued done.
+    spool_cv_.wait_for(l, kSpoolerIdle, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) {
+      spooling_ = false;
+      return;
+    }
     const ChunkKey key = queue_.front();
     queue_.pop_front();
     auto it = pending_.find(key);

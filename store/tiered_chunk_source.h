@@ -17,17 +17,17 @@
 //
 // Frames read ahead by ReadDecoded wait in memory, unchecked, up to
 // kPendingBytes, and are queued for a background thread of the tier (started
-// on first need) that decodes each into scratch to check it, spools it and
-// drops it from memory, so other processes and a restart find it in the
-// spool soon after it arrived. A read that asks for a frame still waiting
-// takes it from memory (decoded into its buffer, checked there and spooled)
-// rather than reading it back; a frame the background check found wrong is
-// dropped and the read that asks for it fails. Beyond kPendingBytes, or if
-// the thread cannot start, frames are checked and spooled by the fetching
-// thread. A frame the background thread could not spool (or that met an
-// exception there) stays in memory for this process's reads. The destructor
-// waits until the background thread has spooled what is queued, then tries
-// once more to spool what it could not.
+// on need, ending when idle for kSpoolerIdle) that decodes each into scratch
+// to check it, spools it and drops it from memory, so other processes and a
+// restart find it in the spool soon after it arrived. A read that asks for a
+// frame still waiting takes it from memory (decoded into its buffer, checked
+// there and spooled) rather than reading it back; a frame the background
+// check found wrong is dropped and the read that asks for it fails. Beyond
+// kPendingBytes, or if the thread cannot start, frames are checked and
+// spooled by the fetching thread. A frame the background thread could not
+// spool (or that met an exception there) stays in memory for this process's
+// reads. The destructor waits until the background thread has spooled what is
+// queued, then tries once more to spool what it could not.
 //
 // The model's manifest gives each key its raw length and its place (tensor,
 // index) for messages; a key the manifest does not hold is InvalidArgument.
@@ -44,6 +44,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -112,8 +113,8 @@ class TieredChunkSource final : public ChunkSource {
   // Keeps a frame read ahead in pending_ and queues it for the background
   // thread; false (the caller checks and spools it) beyond kPendingBytes.
   bool Defer(const ChunkKey& key, std::string* frame);
-  // The background thread: checks and spools queued frames until stop_ and
-  // nothing is queued.
+  // The background thread: checks and spools queued frames until nothing
+  // is queued and either stop_ or kSpoolerIdle passed with nothing queued.
   void SpoolAhead();
   // Hands the entries of *want read ahead or found in the spool to use,
   // once check (a decode against the key) has passed; the others stay in
@@ -157,6 +158,8 @@ class TieredChunkSource final : public ChunkSource {
   static constexpr size_t kReadAhead = 64;
   // Bytes of read-ahead frames waiting unchecked for a read, at most.
   static constexpr uint64_t kPendingBytes = 256ull << 20;
+  // How long the background thread waits for work before it ends.
+  static constexpr std::chrono::milliseconds kSpoolerIdle{500};
 
   ChunkSource* local_;
   const LazyCache* cache_;
@@ -187,7 +190,8 @@ class TieredChunkSource final : public ChunkSource {
   std::deque<ChunkKey> queue_;  // GUARDED_BY(mu_)
   bool stop_ = false;           // GUARDED_BY(mu_)
   std::condition_variable spool_cv_;
-  std::thread spooler_;  // GUARDED_BY(mu_)
+  std::thread spooler_;    // GUARDED_BY(mu_)
+  bool spooling_ = false;  // GUARDED_BY(mu_): spooler_ runs and has not decided to end
 
   std::atomic<uint64_t> local_chunks_{0}, spool_chunks_{0}, remote_chunks_{0}, remote_bytes_{0},
       spool_failures_{0}, check_decodes_{0}, ahead_spooled_{0};

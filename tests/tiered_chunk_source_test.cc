@@ -459,6 +459,33 @@ TEST(TieredChunkSource, ClosingWaitsUntilTheFramesReadAheadAreSpooled) {
   }
 }
 
+// The threads of this process.
+size_t ThreadCount() {
+  size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) n += e.exists();
+  return n;
+}
+
+// The background thread ends once it has had nothing to do for a while and
+// starts again for the next frames read ahead: an open model keeps no idle
+// thread.
+TEST(TieredChunkSource, BackgroundThreadEndsWhenIdleAndStartsAgain) {
+  Remote r(2, 4);
+  const size_t before = ThreadCount();
+  auto tier = r.Tier();
+  for (int t = 0; t < 2; ++t) {
+    const std::vector<ChunkKey> keys = TensorKeys(r.m, t);
+    std::vector<std::string> raws;
+    ASSERT_TRUE(DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
+    EXPECT_TRUE(SpoolReaches(r.cache, keys.size() * size_t(t + 1)));
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (ThreadCount() > before && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_EQ(ThreadCount(), before) << "the idle background thread still runs";
+  }
+  EXPECT_EQ(tier->stats().ahead_spooled, 6u);
+}
+
 // A frame read ahead that the background thread could not spool (its
 // temporary folder was a file then) is spooled when the tier closes.
 TEST(TieredChunkSource, FramesReadAheadTheBackgroundCouldNotSpoolAreSpooledAtClose) {
