@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <random>
 #include <system_error>
@@ -408,14 +409,19 @@ TEST(TieredChunkSource, DecodedReadsDecodeEachFetchedFrameOnce) {
   EXPECT_EQ(again->stats().check_decodes, 0u);
 }
 
-// Polls cache's spool until it holds n frames; false after 20 s.
-bool SpoolReaches(const LazyCache& cache, size_t n) {
+// Polls until done() holds; false after 20 s.
+bool Eventually(const std::function<bool()>& done) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (cache.ListSpool().size() < n) {
+  while (!done()) {
     if (std::chrono::steady_clock::now() > until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return true;
+}
+
+// Polls cache's spool until it holds n frames; false after 20 s.
+bool SpoolReaches(const LazyCache& cache, size_t n) {
+  return Eventually([&] { return cache.ListSpool().size() >= n; });
 }
 
 TEST(TieredChunkSource, FramesReadAheadAndNeverAskedForAreCheckedAndKept) {
@@ -478,9 +484,7 @@ TEST(TieredChunkSource, BackgroundThreadEndsWhenIdleAndStartsAgain) {
     std::vector<std::string> raws;
     ASSERT_TRUE(DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
     EXPECT_TRUE(SpoolReaches(r.cache, keys.size() * size_t(t + 1)));
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (ThreadCount() > before && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    Eventually([&] { return ThreadCount() <= before; });
     EXPECT_EQ(ThreadCount(), before) << "the idle background thread still runs";
   }
   EXPECT_EQ(tier->stats().ahead_spooled, 6u);
@@ -500,9 +504,7 @@ TEST(TieredChunkSource, FramesReadAheadTheBackgroundCouldNotSpoolAreSpooledAtClo
     ASSERT_TRUE(DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
     // Chunk 0 (by the reader) and the three read ahead (in the background)
     // could not be spooled.
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (tier->stats().spool_failures < keys.size() && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    Eventually([&] { return tier->stats().spool_failures >= keys.size(); });
     ASSERT_EQ(tier->stats().spool_failures, keys.size());
     EXPECT_EQ(r.cache.ListSpool().size(), 0u);
     std::filesystem::remove(tmp);
@@ -544,9 +546,7 @@ TEST(TieredChunkSource, FramesReadAheadReachAnotherProcessWithoutASecondFetch) {
       << "the other process did not find the frames read ahead in the spool within 20 s, or "
          "fetched them again";
   // Counted after the rename that let the other process see the frame.
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (tier->stats().ahead_spooled < keys.size() - 1 && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  Eventually([&] { return tier->stats().ahead_spooled >= keys.size() - 1; });
   EXPECT_EQ(tier->stats().ahead_spooled, keys.size() - 1);
 }
 
