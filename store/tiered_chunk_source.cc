@@ -218,10 +218,10 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
     }
   }
   PSTORE_RETURN_IF_ERROR(FromSpool(keys, &want, &out));
-  while (!want.empty()) {
+  for (bool first = true; !want.empty(); first = false) {
     std::vector<ChunkKey> mine, theirs;
     std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher> got;
-    const size_t own = ClaimOrWait(keys, want, &mine, &theirs);
+    const size_t own = ClaimOrWait(keys, want, first, &mine, &theirs);
     Claim claim(this, &mine);
     if (!mine.empty()) {
       Status st = Fetch(mine, own, /*defer=*/false, &got);
@@ -333,10 +333,10 @@ Status TieredChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
   // 2. Read ahead or spooled; 3. the remote, as in Read, but each frame
   // fetched for this read is decoded once, into outs, and spooled after.
   PSTORE_RETURN_IF_ERROR(DecodeFromSpool(keys, outs, decoder, &want, result));
-  while (!want.empty()) {
+  for (bool first = true; !want.empty(); first = false) {
     std::vector<ChunkKey> mine, theirs;
     std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher> got;
-    const size_t own = ClaimOrWait(keys, want, &mine, &theirs);
+    const size_t own = ClaimOrWait(keys, want, first, &mine, &theirs);
     Claim claim(this, &mine);
     std::vector<size_t> rest;
     if (!mine.empty()) {
@@ -370,8 +370,8 @@ Status TieredChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
 }
 
 size_t TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys,
-                                      const std::vector<size_t>& want, std::vector<ChunkKey>* mine,
-                                      std::vector<ChunkKey>* theirs) {
+                                      const std::vector<size_t>& want, bool first,
+                                      std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs) {
   size_t own = 0;
   std::unordered_set<ChunkKey, ChunkKeyHasher> asked;
   std::vector<uint32_t> tensors;
@@ -380,7 +380,7 @@ size_t TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys,
     for (size_t i : want) {
       const ChunkKey& k = keys[i];
       if (!asked.insert(k).second) continue;
-      if (fetching_.count(k)) {
+      if (fetching_.count(k) || (first && fetched_.count(k) && !failed_.count(k))) {
         theirs->push_back(k);
       } else {
         fetching_.insert(k);

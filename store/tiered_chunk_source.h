@@ -131,8 +131,11 @@ class TieredChunkSource final : public ChunkSource {
                          ChunkDecoder* decoder, std::vector<size_t>* want, DecodedChunks* result);
   // Splits the wanted keys into those this thread claims (*mine, with the
   // read-ahead after them) and those another thread is fetching (*theirs).
-  // Returns how many of *mine are wanted keys (the rest is read-ahead).
-  size_t ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
+  // On a first round, keys another thread fetched since this one missed
+  // them in the spool go to *theirs too (the spool has them now, or
+  // pending_), unless that fetch failed. Returns how many of *mine are
+  // wanted keys (the rest is read-ahead).
+  size_t ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want, bool first,
                      std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs);
   // Internal error if a wanted key this thread claimed (the first `own` of
   // mine) is still in rest: fetched, yet neither handed on nor spooled (it
