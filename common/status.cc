@@ -64,7 +64,12 @@ Status Status::WithContext(std::string_view prefix) const {
   std::string msg(prefix);
   msg += ": ";
   msg += rep_->msg;
-  return Status(rep_->code, msg);
+  return Status(rep_->code, msg, rep_->remote);
+}
+
+Status Status::MarkedRemote() const {
+  if (ok() || rep_->remote) return *this;
+  return Status(rep_->code, rep_->msg, true);
 }
 
 }  // namespace pstore

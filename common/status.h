@@ -72,15 +72,23 @@ class Status {
   static const char* CodeName(Code code);
 
   // Returns a copy whose message is "<prefix>: <message>" (OK stays OK).
+  // The copy keeps the remote mark.
   Status WithContext(std::string_view prefix) const;
+
+  // A copy marked as being about a remote's copy of the data (its message
+  // says what to do there), so that readers add no advice for this host's
+  // store. The code is unchanged (OK stays OK).
+  Status MarkedRemote() const;
+  bool IsRemote() const { return rep_ != nullptr && rep_->remote; }
 
  private:
   struct Rep {
     Code code;
     std::string msg;
+    bool remote = false;  // MarkedRemote
   };
-  Status(Code code, std::string_view msg)
-      : rep_(std::make_shared<const Rep>(Rep{code, std::string(msg)})) {}
+  Status(Code code, std::string_view msg, bool remote = false)
+      : rep_(std::make_shared<const Rep>(Rep{code, std::string(msg), remote})) {}
   std::shared_ptr<const Rep> rep_;  // null means OK
 };
 

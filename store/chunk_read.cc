@@ -18,33 +18,35 @@ Status DecodeFrame(const FrameBatch& batch, size_t i, const ChunkKey& key,
   return decoder->Decode(batch.frame(i), key, out);
 }
 
-namespace {
-
-// What every RemoteFrameMismatch says, and how IsRemoteFrameMismatch knows it.
-constexpr std::string_view kRemoteCopyDamaged = "the remote's copy of this chunk is damaged";
-
-}  // namespace
-
 Status RemoteFrameMismatch(const ChunkSource& remote, std::string_view chunk, const ChunkKey& key,
                            const Status& why, std::string_view outcome) {
   const std::string object = remote.Locate(key);
-  return Status::Corruption(
-      remote.Describe() + ": " + std::string(chunk) +
-      (object.empty() ? "" : " (object " + object + ")") +
-      " does not match its key: " + why.message() + "; " + std::string(outcome) + ". " +
-      std::string(kRemoteCopyDamaged) + " (this host's store is not): remove the " +
-      (object.empty() ? std::string("damaged object") : "object " + object) + " from " +
-      remote.Describe() + " (`rados rm`) and push the model again from a host whose store has it " +
-      "(`pstore push`)");
+  const std::string named = object.empty() ? std::string("damaged object") : "object " + object;
+  return Status::Corruption(remote.Describe() + ": " + std::string(chunk) +
+                            (object.empty() ? "" : " (object " + object + ")") +
+                            " does not match its key: " + why.message() + "; " +
+                            std::string(outcome) +
+                            ". the remote's copy of this chunk is damaged (this host's store is "
+                            "not): remove the " +
+                            named + " from " + remote.Describe() +
+                            " (`rados rm`) and push the model again from a host whose store has "
+                            "it (`pstore push`)")
+      .MarkedRemote();
 }
 
-bool IsRemoteFrameMismatch(const Status& st) {
-  return st.IsCorruption() && st.message().find(kRemoteCopyDamaged) != std::string::npos;
+Status RemoteFrameMissing(const ChunkSource& remote, std::string_view chunk, const ChunkKey& key) {
+  const std::string object = remote.Locate(key);
+  return Status::Corruption(remote.Describe() + " lacks " + std::string(chunk) +
+                            (object.empty() ? "" : " (object " + object + ")") +
+                            ": the remote's copy of this model is incomplete (this host's store "
+                            "is not damaged): push the model again from a host whose store has "
+                            "it (`pstore push`)")
+      .MarkedRemote();
 }
 
 Status ChunkUseError(const Status& st, const ChunkUse& use, const ChunkKey& key) {
   Status named = st.WithContext(DescribeChunkUse(use, key));
-  if (!st.IsCorruption() || IsRemoteFrameMismatch(st)) return named;
+  if (!st.IsCorruption() || st.IsRemote()) return named;
   return Status::Corruption(named.message() +
                             "; the store's copy of this chunk is damaged: `pstore verify` lists "
                             "every model that uses it, and importing this model's source again "

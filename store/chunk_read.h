@@ -51,8 +51,8 @@ Status ReadChunk(ChunkSource& source, const ChunkKey& key, const ChunkUse& use,
                  uint64_t* frame_bytes = nullptr);
 
 // The error of a chunk that could not be read or decoded, for use: prefixed
-// by DescribeChunkUse, and for damage of the store's copy, what to do (a
-// RemoteFrameMismatch keeps its own advice).
+// by DescribeChunkUse, and for damage of the store's copy, what to do (an
+// error marked as a remote's, Status::IsRemote, keeps its own advice).
 Status ChunkUseError(const Status& st, const ChunkUse& use, const ChunkKey& key);
 
 // The error for a frame that remote served for key and that does not decode
@@ -60,10 +60,13 @@ Status ChunkUseError(const Status& st, const ChunkUse& use, const ChunkKey& key)
 // tensor T, chunk J") and the remote's object, then outcome (what became of
 // the frame), then that the remote's copy is damaged, not this host's, and
 // what to do: remove the object and push the model again from a host that
-// has it.
+// has it. Marked as a remote's error (Status::IsRemote).
 Status RemoteFrameMismatch(const ChunkSource& remote, std::string_view chunk, const ChunkKey& key,
                            const Status& why, std::string_view outcome);
-// Whether st is (or carries) a RemoteFrameMismatch.
-bool IsRemoteFrameMismatch(const Status& st);
+// The error for a chunk (named as for RemoteFrameMismatch) whose object
+// remote lacks: Corruption naming the remote, the chunk and the object, and
+// what to do: push the model again from a host that has it. Marked as a
+// remote's error.
+Status RemoteFrameMissing(const ChunkSource& remote, std::string_view chunk, const ChunkKey& key);
 
 }  // namespace pstore

@@ -2,6 +2,7 @@
 #include "store/tiered_chunk_source.h"
 
 #include <functional>
+#include <system_error>
 #include <unordered_set>
 
 #include "codec/chunk_codec.h"
@@ -26,6 +27,34 @@ TieredChunkSource::TieredChunkSource(ChunkSource* local, const LazyCache* cache,
   }
 }
 
+// A thread's claim on the keys it fetches, ended by Release or, if an
+// exception leaves the read first, by the destructor: no key stays claimed
+// (every later load of it would wait for good).
+class TieredChunkSource::Claim {
+ public:
+  Claim(TieredChunkSource* tier, const std::vector<ChunkKey>* keys) : tier_(tier), keys_(keys) {}
+  ~Claim() {
+    if (tier_ == nullptr) return;
+    try {
+      tier_->Release(*keys_,
+                     Status::Internal("the fetch of this chunk from " + tier_->remote_->Describe() +
+                                      " was cut short by an exception; retry"));
+    } catch (...) {
+      tier_->Release(*keys_, Status::OK());  // ends the claims, allocating nothing
+    }
+  }
+  Claim(const Claim&) = delete;
+  Claim& operator=(const Claim&) = delete;
+  void Release(const Status& st) {
+    tier_->Release(*keys_, st);  // if it throws, the destructor ends the claims
+    tier_ = nullptr;
+  }
+
+ private:
+  TieredChunkSource* tier_;
+  const std::vector<ChunkKey>* keys_;
+};
+
 TieredChunkSource::~TieredChunkSource() {
   std::thread spooler;
   {
@@ -35,18 +64,41 @@ TieredChunkSource::~TieredChunkSource() {
   }
   spool_cv_.notify_all();
   if (spooler.joinable()) spooler.join();
+  // Frames the background thread checked but could not spool (the spool
+  // full or unwritable then, memory short) get one more try now that no
+  // read will take them from memory.
+  std::lock_guard<std::mutex> l(mu_);
+  for (const auto& [key, ahead] : pending_) {
+    if (!ahead.frame) continue;  // found wrong: never kept
+    try {
+      const Place& p = places_.at(key);
+      if (Check(key, p, *ahead.frame).ok()) Keep(key, p, *ahead.frame);
+    } catch (...) {  // a destructor throws nothing: left to the next fetch
+    }
+  }
 }
 
 bool TieredChunkSource::Defer(const ChunkKey& key, std::string* frame) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (pending_bytes_ + frame->size() > kPendingBytes) return false;
+    if (!spooling_) {
+      // One that ended when its queue stayed empty has let go of mu_.
+      if (spooler_.joinable()) spooler_.join();
+      // A thread that cannot start (a pids limit reached) leaves the frame
+      // to the fetching thread, like a full queue.
+      try {
+        spooler_ = std::thread([this] { SpoolAhead(); });
+      } catch (const std::system_error&) {
+        return false;
+      }
+      spooling_ = true;
+    }
     pending_bytes_ += frame->size();
     auto& ahead = pending_[key];
     if (ahead.frame) pending_bytes_ -= ahead.frame->size();
     ahead = Ahead{std::make_shared<std::string>(std::move(*frame)), Status::OK()};
     queue_.push_back(key);
-    if (!spooler_.joinable()) spooler_ = std::thread([this] { SpoolAhead(); });
   }
   spool_cv_.notify_one();
   return true;
@@ -55,27 +107,45 @@ bool TieredChunkSource::Defer(const ChunkKey& key, std::string* frame) {
 void TieredChunkSource::SpoolAhead() {
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
-    spool_cv_.wait(l, [&] { return stop_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopped, and everything queued is done
+    // Ends when stopped, or idle for kSpoolerIdle (the next Defer starts
+    // another), with everything queued done.
+    spool_cv_.wait_for(l, kSpoolerIdle, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) {
+      spooling_ = false;
+      return;
+    }
     const ChunkKey key = queue_.front();
     queue_.pop_front();
     auto it = pending_.find(key);
     if (it == pending_.end() || !it->second.frame) continue;  // a read took it
     std::shared_ptr<std::string> frame = it->second.frame;
     l.unlock();
-    const Place& p = places_.at(key);
-    Status st = Check(key, p, *frame);
-    const bool kept = st.ok() && Keep(key, p, *frame);
+    // An exception (out of memory in the check's scratch, the spool's copy
+    // or a message) leaves the frame as not kept: an exception out of this
+    // thread would end the process.
+    bool checked = false, kept = false;
+    Status bad;  // the error for the read that wants the frame, if it is wrong
+    try {
+      const Place& p = places_.at(key);
+      Status st = Check(key, p, *frame);
+      if (st.ok()) {
+        kept = Keep(key, p, *frame);
+      } else {
+        bad = RemoteMismatch(key, p, st);
+      }
+      checked = true;
+    } catch (...) {
+    }
     l.lock();
     it = pending_.find(key);
     if (it == pending_.end() || it->second.frame != frame) continue;  // a read took it meanwhile
-    if (st.ok() && !kept) continue;  // not spooled: stays for this process's reads
+    if (!checked || (bad.ok() && !kept)) continue;  // not spooled: stays for this process's reads
     pending_bytes_ -= frame->size();
-    if (st.ok()) {
+    if (kept) {
       pending_.erase(it);
       ahead_spooled_.fetch_add(1, std::memory_order_relaxed);
     } else {
-      it->second = Ahead{nullptr, RemoteMismatch(key, p, st)};
+      it->second = Ahead{nullptr, std::move(bad)};
     }
   }
 }
@@ -148,13 +218,14 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
     }
   }
   PSTORE_RETURN_IF_ERROR(FromSpool(keys, &want, &out));
-  while (!want.empty()) {
+  for (bool first = true; !want.empty(); first = false) {
     std::vector<ChunkKey> mine, theirs;
     std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher> got;
-    const size_t own = ClaimOrWait(keys, want, &mine, &theirs);
+    const size_t own = ClaimOrWait(keys, want, first, &mine, &theirs);
+    Claim claim(this, &mine);
     if (!mine.empty()) {
       Status st = Fetch(mine, own, /*defer=*/false, &got);
-      Release(mine, st);
+      claim.Release(st);
       PSTORE_RETURN_IF_ERROR(st);
     }
     std::vector<size_t> rest;
@@ -178,7 +249,7 @@ Result<std::vector<std::optional<std::string>>> TieredChunkSource::Read(
 
 Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
                                     const std::function<Status(size_t, std::string_view)>& check,
-                                    const std::function<void(size_t, std::string)>& use) {
+                                    const std::function<void(size_t, std::string_view)>& use) {
   std::vector<size_t> rest;
   for (size_t i : *want) {
     const Place& p = places_.at(keys[i]);
@@ -187,13 +258,13 @@ Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<
       Status st = check(i, *ahead);
       if (!st.ok()) return RemoteMismatch(keys[i], p, st);
       Keep(keys[i], p, *ahead);
-      // Out of pending_, only the background thread may still share it.
-      use(i, ahead.use_count() == 1 ? std::move(*ahead) : std::string(*ahead));
+      // Never moved from: the background thread may still be reading it.
+      use(i, *ahead);
       continue;
     }
     PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
     if (f && f->raw_len == p.raw_len && check(i, f->frame).ok()) {
-      use(i, std::move(f->frame));
+      use(i, f->frame);
       spool_chunks_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
@@ -209,7 +280,7 @@ Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<
   return FromSpool(
       keys, want,
       [&](size_t i, std::string_view frame) { return Check(keys[i], places_.at(keys[i]), frame); },
-      [&](size_t i, std::string frame) { (*out)[i] = std::move(frame); });
+      [&](size_t i, std::string_view frame) { (*out)[i].emplace(frame); });
 }
 
 Status TieredChunkSource::DecodeFromSpool(std::span<const ChunkKey> keys,
@@ -219,7 +290,7 @@ Status TieredChunkSource::DecodeFromSpool(std::span<const ChunkKey> keys,
   return FromSpool(
       keys, want,
       [&](size_t i, std::string_view frame) { return decoder->Decode(frame, keys[i], outs[i]); },
-      [&](size_t i, std::string frame) { result->frame_bytes[i] = frame.size(); });
+      [&](size_t i, std::string_view frame) { result->frame_bytes[i] = frame.size(); });
 }
 
 Status TieredChunkSource::CheckClaimed(std::span<const ChunkKey> keys,
@@ -262,10 +333,11 @@ Status TieredChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
   // 2. Read ahead or spooled; 3. the remote, as in Read, but each frame
   // fetched for this read is decoded once, into outs, and spooled after.
   PSTORE_RETURN_IF_ERROR(DecodeFromSpool(keys, outs, decoder, &want, result));
-  while (!want.empty()) {
+  for (bool first = true; !want.empty(); first = false) {
     std::vector<ChunkKey> mine, theirs;
     std::unordered_map<ChunkKey, std::optional<std::string>, ChunkKeyHasher> got;
-    const size_t own = ClaimOrWait(keys, want, &mine, &theirs);
+    const size_t own = ClaimOrWait(keys, want, first, &mine, &theirs);
+    Claim claim(this, &mine);
     std::vector<size_t> rest;
     if (!mine.empty()) {
       Status st = Fetch(mine, own, /*defer=*/true, &got);
@@ -284,7 +356,7 @@ Status TieredChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
       // these keys find them there.
       if (st.ok())
         for (const auto& [key, frame] : got) Keep(key, places_.at(key), *frame);
-      Release(mine, st);
+      claim.Release(st);
       PSTORE_RETURN_IF_ERROR(st);
     } else {
       rest = want;
@@ -298,8 +370,8 @@ Status TieredChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
 }
 
 size_t TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys,
-                                      const std::vector<size_t>& want, std::vector<ChunkKey>* mine,
-                                      std::vector<ChunkKey>* theirs) {
+                                      const std::vector<size_t>& want, bool first,
+                                      std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs) {
   size_t own = 0;
   std::unordered_set<ChunkKey, ChunkKeyHasher> asked;
   std::vector<uint32_t> tensors;
@@ -308,7 +380,7 @@ size_t TieredChunkSource::ClaimOrWait(std::span<const ChunkKey> keys,
     for (size_t i : want) {
       const ChunkKey& k = keys[i];
       if (!asked.insert(k).second) continue;
-      if (fetching_.count(k)) {
+      if (fetching_.count(k) || (first && fetched_.count(k) && !failed_.count(k))) {
         theirs->push_back(k);
       } else {
         fetching_.insert(k);
@@ -377,8 +449,7 @@ Status TieredChunkSource::Fetch(
   for (size_t j = 0; j < fetch.size(); ++j) {
     const Place& p = places_.at(fetch[j]);
     if (!frames[j]) {
-      return Status::Corruption(remote_->Describe() + " lacks " + ChunkName(fetch[j], p) +
-                                " (push the model again from a store that has it)");
+      return RemoteFrameMissing(*remote_, ChunkName(fetch[j], p), fetch[j]);
     }
     remote_chunks_.fetch_add(1, std::memory_order_relaxed);
     remote_bytes_.fetch_add(frames[j]->size(), std::memory_order_relaxed);

@@ -17,14 +17,17 @@
 //
 // Frames read ahead by ReadDecoded wait in memory, unchecked, up to
 // kPendingBytes, and are queued for a background thread of the tier (started
-// on first need) that decodes each into scratch to check it, spools it and
-// drops it from memory, so other processes and a restart find it in the
-// spool soon after it arrived. A read that asks for a frame still waiting
-// takes it from memory (decoded into its buffer, checked there and spooled)
-// rather than reading it back; a frame the background check found wrong is
-// dropped and the read that asks for it fails. Beyond kPendingBytes, frames
-// are checked and spooled by the fetching thread. The destructor waits until
-// the background thread has spooled what is queued.
+// on need, ending when idle for kSpoolerIdle) that decodes each into scratch
+// to check it, spools it and drops it from memory, so other processes and a
+// restart find it in the spool soon after it arrived. A read that asks for a
+// frame still waiting takes it from memory (decoded into its buffer, checked
+// there and spooled) rather than reading it back; a frame the background
+// check found wrong is dropped and the read that asks for it fails. Beyond
+// kPendingBytes, or if the thread cannot start, frames are checked and
+// spooled by the fetching thread. A frame the background thread could not
+// spool (or that met an exception there) stays in memory for this process's
+// reads. The destructor waits until the background thread has spooled what is
+// queued, then tries once more to spool what it could not.
 //
 // The model's manifest gives each key its raw length and its place (tensor,
 // index) for messages; a key the manifest does not hold is InvalidArgument.
@@ -41,6 +44,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -73,7 +77,8 @@ class TieredChunkSource final : public ChunkSource {
   TieredChunkSource(ChunkSource* local, const LazyCache* cache, ChunkSource* remote,
                     std::shared_ptr<const Manifest> manifest, std::string model);
   // Waits until the frames read ahead that no read took are checked and
-  // spooled.
+  // spooled; those the background thread could not spool are tried once
+  // more here.
   ~TieredChunkSource() override;
   TieredChunkSource(const TieredChunkSource&) = delete;
   TieredChunkSource& operator=(const TieredChunkSource&) = delete;
@@ -108,8 +113,8 @@ class TieredChunkSource final : public ChunkSource {
   // Keeps a frame read ahead in pending_ and queues it for the background
   // thread; false (the caller checks and spools it) beyond kPendingBytes.
   bool Defer(const ChunkKey& key, std::string* frame);
-  // The background thread: checks and spools queued frames until stop_ and
-  // nothing is queued.
+  // The background thread: checks and spools queued frames until nothing
+  // is queued and either stop_ or kSpoolerIdle passed with nothing queued.
   void SpoolAhead();
   // Hands the entries of *want read ahead or found in the spool to use,
   // once check (a decode against the key) has passed; the others stay in
@@ -117,8 +122,8 @@ class TieredChunkSource final : public ChunkSource {
   // ahead that fails is the remote's damage, an error.
   Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
                    const std::function<Status(size_t, std::string_view)>& check,
-                   const std::function<void(size_t, std::string)>& use);
-  // FromSpool for Read: checks them in scratch and moves them to *out.
+                   const std::function<void(size_t, std::string_view)>& use);
+  // FromSpool for Read: checks them in scratch and copies them to *out.
   Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
                    std::vector<std::optional<std::string>>* out);
   // FromSpool for ReadDecoded: decodes them into outs, checking them there.
@@ -126,8 +131,11 @@ class TieredChunkSource final : public ChunkSource {
                          ChunkDecoder* decoder, std::vector<size_t>* want, DecodedChunks* result);
   // Splits the wanted keys into those this thread claims (*mine, with the
   // read-ahead after them) and those another thread is fetching (*theirs).
-  // Returns how many of *mine are wanted keys (the rest is read-ahead).
-  size_t ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want,
+  // On a first round, keys another thread fetched since this one missed
+  // them in the spool go to *theirs too (the spool has them now, or
+  // pending_), unless that fetch failed. Returns how many of *mine are
+  // wanted keys (the rest is read-ahead).
+  size_t ClaimOrWait(std::span<const ChunkKey> keys, const std::vector<size_t>& want, bool first,
                      std::vector<ChunkKey>* mine, std::vector<ChunkKey>* theirs);
   // Internal error if a wanted key this thread claimed (the first `own` of
   // mine) is still in rest: fetched, yet neither handed on nor spooled (it
@@ -136,6 +144,8 @@ class TieredChunkSource final : public ChunkSource {
                       const std::vector<size_t>& rest) const;
   // Ends this thread's fetch of keys; st is how it went.
   void Release(const std::vector<ChunkKey>& keys, const Status& st);
+  // Releases a claim however the read ends (in the .cc).
+  class Claim;
   // Waits until no thread fetches keys; the error of a fetch of one of them
   // that failed meanwhile.
   Status WaitFor(const std::vector<ChunkKey>& keys);
@@ -151,6 +161,8 @@ class TieredChunkSource final : public ChunkSource {
   static constexpr size_t kReadAhead = 64;
   // Bytes of read-ahead frames waiting unchecked for a read, at most.
   static constexpr uint64_t kPendingBytes = 256ull << 20;
+  // How long the background thread waits for work before it ends.
+  static constexpr std::chrono::milliseconds kSpoolerIdle{500};
 
   ChunkSource* local_;
   const LazyCache* cache_;
@@ -181,7 +193,8 @@ class TieredChunkSource final : public ChunkSource {
   std::deque<ChunkKey> queue_;  // GUARDED_BY(mu_)
   bool stop_ = false;           // GUARDED_BY(mu_)
   std::condition_variable spool_cv_;
-  std::thread spooler_;  // GUARDED_BY(mu_)
+  std::thread spooler_;    // GUARDED_BY(mu_)
+  bool spooling_ = false;  // GUARDED_BY(mu_): spooler_ runs and has not decided to end
 
   std::atomic<uint64_t> local_chunks_{0}, spool_chunks_{0}, remote_chunks_{0}, remote_bytes_{0},
       spool_failures_{0}, check_decodes_{0}, ahead_spooled_{0};

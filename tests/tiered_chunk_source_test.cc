@@ -7,6 +7,7 @@
 // cluster are in tests/acceptance/remote_lazy_test.py.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,8 +17,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include "codec/chunk_codec.h"
@@ -406,14 +409,19 @@ TEST(TieredChunkSource, DecodedReadsDecodeEachFetchedFrameOnce) {
   EXPECT_EQ(again->stats().check_decodes, 0u);
 }
 
-// Polls cache's spool until it holds n frames; false after 20 s.
-bool SpoolReaches(const LazyCache& cache, size_t n) {
+// Polls until done() holds; false after 20 s.
+bool Eventually(const std::function<bool()>& done) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (cache.ListSpool().size() < n) {
+  while (!done()) {
     if (std::chrono::steady_clock::now() > until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return true;
+}
+
+// Polls cache's spool until it holds n frames; false after 20 s.
+bool SpoolReaches(const LazyCache& cache, size_t n) {
+  return Eventually([&] { return cache.ListSpool().size() >= n; });
 }
 
 TEST(TieredChunkSource, FramesReadAheadAndNeverAskedForAreCheckedAndKept) {
@@ -433,6 +441,79 @@ TEST(TieredChunkSource, FramesReadAheadAndNeverAskedForAreCheckedAndKept) {
   ASSERT_TRUE(got.ok());
   for (size_t j = 0; j < keys.size(); ++j) EXPECT_EQ(*(*got)[j], r.m.frames[j]);
   EXPECT_EQ(r.remote.reads, 6u);
+}
+
+// Closing the tier right after a read waits until every frame read ahead is
+// checked and spooled (63 of them: the background thread is still at it).
+TEST(TieredChunkSource, ClosingWaitsUntilTheFramesReadAheadAreSpooled) {
+  Remote r(1, 64);
+  const std::vector<ChunkKey> keys = TensorKeys(r.m, 0);
+  uint64_t spooled_before_close = 0;
+  {
+    auto tier = r.Tier();
+    std::vector<std::string> raws;
+    ASSERT_TRUE(DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
+    EXPECT_EQ(r.remote.reads, keys.size());
+    spooled_before_close = tier->stats().ahead_spooled;
+  }
+  EXPECT_EQ(r.cache.ListSpool().size(), keys.size())
+      << spooled_before_close << " were spooled before the close";
+  for (size_t j = 0; j < keys.size(); ++j) {
+    auto spooled = r.cache.GetFrame(keys[j]);
+    ASSERT_TRUE(spooled.ok() && spooled->has_value()) << "chunk " << j << " was not spooled";
+    EXPECT_EQ((*spooled)->frame, r.m.frames[j]);
+  }
+}
+
+// The threads of this process.
+size_t ThreadCount() {
+  size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) n += e.exists();
+  return n;
+}
+
+// The background thread ends once it has had nothing to do for a while and
+// starts again for the next frames read ahead: an open model keeps no idle
+// thread.
+TEST(TieredChunkSource, BackgroundThreadEndsWhenIdleAndStartsAgain) {
+  Remote r(2, 4);
+  const size_t before = ThreadCount();
+  auto tier = r.Tier();
+  for (int t = 0; t < 2; ++t) {
+    const std::vector<ChunkKey> keys = TensorKeys(r.m, t);
+    std::vector<std::string> raws;
+    ASSERT_TRUE(DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
+    EXPECT_TRUE(SpoolReaches(r.cache, keys.size() * size_t(t + 1)));
+    Eventually([&] { return ThreadCount() <= before; });
+    EXPECT_EQ(ThreadCount(), before) << "the idle background thread still runs";
+  }
+  EXPECT_EQ(tier->stats().ahead_spooled, 6u);
+}
+
+// A frame read ahead that the background thread could not spool (its
+// temporary folder was a file then) is spooled when the tier closes.
+TEST(TieredChunkSource, FramesReadAheadTheBackgroundCouldNotSpoolAreSpooledAtClose) {
+  Remote r(1, 4);
+  const std::vector<ChunkKey> keys = TensorKeys(r.m, 0);
+  const std::string tmp = r.cache.dir() + "/tmp";
+  std::filesystem::create_directories(r.cache.dir());
+  ASSERT_TRUE(WriteFileAtomic(tmp, "not a folder").ok());
+  {
+    auto tier = r.Tier();
+    std::vector<std::string> raws;
+    ASSERT_TRUE(DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
+    // Chunk 0 (by the reader) and the three read ahead (in the background)
+    // could not be spooled.
+    Eventually([&] { return tier->stats().spool_failures >= keys.size(); });
+    ASSERT_EQ(tier->stats().spool_failures, keys.size());
+    EXPECT_EQ(r.cache.ListSpool().size(), 0u);
+    std::filesystem::remove(tmp);
+  }
+  for (size_t j = 1; j < keys.size(); ++j) {
+    auto spooled = r.cache.GetFrame(keys[j]);
+    ASSERT_TRUE(spooled.ok() && spooled->has_value()) << "chunk " << j << " was not spooled";
+    EXPECT_EQ((*spooled)->frame, r.m.frames[j]);
+  }
 }
 
 TEST(TieredChunkSource, FramesReadAheadReachAnotherProcessWithoutASecondFetch) {
@@ -464,7 +545,59 @@ TEST(TieredChunkSource, FramesReadAheadReachAnotherProcessWithoutASecondFetch) {
   EXPECT_EQ(WEXITSTATUS(status), 0)
       << "the other process did not find the frames read ahead in the spool within 20 s, or "
          "fetched them again";
+  // Counted after the rename that let the other process see the frame.
+  Eventually([&] { return tier->stats().ahead_spooled >= keys.size() - 1; });
   EXPECT_EQ(tier->stats().ahead_spooled, keys.size() - 1);
+}
+
+// In a process that may start no thread (its user's pids limit reached),
+// frames read ahead are checked and spooled by the fetching thread, and no
+// read fails or waits for good on chunks whose fetch could not hand them on.
+TEST(TieredChunkSource, ReadAheadWithoutABackgroundThreadIsSpooledByTheFetchingThread) {
+  Remote r(1, 4);
+  const std::vector<ChunkKey> keys = TensorKeys(r.m, 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(60);             // a read waiting for good ends the child (a signal, not exit 0)
+    if (::geteuid() == 0) {  // root is not held to RLIMIT_NPROC: become nobody
+      std::error_code ec;
+      for (const auto& e : std::filesystem::recursive_directory_iterator(r.dir.path()))
+        std::filesystem::permissions(e.path(), std::filesystem::perms::all, ec);
+      std::filesystem::permissions(r.dir.path(), std::filesystem::perms::all, ec);
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(77);
+    }
+    const rlimit none{0, 0};
+    if (::setrlimit(RLIMIT_NPROC, &none) != 0) ::_exit(77);
+    try {
+      std::thread([] {}).join();
+      ::_exit(77);  // threads still start here: nothing to test
+    } catch (const std::system_error&) {
+    }
+    int code = 0;
+    try {
+      auto tier = r.Tier();
+      std::vector<std::string> raws;
+      if (!DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok()) code = 1;
+      // The rest was read ahead, checked and spooled before the read returned.
+      if (code == 0 && r.cache.ListSpool().size() != keys.size()) code = 2;
+      if (code == 0 && !DecodeAll(tier.get(), r.m, keys, 2, &raws).ok()) code = 3;
+      for (size_t j = 0; code == 0 && j < keys.size(); ++j)
+        if (raws[j] != r.m.raws[j]) code = 4;
+      if (code == 0 && (r.remote.reads != keys.size() || tier->stats().ahead_spooled != 0))
+        code = 5;
+    } catch (...) {
+      code = 6;  // an exception (the thread's start) left the read
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child hung or crashed (signal " << WTERMSIG(status) << ")";
+  if (WEXITSTATUS(status) == 77) GTEST_SKIP() << "cannot keep a process from starting threads here";
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "1/3: a read failed, 2: the read-ahead was not spooled, 4: wrong bytes, 5: fetched "
+         "again or spooled in the background, 6: an exception left the read";
 }
 
 TEST(TieredChunkSource, WrongFrameReadAheadIsNamedNeverDecodedIntoABufferNorKept) {
@@ -495,15 +628,31 @@ TEST(TieredChunkSource, WrongFrameReadAheadIsNamedNeverDecodedIntoABufferNorKept
 
 TEST(TieredChunkSource, MissingRemoteChunkIsAnError) {
   TempDir dir;
-  MemoryChunkSource full, empty;
+  MemoryChunkSource full, none;
   TestModel m = MakeModel(1, 1, &full);
   LazyCache cache(dir.path(), StoreAccess{});
+  CountingSource empty(&none);  // names each chunk's object "obj.<key>"
   TieredChunkSource tier(nullptr, &cache, &empty, m.manifest, "m:1");
   auto got = tier.Read(TensorKeys(m, 0));
   ASSERT_FALSE(got.ok());
   EXPECT_NE(got.status().message().find("lacks model m:1, tensor layer.0, chunk 0"),
             std::string::npos)
       << got.status().message();
+  // A reader is told which object the remote lacks and to push the model
+  // again, not the advice for a damaged local store.
+  const ChunkKey& key = m.manifest->chunks[0];
+  std::vector<std::string> raws;
+  Status st = DecodeAll(&tier, m, std::vector<ChunkKey>{key}, 1, &raws);
+  ASSERT_TRUE(st.IsCorruption()) << st.ToString();
+  const std::string msg = ChunkUseError(st, ChunkUse{"m:1", "layer.0", 0}, key).message();
+  for (const std::string& word : {"object obj." + key.Hex(), std::string("push the model again"),
+                                  std::string("this host's store is not damaged")})
+    EXPECT_NE(msg.find(word), std::string::npos) << "no \"" << word << "\" in: " << msg;
+  for (const char* word : {"pstore verify", "importing this model's source again"})
+    EXPECT_EQ(msg.find(word), std::string::npos) << "\"" << word << "\" in: " << msg;
+  // The mark survives the context a caller adds.
+  EXPECT_TRUE(st.WithContext("loading").IsRemote());
+  EXPECT_FALSE(Status::Corruption("checksum mismatch").WithContext("loading").IsRemote());
 }
 
 TEST(TieredChunkSource, DamagedSpoolFileIsFetchedAgain) {
