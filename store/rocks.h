@@ -31,8 +31,12 @@ class RocksDb {
   RocksDb(const RocksDb&) = delete;
   RocksDb& operator=(const RocksDb&) = delete;
 
-  // The writer's instance, created if missing.
-  static Result<std::unique_ptr<RocksDb>> OpenPrimary(const std::string& path);
+  // The writer's instance, created if missing. RocksDB does not recover from
+  // a background error (a full disk) by itself: the writer calls
+  // db()->Resume(). env: RocksDB's files go through it (tests put one that
+  // injects faults here); nullptr is RocksDB's default.
+  static Result<std::unique_ptr<RocksDb>> OpenPrimary(const std::string& path,
+                                                      rocksdb::Env* env = nullptr);
   // A read-only instance of a published generation; writes nothing to path.
   static Result<std::unique_ptr<RocksDb>> OpenReadOnly(const std::string& path);
 
