@@ -729,6 +729,35 @@ TEST_F(FullDiskPublishTest, AFlushThatFoundTheDiskFullIsResumedAndPublished) {
   EXPECT_TRUE((*db)->db()->Get(rocksdb::ReadOptions(), (*db)->meta(), "k2", &v).ok());
 }
 
+// Only a full disk lets a publish fall back to a generation with the WAL: a
+// flush that fails otherwise (an I/O error) fails the publish, naming what
+// failed, and readers keep the generation they had.
+TEST_F(FullDiskPublishTest, AFlushThatFailsForAnotherReasonFailsThePublish) {
+  const uint64_t before = ReadCurrentGeneration(p_).value();
+  ASSERT_TRUE(Put("k1").ok());
+  fs_->FailTables(1000, false);
+  auto n = Publish();
+  ASSERT_FALSE(n.ok()) << "published generation " << *n << " after a failed flush";
+  EXPECT_EQ(n.status().code(), Status::Code::kIOError) << n.status().ToString();
+  EXPECT_NE(n.status().message().find("flush the store's database " + p_.db()), std::string::npos)
+      << n.status().ToString();
+  EXPECT_NE(n.status().message().find("injected: write error"), std::string::npos)
+      << n.status().ToString();
+  EXPECT_EQ(ReadCurrentGeneration(p_).value(), before);
+  EXPECT_EQ(ListGenerations(p_), std::vector<uint64_t>{before});
+
+  // RocksDB takes such an error as fatal, to be cleared by a new open: the
+  // error gone, the next writer command holds the change.
+  fs_->FailTables(0, false);
+  db_.reset();
+  auto db = RocksDb::OpenPrimary(p_.db(), env_.get());
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  db_ = std::move(db).value();
+  auto n2 = Publish();
+  ASSERT_TRUE(n2.ok()) << n2.status().ToString();
+  ExpectInGeneration(*n2, "k1");
+}
+
 TEST_F(StoreTest, GenerationLockKeepsFilesFromDeletion) {
   std::string a = Model("a.safetensors", SampleModel(7));
   auto w = Writer();
