@@ -96,11 +96,6 @@ rocksdb::ColumnFamilyOptions MetaOptions() {
   rocksdb::ColumnFamilyOptions o;
   o.compression = rocksdb::kZSTD;
   o.compression_opts.level = 9;
-  // compact rewrites the metadata into the last level: there it is written
-  // once per compact and kept, so it gets zstd's strongest level.
-  o.bottommost_compression = rocksdb::kZSTD;
-  o.bottommost_compression_opts.level = 19;
-  o.bottommost_compression_opts.enabled = true;
   o.write_buffer_size = 16 << 20;
   rocksdb::BlockBasedTableOptions t;
   t.block_size = 16 << 10;
@@ -229,6 +224,14 @@ void RocksDb::RemoveOldOptionsFiles() {
   }
   for (const auto& n : options)
     if (n != newest) ::unlink((path + "/" + n).c_str());
+}
+
+Status RocksDb::SetStrongMetaCompression(bool on) {
+  std::unordered_map<std::string, std::string> opts = {
+      {"bottommost_compression", on ? "kZSTD" : "kDisableCompressionOption"},
+      {"bottommost_compression_opts", on ? "{level=19;enabled=true}" : "{enabled=false}"},
+  };
+  return FromRocks(db_->SetOptions(meta_, opts), "set the metadata's compression options");
 }
 
 Status RocksDb::SetBlobGc(bool on, double age_cutoff) {

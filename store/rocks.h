@@ -49,6 +49,13 @@ class RocksDb {
   // blob files that hold dead chunks.
   Status SetBlobGc(bool on, double age_cutoff = 1.0);
 
+  // Makes compactions into the metadata's last level use zstd level 19, or
+  // (off) the level of every other metadata table again. compact turns it on
+  // around its compaction of the metadata, whose output is kept until the
+  // next compact; automatic compactions also write the last level (L1 in a
+  // small store), and level 19 would cost them about 20 times the CPU.
+  Status SetStrongMetaCompression(bool on);
+
   // Deletes every OPTIONS file of the writer's database but the newest.
   // RocksDB writes one at each open and each SetOptions (about 11 KB each)
   // and keeps the previous one too, but it never reads them: pstore passes

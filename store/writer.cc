@@ -316,8 +316,14 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
     PSTORE_RETURN_IF_ERROR(cs);
     PSTORE_RETURN_IF_ERROR(gs);
   }
-  PSTORE_RETURN_IF_ERROR(
-      FromRocks(db_->db()->CompactRange(co, db_->meta(), nullptr, nullptr), "compact metadata"));
+  // The metadata is rewritten into one last level here, and kept until the
+  // next compact: it gets zstd's strongest level.
+  PSTORE_RETURN_IF_ERROR(db_->SetStrongMetaCompression(true));
+  Status ms =
+      FromRocks(db_->db()->CompactRange(co, db_->meta(), nullptr, nullptr), "compact metadata");
+  Status ss = db_->SetStrongMetaCompression(false);
+  PSTORE_RETURN_IF_ERROR(ms);
+  PSTORE_RETURN_IF_ERROR(ss);
   if (progress) progress(2, 3);
 
   PSTORE_ASSIGN_OR_RETURN(std::string names_text, NamesText());

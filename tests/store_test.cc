@@ -758,6 +758,36 @@ TEST_F(FullDiskPublishTest, AFlushThatFailsForAnotherReasonFailsThePublish) {
   ExpectInGeneration(*n2, "k1");
 }
 
+// compact writes the metadata with zstd level 19; the writer's options keep
+// the usual level for every other compaction (the automatic ones also write
+// into the last level).
+TEST_F(StoreTest, CompactAloneWritesTheMetadataAtTheStrongestLevel) {
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  Import(w.get(), Model("a.safetensors", SampleModel(8)), "a:v1");
+  ASSERT_TRUE(w->Compact().ok());
+  StorePaths p{root_};
+  {
+    auto gen = RocksDb::OpenReadOnly(p.gen(ReadCurrentGeneration(p).value()));
+    ASSERT_TRUE(gen.ok()) << gen.status().ToString();
+    rocksdb::TablePropertiesCollection tables;
+    ASSERT_TRUE((*gen)->db()->GetPropertiesOfAllTables((*gen)->meta(), &tables).ok());
+    ASSERT_FALSE(tables.empty());
+    for (const auto& [file, props] : tables)
+      EXPECT_NE(props->compression_options.find("level=19;"), std::string::npos)
+          << file << ": " << props->compression_options;
+  }
+  std::string options;
+  for (const auto& e : fs::directory_iterator(p.db()))
+    if (e.path().filename().string().rfind("OPTIONS-", 0) == 0) options = ReadAll(e.path());
+  size_t meta = options.find("[CFOptions \"default\"]");
+  ASSERT_NE(meta, std::string::npos) << options;
+  size_t end = options.find("[CFOptions", meta + 1);
+  std::string section = options.substr(meta, end - meta);
+  EXPECT_NE(section.find("bottommost_compression=kDisableCompressionOption"), std::string::npos)
+      << section;
+}
+
 TEST_F(StoreTest, GenerationLockKeepsFilesFromDeletion) {
   std::string a = Model("a.safetensors", SampleModel(7));
   auto w = Writer();
