@@ -259,9 +259,12 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   // every reader that opens a generation would replay it into memtables of
   // its own and keep them (megabytes for a model of thousands of tensors: its
   // manifest and chunk records) for as long as it has the generation open.
-  // A flush that cannot be made (a full disk) leaves the WAL in the
-  // generation instead, which readers replay: publishing must not need more
-  // disk than the WAL's hard link and a few small files.
+  // A flush that finds the disk full, even after Resume(), leaves the WAL
+  // in the generation instead, which readers replay. RocksDB copies the last
+  // non-empty WAL into a checkpoint (after a failed flush, the one with the
+  // records not flushed) rather than linking it, so such a publish needs free
+  // disk of about that WAL's size (the records of the writer's command) and a
+  // few small files.
   Status flushed = FlushForGeneration(db, "flush the store's database " + p.db() +
                                               " before publishing generation " + std::to_string(n));
   // Only a full disk falls back to the WAL: any other failure (an I/O error,

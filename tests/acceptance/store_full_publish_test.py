@@ -10,8 +10,12 @@ pages (a filler file takes the rest; the store's reserve stays):
      it did, the store lists what it says and verifies.
   2. With the disk still full, `rm` of the model's first name (which may use
      the reserve) works: it publishes a generation that lists the tag when
-     the tag committed (the retry after a failed flush publishes), and that
-     generation holds no WAL with anything in it.
+     the tag committed, and that generation holds no WAL with anything in
+     it. (`rm` is a new process: opening the store replays the tag's WAL and
+     flushes it, so this checks that a change whose publish failed reaches
+     readers with the next writer command, not the publish retried within
+     one process after a failed flush: tests/store_test.cc's
+     FullDiskPublishTest does that.)
   3. With the filler gone, another tag works and its generation holds no WAL
      either.
 Needs root to mount the tmpfs (FAILS otherwise, as store_full_disk does).
