@@ -1,6 +1,7 @@
 #include "store/rocks.h"
 
 #include <rocksdb/env.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/table.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -75,15 +76,26 @@ class FileLogger : public rocksdb::Logger {
   FILE* file_ = nullptr;
 };
 
+// Keeps RocksDB from recovering on its own from a background error (a flush
+// that found the disk full). Its recovery thread would wait for free space of
+// the largest write buffer (128 MiB for the chunks) and resume whenever that
+// comes, in the middle of whatever the writer does (a checkpoint); while it
+// waits, the writer's own DB::Resume() is refused as busy, so releasing the
+// reserve file could not help. With this listener the database stays stopped
+// until the writer calls Resume() itself (store_dir.cc, before a publish).
+class ManualErrorRecovery : public rocksdb::EventListener {
+ public:
+  const char* Name() const override { return "pstore.ManualErrorRecovery"; }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status,
+                            bool* auto_recovery) override {
+    *auto_recovery = false;
+  }
+};
+
 rocksdb::ColumnFamilyOptions MetaOptions() {
   rocksdb::ColumnFamilyOptions o;
   o.compression = rocksdb::kZSTD;
   o.compression_opts.level = 9;
-  // compact rewrites the metadata into the last level: there it is written
-  // once per compact and kept, so it gets zstd's strongest level.
-  o.bottommost_compression = rocksdb::kZSTD;
-  o.bottommost_compression_opts.level = 19;
-  o.bottommost_compression_opts.enabled = true;
   o.write_buffer_size = 16 << 20;
   rocksdb::BlockBasedTableOptions t;
   t.block_size = 16 << 10;
@@ -153,8 +165,10 @@ RocksDb::~RocksDb() {
   }
 }
 
-Result<std::unique_ptr<RocksDb>> RocksDb::OpenPrimary(const std::string& path) {
+Result<std::unique_ptr<RocksDb>> RocksDb::OpenPrimary(const std::string& path, rocksdb::Env* env) {
   rocksdb::DBOptions o;
+  if (env != nullptr) o.env = env;
+  o.listeners.push_back(std::make_shared<ManualErrorRecovery>());
   o.create_if_missing = true;
   o.create_missing_column_families = true;
   o.atomic_flush = true;  // chunks and their records reach disk together
@@ -210,6 +224,14 @@ void RocksDb::RemoveOldOptionsFiles() {
   }
   for (const auto& n : options)
     if (n != newest) ::unlink((path + "/" + n).c_str());
+}
+
+Status RocksDb::SetStrongMetaCompression(bool on) {
+  std::unordered_map<std::string, std::string> opts = {
+      {"bottommost_compression", on ? "kZSTD" : "kDisableCompressionOption"},
+      {"bottommost_compression_opts", on ? "{level=19;enabled=true}" : "{enabled=false}"},
+  };
+  return FromRocks(db_->SetOptions(meta_, opts), "set the metadata's compression options");
 }
 
 Status RocksDb::SetBlobGc(bool on, double age_cutoff) {

@@ -31,8 +31,12 @@ class RocksDb {
   RocksDb(const RocksDb&) = delete;
   RocksDb& operator=(const RocksDb&) = delete;
 
-  // The writer's instance, created if missing.
-  static Result<std::unique_ptr<RocksDb>> OpenPrimary(const std::string& path);
+  // The writer's instance, created if missing. RocksDB does not recover from
+  // a background error (a full disk) by itself: the writer calls
+  // db()->Resume(). env: RocksDB's files go through it (tests put one that
+  // injects faults here); nullptr is RocksDB's default.
+  static Result<std::unique_ptr<RocksDb>> OpenPrimary(const std::string& path,
+                                                      rocksdb::Env* env = nullptr);
   // A read-only instance of a published generation; writes nothing to path.
   static Result<std::unique_ptr<RocksDb>> OpenReadOnly(const std::string& path);
 
@@ -44,6 +48,13 @@ class RocksDb {
   // fraction of blob files eligible) or back off; compact uses it to rewrite
   // blob files that hold dead chunks.
   Status SetBlobGc(bool on, double age_cutoff = 1.0);
+
+  // Makes compactions into the metadata's last level use zstd level 19, or
+  // (off) the level of every other metadata table again. compact turns it on
+  // around its compaction of the metadata, whose output is kept until the
+  // next compact; automatic compactions also write the last level (L1 in a
+  // small store), and level 19 would cost them about 20 times the CPU.
+  Status SetStrongMetaCompression(bool on);
 
   // Deletes every OPTIONS file of the writer's database but the newest.
   // RocksDB writes one at each open and each SetOptions (about 11 KB each)

@@ -218,6 +218,9 @@ class StoreWriter {
   Status Remove(const ModelName& name);
   // Points name at the model src refers to.
   Status Tag(std::string_view src, const ModelName& name, bool force);
+  // Remove and Tag commit their change, then publish it: when the publish
+  // fails (a full disk) the error says the change is recorded, and readers
+  // see it after the next writer command that succeeds.
   // Removes unreferenced manifests and chunks, reclaims their disk space,
   // and drops generations no reader holds.
   Result<CompactResult> Compact(const ProgressFn& progress = nullptr);

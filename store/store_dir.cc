@@ -210,18 +210,19 @@ namespace {
 // A checkpoint's log size limit that never flushes: its WAL is taken along.
 constexpr uint64_t kKeepWal = ~uint64_t(0);
 
-// Flushes both column families. A failed flush (a full disk) is a hard error
-// after which RocksDB refuses every write until DB::Resume() recovers it:
-// Resume() is called at once, so that the writer can go on (and retry, with
-// its reserve released) once the disk has room again. A database still
-// stopped from an earlier failed flush is resumed first.
-Status FlushForGeneration(RocksDb* db) {
+// Flushes both column families. A failed flush is a hard error after which
+// RocksDB refuses every write until DB::Resume() recovers it (RocksDB does
+// not recover by itself: store/rocks.h). Resume() is called at once, so that
+// the writer can go on, and retry with its reserve released. A database
+// stopped by an earlier failed flush (of an import's memtables) is resumed
+// the same way.
+Status FlushForGeneration(RocksDb* db, const std::string& context) {
   rocksdb::FlushOptions fo;
   fo.wait = true;
-  Status s = FromRocks(db->db()->Flush(fo, {db->meta(), db->chunks()}), "flush");
+  Status s = FromRocks(db->db()->Flush(fo, {db->meta(), db->chunks()}), context);
   if (s.ok()) return s;
   if (!db->db()->Resume().ok()) return s;
-  return FromRocks(db->db()->Flush(fo, {db->meta(), db->chunks()}), "flush");
+  return FromRocks(db->db()->Flush(fo, {db->meta(), db->chunks()}), context);
 }
 
 }  // namespace
@@ -258,13 +259,20 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   // every reader that opens a generation would replay it into memtables of
   // its own and keep them (megabytes for a model of thousands of tensors: its
   // manifest and chunk records) for as long as it has the generation open.
-  // A flush that cannot be made (a full disk) leaves the WAL in the
-  // generation instead, which readers replay: publishing must not need more
-  // disk than the WAL's hard link and a few small files.
-  const bool flushed = FlushForGeneration(db).ok();
+  // A flush that finds the disk full, even after Resume(), leaves the WAL
+  // in the generation instead, which readers replay. RocksDB copies the last
+  // non-empty WAL into a checkpoint (after a failed flush, the one with the
+  // records not flushed) rather than linking it, so such a publish needs free
+  // disk of about that WAL's size (the records of the writer's command) and a
+  // few small files.
+  Status flushed = FlushForGeneration(db, "flush the store's database " + p.db() +
+                                              " before publishing generation " + std::to_string(n));
+  // Only a full disk falls back to the WAL: any other failure (an I/O error,
+  // damage) is the command's error, as it would be for a write.
+  if (!flushed.ok() && !flushed.IsNoSpace()) return flushed;
   db->RemoveOldOptionsFiles();
-  PSTORE_RETURN_IF_ERROR(
-      FromRocks(ckpt->CreateCheckpoint(dir, flushed ? 0 : kKeepWal), "create generation " + dir));
+  PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, flushed.ok() ? 0 : kKeepWal),
+                                   "create generation " + dir));
   const int mode = int(access.file_mode);
   PSTORE_RETURN_IF_ERROR(
       WriteFileAtomic(p.env, dir + "/SEQUENCE", std::to_string(sequence) + "\n", mode));

@@ -23,6 +23,18 @@ Status FullDiskStatus(const Status& s) {
       "compact` (they use space set aside for this), or free space on the disk");
 }
 
+// The error of a publish after a change (a tag, a removal) was committed:
+// the change stays in the database, and the next writer command publishes it
+// (a writer that opens the store publishes what is newer than the current
+// generation).
+Status UnpublishedChange(const Status& s, const std::string& what) {
+  if (s.ok()) return s;
+  Status r = s.WithContext(what +
+                           " is recorded in the store, but readers see it only after the next "
+                           "writer command that succeeds (such as `pstore compact`)");
+  return r.IsNoSpace() ? FullDiskStatus(r) : r;
+}
+
 }  // namespace
 
 StoreReader::~StoreReader() = default;
@@ -213,7 +225,7 @@ Status StoreWriter::Remove(const ModelName& name) {
   rocksdb::WriteBatch b;
   b.Delete(db_->meta(), keys::Name(name.Ref()));
   PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(SyncWrite(), &b), "remove " + name.Ref()));
-  return Publish();
+  return UnpublishedChange(Publish(), "the removal of " + name.Ref());
 }
 
 Status StoreWriter::Tag(std::string_view src, const ModelName& name, bool force) {
@@ -231,7 +243,7 @@ Status StoreWriter::Tag(std::string_view src, const ModelName& name, bool force)
   rocksdb::WriteBatch b;
   b.Put(db_->meta(), keys::Name(name.Ref()), NameValue(digest));
   PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(SyncWrite(), &b), "tag " + name.Ref()));
-  return Publish();
+  return UnpublishedChange(Publish(), "the tag " + name.Ref());
 }
 
 Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
@@ -316,8 +328,14 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
     PSTORE_RETURN_IF_ERROR(cs);
     PSTORE_RETURN_IF_ERROR(gs);
   }
-  PSTORE_RETURN_IF_ERROR(
-      FromRocks(db_->db()->CompactRange(co, db_->meta(), nullptr, nullptr), "compact metadata"));
+  // The metadata is rewritten into one last level here, and kept until the
+  // next compact: it gets zstd's strongest level.
+  PSTORE_RETURN_IF_ERROR(db_->SetStrongMetaCompression(true));
+  Status ms =
+      FromRocks(db_->db()->CompactRange(co, db_->meta(), nullptr, nullptr), "compact metadata");
+  Status ss = db_->SetStrongMetaCompression(false);
+  PSTORE_RETURN_IF_ERROR(ms);
+  PSTORE_RETURN_IF_ERROR(ss);
   if (progress) progress(2, 3);
 
   PSTORE_ASSIGN_OR_RETURN(std::string names_text, NamesText());

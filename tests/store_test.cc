@@ -3,6 +3,8 @@
 // a generation while the writer removes and compacts.
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/perf_context.h>
 #include <rocksdb/perf_level.h>
 #include <stdlib.h>
@@ -21,8 +23,10 @@
 #include <thread>
 #include <vector>
 
+#include "store/rocks.h"
 #include "store/rocks_chunk_source.h"
 #include "store/store.h"
+#include "store/store_access.h"
 #include "tests/test_files.h"
 #include "tests/test_safetensors.h"
 
@@ -617,6 +621,171 @@ TEST_F(StoreTest, AGenerationHoldsNoWalToReplay) {
   check("a tag");
   ASSERT_TRUE(w->Remove(ParseModelName("a:v1").value()).ok());
   check("a remove");
+}
+
+// RocksDB's files on a disk that is full: the file system reports 1 MiB free
+// and refuses the next `n` new table files with `error`.
+class FullDiskFs : public rocksdb::FileSystemWrapper {
+ public:
+  FullDiskFs() : rocksdb::FileSystemWrapper(rocksdb::FileSystem::Default()) {}
+  const char* Name() const override { return "FullDiskFs"; }
+  void FailTables(int n, bool no_space) {
+    no_space_ = no_space;
+    fails_left_ = n;
+  }
+  int failed() const { return failed_; }
+  rocksdb::IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& o,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                    rocksdb::IODebugContext* dbg) override {
+    if (f.size() > 4 && f.compare(f.size() - 4, 4, ".sst") == 0 && fails_left_.fetch_sub(1) > 0) {
+      failed_++;
+      return no_space_ ? rocksdb::IOStatus::NoSpace("injected: no space left for " + f)
+                       : rocksdb::IOStatus::IOError("injected: write error on " + f);
+    }
+    return target()->NewWritableFile(f, o, r, dbg);
+  }
+  rocksdb::IOStatus GetFreeSpace(const std::string&, const rocksdb::IOOptions&, uint64_t* free,
+                                 rocksdb::IODebugContext*) override {
+    *free = 1 << 20;
+    return rocksdb::IOStatus::OK();
+  }
+
+ private:
+  std::atomic<bool> no_space_{false};
+  std::atomic<int> fails_left_{0};
+  std::atomic<int> failed_{0};
+};
+
+// The writer's database on a FullDiskFs, in a store with one model imported,
+// written and published directly (as the writer's commands do).
+class FullDiskPublishTest : public StoreTest {
+ protected:
+  void SetUp() override {
+    StoreTest::SetUp();
+    p_.root = root_;
+    {
+      auto w = Writer();
+      ASSERT_TRUE(w);
+      Import(w.get(), Model("a.safetensors", SampleModel(8)), "a:v1");
+    }
+    names_ = ReadAll(p_.gen(ReadCurrentGeneration(p_).value()) + "/NAMES");
+    env_ = rocksdb::NewCompositeEnv(fs_);
+    auto db = RocksDb::OpenPrimary(p_.db(), env_.get());
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    db_ = std::move(db).value();
+  }
+  void TearDown() override { db_.reset(); }
+  rocksdb::Status Put(const std::string& key) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    return db_->db()->Put(wo, db_->meta(), key, "value of " + key);
+  }
+  Result<uint64_t> Publish() { return PublishGeneration(p_, db_.get(), names_, StoreAccess{}); }
+  // Generation n, opened as readers open it, holds `key`, and no WAL to replay.
+  void ExpectInGeneration(uint64_t n, const std::string& key) {
+    auto gen = RocksDb::OpenReadOnly(p_.gen(n));
+    ASSERT_TRUE(gen.ok()) << gen.status().ToString();
+    std::string v;
+    rocksdb::Status s = (*gen)->db()->Get(rocksdb::ReadOptions(), (*gen)->meta(), key, &v);
+    EXPECT_TRUE(s.ok()) << key << " in generation " << n << ": " << s.ToString();
+    EXPECT_EQ(v, "value of " + key);
+    for (const auto& e : fs::directory_iterator(p_.gen(n))) {
+      if (e.path().extension() == ".log") {
+        EXPECT_EQ(fs::file_size(e.path()), 0u) << e.path();
+      }
+    }
+  }
+
+  StorePaths p_;
+  std::string names_;
+  std::shared_ptr<FullDiskFs> fs_ = std::make_shared<FullDiskFs>();
+  std::unique_ptr<rocksdb::Env> env_;
+  std::unique_ptr<RocksDb> db_;
+};
+
+// The flush before a publish finds the disk full: the writer resumes the
+// database itself (RocksDB's own recovery would wait for 128 MiB of free
+// space and refuse the writer's Resume() meanwhile), the generation holds the
+// change, and the writer goes on writing and publishing.
+TEST_F(FullDiskPublishTest, AFlushThatFoundTheDiskFullIsResumedAndPublished) {
+  ASSERT_TRUE(Put("k1").ok());
+  fs_->FailTables(1, true);
+  auto n = Publish();
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(fs_->failed(), 1);
+  ExpectInGeneration(*n, "k1");
+
+  rocksdb::Status s = Put("k2");
+  ASSERT_TRUE(s.ok()) << "the database was left stopped: " << s.ToString();
+  auto n2 = Publish();
+  ASSERT_TRUE(n2.ok()) << n2.status().ToString();
+  EXPECT_GT(*n2, *n);
+  ExpectInGeneration(*n2, "k1");
+  ExpectInGeneration(*n2, "k2");
+  db_.reset();
+  auto db = RocksDb::OpenPrimary(p_.db());
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  std::string v;
+  EXPECT_TRUE((*db)->db()->Get(rocksdb::ReadOptions(), (*db)->meta(), "k2", &v).ok());
+}
+
+// Only a full disk lets a publish fall back to a generation with the WAL: a
+// flush that fails otherwise (an I/O error) fails the publish, naming what
+// failed, and readers keep the generation they had.
+TEST_F(FullDiskPublishTest, AFlushThatFailsForAnotherReasonFailsThePublish) {
+  const uint64_t before = ReadCurrentGeneration(p_).value();
+  ASSERT_TRUE(Put("k1").ok());
+  fs_->FailTables(1000, false);
+  auto n = Publish();
+  ASSERT_FALSE(n.ok()) << "published generation " << *n << " after a failed flush";
+  EXPECT_EQ(n.status().code(), Status::Code::kIOError) << n.status().ToString();
+  EXPECT_NE(n.status().message().find("flush the store's database " + p_.db()), std::string::npos)
+      << n.status().ToString();
+  EXPECT_NE(n.status().message().find("injected: write error"), std::string::npos)
+      << n.status().ToString();
+  EXPECT_EQ(ReadCurrentGeneration(p_).value(), before);
+  EXPECT_EQ(ListGenerations(p_), std::vector<uint64_t>{before});
+
+  // RocksDB takes such an error as fatal, to be cleared by a new open: the
+  // error gone, the next writer command holds the change.
+  fs_->FailTables(0, false);
+  db_.reset();
+  auto db = RocksDb::OpenPrimary(p_.db(), env_.get());
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  db_ = std::move(db).value();
+  auto n2 = Publish();
+  ASSERT_TRUE(n2.ok()) << n2.status().ToString();
+  ExpectInGeneration(*n2, "k1");
+}
+
+// compact writes the metadata with zstd level 19; the writer's options keep
+// the usual level for every other compaction (the automatic ones also write
+// into the last level).
+TEST_F(StoreTest, CompactAloneWritesTheMetadataAtTheStrongestLevel) {
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  Import(w.get(), Model("a.safetensors", SampleModel(8)), "a:v1");
+  ASSERT_TRUE(w->Compact().ok());
+  StorePaths p{root_};
+  {
+    auto gen = RocksDb::OpenReadOnly(p.gen(ReadCurrentGeneration(p).value()));
+    ASSERT_TRUE(gen.ok()) << gen.status().ToString();
+    rocksdb::TablePropertiesCollection tables;
+    ASSERT_TRUE((*gen)->db()->GetPropertiesOfAllTables((*gen)->meta(), &tables).ok());
+    ASSERT_FALSE(tables.empty());
+    for (const auto& [file, props] : tables)
+      EXPECT_NE(props->compression_options.find("level=19;"), std::string::npos)
+          << file << ": " << props->compression_options;
+  }
+  std::string options;
+  for (const auto& e : fs::directory_iterator(p.db()))
+    if (e.path().filename().string().rfind("OPTIONS-", 0) == 0) options = ReadAll(e.path());
+  size_t meta = options.find("[CFOptions \"default\"]");
+  ASSERT_NE(meta, std::string::npos) << options;
+  size_t end = options.find("[CFOptions", meta + 1);
+  std::string section = options.substr(meta, end - meta);
+  EXPECT_NE(section.find("bottommost_compression=kDisableCompressionOption"), std::string::npos)
+      << section;
 }
 
 TEST_F(StoreTest, GenerationLockKeepsFilesFromDeletion) {
