@@ -113,6 +113,18 @@ def body(work):
     store.verify_ok("with the old model")
     log(f"a version 2 model: opens, {n} tensors served, verified, exported byte-identical")
 
+    # A GGUF file without quantized tensors is written as before (manifest
+    # version 2): importing it gives the model old_gguf_model writes as
+    # pstore did before chunk lengths, digest for digest.
+    f16 = write_gguf(os.path.join(work, "f16.gguf"), src, "--type", "keep")
+    p = run_cmd([env_path("OLD_GGUF_MODEL"), store.root, f16, "b/oldf16:v1"], timeout=300)
+    check(p.returncode == 0, f"old_gguf_model: {p.stderr}")
+    store.ok("import", f16, "b/f16:v1")
+    got = store.info("b/f16:v1")["digest"]
+    check(got == p.stdout.strip(),
+          f"an F16 GGUF model's digest changed: {got}, written before as {p.stdout.strip()}")
+    log("an F16 GGUF model: the same manifest (version 2) and digest as before")
+
     # A byte flipped in one of the quantized model's chunks.
     damaged = Store(os.path.join(work, "damaged"))
     damaged.ok("import", paths["q4"], "d/q4:v1")
