@@ -361,6 +361,32 @@ TEST_F(SegmentLayout, ALayoutOutOfRangeIsRefusedEvenWithItsFingerprint) {
   ::close(fd);
 }
 
+// A segment of another layout version (an older pstore's, still in use) is
+// seen as in use while an attachment holds its lock, so `ps --gc` keeps it;
+// once none does, it may go. The attachment here has a descriptor of its
+// own, so its lock is another open file description's, as another
+// process's is.
+TEST_F(SegmentLayout, ASegmentOfAnotherVersionInUseIsSeenInUse) {
+  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, tables_bytes_, store_id_,
+                                 Segment::Options{});
+  ASSERT_TRUE(creator.ok()) << creator.status().ToString();
+  int fd = ::shm_open(name_.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  const uint32_t other = kLayoutVersion - 1;
+  ASSERT_EQ(::pwrite(fd, &other, 4, off_t(offsetof(SegmentHeader, layout_version))), 4);
+  ::close(fd);
+  auto held = InspectSegment(name_);
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  EXPECT_FALSE(held->complete);
+  EXPECT_TRUE(held->locked);
+  EXPECT_GT(held->live_attachments(), 0u);
+  creator->reset();
+  auto free = InspectSegment(name_);
+  ASSERT_TRUE(free.ok()) << free.status().ToString();
+  EXPECT_FALSE(free->locked);
+  EXPECT_EQ(free->live_attachments(), 0u);
+}
+
 // The process table, claims and eviction, with two attachments in this
 // process: each has its own descriptor, so its own liveness lock, and
 // AbandonAsIfDead stands in for a death (the multi-process tests kill -9).
