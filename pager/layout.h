@@ -4,12 +4,14 @@
 // page of small tensors), and into units of max(2 MiB, chunk size), the unit
 // of memory: a unit its slots cover entirely is allocated whole and backed by
 // huge pages where the kernel allows, so a process maps it with one fault per
-// 2 MiB; eviction frees whole units. A slot may straddle two units; it
-// belongs to both, and needs both allocated.
+// 2 MiB; eviction frees whole units. A slot may straddle units; it belongs
+// to each, and needs each allocated.
 //
 // Tensors of at least a page follow each other on page boundaries, each chunk
-// one slot, so a tensor is one contiguous range and there are no gaps (the
-// last unit aside). Tensors smaller than a page are packed, 64-byte aligned,
+// one slot (several consecutive chunks of a tensor, one piece each, when its
+// chunk length is not a whole number of pages: a quantized GGUF tensor on
+// pages over 4 KiB), so a tensor is one contiguous range and there are no
+// gaps (the last unit aside). Tensors smaller than a page are packed, 64-byte aligned,
 // into shared one-page slots, so a model of many tiny tensors does not pay a
 // page for each. A GGUF model's tensors are aligned to its general.alignment
 // too (packed at that alignment when it is under a page, a slot of their own

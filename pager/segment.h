@@ -301,8 +301,12 @@ struct SegmentInfo {
     uint64_t pinned_bytes = 0;  // bytes of slots holding a tensor it pins
   };
   std::vector<Attachment> attachments;
+  // Of a segment not complete (another layout version's, or one being
+  // made): whether a process holds its init lock or any attach lock, read
+  // from the locks alone (its header may be laid out otherwise).
+  bool locked = false;
   size_t live_attachments() const {
-    size_t n = 0;
+    size_t n = locked;
     for (const auto& a : attachments) n += a.alive;
     return n;
   }

@@ -1,5 +1,6 @@
 // What `pstore ps` sees of a segment without attaching to it, and removing
 // a segment.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,8 +25,18 @@ Result<SegmentInfo> InspectSegment(const std::string& name) {
   SegmentHeader h;
   if (::pread(fd, &h, sizeof(h), 0) != ssize_t(sizeof(h)) || h.magic != kSegmentMagic ||
       h.ready.load() != 1 || h.layout_version != kLayoutVersion ||
-      h.total_bytes != info.total_bytes)
-    return info;  // incomplete or foreign
+      h.total_bytes != info.total_bytes) {
+    // Incomplete, or foreign (another pstore version's, whose processes may
+    // still use it): in use while any process holds its init lock or an
+    // attach lock, bytes that every layout version places alike.
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = kInitLockByte;
+    fl.l_len = off_t(1 + kMaxAttach);  // kInitLockByte, then the attach locks
+    info.locked = ::fcntl(fd, F_OFD_GETLK, &fl) != 0 || fl.l_type != F_UNLCK;
+    return info;
+  }
   info.complete = true;
   std::memcpy(info.digest.bytes.data(), h.digest, 16);
   info.data_bytes = h.data_bytes;

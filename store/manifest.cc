@@ -26,9 +26,13 @@ std::string Manifest::Serialize() const {
   const bool gguf = IsGguf(format);
   bool own_lengths = false;
   for (const auto& t : tensors) own_lengths |= t.chunk_len != 0 && t.chunk_len != chunk_size;
-  const uint8_t v = !gguf                                     ? kVersion
-                    : version == kVersionGguf && !own_lengths ? kVersionGguf
-                                                              : kVersionGgufChunks;
+  // Version 3 only where it is needed: a GGUF model without tensors of
+  // their own chunk length keeps the bytes (and the digest) pstore wrote
+  // before version 3, which older pstores read. One parsed from version 3
+  // stays version 3, so that its bytes do not change.
+  const uint8_t v = !gguf ? kVersion
+                    : own_lengths || version == kVersionGgufChunks ? kVersionGgufChunks
+                                                                   : kVersionGguf;
   std::string out(kMagic, 4);
   out.push_back(char(v));
   out.push_back(char(format));

@@ -87,9 +87,10 @@ struct Manifest {
   static constexpr uint32_t kMaxBlockChunkLen = 1u << 20;
 
   SourceFormat format = SourceFormat::kSafetensors;
-  // The version the manifest was parsed from; Serialize writes a GGUF
-  // manifest as version 2 when this says so and no tensor has its own chunk
-  // length (as stores made before version 3 hold them), else as version 3.
+  // The version the manifest was parsed from (0: made here); Serialize
+  // writes a GGUF manifest as version 3 when a tensor has its own chunk
+  // length or this says 3, else as version 2 (as stores made before version
+  // 3 hold them, and as older pstores read them).
   uint8_t version = 0;
   uint32_t chunk_size = 0;
   std::string index_name;     // sharded only

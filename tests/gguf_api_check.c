@@ -1,13 +1,17 @@
 /* gguf_api_check: the C API on a GGUF model, from C99.
  *
- *   gguf_api_check STORE REF OUTDIR
+ *   gguf_api_check STORE REF OUTDIR [check]
  *
  * Opens REF, checks pstore_model_format, the metadata calls (the whole JSON,
  * general.architecture by key, a missing key), pstore_tensor_info's
  * struct_size both ways (a caller compiled before ggml_type existed, a
  * struct_size too small), then acquires every tensor, checks that its pointer
  * is aligned to general.alignment (32 when absent), and writes its bytes to
- * OUTDIR/INDEX.bin. Prints "INDEX<TAB>GGML_TYPE<TAB>NBYTES<TAB>NAME" per tensor
+ * OUTDIR/INDEX.bin; before each acquire it copies the tensor out
+ * (pstore_tensor_copy: decoded from the store when not resident) into
+ * OUTDIR/INDEX.copy.bin, and after the release copies it again (from shared
+ * memory) and checks that copy against the acquired bytes. With "check", the
+ * store is opened with check_shared on. Prints "INDEX<TAB>GGML_TYPE<TAB>NBYTES<TAB>NAME" per tensor
  * for the test to compare with the GGUF file; exits 1 with a message on any
  * failed check. */
 #include <stddef.h>
@@ -31,11 +35,15 @@ int main(int argc, char** argv) {
   const char* json;
   size_t len, n, i;
   uint64_t align = 32;
-  if (argc != 4) {
-    fprintf(stderr, "usage: gguf_api_check STORE REF OUTDIR\n");
+  pstore_store_options opts;
+  if (argc != 4 && !(argc == 5 && strcmp(argv[4], "check") == 0)) {
+    fprintf(stderr, "usage: gguf_api_check STORE REF OUTDIR [check]\n");
     return 2;
   }
-  st = pstore_store_open(argv[1], NULL, &store);
+  memset(&opts, 0, sizeof(opts));
+  opts.struct_size = sizeof(opts);
+  opts.check_shared = argc == 5;
+  st = pstore_store_open(argv[1], &opts, &store);
   if (st != PSTORE_OK) return fail("pstore_store_open", st);
   st = pstore_model_open(store, argv[2], &model);
   if (st != PSTORE_OK) return fail("pstore_model_open", st);
@@ -75,12 +83,23 @@ int main(int argc, char** argv) {
   for (i = 0; i < n; i++) {
     pstore_tensor_info info;
     const void* p;
+    unsigned char* copy;
     char path[4096];
     FILE* f;
     info.struct_size = sizeof(info);
     st = pstore_model_tensor_info(model, i, &info);
     if (st != PSTORE_OK || info.struct_size != sizeof(info) || info.ggml_type < 0)
       return fail("pstore_model_tensor_info", st);
+    copy = malloc((size_t)info.nbytes + 1);
+    if (!copy) return fail("malloc", PSTORE_OK);
+    st = pstore_tensor_copy(model, i, copy, (size_t)info.nbytes);
+    if (st != PSTORE_OK) return fail("pstore_tensor_copy", st);
+    snprintf(path, sizeof(path), "%s/%zu.copy.bin", argv[3], i);
+    f = fopen(path, "wb");
+    if (!f || fwrite(copy, 1, (size_t)info.nbytes, f) != info.nbytes || fclose(f) != 0) {
+      fprintf(stderr, "gguf_api_check: cannot write %s\n", path);
+      return 1;
+    }
     st = pstore_tensor_acquire(model, i, &p);
     if (st != PSTORE_OK) return fail("pstore_tensor_acquire", st);
     if (info.nbytes > 0 && (uintptr_t)p % align != 0) {
@@ -94,7 +113,22 @@ int main(int argc, char** argv) {
       fprintf(stderr, "gguf_api_check: cannot write %s\n", path);
       return 1;
     }
+    memcpy(copy, p, (size_t)info.nbytes);
     pstore_tensor_release(model, i);
+    {
+      /* Copied again, now that the tensor is resident. */
+      unsigned char* again = malloc((size_t)info.nbytes + 1);
+      if (!again) return fail("malloc", PSTORE_OK);
+      st = pstore_tensor_copy(model, i, again, (size_t)info.nbytes);
+      if (st != PSTORE_OK) return fail("pstore_tensor_copy of a resident tensor", st);
+      if (memcmp(again, copy, (size_t)info.nbytes) != 0) {
+        fprintf(stderr, "gguf_api_check: tensor %s copied from shared memory differs\n",
+                info.name);
+        return 1;
+      }
+      free(again);
+    }
+    free(copy);
     printf("%zu\t%d\t%llu\t%s\n", i, (int)info.ggml_type, (unsigned long long)info.nbytes,
            info.name);
   }

@@ -303,7 +303,8 @@ void SetChunkLen(Manifest* m, size_t t, uint32_t len) {
 TEST(Manifest, GgufSerializeParseRoundTrip) {
   Manifest m = GgufManifest();
   std::string bytes = m.Serialize();
-  EXPECT_EQ(bytes[4], char(Manifest::kVersionGgufChunks));
+  // No tensor of its own chunk length: version 2, as before version 3.
+  EXPECT_EQ(bytes[4], char(Manifest::kVersionGguf));
   auto p = Manifest::Parse(bytes);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_EQ(p->Serialize(), bytes);
@@ -371,6 +372,31 @@ TEST(Manifest, GgufVersionTwoStillParses) {
   // A version 2 manifest cannot hold a chunk length: it is written as 3.
   SetChunkLen(&m, 1, 69632);
   EXPECT_EQ(m.Serialize()[4], char(Manifest::kVersionGgufChunks));
+}
+
+// A GGUF manifest made here without tensors of their own chunk length (an
+// F16 or F32 model) is written as version 2, byte for byte what a manifest
+// parsed from version 2 gives, so importing such a file again is the same
+// model and older pstores read it; one parsed from version 3 stays 3.
+TEST(Manifest, GgufWithoutOwnChunkLengthsIsWrittenAsVersionTwo) {
+  Manifest fresh = GgufManifest();
+  ASSERT_EQ(fresh.version, 0);
+  Manifest old = GgufManifest();
+  old.version = Manifest::kVersionGguf;
+  const std::string bytes = fresh.Serialize();
+  EXPECT_EQ(bytes[4], char(Manifest::kVersionGguf));
+  EXPECT_EQ(bytes, old.Serialize());
+  // A length equal to the chunk size is no length of its own.
+  fresh.tensors[1].chunk_len = 65536;
+  EXPECT_EQ(fresh.Serialize(), bytes);
+  // Written as version 3 (by a pstore that always did), it stays 3.
+  Manifest v3 = GgufManifest();
+  v3.version = Manifest::kVersionGgufChunks;
+  const std::string b3 = v3.Serialize();
+  EXPECT_EQ(b3[4], char(Manifest::kVersionGgufChunks));
+  auto p = Manifest::Parse(b3);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->Serialize(), b3);
 }
 
 TEST(Manifest, BadChunkLengthIsCorruption) {

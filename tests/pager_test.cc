@@ -49,6 +49,7 @@
 #include "store/rocks.h"
 #include "store/rocks_chunk_source.h"
 #include "store/store.h"
+#include "tests/quant_blocks.h"
 #include "tests/test_safetensors.h"
 
 namespace pstore {
@@ -358,6 +359,32 @@ TEST_F(SegmentLayout, ALayoutOutOfRangeIsRefusedEvenWithItsFingerprint) {
   put(layout_);
   EXPECT_TRUE((*creator)->ReadLayout(tables_).ok());
   ::close(fd);
+}
+
+// A segment of another layout version (an older pstore's, still in use) is
+// seen as in use while an attachment holds its lock, so `ps --gc` keeps it;
+// once none does, it may go. The attachment here has a descriptor of its
+// own, so its lock is another open file description's, as another
+// process's is.
+TEST_F(SegmentLayout, ASegmentOfAnotherVersionInUseIsSeenInUse) {
+  auto creator = Segment::Attach(name_, layout_, digest_, bytes_, tables_bytes_, store_id_,
+                                 Segment::Options{});
+  ASSERT_TRUE(creator.ok()) << creator.status().ToString();
+  int fd = ::shm_open(name_.c_str(), O_RDWR, 0);
+  ASSERT_GE(fd, 0);
+  const uint32_t other = kLayoutVersion - 1;
+  ASSERT_EQ(::pwrite(fd, &other, 4, off_t(offsetof(SegmentHeader, layout_version))), 4);
+  ::close(fd);
+  auto held = InspectSegment(name_);
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  EXPECT_FALSE(held->complete);
+  EXPECT_TRUE(held->locked);
+  EXPECT_GT(held->live_attachments(), 0u);
+  creator->reset();
+  auto free = InspectSegment(name_);
+  ASSERT_TRUE(free.ok()) << free.status().ToString();
+  EXPECT_FALSE(free->locked);
+  EXPECT_EQ(free->live_attachments(), 0u);
 }
 
 // The process table, claims and eviction, with two attachments in this
@@ -1034,6 +1061,212 @@ TEST(ChunkSourceSeam, AMissingOrWrongChunkIsAnErrorNamingModelTensorAndChunk) {
     ASSERT_TRUE(gm->Release(t).ok());
   }
   (void)RemoveSegment(Segment::NameFor(pager->store_id(), model->digest()));
+}
+
+// --- chunk lengths that are not a whole number of pages ----------------------
+
+// A GGUF manifest of tensors of assorted sizes, a third of them with a
+// quantized type's own chunk length (Q8_0, Q4_0, Q6_K at a 256 KiB chunk
+// size: 51, 63 and 105 pages of 4 KiB), with made-up chunk keys.
+Manifest MakeBlockManifest(uint32_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Manifest m;
+  m.format = SourceFormat::kGguf;
+  m.chunk_size = 256 << 10;
+  m.alignment = 32;
+  m.files.push_back({"model.gguf", std::string(200, 'h'), 0, {}, {}});
+  const uint32_t lens[] = {208896, 258048, 430080};
+  uint64_t offset = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    ManifestTensor t;
+    t.name = "blk." + std::to_string(i) + ".w";
+    t.dtype = DType::kU8;
+    uint32_t kind = rng() % 4;
+    t.size = kind == 0 ? 1 + rng() % 3000 : 1 + rng() % 5000000;
+    if (i % 3 == 0) t.chunk_len = lens[rng() % 3];
+    t.ggml_type = t.chunk_len ? 8 : 1;
+    t.shape = {t.size};
+    t.offset = offset;
+    offset += (t.size + 31) / 32 * 32;
+    t.first_chunk = m.chunks.size();
+    for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
+      std::string raw = t.name + "/" + std::to_string(j);
+      m.chunks.push_back(HashBytes(raw.data(), raw.size()));
+    }
+    m.files[0].tensors.push_back(i);
+    m.tensors.push_back(std::move(t));
+  }
+  m.files[0].data_size = offset;
+  return m;
+}
+
+// On pages of 4, 16 and 64 KiB, every slot is whole pages of its own, each
+// tensor's pieces are its chunks in order, each where the tensor has it, and
+// the segment's check accepts the layout.
+TEST(LayoutPages, ChunksOfTheirOwnLengthShareNoPage) {
+  const Manifest m = MakeBlockManifest(120, 11);
+  const std::string bytes = m.Serialize();
+  const ModelDigest digest = Manifest::DigestOf(bytes);
+  auto tables = TensorTable::FromManifest(m);
+  ASSERT_TRUE(tables.ok()) << tables.status().ToString();
+  const std::string tables_bytes = TensorTable::Serialize(m);
+  char id[33];
+  std::random_device rd;
+  std::snprintf(id, sizeof(id), "%08x%08x%08x%08x", unsigned(::getpid()), rd(), rd(), rd());
+  const std::string name = Segment::NameFor(id, digest);
+  for (uint64_t page : {4096ull, 16384ull, 65536ull}) {
+    SCOPED_TRACE(page);
+    const Layout l = Layout::Build(m, page);
+    uint64_t prev_end = 0;
+    bool shared_slot = false;
+    for (const Slot& s : l.slots) {
+      ASSERT_EQ(s.offset % page, 0u);
+      ASSERT_EQ(s.bytes % page, 0u);
+      ASSERT_GE(s.offset, prev_end);
+      prev_end = s.offset + s.bytes;
+    }
+    ASSERT_LE(prev_end, l.data_bytes);
+    for (uint32_t ti = 0; ti < m.tensors.size(); ti++) {
+      const ManifestTensor& t = m.tensors[ti];
+      const TensorPlace& p = l.tensors[ti];
+      if (t.size < page) continue;  // packed with others (or a slot of its own)
+      ASSERT_EQ(p.offset % page, 0u) << ti;
+      uint64_t j = 0;
+      for (uint32_t si = p.first_slot; si < p.first_slot + p.nslots; si++) {
+        const Slot& s = l.slots[si];
+        ASSERT_EQ(s.first_tensor, ti);
+        ASSERT_EQ(s.ntensors, 1u);
+        shared_slot |= s.npieces > 1;
+        for (uint32_t k = 0; k < s.npieces; k++, j++) {
+          const SlotPiece& pc = l.pieces[s.first_piece + k];
+          ASSERT_EQ(pc.tensor, ti);
+          ASSERT_EQ(pc.chunk, t.first_chunk + j) << ti;
+          ASSERT_EQ(s.offset + pc.offset, p.offset + m.ChunkStart(t, j)) << ti << " chunk " << j;
+          ASSERT_EQ(pc.len, m.ChunkBytes(t, j));
+          ASSERT_LE(uint64_t(pc.offset) + pc.len, s.bytes);
+        }
+      }
+      ASSERT_EQ(j, m.ChunkCount(t)) << ti;  // every chunk, once
+      const Slot& last = l.slots[p.first_slot + p.nslots - 1];
+      ASSERT_LE(last.offset + last.bytes, p.offset + (t.size + page - 1) / page * page) << ti;
+    }
+    // Several chunks share a slot only where a chunk length is not whole pages.
+    EXPECT_EQ(shared_slot, page > 4096);
+    // The segment's check of a layout it carries.
+    (void)RemoveSegment(name);
+    auto seg = Segment::Attach(name, l, digest, bytes, tables_bytes, id, Segment::Options{});
+    ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+    auto read = (*seg)->ReadLayout(*tables);
+    EXPECT_TRUE(read.ok()) << read.status().ToString();
+    EXPECT_TRUE((*seg)->CheckLayout(LayoutView::Of(l), *tables).ok());
+    seg->reset();
+    (void)RemoveSegment(name);
+  }
+}
+
+// A quantized GGUF model loaded through segments laid out for 16 and 64 KiB
+// pages (a segment carries its layout, and a process opening it without
+// check_shared uses it as it is, whatever its own page size): every tensor
+// acquired and copied is the file's.
+TEST(LayoutPages, AQuantizedModelLoadsOnPagesOverFourKiB) {
+  TempStore dir;
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.f, 0.02f);
+  auto floats = [&](size_t n) {
+    std::vector<float> x(n);
+    for (float& f : x) f = nd(rng);
+    return x;
+  };
+  // Q8_0 (type 8) and Q4_0 (type 2) tensors of many chunks and an F16 one.
+  const std::vector<uint8_t> q8 = quant::QuantQ8_0(floats(32 * 120000));
+  const std::vector<uint8_t> q4 = quant::QuantQ4_0(floats(32 * 200000));
+  std::string f16(3000000, '\0');
+  for (size_t i = 0; i < f16.size(); i += 2) {
+    uint16_t h = quant::ToHalf(nd(rng));
+    std::memcpy(&f16[i], &h, 2);
+  }
+  struct T {
+    std::string name;
+    uint32_t type;
+    uint64_t elems;
+    std::string data;
+  };
+  std::vector<T> ts = {{"q8", 8, 32 * 120000, std::string(q8.begin(), q8.end())},
+                       {"q4", 2, 32 * 200000, std::string(q4.begin(), q4.end())},
+                       {"h", 1, f16.size() / 2, f16}};
+  std::string g = "GGUF";
+  auto put = [&](auto v) { g.append(reinterpret_cast<const char*>(&v), sizeof(v)); };
+  put(uint32_t(3));
+  put(uint64_t(ts.size()));
+  put(uint64_t(0));
+  uint64_t off = 0;
+  for (const T& t : ts) {
+    put(uint64_t(t.name.size()));
+    g += t.name;
+    put(uint32_t(1));
+    put(uint64_t(t.elems));
+    put(t.type);
+    put(off);
+    off += (t.data.size() + 31) / 32 * 32;
+  }
+  for (const T& t : ts) {
+    g.resize((g.size() + 31) / 32 * 32, '\0');
+    g += t.data;
+  }
+  const std::string src = dir.path() + "/m.gguf";
+  std::ofstream(src, std::ios::binary) << g;
+  ASSERT_TRUE(ImportModel(src, dir.path() + "/s").ok());
+  std::shared_ptr<const Manifest> m;
+  std::string bytes;
+  ModelDigest digest;
+  {
+    auto r = StoreReader::Open(dir.path() + "/s");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    auto d = (*r)->view().Resolve("m:1");
+    ASSERT_TRUE(d.ok());
+    auto lm = (*r)->view().LoadManifest(*d);
+    auto lb = (*r)->view().LoadManifestBytes(*d);
+    ASSERT_TRUE(lm.ok() && lb.ok());
+    m = *lm;
+    bytes = *lb;
+    digest = *d;
+  }
+  ASSERT_EQ(m->ChunkLen(m->tensors[0]), 208896u);
+  ASSERT_EQ(m->ChunkLen(m->tensors[1]), 258048u);
+  for (uint64_t page : {16384ull, 65536ull}) {
+    SCOPED_TRACE(page);
+    auto pager = Pager::Open(dir.path() + "/s", PagerOptions{});
+    ASSERT_TRUE(pager.ok()) << pager.status().ToString();
+    const std::string name = Segment::NameFor((*pager)->store_id(), digest);
+    (void)RemoveSegment(name);
+    const Layout l = Layout::Build(*m, page);
+    auto seg = Segment::Attach(name, l, digest, bytes, TensorTable::Serialize(*m),
+                               (*pager)->store_id(), Segment::Options{});
+    ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+    ASSERT_EQ((*seg)->header()->page, page);
+    auto model = (*pager)->OpenModel("m:1");
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    ASSERT_EQ((*model)->digest(), digest);
+    ASSERT_EQ((*model)->tensor_count(), ts.size());
+    for (uint32_t t = 0; t < ts.size(); t++) {
+      std::string copy(ts[t].data.size(), '\0');
+      ASSERT_TRUE((*model)->Copy(t, copy.data(), copy.size()).ok());
+      EXPECT_TRUE(copy == ts[t].data) << ts[t].name;
+      auto p = (*model)->Acquire(t);
+      ASSERT_TRUE(p.ok()) << p.status().ToString();
+      EXPECT_EQ(std::memcmp(*p, ts[t].data.data(), ts[t].data.size()), 0) << ts[t].name;
+      ASSERT_TRUE((*model)->Release(t).ok());
+      // Copied again, now from shared memory.
+      std::fill(copy.begin(), copy.end(), '\0');
+      ASSERT_TRUE((*model)->Copy(t, copy.data(), copy.size()).ok());
+      EXPECT_TRUE(copy == ts[t].data) << ts[t].name;
+    }
+    EXPECT_GT((*model)->Stats().hits, 0u);
+    EXPECT_GT((*seg)->header()->loads.load(), 0u);  // loaded into this segment
+    model->reset();
+    seg->reset();
+    (void)RemoveSegment(name);
+  }
 }
 
 }  // namespace

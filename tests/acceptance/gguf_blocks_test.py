@@ -44,19 +44,38 @@ def write_gguf(out, src, *opts):
     return out
 
 
-def served_as_in_file(store, ref, path, work):
-    """Every tensor the C API acquires from ref is the file's payload."""
-    tensors, _ = read_gguf(path)
-    dump = os.path.join(work, ref.replace("/", "_").replace(":", "_") + "-dump")
+# Bytes and elements per block of the GGML types the tests write.
+TYPE_BLOCKS = {0: (4, 1), 1: (2, 1), 2: (18, 32), 8: (34, 32), 14: (210, 256), 24: (1, 1),
+               25: (2, 1), 26: (4, 1)}
+
+
+def served_as_in_file(store, ref, path, work, check_shared=False):
+    """Every tensor the C API acquires from ref, and copies out of it (decoded from the
+    store, and from shared memory), is the file's payload, whole: its size from its
+    type and shape."""
+    elements = {}
+    tensors, _ = read_gguf(path, elements)
+    dump = os.path.join(work, ref.replace("/", "_").replace(":", "_") +
+                        ("-checked" if check_shared else "") + "-dump")
     os.makedirs(dump)
-    r = run_cmd([env_path("GGUF_API_CHECK"), store.root, ref, dump], timeout=300)
+    cmd = [env_path("GGUF_API_CHECK"), store.root, ref, dump] + (["check"] if check_shared else [])
+    r = run_cmd(cmd, timeout=300)
     check(r.returncode == 0, f"gguf_api_check on {ref}: {r.stderr}")
     seen = set()
     for line in r.stdout.splitlines()[1:]:
-        i, _gtype, nbytes, name = line.split("\t", 3)
-        got = open(os.path.join(dump, i + ".bin"), "rb").read()
-        check(len(got) == int(nbytes) and got == tensors[name][1][:len(got)],
-              f"{ref}/{name}: the acquired bytes are not the file's")
+        i, gtype, nbytes, name = line.split("\t", 3)
+        gtype, payload = int(gtype), tensors[name][1]
+        if gtype in TYPE_BLOCKS:
+            block_bytes, block_elems = TYPE_BLOCKS[gtype]
+            size = elements[name] // block_elems * block_bytes
+        else:
+            size = int(nbytes)  # the rest of the file, for a type pstore does not know
+        check(int(nbytes) == size, f"{ref}/{name}: {nbytes} bytes, the file has {size}")
+        for what in ("bin", "copy.bin"):
+            got = open(os.path.join(dump, f"{i}.{what}"), "rb").read()
+            check(got == payload[:size],
+                  f"{ref}/{name}: the {'copied' if 'copy' in what else 'acquired'} bytes "
+                  f"({len(got)}) are not the file's ({size})")
         seen.add(name)
     check(seen == set(tensors), f"{ref}: {len(seen)} tensors served, {len(tensors)} in the file")
     return len(seen)
@@ -96,6 +115,7 @@ def body(work):
               f"{ref}: no quantized tensor bigger than a chunk: {by_type}")
         store.export_matches(ref, tree_sha256(path), work)
         n = served_as_in_file(store, ref, path, work)
+        served_as_in_file(store, ref, path, work, check_shared=True)
         log(f"{ref}: chunks on blocks ({ {t: max(v) for t, v in quant.items()} } at most), "
             f"export byte-identical, {n} tensors served as in the file")
     check("Q6_K" in {t["ggml_type_name"] for t in store.info("b/q8:v1")["tensors"]},
@@ -112,6 +132,18 @@ def body(work):
     n = served_as_in_file(store, "b/old:v1", paths["q8"], work)
     store.verify_ok("with the old model")
     log(f"a version 2 model: opens, {n} tensors served, verified, exported byte-identical")
+
+    # A GGUF file without quantized tensors is written as before (manifest
+    # version 2): importing it gives the model old_gguf_model writes as
+    # pstore did before chunk lengths, digest for digest.
+    f16 = write_gguf(os.path.join(work, "f16.gguf"), src, "--type", "keep")
+    p = run_cmd([env_path("OLD_GGUF_MODEL"), store.root, f16, "b/oldf16:v1"], timeout=300)
+    check(p.returncode == 0, f"old_gguf_model: {p.stderr}")
+    store.ok("import", f16, "b/f16:v1")
+    got = store.info("b/f16:v1")["digest"]
+    check(got == p.stdout.strip(),
+          f"an F16 GGUF model's digest changed: {got}, written before as {p.stdout.strip()}")
+    log("an F16 GGUF model: the same manifest (version 2) and digest as before")
 
     # A byte flipped in one of the quantized model's chunks.
     damaged = Store(os.path.join(work, "damaged"))

@@ -18,8 +18,9 @@ from harness import Store, check, env_path, log, make_model, run_cmd, run_test
 SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
 
-def read_gguf(path):
-    """{name: (ggml_type, bytes from its offset)} and the alignment, by ggml's docs/gguf.md."""
+def read_gguf(path, elements=None):
+    """{name: (ggml_type, bytes from its offset)} and the alignment, by ggml's docs/gguf.md;
+    each tensor's element count into `elements` when given."""
     data = open(path, "rb").read()
     pos = 0
 
@@ -59,8 +60,11 @@ def read_gguf(path):
     for _ in range(nt):
         name = string().decode()
         nd = take("I")
+        count = 1
         for _ in range(nd):
-            take("Q")
+            count *= take("Q")
+        if elements is not None:
+            elements[name] = count
         infos.append((name, take("I"), take("Q")))
     start = (pos + align - 1) // align * align
     return {name: (t, data[start + off:]) for name, t, off in infos}, align
