@@ -30,7 +30,7 @@ std::string Manifest::Serialize() const {
   // their own chunk length keeps the bytes (and the digest) pstore wrote
   // before version 3, which older pstores read. One parsed from version 3
   // stays version 3, so that its bytes do not change.
-  const uint8_t v = !gguf ? kVersion
+  const uint8_t v = !gguf                                          ? kVersion
                     : own_lengths || version == kVersionGgufChunks ? kVersionGgufChunks
                                                                    : kVersionGguf;
   std::string out(kMagic, 4);

@@ -122,8 +122,7 @@ int main(int argc, char** argv) {
       st = pstore_tensor_copy(model, i, again, (size_t)info.nbytes);
       if (st != PSTORE_OK) return fail("pstore_tensor_copy of a resident tensor", st);
       if (memcmp(again, copy, (size_t)info.nbytes) != 0) {
-        fprintf(stderr, "gguf_api_check: tensor %s copied from shared memory differs\n",
-                info.name);
+        fprintf(stderr, "gguf_api_check: tensor %s copied from shared memory differs\n", info.name);
         return 1;
       }
       free(again);
