@@ -1,6 +1,8 @@
 // Local store, spool, remote: see store/tiered_chunk_source.h.
 #include "store/tiered_chunk_source.h"
 
+#include <pthread.h>
+
 #include <functional>
 #include <system_error>
 #include <unordered_set>
@@ -105,6 +107,8 @@ bool TieredChunkSource::Defer(const ChunkKey& key, std::string* frame) {
 }
 
 void TieredChunkSource::SpoolAhead() {
+  // Named, so that it can be told apart in ps, top and the tests.
+  pthread_setname_np(pthread_self(), kSpoolerThreadName);
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
     // Ends when stopped, or idle for kSpoolerIdle (the next Defer starts

@@ -92,6 +92,10 @@ class TieredChunkSource final : public ChunkSource {
 
   TieredStats stats() const;
 
+  // The name of the background thread that spools frames read ahead (as
+  // /proc/PID/task/TID/comm shows it; at most 15 characters).
+  static constexpr const char* kSpoolerThreadName = "pstore-spool";
+
  private:
   struct Place {
     uint32_t tensor = 0;

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <random>
@@ -465,10 +466,16 @@ TEST(TieredChunkSource, ClosingWaitsUntilTheFramesReadAheadAreSpooled) {
   }
 }
 
-// The threads of this process.
-size_t ThreadCount() {
+// The tiers' background threads in this process, by name (a sanitizer's
+// runtime may start threads of its own at any time, so all threads are not
+// counted).
+size_t SpoolerThreads() {
   size_t n = 0;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) n += e.exists();
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(e.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name) && name == TieredChunkSource::kSpoolerThreadName) n++;
+  }
   return n;
 }
 
@@ -477,15 +484,17 @@ size_t ThreadCount() {
 // thread.
 TEST(TieredChunkSource, BackgroundThreadEndsWhenIdleAndStartsAgain) {
   Remote r(2, 4);
-  const size_t before = ThreadCount();
   auto tier = r.Tier();
+  EXPECT_EQ(SpoolerThreads(), 0u);
   for (int t = 0; t < 2; ++t) {
     const std::vector<ChunkKey> keys = TensorKeys(r.m, t);
     std::vector<std::string> raws;
     ASSERT_TRUE(DecodeAll(tier.get(), r.m, std::vector<ChunkKey>{keys[0]}, 1, &raws).ok());
+    // It stays at least kSpoolerIdle after its last frame.
+    EXPECT_TRUE(Eventually([&] { return SpoolerThreads() == 1; })) << "no background thread ran";
     EXPECT_TRUE(SpoolReaches(r.cache, keys.size() * size_t(t + 1)));
-    Eventually([&] { return ThreadCount() <= before; });
-    EXPECT_EQ(ThreadCount(), before) << "the idle background thread still runs";
+    Eventually([&] { return SpoolerThreads() == 0; });
+    EXPECT_EQ(SpoolerThreads(), 0u) << "the idle background thread still runs";
   }
   EXPECT_EQ(tier->stats().ahead_spooled, 6u);
 }
