@@ -411,6 +411,17 @@ TEST(TieredChunkSource, DecodedReadsDecodeEachFetchedFrameOnce) {
 }
 
 // Polls until done() holds; false after 20 s.
+// Chunks from..keys.size() of the first tensor are in the spool, each the
+// frame the remote holds.
+void ExpectSpooled(const LazyCache& cache, const std::vector<ChunkKey>& keys,
+                   const std::vector<std::string>& frames, size_t from) {
+  for (size_t j = from; j < keys.size(); ++j) {
+    auto spooled = cache.GetFrame(keys[j]);
+    ASSERT_TRUE(spooled.ok() && spooled->has_value()) << "chunk " << j << " was not spooled";
+    EXPECT_EQ((*spooled)->frame, frames[j]);
+  }
+}
+
 bool Eventually(const std::function<bool()>& done) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (!done()) {
@@ -459,11 +470,7 @@ TEST(TieredChunkSource, ClosingWaitsUntilTheFramesReadAheadAreSpooled) {
   }
   EXPECT_EQ(r.cache.ListSpool().size(), keys.size())
       << spooled_before_close << " were spooled before the close";
-  for (size_t j = 0; j < keys.size(); ++j) {
-    auto spooled = r.cache.GetFrame(keys[j]);
-    ASSERT_TRUE(spooled.ok() && spooled->has_value()) << "chunk " << j << " was not spooled";
-    EXPECT_EQ((*spooled)->frame, r.m.frames[j]);
-  }
+  ExpectSpooled(r.cache, keys, r.m.frames, 0);
 }
 
 // The tiers' background threads in this process, by name (a sanitizer's
@@ -518,11 +525,7 @@ TEST(TieredChunkSource, FramesReadAheadTheBackgroundCouldNotSpoolAreSpooledAtClo
     EXPECT_EQ(r.cache.ListSpool().size(), 0u);
     std::filesystem::remove(tmp);
   }
-  for (size_t j = 1; j < keys.size(); ++j) {
-    auto spooled = r.cache.GetFrame(keys[j]);
-    ASSERT_TRUE(spooled.ok() && spooled->has_value()) << "chunk " << j << " was not spooled";
-    EXPECT_EQ((*spooled)->frame, r.m.frames[j]);
-  }
+  ExpectSpooled(r.cache, keys, r.m.frames, 1);
 }
 
 TEST(TieredChunkSource, FramesReadAheadReachAnotherProcessWithoutASecondFetch) {
