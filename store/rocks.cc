@@ -211,7 +211,8 @@ void RocksDb::RemoveOldOptionsFiles() {
   const std::string& path = path_;
   if (path.empty()) return;  // a reader's instance
   std::vector<std::string> names;
-  if (!rocksdb::Env::Default()->GetChildren(path, &names).ok()) return;
+  rocksdb::Env* env = db_->GetEnv();  // the database's own, as its files were written through it
+  if (!env->GetChildren(path, &names).ok()) return;
   std::string newest;
   uint64_t newest_n = 0;
   std::vector<std::string> options;
@@ -223,7 +224,7 @@ void RocksDb::RemoveOldOptionsFiles() {
     if (newest.empty() || num > newest_n) newest = n, newest_n = num;
   }
   for (const auto& n : options)
-    if (n != newest) ::unlink((path + "/" + n).c_str());
+    if (n != newest) env->DeleteFile(path + "/" + n);  // best effort: an old file only costs space
 }
 
 Status RocksDb::SetStrongMetaCompression(bool on) {

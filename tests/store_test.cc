@@ -788,6 +788,25 @@ TEST_F(StoreTest, CompactAloneWritesTheMetadataAtTheStrongestLevel) {
       << section;
 }
 
+// Every open of the writer and every change of options writes an OPTIONS
+// file; the writer keeps only the newest one.
+TEST_F(StoreTest, OnlyTheNewestOptionsFileIsKept) {
+  for (int i = 0; i < 3; ++i) {
+    auto w = Writer();
+    ASSERT_TRUE(w);
+    Import(w.get(), Model("a.safetensors", SampleModel(5 + i)), "a:v" + std::to_string(i));
+    ASSERT_TRUE(w->Compact().ok());  // sets options twice: more OPTIONS files
+  }
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  int options = 0;
+  for (const auto& e : fs::directory_iterator(StorePaths{root_}.db())) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("OPTIONS-", 0) == 0 && n.find('.') == std::string::npos) ++options;
+  }
+  EXPECT_EQ(options, 1);
+}
+
 TEST_F(StoreTest, GenerationLockKeepsFilesFromDeletion) {
   std::string a = Model("a.safetensors", SampleModel(7));
   auto w = Writer();
