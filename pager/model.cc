@@ -71,6 +71,11 @@ Result<const uint8_t*> Model::Acquire(uint32_t t) {
   return seg.data() + p.offset;
 }
 
+const uint8_t* Model::Address(uint32_t t) const {
+  const TensorPlace& p = layout_.tensors[t];
+  return p.nslots ? seg_->data() + p.offset : nullptr;
+}
+
 Status Model::CheckBytes(uint32_t t, const uint8_t* p) const {
   const TensorTable& m = tables_;
   for (uint64_t j = 0; j < m.ChunkCount(t); j++) {
