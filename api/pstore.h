@@ -283,16 +283,16 @@ PSTORE_EXPORT pstore_status pstore_model_tensor_info(const pstore_model* model, 
  * valid, unchanged, while it is open. struct_size as for pstore_tensor_info;
  * the smallest accepted covers every field of this version. */
 typedef struct pstore_tensor_table {
-  size_t struct_size;        /* set to sizeof(pstore_tensor_table) before the call */
-  size_t count;              /* tensors: pstore_model_tensor_count */
-  const char* names;         /* every name, each followed by a NUL, in index order */
-  size_t names_bytes;        /* bytes of names, the NULs included */
-  const int32_t* dtypes;     /* pstore_dtype values */
-  const uint32_t* ndims;     /* dimensions */
-  const uint64_t* shapes;    /* every shape, one after another, outermost first:
-                                as many entries as the ndims add up to */
-  const uint64_t* nbytes;    /* sizes in bytes */
-  const int32_t* ggml_types; /* as pstore_tensor_info.ggml_type (-1: not GGUF) */
+  size_t struct_size;           /* set to sizeof(pstore_tensor_table) before the call */
+  size_t count;                 /* tensors: pstore_model_tensor_count */
+  const char* names;            /* every name, each followed by a NUL, in index order */
+  size_t names_bytes;           /* bytes of names, the NULs included */
+  const int32_t* dtypes;        /* pstore_dtype values */
+  const uint32_t* ndims;        /* dimensions */
+  const uint64_t* shapes;       /* every shape, one after another, outermost first:
+                                   as many entries as the ndims add up to */
+  const uint64_t* nbytes;       /* sizes in bytes */
+  const int32_t* ggml_types;    /* as pstore_tensor_info.ggml_type (-1: not GGUF) */
   const void* const* addresses; /* where pstore_tensor_acquire puts each tensor's
                                    bytes in this process (NULL for an empty
                                    tensor), known before it is loaded. Read

@@ -93,8 +93,8 @@ static int check_table(pstore_model* model, size_t n) {
     all[i] = i;
   }
   if ((size_t)(name - t.names) != t.names_bytes) {
-    fprintf(stderr, "pstore_model_tensor_table: names_bytes %zu, names end at %zu\n",
-            t.names_bytes, (size_t)(name - t.names));
+    fprintf(stderr, "pstore_model_tensor_table: names_bytes %zu, names end at %zu\n", t.names_bytes,
+            (size_t)(name - t.names));
     bad++;
   }
   st = pstore_tensor_acquire_many(model, all, n, ptrs);
