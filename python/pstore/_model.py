@@ -306,7 +306,9 @@ class Model(HandleOwner):
         """{name: view} of every tensor, or of those whose name starts with
         prefix; each a zero-copy view as torch() or numpy() gives. What is not
         resident is loaded in one bulk prefetch, started first: the views are
-        made while it runs, each tensor's as soon as its own chunks are in. The
+        made while it runs, over the addresses the tensor table gives, and the
+        tensors are acquired (each waiting for its chunks) before they are
+        returned. The
         views share their pins: the tensors stay pinned until the last view of
         this state_dict goes. It ends by waiting for every prefetch of this
         Model, so it may raise an error of a prefetch another thread started on
