@@ -468,33 +468,50 @@ pstore_status pstore_tensor_acquire_many(pstore_model* model, const size_t* indi
   return Guard([&]() -> pstore_status {
     if (!model || (count && (!indices || !data)))
       return Invalid("pstore_tensor_acquire_many: NULL argument");
-    for (size_t i = 0; i < count; i++)
-      if (indices[i] >= model->model->tensor_count())
-        return Invalid("pstore_tensor_acquire_many: index out of range");
+    // On any failure below (an exception included) data[0..count) ends NULL.
+    // data may overlap indices: the indices are copied before data is written.
+    struct ClearOnFailure {
+      const void** data;
+      size_t count;
+      bool ok = false;
+      ~ClearOnFailure() {
+        if (!ok)
+          for (size_t i = 0; i < count; i++) data[i] = nullptr;
+      }
+    } clear{data, count};
+    const size_t n = model->model->tensor_count();
+    std::vector<uint32_t> list(count);
+    for (size_t i = 0; i < count; i++) {
+      if (indices[i] >= n) return Invalid("pstore_tensor_acquire_many: index out of range");
+      list[i] = uint32_t(indices[i]);
+    }
     // What this call acquired is released again if a later tensor fails
     // (or an exception leaves): all or nothing.
     struct Undo {
       pstore_model* model;
-      const size_t* indices;
+      const std::vector<uint32_t>& list;
       size_t done = 0;
       ~Undo() {
         for (size_t i = 0; i < done; i++) {
-          model->held[indices[i]].fetch_sub(1, std::memory_order_relaxed);
-          (void)model->model->Release(uint32_t(indices[i]));
+          model->held[list[i]].fetch_sub(1, std::memory_order_relaxed);
+          (void)model->model->Release(list[i]);
         }
       }
-    } undo{model, indices};
+    } undo{model, list};
+    std::vector<const void*> got(count);
     for (; undo.done < count; undo.done++) {
-      const size_t t = indices[undo.done];
-      pstore_status st = AcquireHeld(model, t, &data[undo.done]);
+      const uint32_t t = list[undo.done];
+      pstore_status st = AcquireHeld(model, t, &got[undo.done]);
       if (st != PSTORE_OK) {
-        const std::string_view name = model->model->tables().name(uint32_t(t));
+        const std::string_view name = model->model->tables().name(t);
         if (g_last_error.find(name) == std::string::npos)
           g_last_error = "tensor " + std::string(name) + ": " + g_last_error;
         return st;
       }
     }
     undo.done = 0;
+    std::copy(got.begin(), got.end(), data);
+    clear.ok = true;
     return PSTORE_OK;
   });
 }

@@ -342,6 +342,39 @@ static void check_model_errors_and_info(void) {
     EXPECT_STATUS(pstore_model_prefetch_wait(m), PSTORE_OK);
     CHECK(matched == n, "prefetch_prefix matched %zu of %zu", matched, n);
   }
+  /* pstore_tensor_acquire_many with data overlapping indices (one slot
+   * ahead, so each pointer lands on an index not yet read): the indices are
+   * read before any pointer is written. On failure every data[i] is NULL. */
+  {
+    size_t* raw = malloc(4 * sizeof(size_t));
+    const void** data = (const void**)(void*)(raw + 1);
+    const void* first = NULL;
+    const void* second = NULL;
+    raw[0] = 2;
+    raw[1] = 0;
+    raw[2] = 1;
+    raw[3] = 0;
+    EXPECT_STATUS(pstore_tensor_acquire(m, 2, &first), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_acquire(m, 1, &second), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_acquire_many(m, raw, 3, data), PSTORE_OK);
+    CHECK(data[0] == first && data[2] == second && data[1] != NULL,
+          "overlapping acquire_many: data %p %p %p, want %p, tensor 0's, %p", data[0], data[1],
+          data[2], first, second);
+    EXPECT_STATUS(pstore_tensor_release(m, 0), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_release(m, 1), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_release(m, 1), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_release(m, 2), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_release(m, 2), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_release(m, 0), PSTORE_ERR_INVALID_ARGUMENT);
+    raw[0] = 0;
+    raw[1] = n;
+    data = (const void**)(void*)raw;
+    EXPECT_STATUS(pstore_tensor_acquire_many(m, raw, 2, data), PSTORE_ERR_INVALID_ARGUMENT);
+    CHECK(data[0] == NULL && data[1] == NULL, "a failed acquire_many left data %p %p", data[0],
+          data[1]);
+    EXPECT_STATUS(pstore_tensor_release(m, 0), PSTORE_ERR_INVALID_ARGUMENT);
+    free(raw);
+  }
   pstore_model_close(m);
 }
 
