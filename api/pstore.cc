@@ -347,7 +347,12 @@ pstore_status pstore_model_tensor_info(const pstore_model* model, size_t index,
 pstore_status pstore_model_tensor_table(const pstore_model* model, pstore_tensor_table* out) {
   return Guard([&]() -> pstore_status {
     if (!model || !out) return Invalid("pstore_model_tensor_table: NULL argument");
-    if (out->struct_size < sizeof(pstore_tensor_table))
+    // The first version of the struct ends with addresses: a caller built
+    // against it (or a later header) passes at least that much. Only
+    // min(its size, ours) bytes are written, and struct_size says how many.
+    constexpr size_t kTableV1 =
+        offsetof(pstore_tensor_table, addresses) + sizeof(pstore_tensor_table::addresses);
+    if (out->struct_size < kTableV1)
       return Invalid(
           "pstore_model_tensor_table: set struct_size = sizeof(pstore_tensor_table) before the "
           "call");
@@ -375,7 +380,7 @@ pstore_status pstore_model_tensor_table(const pstore_model* model, pstore_tensor
     });
     const TableArrays& a = model->table;
     pstore_tensor_table table;
-    table.struct_size = sizeof(table);
+    table.struct_size = std::min(out->struct_size, sizeof(table));  // what is filled
     table.count = n;
     table.names = a.names.data();
     table.names_bytes = a.names.size();
@@ -385,7 +390,7 @@ pstore_status pstore_model_tensor_table(const pstore_model* model, pstore_tensor
     table.nbytes = a.nbytes.data();
     table.ggml_types = a.ggml_types.data();
     table.addresses = a.addresses.data();
-    std::memcpy(out, &table, sizeof(table));
+    std::memcpy(out, &table, table.struct_size);
     return PSTORE_OK;
   });
 }

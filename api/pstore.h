@@ -283,7 +283,9 @@ PSTORE_EXPORT pstore_status pstore_model_tensor_info(const pstore_model* model, 
  * valid, unchanged, while it is open. struct_size as for pstore_tensor_info;
  * the smallest accepted covers every field of this version. */
 typedef struct pstore_tensor_table {
-  size_t struct_size;           /* set to sizeof(pstore_tensor_table) before the call */
+  size_t struct_size;           /* set to sizeof(pstore_tensor_table) before the call;
+                                   on return, the bytes the library filled: min(that,
+                                   its own size). At least through addresses. */
   size_t count;                 /* tensors: pstore_model_tensor_count */
   const char* names;            /* every name, each followed by a NUL, in index order */
   size_t names_bytes;           /* bytes of names, the NULs included */
@@ -304,7 +306,7 @@ typedef struct pstore_tensor_table {
 } pstore_tensor_table;
 
 /* @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (NULL, or struct_size
- *   smaller than this version's struct), PSTORE_ERR_NO_MEMORY,
+ *   ending before addresses), PSTORE_ERR_NO_MEMORY,
  *   PSTORE_ERR_INTERNAL. */
 PSTORE_EXPORT pstore_status pstore_model_tensor_table(const pstore_model* model,
                                                       pstore_tensor_table* out);

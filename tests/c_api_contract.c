@@ -310,6 +310,33 @@ static void check_model_errors_and_info(void) {
     EXPECT_STATUS(pstore_model_tensor_info(NULL, 0, &info), PSTORE_ERR_INVALID_ARGUMENT);
     EXPECT_STATUS(pstore_model_tensor_info(m, 0, NULL), PSTORE_ERR_INVALID_ARGUMENT);
   }
+  /* pstore_tensor_table, struct_size both ways: a newer caller's larger
+   * struct keeps its later bytes and learns the library's size; the first
+   * version's struct (through addresses) is filled; one byte less is refused. */
+  {
+    struct {
+      pstore_tensor_table t;
+      unsigned char later[16]; /* fields a newer header would have */
+    } newer;
+    pstore_tensor_table t;
+    const size_t v1 = offsetof(pstore_tensor_table, addresses) + sizeof(void*);
+    memset(&newer, 0xAB, sizeof newer);
+    newer.t.struct_size = sizeof newer;
+    EXPECT_STATUS(pstore_model_tensor_table(m, &newer.t), PSTORE_OK);
+    CHECK(newer.t.struct_size == sizeof(pstore_tensor_table) && newer.later[0] == 0xAB &&
+              newer.later[15] == 0xAB && newer.t.count == n,
+          "a newer caller's table: struct_size %zu (want %zu), later bytes %02x %02x",
+          newer.t.struct_size, sizeof(pstore_tensor_table), newer.later[0], newer.later[15]);
+    memset(&t, 0, sizeof t);
+    t.struct_size = v1;
+    EXPECT_STATUS(pstore_model_tensor_table(m, &t), PSTORE_OK);
+    CHECK(t.struct_size == v1 && t.count == n && t.addresses != NULL && t.nbytes[0] == 4096,
+          "the first version's table: struct_size %zu (want %zu), count %zu", t.struct_size, v1,
+          t.count);
+    t.struct_size = v1 - 1;
+    EXPECT_STATUS(pstore_model_tensor_table(m, &t), PSTORE_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(pstore_model_tensor_table(m, NULL), PSTORE_ERR_INVALID_ARGUMENT);
+  }
   {
     const void* p = NULL;
     const char* json = NULL;
