@@ -192,7 +192,7 @@ class Model(HandleOwner):
         check(lib.pstore_model_tensor_table(h.ptr, ctypes.byref(t)),
               f"model {self._ref}: cannot read its tensor table")
         n = t.count
-        names = ctypes.string_at(t.names, t.names_bytes).decode().split("\0") if n else []
+        names = ctypes.string_at(t.names, t.names_bytes).decode().split("\0")
         if len(names) != n + 1 or names[n]:
             raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) gave a tensor table "
                            f"of {len(names) - 1} names for {n} tensors; install the package and "

@@ -313,3 +313,21 @@ def test_state_dict_views_of_every_dtype_match_the_file(small_model):
             assert raw.numpy().tobytes() == want.tobytes(), name
             if t.numel():
                 assert t.data_ptr() == a.ctypes.data == m.numpy(name).ctypes.data, name
+
+
+def test_a_model_without_tensors_is_usable(scratch):
+    """A safetensors file of no tensors ({}) is a model: no names, nothing in
+    it, an empty state_dict."""
+    root = os.path.join(scratch, "empty-model")
+    os.makedirs(root)
+    src = os.path.join(root, "empty.safetensors")
+    write_safetensors(src, [])
+    pstore.import_file(src, "empty:1", store=os.path.join(root, "store"))
+    with pstore.Store(os.path.join(root, "store")) as store, store.open("empty:1") as m:
+        assert m.names() == []
+        assert len(m) == 0
+        assert "x" not in m
+        with pytest.raises(pstore.NotFound, match="no tensor named 'x'"):
+            m.info("x")
+        assert m.state_dict(framework="numpy") == {}
+        assert m.state_dict() == {}
