@@ -33,6 +33,7 @@ struct pstore_store {
 // pstore_tensor_table's arrays for one model handle.
 struct TableArrays {
   std::string names;
+  std::vector<uint64_t> name_offsets;  // count + 1: where each name starts, then the end
   std::vector<int32_t> dtypes;
   std::vector<uint32_t> ndims;
   std::vector<uint64_t> shapes;
@@ -366,7 +367,9 @@ pstore_status pstore_model_tensor_table(const pstore_model* model, pstore_tensor
       a.ggml_types.resize(n);
       a.addresses.resize(n);
       const bool gguf = pstore::IsGguf(m.format());
+      a.name_offsets.resize(size_t(n) + 1);
       for (uint32_t t = 0; t < n; t++) {
+        a.name_offsets[t] = a.names.size();
         a.names.append(m.name(t));
         a.names.push_back('\0');
         a.dtypes[t] = int32_t(pstore_dtype(m.dtype(t)));
@@ -376,6 +379,7 @@ pstore_status pstore_model_tensor_table(const pstore_model* model, pstore_tensor
         a.ggml_types[t] = gguf ? int32_t(m.ggml_type(t)) : -1;
         a.addresses[t] = model->model->Address(t);
       }
+      a.name_offsets[n] = a.names.size();
       model->table = std::move(a);
     });
     const TableArrays& a = model->table;
@@ -384,6 +388,7 @@ pstore_status pstore_model_tensor_table(const pstore_model* model, pstore_tensor
     table.count = n;
     table.names = a.names.data();
     table.names_bytes = a.names.size();
+    table.name_offsets = a.name_offsets.data();
     table.dtypes = a.dtypes.data();
     table.ndims = a.ndims.data();
     table.shapes = a.shapes.data();

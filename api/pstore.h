@@ -289,6 +289,12 @@ typedef struct pstore_tensor_table {
   size_t count;                 /* tensors: pstore_model_tensor_count */
   const char* names;            /* every name, each followed by a NUL, in index order */
   size_t names_bytes;           /* bytes of names, the NULs included */
+  const uint64_t* name_offsets; /* count + 1 entries: name i is the bytes from
+                                   names + name_offsets[i], name_offsets[i + 1] -
+                                   name_offsets[i] - 1 of them (its NUL not
+                                   counted). Walk the names with these, not by
+                                   their NULs: a name imported before NULs were
+                                   refused may hold one. */
   const int32_t* dtypes;        /* pstore_dtype values */
   const uint32_t* ndims;        /* dimensions */
   const uint64_t* shapes;       /* every shape, one after another, outermost first:

@@ -70,7 +70,6 @@ static int check_table(pstore_model* model, size_t n) {
             t.struct_size, t.count, sizeof(t), n);
     return bad + 1;
   }
-  const char* name = t.names;
   const uint64_t* shape = t.shapes;
   size_t* all = malloc((n ? n : 1) * sizeof(size_t));
   const void** ptrs = malloc((n ? n : 1) * sizeof(void*));
@@ -80,21 +79,23 @@ static int check_table(pstore_model* model, size_t n) {
     info.struct_size = sizeof(info);
     st = pstore_model_tensor_info(model, i, &info);
     if (st != PSTORE_OK) return fail("pstore_model_tensor_info", st) + bad;
-    if (strcmp(name, info.name) != 0 || t.dtypes[i] != (int32_t)info.dtype ||
-        t.ndims[i] != info.ndim || memcmp(shape, info.shape, info.ndim * sizeof(uint64_t)) ||
-        t.nbytes[i] != info.nbytes || t.ggml_types[i] != info.ggml_type ||
-        (t.addresses[i] == NULL) != (info.nbytes == 0)) {
+    const char* name = t.names + t.name_offsets[i];
+    const size_t len = (size_t)(t.name_offsets[i + 1] - t.name_offsets[i]);
+    if (len != strlen(info.name) + 1 || memcmp(name, info.name, len) != 0 ||
+        t.dtypes[i] != (int32_t)info.dtype || t.ndims[i] != info.ndim ||
+        memcmp(shape, info.shape, info.ndim * sizeof(uint64_t)) || t.nbytes[i] != info.nbytes ||
+        t.ggml_types[i] != info.ggml_type || (t.addresses[i] == NULL) != (info.nbytes == 0)) {
       fprintf(stderr, "pstore_model_tensor_table: tensor %zu (%s) differs from its info\n", i,
               info.name);
       bad++;
     }
-    name += strlen(name) + 1;
     shape += info.ndim;
     all[i] = i;
   }
-  if ((size_t)(name - t.names) != t.names_bytes) {
-    fprintf(stderr, "pstore_model_tensor_table: names_bytes %zu, names end at %zu\n", t.names_bytes,
-            (size_t)(name - t.names));
+  if (t.name_offsets[0] != 0 || t.name_offsets[n] != t.names_bytes) {
+    fprintf(stderr, "pstore_model_tensor_table: names_bytes %zu, names from %llu to %llu\n",
+            t.names_bytes, (unsigned long long)t.name_offsets[0],
+            (unsigned long long)t.name_offsets[n]);
     bad++;
   }
   st = pstore_tensor_acquire_many(model, all, n, ptrs);

@@ -36,6 +36,7 @@ class TensorTable(ctypes.Structure):
     # Arrays as addresses: the package reads them with numpy.
     _fields_ = [("struct_size", ctypes.c_size_t), ("count", ctypes.c_size_t),
                 ("names", ctypes.c_void_p), ("names_bytes", ctypes.c_size_t),
+                ("name_offsets", ctypes.c_void_p),
                 ("dtypes", ctypes.c_void_p), ("ndims", ctypes.c_void_p),
                 ("shapes", ctypes.c_void_p), ("nbytes", ctypes.c_void_p),
                 ("ggml_types", ctypes.c_void_p), ("addresses", ctypes.c_void_p)]

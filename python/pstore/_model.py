@@ -192,16 +192,20 @@ class Model(HandleOwner):
         check(lib.pstore_model_tensor_table(h.ptr, ctypes.byref(t)),
               f"model {self._ref}: cannot read its tensor table")
         n = t.count
-        names = ctypes.string_at(t.names, t.names_bytes).decode().split("\0")
-        if len(names) != n + 1 or names[n]:
-            raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) gave a tensor table "
-                           f"of {len(names) - 1} names for {n} tensors; install the package and "
-                           "the library from one build", 9)
 
         def column(addr, ctype, count):
             if not count:
                 return []
             return np.frombuffer((ctype * count).from_address(addr), ctype).tolist()
+
+        # Names split by their offsets, not by NUL (a name may hold one).
+        blob = ctypes.string_at(t.names, t.names_bytes)
+        offsets = column(t.name_offsets, ctypes.c_uint64, n + 1)
+        if offsets[0] != 0 or offsets[n] != t.names_bytes:
+            raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) gave a tensor table "
+                           f"whose {n} names end at byte {offsets[n]} of {t.names_bytes}; install "
+                           "the package and the library from one build", 9)
+        names = [blob[offsets[i]:offsets[i + 1] - 1].decode() for i in range(n)]
 
         codes = column(t.dtypes, ctypes.c_int32, n)
         ndims = column(t.ndims, ctypes.c_uint32, n)

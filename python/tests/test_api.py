@@ -331,3 +331,25 @@ def test_a_model_without_tensors_is_usable(scratch):
             m.info("x")
         assert m.state_dict(framework="numpy") == {}
         assert m.state_dict() == {}
+
+
+def test_names_come_from_the_table_offsets(scratch):
+    """The tensor table's names are split by their offsets, not by NUL: a
+    name holding a NUL keeps it, and every later name keeps its own bytes."""
+    root = os.path.join(scratch, "nul-names")
+    os.makedirs(root)
+    rng = np.random.default_rng(5)
+    tensors = [("a\0b", 0, (4,), rng.standard_normal(4).astype("<f4").tobytes()),
+               ("c", 0, (8,), rng.standard_normal(8).astype("<f4").tobytes())]
+    src = os.path.join(root, "nul.gguf")
+    write_gguf(src, tensors)
+    store = os.path.join(root, "store")
+    subprocess.run([pstore_bin(), "--store", store, "import", src, "nul:1"], check=True,
+                   capture_output=True)
+    with pstore.Store(store) as st, st.open("nul:1") as m:
+        assert m.names() == ["a\0b", "c"]
+        views = m.state_dict(framework="numpy")
+        assert views["c"].tobytes() == tensors[1][3]
+        assert views["a\0b"].tobytes() == tensors[0][3]
+        del views
+        gc.collect()
