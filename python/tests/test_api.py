@@ -334,22 +334,36 @@ def test_a_model_without_tensors_is_usable(scratch):
 
 
 def test_names_come_from_the_table_offsets(scratch):
-    """The tensor table's names are split by their offsets, not by NUL: a
-    name holding a NUL keeps it, and every later name keeps its own bytes."""
-    root = os.path.join(scratch, "nul-names")
+    """The tensor table's names are split by their byte offsets: names of
+    several bytes per character keep their own bytes, and a GGUF name holding
+    a NUL is refused at import (naming the file and the tensor), storing
+    nothing."""
+    root = os.path.join(scratch, "table-names")
     os.makedirs(root)
     rng = np.random.default_rng(5)
-    tensors = [("a\0b", 0, (4,), rng.standard_normal(4).astype("<f4").tobytes()),
-               ("c", 0, (8,), rng.standard_normal(8).astype("<f4").tobytes())]
-    src = os.path.join(root, "nul.gguf")
+    tensors = [("é.ñ\u00fc", 0, (4,), rng.standard_normal(4).astype("<f4").tobytes()),
+               ("层.0", 0, (8,), rng.standard_normal(8).astype("<f4").tobytes()),
+               ("c", 0, (2,), rng.standard_normal(2).astype("<f4").tobytes())]
+    src = os.path.join(root, "utf8.gguf")
     write_gguf(src, tensors)
     store = os.path.join(root, "store")
-    subprocess.run([pstore_bin(), "--store", store, "import", src, "nul:1"], check=True,
+    subprocess.run([pstore_bin(), "--store", store, "import", src, "utf8:1"], check=True,
                    capture_output=True)
-    with pstore.Store(store) as st, st.open("nul:1") as m:
-        assert m.names() == ["a\0b", "c"]
+    with pstore.Store(store) as st, st.open("utf8:1") as m:
+        assert m.names() == [t[0] for t in tensors]
         views = m.state_dict(framework="numpy")
-        assert views["c"].tobytes() == tensors[1][3]
-        assert views["a\0b"].tobytes() == tensors[0][3]
+        for name, _, _, data in tensors:
+            assert views[name].tobytes() == data, name
         del views
         gc.collect()
+    bad = os.path.join(root, "nul.gguf")
+    write_gguf(bad, [("c", 0, (4,), tensors[0][3]), ("a\0b", 0, (4,), tensors[0][3])])
+    p = subprocess.run([pstore_bin(), "--store", store, "import", bad, "nul:1"],
+                       capture_output=True, text=True)
+    assert p.returncode != 0
+    assert "nul.gguf" in p.stderr and "tensor 1's name" in p.stderr and "NUL" in p.stderr, \
+        p.stderr
+    with pytest.raises(pstore.InvalidArgument, match="NUL"):
+        pstore.import_file(bad, "nul:1", store=store)
+    with pstore.Store(store) as st:
+        assert list(st.models()) == ["utf8:1"]
