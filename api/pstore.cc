@@ -511,11 +511,11 @@ pstore_status pstore_tensor_acquire_many(pstore_model* model, const size_t* indi
     std::vector<const void*> got(count);
     for (; undo.done < count; undo.done++) {
       const uint32_t t = list[undo.done];
-      pstore_status st = AcquireHeld(model, t, &got[undo.done]);
+      // Guard here too, so an exception's message also gets the prefix.
+      pstore_status st = Guard([&] { return AcquireHeld(model, t, &got[undo.done]); });
       if (st != PSTORE_OK) {
-        const std::string_view name = model->model->tables().name(t);
-        if (g_last_error.find(name) == std::string::npos)
-          g_last_error = "tensor " + std::string(name) + ": " + g_last_error;
+        g_last_error = "tensor '" + std::string(model->model->tables().name(t)) + "' (index " +
+                       std::to_string(t) + "): " + g_last_error;
         return st;
       }
     }

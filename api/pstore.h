@@ -367,8 +367,9 @@ PSTORE_EXPORT pstore_status pstore_tensor_acquire(pstore_model* model, size_t in
  * the order given: data[i] gets the pointer of tensor indices[i] (a tensor
  * listed twice is acquired twice). Each needs its own release. On failure
  * none of them stays acquired by this call, every data[i] is NULL, and the
- * message names the tensor that failed. data may overlap indices (the
- * indices are read before any pointer is written).
+ * message starts with "tensor 'NAME' (index I): ", the tensor that failed.
+ * data may overlap indices (the indices are read before any pointer is
+ * written).
  * @return as pstore_tensor_acquire; PSTORE_ERR_INVALID_ARGUMENT also for a
  *   NULL indices or data with count > 0 and for an index out of range. */
 PSTORE_EXPORT pstore_status pstore_tensor_acquire_many(pstore_model* model, const size_t* indices,

@@ -229,3 +229,33 @@ def test_check_shared_refuses_bytes_changed_in_shared_memory(scratch):
         assert out.tobytes() == target
     with pstore.Store(root) as store, store.open("shared:1") as m:
         assert m.numpy("w.1").tobytes() != target, "the trusting reader should see the change"
+
+
+def test_acquire_many_failing_part_way_holds_nothing(scratch):
+    # pstore_tensor_acquire_many through the C API (ctypes): w.0..w.2 are
+    # acquired, w.3's chunk fails its check; the call returns CORRUPTION, its
+    # message starts with the tensor's quoted name and index, every data[i]
+    # is NULL, and none of the tensors stays acquired.
+    import ctypes
+    from pstore._capi import lib
+    import re
+    root, _ = corrupted_model(scratch, "part:1", 12, [0.95])  # in w.3's bytes
+    run_pstore(root, "ps", "--gc-all")
+    store, model = ctypes.c_void_p(), ctypes.c_void_p()
+    assert lib.pstore_store_open(root.encode(), None, ctypes.byref(store)) == 0
+    try:
+        assert lib.pstore_model_open(store, b"part:1", ctypes.byref(model)) == 0
+        indices = (ctypes.c_size_t * 4)(0, 1, 2, 3)
+        data = (ctypes.c_void_p * 4)(1, 1, 1, 1)
+        st = lib.pstore_tensor_acquire_many(model, indices, 4, data)
+        msg = lib.pstore_last_error().decode()
+        assert lib.pstore_status_string(st) == b"corruption", (st, msg)
+        named = re.match(r"tensor 'w\.(\d)' \(index (\d)\): ", msg)
+        assert named and named[1] == named[2] and named[1] != "0", msg
+        assert "part" in msg and "chunk" in msg, msg
+        assert list(data) == [None] * 4
+        for i in range(4):
+            assert lib.pstore_tensor_release(model, i) != 0, f"w.{i} stayed acquired"
+        lib.pstore_model_close(model)
+    finally:
+        lib.pstore_store_close(store)
