@@ -302,8 +302,9 @@ typedef struct pstore_tensor_table {
   const uint64_t* nbytes;       /* sizes in bytes */
   const int32_t* ggml_types;    /* as pstore_tensor_info.ggml_type (-1: not GGUF) */
   const void* const* addresses; /* where pstore_tensor_acquire puts each tensor's
-                                   bytes in this process (NULL for an empty
-                                   tensor), known before it is loaded. Read
+                                   bytes in this process (for an empty tensor,
+                                   the same non-NULL pointer to no bytes),
+                                   known before it is loaded. Read
                                    them only while the tensor is acquired:
                                    before, they may not be loaded yet (or be
                                    evicted). A binding can set up its views of

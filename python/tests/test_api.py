@@ -367,3 +367,29 @@ def test_names_come_from_the_table_offsets(scratch):
         pstore.import_file(bad, "nul:1", store=store)
     with pstore.Store(store) as st:
         assert list(st.models()) == ["utf8:1"]
+
+
+def test_table_addresses_are_where_acquire_puts_every_tensor(small_model):
+    # Through the C API (ctypes): for every tensor, the empty ones included,
+    # the table's address is the pointer pstore_tensor_acquire returns.
+    import ctypes
+    from pstore._capi import TensorTable, lib
+    root, ref, _ = small_model
+    store, model = ctypes.c_void_p(), ctypes.c_void_p()
+    assert lib.pstore_store_open(root.encode(), None, ctypes.byref(store)) == 0
+    try:
+        assert lib.pstore_model_open(store, ref.encode(), ctypes.byref(model)) == 0
+        t = TensorTable()
+        t.struct_size = ctypes.sizeof(t)
+        assert lib.pstore_model_tensor_table(model, ctypes.byref(t)) == 0
+        addresses = (ctypes.c_void_p * t.count).from_address(t.addresses)
+        sizes = (ctypes.c_uint64 * t.count).from_address(t.nbytes)
+        assert 0 in list(sizes), "the model should hold an empty tensor"
+        for i in range(t.count):
+            p = ctypes.c_void_p()
+            assert lib.pstore_tensor_acquire(model, i, ctypes.byref(p)) == 0
+            assert p.value is not None and p.value == addresses[i], (i, sizes[i])
+            assert lib.pstore_tensor_release(model, i) == 0
+        lib.pstore_model_close(model)
+    finally:
+        lib.pstore_store_close(store)
