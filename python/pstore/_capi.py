@@ -99,7 +99,13 @@ _sz = ctypes.c_size_t
 
 
 def _decl(name, res, *args):
-    f = getattr(lib, name)
+    try:
+        f = getattr(lib, name)
+    except AttributeError:
+        raise ImportError(f"pstore: the libpstore at {lib_path} has no {name}: it is older than "
+                          "this package (or not libpstore); install the package and the library "
+                          "from one build (scripts/python_venv.sh), or set PSTORE_LIB to a "
+                          "libpstore.so of this version") from None
     f.restype = res
     f.argtypes = list(args)
 

@@ -259,3 +259,25 @@ def test_acquire_many_failing_part_way_holds_nothing(scratch):
         lib.pstore_model_close(model)
     finally:
         lib.pstore_store_close(store)
+
+
+def test_a_library_without_the_package_functions_is_a_clear_import_error(scratch):
+    # PSTORE_LIB naming a shared library that lacks functions the package
+    # declares (as an older libpstore lacks the newer ones): importing pstore
+    # raises its ImportError naming the library, the function and what to do,
+    # not ctypes' AttributeError.
+    from conftest import run_python
+    work = tempfile.mkdtemp(prefix="oldlib-", dir=scratch)
+    c = os.path.join(work, "old.c")
+    so = os.path.join(work, "libold.so")
+    with open(c, "w") as f:
+        f.write("int pstore_something_else(void) { return 0; }\n")
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        pytest.skip("no C compiler to build a library without pstore's functions")
+    subprocess.run([cc, "-shared", "-fPIC", "-o", so, c], check=True, capture_output=True)
+    p = run_python("import pstore", env={"PSTORE_LIB": so})
+    assert p.returncode != 0
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: pstore: "), p.stderr
+    assert so in last and "pstore_status_string" in last and "PSTORE_LIB" in last, last
