@@ -349,12 +349,22 @@ class Model(HandleOwner):
         full = [i for i in pick if table[i][3]]  # empty tensors need no memory
         if full:
             ptrs = (ctypes.c_size_t * len(full))()
-            st = lib.pstore_tensor_acquire_many(h.ptr, (ctypes.c_size_t * len(full))(*full),
-                                                len(full), ctypes.cast(ptrs, ctypes.POINTER(
-                                                    ctypes.c_void_p)))
+            try:
+                st = lib.pstore_tensor_acquire_many(h.ptr, (ctypes.c_size_t * len(full))(*full),
+                                                    len(full), ctypes.cast(ptrs, ctypes.POINTER(
+                                                        ctypes.c_void_p)))
+                if st == 0:
+                    group.indices = full  # released when the last view goes
+            except BaseException:
+                # An exception (KeyboardInterrupt) between the call's return
+                # and the group taking the acquires: the call acquired every
+                # tensor iff it set the pointers (NULL on a failure).
+                if ptrs[0] and group.indices is not full:
+                    for i in full:
+                        lib.pstore_tensor_release(h.ptr, i)
+                raise
             if st != 0:
                 check(st, f"model {self._ref}: cannot load its tensors")
-            group.indices = full  # released when the last view goes, also on an error below
             if list(ptrs) != [addresses[i] for i in full]:
                 raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) acquired tensors "
                                "away from the addresses its table gave; install the package "

@@ -281,3 +281,39 @@ def test_a_library_without_the_package_functions_is_a_clear_import_error(scratch
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: pstore: "), p.stderr
     assert so in last and "pstore_status_string" in last and "PSTORE_LIB" in last, last
+
+
+def test_an_interrupt_right_after_the_acquires_leaves_nothing_pinned(small_model):
+    # A KeyboardInterrupt that lands right after pstore_tensor_acquire_many
+    # returned, before the group takes the acquires (raised here by a trace
+    # function at the line of the package's code that hands them to the
+    # group) must not leave the acquired tensors pinned.
+    import linecache
+    import pstore._model as pm
+    root, ref, _ = small_model
+    code = pm.Model._views.__code__
+    with pstore.Store(root) as store, store.open(ref) as m:
+        for framework in ("numpy", "torch"):
+            state = {"fired": False}
+
+            def local(frame, event, arg):
+                if event == "line" and not state["fired"]:
+                    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+                    if "group.indices = " in line:
+                        state["fired"] = True
+                        raise KeyboardInterrupt
+                return local
+
+            def trace(frame, event, arg):
+                return local if frame.f_code is code else None
+
+            sys.settrace(trace)
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    m.state_dict(framework=framework)
+            finally:
+                sys.settrace(None)
+            assert state["fired"], framework
+            gc.collect()
+            assert m.stats()["pinned_bytes"] == 0, framework
+            assert len(m.state_dict(framework=framework)) == len(m)
