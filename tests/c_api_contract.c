@@ -405,6 +405,29 @@ static void check_model_errors_and_info(void) {
   pstore_model_close(m);
 }
 
+/* A model of no tensors (a safetensors file "{}"): its table is empty but
+ * whole (name_offsets holds its one entry, 0), and acquiring no tensors
+ * succeeds. */
+static void check_model_without_tensors(const char* path) {
+  pstore_store* s = NULL;
+  pstore_model* m = NULL;
+  pstore_tensor_table t;
+  EXPECT_STATUS(pstore_import_file(g_store, path, "empty:1", NULL, NULL), PSTORE_OK);
+  EXPECT_STATUS(pstore_store_open(g_store, NULL, &s), PSTORE_OK);
+  if (!s) return;
+  EXPECT_STATUS(pstore_model_open(s, "empty:1", &m), PSTORE_OK);
+  pstore_store_close(s);
+  if (!m) return;
+  CHECK(pstore_model_tensor_count(m) == 0, "empty:1 has %zu tensors", pstore_model_tensor_count(m));
+  memset(&t, 0xAB, sizeof t);
+  t.struct_size = sizeof t;
+  EXPECT_STATUS(pstore_model_tensor_table(m, &t), PSTORE_OK);
+  CHECK(t.count == 0 && t.names_bytes == 0 && t.name_offsets != NULL && t.name_offsets[0] == 0,
+        "the table of a model without tensors: count %zu, names_bytes %zu", t.count, t.names_bytes);
+  EXPECT_STATUS(pstore_tensor_acquire_many(m, NULL, 0, NULL), PSTORE_OK);
+  pstore_model_close(m);
+}
+
 /* Out of memory is PSTORE_ERR_NO_MEMORY, with a message, and no crash: a
  * child process limits its address space to a little more than it uses, then
  * asks to prefetch 64 Mi indices (the library's copy of them cannot be
@@ -590,6 +613,12 @@ int main(int argc, char** argv) {
   CHECK(strstr(pstore_last_error(), "small:1") != NULL && strstr(pstore_last_error(), "force"),
         "the EXISTS message does not name small:1 and force: %s", pstore_last_error());
   check_model_errors_and_info();
+  {
+    char empty[700];
+    snprintf(empty, sizeof empty, "%s/empty.safetensors", g_dir);
+    CHECK(write_model(empty, 0, 1, 4) == 0, "cannot write %s", empty);
+    check_model_without_tensors(empty);
+  }
   check_no_memory();
   check_progress(small, big, late);
 
