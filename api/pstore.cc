@@ -30,6 +30,18 @@ struct pstore_store {
   std::shared_ptr<pstore::Pager> pager;
 };
 
+// pstore_tensor_table's arrays for one model handle.
+struct TableArrays {
+  std::string names;
+  std::vector<uint64_t> name_offsets;  // count + 1: where each name starts, then the end
+  std::vector<int32_t> dtypes;
+  std::vector<uint32_t> ndims;
+  std::vector<uint64_t> shapes;
+  std::vector<uint64_t> nbytes;
+  std::vector<int32_t> ggml_types;
+  std::vector<const void*> addresses;
+};
+
 struct pstore_model {
   std::shared_ptr<pstore::Pager> pager;  // keeps the pager alive past pstore_store_close
   std::shared_ptr<pstore::Model> model;
@@ -38,6 +50,9 @@ struct pstore_model {
   // The metadata's values as JSON text, by key: filled once, on first use.
   mutable std::once_flag meta_once;
   mutable std::unordered_map<std::string, std::string> meta_values;
+  // The whole tensor table in the C API's arrays: filled once, on first use.
+  mutable std::once_flag table_once;
+  mutable TableArrays table;
 };
 
 // The C enums are the internal ones, value for value: a status or dtype
@@ -330,6 +345,61 @@ pstore_status pstore_model_tensor_info(const pstore_model* model, size_t index,
   });
 }
 
+pstore_status pstore_model_tensor_table(const pstore_model* model, pstore_tensor_table* out) {
+  return Guard([&]() -> pstore_status {
+    if (!model || !out) return Invalid("pstore_model_tensor_table: NULL argument");
+    // The first version of the struct ends with addresses: a caller built
+    // against it (or a later header) passes at least that much. Only
+    // min(its size, ours) bytes are written, and struct_size says how many.
+    constexpr size_t kTableV1 =
+        offsetof(pstore_tensor_table, addresses) + sizeof(pstore_tensor_table::addresses);
+    if (out->struct_size < kTableV1)
+      return Invalid(
+          "pstore_model_tensor_table: set struct_size = sizeof(pstore_tensor_table) before the "
+          "call");
+    const pstore::TensorTable& m = model->model->tables();
+    const uint32_t n = m.count();
+    std::call_once(model->table_once, [&] {
+      TableArrays a;
+      a.dtypes.resize(n);
+      a.ndims.resize(n);
+      a.nbytes.resize(n);
+      a.ggml_types.resize(n);
+      a.addresses.resize(n);
+      const bool gguf = pstore::IsGguf(m.format());
+      a.name_offsets.resize(size_t(n) + 1);
+      for (uint32_t t = 0; t < n; t++) {
+        a.name_offsets[t] = a.names.size();
+        a.names.append(m.name(t));
+        a.names.push_back('\0');
+        a.dtypes[t] = int32_t(pstore_dtype(m.dtype(t)));
+        a.ndims[t] = uint32_t(m.shape(t).size());
+        a.shapes.insert(a.shapes.end(), m.shape(t).begin(), m.shape(t).end());
+        a.nbytes[t] = m.size(t);
+        a.ggml_types[t] = gguf ? int32_t(m.ggml_type(t)) : -1;
+        a.addresses[t] = model->model->Address(t);
+      }
+      a.name_offsets[n] = a.names.size();
+      model->table = std::move(a);
+    });
+    const TableArrays& a = model->table;
+    pstore_tensor_table table;
+    table.struct_size = std::min(out->struct_size, sizeof(table));  // what is filled
+    table.count = n;
+    table.names = a.names.data();
+    table.names_bytes = a.names.size();
+    table.name_offsets = a.name_offsets.data();
+    table.dtypes = a.dtypes.data();
+    table.ndims = a.ndims.data();
+    table.shapes = a.shapes.data();
+    table.nbytes = a.nbytes.data();
+    table.ggml_types = a.ggml_types.data();
+    table.addresses = a.addresses.data();
+    std::memcpy(out, &table, table.struct_size);
+    return PSTORE_OK;
+  });
+}
+
 const char* pstore_model_format(const pstore_model* model) {
   return model ? pstore::SourceFormatName(model->model->tables().format()) : "";
 }
@@ -381,15 +451,77 @@ pstore_status pstore_model_find_tensor(const pstore_model* model, const char* na
   });
 }
 
+namespace {
+
+// One acquire through the handle, counted in held. REQUIRES: index in range.
+pstore_status AcquireHeld(pstore_model* model, size_t index, const void** data) {
+  auto p = model->model->Acquire(uint32_t(index));
+  if (!p.ok()) return ToC(p.status());
+  model->held[index].fetch_add(1, std::memory_order_relaxed);
+  *data = *p;
+  return PSTORE_OK;
+}
+
+}  // namespace
+
 pstore_status pstore_tensor_acquire(pstore_model* model, size_t index, const void** data) {
   return Guard([&]() -> pstore_status {
     if (!model || !data) return Invalid("pstore_tensor_acquire: NULL argument");
     if (index >= model->model->tensor_count())
       return Invalid("pstore_tensor_acquire: index out of range");
-    auto p = model->model->Acquire(uint32_t(index));
-    if (!p.ok()) return ToC(p.status());
-    model->held[index].fetch_add(1, std::memory_order_relaxed);
-    *data = *p;
+    return AcquireHeld(model, index, data);
+  });
+}
+
+pstore_status pstore_tensor_acquire_many(pstore_model* model, const size_t* indices, size_t count,
+                                         const void** data) {
+  return Guard([&]() -> pstore_status {
+    if (!model || (count && (!indices || !data)))
+      return Invalid("pstore_tensor_acquire_many: NULL argument");
+    // On any failure below (an exception included) data[0..count) ends NULL.
+    // data may overlap indices: the indices are copied before data is written.
+    struct ClearOnFailure {
+      const void** data;
+      size_t count;
+      bool ok = false;
+      ~ClearOnFailure() {
+        if (!ok)
+          for (size_t i = 0; i < count; i++) data[i] = nullptr;
+      }
+    } clear{data, count};
+    const size_t n = model->model->tensor_count();
+    std::vector<uint32_t> list(count);
+    for (size_t i = 0; i < count; i++) {
+      if (indices[i] >= n) return Invalid("pstore_tensor_acquire_many: index out of range");
+      list[i] = uint32_t(indices[i]);
+    }
+    // What this call acquired is released again if a later tensor fails
+    // (or an exception leaves): all or nothing.
+    struct Undo {
+      pstore_model* model;
+      const std::vector<uint32_t>& list;
+      size_t done = 0;
+      ~Undo() {
+        for (size_t i = 0; i < done; i++) {
+          model->held[list[i]].fetch_sub(1, std::memory_order_relaxed);
+          (void)model->model->Release(list[i]);
+        }
+      }
+    } undo{model, list};
+    std::vector<const void*> got(count);
+    for (; undo.done < count; undo.done++) {
+      const uint32_t t = list[undo.done];
+      // Guard here too, so an exception's message also gets the prefix.
+      pstore_status st = Guard([&] { return AcquireHeld(model, t, &got[undo.done]); });
+      if (st != PSTORE_OK) {
+        g_last_error = "tensor '" + std::string(model->model->tables().name(t)) + "' (index " +
+                       std::to_string(t) + "): " + g_last_error;
+        return st;
+      }
+    }
+    undo.done = 0;
+    std::copy(got.begin(), got.end(), data);
+    clear.ok = true;
     return PSTORE_OK;
   });
 }

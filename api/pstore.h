@@ -276,6 +276,48 @@ typedef struct pstore_tensor_info {
 PSTORE_EXPORT pstore_status pstore_model_tensor_info(const pstore_model* model, size_t index,
                                                      pstore_tensor_info* out);
 
+/* Every tensor's description at once, for callers that read the whole table
+ * (a binding building its index): one call instead of one
+ * pstore_model_tensor_info per tensor. The arrays have count entries, by
+ * tensor index, unless said otherwise; they belong to the model and stay
+ * valid, unchanged, while it is open. struct_size as for pstore_tensor_info;
+ * the smallest accepted covers every field of this version. */
+typedef struct pstore_tensor_table {
+  size_t struct_size;           /* set to sizeof(pstore_tensor_table) before the call;
+                                   on return, the bytes the library filled: min(that,
+                                   its own size). At least through addresses. */
+  size_t count;                 /* tensors: pstore_model_tensor_count */
+  const char* names;            /* every name, each followed by a NUL, in index order */
+  size_t names_bytes;           /* bytes of names, the NULs included */
+  const uint64_t* name_offsets; /* count + 1 entries: name i is the bytes from
+                                   names + name_offsets[i], name_offsets[i + 1] -
+                                   name_offsets[i] - 1 of them (its NUL not
+                                   counted). Walk the names with these, not by
+                                   their NULs: a name imported before NULs were
+                                   refused may hold one. */
+  const int32_t* dtypes;        /* pstore_dtype values */
+  const uint32_t* ndims;        /* dimensions */
+  const uint64_t* shapes;       /* every shape, one after another, outermost first:
+                                   as many entries as the ndims add up to */
+  const uint64_t* nbytes;       /* sizes in bytes */
+  const int32_t* ggml_types;    /* as pstore_tensor_info.ggml_type (-1: not GGUF) */
+  const void* const* addresses; /* where pstore_tensor_acquire puts each tensor's
+                                   bytes in this process (for an empty tensor,
+                                   the same non-NULL pointer to no bytes),
+                                   known before it is loaded. Read
+                                   them only while the tensor is acquired:
+                                   before, they may not be loaded yet (or be
+                                   evicted). A binding can set up its views of
+                                   the bytes while a prefetch runs and acquire
+                                   the tensors before handing the views out. */
+} pstore_tensor_table;
+
+/* @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (NULL, or struct_size
+ *   ending before addresses), PSTORE_ERR_NO_MEMORY,
+ *   PSTORE_ERR_INTERNAL. */
+PSTORE_EXPORT pstore_status pstore_model_tensor_table(const pstore_model* model,
+                                                      pstore_tensor_table* out);
+
 /* The format the model was imported from: "safetensors",
  * "safetensors-sharded", "gguf" or "gguf-split" (static strings; "" for NULL). */
 PSTORE_EXPORT const char* pstore_model_format(const pstore_model* model);
@@ -321,6 +363,18 @@ PSTORE_EXPORT pstore_status pstore_model_find_tensor(const pstore_model* model, 
  *   loading), PSTORE_ERR_INTERNAL. */
 PSTORE_EXPORT pstore_status pstore_tensor_acquire(pstore_model* model, size_t index,
                                                   const void** data);
+
+/* Acquires count tensors in one call, each as pstore_tensor_acquire does, in
+ * the order given: data[i] gets the pointer of tensor indices[i] (a tensor
+ * listed twice is acquired twice). Each needs its own release. On failure
+ * none of them stays acquired by this call, every data[i] is NULL, and the
+ * message starts with "tensor 'NAME' (index I): ", the tensor that failed.
+ * data may overlap indices (the indices are read before any pointer is
+ * written).
+ * @return as pstore_tensor_acquire; PSTORE_ERR_INVALID_ARGUMENT also for a
+ *   NULL indices or data with count > 0 and for an index out of range. */
+PSTORE_EXPORT pstore_status pstore_tensor_acquire_many(pstore_model* model, const size_t* indices,
+                                                       size_t count, const void** data);
 
 /* Unpins a tensor acquired before; its pointer must not be used afterwards.
  * @return PSTORE_OK, PSTORE_ERR_INVALID_ARGUMENT (not acquired),

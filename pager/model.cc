@@ -5,6 +5,12 @@
 
 namespace pstore {
 
+namespace {
+// Where an empty tensor is: a valid, non-NULL pointer to no bytes, the same
+// for Acquire and Address.
+const uint8_t kEmptyTensor[1] = {0};
+}  // namespace
+
 std::shared_ptr<Model> Model::Open(ModelParts parts) {
   return std::shared_ptr<Model>(new Model(std::move(parts)));
 }
@@ -51,7 +57,6 @@ Result<const uint8_t*> Model::Acquire(uint32_t t) {
   }
   for (uint32_t s = p.first_slot; s < p.first_slot + p.nslots; s++)
     if (!seg.ref(s)) seg.ref(s) = 1;
-  static const uint8_t kEmptyTensor[1] = {0};
   if (p.nslots == 0) {
     pin.Keep();
     return kEmptyTensor;
@@ -69,6 +74,11 @@ Result<const uint8_t*> Model::Acquire(uint32_t t) {
   }
   pin.Keep();
   return seg.data() + p.offset;
+}
+
+const uint8_t* Model::Address(uint32_t t) const {
+  const TensorPlace& p = layout_.tensors[t];
+  return p.nslots ? seg_->data() + p.offset : kEmptyTensor;
 }
 
 Status Model::CheckBytes(uint32_t t, const uint8_t* p) const {

@@ -79,6 +79,11 @@ class Model : public std::enable_shared_from_this<Model> {
 
   // Pins tensor t, loading its slots if needed; returns its bytes.
   Result<const uint8_t*> Acquire(uint32_t t);
+  // Where Acquire(t) puts tensor t's bytes (for an empty tensor, the same
+  // non-null pointer to no bytes), known without pinning or loading anything.
+  // The bytes may be read only while t is acquired: before, they may not be
+  // loaded, or be evicted.
+  const uint8_t* Address(uint32_t t) const;
   // Undoes one Acquire of t.
   Status Release(uint32_t t);
   // Copies tensor t into dst (cap bytes) without mapping what is not resident.

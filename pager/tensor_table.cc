@@ -74,7 +74,8 @@ std::string TensorTable::Serialize(const Manifest& m) {
     r.chunk_len = uint32_t(m.ChunkLen(t));
     r.dtype = uint8_t(t.dtype);
     std::memcpy(base + at.records + i * sizeof(r), &r, sizeof(r));
-    std::memcpy(base + at.shapes + shape_at * 8, t.shape.data(), t.shape.size() * 8);
+    if (!t.shape.empty())  // a scalar's empty shape has no data() to copy from
+      std::memcpy(base + at.shapes + shape_at * 8, t.shape.data(), t.shape.size() * 8);
     std::memcpy(base + at.names + name_at, t.name.data(), t.name.size());
     shape_at += t.shape.size();
     name_at += t.name.size() + 1;

@@ -1,6 +1,7 @@
 /* c_api_check: compiled as C99 against api/pstore.h. Opens a model, acquires
  * every tensor and compares its bytes with the safetensors file it came from
- * (tensors located by scanning the file's JSON header for their offsets).
+ * (tensors located by scanning the file's JSON header for their offsets),
+ * and the whole tensor table and batch acquires against those.
  *
  *   c_api_check STORE NAME:TAG FILE.safetensors
  *
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "pstore.h"
+#include "tensor_table_check.h"
 
 static int fail(const char* what, pstore_status st) {
   fprintf(stderr, "%s: %s: %s\n", what, pstore_status_string(st), pstore_last_error());
@@ -150,6 +152,7 @@ int main(int argc, char** argv) {
     st = pstore_tensor_release(model, i);
     if (st != PSTORE_OK) return fail("pstore_tensor_release", st);
   }
+  bad += check_tensor_table(model, n);
   size_t idx;
   if (n > 0) {
     pstore_tensor_info info;

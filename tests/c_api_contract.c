@@ -310,6 +310,33 @@ static void check_model_errors_and_info(void) {
     EXPECT_STATUS(pstore_model_tensor_info(NULL, 0, &info), PSTORE_ERR_INVALID_ARGUMENT);
     EXPECT_STATUS(pstore_model_tensor_info(m, 0, NULL), PSTORE_ERR_INVALID_ARGUMENT);
   }
+  /* pstore_tensor_table, struct_size both ways: a newer caller's larger
+   * struct keeps its later bytes and learns the library's size; the first
+   * version's struct (through addresses) is filled; one byte less is refused. */
+  {
+    struct {
+      pstore_tensor_table t;
+      unsigned char later[16]; /* fields a newer header would have */
+    } newer;
+    pstore_tensor_table t;
+    const size_t v1 = offsetof(pstore_tensor_table, addresses) + sizeof(void*);
+    memset(&newer, 0xAB, sizeof newer);
+    newer.t.struct_size = sizeof newer;
+    EXPECT_STATUS(pstore_model_tensor_table(m, &newer.t), PSTORE_OK);
+    CHECK(newer.t.struct_size == sizeof(pstore_tensor_table) && newer.later[0] == 0xAB &&
+              newer.later[15] == 0xAB && newer.t.count == n,
+          "a newer caller's table: struct_size %zu (want %zu), later bytes %02x %02x",
+          newer.t.struct_size, sizeof(pstore_tensor_table), newer.later[0], newer.later[15]);
+    memset(&t, 0, sizeof t);
+    t.struct_size = v1;
+    EXPECT_STATUS(pstore_model_tensor_table(m, &t), PSTORE_OK);
+    CHECK(t.struct_size == v1 && t.count == n && t.addresses != NULL && t.nbytes[0] == 4096,
+          "the first version's table: struct_size %zu (want %zu), count %zu", t.struct_size, v1,
+          t.count);
+    t.struct_size = v1 - 1;
+    EXPECT_STATUS(pstore_model_tensor_table(m, &t), PSTORE_ERR_INVALID_ARGUMENT);
+    EXPECT_STATUS(pstore_model_tensor_table(m, NULL), PSTORE_ERR_INVALID_ARGUMENT);
+  }
   {
     const void* p = NULL;
     const char* json = NULL;
@@ -342,6 +369,62 @@ static void check_model_errors_and_info(void) {
     EXPECT_STATUS(pstore_model_prefetch_wait(m), PSTORE_OK);
     CHECK(matched == n, "prefetch_prefix matched %zu of %zu", matched, n);
   }
+  /* pstore_tensor_acquire_many with data overlapping indices (one slot
+   * ahead, so each pointer lands on an index not yet read): the indices are
+   * read before any pointer is written. On failure every data[i] is NULL. */
+  {
+    size_t* raw = malloc(4 * sizeof(size_t));
+    const void** data = (const void**)(void*)(raw + 1);
+    const void* first = NULL;
+    const void* second = NULL;
+    raw[0] = 2;
+    raw[1] = 0;
+    raw[2] = 1;
+    raw[3] = 0;
+    EXPECT_STATUS(pstore_tensor_acquire(m, 2, &first), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_acquire(m, 1, &second), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_acquire_many(m, raw, 3, data), PSTORE_OK);
+    CHECK(data[0] == first && data[2] == second && data[1] != NULL,
+          "overlapping acquire_many: data %p %p %p, want %p, tensor 0's, %p", data[0], data[1],
+          data[2], first, second);
+    EXPECT_STATUS(pstore_tensor_release(m, 0), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_release(m, 1), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_release(m, 1), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_release(m, 2), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_release(m, 2), PSTORE_OK);
+    EXPECT_STATUS(pstore_tensor_release(m, 0), PSTORE_ERR_INVALID_ARGUMENT);
+    raw[0] = 0;
+    raw[1] = n;
+    data = (const void**)(void*)raw;
+    EXPECT_STATUS(pstore_tensor_acquire_many(m, raw, 2, data), PSTORE_ERR_INVALID_ARGUMENT);
+    CHECK(data[0] == NULL && data[1] == NULL, "a failed acquire_many left data %p %p", data[0],
+          data[1]);
+    EXPECT_STATUS(pstore_tensor_release(m, 0), PSTORE_ERR_INVALID_ARGUMENT);
+    free(raw);
+  }
+  pstore_model_close(m);
+}
+
+/* A model of no tensors (a safetensors file "{}"): its table is empty but
+ * whole (name_offsets holds its one entry, 0), and acquiring no tensors
+ * succeeds. */
+static void check_model_without_tensors(const char* path) {
+  pstore_store* s = NULL;
+  pstore_model* m = NULL;
+  pstore_tensor_table t;
+  EXPECT_STATUS(pstore_import_file(g_store, path, "empty:1", NULL, NULL), PSTORE_OK);
+  EXPECT_STATUS(pstore_store_open(g_store, NULL, &s), PSTORE_OK);
+  if (!s) return;
+  EXPECT_STATUS(pstore_model_open(s, "empty:1", &m), PSTORE_OK);
+  pstore_store_close(s);
+  if (!m) return;
+  CHECK(pstore_model_tensor_count(m) == 0, "empty:1 has %zu tensors", pstore_model_tensor_count(m));
+  memset(&t, 0xAB, sizeof t);
+  t.struct_size = sizeof t;
+  EXPECT_STATUS(pstore_model_tensor_table(m, &t), PSTORE_OK);
+  CHECK(t.count == 0 && t.names_bytes == 0 && t.name_offsets != NULL && t.name_offsets[0] == 0,
+        "the table of a model without tensors: count %zu, names_bytes %zu", t.count, t.names_bytes);
+  EXPECT_STATUS(pstore_tensor_acquire_many(m, NULL, 0, NULL), PSTORE_OK);
   pstore_model_close(m);
 }
 
@@ -530,6 +613,12 @@ int main(int argc, char** argv) {
   CHECK(strstr(pstore_last_error(), "small:1") != NULL && strstr(pstore_last_error(), "force"),
         "the EXISTS message does not name small:1 and force: %s", pstore_last_error());
   check_model_errors_and_info();
+  {
+    char empty[700];
+    snprintf(empty, sizeof empty, "%s/empty.safetensors", g_dir);
+    CHECK(write_model(empty, 0, 1, 4) == 0, "cannot write %s", empty);
+    check_model_without_tensors(empty);
+  }
   check_no_memory();
   check_progress(small, big, late);
 

@@ -13,7 +13,8 @@
  * memory) and checks that copy against the acquired bytes. With "check", the
  * store is opened with check_shared on. Prints "INDEX<TAB>GGML_TYPE<TAB>NBYTES<TAB>NAME" per tensor
  * for the test to compare with the GGUF file; exits 1 with a message on any
- * failed check. */
+ * failed check. The tensor table is checked against pstore_model_tensor_info
+ * and pstore_tensor_acquire_many first (tests/tensor_table_check.h). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include <string.h>
 
 #include "pstore.h"
+#include "tensor_table_check.h"
 
 static int fail(const char* what, pstore_status st) {
   fprintf(stderr, "gguf_api_check: %s: %s: %s\n", what, pstore_status_string(st),
@@ -79,6 +81,12 @@ int main(int argc, char** argv) {
     info.struct_size = sizeof(size_t);
     if (pstore_model_tensor_info(model, 0, &info) != PSTORE_ERR_INVALID_ARGUMENT)
       return fail("pstore_model_tensor_info with struct_size too small", PSTORE_OK);
+  }
+  /* The tensor table (GGML types, quantized sizes, addresses at the file's
+   * alignment) against pstore_model_tensor_info and acquire_many. */
+  if (check_tensor_table(model, n) != 0) {
+    fprintf(stderr, "gguf_api_check: the tensor table differs from the tensors\n");
+    return 1;
   }
   for (i = 0; i < n; i++) {
     pstore_tensor_info info;

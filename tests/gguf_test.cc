@@ -71,6 +71,27 @@ TEST(GgufReader, KnownTypeIsExactAndItsPaddingIsFiller) {
   EXPECT_EQ(h->metadata_json, "{\"general.architecture\":\"llama\"}");
 }
 
+TEST(GgufReader, NameWithANulIsRefused) {
+  G g;
+  g.b = "GGUF";
+  g.Put<uint32_t>(3).Put<uint64_t>(2).Put<uint64_t>(0);
+  g.Str("c").Put<uint32_t>(1).Put<uint64_t>(4).Put<uint32_t>(0).Put<uint64_t>(0);
+  g.Str(std::string("a\0b", 3))
+      .Put<uint32_t>(1)
+      .Put<uint64_t>(4)
+      .Put<uint32_t>(0)
+      .Put<uint64_t>(32);
+  g.Pad(32);
+  g.b.append(64, '\1');
+  auto h = gguf::ParseHeader(g.b, g.b.size(), "t.gguf");
+  ASSERT_FALSE(h.ok());
+  EXPECT_TRUE(h.status().IsInvalidArgument()) << h.status().ToString();
+  EXPECT_NE(h.status().message().find("t.gguf"), std::string::npos) << h.status().ToString();
+  EXPECT_NE(h.status().message().find("tensor 1's name"), std::string::npos)
+      << h.status().ToString();
+  EXPECT_NE(h.status().message().find("NUL"), std::string::npos) << h.status().ToString();
+}
+
 TEST(GgufReader, VersionTwoIsReadVersionOneIsNot) {
   std::string f = TwoTensorFile();
   f[4] = 2;

@@ -109,6 +109,26 @@ TEST(TensorTable, HoldsWhatTheManifestSays) {
   for (uint64_t c = 0; c < m.chunks.size(); c++) ASSERT_EQ(t->chunk(c), m.chunks[c]);
 }
 
+// Regression: serializing a tensor of no dimensions (a scalar) passed
+// memcpy the null data() of its empty shape, which UBSan stops on.
+TEST(TensorTable, HoldsAScalarTensor) {
+  Manifest m;
+  m.chunk_size = 64 << 10;
+  m.files.push_back({"model.safetensors", std::string(200, 'h'), 4, {0}, {}});
+  ManifestTensor t;
+  t.name = "scale";
+  t.dtype = DType::kF32;
+  t.size = 4;
+  m.chunks.push_back(ChunkKey{});
+  m.tensors.push_back(t);
+  auto table = TensorTable::FromManifest(m);
+  ASSERT_TRUE(table.ok()) << table.status().ToString();
+  ASSERT_EQ(table->count(), 1u);
+  EXPECT_EQ(table->name(0), "scale");
+  EXPECT_TRUE(table->shape(0).empty());
+  EXPECT_EQ(table->size(0), 4u);
+}
+
 TEST(TensorTable, FindsEveryNameAndNothingElse) {
   Manifest m = MakeManifest(5000, 1);
   auto idx = TensorTable::FromManifest(m);

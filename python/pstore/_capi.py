@@ -32,6 +32,16 @@ class TensorInfo(ctypes.Structure):
                 ("ggml_type", ctypes.c_int32)]
 
 
+class TensorTable(ctypes.Structure):
+    # Arrays as addresses: the package reads them with numpy.
+    _fields_ = [("struct_size", ctypes.c_size_t), ("count", ctypes.c_size_t),
+                ("names", ctypes.c_void_p), ("names_bytes", ctypes.c_size_t),
+                ("name_offsets", ctypes.c_void_p),
+                ("dtypes", ctypes.c_void_p), ("ndims", ctypes.c_void_p),
+                ("shapes", ctypes.c_void_p), ("nbytes", ctypes.c_void_p),
+                ("ggml_types", ctypes.c_void_p), ("addresses", ctypes.c_void_p)]
+
+
 MODEL_STATS_FIELDS = ("acquires", "hits", "misses", "chunk_loads", "bytes_read", "bytes_decoded",
                       "load_ns", "resident_bytes", "pinned_bytes", "host_loads",
                       "host_bytes_decoded", "evictions", "model_bytes")
@@ -89,7 +99,13 @@ _sz = ctypes.c_size_t
 
 
 def _decl(name, res, *args):
-    f = getattr(lib, name)
+    try:
+        f = getattr(lib, name)
+    except AttributeError:
+        raise ImportError(f"pstore: the libpstore at {lib_path} has no {name}: it is older than "
+                          "this package (or not libpstore); install the package and the library "
+                          "from one build (scripts/python_venv.sh), or set PSTORE_LIB to a "
+                          "libpstore.so of this version") from None
     f.restype = res
     f.argtypes = list(args)
 
@@ -109,8 +125,10 @@ _decl("pstore_model_close", None, _p)
 _decl("pstore_model_digest", ctypes.c_char_p, _p)
 _decl("pstore_model_tensor_count", _sz, _p)
 _decl("pstore_model_tensor_info", _st, _p, _sz, ctypes.POINTER(TensorInfo))
+_decl("pstore_model_tensor_table", _st, _p, ctypes.POINTER(TensorTable))
 _decl("pstore_model_find_tensor", _st, _p, ctypes.c_char_p, ctypes.POINTER(_sz))
 _decl("pstore_tensor_acquire", _st, _p, _sz, ctypes.POINTER(_p))
+_decl("pstore_tensor_acquire_many", _st, _p, ctypes.POINTER(_sz), _sz, ctypes.POINTER(_p))
 _decl("pstore_tensor_release", _st, _p, _sz)
 _decl("pstore_tensor_copy", _st, _p, _sz, _p, _sz)
 _decl("pstore_model_prefetch", _st, _p, ctypes.POINTER(_sz), _sz)

@@ -153,6 +153,7 @@ class Model(HandleOwner):
         self._table = None
         self._stored = None  # [(dtype code, shape, ggml type or None)] by index, for info()
         self._index = None  # {name: index}
+        self._addresses = None  # [where acquire puts the tensor's bytes] by index
         self._pins = weakref.WeakValueDictionary()  # index -> live _Pin
         self._lock = threading.Lock()
 
@@ -184,35 +185,49 @@ class Model(HandleOwner):
     def _load_table(self, h):
         if self._table is not None:
             return self._table
-        n = lib.pstore_model_tensor_count(h.ptr)
-        info = _capi.TensorInfo()
-        # Set once: the library writes back the size it filled, which stays
-        # enough for the next call.
-        info.struct_size = ctypes.sizeof(info)
-        # Untouched by a library older than the field: -1 (not GGUF), not 0 (F32).
-        info.ggml_type = -1
-        ref, get, ptr = ctypes.byref(info), lib.pstore_model_tensor_info, h.ptr
+        # The whole table in one call (pstore_model_tensor_table): arrays the
+        # model owns, read here with numpy.
+        t = _capi.TensorTable()
+        t.struct_size = ctypes.sizeof(t)
+        check(lib.pstore_model_tensor_table(h.ptr, ctypes.byref(t)),
+              f"model {self._ref}: cannot read its tensor table")
+        n = t.count
+
+        def column(addr, ctype, count):
+            if not count:
+                return []
+            return np.frombuffer((ctype * count).from_address(addr), ctype).tolist()
+
+        # Names split by their offsets, not by NUL (a name may hold one).
+        blob = ctypes.string_at(t.names, t.names_bytes)
+        offsets = column(t.name_offsets, ctypes.c_uint64, n + 1)
+        if offsets[0] != 0 or offsets[n] != t.names_bytes:
+            raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) gave a tensor table "
+                           f"whose {n} names end at byte {offsets[n]} of {t.names_bytes}; install "
+                           "the package and the library from one build", 9)
+        names = [blob[offsets[i]:offsets[i + 1] - 1].decode() for i in range(n)]
+
+        codes = column(t.dtypes, ctypes.c_int32, n)
+        ndims = column(t.ndims, ctypes.c_uint32, n)
+        shapes = column(t.shapes, ctypes.c_uint64, sum(ndims))
+        sizes = column(t.nbytes, ctypes.c_uint64, n)
+        ggml = column(t.ggml_types, ctypes.c_int32, n)
+        self._addresses = column(t.addresses, ctypes.c_size_t, n)  # 0 for an empty tensor
         table, stored = [], []
         append, append_stored = table.append, stored.append
         itemsize = {c: d[1].itemsize for c, d in _dtypes.DTYPES.items()}.get
         prod = math.prod
+        at = 0
         for i in range(n):
-            st = get(ptr, i, ref)
-            if st != 0:
-                check(st, f"model {self._ref}: tensor {i}")
-            name, ndim = info.name, info.ndim
-            if name is None or ndim > 64:
-                raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) fills "
-                               "pstore_tensor_info differently from this package's declaration; "
-                               "install the package and the library from one build", 9)
-            code, shape, nbytes, ggml = info.dtype, tuple(info.shape[:ndim]), info.nbytes, \
-                info.ggml_type
+            name, code, nbytes, g = names[i], codes[i], sizes[i], ggml[i]
+            shape = tuple(shapes[at:at + ndims[i]])
+            at += ndims[i]
             size = itemsize(code)
             if size is not None and prod(shape) * size == nbytes:
-                append((name.decode(), code, shape, nbytes))
+                append((name, code, shape, nbytes))
             else:
-                append((name.decode(), 0, (nbytes,), nbytes))
-            append_stored((code, shape, None if ggml < 0 else ggml))
+                append((name, 0, (nbytes,), nbytes))
+            append_stored((code, shape, None if g < 0 else g))
         self._index = {t[0]: i for i, t in enumerate(table)}
         self._stored = stored
         self._table = table
@@ -295,7 +310,9 @@ class Model(HandleOwner):
         """{name: view} of every tensor, or of those whose name starts with
         prefix; each a zero-copy view as torch() or numpy() gives. What is not
         resident is loaded in one bulk prefetch, started first: the views are
-        made while it runs, each tensor's as soon as its own chunks are in. The
+        made while it runs, over the addresses the tensor table gives, and the
+        tensors are acquired (each waiting for its chunks) before they are
+        returned. The
         views share their pins: the tensors stay pinned until the last view of
         this state_dict goes. It ends by waiting for every prefetch of this
         Model, so it may raise an error of a prefetch another thread started on
@@ -318,28 +335,40 @@ class Model(HandleOwner):
 
     def _views(self, h, table, pick, as_torch):
         """Views of the tensors pick, in pick's order, sharing one _Group of
-        acquires. Tensors are acquired in order and their views made in
-        batches, each batch's views slices of one span of its bytes, so that a
-        batch's views are made while the loaders fill the next ones."""
+        acquires. The views are made first, over the addresses the tensor
+        table gives (which needs nothing loaded: they are made while the
+        loaders work), in batches, each batch's views slices of one span of
+        its bytes; then every tensor is acquired in one call, which waits for
+        (or loads) what is not in yet. No view is handed out before that."""
         group = _Group(h)
         out = {}
-        ptr = ctypes.c_void_p()
-        ref = ctypes.byref(ptr)
-        acquire = lib.pstore_tensor_acquire
-        batch = []  # (index, address or None for an empty tensor)
-        for i in pick:
-            if table[i][3] == 0:
-                batch.append((i, None))  # empty tensors need no memory
-                continue
-            st = acquire(h.ptr, i, ref)
+        addresses = self._addresses
+        for b in range(0, len(pick), _VIEW_BATCH):
+            batch = [(i, addresses[i] if table[i][3] else None) for i in pick[b:b + _VIEW_BATCH]]
+            self._batch_views(h, group, table, batch, as_torch, out)
+        full = [i for i in pick if table[i][3]]  # empty tensors need no memory
+        if full:
+            ptrs = (ctypes.c_size_t * len(full))()
+            try:
+                st = lib.pstore_tensor_acquire_many(h.ptr, (ctypes.c_size_t * len(full))(*full),
+                                                    len(full), ctypes.cast(ptrs, ctypes.POINTER(
+                                                        ctypes.c_void_p)))
+                if st == 0:
+                    group.indices = full  # released when the last view goes
+            except BaseException:
+                # An exception (KeyboardInterrupt) between the call's return
+                # and the group taking the acquires: the call acquired every
+                # tensor iff it set the pointers (NULL on a failure).
+                if ptrs[0] and group.indices is not full:
+                    for i in full:
+                        lib.pstore_tensor_release(h.ptr, i)
+                raise
             if st != 0:
-                check(st, f"model {self._ref}: cannot load tensor {table[i][0]}")
-            group.indices.append(i)  # released by the group, also on an error below
-            batch.append((i, ptr.value))
-            if len(batch) >= _VIEW_BATCH:
-                self._batch_views(h, group, table, batch, as_torch, out)
-                batch = []
-        self._batch_views(h, group, table, batch, as_torch, out)
+                check(st, f"model {self._ref}: cannot load its tensors")
+            if list(ptrs) != [addresses[i] for i in full]:
+                raise Internal(f"model {self._ref}: libpstore ({_capi.lib_path}) acquired tensors "
+                               "away from the addresses its table gave; install the package "
+                               "and the library from one build", 9)
         return out
 
     def _batch_views(self, h, group, table, batch, as_torch, out):

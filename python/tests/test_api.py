@@ -313,3 +313,83 @@ def test_state_dict_views_of_every_dtype_match_the_file(small_model):
             assert raw.numpy().tobytes() == want.tobytes(), name
             if t.numel():
                 assert t.data_ptr() == a.ctypes.data == m.numpy(name).ctypes.data, name
+
+
+def test_a_model_without_tensors_is_usable(scratch):
+    """A safetensors file of no tensors ({}) is a model: no names, nothing in
+    it, an empty state_dict."""
+    root = os.path.join(scratch, "empty-model")
+    os.makedirs(root)
+    src = os.path.join(root, "empty.safetensors")
+    write_safetensors(src, [])
+    pstore.import_file(src, "empty:1", store=os.path.join(root, "store"))
+    with pstore.Store(os.path.join(root, "store")) as store, store.open("empty:1") as m:
+        assert m.names() == []
+        assert len(m) == 0
+        assert "x" not in m
+        with pytest.raises(pstore.NotFound, match="no tensor named 'x'"):
+            m.info("x")
+        assert m.state_dict(framework="numpy") == {}
+        assert m.state_dict() == {}
+
+
+def test_names_come_from_the_table_offsets(scratch):
+    """The tensor table's names are split by their byte offsets: names of
+    several bytes per character keep their own bytes, and a GGUF name holding
+    a NUL is refused at import (naming the file and the tensor), storing
+    nothing."""
+    root = os.path.join(scratch, "table-names")
+    os.makedirs(root)
+    rng = np.random.default_rng(5)
+    tensors = [("é.ñ\u00fc", 0, (4,), rng.standard_normal(4).astype("<f4").tobytes()),
+               ("层.0", 0, (8,), rng.standard_normal(8).astype("<f4").tobytes()),
+               ("c", 0, (2,), rng.standard_normal(2).astype("<f4").tobytes())]
+    src = os.path.join(root, "utf8.gguf")
+    write_gguf(src, tensors)
+    store = os.path.join(root, "store")
+    subprocess.run([pstore_bin(), "--store", store, "import", src, "utf8:1"], check=True,
+                   capture_output=True)
+    with pstore.Store(store) as st, st.open("utf8:1") as m:
+        assert m.names() == [t[0] for t in tensors]
+        views = m.state_dict(framework="numpy")
+        for name, _, _, data in tensors:
+            assert views[name].tobytes() == data, name
+        del views
+        gc.collect()
+    bad = os.path.join(root, "nul.gguf")
+    write_gguf(bad, [("c", 0, (4,), tensors[0][3]), ("a\0b", 0, (4,), tensors[0][3])])
+    p = subprocess.run([pstore_bin(), "--store", store, "import", bad, "nul:1"],
+                       capture_output=True, text=True)
+    assert p.returncode != 0
+    assert "nul.gguf" in p.stderr and "tensor 1's name" in p.stderr and "NUL" in p.stderr, \
+        p.stderr
+    with pytest.raises(pstore.InvalidArgument, match="NUL"):
+        pstore.import_file(bad, "nul:1", store=store)
+    with pstore.Store(store) as st:
+        assert list(st.models()) == ["utf8:1"]
+
+
+def test_table_addresses_are_where_acquire_puts_every_tensor(small_model):
+    # Through the C API (ctypes): for every tensor, the empty ones included,
+    # the table's address is the pointer pstore_tensor_acquire returns.
+    import ctypes
+    from pstore._capi import TensorTable, lib
+    root, ref, _ = small_model
+    store, model = ctypes.c_void_p(), ctypes.c_void_p()
+    assert lib.pstore_store_open(root.encode(), None, ctypes.byref(store)) == 0
+    try:
+        assert lib.pstore_model_open(store, ref.encode(), ctypes.byref(model)) == 0
+        t = TensorTable()
+        t.struct_size = ctypes.sizeof(t)
+        assert lib.pstore_model_tensor_table(model, ctypes.byref(t)) == 0
+        addresses = (ctypes.c_void_p * t.count).from_address(t.addresses)
+        sizes = (ctypes.c_uint64 * t.count).from_address(t.nbytes)
+        assert 0 in list(sizes), "the model should hold an empty tensor"
+        for i in range(t.count):
+            p = ctypes.c_void_p()
+            assert lib.pstore_tensor_acquire(model, i, ctypes.byref(p)) == 0
+            assert p.value is not None and p.value == addresses[i], (i, sizes[i])
+            assert lib.pstore_tensor_release(model, i) == 0
+        lib.pstore_model_close(model)
+    finally:
+        lib.pstore_store_close(store)

@@ -229,3 +229,91 @@ def test_check_shared_refuses_bytes_changed_in_shared_memory(scratch):
         assert out.tobytes() == target
     with pstore.Store(root) as store, store.open("shared:1") as m:
         assert m.numpy("w.1").tobytes() != target, "the trusting reader should see the change"
+
+
+def test_acquire_many_failing_part_way_holds_nothing(scratch):
+    # pstore_tensor_acquire_many through the C API (ctypes): w.0..w.2 are
+    # acquired, w.3's chunk fails its check; the call returns CORRUPTION, its
+    # message starts with the tensor's quoted name and index, every data[i]
+    # is NULL, and none of the tensors stays acquired.
+    import ctypes
+    from pstore._capi import lib
+    import re
+    root, _ = corrupted_model(scratch, "part:1", 12, [0.95])  # in w.3's bytes
+    run_pstore(root, "ps", "--gc-all")
+    store, model = ctypes.c_void_p(), ctypes.c_void_p()
+    assert lib.pstore_store_open(root.encode(), None, ctypes.byref(store)) == 0
+    try:
+        assert lib.pstore_model_open(store, b"part:1", ctypes.byref(model)) == 0
+        indices = (ctypes.c_size_t * 4)(0, 1, 2, 3)
+        data = (ctypes.c_void_p * 4)(1, 1, 1, 1)
+        st = lib.pstore_tensor_acquire_many(model, indices, 4, data)
+        msg = lib.pstore_last_error().decode()
+        assert lib.pstore_status_string(st) == b"corruption", (st, msg)
+        named = re.match(r"tensor 'w\.(\d)' \(index (\d)\): ", msg)
+        assert named and named[1] == named[2] and named[1] != "0", msg
+        assert "part" in msg and "chunk" in msg, msg
+        assert list(data) == [None] * 4
+        for i in range(4):
+            assert lib.pstore_tensor_release(model, i) != 0, f"w.{i} stayed acquired"
+        lib.pstore_model_close(model)
+    finally:
+        lib.pstore_store_close(store)
+
+
+def test_a_library_without_the_package_functions_is_a_clear_import_error(scratch):
+    # PSTORE_LIB naming a shared library that lacks functions the package
+    # declares (as an older libpstore lacks the newer ones): importing pstore
+    # raises its ImportError naming the library, the function and what to do,
+    # not ctypes' AttributeError.
+    from conftest import run_python
+    work = tempfile.mkdtemp(prefix="oldlib-", dir=scratch)
+    c = os.path.join(work, "old.c")
+    so = os.path.join(work, "libold.so")
+    with open(c, "w") as f:
+        f.write("int pstore_something_else(void) { return 0; }\n")
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        pytest.skip("no C compiler to build a library without pstore's functions")
+    subprocess.run([cc, "-shared", "-fPIC", "-o", so, c], check=True, capture_output=True)
+    p = run_python("import pstore", env={"PSTORE_LIB": so})
+    assert p.returncode != 0
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: pstore: "), p.stderr
+    assert so in last and "pstore_status_string" in last and "PSTORE_LIB" in last, last
+
+
+def test_an_interrupt_right_after_the_acquires_leaves_nothing_pinned(small_model):
+    # A KeyboardInterrupt that lands right after pstore_tensor_acquire_many
+    # returned, before the group takes the acquires (raised here by a trace
+    # function at the line of the package's code that hands them to the
+    # group) must not leave the acquired tensors pinned.
+    import linecache
+    import pstore._model as pm
+    root, ref, _ = small_model
+    code = pm.Model._views.__code__
+    with pstore.Store(root) as store, store.open(ref) as m:
+        for framework in ("numpy", "torch"):
+            state = {"fired": False}
+
+            def local(frame, event, arg):
+                if event == "line" and not state["fired"]:
+                    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+                    if "group.indices = " in line:
+                        state["fired"] = True
+                        raise KeyboardInterrupt
+                return local
+
+            def trace(frame, event, arg):
+                return local if frame.f_code is code else None
+
+            sys.settrace(trace)
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    m.state_dict(framework=framework)
+            finally:
+                sys.settrace(None)
+            assert state["fired"], framework
+            gc.collect()
+            assert m.stats()["pinned_bytes"] == 0, framework
+            assert len(m.state_dict(framework=framework)) == len(m)

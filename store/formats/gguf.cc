@@ -414,6 +414,11 @@ Result<FileHeader> ParseHeader(std::string_view prefix, uint64_t file_size, std:
     GGUF_TRY(p.String("a tensor name", &name));
     t.name = std::string(name);
     if (t.name.empty()) return fail(p.Bad("tensor " + std::to_string(i) + " has an empty name"));
+    // As for safetensors: a name is a C string in the C API, and the tables
+    // that list names end each with a NUL.
+    if (t.name.find('\0') != std::string::npos)
+      return fail(p.Bad("tensor " + std::to_string(i) + "'s name " + Quote(t.name) +
+                        " contains a NUL character"));
     if (!names.insert(t.name).second) return fail(p.Bad("duplicate tensor name " + Quote(t.name)));
     uint32_t nd;
     GGUF_TRY(p.Fixed("a tensor's dimension count", &nd));
