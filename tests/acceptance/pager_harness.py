@@ -22,15 +22,25 @@ def pss_of(pid):
     raise Failure(f"no Pss line for pid {pid}")
 
 
-def settled_pss(pids, seconds=1.0):
-    """PSS of each process once it has settled: a loader gives its scratch
-    memory back 50 ms after its last load, so this samples for a while and
-    keeps each process's lowest figure (all processes stay alive meanwhile)."""
+def anonymous_of(pid):
+    """Anonymous memory of a live process (its heap, stacks, private maps), in bytes."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1]) * 1024
+    raise Failure(f"no Anonymous line for pid {pid}")
+
+
+def settled_pss(pids, seconds=1.0, figure=pss_of):
+    """PSS (or another figure) of each process once it has settled: a loader
+    gives its scratch memory back 50 ms after its last load, so this samples
+    for a while and keeps each process's lowest figure (all processes stay
+    alive meanwhile)."""
     best = [None] * len(pids)
     deadline = time.monotonic() + seconds
     while True:
         for i, pid in enumerate(pids):
-            v = pss_of(pid)
+            v = figure(pid)
             best[i] = v if best[i] is None else min(best[i], v)
         if time.monotonic() >= deadline:
             return best
