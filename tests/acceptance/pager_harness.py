@@ -13,22 +13,23 @@ import time
 from harness import Failure, check, env_path, log, popen
 
 
-def pss_of(pid):
-    """Proportional set size of a live process, in bytes."""
+def rollup_of(pid, field):
+    """One figure of a live process's /proc/PID/smaps_rollup (e.g. "Pss"), in bytes."""
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
-            if line.startswith("Pss:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise Failure(f"no Pss line for pid {pid}")
+    raise Failure(f"no {field} line for pid {pid}")
+
+
+def pss_of(pid):
+    """Proportional set size of a live process, in bytes."""
+    return rollup_of(pid, "Pss")
 
 
 def anonymous_of(pid):
     """Anonymous memory of a live process (its heap, stacks, private maps), in bytes."""
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Anonymous:"):
-                return int(line.split()[1]) * 1024
-    raise Failure(f"no Anonymous line for pid {pid}")
+    return rollup_of(pid, "Anonymous")
 
 
 def settled_pss(pids, seconds=1.0, figure=pss_of):

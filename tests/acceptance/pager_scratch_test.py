@@ -12,48 +12,31 @@ that thread's arena, which keeps it after malloc_trim: the process that
 loaded kept 2.3 to 2.4 MB more than the one that attached; with decoder scratch
 mapped apart and the store read in small runs, 1.2 to 1.3 MB."""
 
-import json
 import os
-import struct
+import sys
 
-from harness import Store, check, log, make_model, run_test, at_exit
+from harness import Store, check, log, make_model, run_cmd, run_test, at_exit
 from pager_harness import Worker, anonymous_of, drop_segments, settled_pss
 
 ALLOWANCE = 1792 << 10
 
 
-def merge_safetensors(out, parts):
-    """Writes one safetensors file holding the tensors of each part, the
-    names of part k prefixed with "m<k>."."""
-    header, blobs, at = {}, [], 0
-    for k, path in enumerate(parts):
-        with open(path, "rb") as f:
-            raw = f.read()
-        n = struct.unpack("<Q", raw[:8])[0]
-        data = raw[8 + n:]
-        for name, t in json.loads(raw[8:8 + n]).items():
-            if name == "__metadata__":
-                continue
-            a, z = t["data_offsets"]
-            header[f"m{k}.{name}"] = {"dtype": t["dtype"], "shape": t["shape"],
-                                      "data_offsets": [at, at + z - a]}
-            blobs.append(data[a:z])
-            at += z - a
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(out, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+def combine(folder, out):
+    """One safetensors file of every model in folder (scripts/corpus_combine.py)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts",
+                          "corpus_combine.py")
+    p = run_cmd([sys.executable, script, folder, out], timeout=300)
+    check(p.returncode == 0, f"corpus_combine.py failed: {p.returncode} {p.stderr}")
     return out
 
 
 def body(work):
     store = Store(os.path.join(work, "store"))
-    small = make_model(os.path.join(work, "small.safetensors"), mb=8, seed=3, tensors=8000)
-    big = make_model(os.path.join(work, "big.safetensors"), mb=64, seed=4, tensors=64)
-    src = merge_safetensors(os.path.join(work, "m.safetensors"), [small, big])
+    parts = os.path.join(work, "parts")
+    os.mkdir(parts)
+    make_model(os.path.join(parts, "small.safetensors"), mb=8, seed=3, tensors=8000)
+    make_model(os.path.join(parts, "big.safetensors"), mb=64, seed=4, tensors=64)
+    src = combine(parts, os.path.join(work, "m.safetensors"))
     store.ok("import", src, "scratch:1")
     at_exit(lambda: drop_segments(store))
     drop_segments(store)
