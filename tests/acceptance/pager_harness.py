@@ -51,7 +51,8 @@ def settled_pss(pids, seconds=1.0, figure=pss_of):
 class Worker:
     """A running pager_worker; its stdout is JSON lines."""
 
-    def __init__(self, store_root, ref, source, mode, arg=None, budget=None, seconds=None):
+    def __init__(self, store_root, ref, source, mode, arg=None, budget=None, seconds=None,
+                 loader_threads=None):
         argv = [env_path("PAGER_WORKER"), store_root, ref, source, mode]
         if arg is not None:
             argv.append(str(arg))
@@ -59,6 +60,8 @@ class Worker:
             argv += ["--budget", str(budget)]
         if seconds is not None:
             argv += ["--seconds", str(seconds)]
+        if loader_threads is not None:
+            argv += ["--loader-threads", str(loader_threads)]
         self.argv = argv
         self.started = time.monotonic()
         self.proc = popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -40,9 +40,12 @@ def body(work):
     store.ok("import", src, "scratch:1")
     at_exit(lambda: drop_segments(store))
     drop_segments(store)
-    loader = Worker(store.root, "scratch:1", src, "all")
+    # Two loader threads, as on a machine of two cores: each thread's arena
+    # keeps some of RocksDB's read buffers (docs/pager.md), so more threads
+    # would need a larger allowance.
+    loader = Worker(store.root, "scratch:1", src, "all", loader_threads=2)
     first = loader.wait_for("ready", timeout=120)
-    attacher = Worker(store.root, "scratch:1", src, "all")
+    attacher = Worker(store.root, "scratch:1", src, "all", loader_threads=2)
     second = attacher.wait_for("ready", timeout=120)
     anon = settled_pss([loader.pid, attacher.pid], figure=anonymous_of)
     extra = anon[0] - anon[1]
