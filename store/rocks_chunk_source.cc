@@ -191,8 +191,8 @@ Status RocksChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
     size_t end = i + 1;
     uint64_t bytes = outs[i].size();
     while (end < n && bytes + outs[end].size() <= kDecodeRunBytes) bytes += outs[end++].size();
-    PSTORE_RETURN_IF_ERROR(ChunkSource::ReadDecoded(keys.subspan(i, end - i),
-                                                    outs.subspan(i, end - i), decoder, batch, &run));
+    PSTORE_RETURN_IF_ERROR(ChunkSource::ReadDecoded(
+        keys.subspan(i, end - i), outs.subspan(i, end - i), decoder, batch, &run));
     for (size_t k = i; k < end; k++) {
       result->status[k] = std::move(run.status[k - i]);
       result->frame_bytes[k] = run.frame_bytes[k - i];

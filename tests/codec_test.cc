@@ -377,9 +377,8 @@ TEST(ChunkCodec, DecodingTakesNoChunkSizedBufferFromMalloc) {
       const size_t before = in_use();
       ASSERT_TRUE(dec.Decode(frame, key, out).ok());
       const size_t during = in_use();
-      EXPECT_LT(during, before + (64 << 10))
-          << DTypeName(t) << ": decoding a 1 MiB chunk took " << during - before
-          << " bytes from malloc";
+      EXPECT_LT(during, before + (64 << 10)) << DTypeName(t) << ": decoding a 1 MiB chunk took "
+                                             << during - before << " bytes from malloc";
       dec.ReleaseMemory();
       EXPECT_LE(in_use(), before) << DTypeName(t);
     }
