@@ -82,6 +82,8 @@ Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) 
     const ChunkFrameRef& f = frames[i];
     raw.resize(check ? f.raw_len : 0);
     Status st = check ? decoder.Decode(f.frame, f.key, raw) : Status::OK();
+    if (!st.ok() && !st.IsCorruption())  // out of memory: the frame may be sound
+      return st.WithContext(name_ + ": checking chunk " + f.key.Hex());
     if (!st.ok()) {
       return Status::Corruption(name_ + ": refusing chunk " + f.key.Hex() +
                                 ", whose frame does not decode to its key: " + st.message());
