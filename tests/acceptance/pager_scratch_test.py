@@ -8,9 +8,17 @@ The model is made to be like real ones where it matters: 8000 small tensors
 threshold for serving a block by mmap) and 64 tensors of several 256 KiB
 chunks (planes of up to 128 KiB to decode, frames of that size to read).
 Scratch of that size taken from malloc on a loader thread then comes from
-that thread's arena, which keeps it after malloc_trim: the process that
-loaded kept 2.3 to 2.4 MB more than the one that attached; with decoder scratch
-mapped apart and the store read in small runs, 1.2 to 1.3 MB."""
+that thread's arena, which keeps it after malloc_trim.
+
+How much an arena keeps depends on which threads took decoding work, so one
+load may miss it: the test loads and attaches ROUNDS times, each in new
+processes, and every round must stay within ALLOWANCE. Measured on a
+machine of two cores (12 rounds each, interleaved, MiB the loader kept over
+the attacher): decoder scratch from malloc (77c0982) 1.37, 1.38, 1.73, 1.73,
+1.82, 1.82, 2.02, 2.03, 2.08, 2.13, 2.43, 2.51; decoder scratch mapped apart
+and the store read in small runs 1.21 to 1.24. ALLOWANCE (1.3125 MiB) lies
+between the two; by those figures the old code would keep all five rounds
+under it about once in eight thousand runs."""
 
 import os
 import sys
@@ -18,7 +26,8 @@ import sys
 from harness import Store, check, log, make_model, run_cmd, run_test, at_exit
 from pager_harness import Worker, anonymous_of, drop_segments, settled_pss
 
-ALLOWANCE = 1792 << 10
+ALLOWANCE = 1344 << 10
+ROUNDS = 5
 
 
 def combine(folder, out):
@@ -39,6 +48,12 @@ def body(work):
     src = combine(parts, os.path.join(work, "m.safetensors"))
     store.ok("import", src, "scratch:1")
     at_exit(lambda: drop_segments(store))
+    for r in range(ROUNDS):
+        load_and_attach(store, src, r)
+
+
+def load_and_attach(store, src, r):
+    """One round: a process loads the model, a second attaches to it."""
     drop_segments(store)
     # Two loader threads, as on a machine of two cores: each thread's arena
     # keeps some of RocksDB's read buffers (docs/pager.md), so more threads
@@ -49,7 +64,7 @@ def body(work):
     second = attacher.wait_for("ready", timeout=120)
     anon = settled_pss([loader.pid, attacher.pid], figure=anonymous_of)
     extra = anon[0] - anon[1]
-    log(f"anonymous memory: loader {anon[0]} bytes, attacher {anon[1]} bytes, "
+    log(f"round {r}: anonymous memory: loader {anon[0]} bytes, attacher {anon[1]} bytes, "
         f"{extra} more in the loader (decoded {first['bytes_decoded']} and "
         f"{second['bytes_decoded']} bytes)")
     for w in (loader, attacher):
@@ -61,8 +76,7 @@ def body(work):
     check(second["bytes_decoded"] == 0,
           f"the second process decoded {second['bytes_decoded']} bytes of a resident model")
     check(extra <= ALLOWANCE,
-          f"the process that loaded the model keeps {extra} bytes more anonymous memory than "
-          f"one that attached, over {ALLOWANCE}: loader scratch was not given back")
-
+          f"round {r}: the process that loaded the model keeps {extra} bytes more anonymous "
+          f"memory than one that attached, over {ALLOWANCE}: loader scratch was not given back")
 
 run_test("pager_scratch", body)
