@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <new>
@@ -85,8 +86,31 @@ struct PageAllocator {
 
 // A vector whose storage is PageAllocator's: for scratch buffers of a
 // chunk's size. Its clear() keeps the pages; swap with an empty one (or
-// destroy it) to give them back.
+// destroy it) to give them back. resize() grows the capacity to at least
+// twice what it was and to whole pages, all of which the mapping holds
+// anyway, so that a buffer that grows a little at a time maps a new block
+// only when it has outgrown its pages.
 template <class T>
-using PageVector = std::vector<T, PageAllocator<T>>;
+class PageVector : public std::vector<T, PageAllocator<T>> {
+  using Base = std::vector<T, PageAllocator<T>>;
+
+ public:
+  using Base::Base;
+  void resize(size_t n) {
+    Grow(n);
+    Base::resize(n);
+  }
+  void resize(size_t n, const T& value) {
+    Grow(n);
+    Base::resize(n, value);
+  }
+
+ private:
+  void Grow(size_t n) {
+    if (n <= this->capacity() || n > this->max_size()) return;  // max_size: resize throws
+    const size_t paged = page_allocator_internal::RoundToPages(n * sizeof(T)) / sizeof(T);
+    this->reserve(std::min(this->max_size(), std::max({n, paged, 2 * this->capacity()})));
+  }
+};
 
 }  // namespace pstore
