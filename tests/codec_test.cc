@@ -16,6 +16,17 @@
 #include <random>
 #include <vector>
 
+// Clang says it sanitizes through __has_feature, not GCC's __SANITIZE_* macros.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define PSTORE_CLANG_SANITIZER 1
+#endif
+#endif
+#ifndef PSTORE_CLANG_SANITIZER
+#define PSTORE_CLANG_SANITIZER 0
+#endif
+
 namespace pstore {
 namespace {
 
@@ -357,7 +368,7 @@ TEST(ChunkCodec, RoundTripsChunksOfSeveralMegabytes) {
 // loader keeps"). So decoding takes no more from malloc than a small amount,
 // whatever the chunk's size, and all of it is given back by ReleaseMemory.
 TEST(ChunkCodec, DecodingTakesNoChunkSizedBufferFromMalloc) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || PSTORE_CLANG_SANITIZER
   GTEST_SKIP() << "malloc is the sanitizer's here, and mallinfo2 does not count it";
 #else
   auto in_use = [] {
