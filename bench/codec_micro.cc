@@ -227,7 +227,7 @@ void BM_Rans2DecodeLanes(benchmark::State& state) {
   std::string enc;
   rans2::EncodeOrder0(hi.data(), hi.size(), h, lanes_log2, false, &enc);
   std::vector<uint8_t> out(hi.size());
-  std::vector<uint32_t> scratch;
+  PageVector<uint32_t> scratch;
   rans2::DecodeArgs args;
   args.simd_level = simd;
   for (auto _ : state) {

@@ -76,7 +76,8 @@ struct ChunkDecoder::Impl {
   explicit Impl(const DecodeOptions& o) : options(o) {}
   DecodeOptions options;
   CoderDecodeScratch scratch;
-  std::vector<uint8_t> streams[kMaxStreams];
+  // Chunk-sized, so mapped apart from malloc's arenas (common/page_allocator.h).
+  PageVector<uint8_t> streams[kMaxStreams];
 
   Status DecodeStream(const Frame& p, int j, size_t m, uint8_t* dst,
                       const uint8_t* const* decoded) {
@@ -152,9 +153,8 @@ ChunkDecoder::ChunkDecoder(const DecodeOptions& options) : impl_(new Impl(option
 ChunkDecoder::~ChunkDecoder() = default;
 
 void ChunkDecoder::ReleaseMemory() {
-  for (auto& v : impl_->streams) std::vector<uint8_t>().swap(v);
-  std::vector<uint8_t>().swap(impl_->scratch.ctx);
-  std::vector<uint32_t>().swap(impl_->scratch.dtab);
+  for (auto& v : impl_->streams) PageVector<uint8_t>().swap(v);
+  impl_->scratch.Release();
 }
 
 Status ChunkDecoder::DecodeUnchecked(std::string_view frame, std::span<uint8_t> out) {

@@ -515,7 +515,7 @@ bool ScalarLoop(uint32_t* __restrict x, size_t lanes, const uint32_t* __restrict
 }  // namespace
 
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
-                  int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch,
+                  int prob_bits, int lanes_log2, uint8_t* out, PageVector<uint32_t>* scratch,
                   const DecodeArgs& args) {
   const uint8_t* lo = args.lo;
   uint32_t* final = args.final;
@@ -694,7 +694,7 @@ void Interleave(const uint8_t* __restrict lo, const uint8_t* __restrict hi, size
 }
 }  // namespace
 
-Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
+Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, PageVector<uint32_t>* scratch,
                     const DecodeArgs& args) {
   const uint8_t* lo = args.lo;
   Reader r(in);
@@ -714,8 +714,8 @@ Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uin
   }
   if (lo && t.has_escape) {
     // Escapes are patched in the symbol stream, so decode it apart first.
-    std::vector<uint8_t> local;
-    std::vector<uint8_t>& syms = args.byte_scratch ? *args.byte_scratch : local;
+    PageVector<uint8_t> local;
+    PageVector<uint8_t>& syms = args.byte_scratch ? *args.byte_scratch : local;
     syms.resize(n);
     DecodeArgs apart = args;
     apart.lo = nullptr;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/coding.h"
+#include "common/page_allocator.h"
 #include "common/status.h"
 
 namespace pstore::rans2 {
@@ -117,7 +118,7 @@ struct DecodeArgs {
   const uint8_t* lo = nullptr;
   // DecodeOrder0 with lo: holds the symbols of a stream with escapes before
   // they are merged (n bytes, reused).
-  std::vector<uint8_t>* byte_scratch = nullptr;
+  PageVector<uint8_t>* byte_scratch = nullptr;
   // 2^lanes_log2 entries (DecodeOrder0: 2^kMaxLanesLog2): receives the final
   // states instead of their being checked against 2^15; the caller checks
   // them (they hold what the encoder's init carried).
@@ -133,7 +134,7 @@ struct DecodeArgs {
 // state must end at 2^15 and every word must be used, or it is kCorruption.
 // scratch: reused between calls for the decoding tables.
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
-                  int prob_bits, int lanes_log2, uint8_t* out, std::vector<uint32_t>* scratch,
+                  int prob_bits, int lanes_log2, uint8_t* out, PageVector<uint32_t>* scratch,
                   const DecodeArgs& args = {});
 
 // Compact states (coder rans2-carry): state x is written as the 3 bytes of
@@ -163,7 +164,7 @@ void EncodeOrder0(const uint8_t* sym, size_t n, const uint32_t hist[256], int ma
                   bool fast, std::string* out);
 // Its estimated size in bytes (without encoding).
 double EstimateOrder0(size_t n, const uint32_t hist[256], int max_lanes_log2, bool fast);
-Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, std::vector<uint32_t>* scratch,
+Status DecodeOrder0(std::string_view in, size_t n, uint8_t* out, PageVector<uint32_t>* scratch,
                     const DecodeArgs& args = {});
 // Replaces, in order, every byte e of out[0, n) with the next byte of esc;
 // kCorruption unless their counts match.

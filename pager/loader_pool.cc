@@ -7,6 +7,7 @@ namespace pstore {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
 constexpr auto kIdleTrimAfter = std::chrono::milliseconds(50);
 
 }  // namespace
@@ -33,8 +34,12 @@ void LoaderPool::StartThread() {
       {
         std::unique_lock<std::mutex> l(mu_);
         if (!cv_.wait_for(l, kIdleTrimAfter, [this] { return stop_ || !queue_.empty(); })) {
-          // Nothing to do for a while: give scratch memory back, once.
-          if (dirty_.exchange(false)) {
+          // Nothing to do for a while, and no load by another thread
+          // either: give scratch memory back, once.
+          const Clock::duration since =
+              Clock::now().time_since_epoch() -
+              Clock::duration(last_touch_.load(std::memory_order_relaxed));
+          if (since >= kIdleTrimAfter && dirty_.exchange(false)) {
             l.unlock();
             if (on_idle_) on_idle_();
           }
@@ -45,7 +50,7 @@ void LoaderPool::StartThread() {
         queue_.pop_front();
       }
       task();
-      dirty_.store(true, std::memory_order_relaxed);
+      Touch();
     }
   });
 }

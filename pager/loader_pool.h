@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -45,8 +46,13 @@ class LoaderPool {
   void Submit(std::function<void()> task);
   // Runs what is queued (and what that queues), then joins the threads.
   void Stop();
-  // Marks activity (loads by any thread), so on_idle runs after it settles.
-  void Touch() { dirty_.store(true, std::memory_order_relaxed); }
+  // Marks activity (loads by any thread), so on_idle runs only once none
+  // has come for a while.
+  void Touch() {
+    last_touch_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                      std::memory_order_relaxed);
+    dirty_.store(true, std::memory_order_relaxed);
+  }
   int threads() const { return int(threads_.size()); }
 
  private:
@@ -55,6 +61,7 @@ class LoaderPool {
   std::deque<std::function<void()>> queue_;
   bool stop_ = false;
   std::atomic<bool> dirty_{false};
+  std::atomic<std::chrono::steady_clock::rep> last_touch_{0};  // Touch()'s time
   std::function<void()> on_idle_;
   void StartThread();
   std::vector<std::thread> threads_;

@@ -86,7 +86,10 @@ Result<Outcome> IngestOne(StoreWriter* w, const LazyCache& cache, const CachedNa
       if (have[i]) continue;
       PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache.GetFrame(keys[i]));
       raw.resize(lens[i]);
-      if (!f || f->raw_len != lens[i] || !decoder.Decode(f->frame, keys[i], raw).ok()) {
+      Status st = f && f->raw_len == lens[i] ? decoder.Decode(f->frame, keys[i], raw)
+                                             : Status::Corruption("wrong length");
+      if (!st.ok() && !st.IsCorruption()) return st;  // out of memory: the frame may be sound
+      if (!st.ok()) {
         if (f) (void)cache.RemoveFrame(keys[i]);  // damaged: fetched again when needed
         damaged = true;
         return Status::Aborted("a spooled chunk of " + n.ref + " is damaged");

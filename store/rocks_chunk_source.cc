@@ -82,6 +82,8 @@ Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) 
     const ChunkFrameRef& f = frames[i];
     raw.resize(check ? f.raw_len : 0);
     Status st = check ? decoder.Decode(f.frame, f.key, raw) : Status::OK();
+    if (!st.ok() && !st.IsCorruption())  // out of memory: the frame may be sound
+      return st.WithContext(name_ + ": checking chunk " + f.key.Hex());
     if (!st.ok()) {
       return Status::Corruption(name_ + ": refusing chunk " + f.key.Hex() +
                                 ", whose frame does not decode to its key: " + st.message());
@@ -157,7 +159,7 @@ Status RocksChunkSource::ReadFrames(std::span<const ChunkKey> keys, FrameBatch* 
   }
   if (pins->capacity < n) {
     pins->values.reset();  // unpins the old ones first
-    pins->capacity = std::max<size_t>(n, 1024);
+    pins->capacity = std::max<size_t>(n, 64);
     pins->values.reset(new rocksdb::PinnableSlice[pins->capacity]);
   }
   pins->keys.resize(n);
@@ -175,6 +177,29 @@ Status RocksChunkSource::ReadFrames(std::span<const ChunkKey> keys, FrameBatch* 
       batch->SetPinned(i, std::string_view(pins->values[i].data(), pins->values[i].size()));
     else if (!s.IsNotFound())
       batch->SetError(i, ChunkReadError(s, keys[i]));
+  }
+  return Status::OK();
+}
+
+Status RocksChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
+                                     std::span<const std::span<uint8_t>> outs,
+                                     ChunkDecoder* decoder, FrameBatch* batch,
+                                     DecodedChunks* result) {
+  const size_t n = keys.size();
+  result->status.assign(n, Status::OK());
+  result->frame_bytes.assign(n, 0);
+  DecodedChunks run;
+  for (size_t i = 0; i < n;) {
+    size_t end = i + 1;
+    uint64_t bytes = outs[i].size();
+    while (end < n && bytes + outs[end].size() <= kDecodeRunBytes) bytes += outs[end++].size();
+    PSTORE_RETURN_IF_ERROR(ChunkSource::ReadDecoded(
+        keys.subspan(i, end - i), outs.subspan(i, end - i), decoder, batch, &run));
+    for (size_t k = i; k < end; k++) {
+      result->status[k] = std::move(run.status[k - i]);
+      result->frame_bytes[k] = run.frame_bytes[k - i];
+    }
+    i = end;
   }
   return Status::OK();
 }
@@ -235,6 +260,11 @@ class GenerationSource final : public ChunkSource {
   Status ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch) override {
     PSTORE_ASSIGN_OR_RETURN(RocksChunkSource * s, Local());
     return s->ReadFrames(keys, batch);
+  }
+  Status ReadDecoded(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
+                     ChunkDecoder* decoder, FrameBatch* batch, DecodedChunks* result) override {
+    PSTORE_ASSIGN_OR_RETURN(RocksChunkSource * s, Local());
+    return s->ReadDecoded(keys, outs, decoder, batch, result);
   }
   Result<std::optional<ReadPlan>> PlanSequentialRead(std::span<const ChunkKey> keys) override {
     PSTORE_ASSIGN_OR_RETURN(RocksChunkSource * s, Local());

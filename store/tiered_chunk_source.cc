@@ -181,6 +181,9 @@ Status TieredChunkSource::Check(const ChunkKey& key, const Place& p, std::string
 
 Status TieredChunkSource::RemoteMismatch(const ChunkKey& key, const Place& p,
                                          const Status& st) const {
+  // Only a frame that does not decode to its key is the remote's damage; a
+  // decoder that ran out of memory says nothing about the frame.
+  if (!st.IsCorruption()) return st.WithContext("checking " + ChunkName(key, p));
   return RemoteFrameMismatch(*remote_, ChunkName(key, p), key, st, "it was neither used nor kept");
 }
 
@@ -267,12 +270,14 @@ Status TieredChunkSource::FromSpool(std::span<const ChunkKey> keys, std::vector<
       continue;
     }
     PSTORE_ASSIGN_OR_RETURN(std::optional<SpooledFrame> f, cache_->GetFrame(keys[i]));
-    if (f && f->raw_len == p.raw_len && check(i, f->frame).ok()) {
+    Status st = f && f->raw_len == p.raw_len ? check(i, f->frame) : Status::OK();
+    if (f && f->raw_len == p.raw_len && st.ok()) {
       use(i, f->frame);
       spool_chunks_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    if (f) (void)cache_->RemoveFrame(keys[i]);  // damaged: fetched again
+    if (!st.ok() && !st.IsCorruption()) return st;  // out of memory: the frame may be sound
+    if (f) (void)cache_->RemoveFrame(keys[i]);      // damaged: fetched again
     rest.push_back(i);
   }
   *want = std::move(rest);
@@ -512,6 +517,7 @@ Status TieredChunkSource::Write(std::span<const ChunkFrameRef> frames) {
     PSTORE_ASSIGN_OR_RETURN(const Place* p, Find(f.key));
     Status st = Check(f.key, *p, f.frame);
     if (!st.ok()) {
+      if (!st.IsCorruption()) return st.WithContext("checking " + ChunkName(f.key, *p));
       return Status::Corruption("not keeping " + ChunkName(f.key, *p) + ": " + st.message());
     }
   }

@@ -121,7 +121,11 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
         bufs[size_t(w)].resize(len);
         FrameBatch& batch = batches[size_t(w)];
         Status s = source.ReadFrames(std::span<const ChunkKey>(&k, 1), &batch);
-        if (s.ok()) s = DecodeFrame(batch, 0, k, source, &decoders[size_t(w)], bufs[size_t(w)]);
+        if (s.ok()) {
+          s = DecodeFrame(batch, 0, k, source, &decoders[size_t(w)], bufs[size_t(w)]);
+          // A decoder out of memory has found nothing wrong with the chunk.
+          if (s.code() == Status::Code::kNoMemory) return s;
+        }
         if (!s.ok()) report(k, s.ToString());
         done += len;
         return Status::OK();

@@ -482,6 +482,48 @@ TEST(RocksChunkSourceTest, WrittenChunksDecodeThroughTheStore) {
   EXPECT_EQ(std::string(out.begin(), out.end()), Bytes(256 << 10, 23));
 }
 
+// ReadDecoded reads a local store in runs of kDecodeRunBytes (so RocksDB's
+// read buffers stay small); every entry still gets its own bytes and outcome,
+// across runs, with a missing key and a chunk larger than a run among them.
+TEST(RocksChunkSourceTest, ReadDecodedInRunsKeepsEveryEntrysOutcome) {
+  auto src = TempStoreSource::Make();
+  ASSERT_NE(src, nullptr);
+  std::vector<Chunk> chunks;
+  for (uint32_t i = 0; i < 40; i++) chunks.push_back(MakeChunk(i == 17 ? 300 << 10 : 16 << 10, i));
+  std::vector<ChunkKey> keys;
+  ASSERT_TRUE(WriteAll(src.get(), chunks, &keys).ok());
+  std::vector<uint64_t> lens;
+  for (const Chunk& c : chunks) lens.push_back(c.raw_len);
+  const ChunkKey missing = HashBytes("not stored", 10);
+  keys.insert(keys.begin() + 25, missing);
+  lens.insert(lens.begin() + 25, 16 << 10);
+  uint64_t total = 0;
+  for (uint64_t n : lens) total += n;
+  ASSERT_GT(total, 4 * RocksChunkSource::kDecodeRunBytes);
+  RocksChunkSource reader(src->writer().view().db(), false, "reader");
+  std::vector<std::vector<uint8_t>> bufs;
+  std::vector<std::span<uint8_t>> outs;
+  for (uint64_t n : lens) bufs.emplace_back(n);
+  for (auto& b : bufs) outs.emplace_back(b);
+  ChunkDecoder decoder;
+  FrameBatch batch;
+  DecodedChunks got;
+  ASSERT_TRUE(reader.ReadDecoded(keys, outs, &decoder, &batch, &got).ok());
+  ASSERT_EQ(got.status.size(), keys.size());
+  for (size_t i = 0, c = 0; i < keys.size(); i++) {
+    if (keys[i] == missing) {
+      EXPECT_FALSE(got.status[i].ok()) << "entry " << i;
+      EXPECT_EQ(got.frame_bytes[i], 0u);
+      continue;
+    }
+    const Chunk& want = chunks[c++];
+    ASSERT_TRUE(got.status[i].ok()) << "entry " << i << ": " << got.status[i].ToString();
+    EXPECT_EQ(got.frame_bytes[i], want.frame.size()) << "entry " << i;
+    EXPECT_EQ(std::string(bufs[i].begin(), bufs[i].end()), Bytes(want.raw_len, uint32_t(c - 1)))
+        << "entry " << i;
+  }
+}
+
 // A reader's generation is read-only: writes are refused with a message.
 TEST(RocksChunkSourceTest, ReadOnlyInstanceRefusesWrites) {
   auto src = TempStoreSource::Make();

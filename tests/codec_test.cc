@@ -8,12 +8,24 @@
 #include "tests/test_bytes.h"
 
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
+
+// Clang says it sanitizes through __has_feature, not GCC's __SANITIZE_* macros.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define PSTORE_CLANG_SANITIZER 1
+#endif
+#endif
+#ifndef PSTORE_CLANG_SANITIZER
+#define PSTORE_CLANG_SANITIZER 0
+#endif
 
 namespace pstore {
 namespace {
@@ -349,6 +361,40 @@ TEST(ChunkCodec, RoundTripsChunksOfSeveralMegabytes) {
   for (DType t : {DType::kF16, DType::kBF16, DType::kF32})
     for (Profile p : {Profile::kFast, Profile::kDense})
       ExpectRoundTrip(WeightLike(t, (5 << 20) / 2 + 6, 17), t, p);
+}
+
+// A decoder's scratch is chunk-sized; taken from malloc on a loader thread it
+// stays in that thread's arena after the load (docs/pager.md, "Memory a
+// loader keeps"). So decoding takes no more from malloc than a small amount,
+// whatever the chunk's size, and all of it is given back by ReleaseMemory.
+TEST(ChunkCodec, DecodingTakesNoChunkSizedBufferFromMalloc) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || PSTORE_CLANG_SANITIZER
+  GTEST_SKIP() << "malloc is the sanitizer's here, and mallinfo2 does not count it";
+#else
+  auto in_use = [] {
+    struct mallinfo2 m = mallinfo2();
+    return m.uordblks + m.hblkhd;
+  };
+  for (DType t : {DType::kF16, DType::kBF16, DType::kF32}) {
+    for (Profile p : {Profile::kFast, Profile::kDense}) {
+      auto raw = WeightLike(t, 1 << 20, 9);
+      std::string frame = EncodeWith(raw, ChunkType{t, {}}, p);
+      auto info = InspectFrame(frame, raw.size());
+      ASSERT_TRUE(info.ok());
+      for (Coder c : info->coders) ASSERT_NE(c, Coder::kZstd);  // its context is malloc's
+      std::vector<uint8_t> out(raw.size());
+      const ChunkKey key = HashBytes(raw.data(), raw.size());
+      ChunkDecoder dec;
+      const size_t before = in_use();
+      ASSERT_TRUE(dec.Decode(frame, key, out).ok());
+      const size_t during = in_use();
+      EXPECT_LT(during, before + (64 << 10)) << DTypeName(t) << ": decoding a 1 MiB chunk took "
+                                             << during - before << " bytes from malloc";
+      dec.ReleaseMemory();
+      EXPECT_LE(in_use(), before) << DTypeName(t);
+    }
+  }
+#endif
 }
 
 TEST(ChunkCodec, DenseCodesRealisticWeightsBelowTheirRawSize) {

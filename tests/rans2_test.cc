@@ -27,7 +27,7 @@ std::string Encode(const std::vector<uint8_t>& v, int max_lanes_log2 = kMaxLanes
 // simd_level: as DecodeArgs::simd_level (0: the scalar loop only).
 Status Decode(const std::string& s, size_t n, std::vector<uint8_t>* out, int simd_level = 2) {
   out->assign(n, 0);
-  std::vector<uint32_t> scratch;
+  PageVector<uint32_t> scratch;
   DecodeArgs args;
   args.simd_level = simd_level;
   return DecodeOrder0(s, n, out->data(), &scratch, args);
@@ -133,7 +133,7 @@ TEST(Rans2, VectorAndScalarEncodersWriteTheSameBytes) {
       ASSERT_EQ(a, b) << "lanes 2^" << lanes << " n " << n;
       Reader r(a);
       std::vector<uint8_t> dec(n);
-      std::vector<uint32_t> scratch;
+      PageVector<uint32_t> scratch;
       ASSERT_TRUE(DecodeBody(&r, nullptr, n, &t, 1, 12, lanes, dec.data(), &scratch).ok());
       EXPECT_EQ(dec, v);
     }
@@ -159,7 +159,7 @@ TEST(Rans2, ContextCodingRoundTripsOnBothLoops) {
     EXPECT_EQ(out, first);
     Reader r(out);
     std::vector<uint8_t> dec(n);
-    std::vector<uint32_t> scratch;
+    PageVector<uint32_t> scratch;
     DecodeArgs args;
     args.simd_level = level;
     Status s = DecodeBody(&r, ctx.data(), n, tables, 4, 12, 6, dec.data(), &scratch, args);
@@ -279,7 +279,7 @@ TEST(Rans2, StatesCarryTheEncodersStartToTheDecodersEnd) {
         std::string s;
         EncodeOrder0(sym.data(), n, plan, &s, {.init = init.data(), .compact = compact});
         std::vector<uint8_t> out(n);
-        std::vector<uint32_t> scratch;
+        PageVector<uint32_t> scratch;
         uint32_t fin[1 << kMaxLanesLog2];
         int lanes = -1;
         DecodeArgs args;

@@ -31,7 +31,7 @@ Status DecodeO0(const std::string& s, size_t n, std::vector<uint8_t>* out) {
   Table t;
   if (!ReadTable(&r, &t)) return Status::Corruption("table");
   out->assign(n, 0);
-  std::vector<uint32_t> scratch;
+  PageVector<uint32_t> scratch;
   return DecodeBody(&r, nullptr, n, &t, 1, out->data(), &scratch);
 }
 
@@ -104,7 +104,7 @@ TEST(Rans, ContextCodingRoundTrips) {
   EncodeBody(sym.data(), ctx.data(), n, tables, &out);
   Reader r(out);
   std::vector<uint8_t> dec(n);
-  std::vector<uint32_t> scratch;
+  PageVector<uint32_t> scratch;
   ASSERT_TRUE(DecodeBody(&r, ctx.data(), n, tables, 4, dec.data(), &scratch).ok());
   EXPECT_EQ(dec, sym);
 }

@@ -17,6 +17,7 @@
 
 #include "codec/rans2.h"
 #include "codec/transform.h"
+#include "common/page_allocator.h"
 #include "common/status.h"
 
 struct ZSTD_CCtx_s;
@@ -69,9 +70,13 @@ struct CoderDecodeScratch {
   ~CoderDecodeScratch();
   CoderDecodeScratch(const CoderDecodeScratch&) = delete;
   CoderDecodeScratch& operator=(const CoderDecodeScratch&) = delete;
-  ZSTD_DCtx_s* zd;
-  std::vector<uint8_t> ctx;
-  std::vector<uint32_t> dtab;
+  // The Zstandard context, made on first use; null if it cannot be made.
+  ZSTD_DCtx_s* Zstd();
+  // Gives back every buffer and the Zstandard context (made again on use).
+  void Release();
+  ZSTD_DCtx_s* zd = nullptr;
+  PageVector<uint8_t> ctx;    // a stream's contexts (chunk-sized)
+  PageVector<uint32_t> dtab;  // decoding tables
   // The final states of the last rans2-carry stream, for its bits-tail.
   uint32_t carry[1 << kMaxLanesLog2];
   int carry_lanes_log2 = -1;

@@ -26,8 +26,8 @@ inline void ExponentGroups(Transform t, int base, int k, uint8_t lut[256]) {
 }
 
 // (*ctx)[i]: the group of src[i], for i < m.
-inline void ExponentContexts(Transform t, int base, int k, const uint8_t* src, size_t m,
-                             std::vector<uint8_t>* ctx) {
+template <class ByteVector>
+void ExponentContexts(Transform t, int base, int k, const uint8_t* src, size_t m, ByteVector* ctx) {
   uint8_t lut[256];
   ExponentGroups(t, base, k, lut);
   ctx->resize(m);

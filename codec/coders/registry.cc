@@ -5,9 +5,19 @@
 
 namespace pstore {
 
-CoderDecodeScratch::CoderDecodeScratch() : zd(ZSTD_createDCtx()) {}
+CoderDecodeScratch::CoderDecodeScratch() = default;
 CoderDecodeScratch::~CoderDecodeScratch() {
   ZSTD_freeDCtx(zd);
+}
+ZSTD_DCtx_s* CoderDecodeScratch::Zstd() {
+  if (zd == nullptr) zd = ZSTD_createDCtx();
+  return zd;
+}
+void CoderDecodeScratch::Release() {
+  PageVector<uint8_t>().swap(ctx);
+  PageVector<uint32_t>().swap(dtab);
+  ZSTD_freeDCtx(zd);
+  zd = nullptr;
 }
 CoderEncodeScratch::CoderEncodeScratch() : zc(ZSTD_createCCtx()) {}
 CoderEncodeScratch::~CoderEncodeScratch() {

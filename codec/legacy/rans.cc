@@ -80,7 +80,7 @@ void BuildDecodeTable(const Table& t, uint32_t* d) {
 }  // namespace
 
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
-                  uint8_t* out, std::vector<uint32_t>* scratch) {
+                  uint8_t* out, PageVector<uint32_t>* scratch) {
   uint8_t lanes_log2;
   if (!in->GetU8(&lanes_log2) || lanes_log2 > kMaxLanesLog2)
     return Status::Corruption("rANS stream: bad lane count");

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/coding.h"
+#include "common/page_allocator.h"
 #include "common/status.h"
 
 namespace pstore::rans {
@@ -59,6 +60,6 @@ bool ReadTable(Reader* in, Table* t);
 // uses tables[ctx[i]], ctx values < ntables. Consumes all of in.
 // scratch: reused between calls to hold the decoding tables.
 Status DecodeBody(Reader* in, const uint8_t* ctx, size_t n, const Table* tables, int ntables,
-                  uint8_t* out, std::vector<uint32_t>* scratch);
+                  uint8_t* out, PageVector<uint32_t>* scratch);
 
 }  // namespace pstore::rans

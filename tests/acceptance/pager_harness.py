@@ -13,24 +13,35 @@ import time
 from harness import Failure, check, env_path, log, popen
 
 
-def pss_of(pid):
-    """Proportional set size of a live process, in bytes."""
+def rollup_of(pid, field):
+    """One figure of a live process's /proc/PID/smaps_rollup (e.g. "Pss"), in bytes."""
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
-            if line.startswith("Pss:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise Failure(f"no Pss line for pid {pid}")
+    raise Failure(f"no {field} line for pid {pid}")
 
 
-def settled_pss(pids, seconds=1.0):
-    """PSS of each process once it has settled: a loader gives its scratch
-    memory back 50 ms after its last load, so this samples for a while and
-    keeps each process's lowest figure (all processes stay alive meanwhile)."""
+def pss_of(pid):
+    """Proportional set size of a live process, in bytes."""
+    return rollup_of(pid, "Pss")
+
+
+def anonymous_of(pid):
+    """Anonymous memory of a live process (its heap, stacks, private maps), in bytes."""
+    return rollup_of(pid, "Anonymous")
+
+
+def settled_pss(pids, seconds=1.0, figure=pss_of):
+    """PSS (or another figure) of each process once it has settled: a loader
+    gives its scratch memory back 50 ms after its last load, so this samples
+    for a while and keeps each process's lowest figure (all processes stay
+    alive meanwhile)."""
     best = [None] * len(pids)
     deadline = time.monotonic() + seconds
     while True:
         for i, pid in enumerate(pids):
-            v = pss_of(pid)
+            v = figure(pid)
             best[i] = v if best[i] is None else min(best[i], v)
         if time.monotonic() >= deadline:
             return best
@@ -40,7 +51,8 @@ def settled_pss(pids, seconds=1.0):
 class Worker:
     """A running pager_worker; its stdout is JSON lines."""
 
-    def __init__(self, store_root, ref, source, mode, arg=None, budget=None, seconds=None):
+    def __init__(self, store_root, ref, source, mode, arg=None, budget=None, seconds=None,
+                 loader_threads=None):
         argv = [env_path("PAGER_WORKER"), store_root, ref, source, mode]
         if arg is not None:
             argv.append(str(arg))
@@ -48,6 +60,8 @@ class Worker:
             argv += ["--budget", str(budget)]
         if seconds is not None:
             argv += ["--seconds", str(seconds)]
+        if loader_threads is not None:
+            argv += ["--loader-threads", str(loader_threads)]
         self.argv = argv
         self.started = time.monotonic()
         self.proc = popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -3,6 +3,7 @@
 // gets against the model's source safetensors file.
 //
 //   pager_worker STORE REF SOURCE MODE [ARG] [--budget BYTES] [--seconds S] [--check]
+//                [--loader-threads N]
 //
 // --check opens the store with check_shared (a reader that does not trust
 // what other processes put in shared memory).
@@ -145,13 +146,15 @@ struct Worker {
 int main(int argc, char** argv) {
   if (argc < 5) {
     std::fprintf(stderr,
-                 "usage: pager_worker STORE REF SOURCE MODE [ARG] [--budget B] [--seconds S]\n");
+                 "usage: pager_worker STORE REF SOURCE MODE [ARG] [--budget B] [--seconds S] "
+                 "[--check] [--pause] [--loader-threads N]\n");
     return 2;
   }
   std::string store_path = argv[1], ref = argv[2], source = argv[3], mode = argv[4], arg;
   uint64_t budget = 0;
   double seconds = 2;
   bool check_shared = false, pause = false;
+  int loader_threads = 0;
   for (int i = 5; i < argc; i++) {
     std::string a = argv[i];
     if (a == "--check")
@@ -162,6 +165,8 @@ int main(int argc, char** argv) {
       budget = std::strtoull(argv[++i], nullptr, 10);
     else if (a == "--seconds" && i + 1 < argc)
       seconds = std::atof(argv[++i]);
+    else if (a == "--loader-threads" && i + 1 < argc)
+      loader_threads = std::atoi(argv[++i]);
     else
       arg = a;
   }
@@ -171,6 +176,7 @@ int main(int argc, char** argv) {
   pstore_store_options_default(&opts);
   opts.budget_bytes = budget;
   opts.check_shared = check_shared;
+  opts.loader_threads = loader_threads;
   pstore_status st = pstore_store_open(store_path.c_str(), &opts, &w.store);
   if (st != PSTORE_OK) return Die("pstore_store_open", st);
   uint64_t pss_store = Pss();
