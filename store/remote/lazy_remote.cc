@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "store/model_ref.h"
+#include "store/remote/pack_layout.h"
 #include "store/remote/rados_chunk_source.h"
 #include "store/store_access.h"
 #include "store/tiered_chunk_source.h"
@@ -13,28 +14,34 @@ namespace pstore {
 
 namespace {
 
-// The remote's chunks, connecting when first asked.
+// The remote's chunks of one model, connecting when first asked: by their
+// locations (packs, read by range) when the model has them, else each its
+// own object.
 class ConnectingSource final : public ChunkSource {
  public:
-  explicit ConnectingSource(std::shared_ptr<LazyRemote> remote) : remote_(std::move(remote)) {}
+  ConnectingSource(std::shared_ptr<LazyRemote> remote, std::shared_ptr<const Locations> locations)
+      : remote_(std::move(remote)), locations_(std::move(locations)) {}
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
-    return t->chunks().Read(keys);
+    if (!locations_) return t->chunks().Read(keys);
+    return LocatedChunkSource(t->Io(), locations_).Read(keys);
   }
   Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
-    return t->chunks().Contains(keys);
+    if (!locations_) return t->chunks().Contains(keys);
+    return LocatedChunkSource(t->Io(), locations_).Contains(keys);
   }
   Status Write(std::span<const ChunkFrameRef>) override {
     return Status::InvalidArgument("a lazily opened model does not write to its remote");
   }
   std::string Describe() const override { return remote_->Describe(); }
   std::string Locate(const ChunkKey& key) const override {
-    return RadosChunkSource::ObjectName(key);
+    return LocatedChunkSource(RemoteIo{}, locations_).Locate(key);
   }
 
  private:
   std::shared_ptr<LazyRemote> remote_;
+  std::shared_ptr<const Locations> locations_;  // nullptr: one object per chunk
 };
 
 // The source of one lazily opened model: owns the tier and what it reads.
@@ -42,8 +49,8 @@ class LazyModelSource final : public ChunkSource {
  public:
   LazyModelSource(std::shared_ptr<LazyRemote> remote, const LazyCache* cache,
                   std::shared_ptr<ChunkSource> local, std::shared_ptr<const Manifest> m,
-                  std::string model)
-      : remote_(std::move(remote)),
+                  std::string model, std::shared_ptr<const Locations> locations)
+      : remote_(std::move(remote), std::move(locations)),
         local_(std::move(local)),
         tier_(local_.get(), cache, &remote_, std::move(m), std::move(model)) {}
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
@@ -130,6 +137,10 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
     lm.digest = *cached;
     PSTORE_ASSIGN_OR_RETURN(bytes, cache_.GetManifest(lm.digest));
   }
+  std::optional<std::string> locations;
+  if (bytes) {
+    PSTORE_ASSIGN_OR_RETURN(locations, cache_.GetLocations(lm.digest));
+  }
   if (!bytes) {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * tier, Tier());
     if (!cached) {
@@ -147,6 +158,14 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
                                 RemoteTier::ManifestObject(lm.digest) +
                                 ") does not match its digest; nothing was kept");
     }
+    // Its chunks' locations (none for a model pushed before packs), kept
+    // beside the manifest: read before the manifest is cached, so a cached
+    // manifest without them is one that has none.
+    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(tier->Io(), lm.digest));
+    if (locs) {
+      locations = locs->Serialize();
+      PSTORE_RETURN_IF_ERROR(cache_.PutLocations(lm.digest, *locations));
+    }
     PSTORE_RETURN_IF_ERROR(cache_.PutManifest(lm.digest, *bytes));
     PSTORE_RETURN_IF_ERROR(cache_.PutName(spec_.name, full, lm.digest));
   }
@@ -154,8 +173,17 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
   if (!parsed.ok()) return parsed.status().WithContext("model " + full + " from " + Describe());
   lm.manifest = std::make_shared<const Manifest>(std::move(parsed).value());
   lm.manifest_bytes = std::move(*bytes);
+  std::shared_ptr<const Locations> located;
+  if (locations) {
+    auto parsed_locs = Locations::Parse(*locations, cache_.dir() + "/locations/" + lm.digest.Hex());
+    if (!parsed_locs.ok()) {
+      return parsed_locs.status().WithContext("model " + full + " from " + Describe() +
+                                              " (remove the file; it is fetched again)");
+    }
+    located = std::make_shared<const Locations>(std::move(parsed_locs).value());
+  }
   lm.source = std::make_shared<LazyModelSource>(shared_from_this(), &cache_, std::move(local),
-                                                lm.manifest, full);
+                                                lm.manifest, full, std::move(located));
   return std::optional<LazyModel>(std::move(lm));
 }
 
