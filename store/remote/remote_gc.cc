@@ -8,6 +8,8 @@
 #include <set>
 #include <unordered_set>
 
+#include "store/remote/pack_layout.h"
+#include "store/remote/pack_push.h"
 #include "store/remote/push_claim.h"
 #include "store/remote/rados_io.h"
 #include "store/remote/test_pause.h"
@@ -15,7 +17,7 @@
 namespace pstore {
 namespace {
 
-enum class Kind { kChunk, kManifest, kClaimObject };
+enum class Kind { kChunk, kManifest, kClaimObject, kPack, kLocations };
 
 struct Candidate {
   std::string oid;
@@ -44,6 +46,28 @@ librados::bufferlist Bytes(std::string_view s) {
   librados::bufferlist bl;
   bl.append(s.data(), s.size());
   return bl;
+}
+
+uint64_t* DeadCount(GcResult* r, Kind k) {
+  switch (k) {
+    case Kind::kChunk: return &r->dead_chunks;
+    case Kind::kManifest: return &r->dead_manifests;
+    case Kind::kClaimObject: return &r->dead_claim_objects;
+    case Kind::kPack: return &r->dead_packs;
+    case Kind::kLocations: return &r->dead_locations;
+  }
+  return nullptr;
+}
+
+uint64_t* DeletedCount(GcResult* r, Kind k) {
+  switch (k) {
+    case Kind::kChunk: return &r->deleted_chunks;
+    case Kind::kManifest: return &r->deleted_manifests;
+    case Kind::kClaimObject: return &r->deleted_claim_objects;
+    case Kind::kPack: return &r->deleted_packs;
+    case Kind::kLocations: return &r->deleted_locations;
+  }
+  return nullptr;
 }
 
 // One run (see the header for its steps).
@@ -99,9 +123,30 @@ class Collector {
     return &chunks_of_.emplace(d, std::move(m->chunks)).first->second;
   }
 
-  void AddChunksOf(const ModelDigest& d, const std::vector<ChunkKey>& keys) {
-    if (!counted_.insert(d).second) return;
+  // A manifest's chunks: their own objects (remotes written before packs),
+  // its locations object and the packs it names, and, for a push that has
+  // not written its locations yet (`through_index`), the packs the chunk
+  // index maps its keys to.
+  Status AddChunksOf(const ModelDigest& d, const std::vector<ChunkKey>& keys, bool through_index) {
+    if (!counted_.insert(d).second) return Status::OK();
     for (const ChunkKey& k : keys) need_.insert(RadosChunkSource::ObjectName(k));
+    need_.insert(LocationsObject(d));
+    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(io_, d));
+    if (locs) {
+      for (const auto& [k, loc] : locs->map()) {
+        if (!loc.own) NeedRange(loc);
+      }
+    }
+    if (through_index) {
+      PSTORE_ASSIGN_OR_RETURN(IndexMap indexed, LookupIndex(io_, keys));
+      for (const auto& [k, loc] : indexed) NeedRange(loc);
+    }
+    return Status::OK();
+  }
+
+  void NeedRange(const ChunkLocation& loc) {
+    need_.insert(PackObject(loc.pack));
+    live_ranges_[loc.pack].emplace(loc.offset, loc.length);
   }
 
   // What the claims need: their claim objects, the manifests they will
@@ -113,12 +158,13 @@ class Collector {
     for (const ClaimRecord& c : claims) {
       const std::string published = RemoteTier::ManifestObject(c.digest);
       need_.insert(published);
+      need_.insert(LocationsObject(c.digest));
       need_.insert(c.Object());
       PSTORE_ASSIGN_OR_RETURN(const std::vector<ChunkKey>* keys, ChunksOf(c.digest, c.Object()));
       if (!keys) {
         PSTORE_ASSIGN_OR_RETURN(keys, ChunksOf(c.digest, published));
       }
-      if (keys) AddChunksOf(c.digest, *keys);
+      if (keys) PSTORE_RETURN_IF_ERROR(AddChunksOf(c.digest, *keys, true));
     }
     return Status::OK();
   }
@@ -140,7 +186,7 @@ class Collector {
                                   "nothing was deleted (push the model again, or remove the "
                                   "name with `pstore rm --remote`)");
       }
-      AddChunksOf(d, *keys);
+      PSTORE_RETURN_IF_ERROR(AddChunksOf(d, *keys, false));
     }
     return Status::OK();
   }
@@ -194,6 +240,14 @@ class Collector {
           kind = Kind::kManifest;
         } else if (Named(oid, kClaimObjectPrefix)) {
           kind = Kind::kClaimObject;
+        } else if (Named(oid, "k.")) {
+          kind = Kind::kPack;
+          res_.pack_objects++;
+          if (need_.count(oid)) live_packs_.push_back(oid);
+        } else if (Named(oid, "l.")) {
+          kind = Kind::kLocations;
+        } else if (IsIndexShard(oid)) {
+          res_.index_objects++;
         } else if (oid != RemoteTier::kNamesObject) {
           res_.other_objects++;
         }
@@ -220,13 +274,41 @@ class Collector {
           }
           if (r < 0) return io_.Error(r, "looking up " + c.oid);
           c.size = sizes[i];
-          (c.kind == Kind::kChunk      ? res_.dead_chunks
-           : c.kind == Kind::kManifest ? res_.dead_manifests
-                                       : res_.dead_claim_objects)++;
+          ++*DeadCount(&res_, c.kind);
           res_.dead_bytes += c.size;
           return Status::OK();
         }));
-    return Status::OK();
+    return CountDeadBytesOfLivePacks();
+  }
+
+  // Packs partly dead are kept whole (not rewritten): report the bytes no
+  // named manifest or push uses.
+  Status CountDeadBytesOfLivePacks() {
+    std::vector<uint64_t> sizes(live_packs_.size());
+    std::vector<time_t> mtimes(live_packs_.size());
+    return RunAioBatch(
+        io_, live_packs_.size(),
+        [&](size_t i, librados::AioCompletion* c) {
+          return io_.ioctx->aio_stat(live_packs_[i], c, &sizes[i], &mtimes[i]);
+        },
+        [&](size_t i, int r) {
+          if (r == -ENOENT) return Status::OK();
+          if (r < 0) return io_.Error(r, "looking up " + live_packs_[i]);
+          uint64_t used = 0;
+          auto id = PackId::FromHex(std::string_view(live_packs_[i]).substr(2));
+          for (const auto& [offset, length] : live_ranges_[*id]) used += length;
+          if (used < sizes[i]) {
+            res_.live_packs_dead_bytes += sizes[i] - used;
+            res_.partly_dead_packs++;
+          }
+          return Status::OK();
+        });
+  }
+
+  static bool IsIndexShard(std::string_view oid) {
+    if (oid.size() != 4 || !oid.starts_with("i.")) return false;
+    auto hex = [](char ch) { return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'); };
+    return hex(oid[2]) && hex(oid[3]);
   }
 
   // Runs one write operation per live candidate; finish(c, r) judges it.
@@ -281,6 +363,7 @@ class Collector {
     PSTORE_RETURN_IF_ERROR(Progress("checking", 0, 0));
     need_.clear();
     counted_.clear();
+    live_ranges_.clear();
     PSTORE_ASSIGN_OR_RETURN(std::vector<ClaimRecord> claims, ReadClaims(io_));
     TestPause("gc-claims");
     PSTORE_RETURN_IF_ERROR(AddClaims(claims));
@@ -306,12 +389,12 @@ class Collector {
             return Status::OK();
           }
           if (r < 0) return io_.Error(r, "deleting " + c.oid);
-          (c.kind == Kind::kChunk      ? res_.deleted_chunks
-           : c.kind == Kind::kManifest ? res_.deleted_manifests
-                                       : res_.deleted_claim_objects)++;
+          ++*DeletedCount(&res_, c.kind);
           res_.deleted_bytes += c.size;
+          if (c.kind == Kind::kPack) deleted_packs_.insert(*PackId::FromHex(c.oid.substr(2)));
           return Status::OK();
         }));
+    PSTORE_RETURN_IF_ERROR(RemoveIndexEntriesOfDeletedPacks());
     // Those needed after all lose their mark again (only tidiness: a push
     // clears it too, and the next gc sets its own).
     return ForEach(
@@ -329,6 +412,70 @@ class Collector {
         });
   }
 
+  // Step 4's end: the index entries that name a pack this run deleted go,
+  // each compared with the value read, so an entry a push replaced stays.
+  Status RemoveIndexEntriesOfDeletedPacks() {
+    if (deleted_packs_.empty()) return Status::OK();
+    PSTORE_RETURN_IF_ERROR(Progress("cleaning the index", 0, 0));
+    std::vector<std::string> shards;
+    std::vector<std::map<std::string, librados::bufferlist>> gone;
+    for (int b = 0; b < 256; ++b) {
+      char oid[8];
+      std::snprintf(oid, sizeof(oid), "i.%02x", b);
+      PSTORE_ASSIGN_OR_RETURN(auto entries, ReadShard(oid));
+      std::map<std::string, librados::bufferlist> drop;
+      for (auto& [hex, v] : entries) {
+        auto loc = DecodeIndexValue(v.to_str());
+        if (loc && deleted_packs_.count(loc->pack)) drop.emplace(hex, std::move(v));
+      }
+      if (drop.empty()) continue;
+      shards.push_back(oid);
+      gone.push_back(std::move(drop));
+    }
+    std::vector<librados::ObjectWriteOperation> ops(shards.size());
+    return RunAioBatch(
+        io_, shards.size(),
+        [&](size_t i, librados::AioCompletion* c) {
+          // One key at a time would lose nothing either; per shard, the
+          // compare covers every key, and a failed compare leaves them all
+          // (the next gc removes what is still dead).
+          std::map<std::string, std::pair<librados::bufferlist, int>> cmp;
+          std::set<std::string> keys;
+          for (auto& [hex, v] : gone[i]) {
+            cmp[hex] = {v, LIBRADOS_CMPXATTR_OP_EQ};
+            keys.insert(hex);
+          }
+          ops[i].omap_cmp(cmp, nullptr);
+          ops[i].omap_rm_keys(keys);
+          return io_.ioctx->aio_operate(shards[i], c, &ops[i]);
+        },
+        [&](size_t i, int r) {
+          if (r == -ECANCELED || r == -ENOENT) return Status::OK();
+          if (r < 0) return io_.Error(r, "removing entries of " + shards[i]);
+          res_.index_entries_removed += gone[i].size();
+          return Status::OK();
+        });
+  }
+
+  Result<std::map<std::string, librados::bufferlist>> ReadShard(const std::string& oid) {
+    std::map<std::string, librados::bufferlist> out;
+    std::string after;
+    for (;;) {
+      std::map<std::string, librados::bufferlist> vals;
+      bool more = false;
+      int rv = 0;
+      librados::ObjectReadOperation op;
+      op.omap_get_vals2(after, 4096, &vals, &more, &rv);
+      int r = io_.ioctx->operate(oid, &op, nullptr);
+      if (r == -ENOENT) return out;
+      if (r < 0) return io_.Error(r, "reading the chunk index " + oid);
+      if (vals.empty()) return out;
+      after = vals.rbegin()->first;
+      out.merge(vals);
+      if (!more) return out;
+    }
+  }
+
   RemoteTier* remote_;
   RemoteIo io_;
   GcOptions options_;
@@ -338,6 +485,11 @@ class Collector {
   std::unordered_set<std::string> need_;  // objects the claims and names need
   std::set<ModelDigest> counted_;         // manifests whose chunks are in need_
   std::vector<Candidate> candidates_;
+  // Byte ranges of packs that the manifests counted use (for the dead bytes
+  // of packs kept whole), the live packs listed, and the packs deleted.
+  std::unordered_map<PackId, std::set<std::pair<uint64_t, uint32_t>>, ChunkKeyHasher> live_ranges_;
+  std::vector<std::string> live_packs_;
+  std::unordered_set<PackId, ChunkKeyHasher> deleted_packs_;
 };
 
 }  // namespace

@@ -64,6 +64,14 @@ struct GcResult {
   // Deleted (step 4).
   uint64_t deleted_chunks = 0, deleted_manifests = 0, deleted_claim_objects = 0;
   uint64_t deleted_bytes = 0;
+  // Packs (k.<id>) and locations objects (l.<digest>): listed, found dead,
+  // deleted; index entries removed because their pack was deleted.
+  uint64_t pack_objects = 0, index_objects = 0;
+  uint64_t dead_packs = 0, dead_locations = 0, deleted_packs = 0, deleted_locations = 0;
+  uint64_t index_entries_removed = 0;
+  // Packs kept because some of their chunks are used, and their bytes that
+  // none uses (not reclaimed: packs are never rewritten).
+  uint64_t partly_dead_packs = 0, live_packs_dead_bytes = 0;
   // Candidates kept because a push or a name needed them after step 1.
   uint64_t kept = 0;
   double seconds = 0;
