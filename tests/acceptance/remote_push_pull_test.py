@@ -3,8 +3,9 @@
 remote add/ls/rm (no credentials in pstore's files or output), a round trip
 push -> pull into a second store with byte-identical export, a re-push of a
 changed version uploading only its new chunks (counted from the cluster's
-objects), ls/rm --remote, a chunk object overwritten with `rados put` (pull
-names model, tensor and chunk and stores nothing), and an unreachable cluster
+packs and chunk index), ls/rm --remote, a pack overwritten with `rados put`
+(pull names model, tensor, chunk and the pack's byte range and stores
+nothing) or removed (a push again uploads its chunks), and an unreachable cluster
 (an error within the timeout, local store unchanged)."""
 
 import glob
@@ -14,7 +15,8 @@ import time
 
 from harness import (EXIT_CORRUPT, EXIT_ERROR, EXIT_EXISTS, EXIT_NOT_FOUND, Store, check, log,
                      make_model, run_test, tree_sha256)
-from remote_harness import cluster, namespace, objects, rados, remote_names, store_with_remote
+from remote_harness import (cluster, index_keys, namespace, objects, packs, rados, remote_names,
+                            store_with_remote)
 
 
 def remote_config(work):
@@ -70,17 +72,28 @@ def round_trip_and_dedup(work):
     r1 = a.ok("push", "llm:v1", json_out=True).json()
     check(r1["moved_chunks"] == r1["chunks"] and r1["moved_bytes"] > 0, f"first push: {r1}")
     objs1 = objects(ns)
-    chunks1 = {o for o in objs1 if o.startswith("c.")}
-    check(len(chunks1) == r1["chunks"], f"{len(chunks1)} chunk objects for {r1['chunks']} chunks")
-    check(f"m.{r1['digest']}" in objs1 and "pstore.names" in objs1, f"objects: {sorted(objs1)[:5]}")
+    packs1 = packs(ns)
+    keys1 = index_keys(ns)
+    check(not any(o.startswith("c.") for o in objs1), "a push wrote chunk objects, not packs")
+    check(len(keys1) == r1["chunks"], f"{len(keys1)} index entries for {r1['chunks']} chunks")
+    # 16 MiB packs: the model's frames need this many and no more.
+    check(len(packs1) == (r1["moved_bytes"] + (16 << 20) - 1) // (16 << 20),
+          f"{len(packs1)} packs for {r1['moved_bytes']} bytes of frames")
+    check(sum(int(rados(ns, "stat", k).stdout.split()[-1]) for k in packs1) == r1["moved_bytes"],
+          "the packs do not hold exactly the uploaded frames")
+    check({f"m.{r1['digest']}", f"l.{r1['digest']}", "pstore.names"} <= objs1,
+          f"objects: {sorted(objs1)[:5]}")
     # Re-push: nothing moves.
     again = a.ok("push", "llm:v1", json_out=True).json()
     check(again["unchanged"] and again["moved_chunks"] == 0, f"re-push of v1: {again}")
     # A version with 10% of its tensors changed uploads only the new chunks.
     r2 = a.ok("push", "llm:v2", json_out=True).json()
-    chunks2 = {o for o in objects(ns) if o.startswith("c.")}
-    new_objects = len(chunks2 - chunks1)
-    check(new_objects == r2["moved_chunks"], f"{new_objects} new objects, push says {r2}")
+    new_objects = len(index_keys(ns) - keys1)
+    check(new_objects == r2["moved_chunks"], f"{new_objects} new index entries, push says {r2}")
+    new_packs = packs(ns) - packs1
+    check(len(new_packs) == 1 and
+          int(rados(ns, "stat", min(new_packs)).stdout.split()[-1]) == r2["moved_bytes"],
+          f"v2's new chunks must be one new pack of {r2['moved_bytes']} bytes: {new_packs}")
     check(r2["moved_bytes"] <= 0.2 * r1["moved_bytes"],
           f"v2 uploaded {r2['moved_bytes']} bytes, v1 {r1['moved_bytes']}: not only new chunks")
     log(f"dedup: v1 {r1['moved_bytes']} B in {r1['chunks']} chunks; v2 {r2['moved_bytes']} B "
@@ -122,16 +135,18 @@ def corrupted_chunk(work):
     src = make_model(os.path.join(work, "c.safetensors"), 4, seed=5, tensors=8)
     a.ok("import", src, "victim:1")
     a.ok("push", "victim:1")
-    chunks = sorted(o for o in objects(ns) if o.startswith("c."))
-    chunk = chunks[3]
+    (chunk,) = packs(ns)  # one pack holds the model
     good = rados(ns, "get", chunk, "-").stdout
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0x10
-    other = rados(ns, "get", chunks[5], "-").stdout
+    # Another chunk's (valid) frame where one was: a byte range of the pack
+    # moved over the one after it.
+    third = len(good) // 3
+    shifted = good[:third] + good[third + 4096:] + good[third:third + 4096]
     before = b.ls()
-    # A flipped bit; another chunk's (valid) frame; a truncated and an empty object.
-    for what, data in (("a flipped bit", bytes(bad)), ("another chunk's frame", other),
-                       ("a truncated frame", good[:len(good) // 3]), ("an empty object", b"")):
+    # A flipped bit; frames moved; a truncated and an empty pack.
+    for what, data in (("a flipped bit", bytes(bad)), ("frames moved", shifted),
+                       ("a truncated pack", good[:third]), ("an empty object", b"")):
         rados(ns, "put", chunk, "-", data=data)
         r = b.run("pull", "victim:1")
         check(r.rc == EXIT_CORRUPT,
@@ -146,8 +161,17 @@ def corrupted_chunk(work):
         check(comp["chunks_removed"] == 0, f"a pull refused for {what} must take out the chunks "
               f"it wrote, yet compact removed some: {comp}")
         b.verify_ok(f"after a pull refused for {what}")
-    # Once the object is put right, the pull works.
-    rados(ns, "put", chunk, "-", data=good)
+    # A pack removed (as the error says to do): the pull names it as
+    # missing; a push again uploads the chunks into a new pack, replaces
+    # their index entries and locations, and the pull then works.
+    rados(ns, "rm", chunk)
+    r = b.run("pull", "victim:1")
+    check(r.rc == EXIT_CORRUPT and "lacks" in r.err and chunk in r.err and "push" in r.err,
+          "a pull from a missing pack: " + r.describe())
+    check(b.ls() == before, "a pull from a missing pack changed the local store")
+    again = a.ok("push", "victim:1", json_out=True).json()
+    check(again["moved_chunks"] == again["chunks"] and chunk not in packs(ns) and len(packs(ns)) == 1,
+          f"a push after its pack was removed must upload it again into a new pack: {again}")
     b.ok("pull", "victim:1")
     b.export_matches("victim:1", tree_sha256(src), work)
 
