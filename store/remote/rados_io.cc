@@ -54,4 +54,25 @@ Status RunAioBatch(const RemoteIo& io, size_t n,
   return first;
 }
 
+Result<std::map<std::string, librados::bufferlist>> ReadAllOmap(const RemoteIo& io,
+                                                                const std::string& oid,
+                                                                const std::string& what) {
+  std::map<std::string, librados::bufferlist> out;
+  std::string after;
+  for (;;) {
+    std::map<std::string, librados::bufferlist> vals;
+    bool more = false;
+    int rv = 0;
+    librados::ObjectReadOperation op;
+    op.omap_get_vals2(after, 4096, &vals, &more, &rv);
+    int r = io.ioctx->operate(oid, &op, nullptr);
+    if (r == -ENOENT) return out;
+    if (r < 0) return io.Error(r, "reading " + what);
+    if (vals.empty()) return out;
+    after = vals.rbegin()->first;
+    out.merge(vals);
+    if (!more) return out;
+  }
+}
+
 }  // namespace pstore

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <string>
 
 #include "common/status.h"
@@ -42,5 +43,11 @@ struct RemoteIo {
 Status RunAioBatch(const RemoteIo& io, size_t n,
                    const std::function<int(size_t, librados::AioCompletion*)>& start,
                    const std::function<Status(size_t, int)>& finish);
+
+// Every omap entry of oid, read in pages; empty if the object does not
+// exist. `what` names the object in errors.
+Result<std::map<std::string, librados::bufferlist>> ReadAllOmap(const RemoteIo& io,
+                                                                const std::string& oid,
+                                                                const std::string& what);
 
 }  // namespace pstore

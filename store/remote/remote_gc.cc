@@ -48,24 +48,19 @@ librados::bufferlist Bytes(std::string_view s) {
   return bl;
 }
 
-uint64_t* DeadCount(GcResult* r, Kind k) {
+// The result's counter of objects of kind k found dead or (deleted) deleted.
+uint64_t* Count(GcResult* r, Kind k, bool deleted) {
   switch (k) {
-    case Kind::kChunk: return &r->dead_chunks;
-    case Kind::kManifest: return &r->dead_manifests;
-    case Kind::kClaimObject: return &r->dead_claim_objects;
-    case Kind::kPack: return &r->dead_packs;
-    case Kind::kLocations: return &r->dead_locations;
-  }
-  return nullptr;
-}
-
-uint64_t* DeletedCount(GcResult* r, Kind k) {
-  switch (k) {
-    case Kind::kChunk: return &r->deleted_chunks;
-    case Kind::kManifest: return &r->deleted_manifests;
-    case Kind::kClaimObject: return &r->deleted_claim_objects;
-    case Kind::kPack: return &r->deleted_packs;
-    case Kind::kLocations: return &r->deleted_locations;
+    case Kind::kChunk:
+      return deleted ? &r->deleted_chunks : &r->dead_chunks;
+    case Kind::kManifest:
+      return deleted ? &r->deleted_manifests : &r->dead_manifests;
+    case Kind::kClaimObject:
+      return deleted ? &r->deleted_claim_objects : &r->dead_claim_objects;
+    case Kind::kPack:
+      return deleted ? &r->deleted_packs : &r->dead_packs;
+    case Kind::kLocations:
+      return deleted ? &r->deleted_locations : &r->dead_locations;
   }
   return nullptr;
 }
@@ -274,7 +269,7 @@ class Collector {
           }
           if (r < 0) return io_.Error(r, "looking up " + c.oid);
           c.size = sizes[i];
-          ++*DeadCount(&res_, c.kind);
+          ++*Count(&res_, c.kind, false);
           res_.dead_bytes += c.size;
           return Status::OK();
         }));
@@ -389,7 +384,7 @@ class Collector {
             return Status::OK();
           }
           if (r < 0) return io_.Error(r, "deleting " + c.oid);
-          ++*DeletedCount(&res_, c.kind);
+          ++*Count(&res_, c.kind, true);
           res_.deleted_bytes += c.size;
           if (c.kind == Kind::kPack) deleted_packs_.insert(*PackId::FromHex(c.oid.substr(2)));
           return Status::OK();
@@ -422,7 +417,8 @@ class Collector {
     for (int b = 0; b < 256; ++b) {
       char oid[8];
       std::snprintf(oid, sizeof(oid), "i.%02x", b);
-      PSTORE_ASSIGN_OR_RETURN(auto entries, ReadShard(oid));
+      PSTORE_ASSIGN_OR_RETURN(auto entries,
+                              ReadAllOmap(io_, oid, std::string("the chunk index ") + oid));
       std::map<std::string, librados::bufferlist> drop;
       for (auto& [hex, v] : entries) {
         auto loc = DecodeIndexValue(v.to_str());
@@ -455,25 +451,6 @@ class Collector {
           res_.index_entries_removed += gone[i].size();
           return Status::OK();
         });
-  }
-
-  Result<std::map<std::string, librados::bufferlist>> ReadShard(const std::string& oid) {
-    std::map<std::string, librados::bufferlist> out;
-    std::string after;
-    for (;;) {
-      std::map<std::string, librados::bufferlist> vals;
-      bool more = false;
-      int rv = 0;
-      librados::ObjectReadOperation op;
-      op.omap_get_vals2(after, 4096, &vals, &more, &rv);
-      int r = io_.ioctx->operate(oid, &op, nullptr);
-      if (r == -ENOENT) return out;
-      if (r < 0) return io_.Error(r, "reading the chunk index " + oid);
-      if (vals.empty()) return out;
-      after = vals.rbegin()->first;
-      out.merge(vals);
-      if (!more) return out;
-    }
   }
 
   RemoteTier* remote_;
