@@ -31,8 +31,8 @@ def dead_model(work, tag, seed):
     """A store with a model pushed and its name removed again: every chunk
     of it is garbage on the remote."""
     a, ns, f = tagged_model(work, tag, seed, mb=4, tensors=12)
-    chunks = {o for o in objects(ns) if o.startswith("c.")}
-    check(chunks, "the push uploaded no chunk")
+    chunks = {o for o in objects(ns) if o.startswith("k.")}
+    check(chunks, "the push uploaded no pack")
     a.ok("rm", "--remote", "fleet", "m:1")
     return a, ns, f, chunks
 
@@ -40,7 +40,7 @@ def dead_model(work, tag, seed):
 def kept_and_pulls(work, ns, chunks, f, tag, what):
     """Every chunk of m:1 is still there, and m:1 pulls byte-identical."""
     missing = chunks - objects(ns)
-    check(not missing, f"the gc deleted {len(missing)} of the {len(chunks)} chunks of m:1, "
+    check(not missing, f"the gc deleted {len(missing)} of the {len(chunks)} packs of m:1, "
           f"which a push {what}")
     pulls_identical(work, ns, "m:1", f, tag)
 
@@ -78,8 +78,8 @@ def retained_after_mark(work):
     g.go("gc-names")
     out = g.finish("a gc that a push retained chunks during")
     j = json.loads(out)
-    check(j["kept"] >= len(chunks) and j["deleted_chunks"] == 0,
-          f"the gc should have kept the {len(chunks)} chunks by their cleared marks: {j}")
+    check(j["kept"] >= len(chunks) and j["deleted_packs"] == 0,
+          f"the gc should have kept the {len(chunks)} packs by their cleared marks: {j}")
     kept_and_pulls(work, ns, chunks, f, "ret", "retained after they were marked")
     log(f"retained after the mark: all {len(chunks)} chunks kept, m:1 pulls byte-identical")
 
@@ -93,8 +93,8 @@ def removed_during_check(work):
     check(j["deleted_manifests"] == 1, f"a second gc should have deleted m:1's manifest: {j}")
     g.go("gc-find-names")
     g.finish("a gc whose name was removed and collected by another gc meanwhile")
-    check(not any(o.startswith(("c.", "m.")) for o in objects(ns)),
-          "a chunk or manifest of the removed model is left")
+    check(not any(o.startswith(("c.", "k.", "l.", "m.")) for o in objects(ns)),
+          "a pack, locations or manifest of the removed model is left")
     log("removed during the check: the gc skipped the removed name, no error")
 
 
