@@ -5,12 +5,14 @@ push -> pull into a second store with byte-identical export, a re-push of a
 changed version uploading only its new chunks (counted from the cluster's
 packs and chunk index), ls/rm --remote, a pack overwritten with `rados put`
 (pull names model, tensor, chunk and the pack's byte range and stores
-nothing) or removed (a push again uploads its chunks), and an unreachable cluster
+nothing) or removed (a push again uploads its chunks), a remote in the layout
+of a pstore from before packs (pulls, dedup, gc), and an unreachable cluster
 (an error within the timeout, local store unchanged)."""
 
 import glob
 import json
 import os
+import struct
 import time
 
 from harness import (EXIT_CORRUPT, EXIT_ERROR, EXIT_EXISTS, EXIT_NOT_FOUND, Store, check, log,
@@ -176,6 +178,70 @@ def corrupted_chunk(work):
     b.export_matches("victim:1", tree_sha256(src), work)
 
 
+def to_old_layout(ns, digest):
+    """Rewrites a remote holding one model pushed with packs into the layout
+    of a pstore from before packs: one object c.<key> per chunk, no packs,
+    index or locations, and no layout mark on the names object."""
+    loc = rados(ns, "get", f"l.{digest}", "-").stdout
+    check(loc[:8] == b"pstloc1\n", "the locations object has the wrong magic")
+    npacks = struct.unpack_from("<I", loc, 8)[0]
+    ids = [loc[12 + 16 * i:28 + 16 * i].hex() for i in range(npacks)]
+    at = 12 + 16 * npacks
+    n = struct.unpack_from("<I", loc, at)[0]
+    at += 4
+    pack_bytes = {i: rados(ns, "get", f"k.{i}", "-").stdout for i in ids}
+    for j in range(n):
+        key, pack, off, length = struct.unpack_from("<16sIQI", loc, at + 32 * j)
+        frame = pack_bytes[ids[pack]][off:off + length]
+        rados(ns, "put", f"c.{key.hex()}", "-", data=frame)
+    for o in objects(ns):
+        if o.startswith(("k.", "l.")) or (o.startswith("i.") and len(o) == 4):
+            rados(ns, "rm", o)
+    rados(ns, "rmxattr", "pstore.names", "pstore.layout")
+    return n
+
+
+def old_remote(work):
+    """A remote written by a pstore from before packs: its models pull, a
+    push dedups against its chunk objects (uploading only the new chunks, in a
+    pack), and gc keeps the chunk objects a name needs through its
+    locations."""
+    ns = namespace("old")
+    a = store_with_remote(os.path.join(work, "oa"), ns)
+    v1 = make_model(os.path.join(work, "o1.safetensors"), 8, seed=81, tensors=16)
+    v2 = make_model(os.path.join(work, "o2.safetensors"), 8, seed=81, tensors=16, change=0.25,
+                    change_seed=2)
+    a.ok("import", v1, "old:1")
+    a.ok("import", v2, "old:2")
+    r1 = a.ok("push", "old:1", json_out=True).json()
+    n = to_old_layout(ns, r1["digest"])
+    check(n == r1["chunks"], f"{n} located chunks, the push says {r1['chunks']}")
+    chunk_objects = {o for o in objects(ns) if o.startswith("c.")}
+    check(len(chunk_objects) == n and not packs(ns), "the remote is not in the old layout")
+    b = store_with_remote(os.path.join(work, "ob"), ns)
+    b.ok("pull", "old:1")
+    b.export_matches("old:1", tree_sha256(v1), work)
+    # A push of a version sharing most chunks uploads only its new ones.
+    r2 = a.ok("push", "old:2", json_out=True).json()
+    check(0 < r2["moved_chunks"] < r2["chunks"] and len(index_keys(ns)) == r2["moved_chunks"],
+          f"a push into an old remote must dedup against its chunk objects: {r2}, "
+          f"{len(index_keys(ns))} index entries")
+    check({o for o in objects(ns) if o.startswith("c.")} == chunk_objects and len(packs(ns)) == 1,
+          "the push wrote chunk objects, or more than one pack")
+    # A gc keeps every chunk object old:2 uses (its locations name them).
+    a.ok("rm", "--remote", "fleet", "old:1")
+    j = a.ok("remote", "gc", "fleet", json_out=True).json()
+    reused = r2["chunks"] - r2["moved_chunks"]
+    left = {o for o in objects(ns) if o.startswith("c.")}
+    check(len(left) == reused and j["deleted_chunks"] == n - reused and j["deleted_packs"] == 0,
+          f"gc after old:1 was removed: {len(left)} chunk objects left, old:2 uses {reused}: {j}")
+    c = store_with_remote(os.path.join(work, "oc"), ns)
+    c.ok("pull", "old:2")
+    c.export_matches("old:2", tree_sha256(v2), work)
+    log(f"old remote: {n} chunk objects; a push of a changed version uploaded "
+        f"{r2['moved_chunks']} of {r2['chunks']} chunks into a pack and reused the rest")
+
+
 def unreachable(work):
     conf, pool = cluster()
     dead = os.path.join(work, "dead.conf")
@@ -203,6 +269,7 @@ def body(work):
     remote_config(work)
     round_trip_and_dedup(work)
     corrupted_chunk(work)
+    old_remote(work)
     unreachable(work)
 
 
