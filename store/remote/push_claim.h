@@ -78,7 +78,8 @@ class PushClaim {
   PushClaim(const PushClaim&) = delete;
   PushClaim& operator=(const PushClaim&) = delete;
 
-  // Which chunks the remote has, each retained (step 2).
+  // Which chunks have objects of their own (c.<key>, remotes written before
+  // packs), each retained (step 2).
   Result<std::vector<bool>> Retain(std::span<const ChunkKey> keys);
   // Renews the claim if it is due. Busy if a gc withdrew it.
   Status KeepAlive();

@@ -158,11 +158,10 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
   std::unordered_set<ChunkKey, ChunkKeyHasher> own;  // chunk objects c.<key> relied on
   if (legacy) {
     std::vector<ChunkKey> lacking;
-    std::vector<std::string> oids;
     for (const ChunkKey& k : keys) {
-      if (!indexed.count(k)) lacking.push_back(k), oids.push_back(RadosChunkSource::ObjectName(k));
+      if (!indexed.count(k)) lacking.push_back(k);
     }
-    PSTORE_ASSIGN_OR_RETURN(std::vector<bool> present, RetainObjects(io, oids));
+    PSTORE_ASSIGN_OR_RETURN(std::vector<bool> present, claim->Retain(lacking));
     for (size_t i = 0; i < lacking.size(); ++i) {
       if (present[i]) own.insert(lacking[i]);
     }
