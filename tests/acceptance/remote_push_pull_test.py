@@ -62,16 +62,24 @@ def remote_config(work):
           "config changes must keep the remotes")
 
 
+def two_versions(work, store, name, mb, seed, tensors, change, change_seed):
+    """Two versions of a model, the second with a share `change` of its
+    tensors new, imported into store as NAME:1 and NAME:2. Returns their
+    files."""
+    v1 = make_model(os.path.join(work, f"{name}1.safetensors"), mb, seed=seed, tensors=tensors)
+    v2 = make_model(os.path.join(work, f"{name}2.safetensors"), mb, seed=seed, tensors=tensors,
+                    change=change, change_seed=change_seed)
+    store.ok("import", v1, f"{name}:1")
+    store.ok("import", v2, f"{name}:2")
+    return v1, v2
+
+
 def round_trip_and_dedup(work):
     ns = namespace("rt")
     a = store_with_remote(os.path.join(work, "a"), ns)
     b = store_with_remote(os.path.join(work, "b"), ns)
-    v1 = make_model(os.path.join(work, "v1.safetensors"), 24, seed=1, tensors=40)
-    v2 = make_model(os.path.join(work, "v2.safetensors"), 24, seed=1, tensors=40, change=0.1,
-                    change_seed=3)
-    a.ok("import", v1, "llm:v1")
-    a.ok("import", v2, "llm:v2")
-    r1 = a.ok("push", "llm:v1", json_out=True).json()
+    v1, v2 = two_versions(work, a, "llm", 24, seed=1, tensors=40, change=0.1, change_seed=3)
+    r1 = a.ok("push", "llm:1", json_out=True).json()
     check(r1["moved_chunks"] == r1["chunks"] and r1["moved_bytes"] > 0, f"first push: {r1}")
     objs1 = objects(ns)
     packs1 = packs(ns)
@@ -86,10 +94,10 @@ def round_trip_and_dedup(work):
     check({f"m.{r1['digest']}", f"l.{r1['digest']}", "pstore.names"} <= objs1,
           f"objects: {sorted(objs1)[:5]}")
     # Re-push: nothing moves.
-    again = a.ok("push", "llm:v1", json_out=True).json()
+    again = a.ok("push", "llm:1", json_out=True).json()
     check(again["unchanged"] and again["moved_chunks"] == 0, f"re-push of v1: {again}")
     # A version with 10% of its tensors changed uploads only the new chunks.
-    r2 = a.ok("push", "llm:v2", json_out=True).json()
+    r2 = a.ok("push", "llm:2", json_out=True).json()
     new_objects = len(index_keys(ns) - keys1)
     check(new_objects == r2["moved_chunks"], f"{new_objects} new index entries, push says {r2}")
     new_packs = packs(ns) - packs1
@@ -100,34 +108,34 @@ def round_trip_and_dedup(work):
           f"v2 uploaded {r2['moved_bytes']} bytes, v1 {r1['moved_bytes']}: not only new chunks")
     log(f"dedup: v1 {r1['moved_bytes']} B in {r1['chunks']} chunks; v2 {r2['moved_bytes']} B "
         f"({new_objects} new objects)")
-    check(remote_names(b) == {"llm:v1": r1["digest"], "llm:v2": r2["digest"]},
+    check(remote_names(b) == {"llm:1": r1["digest"], "llm:2": r2["digest"]},
           f"ls --remote: {remote_names(b)}")
     # Pull into a second store: byte-identical export, verify clean.
-    p1 = b.ok("pull", "llm:v1", json_out=True).json()
+    p1 = b.ok("pull", "llm:1", json_out=True).json()
     check(p1["moved_chunks"] == p1["chunks"], f"first pull: {p1}")
-    p2 = b.ok("pull", "llm:v2", json_out=True).json()
+    p2 = b.ok("pull", "llm:2", json_out=True).json()
     check(p2["moved_chunks"] == r2["moved_chunks"], f"second pull fetched {p2}, pushed {r2}")
-    b.export_matches("llm:v1", tree_sha256(v1), work)
-    b.export_matches("llm:v2", tree_sha256(v2), work)
+    b.export_matches("llm:1", tree_sha256(v1), work)
+    b.export_matches("llm:2", tree_sha256(v2), work)
     b.verify_ok("after pulls")
-    p3 = b.ok("pull", "llm:v1", json_out=True).json()
+    p3 = b.ok("pull", "llm:1", json_out=True).json()
     check(p3["unchanged"] and p3["moved_chunks"] == 0, f"pull again: {p3}")
-    r = b.run("pull", "llm:v9")
-    check(r.rc == EXIT_NOT_FOUND and "llm:v9" in r.err, "pull of a missing name: " + r.describe())
+    r = b.run("pull", "llm:9")
+    check(r.rc == EXIT_NOT_FOUND and "llm:9" in r.err, "pull of a missing name: " + r.describe())
     # rm --remote removes the name only.
-    a.ok("rm", "--remote", "fleet", "llm:v1")
-    check(set(remote_names(a)) == {"llm:v2"}, f"after rm --remote: {remote_names(a)}")
-    r = a.run("rm", "--remote", "fleet", "llm:v1")
+    a.ok("rm", "--remote", "fleet", "llm:1")
+    check(set(remote_names(a)) == {"llm:2"}, f"after rm --remote: {remote_names(a)}")
+    r = a.run("rm", "--remote", "fleet", "llm:1")
     check(r.rc == EXIT_NOT_FOUND, "rm --remote of a missing name: " + r.describe())
-    check("llm:v1" in a.ls(), "rm --remote must not touch the local store")
+    check("llm:1" in a.ls(), "rm --remote must not touch the local store")
     # A name taken on the remote needs --force.
-    a.ok("tag", "llm:v1", "llm:v2b")
-    a.ok("push", "llm:v2b")
-    a.ok("tag", "llm:v2", "llm:v2b", "--force")
-    r = a.run("push", "llm:v2b")
+    a.ok("tag", "llm:1", "llm:2b")
+    a.ok("push", "llm:2b")
+    a.ok("tag", "llm:2", "llm:2b", "--force")
+    r = a.run("push", "llm:2b")
     check(r.rc == EXIT_EXISTS and "--force" in r.err, "a taken remote name: " + r.describe())
-    a.ok("push", "llm:v2b", "--force")
-    check(remote_names(a)["llm:v2b"] == r2["digest"], "push --force moves the name")
+    a.ok("push", "llm:2b", "--force")
+    check(remote_names(a)["llm:2b"] == r2["digest"], "push --force moves the name")
 
 
 def corrupted_chunk(work):
@@ -208,11 +216,7 @@ def old_remote(work):
     locations."""
     ns = namespace("old")
     a = store_with_remote(os.path.join(work, "oa"), ns)
-    v1 = make_model(os.path.join(work, "o1.safetensors"), 8, seed=81, tensors=16)
-    v2 = make_model(os.path.join(work, "o2.safetensors"), 8, seed=81, tensors=16, change=0.25,
-                    change_seed=2)
-    a.ok("import", v1, "old:1")
-    a.ok("import", v2, "old:2")
+    v1, v2 = two_versions(work, a, "old", 8, seed=81, tensors=16, change=0.25, change_seed=2)
     r1 = a.ok("push", "old:1", json_out=True).json()
     n = to_old_layout(ns, r1["digest"])
     check(n == r1["chunks"], f"{n} located chunks, the push says {r1['chunks']}")
