@@ -16,32 +16,72 @@ namespace {
 
 // The remote's chunks of one model, connecting when first asked: by their
 // locations (packs, read by range) when the model has them, else each its
-// own object.
+// own object. Locations found stale (a chunk missing from the pack they name:
+// the pack was removed and a push put its chunks into a new one) are read
+// from the remote again, once per read, and cached anew.
 class ConnectingSource final : public ChunkSource {
  public:
-  ConnectingSource(std::shared_ptr<LazyRemote> remote, std::shared_ptr<const Locations> locations)
-      : remote_(std::move(remote)), locations_(std::move(locations)) {}
+  ConnectingSource(std::shared_ptr<LazyRemote> remote, const LazyCache* cache, ModelDigest digest,
+                   std::shared_ptr<const Locations> locations)
+      : remote_(std::move(remote)),
+        cache_(cache),
+        digest_(digest),
+        locations_(std::move(locations)) {}
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
-    if (!locations_) return t->chunks().Read(keys);
-    return LocatedChunkSource(t->Io(), locations_).Read(keys);
+    std::shared_ptr<const Locations> locs = Current();
+    if (!locs) return t->chunks().Read(keys);
+    PSTORE_ASSIGN_OR_RETURN(auto out, LocatedChunkSource(t->Io(), locs).Read(keys));
+    std::vector<ChunkKey> missing;
+    std::vector<size_t> at;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (!out[i]) missing.push_back(keys[i]), at.push_back(i);
+    }
+    if (missing.empty()) return out;
+    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> fresh, ReadLocations(t->Io(), digest_));
+    if (!fresh) return out;
+    std::string bytes = fresh->Serialize();
+    if (bytes == locs->Serialize()) return out;  // not stale: the chunks are missing
+    locs = std::make_shared<const Locations>(std::move(*fresh));
+    {
+      MutexLock l(&mu_);
+      locations_ = locs;
+    }
+    (void)cache_->PutLocations(digest_, bytes);  // best effort: it is read again if lost
+    PSTORE_ASSIGN_OR_RETURN(auto again, LocatedChunkSource(t->Io(), locs).Read(missing));
+    for (size_t j = 0; j < missing.size(); ++j) out[at[j]] = std::move(again[j]);
+    return out;
   }
   Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override {
-    PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
-    if (!locations_) return t->chunks().Contains(keys);
-    return LocatedChunkSource(t->Io(), locations_).Contains(keys);
+    if (!Current()) {
+      PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
+      return t->chunks().Contains(keys);
+    }
+    PSTORE_ASSIGN_OR_RETURN(auto frames, Read(keys));
+    std::vector<bool> out(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) out[i] = frames[i].has_value();
+    return out;
   }
   Status Write(std::span<const ChunkFrameRef>) override {
     return Status::InvalidArgument("a lazily opened model does not write to its remote");
   }
   std::string Describe() const override { return remote_->Describe(); }
   std::string Locate(const ChunkKey& key) const override {
-    return LocatedChunkSource(RemoteIo{}, locations_).Locate(key);
+    return LocatedChunkSource(RemoteIo{}, Current()).Locate(key);
   }
 
  private:
+  std::shared_ptr<const Locations> Current() const EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    return locations_;
+  }
+
   std::shared_ptr<LazyRemote> remote_;
-  std::shared_ptr<const Locations> locations_;  // nullptr: one object per chunk
+  const LazyCache* cache_;
+  const ModelDigest digest_;
+  mutable Mutex mu_;
+  // nullptr: one object per chunk.
+  std::shared_ptr<const Locations> locations_ GUARDED_BY(mu_);
 };
 
 // The source of one lazily opened model: owns the tier and what it reads.
@@ -49,8 +89,9 @@ class LazyModelSource final : public ChunkSource {
  public:
   LazyModelSource(std::shared_ptr<LazyRemote> remote, const LazyCache* cache,
                   std::shared_ptr<ChunkSource> local, std::shared_ptr<const Manifest> m,
-                  std::string model, std::shared_ptr<const Locations> locations)
-      : remote_(std::move(remote), std::move(locations)),
+                  std::string model, const ModelDigest& digest,
+                  std::shared_ptr<const Locations> locations)
+      : remote_(std::move(remote), cache, digest, std::move(locations)),
         local_(std::move(local)),
         tier_(local_.get(), cache, &remote_, std::move(m), std::move(model)) {}
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
@@ -183,7 +224,7 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
     located = std::make_shared<const Locations>(std::move(parsed_locs).value());
   }
   lm.source = std::make_shared<LazyModelSource>(shared_from_this(), &cache_, std::move(local),
-                                                lm.manifest, full, std::move(located));
+                                                lm.manifest, full, lm.digest, std::move(located));
   return std::optional<LazyModel>(std::move(lm));
 }
 

@@ -10,7 +10,9 @@ chunks goes on, a rerun completes), the OSD stopped during an acquire (an
 error within the timeout, nothing local changed, works again once it is
 back), and a pack overwritten with `rados put` (the error names model,
 tensor, chunk and the pack's byte range and says the remote's copy is damaged and what to do;
-the wrong bytes are neither returned nor kept)."""
+the wrong bytes are neither returned nor kept), and a host whose cached
+locations name packs removed since (the model pushed again into new packs):
+it reads the locations again and loads every byte."""
 
 import json
 import os
@@ -190,6 +192,33 @@ def wrong_object(work, ns, src):
           f"with the object put right: {p.stdout[-600:]} {p.stderr[-600:]}")
 
 
+def stale_locations(work, ns, a, src):
+    """A host that opened the model keeps its locations; the packs are then
+    removed and the model pushed again (the remedy for a damaged pack), so
+    its chunks are in new packs: the host's reader finds the old ones gone,
+    reads the locations again and loads every byte."""
+    h = store_with_remote(os.path.join(work, "h"), ns)
+    chunks = tensor_chunks(a, "m:1")
+    p, last = run_worker(h, "m:1", src, "one", sorted(chunks)[0])
+    check(p.returncode == 0 and last.get("ok") is True, f"opening on h: {p.stderr[-600:]}")
+    cached = os.path.join(h.root, "lazy", "locations")
+    before = {f: open(os.path.join(cached, f), "rb").read() for f in os.listdir(cached)}
+    check(len(before) == 1, f"h must keep the model's locations: {sorted(before)}")
+    old = packs(ns)
+    for k in old:
+        rados(ns, "rm", k)
+    r = a.ok("push", "m:1", json_out=True).json()
+    check(r["moved_chunks"] == r["chunks"] and not (packs(ns) & old),
+          f"the push after the packs were removed must upload into new packs: {r}")
+    p, last = run_worker(h, "m:1", src, "load")
+    check(p.returncode == 0 and last.get("ok") is True and last.get("mismatches") == 0,
+          f"a reader with stale locations: {p.stdout[-600:]} {p.stderr[-600:]}")
+    after = {f: open(os.path.join(cached, f), "rb").read() for f in os.listdir(cached)}
+    check(after.keys() == before.keys() and after != before,
+          "the host's cached locations were not replaced by the remote's new ones")
+    log("stale locations: read again from the remote, every byte loaded")
+
+
 def body(work):
     ns = namespace("lazy")
     a, src = pushed_model(work, ns, "a", "m.safetensors", "m:1", 24, seed=11, tensors=30)
@@ -198,6 +227,7 @@ def body(work):
     wrong_object(work, ns, src)
     killed_readers(work, ns, src)
     osd_stopped(work, ns, src, sorted(chunks)[0], sorted(chunks)[1])
+    stale_locations(work, ns, a, src)
 
 
 if __name__ == "__main__":
