@@ -7,7 +7,8 @@
 //      digest, the time, host and pid), then write the object "p.<id>"
 //      holding the model's manifest, so a gc can read which chunks it needs.
 //   2. Retain, before relying on any object the push finds on the remote
-//      (chunks, and the manifest object): read the object's gc mark and, if
+//      (packs its locations name, chunk objects of older remotes, the
+//      locations and the manifest object): read the object's gc mark and, if
 //      a gc has set one, clear it. A gc deletes an object only if the mark
 //      it set is still there, with one compare-and-remove operation.
 //   3. KeepAlive between batches: renew the claim's time (compare-and-set),
