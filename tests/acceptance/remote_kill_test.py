@@ -102,11 +102,16 @@ def pull_kills(work, rng):
     src.ok("import", f, "big:1")
     src.ok("push", "big:1")
     want = tree_sha256(f)
-    probe = store_with_remote(os.path.join(work, "probe"), ns)
-    t0 = time.monotonic()
-    probe.ok("pull", "big:1")
-    full = time.monotonic() - t0
-    log(f"a full pull takes {full:.2f} s")
+    # The shorter of two pulls (the first warms the OSD's cache, and later
+    # ones can be much faster): kills must fall inside the pulls they meet.
+    times = []
+    for n in range(2):
+        probe = store_with_remote(os.path.join(work, f"probe{n}"), ns)
+        t0 = time.monotonic()
+        probe.ok("pull", "big:1")
+        times.append(time.monotonic() - t0)
+    full = min(times)
+    log(f"a full pull takes {full:.2f} s ({times[0]:.2f} s the first time)")
     killed_count = partial_reruns = committed_after_kill = trials = 0
     # A pull keeps what it fetched once its background flush ran (every 64 MiB
     # or 100 ms): a kill early in a short pull often leaves nothing. Kills
