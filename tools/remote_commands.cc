@@ -261,11 +261,12 @@ struct GcOutput : Output {
             {"seconds", x.seconds}};
   }
   void Text() const {
-    std::printf("%s: %llu objects (%llu packs, %llu chunk objects), %llu names needing %llu "
-                "distinct chunks\n",
-                where.c_str(), (unsigned long long)x.objects, (unsigned long long)x.pack_objects,
-                (unsigned long long)x.chunk_objects, (unsigned long long)x.names,
-                (unsigned long long)x.referenced_chunks);
+    std::printf(
+        "%s: %llu objects (%llu packs, %llu chunk objects), %llu names needing %llu "
+        "distinct chunks\n",
+        where.c_str(), (unsigned long long)x.objects, (unsigned long long)x.pack_objects,
+        (unsigned long long)x.chunk_objects, (unsigned long long)x.names,
+        (unsigned long long)x.referenced_chunks);
     for (const GcClaim& c : x.claims) {
       std::printf("  push of %s by %s pid %lld, renewed %lld s ago%s\n",
                   c.model_digest.substr(0, 12).c_str(), c.host.c_str(), (long long)c.pid,
@@ -276,15 +277,16 @@ struct GcOutput : Output {
       std::printf(
           "would delete %llu packs, %llu chunks, %llu manifests, %llu claim objects (%s); "
           "nothing was changed\n",
-          (unsigned long long)x.dead_packs, (unsigned long long)x.dead_chunks, (unsigned long long)x.dead_manifests,
-          (unsigned long long)x.dead_claim_objects, HumanBytes(double(x.dead_bytes)).c_str());
+          (unsigned long long)x.dead_packs, (unsigned long long)x.dead_chunks,
+          (unsigned long long)x.dead_manifests, (unsigned long long)x.dead_claim_objects,
+          HumanBytes(double(x.dead_bytes)).c_str());
     } else {
-      std::printf("deleted %llu packs, %llu chunks, %llu manifests, %llu claim objects (%s) in "
-                  "%.2f s",
-                  (unsigned long long)x.deleted_packs, (unsigned long long)x.deleted_chunks,
-                  (unsigned long long)x.deleted_manifests,
-                  (unsigned long long)x.deleted_claim_objects,
-                  HumanBytes(double(x.deleted_bytes)).c_str(), x.seconds);
+      std::printf(
+          "deleted %llu packs, %llu chunks, %llu manifests, %llu claim objects (%s) in "
+          "%.2f s",
+          (unsigned long long)x.deleted_packs, (unsigned long long)x.deleted_chunks,
+          (unsigned long long)x.deleted_manifests, (unsigned long long)x.deleted_claim_objects,
+          HumanBytes(double(x.deleted_bytes)).c_str(), x.seconds);
       if (x.kept)
         std::printf("; kept %llu that a push or a name needed meanwhile",
                     (unsigned long long)x.kept);

@@ -4,8 +4,8 @@
 // chunks it lacks, uploads those (checked against their keys first) into
 // packs with their index entries, retains the packs the index names for the
 // model, writes its locations, then the manifest, then publishes the name
-// with a compare-and-set on the names object. Each step starts only when the one before has completed, so a push
-// killed or cut off at any moment leaves at most unreferenced objects: a name
+// with a compare-and-set on the names object. Each step starts only when the one before has
+// completed, so a push killed or cut off at any moment leaves at most unreferenced objects: a name
 // on the remote always points at a whole model.
 //
 // Pull: reads the name, the manifest (checked against its digest) and its
