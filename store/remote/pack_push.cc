@@ -1,12 +1,15 @@
 // Writing packs, index entries and locations: see store/remote/pack_push.h.
 #include "store/remote/pack_push.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <map>
 #include <set>
 
 #include "store/remote/push_claim.h"
+#include "store/remote/rados_chunk_source.h"
 #include "store/remote/remote_tier.h"
+#include "store/remote/test_pause.h"
 
 namespace pstore {
 namespace {
@@ -138,32 +141,51 @@ Status SetIndexEntries(const RemoteIo& io, const IndexMap& entries, const IndexM
       });
 }
 
-Status PutLocationsObject(const RemoteIo& io, const ModelDigest& digest, const std::string& bytes) {
+Status PutLocationsObject(const RemoteIo& io, PushClaim* claim, const ModelDigest& digest,
+                          const std::string& bytes) {
   const std::string oid = LocationsObject(digest);
   for (int attempt = 0; attempt < 3; ++attempt) {
+    // A push whose claim a gc withdrew may hold locations naming packs the
+    // gc has deleted since: it writes none.
+    PSTORE_RETURN_IF_ERROR(claim->Renew());
+    TestPause("push-locations");
     librados::ObjectWriteOperation op;
     op.create(true);
     op.write_full(Bytes(bytes));
     int r = io.ioctx->operate(oid, &op);
     if (r == 0) return Status::OK();
     if (r != -EEXIST) return io.Error(r, "writing " + oid);
-    librados::bufferlist bl;
-    r = io.ioctx->read(oid, bl, 0, 0);
-    if (r == -ENOENT) continue;  // a gc deleted it meanwhile: create it again
-    if (r < 0) return io.Error(r, "reading " + oid);
-    if (bl.to_str() != bytes) {
-      // Built when the index named other packs (some since found missing):
-      // ours names only packs this push retained.
-      librados::ObjectWriteOperation w;
-      w.write_full(Bytes(bytes));
-      r = io.ioctx->operate(oid, &w);
-      if (r < 0) return io.Error(r, "writing " + oid);
+    // Someone's locations are there (perhaps a published model's): they are
+    // kept, retained with every object they name, unless one of those is
+    // missing or they do not parse.
+    PSTORE_ASSIGN_OR_RETURN(std::optional<VersionedBytes> read, ReadVersioned(io, oid));
+    if (!read) continue;  // a gc deleted it meanwhile: create it again
+    auto there = Locations::Parse(read->bytes, oid);
+    if (there.ok()) {
+      std::vector<std::string> oids{oid};
+      for (const auto& [k, loc] : there->map()) {
+        if (loc.own) oids.push_back(RadosChunkSource::ObjectName(k));
+      }
+      for (const PackId& id : there->Packs()) oids.push_back(PackObject(id));
+      PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, RetainObjects(io, oids));
+      if (!have[0]) continue;
+      if (std::find(have.begin(), have.end(), false) == have.end()) return Status::OK();
     }
+    // They name an object that is missing (written by a push whose packs a
+    // gc deleted after withdrawing its claim), or are damaged: replaced by
+    // ours, only if no one changed them since they were read.
+    librados::ObjectWriteOperation w;
+    w.assert_version(read->version);
+    w.write_full(Bytes(bytes));
+    r = io.ioctx->operate(oid, &w);
+    if (r == -ERANGE || r == -EOVERFLOW || r == -ENOENT) continue;
+    if (r < 0) return io.Error(r, "writing " + oid);
     PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have, RetainObjects(io, {oid}));
     if (have[0]) return Status::OK();
   }
   return Status::Busy(io.where + ": " + oid +
-                      " was deleted while this push wrote it, three times; run the push again");
+                      " was deleted or changed while this push wrote it, three times; run the "
+                      "push again");
 }
 
 Status PackWriter::Add(std::span<const ChunkFrameRef> frames) {

@@ -27,6 +27,8 @@
 
 namespace pstore {
 
+class PushClaim;
+
 // Packs hold up to this many bytes of frames (a chunk larger goes alone).
 inline constexpr size_t kPackBytes = 16 << 20;
 // The names object's xattr that says the remote was first written by a
@@ -49,10 +51,14 @@ Result<IndexMap> LookupIndex(const RemoteIo& io, std::span<const ChunkKey> keys)
 // are kept (the caller reads the index again for what counts).
 Status SetIndexEntries(const RemoteIo& io, const IndexMap& entries, const IndexMap& replace);
 
-// Writes the locations object l.<digest>, or keeps the one there if it holds
-// the same bytes (clearing a gc's mark on it); one holding other bytes (built
-// when the index said otherwise) is replaced.
-Status PutLocationsObject(const RemoteIo& io, const ModelDigest& digest, const std::string& bytes);
+// Writes the locations object l.<digest>, right after renewing the push's
+// claim (Busy if a gc withdrew it). Locations already there are never
+// replaced while valid: if they parse and every object they name exists
+// (each retained, as is l.<digest>), they are kept and ours dropped; only
+// locations naming a missing object, or damaged ones, are replaced, guarded
+// by the version read so a concurrent writer's are not overwritten.
+Status PutLocationsObject(const RemoteIo& io, PushClaim* claim, const ModelDigest& digest,
+                          const std::string& bytes);
 
 // Fills packs from checked frames and writes each when full (Flush: the
 // last), then its index entries.

@@ -90,11 +90,12 @@ class PushClaim {
   // (nullopt: absent) and the claim is still held, and drops the claim, in
   // one atomic operation. Busy if either changed.
   Status Publish(const std::string& ref, const std::optional<ModelDigest>& expected);
+  // Renews the claim now. Busy if a gc withdrew it.
+  Status Renew();
   const ClaimRecord& record() const { return record_; }
 
  private:
   PushClaim(RemoteTier* remote, ClaimRecord record);
-  Status Renew();
   Status Withdrawn() const;
   void Drop();
 

@@ -75,4 +75,19 @@ Result<std::map<std::string, librados::bufferlist>> ReadAllOmap(const RemoteIo& 
   }
 }
 
+Result<std::optional<VersionedBytes>> ReadVersioned(const RemoteIo& io, const std::string& oid) {
+  Completion c(librados::Rados::aio_create_completion());
+  librados::bufferlist bl;
+  librados::ObjectReadOperation op;
+  op.read(0, 0, nullptr, nullptr);
+  int r = io.ioctx->aio_operate(oid, c.get(), &op, &bl);
+  if (r == 0) {
+    c->wait_for_complete();
+    r = c->get_return_value();
+  }
+  if (r == -ENOENT) return std::optional<VersionedBytes>();
+  if (r < 0) return io.Error(r, "reading " + oid);
+  return std::optional<VersionedBytes>(VersionedBytes{bl.to_str(), c->get_version64()});
+}
+
 }  // namespace pstore

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -49,5 +50,13 @@ Status RunAioBatch(const RemoteIo& io, size_t n,
 Result<std::map<std::string, librados::bufferlist>> ReadAllOmap(const RemoteIo& io,
                                                                 const std::string& oid,
                                                                 const std::string& what);
+
+// An object's bytes and the version they were read at (for a later write
+// guarded by assert_version); nullopt if the object does not exist.
+struct VersionedBytes {
+  std::string bytes;
+  uint64_t version = 0;
+};
+Result<std::optional<VersionedBytes>> ReadVersioned(const RemoteIo& io, const std::string& oid);
 
 }  // namespace pstore

@@ -12,8 +12,8 @@
 #include "store/chunk_read.h"
 #include "store/remote/pack_layout.h"
 #include "store/remote/pack_push.h"
-#include "store/remote/rados_io.h"
 #include "store/remote/push_claim.h"
+#include "store/remote/rados_io.h"
 #include "store/remote/test_pause.h"
 #include "store/rocks_chunk_source.h"
 
@@ -179,7 +179,8 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
   };
   c.have = [&](std::span<const ChunkKey> batch) -> Result<std::vector<bool>> {
     std::vector<bool> out(batch.size());
-    for (size_t i = 0; i < batch.size(); ++i) out[i] = indexed.count(batch[i]) || own.count(batch[i]);
+    for (size_t i = 0; i < batch.size(); ++i)
+      out[i] = indexed.count(batch[i]) || own.count(batch[i]);
     return out;
   };
   // The claim is renewed between batches; it is used by one thread at a time.
@@ -236,7 +237,8 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
       break;
     }
     if (round == 3) {
-      return Status::Busy(where + ": packs this push relies on kept being deleted by a "
+      return Status::Busy(where +
+                          ": packs this push relies on kept being deleted by a "
                           "`remote gc` while it ran; run the push again");
     }
     PackWriter packs(io, replace);
@@ -249,7 +251,7 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
     PSTORE_RETURN_IF_ERROR(packs.Flush());
   }
   // 3. The locations, then the manifest, then the name.
-  PSTORE_RETURN_IF_ERROR(PutLocationsObject(io, res.digest, locs.Serialize()));
+  PSTORE_RETURN_IF_ERROR(PutLocationsObject(io, claim.get(), res.digest, locs.Serialize()));
   auto t1 = std::chrono::steady_clock::now();
   PSTORE_RETURN_IF_ERROR(claim->PutManifest(bytes));
   // 3. The name, if it is still what we read and the claim still holds (set
@@ -328,8 +330,7 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
     const std::string chunk_name = "model " + name.Ref() + ", tensor " + m.tensors[u.tensor].name +
                                    ", chunk " + std::to_string(u.index);
     if (!why) {
-      return Status::Corruption(where + " lacks " + chunk_name + " (object " +
-                                from->Locate(u.key) +
+      return Status::Corruption(where + " lacks " + chunk_name + " (object " + from->Locate(u.key) +
                                 "); nothing was stored (push the model again)");
     }
     return RemoteFrameMismatch(*from, chunk_name, u.key, *why, "nothing was stored");

@@ -11,12 +11,19 @@ step, so each interleaving is tested every run rather than by chance.
 - retained after the mark: a gc marks a dead model's chunks and reads the
   claims and names (none); a push of that model then retains them and
   publishes; the gc goes on. Only the cleared marks save the chunks: they
-  must stay, and the name pull byte-identical."""
+  must stay, and the name pull byte-identical.
+- withdrawn before its locations: a push stops after writing and retaining
+  its packs, right before its locations object; a gc with a short grace
+  withdraws its claim and deletes those packs; another push of the model
+  publishes it; the first goes on. It must fail (exit 6) and leave the
+  published model's locations alone: the name pulls byte-identical, also
+  after another gc."""
 
 import json
 import os
+import time
 
-from harness import EXIT_BUSY, check, log, run_test, tree_sha256
+from harness import EXIT_BUSY, check, log, make_model, run_test, tree_sha256
 from remote_harness import Paused, namespace, objects, pushed_model, remote_names, store_with_remote
 
 
@@ -114,11 +121,34 @@ def removed_during_unchanged_push(work):
     log("removed during an unchanged push: exit 6, the rerun pushes it")
 
 
+def withdrawn_before_locations(work):
+    ns = namespace("wdr")
+    a = store_with_remote(os.path.join(work, "wdr"), ns)
+    f = make_model(os.path.join(work, "wdr.safetensors"), 2, seed=75, tensors=6)
+    a.ok("import", f, "m:1")
+    p = Paused(a, work, "wdr-push", ["push-locations"], "push", "m:1")
+    p.wait_paused("push-locations")  # packs written and retained, claim renewed
+    time.sleep(3)  # the claim is older than the gc's grace
+    j = json.loads(a.ok("remote", "gc", "fleet", "--grace", "1", "--force", json_out=True).out)
+    check(j["deleted_packs"] >= 1, f"the gc should have deleted the stopped push's packs: {j}")
+    a.ok("push", "m:1")  # writes packs again, the locations and the name
+    p.go("push-locations")
+    out, err = p.p.communicate(timeout=300)
+    check(p.p.returncode == EXIT_BUSY and "again" in err,
+          f"a push whose claim a gc withdrew must fail with exit 6 and say to run it again: "
+          f"rc {p.p.returncode}: {out[-200:]} {err[-400:]}")
+    pulls_identical(work, ns, "m:1", f, "wdr")
+    a.ok("remote", "gc", "fleet", "--grace", "1", "--force")
+    pulls_identical(work, ns, "m:1", f, "wdr2")
+    log("withdrawn before its locations: exit 6, the published model's locations kept")
+
+
 def body(work):
     published_during_check(work)
     retained_after_mark(work)
     removed_during_check(work)
     removed_during_unchanged_push(work)
+    withdrawn_before_locations(work)
 
 
 if __name__ == "__main__":
