@@ -27,6 +27,12 @@ struct Candidate {
   bool keep = false;  // needed after all (step 3)
 };
 
+// Index entries to remove from one shard, with the values they were read with.
+struct Drop {
+  std::string shard;
+  std::map<std::string, librados::bufferlist> keys;
+};
+
 int64_t NowSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -238,6 +244,7 @@ class Collector {
         } else if (Named(oid, "k.")) {
           kind = Kind::kPack;
           res_.pack_objects++;
+          listed_packs_.insert(oid);
           if (need_.count(oid)) live_packs_.push_back(oid);
         } else if (Named(oid, "l.")) {
           kind = Kind::kLocations;
@@ -369,27 +376,38 @@ class Collector {
     return Status::OK();
   }
 
-  // Step 4.
+  // Step 4. Names' objects (locations, manifests, claims' manifest
+  // copies) go before packs and chunk objects: a gc stopped in between
+  // leaves no locations naming a pack it deleted.
   Status Sweep() {
-    PSTORE_RETURN_IF_ERROR(ForEach(
-        "deleting", [](const Candidate& c) { return !c.keep; },
-        [&](librados::ObjectWriteOperation& op) {
-          op.cmpxattr(kGcMarkXattr, LIBRADOS_CMPXATTR_OP_EQ, Bytes(token_));
-          op.remove();
-        },
-        [&](Candidate& c, int r) {
-          if (r == -ENOENT) return Status::OK();  // another gc was first
-          if (r == -ECANCELED || r == -ENODATA) {
-            res_.kept++;  // a push retained it after it was marked
+    auto sweep = [&](bool data) {
+      return ForEach(
+          "deleting",
+          [data](const Candidate& c) {
+            return !c.keep && (c.kind == Kind::kPack || c.kind == Kind::kChunk) == data;
+          },
+          [&](librados::ObjectWriteOperation& op) {
+            op.cmpxattr(kGcMarkXattr, LIBRADOS_CMPXATTR_OP_EQ, Bytes(token_));
+            op.remove();
+          },
+          [&](Candidate& c, int r) {
+            if (r == -ENOENT) return Status::OK();  // another gc was first
+            if (r == -ECANCELED || r == -ENODATA) {
+              res_.kept++;  // a push retained it after it was marked
+              return Status::OK();
+            }
+            if (r < 0) return io_.Error(r, "deleting " + c.oid);
+            ++*Count(&res_, c.kind, true);
+            res_.deleted_bytes += c.size;
+            if (c.kind == Kind::kPack) deleted_packs_.insert(*PackId::FromHex(c.oid.substr(2)));
             return Status::OK();
-          }
-          if (r < 0) return io_.Error(r, "deleting " + c.oid);
-          ++*Count(&res_, c.kind, true);
-          res_.deleted_bytes += c.size;
-          if (c.kind == Kind::kPack) deleted_packs_.insert(*PackId::FromHex(c.oid.substr(2)));
-          return Status::OK();
-        }));
-    PSTORE_RETURN_IF_ERROR(RemoveIndexEntriesOfDeletedPacks());
+          });
+    };
+    PSTORE_RETURN_IF_ERROR(sweep(false));
+    TestPause("gc-sweeping");
+    PSTORE_RETURN_IF_ERROR(sweep(true));
+    TestPause("gc-swept");
+    PSTORE_RETURN_IF_ERROR(RemoveDeadIndexEntries());
     // Those needed after all lose their mark again (only tidiness: a push
     // clears it too, and the next gc sets its own).
     return ForEach(
@@ -407,48 +425,87 @@ class Collector {
         });
   }
 
-  // Step 4's end: the index entries that name a pack this run deleted go,
-  // each compared with the value read, so an entry a push replaced stays.
-  Status RemoveIndexEntriesOfDeletedPacks() {
-    if (deleted_packs_.empty()) return Status::OK();
+  // Step 4's end: the index entries that name a missing pack go (one this
+  // run deleted, or one neither listed nor found now: deleted by an earlier
+  // gc stopped before this step, or removed by hand), each compared with
+  // the value read, so an entry a push replaced meanwhile stays.
+  Status RemoveDeadIndexEntries() {
     PSTORE_RETURN_IF_ERROR(Progress("cleaning the index", 0, 0));
     std::vector<std::string> shards;
-    std::vector<std::map<std::string, librados::bufferlist>> gone;
+    std::vector<std::map<std::string, librados::bufferlist>> entries;
+    std::unordered_set<PackId, ChunkKeyHasher> unlisted;
     for (int b = 0; b < 256; ++b) {
       char oid[8];
       std::snprintf(oid, sizeof(oid), "i.%02x", b);
-      PSTORE_ASSIGN_OR_RETURN(auto entries,
+      PSTORE_ASSIGN_OR_RETURN(auto all,
                               ReadAllOmap(io_, oid, std::string("the chunk index ") + oid));
-      std::map<std::string, librados::bufferlist> drop;
-      for (auto& [hex, v] : entries) {
+      for (auto& [hex, v] : all) {
         auto loc = DecodeIndexValue(v.to_str());
-        if (loc && deleted_packs_.count(loc->pack)) drop.emplace(hex, std::move(v));
+        if (loc && !deleted_packs_.count(loc->pack) &&
+            !listed_packs_.count(PackObject(loc->pack))) {
+          unlisted.insert(loc->pack);
+        }
       }
-      if (drop.empty()) continue;
+      if (all.empty()) continue;
       shards.push_back(oid);
-      gone.push_back(std::move(drop));
+      entries.push_back(std::move(all));
     }
-    std::vector<librados::ObjectWriteOperation> ops(shards.size());
-    return RunAioBatch(
-        io_, shards.size(),
+    // Packs written after the listing exist; the others are missing.
+    std::vector<PackId> ids(unlisted.begin(), unlisted.end());
+    std::unordered_set<PackId, ChunkKeyHasher> missing(deleted_packs_);
+    std::vector<uint64_t> sizes(ids.size());
+    std::vector<time_t> mtimes(ids.size());
+    PSTORE_RETURN_IF_ERROR(RunAioBatch(
+        io_, ids.size(),
         [&](size_t i, librados::AioCompletion* c) {
-          // One key at a time would lose nothing either; per shard, the
-          // compare covers every key, and a failed compare leaves them all
-          // (the next gc removes what is still dead).
+          return io_.ioctx->aio_stat(PackObject(ids[i]), c, &sizes[i], &mtimes[i]);
+        },
+        [&](size_t i, int r) {
+          if (r == -ENOENT) missing.insert(ids[i]);
+          if (r < 0 && r != -ENOENT) return io_.Error(r, "looking up " + PackObject(ids[i]));
+          return Status::OK();
+        }));
+    std::vector<Drop> drops;
+    for (size_t i = 0; i < shards.size(); ++i) {
+      Drop d{shards[i], {}};
+      for (auto& [hex, v] : entries[i]) {
+        auto loc = DecodeIndexValue(v.to_str());
+        if (loc && missing.count(loc->pack)) d.keys.emplace(hex, std::move(v));
+      }
+      if (!d.keys.empty()) drops.push_back(std::move(d));
+    }
+    // One operation per shard, every key compared; if one was replaced
+    // meanwhile, each key of that shard goes alone.
+    std::vector<Drop> single;
+    PSTORE_RETURN_IF_ERROR(RemoveIndexKeys(drops, &single));
+    return RemoveIndexKeys(single, nullptr);
+  }
+
+  // Removes each drop's keys where they still hold the values read; drops
+  // whose compare failed go to retry one key each (if retry is set).
+  Status RemoveIndexKeys(const std::vector<Drop>& drops, std::vector<Drop>* retry) {
+    std::vector<librados::ObjectWriteOperation> ops(drops.size());
+    return RunAioBatch(
+        io_, drops.size(),
+        [&](size_t i, librados::AioCompletion* c) {
           std::map<std::string, std::pair<librados::bufferlist, int>> cmp;
           std::set<std::string> keys;
-          for (auto& [hex, v] : gone[i]) {
+          for (auto& [hex, v] : drops[i].keys) {
             cmp[hex] = {v, LIBRADOS_CMPXATTR_OP_EQ};
             keys.insert(hex);
           }
           ops[i].omap_cmp(cmp, nullptr);
           ops[i].omap_rm_keys(keys);
-          return io_.ioctx->aio_operate(shards[i], c, &ops[i]);
+          return io_.ioctx->aio_operate(drops[i].shard, c, &ops[i]);
         },
         [&](size_t i, int r) {
+          if (r == -ECANCELED && retry) {
+            for (auto& [hex, v] : drops[i].keys) retry->push_back({drops[i].shard, {{hex, v}}});
+            return Status::OK();
+          }
           if (r == -ECANCELED || r == -ENOENT) return Status::OK();
-          if (r < 0) return io_.Error(r, "removing entries of " + shards[i]);
-          res_.index_entries_removed += gone[i].size();
+          if (r < 0) return io_.Error(r, "removing entries of " + drops[i].shard);
+          res_.index_entries_removed += drops[i].keys.size();
           return Status::OK();
         });
   }
@@ -466,6 +523,7 @@ class Collector {
   // of packs kept whole), the live packs listed, and the packs deleted.
   std::unordered_map<PackId, std::set<std::pair<uint64_t, uint32_t>>, ChunkKeyHasher> live_ranges_;
   std::vector<std::string> live_packs_;
+  std::unordered_set<std::string> listed_packs_;
   std::unordered_set<PackId, ChunkKeyHasher> deleted_packs_;
 };
 

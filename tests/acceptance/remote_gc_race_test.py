@@ -17,14 +17,18 @@ step, so each interleaving is tested every run rather than by chance.
   withdraws its claim and deletes those packs; another push of the model
   publishes it; the first goes on. It must fail (exit 6) and leave the
   published model's locations alone: the name pulls byte-identical, also
-  after another gc."""
+  after another gc.
+- killed after its sweep: a gc deletes a dead model's locations and manifest
+  before its packs, and is killed after deleting the packs, before cleaning
+  the chunk index; the next gc removes the index entries naming the missing
+  packs, and a push of the model uploads it again."""
 
 import json
 import os
 import time
 
 from harness import EXIT_BUSY, check, log, make_model, run_test, tree_sha256
-from remote_harness import Paused, namespace, objects, pushed_model, remote_names, store_with_remote
+from remote_harness import Paused, index_keys, namespace, objects, pushed_model, remote_names, store_with_remote
 
 
 def tagged_model(work, tag, seed, mb=2, tensors=6):
@@ -143,12 +147,40 @@ def withdrawn_before_locations(work):
     log("withdrawn before its locations: exit 6, the published model's locations kept")
 
 
+def killed_after_sweep(work):
+    a, ns, f, packs = dead_model(work, "swp", 76)
+    keys = index_keys(ns)
+    check(keys, "the push set no index entries")
+    g = Paused(a, work, "swp-gc", ["gc-sweeping", "gc-swept"], "remote", "gc", "fleet")
+    g.wait_paused("gc-sweeping")
+    left = objects(ns)
+    check(not any(o.startswith(("l.", "m.")) for o in left) and packs <= left,
+          f"the gc must delete the dead model's locations and manifest before its packs: "
+          f"{sorted(o for o in left if o[:2] in ('l.', 'm.', 'k.'))}")
+    g.go("gc-sweeping")
+    g.wait_paused("gc-swept")
+    g.p.kill()
+    g.p.communicate(timeout=60)
+    check(not packs & objects(ns), "the gc stopped before deleting the dead packs")
+    check(index_keys(ns) == keys, "the killed gc removed index entries after all")
+    j = json.loads(a.ok("remote", "gc", "fleet", json_out=True).out)
+    check(j["index_entries_removed"] == len(keys) and not index_keys(ns),
+          f"the next gc must remove the {len(keys)} entries naming the deleted packs: "
+          f"{j['index_entries_removed']} removed, {len(index_keys(ns))} left")
+    r = a.ok("push", "m:1", json_out=True).json()
+    check(r["moved_chunks"] == r["chunks"], f"m:1 pushed after its packs went: {r}")
+    pulls_identical(work, ns, "m:1", f, "swp")
+    log(f"killed after its sweep: locations and manifest went first, the next gc removed "
+        f"{len(keys)} leaked index entries")
+
+
 def body(work):
     published_during_check(work)
     retained_after_mark(work)
     removed_during_check(work)
     removed_during_unchanged_push(work)
     withdrawn_before_locations(work)
+    killed_after_sweep(work)
 
 
 if __name__ == "__main__":
