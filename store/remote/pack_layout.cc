@@ -1,6 +1,8 @@
 // Packs, the chunk index and locations: see store/remote/pack_layout.h.
 #include "store/remote/pack_layout.h"
 
+#include "store/remote/pack_push.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -155,6 +157,36 @@ std::string LocatedChunkSource::Locate(const ChunkKey& key) const {
 
 Result<std::vector<std::optional<std::string>>> LocatedChunkSource::Read(
     std::span<const ChunkKey> keys) {
+  PSTORE_ASSIGN_OR_RETURN(auto out, ReadAt(keys, locations_.get()));
+  // A chunk whose pack is missing (removed, its chunks pushed again into
+  // another by a push of some model): read once from where the chunk index
+  // says it is now, if that is elsewhere. Frames are checked by the caller.
+  std::vector<ChunkKey> lost;
+  std::vector<size_t> lost_at;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const ChunkLocation* loc = locations_ ? locations_->Find(keys[i]) : nullptr;
+    if (!out[i] && loc && !loc->own) lost.push_back(keys[i]), lost_at.push_back(i);
+  }
+  if (lost.empty()) return out;
+  PSTORE_ASSIGN_OR_RETURN(IndexMap now, LookupIndex(io_, lost));
+  Locations moved;
+  std::vector<ChunkKey> again;
+  std::vector<size_t> again_at;
+  for (size_t j = 0; j < lost.size(); ++j) {
+    auto it = now.find(lost[j]);
+    if (it == now.end() || it->second == *locations_->Find(lost[j])) continue;
+    moved.Set(lost[j], it->second);
+    again.push_back(lost[j]);
+    again_at.push_back(lost_at[j]);
+  }
+  if (again.empty()) return out;
+  PSTORE_ASSIGN_OR_RETURN(auto found, ReadAt(again, &moved));
+  for (size_t j = 0; j < again.size(); ++j) out[again_at[j]] = std::move(found[j]);
+  return out;
+}
+
+Result<std::vector<std::optional<std::string>>> LocatedChunkSource::ReadAt(
+    std::span<const ChunkKey> keys, const Locations* locations) {
   // One read operation per pack (its chunks' ranges coalesced) and per own
   // object.
   struct Range {
@@ -171,7 +203,7 @@ Result<std::vector<std::optional<std::string>>> LocatedChunkSource::Read(
   std::unordered_map<PackId, std::vector<size_t>, ChunkKeyHasher> by_pack;
   std::vector<PackId> pack_order;
   for (size_t i = 0; i < keys.size(); ++i) {
-    const ChunkLocation* loc = locations_ ? locations_->Find(keys[i]) : nullptr;
+    const ChunkLocation* loc = locations ? locations->Find(keys[i]) : nullptr;
     if (!loc || loc->own) {
       Op op{RadosChunkSource::ObjectName(keys[i]), {}};
       op.ranges.push_back({0, 0, {i}, {}, 0});
@@ -185,11 +217,11 @@ Result<std::vector<std::optional<std::string>>> LocatedChunkSource::Read(
   for (const PackId& id : pack_order) {
     std::vector<size_t>& idx = by_pack[id];
     std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
-      return locations_->Find(keys[a])->offset < locations_->Find(keys[b])->offset;
+      return locations->Find(keys[a])->offset < locations->Find(keys[b])->offset;
     });
     Op op{PackObject(id), {}};
     for (size_t i : idx) {
-      const ChunkLocation& loc = *locations_->Find(keys[i]);
+      const ChunkLocation& loc = *locations->Find(keys[i]);
       if (!op.ranges.empty()) {
         Range& last = op.ranges.back();
         const uint64_t end = last.offset + last.length;
@@ -218,7 +250,7 @@ Result<std::vector<std::optional<std::string>>> LocatedChunkSource::Read(
           const std::string bytes = range.bl.to_str();
           range.bl.clear();
           for (size_t i : range.chunks) {
-            const ChunkLocation* loc = locations_ ? locations_->Find(keys[i]) : nullptr;
+            const ChunkLocation* loc = locations ? locations->Find(keys[i]) : nullptr;
             if (!loc || loc->own) {
               out[i] = bytes;
               continue;

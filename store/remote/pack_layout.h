@@ -91,8 +91,10 @@ Result<std::optional<Locations>> ReadLocations(const RemoteIo& io, const ModelDi
 // The chunks of a model read by their locations: a batch's chunks in one
 // pack are read by one operation of coalesced byte ranges, one operation per
 // pack, every pack of the batch at once (up to max_in_flight); a chunk with
-// no location, or located in its own object, is read from c.<key>. A pack or
-// object that is missing leaves its chunks missing (nullopt). Frames are
+// no location, or located in its own object, is read from c.<key>. A chunk
+// whose pack is missing is read once more from where the chunk index says it
+// is now, if that differs (the pack removed and the chunk pushed again by a
+// push of any model); if it is not there either it is missing (nullopt). Frames are
 // returned unchecked: the caller checks each against its key, so a wrong
 // location shows as damage, named by Locate ("k.<id> bytes A-B").
 class LocatedChunkSource final : public ChunkSource {
@@ -107,6 +109,10 @@ class LocatedChunkSource final : public ChunkSource {
   std::string Locate(const ChunkKey& key) const override;
 
  private:
+  // Reads keys by `locations` (the model's, or where the index moved them).
+  Result<std::vector<std::optional<std::string>>> ReadAt(std::span<const ChunkKey> keys,
+                                                         const Locations* locations);
+
   RemoteIo io_;
   std::shared_ptr<const Locations> locations_;
 };

@@ -166,12 +166,15 @@ def corrupted_chunk(work):
         check(what == "an empty object" or ("the remote's copy of this chunk is damaged" in r.err
                                             and "pstore verify" not in r.err),
               f"the error for {what} must say the remote's copy is damaged: {r.err}")
+        check(what == "an empty object" or ("do not remove the pack alone" in r.err
+                                            and "every model that uses it" in r.err),
+              f"the error for {what} must not advise removing a shared pack alone: {r.err}")
         check(b.ls() == before, f"a pull refused for {what} changed the local store")
         comp = b.ok("compact", json_out=True).json()
         check(comp["chunks_removed"] == 0, f"a pull refused for {what} must take out the chunks "
               f"it wrote, yet compact removed some: {comp}")
         b.verify_ok(f"after a pull refused for {what}")
-    # A pack removed (as the error says to do): the pull names it as
+    # A pack removed (the model using it then pushed again): the pull names it as
     # missing; a push again uploads the chunks into a new pack, replaces
     # their index entries and locations, and the pull then works.
     rados(ns, "rm", chunk)
@@ -269,11 +272,33 @@ def unreachable(work):
     s.verify_ok("after failed remote commands")
 
 
+def shared_pack_removed(work):
+    """A pack removed and one model using it pushed again: another model
+    whose locations still name the removed pack reads those chunks from
+    where the chunk index now says they are."""
+    ns = namespace("shr")
+    a = store_with_remote(os.path.join(work, "shr"), ns)
+    v1, v2 = two_versions(work, a, "shr", 4, seed=5, tensors=12, change=0.25, change_seed=6)
+    a.ok("push", "shr:1")
+    first = packs(ns)
+    a.ok("push", "shr:2")
+    for k in first:
+        rados(ns, "rm", k)
+    a.ok("push", "shr:1")
+    fresh = store_with_remote(os.path.join(work, "shr-fresh"), ns)
+    fresh.ok("pull", "shr:2")
+    fresh.export_matches("shr:2", tree_sha256(v2), work)
+    fresh.ok("pull", "shr:1")
+    fresh.export_matches("shr:1", tree_sha256(v1), work)
+    log(f"{len(first)} shared pack(s) removed and shr:1 pushed again: shr:2 still pulls")
+
+
 def body(work):
     remote_config(work)
     round_trip_and_dedup(work)
     corrupted_chunk(work)
     old_remote(work)
+    shared_pack_removed(work)
     unreachable(work)
 
 
