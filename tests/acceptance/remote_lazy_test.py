@@ -180,7 +180,8 @@ def wrong_object(work, ns, src):
     check("MISMATCH" not in p.stderr, "wrong bytes were handed out")
     msg = p.stdout + p.stderr
     for word in ("m:1", "tensor", "chunk", f"object {chunk}", "the remote's copy of this chunk is "
-                 f"damaged (this host's store is not)", f"remove the object {chunk}", "pstore push"):
+                 f"damaged (this host's store is not)", f"rados rm {chunk}",
+                 "do not remove the pack alone", "pstore push"):
         check(word in msg, f"the error must say {word!r}: {msg[-800:]}")
     check("pstore verify" not in msg and "compact" not in msg,
           f"the error gives the advice for a damaged local store: {msg[-800:]}")
