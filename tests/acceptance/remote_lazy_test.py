@@ -197,7 +197,8 @@ def stale_locations(work, ns, a, src):
     """A host that opened the model keeps its locations; the packs are then
     removed and the model pushed again (the remedy for a damaged pack), so
     its chunks are in new packs: the host's reader finds the old ones gone,
-    reads the locations again and loads every byte."""
+    finds the chunks where the remote's chunk index says they are now, and
+    loads every byte right."""
     h = store_with_remote(os.path.join(work, "h"), ns)
     chunks = tensor_chunks(a, "m:1")
     p, last = run_worker(h, "m:1", src, "one", sorted(chunks)[0])
@@ -215,9 +216,8 @@ def stale_locations(work, ns, a, src):
     check(p.returncode == 0 and last.get("ok") is True and last.get("mismatches") == 0,
           f"a reader with stale locations: {p.stdout[-600:]} {p.stderr[-600:]}")
     after = {f: open(os.path.join(cached, f), "rb").read() for f in os.listdir(cached)}
-    check(after.keys() == before.keys() and after != before,
-          "the host's cached locations were not replaced by the remote's new ones")
-    log("stale locations: read again from the remote, every byte loaded")
+    check(after.keys() == before.keys(), f"h's cached locations: {sorted(after)}")
+    log("stale locations: chunks found through the index, every byte loaded")
 
 
 def body(work):
