@@ -5,9 +5,11 @@
 //              --prefix layers.7. [--runs 3] [--work DIR] [--in-flight 64]
 //
 // The model must have been pushed to POOL/NS. Each run, in turn:
-//   librados   the distinct chunk objects of the tensors whose names start
-//              with PREFIX, read with RadosChunkSource (asynchronous reads,
-//              --in-flight at once; connected beforehand, not timed)
+//   librados   the distinct chunks of the tensors whose names start with
+//              PREFIX, read by their locations (byte ranges of packs,
+//              LocatedChunkSource) or, for a model pushed before packs, their
+//              chunk objects (RadosChunkSource); asynchronous reads,
+//              --in-flight at once, connected beforehand, not timed
 //   lazy       a new, empty store with the remote added; pstore_store_open,
 //              pstore_model_open of the model (name and manifest from the
 //              remote) and pstore_tensor_acquire of every tensor with PREFIX
@@ -20,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -27,6 +30,7 @@
 #include "bench/bench_util.h"
 #include "common/file_util.h"
 #include "pstore.h"
+#include "store/remote/pack_layout.h"
 #include "store/remote/rados_chunk_source.h"
 #include "store/remote/remote_config.h"
 #include "store/remote/remote_tier.h"
@@ -137,11 +141,19 @@ int main(int argc, char** argv) {
       "{\"model\": \"%s\", \"model_raw_bytes\": %lu, \"prefix\": \"%s\", \"tensors\": %lu, "
       "\"raw_bytes\": %lu, \"chunks\": %zu}\n",
       a.model.c_str(), model_raw, a.prefix.c_str(), tensors, raw, keys.size());
+  auto locs = ReadLocations((*tier)->Io(), **digest);
+  if (!locs.ok()) return Die("the locations", locs.status());
+  std::unique_ptr<ChunkSource> located;
+  if (*locs) {
+    located = std::make_unique<LocatedChunkSource>(
+        (*tier)->Io(), std::make_shared<const Locations>(std::move(**locs)));
+  }
+  ChunkSource& baseline = located ? *located : (*tier)->chunks();
   std::vector<double> ratios;
   for (int run = 0; run < a.runs; ++run) {
     // librados: the layer's stored bytes.
     double t0 = Now();
-    auto frames = (*tier)->chunks().Read(keys);
+    auto frames = baseline.Read(keys);
     double t_rados = Now() - t0;
     if (!frames.ok()) return Die("reading with librados", frames.status());
     uint64_t stored = 0;

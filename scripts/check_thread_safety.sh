@@ -7,7 +7,9 @@
 # scripts/test.sh; run after a build (scripts/build.sh). Files that include
 # librados' C++ headers are left out: Debian's librados.hpp does not compile
 # with clang in C++20 (an ambiguous operator== in rados/buffer.h); none of
-# them declares an annotated field.
+# them declares an annotated field. store/remote/pack_layout.h includes them
+# too, so its includers are left out (lazy_remote.cc's annotations are then
+# checked by no compiler here).
 #
 #   scripts/check_thread_safety.sh [BUILD_DIR]     (default build)
 set -euo pipefail
@@ -32,7 +34,7 @@ for e in json.load(open(db)):
     if not rel.startswith(("pager/", "store/", "api/", "common/")) or not rel.endswith(".cc"):
         continue
     text = open(e["file"]).read()
-    if "librados" in text or "rados_connection.h" in text or "rados_io.h" in text:
+    if any(h in text for h in ("librados", "rados_connection.h", "rados_io.h", "pack_layout.h")):
         continue
     args = shlex.split(e["command"]) if "command" in e else e["arguments"]
     keep = [a for a in args[1:] if a.startswith(("-I", "-D", "-std=", "-isystem"))]

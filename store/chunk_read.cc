@@ -21,14 +21,27 @@ Status DecodeFrame(const FrameBatch& batch, size_t i, const ChunkKey& key,
 Status RemoteFrameMismatch(const ChunkSource& remote, std::string_view chunk, const ChunkKey& key,
                            const Status& why, std::string_view outcome) {
   const std::string object = remote.Locate(key);
+  const std::string head = remote.Describe() + ": " + std::string(chunk) +
+                           (object.empty() ? "" : " (object " + object + ")") +
+                           " does not match its key: " + why.message() + "; " +
+                           std::string(outcome) +
+                           ". the remote's copy of this chunk is damaged (this host's store is "
+                           "not): ";
+  if (object.starts_with("k.")) {
+    // A pack holds chunks of other models too: removing it alone loses them.
+    const std::string pack = object.substr(0, object.find(' '));
+    return Status::Corruption(head + "it is in pack " + pack +
+                              ", which other models on the remote may share; do not remove the "
+                              "pack alone: remove it (`rados rm " +
+                              pack +
+                              "`) only to push again, from hosts whose stores have them "
+                              "(`pstore push`), every model that uses it (each push uploads its "
+                              "chunks anew and rewrites its locations); a model not pushed again "
+                              "loses the chunks the pack held")
+        .MarkedRemote();
+  }
   const std::string named = object.empty() ? std::string("damaged object") : "object " + object;
-  return Status::Corruption(remote.Describe() + ": " + std::string(chunk) +
-                            (object.empty() ? "" : " (object " + object + ")") +
-                            " does not match its key: " + why.message() + "; " +
-                            std::string(outcome) +
-                            ". the remote's copy of this chunk is damaged (this host's store is "
-                            "not): remove the " +
-                            named + " from " + remote.Describe() +
+  return Status::Corruption(head + "remove the " + named + " from " + remote.Describe() +
                             " (`rados rm`) and push the model again from a host whose store has "
                             "it (`pstore push`)")
       .MarkedRemote();

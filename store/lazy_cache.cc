@@ -103,7 +103,16 @@ Status LazyCache::PutManifest(const ModelDigest& digest, std::string_view bytes)
 }
 
 Status LazyCache::RemoveManifest(const ModelDigest& digest) const {
+  PSTORE_RETURN_IF_ERROR(RemoveIfThere(dir() + "/locations/" + digest.Hex()));
   return RemoveIfThere(dir() + "/manifests/" + digest.Hex());
+}
+
+Result<std::optional<std::string>> LazyCache::GetLocations(const ModelDigest& digest) const {
+  return ReadIfThere(dir() + "/locations/" + digest.Hex());
+}
+
+Status LazyCache::PutLocations(const ModelDigest& digest, std::string_view bytes) const {
+  return WriteWhole(dir() + "/locations/" + digest.Hex(), bytes);
 }
 
 namespace {

@@ -4,6 +4,7 @@
 // cache").
 //
 //   lazy/manifests/<digest hex>        a cached manifest's bytes
+//   lazy/locations/<digest hex>        where its chunks are on the remote
 //   lazy/names/<remote>/<hex of ref>   "name:tag<TAB>digest hex\n"
 //   lazy/spool/<key hex>               a fetched chunk, checked before it was
 //                                      written: magic, raw length, frame
@@ -60,6 +61,11 @@ class LazyCache {
   // REQUIRES: Manifest::DigestOf(bytes) == digest.
   Status PutManifest(const ModelDigest& digest, std::string_view bytes) const;
   Status RemoveManifest(const ModelDigest& digest) const;
+
+  // The bytes of a model's chunk locations on its remote (a remote's
+  // "l.<digest>" object, checked by its reader), or nullopt.
+  Result<std::optional<std::string>> GetLocations(const ModelDigest& digest) const;
+  Status PutLocations(const ModelDigest& digest, std::string_view bytes) const;
 
   Result<std::optional<ModelDigest>> GetName(const std::string& remote,
                                              const std::string& ref) const;

@@ -248,13 +248,25 @@ struct GcOutput : Output {
             {"deleted_manifests", x.deleted_manifests},
             {"deleted_claim_objects", x.deleted_claim_objects},
             {"deleted_bytes", x.deleted_bytes},
+            {"pack_objects", x.pack_objects},
+            {"index_objects", x.index_objects},
+            {"dead_packs", x.dead_packs},
+            {"dead_locations", x.dead_locations},
+            {"deleted_packs", x.deleted_packs},
+            {"deleted_locations", x.deleted_locations},
+            {"index_entries_removed", x.index_entries_removed},
+            {"partly_dead_packs", x.partly_dead_packs},
+            {"live_packs_dead_bytes", x.live_packs_dead_bytes},
             {"kept", x.kept},
             {"seconds", x.seconds}};
   }
   void Text() const {
-    std::printf("%s: %llu objects, %llu names, %llu chunks referenced of %llu\n", where.c_str(),
-                (unsigned long long)x.objects, (unsigned long long)x.names,
-                (unsigned long long)x.referenced_chunks, (unsigned long long)x.chunk_objects);
+    std::printf(
+        "%s: %llu objects (%llu packs, %llu chunk objects), %llu names needing %llu "
+        "distinct chunks\n",
+        where.c_str(), (unsigned long long)x.objects, (unsigned long long)x.pack_objects,
+        (unsigned long long)x.chunk_objects, (unsigned long long)x.names,
+        (unsigned long long)x.referenced_chunks);
     for (const GcClaim& c : x.claims) {
       std::printf("  push of %s by %s pid %lld, renewed %lld s ago%s\n",
                   c.model_digest.substr(0, 12).c_str(), c.host.c_str(), (long long)c.pid,
@@ -263,19 +275,27 @@ struct GcOutput : Output {
     }
     if (dry_run) {
       std::printf(
-          "would delete %llu chunks, %llu manifests, %llu claim objects (%s); "
+          "would delete %llu packs, %llu chunks, %llu manifests, %llu claim objects (%s); "
           "nothing was changed\n",
-          (unsigned long long)x.dead_chunks, (unsigned long long)x.dead_manifests,
-          (unsigned long long)x.dead_claim_objects, HumanBytes(double(x.dead_bytes)).c_str());
+          (unsigned long long)x.dead_packs, (unsigned long long)x.dead_chunks,
+          (unsigned long long)x.dead_manifests, (unsigned long long)x.dead_claim_objects,
+          HumanBytes(double(x.dead_bytes)).c_str());
     } else {
-      std::printf("deleted %llu chunks, %llu manifests, %llu claim objects (%s) in %.2f s",
-                  (unsigned long long)x.deleted_chunks, (unsigned long long)x.deleted_manifests,
-                  (unsigned long long)x.deleted_claim_objects,
-                  HumanBytes(double(x.deleted_bytes)).c_str(), x.seconds);
+      std::printf(
+          "deleted %llu packs, %llu chunks, %llu manifests, %llu claim objects (%s) in "
+          "%.2f s",
+          (unsigned long long)x.deleted_packs, (unsigned long long)x.deleted_chunks,
+          (unsigned long long)x.deleted_manifests, (unsigned long long)x.deleted_claim_objects,
+          HumanBytes(double(x.deleted_bytes)).c_str(), x.seconds);
       if (x.kept)
         std::printf("; kept %llu that a push or a name needed meanwhile",
                     (unsigned long long)x.kept);
       std::printf("\n");
+    }
+    if (x.partly_dead_packs) {
+      std::printf("kept %llu packs whole that hold %s no model uses (packs are not rewritten)\n",
+                  (unsigned long long)x.partly_dead_packs,
+                  HumanBytes(double(x.live_packs_dead_bytes)).c_str());
     }
     if (x.other_objects) {
       std::printf("left alone %llu objects that are not pstore's\n",

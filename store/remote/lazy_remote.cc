@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "store/model_ref.h"
+#include "store/remote/pack_layout.h"
 #include "store/remote/rados_chunk_source.h"
 #include "store/store_access.h"
 #include "store/tiered_chunk_source.h"
@@ -13,28 +14,74 @@ namespace pstore {
 
 namespace {
 
-// The remote's chunks, connecting when first asked.
+// The remote's chunks of one model, connecting when first asked: by their
+// locations (packs, read by range) when the model has them, else each its
+// own object. Locations found stale (a chunk missing from the pack they name:
+// the pack was removed and a push put its chunks into a new one) are read
+// from the remote again, once per read, and cached anew.
 class ConnectingSource final : public ChunkSource {
  public:
-  explicit ConnectingSource(std::shared_ptr<LazyRemote> remote) : remote_(std::move(remote)) {}
+  ConnectingSource(std::shared_ptr<LazyRemote> remote, const LazyCache* cache, ModelDigest digest,
+                   std::shared_ptr<const Locations> locations)
+      : remote_(std::move(remote)),
+        cache_(cache),
+        digest_(digest),
+        locations_(std::move(locations)) {}
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
-    return t->chunks().Read(keys);
+    std::shared_ptr<const Locations> locs = Current();
+    if (!locs) return t->chunks().Read(keys);
+    PSTORE_ASSIGN_OR_RETURN(auto out, LocatedChunkSource(t->Io(), locs).Read(keys));
+    std::vector<ChunkKey> missing;
+    std::vector<size_t> at;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (!out[i]) missing.push_back(keys[i]), at.push_back(i);
+    }
+    if (missing.empty()) return out;
+    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> fresh, ReadLocations(t->Io(), digest_));
+    if (!fresh) return out;
+    std::string bytes = fresh->Serialize();
+    if (bytes == locs->Serialize()) return out;  // not stale: the chunks are missing
+    locs = std::make_shared<const Locations>(std::move(*fresh));
+    {
+      MutexLock l(&mu_);
+      locations_ = locs;
+    }
+    (void)cache_->PutLocations(digest_, bytes);  // best effort: it is read again if lost
+    PSTORE_ASSIGN_OR_RETURN(auto again, LocatedChunkSource(t->Io(), locs).Read(missing));
+    for (size_t j = 0; j < missing.size(); ++j) out[at[j]] = std::move(again[j]);
+    return out;
   }
   Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override {
-    PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
-    return t->chunks().Contains(keys);
+    if (!Current()) {
+      PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
+      return t->chunks().Contains(keys);
+    }
+    PSTORE_ASSIGN_OR_RETURN(auto frames, Read(keys));
+    std::vector<bool> out(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) out[i] = frames[i].has_value();
+    return out;
   }
   Status Write(std::span<const ChunkFrameRef>) override {
     return Status::InvalidArgument("a lazily opened model does not write to its remote");
   }
   std::string Describe() const override { return remote_->Describe(); }
   std::string Locate(const ChunkKey& key) const override {
-    return RadosChunkSource::ObjectName(key);
+    return LocatedChunkSource(RemoteIo{}, Current()).Locate(key);
   }
 
  private:
+  std::shared_ptr<const Locations> Current() const EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    return locations_;
+  }
+
   std::shared_ptr<LazyRemote> remote_;
+  const LazyCache* cache_;
+  const ModelDigest digest_;
+  mutable Mutex mu_;
+  // nullptr: one object per chunk.
+  std::shared_ptr<const Locations> locations_ GUARDED_BY(mu_);
 };
 
 // The source of one lazily opened model: owns the tier and what it reads.
@@ -42,8 +89,9 @@ class LazyModelSource final : public ChunkSource {
  public:
   LazyModelSource(std::shared_ptr<LazyRemote> remote, const LazyCache* cache,
                   std::shared_ptr<ChunkSource> local, std::shared_ptr<const Manifest> m,
-                  std::string model)
-      : remote_(std::move(remote)),
+                  std::string model, const ModelDigest& digest,
+                  std::shared_ptr<const Locations> locations)
+      : remote_(std::move(remote), cache, digest, std::move(locations)),
         local_(std::move(local)),
         tier_(local_.get(), cache, &remote_, std::move(m), std::move(model)) {}
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
@@ -130,6 +178,10 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
     lm.digest = *cached;
     PSTORE_ASSIGN_OR_RETURN(bytes, cache_.GetManifest(lm.digest));
   }
+  std::optional<std::string> locations;
+  if (bytes) {
+    PSTORE_ASSIGN_OR_RETURN(locations, cache_.GetLocations(lm.digest));
+  }
   if (!bytes) {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * tier, Tier());
     if (!cached) {
@@ -147,6 +199,14 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
                                 RemoteTier::ManifestObject(lm.digest) +
                                 ") does not match its digest; nothing was kept");
     }
+    // Its chunks' locations (none for a model pushed before packs), kept
+    // beside the manifest: read before the manifest is cached, so a cached
+    // manifest without them is one that has none.
+    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(tier->Io(), lm.digest));
+    if (locs) {
+      locations = locs->Serialize();
+      PSTORE_RETURN_IF_ERROR(cache_.PutLocations(lm.digest, *locations));
+    }
     PSTORE_RETURN_IF_ERROR(cache_.PutManifest(lm.digest, *bytes));
     PSTORE_RETURN_IF_ERROR(cache_.PutName(spec_.name, full, lm.digest));
   }
@@ -154,8 +214,17 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
   if (!parsed.ok()) return parsed.status().WithContext("model " + full + " from " + Describe());
   lm.manifest = std::make_shared<const Manifest>(std::move(parsed).value());
   lm.manifest_bytes = std::move(*bytes);
+  std::shared_ptr<const Locations> located;
+  if (locations) {
+    auto parsed_locs = Locations::Parse(*locations, cache_.dir() + "/locations/" + lm.digest.Hex());
+    if (!parsed_locs.ok()) {
+      return parsed_locs.status().WithContext("model " + full + " from " + Describe() +
+                                              " (remove the file; it is fetched again)");
+    }
+    located = std::make_shared<const Locations>(std::move(parsed_locs).value());
+  }
   lm.source = std::make_shared<LazyModelSource>(shared_from_this(), &cache_, std::move(local),
-                                                lm.manifest, full);
+                                                lm.manifest, full, lm.digest, std::move(located));
   return std::optional<LazyModel>(std::move(lm));
 }
 

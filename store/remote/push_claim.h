@@ -7,7 +7,8 @@
 //      digest, the time, host and pid), then write the object "p.<id>"
 //      holding the model's manifest, so a gc can read which chunks it needs.
 //   2. Retain, before relying on any object the push finds on the remote
-//      (chunks, and the manifest object): read the object's gc mark and, if
+//      (packs its locations name, chunk objects of older remotes, the
+//      locations and the manifest object): read the object's gc mark and, if
 //      a gc has set one, clear it. A gc deletes an object only if the mark
 //      it set is still there, with one compare-and-remove operation.
 //   3. KeepAlive between batches: renew the claim's time (compare-and-set),
@@ -78,7 +79,8 @@ class PushClaim {
   PushClaim(const PushClaim&) = delete;
   PushClaim& operator=(const PushClaim&) = delete;
 
-  // Which chunks the remote has, each retained (step 2).
+  // Which chunks have objects of their own (c.<key>, remotes written before
+  // packs), each retained (step 2).
   Result<std::vector<bool>> Retain(std::span<const ChunkKey> keys);
   // Renews the claim if it is due. Busy if a gc withdrew it.
   Status KeepAlive();
@@ -88,11 +90,12 @@ class PushClaim {
   // (nullopt: absent) and the claim is still held, and drops the claim, in
   // one atomic operation. Busy if either changed.
   Status Publish(const std::string& ref, const std::optional<ModelDigest>& expected);
+  // Renews the claim now. Busy if a gc withdrew it.
+  Status Renew();
   const ClaimRecord& record() const { return record_; }
 
  private:
   PushClaim(RemoteTier* remote, ClaimRecord record);
-  Status Renew();
   Status Withdrawn() const;
   void Drop();
 

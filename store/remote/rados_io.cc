@@ -54,4 +54,40 @@ Status RunAioBatch(const RemoteIo& io, size_t n,
   return first;
 }
 
+Result<std::map<std::string, librados::bufferlist>> ReadAllOmap(const RemoteIo& io,
+                                                                const std::string& oid,
+                                                                const std::string& what) {
+  std::map<std::string, librados::bufferlist> out;
+  std::string after;
+  for (;;) {
+    std::map<std::string, librados::bufferlist> vals;
+    bool more = false;
+    int rv = 0;
+    librados::ObjectReadOperation op;
+    op.omap_get_vals2(after, 4096, &vals, &more, &rv);
+    int r = io.ioctx->operate(oid, &op, nullptr);
+    if (r == -ENOENT) return out;
+    if (r < 0) return io.Error(r, "reading " + what);
+    if (vals.empty()) return out;
+    after = vals.rbegin()->first;
+    out.merge(vals);
+    if (!more) return out;
+  }
+}
+
+Result<std::optional<VersionedBytes>> ReadVersioned(const RemoteIo& io, const std::string& oid) {
+  Completion c(librados::Rados::aio_create_completion());
+  librados::bufferlist bl;
+  librados::ObjectReadOperation op;
+  op.read(0, 0, nullptr, nullptr);
+  int r = io.ioctx->aio_operate(oid, c.get(), &op, &bl);
+  if (r == 0) {
+    c->wait_for_complete();
+    r = c->get_return_value();
+  }
+  if (r == -ENOENT) return std::optional<VersionedBytes>();
+  if (r < 0) return io.Error(r, "reading " + oid);
+  return std::optional<VersionedBytes>(VersionedBytes{bl.to_str(), c->get_version64()});
+}
+
 }  // namespace pstore

@@ -12,6 +12,8 @@
 
 #include <cstddef>
 #include <functional>
+#include <map>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -42,5 +44,19 @@ struct RemoteIo {
 Status RunAioBatch(const RemoteIo& io, size_t n,
                    const std::function<int(size_t, librados::AioCompletion*)>& start,
                    const std::function<Status(size_t, int)>& finish);
+
+// Every omap entry of oid, read in pages; empty if the object does not
+// exist. `what` names the object in errors.
+Result<std::map<std::string, librados::bufferlist>> ReadAllOmap(const RemoteIo& io,
+                                                                const std::string& oid,
+                                                                const std::string& what);
+
+// An object's bytes and the version they were read at (for a later write
+// guarded by assert_version); nullopt if the object does not exist.
+struct VersionedBytes {
+  std::string bytes;
+  uint64_t version = 0;
+};
+Result<std::optional<VersionedBytes>> ReadVersioned(const RemoteIo& io, const std::string& oid);
 
 }  // namespace pstore

@@ -8,6 +8,8 @@
 #include <set>
 #include <unordered_set>
 
+#include "store/remote/pack_layout.h"
+#include "store/remote/pack_push.h"
 #include "store/remote/push_claim.h"
 #include "store/remote/rados_io.h"
 #include "store/remote/test_pause.h"
@@ -15,7 +17,7 @@
 namespace pstore {
 namespace {
 
-enum class Kind { kChunk, kManifest, kClaimObject };
+enum class Kind { kChunk, kManifest, kClaimObject, kPack, kLocations };
 
 struct Candidate {
   std::string oid;
@@ -23,6 +25,12 @@ struct Candidate {
   uint64_t size = 0;
   bool gone = false;  // deleted by someone else meanwhile
   bool keep = false;  // needed after all (step 3)
+};
+
+// Index entries to remove from one shard, with the values they were read with.
+struct Drop {
+  std::string shard;
+  std::map<std::string, librados::bufferlist> keys;
 };
 
 int64_t NowSeconds() {
@@ -44,6 +52,23 @@ librados::bufferlist Bytes(std::string_view s) {
   librados::bufferlist bl;
   bl.append(s.data(), s.size());
   return bl;
+}
+
+// The result's counter of objects of kind k found dead or (deleted) deleted.
+uint64_t* Count(GcResult* r, Kind k, bool deleted) {
+  switch (k) {
+    case Kind::kChunk:
+      return deleted ? &r->deleted_chunks : &r->dead_chunks;
+    case Kind::kManifest:
+      return deleted ? &r->deleted_manifests : &r->dead_manifests;
+    case Kind::kClaimObject:
+      return deleted ? &r->deleted_claim_objects : &r->dead_claim_objects;
+    case Kind::kPack:
+      return deleted ? &r->deleted_packs : &r->dead_packs;
+    case Kind::kLocations:
+      return deleted ? &r->deleted_locations : &r->dead_locations;
+  }
+  return nullptr;
 }
 
 // One run (see the header for its steps).
@@ -99,9 +124,30 @@ class Collector {
     return &chunks_of_.emplace(d, std::move(m->chunks)).first->second;
   }
 
-  void AddChunksOf(const ModelDigest& d, const std::vector<ChunkKey>& keys) {
-    if (!counted_.insert(d).second) return;
+  // A manifest's chunks: their own objects (remotes written before packs),
+  // its locations object and the packs it names, and, for a push that has
+  // not written its locations yet (`through_index`), the packs the chunk
+  // index maps its keys to.
+  Status AddChunksOf(const ModelDigest& d, const std::vector<ChunkKey>& keys, bool through_index) {
+    if (!counted_.insert(d).second) return Status::OK();
     for (const ChunkKey& k : keys) need_.insert(RadosChunkSource::ObjectName(k));
+    need_.insert(LocationsObject(d));
+    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(io_, d));
+    if (locs) {
+      for (const auto& [k, loc] : locs->map()) {
+        if (!loc.own) NeedRange(loc);
+      }
+    }
+    if (through_index) {
+      PSTORE_ASSIGN_OR_RETURN(IndexMap indexed, LookupIndex(io_, keys));
+      for (const auto& [k, loc] : indexed) NeedRange(loc);
+    }
+    return Status::OK();
+  }
+
+  void NeedRange(const ChunkLocation& loc) {
+    need_.insert(PackObject(loc.pack));
+    live_ranges_[loc.pack].emplace(loc.offset, loc.length);
   }
 
   // What the claims need: their claim objects, the manifests they will
@@ -113,12 +159,13 @@ class Collector {
     for (const ClaimRecord& c : claims) {
       const std::string published = RemoteTier::ManifestObject(c.digest);
       need_.insert(published);
+      need_.insert(LocationsObject(c.digest));
       need_.insert(c.Object());
       PSTORE_ASSIGN_OR_RETURN(const std::vector<ChunkKey>* keys, ChunksOf(c.digest, c.Object()));
       if (!keys) {
         PSTORE_ASSIGN_OR_RETURN(keys, ChunksOf(c.digest, published));
       }
-      if (keys) AddChunksOf(c.digest, *keys);
+      if (keys) PSTORE_RETURN_IF_ERROR(AddChunksOf(c.digest, *keys, true));
     }
     return Status::OK();
   }
@@ -140,7 +187,7 @@ class Collector {
                                   "nothing was deleted (push the model again, or remove the "
                                   "name with `pstore rm --remote`)");
       }
-      AddChunksOf(d, *keys);
+      PSTORE_RETURN_IF_ERROR(AddChunksOf(d, *keys, false));
     }
     return Status::OK();
   }
@@ -194,6 +241,15 @@ class Collector {
           kind = Kind::kManifest;
         } else if (Named(oid, kClaimObjectPrefix)) {
           kind = Kind::kClaimObject;
+        } else if (Named(oid, "k.")) {
+          kind = Kind::kPack;
+          res_.pack_objects++;
+          listed_packs_.insert(oid);
+          if (need_.count(oid)) live_packs_.push_back(oid);
+        } else if (Named(oid, "l.")) {
+          kind = Kind::kLocations;
+        } else if (IsIndexShard(oid)) {
+          res_.index_objects++;
         } else if (oid != RemoteTier::kNamesObject) {
           res_.other_objects++;
         }
@@ -220,13 +276,41 @@ class Collector {
           }
           if (r < 0) return io_.Error(r, "looking up " + c.oid);
           c.size = sizes[i];
-          (c.kind == Kind::kChunk      ? res_.dead_chunks
-           : c.kind == Kind::kManifest ? res_.dead_manifests
-                                       : res_.dead_claim_objects)++;
+          ++*Count(&res_, c.kind, false);
           res_.dead_bytes += c.size;
           return Status::OK();
         }));
-    return Status::OK();
+    return CountDeadBytesOfLivePacks();
+  }
+
+  // Packs partly dead are kept whole (not rewritten): report the bytes no
+  // named manifest or push uses.
+  Status CountDeadBytesOfLivePacks() {
+    std::vector<uint64_t> sizes(live_packs_.size());
+    std::vector<time_t> mtimes(live_packs_.size());
+    return RunAioBatch(
+        io_, live_packs_.size(),
+        [&](size_t i, librados::AioCompletion* c) {
+          return io_.ioctx->aio_stat(live_packs_[i], c, &sizes[i], &mtimes[i]);
+        },
+        [&](size_t i, int r) {
+          if (r == -ENOENT) return Status::OK();
+          if (r < 0) return io_.Error(r, "looking up " + live_packs_[i]);
+          uint64_t used = 0;
+          auto id = PackId::FromHex(std::string_view(live_packs_[i]).substr(2));
+          for (const auto& [offset, length] : live_ranges_[*id]) used += length;
+          if (used < sizes[i]) {
+            res_.live_packs_dead_bytes += sizes[i] - used;
+            res_.partly_dead_packs++;
+          }
+          return Status::OK();
+        });
+  }
+
+  static bool IsIndexShard(std::string_view oid) {
+    if (oid.size() != 4 || !oid.starts_with("i.")) return false;
+    auto hex = [](char ch) { return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'); };
+    return hex(oid[2]) && hex(oid[3]);
   }
 
   // Runs one write operation per live candidate; finish(c, r) judges it.
@@ -281,6 +365,7 @@ class Collector {
     PSTORE_RETURN_IF_ERROR(Progress("checking", 0, 0));
     need_.clear();
     counted_.clear();
+    live_ranges_.clear();
     PSTORE_ASSIGN_OR_RETURN(std::vector<ClaimRecord> claims, ReadClaims(io_));
     TestPause("gc-claims");
     PSTORE_RETURN_IF_ERROR(AddClaims(claims));
@@ -291,27 +376,38 @@ class Collector {
     return Status::OK();
   }
 
-  // Step 4.
+  // Step 4. Names' objects (locations, manifests, claims' manifest
+  // copies) go before packs and chunk objects: a gc stopped in between
+  // leaves no locations naming a pack it deleted.
   Status Sweep() {
-    PSTORE_RETURN_IF_ERROR(ForEach(
-        "deleting", [](const Candidate& c) { return !c.keep; },
-        [&](librados::ObjectWriteOperation& op) {
-          op.cmpxattr(kGcMarkXattr, LIBRADOS_CMPXATTR_OP_EQ, Bytes(token_));
-          op.remove();
-        },
-        [&](Candidate& c, int r) {
-          if (r == -ENOENT) return Status::OK();  // another gc was first
-          if (r == -ECANCELED || r == -ENODATA) {
-            res_.kept++;  // a push retained it after it was marked
+    auto sweep = [&](bool data) {
+      return ForEach(
+          "deleting",
+          [data](const Candidate& c) {
+            return !c.keep && (c.kind == Kind::kPack || c.kind == Kind::kChunk) == data;
+          },
+          [&](librados::ObjectWriteOperation& op) {
+            op.cmpxattr(kGcMarkXattr, LIBRADOS_CMPXATTR_OP_EQ, Bytes(token_));
+            op.remove();
+          },
+          [&](Candidate& c, int r) {
+            if (r == -ENOENT) return Status::OK();  // another gc was first
+            if (r == -ECANCELED || r == -ENODATA) {
+              res_.kept++;  // a push retained it after it was marked
+              return Status::OK();
+            }
+            if (r < 0) return io_.Error(r, "deleting " + c.oid);
+            ++*Count(&res_, c.kind, true);
+            res_.deleted_bytes += c.size;
+            if (c.kind == Kind::kPack) deleted_packs_.insert(*PackId::FromHex(c.oid.substr(2)));
             return Status::OK();
-          }
-          if (r < 0) return io_.Error(r, "deleting " + c.oid);
-          (c.kind == Kind::kChunk      ? res_.deleted_chunks
-           : c.kind == Kind::kManifest ? res_.deleted_manifests
-                                       : res_.deleted_claim_objects)++;
-          res_.deleted_bytes += c.size;
-          return Status::OK();
-        }));
+          });
+    };
+    PSTORE_RETURN_IF_ERROR(sweep(false));
+    TestPause("gc-sweeping");
+    PSTORE_RETURN_IF_ERROR(sweep(true));
+    TestPause("gc-swept");
+    PSTORE_RETURN_IF_ERROR(RemoveDeadIndexEntries());
     // Those needed after all lose their mark again (only tidiness: a push
     // clears it too, and the next gc sets its own).
     return ForEach(
@@ -329,6 +425,91 @@ class Collector {
         });
   }
 
+  // Step 4's end: the index entries that name a missing pack go (one this
+  // run deleted, or one neither listed nor found now: deleted by an earlier
+  // gc stopped before this step, or removed by hand), each compared with
+  // the value read, so an entry a push replaced meanwhile stays.
+  Status RemoveDeadIndexEntries() {
+    PSTORE_RETURN_IF_ERROR(Progress("cleaning the index", 0, 0));
+    std::vector<std::string> shards;
+    std::vector<std::map<std::string, librados::bufferlist>> entries;
+    std::unordered_set<PackId, ChunkKeyHasher> unlisted;
+    for (int b = 0; b < 256; ++b) {
+      char oid[8];
+      std::snprintf(oid, sizeof(oid), "i.%02x", b);
+      PSTORE_ASSIGN_OR_RETURN(auto all,
+                              ReadAllOmap(io_, oid, std::string("the chunk index ") + oid));
+      for (auto& [hex, v] : all) {
+        auto loc = DecodeIndexValue(v.to_str());
+        if (loc && !deleted_packs_.count(loc->pack) &&
+            !listed_packs_.count(PackObject(loc->pack))) {
+          unlisted.insert(loc->pack);
+        }
+      }
+      if (all.empty()) continue;
+      shards.push_back(oid);
+      entries.push_back(std::move(all));
+    }
+    // Packs written after the listing exist; the others are missing.
+    std::vector<PackId> ids(unlisted.begin(), unlisted.end());
+    std::unordered_set<PackId, ChunkKeyHasher> missing(deleted_packs_);
+    std::vector<uint64_t> sizes(ids.size());
+    std::vector<time_t> mtimes(ids.size());
+    PSTORE_RETURN_IF_ERROR(RunAioBatch(
+        io_, ids.size(),
+        [&](size_t i, librados::AioCompletion* c) {
+          return io_.ioctx->aio_stat(PackObject(ids[i]), c, &sizes[i], &mtimes[i]);
+        },
+        [&](size_t i, int r) {
+          if (r == -ENOENT) missing.insert(ids[i]);
+          if (r < 0 && r != -ENOENT) return io_.Error(r, "looking up " + PackObject(ids[i]));
+          return Status::OK();
+        }));
+    std::vector<Drop> drops;
+    for (size_t i = 0; i < shards.size(); ++i) {
+      Drop d{shards[i], {}};
+      for (auto& [hex, v] : entries[i]) {
+        auto loc = DecodeIndexValue(v.to_str());
+        if (loc && missing.count(loc->pack)) d.keys.emplace(hex, std::move(v));
+      }
+      if (!d.keys.empty()) drops.push_back(std::move(d));
+    }
+    // One operation per shard, every key compared; if one was replaced
+    // meanwhile, each key of that shard goes alone.
+    std::vector<Drop> single;
+    PSTORE_RETURN_IF_ERROR(RemoveIndexKeys(drops, &single));
+    return RemoveIndexKeys(single, nullptr);
+  }
+
+  // Removes each drop's keys where they still hold the values read; drops
+  // whose compare failed go to retry one key each (if retry is set).
+  Status RemoveIndexKeys(const std::vector<Drop>& drops, std::vector<Drop>* retry) {
+    std::vector<librados::ObjectWriteOperation> ops(drops.size());
+    return RunAioBatch(
+        io_, drops.size(),
+        [&](size_t i, librados::AioCompletion* c) {
+          std::map<std::string, std::pair<librados::bufferlist, int>> cmp;
+          std::set<std::string> keys;
+          for (auto& [hex, v] : drops[i].keys) {
+            cmp[hex] = {v, LIBRADOS_CMPXATTR_OP_EQ};
+            keys.insert(hex);
+          }
+          ops[i].omap_cmp(cmp, nullptr);
+          ops[i].omap_rm_keys(keys);
+          return io_.ioctx->aio_operate(drops[i].shard, c, &ops[i]);
+        },
+        [&](size_t i, int r) {
+          if (r == -ECANCELED && retry) {
+            for (auto& [hex, v] : drops[i].keys) retry->push_back({drops[i].shard, {{hex, v}}});
+            return Status::OK();
+          }
+          if (r == -ECANCELED || r == -ENOENT) return Status::OK();
+          if (r < 0) return io_.Error(r, "removing entries of " + drops[i].shard);
+          res_.index_entries_removed += drops[i].keys.size();
+          return Status::OK();
+        });
+  }
+
   RemoteTier* remote_;
   RemoteIo io_;
   GcOptions options_;
@@ -338,6 +519,12 @@ class Collector {
   std::unordered_set<std::string> need_;  // objects the claims and names need
   std::set<ModelDigest> counted_;         // manifests whose chunks are in need_
   std::vector<Candidate> candidates_;
+  // Byte ranges of packs that the manifests counted use (for the dead bytes
+  // of packs kept whole), the live packs listed, and the packs deleted.
+  std::unordered_map<PackId, std::set<std::pair<uint64_t, uint32_t>>, ChunkKeyHasher> live_ranges_;
+  std::vector<std::string> live_packs_;
+  std::unordered_set<std::string> listed_packs_;
+  std::unordered_set<PackId, ChunkKeyHasher> deleted_packs_;
 };
 
 }  // namespace

@@ -6,9 +6,12 @@
 //   1. Find: read the push claims, withdraw those older than the grace
 //      (compare-and-remove, so a claim renewed meanwhile stays), read the
 //      names and the manifests of the names and of the live claims, and list
-//      the namespace. Candidates: chunk objects no such manifest references,
-//      manifest objects no name or claim names, claim objects ("p.<id>")
-//      whose claim is gone.
+//      the namespace. Live packs ("k.<id>"): those the locations
+//      ("l.<digest>") of those manifests name and, for a claim, those the
+//      chunk index maps its manifest's keys to. Candidates: packs not live,
+//      chunk objects no such manifest references, manifest and locations
+//      objects no name or claim names, claim objects ("p.<id>") whose claim
+//      is gone.
 //   2. Mark: set the xattr "pstore.gc" to the token on every candidate.
 //   3. Check: read the claims again, then what each relies on (its "p.<id>",
 //      or once that is gone the manifest it published), then the names and
@@ -18,6 +21,8 @@
 //   4. Sweep: delete each remaining candidate with one operation that
 //      compares its mark with the token and removes it, so an object a push
 //      retained after step 2 (which clears the mark) is never deleted.
+//      Then the index entries naming a pack it deleted are removed (each
+//      compared with the value read). A pack partly dead is kept whole.
 // --dry-run stops after step 1 and changes nothing.
 //
 // Thread-safety: one call at a time per RemoteTier; runs on other hosts at
@@ -64,6 +69,14 @@ struct GcResult {
   // Deleted (step 4).
   uint64_t deleted_chunks = 0, deleted_manifests = 0, deleted_claim_objects = 0;
   uint64_t deleted_bytes = 0;
+  // Packs (k.<id>) and locations objects (l.<digest>): listed, found dead,
+  // deleted; index entries removed because their pack was deleted.
+  uint64_t pack_objects = 0, index_objects = 0;
+  uint64_t dead_packs = 0, dead_locations = 0, deleted_packs = 0, deleted_locations = 0;
+  uint64_t index_entries_removed = 0;
+  // Packs kept because some of their chunks are used, and their bytes that
+  // none uses (not reclaimed: packs are never rewritten).
+  uint64_t partly_dead_packs = 0, live_packs_dead_bytes = 0;
   // Candidates kept because a push or a name needed them after step 1.
   uint64_t kept = 0;
   double seconds = 0;

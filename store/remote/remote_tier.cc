@@ -39,28 +39,18 @@ Result<std::unique_ptr<RemoteTier>> RemoteTier::Open(const RadosOptions& options
 }
 
 Result<std::map<std::string, ModelDigest>> RemoteTier::ListNames() {
+  // None when nothing was pushed yet.
+  PSTORE_ASSIGN_OR_RETURN(auto vals, ReadAllOmap(Io(), kNamesObject, "the names"));
   std::map<std::string, ModelDigest> out;
-  std::string after;
-  for (;;) {
-    std::map<std::string, librados::bufferlist> vals;
-    bool more = false;
-    int rv = 0;
-    librados::ObjectReadOperation op;
-    op.omap_get_vals2(after, 1000, &vals, &more, &rv);
-    int r = impl_->conn().ioctx().operate(kNamesObject, &op, nullptr);
-    if (r == -ENOENT) return out;  // nothing pushed yet
-    if (r < 0) return impl_->Error(r, "listing names");
-    for (auto& [k, v] : vals) {
-      auto d = ModelDigest::FromHex(v.to_str());
-      if (!d) {
-        return Status::Corruption(impl_->Name() + ": the names object's entry for " + k +
-                                  " is not a digest");
-      }
-      out.emplace(k, *d);
-      after = k;
+  for (auto& [k, v] : vals) {
+    auto d = ModelDigest::FromHex(v.to_str());
+    if (!d) {
+      return Status::Corruption(impl_->Name() + ": the names object's entry for " + k +
+                                " is not a digest");
     }
-    if (!more || vals.empty()) return out;
+    out.emplace(k, *d);
   }
+  return out;
 }
 
 Result<std::optional<ModelDigest>> RemoteTier::GetName(const std::string& ref) {

@@ -2,7 +2,9 @@
 // pull see it: chunk objects, manifest objects and the names object.
 //
 // Objects (docs/format.md, "Remote objects"):
-//   c.<32 hex>    a chunk frame (RadosChunkSource)
+//   c.<32 hex>    a chunk frame (RadosChunkSource; remotes written before
+//                 packs, read only)
+//   k., i., l.    packs, the chunk index and locations (pack_layout.h)
 //   m.<32 hex>    a manifest's bytes, named by their digest; written whole by
 //                 one exclusive create + write_full, so never seen in part and
 //                 never replaced
@@ -12,8 +14,9 @@
 //                 caller last read (omap_cmp) and sets or removes it only if
 //                 it is unchanged; it is never read, changed and written back.
 //
-// Ordering that push keeps: chunks, then the manifest, then the name; so a
-// name on the remote always points at a manifest whose chunks are all there.
+// Ordering that push keeps: packs, index entries, locations, then the
+// manifest, then the name; so a name on the remote always points at a
+// manifest whose chunks are all there.
 //
 // Every operation is bounded by the remote's timeout (see RadosOptions).
 //

@@ -8,11 +8,14 @@
 // their manifests), "gc-marking" (gc, after step 1), "gc-claims" (gc step 3, after
 // reading the claims and before reading their manifests and the names),
 // "gc-names" (gc step 3, after reading the names and before their manifests),
-// "push-publish" (push, after the manifest is up and before the name),
-// "pull-written" (pull, after a batch of chunks is written locally, so first
-// after the first batch; with this point set a pull runs its batches one at a
-// time, so no remote read is in flight while it waits and whatever a test
-// does to the remote then meets the pull's next batch).
+// "gc-sweeping" (gc step 4, after deleting locations, manifests and claims'
+// manifests, before packs and chunk objects), "gc-swept" (gc step 4, after
+// deleting and before cleaning the chunk index), "push-locations" (push, after its claim is renewed
+// and before it writes the model's locations object), "push-publish" (push, after the manifest is
+// up and before the name), "pull-written" (pull, after a batch of chunks is written locally, so
+// first after the first batch; with this point set a pull runs its batches one at a time, so no
+// remote read is in flight while it waits and whatever a test does to the remote then meets the
+// pull's next batch).
 //
 // Thread-safety: may be called from any thread.
 #pragma once

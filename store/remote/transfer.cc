@@ -6,10 +6,14 @@
 #include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "codec/chunk_codec.h"
 #include "store/chunk_read.h"
+#include "store/remote/pack_layout.h"
+#include "store/remote/pack_push.h"
 #include "store/remote/push_claim.h"
+#include "store/remote/rados_io.h"
 #include "store/remote/test_pause.h"
 #include "store/rocks_chunk_source.h"
 
@@ -37,6 +41,10 @@ std::vector<ModelChunk> DistinctChunks(const Manifest& m) {
   }
   return out;
 }
+
+// Chunks per batch of a pull from packs: a batch's chunks of one pack are
+// one operation, so a larger batch means fewer operations per byte.
+constexpr size_t kPackedPullBatch = 256;
 
 double Since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -131,18 +139,37 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
                           current->Hex() + "); pass --force to replace it");
   }
 
+  // Whether the remote may hold chunk objects of an older pstore, which a
+  // push then reuses (asked before the claim, which creates the names
+  // object).
+  const RemoteIo io = remote->Io();
+  PSTORE_ASSIGN_OR_RETURN(bool legacy, MayHoldChunkObjects(io));
   // A claim, so that a gc on any host keeps what this push relies on.
   PSTORE_ASSIGN_OR_RETURN(auto claim, PushClaim::Begin(remote, res.digest, bytes));
 
-  // 1. The chunks the remote lacks (those it has are retained).
+  // 1. The chunks the remote lacks: those the index lacks and, on a remote
+  // an older pstore wrote, that have no object of their own (those it has
+  // are retained now).
   std::vector<ModelChunk> uses = DistinctChunks(m);
   res.chunks = uses.size();
-  for (const ModelChunk& u : uses) res.raw_bytes += u.raw_len;
+  std::vector<ChunkKey> keys;
+  for (const ModelChunk& u : uses) res.raw_bytes += u.raw_len, keys.push_back(u.key);
+  PSTORE_ASSIGN_OR_RETURN(IndexMap indexed, LookupIndex(io, keys));
+  std::unordered_set<ChunkKey, ChunkKeyHasher> own;  // chunk objects c.<key> relied on
+  if (legacy) {
+    std::vector<ChunkKey> lacking;
+    for (const ChunkKey& k : keys) {
+      if (!indexed.count(k)) lacking.push_back(k);
+    }
+    PSTORE_ASSIGN_OR_RETURN(std::vector<bool> present, claim->Retain(lacking));
+    for (size_t i = 0; i < lacking.size(); ++i) {
+      if (present[i]) own.insert(lacking[i]);
+    }
+  }
   RocksChunkSource local(view.db(), false, "the local store");
   Copy c;
   c.from = &local;
   c.to = &remote->chunks();
-  c.write = [&](std::span<const ChunkFrameRef> refs) { return c.to->Write(refs); };
   c.fail = [&](const ModelChunk& u, const Status* why) {
     const std::string chunk_name = name.Ref() + ", tensor " + m.tensors[u.tensor].name +
                                    ", chunk " + std::to_string(u.index) + " (" + u.key.Hex() + ")";
@@ -150,21 +177,82 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
     return Status::Corruption("not pushing a damaged chunk: " + chunk_name + ": " + why->message() +
                               " (run `pstore verify`)");
   };
-  // The chunks the remote has are retained through the claim (which clears a
-  // gc's marks on them), and the claim is renewed between batches. A claim is
-  // used by one thread at a time.
-  std::mutex claim_mu;
-  c.have = [&](std::span<const ChunkKey> keys) {
-    std::lock_guard<std::mutex> l(claim_mu);
-    return claim->Retain(keys);
+  c.have = [&](std::span<const ChunkKey> batch) -> Result<std::vector<bool>> {
+    std::vector<bool> out(batch.size());
+    for (size_t i = 0; i < batch.size(); ++i)
+      out[i] = indexed.count(batch[i]) || own.count(batch[i]);
+    return out;
   };
+  // The claim is renewed between batches; it is used by one thread at a time.
+  std::mutex claim_mu;
   c.after_batch = [&] {
     std::lock_guard<std::mutex> l(claim_mu);
     return claim->KeepAlive();
   };
-  PSTORE_RETURN_IF_ERROR(CopyMissing(uses, c, options, &res, nullptr));
+  {
+    PackWriter packs(io);
+    c.write = [&](std::span<const ChunkFrameRef> refs) { return packs.Add(refs); };
+    PSTORE_RETURN_IF_ERROR(CopyMissing(uses, c, options, &res, nullptr));
+    PSTORE_RETURN_IF_ERROR(packs.Flush());
+  }
+
+  // 2. Retain: where the index now says each chunk is (this push's entries,
+  // or another's that were first), and every pack named there, its gc mark
+  // cleared. Chunks whose pack was found missing (a gc deleted it) go into
+  // a new pack, their entries replaced, and are retained again.
+  Locations locs;
+  for (int round = 0;; ++round) {
+    std::vector<ChunkKey> packed;
+    for (const ChunkKey& k : keys) {
+      if (!own.count(k)) packed.push_back(k);
+    }
+    PSTORE_ASSIGN_OR_RETURN(IndexMap now, LookupIndex(io, packed));
+    std::vector<PackId> ids;
+    {
+      std::unordered_set<PackId, ChunkKeyHasher> seen;
+      for (const auto& [k, loc] : now) {
+        if (seen.insert(loc.pack).second) ids.push_back(loc.pack);
+      }
+    }
+    std::vector<std::string> oids;
+    for (const PackId& id : ids) oids.push_back(PackObject(id));
+    PSTORE_ASSIGN_OR_RETURN(std::vector<bool> present, RetainObjects(io, oids));
+    std::unordered_set<PackId, ChunkKeyHasher> gone;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (!present[i]) gone.insert(ids[i]);
+    }
+    IndexMap replace;
+    std::vector<ModelChunk> again;
+    for (const ModelChunk& u : uses) {
+      if (own.count(u.key)) continue;
+      auto it = now.find(u.key);
+      if (it == now.end() || gone.count(it->second.pack)) {
+        if (it != now.end()) replace.emplace(u.key, it->second);
+        again.push_back(u);
+      }
+    }
+    if (again.empty()) {
+      for (const auto& [k, loc] : now) locs.Set(k, loc);
+      for (const ChunkKey& k : own) locs.Set(k, ChunkLocation{true, {}, 0, 0});
+      break;
+    }
+    if (round == 3) {
+      return Status::Busy(where +
+                          ": packs this push relies on kept being deleted by a "
+                          "`remote gc` while it ran; run the push again");
+    }
+    PackWriter packs(io, replace);
+    Copy again_copy = c;
+    again_copy.have = [](std::span<const ChunkKey> batch) -> Result<std::vector<bool>> {
+      return std::vector<bool>(batch.size(), false);
+    };
+    again_copy.write = [&](std::span<const ChunkFrameRef> refs) { return packs.Add(refs); };
+    PSTORE_RETURN_IF_ERROR(CopyMissing(again, again_copy, options, &res, nullptr));
+    PSTORE_RETURN_IF_ERROR(packs.Flush());
+  }
+  // 3. The locations, then the manifest, then the name.
+  PSTORE_RETURN_IF_ERROR(PutLocationsObject(io, claim.get(), res.digest, locs.Serialize()));
   auto t1 = std::chrono::steady_clock::now();
-  // 2. The manifest, once every chunk is there.
   PSTORE_RETURN_IF_ERROR(claim->PutManifest(bytes));
   // 3. The name, if it is still what we read and the claim still holds (set
   // again when it already named the model, so that a name removed meanwhile
@@ -222,8 +310,19 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
   }
   PSTORE_RETURN_IF_ERROR(writer->CheckReserve().WithContext(name.Ref() + " was not pulled"));
   RocksChunkSource local(writer->view().db(), true, "the local store");
+  // Where the chunks are: packs (read by range, one operation per pack a
+  // batch touches) or, for a model pushed before packs, one object each.
+  PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(remote->Io(), res.digest));
+  std::unique_ptr<LocatedChunkSource> located;
+  TransferOptions o = options;
+  if (locs) {
+    located = std::make_unique<LocatedChunkSource>(
+        remote->Io(), std::make_shared<const Locations>(std::move(*locs)));
+    o.batch = std::max<size_t>(o.batch, kPackedPullBatch);
+  }
+  ChunkSource* from = located ? static_cast<ChunkSource*>(located.get()) : &remote->chunks();
   Copy c;
-  c.from = &remote->chunks();
+  c.from = from;
   c.to = &local;
   // Checked once, by CopyMissing: written without decoding again.
   c.write = [&](std::span<const ChunkFrameRef> refs) { return local.WriteChecked(refs); };
@@ -231,13 +330,11 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
     const std::string chunk_name = "model " + name.Ref() + ", tensor " + m.tensors[u.tensor].name +
                                    ", chunk " + std::to_string(u.index);
     if (!why) {
-      return Status::Corruption(where + " lacks " + chunk_name + " (object " +
-                                RadosChunkSource::ObjectName(u.key) +
+      return Status::Corruption(where + " lacks " + chunk_name + " (object " + from->Locate(u.key) +
                                 "); nothing was stored (push the model again)");
     }
-    return RemoteFrameMismatch(remote->chunks(), chunk_name, u.key, *why, "nothing was stored");
+    return RemoteFrameMismatch(*from, chunk_name, u.key, *why, "nothing was stored");
   };
-  TransferOptions o = options;
   if (TestPauseSet("pull-written")) {
     o.threads = 1;  // one batch at a time: none in flight while paused
     c.after_batch = [] {

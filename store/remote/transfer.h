@@ -1,13 +1,15 @@
 // Push and pull: moving one model between a local store and a remote tier.
 //
-// Push (docs/remote.md): asks the remote which of the model's chunks it
-// lacks, uploads those (checked against their keys first), then the
-// manifest, then publishes the name with a compare-and-set on the names
-// object. Each step starts only when the one before has completed, so a push
-// killed or cut off at any moment leaves at most unreferenced objects: a name
+// Push (docs/remote.md): asks the remote's chunk index which of the model's
+// chunks it lacks, uploads those (checked against their keys first) into
+// packs with their index entries, retains the packs the index names for the
+// model, writes its locations, then the manifest, then publishes the name
+// with a compare-and-set on the names object. Each step starts only when the one before has
+// completed, so a push killed or cut off at any moment leaves at most unreferenced objects: a name
 // on the remote always points at a whole model.
 //
-// Pull: reads the name and the manifest (checked against its digest), asks
+// Pull: reads the name, the manifest (checked against its digest) and its
+// locations (chunks read by pack range; without them, by object), asks
 // the local store which chunks it lacks, fetches those, checks each against
 // its key (a mismatch names model, tensor and chunk, and nothing of it is
 // stored), writes them, then commits the manifest and the name as import

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """`pstore remote gc` against a real Ceph cluster, with real pstore processes.
 
-- exact: after `rm --remote`, a gc leaves exactly the objects that pushing the
-  remaining names alone creates (compared object by object, with `rados ls`,
-  against a second namespace); --dry-run counts the same and deletes nothing;
-  objects that are not pstore's stay.
+- exact: after `rm --remote`, a gc leaves exactly the manifests and locations
+  that pushing the remaining name alone creates (compared with `rados ls`
+  against a second namespace) and the packs it uses: a pack no name uses
+  goes with its index entries (and no others), a pack partly used stays whole
+  with its unused bytes reported; --dry-run counts the same and deletes
+  nothing; objects that are not pstore's stay.
 - a killed push (SIGKILL just before it publishes): its claim and what it uploaded stay while the claim is
   fresh, and go with a gc whose grace it outlived; the push then reruns.
 - a stopped push (SIGSTOP just before it publishes): a gc keeps its chunks while its
@@ -24,14 +26,20 @@ import threading
 import time
 
 from harness import EXIT_BUSY, Store, check, log, make_model, run_test, tree_sha256
-from remote_harness import (Paused, namespace, objects, objects_settled, rados, remote_names,
-                            store_with_remote)
+from remote_harness import (Paused, index_keys, namespace, objects, objects_settled, packs, rados,
+                            remote_names, store_with_remote)
 
 
 def gc(store, *args, remote="fleet"):
     j = store.ok("remote", "gc", remote, *args, json_out=True).json()
     check(j.get("ok") is True, f"remote gc --json says not ok: {j}")
     return j
+
+
+def pstore_objects(ns):
+    """The namespace's objects but the chunk index's shards (which stay once
+    made; their entries are checked by index_keys)."""
+    return {o for o in objects(ns) if not (o.startswith("i.") and len(o) == 4)}
 
 
 def exact(work):
@@ -44,55 +52,84 @@ def exact(work):
                           change=0.5, change_seed=2),
         "n:c": make_model(os.path.join(work, "c.safetensors"), 4, seed=3, tensors=8),
     }
+    packs_of = {}
     for ref, f in files.items():
         a.ok("import", f, ref)
+        seen = packs(ns)
         a.ok("push", ref)
+        packs_of[ref] = packs(ns) - seen
+    check(all(packs_of.values()), f"each push must have written a pack: {packs_of}")
     # Nothing to collect yet.
     j = gc(a)
-    check(j["deleted_chunks"] == 0 and j["deleted_manifests"] == 0,
+    check(j["deleted_packs"] == 0 and j["deleted_manifests"] == 0 and j["partly_dead_packs"] == 0,
           f"a gc with every model named deleted something: {j}")
     rados(ns, "put", "not-pstores", "-", data=b"someone else's object")
     # Named like pstore's objects but with uppercase hex: not pstore's either.
-    upper = "c." + "AB" * 16
-    rados(ns, "put", upper, "-", data=b"someone else's object")
+    upper = ["c." + "AB" * 16, "k." + "AB" * 16]
+    for o in upper:
+        rados(ns, "put", o, "-", data=b"someone else's object")
     a.ok("rm", "--remote", "fleet", "m:a", "n:c")
-    # The same remaining name pushed alone into another namespace: what must stay.
+    # The same remaining name pushed alone into another namespace: the
+    # manifest and locations that must stay (packs have random names).
     alone.ok("import", files["m:b"], "m:b")
     alone.ok("push", "m:b")
-    keep = objects(ns_alone) | {"not-pstores", upper}
-    before = objects(ns)
+    keep = ({o for o in objects(ns_alone) if o.startswith(("m.", "l.")) or o == "pstore.names"}
+            | {"not-pstores"} | set(upper) | packs_of["m:a"] | packs_of["m:b"])
+    before = pstore_objects(ns)
+    keys_before = index_keys(ns)
     dead = before - keep
-    dead_chunks = {o for o in dead if o.startswith("c.")}
-    dead_manifests = {o for o in dead if o.startswith("m.")}
-    check(dead == dead_chunks | dead_manifests and dead_chunks and len(dead_manifests) == 2,
+    dead_packs = {o for o in dead if o.startswith("k.")}
+    dead_meta = {o for o in dead if o.startswith(("m.", "l."))}
+    # n:c shares nothing: its packs are dead; m:a's pack holds chunks m:b
+    # uses, so it is kept whole.
+    check(dead == dead_packs | dead_meta and dead_packs == packs_of["n:c"] and len(dead_meta) == 4,
           f"unexpected objects to collect: {sorted(dead)[:6]}")
     r = a.run("remote", "gc", "fleet", "--grace", "5")
     check(r.rc == 4 and "--force" in r.err and "running" in r.err,
           f"a --grace below 60 s without --force must be refused (exit 4): {r.describe()}")
-    check(objects(ns) == before, "a refused gc changed the remote")
+    check(pstore_objects(ns) == before, "a refused gc changed the remote")
     d = gc(a, "--dry-run")
-    check(d["dry_run"] and d["dead_chunks"] == len(dead_chunks) and d["dead_manifests"] == 2
-          and d["deleted_chunks"] == 0, f"dry run: {d}, expected {len(dead_chunks)} chunks")
-    check(d["other_objects"] == 2,
-          f"dry run counted the 2 foreign objects as {d['other_objects']}")
-    check(objects(ns) == before, "--dry-run changed the remote")
+    check(d["dry_run"] and d["dead_packs"] == len(dead_packs) and d["dead_manifests"] == 2
+          and d["dead_locations"] == 2 and d["deleted_packs"] == 0,
+          f"dry run: {d}, expected {len(dead_packs)} packs")
+    check(d["other_objects"] == 3,
+          f"dry run counted the 3 foreign objects as {d['other_objects']}")
+    check(pstore_objects(ns) == before and index_keys(ns) == keys_before, "--dry-run changed the remote")
     j = gc(a)
-    check(j["deleted_chunks"] == len(dead_chunks) and j["deleted_manifests"] == 2,
-          f"gc deleted {j['deleted_chunks']} chunks, {j['deleted_manifests']} manifests; "
-          f"expected {len(dead_chunks)} and 2")
-    after = objects(ns)
+    check(j["deleted_packs"] == len(dead_packs) and j["deleted_manifests"] == 2
+          and j["deleted_locations"] == 2,
+          f"gc deleted {j['deleted_packs']} packs, {j['deleted_manifests']} manifests; "
+          f"expected {len(dead_packs)} and 2")
+    after = pstore_objects(ns)
     check(after == keep, f"after gc the namespace holds {len(after)} objects, expected "
           f"{len(keep)}: extra {sorted(after - keep)[:4]}, missing {sorted(keep - after)[:4]}")
-    log(f"gc: deleted {len(dead_chunks)} of {len(before)} objects; the rest are exactly what "
-        "m:b alone needs")
+    # The dead pack's index entries went with it, and no other.
+    removed = keys_before - index_keys(ns)
+    check(removed and j["index_entries_removed"] == len(removed) and not index_keys(ns) - keys_before,
+          f"gc removed {len(removed)} index entries, says {j['index_entries_removed']}")
+    # The partly dead pack is kept whole and its unused bytes reported.
+    check(j["partly_dead_packs"] == 1 and j["live_packs_dead_bytes"] > 0,
+          f"m:a's pack, half of it used by m:b, must be reported partly dead: {j}")
+    log(f"gc: deleted {len(dead)} of {len(before)} objects and {len(removed)} index entries; "
+        f"kept m:a's pack whole with {j['live_packs_dead_bytes']} unused bytes")
     again = gc(a)
-    check(again["deleted_chunks"] == 0 and again["dead_chunks"] == 0, f"a second gc: {again}")
+    check(again["deleted_packs"] == 0 and again["dead_packs"] == 0
+          and again["index_entries_removed"] == 0, f"a second gc: {again}")
     fresh = store_with_remote(os.path.join(work, "fresh"), ns)
     fresh.ok("pull", "m:b")
     fresh.export_matches("m:b", tree_sha256(files["m:b"]), work)
+    # n:c pushed again reuses nothing of the deleted pack: it uploads it all.
+    r = a.ok("push", "n:c", json_out=True).json()
+    check(r["moved_chunks"] == r["chunks"], f"n:c pushed after its pack was collected: {r}")
+    fresh.ok("pull", "n:c")
+    fresh.export_matches("n:c", tree_sha256(files["n:c"]), work)
+    a.ok("rm", "--remote", "fleet", "n:c")
+    gc(a)
+    check(pstore_objects(ns) == keep, "n:c's second push was not collected whole")
     # Text output, for people.
     r = a.ok("remote", "gc", "fleet")
-    check("deleted 0 chunks" in r.out and "not pstore's" in r.out, f"gc's text output: {r.out}")
+    check("deleted 0 packs" in r.out and "not pstore's" in r.out and "not rewritten" in r.out,
+          f"gc's text output: {r.out}")
     return a, ns, keep
 
 
@@ -100,9 +137,9 @@ def interrupted_push(store, ns, ref, stop, work):
     """A push of ref killed, or stopped (SIGSTOP), once it has uploaded every
     chunk and its manifest, just before it publishes (its push-publish pause
     point, so the moment does not depend on the machine's speed). Returns
-    the process and the chunk objects it uploaded; a stopped one continues
+    the process and the packs it uploaded; a stopped one continues
     on SIGCONT."""
-    base = objects_settled(ns, "c.")
+    base = objects_settled(ns, "k.")
     p = Paused(store, work, "push-" + ref.replace(":", "-"), ["push-publish"], "push", ref,
                "--timeout", "300")
     p.wait_paused("push-publish")
@@ -111,7 +148,7 @@ def interrupted_push(store, ns, ref, stop, work):
         p.go("push-publish")  # seen once it is continued
     else:
         p.p.communicate()
-    uploaded = objects_settled(ns, "c.") - base
+    uploaded = objects_settled(ns, "k.") - base
     check(uploaded and ref not in remote_names(store),
           f"the interrupted push of {ref} uploaded {len(uploaded)} chunks and published: "
           f"{ref in remote_names(store)}")
@@ -126,23 +163,23 @@ def killed_push(work, a, ns, keep):
     check(len(j["claims"]) == 1 and not j["claims"][0]["withdrawn"],
           f"a fresh claim of a killed push must be kept: {j['claims']}")
     objs = objects(ns)
-    check(uploaded <= objs and j["deleted_chunks"] == 0,
+    check(uploaded <= objs and j["deleted_packs"] == 0,
           f"gc deleted chunks of a push whose claim is fresh: {j}")
     check(any(o.startswith("p.") for o in objs), "the killed push's claim object is missing")
     time.sleep(1.1)
     j = gc(a, "--grace", "0", "--force")
     check(len(j["claims"]) == 1 and j["claims"][0]["withdrawn"],
           f"a claim older than the grace must be withdrawn: {j['claims']}")
-    check(j["deleted_chunks"] == len(uploaded) and j["deleted_claim_objects"] == 1,
-          f"gc after the grace deleted {j['deleted_chunks']} chunks, the push uploaded "
+    check(j["deleted_packs"] == len(uploaded) and j["deleted_claim_objects"] == 1,
+          f"gc after the grace deleted {j['deleted_packs']} packs, the push uploaded "
           f"{len(uploaded)}: {j}")
-    check(objects(ns) == keep, "after the killed push's claim went, the namespace must hold "
+    check(pstore_objects(ns) == keep, "after the killed push's claim went, the namespace must hold "
           "exactly what the names need")
     a.ok("push", "k:1")
     fresh = store_with_remote(os.path.join(work, "fresh-k"), ns)
     fresh.ok("pull", "k:1")
     fresh.export_matches("k:1", tree_sha256(f), work)
-    log(f"killed push: its {len(uploaded)} chunks kept while its claim was fresh, deleted after")
+    log(f"killed push: its {len(uploaded)} packs kept while its claim was fresh, deleted after")
 
 
 def stopped_push(work, a, ns):
@@ -153,7 +190,7 @@ def stopped_push(work, a, ns):
     try:
         j = gc(a)
         check(any(not c["withdrawn"] for c in j["claims"]), f"claims: {j['claims']}")
-        check(uploaded <= objects(ns), "a gc deleted chunks a stopped push with a fresh claim "
+        check(uploaded <= objects(ns), "a gc deleted packs a stopped push with a fresh claim "
               "had uploaded")
     finally:
         p.send_signal(signal.SIGCONT)
@@ -170,8 +207,8 @@ def stopped_push(work, a, ns):
         time.sleep(2.1)
         j = gc(a, "--grace", "1", "--force")
         check(any(c["withdrawn"] for c in j["claims"]), f"claims: {j['claims']}")
-        check(j["deleted_chunks"] >= len(uploaded),
-              f"a gc that withdrew the claim deleted {j['deleted_chunks']} chunks, the push had "
+        check(j["deleted_packs"] >= len(uploaded),
+              f"a gc that withdrew the claim deleted {j['deleted_packs']} packs, the push had "
               f"uploaded {len(uploaded)}")
     finally:
         p.send_signal(signal.SIGCONT)
@@ -215,7 +252,7 @@ def two_hosts(work):
                 return
             j = r.json()
             gc_runs[0] += 1
-            gc_deleted[0] += j["deleted_chunks"]
+            gc_deleted[0] += j["deleted_packs"]
             gc_kept[0] += j["kept"]
 
     push_errors = []
@@ -262,7 +299,7 @@ def two_hosts(work):
             t.join()
     check(not gc_errors, f"a gc failed while pushes ran: {gc_errors[:2]}")
     check(gc_runs[0] >= 4 and gc_deleted[0] > 0,
-          f"the gc loops ran {gc_runs[0]} times and deleted {gc_deleted[0]} chunks: the race "
+          f"the gc loops ran {gc_runs[0]} times and deleted {gc_deleted[0]} packs: the race "
           "was not exercised")
     gc(h[0])
     fresh = store_with_remote(os.path.join(work, "fresh-2"), ns)
@@ -270,7 +307,7 @@ def two_hosts(work):
         fresh.ok("pull", ref)
         fresh.export_matches(ref, tree_sha256(f), work)
     fresh.verify_ok("after pulling every name")
-    log(f"two hosts: 4 rounds of pushes, {gc_runs[0]} gc runs deleting {gc_deleted[0]} chunks "
+    log(f"two hosts: 4 rounds of pushes, {gc_runs[0]} gc runs deleting {gc_deleted[0]} packs "
         f"and keeping {gc_kept[0]} a push needed; every name pulls byte-identical")
 
 

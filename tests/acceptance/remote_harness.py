@@ -55,6 +55,20 @@ def objects(ns):
     return set(out)
 
 
+def packs(ns):
+    """The pack objects (k.<id>) in the namespace: where pushes put chunks."""
+    return {o for o in objects(ns) if o.startswith("k.")}
+
+
+def index_keys(ns):
+    """The chunk keys in the remote's chunk index (omap keys of i.<2 hex>)."""
+    keys = set()
+    for o in objects(ns):
+        if o.startswith("i.") and len(o) == 4:
+            keys |= set(rados(ns, "listomapkeys", o).stdout.decode().split())
+    return keys
+
+
 def remote_names(store, remote="fleet"):
     j = store.ok("ls", "--remote", remote, json_out=True).json()
     check(j.get("ok") is True, f"ls --remote --json says not ok: {j}")

@@ -3,18 +3,22 @@
 remote add/ls/rm (no credentials in pstore's files or output), a round trip
 push -> pull into a second store with byte-identical export, a re-push of a
 changed version uploading only its new chunks (counted from the cluster's
-objects), ls/rm --remote, a chunk object overwritten with `rados put` (pull
-names model, tensor and chunk and stores nothing), and an unreachable cluster
+packs and chunk index), ls/rm --remote, a pack overwritten with `rados put`
+(pull names model, tensor, chunk and the pack's byte range and stores
+nothing) or removed (a push again uploads its chunks), a remote in the layout
+of a pstore from before packs (pulls, dedup, gc), and an unreachable cluster
 (an error within the timeout, local store unchanged)."""
 
 import glob
 import json
 import os
+import struct
 import time
 
 from harness import (EXIT_CORRUPT, EXIT_ERROR, EXIT_EXISTS, EXIT_NOT_FOUND, Store, check, log,
                      make_model, run_test, tree_sha256)
-from remote_harness import cluster, namespace, objects, rados, remote_names, store_with_remote
+from remote_harness import (cluster, index_keys, namespace, objects, packs, rados, remote_names,
+                            store_with_remote)
 
 
 def remote_config(work):
@@ -58,61 +62,80 @@ def remote_config(work):
           "config changes must keep the remotes")
 
 
+def two_versions(work, store, name, mb, seed, tensors, change, change_seed):
+    """Two versions of a model, the second with a share `change` of its
+    tensors new, imported into store as NAME:1 and NAME:2. Returns their
+    files."""
+    v1 = make_model(os.path.join(work, f"{name}1.safetensors"), mb, seed=seed, tensors=tensors)
+    v2 = make_model(os.path.join(work, f"{name}2.safetensors"), mb, seed=seed, tensors=tensors,
+                    change=change, change_seed=change_seed)
+    store.ok("import", v1, f"{name}:1")
+    store.ok("import", v2, f"{name}:2")
+    return v1, v2
+
+
 def round_trip_and_dedup(work):
     ns = namespace("rt")
     a = store_with_remote(os.path.join(work, "a"), ns)
     b = store_with_remote(os.path.join(work, "b"), ns)
-    v1 = make_model(os.path.join(work, "v1.safetensors"), 24, seed=1, tensors=40)
-    v2 = make_model(os.path.join(work, "v2.safetensors"), 24, seed=1, tensors=40, change=0.1,
-                    change_seed=3)
-    a.ok("import", v1, "llm:v1")
-    a.ok("import", v2, "llm:v2")
-    r1 = a.ok("push", "llm:v1", json_out=True).json()
+    v1, v2 = two_versions(work, a, "llm", 24, seed=1, tensors=40, change=0.1, change_seed=3)
+    r1 = a.ok("push", "llm:1", json_out=True).json()
     check(r1["moved_chunks"] == r1["chunks"] and r1["moved_bytes"] > 0, f"first push: {r1}")
     objs1 = objects(ns)
-    chunks1 = {o for o in objs1 if o.startswith("c.")}
-    check(len(chunks1) == r1["chunks"], f"{len(chunks1)} chunk objects for {r1['chunks']} chunks")
-    check(f"m.{r1['digest']}" in objs1 and "pstore.names" in objs1, f"objects: {sorted(objs1)[:5]}")
+    packs1 = packs(ns)
+    keys1 = index_keys(ns)
+    check(not any(o.startswith("c.") for o in objs1), "a push wrote chunk objects, not packs")
+    check(len(keys1) == r1["chunks"], f"{len(keys1)} index entries for {r1['chunks']} chunks")
+    # 16 MiB packs: the model's frames need this many and no more.
+    check(len(packs1) == (r1["moved_bytes"] + (16 << 20) - 1) // (16 << 20),
+          f"{len(packs1)} packs for {r1['moved_bytes']} bytes of frames")
+    check(sum(int(rados(ns, "stat", k).stdout.split()[-1]) for k in packs1) == r1["moved_bytes"],
+          "the packs do not hold exactly the uploaded frames")
+    check({f"m.{r1['digest']}", f"l.{r1['digest']}", "pstore.names"} <= objs1,
+          f"objects: {sorted(objs1)[:5]}")
     # Re-push: nothing moves.
-    again = a.ok("push", "llm:v1", json_out=True).json()
+    again = a.ok("push", "llm:1", json_out=True).json()
     check(again["unchanged"] and again["moved_chunks"] == 0, f"re-push of v1: {again}")
     # A version with 10% of its tensors changed uploads only the new chunks.
-    r2 = a.ok("push", "llm:v2", json_out=True).json()
-    chunks2 = {o for o in objects(ns) if o.startswith("c.")}
-    new_objects = len(chunks2 - chunks1)
-    check(new_objects == r2["moved_chunks"], f"{new_objects} new objects, push says {r2}")
+    r2 = a.ok("push", "llm:2", json_out=True).json()
+    new_objects = len(index_keys(ns) - keys1)
+    check(new_objects == r2["moved_chunks"], f"{new_objects} new index entries, push says {r2}")
+    new_packs = packs(ns) - packs1
+    check(len(new_packs) == 1 and
+          int(rados(ns, "stat", min(new_packs)).stdout.split()[-1]) == r2["moved_bytes"],
+          f"v2's new chunks must be one new pack of {r2['moved_bytes']} bytes: {new_packs}")
     check(r2["moved_bytes"] <= 0.2 * r1["moved_bytes"],
           f"v2 uploaded {r2['moved_bytes']} bytes, v1 {r1['moved_bytes']}: not only new chunks")
     log(f"dedup: v1 {r1['moved_bytes']} B in {r1['chunks']} chunks; v2 {r2['moved_bytes']} B "
         f"({new_objects} new objects)")
-    check(remote_names(b) == {"llm:v1": r1["digest"], "llm:v2": r2["digest"]},
+    check(remote_names(b) == {"llm:1": r1["digest"], "llm:2": r2["digest"]},
           f"ls --remote: {remote_names(b)}")
     # Pull into a second store: byte-identical export, verify clean.
-    p1 = b.ok("pull", "llm:v1", json_out=True).json()
+    p1 = b.ok("pull", "llm:1", json_out=True).json()
     check(p1["moved_chunks"] == p1["chunks"], f"first pull: {p1}")
-    p2 = b.ok("pull", "llm:v2", json_out=True).json()
+    p2 = b.ok("pull", "llm:2", json_out=True).json()
     check(p2["moved_chunks"] == r2["moved_chunks"], f"second pull fetched {p2}, pushed {r2}")
-    b.export_matches("llm:v1", tree_sha256(v1), work)
-    b.export_matches("llm:v2", tree_sha256(v2), work)
+    b.export_matches("llm:1", tree_sha256(v1), work)
+    b.export_matches("llm:2", tree_sha256(v2), work)
     b.verify_ok("after pulls")
-    p3 = b.ok("pull", "llm:v1", json_out=True).json()
+    p3 = b.ok("pull", "llm:1", json_out=True).json()
     check(p3["unchanged"] and p3["moved_chunks"] == 0, f"pull again: {p3}")
-    r = b.run("pull", "llm:v9")
-    check(r.rc == EXIT_NOT_FOUND and "llm:v9" in r.err, "pull of a missing name: " + r.describe())
+    r = b.run("pull", "llm:9")
+    check(r.rc == EXIT_NOT_FOUND and "llm:9" in r.err, "pull of a missing name: " + r.describe())
     # rm --remote removes the name only.
-    a.ok("rm", "--remote", "fleet", "llm:v1")
-    check(set(remote_names(a)) == {"llm:v2"}, f"after rm --remote: {remote_names(a)}")
-    r = a.run("rm", "--remote", "fleet", "llm:v1")
+    a.ok("rm", "--remote", "fleet", "llm:1")
+    check(set(remote_names(a)) == {"llm:2"}, f"after rm --remote: {remote_names(a)}")
+    r = a.run("rm", "--remote", "fleet", "llm:1")
     check(r.rc == EXIT_NOT_FOUND, "rm --remote of a missing name: " + r.describe())
-    check("llm:v1" in a.ls(), "rm --remote must not touch the local store")
+    check("llm:1" in a.ls(), "rm --remote must not touch the local store")
     # A name taken on the remote needs --force.
-    a.ok("tag", "llm:v1", "llm:v2b")
-    a.ok("push", "llm:v2b")
-    a.ok("tag", "llm:v2", "llm:v2b", "--force")
-    r = a.run("push", "llm:v2b")
+    a.ok("tag", "llm:1", "llm:2b")
+    a.ok("push", "llm:2b")
+    a.ok("tag", "llm:2", "llm:2b", "--force")
+    r = a.run("push", "llm:2b")
     check(r.rc == EXIT_EXISTS and "--force" in r.err, "a taken remote name: " + r.describe())
-    a.ok("push", "llm:v2b", "--force")
-    check(remote_names(a)["llm:v2b"] == r2["digest"], "push --force moves the name")
+    a.ok("push", "llm:2b", "--force")
+    check(remote_names(a)["llm:2b"] == r2["digest"], "push --force moves the name")
 
 
 def corrupted_chunk(work):
@@ -122,16 +145,18 @@ def corrupted_chunk(work):
     src = make_model(os.path.join(work, "c.safetensors"), 4, seed=5, tensors=8)
     a.ok("import", src, "victim:1")
     a.ok("push", "victim:1")
-    chunks = sorted(o for o in objects(ns) if o.startswith("c."))
-    chunk = chunks[3]
+    (chunk,) = packs(ns)  # one pack holds the model
     good = rados(ns, "get", chunk, "-").stdout
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0x10
-    other = rados(ns, "get", chunks[5], "-").stdout
+    # Another chunk's (valid) frame where one was: a byte range of the pack
+    # moved over the one after it.
+    third = len(good) // 3
+    shifted = good[:third] + good[third + 4096:] + good[third:third + 4096]
     before = b.ls()
-    # A flipped bit; another chunk's (valid) frame; a truncated and an empty object.
-    for what, data in (("a flipped bit", bytes(bad)), ("another chunk's frame", other),
-                       ("a truncated frame", good[:len(good) // 3]), ("an empty object", b"")):
+    # A flipped bit; frames moved; a truncated and an empty pack.
+    for what, data in (("a flipped bit", bytes(bad)), ("frames moved", shifted),
+                       ("a truncated pack", good[:third]), ("an empty object", b"")):
         rados(ns, "put", chunk, "-", data=data)
         r = b.run("pull", "victim:1")
         check(r.rc == EXIT_CORRUPT,
@@ -141,15 +166,87 @@ def corrupted_chunk(work):
         check(what == "an empty object" or ("the remote's copy of this chunk is damaged" in r.err
                                             and "pstore verify" not in r.err),
               f"the error for {what} must say the remote's copy is damaged: {r.err}")
+        check(what == "an empty object" or ("do not remove the pack alone" in r.err
+                                            and "every model that uses it" in r.err),
+              f"the error for {what} must not advise removing a shared pack alone: {r.err}")
         check(b.ls() == before, f"a pull refused for {what} changed the local store")
         comp = b.ok("compact", json_out=True).json()
         check(comp["chunks_removed"] == 0, f"a pull refused for {what} must take out the chunks "
               f"it wrote, yet compact removed some: {comp}")
         b.verify_ok(f"after a pull refused for {what}")
-    # Once the object is put right, the pull works.
-    rados(ns, "put", chunk, "-", data=good)
+    # A pack removed (the model using it then pushed again): the pull names it as
+    # missing; a push again uploads the chunks into a new pack, replaces
+    # their index entries and locations, and the pull then works.
+    rados(ns, "rm", chunk)
+    r = b.run("pull", "victim:1")
+    check(r.rc == EXIT_CORRUPT and "lacks" in r.err and chunk in r.err and "push" in r.err,
+          "a pull from a missing pack: " + r.describe())
+    check(b.ls() == before, "a pull from a missing pack changed the local store")
+    again = a.ok("push", "victim:1", json_out=True).json()
+    check(again["moved_chunks"] == again["chunks"] and chunk not in packs(ns) and len(packs(ns)) == 1,
+          f"a push after its pack was removed must upload it again into a new pack: {again}")
     b.ok("pull", "victim:1")
     b.export_matches("victim:1", tree_sha256(src), work)
+
+
+def to_old_layout(ns, digest):
+    """Rewrites a remote holding one model pushed with packs into the layout
+    of a pstore from before packs: one object c.<key> per chunk, no packs,
+    index or locations, and no layout mark on the names object."""
+    loc = rados(ns, "get", f"l.{digest}", "-").stdout
+    check(loc[:8] == b"pstloc1\n", "the locations object has the wrong magic")
+    npacks = struct.unpack_from("<I", loc, 8)[0]
+    ids = [loc[12 + 16 * i:28 + 16 * i].hex() for i in range(npacks)]
+    at = 12 + 16 * npacks
+    n = struct.unpack_from("<I", loc, at)[0]
+    at += 4
+    pack_bytes = {i: rados(ns, "get", f"k.{i}", "-").stdout for i in ids}
+    for j in range(n):
+        key, pack, off, length = struct.unpack_from("<16sIQI", loc, at + 32 * j)
+        frame = pack_bytes[ids[pack]][off:off + length]
+        rados(ns, "put", f"c.{key.hex()}", "-", data=frame)
+    for o in objects(ns):
+        if o.startswith(("k.", "l.")) or (o.startswith("i.") and len(o) == 4):
+            rados(ns, "rm", o)
+    rados(ns, "rmxattr", "pstore.names", "pstore.layout")
+    return n
+
+
+def old_remote(work):
+    """A remote written by a pstore from before packs: its models pull, a
+    push dedups against its chunk objects (uploading only the new chunks, in a
+    pack), and gc keeps the chunk objects a name needs through its
+    locations."""
+    ns = namespace("old")
+    a = store_with_remote(os.path.join(work, "oa"), ns)
+    v1, v2 = two_versions(work, a, "old", 8, seed=81, tensors=16, change=0.25, change_seed=2)
+    r1 = a.ok("push", "old:1", json_out=True).json()
+    n = to_old_layout(ns, r1["digest"])
+    check(n == r1["chunks"], f"{n} located chunks, the push says {r1['chunks']}")
+    chunk_objects = {o for o in objects(ns) if o.startswith("c.")}
+    check(len(chunk_objects) == n and not packs(ns), "the remote is not in the old layout")
+    b = store_with_remote(os.path.join(work, "ob"), ns)
+    b.ok("pull", "old:1")
+    b.export_matches("old:1", tree_sha256(v1), work)
+    # A push of a version sharing most chunks uploads only its new ones.
+    r2 = a.ok("push", "old:2", json_out=True).json()
+    check(0 < r2["moved_chunks"] < r2["chunks"] and len(index_keys(ns)) == r2["moved_chunks"],
+          f"a push into an old remote must dedup against its chunk objects: {r2}, "
+          f"{len(index_keys(ns))} index entries")
+    check({o for o in objects(ns) if o.startswith("c.")} == chunk_objects and len(packs(ns)) == 1,
+          "the push wrote chunk objects, or more than one pack")
+    # A gc keeps every chunk object old:2 uses (its locations name them).
+    a.ok("rm", "--remote", "fleet", "old:1")
+    j = a.ok("remote", "gc", "fleet", json_out=True).json()
+    reused = r2["chunks"] - r2["moved_chunks"]
+    left = {o for o in objects(ns) if o.startswith("c.")}
+    check(len(left) == reused and j["deleted_chunks"] == n - reused and j["deleted_packs"] == 0,
+          f"gc after old:1 was removed: {len(left)} chunk objects left, old:2 uses {reused}: {j}")
+    c = store_with_remote(os.path.join(work, "oc"), ns)
+    c.ok("pull", "old:2")
+    c.export_matches("old:2", tree_sha256(v2), work)
+    log(f"old remote: {n} chunk objects; a push of a changed version uploaded "
+        f"{r2['moved_chunks']} of {r2['chunks']} chunks into a pack and reused the rest")
 
 
 def unreachable(work):
@@ -175,10 +272,33 @@ def unreachable(work):
     s.verify_ok("after failed remote commands")
 
 
+def shared_pack_removed(work):
+    """A pack removed and one model using it pushed again: another model
+    whose locations still name the removed pack reads those chunks from
+    where the chunk index now says they are."""
+    ns = namespace("shr")
+    a = store_with_remote(os.path.join(work, "shr"), ns)
+    v1, v2 = two_versions(work, a, "shr", 4, seed=5, tensors=12, change=0.25, change_seed=6)
+    a.ok("push", "shr:1")
+    first = packs(ns)
+    a.ok("push", "shr:2")
+    for k in first:
+        rados(ns, "rm", k)
+    a.ok("push", "shr:1")
+    fresh = store_with_remote(os.path.join(work, "shr-fresh"), ns)
+    fresh.ok("pull", "shr:2")
+    fresh.export_matches("shr:2", tree_sha256(v2), work)
+    fresh.ok("pull", "shr:1")
+    fresh.export_matches("shr:1", tree_sha256(v1), work)
+    log(f"{len(first)} shared pack(s) removed and shr:1 pushed again: shr:2 still pulls")
+
+
 def body(work):
     remote_config(work)
     round_trip_and_dedup(work)
     corrupted_chunk(work)
+    old_remote(work)
+    shared_pack_removed(work)
     unreachable(work)
 
 

@@ -1,0 +1,279 @@
+// Packs, the chunk index and locations: see store/remote/pack_layout.h.
+#include "store/remote/pack_layout.h"
+
+#include "store/remote/pack_push.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <random>
+
+#include "common/coding.h"
+#include "store/remote/rados_chunk_source.h"
+
+namespace pstore {
+namespace {
+
+constexpr char kLocationsMagic[8] = {'p', 's', 't', 'l', 'o', 'c', '1', '\n'};
+constexpr uint32_t kOwnObject = 0xffffffffu;
+constexpr size_t kEntryBytes = 16 + 4 + 8 + 4;
+// Ranges of one pack closer than this are read as one (the bytes between are
+// read and dropped: cheaper than another extent).
+constexpr uint64_t kCoalesceGap = 64 * 1024;
+
+}  // namespace
+
+std::string IndexShard(const ChunkKey& key) {
+  return "i." + key.Hex().substr(0, 2);
+}
+
+PackId NewPackId() {
+  std::random_device rd;
+  PackId id;
+  for (size_t i = 0; i < id.bytes.size(); i += 4) {
+    uint32_t v = rd();
+    std::memcpy(&id.bytes[i], &v, 4);
+  }
+  return id;
+}
+
+std::string EncodeIndexValue(const ChunkLocation& loc) {
+  std::string out(loc.pack.view());
+  PutFixed64(&out, loc.offset);
+  PutFixed32(&out, loc.length);
+  return out;
+}
+
+std::optional<ChunkLocation> DecodeIndexValue(std::string_view value) {
+  if (value.size() != 28) return std::nullopt;
+  ChunkLocation loc;
+  loc.pack = *PackId::FromBytes(value.substr(0, 16));
+  const auto* p = reinterpret_cast<const uint8_t*>(value.data());
+  loc.offset = LoadLE64(p + 16);
+  loc.length = LoadLE32(p + 24);
+  return loc;
+}
+
+std::vector<PackId> Locations::Packs() const {
+  std::unordered_map<PackId, bool, ChunkKeyHasher> seen;
+  std::vector<PackId> out;
+  for (const auto& [k, loc] : map_) {
+    if (!loc.own && seen.emplace(loc.pack, true).second) out.push_back(loc.pack);
+  }
+  return out;
+}
+
+std::string Locations::Serialize() const {
+  std::vector<const std::pair<const ChunkKey, ChunkLocation>*> entries;
+  for (const auto& e : map_) entries.push_back(&e);
+  std::sort(entries.begin(), entries.end(),
+            [](const auto* a, const auto* b) { return a->first.bytes < b->first.bytes; });
+  std::map<PackId, uint32_t> packs;
+  for (const auto* e : entries) {
+    if (!e->second.own) packs.emplace(e->second.pack, 0);
+  }
+  std::string out(kLocationsMagic, sizeof(kLocationsMagic));
+  PutFixed32(&out, uint32_t(packs.size()));
+  uint32_t n = 0;
+  for (auto& [id, index] : packs) {
+    index = n++;
+    out.append(id.view());
+  }
+  PutFixed32(&out, uint32_t(entries.size()));
+  for (const auto* e : entries) {
+    out.append(e->first.view());
+    PutFixed32(&out, e->second.own ? kOwnObject : packs[e->second.pack]);
+    PutFixed64(&out, e->second.offset);
+    PutFixed32(&out, e->second.length);
+  }
+  ChunkKey check = HashBytes(out.data(), out.size());
+  out.append(check.view());
+  return out;
+}
+
+Result<Locations> Locations::Parse(std::string_view bytes, const std::string& what) {
+  auto bad = [&](const char* why) {
+    return Status::Corruption(what + " is not a locations object this pstore can read (" + why +
+                              ")");
+  };
+  if (bytes.size() < sizeof(kLocationsMagic) + 8 + 16) return bad("too short");
+  if (std::memcmp(bytes.data(), kLocationsMagic, sizeof(kLocationsMagic)) != 0) {
+    return bad("wrong magic");
+  }
+  const std::string_view body = bytes.substr(0, bytes.size() - 16);
+  if (HashBytes(body.data(), body.size()).view() != bytes.substr(body.size())) {
+    return bad("its check digest does not match: damaged");
+  }
+  const auto* p = reinterpret_cast<const uint8_t*>(body.data());
+  size_t at = sizeof(kLocationsMagic);
+  const uint32_t npacks = LoadLE32(p + at);
+  at += 4;
+  if (uint64_t(npacks) * 16 + 4 > body.size() - at) return bad("pack count");
+  std::vector<PackId> packs(npacks);
+  for (uint32_t i = 0; i < npacks; ++i, at += 16) {
+    packs[i] = *PackId::FromBytes(body.substr(at, 16));
+  }
+  const uint32_t n = LoadLE32(p + at);
+  at += 4;
+  if (uint64_t(n) * kEntryBytes != body.size() - at) return bad("entry count");
+  Locations out;
+  for (uint32_t i = 0; i < n; ++i, at += kEntryBytes) {
+    ChunkLocation loc;
+    const uint32_t pack = LoadLE32(p + at + 16);
+    if (pack == kOwnObject) {
+      loc.own = true;
+    } else if (pack < npacks) {
+      loc.pack = packs[pack];
+    } else {
+      return bad("pack index out of range");
+    }
+    loc.offset = LoadLE64(p + at + 20);
+    loc.length = LoadLE32(p + at + 28);
+    out.Set(*ChunkKey::FromBytes(body.substr(at, 16)), loc);
+  }
+  return out;
+}
+
+Result<std::optional<Locations>> ReadLocations(const RemoteIo& io, const ModelDigest& digest) {
+  const std::string oid = LocationsObject(digest);
+  librados::bufferlist bl;
+  int rv = 0;
+  librados::ObjectReadOperation op;
+  op.read(0, 0, &bl, &rv);
+  int r = io.ioctx->operate(oid, &op, nullptr);
+  if (r == -ENOENT) return std::optional<Locations>();
+  if (r < 0) return io.Error(r, "reading " + oid);
+  PSTORE_ASSIGN_OR_RETURN(Locations locs, Locations::Parse(bl.to_str(), io.where + ": " + oid));
+  return std::optional<Locations>(std::move(locs));
+}
+
+std::string LocatedChunkSource::Locate(const ChunkKey& key) const {
+  const ChunkLocation* loc = locations_ ? locations_->Find(key) : nullptr;
+  if (!loc || loc->own) return RadosChunkSource::ObjectName(key);
+  return PackObject(loc->pack) + " bytes " + std::to_string(loc->offset) + "-" +
+         std::to_string(loc->offset + loc->length);
+}
+
+Result<std::vector<std::optional<std::string>>> LocatedChunkSource::Read(
+    std::span<const ChunkKey> keys) {
+  PSTORE_ASSIGN_OR_RETURN(auto out, ReadAt(keys, locations_.get()));
+  // A chunk whose pack is missing (removed, its chunks pushed again into
+  // another by a push of some model): read once from where the chunk index
+  // says it is now, if that is elsewhere. Frames are checked by the caller.
+  std::vector<ChunkKey> lost;
+  std::vector<size_t> lost_at;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const ChunkLocation* loc = locations_ ? locations_->Find(keys[i]) : nullptr;
+    if (!out[i] && loc && !loc->own) lost.push_back(keys[i]), lost_at.push_back(i);
+  }
+  if (lost.empty()) return out;
+  PSTORE_ASSIGN_OR_RETURN(IndexMap now, LookupIndex(io_, lost));
+  Locations moved;
+  std::vector<ChunkKey> again;
+  std::vector<size_t> again_at;
+  for (size_t j = 0; j < lost.size(); ++j) {
+    auto it = now.find(lost[j]);
+    if (it == now.end() || it->second == *locations_->Find(lost[j])) continue;
+    moved.Set(lost[j], it->second);
+    again.push_back(lost[j]);
+    again_at.push_back(lost_at[j]);
+  }
+  if (again.empty()) return out;
+  PSTORE_ASSIGN_OR_RETURN(auto found, ReadAt(again, &moved));
+  for (size_t j = 0; j < again.size(); ++j) out[again_at[j]] = std::move(found[j]);
+  return out;
+}
+
+Result<std::vector<std::optional<std::string>>> LocatedChunkSource::ReadAt(
+    std::span<const ChunkKey> keys, const Locations* locations) {
+  // One read operation per pack (its chunks' ranges coalesced) and per own
+  // object.
+  struct Range {
+    uint64_t offset = 0, length = 0;
+    std::vector<size_t> chunks;  // indexes into keys
+    librados::bufferlist bl;
+    int rv = 0;
+  };
+  struct Op {
+    std::string oid;
+    std::vector<Range> ranges;
+  };
+  std::vector<Op> ops;
+  std::unordered_map<PackId, std::vector<size_t>, ChunkKeyHasher> by_pack;
+  std::vector<PackId> pack_order;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const ChunkLocation* loc = locations ? locations->Find(keys[i]) : nullptr;
+    if (!loc || loc->own) {
+      Op op{RadosChunkSource::ObjectName(keys[i]), {}};
+      op.ranges.push_back({0, 0, {i}, {}, 0});
+      ops.push_back(std::move(op));
+      continue;
+    }
+    auto [it, fresh] = by_pack.try_emplace(loc->pack);
+    if (fresh) pack_order.push_back(loc->pack);
+    it->second.push_back(i);
+  }
+  for (const PackId& id : pack_order) {
+    std::vector<size_t>& idx = by_pack[id];
+    std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) {
+      return locations->Find(keys[a])->offset < locations->Find(keys[b])->offset;
+    });
+    Op op{PackObject(id), {}};
+    for (size_t i : idx) {
+      const ChunkLocation& loc = *locations->Find(keys[i]);
+      if (!op.ranges.empty()) {
+        Range& last = op.ranges.back();
+        const uint64_t end = last.offset + last.length;
+        if (loc.offset <= end + kCoalesceGap) {
+          last.length = std::max(end, loc.offset + loc.length) - last.offset;
+          last.chunks.push_back(i);
+          continue;
+        }
+      }
+      op.ranges.push_back({loc.offset, loc.length, {i}, {}, 0});
+    }
+    ops.push_back(std::move(op));
+  }
+  std::vector<librados::ObjectReadOperation> reads(ops.size());
+  std::vector<std::optional<std::string>> out(keys.size());
+  PSTORE_RETURN_IF_ERROR(RunAioBatch(
+      io_, ops.size(),
+      [&](size_t j, librados::AioCompletion* c) {
+        for (Range& r : ops[j].ranges) reads[j].read(r.offset, r.length, &r.bl, &r.rv);
+        return io_.ioctx->aio_operate(ops[j].oid, c, &reads[j], nullptr);
+      },
+      [&](size_t j, int r) {
+        if (r == -ENOENT) return Status::OK();  // missing: a result
+        if (r < 0) return io_.Error(r, "reading " + ops[j].oid);
+        for (Range& range : ops[j].ranges) {
+          const std::string bytes = range.bl.to_str();
+          range.bl.clear();
+          for (size_t i : range.chunks) {
+            const ChunkLocation* loc = locations ? locations->Find(keys[i]) : nullptr;
+            if (!loc || loc->own) {
+              out[i] = bytes;
+              continue;
+            }
+            // A short pack gives a short (and so failing) frame.
+            const uint64_t from = std::min<uint64_t>(loc->offset - range.offset, bytes.size());
+            out[i] = bytes.substr(from, loc->length);
+          }
+        }
+        return Status::OK();
+      }));
+  return out;
+}
+
+Result<std::vector<bool>> LocatedChunkSource::Contains(std::span<const ChunkKey> keys) {
+  PSTORE_ASSIGN_OR_RETURN(auto frames, Read(keys));
+  std::vector<bool> out(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) out[i] = frames[i].has_value();
+  return out;
+}
+
+Status LocatedChunkSource::Write(std::span<const ChunkFrameRef>) {
+  return Status::InvalidArgument(io_.where + ": chunks are written to packs by push only");
+}
+
+}  // namespace pstore
