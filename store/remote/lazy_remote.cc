@@ -40,8 +40,8 @@ class ConnectingSource final : public ChunkSource {
     if (missing.empty()) return out;
     PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> fresh, ReadLocations(t->Io(), digest_));
     if (!fresh) return out;
+    if (fresh->map() == locs->map()) return out;  // not stale: the chunks are missing
     std::string bytes = fresh->Serialize();
-    if (bytes == locs->Serialize()) return out;  // not stale: the chunks are missing
     locs = std::make_shared<const Locations>(std::move(*fresh));
     {
       MutexLock l(&mu_);

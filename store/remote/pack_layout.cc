@@ -137,14 +137,9 @@ Result<Locations> Locations::Parse(std::string_view bytes, const std::string& wh
 
 Result<std::optional<Locations>> ReadLocations(const RemoteIo& io, const ModelDigest& digest) {
   const std::string oid = LocationsObject(digest);
-  librados::bufferlist bl;
-  int rv = 0;
-  librados::ObjectReadOperation op;
-  op.read(0, 0, &bl, &rv);
-  int r = io.ioctx->operate(oid, &op, nullptr);
-  if (r == -ENOENT) return std::optional<Locations>();
-  if (r < 0) return io.Error(r, "reading " + oid);
-  PSTORE_ASSIGN_OR_RETURN(Locations locs, Locations::Parse(bl.to_str(), io.where + ": " + oid));
+  PSTORE_ASSIGN_OR_RETURN(std::optional<VersionedBytes> v, ReadVersioned(io, oid));
+  if (!v) return std::optional<Locations>();
+  PSTORE_ASSIGN_OR_RETURN(Locations locs, Locations::Parse(v->bytes, io.where + ": " + oid));
   return std::optional<Locations>(std::move(locs));
 }
 

@@ -201,11 +201,11 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
   // cleared. Chunks whose pack was found missing (a gc deleted it) go into
   // a new pack, their entries replaced, and are retained again.
   Locations locs;
+  std::vector<ChunkKey> packed;  // the chunks the index places (not the old remote's own objects)
+  for (const ChunkKey& k : keys) {
+    if (!own.count(k)) packed.push_back(k);
+  }
   for (int round = 0;; ++round) {
-    std::vector<ChunkKey> packed;
-    for (const ChunkKey& k : keys) {
-      if (!own.count(k)) packed.push_back(k);
-    }
     PSTORE_ASSIGN_OR_RETURN(IndexMap now, LookupIndex(io, packed));
     std::vector<PackId> ids;
     {
