@@ -21,11 +21,7 @@ Result<StoreWriter::CommitOutcome> StoreWriter::CommitModel(Status st, const Mod
   const std::string ref = c.name.Ref();
   auto existing = view_->GetName(c.name);
   if (st.ok() && !existing.ok() && !existing.status().IsNotFound()) st = existing.status();
-  if (st.ok() && c.wrote_chunks) {
-    rocksdb::FlushOptions fo;
-    fo.wait = true;
-    st = FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}), "flush chunks");
-  }
+  if (st.ok() && c.wrote_chunks) st = db_->Flush("flush chunks");
   if (st.ok() && existing.ok()) {
     if (existing->digest == c.digest) {
       out.unchanged = true;

@@ -13,8 +13,11 @@
 
 #include <rocksdb/db.h>
 
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "codec/hash.h"
@@ -23,6 +26,8 @@
 namespace pstore {
 
 constexpr char kChunksCf[] = "chunks";
+
+struct BackgroundErrors;
 
 // A RocksDB instance with pstore's two column families.
 class RocksDb {
@@ -56,6 +61,20 @@ class RocksDb {
   // small store), and level 19 would cost them about 20 times the CPU.
   Status SetStrongMetaCompression(bool on);
 
+  // Runs call, a RocksDB call that may wait for a flush (Flush, Resume,
+  // CompactRange, a checkpoint that flushes), and converts its status with
+  // context as FromRocks does. RocksDB 7.8 can stop flushing for good (rocks.cc,
+  // "Flushes that never end"); the call would then wait forever. When nothing
+  // has flushed or compacted for kStallSeconds while memtables wait, the
+  // instance's background work is stopped, which makes the call return; the
+  // status says what happened (NoSpace when a full disk set it off), and this
+  // and every later Run of the instance fail. Drop the instance: the next open
+  // recovers everything committed from the write-ahead log.
+  Status Run(std::string_view context, const std::function<rocksdb::Status()>& call);
+  static constexpr int kStallSeconds = 5;
+  // Flushes both column families at once and waits, through Run.
+  Status Flush(std::string_view context);
+
   // Deletes every OPTIONS file of the writer's database but the newest.
   // RocksDB writes one at each open and each SetOptions (about 11 KB each)
   // and keeps the previous one too, but it never reads them: pstore passes
@@ -64,7 +83,15 @@ class RocksDb {
 
  private:
   RocksDb() = default;
+  // call() under the watchdog of Run; sets stalled_ if it had to stop.
+  rocksdb::Status Guarded(const std::function<rocksdb::Status()>& call);
+  // Whether a flush or compaction runs, or no memtable waits for one.
+  bool MakingProgress() const;
+  Status StalledStatus(std::string_view context) const;
+
   std::string path_;
+  std::shared_ptr<BackgroundErrors> errors_;  // the writer's only
+  std::atomic<bool> stalled_{false};
   std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* chunks_ = nullptr;

@@ -217,12 +217,10 @@ constexpr uint64_t kKeepWal = ~uint64_t(0);
 // stopped by an earlier failed flush (of an import's memtables) is resumed
 // the same way.
 Status FlushForGeneration(RocksDb* db, const std::string& context) {
-  rocksdb::FlushOptions fo;
-  fo.wait = true;
-  Status s = FromRocks(db->db()->Flush(fo, {db->meta(), db->chunks()}), context);
+  Status s = db->Flush(context);
   if (s.ok()) return s;
-  if (!db->db()->Resume().ok()) return s;
-  return FromRocks(db->db()->Flush(fo, {db->meta(), db->chunks()}), context);
+  if (!db->Run(context, [&] { return db->db()->Resume(); }).ok()) return s;
+  return db->Flush(context);
 }
 
 }  // namespace
@@ -271,8 +269,9 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   // damage) is the command's error, as it would be for a write.
   if (!flushed.ok() && !flushed.IsNoSpace()) return flushed;
   db->RemoveOldOptionsFiles();
-  PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, flushed.ok() ? 0 : kKeepWal),
-                                   "create generation " + dir));
+  PSTORE_RETURN_IF_ERROR(db->Run("create generation " + dir, [&] {
+    return ckpt->CreateCheckpoint(dir, flushed.ok() ? 0 : kKeepWal);
+  }));
   const int mode = int(access.file_mode);
   PSTORE_RETURN_IF_ERROR(
       WriteFileAtomic(p.env, dir + "/SEQUENCE", std::to_string(sequence) + "\n", mode));

@@ -206,15 +206,13 @@ Status StoreWriter::TakeOut(const std::function<void(rocksdb::WriteBatch*)>& mak
   if (reclaim) {
     // The import's chunks sit in blob files of their own: once their keys
     // are compacted away, RocksDB deletes those files whole.
-    rocksdb::FlushOptions fo;
-    fo.wait = true;
-    PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}),
-                                     "flush after taking out the import's chunks"));
+    PSTORE_RETURN_IF_ERROR(db_->Flush("flush after taking out the import's chunks"));
     rocksdb::CompactRangeOptions co;
     co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
     co.exclusive_manual_compaction = true;
-    PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr),
-                                     "compact after taking out the import's chunks"));
+    PSTORE_RETURN_IF_ERROR(db_->Run("compact after taking out the import's chunks", [&] {
+      return db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr);
+    }));
     RestoreReserve(paths_);
   }
   return Status::OK();
@@ -297,15 +295,14 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
   // that much free disk) and drops them. Rewriting every blob file on every
   // compact would need free space the size of the whole store: on a full
   // disk, removing a model and compacting could then never free anything.
-  rocksdb::FlushOptions fo;
-  fo.wait = true;
-  PSTORE_RETURN_IF_ERROR(
-      FromRocks(db_->db()->Flush(fo, {db_->meta(), db_->chunks()}), "flush before compaction"));
+  PSTORE_RETURN_IF_ERROR(db_->Flush("flush before compaction"));
   rocksdb::CompactRangeOptions co;
   co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
   co.exclusive_manual_compaction = true;
-  PSTORE_RETURN_IF_ERROR(
-      FromRocks(db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr), "compact chunks"));
+  auto compact = [&](rocksdb::ColumnFamilyHandle* cf) {
+    return [this, &co, cf] { return db_->db()->CompactRange(co, cf, nullptr, nullptr); };
+  };
+  PSTORE_RETURN_IF_ERROR(db_->Run("compact chunks", compact(db_->chunks())));
   rocksdb::ColumnFamilyMetaData md;
   db_->db()->GetColumnFamilyMetaData(db_->chunks(), &md);
   std::sort(md.blob_files.begin(), md.blob_files.end(),
@@ -317,8 +314,7 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
     // GC takes the oldest floor(cutoff * count) blob files.
     double cutoff = std::min(1.0, (double(mixed) + 0.5) / double(md.blob_files.size()));
     PSTORE_RETURN_IF_ERROR(db_->SetBlobGc(true, cutoff));
-    Status cs = FromRocks(db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr),
-                          "rewrite blob files");
+    Status cs = db_->Run("rewrite blob files", compact(db_->chunks()));
     Status gs = db_->SetBlobGc(false);
     if (cs.IsNoSpace())
       cs = cs.WithContext(
@@ -331,8 +327,7 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
   // The metadata is rewritten into one last level here, and kept until the
   // next compact: it gets zstd's strongest level.
   PSTORE_RETURN_IF_ERROR(db_->SetStrongMetaCompression(true));
-  Status ms =
-      FromRocks(db_->db()->CompactRange(co, db_->meta(), nullptr, nullptr), "compact metadata");
+  Status ms = db_->Run("compact metadata", compact(db_->meta()));
   Status ss = db_->SetStrongMetaCompression(false);
   PSTORE_RETURN_IF_ERROR(ms);
   PSTORE_RETURN_IF_ERROR(ss);
