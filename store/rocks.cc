@@ -204,21 +204,22 @@ RocksDb::~RocksDb() {
 // its memtables back (fixed in RocksDB 8.7). No flush picks them again, and
 // any call that waits for them (Flush, Resume, CompactRange, a checkpoint,
 // Close) waits forever with every background thread idle. The watchdog
-// below sees that state (no flush or compaction running while memtables
-// wait) and, when it lasts kStallSeconds, does what a shutdown does: every
-// waiting call returns, and background work stops. It first turns off the
-// flush at shutdown, which would wait for the same memtables.
+// below sees that state (no flush running while memtables wait, and no
+// compaction either unless background errors are counted meanwhile) and, when it lasts
+// kStallSeconds, does what a shutdown does: every waiting call returns, and background work stops.
+// It first turns off the flush at shutdown, which would wait for the same memtables.
 rocksdb::Status RocksDb::Guarded(const std::function<rocksdb::Status()>& call) {
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
+  const uint64_t errors_before = BackgroundErrorCount();
   std::thread watchdog([&] {
     const auto limit = std::chrono::seconds(kStallSeconds);
     auto progress = std::chrono::steady_clock::now();
     std::unique_lock<std::mutex> l(mu);
     while (!cv.wait_for(l, std::chrono::milliseconds(100), [&] { return done; })) {
       const auto now = std::chrono::steady_clock::now();
-      if (MakingProgress()) {
+      if (MakingProgress(errors_before)) {
         progress = now;
       } else if (now - progress >= limit) {
         stalled_ = true;
@@ -238,12 +239,20 @@ rocksdb::Status RocksDb::Guarded(const std::function<rocksdb::Status()>& call) {
   return s;
 }
 
-bool RocksDb::MakingProgress() const {
+uint64_t RocksDb::BackgroundErrorCount() const {
+  uint64_t n = 0;
+  return db_->GetIntProperty("rocksdb.background-errors", &n) ? n : 0;
+}
+
+bool RocksDb::MakingProgress(uint64_t errors_before) const {
   uint64_t n = 0;
   if (db_->GetIntProperty("rocksdb.num-running-flushes", &n) && n > 0) return true;
-  if (db_->GetIntProperty("rocksdb.num-running-compactions", &n) && n > 0) return true;
   // Summed over the column families: Close has destroyed their handles.
-  return !db_->GetAggregatedIntProperty("rocksdb.num-immutable-mem-table", &n) || n == 0;
+  if (!db_->GetAggregatedIntProperty("rocksdb.num-immutable-mem-table", &n) || n == 0) return true;
+  // A compaction that fails on a full disk is tried again every second, and
+  // counts as running while it waits: it is progress only without errors.
+  return db_->GetIntProperty("rocksdb.num-running-compactions", &n) && n > 0 &&
+         BackgroundErrorCount() == errors_before;
 }
 
 Status RocksDb::StalledStatus(std::string_view context) const {

@@ -85,8 +85,10 @@ class RocksDb {
   RocksDb() = default;
   // call() under the watchdog of Run; sets stalled_ if it had to stop.
   rocksdb::Status Guarded(const std::function<rocksdb::Status()>& call);
-  // Whether a flush or compaction runs, or no memtable waits for one.
-  bool MakingProgress() const;
+  // Whether a flush runs, or a compaction without new background errors
+  // since there were errors_before, or no memtable waits to be flushed.
+  bool MakingProgress(uint64_t errors_before) const;
+  uint64_t BackgroundErrorCount() const;
   Status StalledStatus(std::string_view context) const;
 
   std::string path_;
