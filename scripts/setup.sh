@@ -6,6 +6,8 @@ pkgs=(build-essential cmake pkg-config git python3
       librocksdb-dev liblz4-dev libzstd-dev libxxhash-dev libboost-dev
       libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
       clang-14 clang-format-14 libclang-rt-14-dev util-linux mount procps zstd
+      # the tests log the stacks of a command that does not finish
+      gdb
       # the Python package (python/) and its tests: Debian's numpy, torch, pytest
       python3-numpy python3-torch python3-pytest python3-venv python3-pip
       python3-setuptools python3-wheel

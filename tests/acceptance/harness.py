@@ -88,18 +88,37 @@ def popen(argv, **kwargs):
             pause = min(pause * 2, 2.0)
 
 
+def log_stacks(pid, argv):
+    """Logs every thread's stack of process pid (argv), to tell where a
+    command that did not finish waits; nothing without gdb."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return
+    try:
+        g = subprocess.run([gdb, "-batch", "-p", str(pid), "-ex", "thread apply all bt"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=60)
+        log(f"stacks of `{' '.join(map(str, argv))}` (pid {pid}):\n{g.stdout[-20000:]}")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"could not read the stacks of pid {pid}: {e}")
+
+
 def run_cmd(argv, timeout=None, input=None, capture=True):
     """Runs argv to the end (like subprocess.run with text output), starting it
     through popen; returns a subprocess.CompletedProcess. On timeout the
-    process is killed and subprocess.TimeoutExpired raised."""
+    process's threads' stacks are logged (when gdb is installed), the process
+    is killed and subprocess.TimeoutExpired raised."""
     out = subprocess.PIPE if capture else None
     p = popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
               stdout=out, stderr=out, text=True)
     try:
         o, e = p.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
+        log_stacks(p.pid, argv)
         p.kill()
-        p.communicate()
+        o, e = p.communicate()
+        if e:
+            log(f"{argv[0]} wrote to stderr before it was killed:\n{e[-4000:]}")
         raise
     return subprocess.CompletedProcess(argv, p.returncode, o, e)
 
@@ -172,7 +191,9 @@ class Store:
             a.append("--json")
         return a + [str(x) for x in args]
 
-    def run(self, *args, json_out=False, timeout=300):
+    # Less than the acceptance tests' own limit (300 s), so that a command that
+    # does not finish is named, with its stacks, before the test is killed.
+    def run(self, *args, json_out=False, timeout=240):
         argv = self.argv(*args, json_out=json_out)
         t0 = time.monotonic()
         try:
@@ -181,7 +202,7 @@ class Store:
             raise Failure(f"`{' '.join(argv)}` did not finish in {timeout} s")
         return Result(argv, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
 
-    def ok(self, *args, json_out=False, timeout=300):
+    def ok(self, *args, json_out=False, timeout=240):
         r = self.run(*args, json_out=json_out, timeout=timeout)
         check(r.rc == 0, "expected success: " + r.describe())
         return r
