@@ -1,6 +1,5 @@
 #include "store/rocks.h"
 
-#include <rocksdb/convenience.h>
 #include <rocksdb/env.h>
 #include <rocksdb/listener.h>
 #include <rocksdb/table.h>
@@ -10,24 +9,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
 
-#include "common/mutex.h"
-
 namespace pstore {
-
-// The writer's background errors, as its listener hears them: the newest,
-// for the status of a flush that RocksDB stopped (RocksDb::Run).
-struct BackgroundErrors {
-  Mutex mu;
-  rocksdb::Status last GUARDED_BY(mu);
-};
-
 namespace {
 
 // Discards RocksDB's info log: read-only instances must not write into a
@@ -97,23 +85,13 @@ class FileLogger : public rocksdb::Logger {
 // waits, the writer's own DB::Resume() is refused as busy, so releasing the
 // reserve file could not help. With this listener the database stays stopped
 // until the writer calls Resume() itself (store_dir.cc, before a publish).
-// It also keeps the newest background error for RocksDb::Run.
 class ManualErrorRecovery : public rocksdb::EventListener {
  public:
-  explicit ManualErrorRecovery(std::shared_ptr<BackgroundErrors> errors)
-      : errors_(std::move(errors)) {}
   const char* Name() const override { return "pstore.ManualErrorRecovery"; }
-  void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
-    MutexLock l(&errors_->mu);
-    errors_->last = *error;
-  }
   void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status,
                             bool* auto_recovery) override {
     *auto_recovery = false;
   }
-
- private:
-  const std::shared_ptr<BackgroundErrors> errors_;
 };
 
 rocksdb::ColumnFamilyOptions MetaOptions() {
@@ -183,113 +161,53 @@ Status ChunkReadError(const rocksdb::Status& s, const ChunkKey& key) {
 }
 
 RocksDb::~RocksDb() {
-  if (!db_) return;
-  for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
-  // The writer's shutdown flushes what was written without the write-ahead
-  // log, and could wait forever as any flush can: it runs under the
-  // watchdog, before Close (which then flushes nothing more), since the
-  // watchdog must not look at an instance Close is taking apart.
-  if (errors_ && !stalled_)
-    Guarded([this] {
-      rocksdb::CancelAllBackgroundWork(db_.get(), /*wait=*/true);
-      return rocksdb::Status::OK();
-    }).PermitUncheckedError();
-  db_->Close().PermitUncheckedError();
-}
-
-// Flushes that never end. RocksDB 7.8 (Debian 12's) can leave an immutable
-// memtable marked as being flushed for good: an atomic flush that wrote its
-// tables but did not install them, because another job set a background
-// error meanwhile (a compaction or a flush on a full disk), does not roll
-// its memtables back (fixed in RocksDB 8.7). No flush picks them again, and
-// any call that waits for them (Flush, Resume, CompactRange, a checkpoint,
-// Close) waits forever with every background thread idle. The watchdog
-// below sees that state (no flush running while memtables wait, and no
-// compaction either unless background errors are counted meanwhile) and, when it lasts
-// kStallSeconds, does what a shutdown does: every waiting call returns, and background work stops.
-// It first turns off the flush at shutdown, which would wait for the same memtables.
-rocksdb::Status RocksDb::Guarded(const std::function<rocksdb::Status()>& call) {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  const uint64_t errors_before = BackgroundErrorCount();
-  std::thread watchdog([&] {
-    const auto limit = std::chrono::seconds(kStallSeconds);
-    auto progress = std::chrono::steady_clock::now();
-    std::unique_lock<std::mutex> l(mu);
-    while (!cv.wait_for(l, std::chrono::milliseconds(100), [&] { return done; })) {
-      const auto now = std::chrono::steady_clock::now();
-      if (MakingProgress(errors_before)) {
-        progress = now;
-      } else if (now - progress >= limit) {
-        stalled_ = true;
-        db_->SetDBOptions({{"avoid_flush_during_shutdown", "true"}}).PermitUncheckedError();
-        rocksdb::CancelAllBackgroundWork(db_.get(), /*wait=*/false);
-        return;
-      }
-    }
-  });
-  rocksdb::Status s = call();
-  {
-    std::lock_guard<std::mutex> l(mu);
-    done = true;
+  if (db_) {
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+    db_->Close();
   }
-  cv.notify_one();
-  watchdog.join();
-  return s;
-}
-
-uint64_t RocksDb::BackgroundErrorCount() const {
-  uint64_t n = 0;
-  return db_->GetIntProperty("rocksdb.background-errors", &n) ? n : 0;
-}
-
-bool RocksDb::MakingProgress(uint64_t errors_before) const {
-  uint64_t n = 0;
-  if (db_->GetIntProperty("rocksdb.num-running-flushes", &n) && n > 0) return true;
-  // Summed over the column families: Close has destroyed their handles.
-  if (!db_->GetAggregatedIntProperty("rocksdb.num-immutable-mem-table", &n) || n == 0) return true;
-  // A compaction that fails on a full disk is tried again every second, and
-  // counts as running while it waits: it is progress only without errors.
-  return db_->GetIntProperty("rocksdb.num-running-compactions", &n) && n > 0 &&
-         BackgroundErrorCount() == errors_before;
-}
-
-Status RocksDb::StalledStatus(std::string_view context) const {
-  rocksdb::Status last;
-  if (errors_) {
-    MutexLock l(&errors_->mu);
-    last = errors_->last;
-  }
-  std::string msg = std::string(context) +
-                    ": RocksDB stopped flushing its memtables after a background error (" +
-                    (last.ok() ? std::string("none reported") : last.ToString()) +
-                    "), so the store's database was stopped for this command; what was "
-                    "committed is kept in its write-ahead log and recovered at the next open; "
-                    "run the command again";
-  if (last.IsNoSpace() || last.subcode() == rocksdb::Status::kNoSpace)
-    return Status::NoSpace(msg + " once the disk has free space");
-  return Status::IOError(msg);
 }
 
 Status RocksDb::Flush(std::string_view context) {
   rocksdb::FlushOptions fo;
   fo.wait = true;
-  return Run(context, [&] { return db_->Flush(fo, {meta_, chunks_}); });
+  Status s = FromRocks(db_->Flush(fo, {meta_, chunks_}), context);
+  // Checked at once, while the only memtables that can wait are this
+  // flush's: a later flush request would add one that is pending.
+  if (!s.ok()) HasStrandedMemtables();
+  return s;
 }
 
-Status RocksDb::Run(std::string_view context, const std::function<rocksdb::Status()>& call) {
-  if (stalled_) return StalledStatus(context);
-  rocksdb::Status s = Guarded(call);
-  if (stalled_) return StalledStatus(context);
-  return FromRocks(s, context);
+// Memtables RocksDB never flushes again. RocksDB 7.8 (Debian 12's) leaves an
+// immutable memtable marked as being flushed for good when an atomic flush
+// has written its tables but finds, before installing them, a background
+// error that another job set meanwhile (a compaction that found the disk
+// full): it neither installs the tables nor gives the memtables back (fixed
+// in RocksDB 8.7). No flush picks them again. A plain flush or a shutdown
+// then returns the error (the failed flush stopped the database), but
+// DB::Resume() flushes as part of the recovery and waits for them forever,
+// with every background thread idle. Such memtables are told apart from
+// ones a failed flush gave back by RocksDB's own counters: with no flush
+// running, a memtable given back is pending a flush, a stranded one is not.
+bool RocksDb::HasStrandedMemtables() {
+  if (stranded_) return true;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  uint64_t n = 0;
+  while (db_->GetIntProperty("rocksdb.num-running-flushes", &n) && n > 0 &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (auto* cf : {meta_, chunks_}) {
+    uint64_t waiting = 0, pending = 0;
+    if (db_->GetIntProperty(cf, "rocksdb.num-immutable-mem-table", &waiting) && waiting > 0 &&
+        db_->GetIntProperty(cf, "rocksdb.mem-table-flush-pending", &pending) && pending == 0)
+      stranded_ = true;
+  }
+  return stranded_;
 }
 
 Result<std::unique_ptr<RocksDb>> RocksDb::OpenPrimary(const std::string& path, rocksdb::Env* env) {
   rocksdb::DBOptions o;
   if (env != nullptr) o.env = env;
-  auto errors = std::make_shared<BackgroundErrors>();
-  o.listeners.push_back(std::make_shared<ManualErrorRecovery>(errors));
+  o.listeners.push_back(std::make_shared<ManualErrorRecovery>());
   o.create_if_missing = true;
   o.create_missing_column_families = true;
   o.atomic_flush = true;  // chunks and their records reach disk together
@@ -305,7 +223,6 @@ Result<std::unique_ptr<RocksDb>> RocksDb::OpenPrimary(const std::string& path, r
   if (!s.ok()) return FromRocks(s, "cannot open the store's database at " + path);
   r->db_.reset(db);
   r->path_ = path;
-  r->errors_ = std::move(errors);
   r->RemoveOldOptionsFiles();
   r->meta_ = r->handles_[0];
   r->chunks_ = r->handles_[1];

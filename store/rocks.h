@@ -14,7 +14,6 @@
 #include <rocksdb/db.h>
 
 #include <atomic>
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -26,8 +25,6 @@
 namespace pstore {
 
 constexpr char kChunksCf[] = "chunks";
-
-struct BackgroundErrors;
 
 // A RocksDB instance with pstore's two column families.
 class RocksDb {
@@ -61,19 +58,14 @@ class RocksDb {
   // small store), and level 19 would cost them about 20 times the CPU.
   Status SetStrongMetaCompression(bool on);
 
-  // Runs call, a RocksDB call that may wait for a flush (Flush, Resume,
-  // CompactRange, a checkpoint that flushes), and converts its status with
-  // context as FromRocks does. RocksDB 7.8 can stop flushing for good (rocks.cc,
-  // "Flushes that never end"); the call would then wait forever. When nothing
-  // has flushed or compacted for kStallSeconds while memtables wait, the
-  // instance's background work is stopped, which makes the call return; the
-  // status says what happened (NoSpace when a full disk set it off), and this
-  // and every later Run of the instance fail. Drop the instance: the next open
-  // recovers everything committed from the write-ahead log.
-  Status Run(std::string_view context, const std::function<rocksdb::Status()>& call);
-  static constexpr int kStallSeconds = 5;
-  // Flushes both column families at once and waits, through Run.
+  // Flushes both column families at once and waits. A flush that fails is
+  // checked at once for memtables RocksDB will never flush again (rocks.cc,
+  // "Memtables RocksDB never flushes again"): then stranded() is true for
+  // good, DB::Resume() must not be called (it would wait for them forever),
+  // and the database stays stopped; a new instance recovers every committed
+  // record from the write-ahead log.
   Status Flush(std::string_view context);
+  bool stranded() const { return stranded_; }
 
   // Deletes every OPTIONS file of the writer's database but the newest.
   // RocksDB writes one at each open and each SetOptions (about 11 KB each)
@@ -83,17 +75,12 @@ class RocksDb {
 
  private:
   RocksDb() = default;
-  // call() under the watchdog of Run; sets stalled_ if it had to stop.
-  rocksdb::Status Guarded(const std::function<rocksdb::Status()>& call);
-  // Whether a flush runs, or a compaction without new background errors
-  // since there were errors_before, or no memtable waits to be flushed.
-  bool MakingProgress(uint64_t errors_before) const;
-  uint64_t BackgroundErrorCount() const;
-  Status StalledStatus(std::string_view context) const;
+  // Sets stranded_ if RocksDB holds memtables no flush will pick again; waits
+  // first for a failed flush to end (RocksDB pauses a second after one).
+  bool HasStrandedMemtables();
 
   std::string path_;
-  std::shared_ptr<BackgroundErrors> errors_;  // the writer's only
-  std::atomic<bool> stalled_{false};
+  std::atomic<bool> stranded_{false};
   std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* chunks_ = nullptr;

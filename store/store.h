@@ -263,6 +263,12 @@ class StoreWriter {
   // reopening the database with the reserve released if it refuses writes
   // (a full disk), then compacts so that the space goes back to the disk.
   Status TakeOut(const std::function<void(rocksdb::WriteBatch*)>& make_undo, bool reclaim);
+  // Drops the database instance and opens a new one, which recovers every
+  // committed record from the write-ahead log: after a failed write or flush
+  // RocksDB refuses writes, and one that stranded memtables (store/rocks.h)
+  // cannot be resumed. With release_reserve, the reserve's space is given
+  // back to the disk first. On failure the writer has no database left.
+  Status Reopen(bool release_reserve);
   Result<std::string> NamesText() const;
   StorePaths paths_;
   StoreConfig config_;

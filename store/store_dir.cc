@@ -215,11 +215,13 @@ constexpr uint64_t kKeepWal = ~uint64_t(0);
 // not recover by itself: store/rocks.h). Resume() is called at once, so that
 // the writer can go on, and retry with its reserve released. A database
 // stopped by an earlier failed flush (of an import's memtables) is resumed
-// the same way.
+// the same way. Not when RocksDB stranded memtables (store/rocks.cc): then
+// Resume() would wait forever, and the database stays stopped until the
+// writer opens a new instance (StoreWriter::Publish).
 Status FlushForGeneration(RocksDb* db, const std::string& context) {
   Status s = db->Flush(context);
-  if (s.ok()) return s;
-  if (!db->Run(context, [&] { return db->db()->Resume(); }).ok()) return s;
+  if (s.ok() || db->stranded()) return s;
+  if (!db->db()->Resume().ok()) return s;
   return db->Flush(context);
 }
 
@@ -269,9 +271,8 @@ Result<uint64_t> PublishGeneration(const StorePaths& p, RocksDb* db, std::string
   // damage) is the command's error, as it would be for a write.
   if (!flushed.ok() && !flushed.IsNoSpace()) return flushed;
   db->RemoveOldOptionsFiles();
-  PSTORE_RETURN_IF_ERROR(db->Run("create generation " + dir, [&] {
-    return ckpt->CreateCheckpoint(dir, flushed.ok() ? 0 : kKeepWal);
-  }));
+  PSTORE_RETURN_IF_ERROR(FromRocks(ckpt->CreateCheckpoint(dir, flushed.ok() ? 0 : kKeepWal),
+                                   "create generation " + dir));
   const int mode = int(access.file_mode);
   PSTORE_RETURN_IF_ERROR(
       WriteFileAtomic(p.env, dir + "/SEQUENCE", std::to_string(sequence) + "\n", mode));

@@ -126,9 +126,13 @@ Result<std::unique_ptr<StoreWriter>> StoreWriter::Open(const std::string& root, 
   }
   if (behind) {
     Status ps = w->Publish();
+    // A database with stranded memtables is stopped for good: the command
+    // goes on with a new instance, which also lets the publish be retried.
+    if (w->db_->stranded()) PSTORE_RETURN_IF_ERROR(w->Reopen(false));
     if (ps.IsNoSpace() && may_use_reserve && ReleaseReserve(w->paths_)) ps = w->Publish();
     if (ps.IsNoSpace()) return FullDiskStatus(ps);
     PSTORE_RETURN_IF_ERROR(ps);
+    if (w->db_->stranded()) PSTORE_RETURN_IF_ERROR(w->Reopen(false));
   }
   return w;
 }
@@ -192,12 +196,7 @@ Status StoreWriter::TakeOut(const std::function<void(rocksdb::WriteBatch*)>& mak
     // After a failed write (a full disk) RocksDB refuses further writes:
     // reopen it, with the reserve's space to write in.
     reclaim = true;
-    view_.reset();
-    db_.reset();
-    ReleaseReserve(paths_);
-    RemoveDbTempFiles(paths_);
-    PSTORE_ASSIGN_OR_RETURN(db_, RocksDb::OpenPrimary(paths_.db()));
-    view_ = std::make_unique<StoreView>(db_.get());
+    PSTORE_RETURN_IF_ERROR(Reopen(true));
     rocksdb::WriteBatch again;
     make_undo(&again);
     PSTORE_RETURN_IF_ERROR(
@@ -210,11 +209,20 @@ Status StoreWriter::TakeOut(const std::function<void(rocksdb::WriteBatch*)>& mak
     rocksdb::CompactRangeOptions co;
     co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
     co.exclusive_manual_compaction = true;
-    PSTORE_RETURN_IF_ERROR(db_->Run("compact after taking out the import's chunks", [&] {
-      return db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr);
-    }));
+    PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr),
+                                     "compact after taking out the import's chunks"));
     RestoreReserve(paths_);
   }
+  return Status::OK();
+}
+
+Status StoreWriter::Reopen(bool release_reserve) {
+  view_.reset();
+  db_.reset();
+  if (release_reserve) ReleaseReserve(paths_);
+  RemoveDbTempFiles(paths_);
+  PSTORE_ASSIGN_OR_RETURN(db_, RocksDb::OpenPrimary(paths_.db()));
+  view_ = std::make_unique<StoreView>(db_.get());
   return Status::OK();
 }
 
@@ -299,10 +307,8 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
   rocksdb::CompactRangeOptions co;
   co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
   co.exclusive_manual_compaction = true;
-  auto compact = [&](rocksdb::ColumnFamilyHandle* cf) {
-    return [this, &co, cf] { return db_->db()->CompactRange(co, cf, nullptr, nullptr); };
-  };
-  PSTORE_RETURN_IF_ERROR(db_->Run("compact chunks", compact(db_->chunks())));
+  PSTORE_RETURN_IF_ERROR(
+      FromRocks(db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr), "compact chunks"));
   rocksdb::ColumnFamilyMetaData md;
   db_->db()->GetColumnFamilyMetaData(db_->chunks(), &md);
   std::sort(md.blob_files.begin(), md.blob_files.end(),
@@ -314,7 +320,8 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
     // GC takes the oldest floor(cutoff * count) blob files.
     double cutoff = std::min(1.0, (double(mixed) + 0.5) / double(md.blob_files.size()));
     PSTORE_RETURN_IF_ERROR(db_->SetBlobGc(true, cutoff));
-    Status cs = db_->Run("rewrite blob files", compact(db_->chunks()));
+    Status cs = FromRocks(db_->db()->CompactRange(co, db_->chunks(), nullptr, nullptr),
+                          "rewrite blob files");
     Status gs = db_->SetBlobGc(false);
     if (cs.IsNoSpace())
       cs = cs.WithContext(
@@ -327,7 +334,8 @@ Result<CompactResult> StoreWriter::Compact(const ProgressFn& progress) {
   // The metadata is rewritten into one last level here, and kept until the
   // next compact: it gets zstd's strongest level.
   PSTORE_RETURN_IF_ERROR(db_->SetStrongMetaCompression(true));
-  Status ms = db_->Run("compact metadata", compact(db_->meta()));
+  Status ms =
+      FromRocks(db_->db()->CompactRange(co, db_->meta(), nullptr, nullptr), "compact metadata");
   Status ss = db_->SetStrongMetaCompression(false);
   PSTORE_RETURN_IF_ERROR(ms);
   PSTORE_RETURN_IF_ERROR(ss);

@@ -713,6 +713,9 @@ TEST_F(FullDiskPublishTest, AFlushThatFoundTheDiskFullIsResumedAndPublished) {
   auto n = Publish();
   ASSERT_TRUE(n.ok()) << n.status().ToString();
   EXPECT_EQ(fs_->failed(), 1);
+  // The failed flush gave its memtable back: nothing stranded to keep the
+  // database from being resumed.
+  EXPECT_FALSE(db_->stranded());
   ExpectInGeneration(*n, "k1");
 
   rocksdb::Status s = Put("k2");
