@@ -97,7 +97,7 @@ def log_stacks(pid, argv):
     try:
         g = subprocess.run([gdb, "-batch", "-p", str(pid), "-ex", "thread apply all bt"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           timeout=60)
+                           timeout=20)
         log(f"stacks of `{' '.join(map(str, argv))}` (pid {pid}):\n{g.stdout[-20000:]}")
     except (OSError, subprocess.TimeoutExpired) as e:
         log(f"could not read the stacks of pid {pid}: {e}")
