@@ -89,6 +89,8 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
   starts.push_back(uses.size());
   int threads = o.threads > 0 ? o.threads : 2 * DefaultThreads();
   std::vector<ChunkDecoder> decoders(size_t(std::max(threads, 1)));
+  // Each worker decodes into one buffer of its own, reused chunk after chunk.
+  std::vector<std::vector<uint8_t>> raws(decoders.size());
   std::mutex mu;  // guards res and written
   std::atomic<uint64_t> done{0};
   return ParallelFor(
@@ -109,7 +111,7 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
         if (!want.empty()) {
           PSTORE_ASSIGN_OR_RETURN(auto frames, c.from->Read(want));
           std::vector<ChunkFrameRef> refs;
-          std::vector<uint8_t> raw;
+          std::vector<uint8_t>& raw = raws[size_t(w)];
           uint64_t bytes = 0;
           for (size_t i = 0; i < want.size(); ++i) {
             const ModelChunk& u = *want_use[i];
