@@ -9,7 +9,9 @@
 // model's raw tensor bytes (pstore) and the file's bytes (baseline) per
 // second; the baseline gets as many operations in flight as pull may have
 // (--threads x the smaller of --in-flight and a batch), which its object
-// count caps. With --repush
+// count caps. "pull, client alone" is pull's work after the network: the
+// frames, read into memory beforehand, decoded, checked, written and
+// committed into an empty store (the most pull can reach on this host). With --repush
 // BASE,CHANGED: pushes BASE, then CHANGED, into one namespace and reports
 // the share of the first push's bytes the second one uploaded.
 //
@@ -26,8 +28,10 @@
 
 #include "bench/bench_util.h"
 #include "bench/rados_util.h"
+#include "store/memory_chunk_source.h"
 #include "store/remote/remote_tier.h"
 #include "store/remote/transfer.h"
+#include "store/rocks_chunk_source.h"
 #include "store/store.h"
 
 namespace fs = std::filesystem;
@@ -108,6 +112,37 @@ pstore::TransferResult PullOne(const Args& a, const std::string& store, const st
   return Check(pstore::Pull(w.get(), ref, tier.get(), Transfer(a)), "pull " + ref);
 }
 
+// Pull's client work alone, with no network: the model's frames are read
+// from the store at src into memory first, then PullChunks stores them into
+// an empty store at dst (decoding and checking each, writing, committing), as
+// pull does with the frames it fetches. Returns the seconds PullChunks took.
+double ClientOnly(const Args& a, const std::string& src, const std::string& ref,
+                  const std::string& dst) {
+  auto reader = Check(pstore::StoreReader::Open(src), "opening " + src);
+  pstore::ModelName name = Check(pstore::ParseModelName(ref), "name");
+  const pstore::ModelDigest digest = Check(reader->view().GetName(name), "name").digest;
+  const std::string manifest = Check(reader->view().LoadManifestBytes(digest), "manifest");
+  const pstore::Manifest m = Check(pstore::Manifest::Parse(manifest, false), "manifest");
+  std::vector<pstore::ChunkKey> keys(m.chunks.begin(), m.chunks.end());
+  pstore::RocksChunkSource local(reader->view().db(), false, src);
+  pstore::MemoryChunkSource mem;
+  for (size_t at = 0; at < keys.size(); at += 256) {
+    std::span<const pstore::ChunkKey> some(keys.data() + at,
+                                           std::min<size_t>(256, keys.size() - at));
+    auto frames = Check(local.Read(some), "reading " + src);
+    for (size_t i = 0; i < some.size(); ++i) {
+      const pstore::ChunkFrameRef f{some[i], *frames[i], 0};
+      if (!mem.Write({&f, 1}).ok()) std::exit(1);
+    }
+  }
+  pstore::TransferOptions o = Transfer(a);
+  o.batch = 256;  // as pull from packs
+  auto w = Check(pstore::StoreWriter::Open(dst, false), "opening " + dst);
+  const double t0 = Now();
+  Check(pstore::PullChunks(w.get(), name, manifest, &mem, o), "storing " + ref);
+  return Now() - t0;
+}
+
 void Line(const char* what, const std::vector<double>& mbs, double base) {
   std::printf("  %-28s", what);
   for (double v : mbs) std::printf(" %7.1f", v);
@@ -129,7 +164,7 @@ void Figures(const Args& a, librados::IoCtx& io, size_t f) {
       threads * int(std::min<size_t>(size_t(a.in_flight), Transfer(a).batch));
   std::vector<std::string> names;
   for (size_t i = 0; i * piece < data.size(); ++i) names.push_back("file." + std::to_string(i));
-  std::vector<double> bw, br, pw, pr, push_s, push_commit, pull_s, pull_commit;
+  std::vector<double> bw, br, pw, pr, local, push_s, push_commit, pull_s, pull_commit;
   uint64_t raw = 0, moved = 0;
   for (int run = 0; run < a.runs; ++run) {
     const std::string tag =
@@ -155,6 +190,8 @@ void Figures(const Args& a, librados::IoCtx& io, size_t f) {
     pull_s.push_back(Now() - t0);
     pull_commit.push_back(q.commit_seconds);
     fs::remove_all(dst);
+    local.push_back(raw / ClientOnly(a, src, ref, dst) / 1e6);
+    fs::remove_all(dst);
     pstore::bench::RemoveAll(io, base_in_flight);
     io.set_namespace("bench-pstore-" + tag);
     pstore::bench::RemoveAll(io, base_in_flight);
@@ -167,6 +204,7 @@ void Figures(const Args& a, librados::IoCtx& io, size_t f) {
   Line("push", pw, Median(bw));
   Line("baseline read (64 MiB obj)", br, 0);
   Line("pull", pr, Median(br));
+  Line("pull, client alone", local, Median(br));
   std::printf(
       "  medians: push %.2f s (%.2f s of it manifest and name), pull %.2f s (%.2f s of "
       "it flush, commit and publish)\n",

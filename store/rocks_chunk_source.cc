@@ -21,6 +21,10 @@ rocksdb::Slice KeySlice(const ChunkKey& k) {
   return rocksdb::Slice(k.view().data(), 16);
 }
 
+// A write batch's bytes per chunk besides its frame: the two keys, the chunk
+// record and RocksDB's tags and lengths (a little more than they take).
+constexpr size_t kRecordOverhead = 128;
+
 }  // namespace
 
 Result<std::vector<std::optional<std::string>>> RocksChunkSource::Read(
@@ -76,7 +80,11 @@ Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) 
   }
   ChunkDecoder decoder;
   std::vector<uint8_t> raw;
-  rocksdb::WriteBatch batch;
+  // The batch's buffer sized once: grown by doubling, it would copy every
+  // frame again on its way to the 32 MiB of a pull's batch.
+  size_t reserve = 0;
+  for (const ChunkFrameRef& f : frames) reserve += f.frame.size() + kRecordOverhead;
+  rocksdb::WriteBatch batch(reserve);
   for (size_t i = 0; i < frames.size(); ++i) {
     if (have[i]) continue;  // chunks are immutable: keep the stored one
     const ChunkFrameRef& f = frames[i];

@@ -241,19 +241,23 @@ Result<std::vector<std::optional<std::string>>> LocatedChunkSource::ReadAt(
       [&](size_t j, int r) {
         if (r == -ENOENT) return Status::OK();  // missing: a result
         if (r < 0) return io_.Error(r, "reading " + ops[j].oid);
+        // Each frame is copied once, straight out of librados' buffers.
         for (Range& range : ops[j].ranges) {
-          const std::string bytes = range.bl.to_str();
-          range.bl.clear();
+          const uint64_t got = range.bl.length();
           for (size_t i : range.chunks) {
             const ChunkLocation* loc = locations ? locations->Find(keys[i]) : nullptr;
-            if (!loc || loc->own) {
-              out[i] = bytes;
-              continue;
+            uint64_t from = 0, len = got;
+            if (loc && !loc->own) {
+              // A short pack gives a short (and so failing) frame.
+              from = std::min<uint64_t>(loc->offset - range.offset, got);
+              len = std::min<uint64_t>(loc->length, got - from);
             }
-            // A short pack gives a short (and so failing) frame.
-            const uint64_t from = std::min<uint64_t>(loc->offset - range.offset, bytes.size());
-            out[i] = bytes.substr(from, loc->length);
+            std::string frame;
+            frame.reserve(len);
+            range.bl.begin(unsigned(from)).copy(unsigned(len), frame);
+            out[i] = std::move(frame);
           }
+          range.bl.clear();
         }
         return Status::OK();
       }));

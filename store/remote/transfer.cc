@@ -71,16 +71,32 @@ struct Copy {
 
 Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const TransferOptions& o,
                    TransferResult* res, std::vector<ChunkKey>* written) {
+  // Batches of at most o.batch chunks and o.batch_bytes raw bytes (a chunk
+  // larger than that is a batch of its own): what a worker holds at once is
+  // bounded by bytes, whatever the chunk size.
   const size_t batch = std::max<size_t>(o.batch, 1);
-  const size_t batches = (uses.size() + batch - 1) / batch;
+  std::vector<size_t> starts;
+  uint64_t batch_raw = 0;
+  for (size_t i = 0; i < uses.size(); ++i) {
+    const size_t count = starts.empty() ? 0 : i - starts.back();
+    if (starts.empty() || count >= batch || batch_raw + uses[i].raw_len > o.batch_bytes) {
+      starts.push_back(i);
+      batch_raw = 0;
+    }
+    batch_raw += uses[i].raw_len;
+  }
+  const size_t batches = starts.size();
+  starts.push_back(uses.size());
   int threads = o.threads > 0 ? o.threads : 2 * DefaultThreads();
   std::vector<ChunkDecoder> decoders(size_t(std::max(threads, 1)));
+  // Each worker decodes into one buffer of its own, reused chunk after chunk.
+  std::vector<std::vector<uint8_t>> raws(decoders.size());
   std::mutex mu;  // guards res and written
   std::atomic<uint64_t> done{0};
   return ParallelFor(
       batches, threads,
       [&](size_t b, int w) -> Status {
-        const size_t at = b * batch, n = std::min(batch, uses.size() - at);
+        const size_t at = starts[b], n = starts[b + 1] - at;
         std::vector<ChunkKey> keys;
         for (size_t i = 0; i < n; ++i) keys.push_back(uses[at + i].key);
         PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have,
@@ -95,7 +111,7 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
         if (!want.empty()) {
           PSTORE_ASSIGN_OR_RETURN(auto frames, c.from->Read(want));
           std::vector<ChunkFrameRef> refs;
-          std::vector<uint8_t> raw;
+          std::vector<uint8_t>& raw = raws[size_t(w)];
           uint64_t bytes = 0;
           for (size_t i = 0; i < want.size(); ++i) {
             const ModelChunk& u = *want_use[i];
@@ -301,15 +317,11 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
     return existing.status();
   }
 
-  std::vector<ModelChunk> uses = DistinctChunks(m);
-  res.chunks = uses.size();
-  for (const ModelChunk& u : uses) res.raw_bytes += u.raw_len;
   if (res.unchanged) {
+    for (const ModelChunk& u : DistinctChunks(m)) ++res.chunks, res.raw_bytes += u.raw_len;
     res.seconds = Since(t0);
     return res;
   }
-  PSTORE_RETURN_IF_ERROR(writer->CheckReserve().WithContext(name.Ref() + " was not pulled"));
-  RocksChunkSource local(writer->view().db(), true, "the local store");
   // Where the chunks are: packs (read by range, one operation per pack a
   // batch touches) or, for a model pushed before packs, one object each.
   PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(remote->Io(), res.digest));
@@ -321,6 +333,26 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
     o.batch = std::max<size_t>(o.batch, kPackedPullBatch);
   }
   ChunkSource* from = located ? static_cast<ChunkSource*>(located.get()) : &remote->chunks();
+  PSTORE_ASSIGN_OR_RETURN(TransferResult stored, PullChunks(writer, name, *bytes, from, o));
+  stored.seconds = Since(t0);
+  return stored;
+}
+
+Result<TransferResult> PullChunks(StoreWriter* writer, const ModelName& name,
+                                  const std::string& manifest, ChunkSource* from,
+                                  const TransferOptions& options) {
+  auto t0 = std::chrono::steady_clock::now();
+  const std::string where = from->Describe();
+  PSTORE_ASSIGN_OR_RETURN(Manifest m, Manifest::Parse(manifest, false));
+  TransferResult res;
+  res.digest = Manifest::DigestOf(manifest);
+  res.manifest_bytes = manifest.size();
+  std::vector<ModelChunk> uses = DistinctChunks(m);
+  res.chunks = uses.size();
+  for (const ModelChunk& u : uses) res.raw_bytes += u.raw_len;
+  PSTORE_RETURN_IF_ERROR(writer->CheckReserve().WithContext(name.Ref() + " was not pulled"));
+  RocksChunkSource local(writer->view().db(), true, "the local store");
+  TransferOptions o = options;
   Copy c;
   c.from = from;
   c.to = &local;
@@ -346,7 +378,7 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
   Status st = CopyMissing(uses, c, o, &res, &written);
   auto t1 = std::chrono::steady_clock::now();
   StoreWriter::ModelCommit mc;
-  mc.manifest = *bytes;
+  mc.manifest = manifest;
   mc.digest = res.digest;
   mc.name = name;
   mc.force = options.force;

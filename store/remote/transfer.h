@@ -30,8 +30,11 @@
 namespace pstore {
 
 struct TransferOptions {
-  bool force = false;   // replace a name that points at another model
-  size_t batch = 32;    // chunks per batch of remote operations
+  bool force = false;  // replace a name that points at another model
+  size_t batch = 32;   // chunks per batch of remote operations
+  // Raw bytes per batch at most (a larger chunk is a batch of its own), so
+  // that the frames a worker holds are bounded whatever the chunk size.
+  uint64_t batch_bytes = 32ull << 20;
   int threads = 0;      // batches at once (0: two per core)
   ProgressFn progress;  // raw bytes of the model's distinct chunks done / total
 };
@@ -55,5 +58,14 @@ Result<TransferResult> Push(const StoreView& view, const std::string& ref, Remot
                             const TransferOptions& options);
 Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteTier* remote,
                             const TransferOptions& options);
+
+// What a pull does once it has the manifest: reads the manifest's chunks the
+// local store lacks from `from`, checks each against its key, writes it, and
+// commits the model under name as an import does (all of it or nothing).
+// Pull passes the remote's packs; a benchmark passes frames held in memory to
+// measure the client's share alone.
+Result<TransferResult> PullChunks(StoreWriter* writer, const ModelName& name,
+                                  const std::string& manifest, ChunkSource* from,
+                                  const TransferOptions& options);
 
 }  // namespace pstore
