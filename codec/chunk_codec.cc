@@ -3,6 +3,8 @@
 #include "codec/chunk_codec.h"
 
 #include <cstring>
+#include <new>
+#include <string>
 
 #include "codec/coders/registry.h"
 
@@ -158,11 +160,19 @@ void ChunkDecoder::ReleaseMemory() {
 }
 
 Status ChunkDecoder::DecodeUnchecked(std::string_view frame, std::span<uint8_t> out) {
-  return impl_->Decode(frame, out);
+  // The one place where the decoder's allocations (its buffers, tables and
+  // Zstandard context, which throw std::bad_alloc) become a status.
+  try {
+    return impl_->Decode(frame, out);
+  } catch (const std::bad_alloc&) {
+    return Status::NoMemory("out of memory for the decoder's scratch (a chunk of " +
+                            std::to_string(out.size()) +
+                            " bytes); the chunk may be sound: free memory on the host and retry");
+  }
 }
 
 Status ChunkDecoder::Decode(std::string_view frame, const ChunkKey& key, std::span<uint8_t> out) {
-  PSTORE_RETURN_IF_ERROR(impl_->Decode(frame, out));
+  PSTORE_RETURN_IF_ERROR(DecodeUnchecked(frame, out));
   if (HashBytes(out.data(), out.size()) != key)
     return Status::Corruption("chunk " + key.Hex() + " decodes to bytes whose hash is not its key");
   return Status::OK();

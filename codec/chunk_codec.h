@@ -65,6 +65,9 @@ class ChunkDecoder {
 
   // Decodes frame into out, whose size must equal the frame's raw length, and
   // checks that XXH3-128(out) == key. On error out holds unspecified bytes.
+  // Corruption: the frame is damaged or not key's. NoMemory: the decoder
+  // could not get its scratch (returned, not thrown as std::bad_alloc),
+  // which says nothing about the frame.
   Status Decode(std::string_view frame, const ChunkKey& key, std::span<uint8_t> out);
   // The same without the key check (for tools that inspect frames).
   Status DecodeUnchecked(std::string_view frame, std::span<uint8_t> out);

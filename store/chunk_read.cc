@@ -73,6 +73,26 @@ Status DecodeChunk(const FrameBatch& batch, size_t i, const ChunkKey& key,
   return st.ok() ? st : ChunkUseError(st, use, key);
 }
 
+Status ReadDecodedInRuns(ChunkSource& source, std::span<const ChunkKey> keys,
+                         std::span<const std::span<uint8_t>> outs, ChunkDecoder* decoder,
+                         FrameBatch* batch, DecodedChunks* result, std::vector<size_t>* missing) {
+  for (size_t i = 0; i < keys.size();) {
+    const size_t end = DecodeRunEnd(outs, i);
+    PSTORE_RETURN_IF_ERROR(source.ReadFrames(keys.subspan(i, end - i), batch));
+    for (size_t k = i; k < end; k++) {
+      const size_t b = k - i;
+      if (missing != nullptr && !batch->found(b) && batch->status(b).ok()) {
+        missing->push_back(k);
+        continue;
+      }
+      result->status[k] = DecodeFrame(*batch, b, keys[k], source, decoder, outs[k]);
+      result->frame_bytes[k] = result->status[k].ok() ? batch->frame(b).size() : 0;
+    }
+    i = end;
+  }
+  return Status::OK();
+}
+
 Status ReadChunk(ChunkSource& source, const ChunkKey& key, const ChunkUse& use,
                  ChunkDecoder* decoder, FrameBatch* batch, std::span<uint8_t> out,
                  uint64_t* frame_bytes) {

@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "codec/chunk_codec.h"
 #include "codec/hash.h"
@@ -36,6 +37,18 @@ std::string DescribeChunkUse(const ChunkUse& use, const ChunkKey& key);
 // chunk itself): a missing chunk is Corruption naming the source.
 Status DecodeFrame(const FrameBatch& batch, size_t i, const ChunkKey& key,
                    const ChunkSource& source, ChunkDecoder* decoder, std::span<uint8_t> out);
+
+// Reads keys from source (ReadFrames) in runs of kDecodeRunBytes
+// (store/chunk_source.h), each run decoded before the next is read: a frame
+// found is decoded into outs[i] and checked against its key, and result says
+// how (DecodeFrame's status, the frame's size). An entry the source lacks is
+// appended to *missing, its result left as it was; with missing null it is
+// DecodeFrame's error (Corruption naming the source). An error return is
+// ReadFrames': the source could not answer (result is then the caller's to
+// set). REQUIRES: result has an entry per key (DecodedChunks::Reset).
+Status ReadDecodedInRuns(ChunkSource& source, std::span<const ChunkKey> keys,
+                         std::span<const std::span<uint8_t>> outs, ChunkDecoder* decoder,
+                         FrameBatch* batch, DecodedChunks* result, std::vector<size_t>* missing);
 
 // DecodeFrame with the error prefixed by DescribeChunkUse, and for damage
 // (Corruption) what to do about it.

@@ -35,14 +35,22 @@ Status ChunkSource::ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch
 Status ChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
                                 std::span<const std::span<uint8_t>> outs, ChunkDecoder* decoder,
                                 FrameBatch* batch, DecodedChunks* result) {
-  result->status.assign(keys.size(), Status::OK());
-  result->frame_bytes.assign(keys.size(), 0);
-  PSTORE_RETURN_IF_ERROR(ReadFrames(keys, batch));
+  result->Reset(keys.size());
+  Status st = ReadFrames(keys, batch);
+  if (!st.ok()) return result->Fail(keys.size(), st);
   for (size_t i = 0; i < keys.size(); i++) {
     result->status[i] = DecodeFrame(*batch, i, keys[i], *this, decoder, outs[i]);
     if (result->status[i].ok()) result->frame_bytes[i] = batch->frame(i).size();
   }
   return Status::OK();
+}
+
+size_t DecodeRunEnd(std::span<const std::span<uint8_t>> outs, size_t begin) {
+  size_t end = begin + 1;
+  uint64_t bytes = outs[begin].size();
+  while (end < outs.size() && bytes + outs[end].size() <= kDecodeRunBytes)
+    bytes += outs[end++].size();
+  return end;
 }
 
 Result<std::optional<ReadPlan>> ChunkSource::PlanSequentialRead(std::span<const ChunkKey>) {

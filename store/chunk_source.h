@@ -106,11 +106,39 @@ class FrameBatch {
 // What ChunkSource::ReadDecoded did with each entry: status[i] is entry i's
 // outcome (as DecodeFrame in store/chunk_read.h gives it: a missing chunk is
 // Corruption naming the source), frame_bytes[i] the size of the frame it
-// decoded (0 if none).
+// decoded (0 if none). Whatever ReadDecoded returns, it leaves one entry per
+// key, nothing of an earlier read: after an error return every entry's
+// status is that error and its frame_bytes 0 (what was decoded into outs
+// before the error is not reported, and outs hold unspecified bytes).
 struct DecodedChunks {
   std::vector<Status> status;
   std::vector<uint64_t> frame_bytes;
+
+  // n entries, each OK with no frame: where a read starts from.
+  void Reset(size_t n) {
+    status.assign(n, Status::OK());
+    frame_bytes.assign(n, 0);
+  }
+  // n entries, each st: the result of a read that could not answer. Returns st.
+  Status Fail(size_t n, const Status& st) {
+    status.assign(n, st);
+    frame_bytes.assign(n, 0);
+    return st;
+  }
 };
+
+// Readers that decode what they read from a local store (ReadDecoded of the
+// local store and of the tiered source) read and decode in runs of at most
+// kDecodeRunBytes of raw chunks, each run read and decoded before the next
+// is read: RocksDB allocates its read buffers (a blob file's frames
+// together, the table blocks, the pinned values) per call, from the malloc
+// arena of the calling thread, and a loader thread's arena keeps what it
+// grew to (docs/pager.md, "Memory a loader keeps"). A run holds at least one
+// chunk, so a chunk larger than kDecodeRunBytes is a run of its own.
+constexpr uint64_t kDecodeRunBytes = 128 << 10;
+// The end of the run of outs (by their sizes) that starts at begin.
+// REQUIRES: begin < outs.size().
+size_t DecodeRunEnd(std::span<const std::span<uint8_t>> outs, size_t begin);
 
 // A plan for reading many frames in the order they sit in the source's
 // files (docs/pager.md, "Cold loads"), and the warmer's map of those files.
@@ -154,8 +182,9 @@ class ChunkSource {
   // Reads keys and decodes each frame into outs[i] (exactly its chunk's raw
   // length), checking it against its key; result says how each entry went.
   // An error return means the source could not answer at all (or, for a
-  // source that checks what it fetches, that a fetched frame was wrong).
-  // batch is scratch. The default is ReadFrames, then DecodeFrame per entry;
+  // source that checks what it fetches, that a fetched frame was wrong);
+  // result is then that error for every entry (DecodedChunks). batch is
+  // scratch. The default is ReadFrames, then DecodeFrame per entry;
   // a source that must check frames itself before keeping them (the tiered
   // source) overrides it so that each frame is decoded once, into outs.
   virtual Status ReadDecoded(std::span<const ChunkKey> keys,

@@ -10,6 +10,7 @@
 
 #include "codec/chunk_codec.h"
 #include "codec/frame.h"
+#include "store/chunk_read.h"
 #include "store/keys.h"
 #include "store/rocks.h"
 #include "store/store.h"
@@ -193,23 +194,9 @@ Status RocksChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
                                      std::span<const std::span<uint8_t>> outs,
                                      ChunkDecoder* decoder, FrameBatch* batch,
                                      DecodedChunks* result) {
-  const size_t n = keys.size();
-  result->status.assign(n, Status::OK());
-  result->frame_bytes.assign(n, 0);
-  DecodedChunks run;
-  for (size_t i = 0; i < n;) {
-    size_t end = i + 1;
-    uint64_t bytes = outs[i].size();
-    while (end < n && bytes + outs[end].size() <= kDecodeRunBytes) bytes += outs[end++].size();
-    PSTORE_RETURN_IF_ERROR(ChunkSource::ReadDecoded(
-        keys.subspan(i, end - i), outs.subspan(i, end - i), decoder, batch, &run));
-    for (size_t k = i; k < end; k++) {
-      result->status[k] = std::move(run.status[k - i]);
-      result->frame_bytes[k] = run.frame_bytes[k - i];
-    }
-    i = end;
-  }
-  return Status::OK();
+  result->Reset(keys.size());
+  Status st = ReadDecodedInRuns(*this, keys, outs, decoder, batch, result, nullptr);
+  return st.ok() ? st : result->Fail(keys.size(), st);
 }
 
 Result<std::optional<ReadPlan>> RocksChunkSource::PlanSequentialRead(
@@ -271,8 +258,9 @@ class GenerationSource final : public ChunkSource {
   }
   Status ReadDecoded(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
                      ChunkDecoder* decoder, FrameBatch* batch, DecodedChunks* result) override {
-    PSTORE_ASSIGN_OR_RETURN(RocksChunkSource * s, Local());
-    return s->ReadDecoded(keys, outs, decoder, batch, result);
+    Result<RocksChunkSource*> s = Local();
+    if (!s.ok()) return result->Fail(keys.size(), s.status());
+    return (*s)->ReadDecoded(keys, outs, decoder, batch, result);
   }
   Result<std::optional<ReadPlan>> PlanSequentialRead(std::span<const ChunkKey> keys) override {
     PSTORE_ASSIGN_OR_RETURN(RocksChunkSource * s, Local());

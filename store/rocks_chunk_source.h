@@ -47,15 +47,10 @@ class RocksChunkSource final : public ChunkSource {
   // written then).
   Status Write(std::span<const ChunkFrameRef> frames) override;
   Status ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch) override;
-  // As ChunkSource's, in runs of at most kDecodeRunBytes of raw chunks, each
-  // read and decoded before the next is read: RocksDB allocates its read
-  // buffers (a file's blobs together, the table blocks, the pinned values)
-  // per call, from the malloc arena of the calling thread, and a loader
-  // thread's arena keeps what it grew to (docs/pager.md, "Memory a loader
-  // keeps").
+  // As ChunkSource's, in runs of at most kDecodeRunBytes of raw chunks
+  // (store/chunk_source.h), each read and decoded before the next is read.
   Status ReadDecoded(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
                      ChunkDecoder* decoder, FrameBatch* batch, DecodedChunks* result) override;
-  static constexpr uint64_t kDecodeRunBytes = 128 << 10;
   Result<std::optional<ReadPlan>> PlanSequentialRead(std::span<const ChunkKey> keys) override;
   // Write for a caller that has decoded each frame and checked it against its
   // key already (a pull, which checks every fetched chunk once, on many

@@ -322,22 +322,24 @@ Status TieredChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
                                       std::span<const std::span<uint8_t>> outs,
                                       ChunkDecoder* decoder, FrameBatch* batch,
                                       DecodedChunks* result) {
-  result->status.assign(keys.size(), Status::OK());
-  result->frame_bytes.assign(keys.size(), 0);
+  result->Reset(keys.size());
+  Status st = DecodeTiers(keys, outs, decoder, batch, result);
+  return st.ok() ? st : result->Fail(keys.size(), st);
+}
+
+Status TieredChunkSource::DecodeTiers(std::span<const ChunkKey> keys,
+                                      std::span<const std::span<uint8_t>> outs,
+                                      ChunkDecoder* decoder, FrameBatch* batch,
+                                      DecodedChunks* result) {
   for (const ChunkKey& k : keys) PSTORE_RETURN_IF_ERROR(Find(k).status());
-  // 1. The local store, decoded (and checked) by the caller's decoder.
+  // 1. The local store, decoded (and checked) by the caller's decoder, in
+  // the local store's runs.
   std::vector<size_t> want;
   if (local_ != nullptr && !keys.empty()) {
-    PSTORE_RETURN_IF_ERROR(local_->ReadFrames(keys, batch));
-  }
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (local_ == nullptr || (!batch->found(i) && batch->status(i).ok())) {
-      want.push_back(i);
-      continue;
-    }
-    result->status[i] = DecodeFrame(*batch, i, keys[i], *local_, decoder, outs[i]);
-    if (result->status[i].ok()) result->frame_bytes[i] = batch->frame(i).size();
-    local_chunks_.fetch_add(1, std::memory_order_relaxed);
+    PSTORE_RETURN_IF_ERROR(ReadDecodedInRuns(*local_, keys, outs, decoder, batch, result, &want));
+    local_chunks_.fetch_add(keys.size() - want.size(), std::memory_order_relaxed);
+  } else {
+    for (size_t i = 0; i < keys.size(); ++i) want.push_back(i);
   }
   // 2. Read ahead or spooled; 3. the remote, as in Read, but each frame
   // fetched for this read is decoded once, into outs, and spooled after.

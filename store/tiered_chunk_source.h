@@ -12,7 +12,10 @@
 //
 // Decoding once: ReadDecoded (the pager's loads) decodes each frame straight
 // into the reader's buffer, and that decode is the check; the frame is
-// spooled after it succeeds. Read returns frames, so it decodes each one
+// spooled after it succeeds. It reads the local store in the runs of
+// kDecodeRunBytes a local store's ReadDecoded reads in (store/chunk_source.h);
+// fetches from the remote are not split (docs/pager.md, "Memory a loader
+// keeps"). Read returns frames, so it decodes each one
 // into scratch to check it.
 //
 // Frames read ahead by ReadDecoded wait in memory, unchecked, up to
@@ -130,6 +133,11 @@ class TieredChunkSource final : public ChunkSource {
   // FromSpool for Read: checks them in scratch and copies them to *out.
   Status FromSpool(std::span<const ChunkKey> keys, std::vector<size_t>* want,
                    std::vector<std::optional<std::string>>* out);
+  // ReadDecoded but for what result holds after an error (the caller sets
+  // it): the local store in its runs (kDecodeRunBytes), then the spool, then
+  // the remote.
+  Status DecodeTiers(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
+                     ChunkDecoder* decoder, FrameBatch* batch, DecodedChunks* result);
   // FromSpool for ReadDecoded: decodes them into outs, checking them there.
   Status DecodeFromSpool(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
                          ChunkDecoder* decoder, std::vector<size_t>* want, DecodedChunks* result);

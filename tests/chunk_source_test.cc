@@ -7,6 +7,8 @@
 // uses a namespace of its own, so runs never see each other's chunks.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -18,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -499,7 +502,7 @@ TEST(RocksChunkSourceTest, ReadDecodedInRunsKeepsEveryEntrysOutcome) {
   lens.insert(lens.begin() + 25, 16 << 10);
   uint64_t total = 0;
   for (uint64_t n : lens) total += n;
-  ASSERT_GT(total, 4 * RocksChunkSource::kDecodeRunBytes);
+  ASSERT_GT(total, 4 * kDecodeRunBytes);
   RocksChunkSource reader(src->writer().view().db(), false, "reader");
   std::vector<std::vector<uint8_t>> bufs;
   std::vector<std::span<uint8_t>> outs;
@@ -522,6 +525,155 @@ TEST(RocksChunkSourceTest, ReadDecodedInRunsKeepsEveryEntrysOutcome) {
     EXPECT_EQ(std::string(bufs[i].begin(), bufs[i].end()), Bytes(want.raw_len, uint32_t(c - 1)))
         << "entry " << i;
   }
+}
+
+// What RocksDB reads from blob files, one entry per call of the file
+// system's Read or MultiRead: the bytes asked for and how many requests.
+class BlobReadLog : public rocksdb::FileSystemWrapper {
+ public:
+  struct Call {
+    uint64_t bytes = 0;
+    size_t requests = 0;
+  };
+  BlobReadLog() : rocksdb::FileSystemWrapper(rocksdb::FileSystem::Default()) {}
+  const char* Name() const override { return "BlobReadLog"; }
+  rocksdb::IOStatus NewRandomAccessFile(const std::string& f, const rocksdb::FileOptions& o,
+                                        std::unique_ptr<rocksdb::FSRandomAccessFile>* r,
+                                        rocksdb::IODebugContext* dbg) override {
+    rocksdb::IOStatus s = target()->NewRandomAccessFile(f, o, r, dbg);
+    if (s.ok() && f.size() > 5 && f.compare(f.size() - 5, 5, ".blob") == 0)
+      *r = std::make_unique<File>(std::move(*r), this);
+    return s;
+  }
+  std::vector<Call> Take() {
+    std::lock_guard<std::mutex> l(mu_);
+    return std::move(calls_);
+  }
+
+ private:
+  class File : public rocksdb::FSRandomAccessFileOwnerWrapper {
+   public:
+    File(std::unique_ptr<rocksdb::FSRandomAccessFile> f, BlobReadLog* log)
+        : rocksdb::FSRandomAccessFileOwnerWrapper(std::move(f)), log_(log) {}
+    rocksdb::IOStatus Read(uint64_t offset, size_t n, const rocksdb::IOOptions& o,
+                           rocksdb::Slice* result, char* scratch,
+                           rocksdb::IODebugContext* dbg) const override {
+      log_->Add({n, 1});
+      return target()->Read(offset, n, o, result, scratch, dbg);
+    }
+    rocksdb::IOStatus MultiRead(rocksdb::FSReadRequest* reqs, size_t num,
+                                const rocksdb::IOOptions& o,
+                                rocksdb::IODebugContext* dbg) override {
+      Call c{0, num};
+      for (size_t i = 0; i < num; i++) c.bytes += reqs[i].len;
+      log_->Add(c);
+      return target()->MultiRead(reqs, num, o, dbg);
+    }
+
+   private:
+    BlobReadLog* log_;
+  };
+  void Add(Call c) {
+    std::lock_guard<std::mutex> l(mu_);
+    calls_.push_back(c);
+  }
+  std::mutex mu_;
+  std::vector<Call> calls_;
+};
+
+// Each read of a decoding reader asks RocksDB for at most kDecodeRunBytes of
+// frames, or for one frame alone (a chunk larger than a run): with chunks of
+// 16 KiB, 64 KiB, 256 KiB and 1 MiB mixed, every call that reads blob files
+// asks for one blob or for frames of 128 KiB of raw bytes at most, and
+// every frame is read once, whole.
+TEST(RocksChunkSourceTest, ReadDecodedAsksRocksDbForOneRunAtATime) {
+  char dir[] = "/tmp/pstore-chunk-runs-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  auto fs = std::make_shared<BlobReadLog>();
+  std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
+  std::vector<Chunk> chunks;
+  const size_t sizes[] = {16 << 10, 16 << 10, 64 << 10, 256 << 10, 16 << 10, 1 << 20,
+                          16 << 10, 16 << 10, 16 << 10, 16 << 10,  64 << 10, 1 << 20};
+  // Raw frames: a frame is its chunk and a few header bytes.
+  for (uint32_t round = 0; round < 3; round++)
+    for (size_t n : sizes) chunks.push_back(MakeChunk(n, uint32_t(chunks.size()), Profile::kRaw));
+  uint64_t frame_bytes = 0;
+  for (const Chunk& c : chunks) frame_bytes += c.frame.size();
+  {
+    auto db = RocksDb::OpenPrimary(std::string(dir) + "/db", env.get());
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    RocksChunkSource src((*db).get(), true, "store");
+    std::vector<ChunkKey> keys;
+    ASSERT_TRUE(WriteAll(&src, chunks, &keys).ok());
+    // In blob files, where a read asks the file system for frames.
+    ASSERT_TRUE((*db)->db()->Flush(rocksdb::FlushOptions(), (*db)->chunks()).ok());
+    fs->Take();
+    std::vector<std::vector<uint8_t>> bufs;
+    std::vector<std::span<uint8_t>> outs;
+    for (const Chunk& c : chunks) bufs.emplace_back(c.raw_len);
+    for (auto& b : bufs) outs.emplace_back(b);
+    ChunkDecoder decoder;
+    FrameBatch batch;
+    DecodedChunks got;
+    ASSERT_TRUE(src.ReadDecoded(keys, outs, &decoder, &batch, &got).ok());
+    for (size_t i = 0; i < chunks.size(); i++)
+      ASSERT_TRUE(got.status[i].ok()) << "entry " << i << ": " << got.status[i].ToString();
+  }
+  std::filesystem::remove_all(dir);
+  const std::vector<BlobReadLog::Call> calls = fs->Take();
+  ASSERT_FALSE(calls.empty()) << "no frame was read from a blob file";
+  uint64_t read = 0, requests = 0;
+  for (const BlobReadLog::Call& c : calls) {
+    if (c.requests == 1 && c.bytes < 4096) continue;  // a blob file's header or footer
+    read += c.bytes;
+    requests += c.requests;
+    if (c.requests == 1) continue;  // one frame, whatever its size
+    EXPECT_LE(c.bytes, kDecodeRunBytes + c.requests * 64)
+        << "one read asked for " << c.requests << " frames, " << c.bytes << " bytes";
+  }
+  EXPECT_EQ(requests, chunks.size());
+  EXPECT_EQ(read, frame_bytes);
+}
+
+// Whatever ReadDecoded returns, its result has one entry per key and
+// nothing of an earlier read: a reader's generation whose database cannot
+// be opened fails every entry with the error it returns.
+TEST(RocksChunkSourceTest, ReadDecodedThatCannotAnswerFailsEveryEntry) {
+  char dir[] = "/tmp/pstore-chunk-fail-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string src = std::string(dir) + "/m.safetensors";
+  testing_util::WriteSafetensors(src, {{"t", "U8", {4096}, Bytes(4096, 1)}});
+  {
+    auto w = StoreWriter::Open(std::string(dir) + "/s", false);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    ASSERT_TRUE((*w)->Import(src, {"m", "1"}, ImportOptions{}).ok());
+  }
+  auto r = StoreReader::Open(std::string(dir) + "/s", /*lazy_db=*/true);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  // The generation's database loses its CURRENT before the first read opens it.
+  int removed = 0;
+  for (const auto& gen : std::filesystem::directory_iterator(std::string(dir) + "/s/gen"))
+    removed += std::filesystem::remove(gen.path() / "CURRENT") ? 1 : 0;
+  ASSERT_GT(removed, 0);
+  std::shared_ptr<ChunkSource> source = GenerationChunkSource(std::move(r).value());
+  const std::vector<ChunkKey> keys = {HashBytes("a", 1), HashBytes("b", 1), HashBytes("c", 1)};
+  std::vector<std::vector<uint8_t>> bufs(keys.size(), std::vector<uint8_t>(16));
+  std::vector<std::span<uint8_t>> outs(bufs.begin(), bufs.end());
+  ChunkDecoder decoder;
+  FrameBatch batch;
+  DecodedChunks got;  // as an earlier read of five chunks left it
+  got.status.assign(5, Status::OK());
+  got.frame_bytes.assign(5, 100);
+  const Status st = source->ReadDecoded(keys, outs, &decoder, &batch, &got);
+  EXPECT_FALSE(st.ok());
+  ASSERT_EQ(got.status.size(), keys.size());
+  ASSERT_EQ(got.frame_bytes.size(), keys.size());
+  for (size_t i = 0; i < keys.size(); i++) {
+    EXPECT_EQ(got.status[i].code(), st.code()) << "entry " << i;
+    EXPECT_EQ(got.status[i].message(), st.message()) << "entry " << i;
+    EXPECT_EQ(got.frame_bytes[i], 0u) << "entry " << i;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 // A reader's generation is read-only: writes are refused with a message.

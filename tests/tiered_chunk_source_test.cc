@@ -23,6 +23,7 @@
 #include <random>
 #include <system_error>
 #include <thread>
+#include <unordered_map>
 
 #include "codec/chunk_codec.h"
 #include "common/file_util.h"
@@ -690,6 +691,138 @@ TEST(TieredChunkSource, KeyOfAnotherModelIsRefused) {
   auto got = tier.Read(std::vector<ChunkKey>{other});
   ASSERT_FALSE(got.ok());
   EXPECT_TRUE(got.status().IsInvalidArgument());
+}
+
+// A decoded read that fails leaves its error in every entry of the result,
+// nothing of the read before it.
+TEST(TieredChunkSource, DecodedReadThatFailsLeavesItsErrorInEveryEntry) {
+  Remote r(1, 3);
+  auto tier = r.Tier();
+  const std::vector<ChunkKey> keys = TensorKeys(r.m, 0);
+  ChunkDecoder decoder;
+  FrameBatch batch;
+  DecodedChunks got;
+  std::vector<std::string> raws(keys.size());
+  std::vector<std::span<uint8_t>> outs;
+  for (size_t j = 0; j < keys.size(); ++j) {
+    raws[j].resize(r.m.raws[j].size());
+    outs.emplace_back(reinterpret_cast<uint8_t*>(raws[j].data()), raws[j].size());
+  }
+  ASSERT_TRUE(tier->ReadDecoded(keys, outs, &decoder, &batch, &got).ok());
+  // A key of another model.
+  const std::vector<ChunkKey> bad = {keys[0], HashBytes("x", 1)};
+  const Status st = tier->ReadDecoded(bad, std::span(outs).first(2), &decoder, &batch, &got);
+  ASSERT_TRUE(st.IsInvalidArgument()) << st.ToString();
+  ASSERT_EQ(got.status.size(), bad.size());
+  ASSERT_EQ(got.frame_bytes.size(), bad.size());
+  for (size_t i = 0; i < bad.size(); ++i) {
+    EXPECT_EQ(got.status[i].code(), st.code()) << "entry " << i;
+    EXPECT_EQ(got.status[i].message(), st.message()) << "entry " << i;
+    EXPECT_EQ(got.frame_bytes[i], 0u) << "entry " << i;
+  }
+}
+
+// Records what each ReadFrames asks the source it wraps for: the raw bytes
+// of the chunks (by the manifest) and how many.
+class RunRecorder final : public ChunkSource {
+ public:
+  struct Call {
+    uint64_t raw_bytes = 0;
+    size_t keys = 0;
+  };
+  RunRecorder(ChunkSource* inner, std::unordered_map<ChunkKey, uint64_t, ChunkKeyHasher> raw_len)
+      : inner_(inner), raw_len_(std::move(raw_len)) {}
+  Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
+    return inner_->Read(keys);
+  }
+  Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override {
+    return inner_->Contains(keys);
+  }
+  Status Write(std::span<const ChunkFrameRef> frames) override { return inner_->Write(frames); }
+  Status ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch) override {
+    Call c{0, keys.size()};
+    for (const ChunkKey& k : keys) c.raw_bytes += raw_len_.at(k);
+    calls.push_back(c);
+    return inner_->ReadFrames(keys, batch);
+  }
+  std::string Describe() const override { return inner_->Describe(); }
+  std::vector<Call> calls;
+
+ private:
+  ChunkSource* inner_;
+  std::unordered_map<ChunkKey, uint64_t, ChunkKeyHasher> raw_len_;
+};
+
+// The tiered source reads the local part of a decoded read in the local
+// store's runs: each ReadFrames asks for one chunk, or for chunks of at most
+// kDecodeRunBytes, with chunks of 16 KiB to 1 MiB mixed; chunks the local
+// store lacks still come from the remote, and every chunk decodes right.
+TEST(TieredChunkSource, DecodedReadsReadTheLocalStoreInRuns) {
+  TempDir dir;
+  MemoryChunkSource remote_mem, local_mem;
+  auto manifest = std::make_shared<Manifest>();
+  manifest->chunk_size = 1 << 20;
+  std::vector<std::string> raws;
+  std::unordered_map<ChunkKey, uint64_t, ChunkKeyHasher> raw_len;
+  ChunkEncoder enc{EncodeOptions{}};
+  std::mt19937 rng(11);
+  const uint64_t sizes[] = {16 << 10, 16 << 10,  64 << 10, 256 << 10, 16 << 10,
+                            3 << 20,  256 << 10, 16 << 10, 16 << 10,  40 << 10};
+  for (size_t t = 0; t < std::size(sizes); ++t) {
+    ManifestTensor mt;
+    mt.name = "t" + std::to_string(t);
+    mt.size = sizes[t];
+    mt.shape = {mt.size};
+    mt.first_chunk = manifest->chunks.size();
+    for (uint64_t j = 0; j < manifest->ChunkCount(mt); ++j) {
+      std::string raw(manifest->ChunkBytes(mt, j), '\0');
+      for (size_t i = 0; i < raw.size(); i += 8) raw[i] = char(rng());
+      std::string frame;
+      enc.Encode(std::span(reinterpret_cast<const uint8_t*>(raw.data()), raw.size()), DType::kU8,
+                 &frame);
+      const ChunkKey k = HashBytes(raw.data(), raw.size());
+      const ChunkFrameRef ref{k, frame, raw.size()};
+      // Every fourth chunk is only on the remote.
+      ASSERT_TRUE(remote_mem.Write(std::span(&ref, 1)).ok());
+      if (manifest->chunks.size() % 4 != 3) {
+        ASSERT_TRUE(local_mem.Write(std::span(&ref, 1)).ok());
+      }
+      manifest->chunks.push_back(k);
+      raw_len[k] = raw.size();
+      raws.push_back(std::move(raw));
+    }
+    manifest->tensors.push_back(mt);
+  }
+  RunRecorder local(&local_mem, raw_len);
+  LazyCache cache(dir.path(), StoreAccess{});
+  TieredChunkSource tier(&local, &cache, &remote_mem, manifest, "m:1");
+  const std::vector<ChunkKey>& keys = manifest->chunks;
+  std::vector<std::string> got_raws(keys.size());
+  std::vector<std::span<uint8_t>> outs;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    got_raws[i].resize(raws[i].size());
+    outs.emplace_back(reinterpret_cast<uint8_t*>(got_raws[i].data()), got_raws[i].size());
+  }
+  ChunkDecoder decoder;
+  FrameBatch batch;
+  DecodedChunks got;
+  ASSERT_TRUE(tier.ReadDecoded(keys, outs, &decoder, &batch, &got).ok());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ASSERT_TRUE(got.status[i].ok()) << "chunk " << i << ": " << got.status[i].ToString();
+    EXPECT_TRUE(got_raws[i] == raws[i]) << "chunk " << i;
+  }
+  ASSERT_FALSE(local.calls.empty());
+  size_t asked = 0;
+  for (const RunRecorder::Call& c : local.calls) {
+    asked += c.keys;
+    if (c.keys > 1) {
+      EXPECT_LE(c.raw_bytes, kDecodeRunBytes)
+          << "one read asked for " << c.keys << " chunks, " << c.raw_bytes << " raw bytes";
+    }
+  }
+  EXPECT_EQ(asked, keys.size());
+  EXPECT_GT(local.calls.size(), 6u);
+  EXPECT_EQ(tier.stats().local_chunks, keys.size() - keys.size() / 4);
 }
 
 // In group mode, what a reader running under umask 077 writes to the lazy

@@ -70,7 +70,9 @@ struct CoderDecodeScratch {
   ~CoderDecodeScratch();
   CoderDecodeScratch(const CoderDecodeScratch&) = delete;
   CoderDecodeScratch& operator=(const CoderDecodeScratch&) = delete;
-  // The Zstandard context, made on first use; null if it cannot be made.
+  // The Zstandard context, made on first use (in memory of its own mapping,
+  // as the buffers' is); throws std::bad_alloc if it cannot be made, as the
+  // buffers do.
   ZSTD_DCtx_s* Zstd();
   // Gives back every buffer and the Zstandard context (made again on use).
   void Release();

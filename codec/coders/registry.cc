@@ -1,7 +1,11 @@
 // The table of stream coders by id, their names, and the scratch they share.
 #include "codec/coders/registry.h"
 
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_createDCtx_advanced
 #include <zstd.h>
+
+#include <cstring>
+#include <new>
 
 namespace pstore {
 
@@ -9,8 +13,37 @@ CoderDecodeScratch::CoderDecodeScratch() = default;
 CoderDecodeScratch::~CoderDecodeScratch() {
   ZSTD_freeDCtx(zd);
 }
+namespace {
+
+// The Zstandard context's memory is mapped like the decoder's other scratch
+// (common/page_allocator.h), so that freeing it leaves nothing in the
+// thread's malloc arena. Each block starts with its size, which Zstandard
+// does not pass back when it frees.
+constexpr size_t kBlockHeader = 64;
+
+void* ZstdAlloc(void*, size_t n) {
+  try {
+    uint8_t* p = PageAllocator<uint8_t>().allocate(n + kBlockHeader);
+    std::memcpy(p, &n, sizeof(n));
+    return p + kBlockHeader;
+  } catch (const std::bad_alloc&) {
+    return nullptr;  // Zstandard is C: it sees a null block
+  }
+}
+
+void ZstdFree(void*, void* block) {
+  if (block == nullptr) return;
+  uint8_t* p = static_cast<uint8_t*>(block) - kBlockHeader;
+  size_t n;
+  std::memcpy(&n, p, sizeof(n));
+  PageAllocator<uint8_t>().deallocate(p, n + kBlockHeader);
+}
+
+}  // namespace
+
 ZSTD_DCtx_s* CoderDecodeScratch::Zstd() {
-  if (zd == nullptr) zd = ZSTD_createDCtx();
+  if (zd == nullptr) zd = ZSTD_createDCtx_advanced(ZSTD_customMem{ZstdAlloc, ZstdFree, nullptr});
+  if (zd == nullptr) throw std::bad_alloc();
   return zd;
 }
 void CoderDecodeScratch::Release() {

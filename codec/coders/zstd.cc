@@ -11,9 +11,7 @@ class ZstdCoder final : public StreamCoder {
   Coder id() const override { return Coder::kZstd; }
   Status Decode(std::string_view in, size_t m, uint8_t* dst, const StreamDecodeArgs&,
                 CoderDecodeScratch* scratch) const override {
-    ZSTD_DCtx_s* zd = scratch->Zstd();
-    if (zd == nullptr) return Status::NoMemory("out of memory for a Zstandard decoding context");
-    size_t r = ZSTD_decompressDCtx(zd, dst, m, in.data(), in.size());
+    size_t r = ZSTD_decompressDCtx(scratch->Zstd(), dst, m, in.data(), in.size());
     if (ZSTD_isError(r) || r != m)
       return Status::Corruption(std::string("zstd stream does not decode: ") +
                                 (ZSTD_isError(r) ? ZSTD_getErrorName(r) : "wrong length"));
