@@ -81,7 +81,7 @@ Status ReadDecodedInRuns(ChunkSource& source, std::span<const ChunkKey> keys,
     PSTORE_RETURN_IF_ERROR(source.ReadFrames(keys.subspan(i, end - i), batch));
     for (size_t k = i; k < end; k++) {
       const size_t b = k - i;
-      if (missing != nullptr && !batch->found(b) && batch->status(b).ok()) {
+      if (missing != nullptr && b < batch->size() && !batch->found(b) && batch->status(b).ok()) {
         missing->push_back(k);
         continue;
       }

@@ -134,10 +134,12 @@ void TieredChunkSource::SpoolAhead() {
       Status st = Check(key, p, *frame);
       if (st.ok()) {
         kept = Keep(key, p, *frame);
-      } else {
+      } else if (st.IsCorruption()) {
         bad = RemoteMismatch(key, p, st);
       }
-      checked = true;
+      // Anything else (out of memory) says nothing of the frame: it stays
+      // unchecked, for the read that wants it.
+      checked = st.ok() || st.IsCorruption();
     } catch (...) {
     }
     l.lock();

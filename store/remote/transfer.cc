@@ -118,6 +118,9 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
             if (!frames[i]) return c.fail(u, nullptr);
             raw.resize(u.raw_len);
             Status st = decoders[size_t(w)].Decode(*frames[i], u.key, raw);
+            // Out of memory is not damage: the frame may be sound.
+            if (!st.ok() && !st.IsCorruption())
+              return st.WithContext("checking chunk " + u.key.Hex());
             if (!st.ok()) return c.fail(u, &st);
             refs.push_back({u.key, *frames[i], u.raw_len});
             bytes += frames[i]->size();
