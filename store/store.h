@@ -280,7 +280,7 @@ class StoreWriter {
 // --- operations over a view ---------------------------------------------------
 
 struct ExportOptions {
-  int threads = 0;
+  int threads = 0;  // threads decoding ahead of the writer; 0: one per core
   ProgressFn progress;
   Env* env = Env::Default();  // what the files are written through
   std::string model;          // names the model in messages ("name:tag"); "": its digest

@@ -115,6 +115,7 @@ namespace {
 
 struct ExportArgs {
   std::string ref, path;
+  int threads = 0;
 };
 
 struct ExportOutput : Output {
@@ -128,11 +129,13 @@ struct ExportOutput : Output {
 };
 
 Result<ExportOutput> RunExport(const Context& c, const ExportArgs& a) {
+  PSTORE_RETURN_IF_ERROR(CheckThreads(a.threads, "--threads"));
   PSTORE_ASSIGN_OR_RETURN(auto r, StoreReader::Open(c.store));
   PSTORE_ASSIGN_OR_RETURN(ModelDigest d, r->view().Resolve(a.ref));
   ProgressLine line("exporting", !c.json);
   ExportOptions opt;
   opt.model = a.ref;
+  opt.threads = a.threads;
   opt.progress = [&](uint64_t done, uint64_t total) { return line.Update(done, total); };
   Status s = ExportModel(r->view(), d, a.path, opt);
   line.Finish();
@@ -152,6 +155,7 @@ Command AddExportCommand(CLI::App& app) {
       app.add_subcommand("export", "Write a model back as the file(s) it was imported from");
   sub->add_option("NAME:TAG", a->ref, "The model (name:tag or digest)")->required();
   sub->add_option("PATH", a->path, "Output file (a folder for sharded models)")->required();
+  sub->add_option("--threads", a->threads, "Decoding threads (default: one per core)");
   return {sub, [a](const Context& c) { return Emit(c, RunExport(c, *a)); }};
 }
 
