@@ -2,8 +2,8 @@
 #include "store/export_chunks.h"
 
 #include <algorithm>
+#include <exception>
 #include <new>
-#include <system_error>
 
 #include "store/parallel.h"
 
@@ -50,15 +50,16 @@ void ExportChunks::Plan() {
 void ExportChunks::StartReaders(int threads) {
   const size_t windows = windows_.size() - 1;
   if (windows == 0) return;
-  threads = int(std::min<size_t>(size_t(threads), windows));
+  threads = int(std::min<size_t>({size_t(threads), size_t(kMaxReaders), windows}));
   // One slot more than readers, so that the writer writes one window while
   // every reader decodes another.
   slots_.resize(size_t(threads) + 1);
   readers_.reserve(size_t(threads));
   try {
     for (int i = 0; i < threads; i++) readers_.emplace_back([this] { ReaderLoop(); });
-  } catch (const std::system_error&) {
-    // Out of threads: fewer readers (or none, and every chunk read alone).
+  } catch (const std::exception&) {
+    // Out of threads or memory: fewer readers (or none, and every chunk
+    // read alone).
   }
   in_order_ = !readers_.empty();
 }
@@ -94,15 +95,19 @@ void ExportChunks::ReaderLoop() {
     const size_t w = next_window_++;
     Slot* slot = &slots_[w % slots_.size()];
     l.unlock();
+    size_t bad = windows_[w];  // the step an error is the writer's at
     Status st;
     try {
       if (slot->bytes.size() < window_bytes_) slot->bytes.resize(window_bytes_);
-      st = DecodeWindow(w, slot, &decoder, &batch, &keys, &outs, &result);
+      st = DecodeWindow(w, slot, &decoder, &batch, &keys, &outs, &result, &bad);
     } catch (const std::bad_alloc&) {
       st = Status::NoMemory("out of memory for export's read-ahead of model " + label_);
+    } catch (const std::exception& e) {
+      st = Status::Internal("export's read-ahead of model " + label_ + " failed: " + e.what());
     }
     l.lock();
     slot->status = std::move(st);
+    slot->bad_step = slot->status.ok() ? SIZE_MAX : bad;
     slot->window = w;
     cv_.notify_all();
   }
@@ -110,7 +115,8 @@ void ExportChunks::ReaderLoop() {
 
 Status ExportChunks::DecodeWindow(size_t w, Slot* slot, ChunkDecoder* decoder, FrameBatch* batch,
                                   std::vector<ChunkKey>* keys,
-                                  std::vector<std::span<uint8_t>>* outs, DecodedChunks* result) {
+                                  std::vector<std::span<uint8_t>>* outs, DecodedChunks* result,
+                                  size_t* bad) {
   const size_t begin = windows_[w], end = windows_[w + 1];
   keys->clear();
   outs->clear();
@@ -124,12 +130,14 @@ Status ExportChunks::DecodeWindow(size_t w, Slot* slot, ChunkDecoder* decoder, F
   Status st = source_.ReadDecoded(*keys, *outs, decoder, batch, result);
   for (size_t k = 0; k < keys->size(); k++) {
     const Status& e = st.ok() ? result->status[k] : st;
-    if (!e.ok()) return ChunkUseError(e, Use(steps_[begin + k]), (*keys)[k]);
+    if (e.ok()) continue;
+    *bad = begin + k;
+    return ChunkUseError(e, Use(steps_[begin + k]), (*keys)[k]);
   }
   return Status::OK();
 }
 
-Result<const uint8_t*> ExportChunks::Ahead() {
+Result<const uint8_t*> ExportChunks::Ahead(size_t* end) {
   if (cursor_ == windows_[window_ + 1]) {
     // The writer is done with the last window: its slot goes to a reader.
     {
@@ -143,7 +151,10 @@ Result<const uint8_t*> ExportChunks::Ahead() {
   {
     std::unique_lock<std::mutex> l(mu_);
     cv_.wait(l, [&] { return slot->window == window_; });
-    PSTORE_RETURN_IF_ERROR(slot->status);
+    // The chunks before a failed one are written first, so that what the
+    // writer meets on its way (a full disk, a stop) is what is reported.
+    if (cursor_ == slot->bad_step) return slot->status;
+    *end = std::min(windows_[window_ + 1], slot->bad_step);
   }
   return slot->bytes.data() + steps_[cursor_].offset;
 }
@@ -185,14 +196,15 @@ Status ExportChunks::Write(const ManifestTensor& t,
     // The tensor's chunks from here to the end of this window lie together
     // in its buffer: one call of the sink for them (a large one is written
     // without another copy).
-    PSTORE_ASSIGN_OR_RETURN(const uint8_t* bytes, Ahead());
+    size_t end = 0;
+    PSTORE_ASSIGN_OR_RETURN(const uint8_t* bytes, Ahead(&end));
     size_t n = 0;
     do {
       n += size_t(m_.ChunkBytes(t, j));
       cursor_++;
       read_ahead_++;
       j++;
-    } while (j < chunks && cursor_ < windows_[window_ + 1]);
+    } while (j < chunks && cursor_ < end);
     PSTORE_RETURN_IF_ERROR(sink(bytes, n));
     PSTORE_RETURN_IF_ERROR(Report(n));
   }

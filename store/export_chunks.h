@@ -8,10 +8,11 @@
 // order). Reader threads decode the chunks in that order ahead of the
 // writer, a window of up to kWindowBytes of raw chunks at a time, in a few
 // buffers reused from window to window, so that decoding runs on every core
-// while the writer writes. A window's error is returned when the writer
-// reaches that window, so an export fails on the first bad chunk in file
-// order, named as before. A writer that asks out of that order is served
-// one chunk at a time from then on (the readers are stopped).
+// while the writer writes. A chunk's error is returned when the writer
+// reaches that chunk, after every chunk before it was written, so an export
+// fails on the first bad chunk in file order, named as before (and an error
+// of the writer's own, a full disk, is reported as such). A writer that asks out of that order is
+// served one chunk at a time from then on (the readers are stopped).
 //
 // Thread-safety: one thread at a time calls the public members; the reader
 // threads are this object's own.
@@ -37,10 +38,13 @@ class ExportChunks {
   // A window of raw chunks decoded at once by one reader (a chunk larger
   // than this is a window of its own).
   static constexpr uint64_t kWindowBytes = 4 << 20;
+  // The most reader threads (each holds a window's buffer).
+  static constexpr int kMaxReaders = 16;
 
-  // view and options must outlive this; label names the model in messages.
-  // Starts options.threads reader threads (0: one per core); when none can
-  // be started, chunks are read one at a time on the caller's thread.
+  // view and m must outlive this; label names the model in messages.
+  // Starts options.threads reader threads (0: one per core; at most
+  // kMaxReaders); when none can be started, chunks are read one at a time
+  // on the caller's thread.
   ExportChunks(const StoreView& view, const Manifest& m, std::string label,
                const ExportOptions& options);
   // Stops the readers (waiting for the window each is decoding).
@@ -66,8 +70,9 @@ class ExportChunks {
   };
   struct Slot {  // a window's buffer
     std::vector<uint8_t> bytes;
-    size_t window = SIZE_MAX;  // the window it holds, once ready
-    Status status;             // that window's outcome
+    size_t window = SIZE_MAX;    // the window it holds, once ready
+    Status status;               // that window's outcome: an error at
+    size_t bad_step = SIZE_MAX;  // this step (the chunks before it are good)
   };
 
   ChunkUse Use(const Step& s) const;
@@ -77,15 +82,17 @@ class ExportChunks {
   void ReaderLoop();
   Status DecodeWindow(size_t w, Slot* slot, ChunkDecoder* decoder, FrameBatch* batch,
                       std::vector<ChunkKey>* keys, std::vector<std::span<uint8_t>>* outs,
-                      DecodedChunks* result);
-  // The next step's bytes from its window, waiting for its reader.
-  Result<const uint8_t*> Ahead();
+                      DecodedChunks* result, size_t* bad);
+  // The next step's bytes from its window, waiting for its reader; *end is
+  // where the good steps that follow it in the buffer end. The window's
+  // error when the next step is the one that failed.
+  Result<const uint8_t*> Ahead(size_t* end);
   Status Alone(const ManifestTensor& t, uint64_t j, std::span<uint8_t> out);
   Status Report(uint64_t bytes);
 
   const Manifest& m_;
   std::string label_;
-  const ExportOptions& options_;
+  const ExportOptions options_;
   RocksChunkSource source_;
   // The one-at-a-time path's scratch.
   ChunkDecoder decoder_;

@@ -418,15 +418,17 @@ TEST_F(StoreTest, ImportExportRoundTrip) {
 
 // Export's read-ahead (store/export_chunks.h): windows of chunks decoded by
 // reader threads in the order the writers ask for them; a writer that asks
-// out of that order still gets every byte right, one chunk at a time; a
-// writer that stops early (a full disk) ends the readers.
+// out of that order, from the start or midway, still gets every byte right,
+// one chunk at a time; a writer that stops early (a full disk) gets its own
+// error back and ends the readers.
 TEST_F(StoreTest, ExportReadsAheadInWriteOrderAndServesAnyOrder) {
-  // 24 tensors of 512 KiB (8 chunks each): 12 MiB, three windows or more.
+  // 24 tensors of 600 KiB (10 chunks each, the last one short): 14 MiB, so
+  // windows end inside tensors.
   std::vector<TestTensor> ts;
   for (int i = 0; i < 24; i++) {
     std::string name = "t";
     name += std::to_string(i);
-    ts.push_back(MakeTensor(name, "F32", {128, 1024}, 700 + uint64_t(i)));
+    ts.push_back(MakeTensor(name, "F32", {150, 1024}, 700 + uint64_t(i)));
   }
   std::string src = Model("ahead.safetensors", ts);
   auto w = Writer();
@@ -440,7 +442,8 @@ TEST_F(StoreTest, ExportReadsAheadInWriteOrderAndServesAnyOrder) {
   ASSERT_EQ(m.files.size(), 1u);
   uint64_t chunks = 0;
   for (const auto& t : m.tensors) chunks += m.ChunkCount(t);
-  ASSERT_GT(m.TotalBytes(), 2 * ExportChunks::kWindowBytes);
+  ASSERT_GT(m.TotalBytes(), 3 * ExportChunks::kWindowBytes);
+  ASSERT_NE(ExportChunks::kWindowBytes % ts[0].data.size(), 0u);
 
   auto collect = [&](ExportChunks* e, const ManifestTensor& t, std::string* out) {
     out->clear();
@@ -454,44 +457,60 @@ TEST_F(StoreTest, ExportReadsAheadInWriteOrderAndServesAnyOrder) {
       if (x.name == t.name) return x.data;
     return std::string();
   };
+  // Writes the tensors of `order` and checks their bytes.
+  auto check_order = [&](ExportChunks* e, const std::vector<size_t>& order, const char* what) {
+    std::string got;
+    for (size_t ti : order) {
+      Status st = collect(e, m.tensors[ti], &got);
+      ASSERT_TRUE(st.ok()) << what << ": " << st.ToString();
+      EXPECT_EQ(got, data_of(m.tensors[ti])) << what << ": " << m.tensors[ti].name;
+    }
+  };
+  const std::vector<size_t> in_order(m.files[0].tensors.begin(), m.files[0].tensors.end());
 
   for (int threads : {1, 2, 3}) {
     ExportOptions o;
     o.threads = threads;
     ExportChunks e(rd->view(), m, "ahead:v1", o);
-    std::string got;
-    for (size_t ti : m.files[0].tensors) {
-      ASSERT_TRUE(collect(&e, m.tensors[ti], &got).ok());
-      EXPECT_EQ(got, data_of(m.tensors[ti])) << m.tensors[ti].name << ", " << threads;
-    }
+    check_order(&e, in_order, "in order");
     EXPECT_EQ(e.chunks_read_ahead(), chunks) << threads << " readers";
     EXPECT_EQ(e.chunks_read_alone(), 0u) << threads << " readers";
   }
 
-  {  // Out of order: the last tensor first, then the rest.
-    ExportChunks e(rd->view(), m, "ahead:v1", ExportOptions{});
-    std::vector<size_t> order(m.files[0].tensors.rbegin(), m.files[0].tensors.rend());
-    std::string got;
-    for (size_t ti : order) {
-      ASSERT_TRUE(collect(&e, m.tensors[ti], &got).ok());
-      EXPECT_EQ(got, data_of(m.tensors[ti])) << m.tensors[ti].name;
-    }
+  ExportOptions two;
+  two.threads = 2;
+  {  // Out of order from the start: the last tensor first, then the rest.
+    ExportChunks e(rd->view(), m, "ahead:v1", two);
+    check_order(&e, std::vector<size_t>(in_order.rbegin(), in_order.rend()), "reversed");
     EXPECT_EQ(e.chunks_read_alone(), chunks);
   }
+  {  // Midway: seven tensors in order, then one skipped.
+    ExportChunks e(rd->view(), m, "ahead:v1", two);
+    std::vector<size_t> order(in_order.begin(), in_order.begin() + 7);
+    order.insert(order.end(), in_order.begin() + 8, in_order.end());
+    order.push_back(in_order[7]);
+    check_order(&e, order, "one skipped");
+    EXPECT_EQ(e.chunks_read_ahead(), 70u);
+    EXPECT_EQ(e.chunks_read_alone(), chunks - 70);
+  }
 
-  {  // The writer fails at its third tensor while the readers are ahead of
-     // it and waiting for a free buffer: the error comes back, and the
-     // readers end with the object.
-    ExportChunks e(rd->view(), m, "ahead:v1", ExportOptions{});
+  // The writer fails at its third write while the one reader is ahead of it
+  // and waiting for a free buffer: its own error comes back, and the reader
+  // ends with the object.
+  for (int threads : {1, 2}) {
+    ExportOptions o;
+    o.threads = threads;
+    ExportChunks e(rd->view(), m, "ahead:v1", o);
     int calls = 0;
     Status st;
-    for (size_t ti : m.files[0].tensors) {
+    for (size_t ti : in_order) {
       st = e.Write(m.tensors[ti], [&](const uint8_t*, size_t) {
         return ++calls == 3 ? Status::IOError("no space left on device") : Status::OK();
       });
       if (!st.ok()) break;
     }
     EXPECT_EQ(st.code(), Status::Code::kIOError) << st.ToString();
+    EXPECT_EQ(calls, 3);
   }
 }
 
