@@ -165,9 +165,12 @@ Status ChunkDecoder::DecodeUnchecked(std::string_view frame, std::span<uint8_t> 
   try {
     return impl_->Decode(frame, out);
   } catch (const std::bad_alloc&) {
-    return Status::NoMemory("out of memory for the decoder's scratch (a chunk of " +
-                            std::to_string(out.size()) +
-                            " bytes); the chunk may be sound: free memory on the host and retry");
+    // Made once, so that returning it allocates nothing (copying a Status
+    // copies a shared pointer); the callers name the chunk.
+    static const Status kNoMemory = Status::NoMemory(
+        "out of memory for the decoder's scratch; the chunk may be sound: free memory on the "
+        "host and retry");
+    return kNoMemory;
   }
 }
 

@@ -1,5 +1,8 @@
 // Coder zstd (3): a Zstandard frame of the stream (level from the profile).
 #include <zstd.h>
+#include <zstd_errors.h>
+
+#include <new>
 
 #include "codec/coders/registry.h"
 
@@ -12,6 +15,9 @@ class ZstdCoder final : public StreamCoder {
   Status Decode(std::string_view in, size_t m, uint8_t* dst, const StreamDecodeArgs&,
                 CoderDecodeScratch* scratch) const override {
     size_t r = ZSTD_decompressDCtx(scratch->Zstd(), dst, m, in.data(), in.size());
+    // Running out of memory says nothing about the bytes: it is not damage.
+    if (ZSTD_isError(r) && ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation)
+      throw std::bad_alloc();
     if (ZSTD_isError(r) || r != m)
       return Status::Corruption(std::string("zstd stream does not decode: ") +
                                 (ZSTD_isError(r) ? ZSTD_getErrorName(r) : "wrong length"));
