@@ -48,12 +48,9 @@ Result<std::vector<std::optional<std::string>>> RocksChunkSource::Read(
 
 Result<std::vector<bool>> RocksChunkSource::Contains(std::span<const ChunkKey> keys) {
   std::vector<bool> out(keys.size());
-  StoreView view(db_);
-  for (size_t i = 0; i < keys.size(); ++i) {
-    auto rec = view.GetChunkRecord(keys[i]);
-    if (!rec.ok()) return rec.status().WithContext(name_);
-    out[i] = rec->has_value();
-  }
+  auto recs = StoreView(db_).GetChunkRecords(keys);
+  if (!recs.ok()) return recs.status().WithContext(name_);
+  for (size_t i = 0; i < keys.size(); ++i) out[i] = (*recs)[i].has_value();
   return out;
 }
 

@@ -2,6 +2,7 @@
 #include <rocksdb/metadata.h>
 #include <rocksdb/utilities/debug.h>
 
+#include <algorithm>
 #include <thread>
 #include <unordered_map>
 
@@ -131,6 +132,36 @@ Result<std::optional<ChunkRecord>> StoreView::GetChunkRecord(const ChunkKey& key
   auto r = ChunkRecord::Decode(v);
   if (!r) return Status::Corruption("chunk record " + key.Hex() + " is malformed");
   return std::optional<ChunkRecord>(*r);
+}
+
+Result<std::vector<std::optional<ChunkRecord>>> StoreView::GetChunkRecords(
+    std::span<const ChunkKey> keys) const {
+  std::vector<std::optional<ChunkRecord>> out(keys.size());
+  std::vector<std::pair<std::string, size_t>> sorted;  // (record key, index in keys)
+  sorted.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); i++) sorted.emplace_back(keys::ChunkRecord(keys[i]), i);
+  std::sort(sorted.begin(), sorted.end());
+  constexpr size_t kBatch = 4096;
+  std::vector<rocksdb::Slice> ks;
+  std::vector<rocksdb::PinnableSlice> vals(std::min(kBatch, sorted.size()));
+  std::vector<rocksdb::Status> rs(vals.size());
+  for (size_t b = 0; b < sorted.size(); b += kBatch) {
+    const size_t n = std::min(kBatch, sorted.size() - b);
+    ks.clear();
+    for (size_t i = 0; i < n; i++) ks.emplace_back(sorted[b + i].first);
+    for (size_t i = 0; i < n; i++) vals[i].Reset();
+    db_->db()->MultiGet(rocksdb::ReadOptions(), db_->meta(), n, ks.data(), vals.data(), rs.data(),
+                        /*sorted_input=*/true);
+    for (size_t i = 0; i < n; i++) {
+      const ChunkKey& key = keys[sorted[b + i].second];
+      if (rs[i].IsNotFound()) continue;
+      PSTORE_RETURN_IF_ERROR(FromRocks(rs[i], "read chunk record " + key.Hex()));
+      auto r = ChunkRecord::Decode(View(vals[i]));
+      if (!r) return Status::Corruption("chunk record " + key.Hex() + " is malformed");
+      out[sorted[b + i].second] = *r;
+    }
+  }
+  return out;
 }
 
 Status StoreView::ForEachChunkRecord(

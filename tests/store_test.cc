@@ -514,6 +514,41 @@ TEST_F(StoreTest, ExportReadsAheadInWriteOrderAndServesAnyOrder) {
   }
 }
 
+// GetChunkRecords gives what GetChunkRecord gives, key by key, for keys in
+// any order, repeated, missing, and more than one MultiGet's worth.
+TEST_F(StoreTest, ChunkRecordsReadTogetherMatchOneByOne) {
+  std::string src = Model("r.safetensors", SampleModel(4));
+  auto w = Writer();
+  ASSERT_TRUE(w);
+  ImportResult r = Import(w.get(), src, "r:v1");
+  auto rd = Reader();
+  ASSERT_TRUE(rd);
+  auto mp = rd->view().LoadManifest(r.digest);
+  ASSERT_TRUE(mp.ok()) << mp.status().ToString();
+  std::vector<ChunkKey> keys;
+  const ChunkKey absent = HashBytes(reinterpret_cast<const uint8_t*>("not stored"), 10);
+  while (keys.size() < 9000) {
+    keys.insert(keys.end(), (*mp)->chunks.rbegin(), (*mp)->chunks.rend());
+    keys.push_back(absent);
+  }
+  auto got = rd->view().GetChunkRecords(keys);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), keys.size());
+  for (size_t i = 0; i < keys.size(); i++) {
+    auto one = rd->view().GetChunkRecord(keys[i]);
+    ASSERT_TRUE(one.ok());
+    ASSERT_EQ(one->has_value(), (*got)[i].has_value()) << i;
+    if (!one->has_value()) {
+      EXPECT_EQ(keys[i], absent);
+      continue;
+    }
+    EXPECT_EQ((*one)->raw_len, (*got)[i]->raw_len) << i;
+    EXPECT_EQ((*one)->stored_len, (*got)[i]->stored_len) << i;
+  }
+  EXPECT_FALSE((*got)[keys.size() - 1].has_value());
+  EXPECT_TRUE(rd->view().GetChunkRecords({}).ok());
+}
+
 TEST_F(StoreTest, ShardedRoundTrip) {
   std::string folder = File("sharded");
   fs::create_directories(folder);
