@@ -49,8 +49,10 @@ Result<std::vector<std::optional<std::string>>> RocksChunkSource::Read(
 Result<std::vector<bool>> RocksChunkSource::Contains(std::span<const ChunkKey> keys) {
   std::vector<bool> out(keys.size());
   auto recs = StoreView(db_).GetChunkRecords(keys);
-  if (!recs.ok()) return recs.status().WithContext(name_);
-  for (size_t i = 0; i < keys.size(); ++i) out[i] = (*recs)[i].has_value();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!recs[i].ok()) return recs[i].status().WithContext(name_);
+    out[i] = recs[i]->has_value();
+  }
   return out;
 }
 

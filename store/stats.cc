@@ -32,10 +32,11 @@ Result<ModelInfo> GetModelInfo(const StoreView& view, const ModelDigest& digest)
     for (const auto& k : (*om)->chunks) others.insert(k);
   }
   std::unordered_map<ChunkKey, uint64_t, ChunkKeyHasher> stored;
-  PSTORE_ASSIGN_OR_RETURN(std::vector<std::optional<ChunkRecord>> records,
-                          view.GetChunkRecords(m->chunks));
-  for (size_t i = 0; i < m->chunks.size(); i++)
-    stored[m->chunks[i]] = records[i] ? records[i]->stored_len : 0;
+  auto records = view.GetChunkRecords(m->chunks);
+  for (size_t i = 0; i < m->chunks.size(); i++) {
+    PSTORE_RETURN_IF_ERROR(records[i].status());
+    stored[m->chunks[i]] = *records[i] ? (*records[i])->stored_len : 0;
+  }
   std::unordered_set<ChunkKey, ChunkKeyHasher> counted;
   for (const auto& t : m->tensors) {
     TensorInfo ti;

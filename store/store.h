@@ -82,10 +82,11 @@ class StoreView {
   Result<std::vector<ModelDigest>> ListManifests() const;
 
   Result<std::optional<ChunkRecord>> GetChunkRecord(const ChunkKey& key) const;
-  // The records of keys (result[i] is keys[i]'s), read in key order with
-  // RocksDB's MultiGet, which reads each table block once for the keys in
-  // it: for many chunks, far cheaper than one GetChunkRecord each.
-  Result<std::vector<std::optional<ChunkRecord>>> GetChunkRecords(
+  // The records of keys, each as GetChunkRecord gives it (result[i] is
+  // keys[i]'s, so one unreadable record fails its own entry only), read in
+  // key order with RocksDB's MultiGet, which reads each table block once for
+  // the keys in it: for many chunks, far cheaper than one GetChunkRecord each.
+  std::vector<Result<std::optional<ChunkRecord>>> GetChunkRecords(
       std::span<const ChunkKey> keys) const;
   // fn(key, record) for every chunk record, in key order.
   Status ForEachChunkRecord(

@@ -112,9 +112,9 @@ Result<VerifyReport> VerifyStore(const StoreView& view, int threads, const Progr
       [&](size_t i, int w) -> Status {
         const ChunkKey& k = keys[i];
         uint64_t len = lengths[k];
-        if (!records.ok()) {
-          report(k, records.status().ToString());
-        } else if (const auto& rec = (*records)[i]; !rec) {
+        if (!records[i].ok()) {
+          report(k, records[i].status().ToString());
+        } else if (const auto& rec = *records[i]; !rec) {
           report(k, "chunk record missing (compact could not account for this chunk)");
         } else if (rec->raw_len != len) {
           report(k, "chunk record gives length " + std::to_string(rec->raw_len) +

@@ -134,9 +134,10 @@ Result<std::optional<ChunkRecord>> StoreView::GetChunkRecord(const ChunkKey& key
   return std::optional<ChunkRecord>(*r);
 }
 
-Result<std::vector<std::optional<ChunkRecord>>> StoreView::GetChunkRecords(
+std::vector<Result<std::optional<ChunkRecord>>> StoreView::GetChunkRecords(
     std::span<const ChunkKey> keys) const {
-  std::vector<std::optional<ChunkRecord>> out(keys.size());
+  std::vector<Result<std::optional<ChunkRecord>>> out(keys.size(),
+                                                      std::optional<ChunkRecord>());
   std::vector<std::pair<std::string, size_t>> sorted;  // (record key, index in keys)
   sorted.reserve(keys.size());
   for (size_t i = 0; i < keys.size(); i++) sorted.emplace_back(keys::ChunkRecord(keys[i]), i);
@@ -153,12 +154,17 @@ Result<std::vector<std::optional<ChunkRecord>>> StoreView::GetChunkRecords(
     db_->db()->MultiGet(rocksdb::ReadOptions(), db_->meta(), n, ks.data(), vals.data(), rs.data(),
                         /*sorted_input=*/true);
     for (size_t i = 0; i < n; i++) {
-      const ChunkKey& key = keys[sorted[b + i].second];
+      const size_t at = sorted[b + i].second;
       if (rs[i].IsNotFound()) continue;
-      PSTORE_RETURN_IF_ERROR(FromRocks(rs[i], "read chunk record " + key.Hex()));
+      if (!rs[i].ok()) {
+        out[at] = FromRocks(rs[i], "read chunk record " + keys[at].Hex());
+        continue;
+      }
       auto r = ChunkRecord::Decode(View(vals[i]));
-      if (!r) return Status::Corruption("chunk record " + key.Hex() + " is malformed");
-      out[sorted[b + i].second] = *r;
+      if (!r)
+        out[at] = Status::Corruption("chunk record " + keys[at].Hex() + " is malformed");
+      else
+        out[at] = std::optional<ChunkRecord>(*r);
     }
   }
   return out;
