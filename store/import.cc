@@ -137,7 +137,14 @@ struct Worker {
   ChunkDecoder decoder;
   std::vector<uint8_t> raw, other;
   std::string frame;
+  // Chunks encoded and not yet written: written together once they are
+  // kWriteBatchBytes, so that the workers do not queue on RocksDB's write
+  // path once per chunk.
+  rocksdb::WriteBatch batch;
+  std::vector<ChunkKey> batch_new;  // of them, keys the store did not have
+  uint64_t batch_chunks = 0, batch_raw = 0, batch_stored = 0;
 };
+constexpr size_t kWriteBatchBytes = 4 << 20;
 
 }  // namespace
 
@@ -256,6 +263,23 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
   rocksdb::WriteOptions nowal;
   nowal.disableWAL = true;
 
+  // Writes a worker's pending chunks; once written, they count as this
+  // import's (and are taken out again if it fails).
+  auto write_batch = [&](Worker* W) -> Status {
+    if (W->batch_chunks == 0) return Status::OK();
+    Status ws = FromRocks(db_->db()->Write(nowal, &W->batch), "write chunks");
+    if (ws.ok()) {
+      std::lock_guard<std::mutex> l(mu);
+      written.insert(written.end(), W->batch_new.begin(), W->batch_new.end());
+      res.new_chunks += W->batch_chunks;
+      res.new_raw_bytes += W->batch_raw;
+      res.new_stored_bytes += W->batch_stored;
+    }
+    W->batch.Clear();
+    W->batch_new.clear();
+    W->batch_chunks = W->batch_raw = W->batch_stored = 0;
+    return ws;
+  };
   auto read_item = [&](const Item& it, std::vector<uint8_t>* buf) {
     buf->resize(it.len);
     return files[it.file]->Read(it.offset, it.len, buf->data());
@@ -309,21 +333,18 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
         r.stored_len = W.frame.size();
         r.frame_version = desc.version;
         r.transform = uint8_t(desc.transform);
-        rocksdb::WriteBatch b;
-        b.Put(db_->chunks(), rocksdb::Slice(key.view().data(), 16), W.frame);
-        b.Put(db_->meta(), keys::ChunkRecord(key), r.Encode());
-        PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(nowal, &b), "write chunk"));
-        {
-          std::lock_guard<std::mutex> l(mu);
-          if (!rec) written.push_back(key);
-          res.new_chunks++;
-          res.new_raw_bytes += r.raw_len;
-          res.new_stored_bytes += r.stored_len;
-        }
+        W.batch.Put(db_->chunks(), rocksdb::Slice(key.view().data(), 16), W.frame);
+        W.batch.Put(db_->meta(), keys::ChunkRecord(key), r.Encode());
+        if (!rec) W.batch_new.push_back(key);
+        W.batch_chunks++;
+        W.batch_raw += r.raw_len;
+        W.batch_stored += r.stored_len;
         done += it.len;
-        return Status::OK();
+        return W.batch.GetDataSize() >= kWriteBatchBytes ? write_batch(&W) : Status::OK();
       },
       &done, res.raw_bytes, options.progress);
+  for (auto& w : workers)
+    if (st.ok()) st = write_batch(w.get());  // after a failure: nothing more to write
 
   // Commit (store/commit_manifest.cc): chunks and records to disk together,
   // then manifest and name in one synced batch; on failure, take out what
