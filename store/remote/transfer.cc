@@ -43,8 +43,10 @@ std::vector<ModelChunk> DistinctChunks(const Manifest& m) {
 }
 
 // Chunks per batch of a pull from packs: a batch's chunks of one pack are
-// one operation, so a larger batch means fewer operations per byte.
+// one operation, so a larger batch means fewer operations per byte; capped
+// by bytes, since every worker holds its batch's frames in memory.
 constexpr size_t kPackedPullBatch = 256;
+constexpr uint64_t kPackedPullBatchBytes = 32 << 20;
 
 double Since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -67,12 +69,35 @@ struct Copy {
   std::function<Result<std::vector<bool>>(std::span<const ChunkKey>)> have;
   // Run after each batch (may be empty).
   std::function<Status()> after_batch;
+  // A batch ends after this many raw bytes of chunks (0: no cap).
+  uint64_t batch_bytes = 0;
+  // Another frame for a chunk whose frame failed its key, or nullopt (may
+  // be empty). The frame is checked like the first.
+  std::function<Result<std::optional<std::string>>(const ChunkKey&)> again;
 };
+
+// Where each batch of uses starts (and, last, uses.size()): every `batch`
+// chunks, or sooner once a batch holds byte_cap raw bytes.
+std::vector<size_t> BatchStarts(const std::vector<ModelChunk>& uses, size_t batch,
+                                uint64_t byte_cap) {
+  std::vector<size_t> starts{0};
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < uses.size(); ++i) {
+    if (i > starts.back() &&
+        (i - starts.back() == batch || (byte_cap && bytes + uses[i].raw_len > byte_cap))) {
+      starts.push_back(i);
+      bytes = 0;
+    }
+    bytes += uses[i].raw_len;
+  }
+  if (starts.back() != uses.size()) starts.push_back(uses.size());
+  return starts;
+}
 
 Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const TransferOptions& o,
                    TransferResult* res, std::vector<ChunkKey>* written) {
-  const size_t batch = std::max<size_t>(o.batch, 1);
-  const size_t batches = (uses.size() + batch - 1) / batch;
+  const std::vector<size_t> starts = BatchStarts(uses, std::max<size_t>(o.batch, 1), c.batch_bytes);
+  const size_t batches = starts.size() - 1;
   int threads = o.threads > 0 ? o.threads : 2 * DefaultThreads();
   std::vector<ChunkDecoder> decoders(size_t(std::max(threads, 1)));
   std::mutex mu;  // guards res and written
@@ -80,7 +105,7 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
   return ParallelFor(
       batches, threads,
       [&](size_t b, int w) -> Status {
-        const size_t at = b * batch, n = std::min(batch, uses.size() - at);
+        const size_t at = starts[b], n = starts[b + 1] - at;
         std::vector<ChunkKey> keys;
         for (size_t i = 0; i < n; ++i) keys.push_back(uses[at + i].key);
         PSTORE_ASSIGN_OR_RETURN(std::vector<bool> have,
@@ -102,6 +127,13 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
             if (!frames[i]) return c.fail(u, nullptr);
             raw.resize(u.raw_len);
             Status st = decoders[size_t(w)].Decode(*frames[i], u.key, raw);
+            if (!st.ok() && st.IsCorruption() && c.again) {
+              PSTORE_ASSIGN_OR_RETURN(std::optional<std::string> other, c.again(u.key));
+              if (other && decoders[size_t(w)].Decode(*other, u.key, raw).ok()) {
+                frames[i] = std::move(other);
+                st = Status::OK();
+              }
+            }
             if (!st.ok()) return c.fail(u, &st);
             refs.push_back({u.key, *frames[i], u.raw_len});
             bytes += frames[i]->size();
@@ -312,12 +344,17 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
   RocksChunkSource local(writer->view().db(), true, "the local store");
   // Where the chunks are: packs (read by range, one operation per pack a
   // batch touches) or, for a model pushed before packs, one object each.
-  PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(remote->Io(), res.digest));
+  auto read_locs = ReadLocations(remote->Io(), res.digest);
+  if (!read_locs.ok() && read_locs.status().IsCorruption()) {
+    return DamagedLocations(read_locs.status(), name.Ref(), "nothing was stored");
+  }
+  PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, std::move(read_locs));
   std::unique_ptr<LocatedChunkSource> located;
   TransferOptions o = options;
   if (locs) {
     located = std::make_unique<LocatedChunkSource>(
-        remote->Io(), std::make_shared<const Locations>(std::move(*locs)));
+        remote->Io(), std::make_shared<const Locations>(std::move(*locs)),
+        LocationsObject(res.digest));
     o.batch = std::max<size_t>(o.batch, kPackedPullBatch);
   }
   ChunkSource* from = located ? static_cast<ChunkSource*>(located.get()) : &remote->chunks();
@@ -326,6 +363,15 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
   c.to = &local;
   // Checked once, by CopyMissing: written without decoding again.
   c.write = [&](std::span<const ChunkFrameRef> refs) { return local.WriteChecked(refs); };
+  if (located) {
+    c.batch_bytes = kPackedPullBatchBytes;
+    // A frame of a damaged pack: once more from where the index says, if
+    // elsewhere (a good copy pushed since).
+    c.again = [&](const ChunkKey& key) -> Result<std::optional<std::string>> {
+      PSTORE_ASSIGN_OR_RETURN(auto frames, located->ReadElsewhere(std::span(&key, 1)));
+      return std::move(frames[0]);
+    };
+  }
   c.fail = [&](const ModelChunk& u, const Status* why) {
     const std::string chunk_name = "model " + name.Ref() + ", tensor " + m.tensors[u.tensor].name +
                                    ", chunk " + std::to_string(u.index);
