@@ -128,15 +128,24 @@ class Collector {
   // its locations object and the packs it names, and, for a push that has
   // not written its locations yet (`through_index`), the packs the chunk
   // index maps its keys to.
-  Status AddChunksOf(const ModelDigest& d, const std::vector<ChunkKey>& keys, bool through_index) {
+  // `model` names it in errors (a name, or a push's digest).
+  Status AddChunksOf(const ModelDigest& d, const std::vector<ChunkKey>& keys, bool through_index,
+                     const std::string& model) {
     if (!counted_.insert(d).second) return Status::OK();
     for (const ChunkKey& k : keys) need_.insert(RadosChunkSource::ObjectName(k));
     need_.insert(LocationsObject(d));
-    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(io_, d));
+    auto read = ReadLocations(io_, d);
+    if (!read.ok() && read.status().IsCorruption()) {
+      return DamagedLocations(read.status(), model,
+                              "gc stopped and nothing was deleted, since which packs the model "
+                              "needs is unknown; run gc again after the push");
+    }
+    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, std::move(read));
     if (locs) {
       for (const auto& [k, loc] : locs->map()) {
         if (!loc.own) NeedRange(loc);
       }
+      for (const PackId& id : locs->Packs()) packs_of_[d].push_back(PackObject(id));
     }
     if (through_index) {
       PSTORE_ASSIGN_OR_RETURN(IndexMap indexed, LookupIndex(io_, keys));
@@ -165,7 +174,10 @@ class Collector {
       if (!keys) {
         PSTORE_ASSIGN_OR_RETURN(keys, ChunksOf(c.digest, published));
       }
-      if (keys) PSTORE_RETURN_IF_ERROR(AddChunksOf(c.digest, *keys, true));
+      if (keys) {
+        PSTORE_RETURN_IF_ERROR(
+            AddChunksOf(c.digest, *keys, true, "being pushed " + c.digest.Hex()));
+      }
     }
     return Status::OK();
   }
@@ -187,7 +199,7 @@ class Collector {
                                   "nothing was deleted (push the model again, or remove the "
                                   "name with `pstore rm --remote`)");
       }
-      PSTORE_RETURN_IF_ERROR(AddChunksOf(d, *keys, false));
+      PSTORE_RETURN_IF_ERROR(AddChunksOf(d, *keys, false, ref));
     }
     return Status::OK();
   }
@@ -280,7 +292,40 @@ class Collector {
           res_.dead_bytes += c.size;
           return Status::OK();
         }));
+    PSTORE_RETURN_IF_ERROR(FindMissingPacks(names));
     return CountDeadBytesOfLivePacks();
+  }
+
+  // The names whose locations name a pack the listing did not see and that
+  // a look-up does not find either (res_.names_missing_packs).
+  Status FindMissingPacks(const std::map<std::string, ModelDigest>& names) {
+    std::set<std::string> unlisted;
+    for (const auto& [ref, d] : names) {
+      for (const std::string& oid : packs_of_[d]) {
+        if (!listed_packs_.count(oid)) unlisted.insert(oid);
+      }
+    }
+    std::vector<std::string> oids(unlisted.begin(), unlisted.end());
+    std::set<std::string> missing;
+    std::vector<uint64_t> sizes(oids.size());
+    std::vector<time_t> mtimes(oids.size());
+    PSTORE_RETURN_IF_ERROR(RunAioBatch(
+        io_, oids.size(),
+        [&](size_t i, librados::AioCompletion* c) {
+          return io_.ioctx->aio_stat(oids[i], c, &sizes[i], &mtimes[i]);
+        },
+        [&](size_t i, int r) {
+          if (r == -ENOENT) missing.insert(oids[i]);
+          if (r < 0 && r != -ENOENT) return io_.Error(r, "looking up " + oids[i]);
+          return Status::OK();
+        }));
+    if (missing.empty()) return Status::OK();
+    for (const auto& [ref, d] : names) {
+      for (const std::string& oid : packs_of_[d]) {
+        if (missing.count(oid)) res_.names_missing_packs[ref].push_back(oid);
+      }
+    }
+    return Status::OK();
   }
 
   // Packs partly dead are kept whole (not rewritten): report the bytes no
@@ -365,6 +410,7 @@ class Collector {
     PSTORE_RETURN_IF_ERROR(Progress("checking", 0, 0));
     need_.clear();
     counted_.clear();
+    packs_of_.clear();
     live_ranges_.clear();
     PSTORE_ASSIGN_OR_RETURN(std::vector<ClaimRecord> claims, ReadClaims(io_));
     TestPause("gc-claims");
@@ -518,6 +564,8 @@ class Collector {
   std::map<ModelDigest, std::vector<ChunkKey>> chunks_of_;
   std::unordered_set<std::string> need_;  // objects the claims and names need
   std::set<ModelDigest> counted_;         // manifests whose chunks are in need_
+  // The packs each counted manifest's locations name.
+  std::map<ModelDigest, std::vector<std::string>> packs_of_;
   std::vector<Candidate> candidates_;
   // Byte ranges of packs that the manifests counted use (for the dead bytes
   // of packs kept whole), the live packs listed, and the packs deleted.
