@@ -21,7 +21,8 @@ constexpr size_t kEntryBytes = 16 + 4 + 8 + 4;
 // Ranges of one pack closer than this are read as one (the bytes between are
 // read and dropped: cheaper than another extent).
 constexpr uint64_t kCoalesceGap = 64 * 1024;
-// No frame is longer (chunks are at most a few MiB).
+// No frame is longer (chunks are at most a few MiB; the OSD refuses reads
+// of 2 GiB).
 constexpr uint32_t kMaxFrameBytes = 1u << 30;
 
 }  // namespace
@@ -132,17 +133,14 @@ Result<Locations> Locations::Parse(std::string_view bytes, const std::string& wh
     }
     loc.offset = LoadLE64(p + at + 20);
     loc.length = LoadLE32(p + at + 28);
-    // Packs are written whole up to kPackBytes, a larger frame alone at 0:
-    // a range beyond that is no pack's (and its read would fail the whole
-    // pack's operation).
+    // A length no frame has would fail the read of the whole pack (the OSD
+    // refuses reads of 2 GiB and more) instead of giving one chunk's error.
     if (!loc.own &&
-        (loc.length == 0 ||
-         (loc.offset != 0 && (loc.offset > kPackBytes || loc.length > kPackBytes - loc.offset)) ||
-         loc.length > kMaxFrameBytes)) {
+        (loc.length == 0 || loc.length > kMaxFrameBytes || loc.offset > UINT64_MAX - loc.length)) {
       return Status::Corruption(what + " is not a locations object this pstore can read (chunk " +
                                 ChunkKey::FromBytes(body.substr(at, 16))->Hex() + " at bytes " +
                                 std::to_string(loc.offset) + "+" + std::to_string(loc.length) +
-                                " of a pack, which no pack holds)");
+                                " of a pack: no frame has that length)");
     }
     out.Set(*ChunkKey::FromBytes(body.substr(at, 16)), loc);
   }
