@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <chrono>
 #include <exception>
+#include <memory>
 #include <random>
 #include <set>
 #include <unordered_set>
@@ -480,11 +481,10 @@ class Collector {
     std::vector<std::string> shards;
     std::vector<std::map<std::string, librados::bufferlist>> entries;
     std::unordered_set<PackId, ChunkKeyHasher> unlisted;
+    PSTORE_ASSIGN_OR_RETURN(auto index, ReadIndex());
     for (int b = 0; b < 256; ++b) {
-      char oid[8];
-      std::snprintf(oid, sizeof(oid), "i.%02x", b);
-      PSTORE_ASSIGN_OR_RETURN(auto all,
-                              ReadAllOmap(io_, oid, std::string("the chunk index ") + oid));
+      const std::string oid = IndexShardObject(b);
+      auto& all = index[size_t(b)];
       for (auto& [hex, v] : all) {
         auto loc = DecodeIndexValue(v.to_str());
         if (loc && !deleted_packs_.count(loc->pack) &&
@@ -525,6 +525,42 @@ class Collector {
     std::vector<Drop> single;
     PSTORE_RETURN_IF_ERROR(RemoveIndexKeys(drops, &single));
     return RemoveIndexKeys(single, nullptr);
+  }
+
+  static std::string IndexShardObject(int b) {
+    char oid[8];
+    std::snprintf(oid, sizeof(oid), "i.%02x", b);
+    return oid;
+  }
+
+  // Every entry of the 256 index shards: the first page of each shard read
+  // with the others in flight, then the rest of a shard that has more.
+  Result<std::vector<std::map<std::string, librados::bufferlist>>> ReadIndex() {
+    constexpr size_t kShards = 256, kPage = 4096;
+    std::vector<std::map<std::string, librados::bufferlist>> out(kShards);
+    std::unique_ptr<bool[]> more(new bool[kShards]());
+    std::vector<int> rv(kShards);
+    std::vector<librados::ObjectReadOperation> ops(kShards);
+    PSTORE_RETURN_IF_ERROR(RunAioBatch(
+        io_, kShards,
+        [&](size_t b, librados::AioCompletion* c) {
+          ops[b].omap_get_vals2("", kPage, &out[b], &more[b], &rv[b]);
+          return io_.ioctx->aio_operate(IndexShardObject(int(b)), c, &ops[b], nullptr);
+        },
+        [&](size_t b, int r) {
+          if (r == 0) r = rv[b];
+          if (r == -ENOENT) return Status::OK();
+          if (r < 0) return io_.Error(r, "reading the chunk index " + IndexShardObject(int(b)));
+          return Status::OK();
+        }));
+    for (size_t b = 0; b < kShards; ++b) {
+      if (!more[b] || out[b].empty()) continue;
+      const std::string oid = IndexShardObject(int(b));
+      PSTORE_ASSIGN_OR_RETURN(
+          auto rest, ReadAllOmap(io_, oid, "the chunk index " + oid, out[b].rbegin()->first));
+      out[b].merge(rest);
+    }
+    return out;
   }
 
   // Removes each drop's keys where they still hold the values read; drops
