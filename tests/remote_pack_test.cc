@@ -71,6 +71,22 @@ TEST(PackLayout, DamagedLocationsAreRefused) {
   EXPECT_FALSE(Locations::Parse(std::string(100, 'x'), "l.other").ok());
 }
 
+TEST(PackLayout, LocationsWithALengthNoFrameHasAreRefused) {
+  for (uint32_t length : {0u, 0x80000000u, 0xffffffffu}) {
+    Locations l = Sample();
+    l.Set(Key(5), ChunkLocation{false, Key(1000), 4096, length});
+    auto r = Locations::Parse(l.Serialize(), "l.lying");
+    ASSERT_FALSE(r.ok()) << "length " << length << " was accepted";
+    EXPECT_TRUE(r.status().IsCorruption());
+    EXPECT_NE(r.status().message().find("l.lying"), std::string::npos);
+    EXPECT_NE(r.status().message().find(Key(5).Hex()), std::string::npos);
+  }
+  // A chunk's own object has no range.
+  Locations own = Sample();
+  own.Set(Key(6), ChunkLocation{true, {}, 0, 0});
+  EXPECT_TRUE(Locations::Parse(own.Serialize(), "l.own").ok());
+}
+
 TEST(PackLayout, LocateNamesThePackAndByteRange) {
   auto l = std::make_shared<const Locations>(Sample());
   LocatedChunkSource src(RemoteIo{}, l);
@@ -78,7 +94,12 @@ TEST(PackLayout, LocateNamesThePackAndByteRange) {
   EXPECT_EQ(src.Locate(Key(3)), "k." + loc.pack.Hex() + " bytes " + std::to_string(loc.offset) +
                                     "-" + std::to_string(loc.offset + loc.length));
   EXPECT_EQ(src.Locate(Key(77)), "c." + Key(77).Hex());
-  EXPECT_EQ(src.Locate(Key(999)), "c." + Key(999).Hex());  // not located: its own object
+  // Not listed: no object of its own is assumed for a model stored in packs.
+  EXPECT_EQ(src.Locate(Key(999)), "none: its locations object does not list it");
+  LocatedChunkSource named(RemoteIo{}, l, "l.abc");
+  EXPECT_EQ(named.Locate(Key(999)), "none: l.abc does not list it");
+  // Without locations (a model pushed before packs) every chunk is its own object.
+  EXPECT_EQ(LocatedChunkSource(RemoteIo{}, nullptr).Locate(Key(999)), "c." + Key(999).Hex());
   EXPECT_EQ(IndexShard(Key(3)), "i." + Key(3).Hex().substr(0, 2));
 }
 

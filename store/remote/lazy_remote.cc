@@ -21,34 +21,35 @@ namespace {
 // from the remote again, once per read, and cached anew.
 class ConnectingSource final : public ChunkSource {
  public:
-  ConnectingSource(std::shared_ptr<LazyRemote> remote, const LazyCache* cache, ModelDigest digest,
+  ConnectingSource(std::shared_ptr<LazyRemote> remote, std::string model, ModelDigest digest,
                    std::shared_ptr<const Locations> locations)
       : remote_(std::move(remote)),
-        cache_(cache),
+        model_(std::move(model)),
         digest_(digest),
         locations_(std::move(locations)) {}
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
     std::shared_ptr<const Locations> locs = Current();
     if (!locs) return t->chunks().Read(keys);
-    PSTORE_ASSIGN_OR_RETURN(auto out, LocatedChunkSource(t->Io(), locs).Read(keys));
+    PSTORE_ASSIGN_OR_RETURN(auto out, Located(t, locs).Read(keys));
     std::vector<ChunkKey> missing;
     std::vector<size_t> at;
     for (size_t i = 0; i < keys.size(); ++i) {
       if (!out[i]) missing.push_back(keys[i]), at.push_back(i);
     }
     if (missing.empty()) return out;
-    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> fresh, ReadLocations(t->Io(), digest_));
-    if (!fresh) return out;
-    if (fresh->map() == locs->map()) return out;  // not stale: the chunks are missing
-    std::string bytes = fresh->Serialize();
-    locs = std::make_shared<const Locations>(std::move(*fresh));
+    // Read and cached anew (checked, with the model's name in any error).
+    PSTORE_ASSIGN_OR_RETURN(std::optional<std::string> bytes,
+                            remote_->FetchLocations(t, model_, digest_));
+    if (!bytes) return out;
+    PSTORE_ASSIGN_OR_RETURN(Locations fresh, Locations::Parse(*bytes, LocationsObject(digest_)));
+    if (fresh.map() == locs->map()) return out;  // not stale: the chunks are missing
+    locs = std::make_shared<const Locations>(std::move(fresh));
     {
       MutexLock l(&mu_);
       locations_ = locs;
     }
-    (void)cache_->PutLocations(digest_, bytes);  // best effort: it is read again if lost
-    PSTORE_ASSIGN_OR_RETURN(auto again, LocatedChunkSource(t->Io(), locs).Read(missing));
+    PSTORE_ASSIGN_OR_RETURN(auto again, Located(t, locs).Read(missing));
     for (size_t j = 0; j < missing.size(); ++j) out[at[j]] = std::move(again[j]);
     return out;
   }
@@ -67,17 +68,20 @@ class ConnectingSource final : public ChunkSource {
   }
   std::string Describe() const override { return remote_->Describe(); }
   std::string Locate(const ChunkKey& key) const override {
-    return LocatedChunkSource(RemoteIo{}, Current()).Locate(key);
+    return LocatedChunkSource(RemoteIo{}, Current(), LocationsObject(digest_)).Locate(key);
   }
 
  private:
+  LocatedChunkSource Located(RemoteTier* t, std::shared_ptr<const Locations> locs) const {
+    return LocatedChunkSource(t->Io(), std::move(locs), LocationsObject(digest_));
+  }
   std::shared_ptr<const Locations> Current() const EXCLUDES(mu_) {
     MutexLock l(&mu_);
     return locations_;
   }
 
   std::shared_ptr<LazyRemote> remote_;
-  const LazyCache* cache_;
+  const std::string model_;
   const ModelDigest digest_;
   mutable Mutex mu_;
   // nullptr: one object per chunk.
@@ -91,7 +95,7 @@ class LazyModelSource final : public ChunkSource {
                   std::shared_ptr<ChunkSource> local, std::shared_ptr<const Manifest> m,
                   std::string model, const ModelDigest& digest,
                   std::shared_ptr<const Locations> locations)
-      : remote_(std::move(remote), cache, digest, std::move(locations)),
+      : remote_(std::move(remote), model, digest, std::move(locations)),
         local_(std::move(local)),
         tier_(local_.get(), cache, &remote_, std::move(m), std::move(model)) {}
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
@@ -165,6 +169,22 @@ Result<RemoteTier*> LazyRemote::Tier() {
   return tier_.get();
 }
 
+Result<std::optional<std::string>> LazyRemote::FetchLocations(RemoteTier* tier,
+                                                              const std::string& model,
+                                                              const ModelDigest& digest) {
+  auto locs = ReadLocations(tier->Io(), digest);
+  if (!locs.ok()) {
+    if (locs.status().IsCorruption()) {
+      return DamagedLocations(locs.status(), model, "nothing was kept");
+    }
+    return locs.status().WithContext("model " + model + " from " + Describe());
+  }
+  std::optional<std::string> bytes;
+  if (*locs) bytes = (*locs)->Serialize();
+  PSTORE_RETURN_IF_ERROR(cache_.PutLocations(spec_.name, digest, bytes));
+  return bytes;
+}
+
 Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
                                                   std::shared_ptr<ChunkSource> local) {
   PSTORE_RETURN_IF_ERROR(choice_);
@@ -178,9 +198,21 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
     lm.digest = *cached;
     PSTORE_ASSIGN_OR_RETURN(bytes, cache_.GetManifest(lm.digest));
   }
+  // The model's chunk locations on this remote: nullopt for a model pushed
+  // before packs (each chunk its own object).
   std::optional<std::string> locations;
+  bool have_locations = false;
   if (bytes) {
-    PSTORE_ASSIGN_OR_RETURN(locations, cache_.GetLocations(lm.digest));
+    PSTORE_ASSIGN_OR_RETURN(LazyCache::CachedLocations c,
+                            cache_.GetLocations(spec_.name, lm.digest));
+    if (c.kind == LazyCache::CachedLocations::kBytes &&
+        !Locations::Parse(c.bytes, cache_.LocationsPath(spec_.name, lm.digest)).ok()) {
+      // Damaged on this host: dropped and fetched again below.
+      PSTORE_RETURN_IF_ERROR(cache_.RemoveLocations(spec_.name, lm.digest));
+      c.kind = LazyCache::CachedLocations::kUnknown;
+    }
+    have_locations = c.kind != LazyCache::CachedLocations::kUnknown;
+    if (c.kind == LazyCache::CachedLocations::kBytes) locations = std::move(c.bytes);
   }
   if (!bytes) {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * tier, Tier());
@@ -199,16 +231,18 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
                                 RemoteTier::ManifestObject(lm.digest) +
                                 ") does not match its digest; nothing was kept");
     }
-    // Its chunks' locations (none for a model pushed before packs), kept
-    // beside the manifest: read before the manifest is cached, so a cached
-    // manifest without them is one that has none.
-    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(tier->Io(), lm.digest));
-    if (locs) {
-      locations = locs->Serialize();
-      PSTORE_RETURN_IF_ERROR(cache_.PutLocations(lm.digest, *locations));
-    }
+    // Its locations (or the marker that it has none) are cached, synced,
+    // before the manifest.
+    PSTORE_ASSIGN_OR_RETURN(locations, FetchLocations(tier, full, lm.digest));
+    have_locations = true;
     PSTORE_RETURN_IF_ERROR(cache_.PutManifest(lm.digest, *bytes));
     PSTORE_RETURN_IF_ERROR(cache_.PutName(spec_.name, full, lm.digest));
+  }
+  if (!have_locations) {
+    // A manifest cached without locations for this remote (by another
+    // remote, or by a pstore that kept them per digest only): fetched now.
+    PSTORE_ASSIGN_OR_RETURN(RemoteTier * tier, Tier());
+    PSTORE_ASSIGN_OR_RETURN(locations, FetchLocations(tier, full, lm.digest));
   }
   auto parsed = Manifest::Parse(*bytes, /*with_headers=*/false);
   if (!parsed.ok()) return parsed.status().WithContext("model " + full + " from " + Describe());
@@ -216,10 +250,10 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
   lm.manifest_bytes = std::move(*bytes);
   std::shared_ptr<const Locations> located;
   if (locations) {
-    auto parsed_locs = Locations::Parse(*locations, cache_.dir() + "/locations/" + lm.digest.Hex());
+    auto parsed_locs = Locations::Parse(*locations, LocationsObject(lm.digest));
     if (!parsed_locs.ok()) {
-      return parsed_locs.status().WithContext("model " + full + " from " + Describe() +
-                                              " (remove the file; it is fetched again)");
+      return DamagedLocations(parsed_locs.status().WithContext(Describe()), full,
+                              "nothing was kept");
     }
     located = std::make_shared<const Locations>(std::move(parsed_locs).value());
   }

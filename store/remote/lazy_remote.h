@@ -41,6 +41,12 @@ class LazyRemote final : public LazyOpener, public std::enable_shared_from_this<
   // The remote's tier, connecting on first use.
   Result<RemoteTier*> Tier() EXCLUDES(mu_);
   std::string Describe() const;
+  // Reads the locations object of model (named `model` in errors) from
+  // tier and caches it for this remote, or the marker that there is none
+  // (returned as nullopt). A damaged object is Corruption naming the model
+  // and the remedy.
+  Result<std::optional<std::string>> FetchLocations(RemoteTier* tier, const std::string& model,
+                                                    const ModelDigest& digest);
 
  private:
   LazyRemote(const std::string& root, const StoreAccess& access) : cache_(root, access) {}
