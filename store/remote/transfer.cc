@@ -133,10 +133,24 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
             if (!st.ok() && !st.IsCorruption())
               return st.WithContext("checking chunk " + u.key.Hex());
             if (!st.ok() && c.again) {
-              PSTORE_ASSIGN_OR_RETURN(std::optional<std::string> other, c.again(u.key));
-              if (other && decoders[size_t(w)].Decode(*other, u.key, raw).ok()) {
-                frames[i] = std::move(other);
-                st = Status::OK();
+              // The chunk's name and the first frame's failure stay in the
+              // error, whatever becomes of the second read.
+              Result<std::optional<std::string>> other = c.again(u.key);
+              if (!other.ok()) {
+                const Status both =
+                    Status::Corruption(st.message() +
+                                       "; reading it again where the chunk index says failed: " +
+                                       other.status().ToString());
+                return c.fail(u, &both);
+              }
+              if (*other) {
+                Status again = decoders[size_t(w)].Decode(**other, u.key, raw);
+                if (!again.ok() && !again.IsCorruption())
+                  return again.WithContext("checking chunk " + u.key.Hex());
+                if (again.ok()) {
+                  frames[i] = std::move(*other);
+                  st = Status::OK();
+                }
               }
             }
             if (!st.ok()) return c.fail(u, &st);
