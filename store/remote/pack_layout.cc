@@ -9,6 +9,7 @@
 #include <map>
 #include <random>
 
+#include "codec/chunk_codec.h"
 #include "common/coding.h"
 #include "store/remote/rados_chunk_source.h"
 
@@ -24,6 +25,9 @@ constexpr uint64_t kCoalesceGap = 64 * 1024;
 // No frame is longer (chunks are at most a few MiB; the OSD refuses reads
 // of 2 GiB).
 constexpr uint32_t kMaxFrameBytes = 1u << 30;
+// No chunk is longer (a store's chunk size is at most 4 MiB): bounds the
+// frames the chunk index names, which no manifest is at hand to check.
+constexpr uint64_t kMaxChunkBytes = 4u << 20;
 
 }  // namespace
 
@@ -147,6 +151,25 @@ Result<Locations> Locations::Parse(std::string_view bytes, const std::string& wh
   return out;
 }
 
+Status CheckFrameLengths(const Locations& locations, const Manifest& m, const std::string& what) {
+  for (const ManifestTensor& t : m.tensors) {
+    const uint64_t n = m.ChunkCount(t);
+    for (uint64_t j = 0; j < n; ++j) {
+      const ChunkKey& key = m.chunks[t.first_chunk + j];
+      const ChunkLocation* loc = locations.Find(key);
+      const uint64_t raw = m.ChunkBytes(t, j);
+      if (!loc || loc->own || loc->length <= MaxFrameBytes(raw)) continue;
+      return Status::Corruption(
+          what + " gives tensor " + t.name + ", chunk " + std::to_string(j) + " (" + key.Hex() +
+          ") a frame of " + std::to_string(loc->length) + " bytes (" + PackObject(loc->pack) +
+          " bytes " + std::to_string(loc->offset) + "-" +
+          std::to_string(loc->offset + loc->length) + "), longer than any frame of its " +
+          std::to_string(raw) + " bytes");
+    }
+  }
+  return Status::OK();
+}
+
 Result<std::optional<Locations>> ReadLocations(const RemoteIo& io, const ModelDigest& digest) {
   const std::string oid = LocationsObject(digest);
   PSTORE_ASSIGN_OR_RETURN(std::optional<VersionedBytes> v, ReadVersioned(io, oid));
@@ -207,6 +230,7 @@ Result<std::vector<std::optional<std::string>>> LocatedChunkSource::ReadElsewher
     const ChunkLocation* loc = locations_->Find(keys[i]);
     auto it = now.find(keys[i]);
     if ((loc && loc->own) || it == now.end() || (loc && it->second == *loc)) continue;
+    if (it->second.length > MaxFrameBytes(kMaxChunkBytes)) continue;  // no frame: not read
     moved.Set(keys[i], it->second);
     again.push_back(keys[i]);
     again_at.push_back(i);

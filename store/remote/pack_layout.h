@@ -84,6 +84,13 @@ class Locations {
   std::unordered_map<ChunkKey, ChunkLocation, ChunkKeyHasher> map_;
 };
 
+// OK if no chunk of manifest m is given a frame longer than a chunk of its
+// raw length encodes to (MaxFrameBytes), else Corruption naming `what` (the
+// locations object), the tensor, the chunk and the range. What a reader
+// holds is then bounded by the raw bytes it asks for, whatever the object
+// says.
+Status CheckFrameLengths(const Locations& locations, const Manifest& m, const std::string& what);
+
 // Reads a model's locations object: nullopt when there is none (a model
 // pushed before packs: every chunk is its own object).
 Result<std::optional<Locations>> ReadLocations(const RemoteIo& io, const ModelDigest& digest);

@@ -364,6 +364,12 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
     return DamagedLocations(read_locs.status(), name.Ref(), "nothing was stored");
   }
   PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, std::move(read_locs));
+  if (locs) {
+    // Each frame read is then bounded by its chunk's raw length, and a
+    // batch's ranges by the batch's raw bytes (o.batch_bytes).
+    Status lengths = CheckFrameLengths(*locs, m, where + ": " + LocationsObject(res.digest));
+    if (!lengths.ok()) return DamagedLocations(lengths, name.Ref(), "nothing was stored");
+  }
   std::unique_ptr<LocatedChunkSource> located;
   TransferOptions o = options;
   if (locs) {
