@@ -3,14 +3,20 @@
 pstore and C API processes: a host with two remotes holding one model in
 different layouts (packs on one, one object per chunk on the other) reads each
 by that remote's own locations; a model pushed before packs opens lazily; a
-host whose cached locations are lost or damaged fetches them again; a pull
+host whose cached locations are lost or damaged fetches them again; a
+model cached by the previous pstore opens from its spool without the network;
+a host whose lazy/ disk is full still reads by locations it cannot cache; a
+model cached as without locations finds its packs; a pull
 reads a chunk whose frame in its pack is damaged from the good copy the chunk
 index names, and otherwise fails naming the pack's byte range; a damaged
 locations object is an error naming the model and the remedy for pull, lazy
 open and gc (which deletes nothing); gc reports a name whose locations name a
 missing pack and deletes nothing because of it."""
 
+import contextlib
+import json
 import os
+import re
 import shutil
 import struct
 
@@ -122,6 +128,100 @@ def lost_locations(h, src, digest):
     log("lost and damaged cached locations: fetched again")
 
 
+@contextlib.contextmanager
+def unreachable(store, remote, work):
+    """The store's remote `remote` pointed at a monitor nobody listens on,
+    with a short timeout, for the block."""
+    cfg = os.path.join(store.root, "config.json")
+    saved = open(cfg, "rb").read()
+    conf = os.path.join(work, "unreachable.conf")
+    with open(cluster()[0]) as f:
+        text = re.sub(r"(?m)^mon_host = .*$", "mon_host = v2:127.0.0.1:1", f.read())
+    with open(conf, "w") as f:
+        f.write(text)
+    j = json.loads(saved)
+    j["remotes"][remote].update(conf=conf, timeout_seconds=3)
+    with open(cfg, "w") as f:
+        json.dump(j, f)
+    try:
+        yield
+    finally:
+        with open(cfg, "wb") as f:
+            f.write(saved)
+
+
+def older_cache(work, h, src, digest):
+    """A model cached by the previous pstore (manifest and name, no
+    locations for the remote) whose chunks are spooled opens and loads with
+    the remote unreachable; its locations are read on the first read that
+    goes to the remote."""
+    path = os.path.join(h.root, "lazy", "locations", "first", digest)
+    want = open(path, "rb").read()
+    clear_spool(h)
+    ok, out = load(h, "m:1", src, "first")
+    check(ok and spooled(h) > 0, f"spooling the model: {out[-800:]}")
+    os.unlink(path)
+    h.ok("ps", "--gc-all")  # loads read the spool
+    with unreachable(h, "first", work):
+        ok, out = load(h, "m:1", src, "first")
+    check(ok, f"a model cached by the previous pstore, spooled, with the remote unreachable: "
+              f"{out[-800:]}")
+    check(cached_locations(h, "first", digest) is None, "nothing was read from the remote")
+    clear_spool(h)
+    ok, out = load(h, "m:1", src, "first")
+    check(ok and spooled(h) > 0, f"the same model read from the remote: {out[-800:]}")
+    check(cached_locations(h, "first", digest) == want,
+          "its locations must be cached on the first read from the remote")
+    log("a model cached by the previous pstore opened from its spool without the network")
+
+
+def full_cache_disk(work, h, src, digest):
+    """A host whose lazy/ disk is full still reads a model whose locations
+    it must fetch: they are kept in memory, caching them is best effort."""
+    lazy = os.path.join(h.root, "lazy")
+    saved = os.path.join(work, "lazy-saved")
+    clear_spool(h)
+    os.unlink(os.path.join(lazy, "locations", "first", digest))
+    os.rename(lazy, saved)
+    os.makedirs(lazy)
+    p = run_cmd(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", lazy], timeout=60)
+    check(p.returncode == 0, f"cannot mount a tmpfs at {lazy} (this test needs root and a "
+                             f"system that allows mounting): {p.stderr.strip()}")
+    try:
+        for d in ("manifests", "names"):
+            shutil.copytree(os.path.join(saved, d), os.path.join(lazy, d))
+        with open(os.path.join(lazy, "filler"), "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        ok, out = load(h, "m:1", src, "first")
+        check(ok, f"a read that fetches locations onto a full lazy/ disk: {out[-800:]}")
+        check(cached_locations(h, "first", digest) is None, "the disk was full: nothing cached")
+    finally:
+        run_cmd(["umount", lazy], timeout=60)
+        os.rmdir(lazy)
+        os.rename(saved, lazy)
+    log("lazy/ full: locations fetched, read from memory, not cached; the model loaded")
+
+
+def none_marker(h, ns, src, digest):
+    """A model cached as having no locations (the marker) whose chunks are
+    not where that says reads l.<digest> once more: a model pushed again
+    into packs heals without removing lazy/ by hand."""
+    path = os.path.join(h.root, "lazy", "locations", "first", digest)
+    want = rados(ns, "get", f"l.{digest}", "-").stdout
+    with open(path, "wb") as f:
+        f.write(b"none\n")
+    clear_spool(h)
+    ok, out = load(h, "m:1", src, "first")
+    check(ok and spooled(h) > 0, f"cached as none, stored in packs: {out[-800:]}")
+    check(cached_locations(h, "first", digest) == want, "the marker must give way to locations")
+    log("a model cached as without locations found its packs")
+
+
 def index_value(pack, off, length):
     return bytes.fromhex(pack[2:]) + struct.pack("<QI", off, length)
 
@@ -224,6 +324,9 @@ def body(work):
     digest = a.ok("push", "m:1", json_out=True).json()["digest"]
     h = two_remotes(work, a, src, digest, ns)
     lost_locations(h, src, digest)
+    older_cache(work, h, src, digest)
+    full_cache_disk(work, h, src, digest)
+    none_marker(h, ns, src, digest)
     damaged_frame(work, ns, src, digest)
     damaged_locations(work, ns, a, src, digest)
     missing_pack(work, ns, a, digest)
