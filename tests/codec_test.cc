@@ -121,8 +121,8 @@ TEST(ChunkCodec, RoundTripsIncompressibleAndConstantChunks) {
 
 TEST(ChunkCodec, NoFrameIsLongerThanMaxFrameBytes) {
   // Incompressible bytes give every version its longest frame.
-  for (size_t n : {size_t(0), size_t(1), size_t(4096), size_t(65536), size_t(1) << 20,
-                   size_t(4) << 20}) {
+  for (size_t n :
+       {size_t(0), size_t(1), size_t(4096), size_t(65536), size_t(1) << 20, size_t(4) << 20}) {
     const std::vector<uint8_t> raw = Random(n, uint32_t(n + 7));
     for (DType t : {DType::kU8, DType::kBF16, DType::kF32, DType::kF64}) {
       for (Profile p : kAllProfiles) {

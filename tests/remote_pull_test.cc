@@ -132,8 +132,8 @@ class DamagedPullTest : public PullChunksTest {
     TransferOptions o;
     o.batch = 1;
     o.threads = 1;
-    auto r = PullChunks(w->get(), ParseModelName("m:v").value(), manifest_, &bad_, o,
-                        std::move(again));
+    auto r =
+        PullChunks(w->get(), ParseModelName("m:v").value(), manifest_, &bad_, o, std::move(again));
     stored_name_ = (*w)->view().GetName(ParseModelName("m:v").value()).ok();
     RocksChunkSource local((*w)->view().db(), false, store);
     auto have = local.Contains(m_.chunks).value();

@@ -75,8 +75,9 @@ class ConnectingSource final : public ChunkSource {
   }
 
  private:
-  Result<std::vector<std::optional<std::string>>> ReadBy(
-      RemoteTier* t, std::shared_ptr<const Locations> locs, std::span<const ChunkKey> keys) const {
+  Result<std::vector<std::optional<std::string>>> ReadBy(RemoteTier* t,
+                                                         std::shared_ptr<const Locations> locs,
+                                                         std::span<const ChunkKey> keys) const {
     if (!locs) return t->chunks().Read(keys);
     return LocatedChunkSource(t->Io(), std::move(locs), LocationsObject(digest_)).Read(keys);
   }
@@ -84,8 +85,8 @@ class ConnectingSource final : public ChunkSource {
   // there are any and they differ from had, else had. first: nothing was
   // known (the marker may then be cached).
   Result<std::shared_ptr<const Locations>> Refetch(RemoteTier* t,
-                                                   std::shared_ptr<const Locations> had,
-                                                   bool first) EXCLUDES(mu_) {
+                                                   std::shared_ptr<const Locations> had, bool first)
+      EXCLUDES(mu_) {
     PSTORE_ASSIGN_OR_RETURN(std::optional<std::string> bytes,
                             remote_->FetchLocations(t, model_, digest_));
     std::shared_ptr<const Locations> locs = had;

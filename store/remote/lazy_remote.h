@@ -49,8 +49,7 @@ class LazyRemote final : public LazyOpener, public std::enable_shared_from_this<
                                                     const ModelDigest& digest);
   // Parses locations bytes and checks their frame lengths against the
   // manifest m; Corruption naming the model and the remedy.
-  Result<std::shared_ptr<const Locations>> ParseLocations(std::string_view bytes,
-                                                          const Manifest& m,
+  Result<std::shared_ptr<const Locations>> ParseLocations(std::string_view bytes, const Manifest& m,
                                                           const std::string& model,
                                                           const ModelDigest& digest);
   // Caches locations for this remote (nullopt: the marker that there are

@@ -137,10 +137,9 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
               // error, whatever becomes of the second read.
               Result<std::optional<std::string>> other = c.again(u.key);
               if (!other.ok()) {
-                const Status both =
-                    Status::Corruption(st.message() +
-                                       "; reading it again where the chunk index says failed: " +
-                                       other.status().ToString());
+                const Status both = Status::Corruption(
+                    st.message() + "; reading it again where the chunk index says failed: " +
+                    other.status().ToString());
                 return c.fail(u, &both);
               }
               if (*other) {
