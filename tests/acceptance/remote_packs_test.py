@@ -213,6 +213,27 @@ def none_marker(h, ns, src, digest):
     into packs heals without removing lazy/ by hand."""
     path = os.path.join(h.root, "lazy", "locations", "first", digest)
     want = rados(ns, "get", f"l.{digest}", "-").stdout
+    # The model gone from the remote (its locations and a pack removed, as
+    # by `pstore rm --remote` and gc): a read finds neither, and must not
+    # cache the marker over the locations.
+    clear_spool(h)
+    ok, out = load(h, "m:1", src, "first")
+    check(ok and cached_locations(h, "first", digest) == want, f"cached again: {out[-800:]}")
+    pack = sorted({e[1] for e in read_locations(ns, digest)})[0]
+    pack_bytes = rados(ns, "get", pack, "-").stdout
+    rados(ns, "rm", pack)
+    rados(ns, "rm", f"l.{digest}")
+    try:
+        clear_spool(h)
+        ok, out = load(h, "m:1", src, "first")
+        check(not ok and pack in out, f"a read of a removed pack must fail naming it: {out[-800:]}")
+        check(cached_locations(h, "first", digest) == want,
+              "a read that finds no l.<digest> must leave the cached locations as they were")
+    finally:
+        rados(ns, "put", pack, "-", data=pack_bytes)
+        rados(ns, "put", f"l.{digest}", "-", data=want)
+    # A model cached as without locations (by a pstore that wrote the
+    # marker on such a read) that is in packs.
     with open(path, "wb") as f:
         f.write(b"none\n")
     clear_spool(h)
