@@ -11,7 +11,8 @@ reads a chunk whose frame in its pack is damaged from the good copy the chunk
 index names, and otherwise fails naming the pack's byte range; a damaged
 locations object is an error naming the model and the remedy for pull, lazy
 open and gc (which deletes nothing); gc reports a name whose locations name a
-missing pack and deletes nothing because of it."""
+missing pack and deletes nothing because of it; gc removes index entries
+naming a missing pack from a shard longer than a page."""
 
 import contextlib
 import json
@@ -19,6 +20,7 @@ import os
 import re
 import shutil
 import struct
+import sys
 
 from harness import EXIT_CORRUPT, check, env_path, log, run_cmd, run_test, tree_sha256
 from remote_harness import (cluster, namespace, objects, pushed_model, rados, read_locations,
@@ -332,11 +334,45 @@ def missing_pack(work, ns, a, digest):
     text = a.ok("remote", "gc", "fleet").out
     check("m:1" in text and gone in text and "push" in text and "nothing was deleted" in text,
           f"gc's report must name the model, the pack and the remedy: {text}")
-    del before
+    lost = before - objects(ns)
+    check(not lost, f"gc must delete nothing because of the missing pack; it deleted {lost}")
     a.ok("push", "m:1", "--remote", "fleet")
     j = a.ok("remote", "gc", "fleet", json_out=True).json()
     check(not j["names_missing_packs"], f"after the push gc reports nothing: {j}")
     log(f"missing pack {gone}: gc reported m:1 and deleted nothing because of it")
+
+
+def index_pages(a, ns):
+    """gc reads a shard of the chunk index past its first page: 5000
+    entries naming a missing pack in one shard (more than a page of 4096,
+    and than the OSD's cap on entries a request returns) are all removed,
+    and the shard's other entries stay."""
+    conf, pool = cluster()
+    shard = "i.ff"
+    kept = set(rados(ns, "listomapkeys", shard, check_rc=False).stdout.decode().split())
+    keys = [f"ff{i:030x}" for i in range(5000)]
+    value = index_value("k." + "cd" * 16, 0, 100)
+    # One write of every entry, through librados' Python binding
+    # (python3-rados, scripts/setup.sh: Debian's Python has it).
+    script = (
+        "import rados, sys\n"
+        "conf, pool, ns, shard, value, n = sys.argv[1:]\n"
+        "keys = tuple(f'ff{i:030x}' for i in range(int(n)))\n"
+        "with rados.Rados(conffile=conf) as cl, cl.open_ioctx(pool) as io:\n"
+        "    io.set_namespace(ns)\n"
+        "    with rados.WriteOpCtx() as op:\n"
+        "        io.set_omap(op, keys, tuple([bytes.fromhex(value)] * len(keys)))\n"
+        "        io.operate_write_op(op, shard)\n")
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    p = run_cmd([python, "-c", script, conf, pool, ns, shard, value.hex(), str(len(keys))],
+                timeout=120)
+    check(p.returncode == 0, f"writing index entries: {p.stderr[-800:]}")
+    j = a.ok("remote", "gc", "fleet", json_out=True).json()
+    left = set(rados(ns, "listomapkeys", shard, check_rc=False).stdout.decode().split())
+    check(j["index_entries_removed"] >= len(keys), f"gc must remove the 5000 entries: {j}")
+    check(left == kept, f"gc must remove the entries naming a missing pack, to the last page, and "
+                        f"keep the others: {len(left - kept)} left, {len(kept - left)} lost")
+    log(f"gc removed {len(keys)} entries of one index shard, past its first page")
 
 
 def body(work):
@@ -351,6 +387,7 @@ def body(work):
     damaged_frame(work, ns, src, digest)
     damaged_locations(work, ns, a, src, digest)
     missing_pack(work, ns, a, digest)
+    index_pages(a, ns)
 
 
 if __name__ == "__main__":
