@@ -54,12 +54,15 @@ LazyCache::LazyCache(std::string root, StoreAccess access)
   if (access_.group()) access_.dir_mode |= 0070;
 }
 
-Status LazyCache::MakeDir(const std::string& path) const {
+Status LazyCache::MakeDir(const std::string& path, bool durable) const {
   if (::mkdir(path.c_str(), access_.dir_mode & 0777) == 0) {
     if (access_.group() && ::chown(path.c_str(), uid_t(-1), access_.gid) != 0)
       return Status::IOError(Errno("cannot give " + path + " to the store's group"));
     if (::chmod(path.c_str(), access_.dir_mode) != 0)
       return Status::IOError(Errno("cannot set the mode of " + path));
+    // The new folder's entry in its parent, so that a file synced in it
+    // is found after a power loss.
+    if (durable) return FsyncDir(fs::path(path).parent_path().string());
     return Status::OK();
   }
   if (errno == EEXIST) return Status::OK();
@@ -68,9 +71,9 @@ Status LazyCache::MakeDir(const std::string& path) const {
 
 Status LazyCache::WriteWhole(const std::string& path, std::string_view data, bool durable) const {
   static std::atomic<uint64_t> counter{0};
-  PSTORE_RETURN_IF_ERROR(MakeDir(dir()));
+  PSTORE_RETURN_IF_ERROR(MakeDir(dir(), durable));
   PSTORE_RETURN_IF_ERROR(MakeDir(dir() + "/tmp"));
-  PSTORE_RETURN_IF_ERROR(MakeDir(fs::path(path).parent_path().string()));
+  PSTORE_RETURN_IF_ERROR(MakeDir(fs::path(path).parent_path().string(), durable));
   const std::string tmp = dir() + "/tmp/" + std::to_string(::getpid()) + "." +
                           std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
   UniqueFd fd(
@@ -108,7 +111,12 @@ Status LazyCache::PutManifest(const ModelDigest& digest, std::string_view bytes)
 }
 
 Status LazyCache::RemoveManifest(const ModelDigest& digest) const {
-  PSTORE_RETURN_IF_ERROR(RemoveIfThere(dir() + "/manifests/" + digest.Hex()));
+  const std::string manifest = dir() + "/manifests/" + digest.Hex();
+  if (::access(manifest.c_str(), F_OK) == 0) {
+    PSTORE_RETURN_IF_ERROR(RemoveIfThere(manifest));
+    // The manifest is gone for good before its locations go.
+    PSTORE_RETURN_IF_ERROR(FsyncDir(dir() + "/manifests"));
+  }
   std::error_code ec;
   for (const auto& r : fs::directory_iterator(dir() + "/locations", ec)) {
     // A file directly in locations/ was written by a pstore that kept
@@ -142,8 +150,8 @@ Result<LazyCache::CachedLocations> LazyCache::GetLocations(const std::string& re
 
 Status LazyCache::PutLocations(const std::string& remote, const ModelDigest& digest,
                                const std::optional<std::string_view>& bytes) const {
-  PSTORE_RETURN_IF_ERROR(MakeDir(dir()));
-  PSTORE_RETURN_IF_ERROR(MakeDir(dir() + "/locations"));
+  PSTORE_RETURN_IF_ERROR(MakeDir(dir(), /*durable=*/true));
+  PSTORE_RETURN_IF_ERROR(MakeDir(dir() + "/locations", /*durable=*/true));
   return WriteWhole(LocationsPath(remote, digest), bytes ? *bytes : kNoLocations,
                     /*durable=*/true);
 }
@@ -181,8 +189,8 @@ Result<std::optional<ModelDigest>> LazyCache::GetName(const std::string& remote,
 
 Status LazyCache::PutName(const std::string& remote, const std::string& ref,
                           const ModelDigest& digest) const {
-  PSTORE_RETURN_IF_ERROR(MakeDir(dir()));
-  PSTORE_RETURN_IF_ERROR(MakeDir(dir() + "/names"));
+  PSTORE_RETURN_IF_ERROR(MakeDir(dir(), /*durable=*/true));
+  PSTORE_RETURN_IF_ERROR(MakeDir(dir() + "/names", /*durable=*/true));
   return WriteWhole(NamePath(dir(), remote, ref), ref + "\t" + digest.Hex() + "\n",
                     /*durable=*/true);
 }

@@ -18,12 +18,17 @@
 // renamed into place, so a reader never sees one in part, and a process
 // killed while writing leaves only a temporary file that nothing reads
 // (RemoveStaleTemporaries takes it out). Manifests, locations and names are
-// fsynced (the file, then its folder) before the next is written, so after a
-// power loss a cached manifest still has the locations written before it.
-// Spooled frames are not: whatever is read from the cache is checked again
-// (a manifest against its digest here; locations against their check digest
-// and a spooled frame against its key by the caller), so a file damaged by a
-// crash is dropped and fetched again.
+// fsynced (the file, then its folder, and a folder created for it in its
+// parent) before the next is written, and a removed manifest's folder is
+// synced before its locations are removed, so after a power loss a cached
+// manifest still has the locations written before it. Should one be found
+// without them nonetheless (a file system that lost a synced entry, or a
+// cache an older pstore wrote), the reader takes them as unknown and reads
+// them from the remote on the first read that goes there. Spooled frames are
+// not synced: whatever is read from the cache is checked again (a manifest
+// against its digest here; locations against their check digest and a
+// spooled frame against its key by the caller), so a file damaged by a crash
+// is dropped and fetched again.
 //
 // Thread-safety: all methods may be called from many threads and processes
 // at once; two writers of one file write the same bytes and the last rename
@@ -80,7 +85,7 @@ class LazyCache {
   };
   // kUnknown when nothing is cached for (remote, digest) (never fetched, or
   // cached by a pstore that kept locations per digest only): the caller
-  // fetches "l.<digest>" again. kNone: the remote has no locations for the
+  // reads "l.<digest>" when it first goes to the remote. kNone: the remote has no locations for the
   // model (pushed before packs: one object per chunk).
   Result<CachedLocations> GetLocations(const std::string& remote, const ModelDigest& digest) const;
   // Caches the remote's locations object, or (bytes == nullopt) the marker
@@ -118,7 +123,9 @@ class LazyCache {
   // Writes data to path through a temporary file of its own, then renames
   // it; durable: fsyncs the file before and its folder after the rename.
   Status WriteWhole(const std::string& path, std::string_view data, bool durable = false) const;
-  Status MakeDir(const std::string& path) const;
+  // Creates path if it is not there; durable: syncs its parent after
+  // creating it.
+  Status MakeDir(const std::string& path, bool durable = false) const;
 
   std::string root_;
   StoreAccess access_;
