@@ -9,8 +9,9 @@ a host whose lazy/ disk is full still reads by locations it cannot cache; a
 model cached as without locations finds its packs; a pull
 reads a chunk whose frame in its pack is damaged from the good copy the chunk
 index names, and otherwise fails naming the pack's byte range; a damaged
-locations object is an error naming the model and the remedy for pull, lazy
-open and gc (which deletes nothing); gc reports a name whose locations name a
+locations object, or one giving a chunk a frame longer than its chunk
+encodes to, is an error naming the model and the remedy for pull and lazy
+open (and, damaged, for gc, which deletes nothing); gc reports a name whose locations name a
 missing pack and deletes nothing because of it; gc removes index entries
 naming a missing pack from a shard longer than a page."""
 
@@ -20,6 +21,7 @@ import os
 import re
 import shutil
 import struct
+import subprocess
 import sys
 
 from harness import EXIT_CORRUPT, check, env_path, log, run_cmd, run_test, tree_sha256
@@ -317,6 +319,36 @@ def damaged_locations(work, ns, a, src, digest):
     log("damaged l.<digest>: pull, lazy open and gc name the model and the remedy; push repairs")
 
 
+def lying_lengths(work, ns, src, digest):
+    """l.<digest> with a matching check digest that gives a chunk a frame far
+    longer than its chunk can encode to (a buggy or hostile pusher): pull
+    and a lazy read refuse it, naming the model, the tensor, the chunk and
+    l.<digest>, before reading anything of that size."""
+    oid = f"l.{digest}"
+    good = rados(ns, "get", oid, "-").stdout
+    key, pack, off, length = max(read_locations(ns, digest), key=lambda e: e[3])
+    p = subprocess.run([env_path("LOCATIONS_EDIT"), key, str(64 << 20)], input=good,
+                       capture_output=True, timeout=60)
+    check(p.returncode == 0, f"locations_edit: {p.stderr[-800:]}")
+    rados(ns, "put", oid, "-", data=p.stdout)
+    try:
+        d = store_with_remote(os.path.join(work, "d"), ns)
+        r = d.run("pull", "m:1")
+        msg = r.out + r.err
+        check(r.rc == EXIT_CORRUPT, f"a pull with a lying frame length: {r.describe()}")
+        for word in ("m:1", oid, "tensor", key, "longer than any frame", "nothing was stored",
+                     "pstore push"):
+            check(word in msg, f"pull's error must say {word!r}: {msg[-800:]}")
+        check("m:1" not in d.ls(), "nothing may be stored")
+        ok, out = load(d, "m:1", src)
+        check(not ok, "a lazy open with a lying frame length must fail")
+        for word in ("m:1", oid, "tensor", "longer than any frame", "pstore push"):
+            check(word in out, f"lazy open's error must say {word!r}: {out[-800:]}")
+    finally:
+        rados(ns, "put", oid, "-", data=good)
+    log("a lying frame length in l.<digest>: pull and lazy open refuse it, naming the chunk")
+
+
 def missing_pack(work, ns, a, digest):
     """A pack removed by hand: gc reports the name whose locations name it,
     deletes nothing because of it; a push repairs it and the report goes."""
@@ -386,6 +418,7 @@ def body(work):
     none_marker(h, ns, src, digest)
     damaged_frame(work, ns, src, digest)
     damaged_locations(work, ns, a, src, digest)
+    lying_lengths(work, ns, src, digest)
     missing_pack(work, ns, a, digest)
     index_pages(a, ns)
 
