@@ -79,6 +79,16 @@ class ChunkDecoder {
   std::unique_ptr<Impl> impl_;
 };
 
+// The longest frame of a chunk of raw_len bytes, in any version: a header of
+// at most a few hundred bytes and streams that add up to raw_len, each stored
+// raw when no coder shrinks it (version 1's one LZ4 or Zstandard payload may
+// grow by up to 1/255 of its length). A longer frame is no chunk's: a reader
+// that takes frame lengths from elsewhere (a remote's locations) bounds them
+// by this.
+constexpr uint64_t MaxFrameBytes(uint64_t raw_len) {
+  return raw_len + raw_len / 128 + 1024;
+}
+
 struct FrameInfo {
   uint8_t version = 0;
   Transform transform = Transform::kNone;

@@ -12,7 +12,7 @@ pkgs=(build-essential cmake pkg-config git python3
       python3-numpy python3-torch python3-pytest python3-venv python3-pip
       python3-setuptools python3-wheel
       # the remote chunk tier (store/remote/) and its test cluster (tests/ceph/)
-      librados-dev libradospp-dev ceph-mon ceph-osd ceph-mgr ceph-common)
+      librados-dev libradospp-dev ceph-mon ceph-osd ceph-mgr ceph-common python3-rados)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -21,6 +21,8 @@ namespace {
 
 constexpr char kSpoolMagic[8] = {'p', 's', 't', 's', 'p', 'o', 'o', 'l'};
 constexpr size_t kSpoolHeader = 16;  // magic, raw length (fixed 64)
+// The contents of a locations file for a model the remote has none for.
+constexpr std::string_view kNoLocations = "none\n";
 
 std::string Errno(const std::string& what) {
   return what + ": " + std::strerror(errno);
@@ -52,23 +54,26 @@ LazyCache::LazyCache(std::string root, StoreAccess access)
   if (access_.group()) access_.dir_mode |= 0070;
 }
 
-Status LazyCache::MakeDir(const std::string& path) const {
+Status LazyCache::MakeDir(const std::string& path, bool durable) const {
   if (::mkdir(path.c_str(), access_.dir_mode & 0777) == 0) {
     if (access_.group() && ::chown(path.c_str(), uid_t(-1), access_.gid) != 0)
       return Status::IOError(Errno("cannot give " + path + " to the store's group"));
     if (::chmod(path.c_str(), access_.dir_mode) != 0)
       return Status::IOError(Errno("cannot set the mode of " + path));
+    // The new folder's entry in its parent, so that a file synced in it
+    // is found after a power loss.
+    if (durable) return FsyncDir(fs::path(path).parent_path().string());
     return Status::OK();
   }
   if (errno == EEXIST) return Status::OK();
   return Status::IOError(Errno("cannot create " + path));
 }
 
-Status LazyCache::WriteWhole(const std::string& path, std::string_view data) const {
+Status LazyCache::WriteWhole(const std::string& path, std::string_view data, bool durable) const {
   static std::atomic<uint64_t> counter{0};
-  PSTORE_RETURN_IF_ERROR(MakeDir(dir()));
+  PSTORE_RETURN_IF_ERROR(MakeDir(dir(), durable));
   PSTORE_RETURN_IF_ERROR(MakeDir(dir() + "/tmp"));
-  PSTORE_RETURN_IF_ERROR(MakeDir(fs::path(path).parent_path().string()));
+  PSTORE_RETURN_IF_ERROR(MakeDir(fs::path(path).parent_path().string(), durable));
   const std::string tmp = dir() + "/tmp/" + std::to_string(::getpid()) + "." +
                           std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
   UniqueFd fd(
@@ -81,10 +86,13 @@ Status LazyCache::WriteWhole(const std::string& path, std::string_view data) con
                   : Status::IOError(Errno("cannot set the mode of " + tmp));
   if (st.ok() && access_.group() && ::fchown(fd.get(), uid_t(-1), access_.gid) != 0)
     st = Status::IOError(Errno("cannot give " + tmp + " to the store's group"));
+  if (st.ok() && durable && ::fsync(fd.get()) != 0)
+    st = Status::IOError(Errno("cannot sync " + tmp));
   fd.Reset();
   if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0)
     st = Status::IOError(Errno("cannot rename " + tmp + " to " + path));
   if (!st.ok()) RemoveQuietly(tmp);
+  if (st.ok() && durable) st = FsyncDir(fs::path(path).parent_path().string());
   return st;
 }
 
@@ -99,20 +107,57 @@ Result<std::optional<std::string>> LazyCache::GetManifest(const ModelDigest& dig
 }
 
 Status LazyCache::PutManifest(const ModelDigest& digest, std::string_view bytes) const {
-  return WriteWhole(dir() + "/manifests/" + digest.Hex(), bytes);
+  return WriteWhole(dir() + "/manifests/" + digest.Hex(), bytes, /*durable=*/true);
 }
 
 Status LazyCache::RemoveManifest(const ModelDigest& digest) const {
-  PSTORE_RETURN_IF_ERROR(RemoveIfThere(dir() + "/locations/" + digest.Hex()));
-  return RemoveIfThere(dir() + "/manifests/" + digest.Hex());
+  const std::string manifest = dir() + "/manifests/" + digest.Hex();
+  if (::access(manifest.c_str(), F_OK) == 0) {
+    PSTORE_RETURN_IF_ERROR(RemoveIfThere(manifest));
+    // The manifest is gone for good before its locations go.
+    PSTORE_RETURN_IF_ERROR(FsyncDir(dir() + "/manifests"));
+  }
+  std::error_code ec;
+  for (const auto& r : fs::directory_iterator(dir() + "/locations", ec)) {
+    // A file directly in locations/ was written by a pstore that kept
+    // locations per digest only.
+    const std::string path =
+        r.is_directory() ? r.path().string() + "/" + digest.Hex() : r.path().string();
+    if (r.is_directory() || r.path().filename() == digest.Hex())
+      PSTORE_RETURN_IF_ERROR(RemoveIfThere(path));
+  }
+  return Status::OK();
 }
 
-Result<std::optional<std::string>> LazyCache::GetLocations(const ModelDigest& digest) const {
-  return ReadIfThere(dir() + "/locations/" + digest.Hex());
+std::string LazyCache::LocationsPath(const std::string& remote, const ModelDigest& digest) const {
+  return dir() + "/locations/" + remote + "/" + digest.Hex();
 }
 
-Status LazyCache::PutLocations(const ModelDigest& digest, std::string_view bytes) const {
-  return WriteWhole(dir() + "/locations/" + digest.Hex(), bytes);
+Result<LazyCache::CachedLocations> LazyCache::GetLocations(const std::string& remote,
+                                                           const ModelDigest& digest) const {
+  PSTORE_ASSIGN_OR_RETURN(std::optional<std::string> bytes,
+                          ReadIfThere(LocationsPath(remote, digest)));
+  CachedLocations out;
+  if (!bytes) return out;
+  if (*bytes == kNoLocations) {
+    out.kind = CachedLocations::kNone;
+    return out;
+  }
+  out.kind = CachedLocations::kBytes;
+  out.bytes = std::move(*bytes);
+  return out;
+}
+
+Status LazyCache::PutLocations(const std::string& remote, const ModelDigest& digest,
+                               const std::optional<std::string_view>& bytes) const {
+  PSTORE_RETURN_IF_ERROR(MakeDir(dir(), /*durable=*/true));
+  PSTORE_RETURN_IF_ERROR(MakeDir(dir() + "/locations", /*durable=*/true));
+  return WriteWhole(LocationsPath(remote, digest), bytes ? *bytes : kNoLocations,
+                    /*durable=*/true);
+}
+
+Status LazyCache::RemoveLocations(const std::string& remote, const ModelDigest& digest) const {
+  return RemoveIfThere(LocationsPath(remote, digest));
 }
 
 namespace {
@@ -144,9 +189,10 @@ Result<std::optional<ModelDigest>> LazyCache::GetName(const std::string& remote,
 
 Status LazyCache::PutName(const std::string& remote, const std::string& ref,
                           const ModelDigest& digest) const {
-  PSTORE_RETURN_IF_ERROR(MakeDir(dir()));
-  PSTORE_RETURN_IF_ERROR(MakeDir(dir() + "/names"));
-  return WriteWhole(NamePath(dir(), remote, ref), ref + "\t" + digest.Hex() + "\n");
+  PSTORE_RETURN_IF_ERROR(MakeDir(dir(), /*durable=*/true));
+  PSTORE_RETURN_IF_ERROR(MakeDir(dir() + "/names", /*durable=*/true));
+  return WriteWhole(NamePath(dir(), remote, ref), ref + "\t" + digest.Hex() + "\n",
+                    /*durable=*/true);
 }
 
 Status LazyCache::RemoveName(const std::string& remote, const std::string& ref) const {

@@ -119,6 +119,25 @@ TEST(ChunkCodec, RoundTripsIncompressibleAndConstantChunks) {
     }
 }
 
+TEST(ChunkCodec, NoFrameIsLongerThanMaxFrameBytes) {
+  // Incompressible bytes give every version its longest frame.
+  for (size_t n :
+       {size_t(0), size_t(1), size_t(4096), size_t(65536), size_t(1) << 20, size_t(4) << 20}) {
+    const std::vector<uint8_t> raw = Random(n, uint32_t(n + 7));
+    for (DType t : {DType::kU8, DType::kBF16, DType::kF32, DType::kF64}) {
+      for (Profile p : kAllProfiles) {
+        EXPECT_LE(EncodeWith(raw, t, p).size(), MaxFrameBytes(n))
+            << DTypeName(t) << " " << ProfileName(p) << " " << n;
+      }
+      for (Coder c : {Coder::kRaw, Coder::kLz4, Coder::kZstd}) {
+        EXPECT_LE(EncodeVersion1Frame(raw, t, c).size(), MaxFrameBytes(n))
+            << "version 1, " << DTypeName(t) << " " << n;
+      }
+    }
+  }
+  EXPECT_LT(MaxFrameBytes(4u << 20), (4u << 20) + (64u << 10));
+}
+
 TEST(ChunkCodec, RoundTripsSpecialFloatValues) {
   std::vector<float> f32 = {0.f,     -0.f,   INFINITY, -INFINITY, NAN, -NAN, 1e-45f,
                             -1e-45f, 1e-40f, 3.4e38f,  -3.4e38f,  1.f, -1.f};

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "codec/chunk_codec.h"
+
 namespace pstore {
 namespace {
 
@@ -71,6 +73,50 @@ TEST(PackLayout, DamagedLocationsAreRefused) {
   EXPECT_FALSE(Locations::Parse(std::string(100, 'x'), "l.other").ok());
 }
 
+TEST(PackLayout, LocationsWithALengthNoFrameHasAreRefused) {
+  for (uint32_t length : {0u, 0x80000000u, 0xffffffffu}) {
+    Locations l = Sample();
+    l.Set(Key(5), ChunkLocation{false, Key(1000), 4096, length});
+    auto r = Locations::Parse(l.Serialize(), "l.lying");
+    ASSERT_FALSE(r.ok()) << "length " << length << " was accepted";
+    EXPECT_TRUE(r.status().IsCorruption());
+    EXPECT_NE(r.status().message().find("l.lying"), std::string::npos);
+    EXPECT_NE(r.status().message().find(Key(5).Hex()), std::string::npos);
+  }
+  // A chunk's own object has no range.
+  Locations own = Sample();
+  own.Set(Key(6), ChunkLocation{true, {}, 0, 0});
+  EXPECT_TRUE(Locations::Parse(own.Serialize(), "l.own").ok());
+}
+
+TEST(PackLayout, FramesLongerThanTheirChunkCanEncodeToAreRefused) {
+  // Two tensors: "a" of one 64 KiB chunk, "b" of a 64 KiB and a 100-byte one.
+  Manifest m;
+  m.chunk_size = 64u << 10;
+  m.tensors.push_back({"a", DType::kU8, {65536}, 0, 0, 65536, 0});
+  m.tensors.push_back({"b", DType::kU8, {65636}, 0, 65536, 65636, 1});
+  m.chunks = {Key(0), Key(1), Key(2)};
+  Locations l;
+  for (int i = 0; i < 3; ++i) {
+    const uint64_t raw = i == 2 ? 100 : 65536;
+    l.Set(Key(i), ChunkLocation{false, Key(1000), uint64_t(i) << 20, uint32_t(MaxFrameBytes(raw))});
+  }
+  EXPECT_TRUE(CheckFrameLengths(l, m, "l.ok").ok());
+  // One byte longer than a 100-byte chunk's longest frame, though far less
+  // than a 64 KiB chunk's.
+  l.Set(Key(2), ChunkLocation{false, Key(1000), 5u << 20, uint32_t(MaxFrameBytes(100) + 1)});
+  Status st = CheckFrameLengths(l, m, "l.lying");
+  ASSERT_FALSE(st.ok());
+  EXPECT_TRUE(st.IsCorruption());
+  for (const std::string& word : {std::string("l.lying"), std::string("tensor b, chunk 1"),
+                                  Key(2).Hex(), "k." + Key(1000).Hex() + " bytes 5242880-"}) {
+    EXPECT_NE(st.message().find(word), std::string::npos) << word << ": " << st.ToString();
+  }
+  // A chunk in its own object has no range to check.
+  l.Set(Key(2), ChunkLocation{true, {}, 0, 0});
+  EXPECT_TRUE(CheckFrameLengths(l, m, "l.own").ok());
+}
+
 TEST(PackLayout, LocateNamesThePackAndByteRange) {
   auto l = std::make_shared<const Locations>(Sample());
   LocatedChunkSource src(RemoteIo{}, l);
@@ -78,7 +124,12 @@ TEST(PackLayout, LocateNamesThePackAndByteRange) {
   EXPECT_EQ(src.Locate(Key(3)), "k." + loc.pack.Hex() + " bytes " + std::to_string(loc.offset) +
                                     "-" + std::to_string(loc.offset + loc.length));
   EXPECT_EQ(src.Locate(Key(77)), "c." + Key(77).Hex());
-  EXPECT_EQ(src.Locate(Key(999)), "c." + Key(999).Hex());  // not located: its own object
+  // Not listed: no object of its own is assumed for a model stored in packs.
+  EXPECT_EQ(src.Locate(Key(999)), "none: its locations object does not list it");
+  LocatedChunkSource named(RemoteIo{}, l, "l.abc");
+  EXPECT_EQ(named.Locate(Key(999)), "none: l.abc does not list it");
+  // Without locations (a model pushed before packs) every chunk is its own object.
+  EXPECT_EQ(LocatedChunkSource(RemoteIo{}, nullptr).Locate(Key(999)), "c." + Key(999).Hex());
   EXPECT_EQ(IndexShard(Key(3)), "i." + Key(3).Hex().substr(0, 2));
 }
 

@@ -1,11 +1,14 @@
 // PullChunks (store/remote/transfer.h), the part of a pull after the
 // manifest, without a cluster: frames come from an in-memory source that
 // records what each read asked for. Checks that a worker's batch is bounded
-// by bytes whatever the chunk size, that the model arrives whole, and that a
-// frame under the wrong key is refused with nothing stored.
+// by bytes whatever the chunk size, that the model arrives whole, that a
+// frame under the wrong key is refused with nothing stored (chunks written
+// by earlier batches taken out), and how a second frame asked for such a
+// chunk (the damaged-frame retry) is checked and reported.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <mutex>
 #include <random>
 
@@ -108,28 +111,105 @@ TEST_F(PullChunksTest, BatchesAreBoundedByBytesNotChunkCount) {
   EXPECT_TRUE((*w)->view().GetName(ParseModelName("m:v").value()).ok());
 }
 
-TEST_F(PullChunksTest, AFrameUnderAnotherKeyIsRefusedAndNothingIsStored) {
-  ASSERT_FALSE(dir_.path().empty());
-  const std::string manifest = Source(3);
-  const Manifest m = Manifest::Parse(manifest, false).value();
-  // Chunk 2's key now holds chunk 0's frame.
-  RecordingSource bad;
-  auto frames = src_.Read(m.chunks).value();
-  for (size_t i = 0; i < m.chunks.size(); ++i) {
-    const ChunkFrameRef f{m.chunks[i], *frames[i == 2 ? 0 : i], 0};
-    ASSERT_TRUE(bad.Write({&f, 1}).ok());
+// A source whose chunk 2 holds chunk 0's frame; PullChunks one chunk a
+// batch, one batch at a time, so chunks 0 and 1 are written before chunk 2
+// fails (and must be taken out again).
+class DamagedPullTest : public PullChunksTest {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    manifest_ = Source(3);
+    m_ = Manifest::Parse(manifest_, false).value();
+    frames_ = src_.Read(m_.chunks).value();
+    for (size_t i = 0; i < m_.chunks.size(); ++i) {
+      const ChunkFrameRef f{m_.chunks[i], *frames_[i == 2 ? 0 : i], 0};
+      ASSERT_TRUE(bad_.Write({&f, 1}).ok());
+    }
   }
-  auto w = StoreWriter::Open(dir_.path() + "/b", false);
-  ASSERT_TRUE(w.ok()) << w.status().ToString();
-  auto r = PullChunks(w->get(), ParseModelName("m:v").value(), manifest, &bad, TransferOptions{});
-  ASSERT_FALSE(r.ok());
-  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
-  EXPECT_NE(r.status().message().find("tensor t2, chunk 0"), std::string::npos)
-      << r.status().ToString();
-  EXPECT_FALSE((*w)->view().GetName(ParseModelName("m:v").value()).ok());
-  RocksChunkSource local((*w)->view().db(), false, "b");
-  auto have = local.Contains(m.chunks).value();
-  EXPECT_EQ(std::count(have.begin(), have.end(), true), 0);
+  Result<TransferResult> Pull(const std::string& store, FrameAgain again = nullptr) {
+    auto w = StoreWriter::Open(dir_.path() + "/" + store, false);
+    if (!w.ok()) return w.status();
+    TransferOptions o;
+    o.batch = 1;
+    o.threads = 1;
+    auto r =
+        PullChunks(w->get(), ParseModelName("m:v").value(), manifest_, &bad_, o, std::move(again));
+    stored_name_ = (*w)->view().GetName(ParseModelName("m:v").value()).ok();
+    RocksChunkSource local((*w)->view().db(), false, store);
+    auto have = local.Contains(m_.chunks).value();
+    stored_chunks_ = std::count(have.begin(), have.end(), true);
+    return r;
+  }
+  // The retry, recording the keys it was asked for.
+  FrameAgain Again(std::function<Result<std::optional<std::string>>()> give) {
+    return [this, give](const ChunkKey& key) -> Result<std::optional<std::string>> {
+      std::lock_guard<std::mutex> l(mu_);
+      asked_.push_back(key);
+      return give();
+    };
+  }
+  void ExpectRefused(const Result<TransferResult>& r) {
+    ASSERT_FALSE(r.ok());
+    EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+    EXPECT_NE(r.status().message().find("model m:v, tensor t2, chunk 0"), std::string::npos)
+        << r.status().ToString();
+    EXPECT_FALSE(stored_name_);
+    EXPECT_EQ(stored_chunks_, 0) << "chunks written before the failure must be taken out";
+  }
+
+  std::string manifest_;
+  Manifest m_;
+  std::vector<std::optional<std::string>> frames_;
+  RecordingSource bad_;
+  std::mutex mu_;
+  std::vector<ChunkKey> asked_;
+  bool stored_name_ = false;
+  long stored_chunks_ = -1;
+};
+
+TEST_F(DamagedPullTest, AFrameUnderAnotherKeyIsRefusedAndNothingIsStored) {
+  ExpectRefused(Pull("b"));
+}
+
+TEST_F(DamagedPullTest, ARetriedFrameOfAnotherChunkIsRefused) {
+  auto r = Pull("b", Again([&] { return std::optional<std::string>(*frames_[1]); }));
+  ExpectRefused(r);
+  ASSERT_EQ(asked_.size(), 1u);
+  EXPECT_EQ(asked_[0], m_.chunks[2]);
+}
+
+TEST_F(DamagedPullTest, ARetriedRightFrameIsStored) {
+  auto r = Pull("b", Again([&] { return std::optional<std::string>(*frames_[2]); }));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(stored_name_);
+  EXPECT_EQ(stored_chunks_, 3);
+  ASSERT_EQ(asked_.size(), 1u);
+  EXPECT_EQ(asked_[0], m_.chunks[2]);
+}
+
+TEST_F(DamagedPullTest, NoOtherFrameGivesTheFirstError) {
+  const Status first = Pull("b").status();
+  auto r = Pull("c", Again([] { return std::optional<std::string>(); }));
+  ExpectRefused(r);
+  EXPECT_EQ(r.status().ToString(), first.ToString());
+}
+
+TEST_F(DamagedPullTest, AFailedRetryKeepsTheChunkAndTheFirstError) {
+  const Status first = Pull("b").status();
+  auto r = Pull("c", Again([]() -> Result<std::optional<std::string>> {
+                  return Status::IOError("reading i.ab: timed out");
+                }));
+  ExpectRefused(r);
+  const std::string& msg = r.status().message();
+  // The first frame's key check, then the retry's error.
+  const std::string check = "does not match its key: ";
+  const size_t at = first.message().find(check);
+  ASSERT_NE(at, std::string::npos) << first.ToString();
+  const std::string why = first.message().substr(at, first.message().find(';', at) - at);
+  EXPECT_NE(msg.find(why + "; reading it again where the chunk index says failed: "),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("timed out"), std::string::npos) << msg;
 }
 
 }  // namespace

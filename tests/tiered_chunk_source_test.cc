@@ -893,6 +893,54 @@ TEST(LazyCache, NamesRoundTripPerRemote) {
   EXPECT_EQ(cache.ListNames().size(), 1u);
 }
 
+TEST(LazyCache, LocationsArePerRemoteWithAMarkerForNone) {
+  TempDir dir;
+  LazyCache cache(dir.path(), StoreAccess{});
+  using C = LazyCache::CachedLocations;
+  const std::string bytes = "manifest bytes";
+  ModelDigest d = Manifest::DigestOf(bytes);
+  auto got = cache.GetLocations("fleet", d);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->kind, C::kUnknown);
+  ASSERT_TRUE(cache.PutLocations("fleet", d, std::string_view("fleet's locations")).ok());
+  ASSERT_TRUE(cache.PutLocations("old", d, std::nullopt).ok());
+  got = cache.GetLocations("fleet", d);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->kind, C::kBytes);
+  EXPECT_EQ(got->bytes, "fleet's locations");
+  got = cache.GetLocations("old", d);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->kind, C::kNone);
+  got = cache.GetLocations("third", d);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->kind, C::kUnknown);
+  // A file an older pstore kept per digest only is not read as anyone's.
+  ASSERT_TRUE(WriteFileAtomic(cache.dir() + "/locations/" + d.Hex(), "old file").ok());
+  got = cache.GetLocations("third", d);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->kind, C::kUnknown);
+  ASSERT_TRUE(cache.RemoveLocations("fleet", d).ok());
+  EXPECT_EQ(cache.GetLocations("fleet", d)->kind, C::kUnknown);
+}
+
+TEST(LazyCache, RemovingAManifestRemovesItsLocationsOfEveryRemote) {
+  TempDir dir;
+  LazyCache cache(dir.path(), StoreAccess{});
+  const std::string bytes = "manifest bytes";
+  ModelDigest d = Manifest::DigestOf(bytes), other = HashBytes("x", 1);
+  ASSERT_TRUE(cache.PutManifest(d, bytes).ok());
+  ASSERT_TRUE(cache.PutLocations("fleet", d, std::string_view("a")).ok());
+  ASSERT_TRUE(cache.PutLocations("old", d, std::nullopt).ok());
+  ASSERT_TRUE(cache.PutLocations("fleet", other, std::string_view("b")).ok());
+  ASSERT_TRUE(WriteFileAtomic(cache.dir() + "/locations/" + d.Hex(), "old file").ok());
+  ASSERT_TRUE(cache.RemoveManifest(d).ok());
+  EXPECT_FALSE(cache.GetManifest(d)->has_value());
+  EXPECT_EQ(cache.GetLocations("fleet", d)->kind, LazyCache::CachedLocations::kUnknown);
+  EXPECT_EQ(cache.GetLocations("old", d)->kind, LazyCache::CachedLocations::kUnknown);
+  EXPECT_FALSE(std::filesystem::exists(cache.dir() + "/locations/" + d.Hex()));
+  EXPECT_EQ(cache.GetLocations("fleet", other)->kind, LazyCache::CachedLocations::kBytes);
+}
+
 TEST(LazyCache, KilledWriterLeavesOnlyATemporaryFile) {
   TempDir dir;
   LazyCache cache(dir.path(), StoreAccess{});

@@ -230,9 +230,12 @@ struct GcOutput : Output {
                         {"age_seconds", c.age_seconds},
                         {"withdrawn", c.withdrawn}});
     }
+    nlohmann::json damaged = nlohmann::json::object();
+    for (const auto& [ref, packs] : x.names_missing_packs) damaged[ref] = packs;
     return {{"ok", true},
             {"remote", where},
             {"dry_run", dry_run},
+            {"names_missing_packs", damaged},
             {"grace_seconds", grace},
             {"objects", x.objects},
             {"chunk_objects", x.chunk_objects},
@@ -296,6 +299,15 @@ struct GcOutput : Output {
       std::printf("kept %llu packs whole that hold %s no model uses (packs are not rewritten)\n",
                   (unsigned long long)x.partly_dead_packs,
                   HumanBytes(double(x.live_packs_dead_bytes)).c_str());
+    }
+    for (const auto& [ref, packs] : x.names_missing_packs) {
+      std::string list;
+      for (const std::string& p : packs) list += (list.empty() ? "" : ", ") + p;
+      std::printf(
+          "damaged: the locations of %s name %zu missing pack%s (%s); their chunks are read only "
+          "where a push has put them since: push %s again from a host whose store has it "
+          "(`pstore push`); nothing was deleted because of it\n",
+          ref.c_str(), packs.size(), packs.size() == 1 ? "" : "s", list.c_str(), ref.c_str());
     }
     if (x.other_objects) {
       std::printf("left alone %llu objects that are not pstore's\n",

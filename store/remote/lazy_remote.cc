@@ -16,44 +16,48 @@ namespace {
 
 // The remote's chunks of one model, connecting when first asked: by their
 // locations (packs, read by range) when the model has them, else each its
-// own object. Locations found stale (a chunk missing from the pack they name:
-// the pack was removed and a push put its chunks into a new one) are read
-// from the remote again, once per read, and cached anew.
+// own object. Locations not known yet (nothing cached for this remote) are
+// read on the first read that goes to the remote. When chunks are missing,
+// l.<digest> is read once more per read: locations found stale (the pack
+// was removed and a push put its chunks into a new one), or a model without
+// locations pushed again into packs, are read by the new ones. Locations
+// fetched here are cached best effort (a host that cannot write lazy/ still
+// reads), and the marker that there are none never replaces cached ones.
 class ConnectingSource final : public ChunkSource {
  public:
-  ConnectingSource(std::shared_ptr<LazyRemote> remote, const LazyCache* cache, ModelDigest digest,
+  // known: whether locations holds what the cache knows (nullptr: the
+  // model has none); else they are read from the remote when first needed.
+  ConnectingSource(std::shared_ptr<LazyRemote> remote, std::shared_ptr<const Manifest> m,
+                   std::string model, ModelDigest digest, bool known,
                    std::shared_ptr<const Locations> locations)
       : remote_(std::move(remote)),
-        cache_(cache),
+        manifest_(std::move(m)),
+        model_(std::move(model)),
         digest_(digest),
+        known_(known),
         locations_(std::move(locations)) {}
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
-    std::shared_ptr<const Locations> locs = Current();
-    if (!locs) return t->chunks().Read(keys);
-    PSTORE_ASSIGN_OR_RETURN(auto out, LocatedChunkSource(t->Io(), locs).Read(keys));
+    auto [known, locs] = Current();
+    if (!known) {
+      PSTORE_ASSIGN_OR_RETURN(locs, Refetch(t, nullptr, /*first=*/true));
+    }
+    PSTORE_ASSIGN_OR_RETURN(auto out, ReadBy(t, locs, keys));
     std::vector<ChunkKey> missing;
     std::vector<size_t> at;
     for (size_t i = 0; i < keys.size(); ++i) {
       if (!out[i]) missing.push_back(keys[i]), at.push_back(i);
     }
-    if (missing.empty()) return out;
-    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> fresh, ReadLocations(t->Io(), digest_));
-    if (!fresh) return out;
-    if (fresh->map() == locs->map()) return out;  // not stale: the chunks are missing
-    std::string bytes = fresh->Serialize();
-    locs = std::make_shared<const Locations>(std::move(*fresh));
-    {
-      MutexLock l(&mu_);
-      locations_ = locs;
-    }
-    (void)cache_->PutLocations(digest_, bytes);  // best effort: it is read again if lost
-    PSTORE_ASSIGN_OR_RETURN(auto again, LocatedChunkSource(t->Io(), locs).Read(missing));
+    if (missing.empty() || !known) return out;  // just read: nothing newer
+    PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<const Locations> fresh,
+                            Refetch(t, locs, /*first=*/false));
+    if (fresh == locs) return out;  // not stale: the chunks are missing
+    PSTORE_ASSIGN_OR_RETURN(auto again, ReadBy(t, fresh, missing));
     for (size_t j = 0; j < missing.size(); ++j) out[at[j]] = std::move(again[j]);
     return out;
   }
   Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override {
-    if (!Current()) {
+    if (auto [known, locs] = Current(); known && !locs) {
       PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
       return t->chunks().Contains(keys);
     }
@@ -67,19 +71,46 @@ class ConnectingSource final : public ChunkSource {
   }
   std::string Describe() const override { return remote_->Describe(); }
   std::string Locate(const ChunkKey& key) const override {
-    return LocatedChunkSource(RemoteIo{}, Current()).Locate(key);
+    return LocatedChunkSource(RemoteIo{}, Current().second, LocationsObject(digest_)).Locate(key);
   }
 
  private:
-  std::shared_ptr<const Locations> Current() const EXCLUDES(mu_) {
+  Result<std::vector<std::optional<std::string>>> ReadBy(RemoteTier* t,
+                                                         std::shared_ptr<const Locations> locs,
+                                                         std::span<const ChunkKey> keys) const {
+    if (!locs) return t->chunks().Read(keys);
+    return LocatedChunkSource(t->Io(), std::move(locs), LocationsObject(digest_)).Read(keys);
+  }
+  // Reads l.<digest> and returns the locations to read by: the new ones if
+  // there are any and they differ from had, else had. first: nothing was
+  // known (the marker may then be cached).
+  Result<std::shared_ptr<const Locations>> Refetch(RemoteTier* t,
+                                                   std::shared_ptr<const Locations> had, bool first)
+      EXCLUDES(mu_) {
+    PSTORE_ASSIGN_OR_RETURN(std::optional<std::string> bytes,
+                            remote_->FetchLocations(t, model_, digest_));
+    std::shared_ptr<const Locations> locs = had;
+    if (bytes) {
+      PSTORE_ASSIGN_OR_RETURN(locs, remote_->ParseLocations(*bytes, *manifest_, model_, digest_));
+      if (had && locs->map() == had->map()) return had;
+    }
+    if (bytes || first) remote_->KeepLocations(digest_, bytes);
     MutexLock l(&mu_);
-    return locations_;
+    known_ = true;
+    locations_ = locs;
+    return locs;
+  }
+  std::pair<bool, std::shared_ptr<const Locations>> Current() const EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    return {known_, locations_};
   }
 
   std::shared_ptr<LazyRemote> remote_;
-  const LazyCache* cache_;
+  const std::shared_ptr<const Manifest> manifest_;
+  const std::string model_;
   const ModelDigest digest_;
   mutable Mutex mu_;
+  bool known_ GUARDED_BY(mu_);
   // nullptr: one object per chunk.
   std::shared_ptr<const Locations> locations_ GUARDED_BY(mu_);
 };
@@ -89,9 +120,9 @@ class LazyModelSource final : public ChunkSource {
  public:
   LazyModelSource(std::shared_ptr<LazyRemote> remote, const LazyCache* cache,
                   std::shared_ptr<ChunkSource> local, std::shared_ptr<const Manifest> m,
-                  std::string model, const ModelDigest& digest,
+                  std::string model, const ModelDigest& digest, bool known,
                   std::shared_ptr<const Locations> locations)
-      : remote_(std::move(remote), cache, digest, std::move(locations)),
+      : remote_(std::move(remote), m, model, digest, known, std::move(locations)),
         local_(std::move(local)),
         tier_(local_.get(), cache, &remote_, std::move(m), std::move(model)) {}
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override {
@@ -165,6 +196,39 @@ Result<RemoteTier*> LazyRemote::Tier() {
   return tier_.get();
 }
 
+Result<std::optional<std::string>> LazyRemote::FetchLocations(RemoteTier* tier,
+                                                              const std::string& model,
+                                                              const ModelDigest& digest) {
+  auto locs = ReadLocations(tier->Io(), digest);
+  if (!locs.ok()) {
+    if (locs.status().IsCorruption()) {
+      return DamagedLocations(locs.status(), model, "nothing was kept");
+    }
+    return locs.status().WithContext("model " + model + " from " + Describe());
+  }
+  std::optional<std::string> bytes;
+  if (*locs) bytes = (*locs)->Serialize();
+  return bytes;
+}
+
+Result<std::shared_ptr<const Locations>> LazyRemote::ParseLocations(std::string_view bytes,
+                                                                    const Manifest& m,
+                                                                    const std::string& model,
+                                                                    const ModelDigest& digest) {
+  const std::string what = Describe() + ": " + LocationsObject(digest);
+  auto locs = Locations::Parse(bytes, what);
+  Status st = locs.ok() ? CheckFrameLengths(*locs, m, what) : locs.status();
+  if (!st.ok()) return DamagedLocations(st, model, "nothing was kept");
+  return std::make_shared<const Locations>(std::move(locs).value());
+}
+
+void LazyRemote::KeepLocations(const ModelDigest& digest,
+                               const std::optional<std::string>& bytes) const {
+  // Best effort, as the spool: the read goes on with them in memory, and a
+  // later open fetches them again if they were not kept.
+  (void)cache_.PutLocations(spec_.name, digest, bytes);
+}
+
 Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
                                                   std::shared_ptr<ChunkSource> local) {
   PSTORE_RETURN_IF_ERROR(choice_);
@@ -178,10 +242,17 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
     lm.digest = *cached;
     PSTORE_ASSIGN_OR_RETURN(bytes, cache_.GetManifest(lm.digest));
   }
+  // The model's chunk locations on this remote: nullopt for a model pushed
+  // before packs (each chunk its own object).
   std::optional<std::string> locations;
+  bool have_locations = false;
   if (bytes) {
-    PSTORE_ASSIGN_OR_RETURN(locations, cache_.GetLocations(lm.digest));
+    PSTORE_ASSIGN_OR_RETURN(LazyCache::CachedLocations c,
+                            cache_.GetLocations(spec_.name, lm.digest));
+    have_locations = c.kind != LazyCache::CachedLocations::kUnknown;
+    if (c.kind == LazyCache::CachedLocations::kBytes) locations = std::move(c.bytes);
   }
+  const bool from_cache = bytes.has_value();
   if (!bytes) {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * tier, Tier());
     if (!cached) {
@@ -199,32 +270,35 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
                                 RemoteTier::ManifestObject(lm.digest) +
                                 ") does not match its digest; nothing was kept");
     }
-    // Its chunks' locations (none for a model pushed before packs), kept
-    // beside the manifest: read before the manifest is cached, so a cached
-    // manifest without them is one that has none.
-    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(tier->Io(), lm.digest));
-    if (locs) {
-      locations = locs->Serialize();
-      PSTORE_RETURN_IF_ERROR(cache_.PutLocations(lm.digest, *locations));
-    }
+    // Its locations (or the marker that it has none) are cached, synced,
+    // before the manifest, so that a cached manifest has them.
+    PSTORE_ASSIGN_OR_RETURN(locations, FetchLocations(tier, full, lm.digest));
+    PSTORE_RETURN_IF_ERROR(cache_.PutLocations(spec_.name, lm.digest, locations));
+    have_locations = true;
     PSTORE_RETURN_IF_ERROR(cache_.PutManifest(lm.digest, *bytes));
     PSTORE_RETURN_IF_ERROR(cache_.PutName(spec_.name, full, lm.digest));
   }
+  // A manifest cached without locations for this remote (by another
+  // remote, or by a pstore that kept them per digest only) opens without
+  // the network: they are read on the first read that goes to the remote.
   auto parsed = Manifest::Parse(*bytes, /*with_headers=*/false);
   if (!parsed.ok()) return parsed.status().WithContext("model " + full + " from " + Describe());
   lm.manifest = std::make_shared<const Manifest>(std::move(parsed).value());
   lm.manifest_bytes = std::move(*bytes);
   std::shared_ptr<const Locations> located;
   if (locations) {
-    auto parsed_locs = Locations::Parse(*locations, cache_.dir() + "/locations/" + lm.digest.Hex());
-    if (!parsed_locs.ok()) {
-      return parsed_locs.status().WithContext("model " + full + " from " + Describe() +
-                                              " (remove the file; it is fetched again)");
+    auto parsed_locs = ParseLocations(*locations, *lm.manifest, full, lm.digest);
+    if (!parsed_locs.ok() && from_cache) {
+      // Damaged on this host: dropped, and read again when first needed.
+      PSTORE_RETURN_IF_ERROR(cache_.RemoveLocations(spec_.name, lm.digest));
+      have_locations = false;
+    } else {
+      PSTORE_ASSIGN_OR_RETURN(located, std::move(parsed_locs));
     }
-    located = std::make_shared<const Locations>(std::move(parsed_locs).value());
   }
-  lm.source = std::make_shared<LazyModelSource>(shared_from_this(), &cache_, std::move(local),
-                                                lm.manifest, full, lm.digest, std::move(located));
+  lm.source =
+      std::make_shared<LazyModelSource>(shared_from_this(), &cache_, std::move(local), lm.manifest,
+                                        full, lm.digest, have_locations, std::move(located));
   return std::optional<LazyModel>(std::move(lm));
 }
 

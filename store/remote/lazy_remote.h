@@ -20,6 +20,7 @@
 #include "common/mutex.h"
 #include "store/lazy_cache.h"
 #include "store/lazy_opener.h"
+#include "store/remote/pack_layout.h"
 #include "store/remote/remote_config.h"
 #include "store/remote/remote_tier.h"
 #include "store/store_dir.h"
@@ -41,6 +42,19 @@ class LazyRemote final : public LazyOpener, public std::enable_shared_from_this<
   // The remote's tier, connecting on first use.
   Result<RemoteTier*> Tier() EXCLUDES(mu_);
   std::string Describe() const;
+  // Reads the locations object of model (named `model` in errors) from
+  // tier: its bytes, or nullopt when there is none. A damaged object is
+  // Corruption naming the model and the remedy.
+  Result<std::optional<std::string>> FetchLocations(RemoteTier* tier, const std::string& model,
+                                                    const ModelDigest& digest);
+  // Parses locations bytes and checks their frame lengths against the
+  // manifest m; Corruption naming the model and the remedy.
+  Result<std::shared_ptr<const Locations>> ParseLocations(std::string_view bytes, const Manifest& m,
+                                                          const std::string& model,
+                                                          const ModelDigest& digest);
+  // Caches locations for this remote (nullopt: the marker that there are
+  // none), best effort: a failure (a full disk) is ignored.
+  void KeepLocations(const ModelDigest& digest, const std::optional<std::string>& bytes) const;
 
  private:
   LazyRemote(const std::string& root, const StoreAccess& access) : cache_(root, access) {}

@@ -9,6 +9,7 @@
 #include <map>
 #include <random>
 
+#include "codec/chunk_codec.h"
 #include "common/coding.h"
 #include "store/remote/rados_chunk_source.h"
 
@@ -21,6 +22,12 @@ constexpr size_t kEntryBytes = 16 + 4 + 8 + 4;
 // Ranges of one pack closer than this are read as one (the bytes between are
 // read and dropped: cheaper than another extent).
 constexpr uint64_t kCoalesceGap = 64 * 1024;
+// No frame is longer (chunks are at most a few MiB; the OSD refuses reads
+// of 2 GiB).
+constexpr uint32_t kMaxFrameBytes = 1u << 30;
+// No chunk is longer (a store's chunk size is at most 4 MiB): bounds the
+// frames the chunk index names, which no manifest is at hand to check.
+constexpr uint64_t kMaxChunkBytes = 4u << 20;
 
 }  // namespace
 
@@ -130,9 +137,37 @@ Result<Locations> Locations::Parse(std::string_view bytes, const std::string& wh
     }
     loc.offset = LoadLE64(p + at + 20);
     loc.length = LoadLE32(p + at + 28);
+    // A length no frame has would fail the read of the whole pack (the OSD
+    // refuses reads of 2 GiB and more) instead of giving one chunk's error.
+    if (!loc.own &&
+        (loc.length == 0 || loc.length > kMaxFrameBytes || loc.offset > UINT64_MAX - loc.length)) {
+      return Status::Corruption(what + " is not a locations object this pstore can read (chunk " +
+                                ChunkKey::FromBytes(body.substr(at, 16))->Hex() + " at bytes " +
+                                std::to_string(loc.offset) + "+" + std::to_string(loc.length) +
+                                " of a pack: no frame has that length)");
+    }
     out.Set(*ChunkKey::FromBytes(body.substr(at, 16)), loc);
   }
   return out;
+}
+
+Status CheckFrameLengths(const Locations& locations, const Manifest& m, const std::string& what) {
+  for (const ManifestTensor& t : m.tensors) {
+    const uint64_t n = m.ChunkCount(t);
+    for (uint64_t j = 0; j < n; ++j) {
+      const ChunkKey& key = m.chunks[t.first_chunk + j];
+      const ChunkLocation* loc = locations.Find(key);
+      const uint64_t raw = m.ChunkBytes(t, j);
+      if (!loc || loc->own || loc->length <= MaxFrameBytes(raw)) continue;
+      return Status::Corruption(
+          what + " gives tensor " + t.name + ", chunk " + std::to_string(j) + " (" + key.Hex() +
+          ") a frame of " + std::to_string(loc->length) + " bytes (" + PackObject(loc->pack) +
+          " bytes " + std::to_string(loc->offset) + "-" +
+          std::to_string(loc->offset + loc->length) + "), longer than any frame of its " +
+          std::to_string(raw) + " bytes");
+    }
+  }
+  return Status::OK();
 }
 
 Result<std::optional<Locations>> ReadLocations(const RemoteIo& io, const ModelDigest& digest) {
@@ -143,8 +178,15 @@ Result<std::optional<Locations>> ReadLocations(const RemoteIo& io, const ModelDi
   return std::optional<Locations>(std::move(locs));
 }
 
+Status DamagedLocations(const Status& st, const std::string& model, std::string_view outcome) {
+  return Status::Corruption("model " + model + ": " + st.message() + "; " + std::string(outcome) +
+                            " (push the model again from a host whose store has it: `pstore "
+                            "push` replaces damaged locations)");
+}
+
 std::string LocatedChunkSource::Locate(const ChunkKey& key) const {
   const ChunkLocation* loc = locations_ ? locations_->Find(key) : nullptr;
+  if (locations_ && !loc) return "none: " + locations_object_ + " does not list it";
   if (!loc || loc->own) return RadosChunkSource::ObjectName(key);
   return PackObject(loc->pack) + " bytes " + std::to_string(loc->offset) + "-" +
          std::to_string(loc->offset + loc->length);
@@ -160,19 +202,38 @@ Result<std::vector<std::optional<std::string>>> LocatedChunkSource::Read(
   std::vector<size_t> lost_at;
   for (size_t i = 0; i < keys.size(); ++i) {
     const ChunkLocation* loc = locations_ ? locations_->Find(keys[i]) : nullptr;
-    if (!out[i] && loc && !loc->own) lost.push_back(keys[i]), lost_at.push_back(i);
+    if (!out[i] && locations_ && (!loc || !loc->own)) lost.push_back(keys[i]), lost_at.push_back(i);
   }
   if (lost.empty()) return out;
-  PSTORE_ASSIGN_OR_RETURN(IndexMap now, LookupIndex(io_, lost));
+  PSTORE_ASSIGN_OR_RETURN(auto found, ReadElsewhere(lost));
+  for (size_t j = 0; j < lost.size(); ++j) {
+    if (found[j]) out[lost_at[j]] = std::move(found[j]);
+  }
+  return out;
+}
+
+Result<std::vector<std::optional<std::string>>> LocatedChunkSource::ReadElsewhere(
+    std::span<const ChunkKey> keys) {
+  std::vector<std::optional<std::string>> out(keys.size());
+  std::vector<ChunkKey> packed;
+  if (!locations_) return out;
+  for (const ChunkKey& k : keys) {
+    const ChunkLocation* loc = locations_->Find(k);
+    if (!loc || !loc->own) packed.push_back(k);
+  }
+  if (packed.empty()) return out;
+  PSTORE_ASSIGN_OR_RETURN(IndexMap now, LookupIndex(io_, packed));
   Locations moved;
   std::vector<ChunkKey> again;
   std::vector<size_t> again_at;
-  for (size_t j = 0; j < lost.size(); ++j) {
-    auto it = now.find(lost[j]);
-    if (it == now.end() || it->second == *locations_->Find(lost[j])) continue;
-    moved.Set(lost[j], it->second);
-    again.push_back(lost[j]);
-    again_at.push_back(lost_at[j]);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const ChunkLocation* loc = locations_->Find(keys[i]);
+    auto it = now.find(keys[i]);
+    if ((loc && loc->own) || it == now.end() || (loc && it->second == *loc)) continue;
+    if (it->second.length > MaxFrameBytes(kMaxChunkBytes)) continue;  // no frame: not read
+    moved.Set(keys[i], it->second);
+    again.push_back(keys[i]);
+    again_at.push_back(i);
   }
   if (again.empty()) return out;
   PSTORE_ASSIGN_OR_RETURN(auto found, ReadAt(again, &moved));
@@ -199,6 +260,7 @@ Result<std::vector<std::optional<std::string>>> LocatedChunkSource::ReadAt(
   std::vector<PackId> pack_order;
   for (size_t i = 0; i < keys.size(); ++i) {
     const ChunkLocation* loc = locations ? locations->Find(keys[i]) : nullptr;
+    if (locations && !loc) continue;  // not listed: missing here (Read asks the index)
     if (!loc || loc->own) {
       Op op{RadosChunkSource::ObjectName(keys[i]), {}};
       op.ranges.push_back({0, 0, {i}, {}, 0});
@@ -240,7 +302,17 @@ Result<std::vector<std::optional<std::string>>> LocatedChunkSource::ReadAt(
       },
       [&](size_t j, int r) {
         if (r == -ENOENT) return Status::OK();  // missing: a result
-        if (r < 0) return io_.Error(r, "reading " + ops[j].oid);
+        if (r < 0) {
+          std::string what = "reading " + ops[j].oid;
+          for (size_t k = 0; k < ops[j].ranges.size() && k < 4; ++k) {
+            const Range& range = ops[j].ranges[k];
+            if (range.length == 0) break;  // an object read whole
+            what += (k ? ", " : " bytes ") + std::to_string(range.offset) + "-" +
+                    std::to_string(range.offset + range.length);
+          }
+          if (ops[j].ranges.size() > 4) what += ", ...";
+          return io_.Error(r, what);
+        }
         // Each frame is copied once, straight out of librados' buffers.
         for (Range& range : ops[j].ranges) {
           const uint64_t got = range.bl.length();

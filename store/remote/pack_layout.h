@@ -84,9 +84,20 @@ class Locations {
   std::unordered_map<ChunkKey, ChunkLocation, ChunkKeyHasher> map_;
 };
 
+// OK if no chunk of manifest m is given a frame longer than a chunk of its
+// raw length encodes to (MaxFrameBytes), else Corruption naming `what` (the
+// locations object), the tensor, the chunk and the range. What a reader
+// holds is then bounded by the raw bytes it asks for, whatever the object
+// says.
+Status CheckFrameLengths(const Locations& locations, const Manifest& m, const std::string& what);
+
 // Reads a model's locations object: nullopt when there is none (a model
 // pushed before packs: every chunk is its own object).
 Result<std::optional<Locations>> ReadLocations(const RemoteIo& io, const ModelDigest& digest);
+// The error for a model's locations object that failed its check (st, from
+// Locations::Parse or ReadLocations): Corruption naming model, the object,
+// outcome (what became of the operation) and the remedy.
+Status DamagedLocations(const Status& st, const std::string& model, std::string_view outcome);
 
 // The chunks of a model read by their locations: a batch's chunks in one
 // pack are read by one operation of coalesced byte ranges, one operation per
@@ -96,17 +107,29 @@ Result<std::optional<Locations>> ReadLocations(const RemoteIo& io, const ModelDi
 // is now, if that differs (the pack removed and the chunk pushed again by a
 // push of any model); if it is not there either it is missing (nullopt). Frames are
 // returned unchecked: the caller checks each against its key, so a wrong
-// location shows as damage, named by Locate ("k.<id> bytes A-B").
+// location shows as damage, named by Locate ("k.<id> bytes A-B"), and may
+// ask ReadElsewhere for a frame that failed its check.
 class LocatedChunkSource final : public ChunkSource {
  public:
-  LocatedChunkSource(RemoteIo io, std::shared_ptr<const Locations> locations)
-      : io_(std::move(io)), locations_(std::move(locations)) {}
+  // locations_object: the object the locations were read from (l.<digest>),
+  // for messages.
+  LocatedChunkSource(RemoteIo io, std::shared_ptr<const Locations> locations,
+                     std::string locations_object = "its locations object")
+      : io_(std::move(io)),
+        locations_(std::move(locations)),
+        locations_object_(std::move(locations_object)) {}
 
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override;
   Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override;
   Status Write(std::span<const ChunkFrameRef> frames) override;
   std::string Describe() const override { return io_.where; }
   std::string Locate(const ChunkKey& key) const override;
+
+  // The frames of keys read from where the chunk index says they are, for
+  // keys whose index entry names another place than their locations (a
+  // pack found missing or damaged, its chunks pushed again into another);
+  // nullopt for the others. Unchecked, like Read's.
+  Result<std::vector<std::optional<std::string>>> ReadElsewhere(std::span<const ChunkKey> keys);
 
  private:
   // Reads keys by `locations` (the model's, or where the index moved them).
@@ -115,6 +138,7 @@ class LocatedChunkSource final : public ChunkSource {
 
   RemoteIo io_;
   std::shared_ptr<const Locations> locations_;
+  std::string locations_object_;
 };
 
 }  // namespace pstore

@@ -56,9 +56,9 @@ Status RunAioBatch(const RemoteIo& io, size_t n,
 
 Result<std::map<std::string, librados::bufferlist>> ReadAllOmap(const RemoteIo& io,
                                                                 const std::string& oid,
-                                                                const std::string& what) {
+                                                                const std::string& what,
+                                                                std::string after) {
   std::map<std::string, librados::bufferlist> out;
-  std::string after;
   for (;;) {
     std::map<std::string, librados::bufferlist> vals;
     bool more = false;

@@ -45,11 +45,12 @@ Status RunAioBatch(const RemoteIo& io, size_t n,
                    const std::function<int(size_t, librados::AioCompletion*)>& start,
                    const std::function<Status(size_t, int)>& finish);
 
-// Every omap entry of oid, read in pages; empty if the object does not
-// exist. `what` names the object in errors.
+// Every omap entry of oid (after the key `after`, if given), read in pages;
+// empty if the object does not exist. `what` names the object in errors.
 Result<std::map<std::string, librados::bufferlist>> ReadAllOmap(const RemoteIo& io,
                                                                 const std::string& oid,
-                                                                const std::string& what);
+                                                                const std::string& what,
+                                                                std::string after = "");
 
 // An object's bytes and the version they were read at (for a later write
 // guarded by assert_version); nullopt if the object does not exist.

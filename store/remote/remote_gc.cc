@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <chrono>
 #include <exception>
+#include <memory>
 #include <random>
 #include <set>
 #include <unordered_set>
@@ -128,15 +129,24 @@ class Collector {
   // its locations object and the packs it names, and, for a push that has
   // not written its locations yet (`through_index`), the packs the chunk
   // index maps its keys to.
-  Status AddChunksOf(const ModelDigest& d, const std::vector<ChunkKey>& keys, bool through_index) {
+  // `model` names it in errors (a name, or a push's digest).
+  Status AddChunksOf(const ModelDigest& d, const std::vector<ChunkKey>& keys, bool through_index,
+                     const std::string& model) {
     if (!counted_.insert(d).second) return Status::OK();
     for (const ChunkKey& k : keys) need_.insert(RadosChunkSource::ObjectName(k));
     need_.insert(LocationsObject(d));
-    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(io_, d));
+    auto read = ReadLocations(io_, d);
+    if (!read.ok() && read.status().IsCorruption()) {
+      return DamagedLocations(read.status(), model,
+                              "gc stopped and nothing was deleted, since which packs the model "
+                              "needs is unknown; run gc again after the push");
+    }
+    PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, std::move(read));
     if (locs) {
       for (const auto& [k, loc] : locs->map()) {
         if (!loc.own) NeedRange(loc);
       }
+      for (const PackId& id : locs->Packs()) packs_of_[d].push_back(PackObject(id));
     }
     if (through_index) {
       PSTORE_ASSIGN_OR_RETURN(IndexMap indexed, LookupIndex(io_, keys));
@@ -165,7 +175,10 @@ class Collector {
       if (!keys) {
         PSTORE_ASSIGN_OR_RETURN(keys, ChunksOf(c.digest, published));
       }
-      if (keys) PSTORE_RETURN_IF_ERROR(AddChunksOf(c.digest, *keys, true));
+      if (keys) {
+        PSTORE_RETURN_IF_ERROR(
+            AddChunksOf(c.digest, *keys, true, "being pushed " + c.digest.Hex()));
+      }
     }
     return Status::OK();
   }
@@ -187,7 +200,7 @@ class Collector {
                                   "nothing was deleted (push the model again, or remove the "
                                   "name with `pstore rm --remote`)");
       }
-      PSTORE_RETURN_IF_ERROR(AddChunksOf(d, *keys, false));
+      PSTORE_RETURN_IF_ERROR(AddChunksOf(d, *keys, false, ref));
     }
     return Status::OK();
   }
@@ -280,7 +293,40 @@ class Collector {
           res_.dead_bytes += c.size;
           return Status::OK();
         }));
+    PSTORE_RETURN_IF_ERROR(FindMissingPacks(names));
     return CountDeadBytesOfLivePacks();
+  }
+
+  // The names whose locations name a pack the listing did not see and that
+  // a look-up does not find either (res_.names_missing_packs).
+  Status FindMissingPacks(const std::map<std::string, ModelDigest>& names) {
+    std::set<std::string> unlisted;
+    for (const auto& [ref, d] : names) {
+      for (const std::string& oid : packs_of_[d]) {
+        if (!listed_packs_.count(oid)) unlisted.insert(oid);
+      }
+    }
+    std::vector<std::string> oids(unlisted.begin(), unlisted.end());
+    std::set<std::string> missing;
+    std::vector<uint64_t> sizes(oids.size());
+    std::vector<time_t> mtimes(oids.size());
+    PSTORE_RETURN_IF_ERROR(RunAioBatch(
+        io_, oids.size(),
+        [&](size_t i, librados::AioCompletion* c) {
+          return io_.ioctx->aio_stat(oids[i], c, &sizes[i], &mtimes[i]);
+        },
+        [&](size_t i, int r) {
+          if (r == -ENOENT) missing.insert(oids[i]);
+          if (r < 0 && r != -ENOENT) return io_.Error(r, "looking up " + oids[i]);
+          return Status::OK();
+        }));
+    if (missing.empty()) return Status::OK();
+    for (const auto& [ref, d] : names) {
+      for (const std::string& oid : packs_of_[d]) {
+        if (missing.count(oid)) res_.names_missing_packs[ref].push_back(oid);
+      }
+    }
+    return Status::OK();
   }
 
   // Packs partly dead are kept whole (not rewritten): report the bytes no
@@ -365,6 +411,7 @@ class Collector {
     PSTORE_RETURN_IF_ERROR(Progress("checking", 0, 0));
     need_.clear();
     counted_.clear();
+    packs_of_.clear();
     live_ranges_.clear();
     PSTORE_ASSIGN_OR_RETURN(std::vector<ClaimRecord> claims, ReadClaims(io_));
     TestPause("gc-claims");
@@ -434,11 +481,10 @@ class Collector {
     std::vector<std::string> shards;
     std::vector<std::map<std::string, librados::bufferlist>> entries;
     std::unordered_set<PackId, ChunkKeyHasher> unlisted;
+    PSTORE_ASSIGN_OR_RETURN(auto index, ReadIndex());
     for (int b = 0; b < 256; ++b) {
-      char oid[8];
-      std::snprintf(oid, sizeof(oid), "i.%02x", b);
-      PSTORE_ASSIGN_OR_RETURN(auto all,
-                              ReadAllOmap(io_, oid, std::string("the chunk index ") + oid));
+      const std::string oid = IndexShardObject(b);
+      auto& all = index[size_t(b)];
       for (auto& [hex, v] : all) {
         auto loc = DecodeIndexValue(v.to_str());
         if (loc && !deleted_packs_.count(loc->pack) &&
@@ -481,6 +527,42 @@ class Collector {
     return RemoveIndexKeys(single, nullptr);
   }
 
+  static std::string IndexShardObject(int b) {
+    char oid[8];
+    std::snprintf(oid, sizeof(oid), "i.%02x", b);
+    return oid;
+  }
+
+  // Every entry of the 256 index shards: the first page of each shard read
+  // with the others in flight, then the rest of a shard that has more.
+  Result<std::vector<std::map<std::string, librados::bufferlist>>> ReadIndex() {
+    constexpr size_t kShards = 256, kPage = 4096;
+    std::vector<std::map<std::string, librados::bufferlist>> out(kShards);
+    std::unique_ptr<bool[]> more(new bool[kShards]());
+    std::vector<int> rv(kShards);
+    std::vector<librados::ObjectReadOperation> ops(kShards);
+    PSTORE_RETURN_IF_ERROR(RunAioBatch(
+        io_, kShards,
+        [&](size_t b, librados::AioCompletion* c) {
+          ops[b].omap_get_vals2("", kPage, &out[b], &more[b], &rv[b]);
+          return io_.ioctx->aio_operate(IndexShardObject(int(b)), c, &ops[b], nullptr);
+        },
+        [&](size_t b, int r) {
+          if (r == 0) r = rv[b];
+          if (r == -ENOENT) return Status::OK();
+          if (r < 0) return io_.Error(r, "reading the chunk index " + IndexShardObject(int(b)));
+          return Status::OK();
+        }));
+    for (size_t b = 0; b < kShards; ++b) {
+      if (!more[b] || out[b].empty()) continue;
+      const std::string oid = IndexShardObject(int(b));
+      PSTORE_ASSIGN_OR_RETURN(
+          auto rest, ReadAllOmap(io_, oid, "the chunk index " + oid, out[b].rbegin()->first));
+      out[b].merge(rest);
+    }
+    return out;
+  }
+
   // Removes each drop's keys where they still hold the values read; drops
   // whose compare failed go to retry one key each (if retry is set).
   Status RemoveIndexKeys(const std::vector<Drop>& drops, std::vector<Drop>* retry) {
@@ -518,6 +600,8 @@ class Collector {
   std::map<ModelDigest, std::vector<ChunkKey>> chunks_of_;
   std::unordered_set<std::string> need_;  // objects the claims and names need
   std::set<ModelDigest> counted_;         // manifests whose chunks are in need_
+  // The packs each counted manifest's locations name.
+  std::map<ModelDigest, std::vector<std::string>> packs_of_;
   std::vector<Candidate> candidates_;
   // Byte ranges of packs that the manifests counted use (for the dead bytes
   // of packs kept whole), the live packs listed, and the packs deleted.

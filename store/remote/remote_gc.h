@@ -31,7 +31,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "store/remote/remote_tier.h"
 
@@ -79,13 +81,20 @@ struct GcResult {
   uint64_t partly_dead_packs = 0, live_packs_dead_bytes = 0;
   // Candidates kept because a push or a name needed them after step 1.
   uint64_t kept = 0;
+  // Names whose locations name packs that are missing (a damaged remote:
+  // removed by hand, or lost), with those packs' object names. Nothing is
+  // deleted because of them; each such model reads the chunks of those
+  // packs only where the chunk index says a push put them since, and is
+  // repaired by pushing it again from a host whose store has it.
+  std::map<std::string, std::vector<std::string>> names_missing_packs;
   double seconds = 0;
 };
 
 // Errors: IOError when the cluster does not answer within the timeout;
 // Corruption when a name points at a manifest that is missing (and still
-// does when read again) or an object does not match its digest (nothing is
-// deleted: which chunks it needs is unknown);
+// does when read again) or an object does not match its digest, or a
+// name's locations object is damaged (nothing is deleted: which chunks it
+// needs is unknown; the message names the model and the remedy);
 // Aborted when progress returned false.
 Result<GcResult> CollectRemoteGarbage(RemoteTier* remote, const GcOptions& options);
 

@@ -43,7 +43,8 @@ std::vector<ModelChunk> DistinctChunks(const Manifest& m) {
 }
 
 // Chunks per batch of a pull from packs: a batch's chunks of one pack are
-// one operation, so a larger batch means fewer operations per byte.
+// one operation, so a larger batch means fewer operations per byte; capped
+// by bytes, since every worker holds its batch's frames in memory.
 constexpr size_t kPackedPullBatch = 256;
 
 double Since(std::chrono::steady_clock::time_point t0) {
@@ -67,26 +68,36 @@ struct Copy {
   std::function<Result<std::vector<bool>>(std::span<const ChunkKey>)> have;
   // Run after each batch (may be empty).
   std::function<Status()> after_batch;
+  // Another frame for a chunk whose frame failed its key, or nullopt (may
+  // be empty). The frame is checked like the first.
+  FrameAgain again;
 };
+
+// Where each batch of uses starts (and, last, uses.size()): every `batch`
+// chunks, or sooner once a batch holds byte_cap raw bytes.
+std::vector<size_t> BatchStarts(const std::vector<ModelChunk>& uses, size_t batch,
+                                uint64_t byte_cap) {
+  std::vector<size_t> starts{0};
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < uses.size(); ++i) {
+    if (i > starts.back() &&
+        (i - starts.back() == batch || (byte_cap && bytes + uses[i].raw_len > byte_cap))) {
+      starts.push_back(i);
+      bytes = 0;
+    }
+    bytes += uses[i].raw_len;
+  }
+  if (starts.back() != uses.size()) starts.push_back(uses.size());
+  return starts;
+}
 
 Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const TransferOptions& o,
                    TransferResult* res, std::vector<ChunkKey>* written) {
   // Batches of at most o.batch chunks and o.batch_bytes raw bytes (a chunk
   // larger than that is a batch of its own): what a worker holds at once is
   // bounded by bytes, whatever the chunk size.
-  const size_t batch = std::max<size_t>(o.batch, 1);
-  std::vector<size_t> starts;
-  uint64_t batch_raw = 0;
-  for (size_t i = 0; i < uses.size(); ++i) {
-    const size_t count = starts.empty() ? 0 : i - starts.back();
-    if (starts.empty() || count >= batch || batch_raw + uses[i].raw_len > o.batch_bytes) {
-      starts.push_back(i);
-      batch_raw = 0;
-    }
-    batch_raw += uses[i].raw_len;
-  }
-  const size_t batches = starts.size();
-  starts.push_back(uses.size());
+  const std::vector<size_t> starts = BatchStarts(uses, std::max<size_t>(o.batch, 1), o.batch_bytes);
+  const size_t batches = starts.size() - 1;
   int threads = o.threads > 0 ? o.threads : 2 * DefaultThreads();
   std::vector<ChunkDecoder> decoders(size_t(std::max(threads, 1)));
   // Each worker decodes into one buffer of its own, reused chunk after chunk.
@@ -121,6 +132,26 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
             // Out of memory is not damage: the frame may be sound.
             if (!st.ok() && !st.IsCorruption())
               return st.WithContext("checking chunk " + u.key.Hex());
+            if (!st.ok() && c.again) {
+              // The chunk's name and the first frame's failure stay in the
+              // error, whatever becomes of the second read.
+              Result<std::optional<std::string>> other = c.again(u.key);
+              if (!other.ok()) {
+                const Status both = Status::Corruption(
+                    st.message() + "; reading it again where the chunk index says failed: " +
+                    other.status().ToString());
+                return c.fail(u, &both);
+              }
+              if (*other) {
+                Status again = decoders[size_t(w)].Decode(**other, u.key, raw);
+                if (!again.ok() && !again.IsCorruption())
+                  return again.WithContext("checking chunk " + u.key.Hex());
+                if (again.ok()) {
+                  frames[i] = std::move(*other);
+                  st = Status::OK();
+                }
+              }
+            }
             if (!st.ok()) return c.fail(u, &st);
             refs.push_back({u.key, *frames[i], u.raw_len});
             bytes += frames[i]->size();
@@ -327,23 +358,44 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
   }
   // Where the chunks are: packs (read by range, one operation per pack a
   // batch touches) or, for a model pushed before packs, one object each.
-  PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, ReadLocations(remote->Io(), res.digest));
+  auto read_locs = ReadLocations(remote->Io(), res.digest);
+  if (!read_locs.ok() && read_locs.status().IsCorruption()) {
+    return DamagedLocations(read_locs.status(), name.Ref(), "nothing was stored");
+  }
+  PSTORE_ASSIGN_OR_RETURN(std::optional<Locations> locs, std::move(read_locs));
+  if (locs) {
+    // Each frame read is then bounded by its chunk's raw length, and a
+    // batch's ranges by the batch's raw bytes (o.batch_bytes).
+    Status lengths = CheckFrameLengths(*locs, m, where + ": " + LocationsObject(res.digest));
+    if (!lengths.ok()) return DamagedLocations(lengths, name.Ref(), "nothing was stored");
+  }
   std::unique_ptr<LocatedChunkSource> located;
   TransferOptions o = options;
   if (locs) {
     located = std::make_unique<LocatedChunkSource>(
-        remote->Io(), std::make_shared<const Locations>(std::move(*locs)));
+        remote->Io(), std::make_shared<const Locations>(std::move(*locs)),
+        LocationsObject(res.digest));
     o.batch = std::max<size_t>(o.batch, kPackedPullBatch);
   }
   ChunkSource* from = located ? static_cast<ChunkSource*>(located.get()) : &remote->chunks();
-  PSTORE_ASSIGN_OR_RETURN(TransferResult stored, PullChunks(writer, name, *bytes, from, o));
+  FrameAgain again;
+  if (located) {
+    // A frame of a damaged pack: once more from where the index says, if
+    // elsewhere (a good copy pushed since).
+    again = [&](const ChunkKey& key) -> Result<std::optional<std::string>> {
+      PSTORE_ASSIGN_OR_RETURN(auto frames, located->ReadElsewhere(std::span(&key, 1)));
+      return std::move(frames[0]);
+    };
+  }
+  PSTORE_ASSIGN_OR_RETURN(TransferResult stored,
+                          PullChunks(writer, name, *bytes, from, o, std::move(again)));
   stored.seconds = Since(t0);
   return stored;
 }
 
 Result<TransferResult> PullChunks(StoreWriter* writer, const ModelName& name,
                                   const std::string& manifest, ChunkSource* from,
-                                  const TransferOptions& options) {
+                                  const TransferOptions& options, FrameAgain again) {
   auto t0 = std::chrono::steady_clock::now();
   const std::string where = from->Describe();
   PSTORE_ASSIGN_OR_RETURN(Manifest m, Manifest::Parse(manifest, false));
@@ -361,6 +413,7 @@ Result<TransferResult> PullChunks(StoreWriter* writer, const ModelName& name,
   c.to = &local;
   // Checked once, by CopyMissing: written without decoding again.
   c.write = [&](std::span<const ChunkFrameRef> refs) { return local.WriteChecked(refs); };
+  c.again = std::move(again);
   c.fail = [&](const ModelChunk& u, const Status* why) {
     const std::string chunk_name = "model " + name.Ref() + ", tensor " + m.tensors[u.tensor].name +
                                    ", chunk " + std::to_string(u.index);

@@ -21,6 +21,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "store/parallel.h"
@@ -63,9 +65,11 @@ Result<TransferResult> Pull(StoreWriter* writer, const std::string& ref, RemoteT
 // local store lacks from `from`, checks each against its key, writes it, and
 // commits the model under name as an import does (all of it or nothing).
 // Pull passes the remote's packs; a benchmark passes frames held in memory to
-// measure the client's share alone.
+// measure the client's share alone. again, if set, gives another frame for a
+// chunk whose frame failed its key (or nullopt), checked like the first.
+using FrameAgain = std::function<Result<std::optional<std::string>>(const ChunkKey&)>;
 Result<TransferResult> PullChunks(StoreWriter* writer, const ModelName& name,
                                   const std::string& manifest, ChunkSource* from,
-                                  const TransferOptions& options);
+                                  const TransferOptions& options, FrameAgain again = nullptr);
 
 }  // namespace pstore

@@ -7,6 +7,7 @@ of its own, so tests sharing the pool never see each other's objects.
 
 import os
 import signal
+import struct
 import subprocess
 import time
 import uuid
@@ -154,3 +155,36 @@ def pushed_model(work, ns, store_dir, model_file, ref, mb, seed, tensors):
     store.ok("import", f, ref)
     store.ok("push", ref)
     return store, f
+
+
+def read_locations(ns, digest):
+    """The entries of the locations object l.<digest> (docs/format.md):
+    [(key hex, pack object or None for an own object, offset, length)]."""
+    loc = rados(ns, "get", f"l.{digest}", "-").stdout
+    check(loc[:8] == b"pstloc1\n", "the locations object has the wrong magic")
+    npacks = struct.unpack_from("<I", loc, 8)[0]
+    ids = [loc[12 + 16 * i:28 + 16 * i].hex() for i in range(npacks)]
+    at = 12 + 16 * npacks
+    n = struct.unpack_from("<I", loc, at)[0]
+    at += 4
+    out = []
+    for j in range(n):
+        key, pack, off, length = struct.unpack_from("<16sIQI", loc, at + 32 * j)
+        out.append((key.hex(), None if pack == 0xffffffff else f"k.{ids[pack]}", off, length))
+    return out
+
+
+def to_old_layout(ns, digest):
+    """Rewrites a remote holding one model pushed with packs into the layout
+    of a pstore from before packs: one object c.<key> per chunk, no packs,
+    index or locations, and no layout mark on the names object. Returns the
+    number of chunks."""
+    entries = read_locations(ns, digest)
+    pack_bytes = {p: rados(ns, "get", p, "-").stdout for p in {e[1] for e in entries}}
+    for key, pack, off, length in entries:
+        rados(ns, "put", f"c.{key}", "-", data=pack_bytes[pack][off:off + length])
+    for o in objects(ns):
+        if o.startswith(("k.", "l.")) or (o.startswith("i.") and len(o) == 4):
+            rados(ns, "rm", o)
+    rados(ns, "rmxattr", "pstore.names", "pstore.layout")
+    return len(entries)

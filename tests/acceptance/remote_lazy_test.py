@@ -22,8 +22,8 @@ import subprocess
 import time
 
 from harness import at_exit, check, env_path, log, popen, run_cmd, run_test, tree_sha256
-from remote_harness import (cluster, namespace, objects, packs, pushed_model, rados, stop_daemon,
-                            store_with_remote)
+from remote_harness import (cluster, namespace, objects, packs, pushed_model, rados, read_locations,
+                            stop_daemon, store_with_remote)
 
 
 def worker(store, ref, src, *mode):
@@ -169,7 +169,13 @@ def wrong_object(work, ns, src):
     chunk = sorted(o for o in objects(ns) if o.startswith("k."))[0]  # a pack
     good = rados(ns, "get", chunk, "-").stdout
     bad = bytearray(good)
-    bad[len(bad) // 2] ^= 0x10  # one chunk's byte range
+    flipped = len(bad) // 2
+    bad[flipped] ^= 0x10  # one chunk's byte range
+    # That chunk, from the model's locations.
+    digest = next(o for o in objects(ns) if o.startswith("l."))[2:]
+    wrong = [k for k, pack, off, length in read_locations(ns, digest)
+             if pack == chunk and off <= flipped < off + length]
+    check(len(wrong) == 1, f"one chunk of {chunk} holds byte {flipped}: {wrong}")
     rados(ns, "put", chunk, "-", data=bytes(bad))
     try:
         p, last = run_worker(w, "m:1", src, "load")
@@ -185,7 +191,7 @@ def wrong_object(work, ns, src):
         check(word in msg, f"the error must say {word!r}: {msg[-800:]}")
     check("pstore verify" not in msg and "compact" not in msg,
           f"the error gives the advice for a damaged local store: {msg[-800:]}")
-    # (The spool holds only checked frames: the load below reads it again.)
+    check(wrong[0] not in spool(w), f"the wrong frame of chunk {wrong[0]} was spooled")
     log(f"overwritten object: {msg.strip()[-300:]}")
     w.verify_ok("after a wrong remote frame")
     p, last = run_worker(w, "m:1", src, "load")
@@ -203,7 +209,7 @@ def stale_locations(work, ns, a, src):
     chunks = tensor_chunks(a, "m:1")
     p, last = run_worker(h, "m:1", src, "one", sorted(chunks)[0])
     check(p.returncode == 0 and last.get("ok") is True, f"opening on h: {p.stderr[-600:]}")
-    cached = os.path.join(h.root, "lazy", "locations")
+    cached = os.path.join(h.root, "lazy", "locations", "fleet")
     before = {f: open(os.path.join(cached, f), "rb").read() for f in os.listdir(cached)}
     check(len(before) == 1, f"h must keep the model's locations: {sorted(before)}")
     old = packs(ns)

@@ -12,13 +12,12 @@ of a pstore from before packs (pulls, dedup, gc), and an unreachable cluster
 import glob
 import json
 import os
-import struct
 import time
 
 from harness import (EXIT_CORRUPT, EXIT_ERROR, EXIT_EXISTS, EXIT_NOT_FOUND, Store, check, log,
                      make_model, run_test, tree_sha256)
 from remote_harness import (cluster, index_keys, namespace, objects, packs, rados, remote_names,
-                            store_with_remote)
+                            store_with_remote, to_old_layout)
 
 
 def remote_config(work):
@@ -187,29 +186,6 @@ def corrupted_chunk(work):
           f"a push after its pack was removed must upload it again into a new pack: {again}")
     b.ok("pull", "victim:1")
     b.export_matches("victim:1", tree_sha256(src), work)
-
-
-def to_old_layout(ns, digest):
-    """Rewrites a remote holding one model pushed with packs into the layout
-    of a pstore from before packs: one object c.<key> per chunk, no packs,
-    index or locations, and no layout mark on the names object."""
-    loc = rados(ns, "get", f"l.{digest}", "-").stdout
-    check(loc[:8] == b"pstloc1\n", "the locations object has the wrong magic")
-    npacks = struct.unpack_from("<I", loc, 8)[0]
-    ids = [loc[12 + 16 * i:28 + 16 * i].hex() for i in range(npacks)]
-    at = 12 + 16 * npacks
-    n = struct.unpack_from("<I", loc, at)[0]
-    at += 4
-    pack_bytes = {i: rados(ns, "get", f"k.{i}", "-").stdout for i in ids}
-    for j in range(n):
-        key, pack, off, length = struct.unpack_from("<16sIQI", loc, at + 32 * j)
-        frame = pack_bytes[ids[pack]][off:off + length]
-        rados(ns, "put", f"c.{key.hex()}", "-", data=frame)
-    for o in objects(ns):
-        if o.startswith(("k.", "l.")) or (o.startswith("i.") and len(o) == 4):
-            rados(ns, "rm", o)
-    rados(ns, "rmxattr", "pstore.names", "pstore.layout")
-    return n
 
 
 def old_remote(work):
