@@ -229,6 +229,20 @@ void LazyRemote::KeepLocations(const ModelDigest& digest,
   (void)cache_.PutLocations(spec_.name, digest, bytes);
 }
 
+namespace {
+
+// Parses *bytes, the manifest of `full`, into lm (which keeps the bytes).
+Status ParseManifest(const std::string& full, const std::string& from, LazyModel* lm,
+                     std::optional<std::string>* bytes) {
+  auto parsed = Manifest::Parse(**bytes, /*with_headers=*/false);
+  if (!parsed.ok()) return parsed.status().WithContext("model " + full + " from " + from);
+  lm->manifest = std::make_shared<const Manifest>(std::move(parsed).value());
+  lm->manifest_bytes = std::move(**bytes);
+  return Status::OK();
+}
+
+}  // namespace
+
 Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
                                                   std::shared_ptr<ChunkSource> local) {
   PSTORE_RETURN_IF_ERROR(choice_);
@@ -252,7 +266,7 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
     have_locations = c.kind != LazyCache::CachedLocations::kUnknown;
     if (c.kind == LazyCache::CachedLocations::kBytes) locations = std::move(c.bytes);
   }
-  const bool from_cache = bytes.has_value();
+  std::shared_ptr<const Locations> located;
   if (!bytes) {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * tier, Tier());
     if (!cached) {
@@ -270,30 +284,35 @@ Result<std::optional<LazyModel>> LazyRemote::Open(std::string_view ref,
                                 RemoteTier::ManifestObject(lm.digest) +
                                 ") does not match its digest; nothing was kept");
     }
+    // The manifest and its locations are checked against each other before
+    // anything is kept: a damaged l.<digest> leaves nothing in the cache.
+    PSTORE_RETURN_IF_ERROR(ParseManifest(full, Describe(), &lm, &bytes));
+    PSTORE_ASSIGN_OR_RETURN(locations, FetchLocations(tier, full, lm.digest));
+    if (locations) {
+      PSTORE_ASSIGN_OR_RETURN(located, ParseLocations(*locations, *lm.manifest, full, lm.digest));
+    }
     // Its locations (or the marker that it has none) are cached, synced,
     // before the manifest, so that a cached manifest has them.
-    PSTORE_ASSIGN_OR_RETURN(locations, FetchLocations(tier, full, lm.digest));
     PSTORE_RETURN_IF_ERROR(cache_.PutLocations(spec_.name, lm.digest, locations));
-    have_locations = true;
-    PSTORE_RETURN_IF_ERROR(cache_.PutManifest(lm.digest, *bytes));
+    PSTORE_RETURN_IF_ERROR(cache_.PutManifest(lm.digest, lm.manifest_bytes));
     PSTORE_RETURN_IF_ERROR(cache_.PutName(spec_.name, full, lm.digest));
-  }
-  // A manifest cached without locations for this remote (by another
-  // remote, or by a pstore that kept them per digest only) opens without
-  // the network: they are read on the first read that goes to the remote.
-  auto parsed = Manifest::Parse(*bytes, /*with_headers=*/false);
-  if (!parsed.ok()) return parsed.status().WithContext("model " + full + " from " + Describe());
-  lm.manifest = std::make_shared<const Manifest>(std::move(parsed).value());
-  lm.manifest_bytes = std::move(*bytes);
-  std::shared_ptr<const Locations> located;
-  if (locations) {
-    auto parsed_locs = ParseLocations(*locations, *lm.manifest, full, lm.digest);
-    if (!parsed_locs.ok() && from_cache) {
-      // Damaged on this host: dropped, and read again when first needed.
-      PSTORE_RETURN_IF_ERROR(cache_.RemoveLocations(spec_.name, lm.digest));
-      have_locations = false;
-    } else {
-      PSTORE_ASSIGN_OR_RETURN(located, std::move(parsed_locs));
+    have_locations = true;
+  } else {
+    // A manifest cached without locations for this remote (by another
+    // remote, or by a pstore that kept them per digest only) opens without
+    // the network: they are read on the first read that goes to the remote.
+    PSTORE_RETURN_IF_ERROR(ParseManifest(full, Describe(), &lm, &bytes));
+    if (locations) {
+      auto parsed_locs = ParseLocations(*locations, *lm.manifest, full, lm.digest);
+      if (parsed_locs.ok()) {
+        located = std::move(parsed_locs).value();
+      } else {
+        // Damaged on this host: read again when first needed, and the file
+        // replaced then (removing it now only tidies, so a lazy/ that
+        // cannot be written does not stop the open).
+        (void)cache_.RemoveLocations(spec_.name, lm.digest);
+        have_locations = false;
+      }
     }
   }
   lm.source =
