@@ -71,6 +71,8 @@ struct Copy {
   // Another frame for a chunk whose frame failed its key, or nullopt (may
   // be empty). The frame is checked like the first.
   FrameAgain again;
+  // Names a chunk in messages (needed with again).
+  std::function<std::string(const ModelChunk&)> name;
 };
 
 // Where each batch of uses starts (and, last, uses.size()): every `batch`
@@ -137,10 +139,13 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
               // error, whatever becomes of the second read.
               Result<std::optional<std::string>> other = c.again(u.key);
               if (!other.ok()) {
-                const Status both = Status::Corruption(
-                    st.message() + "; reading it again where the chunk index says failed: " +
-                    other.status().ToString());
-                return c.fail(u, &both);
+                // Whether the copy the index names is sound is not known:
+                // the retry's own error (a timeout is not damage), after the
+                // chunk and the first frame's failure.
+                return other.status().WithContext(
+                    c.name(u) + " (key " + u.key.Hex() + "): its frame " + st.message() +
+                    "; reading it again where the chunk index says failed (nothing was "
+                    "stored; this is not known to be damage: run the pull again)");
               }
               if (*other) {
                 Status again = decoders[size_t(w)].Decode(**other, u.key, raw);
@@ -149,6 +154,10 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
                 if (again.ok()) {
                   frames[i] = std::move(*other);
                   st = Status::OK();
+                } else {
+                  st = Status::Corruption(
+                      st.message() +
+                      "; the copy the chunk index names fails its key too: " + again.message());
                 }
               }
             }
@@ -414,9 +423,12 @@ Result<TransferResult> PullChunks(StoreWriter* writer, const ModelName& name,
   // Checked once, by CopyMissing: written without decoding again.
   c.write = [&](std::span<const ChunkFrameRef> refs) { return local.WriteChecked(refs); };
   c.again = std::move(again);
+  c.name = [&](const ModelChunk& u) {
+    return "model " + name.Ref() + ", tensor " + m.tensors[u.tensor].name + ", chunk " +
+           std::to_string(u.index);
+  };
   c.fail = [&](const ModelChunk& u, const Status* why) {
-    const std::string chunk_name = "model " + name.Ref() + ", tensor " + m.tensors[u.tensor].name +
-                                   ", chunk " + std::to_string(u.index);
+    const std::string chunk_name = c.name(u);
     if (!why) {
       return Status::Corruption(where + " lacks " + chunk_name + " (object " + from->Locate(u.key) +
                                 "); nothing was stored (push the model again)");
