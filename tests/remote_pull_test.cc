@@ -219,10 +219,21 @@ TEST_F(DamagedPullTest, AFailedRetryKeepsTheChunkAndTheFirstError) {
   const size_t at = first.message().find(check);
   ASSERT_NE(at, std::string::npos) << first.ToString();
   const std::string why = first.message().substr(at, first.message().find(';', at) - at);
-  EXPECT_NE(msg.find(why + "; reading it again where the chunk index says failed: "),
+  EXPECT_NE(msg.find(why + "; reading it again where the chunk index says failed"),
             std::string::npos)
       << msg;
   EXPECT_NE(msg.find("timed out"), std::string::npos) << msg;
+}
+
+// A chunk index that is itself damaged, found by the second read, is damage.
+TEST_F(DamagedPullTest, ARetryThatFindsTheIndexDamagedIsDamage) {
+  auto r = Pull("c", Again([]() -> Result<std::optional<std::string>> {
+                  return Status::Corruption("i.ab: entry for the chunk does not parse");
+                }));
+  ExpectRefused(r);
+  EXPECT_TRUE(r.status().IsRemote()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("entry for the chunk does not parse"), std::string::npos)
+      << r.status().ToString();
 }
 
 }  // namespace

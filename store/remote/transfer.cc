@@ -138,14 +138,25 @@ Status CopyMissing(const std::vector<ModelChunk>& uses, const Copy& c, const Tra
               // The chunk's name and the first frame's failure stay in the
               // error, whatever becomes of the second read.
               Result<std::optional<std::string>> other = c.again(u.key);
+              if (!other.ok() && other.status().IsCorruption()) {
+                // The chunk index itself is damaged: damage, as before.
+                const Status both = Status::Corruption(
+                    st.message() + "; reading it again where the chunk index says failed: " +
+                    other.status().message());
+                return c.fail(u, &both);
+              }
               if (!other.ok()) {
-                // Whether the copy the index names is sound is not known:
-                // the retry's own error (a timeout is not damage), after the
-                // chunk and the first frame's failure.
+                // Whether the copy the index names is sound is not known (a
+                // timeout, an unreachable OSD): the second read's own error,
+                // after the chunk and the first frame's failure.
+                const std::string object = c.from->Locate(u.key);
                 return other.status().WithContext(
-                    c.name(u) + " (key " + u.key.Hex() + "): its frame " + st.message() +
-                    "; reading it again where the chunk index says failed (nothing was "
-                    "stored; this is not known to be damage: run the pull again)");
+                    c.from->Describe() + ": " + c.name(u) +
+                    (object.empty() ? "" : " (object " + object + ")") +
+                    " does not match its key: " + st.message() +
+                    "; reading it again where the chunk index says failed, so whether the "
+                    "remote's copy is damaged is not known (nothing was stored; run the pull "
+                    "again)");
               }
               if (*other) {
                 Status again = decoders[size_t(w)].Decode(**other, u.key, raw);
