@@ -136,8 +136,7 @@ Result<std::optional<ChunkRecord>> StoreView::GetChunkRecord(const ChunkKey& key
 
 std::vector<Result<std::optional<ChunkRecord>>> StoreView::GetChunkRecords(
     std::span<const ChunkKey> keys) const {
-  std::vector<Result<std::optional<ChunkRecord>>> out(keys.size(),
-                                                      std::optional<ChunkRecord>());
+  std::vector<Result<std::optional<ChunkRecord>>> out(keys.size(), std::optional<ChunkRecord>());
   std::vector<std::pair<std::string, size_t>> sorted;  // (record key, index in keys)
   sorted.reserve(keys.size());
   for (size_t i = 0; i < keys.size(); i++) sorted.emplace_back(keys::ChunkRecord(keys[i]), i);
