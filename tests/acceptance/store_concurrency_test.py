@@ -6,7 +6,9 @@ writer's work: import a new model, remove a third model, compact (which
 deletes the removed model's chunks and rewrites blob files). The writer's
 work starts at different moments of the export in each round (before it, at
 its start, a quarter, half and three quarters in), and in the last round the
-writer removes the very model being exported and compacts. Every export must
+writer removes the very model being exported and compacts, while that export is
+stopped (SIGSTOP) in the middle of its work, holding its generation; it is let
+go (SIGCONT) once the writer is done. Every export must
 finish with exit 0 and a file byte-identical to the source (sha256), every
 writer command must succeed, and afterwards the store verifies, lists exactly
 the models expected, and - with no reader left - one compact leaves one
@@ -15,12 +17,47 @@ generation.
 Environment: PSTORE_BIN, MAKE_MODEL.
 """
 import os
+import signal
 import threading
 import time
 
-from harness import Store, check, log, make_model, run_test, sha256, tree_sha256
+from harness import Result, Store, check, log, make_model, run_test, sha256, tree_sha256
 
 BIG_MB = 256
+
+
+def holds_generation(pid):
+    """Whether process pid has a generation's READERS file open (a reader
+    holds it from opening the store to its end)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if "/gen/" in target and target.endswith("/READERS"):
+            return True
+    return False
+
+
+def held_export(store, path):
+    """Starts `pstore export big:v1 path` and stops it (SIGSTOP) as soon as
+    it holds its generation, so that whatever runs next runs while that
+    export is in the middle of its work; (process, start time), or None when
+    the export ended before it could be stopped."""
+    t0 = time.monotonic()
+    p = store.popen("export", "big:v1", path)
+    deadline = time.monotonic() + 60
+    while p.poll() is None and time.monotonic() < deadline:
+        if holds_generation(p.pid):
+            os.kill(p.pid, signal.SIGSTOP)
+            return p, t0
+        time.sleep(0.0005)
+    p.communicate()
+    return None
 
 
 def body(work):
@@ -60,9 +97,30 @@ def body(work):
         exports, writes = [], []
         writer_done = threading.Event()
 
+        held = threading.Event()
+
         def exporter():
+            if remove_big:
+                # One export, stopped once it holds the generation that has
+                # big:v1 and let go once the writer has removed big:v1 and
+                # compacted: it must finish from that generation.
+                path = os.path.join(work, "out0.safetensors")
+                got = None
+                for _ in range(20):
+                    got = held_export(store, path)
+                    if got:
+                        break
+                held.set()
+                check(got, "every export of big:v1 ended before it could be stopped")
+                p, t0 = got
+                writer_done.wait(600)
+                os.kill(p.pid, signal.SIGCONT)
+                out, err = p.communicate(timeout=600)
+                exports.append((t0 - start, path, Result(p.args, p.returncode, out, err,
+                                                         time.monotonic() - t0)))
+                return
             k = 0
-            while k == 0 or not (writer_done.is_set() or remove_big):
+            while k == 0 or not writer_done.is_set():
                 path = os.path.join(work, f"out{k}.safetensors")
                 t = time.monotonic() - start
                 exports.append((t, path, store.run("export", "big:v1", path, timeout=600)))
@@ -73,6 +131,7 @@ def body(work):
                 steps = [("import", new_src, new), ("rm", *gone), ("compact",)]
                 if remove_big:
                     steps = steps[1:] + steps[:1]
+                    held.wait(600)
                 for args in steps:
                     t = time.monotonic() - start
                     r = store.run(*args, json_out=True, timeout=600)
