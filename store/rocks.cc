@@ -15,6 +15,8 @@
 #include <mutex>
 #include <thread>
 
+#include "store/rocks_crc32c.h"
+
 namespace pstore {
 namespace {
 
@@ -205,6 +207,9 @@ bool RocksDb::HasStrandedMemtables() {
 }
 
 Result<std::unique_ptr<RocksDb>> RocksDb::OpenPrimary(const std::string& path, rocksdb::Env* env) {
+  // Which CRC32C RocksDB's checksums use is settled here, once, rather than
+  // on the first record a background thread writes (store/rocks_crc32c.h).
+  RocksCrc32cImplementation();
   rocksdb::DBOptions o;
   if (env != nullptr) o.env = env;
   o.listeners.push_back(std::make_shared<ManualErrorRecovery>());
@@ -230,6 +235,7 @@ Result<std::unique_ptr<RocksDb>> RocksDb::OpenPrimary(const std::string& path, r
 }
 
 Result<std::unique_ptr<RocksDb>> RocksDb::OpenReadOnly(const std::string& path) {
+  RocksCrc32cImplementation();  // as in OpenPrimary
   rocksdb::DBOptions o;
   o.info_log = std::make_shared<NullLogger>();
   o.max_open_files = 256;  // tables open on first use: opening a generation stays cheap
