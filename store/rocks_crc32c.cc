@@ -3,9 +3,12 @@
 #include "store/rocks_crc32c.h"
 
 #include <dlfcn.h>
+#include <link.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
+#include <string>
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
@@ -22,8 +25,10 @@ namespace {
 
 using ExtendFn = uint32_t (*)(uint32_t, const char*, size_t);
 
-// The mangled name of rocksdb::crc32c::Extend(unsigned, const char*, size_t).
+// The mangled names of rocksdb::crc32c::Extend(unsigned, const char*,
+// size_t) and of std::string rocksdb::crc32c::IsFastCrc32Supported().
 constexpr char kExtendSymbol[] = "_ZN7rocksdb6crc32c6ExtendEjPKcm";
+constexpr char kIsFastSymbol[] = "_ZN7rocksdb6crc32c20IsFastCrc32SupportedB5cxx11Ev";
 
 // CRC32C (Castagnoli), reflected: the polynomial 0x1EDC6F41 bit-reversed.
 struct Table {
@@ -90,16 +95,57 @@ struct Choice {
   const char* name;
 };
 
+// RocksDB's own functions, looked up in the loaded librocksdb itself (not
+// through the process's lookup order, where the first definition may be
+// this one or another pstore object's).
+struct RocksOwn {
+  ExtendFn extend = nullptr;
+  bool fast = false;  // built with the crc32 instruction (and 3-way)
+};
+
+RocksOwn FindRocksOwn() {
+  std::string path;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* out) -> int {
+        const char* n = info->dlpi_name;
+        if (n == nullptr || std::strstr(n, "/librocksdb.so") == nullptr) return 0;
+        *static_cast<std::string*>(out) = n;
+        return 1;
+      },
+      &path);
+  RocksOwn own;
+  if (path.empty()) return own;  // linked statically, or not at all
+  void* h = dlopen(path.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+  if (h == nullptr) {
+    (void)dlerror();
+    return own;
+  }
+  // Looked up from the library's own handle: its own definition first.
+  own.extend = reinterpret_cast<ExtendFn>(dlsym(h, kExtendSymbol));
+  auto is_fast = reinterpret_cast<std::string (*)()>(dlsym(h, kIsFastSymbol));
+  if (is_fast != nullptr) own.fast = is_fast().starts_with("Supported");
+  (void)dlerror();
+  dlclose(h);  // only drops the reference dlopen added: the process links librocksdb
+  return own;
+}
+
 Choice Choose() {
-  // RocksDB's own definition: the next one after this object's.
-  auto rocks = reinterpret_cast<ExtendFn>(dlsym(RTLD_NEXT, kExtendSymbol));
-  if (rocks == &rocksdb::crc32c::Extend) rocks = nullptr;
-  ExtendFn ref = rocks != nullptr ? rocks : &Portable;
+  // Each object has its own copy of the processor's features, filled in by
+  // its constructor; a library's constructor could get here before ours ran.
+  __builtin_cpu_init();
+  const RocksOwn rocks = FindRocksOwn();
+  // A RocksDB built with the instruction computes three streams at once.
+  if (rocks.extend != nullptr && rocks.fast) return {rocks.extend, "RocksDB's own"};
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("sse4.2") && Agrees(&Hardware, ref))
-    return {&Hardware, "crc32 instruction"};
+  if (__builtin_cpu_supports("sse4.2")) {
+    if (Agrees(&Hardware, rocks.extend != nullptr ? rocks.extend : &Portable))
+      return {&Hardware, "crc32 instruction"};
+    std::fprintf(stderr,
+                 "pstore: CRC32C computed with the crc32 instruction differs from RocksDB's; "
+                 "RocksDB's own function is used\n");
+  }
 #endif
-  if (rocks != nullptr) return {rocks, "RocksDB's own"};
+  if (rocks.extend != nullptr) return {rocks.extend, "RocksDB's own"};
   return {&Portable, "portable"};
 }
 

@@ -74,7 +74,7 @@ Result<StoreConfig> StoreConfig::FromJson(std::string_view text) {
 }
 
 Status StoreConfig::Validate() const {
-  if (chunk_size < (64u << 10) || chunk_size > (4u << 20) || (chunk_size & (chunk_size - 1)))
+  if (chunk_size < kMinChunkSize || chunk_size > kMaxChunkSize || (chunk_size & (chunk_size - 1)))
     return Status::InvalidArgument("chunk size must be a power of two from 64 KiB to 4 MiB");
   if (zstd_level < 1 || zstd_level > 19)
     return Status::InvalidArgument("zstd level must be from 1 to 19");

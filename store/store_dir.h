@@ -38,8 +38,13 @@ namespace pstore {
 class RocksDb;
 struct StoreAccess;
 
+// The chunk sizes a store may be configured with: no chunk of any store is
+// longer than kMaxChunkSize.
+constexpr uint32_t kMinChunkSize = 64u << 10;
+constexpr uint32_t kMaxChunkSize = 4u << 20;
+
 struct StoreConfig {
-  uint32_t chunk_size = 256u << 10;  // bytes; a power of two from 64 KiB to 4 MiB
+  uint32_t chunk_size = 256u << 10;  // bytes; a power of two, kMinChunkSize to kMaxChunkSize
   Profile profile = Profile::kDense;
   int zstd_level = 3;
   uint64_t budget_bytes = 0;  // shared-memory budget for mapped models; 0: half of RAM

@@ -123,15 +123,26 @@ Result<std::shared_ptr<const Manifest>> StoreView::LoadManifest(const ModelDiges
   return std::shared_ptr<const Manifest>(new Manifest(std::move(m).value()));
 }
 
-Result<std::optional<ChunkRecord>> StoreView::GetChunkRecord(const ChunkKey& key) const {
-  std::string v;
-  rocksdb::Status s =
-      db_->db()->Get(rocksdb::ReadOptions(), db_->meta(), keys::ChunkRecord(key), &v);
+namespace {
+
+// A chunk's record as RocksDB's lookup s found it (value v): none if
+// missing, else decoded, with errors that name the chunk.
+Result<std::optional<ChunkRecord>> ChunkRecordOf(const ChunkKey& key, const rocksdb::Status& s,
+                                                 std::string_view v) {
   if (s.IsNotFound()) return std::optional<ChunkRecord>();
   PSTORE_RETURN_IF_ERROR(FromRocks(s, "read chunk record " + key.Hex()));
   auto r = ChunkRecord::Decode(v);
   if (!r) return Status::Corruption("chunk record " + key.Hex() + " is malformed");
   return std::optional<ChunkRecord>(*r);
+}
+
+}  // namespace
+
+Result<std::optional<ChunkRecord>> StoreView::GetChunkRecord(const ChunkKey& key) const {
+  std::string v;
+  rocksdb::Status s =
+      db_->db()->Get(rocksdb::ReadOptions(), db_->meta(), keys::ChunkRecord(key), &v);
+  return ChunkRecordOf(key, s, v);
 }
 
 std::vector<Result<std::optional<ChunkRecord>>> StoreView::GetChunkRecords(
@@ -154,16 +165,7 @@ std::vector<Result<std::optional<ChunkRecord>>> StoreView::GetChunkRecords(
                         /*sorted_input=*/true);
     for (size_t i = 0; i < n; i++) {
       const size_t at = sorted[b + i].second;
-      if (rs[i].IsNotFound()) continue;
-      if (!rs[i].ok()) {
-        out[at] = FromRocks(rs[i], "read chunk record " + keys[at].Hex());
-        continue;
-      }
-      auto r = ChunkRecord::Decode(View(vals[i]));
-      if (!r)
-        out[at] = Status::Corruption("chunk record " + keys[at].Hex() + " is malformed");
-      else
-        out[at] = std::optional<ChunkRecord>(*r);
+      out[at] = ChunkRecordOf(keys[at], rs[i], rs[i].ok() ? View(vals[i]) : std::string_view());
     }
   }
   return out;

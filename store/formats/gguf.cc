@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/env.h"
 #include "common/file_util.h"
 #include "store/manifest.h"
 
@@ -629,8 +630,10 @@ Status WriteFile(const std::string& path, const FileHeader& header,
                  const std::function<Status(size_t index, const ByteSink& sink)>& emit_tensor) {
   const std::string tmp =
       path + ".pstore-tmp-" + std::to_string(::getpid()) + "-" + std::to_string(::gettid());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
-  if (!fd.valid()) return Status::FromErrno("cannot create " + tmp, errno);
+  // Through the Env, which hands the data to the disk as it is written, so
+  // that the sync before the rename waits for the tail only (common/env.h).
+  Env* env = Env::Default();
+  PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->Create(tmp, 0666));
   bool done = false;
   struct Unlink {
     const std::string& p;
@@ -643,15 +646,7 @@ Status WriteFile(const std::string& path, const FileHeader& header,
   std::string buf;
   buf.reserve(1u << 20);
   auto flush = [&]() -> Status {
-    size_t off = 0;
-    while (off < buf.size()) {
-      ssize_t w = ::write(fd.get(), buf.data() + off, buf.size() - off);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return Status::FromErrno("write " + tmp, errno);
-      }
-      off += size_t(w);
-    }
+    PSTORE_RETURN_IF_ERROR(file->Append(buf.data(), buf.size()));
     buf.clear();
     return Status::OK();
   };
@@ -699,10 +694,9 @@ Status WriteFile(const std::string& path, const FileHeader& header,
   if (filler_at != header.filler.size())
     return Status::Internal("writing " + path + ": padding bytes left over");
   PSTORE_RETURN_IF_ERROR(flush());
-  if (::fsync(fd.get()) != 0) return Status::FromErrno("fsync " + tmp, errno);
-  if (::close(fd.Release()) != 0) return Status::FromErrno("close " + tmp, errno);
-  if (::rename(tmp.c_str(), path.c_str()) != 0)
-    return Status::FromErrno("rename " + tmp + " to " + path, errno);
+  PSTORE_RETURN_IF_ERROR(file->Sync());
+  PSTORE_RETURN_IF_ERROR(file->Close());
+  PSTORE_RETURN_IF_ERROR(env->Rename(tmp, path));
   done = true;
   std::string dir = fs::path(path).parent_path().string();
   Status s = FsyncDir(dir.empty() ? "." : dir);

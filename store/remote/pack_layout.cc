@@ -12,6 +12,7 @@
 #include "codec/chunk_codec.h"
 #include "common/coding.h"
 #include "store/remote/rados_chunk_source.h"
+#include "store/store_dir.h"
 
 namespace pstore {
 namespace {
@@ -25,9 +26,6 @@ constexpr uint64_t kCoalesceGap = 64 * 1024;
 // No frame is longer (chunks are at most a few MiB; the OSD refuses reads
 // of 2 GiB).
 constexpr uint32_t kMaxFrameBytes = 1u << 30;
-// No chunk is longer (a store's chunk size is at most 4 MiB): bounds the
-// frames the chunk index names, which no manifest is at hand to check.
-constexpr uint64_t kMaxChunkBytes = 4u << 20;
 
 }  // namespace
 
@@ -230,7 +228,7 @@ Result<std::vector<std::optional<std::string>>> LocatedChunkSource::ReadElsewher
     const ChunkLocation* loc = locations_->Find(keys[i]);
     auto it = now.find(keys[i]);
     if ((loc && loc->own) || it == now.end() || (loc && it->second == *loc)) continue;
-    if (it->second.length > MaxFrameBytes(kMaxChunkBytes)) continue;  // no frame: not read
+    if (it->second.length > MaxFrameBytes(kMaxChunkSize)) continue;  // no frame: not read
     moved.Set(keys[i], it->second);
     again.push_back(keys[i]);
     again_at.push_back(i);
