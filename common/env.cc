@@ -150,4 +150,56 @@ Status WriteFileAtomic(Env* env, const std::string& path, std::string_view data,
   return env->SyncDir(dir.empty() ? "." : dir);
 }
 
+namespace {
+constexpr size_t kAtomicWriteBufferBytes = size_t(1) << 20;
+}  // namespace
+
+AtomicFileWriter::AtomicFileWriter(Env* env, std::string path, std::string tmp,
+                                   std::unique_ptr<WritableFile> f)
+    : env_(env), path_(std::move(path)), tmp_(std::move(tmp)), file_(std::move(f)) {
+  buf_.reserve(kAtomicWriteBufferBytes);
+}
+
+Result<std::unique_ptr<AtomicFileWriter>> AtomicFileWriter::Create(Env* env,
+                                                                   const std::string& path,
+                                                                   int mode) {
+  std::string tmp =
+      path + ".pstore-tmp-" + std::to_string(::getpid()) + "-" + std::to_string(::gettid());
+  PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, env->Create(tmp, mode));
+  return std::unique_ptr<AtomicFileWriter>(
+      new AtomicFileWriter(env, path, std::move(tmp), std::move(f)));
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (!committed_) (void)env_->Remove(tmp_);
+}
+
+Status AtomicFileWriter::Append(const void* data, size_t n) {
+  if (!status_.ok()) return status_;
+  if (buf_.size() + n > kAtomicWriteBufferBytes) {
+    PSTORE_RETURN_IF_ERROR(Flush());
+    if (n >= kAtomicWriteBufferBytes) return status_ = file_->Append(data, n);
+  }
+  buf_.append(static_cast<const char*>(data), n);
+  return Status::OK();
+}
+
+Status AtomicFileWriter::Flush() {
+  if (status_.ok()) status_ = file_->Append(buf_.data(), buf_.size());
+  buf_.clear();
+  return status_;
+}
+
+Status AtomicFileWriter::Commit() {
+  PSTORE_RETURN_IF_ERROR(Flush());
+  PSTORE_RETURN_IF_ERROR(file_->Sync());
+  PSTORE_RETURN_IF_ERROR(file_->Close());
+  PSTORE_RETURN_IF_ERROR(env_->Rename(tmp_, path_));
+  committed_ = true;
+  std::string dir = std::filesystem::path(path_).parent_path().string();
+  Status s = env_->SyncDir(dir.empty() ? "." : dir);
+  if (!s.ok()) (void)env_->Remove(path_);  // a failed write leaves no file
+  return s;
+}
+
 }  // namespace pstore

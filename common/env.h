@@ -103,4 +103,35 @@ Result<std::string> ReadFileToString(Env* env, const std::string& path);
 // On an error the temporary is removed and path is as it was.
 Status WriteFileAtomic(Env* env, const std::string& path, std::string_view data, int mode);
 
+// A file written in pieces and put in place whole, as an exported model is:
+// the pieces go, gathered into 1 MiB writes, to a temporary beside path
+// (unique among live threads; one left by a crash is truncated and reused by
+// a later writer with the same pid and tid); Commit syncs it, renames it
+// over path and syncs the folder. Until Commit succeeds the temporary is
+// removed when the writer is destroyed (an early return, an exception), and
+// a folder sync that fails removes path again: a failed write leaves no
+// file. The first failed write sticks: later calls return it.
+class AtomicFileWriter {
+ public:
+  static Result<std::unique_ptr<AtomicFileWriter>> Create(Env* env, const std::string& path,
+                                                          int mode);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  Status Append(const void* data, size_t n);
+  Status Commit();
+
+ private:
+  AtomicFileWriter(Env* env, std::string path, std::string tmp, std::unique_ptr<WritableFile> f);
+  Status Flush();
+
+  Env* const env_;
+  const std::string path_, tmp_;
+  std::unique_ptr<WritableFile> file_;
+  std::string buf_;
+  Status status_;
+  bool committed_ = false;
+};
+
 }  // namespace pstore

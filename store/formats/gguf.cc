@@ -628,37 +628,11 @@ std::optional<std::vector<std::string>> SplitSiblings(const std::string& path) {
 
 Status WriteFile(const std::string& path, const FileHeader& header,
                  const std::function<Status(size_t index, const ByteSink& sink)>& emit_tensor) {
-  const std::string tmp =
-      path + ".pstore-tmp-" + std::to_string(::getpid()) + "-" + std::to_string(::gettid());
   // Through the Env, which hands the data to the disk as it is written, so
   // that the sync before the rename waits for the tail only (common/env.h).
-  Env* env = Env::Default();
-  PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->Create(tmp, 0666));
-  bool done = false;
-  struct Unlink {
-    const std::string& p;
-    bool& done;
-    ~Unlink() {
-      if (!done) ::unlink(p.c_str());
-    }
-  } unlink_tmp{tmp, done};
-
-  std::string buf;
-  buf.reserve(1u << 20);
-  auto flush = [&]() -> Status {
-    PSTORE_RETURN_IF_ERROR(file->Append(buf.data(), buf.size()));
-    buf.clear();
-    return Status::OK();
-  };
-  auto append = [&](const void* data, size_t n) -> Status {
-    if (buf.size() + n > (1u << 20)) PSTORE_RETURN_IF_ERROR(flush());
-    if (n >= (1u << 20)) {
-      buf.assign(static_cast<const char*>(data), n);
-      return flush();
-    }
-    buf.append(static_cast<const char*>(data), n);
-    return Status::OK();
-  };
+  PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> file,
+                          AtomicFileWriter::Create(Env::Default(), path, 0666));
+  auto append = [&](const void* data, size_t n) { return file->Append(data, n); };
 
   PSTORE_RETURN_IF_ERROR(append(header.header_bytes.data(), header.header_bytes.size()));
   uint64_t at = 0, filler_at = 0;
@@ -693,15 +667,7 @@ Status WriteFile(const std::string& path, const FileHeader& header,
   PSTORE_RETURN_IF_ERROR(pad(header.data_size));
   if (filler_at != header.filler.size())
     return Status::Internal("writing " + path + ": padding bytes left over");
-  PSTORE_RETURN_IF_ERROR(flush());
-  PSTORE_RETURN_IF_ERROR(file->Sync());
-  PSTORE_RETURN_IF_ERROR(file->Close());
-  PSTORE_RETURN_IF_ERROR(env->Rename(tmp, path));
-  done = true;
-  std::string dir = fs::path(path).parent_path().string();
-  Status s = FsyncDir(dir.empty() ? "." : dir);
-  if (!s.ok()) ::unlink(path.c_str());
-  return s;
+  return file->Commit();  // a failed export leaves no file
 }
 
 }  // namespace pstore::gguf

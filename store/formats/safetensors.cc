@@ -29,8 +29,6 @@ constexpr uint64_t kLengthBytes = 8;  // the little-endian header length prefix
 constexpr std::string_view kMetadataKey = "__metadata__";
 // ReadSharded refuses index files larger than this.
 constexpr uint64_t kMaxIndexBytes = kMaxHeaderBytes;
-// WriteFile gathers small pieces into writes of this size.
-constexpr size_t kWriteBufferBytes = size_t(1) << 20;
 
 // Length of the well-formed UTF-8 sequence at the start of s (1 to 4), or 0.
 size_t Utf8Length(std::string_view s) {
@@ -564,51 +562,6 @@ Result<std::string> ReadSmallFile(const std::string& path, uint64_t max_bytes, E
   return out;
 }
 
-// Gathers writes to a descriptor into kWriteBufferBytes pieces. The first
-// failure sticks: later calls return it, so a caller that ignored one error
-// still sees it from Flush.
-class BufferedWriter {
- public:
-  explicit BufferedWriter(WritableFile* file) : file_(file) { buf_.reserve(kWriteBufferBytes); }
-  Status Append(const void* data, size_t n) {
-    if (!status_.ok()) return status_;
-    if (buf_.size() + n > kWriteBufferBytes) {
-      PSTORE_RETURN_IF_ERROR(Flush());
-      if (n >= kWriteBufferBytes) return status_ = file_->Append(data, n);
-    }
-    buf_.append(static_cast<const char*>(data), n);
-    return Status::OK();
-  }
-  Status Flush() {
-    if (status_.ok()) status_ = file_->Append(buf_.data(), buf_.size());
-    buf_.clear();
-    return status_;
-  }
-
- private:
-  WritableFile* file_;
-  std::string buf_;
-  Status status_;
-};
-
-// Unlinks a file when destroyed, unless disarmed: the temporary of WriteFile
-// goes away on every early return and on an exception from emit_tensor.
-class UnlinkOnExit {
- public:
-  UnlinkOnExit(std::string path, Env* env) : path_(std::move(path)), env_(env) {}
-  ~UnlinkOnExit() {
-    if (armed_) (void)env_->Remove(path_);
-  }
-  UnlinkOnExit(const UnlinkOnExit&) = delete;
-  UnlinkOnExit& operator=(const UnlinkOnExit&) = delete;
-  void Disarm() { armed_ = false; }
-
- private:
-  std::string path_;
-  Env* env_;
-  bool armed_ = true;
-};
-
 // Checks that a FileHeader describes a file WriteFile can lay out: the header
 // bytes are data_offset long and the tensors tile the data section in order.
 // Always true of what ParseHeader returns.
@@ -781,14 +734,9 @@ Status WriteFile(const std::string& path, const FileHeader& header,
   if (!emit_tensor && !header.tensors.empty())
     return Status::InvalidArgument("WriteFile " + path + ": no emit_tensor function");
 
-  // Unique among live threads; a temporary left by a crash is truncated and
-  // reused by a later export that gets the same pid and tid.
-  const std::string tmp =
-      path + ".pstore-tmp-" + std::to_string(::getpid()) + "-" + std::to_string(::gettid());
-  PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, env->Create(tmp, 0666));
-  UnlinkOnExit unlink_tmp(tmp, env);
-
-  BufferedWriter out(file.get());
+  PSTORE_ASSIGN_OR_RETURN(std::unique_ptr<AtomicFileWriter> file,
+                          AtomicFileWriter::Create(env, path, 0666));
+  AtomicFileWriter& out = *file;
   PSTORE_RETURN_IF_ERROR(out.Append(header.header_bytes.data(), header.header_bytes.size()));
   for (size_t i = 0; i < header.tensors.size(); i++) {
     const TensorEntry& t = header.tensors[i];
@@ -807,16 +755,7 @@ Status WriteFile(const std::string& path, const FileHeader& header,
                               std::to_string(t.size()) + " bytes but " + std::to_string(got) +
                               " were emitted");
   }
-  PSTORE_RETURN_IF_ERROR(out.Flush());
-  PSTORE_RETURN_IF_ERROR(file->Sync());
-  PSTORE_RETURN_IF_ERROR(file->Close());
-  PSTORE_RETURN_IF_ERROR(env->Rename(tmp, path));
-  unlink_tmp.Disarm();
-
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  Status s = env->SyncDir(dir.empty() ? "." : dir);
-  if (!s.ok()) (void)env->Remove(path);  // keep the promise: a failed export leaves no file
-  return s;
+  return out.Commit();  // a failed export leaves no file
 }
 
 }  // namespace pstore::safetensors
