@@ -5,6 +5,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config git python3
       librocksdb-dev liblz4-dev libzstd-dev libxxhash-dev libboost-dev
       libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
+      # the pstore command's allocator (tools/allocator.cc)
+      libjemalloc-dev
       clang-14 clang-format-14 libclang-rt-14-dev util-linux mount procps zstd
       # the tests log the stacks of a command that does not finish
       gdb
