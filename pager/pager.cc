@@ -268,7 +268,9 @@ void Pager::Trim() {
   }
   // RocksDB's read buffers and our scratch are freed, but glibc keeps freed
   // memory in its arenas; a process that loaded a model should not keep
-  // megabytes it no longer uses.
+  // megabytes it no longer uses. (In a process whose malloc is another, such
+  // as the pstore command's jemalloc, this finds glibc's heap empty and does
+  // nothing; that allocator returns freed memory on its own schedule.)
   ::malloc_trim(0);
 }
 
