@@ -5,7 +5,7 @@
 // Import and pull copy every chunk into RocksDB's memtable, and export
 // decodes into large buffers: a few hundred megabytes of fresh memory a run.
 // With 4 KiB pages each page of it costs a page fault, and where faults are
-// dear (a virtual machine's) those faults were half of import's CPU time.
+// dear (a virtual machine's) those faults were 40% of import's CPU time.
 // jemalloc reads this string when it starts; "thp:always" makes it advise
 // huge pages (madvise MADV_HUGEPAGE) for the memory it maps, which the
 // kernel honours when its transparent-huge-page setting is "always" or
