@@ -103,14 +103,15 @@ def log_stacks(pid, argv):
         log(f"could not read the stacks of pid {pid}: {e}")
 
 
-def run_cmd(argv, timeout=None, input=None, capture=True):
+def run_cmd(argv, timeout=None, input=None, capture=True, env=None):
     """Runs argv to the end (like subprocess.run with text output), starting it
-    through popen; returns a subprocess.CompletedProcess. On timeout the
+    through popen (with env as its environment when given); returns a
+    subprocess.CompletedProcess. On timeout the
     process's threads' stacks are logged (when gdb is installed), the process
     is killed and subprocess.TimeoutExpired raised."""
     out = subprocess.PIPE if capture else None
     p = popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-              stdout=out, stderr=out, text=True)
+              stdout=out, stderr=out, text=True, env=env)
     try:
         o, e = p.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -22,9 +22,8 @@ Environment: PSTORE_BIN, MAKE_MODEL, PSTORE_JEMALLOC.
 """
 import os
 import re
-import subprocess
 
-from harness import Store, check, log, make_model, run_test, tree_sha256
+from harness import Store, check, log, make_model, run_cmd, run_test, tree_sha256
 
 
 def vmstat_thp_faults():
@@ -46,8 +45,7 @@ def thp_mode():
 def opt_thp(store, malloc_conf):
     """opt.thp as jemalloc prints it at the exit of `pstore ls`, or None when
     no jemalloc statistics were printed."""
-    p = subprocess.run(store.argv("ls"), env=dict(os.environ, MALLOC_CONF=malloc_conf),
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    p = run_cmd(store.argv("ls"), timeout=120, env=dict(os.environ, MALLOC_CONF=malloc_conf))
     check(p.returncode == 0, f"pstore ls with MALLOC_CONF={malloc_conf} exited {p.returncode}: "
           f"{p.stderr[-800:]!r}")
     m = re.search(r'opt\.thp: "([^"]*)"', p.stderr)
