@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <mutex>
+#include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "codec/chunk_codec.h"
@@ -137,6 +140,27 @@ Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) 
   // own flush before its commit.
   (void)db_->db()->Flush(fo, {db_->meta(), db_->chunks()});
   return Status::OK();
+}
+
+uint64_t RocksChunkSource::SettledChunkTables() const {
+  rocksdb::DB* db = db_->db();
+  for (;;) {
+    uint64_t running = 0, pending = 0;
+    db->GetIntProperty(db_->chunks(), rocksdb::DB::Properties::kNumRunningFlushes, &running);
+    db->GetIntProperty(db_->chunks(), rocksdb::DB::Properties::kMemTableFlushPending, &pending);
+    if (running == 0 && pending == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  uint64_t tables = 0;
+  for (int level = 0; level < db->NumberLevels(db_->chunks()); ++level) {
+    std::string n;
+    if (db->GetProperty(db_->chunks(),
+                        rocksdb::DB::Properties::kNumFilesAtLevelPrefix + std::to_string(level),
+                        &n)) {
+      tables += std::strtoull(n.c_str(), nullptr, 10);
+    }
+  }
+  return tables;
 }
 
 }  // namespace pstore

@@ -67,6 +67,10 @@ class RocksChunkSource final : public ChunkSource {
   // each key; the caller flushes before it commits anything that refers to
   // the chunks (StoreWriter::CommitModel does).
   Status WriteChecked(std::span<const ChunkFrameRef> frames);
+  // For a test's pause point: the number of table files of the chunks
+  // family, once any flush in progress or pending has ended (so a flush
+  // WriteChecked asked for shows as a new table once it is installed).
+  uint64_t SettledChunkTables() const;
   static constexpr uint64_t kFlushBytes = 64ull << 20;
   static constexpr std::chrono::milliseconds kFlushInterval{100};
   std::string Describe() const override { return name_; }

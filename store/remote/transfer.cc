@@ -1,6 +1,7 @@
 // Push and pull: see store/remote/transfer.h.
 #include "store/remote/transfer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -450,6 +451,20 @@ Result<TransferResult> PullChunks(StoreWriter* writer, const ModelName& name,
     o.threads = 1;  // one batch at a time: none in flight while paused
     c.after_batch = [] {
       TestPause("pull-written");
+      return Status::OK();
+    };
+  } else if (TestPauseSet("pull-kept")) {
+    // Pauses at the first batch after which a flush of this pull's chunks
+    // is installed: a kill there leaves part of the model kept. Batches of
+    // 4 MiB, so that a flush (every kFlushBytes or kFlushInterval) comes
+    // before the last batch of any model several times that size.
+    o.threads = 1;
+    o.batch_bytes = std::min<uint64_t>(o.batch_bytes, 4ull << 20);
+    c.after_batch = [&local, start = local.SettledChunkTables(), kept = false]() mutable {
+      if (!kept && local.SettledChunkTables() > start) {
+        kept = true;
+        TestPause("pull-kept");
+      }
       return Status::OK();
     };
   }

@@ -10,11 +10,13 @@ kill and gc, every name the remote lists must pull whole into a fresh store
 keys), and a rerun of the push completes. At the end the namespace holds no
 pack, manifest or locations object that no name needs.
 
-pull: 12 trials (more, up to 36, until a rerun has reused a killed pull's
-chunks), each pulling into a fresh store and killing the pull at a random
-moment in the later four fifths of a pull's time. After every kill the store verifies clean and lists the model
-only if it is whole (its export is byte-identical); a rerun completes,
-fetching exactly the chunks the killed pull had not stored (counted on a copy
+pull: 12 trials, each pulling into a fresh store and killing the pull at a
+random moment in the later four fifths of a pull's time, and one kill placed
+at the pause point pull-kept, after a flush of part of what the pull fetched
+and before its commit (where random kills fall depends on the machine's
+speed). After every kill the store verifies clean and lists the model only if
+it is whole (its export is byte-identical); a rerun completes, fetching
+exactly the chunks the killed pull had not stored (counted on a copy
 of the store, whose `compact` removes them)."""
 
 import os
@@ -24,11 +26,10 @@ import signal
 import time
 
 from harness import Store, check, log, make_model, run_test, tree_sha256
-from remote_harness import namespace, remote_names, store_with_remote
+from remote_harness import Paused, namespace, remote_names, store_with_remote
 
 PUSH_TRIALS = 30
 PULL_TRIALS = 12
-PULL_TRIALS_MAX = 36
 
 
 def kill_at(store, delay, *args):
@@ -112,50 +113,76 @@ def pull_kills(work, rng):
         times.append(time.monotonic() - t0)
     full = min(times)
     log(f"a full pull takes {full:.2f} s ({times[0]:.2f} s the first time)")
-    killed_count = partial_reruns = committed_after_kill = trials = 0
+    killed_count = partial_reruns = committed_after_kill = 0
     # A pull keeps what it fetched once its background flush ran (every 64 MiB
-    # or 100 ms): a kill early in a short pull often leaves nothing. Kills
-    # fall in the pull's later part, and trials go on (up to PULL_TRIALS_MAX)
-    # until one rerun has reused a killed pull's chunks.
-    for i in range(PULL_TRIALS_MAX):
-        if i >= PULL_TRIALS and partial_reruns > 0:
-            break
-        trials += 1
+    # or 100 ms): a kill early in a short pull often leaves nothing, so kills
+    # fall in the pull's later part. Whatever a kill left, the rerun must fetch
+    # exactly what the store lacks.
+    for i in range(PULL_TRIALS):
         dst = store_with_remote(os.path.join(work, f"dst{i}"), ns)
         killed, rc, err = kill_at(dst, rng.uniform(0.2 * full, full), "pull", "big:1")
         killed_count += killed
         check(killed or rc == 0, f"pull failed without a kill: {err}")
-        dst.verify_ok(f"after a pull killed in trial {i}")
-        listed = dst.ls()
-        left = None
-        if "big:1" in listed:
-            dst.export_matches("big:1", want, work)
-        else:
-            # What the killed pull stored: a copy's compact removes exactly that.
-            copy = os.path.join(work, f"copy{i}")
-            shutil.copytree(dst.root, copy, symlinks=True)
-            left = Store(copy).ok("compact", json_out=True).json()["chunks_removed"]
-            # A pull killed right after its commit: the writer's reopen
-            # lists the model whole, and the rerun has nothing to fetch.
-            if "big:1" in Store(copy).ls():
-                Store(copy).export_matches("big:1", want, work)
-                left = None
-                committed_after_kill += 1
-            shutil.rmtree(copy)
-        r = dst.ok("pull", "big:1", json_out=True).json()
-        if left is not None:
-            check(r["moved_chunks"] == r["chunks"] - left,
-                  f"the rerun fetched {r['moved_chunks']} of {r['chunks']} chunks, but the killed "
-                  f"pull had stored {left}: it must fetch exactly what it lacks")
-        if killed and 0 < r["moved_chunks"] < r["chunks"]:
+        left, committed = killed_pull_left(dst, work, f"trial {i}", want)
+        committed_after_kill += committed
+        moved, chunks = rerun(dst, left, work, want, f"trial {i}")
+        if killed and 0 < moved < chunks:
             partial_reruns += 1
+    check(killed_count >= PULL_TRIALS // 2,
+          f"only {killed_count} of {PULL_TRIALS} pulls were killed mid-run")
+    # Where random kills fall depends on the machine's speed; one kill is
+    # placed: at the pause point pull-kept (store/remote/test_pause.h), after a
+    # flush of part of what the pull fetched and before its commit.
+    dst = store_with_remote(os.path.join(work, "dst-kept"), ns)
+    pull = Paused(dst, work, "kept", ["pull-kept"], "pull", "big:1")
+    pull.wait_paused("pull-kept")
+    pull.p.send_signal(signal.SIGKILL)
+    pull.p.communicate(timeout=120)
+    left, committed = killed_pull_left(dst, work, "the placed kill", want)
+    check(not committed and left is not None and left > 0,
+          f"a pull killed after its flush and before its commit kept {left} chunks"
+          f"{' and committed the model' if committed else ''}")
+    moved, chunks = rerun(dst, left, work, want, "the placed kill")
+    check(0 < moved < chunks, f"the rerun after the placed kill fetched {moved} of {chunks} chunks")
+    log(f"pull: {killed_count} of {PULL_TRIALS} killed at random; {partial_reruns} of their reruns "
+        f"fetched only what was missing; {committed_after_kill} killed after their commit; the "
+        f"placed kill kept {left} of {chunks} chunks and its rerun fetched the other {moved}")
+
+
+def killed_pull_left(dst, work, what, want):
+    """After a pull into dst was killed: checks the store, and returns (the
+    number of chunks the killed pull stored, or None if the model is listed
+    whole, and whether it was committed only as the writer reopened)."""
+    dst.verify_ok(f"after a pull killed in {what}")
+    if "big:1" in dst.ls():
         dst.export_matches("big:1", want, work)
-        dst.verify_ok(f"after the rerun of trial {i}")
-    check(killed_count >= trials // 2, f"only {killed_count} of {trials} pulls were killed mid-run")
-    check(partial_reruns > 0, "no rerun fetched only part of the model: a killed pull's chunks "
-          "were not reused")
-    log(f"pull: {killed_count} of {trials} killed; {partial_reruns} reruns fetched only "
-        f"what was missing; {committed_after_kill} killed after their commit")
+        return None, False
+    # What the killed pull stored: a copy's compact removes exactly that.
+    copy = os.path.join(work, "copy")
+    shutil.copytree(dst.root, copy, symlinks=True)
+    try:
+        left = Store(copy).ok("compact", json_out=True).json()["chunks_removed"]
+        # A pull killed right after its commit: the writer's reopen lists the
+        # model whole, and the rerun has nothing to fetch.
+        if "big:1" in Store(copy).ls():
+            Store(copy).export_matches("big:1", want, work)
+            return None, True
+        return left, False
+    finally:
+        shutil.rmtree(copy)
+
+
+def rerun(dst, left, work, want, what):
+    """Pulls again into dst, which the killed pull left holding `left` chunks
+    (None: unknown); returns (chunks moved, chunks of the model)."""
+    r = dst.ok("pull", "big:1", json_out=True).json()
+    if left is not None:
+        check(r["moved_chunks"] == r["chunks"] - left,
+              f"the rerun after {what} fetched {r['moved_chunks']} of {r['chunks']} chunks, but "
+              f"the killed pull had stored {left}: it must fetch exactly what it lacks")
+    dst.export_matches("big:1", want, work)
+    dst.verify_ok(f"after the rerun of {what}")
+    return r["moved_chunks"], r["chunks"]
 
 
 def body(work):
