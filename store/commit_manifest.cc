@@ -1,8 +1,11 @@
 // StoreWriter::CommitModel: how Import and a pull commit a model whose chunks
-// they have written (store/store.h): flush the chunks and their records, then
-// write the manifest and the name in one synced batch, then publish a
-// generation; on any failure, take out what was written so the store is as
-// it was.
+// they have written (store/store.h): write the manifest and the name, like
+// the chunks, without the WAL, then flush both families at once (the store's
+// families are flushed atomically: rocks.h). RocksDB installs atomic flushes
+// in the order of their memtables, so the flush that takes the manifest and
+// name to disk comes with or after every flush holding the model's chunks
+// (docs/format.md, "Commit"). Then publish a generation. On any failure, take
+// out what was written so the store is as it was.
 //
 // Thread-safety: a StoreWriter method (one call at a time).
 #include <rocksdb/db.h>
@@ -21,7 +24,6 @@ Result<StoreWriter::CommitOutcome> StoreWriter::CommitModel(Status st, const Mod
   const std::string ref = c.name.Ref();
   auto existing = view_->GetName(c.name);
   if (st.ok() && !existing.ok() && !existing.status().IsNotFound()) st = existing.status();
-  if (st.ok() && c.wrote_chunks) st = db_->Flush("flush chunks");
   if (st.ok() && existing.ok()) {
     if (existing->digest == c.digest) {
       out.unchanged = true;
@@ -32,31 +34,40 @@ Result<StoreWriter::CommitOutcome> StoreWriter::CommitModel(Status st, const Mod
       out.replaced = true;
     }
   }
+  // Whether the manifest and name may be in the memtables: from then on a
+  // failure takes them out too.
   bool committed = false;
   bool manifest_was_there = false;
   if (st.ok() && !out.unchanged) {
     manifest_was_there = view_->LoadManifestBytes(c.digest).ok();
     rocksdb::WriteBatch b;
-    b.Put(db_->meta(), keys::Manifest(c.digest),
-          rocksdb::Slice(c.manifest.data(), c.manifest.size()));
+    if (!manifest_was_there) {
+      b.Put(db_->meta(), keys::Manifest(c.digest),
+            rocksdb::Slice(c.manifest.data(), c.manifest.size()));
+    }
     std::string v(c.digest.view());
     PutVarint(&v, uint64_t(::time(nullptr)));
     b.Put(db_->meta(), keys::Name(ref), v);
-    rocksdb::WriteOptions sync;
-    sync.sync = true;
-    st = FromRocks(db_->db()->Write(sync, &b), "commit " + ref);
-    if (st.ok()) {
-      // Committed: from here on the chunks belong to the model.
-      Status ps = Publish();
-      if (!ps.ok() && !ps.IsNoSpace()) {
-        return ps.WithContext(ref + " was " + std::string(c.verb) +
-                              ", but readers will see it only after the next change to the store");
-      }
-      // Out of space before readers could see it: take the commit back too,
-      // so that a full disk never keeps a model nobody asked to keep.
-      committed = !ps.ok();
-      st = ps;
+    // Without the WAL: durable only through the flush below, which carries
+    // every chunk written before it in the same atomic install. A crash
+    // before that install keeps none of the three; one after it keeps the
+    // model whole.
+    rocksdb::WriteOptions nowal;
+    nowal.disableWAL = true;
+    committed = true;
+    st = FromRocks(db_->db()->Write(nowal, &b), "commit " + ref);
+  }
+  if (st.ok() && (committed || c.wrote_chunks)) st = db_->Flush("commit " + ref);
+  if (st.ok() && committed) {
+    // Committed: from here on the chunks belong to the model.
+    Status ps = Publish();
+    if (!ps.ok() && !ps.IsNoSpace()) {
+      return ps.WithContext(ref + " was " + std::string(c.verb) +
+                            ", but readers will see it only after the next change to the store");
     }
+    // Out of space before readers could see it: take the commit back too,
+    // so that a full disk never keeps a model nobody asked to keep.
+    st = ps;
   }
   if (st.ok()) return out;
   // Nothing refers to the chunks written for this model: take them out again

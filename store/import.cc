@@ -346,9 +346,9 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
   for (auto& w : workers)
     if (st.ok()) st = write_batch(w.get());  // after a failure: nothing more to write
 
-  // Commit (store/commit_manifest.cc): chunks and records to disk together,
-  // then manifest and name in one synced batch; on failure, take out what
-  // this import wrote.
+  // Commit (store/commit_manifest.cc): manifest and name written after the
+  // chunks, and one atomic flush takes what is not on disk yet to disk
+  // together; on failure, take out what this import wrote.
   std::string bytes;
   if (st.ok()) {
     bytes = m.Serialize();

@@ -62,7 +62,7 @@ Result<Outcome> IngestOne(StoreWriter* w, const LazyCache& cache, const CachedNa
   // The spooled frames, each checked against its key, go into the store in
   // batches of kIngestBatchBytes, written as import writes (without the WAL:
   // on a full disk nothing has to be replayed before they can be taken out);
-  // CommitModel flushes them before the commit.
+  // CommitModel's flush carries them to disk with the commit.
   std::vector<ChunkKey> written;
   bool damaged = false;
   auto write_all = [&]() -> Status {

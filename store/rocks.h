@@ -63,7 +63,8 @@ class RocksDb {
   // "Memtables RocksDB never flushes again"): then stranded() is true for
   // good, DB::Resume() must not be called (it would wait for them forever),
   // and the database stays stopped; a new instance recovers every committed
-  // record from the write-ahead log.
+  // change (what was flushed, and what was written with the WAL); a model
+  // whose commit flush failed is not committed.
   Status Flush(std::string_view context);
   bool stranded() const { return stranded_; }
 

@@ -64,8 +64,9 @@ class RocksChunkSource final : public ChunkSource {
   // Nor are the chunks looked up again: the caller, which holds the store's
   // writer, has found that the store lacks them.
   // REQUIRES: each frame decodes to its key and raw_len; the store lacks
-  // each key; the caller flushes before it commits anything that refers to
-  // the chunks (StoreWriter::CommitModel does).
+  // each key; anything that refers to the chunks reaches disk in the same
+  // atomic flush as they or a later one (StoreWriter::CommitModel writes
+  // the manifest after them and flushes).
   Status WriteChecked(std::span<const ChunkFrameRef> frames);
   // For a test's pause point: the number of table files of the chunks
   // family, once any flush in progress or pending has ended (so a flush

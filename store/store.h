@@ -9,10 +9,11 @@
 // a new generation that later readers open.
 //
 // Commit protocol (docs/format.md): an import writes each new chunk and its
-// record without the WAL, flushes both column families atomically, then
-// writes the manifest and the name in one synced batch. A crash before that
-// batch leaves only unreferenced chunks, which compact removes; after it, the
-// whole model. No model is ever visible and incomplete.
+// record without the WAL, then the manifest and the name, also without the
+// WAL, then flushes both column families atomically. RocksDB installs atomic
+// flushes in order, so the one holding the name comes with or after every
+// chunk's. A crash before it leaves only unreferenced chunks, which compact
+// removes; after it, the whole model. No model is ever visible and incomplete.
 //
 // Thread-safety: a StoreView and a StoreReader may be used from many threads at
 // once. A StoreWriter's methods must not run concurrently with each other.
@@ -234,9 +235,10 @@ class StoreWriter {
 
   // Commits a model whose chunks are in the store: the end of Import and of
   // a pull (store/commit_manifest.cc). `work` is how writing the chunks went;
-  // if it failed, nothing is committed. Otherwise: the chunks and their
-  // records are flushed (if any were written), then the manifest and the
-  // name go in one synced batch, then a new generation is published.
+  // if it failed, nothing is committed. Otherwise: the manifest and the name
+  // are written without the WAL, after the chunks, and one atomic flush takes
+  // chunks, records, manifest and name to disk; then a new generation is
+  // published.
   // Whatever fails (work, the commit, or publishing for want of disk space),
   // the chunks in `written` are taken out and a commit is undone, so the
   // store is as it was; on a full disk the error is NoSpace and says what to
@@ -270,7 +272,8 @@ class StoreWriter {
   // (a full disk), then compacts so that the space goes back to the disk.
   Status TakeOut(const std::function<void(rocksdb::WriteBatch*)>& make_undo, bool reclaim);
   // Drops the database instance and opens a new one, which recovers every
-  // committed record from the write-ahead log: after a failed write or flush
+  // committed change (a commit's flushed tables; the WAL of changes written
+  // with it: tag, rm, a take-out): after a failed write or flush
   // RocksDB refuses writes, and one that stranded memtables (store/rocks.h)
   // cannot be resumed. With release_reserve, the reserve's space is given
   // back to the disk first. On failure the writer has no database left.

@@ -328,7 +328,7 @@ TEST_F(StoreFaultTest, ImportOfShardedModelWithUnreadableIndexChangesNothing) {
   EXPECT_EQ(Snapshot(), before_);
 }
 
-// The commit is RocksDB's synced batch; publishing the generation (SEQUENCE,
+// The commit is one atomic flush of RocksDB's two families; publishing the generation (SEQUENCE,
 // NAMES, CURRENT) comes after it. A full disk there fails the command with
 // NoSpace and the import is taken back whole (its commit and its chunks):
 // readers keep the old generation, the store's folder holds no temporary, the
