@@ -133,22 +133,29 @@ Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) 
   if (n < kFlushBytes && now - last < interval.count()) return Status::OK();
   if (!last_flush_.compare_exchange_strong(last, now)) return Status::OK();
   unflushed_ = 0;
+  StartFlush();
+  return Status::OK();
+}
+
+void RocksChunkSource::StartFlush() {
   rocksdb::FlushOptions fo;
   fo.wait = false;
-  // The batch is written whatever the flush request does: a flush that
-  // cannot be started or fails shows in the next write or in the caller's
-  // own flush before its commit.
+  // What was written stays written whatever the flush request does: a flush
+  // that cannot be started or fails shows in the next write or in the
+  // caller's own flush before its commit.
   (void)db_->db()->Flush(fo, {db_->meta(), db_->chunks()});
-  return Status::OK();
 }
 
 uint64_t RocksChunkSource::SettledChunkTables() const {
   rocksdb::DB* db = db_->db();
-  for (;;) {
-    uint64_t running = 0, pending = 0;
+  // A flush that failed stays pending: then the count is what it is.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    uint64_t running = 0, pending = 0, errors = 0;
     db->GetIntProperty(db_->chunks(), rocksdb::DB::Properties::kNumRunningFlushes, &running);
     db->GetIntProperty(db_->chunks(), rocksdb::DB::Properties::kMemTableFlushPending, &pending);
-    if (running == 0 && pending == 0) break;
+    db->GetIntProperty(rocksdb::DB::Properties::kBackgroundErrors, &errors);
+    if ((running == 0 && pending == 0) || errors > 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   uint64_t tables = 0;

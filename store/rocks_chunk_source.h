@@ -68,9 +68,13 @@ class RocksChunkSource final : public ChunkSource {
   // atomic flush as they or a later one (StoreWriter::CommitModel writes
   // the manifest after them and flushes).
   Status WriteChecked(std::span<const ChunkFrameRef> frames);
+  // Starts a flush of both families in the background, as WriteChecked does
+  // every kFlushBytes or kFlushInterval.
+  void StartFlush();
   // For a test's pause point: the number of table files of the chunks
   // family, once any flush in progress or pending has ended (so a flush
-  // WriteChecked asked for shows as a new table once it is installed).
+  // WriteChecked asked for shows as a new table once it is installed; at
+  // most a minute's wait, and none after a background error).
   uint64_t SettledChunkTables() const;
   static constexpr uint64_t kFlushBytes = 64ull << 20;
   static constexpr std::chrono::milliseconds kFlushInterval{100};

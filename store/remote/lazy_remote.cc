@@ -83,21 +83,48 @@ class ConnectingSource final : public ChunkSource {
   }
   // Reads l.<digest> and returns the locations to read by: the new ones if
   // there are any and they differ from had, else had. first: nothing was
-  // known (the marker may then be cached).
+  // known (the marker may then be cached). Of fetches that overlap, the one
+  // begun last is installed and cached: one begun earlier that ends later
+  // may hold locations a push has replaced since, and returns the installed
+  // ones instead. (Begun, not read: an overtaken fetch may have read newer
+  // bytes; a read that then misses chunks fetches again.) The marker that
+  // there are none never replaces locations.
   Result<std::shared_ptr<const Locations>> Refetch(RemoteTier* t,
                                                    std::shared_ptr<const Locations> had, bool first)
-      EXCLUDES(mu_) {
+      EXCLUDES(mu_, cache_mu_) {
+    uint64_t ticket;
+    {
+      MutexLock l(&mu_);
+      ticket = ++fetches_begun_;
+    }
     PSTORE_ASSIGN_OR_RETURN(std::optional<std::string> bytes,
                             remote_->FetchLocations(t, model_, digest_));
-    std::shared_ptr<const Locations> locs = had;
+    std::shared_ptr<const Locations> locs;
     if (bytes) {
       PSTORE_ASSIGN_OR_RETURN(locs, remote_->ParseLocations(*bytes, *manifest_, model_, digest_));
-      if (had && locs->map() == had->map()) return had;
     }
-    if (bytes || first) remote_->KeepLocations(digest_, bytes);
-    MutexLock l(&mu_);
-    known_ = true;
-    locations_ = locs;
+    {
+      MutexLock l(&mu_);
+      if (ticket < installed_ticket_) return locations_;  // a later fetch's are in
+      if (!bytes) {
+        // None on the remote: keep what is known (had, or what another
+        // fetch installed), else install and cache the marker.
+        if (known_ || !first) return known_ ? locations_ : had;
+      } else if (known_ && locations_ && locs->map() == locations_->map()) {
+        return locations_;  // unchanged
+      }
+      installed_ticket_ = ticket;
+      known_ = true;
+      locations_ = locs;
+    }
+    // Cached best effort, outside mu_ (it syncs files), by the fetch whose
+    // locations are still the installed ones: the cache ends with them.
+    MutexLock c(&cache_mu_);
+    {
+      MutexLock l(&mu_);
+      if (installed_ticket_ != ticket) return locs;
+    }
+    remote_->KeepLocations(digest_, bytes);
     return locs;
   }
   std::pair<bool, std::shared_ptr<const Locations>> Current() const EXCLUDES(mu_) {
@@ -113,6 +140,9 @@ class ConnectingSource final : public ChunkSource {
   bool known_ GUARDED_BY(mu_);
   // nullptr: one object per chunk.
   std::shared_ptr<const Locations> locations_ GUARDED_BY(mu_);
+  Mutex cache_mu_;  // one cache write at a time; taken before mu_, never inside it
+  uint64_t fetches_begun_ GUARDED_BY(mu_) = 0;     // Refetch calls begun
+  uint64_t installed_ticket_ GUARDED_BY(mu_) = 0;  // the one whose locations are in
 };
 
 // The source of one lazily opened model: owns the tier and what it reads.

@@ -15,10 +15,11 @@
 // up and before the name), "pull-written" (pull, after a batch of chunks is written locally, so
 // first after the first batch; with this point set a pull runs its batches one at a time, so no
 // remote read is in flight while it waits and whatever a test does to the remote then meets the
-// pull's next batch), "pull-kept" (pull, one batch of at most 4 MiB at a time, waiting after each
-// for any flush in progress to end, and pausing at the first after which the local chunks family
-// holds more tables than when the pull began: some of what it fetched is on disk, the model not yet
-// committed).
+// pull's next batch), "pull-kept" (pull, in a store whose chunks family no compaction changes
+// meanwhile, such as a fresh one: one batch of at most 4 MiB at a time, a flush asked for after the
+// first, waiting after each for any flush in progress to end, and pausing at the first after which
+// the local chunks family holds more tables than when the pull began: some of what it fetched is on
+// disk, the model not yet committed).
 //
 // Thread-safety: may be called from any thread.
 #pragma once

@@ -456,11 +456,14 @@ Result<TransferResult> PullChunks(StoreWriter* writer, const ModelName& name,
   } else if (TestPauseSet("pull-kept")) {
     // Pauses at the first batch after which a flush of this pull's chunks
     // is installed: a kill there leaves part of the model kept. Batches of
-    // 4 MiB, so that a flush (every kFlushBytes or kFlushInterval) comes
-    // before the last batch of any model several times that size.
+    // 4 MiB, and a flush asked for after the first, so that the pause comes
+    // before the last batch of any model of more than one batch.
     o.threads = 1;
     o.batch_bytes = std::min<uint64_t>(o.batch_bytes, 4ull << 20);
-    c.after_batch = [&local, start = local.SettledChunkTables(), kept = false]() mutable {
+    c.after_batch = [&local, start = local.SettledChunkTables(), kept = false,
+                     first = true]() mutable {
+      if (first) local.StartFlush();
+      first = false;
       if (!kept && local.SettledChunkTables() > start) {
         kept = true;
         TestPause("pull-kept");

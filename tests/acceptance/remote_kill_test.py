@@ -135,9 +135,11 @@ def pull_kills(work, rng):
     # flush of part of what the pull fetched and before its commit.
     dst = store_with_remote(os.path.join(work, "dst-kept"), ns)
     pull = Paused(dst, work, "kept", ["pull-kept"], "pull", "big:1")
-    pull.wait_paused("pull-kept")
-    pull.p.send_signal(signal.SIGKILL)
-    pull.p.communicate(timeout=120)
+    try:
+        pull.wait_paused("pull-kept")
+    finally:
+        pull.p.kill()  # paused, or stuck before it: never left behind
+        pull.p.communicate(timeout=120)
     left, committed = killed_pull_left(dst, work, "the placed kill", want)
     check(not committed and left is not None and left > 0,
           f"a pull killed after its flush and before its commit kept {left} chunks"
