@@ -48,9 +48,9 @@ Result<StoreWriter::CommitOutcome> StoreWriter::CommitModel(Status st, const Mod
     std::string v(c.digest.view());
     PutVarint(&v, uint64_t(::time(nullptr)));
     b.Put(db_->meta(), keys::Name(ref), v);
-    // Without the WAL: durable only through the flush below, which carries
-    // every chunk written before it in the same atomic install. A crash
-    // before that install keeps none of the three; one after it keeps the
+    // Without the WAL: durable only through the flush below, installed with
+    // or after every flush of a chunk written before it. A crash before
+    // that install keeps neither manifest nor name; one after it keeps the
     // model whole.
     rocksdb::WriteOptions nowal;
     nowal.disableWAL = true;
