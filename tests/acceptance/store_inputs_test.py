@@ -33,6 +33,18 @@ from harness import (EXIT_CORRUPT, EXIT_INTERRUPTED, EXIT_INVALID, Store, check,
 PSTORE_ERR_INVALID_ARGUMENT = 3
 
 
+def catches_sigterm(pid):
+    """Whether process pid has a handler for SIGTERM."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    except FileNotFoundError:
+        pass
+    return False
+
+
 def snapshot(store):
     ls = {n: e["digest"] for n, e in store.ls().items()}
     return ls, store.stat()["generation"]
@@ -162,7 +174,12 @@ def body(work):
     lock = os.open(os.path.join(store.root, "LOCK"), os.O_RDWR)
     fcntl.flock(lock, fcntl.LOCK_EX)
     p = store.popen("import", good, "waiting:v1", "--wait")
-    time.sleep(1.5)
+    # SIGTERM once the command has its handler (SigCgt in /proc), however
+    # slowly it starts, and has had time to reach the lock.
+    until = time.monotonic() + 60
+    while time.monotonic() < until and p.poll() is None and not catches_sigterm(p.pid):
+        time.sleep(0.02)
+    time.sleep(0.5)
     check(p.poll() is None, "import --wait did not wait for the held lock")
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=30)
