@@ -40,7 +40,7 @@ class ConnectingSource final : public ChunkSource {
     PSTORE_ASSIGN_OR_RETURN(RemoteTier * t, remote_->Tier());
     auto [known, locs] = Current();
     if (!known) {
-      PSTORE_ASSIGN_OR_RETURN(locs, Refetch(t, nullptr, /*first=*/true));
+      PSTORE_ASSIGN_OR_RETURN(locs, Refetch(t));
     }
     PSTORE_ASSIGN_OR_RETURN(auto out, ReadBy(t, locs, keys));
     std::vector<ChunkKey> missing;
@@ -49,8 +49,7 @@ class ConnectingSource final : public ChunkSource {
       if (!out[i]) missing.push_back(keys[i]), at.push_back(i);
     }
     if (missing.empty() || !known) return out;  // just read: nothing newer
-    PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<const Locations> fresh,
-                            Refetch(t, locs, /*first=*/false));
+    PSTORE_ASSIGN_OR_RETURN(std::shared_ptr<const Locations> fresh, Refetch(t));
     if (fresh == locs) return out;  // not stale: the chunks are missing
     PSTORE_ASSIGN_OR_RETURN(auto again, ReadBy(t, fresh, missing));
     for (size_t j = 0; j < missing.size(); ++j) out[at[j]] = std::move(again[j]);
@@ -82,16 +81,14 @@ class ConnectingSource final : public ChunkSource {
     return LocatedChunkSource(t->Io(), std::move(locs), LocationsObject(digest_)).Read(keys);
   }
   // Reads l.<digest> and returns the locations to read by: the new ones if
-  // there are any and they differ from had, else had. first: nothing was
-  // known (the marker may then be cached). Of fetches that overlap, the one
+  // there are any and they differ from those installed, else those. When
+  // nothing is known yet, the marker that there are none is installed and
+  // cached; it never replaces locations. Of fetches that overlap, the one
   // begun last is installed and cached: one begun earlier that ends later
   // may hold locations a push has replaced since, and returns the installed
   // ones instead. (Begun, not read: an overtaken fetch may have read newer
-  // bytes; a read that then misses chunks fetches again.) The marker that
-  // there are none never replaces locations.
-  Result<std::shared_ptr<const Locations>> Refetch(RemoteTier* t,
-                                                   std::shared_ptr<const Locations> had, bool first)
-      EXCLUDES(mu_, cache_mu_) {
+  // bytes; a read that then misses chunks fetches again.)
+  Result<std::shared_ptr<const Locations>> Refetch(RemoteTier* t) EXCLUDES(mu_, cache_mu_) {
     uint64_t ticket;
     {
       MutexLock l(&mu_);
@@ -106,13 +103,8 @@ class ConnectingSource final : public ChunkSource {
     {
       MutexLock l(&mu_);
       if (ticket < installed_ticket_) return locations_;  // a later fetch's are in
-      if (!bytes) {
-        // None on the remote: keep what is known (had, or what another
-        // fetch installed), else install and cache the marker.
-        if (known_ || !first) return known_ ? locations_ : had;
-      } else if (known_ && locations_ && locs->map() == locations_->map()) {
-        return locations_;  // unchanged
-      }
+      // None on the remote, or the same: what is known stays.
+      if (known_ && (!bytes || (locations_ && locs->map() == locations_->map()))) return locations_;
       installed_ticket_ = ticket;
       known_ = true;
       locations_ = locs;
