@@ -127,7 +127,9 @@ Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) 
   return Status::OK();
 }
 
-void RocksChunkSource::StartFlush() { pacer_.Start(); }
+void RocksChunkSource::StartFlush() {
+  pacer_.Start();
+}
 
 uint64_t RocksChunkSource::SettledChunkTables() const {
   rocksdb::DB* db = db_->db();
