@@ -2,6 +2,7 @@
 #include "api/lazy_module.h"
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <string>
 
@@ -26,6 +27,7 @@ class UnavailableOpener final : public LazyOpener {
   Status why_;
 };
 
+#ifndef PSTORE_MODULE_FROM_COMMAND
 std::string ModuleDir() {
   Dl_info info;
   if (::dladdr(reinterpret_cast<void*>(&LoadModule), &info) == 0 || !info.dli_fname) return "";
@@ -33,6 +35,16 @@ std::string ModuleDir() {
   size_t slash = self.rfind('/');
   return slash == std::string::npos ? "" : self.substr(0, slash + 1);
 }
+#endif
+
+#ifdef PSTORE_MODULE_FROM_COMMAND
+std::string CommandDir() {
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  const std::string path = n > 0 ? std::string(self, size_t(n)) : std::string();
+  return path.substr(0, path.rfind('/') + 1);
+}
+#endif
 
 }  // namespace
 
@@ -46,7 +58,16 @@ Result<std::shared_ptr<LazyOpener>> LoadModule(const std::string& root) {
   StorePaths p{root};
   PSTORE_ASSIGN_OR_RETURN(StoreConfig c, ReadStoreConfig(p));
   if (c.remotes_json.empty() || c.remotes_json == "{}") return std::shared_ptr<LazyOpener>();
+#ifdef PSTORE_MODULE_FROM_COMMAND
+  // The pstore command, which loads it too: beside the command in the build
+  // folder; once installed, in the library folder (PSTORE_MODULE_FROM_COMMAND,
+  // relative to the command's folder).
+  std::string path = CommandDir() + "libpstore-lazy.so";
+  if (::access(path.c_str(), F_OK) != 0)
+    path = CommandDir() + PSTORE_MODULE_FROM_COMMAND "libpstore-lazy.so";
+#else
   const std::string path = ModuleDir() + "libpstore-lazy.so";
+#endif
   void* h = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!h) {
     const char* e = ::dlerror();

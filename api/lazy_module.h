@@ -3,7 +3,9 @@
 // brings librados, which processes of other stores should not carry.
 //
 // The module is looked for next to libpstore itself (the build folder, or the
-// library folder it is installed to).
+// library folder it is installed to). The pstore command loads it too
+// (tools/pager_commands.cc): it looks beside the command, then in the library
+// folder of the installation.
 //
 // Thread-safety: reentrant; the module, once loaded, stays loaded.
 #pragma once

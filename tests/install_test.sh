@@ -89,4 +89,18 @@ done
 # The programs did use the installed library, not the build's.
 linked=$(LD_LIBRARY_PATH=$prefix/$libdir ldd "$work/check_pc")
 [[ $linked == *"$prefix/$libdir/libpstore.so"* ]] || fail "check_pc is not linked against $prefix: $linked"
+# The installed command runs its remote commands in the installed
+# pstore-remote, and opens models from a store's remote through the installed
+# module (a remote that cannot be reached: the error is the connection's,
+# not a module that cannot be loaded).
+if [[ -x $build/pstore-remote ]]; then
+  [[ -x $prefix/bin/pstore-remote ]] || fail "pstore-remote is not installed beside pstore"
+  printf '[global]\nmon_host = 127.0.0.1:1\n' >"$work/none.conf"
+  "$prefix/bin/pstore" --store "$work/store" remote add r rados:none --conf "$work/none.conf" \
+    --timeout 2 >/dev/null || fail "the installed pstore could not run remote add"
+  if out=$("$prefix/bin/pstore" --store "$work/store" warm nosuch:1 2>&1); then
+    fail "warm of a model neither store has succeeded: $out"
+  fi
+  [[ $out != *"cannot be loaded"* ]] || fail "the installed pstore did not load the installed module: $out"
+fi
 echo "installed tree at version $want: header alone, pkg-config, find_package and both checks pass"

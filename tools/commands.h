@@ -10,7 +10,9 @@
 // The subcommands, by layer: store commands that change the store
 // (store_commands.cc), that read it (inspect_commands.cc), commands over the
 // pager and shared memory (pager_commands.cc, bench_command.cc), and the
-// remote tier (remote_commands.cc; built with RADOS, PSTORE_HAVE_RADOS).
+// remote tier (remote_commands.cc; built with RADOS, PSTORE_HAVE_RADOS, into
+// the pstore-remote command, which pstore executes for them:
+// PSTORE_REMOTE_BY_EXEC).
 //
 // Thread-safety: the CLI runs one command on the main thread.
 #pragma once
@@ -108,6 +110,12 @@ struct PagerArgs {
 // Adds --budget and --threads to `sub`.
 void AddPagerOptions(CLI::App* sub, PagerArgs& a, const char* budget_help);
 Result<std::unique_ptr<Pager>> OpenPager(const Context& c, const PagerArgs& a);
+
+// One-line help of the remote commands, for remote_commands.cc and for the
+// stand-ins of the pstore command that runs them in pstore-remote.
+inline constexpr char kRemoteHelp[] = "Add, list or remove the store's remotes";
+inline constexpr char kPushHelp[] = "Upload a model to a remote: missing chunks, manifest, name";
+inline constexpr char kPullHelp[] = "Fetch a model from a remote into the store";
 
 // remote add|ls|rm, push, pull (remote_commands.cc; only when built with
 // RADOS, PSTORE_HAVE_RADOS).

@@ -13,8 +13,10 @@
 
 #include "pager/budget_object.h"
 #include "pager/pager.h"
-#ifdef PSTORE_HAVE_RADOS
+#if defined(PSTORE_HAVE_RADOS)
 #include "store/remote/lazy_remote.h"
+#elif defined(PSTORE_REMOTE_BY_EXEC)
+#include "api/lazy_module.h"
 #endif
 #include "tools/commands.h"
 
@@ -27,9 +29,13 @@ Result<std::unique_ptr<Pager>> OpenPager(const Context& c, const PagerArgs& a) {
   }
   po.loader_threads = a.threads;
   po.check_shared = a.check;
-#ifdef PSTORE_HAVE_RADOS
+#if defined(PSTORE_HAVE_RADOS)
   // Models the store lacks open from its remote, if it has one.
   if (auto lazy = LazyRemote::ForStore(c.store); lazy.ok()) po.lazy = std::move(lazy).value();
+#elif defined(PSTORE_REMOTE_BY_EXEC)
+  // The same through the module the C API loads (api/lazy_module.h), only for
+  // a store that has a remote.
+  po.lazy = LoadLazyOpener(c.store);
 #endif
   return Pager::Open(c.store, po);
 }

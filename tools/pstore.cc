@@ -10,10 +10,13 @@
 // runs the one subcommand given, and the reporting helpers every command uses
 // (tools/commands.h); the subcommands are in tools/*_command(s).cc.
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -104,7 +107,45 @@ Result<uint64_t> ParseSize(const std::string& s) {
   return uint64_t(v * mult);
 }
 
-#ifndef PSTORE_HAVE_RADOS
+#if defined(PSTORE_REMOTE_BY_EXEC)
+namespace {
+char** g_argv = nullptr;
+
+// Runs this invocation, as given, in pstore-remote beside this command: the
+// same process (its pid, signals and exit code are the command's), now with
+// the remote tier and librados.
+int RunInRemoteCommand(const Context& c) {
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  std::string dir = n > 0 ? std::string(self, size_t(n)) : std::string();
+  dir = dir.substr(0, dir.rfind('/') + 1);
+  const std::string helper = dir + "pstore-remote";
+  std::fflush(nullptr);
+  ::execv(helper.c_str(), g_argv);
+  const int e = errno;
+  const std::string why = "the remote commands run in " + helper +
+                          ", which could not be started (" + std::strerror(e) +
+                          "); it is built and installed beside pstore when librados is found";
+  return Fail(c, e == ENOENT ? Status::NotFound(why) : Status::IOError(why));
+}
+
+// The remote commands as pstore --help lists them; whatever follows one goes
+// to pstore-remote unparsed, which parses the whole command line again.
+std::vector<Command> AddRemoteStandIns(CLI::App& app) {
+  std::vector<Command> out;
+  for (auto [name, help] : {std::pair{"remote", kRemoteHelp}, std::pair{"push", kPushHelp},
+                            std::pair{"pull", kPullHelp}}) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    sub->prefix_command();
+    sub->allow_extras();
+    sub->fallthrough(false);
+    sub->set_help_flag();
+    out.push_back({sub, RunInRemoteCommand});
+  }
+  return out;
+}
+}  // namespace
+#elif !defined(PSTORE_HAVE_RADOS)
 namespace {
 int FailWithoutRados(const Context& c) {
   return Fail(c, Status::Unsupported("this pstore was built without librados (RADOS remotes); "
@@ -139,8 +180,11 @@ int Main(int argc, char** argv) {
       AddStatCommand(app),   AddConfigCommand(app), AddWarmCommand(app),   AddPsCommand(app),
       AddBenchCommand(app),
   };
-#ifdef PSTORE_HAVE_RADOS
+#if defined(PSTORE_HAVE_RADOS)
   for (Command& c : AddRemoteCommands(app)) commands.push_back(std::move(c));
+#elif defined(PSTORE_REMOTE_BY_EXEC)
+  g_argv = argv;
+  for (Command& c : AddRemoteStandIns(app)) commands.push_back(std::move(c));
 #endif
 
   try {
@@ -154,7 +198,14 @@ int Main(int argc, char** argv) {
   return Fail(ctx, Status::InvalidArgument("unknown command; see pstore --help"));
 }
 
-#ifndef PSTORE_HAVE_RADOS
+#if defined(PSTORE_REMOTE_BY_EXEC)
+int RunRemoteLsNames(const Context& c, const std::string&) {
+  return RunInRemoteCommand(c);
+}
+int RunRemoteRmNames(const Context& c, const std::string&, const std::vector<std::string>&) {
+  return RunInRemoteCommand(c);
+}
+#elif !defined(PSTORE_HAVE_RADOS)
 int RunRemoteLsNames(const Context& c, const std::string&) {
   return FailWithoutRados(c);
 }

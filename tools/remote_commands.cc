@@ -421,7 +421,7 @@ int RunRemoteRmNames(const Context& c, const std::string& remote,
 
 std::vector<Command> AddRemoteCommands(CLI::App& app) {
   auto a = std::make_shared<RemoteArgs>();
-  auto* remote = app.add_subcommand("remote", "Add, list or remove the store's remotes");
+  auto* remote = app.add_subcommand("remote", kRemoteHelp);
   remote->require_subcommand(1);
   auto* add = remote->add_subcommand("add", "Add a remote: a Ceph RADOS pool");
   add->add_option("NAME", a->name, "The remote's name")->required();
@@ -452,15 +452,14 @@ std::vector<Command> AddRemoteCommands(CLI::App& app) {
                  "Seconds to wait for the cluster (default: the remote's)")
       ->check(CLI::Range(1, 3600));
 
-  auto* push =
-      app.add_subcommand("push", "Upload a model to a remote: missing chunks, manifest, name");
+  auto* push = app.add_subcommand("push", kPushHelp);
   push->add_option("NAME:TAG", a->ref, "The model")->required();
   push->add_option("--remote", a->remote, "The remote (default: the only one)");
   push->add_flag("--force", a->force, "Replace NAME:TAG on the remote if it names another model");
   push->add_option("--timeout", a->op_timeout,
                    "Seconds to wait for the cluster (default: the remote's)")
       ->check(CLI::Range(1, 3600));
-  auto* pull = app.add_subcommand("pull", "Fetch a model from a remote into the store");
+  auto* pull = app.add_subcommand("pull", kPullHelp);
   pull->add_option("NAME:TAG", a->ref, "The model")->required();
   pull->add_option("--remote", a->remote, "The remote (default: the only one)");
   pull->add_flag("--force", a->force, "Replace NAME:TAG locally if it names another model");
