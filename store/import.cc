@@ -262,9 +262,6 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
   std::atomic<uint64_t> done{0};
   rocksdb::WriteOptions nowal;
   nowal.disableWAL = true;
-  // Blob files written and synced while the workers encode, and the
-  // commit's flush left with little (store/rocks.h).
-  FlushPacer pacer(db_.get());
 
   // Writes a worker's pending chunks; once written, they count as this
   // import's (and are taken out again if it fails).
@@ -272,7 +269,6 @@ Result<ImportResult> StoreWriter::Import(const std::string& source, const ModelN
     if (W->batch_chunks == 0) return Status::OK();
     Status ws = FromRocks(db_->db()->Write(nowal, &W->batch), "write chunks");
     if (ws.ok()) {
-      pacer.Wrote(W->batch.GetDataSize());
       std::lock_guard<std::mutex> l(mu);
       written.insert(written.end(), W->batch_new.begin(), W->batch_new.end());
       res.new_chunks += W->batch_chunks;

@@ -295,24 +295,3 @@ Status RocksDb::SetBlobGc(bool on, double age_cutoff) {
 }
 
 }  // namespace pstore
-
-namespace pstore {
-
-void FlushPacer::Wrote(uint64_t bytes) {
-  const uint64_t n = unflushed_.fetch_add(bytes) + bytes;
-  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
-  int64_t last = last_.load();
-  const auto interval = std::chrono::duration_cast<std::chrono::steady_clock::duration>(kInterval);
-  if (n < kBytes && now - last < interval.count()) return;
-  if (!last_.compare_exchange_strong(last, now)) return;
-  unflushed_ = 0;
-  Start();
-}
-
-void FlushPacer::Start() {
-  rocksdb::FlushOptions fo;
-  fo.wait = false;
-  (void)db_->db()->Flush(fo, {db_->meta(), db_->chunks()});
-}
-
-}  // namespace pstore

@@ -14,7 +14,6 @@
 #include <rocksdb/db.h>
 
 #include <atomic>
-#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -87,36 +86,6 @@ class RocksDb {
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* chunks_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-};
-
-// Starts flushes of both families (atomic, in the background) while chunks
-// are written without the WAL (import, pull), every kBytes written or every
-// kInterval when writes come slower. The blob files are then written and
-// synced while the writing threads go on, and the commit's own flush has at
-// most kBytes left; a writer that is killed keeps what was flushed (chunks
-// without a manifest, which compact removes). The memtables stay small, so
-// their memory is used again rather than fresh memory touched for each
-// megabyte of the model (page faults, dear in a virtual machine).
-// Thread-safety: Wrote may be called from many threads at once.
-class FlushPacer {
- public:
-  static constexpr uint64_t kBytes = 32ull << 20;
-  static constexpr std::chrono::milliseconds kInterval{100};
-
-  explicit FlushPacer(RocksDb* db) : db_(db) {}
-  // Counts bytes written; one caller (the one that moves last_) starts a
-  // flush once kBytes or kInterval have passed.
-  void Wrote(uint64_t bytes);
-  // Starts a flush now. What was written stays written whatever the flush
-  // does: a flush that cannot start or fails shows in a later write or in
-  // the commit's own flush (RocksDb::Flush).
-  void Start();
-
- private:
-  RocksDb* db_;
-  std::atomic<uint64_t> unflushed_{0};
-  // When a flush was last asked for (steady_clock ticks).
-  std::atomic<int64_t> last_{std::chrono::steady_clock::now().time_since_epoch().count()};
 };
 
 // Converts a RocksDB status, prefixing `context`.

@@ -123,12 +123,27 @@ Status RocksChunkSource::Put(std::span<const ChunkFrameRef> frames, bool check) 
   rocksdb::WriteOptions nowal;
   nowal.disableWAL = true;
   PSTORE_RETURN_IF_ERROR(FromRocks(db_->db()->Write(nowal, &batch), name_ + ": write chunks"));
-  pacer_.Wrote(batch.GetDataSize());
+  // A flush every kFlushBytes, or every kFlushInterval when writes come
+  // slower; one writing thread (the one that moves last_flush_) asks for it.
+  const uint64_t n = unflushed_.fetch_add(batch.GetDataSize()) + batch.GetDataSize();
+  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  int64_t last = last_flush_.load();
+  const auto interval =
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(kFlushInterval);
+  if (n < kFlushBytes && now - last < interval.count()) return Status::OK();
+  if (!last_flush_.compare_exchange_strong(last, now)) return Status::OK();
+  unflushed_ = 0;
+  StartFlush();
   return Status::OK();
 }
 
 void RocksChunkSource::StartFlush() {
-  pacer_.Start();
+  rocksdb::FlushOptions fo;
+  fo.wait = false;
+  // What was written stays written whatever the flush request does: a flush
+  // that cannot be started or fails shows in the next write or in the
+  // caller's own flush before its commit.
+  (void)db_->db()->Flush(fo, {db_->meta(), db_->chunks()});
 }
 
 uint64_t RocksChunkSource::SettledChunkTables() const {

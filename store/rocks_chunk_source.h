@@ -28,10 +28,10 @@
 #include <memory>
 
 #include "store/chunk_source.h"
-#include "store/rocks.h"
 
 namespace pstore {
 
+class RocksDb;
 class StoreReader;
 
 class RocksChunkSource final : public ChunkSource {
@@ -57,7 +57,7 @@ class RocksChunkSource final : public ChunkSource {
   // threads): the same records, without decoding again, and written as an
   // import writes, without the WAL (so that on a full disk no log has to be
   // replayed before what was written can be taken out again). Every
-  // FlushPacer::kBytes of such writes, or every FlushPacer::kInterval if they come slower,
+  // kFlushBytes of such writes, or every kFlushInterval if they come slower,
   // a flush of both families (atomic: frames with their records) is started
   // in the background, so a caller that is killed keeps all but what it
   // wrote in its last moments, and its final flush has little left to do.
@@ -69,13 +69,15 @@ class RocksChunkSource final : public ChunkSource {
   // the manifest after them and flushes).
   Status WriteChecked(std::span<const ChunkFrameRef> frames);
   // Starts a flush of both families in the background, as WriteChecked does
-  // every FlushPacer::kBytes or kInterval.
+  // every kFlushBytes or kFlushInterval.
   void StartFlush();
   // For a test's pause point: the number of table files of the chunks
   // family, once any flush in progress or pending has ended (so a flush
   // WriteChecked asked for shows as a new table once it is installed; at
   // most a minute's wait, and none after a background error).
   uint64_t SettledChunkTables() const;
+  static constexpr uint64_t kFlushBytes = 64ull << 20;
+  static constexpr std::chrono::milliseconds kFlushInterval{100};
   std::string Describe() const override { return name_; }
 
  private:
@@ -83,7 +85,9 @@ class RocksChunkSource final : public ChunkSource {
   RocksDb* db_;
   bool writable_;
   std::string name_;
-  FlushPacer pacer_{db_};  // WriteChecked's flushes
+  std::atomic<uint64_t> unflushed_{0};  // bytes WriteChecked wrote since its last flush
+  // When WriteChecked last asked for a flush (steady_clock ticks).
+  std::atomic<int64_t> last_flush_{std::chrono::steady_clock::now().time_since_epoch().count()};
 };
 
 // The chunks of a reader's generation as a read-only ChunkSource. It holds

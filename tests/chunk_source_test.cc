@@ -694,8 +694,8 @@ TEST(RocksChunkSourceTest, ReadOnlyInstanceRefusesWrites) {
 }
 
 // Checked writes (a pull's, whose frames were checked once already) go
-// without the WAL and start a flush of their own every FlushPacer::kBytes or
-// kInterval, so that a pull that is killed keeps what it fetched: blob
+// without the WAL and start a flush of their own every kFlushBytes or
+// kFlushInterval, so that a pull that is killed keeps what it fetched: blob
 // files appear without anyone flushing, and every chunk reads back with its
 // record.
 TEST(RocksChunkSourceTest, CheckedWritesAreFlushedInTheBackground) {
@@ -707,7 +707,7 @@ TEST(RocksChunkSourceTest, CheckedWritesAreFlushedInTheBackground) {
   for (uint32_t i = 0; i < 5; ++i) chunks.push_back(MakeChunk(1 << 20, 300 + i, Profile::kRaw));
   for (const Chunk& c : chunks) {
     if (&c == &chunks.back()) {
-      std::this_thread::sleep_for(FlushPacer::kInterval + std::chrono::milliseconds(50));
+      std::this_thread::sleep_for(RocksChunkSource::kFlushInterval + std::chrono::milliseconds(50));
     }
     ChunkFrameRef r = c.ref();
     ASSERT_TRUE(src.WriteChecked(std::span(&r, 1)).ok());
@@ -718,7 +718,7 @@ TEST(RocksChunkSourceTest, CheckedWritesAreFlushedInTheBackground) {
     if (files == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_GT(files, 0u) << "no flush within 30 s of checked writes spread over "
-                       << FlushPacer::kInterval.count() << " ms";
+                       << RocksChunkSource::kFlushInterval.count() << " ms";
   ChunkDecoder dec;
   for (const Chunk& c : chunks) {
     auto rec = store->writer().view().GetChunkRecord(c.key);
