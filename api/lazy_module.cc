@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "common/file_util.h"
 #include "store/store_dir.h"
 
 namespace pstore {
@@ -37,15 +38,6 @@ std::string ModuleDir() {
 }
 #endif
 
-#ifdef PSTORE_MODULE_FROM_COMMAND
-std::string CommandDir() {
-  char self[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  const std::string path = n > 0 ? std::string(self, size_t(n)) : std::string();
-  return path.substr(0, path.rfind('/') + 1);
-}
-#endif
-
 }  // namespace
 
 std::shared_ptr<LazyOpener> LoadLazyOpener(const std::string& root) {
@@ -62,18 +54,22 @@ Result<std::shared_ptr<LazyOpener>> LoadModule(const std::string& root) {
   // The pstore command, which loads it too: beside the command in the build
   // folder; once installed, in the library folder (PSTORE_MODULE_FROM_COMMAND,
   // relative to the command's folder).
-  std::string path = CommandDir() + "libpstore-lazy.so";
+  auto dir = ExecutableDir();
+  if (!dir.ok()) return dir.status().WithContext("finding the lazy-opening module");
+  std::string path = *dir + "libpstore-lazy.so";
   if (::access(path.c_str(), F_OK) != 0)
-    path = CommandDir() + PSTORE_MODULE_FROM_COMMAND "libpstore-lazy.so";
+    path = *dir + PSTORE_MODULE_FROM_COMMAND "libpstore-lazy.so";
+  const char* where = "in the library folder of pstore's installation";
 #else
+  const char* where = "next to libpstore";
   const std::string path = ModuleDir() + "libpstore-lazy.so";
 #endif
   void* h = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!h) {
     const char* e = ::dlerror();
     return Status::NotFound("the store has a remote, but opening models from it needs " + path +
-                            ", which cannot be loaded: " + (e ? e : "?") +
-                            " (install it next to libpstore, built when librados is found)");
+                            ", which cannot be loaded: " + (e ? e : "?") + " (install it " + where +
+                            "; it is built when librados is found)");
   }
   auto open = reinterpret_cast<OpenFn>(::dlsym(h, "pstore_lazy_module_open"));
   if (!open) return Status::Internal(path + " lacks pstore_lazy_module_open");

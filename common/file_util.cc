@@ -129,4 +129,15 @@ uint64_t DiskUsage(const std::string& dir) {
   return total;
 }
 
+Result<std::string> ExecutableDir() {
+  char self[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0)
+    return Status::IOError(std::string("reading /proc/self/exe: ") + std::strerror(errno));
+  const std::string path(self, size_t(n));
+  if (path.empty() || path[0] != '/')
+    return Status::IOError("/proc/self/exe is not an absolute path: " + path);
+  return path.substr(0, path.rfind('/') + 1);
+}
+
 }  // namespace pstore

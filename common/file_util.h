@@ -60,5 +60,8 @@ Status RemoveTree(const std::string& path);
 // Sum of the sizes of the regular files under dir, counting each inode once
 // (hard-linked files in several generations count once).
 uint64_t DiskUsage(const std::string& dir);
+// The folder of the running executable (/proc/self/exe), with a trailing
+// slash; an error if it cannot be read (never a relative path).
+Result<std::string> ExecutableDir();
 
 }  // namespace pstore

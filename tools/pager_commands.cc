@@ -34,8 +34,14 @@ Result<std::unique_ptr<Pager>> OpenPager(const Context& c, const PagerArgs& a) {
   if (auto lazy = LazyRemote::ForStore(c.store); lazy.ok()) po.lazy = std::move(lazy).value();
 #elif defined(PSTORE_REMOTE_BY_EXEC)
   // The same through the module the C API loads (api/lazy_module.h), only for
-  // a store that has a remote.
-  po.lazy = LoadLazyOpener(c.store);
+  // a store that has a remote. As above, a remote that cannot be read leaves
+  // models to the local store; a module that cannot be loaded is said when a
+  // model the store lacks is opened.
+  if (auto lazy = LoadModule(c.store); lazy.ok()) {
+    po.lazy = std::move(lazy).value();
+  } else if (lazy.status().IsNotFound()) {
+    po.lazy = LoadLazyOpener(c.store);
+  }
 #endif
   return Pager::Open(c.store, po);
 }

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "common/file_util.h"
 #include "store/store.h"
 #include "tools/commands.h"
 
@@ -112,21 +113,37 @@ namespace {
 char** g_argv = nullptr;
 
 // Runs this invocation, as given, in pstore-remote beside this command: the
-// same process (its pid, signals and exit code are the command's), now with
-// the remote tier and librados.
+// same process (its pid and exit code are the command's), now with the
+// remote tier and librados. SIGINT and SIGTERM are blocked across the exec:
+// one that comes meanwhile stays pending until pstore-remote has its
+// handlers (Main unblocks them), and one that came before is exit 9 here.
 int RunInRemoteCommand(const Context& c) {
-  char self[4096];
-  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  std::string dir = n > 0 ? std::string(self, size_t(n)) : std::string();
-  dir = dir.substr(0, dir.rfind('/') + 1);
-  const std::string helper = dir + "pstore-remote";
-  std::fflush(nullptr);
-  ::execv(helper.c_str(), g_argv);
-  const int e = errno;
-  const std::string why = "the remote commands run in " + helper +
-                          ", which could not be started (" + std::strerror(e) +
-                          "); it is built and installed beside pstore when librados is found";
-  return Fail(c, e == ENOENT ? Status::NotFound(why) : Status::IOError(why));
+  sigset_t stop, old;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  ::sigprocmask(SIG_BLOCK, &stop, &old);
+  Context report = c;
+  for (char** a = g_argv + 1; *a; ++a) report.json |= std::strcmp(*a, "--json") == 0;
+  if (g_interrupted.load()) {
+    ::sigprocmask(SIG_SETMASK, &old, nullptr);
+    return Fail(report, Status::Aborted("interrupted by a signal"));
+  }
+  auto dir = ExecutableDir();
+  std::string why;
+  if (dir.ok()) {
+    const std::string helper = *dir + "pstore-remote";
+    std::fflush(nullptr);
+    ::execv(helper.c_str(), g_argv);
+    why = "the remote commands run in " + helper + ", which could not be started (" +
+          std::strerror(errno) +
+          "); it is built and installed beside pstore when librados is found";
+  } else {
+    why = "the remote commands run in pstore-remote beside pstore, which could not be found: " +
+          dir.status().message();
+  }
+  ::sigprocmask(SIG_SETMASK, &old, nullptr);
+  return Fail(report, Status::IOError(why));
 }
 
 // The remote commands as pstore --help lists them; whatever follows one goes
@@ -159,6 +176,13 @@ int Main(int argc, char** argv) {
   sa.sa_handler = OnSignal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // pstore hands its remote commands to pstore-remote with these blocked
+  // (RunInRemoteCommand): one sent meanwhile is delivered now.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  ::sigprocmask(SIG_UNBLOCK, &stop, nullptr);
 
   CLI::App app{"pstore: a store for model weights"};
   app.require_subcommand(1);
