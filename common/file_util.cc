@@ -132,8 +132,9 @@ uint64_t DiskUsage(const std::string& dir) {
 Result<std::string> ExecutableDir() {
   char self[4096];
   const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n <= 0)
-    return Status::IOError(std::string("reading /proc/self/exe: ") + std::strerror(errno));
+  if (n < 0) return Status::IOError(std::string("reading /proc/self/exe: ") + std::strerror(errno));
+  if (n == 0 || size_t(n) >= sizeof self - 1)
+    return Status::IOError("reading /proc/self/exe: empty or too long a path");
   const std::string path(self, size_t(n));
   if (path.empty() || path[0] != '/')
     return Status::IOError("/proc/self/exe is not an absolute path: " + path);

@@ -124,7 +124,12 @@ int RunInRemoteCommand(const Context& c) {
   sigaddset(&stop, SIGTERM);
   ::sigprocmask(SIG_BLOCK, &stop, &old);
   Context report = c;
-  for (char** a = g_argv + 1; *a; ++a) report.json |= std::strcmp(*a, "--json") == 0;
+  for (char** a = g_argv + 1; *a; ++a) {
+    const std::string arg = *a;
+    if (arg == "--json" ||
+        (arg.rfind("--json=", 0) == 0 && arg != "--json=false" && arg != "--json=0"))
+      report.json = true;
+  }
   if (g_interrupted.load()) {
     ::sigprocmask(SIG_SETMASK, &old, nullptr);
     return Fail(report, Status::Aborted("interrupted by a signal"));
@@ -135,9 +140,9 @@ int RunInRemoteCommand(const Context& c) {
     const std::string helper = *dir + "pstore-remote";
     std::fflush(nullptr);
     ::execv(helper.c_str(), g_argv);
+    const int e = errno;
     why = "the remote commands run in " + helper + ", which could not be started (" +
-          std::strerror(errno) +
-          "); it is built and installed beside pstore when librados is found";
+          std::strerror(e) + "); it is built and installed beside pstore when librados is found";
   } else {
     why = "the remote commands run in pstore-remote beside pstore, which could not be found: " +
           dir.status().message();
@@ -177,7 +182,8 @@ int Main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   // pstore hands its remote commands to pstore-remote with these blocked
-  // (RunInRemoteCommand): one sent meanwhile is delivered now.
+  // (RunInRemoteCommand): one sent meanwhile is delivered now. (So a parent
+  // that started pstore with them blocked has them handled too.)
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);

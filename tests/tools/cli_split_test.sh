@@ -45,15 +45,20 @@ rc=$?
 printf '[global]\nmon_host = 127.0.0.1:1\n' >"$dir/none.conf"
 "$pstore" --store "$dir/s" remote add r rados:none --conf "$dir/none.conf" --timeout 1 >/dev/null \
   || bad "remote add failed"
-catches_term() { # the SigCgt mask of pid has SIGTERM (15)
-  local mask
+catches_term() { # pid runs pstore or pstore-remote, whose SigCgt has SIGTERM (15)
+  local exe mask
+  # The forked shell catches SIGTERM too (this script's trap) until it execs.
+  exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+  [[ $exe == */pstore || $exe == */pstore-remote ]] || return 1
   mask=$(awk '/^SigCgt:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
   [ -n "$mask" ] && (( (16#$mask >> 14) & 1 ))
 }
 for i in 1 2 3 4 5 6; do
   "$pstore" --store "$dir/s" ls --remote r >/dev/null 2>&1 &
   pid=$!
-  for _ in $(seq 2000); do catches_term "$pid" && break; done
+  seen=0
+  for _ in $(seq 2000); do catches_term "$pid" && { seen=1; break; }; done
+  [ "$seen" -eq 1 ] || bad "run $i: pstore never showed its SIGTERM handler"
   # A few runs wait a little, so the signal lands around the exec.
   [ $((i % 2)) -eq 0 ] && sleep "0.00$i"
   kill -TERM "$pid" 2>/dev/null
