@@ -108,6 +108,17 @@ Result<uint64_t> ParseSize(const std::string& s) {
   return uint64_t(v * mult);
 }
 
+namespace {
+// The signals that stop a command (OnSignal), as a set.
+sigset_t StopSignals() {
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  return stop;
+}
+}  // namespace
+
 #if defined(PSTORE_REMOTE_BY_EXEC)
 namespace {
 char** g_argv = nullptr;
@@ -118,10 +129,8 @@ char** g_argv = nullptr;
 // one that comes meanwhile stays pending until pstore-remote has its
 // handlers (Main unblocks them), and one that came before is exit 9 here.
 int RunInRemoteCommand(const Context& c) {
-  sigset_t stop, old;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
+  const sigset_t stop = StopSignals();
+  sigset_t old;
   ::sigprocmask(SIG_BLOCK, &stop, &old);
   Context report = c;
   for (char** a = g_argv + 1; *a; ++a) {
@@ -166,10 +175,18 @@ std::vector<Command> AddRemoteStandIns(CLI::App& app) {
   }
   return out;
 }
+
+// What a remote subcommand of a command without the remote tier does: runs
+// in pstore-remote.
+int RunWithoutRemoteTier(const Context& c) {
+  return RunInRemoteCommand(c);
+}
 }  // namespace
 #elif !defined(PSTORE_HAVE_RADOS)
 namespace {
-int FailWithoutRados(const Context& c) {
+// What a remote subcommand of a command without the remote tier does: fails,
+// as no command of this build has it.
+int RunWithoutRemoteTier(const Context& c) {
   return Fail(c, Status::Unsupported("this pstore was built without librados (RADOS remotes); "
                                      "install librados-dev and libradospp-dev and rebuild"));
 }
@@ -184,10 +201,7 @@ int Main(int argc, char** argv) {
   // pstore hands its remote commands to pstore-remote with these blocked
   // (RunInRemoteCommand): one sent meanwhile is delivered now. (So a parent
   // that started pstore with them blocked has them handled too.)
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
+  const sigset_t stop = StopSignals();
   ::sigprocmask(SIG_UNBLOCK, &stop, nullptr);
 
   CLI::App app{"pstore: a store for model weights"};
@@ -228,19 +242,12 @@ int Main(int argc, char** argv) {
   return Fail(ctx, Status::InvalidArgument("unknown command; see pstore --help"));
 }
 
-#if defined(PSTORE_REMOTE_BY_EXEC)
+#if !defined(PSTORE_HAVE_RADOS)
 int RunRemoteLsNames(const Context& c, const std::string&) {
-  return RunInRemoteCommand(c);
+  return RunWithoutRemoteTier(c);
 }
 int RunRemoteRmNames(const Context& c, const std::string&, const std::vector<std::string>&) {
-  return RunInRemoteCommand(c);
-}
-#elif !defined(PSTORE_HAVE_RADOS)
-int RunRemoteLsNames(const Context& c, const std::string&) {
-  return FailWithoutRados(c);
-}
-int RunRemoteRmNames(const Context& c, const std::string&, const std::vector<std::string>&) {
-  return FailWithoutRados(c);
+  return RunWithoutRemoteTier(c);
 }
 #endif
 
