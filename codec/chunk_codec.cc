@@ -80,6 +80,7 @@ struct ChunkDecoder::Impl {
   CoderDecodeScratch scratch;
   // Chunk-sized, so mapped apart from malloc's arenas (common/page_allocator.h).
   PageVector<uint8_t> streams[kMaxStreams];
+  PageVector<uint8_t> input;  // input_buffer()
 
   Status DecodeStream(const Frame& p, int j, size_t m, uint8_t* dst,
                       const uint8_t* const* decoded) {
@@ -156,7 +157,12 @@ ChunkDecoder::~ChunkDecoder() = default;
 
 void ChunkDecoder::ReleaseMemory() {
   for (auto& v : impl_->streams) PageVector<uint8_t>().swap(v);
+  PageVector<uint8_t>().swap(impl_->input);
   impl_->scratch.Release();
+}
+
+PageVector<uint8_t>& ChunkDecoder::input_buffer() {
+  return impl_->input;
 }
 
 Status ChunkDecoder::DecodeUnchecked(std::string_view frame, std::span<uint8_t> out) {

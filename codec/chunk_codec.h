@@ -32,6 +32,7 @@
 #include "codec/hash.h"
 #include "codec/profile.h"
 #include "codec/transform.h"
+#include "common/page_allocator.h"
 #include "common/status.h"
 
 namespace pstore {
@@ -71,8 +72,14 @@ class ChunkDecoder {
   Status Decode(std::string_view frame, const ChunkKey& key, std::span<uint8_t> out);
   // The same without the key check (for tools that inspect frames).
   Status DecodeUnchecked(std::string_view frame, std::span<uint8_t> out);
-  // Frees the scratch buffers (they grow again on the next decode).
+  // Frees the scratch buffers (they grow again on the next decode), and
+  // input_buffer's.
   void ReleaseMemory();
+  // A buffer for the caller to read frames into before decoding them (the
+  // local store reads chunks from its blob files so): kept with the decoder
+  // from one read to the next, mapped apart from malloc's arenas
+  // (common/page_allocator.h), freed by ReleaseMemory.
+  PageVector<uint8_t>& input_buffer();
 
  private:
   struct Impl;

@@ -127,10 +127,11 @@ struct DecodedChunks {
   }
 };
 
-// Readers that decode what they read from a local store (ReadDecoded of the
-// local store and of the tiered source) read and decode in runs of at most
-// kDecodeRunBytes of raw chunks, each run read and decoded before the next
-// is read: RocksDB allocates its read buffers (a blob file's frames
+// Readers that decode what they read from a local store through RocksDB
+// (ReadDecoded of the local store, except the chunks a reader's generation
+// reads from its blob files itself, and of the tiered source) read and
+// decode in runs of at most kDecodeRunBytes of raw chunks, each run read and
+// decoded before the next is read: RocksDB allocates its read buffers (a blob file's frames
 // together, the table blocks, the pinned values) per call, from the malloc
 // arena of the calling thread, and a loader thread's arena keeps what it
 // grew to (docs/pager.md, "Memory a loader keeps"). A run holds at least one

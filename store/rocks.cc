@@ -121,6 +121,12 @@ rocksdb::ColumnFamilyOptions ChunkOptions() {
   o.target_file_size_base = 64ull << 20;
   rocksdb::BlockBasedTableOptions t;
   t.block_size = 16 << 10;
+  // No block cache for the chunks: their frames are read once into the
+  // pager's segment or a file, never twice from a cache, and a cache would
+  // keep in every reading process the table blocks that locating chunks in
+  // the index passes over (StoreView::LocateChunk(s) read with RocksDB's
+  // default options, which fill the cache).
+  t.no_block_cache = true;
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
   return o;
 }

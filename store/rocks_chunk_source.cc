@@ -1,7 +1,10 @@
 // RocksChunkSource: see store/rocks_chunk_source.h.
 #include "store/rocks_chunk_source.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <rocksdb/write_batch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -13,6 +16,7 @@
 
 #include "codec/chunk_codec.h"
 #include "codec/frame.h"
+#include "common/file_util.h"
 #include "store/chunk_read.h"
 #include "store/keys.h"
 #include "store/rocks.h"
@@ -224,9 +228,155 @@ Status RocksChunkSource::ReadDecoded(std::span<const ChunkKey> keys,
                                      std::span<const std::span<uint8_t>> outs,
                                      ChunkDecoder* decoder, FrameBatch* batch,
                                      DecodedChunks* result) {
-  result->Reset(keys.size());
-  Status st = ReadDecodedInRuns(*this, keys, outs, decoder, batch, result, nullptr);
-  return st.ok() ? st : result->Fail(keys.size(), st);
+  const size_t n = keys.size();
+  result->Reset(n);
+  std::vector<size_t> rest;  // entries left for RocksDB
+  bool all_through_rocks = large_ != LargeFrames::kFromFiles;
+  if (!all_through_rocks) {
+    try {
+      ReadFromBlobFiles(keys, outs, decoder, result, &rest);
+    } catch (const std::bad_alloc&) {
+      all_through_rocks = true;  // RocksDB then says what it can
+    }
+  }
+  Status st;
+  if (all_through_rocks || rest.size() == n) {
+    result->Reset(n);
+    st = ReadDecodedInRuns(*this, keys, outs, decoder, batch, result, nullptr);
+  } else if (!rest.empty()) {
+    std::sort(rest.begin(), rest.end());
+    st = ReadRestDecoded(keys, outs, rest, decoder, batch, result);
+  }
+  return st.ok() ? st : result->Fail(n, st);
+}
+
+Status RocksChunkSource::ReadRestDecoded(std::span<const ChunkKey> keys,
+                                         std::span<const std::span<uint8_t>> outs,
+                                         const std::vector<size_t>& rest, ChunkDecoder* decoder,
+                                         FrameBatch* batch, DecodedChunks* result) {
+  try {
+    std::vector<ChunkKey> rest_keys;
+    std::vector<std::span<uint8_t>> rest_outs;
+    rest_keys.reserve(rest.size());
+    rest_outs.reserve(rest.size());
+    for (size_t i : rest) {
+      rest_keys.push_back(keys[i]);
+      rest_outs.push_back(outs[i]);
+    }
+    DecodedChunks got;
+    got.Reset(rest.size());
+    PSTORE_RETURN_IF_ERROR(
+        ReadDecodedInRuns(*this, rest_keys, rest_outs, decoder, batch, &got, nullptr));
+    for (size_t j = 0; j < rest.size(); j++) {
+      result->status[rest[j]] = std::move(got.status[j]);
+      result->frame_bytes[rest[j]] = got.frame_bytes[j];
+    }
+    return Status::OK();
+  } catch (const std::bad_alloc&) {
+    return Status::NoMemory(name_ + ": out of memory while reading chunks");
+  }
+}
+
+std::shared_ptr<const UniqueFd> RocksChunkSource::BlobFile(uint64_t number) {
+  MutexLock l(&files_mu_);
+  if (auto it = open_.find(number); it != open_.end()) return it->second;
+  auto path = blob_paths_.find(number);
+  if (path == blob_paths_.end() && unlisted_.insert(number).second) {
+    blob_paths_ = StoreView(db_).BlobFilePaths();
+    path = blob_paths_.find(number);
+  }
+  if (path == blob_paths_.end()) return nullptr;
+  auto fd = std::make_shared<const UniqueFd>(::open(path->second.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd->valid()) return nullptr;
+  if (open_.size() < kMaxOpenBlobFiles) open_.emplace(number, fd);
+  return fd;
+}
+
+namespace {
+
+// Located frames of one blob file at most this far apart are read together,
+// up to kMaxReadBytes a read (a frame larger than that is read alone).
+constexpr uint64_t kReadGapBytes = 64 << 10;
+constexpr uint64_t kMaxReadBytes = 1 << 20;
+
+// Reads [offset, offset + n) of fd into buf, whole; false if it cannot (an
+// I/O error, or the file ends before).
+bool ReadWhole(int fd, uint64_t offset, size_t n, uint8_t* buf) {
+  while (n > 0) {
+    const ssize_t got = ::pread(fd, buf, n, off_t(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    buf += got;
+    offset += uint64_t(got);
+    n -= size_t(got);
+  }
+  return true;
+}
+
+}  // namespace
+
+void RocksChunkSource::ReadFromBlobFiles(std::span<const ChunkKey> keys,
+                                         std::span<const std::span<uint8_t>> outs,
+                                         ChunkDecoder* decoder, DecodedChunks* result,
+                                         std::vector<size_t>* rest) {
+  struct Located {
+    size_t entry;
+    uint64_t file, offset, size;
+  };
+  std::vector<Located> located;
+  StoreView view(db_);
+  for (size_t i = 0; i < keys.size(); i++) {
+    StoreView::ChunkPlace p;
+    if (outs[i].size() >= kDirectReadBytes && view.LocateChunk(keys[i], &p).ok() &&
+        p.file != StoreView::ChunkPlace::kInline && p.file != StoreView::ChunkPlace::kUnknown &&
+        p.size > 0 && p.size <= MaxFrameBytes(outs[i].size()) && p.offset <= UINT64_MAX - p.size)
+      located.push_back({i, p.file, p.offset, p.size});
+    else
+      rest->push_back(i);
+  }
+  std::sort(located.begin(), located.end(), [](const Located& a, const Located& b) {
+    return a.file != b.file ? a.file < b.file : a.offset < b.offset;
+  });
+  std::shared_ptr<const UniqueFd> fd;
+  uint64_t fd_file = StoreView::ChunkPlace::kUnknown;
+  PageVector<uint8_t>& buf = decoder->input_buffer();
+  for (size_t a = 0; a < located.size();) {
+    // A run: frames of one file, neighbours close together, one read.
+    uint64_t begin = located[a].offset, end = begin + located[a].size;
+    size_t b = a + 1;
+    while (b < located.size() && located[b].file == located[a].file &&
+           located[b].offset <= end + kReadGapBytes &&
+           located[b].offset + located[b].size - begin <= kMaxReadBytes) {
+      end = std::max(end, located[b].offset + located[b].size);
+      b++;
+    }
+    if (fd_file != located[a].file) {
+      fd_file = located[a].file;
+      fd = BlobFile(fd_file);
+    }
+    // The buffer only grows (its new bytes are zeroed once), and goes with
+    // the decoder's other scratch when the pager trims.
+    const size_t n = size_t(end - begin);
+    if (buf.size() < n) buf.resize(n);
+    // A run that cannot be read whole (a file cut short) is read frame by
+    // frame, so that one bad frame does not take its neighbours with it.
+    const bool whole = fd != nullptr && ReadWhole(fd->get(), begin, n, buf.data());
+    for (size_t k = a; k < b; k++) {
+      const Located& l = located[k];
+      uint8_t* at = buf.data() + (l.offset - begin);
+      // A frame that cannot be read, or does not match its key here, is read
+      // through RocksDB, whose answer (and message) counts.
+      if ((whole || (fd != nullptr && ReadWhole(fd->get(), l.offset, size_t(l.size), at))) &&
+          decoder
+              ->Decode(std::string_view(reinterpret_cast<const char*>(at), size_t(l.size)),
+                       keys[l.entry], outs[l.entry])
+              .ok())
+        result->frame_bytes[l.entry] = l.size;
+      else
+        rest->push_back(l.entry);
+    }
+    a = b;
+  }
 }
 
 Result<std::optional<ReadPlan>> RocksChunkSource::PlanSequentialRead(
@@ -302,7 +452,8 @@ class GenerationSource final : public ChunkSource {
   Result<RocksChunkSource*> Local() {
     PSTORE_RETURN_IF_ERROR(reader_->EnsureDb());
     std::call_once(local_once_, [&] {
-      local_ = std::make_unique<RocksChunkSource>(reader_->view().db(), false, name_);
+      local_ = std::make_unique<RocksChunkSource>(reader_->view().db(), false, name_,
+                                                  RocksChunkSource::LargeFrames::kFromFiles);
     });
     return local_.get();
   }

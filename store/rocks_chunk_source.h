@@ -26,7 +26,13 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
 
+#include "common/file_util.h"
+#include "common/mutex.h"
 #include "store/chunk_source.h"
 
 namespace pstore {
@@ -36,9 +42,18 @@ class StoreReader;
 
 class RocksChunkSource final : public ChunkSource {
  public:
+  // How ReadDecoded reads chunks of kDirectReadBytes or more that sit in
+  // blob files (below): through RocksDB like the others, or straight from
+  // the files. A reader's generation (GenerationChunkSource, the pager's
+  // source) reads from the files; export, whose reads RocksDB batches well
+  // and whose process keeps nothing after it, reads through RocksDB, and so
+  // does the tiered source's local part (it reads frames, ReadFrames, to
+  // check them once with what it fetches).
+  enum class LargeFrames { kThroughRocksDb, kFromFiles };
   // db: the store's database; writable only for the writer's instance.
-  RocksChunkSource(RocksDb* db, bool writable, std::string name)
-      : db_(db), writable_(writable), name_(std::move(name)) {}
+  RocksChunkSource(RocksDb* db, bool writable, std::string name,
+                   LargeFrames large = LargeFrames::kThroughRocksDb)
+      : db_(db), writable_(writable), large_(large), name_(std::move(name)) {}
 
   Result<std::vector<std::optional<std::string>>> Read(std::span<const ChunkKey> keys) override;
   Result<std::vector<bool>> Contains(std::span<const ChunkKey> keys) override;
@@ -47,8 +62,17 @@ class RocksChunkSource final : public ChunkSource {
   // written then).
   Status Write(std::span<const ChunkFrameRef> frames) override;
   Status ReadFrames(std::span<const ChunkKey> keys, FrameBatch* batch) override;
-  // As ChunkSource's, in runs of at most kDecodeRunBytes of raw chunks
-  // (store/chunk_source.h), each read and decoded before the next is read.
+  // As ChunkSource's. With LargeFrames::kFromFiles, chunks of
+  // kDirectReadBytes or more that sit in blob files are located in the index
+  // one by one (StoreView::LocateChunk) and read from their file into the
+  // decoder's input_buffer (neighbours in one read), then decoded; the rest,
+  // and any such chunk that cannot be read or does not match its key there,
+  // are read through RocksDB in runs of at most kDecodeRunBytes of raw
+  // chunks (store/chunk_source.h), each read and decoded before the next is
+  // read. So a process's loader threads allocate no chunk-sized read
+  // buffers of RocksDB's, which glibc would keep in their arenas, nor copy
+  // each frame twice (docs/pager.md, "Memory a loader keeps").
+  static constexpr uint64_t kDirectReadBytes = 32 << 10;
   Status ReadDecoded(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
                      ChunkDecoder* decoder, FrameBatch* batch, DecodedChunks* result) override;
   Result<std::optional<ReadPlan>> PlanSequentialRead(std::span<const ChunkKey> keys) override;
@@ -82,12 +106,33 @@ class RocksChunkSource final : public ChunkSource {
 
  private:
   Status Put(std::span<const ChunkFrameRef> frames, bool check);
+  // ReadDecoded's reads from blob files: decodes what it can into outs
+  // (result's entries), and lists in rest the entries left for RocksDB.
+  void ReadFromBlobFiles(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
+                         ChunkDecoder* decoder, DecodedChunks* result, std::vector<size_t>* rest);
+  // ReadDecoded's reads through RocksDB of the entries in rest (in order),
+  // into result's entries.
+  Status ReadRestDecoded(std::span<const ChunkKey> keys, std::span<const std::span<uint8_t>> outs,
+                         const std::vector<size_t>& rest, ChunkDecoder* decoder, FrameBatch* batch,
+                         DecodedChunks* result);
+  // Blob file `number` opened for reading, or null if the database has no
+  // such file or it cannot be opened. Files are kept open (they never
+  // change) up to kMaxOpenBlobFiles; past that, each caller gets one of its
+  // own. The database's blob files are listed once, and again for a number
+  // not in the list (a writer's flushes add files), at most once per number.
+  std::shared_ptr<const UniqueFd> BlobFile(uint64_t number);
+  static constexpr size_t kMaxOpenBlobFiles = 64;
   RocksDb* db_;
   bool writable_;
+  LargeFrames large_;
   std::string name_;
   std::atomic<uint64_t> unflushed_{0};  // bytes WriteChecked wrote since its last flush
   // When WriteChecked last asked for a flush (steady_clock ticks).
   std::atomic<int64_t> last_flush_{std::chrono::steady_clock::now().time_since_epoch().count()};
+  Mutex files_mu_;
+  std::unordered_map<uint64_t, std::string> blob_paths_;                // GUARDED_BY(files_mu_)
+  std::unordered_set<uint64_t> unlisted_;                               // GUARDED_BY(files_mu_)
+  std::unordered_map<uint64_t, std::shared_ptr<const UniqueFd>> open_;  // GUARDED_BY(files_mu_)
 };
 
 // The chunks of a reader's generation as a read-only ChunkSource. It holds

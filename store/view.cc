@@ -201,6 +201,48 @@ Status StoreView::ReadChunk(const ChunkKey& key, ChunkDecoder* decoder,
   return decoder->Decode(View(frame), key, out);
 }
 
+namespace {
+
+// The place of the newest entry of a chunk family's key among its versions
+// (newest first): a frame kept in the table (type 1, kTypeValue) or a blob
+// index (type 17, kTypeBlobIndex: type byte 1 (a plain blob), then varint
+// file number, offset and size, and a compression byte, 0 for none). Other
+// entries (a deletion, a blob with a TTL, a compressed blob, whose bytes in
+// the file are not the frame) leave the place unknown.
+StoreView::ChunkPlace PlaceOf(const rocksdb::KeyVersion& kv) {
+  using ChunkPlace = StoreView::ChunkPlace;
+  constexpr int kTypeValue = 1, kTypeBlobIndex = 17;
+  ChunkPlace p;
+  if (kv.type == kTypeValue) {
+    p.file = ChunkPlace::kInline;
+  } else if (kv.type == kTypeBlobIndex && !kv.value.empty() && kv.value[0] == 1) {
+    Reader r(std::string_view(kv.value).substr(1));
+    uint64_t file, offset, size;
+    uint8_t compression;
+    if (r.GetVarint(&file) && r.GetVarint(&offset) && r.GetVarint(&size) && r.GetU8(&compression) &&
+        compression == 0 && file != ChunkPlace::kInline && file != ChunkPlace::kUnknown)
+      p = {file, offset, size};
+  }
+  return p;
+}
+
+}  // namespace
+
+Status StoreView::LocateChunk(const ChunkKey& key, ChunkPlace* place) const {
+  *place = ChunkPlace{};
+  try {
+    std::vector<rocksdb::KeyVersion> versions;
+    const rocksdb::Slice k(key.view().data(), key.view().size());
+    // Versions come newest first; the first is the one a read would see.
+    rocksdb::Status s = rocksdb::GetAllKeyVersions(db_->db(), db_->chunks(), k, k, 1, &versions);
+    if (!s.ok()) return FromRocks(s, "locate chunk " + key.Hex());
+    if (!versions.empty() && versions[0].user_key == key.view()) *place = PlaceOf(versions[0]);
+    return Status::OK();
+  } catch (const std::bad_alloc&) {
+    return Status::NoMemory("out of memory while locating chunk " + key.Hex());
+  }
+}
+
 Status StoreView::LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* places) const {
   std::unordered_map<ChunkKey, size_t, ChunkKeyHasher> want;  // key -> its first index
   std::vector<std::pair<size_t, size_t>> repeats;             // (index, first index)
@@ -210,11 +252,9 @@ Status StoreView::LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* place
     auto [it, fresh] = want.emplace(keys[i], i);
     if (!fresh) repeats.push_back({i, it->second});
   }
-  // Every entry of the chunk family with its raw value: a frame kept in the
-  // table (type 1, kTypeValue) or a blob index (type 17, kTypeBlobIndex:
-  // type byte 1 (a plain blob), then varint file number, offset and size, and
-  // a compression byte). Entries come newest first for each key. Keys are
-  // hashes, so the key space splits into even halves, scanned on two threads.
+  // Every entry of the chunk family with its raw value (PlaceOf); entries
+  // come newest first for each key. Keys are hashes, so the key space splits
+  // into even halves, scanned on two threads.
   auto scan = [&](std::string_view begin, std::string_view end) -> Status {
     try {
       std::vector<rocksdb::KeyVersion> all;
@@ -222,7 +262,6 @@ Status StoreView::LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* place
           db_->db(), db_->chunks(), rocksdb::Slice(begin.data(), begin.size()),
           rocksdb::Slice(end.data(), end.size()), SIZE_MAX, &all);
       if (!s.ok()) return FromRocks(s, "list chunk places");
-      constexpr int kTypeValue = 1, kTypeBlobIndex = 17;
       std::string_view last;
       for (const rocksdb::KeyVersion& kv : all) {
         if (kv.user_key.size() != 16 || kv.user_key == last) continue;  // only the newest
@@ -230,16 +269,7 @@ Status StoreView::LocateChunks(const ChunkKey* keys, size_t n, ChunkPlace* place
         auto key = ChunkKey::FromBytes(kv.user_key);
         auto it = want.find(*key);
         if (it == want.end()) continue;
-        ChunkPlace& p = places[it->second];
-        if (kv.type == kTypeValue) {
-          p.file = ChunkPlace::kInline;
-        } else if (kv.type == kTypeBlobIndex && !kv.value.empty() && kv.value[0] == 1) {
-          Reader r(std::string_view(kv.value).substr(1));
-          uint64_t file, offset, size;
-          if (r.GetVarint(&file) && r.GetVarint(&offset) && r.GetVarint(&size) &&
-              file != ChunkPlace::kInline && file != ChunkPlace::kUnknown)
-            p = {file, offset, size};
-        }
+        places[it->second] = PlaceOf(kv);
       }
       return Status::OK();
     } catch (const std::bad_alloc&) {
