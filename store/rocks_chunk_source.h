@@ -117,11 +117,14 @@ class RocksChunkSource final : public ChunkSource {
                          DecodedChunks* result);
   // Blob file `number` opened for reading, or null if the database has no
   // such file or it cannot be opened. Files are kept open (they never
-  // change) up to kMaxOpenBlobFiles; past that, each caller gets one of its
-  // own. The database's blob files are listed once, and again for a number
-  // not in the list (a writer's flushes add files), at most once per number.
+  // change) up to kMaxOpenBlobFiles a source; past that, each caller gets one
+  // of its own, closed after its read. The pager makes a source for each
+  // model it opens, so this bounds what an application that holds many
+  // models open spends of its file descriptors. The database's blob files
+  // are listed once, and again for a number not in the list (a writer's
+  // flushes add files), at most once per number.
   std::shared_ptr<const UniqueFd> BlobFile(uint64_t number);
-  static constexpr size_t kMaxOpenBlobFiles = 64;
+  static constexpr size_t kMaxOpenBlobFiles = 4;
   RocksDb* db_;
   bool writable_;
   LargeFrames large_;

@@ -556,7 +556,11 @@ TEST(RocksChunkSourceTest, ReadDecodedKeepsEveryEntrysOutcome) {
                   Bytes(want.raw_len, uint32_t(which[i])))
             << "entry " << i;
       }
-      // The decoder's input buffer goes with its other scratch.
+      // The decoder's input buffer holds the frames read from the files,
+      // and goes with its other scratch.
+      if (flushed && large == RocksChunkSource::LargeFrames::kFromFiles) {
+        EXPECT_GE(decoder.input_buffer().capacity(), size_t(300 << 10));
+      }
       decoder.ReleaseMemory();
       EXPECT_EQ(decoder.input_buffer().capacity(), 0u);
     }
