@@ -366,11 +366,10 @@ void RocksChunkSource::ReadFromBlobFiles(std::span<const ChunkKey> keys,
       uint8_t* at = buf.data() + (l.offset - begin);
       // A frame that cannot be read, or does not match its key here, is read
       // through RocksDB, whose answer (and message) counts.
-      if ((whole || (fd != nullptr && ReadWhole(fd->get(), l.offset, size_t(l.size), at))) &&
-          decoder
-              ->Decode(std::string_view(reinterpret_cast<const char*>(at), size_t(l.size)),
-                       keys[l.entry], outs[l.entry])
-              .ok())
+      const bool read =
+          whole || (fd != nullptr && ReadWhole(fd->get(), l.offset, size_t(l.size), at));
+      const std::string_view frame(reinterpret_cast<const char*>(at), size_t(l.size));
+      if (read && decoder->Decode(frame, keys[l.entry], outs[l.entry]).ok())
         result->frame_bytes[l.entry] = l.size;
       else
         rest->push_back(l.entry);

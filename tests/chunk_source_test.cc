@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -385,6 +386,23 @@ TEST(ChunkRead, AMissingOrDamagedChunkIsNamedWithItsUse) {
   EXPECT_EQ(std::string(out.begin(), out.end()), raw);
 }
 
+// n U8 tensors t0, t1, ... of size(i) random bytes each, drawn from
+// `values` byte values (256: incompressible, so frames go to blob files;
+// fewer: coded frames).
+std::vector<testing_util::TestTensor> RandomTensors(int n, const std::function<size_t(int)>& size,
+                                                    uint32_t seed, unsigned values) {
+  std::vector<testing_util::TestTensor> tensors;
+  std::mt19937 rng(seed);
+  for (int i = 0; i < n; ++i) {
+    std::string d(size(i), '\0');
+    for (char& c : d) c = char(rng() % values);
+    std::string name = "t";  // (not "t" + to_string: GCC 12 warns falsely of overlap)
+    name += std::to_string(i);
+    tensors.push_back({name, "U8", {d.size()}, d});
+  }
+  return tensors;
+}
+
 // Writes tensors as dir/m.safetensors and imports that into the store at
 // dir/s as m:1.
 void ImportIntoStore(const std::string& dir, const std::vector<testing_util::TestTensor>& tensors) {
@@ -400,16 +418,8 @@ void ImportIntoStore(const std::string& dir, const std::vector<testing_util::Tes
 TEST(RocksChunkSourceTest, PlanPlacesEveryBlobFrameWhereItIs) {
   char dir[] = "/tmp/pstore-chunk-plan-XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
-  std::vector<testing_util::TestTensor> tensors;
-  std::mt19937 rng(7);
-  for (int i = 0; i < 24; ++i) {
-    std::string d(100000 + size_t(i) * 1000, '\0');
-    for (char& c : d) c = char(rng());  // incompressible: frames go to blob files
-    std::string name = "t";             // (not "t" + to_string: GCC 12 warns falsely of overlap)
-    name += std::to_string(i);
-    tensors.push_back({name, "U8", {d.size()}, d});
-  }
-  ImportIntoStore(dir, tensors);
+  ImportIntoStore(dir, RandomTensors(
+                           24, [](int i) { return 100000 + size_t(i) * 1000; }, 7, 256));
   if (HasFatalFailure()) return;
   auto r = StoreReader::Open(std::string(dir) + "/s");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -707,15 +717,8 @@ TEST(RocksChunkSourceTest, ReadDecodedAsksRocksDbForOneRunAtATimeOrReadsTheFiles
 TEST(RocksChunkSourceTest, DamagedOrMissingBlobFilesFailOnlyTheirChunks) {
   char dir[] = "/tmp/pstore-chunk-direct-XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
-  std::vector<testing_util::TestTensor> tensors;
-  std::mt19937 rng(11);
-  for (int i = 0; i < 6; ++i) {
-    std::string d(200000, '\0');
-    for (char& c : d) c = char(rng() % 7);  // compressible: coded frames
-    std::string name = "t";
-    name += std::to_string(i);
-    tensors.push_back({name, "U8", {d.size()}, d});
-  }
+  const std::vector<testing_util::TestTensor> tensors = RandomTensors(
+      6, [](int) { return size_t(200000); }, 11, 7);
   ImportIntoStore(dir, tensors);
   if (HasFatalFailure()) return;
   auto r = StoreReader::Open(std::string(dir) + "/s");
