@@ -96,6 +96,14 @@ class ManualErrorRecovery : public rocksdb::EventListener {
   }
 };
 
+// RocksDB opens a database's table files on max_file_opening_threads
+// threads, which it starts and joins for each column family at every open,
+// whatever the number of tables (16 by default: 30 threads for the two
+// families). A store has a few tables per family, so those threads cost more
+// than they save: about 7 ms of each `pstore` command on a 2-core machine
+// (docs/benchmarks.md, "Opening a store").
+constexpr int kFileOpeningThreads = 1;
+
 rocksdb::ColumnFamilyOptions MetaOptions() {
   rocksdb::ColumnFamilyOptions o;
   o.compression = rocksdb::kZSTD;
@@ -219,6 +227,7 @@ Result<std::unique_ptr<RocksDb>> RocksDb::OpenPrimary(const std::string& path, r
   rocksdb::DBOptions o;
   if (env != nullptr) o.env = env;
   o.listeners.push_back(std::make_shared<ManualErrorRecovery>());
+  o.max_file_opening_threads = kFileOpeningThreads;
   o.create_if_missing = true;
   o.create_missing_column_families = true;
   o.atomic_flush = true;  // chunks and their records reach disk together
@@ -250,6 +259,7 @@ Result<std::unique_ptr<RocksDb>> RocksDb::OpenReadOnly(const std::string& path) 
   rocksdb::DBOptions o;
   o.info_log = std::make_shared<NullLogger>();
   o.max_open_files = 256;  // tables open on first use: opening a generation stays cheap
+  o.max_file_opening_threads = kFileOpeningThreads;
   // Chunks of a model sit together in blob files and loads read them in
   // order: let the kernel read ahead (RocksDB advises random access by default).
   o.advise_random_on_open = false;
