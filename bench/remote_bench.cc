@@ -98,25 +98,17 @@ void ImportAll(const std::string& dir, const std::vector<std::string>& files) {
   }
 }
 
-// As `pstore push` and `pstore pull` (tools/remote_commands.cc): connected
-// while the store opens.
 pstore::TransferResult PushOne(const Args& a, const std::string& store, const std::string& ref,
                                const std::string& ns) {
-  const pstore::RadosOptions o = Remote(a, ns);
-  auto [connected, opened] =
-      pstore::OpenRemoteDuring(o, [&] { return pstore::StoreReader::Open(store); });
-  auto reader = Check(std::move(opened), "opening " + store);
-  auto tier = Check(std::move(connected), "connecting");
+  auto reader = Check(pstore::StoreReader::Open(store), "opening " + store);
+  auto tier = Check(pstore::RemoteTier::Open(Remote(a, ns)), "connecting");
   return Check(pstore::Push(reader->view(), ref, tier.get(), Transfer(a)), "push " + ref);
 }
 
 pstore::TransferResult PullOne(const Args& a, const std::string& store, const std::string& ref,
                                const std::string& ns) {
-  const pstore::RadosOptions o = Remote(a, ns);
-  auto [connected, opened] =
-      pstore::OpenRemoteDuring(o, [&] { return pstore::StoreWriter::Open(store, false); });
-  auto tier = Check(std::move(connected), "connecting");
-  auto w = Check(std::move(opened), "opening " + store);
+  auto tier = Check(pstore::RemoteTier::Open(Remote(a, ns)), "connecting");
+  auto w = Check(pstore::StoreWriter::Open(store, false), "opening " + store);
   return Check(pstore::Pull(w.get(), ref, tier.get(), Transfer(a)), "pull " + ref);
 }
 

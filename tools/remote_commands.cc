@@ -36,28 +36,18 @@ nlohmann::json SpecJson(const RemoteSpec& r) {
           {"id", r.id},     {"namespace", r.ns}, {"timeout_seconds", r.timeout_seconds}};
 }
 
-// The remote's spec from the store's config; a timeout > 0 replaces the
-// remote's.
-Result<RemoteSpec> SpecOf(const Context& ctx, const std::string& remote, int timeout) {
+// The remote's spec from the store's config, connected; a timeout > 0
+// replaces the remote's.
+Result<std::unique_ptr<RemoteTier>> Connect(const Context& ctx, const std::string& remote,
+                                            int timeout = 0) {
   StorePaths p{ctx.store};
   PSTORE_RETURN_IF_ERROR(ReadStoreId(p).status());
   PSTORE_ASSIGN_OR_RETURN(StoreConfig c, ReadStoreConfig(p));
   PSTORE_ASSIGN_OR_RETURN(RemoteSpec spec, FindRemote(c, remote));
   if (timeout > 0) spec.timeout_seconds = timeout;
-  return spec;
-}
-
-Result<std::unique_ptr<RemoteTier>> Connected(Result<std::unique_ptr<RemoteTier>> tier,
-                                              const RemoteSpec& spec) {
+  auto tier = RemoteTier::Open(spec.ToRadosOptions());
   if (!tier.ok()) return tier.status().WithContext("remote " + spec.name);
   return tier;
-}
-
-// The remote's spec from the store's config, connected.
-Result<std::unique_ptr<RemoteTier>> Connect(const Context& ctx, const std::string& remote,
-                                            int timeout = 0) {
-  PSTORE_ASSIGN_OR_RETURN(RemoteSpec spec, SpecOf(ctx, remote, timeout));
-  return Connected(RemoteTier::Open(spec.ToRadosOptions()), spec);
 }
 
 struct RemoteAddOutput : Output {
@@ -159,12 +149,8 @@ struct TransferOutput : Output {
 };
 
 Result<TransferOutput> CmdPush(const Context& c, const RemoteArgs& a) {
-  PSTORE_ASSIGN_OR_RETURN(RemoteSpec spec, SpecOf(c, a.remote, a.op_timeout));
-  // Connected while the store opens; the store's error, if any, first.
-  auto [connected, opened] =
-      OpenRemoteDuring(spec.ToRadosOptions(), [&] { return StoreReader::Open(c.store); });
-  PSTORE_ASSIGN_OR_RETURN(auto reader, std::move(opened));
-  PSTORE_ASSIGN_OR_RETURN(auto tier, Connected(std::move(connected), spec));
+  PSTORE_ASSIGN_OR_RETURN(auto reader, StoreReader::Open(c.store));
+  PSTORE_ASSIGN_OR_RETURN(auto tier, Connect(c, a.remote, a.op_timeout));
   ProgressLine line("pushing", !c.json);
   TransferOptions o;
   o.force = a.force;
@@ -179,22 +165,8 @@ Result<TransferOutput> CmdPush(const Context& c, const RemoteArgs& a) {
 }
 
 Result<TransferOutput> CmdPull(const Context& c, const RemoteArgs& a) {
-  PSTORE_ASSIGN_OR_RETURN(RemoteSpec spec, SpecOf(c, a.remote, a.op_timeout));
-  std::unique_ptr<RemoteTier> tier;
-  std::unique_ptr<StoreWriter> w;
-  if (a.wait) {
-    // Waiting for another writer can take long: connect first, so that an
-    // unreachable cluster is reported without that wait.
-    PSTORE_ASSIGN_OR_RETURN(tier, Connected(RemoteTier::Open(spec.ToRadosOptions()), spec));
-    PSTORE_ASSIGN_OR_RETURN(w, StoreWriter::Open(c.store, true));
-  } else {
-    // Connected while the store opens; the connection's error, if any,
-    // first (as when connecting first).
-    auto [connected, opened] =
-        OpenRemoteDuring(spec.ToRadosOptions(), [&] { return StoreWriter::Open(c.store, false); });
-    PSTORE_ASSIGN_OR_RETURN(tier, Connected(std::move(connected), spec));
-    PSTORE_ASSIGN_OR_RETURN(w, std::move(opened));
-  }
+  PSTORE_ASSIGN_OR_RETURN(auto tier, Connect(c, a.remote, a.op_timeout));
+  PSTORE_ASSIGN_OR_RETURN(auto w, StoreWriter::Open(c.store, a.wait));
   ProgressLine line("pulling", !c.json);
   TransferOptions o;
   o.force = a.force;

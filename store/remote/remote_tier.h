@@ -23,12 +23,10 @@
 // Thread-safety: all methods may be called from many threads at once.
 #pragma once
 
-#include <future>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
-#include <utility>
 
 #include "store/manifest.h"
 #include "store/remote/rados_chunk_source.h"
@@ -75,19 +73,5 @@ class RemoteTier {
   explicit RemoteTier(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// Connects (RemoteTier::Open) on another thread while `work` runs on the
-// calling one, and returns both results once both have ended. Connecting
-// mostly waits for the monitors and opening a store mostly for its files, so
-// a push or pull that needs both pays about the longer of the two rather than
-// their sum (docs/benchmarks.md, "Connecting while the store opens").
-template <class Work>
-auto OpenRemoteDuring(const RadosOptions& options, Work&& work)
-    -> std::pair<Result<std::unique_ptr<RemoteTier>>, decltype(work())> {
-  auto connecting =
-      std::async(std::launch::async, [&options] { return RemoteTier::Open(options); });
-  auto done = work();
-  return {connecting.get(), std::move(done)};
-}
 
 }  // namespace pstore
