@@ -99,10 +99,11 @@ class ManualErrorRecovery : public rocksdb::EventListener {
 // RocksDB opens a database's table files on max_file_opening_threads
 // threads, which it starts and joins for each column family at every open,
 // whatever the number of tables (16 by default: 30 threads for the two
-// families). A store has a few tables per family, so those threads cost more
-// than they save: about 7 ms of each `pstore` command on a 2-core machine
-// (docs/benchmarks.md, "Opening a store").
-constexpr int kFileOpeningThreads = 1;
+// families). A store has a few tables per family, so most of those threads
+// cost more than they save (about 5 ms of each `pstore` command on a 2-core
+// machine: docs/benchmarks.md, "Opening a store"); a few are kept for the
+// writer, which opens every table at once, on a cold cache or a slow disk.
+constexpr int kFileOpeningThreads = 4;
 
 rocksdb::ColumnFamilyOptions MetaOptions() {
   rocksdb::ColumnFamilyOptions o;
