@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -914,9 +915,51 @@ TEST_F(FullDiskPublishTest, AFlushThatFailsForAnotherReasonFailsThePublish) {
   ExpectInGeneration(*n2, "k1");
 }
 
+// The levels of a metadata table's zstd (as its properties record them).
+std::vector<std::string> MetaTableLevels(RocksDb* db) {
+  rocksdb::TablePropertiesCollection tables;
+  EXPECT_TRUE(db->db()->GetPropertiesOfAllTables(db->meta(), &tables).ok());
+  std::vector<std::string> levels;
+  for (const auto& [file, props] : tables) {
+    const std::string& o = props->compression_options;
+    size_t at = o.find("level=");
+    levels.push_back(props->compression_name + " " +
+                     (at == o.npos ? "?" : o.substr(at + 6, o.find(';', at) - at - 6)));
+  }
+  std::sort(levels.begin(), levels.end());
+  return levels;
+}
+
+// A flush, which a commit waits for, writes the metadata at a fast zstd
+// level; compactions into the last level, where it stays, at level 9.
+TEST_F(StoreTest, MetadataIsFlushedFastAndCompactedAtLevel9) {
+  StorePaths p{root_};
+  fs::create_directories(p.db());
+  auto db = RocksDb::OpenPrimary(p.db());
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  std::string value;
+  for (int i = 0; i < 2000; ++i) value += "tensor." + std::to_string(i) + " ";
+  for (int t = 0; t < 2; ++t) {
+    for (int i = 0; i < 50; ++i)
+      ASSERT_TRUE((*db)
+                      ->db()
+                      ->Put(rocksdb::WriteOptions(), (*db)->meta(),
+                            "m." + std::to_string(1000 + i) + "." + std::to_string(t), value)
+                      .ok());
+    ASSERT_TRUE((*db)->Flush("flush").ok());
+  }
+  EXPECT_EQ(MetaTableLevels(db->get()), (std::vector<std::string>{"ZSTD 1", "ZSTD 1"}));
+  // What an automatic compaction does: L0 into the last level, with the
+  // writer's options (the two tables' keys interleave, so it rewrites them).
+  ASSERT_TRUE((*db)
+                  ->db()
+                  ->CompactRange(rocksdb::CompactRangeOptions(), (*db)->meta(), nullptr, nullptr)
+                  .ok());
+  EXPECT_EQ(MetaTableLevels(db->get()), std::vector<std::string>{"ZSTD 9"});
+}
+
 // compact writes the metadata with zstd level 19; the writer's options keep
-// the usual level for every other compaction (the automatic ones also write
-// into the last level).
+// level 9 for every other compaction into the last level (the automatic ones).
 TEST_F(StoreTest, CompactAloneWritesTheMetadataAtTheStrongestLevel) {
   auto w = Writer();
   ASSERT_TRUE(w);
@@ -940,8 +983,11 @@ TEST_F(StoreTest, CompactAloneWritesTheMetadataAtTheStrongestLevel) {
   ASSERT_NE(meta, std::string::npos) << options;
   size_t end = options.find("[CFOptions", meta + 1);
   std::string section = options.substr(meta, end - meta);
-  EXPECT_NE(section.find("bottommost_compression=kDisableCompressionOption"), std::string::npos)
-      << section;
+  EXPECT_NE(section.find("bottommost_compression=kZSTD"), std::string::npos) << section;
+  size_t opts = section.find("bottommost_compression_opts=");
+  ASSERT_NE(opts, std::string::npos) << section;
+  std::string bottom = section.substr(opts, section.find('}', opts) - opts);
+  EXPECT_NE(bottom.find("level=9;"), std::string::npos) << bottom;
 }
 
 // Every open of the writer and every change of options writes an OPTIONS
