@@ -106,10 +106,12 @@ class ManualErrorRecovery : public rocksdb::EventListener {
 constexpr int kFileOpeningThreads = 4;
 
 // The metadata's compression: a flush writes its table at a fast level, since
-// a commit's flush waits for it (about 4 MB of manifests and chunk records for
-// a model of 8,000 tensors, 40 ms at level 9 on one core); compactions into
-// the last level, where the metadata stays, write it at level 9, and `compact`
-// at kStrongMetaLevel (SetStrongMetaCompression).
+// a commit's flush waits for it (docs/benchmarks.md, "The metadata flushed at
+// zstd level 1"); compactions into the last non-empty level, where most of it
+// stays, write it at level 9, and `compact` at kStrongMetaLevel
+// (SetStrongMetaCompression). Tables stay at level 1 while they are in L0 (up
+// to three before a compaction), and, in a store whose metadata has outgrown
+// L1 (256 MB), in L1 until the next `compact`.
 constexpr int kMetaFlushLevel = 1;
 constexpr int kMetaLastLevel = 9;
 constexpr int kStrongMetaLevel = 19;

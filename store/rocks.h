@@ -52,10 +52,11 @@ class RocksDb {
   Status SetBlobGc(bool on, double age_cutoff = 1.0);
 
   // Makes compactions into the metadata's last level use zstd level 19, or
-  // (off) the level of every other metadata table again. compact turns it on
-  // around its compaction of the metadata, whose output is kept until the
-  // next compact; automatic compactions also write the last level (L1 in a
-  // small store), and level 19 would cost them about 20 times the CPU.
+  // (off) level 9 again, as at open (flushes use level 1 either way).
+  // compact turns it on around its compaction of the metadata, whose output
+  // is kept until the next compact; automatic compactions also write the
+  // last level (L1 in a small store), and level 19 would cost them about 20
+  // times the CPU.
   Status SetStrongMetaCompression(bool on);
 
   // Flushes both column families at once and waits. A flush that fails is
